@@ -1,0 +1,74 @@
+package clock
+
+import (
+	"testing"
+	"time"
+)
+
+func TestFakeTimerFiresOnlyWhenDue(t *testing.T) {
+	f := NewFake(time.Unix(1000, 0))
+	tm := f.NewTimer(10 * time.Second)
+	f.Advance(9 * time.Second)
+	select {
+	case <-tm.C():
+		t.Fatal("timer fired early")
+	default:
+	}
+	f.Advance(time.Second)
+	select {
+	case got := <-tm.C():
+		if want := time.Unix(1010, 0); !got.Equal(want) {
+			t.Fatalf("fired with %v, want %v", got, want)
+		}
+	default:
+		t.Fatal("timer did not fire")
+	}
+	if f.Waiters() != 0 {
+		t.Fatalf("fired timer still counted as waiting")
+	}
+}
+
+func TestFakeTimerStopAndReset(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	tm := f.NewTimer(time.Second)
+	if !tm.Stop() {
+		t.Fatal("Stop of an active timer returned false")
+	}
+	f.Advance(2 * time.Second)
+	select {
+	case <-tm.C():
+		t.Fatal("stopped timer fired")
+	default:
+	}
+	if tm.Reset(time.Second) {
+		t.Fatal("Reset of a stopped timer reported it active")
+	}
+	f.Advance(time.Second)
+	select {
+	case <-tm.C():
+	default:
+		t.Fatal("reset timer did not fire")
+	}
+}
+
+func TestFakeTickerDropsTicksWhenFull(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	tk := f.NewTicker(time.Second)
+	defer tk.Stop()
+	f.Advance(5 * time.Second)
+	<-tk.C()
+	select {
+	case <-tk.C():
+		t.Fatal("ticker buffered more than one tick")
+	default:
+	}
+	f.Advance(time.Second)
+	select {
+	case got := <-tk.C():
+		if !got.Equal(time.Unix(6, 0)) {
+			t.Fatalf("tick at %v, want 6s", got)
+		}
+	default:
+		t.Fatal("ticker did not tick")
+	}
+}

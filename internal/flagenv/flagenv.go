@@ -1,0 +1,40 @@
+// Package flagenv lets every command-line flag also be set from the environment, as
+// PAPERFETCH_<FLAG> (upper case, dashes as underscores), which is how Kubernetes manifests
+// configure the binaries. A flag given on the command line wins over the environment.
+package flagenv
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+)
+
+// Prefix is prepended to every variable name.
+const Prefix = "PAPERFETCH_"
+
+// Name returns the environment variable for a flag name: "per-host-delay" becomes
+// "PAPERFETCH_PER_HOST_DELAY".
+func Name(flagName string) string {
+	return Prefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Apply sets every flag of fs that was not set on the command line and whose variable is
+// present in the environment. Call it after fs.Parse. lookup is os.LookupEnv in production.
+func Apply(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var firstErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || firstErr != nil {
+			return
+		}
+		v, ok := lookup(Name(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			firstErr = fmt.Errorf("environment variable %s: %w", Name(f.Name), err)
+		}
+	})
+	return firstErr
+}

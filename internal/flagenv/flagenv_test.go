@@ -1,0 +1,49 @@
+package flagenv
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestApply(t *testing.T) {
+	env := map[string]string{
+		"PAPERFETCH_PER_HOST_DELAY": "3s",
+		"PAPERFETCH_LISTEN":         "0.0.0.0:9",
+		"PAPERFETCH_SLOTS":          "7",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	delay := fs.Duration("per-host-delay", time.Second, "")
+	listen := fs.String("listen", ":1", "")
+	slots := fs.Int("slots", 1, "")
+	other := fs.String("other", "default", "")
+	if err := fs.Parse([]string{"--listen", "cli:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(fs, lookup); err != nil {
+		t.Fatal(err)
+	}
+	if *delay != 3*time.Second || *slots != 7 {
+		t.Errorf("env not applied: delay=%v slots=%d", *delay, *slots)
+	}
+	if *listen != "cli:2" {
+		t.Errorf("command line should win, got %q", *listen)
+	}
+	if *other != "default" {
+		t.Errorf("unset variable changed a flag: %q", *other)
+	}
+}
+
+func TestApplyBadValueNamesVariable(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Int("slots", 1, "")
+	_ = fs.Parse(nil)
+	err := Apply(fs, func(k string) (string, bool) { return "many", k == "PAPERFETCH_SLOTS" })
+	if err == nil || !strings.Contains(err.Error(), "PAPERFETCH_SLOTS") {
+		t.Fatalf("want an error naming the variable, got %v", err)
+	}
+}
