@@ -2,14 +2,21 @@ package grpcserver
 
 import (
 	"flag"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/auth"
+	"github.com/paperfetch/paperfetch/internal/tlsreload"
 )
 
 // Role says which binary a server belongs to; it selects the role's flags (the coordinator
-// has client and fetcher tokens, the fetcher only its own TLS).
+// has client and fetcher tokens, the fetcher only its own).
 type Role int
 
 const (
@@ -22,22 +29,142 @@ const (
 // Flags holds the server flags shared by the binaries.
 type Flags struct {
 	role Role
-	// HardStopTimeout bounds the graceful drain.
+	// HardStopTimeout bounds the graceful drain (--grpc-hard-stop-timeout).
 	HardStopTimeout time.Duration
 	// MetricsListen is the address of the /metrics HTTP endpoint; empty disables it.
 	MetricsListen string
+	// HealthListen is the address of the plaintext health-only gRPC port; empty disables it.
+	HealthListen string
+	// ClientCAFile is the PEM bundle of CAs whose client certificates are accepted
+	// (--tls-client-ca); it turns on mTLS.
+	ClientCAFile string
+	// TokensFile holds the bearer tokens accepted from clients (--tokens).
+	TokensFile string
+	// FetcherTokensFile holds the tokens accepted on FetcherGatewayService (--fetcher-tokens,
+	// coordinator only).
+	FetcherTokensFile string
+	// RateLimit bounds client calls per second (--rate-limit; 0: unlimited).
+	RateLimit float64
+	// RateBurst is the rate limiter's burst (--rate-burst).
+	RateBurst int
+	// MaxConcurrentStreams bounds the streams per connection (--max-concurrent-streams).
+	MaxConcurrentStreams uint
+	// ReloadInterval is how often certificates and token files are re-read (--reload-interval).
+	ReloadInterval time.Duration
+
+	cert, key func() string // --tls-cert/--tls-key, possibly shared with grpcclient's flags
 }
 
-// RegisterFlags registers the server flags of role on fs.
+// RegisterFlags registers the server flags of role on fs. --tls-cert and --tls-key are shared
+// with grpcclient.RegisterFlags when a binary registers both (the fetcher): one key pair serves
+// as its server certificate and as its client certificate for mTLS.
 func RegisterFlags(fs *flag.FlagSet, role Role) *Flags {
 	f := &Flags{role: role}
-	fs.DurationVar(&f.HardStopTimeout, "grpc-hard-stop-timeout", 10*time.Second, "how long a graceful gRPC stop may drain before calls are cut")
-	fs.StringVar(&f.MetricsListen, "metrics-listen", "", "address for the Prometheus /metrics endpoint (empty: off)")
+	fs.DurationVar(&f.HardStopTimeout, "grpc-hard-stop-timeout", DefaultHardStopTimeout, "how long a graceful gRPC stop may drain before calls are cut")
+	fs.StringVar(&f.MetricsListen, "metrics-listen", "", "`address` for the Prometheus /metrics HTTP endpoint (empty: off)")
+	fs.StringVar(&f.HealthListen, "health-listen", "", "`address` of a plaintext gRPC port serving only grpc.health.v1, for Kubernetes gRPC probes when --tls-cert is set (empty: off)")
+	f.cert = sharedStringFlag(fs, "tls-cert", "PEM `file` of this process's certificate: served by its gRPC server and presented as the client certificate for mTLS")
+	f.key = sharedStringFlag(fs, "tls-key", "PEM `file` of the private key of --tls-cert")
+	fs.StringVar(&f.ClientCAFile, "tls-client-ca", "", "PEM `file` of CAs whose client certificates are verified (mTLS); a verified certificate authenticates a fetcher")
+	switch role {
+	case RoleCoordinator:
+		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for CoordinatorService, one per line, # comments (empty: the client API is open); reloaded on change")
+		fs.StringVar(&f.FetcherTokensFile, "fetcher-tokens", "", "`file` of bearer tokens accepted from fetchers on FetcherGatewayService (without it and without --tls-client-ca the gateway is open); reloaded on change")
+	case RoleFetcher:
+		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for FetcherService, one per line, # comments (empty: open unless --tls-client-ca); reloaded on change")
+	}
+	fs.Float64Var(&f.RateLimit, "rate-limit", 1000, "client calls per second accepted before RESOURCE_EXHAUSTED (health, reflection and the fetcher gateway are exempt; 0: unlimited)")
+	fs.IntVar(&f.RateBurst, "rate-burst", 2000, "burst of the client call rate limit")
+	fs.UintVar(&f.MaxConcurrentStreams, "max-concurrent-streams", DefaultMaxConcurrentStreams, "maximum concurrent gRPC streams per connection")
+	fs.DurationVar(&f.ReloadInterval, "reload-interval", DefaultReloadInterval, "how often TLS certificates and token files are checked for changes (also on SIGHUP)")
 	return f
 }
 
-// NewServer builds a Server from the flags. reg receives the server's metrics.
+// sharedStringFlag defines a string flag unless fs already has it, and returns a getter for
+// its value.
+func sharedStringFlag(fs *flag.FlagSet, name, usage string) func() string {
+	if fs.Lookup(name) == nil {
+		fs.String(name, "", usage)
+	}
+	fl := fs.Lookup(name)
+	return func() string { return fl.Value.String() }
+}
+
+// NewServer builds a Server from the flags: TLS (and mTLS) from the certificate files, the
+// auth guard from the token files, rate limiting, limits, /metrics and the health port. reg
+// receives the server's metrics and is served on --metrics-listen; nil means no gRPC metrics.
+// Errors name the flag at fault.
 func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Server, error) {
-	_ = reg
-	return New(Config{Logger: logger, HardStopTimeout: f.HardStopTimeout}), nil
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := Config{
+		Logger:          logger,
+		HardStopTimeout: f.HardStopTimeout,
+		Registry:        reg,
+		RateLimit:       f.RateLimit,
+		RateBurst:       f.RateBurst,
+		MetricsListen:   f.MetricsListen,
+		HealthListen:    f.HealthListen,
+		ReloadInterval:  f.ReloadInterval,
+	}
+	if f.MaxConcurrentStreams > 0 {
+		cfg.MaxConcurrentStreams = uint32(min(f.MaxConcurrentStreams, 1<<31))
+	}
+	certFile, keyFile := "", ""
+	if f.cert != nil {
+		certFile, keyFile = f.cert(), f.key()
+	}
+	var clientCAs *tlsreload.CertPool
+	switch {
+	case certFile != "" || keyFile != "":
+		kp, err := tlsreload.LoadKeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Reloaders = append(cfg.Reloaders, kp)
+		if f.ClientCAFile != "" {
+			if clientCAs, err = tlsreload.LoadCertPool(f.ClientCAFile); err != nil {
+				return nil, fmt.Errorf("--tls-client-ca: %w", err)
+			}
+			cfg.Reloaders = append(cfg.Reloaders, clientCAs)
+		}
+		cfg.Options = append(cfg.Options, grpc.Creds(credentials.NewTLS(tlsreload.ServerConfig(kp, clientCAs))))
+	case f.ClientCAFile != "":
+		return nil, fmt.Errorf("--tls-client-ca needs --tls-cert and --tls-key")
+	}
+
+	load := func(flagName, path string) (auth.TokenChecker, error) {
+		if path == "" {
+			return nil, nil
+		}
+		tf, err := auth.LoadTokenFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", flagName, err)
+		}
+		cfg.Reloaders = append(cfg.Reloaders, tf)
+		return tf, nil
+	}
+	clientTokens, err := load("tokens", f.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	guard := &auth.Guard{Services: map[string]auth.Requirement{}}
+	switch f.role {
+	case RoleCoordinator:
+		fetcherTokens, err := load("fetcher-tokens", f.FetcherTokensFile)
+		if err != nil {
+			return nil, err
+		}
+		guard.Default = auth.Requirement{Tokens: clientTokens}
+		guard.Services[pb.CoordinatorService_ServiceDesc.ServiceName] = auth.Requirement{Tokens: clientTokens}
+		guard.Services[pb.FetcherGatewayService_ServiceDesc.ServiceName] = auth.Requirement{Tokens: fetcherTokens, ClientCert: clientCAs != nil}
+	default:
+		guard.Default = auth.Requirement{Tokens: clientTokens, ClientCert: clientCAs != nil}
+	}
+	cfg.Auth = guard
+	logger.Info("gRPC server security",
+		"tls", certFile != "", "mtls", clientCAs != nil,
+		"client_tokens", f.TokensFile != "", "fetcher_tokens", f.FetcherTokensFile != "")
+	return New(cfg), nil
 }

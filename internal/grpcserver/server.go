@@ -1,6 +1,9 @@
 // Package grpcserver builds the gRPC servers of both services the same way: one interceptor
-// chain, the health service, server reflection, and a graceful shutdown (health NOT_SERVING,
-// drain, GracefulStop, then a hard Stop when the drain takes too long).
+// chain (Prometheus metrics, logging, auth, request validation, rate limiting, recovery), the
+// health service, server reflection, message/stream limits and keepalive enforcement, an
+// optional /metrics HTTP endpoint and plaintext health port, reloading of certificates and
+// token files, and a graceful shutdown (health NOT_SERVING, GracefulStop, then a hard Stop when
+// the drain takes too long).
 package grpcserver
 
 import (
@@ -9,32 +12,106 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"os/signal"
 	"runtime/debug"
+	"sync"
+	"syscall"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/ratelimit"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/auth"
+	"github.com/paperfetch/paperfetch/internal/grpcclient"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
-// Config configures a Server.
+// LivenessService is a health service name that stays SERVING while the server drains (the
+// overall "" status and every real service turn NOT_SERVING at once). Point Kubernetes liveness
+// probes at it and readiness probes at "", so a draining pod is taken out of rotation without
+// being killed before its drain ends.
+const LivenessService = "liveness"
+
+// Defaults of Config.
+const (
+	// DefaultHardStopTimeout bounds the graceful drain.
+	DefaultHardStopTimeout = 10 * time.Second
+	// DefaultMaxConcurrentStreams bounds the streams of one connection.
+	DefaultMaxConcurrentStreams = 1000
+	// DefaultReloadInterval is how often certificate and token files are checked for changes.
+	DefaultReloadInterval = 30 * time.Second
+	// metricsShutdownTimeout bounds the /metrics server's shutdown.
+	metricsShutdownTimeout = 5 * time.Second
+)
+
+// Reloader is material read from files that can be re-read: tlsreload.KeyPair,
+// tlsreload.CertPool, auth.TokenFile. Reload reports whether anything changed.
+type Reloader interface {
+	Reload() (bool, error)
+	String() string
+}
+
+// Config configures a Server. Only Logger is required.
 type Config struct {
 	// Logger receives call logs and lifecycle messages. Required.
 	Logger *slog.Logger
 	// HardStopTimeout bounds the graceful drain; after it, remaining calls are cut. 0 means 10s.
 	HardStopTimeout time.Duration
-	// Options are extra server options (credentials, limits, keepalive...).
+	// Options are extra server options (transport credentials...). They come after the
+	// defaults (message sizes, keepalive, concurrent streams) and may override them.
 	Options []grpc.ServerOption
-	// Unary and Stream are interceptors placed between logging and recovery (auth, validation,
-	// rate limiting...), in order.
+	// Registry receives the gRPC server metrics (grpc_server_handled_total, handling-time
+	// histogram...) and the Go and process collectors, and is what /metrics serves. nil: no
+	// gRPC metrics.
+	Registry *prometheus.Registry
+	// Auth authenticates calls (health and reflection excluded). nil: every call is accepted.
+	Auth *auth.Guard
+	// RateLimit bounds the rate of client calls (every service but health, reflection and
+	// FetcherGatewayService) in calls per second, with bursts of RateBurst. 0 means unlimited.
+	RateLimit float64
+	// RateBurst is the rate limiter's burst; 0 means max(1, RateLimit).
+	RateBurst int
+	// MaxConcurrentStreams bounds the concurrent streams of one connection. 0 means 1000.
+	MaxConcurrentStreams uint32
+	// Unary and Stream are extra interceptors placed after rate limiting and before recovery,
+	// in order.
 	Unary []grpc.UnaryServerInterceptor
 	// Stream interceptors, see Unary.
 	Stream []grpc.StreamServerInterceptor
+	// MetricsListen is the address of the /metrics HTTP endpoint opened by Serve; empty: none.
+	MetricsListen string
+	// MetricsListener, when set, is used instead of MetricsListen (tests pass a bound listener).
+	MetricsListener net.Listener
+	// HealthListen is the address of a plaintext gRPC port serving only grpc.health.v1, for
+	// Kubernetes' native gRPC probes, which cannot speak TLS. Empty: none.
+	HealthListen string
+	// HealthListener, when set, is used instead of HealthListen.
+	HealthListener net.Listener
+	// Reloaders are re-read every ReloadInterval and on SIGHUP while Serve runs.
+	Reloaders []Reloader
+	// ReloadInterval is the period of the reload loop; 0 means 30s, negative disables the
+	// timer (SIGHUP still reloads).
+	ReloadInterval time.Duration
 }
 
 // Server is a gRPC server with health and reflection, and a graceful Serve.
@@ -44,35 +121,98 @@ type Server struct {
 	// Health is the health service; Serve sets it SERVING, then NOT_SERVING on shutdown.
 	Health *health.Server
 
+	cfg      Config
 	logger   *slog.Logger
 	hardStop time.Duration
+	metrics  *grpcprom.ServerMetrics // nil without a registry
+	health   *grpc.Server            // plaintext health-only server, nil without HealthListen
 }
 
 // New builds a Server. Register services on s.GRPC, then call Serve.
 func New(cfg Config) *Server {
 	if cfg.HardStopTimeout == 0 {
-		cfg.HardStopTimeout = 10 * time.Second
+		cfg.HardStopTimeout = DefaultHardStopTimeout
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.ReloadInterval == 0 {
+		cfg.ReloadInterval = DefaultReloadInterval
 	}
 	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+		cfg.Logger = logger
+	}
+	s := &Server{cfg: cfg, logger: logger, hardStop: cfg.HardStopTimeout}
+
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	// 1. Metrics.
+	if cfg.Registry != nil {
+		s.metrics = serverMetrics(cfg.Registry, logger)
+		unary = append(unary, s.metrics.UnaryServerInterceptor())
+		stream = append(stream, s.metrics.StreamServerInterceptor())
+	}
+	// 2. Logging: the start (debug) and the end of every call, never per message; health
+	// checks (probes every few seconds) are not logged.
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.StartCall, logging.FinishCall)}
+	unary = append(unary, selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notHealth)))
+	stream = append(stream, selector.StreamServerInterceptor(logging.StreamServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notHealth)))
+	// 3. Auth, except health and reflection.
+	if cfg.Auth != nil {
+		unary = append(unary, selector.UnaryServerInterceptor(cfg.Auth.UnaryServerInterceptor(), selector.MatchFunc(notInfrastructure)))
+		stream = append(stream, selector.StreamServerInterceptor(cfg.Auth.StreamServerInterceptor(), selector.MatchFunc(notInfrastructure)))
+	}
+	// 4. Request validation.
+	unary = append(unary, validate.UnaryServerInterceptor())
+	stream = append(stream, validate.StreamServerInterceptor())
+	// 5. Rate limiting of client calls.
+	if cfg.RateLimit > 0 {
+		burst := cfg.RateBurst
+		if burst <= 0 {
+			burst = max(1, int(cfg.RateLimit))
+		}
+		lim := limiter{rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)}
+		unary = append(unary, selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(lim), selector.MatchFunc(clientCall)))
+		stream = append(stream, selector.StreamServerInterceptor(ratelimit.StreamServerInterceptor(lim), selector.MatchFunc(clientCall)))
+	}
+	unary = append(unary, cfg.Unary...)
+	stream = append(stream, cfg.Stream...)
+	// 6. Recovery, last: a panicking handler becomes INTERNAL and the server lives on.
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		logger.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
-		return status.Errorf(codes.Internal, "internal error")
+		method, _ := grpc.Method(ctx)
+		logger.ErrorContext(ctx, "panic in gRPC handler", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
 	})}
-	unary := append([]grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(SlogLogger(logger), logOpts...)}, cfg.Unary...)
 	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpts...))
-	stream := append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(SlogLogger(logger), logOpts...)}, cfg.Stream...)
 	stream = append(stream, recovery.StreamServerInterceptor(recoverOpts...))
 
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(grpcclient.MaxMessageSize),
+		grpc.MaxSendMsgSize(grpcclient.MaxMessageSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(KeepaliveEnforcementPolicy()),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * grpcclient.KeepaliveTime, Timeout: 2 * grpcclient.KeepaliveTimeout}),
 	}, cfg.Options...)
 	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{GRPC: gs, Health: hs, logger: logger, hardStop: cfg.HardStopTimeout}
+	s.GRPC, s.Health = gs, hs
+	if cfg.HealthListen != "" || cfg.HealthListener != nil {
+		s.health = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(KeepaliveEnforcementPolicy()))
+		healthpb.RegisterHealthServer(s.health, hs)
+	}
+	return s
+}
+
+// KeepaliveEnforcementPolicy is the servers' policy: it permits the pings of
+// grpcclient.KeepaliveParams (every KeepaliveTime, also without active streams) with a margin.
+func KeepaliveEnforcementPolicy() keepalive.EnforcementPolicy {
+	return keepalive.EnforcementPolicy{MinTime: grpcclient.KeepaliveTime / 2, PermitWithoutStream: true}
 }
 
 // SlogLogger adapts a slog.Logger to the go-grpc-middleware logging interface.
@@ -82,32 +222,258 @@ func SlogLogger(l *slog.Logger) logging.Logger {
 	})
 }
 
-// Serve marks every registered service SERVING and serves lis until ctx is done; then it sets
-// health to NOT_SERVING, drains with GracefulStop, and hard-stops after the timeout. It returns
-// nil after a shutdown caused by ctx, or the error that stopped serving.
+// callLogger is SlogLogger with "started call" lowered to debug: the end of a call (with its
+// code and duration) is what operators read at info.
+func callLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		if msg == "started call" && lvl < logging.LevelWarn {
+			lvl = logging.LevelDebug
+		}
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+func notHealth(_ context.Context, c interceptors.CallMeta) bool {
+	return c.Service != healthpb.Health_ServiceDesc.ServiceName
+}
+
+// infrastructure reports whether a service is health or reflection, which are reachable without
+// credentials and never rate-limited.
+func infrastructure(service string) bool {
+	switch service {
+	case healthpb.Health_ServiceDesc.ServiceName,
+		reflectionv1.ServerReflection_ServiceDesc.ServiceName,
+		reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName:
+		return true
+	}
+	return false
+}
+
+func notInfrastructure(_ context.Context, c interceptors.CallMeta) bool {
+	return !infrastructure(c.Service)
+}
+
+// clientCall selects the rate-limited calls: not infrastructure, not the fetchers' gateway.
+func clientCall(_ context.Context, c interceptors.CallMeta) bool {
+	return !infrastructure(c.Service) && c.Service != pb.FetcherGatewayService_ServiceDesc.ServiceName
+}
+
+// limiter adapts a token bucket to the ratelimit middleware.
+type limiter struct{ l *rate.Limiter }
+
+// Limit rejects a call when the bucket is empty.
+func (l limiter) Limit(context.Context) error {
+	if !l.l.Allow() {
+		return errors.New("rate limit exceeded")
+	}
+	return nil
+}
+
+// serverMetrics registers the gRPC server metrics and the Go and process collectors on reg.
+// Collectors registered already (the binary's own Go collector, or the metrics of another server
+// sharing the registry in one process) are reused rather than duplicated.
+func serverMetrics(reg prometheus.Registerer, logger *slog.Logger) *grpcprom.ServerMetrics {
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	if existing, err := register(reg, m); err != nil {
+		logger.Error("cannot register gRPC server metrics", "err", err)
+	} else if em, ok := existing.(*grpcprom.ServerMetrics); ok {
+		m = em
+	}
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if _, err := register(reg, c); err != nil {
+			logger.Error("cannot register runtime metrics", "err", err)
+		}
+	}
+	return m
+}
+
+// register registers c, returning the collector already registered in its place, if any.
+func register(reg prometheus.Registerer, c prometheus.Collector) (prometheus.Collector, error) {
+	err := reg.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) {
+		return dup.ExistingCollector, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	return c, nil
+}
+
+// Serve marks every registered service SERVING and serves lis until ctx is done (or Shutdown is
+// called); then it sets health to NOT_SERVING, drains with GracefulStop, and hard-stops after
+// the timeout. While it runs it also owns the /metrics HTTP server, the plaintext health port
+// and the reload loop (timer and SIGHUP), and stops them before returning. It returns nil after
+// a shutdown, or the error that stopped serving.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if s.metrics != nil {
+		s.metrics.InitializeMetrics(s.GRPC)
+	}
+	metricsLis, healthLis, err := s.auxListeners()
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+
+	var wg sync.WaitGroup
+	stopAux := make(chan struct{})
+	var metricsSrv *http.Server
+	auxErr := make(chan error, 2)
+	if metricsLis != nil {
+		metricsSrv = s.metricsServer()
+		s.logger.Info("serving metrics", "addr", metricsLis.Addr().String())
+		wg.Go(func() {
+			if err := metricsSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				auxErr <- fmt.Errorf("serve metrics on %s: %w", metricsLis.Addr(), err)
+			}
+		})
+	}
+	if healthLis != nil {
+		s.logger.Info("serving plaintext health", "addr", healthLis.Addr().String())
+		wg.Go(func() {
+			if err := s.health.Serve(healthLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				auxErr <- fmt.Errorf("serve health on %s: %w", healthLis.Addr(), err)
+			}
+		})
+	}
+	if len(s.cfg.Reloaders) > 0 {
+		wg.Go(func() { s.reloadLoop(stopAux) })
+	}
+
 	s.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.Health.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	for name := range s.GRPC.GetServiceInfo() {
 		s.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.GRPC.Serve(lis) }()
+	wg.Go(func() { errc <- s.GRPC.Serve(lis) })
+
+	var serveErr error
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+			serveErr = fmt.Errorf("serve %s: %w", lis.Addr(), err)
 		}
-		return nil
+		errc <- err // let the shutdown below see it again
+	case err := <-auxErr:
+		serveErr = err
 	case <-ctx.Done():
 	}
 	s.Shutdown()
 	<-errc
-	return nil
+
+	close(stopAux)
+	if s.health != nil {
+		s.health.Stop()
+	}
+	if metricsSrv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), metricsShutdownTimeout)
+		if err := metricsSrv.Shutdown(sctx); err != nil {
+			_ = metricsSrv.Close()
+		}
+		cancel()
+	}
+	wg.Wait()
+	s.logger.Info("gRPC server stopped", "addr", lis.Addr().String())
+	return serveErr
 }
 
-// Shutdown sets health NOT_SERVING, drains with GracefulStop and hard-stops after the timeout.
+// auxListeners opens the /metrics and health listeners configured.
+func (s *Server) auxListeners() (metricsLis, healthLis net.Listener, err error) {
+	metricsLis = s.cfg.MetricsListener
+	if metricsLis == nil && s.cfg.MetricsListen != "" {
+		if metricsLis, err = net.Listen("tcp", s.cfg.MetricsListen); err != nil {
+			return nil, nil, fmt.Errorf("listen for metrics: %w", err)
+		}
+	}
+	if s.health == nil {
+		return metricsLis, nil, nil
+	}
+	healthLis = s.cfg.HealthListener
+	if healthLis == nil {
+		if healthLis, err = net.Listen("tcp", s.cfg.HealthListen); err != nil {
+			if metricsLis != nil {
+				_ = metricsLis.Close()
+			}
+			return nil, nil, fmt.Errorf("listen for health: %w", err)
+		}
+	}
+	return metricsLis, healthLis, nil
+}
+
+// metricsServer builds the /metrics HTTP server for the registry.
+func (s *Server) metricsServer() *http.Server {
+	mux := http.NewServeMux()
+	var gatherer prometheus.Gatherer = prometheus.NewRegistry()
+	if s.cfg.Registry != nil {
+		gatherer = s.cfg.Registry
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelError),
+		EnableOpenMetrics: true,
+	}))
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// reloadLoop re-reads the reloaders on a timer and on SIGHUP until stop is closed.
+func (s *Server) reloadLoop(stop <-chan struct{}) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if s.cfg.ReloadInterval > 0 {
+		t := time.NewTicker(s.cfg.ReloadInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-hup:
+			s.logger.Info("SIGHUP: reloading certificates and tokens")
+			s.Reload()
+		case <-tick:
+			s.Reload()
+		}
+	}
+}
+
+// Reload re-reads every reloader now (certificates, CA bundles, token files), logging what
+// changed and what failed; a failed reload keeps the previous material.
+func (s *Server) Reload() {
+	for _, r := range s.cfg.Reloaders {
+		changed, err := r.Reload()
+		switch {
+		case err != nil:
+			s.logger.Error("reload failed; keeping the previous version", "what", r.String(), "err", err)
+		case changed:
+			s.logger.Info("reloaded", "what", r.String())
+		}
+	}
+}
+
+// MarkDraining turns readiness NOT_SERVING (the overall "" status and every service) while
+// LivenessService stays SERVING, so probes take the process out of rotation without killing it
+// before its drain ends. Binaries that drain before stopping the server (the fetcher) call it
+// instead of Health.Shutdown, which would fail liveness too.
+func (s *Server) MarkDraining() {
+	s.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	for name := range s.GRPC.GetServiceInfo() {
+		if name != healthpb.Health_ServiceDesc.ServiceName {
+			s.Health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+		}
+	}
+}
+
+// Shutdown marks the server draining (MarkDraining), drains with GracefulStop and hard-stops
+// after the timeout; then every status, liveness included, is NOT_SERVING.
 func (s *Server) Shutdown() {
-	s.Health.Shutdown()
+	s.MarkDraining()
 	done := make(chan struct{})
 	go func() {
 		s.GRPC.GracefulStop()
@@ -122,4 +488,5 @@ func (s *Server) Shutdown() {
 		s.GRPC.Stop()
 		<-done
 	}
+	s.Health.Shutdown()
 }

@@ -1,0 +1,216 @@
+package originlib
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestContentReadAtMatchesWhole(t *testing.T) {
+	c := NewContent(42, 100_003)
+	whole := make([]byte, c.Size())
+	if n, err := c.ReadAt(whole, 0); n != len(whole) || err != nil {
+		t.Fatalf("ReadAt(whole) = %d, %v", n, err)
+	}
+	if !bytes.HasPrefix(whole, []byte(Header)) {
+		t.Fatalf("content does not start with %q", Header)
+	}
+	for _, r := range [][2]int64{{0, 1}, {3, 17}, {9, 8}, {10, 7}, {8191, 4099}, {99_990, 13}} {
+		got := make([]byte, r[1])
+		if _, err := c.ReadAt(got, r[0]); err != nil {
+			t.Fatalf("ReadAt(%d, %d): %v", r[0], r[1], err)
+		}
+		if !bytes.Equal(got, whole[r[0]:r[0]+r[1]]) {
+			t.Errorf("ReadAt(off %d, len %d) differs from the whole content", r[0], r[1])
+		}
+	}
+	sum := sha256.Sum256(whole)
+	if got, want := c.SHA256(), hex.EncodeToString(sum[:]); got != want {
+		t.Errorf("SHA256() = %s, want %s", got, want)
+	}
+	if SHA256(42, 100_003) == SHA256(43, 100_003) {
+		t.Error("papers 42 and 43 have the same content")
+	}
+}
+
+// TestContentIsPinned fails if the generator changes: recorded checksums depend on it.
+func TestContentIsPinned(t *testing.T) {
+	if got, want := SHA256(1, 65536), "58574c6811efad7252533d8f9514b4e68e46e88907613669f894a92351fd59d6"; got != want {
+		t.Errorf("SHA256(1, 65536) = %s, want %s (the generator changed)", got, want)
+	}
+}
+
+func newServer(t *testing.T, f Faults) (*Origin, *httptest.Server) {
+	t.Helper()
+	o, err := New(Config{Faults: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewServer(o)
+	t.Cleanup(s.Close)
+	return o, s
+}
+
+func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func TestServeFullAndRange(t *testing.T) {
+	o, s := newServer(t, Faults{})
+	c := s.Client()
+	resp, body, err := get(t, c, s.URL+"/pdf/7?size=5000", map[string]string{"User-Agent": "t"})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET = %v, %v", resp, err)
+	}
+	sum := sha256.Sum256(body)
+	if hex.EncodeToString(sum[:]) != SHA256(7, 5000) {
+		t.Fatal("body does not match SHA256(7, 5000)")
+	}
+	etag := resp.Header.Get("ETag")
+	resp, part, err := get(t, c, s.URL+"/pdf/7?size=5000", map[string]string{"Range": "bytes=1000-", "If-Range": etag})
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("ranged GET = %v, %v", resp, err)
+	}
+	if !bytes.Equal(part, body[1000:]) {
+		t.Fatal("ranged body differs")
+	}
+	resp, _, err = get(t, c, s.URL+"/pdf/7?size=5000", map[string]string{"Range": "bytes=1000-", "If-Range": `"other"`})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET with a stale If-Range = %v, %v; want a full 200", resp, err)
+	}
+	st := o.Stats()
+	if st.Requests != 3 || st.CompleteBodies != 3 || st.DistinctComplete != 1 || st.InFlight != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+	if p := o.Paper(7); p.Requests != 3 || p.Completes != 3 || p.Size != 5000 {
+		t.Errorf("paper 7 = %+v", p)
+	}
+}
+
+func TestInjectedFailuresInOrder(t *testing.T) {
+	o, s := newServer(t, Faults{RetryAfter: 3})
+	c := s.Client()
+	url := s.URL + "/pdf/3?size=20000&fail503=1&fail500=1&reset=1&truncate=1"
+	resp, _, err := get(t, c, url, nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "3" {
+		t.Fatalf("request 1 = %v, %v; want 503 with Retry-After 3", resp, err)
+	}
+	resp, _, err = get(t, c, url, nil)
+	if err != nil || resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("request 2 = %v, %v; want 500", resp, err)
+	}
+	for i := 3; i <= 4; i++ {
+		_, body, err := get(t, c, url, nil)
+		if err == nil {
+			t.Fatalf("request %d: no error, %d bytes; want a cut body", i, len(body))
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) && i == 4 {
+			t.Errorf("request 4 (truncate): %v, want unexpected EOF", err)
+		}
+	}
+	resp, body, err := get(t, c, url, nil)
+	if err != nil || resp.StatusCode != http.StatusOK || int64(len(body)) != 20000 {
+		t.Fatalf("request 5 = %v, %v; want the whole body", resp, err)
+	}
+	st := o.Stats()
+	if st.Resets != 1 || st.Truncated != 1 || st.CompleteBodies != 1 || st.Status["503"] != 1 || st.Status["500"] != 1 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestFlakyIsBoundedAndDeterministic(t *testing.T) {
+	f := Faults{Flaky: 60, FlakyMax: 2}
+	var first []failure
+	for run := 0; run < 2; run++ {
+		var seq []failure
+		for n := uint64(0); n < 50; n++ {
+			fails := 0
+			for r := 0; r < 10; r++ {
+				k, flaky := f.decide(n, r, fails)
+				if flaky {
+					fails++
+				}
+				seq = append(seq, k)
+			}
+			if fails > 2 {
+				t.Fatalf("paper %d failed %d times, more than FlakyMax", n, fails)
+			}
+		}
+		if run == 1 && fmt.Sprint(seq) != fmt.Sprint(first) {
+			t.Fatal("flaky decisions are not deterministic")
+		}
+		first = seq
+	}
+}
+
+func TestRateStallAndWaitFor(t *testing.T) {
+	o, s := newServer(t, Faults{})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, body, err := get(t, s.Client(), s.URL+"/pdf/1?size=4000&rate=40000&stall=50ms&stall_at=100", map[string]string{"User-Agent": "slow"})
+		if err == nil && len(body) != 4000 {
+			err = fmt.Errorf("got %d bytes", len(body))
+		}
+		done <- err
+	}()
+	if err := o.WaitFor(ctx, func(s Stats) bool { return s.InFlightByUA["slow"] == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := o.WaitFor(ctx, func(s Stats) bool { return s.InFlight == 0 && s.CompleteBodies == 1 }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStatsEndpointAndBadRequests(t *testing.T) {
+	o, s := newServer(t, Faults{})
+	for _, path := range []string{"/pdf/x", "/pdf/1?size=3", "/pdf/1?latency=zz", "/pdf/1?flaky=101"} {
+		resp, _, err := get(t, s.Client(), s.URL+path, nil)
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s = %v, %v; want 400", path, resp, err)
+		}
+	}
+	resp, body, err := get(t, s.Client(), s.URL+"/stats", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /stats = %v, %v", resp, err)
+	}
+	var st Stats
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	o.Reset()
+	if got := o.Stats(); got.Requests != 0 {
+		t.Errorf("after Reset, requests = %d", got.Requests)
+	}
+}

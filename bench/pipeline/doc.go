@@ -1,0 +1,11 @@
+// Package pipeline benchmarks the whole download pipeline in one process, for profiling: a
+// coordinator (durable bbolt store) and two fetchers connected over loopback gRPC, as in the
+// distributed deployment, download a batch from the benchmark origin into a file:// blob store.
+//
+//	go test -run '^$' -bench Pipeline -benchtime 3x -cpuprofile cpu.pprof ./bench/pipeline/
+//
+// The origin is bench/origin at $PAPERFETCH_BENCH_ORIGIN (http://127.0.0.1:PORT) when set, so
+// that its CPU is not in the profile; otherwise an in-process httptest server. The batch is
+// $PIPELINE_PAPERS papers (default 2000) of $PIPELINE_SIZE bytes (default 65536), 2 fetchers ×
+// $PIPELINE_SLOTS slots (default 8), politeness off.
+package pipeline

@@ -1,0 +1,158 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/paperfetch/paperfetch/bench/originlib"
+	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/fetcher"
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+)
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// stack is one coordinator and its fetchers, running in this process.
+type stack struct {
+	client pb.CoordinatorServiceClient
+	stop   func()
+}
+
+func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
+	b.Helper()
+	ctx := context.Background()
+	logger := slog.New(slog.DiscardHandler)
+	blobURL := "file://" + filepath.Join(dir, "blobs")
+	bucket, err := blobstore.Open(ctx, blobURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	coord, err := coordinator.Open(coordinator.Config{
+		DataDir: filepath.Join(dir, "data"), Bucket: bucket, PerHostDelay: -1, PerHostConcurrency: perHost, Logger: logger,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	coord.Register(srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(lis) })
+	wg.Go(func() { _ = coord.Run(runCtx) })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range fetchers {
+		f, err := fetcher.New(fetcher.Config{
+			ID: fmt.Sprintf("bench-fetcher-%d", i), Slots: slots, Bucket: bucket, BlobURL: blobURL,
+			AllowPrivateNetworks: true, Logger: logger,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() { _ = f.Run(runCtx, conn) })
+	}
+	return &stack{
+		client: pb.NewCoordinatorServiceClient(conn),
+		stop: func() {
+			cancel()
+			coord.CloseStreams()
+			srv.Stop()
+			wg.Wait()
+			_ = conn.Close()
+			_ = coord.Close()
+			_ = bucket.Close()
+		},
+	}
+}
+
+// runBatch submits the papers and waits until the batch is COMPLETED.
+func runBatch(b *testing.B, client pb.CoordinatorServiceClient, id string, urls []string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	req := &pb.SubmitBatchRequest{BatchId: id}
+	for i, u := range urls {
+		req.Papers = append(req.Papers, &pb.PaperSpec{PaperId: fmt.Sprintf("p%06d", i), Urls: []string{u}})
+	}
+	if _, err := client.SubmitBatch(ctx, req, grpc.WaitForReady(true)); err != nil {
+		b.Fatalf("SubmitBatch: %v", err)
+	}
+	stream, err := client.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id})
+	if err != nil {
+		b.Fatalf("WatchBatch: %v", err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			b.Fatalf("WatchBatch: %v", err)
+		}
+		if s := msg.GetBatch().GetState(); s == pb.BatchState_BATCH_STATE_COMPLETED || s == pb.BatchState_BATCH_STATE_CANCELLED {
+			if c := msg.GetBatch().GetCounts(); c.GetSucceeded() != int64(len(urls)) {
+				b.Fatalf("batch ended %v with counts %v", s, c)
+			}
+			return
+		}
+	}
+}
+
+func BenchmarkPipeline(b *testing.B) {
+	papers := envInt(b, "PIPELINE_PAPERS", 2000)
+	size := envInt(b, "PIPELINE_SIZE", 65536)
+	slots := envInt(b, "PIPELINE_SLOTS", 8)
+	base := os.Getenv("PAPERFETCH_BENCH_ORIGIN")
+	if base == "" {
+		o, err := originlib.New(originlib.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := httptest.NewServer(o)
+		defer srv.Close()
+		base = srv.URL
+	}
+	urls := make([]string, papers)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("%s/pdf/%d?size=%d", base, i, size)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(papers) * int64(size))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := startStack(b, b.TempDir(), 2, slots, 2*slots)
+		b.StartTimer()
+		runBatch(b, s.client, fmt.Sprintf("bench-%d", i), urls)
+		b.StopTimer()
+		s.stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(papers)*float64(b.N)/b.Elapsed().Seconds(), "papers/s")
+}

@@ -1,0 +1,130 @@
+// Command coordinator is the paperfetch coordinator: it owns batches of papers and their state
+// in a local store, serves CoordinatorService to clients and FetcherGatewayService to fetchers,
+// plus health and reflection. Every flag can also be set as PAPERFETCH_<FLAG>.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/flagenv"
+	"github.com/paperfetch/paperfetch/internal/grpcserver"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "coordinator:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	listen := fs.String("listen", ":7400", "gRPC `address` of CoordinatorService, FetcherGatewayService, health and reflection")
+	dataDir := fs.String("data", "./data", "`directory` of the coordinator's store")
+	blobURL := fs.String("blob", "", "blob store `URL` ReadPaper reads from (default file://<data>/blobs)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var cfg coordinator.Config
+	cfg.RegisterFlags(fs)
+	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleCoordinator)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	if *blobURL == "" {
+		abs, err := filepath.Abs(filepath.Join(*dataDir, "blobs"))
+		if err != nil {
+			return fmt.Errorf("--data: %w", err)
+		}
+		*blobURL = "file://" + filepath.ToSlash(abs)
+	}
+
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+
+	bucket, err := blobstore.Open(sigCtx, *blobURL)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = bucket.Close() }()
+
+	reg := prometheus.NewRegistry()
+	cfg.DataDir, cfg.Bucket, cfg.Logger, cfg.Registerer = *dataDir, bucket, logger, reg
+	c, err := coordinator.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			logger.Error("close store", "err", err)
+		}
+	}()
+	srv, err := serverFlags.NewServer(logger, reg)
+	if err != nil {
+		return err
+	}
+	c.Register(srv.GRPC)
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	defer stopLoop()
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- c.Run(loopCtx) }()
+
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(serveCtx, lis) }()
+
+	logger.Info("coordinator started", "listen", lis.Addr().String(), "data", *dataDir, "blob", *blobURL)
+	var exitErr error
+	select {
+	case <-sigCtx.Done():
+		logger.Info("shutting down")
+	case err := <-serveErr:
+		exitErr = err
+		serveErr <- nil
+		logger.Error("gRPC server stopped", "err", err)
+	case err := <-loopDone:
+		exitErr = err
+		loopDone <- nil
+		logger.Error("coordinator loop stopped", "err", err)
+	}
+	// Health NOT_SERVING and a graceful drain of the calls in flight, then stop the loop.
+	stopServing()
+	c.CloseStreams()
+	if err := <-serveErr; err != nil && exitErr == nil {
+		exitErr = err
+	}
+	stopLoop()
+	if err := <-loopDone; err != nil && exitErr == nil {
+		exitErr = err
+	}
+	logger.Info("coordinator stopped")
+	return exitErr
+}

@@ -1,0 +1,126 @@
+// Command fetcher is a paperfetch fetcher: it pulls download leases from the coordinator over
+// the Work stream, downloads the PDFs into the blob store, and serves FetcherService (plus
+// health and reflection) for operators. Every flag can also be set as PAPERFETCH_<FLAG>.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/paperfetch/paperfetch/fetcher"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/flagenv"
+	"github.com/paperfetch/paperfetch/internal/grpcclient"
+	"github.com/paperfetch/paperfetch/internal/grpcserver"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "fetcher:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("fetcher", flag.ContinueOnError)
+	coordinator := fs.String("coordinator", "localhost:7400", "coordinator gRPC address")
+	listen := fs.String("listen", ":7401", "gRPC address of this fetcher's FetcherService, health and reflection")
+	blobURL := fs.String("blob", "file://./blobs", "blob store URL (file:///dir or s3://bucket?endpoint=...&region=...&use_path_style=true)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var cfg fetcher.Config
+	cfg.RegisterFlags(fs)
+	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleFetcher)
+	clientFlags := grpcclient.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+
+	bucket, err := blobstore.Open(sigCtx, *blobURL)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = bucket.Close() }()
+
+	reg := prometheus.NewRegistry()
+	cfg.Bucket, cfg.BlobURL, cfg.Logger, cfg.Registerer = bucket, *blobURL, logger, reg
+	f, err := fetcher.New(cfg)
+	if err != nil {
+		return err
+	}
+	srv, err := serverFlags.NewServer(logger, reg)
+	if err != nil {
+		return err
+	}
+	f.Register(srv.GRPC)
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	conn, err := clientFlags.Dial(*coordinator)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(serveCtx, lis) }()
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	runDone := make(chan error, 1)
+	go func() { runDone <- f.Run(runCtx, conn) }()
+
+	logger.Info("fetcher started", "id", f.ID(), "listen", lis.Addr().String(), "coordinator", *coordinator, "slots", cfg.Slots)
+	var exitErr error
+	select {
+	case <-sigCtx.Done():
+		logger.Info("shutting down: draining", "grace", cfg.DrainGrace.String())
+	case err := <-serveErr:
+		exitErr = err
+		serveErr <- nil
+		logger.Error("gRPC server stopped", "err", err)
+	case err := <-runDone:
+		exitErr = err
+		runDone <- nil
+		logger.Error("work loop stopped", "err", err)
+	}
+	srv.Health.Shutdown() // NOT_SERVING: load balancers and probes stop sending work
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainGrace)
+	if err := f.Drain(drainCtx); err != nil {
+		logger.Warn("drain", "err", err)
+	}
+	cancelDrain()
+	stopRun()
+	<-runDone
+	stopServing()
+	if err := <-serveErr; err != nil && exitErr == nil {
+		exitErr = err
+	}
+	logger.Info("fetcher stopped")
+	return exitErr
+}

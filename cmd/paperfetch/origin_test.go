@@ -1,0 +1,86 @@
+package main_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// origin is a test web server serving distinct PDFs. Paths under /slow/ wait for the gate to
+// open (or the client to go away) before answering; /missing* is 404.
+type origin struct {
+	*httptest.Server
+	mu     sync.Mutex
+	served map[string]int // completed responses per path
+	gate   chan struct{}
+	once   sync.Once
+	slowIn chan string // receives the path of every slow request that arrived
+}
+
+func newOrigin(t *testing.T) *origin {
+	o := &origin{served: map[string]int{}, gate: make(chan struct{}), slowIn: make(chan string, 1000)}
+	o.Server = httptest.NewServer(http.HandlerFunc(o.serve))
+	t.Cleanup(func() {
+		o.open()
+		o.Close()
+	})
+	return o
+}
+
+// body is the PDF served at path: distinct per path, 20 KiB.
+func body(path string) []byte {
+	var b strings.Builder
+	b.WriteString("%PDF-1.4\n% " + path + "\n")
+	seed := sha256.Sum256([]byte(path))
+	for b.Len() < 20<<10 {
+		seed = sha256.Sum256(seed[:])
+		b.WriteString(hex.EncodeToString(seed[:]))
+		b.WriteByte('\n')
+	}
+	b.WriteString("%%EOF\n")
+	return []byte(b.String())
+}
+
+func sha(path string) string {
+	s := sha256.Sum256(body(path))
+	return hex.EncodeToString(s[:])
+}
+
+func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/missing") {
+		http.NotFound(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/slow/") {
+		o.slowIn <- r.URL.Path
+		select {
+		case <-o.gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	b := body(r.URL.Path)
+	w.Header().Set("Content-Type", "application/pdf")
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	if _, err := w.Write(b); err != nil {
+		return
+	}
+	o.mu.Lock()
+	o.served[r.URL.Path]++
+	o.mu.Unlock()
+}
+
+// open lets the slow requests through.
+func (o *origin) open() { o.once.Do(func() { close(o.gate) }) }
+
+// hits returns how many complete responses path got.
+func (o *origin) hits(path string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.served[path]
+}

@@ -1,0 +1,144 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/fetcher"
+	"github.com/paperfetch/paperfetch/internal/embedded"
+)
+
+// startCoordinator runs a coordinator with two fetchers on a loopback port, for the remote
+// commands to talk to.
+func startCoordinator(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sys, err := embedded.Start(ctx, embedded.Config{
+		Dir: t.TempDir(), Fetchers: 2, Concurrency: 8, Listener: lis,
+		Coordinator: coordinator.Config{PerHostDelay: -1, PerHostConcurrency: 16, MaxAttempts: 2, NoSync: true},
+		Fetcher:     fetcher.Config{AllowPrivateNetworks: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sys.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return sys.Addr()
+}
+
+// TestRemoteCommands drives a running coordinator: submit, watch, status, ls, pull, cancel.
+func TestRemoteCommands(t *testing.T) {
+	o := newOrigin(t)
+	addr := startCoordinator(t)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.txt")
+	input := fmt.Sprintf("%s/r/one.pdf\n%s/r/two.pdf\n2301.00009\n%s/missing.pdf\n", o.URL, o.URL, o.URL)
+	if err := os.WriteFile(list, []byte(input), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := []string{"--coordinator", addr}
+
+	res := run(t, "", append([]string{"submit", "--batch-id", "r1", "--arxiv-base", o.URL, "--label", "team=test", list}, c...)...)
+	if res.code != 0 || res.stdout != "r1\n" || !strings.Contains(res.stderr, "submitted 4 papers as batch r1") {
+		t.Fatalf("submit: %+v", res)
+	}
+	res = run(t, "", append([]string{"watch", "r1"}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "Batch r1: completed") || !strings.Contains(res.stderr, "not_found 1") {
+		t.Fatalf("watch: %+v", res)
+	}
+	// Resubmitting the same batch is idempotent.
+	res = run(t, "", append([]string{"submit", "--batch-id", "r1", "--arxiv-base", o.URL, list}, c...)...)
+	if res.code != 0 || res.stdout != "r1\n" {
+		t.Fatalf("resubmit: %+v", res)
+	}
+
+	res = run(t, "", append([]string{"status", "r1"}, c...)...)
+	for _, want := range []string{"Batch r1: completed", "4/4 done: 3 succeeded (0 cached), 1 failed", "labels", "team=test"} {
+		if res.code != 0 || !strings.Contains(res.stdout, want) {
+			t.Errorf("status r1 lacks %q: %+v", want, res)
+		}
+	}
+	res = run(t, "", append([]string{"status"}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, "BATCH") || !strings.Contains(res.stdout, "r1 ") {
+		t.Errorf("status: %+v", res)
+	}
+	res = run(t, "", append([]string{"ls"}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, "r1 ") {
+		t.Errorf("ls: %+v", res)
+	}
+	res = run(t, "", append([]string{"ls", "r1", "--state", "failed"}, c...)...)
+	if lines := strings.Split(strings.TrimSpace(res.stdout), "\n"); res.code != 0 || len(lines) != 2 || !strings.Contains(lines[1], "failed") || !strings.Contains(lines[1], "not_found") {
+		t.Errorf("ls --state failed: %+v", res)
+	}
+	res = run(t, "", append([]string{"ls", "r1", "--json"}, c...)...)
+	if res.code != 0 || strings.Count(res.stdout, "\n") != 4 || !strings.Contains(res.stdout, `"paper_id":"2301.00009"`) {
+		t.Errorf("ls --json: %+v", res)
+	}
+	res = run(t, "", append([]string{"status", "nope"}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "nope") {
+		t.Errorf("status of an unknown batch: %+v", res)
+	}
+
+	// pull: every succeeded paper, verified; a second pull finds them; a partial file resumes.
+	out := filepath.Join(dir, "pulled")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	full := body("/pdf/2301.00009")
+	if err := os.WriteFile(filepath.Join(out, "2301.00009.pdf.part"), full[:1000], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = run(t, "", append([]string{"pull", "r1", "--out", out}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stderr, "pulled 3 papers") {
+		t.Fatalf("pull: %+v", res)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "2301.00009.pdf"))
+	if err != nil || !bytes.Equal(got, full) {
+		t.Fatalf("pulled 2301.00009.pdf: %v", err)
+	}
+	res = run(t, "", append([]string{"pull", "r1", "--out", out}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stderr, "pulled 0 papers (0 B) into "+out+", 3 already there") {
+		t.Fatalf("second pull: %+v", res)
+	}
+
+	// cancel: a batch whose downloads hang is cancelled; watching it then exits 1.
+	slow := filepath.Join(dir, "slow.txt")
+	if err := os.WriteFile(slow, []byte(o.URL+"/slow/a.pdf\n"+o.URL+"/slow/b.pdf\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = run(t, "", append([]string{"submit", "--batch-id", "r2", slow}, c...)...)
+	if res.code != 0 {
+		t.Fatalf("submit r2: %+v", res)
+	}
+	<-o.slowIn
+	res = run(t, "", append([]string{"cancel", "r2"}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, "batch r2: cancelled") {
+		t.Fatalf("cancel: %+v", res)
+	}
+	res = run(t, "", append([]string{"watch", "--quiet", "r2"}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "Batch r2: cancelled") {
+		t.Fatalf("watch of a cancelled batch: %+v", res)
+	}
+
+	// submit --wait --json from standard input.
+	res = run(t, o.URL+"/r/three.pdf\n", append([]string{"submit", "--wait", "--json", "-"}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, `"type":"summary"`) || !strings.Contains(res.stdout, `"succeeded":1`) {
+		t.Fatalf("submit --wait --json: %+v", res)
+	}
+}

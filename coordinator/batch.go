@@ -1,0 +1,149 @@
+package coordinator
+
+import (
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// Paper states as stored in paperRec.state.
+const (
+	stateQueued      = uint8(pb.PaperState_PAPER_STATE_QUEUED)
+	stateRetryWait   = uint8(pb.PaperState_PAPER_STATE_RETRY_WAIT)
+	stateDownloading = uint8(pb.PaperState_PAPER_STATE_DOWNLOADING)
+	stateSucceeded   = uint8(pb.PaperState_PAPER_STATE_SUCCEEDED)
+	stateFailed      = uint8(pb.PaperState_PAPER_STATE_FAILED)
+	stateCancelled   = uint8(pb.PaperState_PAPER_STATE_CANCELLED)
+	numStates        = 7
+)
+
+func terminal(s uint8) bool { return s >= stateSucceeded }
+
+// chunk is an accepted chunk of a batch: a contiguous range of paper indexes.
+type chunk struct {
+	index int64
+	rec   chunkRecord
+}
+
+// batch is a batch of papers. Only the loop touches it.
+type batch struct {
+	idx          uint32
+	id           string
+	state        pb.BatchState
+	createdAt    time.Time
+	sealedAt     time.Time
+	finishedAt   time.Time
+	labels       map[string]string
+	contentHash  []byte // SubmitBatch only: the papers' digest, for idempotent retries
+	chunked      bool
+	cancelReason string
+
+	chunks map[int64]*chunk
+	ranges []chunkRecord // chunks in acceptance order (submission order of the papers)
+	total  int64
+
+	counts          [numStates]int64
+	cached          int64
+	bytesStored     int64
+	bytesDownloaded int64
+
+	watchers    []*watcher
+	watchPapers int                 // watchers that want paper updates
+	updates     map[uint32]struct{} // papers changed since the last publish (watchPapers > 0)
+	changed     bool
+	lastPublish time.Time
+}
+
+func (b *batch) live() int64 {
+	return b.counts[stateQueued] + b.counts[stateRetryWait] + b.counts[stateDownloading]
+}
+
+func (b *batch) record() batchRecord {
+	r := batchRecord{
+		ID: b.id, State: int32(b.state), CreatedAt: b.createdAt.UnixNano(), Labels: b.labels,
+		ContentHash: b.contentHash, Chunked: b.chunked, CancelReason: b.cancelReason,
+	}
+	if !b.sealedAt.IsZero() {
+		r.SealedAt = b.sealedAt.UnixNano()
+	}
+	if !b.finishedAt.IsZero() {
+		r.FinishedAt = b.finishedAt.UnixNano()
+	}
+	return r
+}
+
+func batchFromRecord(idx uint32, r *batchRecord) *batch {
+	b := &batch{
+		idx: idx, id: r.ID, state: pb.BatchState(r.State), createdAt: time.Unix(0, r.CreatedAt),
+		labels: r.Labels, contentHash: r.ContentHash, chunked: r.Chunked, cancelReason: r.CancelReason,
+		chunks: make(map[int64]*chunk),
+	}
+	if r.SealedAt != 0 {
+		b.sealedAt = time.Unix(0, r.SealedAt)
+	}
+	if r.FinishedAt != 0 {
+		b.finishedAt = time.Unix(0, r.FinishedAt)
+	}
+	return b
+}
+
+// addChunk records an accepted chunk.
+func (b *batch) addChunk(index int64, rec chunkRecord) {
+	b.chunks[index] = &chunk{index: index, rec: rec}
+	b.ranges = append(b.ranges, rec)
+	b.total += int64(rec.n)
+}
+
+// sortRanges puts the ranges in acceptance order (after a reload).
+func (b *batch) sortRanges() {
+	sort.Slice(b.ranges, func(i, j int) bool { return b.ranges[i].first < b.ranges[j].first })
+}
+
+// locate returns the range holding the pos-th paper of the batch (in submission order) and
+// the paper's offset in it; the range index is len(b.ranges) past the end.
+func (b *batch) locate(pos int64) (int, uint32) {
+	for i, r := range b.ranges {
+		if pos < int64(r.n) {
+			return i, uint32(pos)
+		}
+		pos -= int64(r.n)
+	}
+	return len(b.ranges), 0
+}
+
+// proto builds the batch's wire form.
+func (b *batch) proto(bps float64) *pb.Batch {
+	out := &pb.Batch{
+		BatchId: b.id,
+		State:   b.state,
+		Counts: &pb.PaperCounts{
+			Queued:      b.counts[stateQueued],
+			RetryWait:   b.counts[stateRetryWait],
+			Downloading: b.counts[stateDownloading],
+			Succeeded:   b.counts[stateSucceeded],
+			Failed:      b.counts[stateFailed],
+			Cancelled:   b.counts[stateCancelled],
+			Cached:      b.cached,
+		},
+		TotalPapers:     b.total,
+		BytesStored:     b.bytesStored,
+		BytesDownloaded: b.bytesDownloaded,
+		CreatedAt:       timestamppb.New(b.createdAt),
+		BytesPerSecond:  bps,
+		Labels:          b.labels,
+	}
+	if !b.sealedAt.IsZero() {
+		out.SealedAt = timestamppb.New(b.sealedAt)
+	}
+	if !b.finishedAt.IsZero() {
+		out.FinishedAt = timestamppb.New(b.finishedAt)
+	}
+	return out
+}
+
+func (b *batch) terminalState() bool {
+	return b.state == pb.BatchState_BATCH_STATE_COMPLETED || b.state == pb.BatchState_BATCH_STATE_CANCELLED
+}

@@ -1,0 +1,153 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// benchFetcher is a minimal fake fetcher for benchmarks: it completes every Assign at once
+// and returns credits in groups.
+func benchFetcher(b *testing.B, h *harness, id string, slots int, completed *atomic.Int64) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := h.gw.Work(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := stream.Send(&pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: id, BootId: id, Slots: int32(slots)}}}); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pending := 0
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			a := m.GetAssign()
+			if a == nil {
+				continue
+			}
+			ev := &pb.DownloadEvent{LeaseId: a.GetLeaseId(), Attempt: a.GetAttempt(), Sequence: 1,
+				Kind: &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{Sha256: "00", Size: 1000, BlobKey: "k"}}}
+			if err := stream.Send(&pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}}); err != nil {
+				return
+			}
+			completed.Add(1)
+			if pending++; pending >= 16 {
+				if err := stream.Send(creditsReq(pending)); err != nil {
+					return
+				}
+				pending = 0
+			}
+		}
+	}()
+	// Return the last partial credits periodically is unnecessary: slots exceed the group size.
+	return func() { cancel(); <-done }
+}
+
+// BenchmarkDurableCompletions measures completions per second through real gRPC streams
+// (bufconn) with fsynced group commits: every completion is durable before its Ack.
+func BenchmarkDurableCompletions(b *testing.B) {
+	h := startHarness(b, Config{PerHostConcurrency: 1 << 16, InboxSize: 1 << 16})
+	ctx := ctxT(b)
+	n := max(b.N, 5000)
+	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	chunks := 0
+	for i := 0; i < n; i += 5000 {
+		papers := make([]*pb.PaperSpec, 0, 5000)
+		for j := i; j < min(i+5000, n); j++ {
+			papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", j), Urls: []string{fmt.Sprintf("https://h%d.example/p%d.pdf", j%100, j)}})
+		}
+		if _, err := h.api.AppendPapers(ctx, &pb.AppendPapersRequest{BatchId: "bench", ChunkIndex: int64(chunks), Papers: papers}); err != nil {
+			b.Fatal(err)
+		}
+		chunks++
+	}
+	if _, err := h.api.SealBatch(ctx, &pb.SealBatchRequest{BatchId: "bench", ChunkCount: int64(chunks)}); err != nil {
+		b.Fatal(err)
+	}
+	var completed atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var stops []func()
+	for i := 0; i < 4; i++ {
+		stops = append(stops, benchFetcher(b, h, fmt.Sprintf("f%d", i), 512, &completed))
+	}
+	final := watchToEnd(b, h, "bench")
+	elapsed := time.Since(start)
+	b.StopTimer()
+	for _, s := range stops {
+		s()
+	}
+	if final.GetCounts().GetSucceeded() != int64(n) {
+		b.Fatalf("final %v", final)
+	}
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "completions/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkMillionPapers measures the heap used per tracked paper with 1,000,000 queued
+// papers, and the time to restart (open the store and reload everything).
+func BenchmarkMillionPapers(b *testing.B) {
+	const total = 1_000_000
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		cfg := Config{DataDir: dir, PerHostDelay: -1}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		h := newEngHarness(b, cfg)
+		h.cfg.NoSync = false
+		create := &submitReq{op: opCreate, batchID: "m", reply: make(chan submitResult, 1)}
+		h.apply(create)
+		for c := 0; c < total/5000; c++ {
+			papers := make([]*pb.PaperSpec, 5000)
+			for j := range papers {
+				k := c*5000 + j
+				papers[j] = &pb.PaperSpec{PaperId: fmt.Sprintf("arXiv:%07d", k), Urls: []string{fmt.Sprintf("https://h%d.example/pdf/%07d.pdf", k%1000, k)}}
+			}
+			pp, sum, err := preparePapers("papers", papers)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := &submitReq{op: opAppend, batchID: "m", chunkIndex: int64(c), papers: pp, hash: sum, reply: make(chan submitResult, 1)}
+			h.apply(r)
+			if res := <-r.reply; res.err != nil {
+				b.Fatal(res.err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if got := len(h.e.papers); got != total {
+			b.Fatalf("%d papers", got)
+		}
+		perPaper := float64(after.HeapAlloc-before.HeapAlloc) / total
+		h.close()
+		h.e = nil
+		runtime.GC()
+
+		start := time.Now()
+		c, err := Open(Config{DataDir: dir, PerHostDelay: -1, Logger: testLogger(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		restart := time.Since(start)
+		if len(c.eng.papers) != total {
+			b.Fatalf("reloaded %d papers", len(c.eng.papers))
+		}
+		_ = c.Close()
+		b.ReportMetric(perPaper, "heap-B/paper")
+		b.ReportMetric(restart.Seconds(), "restart-s")
+	}
+	b.ReportMetric(0, "ns/op")
+}

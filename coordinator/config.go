@@ -1,0 +1,274 @@
+package coordinator
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gocloud.dev/blob"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/paperfetch/paperfetch/internal/clock"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// HostLimits are the politeness limits of one host.
+type HostLimits struct {
+	// Delay is the minimum time between two request starts on the host; 0 means the
+	// default, negative means none.
+	Delay time.Duration
+	// Concurrency is the maximum number of concurrent downloads from the host; 0 means the
+	// default.
+	Concurrency int
+}
+
+// Config configures a Coordinator. Zero values mean the documented defaults.
+type Config struct {
+	// DataDir holds the store, DataDir/coordinator.db (created).
+	DataDir string
+	// Bucket is the blob store ReadPaper reads from; nil makes ReadPaper FAILED_PRECONDITION.
+	Bucket *blob.Bucket
+	// PerHostDelay is the minimum time between request starts on one host (default 1s;
+	// negative: no delay).
+	PerHostDelay time.Duration
+	// PerHostConcurrency is the maximum number of concurrent downloads per host (default 2).
+	PerHostConcurrency int
+	// HostOverrides are per-host limits, keyed by host name or host:port.
+	HostOverrides map[string]HostLimits
+	// MaxAttempts is how many failed attempts a paper may have before it fails (default 5).
+	MaxAttempts int
+	// LeaseTTL is how long a lease lives without traffic from its fetcher (default 60s).
+	LeaseTTL time.Duration
+	// ReconnectGrace is how long after a restart fetchers may re-announce their leases
+	// before those are re-queued (default 15s).
+	ReconnectGrace time.Duration
+	// MaxBatchPapers bounds the papers of one batch (default 2,000,000).
+	MaxBatchPapers int
+	// Limits are sent in every Assign (may be nil).
+	Limits *pb.DownloadLimits
+	// Clock tells the time and makes timers; nil means clock.Real{}.
+	Clock clock.Clock
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the coordinator's metrics; nil means no metrics.
+	Registerer prometheus.Registerer
+
+	// RetryBaseDelay is the backoff before the second attempt; it doubles per failure
+	// (default 2s).
+	RetryBaseDelay time.Duration
+	// RetryMaxDelay caps the backoff (default 5m).
+	RetryMaxDelay time.Duration
+	// MaxRetryAfter caps how long a Retry-After pauses a host (default 1h); a longer one
+	// fails the attempt with HOST_PAUSED.
+	MaxRetryAfter time.Duration
+	// BreakerThreshold is the number of consecutive transient failures that pause a host
+	// (default 10).
+	BreakerThreshold int
+	// BreakerCooldown is the first pause of a tripped host; it doubles per consecutive trip
+	// up to MaxRetryAfter (default 30s).
+	BreakerCooldown time.Duration
+	// InboxSize bounds the loop's inbox (default 4096); a full inbox makes API calls fail
+	// with RESOURCE_EXHAUSTED.
+	InboxSize int
+	// StreamBuffer bounds each Work stream's send buffer (default 4096, at least 2×slots+64);
+	// a stream whose buffer fills is broken and its leases re-queued.
+	StreamBuffer int
+	// WatchInterval is the minimum time between two progress updates of a watched batch
+	// (default 250ms).
+	WatchInterval time.Duration
+	// LockTimeout bounds the wait for the store's file lock (default 1s).
+	LockTimeout time.Duration
+	// Rand is the random source of the retry jitter; nil means a randomly seeded one.
+	Rand rand.Source
+	// NoSync skips fsync on commits. For tests only: it voids the durability guarantee.
+	NoSync bool
+}
+
+// RegisterFlags registers the coordinator's tuning flags on fs, bound to c, with the
+// defaults as flag defaults. --per-host-delay=0 means no delay.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.PerHostDelay = time.Second
+	fs.Func("per-host-delay", "minimum time between request starts on one host, e.g. 1s (0: none) (default 1s)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		if d <= 0 {
+			d = -1
+		}
+		c.PerHostDelay = d
+		return nil
+	})
+	fs.IntVar(&c.PerHostConcurrency, "per-host-concurrency", 2, "maximum concurrent downloads per host")
+	fs.Func("host-limit", "per-host override HOST=DELAY/CONCURRENCY, e.g. arxiv.org=3s/1 (repeatable)", func(s string) error {
+		name, lim, err := parseHostLimit(s)
+		if err != nil {
+			return err
+		}
+		if c.HostOverrides == nil {
+			c.HostOverrides = make(map[string]HostLimits)
+		}
+		c.HostOverrides[name] = lim
+		return nil
+	})
+	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "failed attempts before a paper fails")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without traffic from its fetcher")
+	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 15*time.Second, "after a restart, how long fetchers may re-announce their leases")
+	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", 2_000_000, "maximum papers per batch")
+	fs.DurationVar(&c.RetryBaseDelay, "retry-base-delay", 2*time.Second, "backoff before the second attempt (doubles per failure)")
+	fs.DurationVar(&c.RetryMaxDelay, "retry-max-delay", 5*time.Minute, "maximum retry backoff")
+	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", time.Hour, "longest Retry-After honoured as a host pause")
+	fs.IntVar(&c.BreakerThreshold, "breaker-threshold", 10, "consecutive transient failures that pause a host")
+	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", 30*time.Second, "first pause of a host whose breaker trips")
+	fs.Func("download-max-size", "maximum PDF size sent to fetchers in bytes (0: the fetcher's default)", func(s string) error {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("invalid size %q", s)
+		}
+		c.limits().MaxSizeBytes = n
+		return nil
+	})
+	fs.Func("download-timeout", "overall deadline of one download sent to fetchers (default: the fetcher's)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		c.limits().Timeout = durationpb.New(d)
+		return nil
+	})
+	fs.Func("download-stall-timeout", "stall timeout of one download sent to fetchers (default: the fetcher's)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		c.limits().StallTimeout = durationpb.New(d)
+		return nil
+	})
+}
+
+func (c *Config) limits() *pb.DownloadLimits {
+	if c.Limits == nil {
+		c.Limits = &pb.DownloadLimits{}
+	}
+	return c.Limits
+}
+
+// parseHostLimit parses HOST=DELAY/CONCURRENCY (either part may be empty).
+func parseHostLimit(s string) (string, HostLimits, error) {
+	name, v, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return "", HostLimits{}, fmt.Errorf("host limit %q: want HOST=DELAY/CONCURRENCY", s)
+	}
+	d, n, _ := strings.Cut(v, "/")
+	var lim HostLimits
+	if d != "" {
+		dd, err := time.ParseDuration(d)
+		if err != nil {
+			return "", HostLimits{}, fmt.Errorf("host limit %q: %w", s, err)
+		}
+		if dd <= 0 {
+			dd = -1
+		}
+		lim.Delay = dd
+	}
+	if n != "" {
+		nn, err := strconv.Atoi(n)
+		if err != nil || nn < 1 {
+			return "", HostLimits{}, fmt.Errorf("host limit %q: concurrency must be a positive integer", s)
+		}
+		lim.Concurrency = nn
+	}
+	return strings.ToLower(name), lim, nil
+}
+
+// withDefaults returns c with every zero value replaced by its default.
+func (c Config) withDefaults() Config {
+	if c.PerHostDelay == 0 {
+		c.PerHostDelay = time.Second
+	}
+	if c.PerHostConcurrency <= 0 {
+		c.PerHostConcurrency = 2
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 5
+	}
+	if c.MaxAttempts > 1000 {
+		c.MaxAttempts = 1000
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 60 * time.Second
+	}
+	if c.ReconnectGrace <= 0 {
+		c.ReconnectGrace = 15 * time.Second
+	}
+	if c.MaxBatchPapers <= 0 {
+		c.MaxBatchPapers = 2_000_000
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.RetryBaseDelay <= 0 {
+		c.RetryBaseDelay = 2 * time.Second
+	}
+	if c.RetryMaxDelay <= 0 {
+		c.RetryMaxDelay = 5 * time.Minute
+	}
+	if c.MaxRetryAfter <= 0 {
+		c.MaxRetryAfter = time.Hour
+	}
+	if c.BreakerThreshold <= 0 {
+		c.BreakerThreshold = 10
+	}
+	if c.BreakerCooldown <= 0 {
+		c.BreakerCooldown = 30 * time.Second
+	}
+	if c.InboxSize <= 0 {
+		c.InboxSize = 4096
+	}
+	if c.StreamBuffer <= 0 {
+		c.StreamBuffer = 4096
+	}
+	if c.WatchInterval <= 0 {
+		c.WatchInterval = 250 * time.Millisecond
+	}
+	if c.LockTimeout <= 0 {
+		c.LockTimeout = time.Second
+	}
+	if c.Rand == nil {
+		c.Rand = rand.NewPCG(rand.Uint64(), rand.Uint64())
+	}
+	return c
+}
+
+// hostLimits returns the limits of a host key (host or host:port).
+func (c *Config) hostLimits(key string) (time.Duration, int) {
+	delay, conc := c.PerHostDelay, c.PerHostConcurrency
+	lim, ok := c.HostOverrides[key]
+	if !ok {
+		if h, _, err := net.SplitHostPort(key); err == nil {
+			lim, ok = c.HostOverrides[strings.ToLower(h)]
+		}
+	}
+	if ok {
+		if lim.Delay != 0 {
+			delay = lim.Delay
+		}
+		if lim.Concurrency > 0 {
+			conc = lim.Concurrency
+		}
+	}
+	if delay < 0 {
+		delay = 0
+	}
+	return delay, conc
+}

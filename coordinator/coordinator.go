@@ -1,0 +1,156 @@
+// Package coordinator is the paperfetch coordinator: it owns every batch of papers and its
+// state, leases papers to fetchers over FetcherGatewayService.Work, and serves the
+// client-facing CoordinatorService.
+//
+// One goroutine, the owner loop (Run), owns all domain state (an engine). gRPC handlers and
+// per-stream receivers only send it messages over a bounded inbox and wait for a reply; a full
+// inbox fails API calls with RESOURCE_EXHAUSTED. The loop applies what is waiting, schedules
+// work against the fetchers' credits and their hosts' politeness limits, writes every change
+// of the iteration to the bbolt store in one fsynced transaction (group commit) and only then
+// sends replies, Assigns, Acks and watcher updates, so nothing is acknowledged before it is
+// durable. Each Work and WatchBatch stream sends from its own goroutine through a bounded
+// buffer: the loop never blocks on a slow client.
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// maxDrain bounds the messages applied in one loop iteration (one group commit).
+const maxDrain = 8192
+
+// Coordinator is the coordinator service. Create it with Open, register it on a gRPC server,
+// run its loop with Run, and Close it after Run returned.
+type Coordinator struct {
+	cfg   Config
+	st    *store
+	eng   *engine
+	m     *metrics
+	inbox chan message
+	done  chan struct{} // closed when Run returns
+
+	closeStreamsOnce sync.Once
+	streamsClosed    chan struct{} // closed by CloseStreams
+}
+
+// Open opens (or creates) the store in cfg.DataDir, locking it (a second coordinator on the
+// same directory fails after cfg.LockTimeout with ErrStoreLocked), and reloads every batch and
+// paper. Leases that were running when the previous process stopped wait cfg.ReconnectGrace
+// (counted from Open) for their fetchers to re-announce them before they are re-queued.
+func Open(cfg Config) (*Coordinator, error) {
+	cfg = cfg.withDefaults()
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("coordinator: Config.DataDir is required")
+	}
+	st, err := openStore(cfg.DataDir, cfg.LockTimeout, cfg.NoSync)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	c := &Coordinator{
+		cfg: cfg, st: st, inbox: make(chan message, cfg.InboxSize), done: make(chan struct{}),
+		streamsClosed: make(chan struct{}),
+	}
+	c.m, err = newMetrics(cfg.Registerer, func() float64 { return float64(len(c.inbox)) })
+	if err != nil {
+		_ = st.close()
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	c.eng = newEngine(cfg, st, c.m)
+	start := time.Now()
+	if err := c.eng.load(cfg.Clock.Now()); err != nil {
+		_ = st.close()
+		return nil, fmt.Errorf("coordinator: reload store: %w", err)
+	}
+	c.m.update(c.eng)
+	cfg.Logger.Info("coordinator store loaded", "dir", cfg.DataDir, "batches", len(c.eng.batches),
+		"papers", len(c.eng.papers), "orphan_leases", len(c.eng.orphans), "took", time.Since(start))
+	return c, nil
+}
+
+// Register registers CoordinatorService and FetcherGatewayService on s.
+func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
+	pb.RegisterCoordinatorServiceServer(s, &api{c: c})
+	pb.RegisterFetcherGatewayServiceServer(s, &gateway{c: c})
+}
+
+// Run is the owner loop. It returns nil when ctx is done, or an error when the store fails (the
+// in-memory state can then no longer be trusted: restart the process). Calls made while Run is
+// not running wait (or fail with RESOURCE_EXHAUSTED when the inbox is full); calls made after it
+// returned fail with UNAVAILABLE.
+func (c *Coordinator) Run(ctx context.Context) error {
+	defer close(c.done)
+	e := c.eng
+	clk := c.cfg.Clock
+	timer := clk.NewTimer(time.Hour)
+	defer timer.Stop()
+	ticker := clk.NewTicker(c.cfg.WatchInterval)
+	defer ticker.Stop()
+	armed := time.Time{}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !e.pending() {
+			if w := e.nextWake(); !w.Equal(armed) {
+				armed = w
+				d := time.Hour
+				if !w.IsZero() {
+					d = max(w.Sub(clk.Now()), 0)
+				}
+				timer.Stop()
+				timer.Reset(d)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case m := <-c.inbox:
+				m.apply(e, clk.Now())
+			case <-timer.C():
+				armed = time.Time{}
+			case <-ticker.C():
+				now := clk.Now()
+				e.publish(now, true)
+				c.m.update(e)
+			}
+		}
+		start := time.Now()
+		now := clk.Now()
+	drain:
+		for i := 0; i < maxDrain; i++ {
+			select {
+			case m := <-c.inbox:
+				m.apply(e, now)
+			default:
+				break drain
+			}
+		}
+		e.advance(now)
+		e.schedule(now)
+		if err := e.commit(); err != nil {
+			c.cfg.Logger.Error("store commit failed; stopping the coordinator", "err", err)
+			return fmt.Errorf("coordinator loop: %w", err)
+		}
+		e.flush(now)
+		c.m.loopSeconds.Observe(time.Since(start).Seconds())
+	}
+}
+
+// CloseStreams ends every Work and WatchBatch stream with UNAVAILABLE so that a graceful
+// server stop does not wait for them. Fetchers keep their leases: they re-announce them to the
+// next coordinator, which adopts them. Call it when shutting down, before stopping the server.
+func (c *Coordinator) CloseStreams() {
+	c.closeStreamsOnce.Do(func() { close(c.streamsClosed) })
+}
+
+// Close closes the store. Call it after Run returned.
+func (c *Coordinator) Close() error {
+	c.eng.endReads()
+	return c.st.close()
+}

@@ -1,0 +1,372 @@
+package coordinator
+
+import (
+	"container/heap"
+	"fmt"
+	"math"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// maxCredits bounds the credit a fetcher may hold (Hello.slots is at most 10,000).
+const maxCredits = 20_000
+
+// onHello registers a new Work stream. It adopts the leases the fetcher re-announces, replaces
+// older streams of the same fetcher and grants the initial credit.
+func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
+	if h.GetFetcherId() == "" || len(h.GetFetcherId()) > 128 {
+		return fmt.Errorf("%w: hello.fetcher_id must be 1 to 128 characters", errInvalid)
+	}
+	if h.GetSlots() < 1 || h.GetSlots() > 10_000 {
+		return fmt.Errorf("%w: hello.slots must be 1 to 10000", errInvalid)
+	}
+	c.id, c.boot, c.slots = h.GetFetcherId(), h.GetBootId(), int(h.GetSlots())
+	c.lastMsg = now
+	var old []*fetcherConn
+	for _, x := range e.conns {
+		if x.id == c.id {
+			old = append(old, x)
+		}
+	}
+	e.conns = append(e.conns, c)
+	adopted := 0
+	for _, fl := range h.GetInFlight() {
+		idx, attempt, ok := parseLeaseID(e.st.id, fl.GetLeaseId())
+		if !ok || int(idx) >= len(e.papers) {
+			e.out = append(e.out, outMsg{c: c, m: cancelMsg(fl.GetLeaseId(), "unknown lease")})
+			continue
+		}
+		l := e.leases[idx]
+		switch {
+		case l != nil && l.attempt == attempt && (l.conn == nil || l.conn.id == c.id):
+			if l.conn != nil {
+				delete(l.conn.leases, idx)
+			}
+			delete(e.orphans, idx)
+			l.conn = c
+			l.started = true // it is running (or finished) on the fetcher
+			c.leases[idx] = l
+			adopted++
+		case l == nil && terminal(e.papers[idx].state) && e.papers[idx].attempts == attempt:
+			// Finished here; the fetcher re-sends the terminal event and gets its Ack.
+		default:
+			e.out = append(e.out, outMsg{c: c, m: cancelMsg(fl.GetLeaseId(), "lease is no longer valid")})
+		}
+	}
+	for _, x := range old {
+		x.kill(errReplaced)
+		e.dropConn(x, "replaced by a new stream of the same fetcher", now)
+	}
+	// Hello.slots is the initial credit: the fetcher already left out slots still busy with
+	// the leases it re-announces.
+	c.credits = c.slots
+	e.credits += c.credits
+	e.log.Info("fetcher connected", "fetcher", c.id, "boot", c.boot, "slots", c.slots,
+		"in_flight", len(h.GetInFlight()), "adopted", adopted, "version", h.GetVersion())
+	return nil
+}
+
+func cancelMsg(leaseID, reason string) *pb.WorkResponse {
+	return &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: leaseID, Reason: reason}}}
+}
+
+// onRequest handles one message of an established stream. Any message renews the
+// fetcher's leases.
+func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
+	if c.closed {
+		return
+	}
+	c.lastMsg = now
+	switch m := r.GetMsg().(type) {
+	case *pb.WorkRequest_Credits:
+		n := int(m.Credits.GetCredits())
+		if n < 1 {
+			return
+		}
+		if c.credits+n > maxCredits {
+			n = maxCredits - c.credits
+		}
+		c.credits += n
+		if !c.draining {
+			e.credits += n
+		}
+	case *pb.WorkRequest_Event:
+		e.onEvent(c, m.Event, now)
+	case *pb.WorkRequest_Draining:
+		e.onDraining(c, m.Draining.GetReason(), now)
+	case *pb.WorkRequest_Heartbeat:
+	case *pb.WorkRequest_Hello:
+		c.kill(fmt.Errorf("%w: hello sent twice", errInvalid))
+		e.dropConn(c, "protocol error: second hello", now)
+	}
+}
+
+func (e *engine) onDraining(c *fetcherConn, reason string, now time.Time) {
+	if c.draining {
+		return
+	}
+	if e.eligibleConn(c) {
+		e.credits -= c.credits
+	}
+	c.draining = true
+	e.log.Info("fetcher draining", "fetcher", c.id, "reason", reason, "leases", len(c.leases))
+	for _, l := range mapValues(c.leases) {
+		if !l.started {
+			e.sendCancel(c, l, "fetcher draining")
+			e.requeue(l, "fetcher draining before start", now)
+		}
+	}
+}
+
+// onGone handles the end of a stream.
+func (e *engine) onGone(c *fetcherConn, now time.Time) {
+	e.dropConn(c, "stream ended", now)
+}
+
+// onEvent applies one DownloadEvent. Events of unknown or stale leases and duplicates are
+// dropped; terminal ones are still acknowledged (after the commit) so the fetcher forgets them.
+func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
+	isTerminal := ev.GetCompleted() != nil || ev.GetFailed() != nil
+	idx, attempt, ok := parseLeaseID(e.st.id, ev.GetLeaseId())
+	var l *lease
+	if ok && int(idx) < len(e.papers) {
+		l = e.leases[idx]
+	}
+	if l == nil || l.attempt != attempt || ev.GetAttempt() != int32(attempt) {
+		e.m.droppedEvents.WithLabelValues("stale").Inc()
+		if isTerminal {
+			e.ack(c, ev.GetLeaseId(), ev.GetSequence())
+		}
+		return
+	}
+	if ev.GetSequence() <= l.lastSeq {
+		e.m.droppedEvents.WithLabelValues("duplicate").Inc()
+		return
+	}
+	l.lastSeq = ev.GetSequence()
+	if l.conn != c {
+		if l.conn != nil {
+			delete(l.conn.leases, idx)
+		}
+		delete(e.orphans, idx)
+		l.conn = c
+		c.leases[idx] = l
+	}
+	b := e.batches[l.batch]
+	switch k := ev.GetKind().(type) {
+	case *pb.DownloadEvent_Started:
+		l.started = true
+		if u := k.Started.GetUrl(); u != "" {
+			l.url = u
+		}
+	case *pb.DownloadEvent_Progress:
+		if d := k.Progress.GetBytes() - l.bytes; d > 0 {
+			b.bytesDownloaded += d
+			e.m.bytesDownloaded.Add(float64(d))
+		}
+		l.bytes = k.Progress.GetBytes()
+		l.total = k.Progress.GetTotal()
+		l.bps = k.Progress.GetBytesPerSecond()
+		b.changed = true
+	case *pb.DownloadEvent_Completed:
+		e.complete(l, k.Completed, now)
+		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
+	case *pb.DownloadEvent_Failed:
+		e.fail(l, k.Failed, now)
+		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
+	}
+}
+
+// complete applies a completed event: the paper SUCCEEDED.
+func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
+	p := &e.papers[l.idx]
+	b := e.batches[l.batch]
+	h := e.hosts[p.host]
+	h.consecFail, h.trips = 0, 0
+	h.okStreak++
+	if h.limit < h.maxLimit && h.okStreak >= h.limit*4 {
+		h.limit++
+		h.okStreak = 0
+	}
+	e.endLease(l, now)
+	if d.GetSize() > l.bytes {
+		b.bytesDownloaded += d.GetSize() - l.bytes
+		e.m.bytesDownloaded.Add(float64(d.GetSize() - l.bytes))
+	}
+	b.bytesStored += d.GetSize()
+	c := e.coldOf(l.idx)
+	c.success = true
+	c.size, c.sha256, c.blobKey = d.GetSize(), d.GetSha256(), d.GetBlobKey()
+	c.finalURL, c.ctype = d.GetFinalUrl(), d.GetContentType()
+	c.urlHash = hashString(l.url)
+	if d.GetFinalUrl() != "" {
+		c.finalHash = hashString(d.GetFinalUrl())
+	}
+	e.cacheAdds = append(e.cacheAdds, cacheAdd{idx: l.idx, idHash: hashString(l.paperID), urlHash: c.urlHash, finHash: c.finalHash})
+	if dur := d.GetDuration(); dur != nil {
+		e.m.downloadSeconds.Observe(dur.AsDuration().Seconds())
+	}
+	e.m.downloadBytes.Observe(float64(d.GetSize()))
+	e.setState(l.idx, stateSucceeded, now)
+	if e.debug() {
+		e.log.Debug("paper succeeded", "batch", b.id, "paper", l.paperID, "lease", leaseID(e.st.id, l.idx, l.attempt),
+			"size", d.GetSize(), "sha256", d.GetSha256())
+	}
+}
+
+// isRateLimit reports whether a failure asks us to slow down.
+func isRateLimit(f *pb.DownloadFailed) bool {
+	return f.GetReason() == pb.FailureReason_FAILURE_REASON_RATE_LIMITED || f.GetHttpStatus() == 429 || f.GetHttpStatus() == 503
+}
+
+// hostTrouble reports whether a transient failure says something about the host's health.
+func hostTrouble(f *pb.DownloadFailed) bool {
+	switch f.GetReason() {
+	case pb.FailureReason_FAILURE_REASON_TIMEOUT, pb.FailureReason_FAILURE_REASON_STALLED,
+		pb.FailureReason_FAILURE_REASON_CONNECTION, pb.FailureReason_FAILURE_REASON_TRUNCATED,
+		pb.FailureReason_FAILURE_REASON_SERVER_ERROR, pb.FailureReason_FAILURE_REASON_RATE_LIMITED:
+		return true
+	}
+	return false
+}
+
+func (e *engine) pauseHost(h *host, until time.Time, cause string, now time.Time) {
+	if until.After(h.pausedUntil) {
+		h.pausedUntil = until
+		e.m.hostPauses.WithLabelValues(cause).Inc()
+		e.log.Warn("host paused", "host", h.name, "until", until, "cause", cause)
+		e.refreshHost(h, now)
+	}
+}
+
+// fail applies a failed event: retry (same or next URL, after a backoff) or fail the paper.
+func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
+	p := &e.papers[l.idx]
+	b := e.batches[l.batch]
+	h := e.hosts[p.host]
+	reason := f.GetReason()
+	permanent := f.GetClass() == pb.FailureClass_FAILURE_CLASS_PERMANENT
+	msg := f.GetMessage()
+	if f.GetUrl() != "" {
+		msg = fmt.Sprintf("%s: %s", f.GetUrl(), msg)
+	}
+
+	// Host health: Retry-After pauses, AIMD, circuit breaker.
+	if isRateLimit(f) {
+		h.limit = max(1, h.limit/2)
+		h.okStreak = 0
+		if ra := f.GetRetryAfter(); ra != nil && ra.AsDuration() > 0 {
+			d := ra.AsDuration()
+			if d > e.cfg.MaxRetryAfter {
+				e.pauseHost(h, now.Add(e.cfg.MaxRetryAfter), "retry_after_capped", now)
+				reason = pb.FailureReason_FAILURE_REASON_HOST_PAUSED
+				permanent = true
+				msg = fmt.Sprintf("%s (Retry-After %s exceeds the %s cap)", msg, d, e.cfg.MaxRetryAfter)
+			} else {
+				e.pauseHost(h, now.Add(d), "retry_after", now)
+			}
+		}
+	}
+	if !permanent && hostTrouble(f) {
+		h.consecFail++
+		if h.consecFail >= e.cfg.BreakerThreshold {
+			cool := e.cfg.BreakerCooldown << min(h.trips, 16)
+			if cool > e.cfg.MaxRetryAfter || cool <= 0 {
+				cool = e.cfg.MaxRetryAfter
+			}
+			h.trips++
+			h.consecFail = e.cfg.BreakerThreshold - 1 // half-open: one more failure trips again
+			e.pauseHost(h, now.Add(cool), "circuit_breaker", now)
+		}
+	} else if permanent {
+		h.consecFail = 0
+	}
+
+	e.m.failures.WithLabelValues(reasonLabel(reason)).Inc()
+	e.endLease(l, now)
+
+	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
+		// The fetcher confirms the abort of a cancelled batch's download.
+		e.setError(l.idx, cancelMessage(b))
+		e.setState(l.idx, stateCancelled, now)
+		return
+	}
+	if reason == pb.FailureReason_FAILURE_REASON_ABORTED && !permanent {
+		// Aborted by the fetcher (shutting down): not the paper's fault. enqueue keeps
+		// the same URL and does not count a failure.
+		e.enqueue(l.idx, now)
+		return
+	}
+
+	p.failures++
+	p.reason = uint8(reason)
+	e.setError(l.idx, msg)
+	if permanent && p.urlIdx < 16 {
+		p.dead |= 1 << p.urlIdx
+	}
+	next, ok := nextURL(p)
+	switch {
+	case !ok:
+		e.setState(l.idx, stateFailed, now)
+		e.log.Info("paper failed", "batch", b.id, "paper", l.paperID, "reason", reasonLabel(reason), "error", msg)
+		return
+	case int(p.failures) >= e.cfg.MaxAttempts:
+		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
+		e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; last: %s", p.failures, msg))
+		e.setState(l.idx, stateFailed, now)
+		e.log.Info("paper failed", "batch", b.id, "paper", l.paperID, "reason", "attempts_exhausted", "error", msg)
+		return
+	}
+	moved := next != p.urlIdx
+	p.urlIdx = next
+	if moved {
+		spec, err := e.specOf(l.idx)
+		if err != nil {
+			e.log.Error("retry: read spec", "paper", l.paperID, "err", err)
+			e.setState(l.idx, stateFailed, now)
+			return
+		}
+		p.host = e.internHost(hostKey(spec.GetUrls()[next]))
+	}
+	if permanent && moved {
+		e.enqueue(l.idx, now) // a different URL: no reason to wait
+		return
+	}
+	at := now.Add(e.backoff(int(p.failures))).UnixNano()
+	p.aux = at
+	e.setState(l.idx, stateRetryWait, now)
+	heap.Push(&e.retry, retryItem{at: at, idx: l.idx})
+}
+
+// nextURL picks the candidate after the current one that has not failed permanently,
+// wrapping around (the current one included, last).
+func nextURL(p *paperRec) (uint8, bool) {
+	n := max(int(p.nurls), 1)
+	for i := 1; i <= n; i++ {
+		j := (int(p.urlIdx) + i) % n
+		if j >= 16 || p.dead&(1<<j) == 0 {
+			return uint8(j), true
+		}
+	}
+	return 0, false
+}
+
+// backoff is the delay before the attempt following the n-th failure: exponential with
+// "equal jitter" (between half and all of the exponential delay).
+func (e *engine) backoff(n int) time.Duration {
+	d := float64(e.cfg.RetryBaseDelay) * math.Pow(2, float64(max(n-1, 0)))
+	if d > float64(e.cfg.RetryMaxDelay) {
+		d = float64(e.cfg.RetryMaxDelay)
+	}
+	return time.Duration(d/2 + e.rnd.Float64()*d/2)
+}
+
+func reasonLabel(r pb.FailureReason) string {
+	s := r.String()
+	const prefix = "FAILURE_REASON_"
+	if len(s) > len(prefix) {
+		s = s[len(prefix):]
+	}
+	return s
+}

@@ -1,0 +1,161 @@
+package coordinator
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// load rebuilds the in-memory state from the store. Papers that were DOWNLOADING get orphan
+// leases that reconnecting fetchers may adopt until now+ReconnectGrace.
+func (e *engine) load(now time.Time) error {
+	e.graceUntil = now.Add(e.cfg.ReconnectGrace)
+	type collision struct {
+		idx uint32
+		key uint64
+	}
+	var collisions []collision
+	err := e.st.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket([]byte(bucketHosts)).ForEach(func(k, v []byte) error {
+			e.addHost(binary.BigEndian.Uint32(k), string(v))
+			return nil
+		}); err != nil {
+			return fmt.Errorf("hosts: %w", err)
+		}
+		if err := tx.Bucket([]byte(bucketBatches)).ForEach(func(k, v []byte) error {
+			var r batchRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("batch %x: %w", k, err)
+			}
+			idx := binary.BigEndian.Uint32(k)
+			if int(idx) != len(e.batches) {
+				return fmt.Errorf("batch index %d out of sequence", idx)
+			}
+			b := batchFromRecord(idx, &r)
+			e.batches = append(e.batches, b)
+			e.batchByID[b.id] = idx
+			return nil
+		}); err != nil {
+			return fmt.Errorf("batches: %w", err)
+		}
+		if err := tx.Bucket([]byte(bucketChunks)).ForEach(func(k, v []byte) error {
+			if len(k) != 12 {
+				return fmt.Errorf("chunk key %x malformed", k)
+			}
+			bi := binary.BigEndian.Uint32(k)
+			if int(bi) >= len(e.batches) {
+				return fmt.Errorf("chunk of unknown batch %d", bi)
+			}
+			var rec chunkRecord
+			if err := rec.unmarshal(v); err != nil {
+				return err
+			}
+			e.batches[bi].addChunk(int64(binary.BigEndian.Uint64(k[4:])), rec)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("chunks: %w", err)
+		}
+		for _, b := range e.batches {
+			b.sortRanges()
+		}
+		pbk := tx.Bucket([]byte(bucketPapers))
+		cur := pbk.Cursor()
+		if k, _ := cur.Last(); k != nil {
+			n := int(binary.BigEndian.Uint32(k)) + 1
+			e.papers = make([]paperRec, 0, n+n/8)
+		}
+		var rec paperRecord
+		for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			idx := binary.BigEndian.Uint32(k)
+			if int(idx) != len(e.papers) {
+				return fmt.Errorf("paper index %d out of sequence", idx)
+			}
+			if err := rec.unmarshalFixed(v); err != nil {
+				return fmt.Errorf("paper %d: %w", idx, err)
+			}
+			if int(rec.batch) >= len(e.batches) || int(rec.host) >= len(e.hosts) || rec.state == 0 || rec.state >= numStates {
+				return fmt.Errorf("paper %d: %w: bad batch, host or state", idx, errBadRecord)
+			}
+			p := rec.hot()
+			e.papers = append(e.papers, p)
+			b := e.batches[p.batch]
+			b.counts[p.state]++
+			e.counts[p.state]++
+			key := batchKey(rec.idHash, p.batch)
+			if _, taken := e.byBatch[key]; taken {
+				collisions = append(collisions, collision{idx: idx, key: key})
+			} else {
+				e.byBatch[key] = idx
+			}
+			switch p.state {
+			case stateQueued:
+				e.hosts[p.host].push(idx)
+			case stateRetryWait:
+				e.retry = append(e.retry, retryItem{at: p.aux, idx: idx})
+			case stateDownloading:
+				l := &lease{idx: idx, attempt: p.attempts, batch: p.batch, assignedAt: now}
+				e.leases[idx] = l
+				e.orphans[idx] = l
+				e.hosts[p.host].active++
+			case stateSucceeded:
+				b.bytesStored += rec.size
+				b.bytesDownloaded += rec.size
+				if p.flags&flagCached != 0 {
+					b.cached++
+				}
+				e.cacheByID[rec.idHash] = idx
+				if rec.urlHash != 0 {
+					e.cacheByURL[rec.urlHash] = idx
+				}
+				if rec.finalHash != 0 {
+					e.cacheByURL[rec.finalHash] = idx
+				}
+			}
+		}
+		// Hash collisions of the per-batch index: keep the first paper in byBatch, the
+		// others in the overflow map (by real id).
+		for _, c := range collisions {
+			raw := tx.Bucket([]byte(bucketSpecs)).Get(key32(c.idx))
+			spec := &pb.PaperSpec{}
+			if err := proto.Unmarshal(raw, spec); err != nil {
+				return fmt.Errorf("paper %d spec: %w", c.idx, err)
+			}
+			e.overflow[overflowKey(e.papers[c.idx].batch, spec.GetPaperId())] = c.idx
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	heap.Init(&e.retry)
+	for _, h := range e.hosts {
+		e.refreshHost(h, now)
+	}
+	// Orphan leases need their paper ids for logs and watchers.
+	if len(e.orphans) > 0 {
+		for idx, l := range e.orphans {
+			if spec, err := e.specOf(idx); err == nil {
+				l.paperID = spec.GetPaperId()
+				if len(spec.GetUrls()) > 0 {
+					l.url = spec.GetUrls()[int(e.papers[idx].urlIdx)%len(spec.GetUrls())]
+				}
+			}
+		}
+		e.endReads()
+	}
+	for _, b := range e.batches {
+		// A sealed batch whose papers all finished but whose completion was not written.
+		if b.state == pb.BatchState_BATCH_STATE_RUNNING && b.live() == 0 {
+			e.checkBatchDone(b, now)
+		}
+	}
+	e.finalBatches = e.finalBatches[:0]
+	return nil
+}

@@ -1,0 +1,251 @@
+package coordinator
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+func oneHost(prefix string, n int) []*pb.PaperSpec {
+	out := make([]*pb.PaperSpec, n)
+	for i := range out {
+		out[i] = &pb.PaperSpec{PaperId: fmt.Sprintf("%s%d", prefix, i), Urls: []string{fmt.Sprintf("https://one.example/%s%d.pdf", prefix, i)}}
+	}
+	return out
+}
+
+func TestPolitenessDelayAndConcurrency(t *testing.T) {
+	h := newEngHarness(t, Config{PerHostDelay: time.Second, PerHostConcurrency: 2,
+		HostOverrides: map[string]HostLimits{"slow.example": {Delay: 5 * time.Second, Concurrency: 1}}})
+	h.submit("b", append(oneHost("p", 5), &pb.PaperSpec{PaperId: "s", Urls: []string{"https://slow.example/s.pdf"}},
+		&pb.PaperSpec{PaperId: "s2", Urls: []string{"https://slow.example/s2.pdf"}}))
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 2 { // one per host
+		t.Fatalf("first round: %d assigns", len(as))
+	}
+	h.advance(999 * time.Millisecond)
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("assigned before the delay: %d", len(as))
+	}
+	h.advance(time.Millisecond)
+	as2, _, _ := recv(c)
+	if len(as2) != 1 || as2[0].GetUrl() == "https://slow.example/s2.pdf" {
+		t.Fatalf("after 1s: %v", as2)
+	}
+	h.advance(10 * time.Second)
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("concurrency exceeded: %d more assigns", len(as))
+	}
+	// Completing one frees a slot on each host.
+	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+	h.send(c, eventReq(as[1], 1, completedEv(as[1])))
+	as3, _, acks := recv(c)
+	if len(as3) != 2 || len(acks) != 2 {
+		t.Fatalf("after completions: %d assigns, %d acks", len(as3), len(acks))
+	}
+}
+
+func TestRetryBackoffAndAttempts(t *testing.T) {
+	h := newEngHarness(t, Config{MaxAttempts: 3, RetryBaseDelay: 2 * time.Second})
+	h.submit("b", oneHost("p", 1))
+	c := h.connect("f", 10)
+	transient := failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_CONNECTION, 0, 0)
+	for attempt := 1; attempt <= 3; attempt++ {
+		as, _, _ := recv(c)
+		if len(as) != 1 || as[0].GetAttempt() != int32(attempt) {
+			t.Fatalf("attempt %d: %v", attempt, as)
+		}
+		h.send(c, eventReq(as[0], 1, transient))
+		if attempt == 3 {
+			break
+		}
+		if s := h.paperState("b", "p0"); s != pb.PaperState_PAPER_STATE_RETRY_WAIT {
+			t.Fatalf("after failure %d: %v", attempt, s)
+		}
+		minWait := time.Second << (attempt - 1) // equal jitter: at least half the exponential delay
+		h.advance(minWait - time.Millisecond)
+		if as, _, _ := recv(c); len(as) != 0 {
+			t.Fatalf("retried before the backoff")
+		}
+		h.advance(minWait + time.Millisecond)
+	}
+	if s := h.paperState("b", "p0"); s != pb.PaperState_PAPER_STATE_FAILED {
+		t.Fatalf("final state %v", s)
+	}
+	p := h.e.papers[0]
+	if pb.FailureReason(p.reason) != pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED || p.failures != 3 {
+		t.Fatalf("reason %v failures %d", pb.FailureReason(p.reason), p.failures)
+	}
+	if h.batch("b").state != pb.BatchState_BATCH_STATE_COMPLETED {
+		t.Fatalf("batch %v", h.batch("b").state)
+	}
+}
+
+func TestPermanentFailureMovesToNextURL(t *testing.T) {
+	h := newEngHarness(t, Config{})
+	h.submit("b", []*pb.PaperSpec{{PaperId: "p", Urls: []string{"https://a.example/p.pdf", "https://b.example/p.pdf"}}})
+	c := h.connect("f", 10)
+	notFound := failedEv(pb.FailureClass_FAILURE_CLASS_PERMANENT, pb.FailureReason_FAILURE_REASON_NOT_FOUND, 404, 0)
+	as, _, _ := recv(c)
+	if len(as) != 1 || as[0].GetUrl() != "https://a.example/p.pdf" || len(as[0].GetCandidateUrls()) != 2 {
+		t.Fatalf("first: %v", as)
+	}
+	h.send(c, eventReq(as[0], 1, notFound))
+	as, _, _ = recv(c)
+	if len(as) != 1 || as[0].GetUrl() != "https://b.example/p.pdf" || as[0].GetAttempt() != 2 {
+		t.Fatalf("second (immediately, next URL): %v", as)
+	}
+	h.send(c, eventReq(as[0], 1, notFound))
+	if s := h.paperState("b", "p"); s != pb.PaperState_PAPER_STATE_FAILED {
+		t.Fatalf("state %v", s)
+	}
+	if r := pb.FailureReason(h.e.papers[0].reason); r != pb.FailureReason_FAILURE_REASON_NOT_FOUND {
+		t.Fatalf("reason %v", r)
+	}
+}
+
+func TestRetryAfterPausesHostAndAIMD(t *testing.T) {
+	h := newEngHarness(t, Config{PerHostConcurrency: 4, MaxRetryAfter: time.Hour})
+	h.submit("b", oneHost("p", 6))
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 4 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_RATE_LIMITED, 429, 30*time.Second)))
+	host := h.e.hosts[h.e.papers[0].host]
+	if host.limit != 2 || !host.pausedUntil.Equal(h.clk.Now().Add(30*time.Second)) {
+		t.Fatalf("limit %d paused until %v", host.limit, host.pausedUntil)
+	}
+	for _, a := range as[1:] {
+		h.send(c, eventReq(a, 1, completedEv(a)))
+	}
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("assigned on a paused host: %d", len(as))
+	}
+	h.advance(30 * time.Second)
+	as, _, _ = recv(c)
+	if len(as) != 2 { // the AIMD limit
+		t.Fatalf("after the pause: %d assigns", len(as))
+	}
+	// A Retry-After beyond the cap fails the attempt with HOST_PAUSED.
+	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_RATE_LIMITED, 503, 3*time.Hour)))
+	idx := h.e.byBatch[batchKey(hashString(as[0].GetPaperId()), 0)]
+	if p := h.e.papers[idx]; p.state != stateFailed || pb.FailureReason(p.reason) != pb.FailureReason_FAILURE_REASON_HOST_PAUSED {
+		t.Fatalf("paper %+v", p)
+	}
+	if !host.pausedUntil.Equal(h.clk.Now().Add(time.Hour)) {
+		t.Fatalf("paused until %v", host.pausedUntil)
+	}
+}
+
+func TestCircuitBreaker(t *testing.T) {
+	h := newEngHarness(t, Config{PerHostConcurrency: 3, BreakerThreshold: 3, BreakerCooldown: time.Minute})
+	h.submit("b", oneHost("p", 10))
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	for _, a := range as {
+		h.send(c, eventReq(a, 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
+	}
+	host := h.e.hosts[0]
+	if !host.pausedUntil.Equal(h.clk.Now().Add(time.Minute)) {
+		t.Fatalf("breaker did not trip: paused until %v", host.pausedUntil)
+	}
+	recv(c) // assigned while the first failures freed slots, before the breaker tripped
+	h.advance(59 * time.Second)
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("assigned while the breaker is open: %d", len(as))
+	}
+	h.advance(time.Second)
+	as, _, _ = recv(c)
+	if len(as) == 0 {
+		t.Fatal("nothing assigned after the cooldown")
+	}
+	// Half-open: one more failure trips it again, for twice as long.
+	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
+	if !host.pausedUntil.Equal(h.clk.Now().Add(2 * time.Minute)) {
+		t.Fatalf("second trip: paused until %v", host.pausedUntil)
+	}
+}
+
+func TestCacheHits(t *testing.T) {
+	h := newEngHarness(t, Config{})
+	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Urls: []string{"https://h.example/x.pdf"}}})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+	res := h.submit("b", []*pb.PaperSpec{
+		{PaperId: "x", Urls: []string{"https://elsewhere.example/x.pdf"}},
+		{PaperId: "y", Urls: []string{"https://other.example/y.pdf", "https://h.example/x.pdf"}},
+		{PaperId: "z", Urls: []string{"https://h.example/x.pdf"}, ExpectedSha256: fakeSHA("not x")},
+	})
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	b := h.batch("b")
+	if b.counts[stateSucceeded] != 2 || b.cached != 2 {
+		t.Fatalf("counts %v cached %d", b.counts, b.cached)
+	}
+	if as, _, _ := recv(c); len(as) != 1 || as[0].GetPaperId() != "z" {
+		t.Fatalf("assigns %v", as)
+	}
+	rec, _, err := h.st.readPaper(h.e.byBatch[batchKey(hashString("y"), b.idx)])
+	if err != nil || rec.flags&flagCached == 0 || rec.sha256 != fakeSHA("x") {
+		t.Fatalf("cached record %+v %v", rec, err)
+	}
+}
+
+func TestLeaseExpiryAndDraining(t *testing.T) {
+	h := newEngHarness(t, Config{LeaseTTL: 10 * time.Second, PerHostConcurrency: 10})
+	h.submit("b", oneHost("p", 4))
+	c := h.connect("f", 2)
+	as, _, _ := recv(c)
+	if len(as) != 2 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	h.advance(5 * time.Second)
+	h.send(c, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}) // renews
+	h.advance(9 * time.Second)
+	if _, cancels, _ := recv(c); len(cancels) != 0 {
+		t.Fatalf("expired despite the heartbeat")
+	}
+	h.advance(time.Second)
+	_, cancels, _ := recv(c)
+	if len(cancels) != 2 || h.batch("b").counts[stateQueued] != 4 {
+		t.Fatalf("cancels %v counts %v", cancels, h.batch("b").counts)
+	}
+	// The expired attempts' late results are dropped (and acked).
+	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+	if _, _, acks := recv(c); len(acks) != 1 || h.batch("b").counts[stateSucceeded] != 0 {
+		t.Fatalf("stale result applied: %v", h.batch("b").counts)
+	}
+	d := h.connect("d", 3)
+	as, _, _ = recv(d)
+	if len(as) != 3 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	h.send(d, eventReq(as[0], 1, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: as[0].GetUrl()}}}))
+	h.send(d, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "test"}}})
+	_, cancels, _ = recv(d)
+	if len(cancels) != 2 || h.batch("b").counts[stateDownloading] != 1 {
+		t.Fatalf("draining: cancels %v counts %v", cancels, h.batch("b").counts)
+	}
+	h.send(d, creditsReq(5))
+	if as, _, _ := recv(d); len(as) != 0 {
+		t.Fatal("work assigned to a draining fetcher")
+	}
+	// Duplicate and stale-attempt events are dropped.
+	h.send(d, eventReq(as[0], 1, completedEv(as[0])))
+	bad := &pb.Assign{LeaseId: as[0].GetLeaseId(), Attempt: as[0].GetAttempt() + 1, BatchId: "b", PaperId: as[0].GetPaperId()}
+	h.send(d, eventReq(bad, 2, completedEv(bad)))
+	if h.batch("b").counts[stateSucceeded] != 0 {
+		t.Fatalf("stale or duplicate event applied: %v", h.batch("b").counts)
+	}
+	h.send(d, eventReq(as[0], 2, completedEv(as[0])))
+	if h.batch("b").counts[stateSucceeded] != 1 {
+		t.Fatalf("valid event not applied: %v", h.batch("b").counts)
+	}
+}

@@ -1,0 +1,137 @@
+package coordinator
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// gateway implements FetcherGatewayService.
+type gateway struct {
+	pb.UnimplementedFetcherGatewayServiceServer
+	c *Coordinator
+}
+
+// gone tells the loop a stream ended (its leases are re-queued). After Run returned nobody
+// listens, which is fine.
+func (g *gateway) gone(conn *fetcherConn) {
+	select {
+	case g.c.inbox <- &goneMsg{c: conn}:
+	case <-g.c.done:
+	}
+}
+
+// Work is a fetcher's stream. The handler goroutine is the stream's writer: it sends what the
+// loop queued on the conn's bounded buffer. A receiver goroutine forwards incoming messages to
+// the loop; it ends when the stream does (when this handler returns).
+func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message of a Work stream must be a hello")
+	}
+	buffer := max(g.c.cfg.StreamBuffer, 2*int(hello.GetSlots())+64)
+	conn := newFetcherConn(buffer)
+	reply := make(chan error, 1)
+	if err := g.c.postWait(ctx, &helloMsg{c: conn, hello: hello, reply: reply}); err != nil {
+		return err
+	}
+	herr, err := await(ctx, g.c, reply)
+	if err == nil && herr != nil {
+		err = toStatus(herr)
+	}
+	if err != nil {
+		if herr == nil {
+			// The loop may still register the conn: make sure it forgets it.
+			g.gone(conn)
+		}
+		return err
+	}
+	shuttingDown := false
+	defer func() {
+		if !shuttingDown {
+			g.gone(conn)
+		}
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if err := g.c.postWait(ctx, &streamMsg{c: conn, req: req}); err != nil {
+				recvErr <- err
+				return
+			}
+		}
+	}()
+
+	for {
+		select {
+		case m := <-conn.out:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			if !errors.Is(err, io.EOF) {
+				return err
+			}
+			// The fetcher closed its side: send what the loop still has for it (acks of
+			// its last events), then end.
+			done := make(chan struct{})
+			if err := g.c.postWait(ctx, &goneMsg{c: conn, reply: done}); err != nil {
+				return err
+			}
+			for {
+				select {
+				case m := <-conn.out:
+					if err := stream.Send(m); err != nil {
+						return err
+					}
+				case <-done:
+					for {
+						select {
+						case m := <-conn.out:
+							if err := stream.Send(m); err != nil {
+								return err
+							}
+						default:
+							return nil
+						}
+					}
+				case <-ctx.Done():
+					return status.FromContextError(ctx.Err()).Err()
+				case <-g.c.done:
+					return errStopped
+				}
+			}
+		case <-g.c.streamsClosed:
+			// The coordinator is shutting down: leave the leases in place for the next one.
+			shuttingDown = true
+			return errShuttingDown
+		case <-conn.killed:
+			code := codes.Aborted
+			if errors.Is(conn.killErr, errStreamOverflow) {
+				code = codes.ResourceExhausted
+			} else if errors.Is(conn.killErr, errInvalid) {
+				code = codes.InvalidArgument
+			}
+			return status.Error(code, conn.killErr.Error())
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-g.c.done:
+			return errStopped
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package coordinator
+
+import (
+	"container/heap"
+	"time"
+)
+
+// host is the politeness state of one origin host (host[:port] of a URL). Only the loop
+// touches it.
+type host struct {
+	idx  uint32
+	name string
+
+	queue []uint32 // QUEUED papers (FIFO; entries may be stale and are skipped)
+	head  int
+
+	active      int           // running leases on this host
+	limit       int           // current concurrency limit (AIMD), 1..maxLimit
+	maxLimit    int           // configured concurrency
+	delay       time.Duration // minimum time between request starts
+	lastStart   time.Time
+	pausedUntil time.Time
+	consecFail  int // consecutive transient failures (circuit breaker)
+	trips       int // consecutive breaker trips (cooldown grows)
+	okStreak    int // successes since the last limit change (AIMD)
+
+	inReady bool
+	inSleep bool
+	wakeAt  time.Time
+	sleepIx int
+}
+
+func (h *host) push(idx uint32) { h.queue = append(h.queue, idx) }
+
+func (h *host) queued() int { return len(h.queue) - h.head }
+
+// pop removes the oldest entry that is still a QUEUED paper of this host.
+func (h *host) pop(papers []paperRec) (uint32, bool) {
+	for h.head < len(h.queue) {
+		idx := h.queue[h.head]
+		h.head++
+		p := &papers[idx]
+		if p.state == stateQueued && p.host == h.idx {
+			h.compact()
+			return idx, true
+		}
+	}
+	h.compact()
+	return 0, false
+}
+
+func (h *host) compact() {
+	if h.head == len(h.queue) {
+		h.queue = h.queue[:0]
+		h.head = 0
+		return
+	}
+	if h.head > 1024 && h.head*2 > len(h.queue) {
+		n := copy(h.queue, h.queue[h.head:])
+		h.queue = h.queue[:n]
+		h.head = 0
+	}
+}
+
+// readyAt is when the host may start its next request, ignoring concurrency.
+func (h *host) readyAt() time.Time {
+	t := h.pausedUntil
+	if h.delay > 0 && !h.lastStart.IsZero() {
+		if s := h.lastStart.Add(h.delay); s.After(t) {
+			t = s
+		}
+	}
+	return t
+}
+
+// hostRing is a FIFO of hosts that may start a request now.
+type hostRing struct {
+	items []*host
+	head  int
+}
+
+func (r *hostRing) push(h *host) { r.items = append(r.items, h) }
+
+func (r *hostRing) pop() *host {
+	if r.head == len(r.items) {
+		return nil
+	}
+	h := r.items[r.head]
+	r.items[r.head] = nil
+	r.head++
+	if r.head == len(r.items) {
+		r.items = r.items[:0]
+		r.head = 0
+	} else if r.head > 1024 && r.head*2 > len(r.items) {
+		n := copy(r.items, r.items[r.head:])
+		r.items = r.items[:n]
+		r.head = 0
+	}
+	return h
+}
+
+func (r *hostRing) len() int { return len(r.items) - r.head }
+
+// hostHeap orders sleeping hosts by wake time.
+type hostHeap []*host
+
+func (q hostHeap) Len() int           { return len(q) }
+func (q hostHeap) Less(i, j int) bool { return q[i].wakeAt.Before(q[j].wakeAt) }
+func (q hostHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].sleepIx, q[j].sleepIx = i, j
+}
+func (q *hostHeap) Push(x any) {
+	h := x.(*host)
+	h.sleepIx = len(*q)
+	*q = append(*q, h)
+}
+func (q *hostHeap) Pop() any {
+	old := *q
+	h := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return h
+}
+
+// retryItem is a paper waiting in RETRY_WAIT until at (unix nanoseconds).
+type retryItem struct {
+	at  int64
+	idx uint32
+}
+
+// retryHeap orders RETRY_WAIT papers by their next attempt time.
+type retryHeap []retryItem
+
+func (q retryHeap) Len() int           { return len(q) }
+func (q retryHeap) Less(i, j int) bool { return q[i].at < q[j].at }
+func (q retryHeap) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *retryHeap) Push(x any)        { *q = append(*q, x.(retryItem)) }
+func (q *retryHeap) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return it
+}
+
+var (
+	_ heap.Interface = (*hostHeap)(nil)
+	_ heap.Interface = (*retryHeap)(nil)
+)

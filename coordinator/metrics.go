@@ -1,0 +1,111 @@
+package coordinator
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// metrics are the coordinator's Prometheus metrics.
+type metrics struct {
+	papers          *prometheus.GaugeVec
+	batches         *prometheus.GaugeVec
+	bytesDownloaded prometheus.Counter
+	failures        *prometheus.CounterVec
+	droppedEvents   *prometheus.CounterVec
+	hostPauses      *prometheus.CounterVec
+	cacheHits       prometheus.Counter
+	loopSeconds     prometheus.Histogram
+	commitSeconds   prometheus.Histogram
+	commitRecords   prometheus.Histogram
+	fetchers        prometheus.Gauge
+	freeCredits     prometheus.Gauge
+	downloadSeconds prometheus.Histogram
+	downloadBytes   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics, error) {
+	const ns, sub = "paperfetch", "coordinator"
+	m := &metrics{
+		papers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "papers",
+			Help: "Papers tracked, by state."}, []string{"state"}),
+		batches: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "batches",
+			Help: "Batches, by state."}, []string{"state"}),
+		bytesDownloaded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "downloaded_bytes_total",
+			Help: "Bytes received by fetchers, as reported in download events."}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "attempt_failures_total",
+			Help: "Failed download attempts, by reason."}, []string{"reason"}),
+		droppedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dropped_events_total",
+			Help: "Download events dropped, by cause (stale lease or attempt, duplicate sequence)."}, []string{"cause"}),
+		hostPauses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "host_pauses_total",
+			Help: "Hosts paused, by cause (retry_after, retry_after_capped, circuit_breaker)."}, []string{"cause"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
+			Help: "Papers completed from an already stored blob without a download."}),
+		loopSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "loop_iteration_seconds",
+			Help: "Duration of one owner-loop iteration (apply, schedule, commit, flush).", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "store_commit_seconds",
+			Help: "Duration of one store commit (including fsync).", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		commitRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "store_commit_records",
+			Help: "Records written per store commit (group-commit size).", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		fetchers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "connected_fetchers",
+			Help: "Fetchers with an open Work stream."}),
+		freeCredits: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "free_credits",
+			Help: "Download slots fetchers offered that are not in use."}),
+		downloadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "download_duration_seconds",
+			Help: "Duration of successful downloads, as reported by fetchers.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		downloadBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "download_size_bytes",
+			Help: "Size of successfully downloaded PDFs.", Buckets: prometheus.ExponentialBuckets(16<<10, 2, 16)}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.hostPauses,
+		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",
+			Help: "Messages waiting in the owner loop's inbox."}, inboxDepth),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// update refreshes the gauges from the engine (called by the loop once per iteration).
+func (m *metrics) update(e *engine) {
+	for s := stateQueued; s < numStates; s++ {
+		m.papers.WithLabelValues(stateLabel(s)).Set(float64(e.counts[s]))
+	}
+	var bc [5]int
+	for _, b := range e.batches {
+		if int(b.state) < len(bc) {
+			bc[b.state]++
+		}
+	}
+	for s := 1; s < len(bc); s++ {
+		m.batches.WithLabelValues(batchStateLabel(pb.BatchState(s))).Set(float64(bc[s]))
+	}
+	m.fetchers.Set(float64(len(e.conns)))
+	m.freeCredits.Set(float64(e.credits))
+}
+
+func stateLabel(s uint8) string {
+	str := pb.PaperState(s).String()
+	const prefix = "PAPER_STATE_"
+	if len(str) > len(prefix) {
+		return str[len(prefix):]
+	}
+	return str
+}
+
+func batchStateLabel(s pb.BatchState) string {
+	str := s.String()
+	const prefix = "BATCH_STATE_"
+	if len(str) > len(prefix) {
+		return str[len(prefix):]
+	}
+	return str
+}

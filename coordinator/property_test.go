@@ -1,0 +1,345 @@
+package coordinator
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// propModel is what the property test remembers of the fetchers' side.
+type propModel struct {
+	h        *engHarness
+	conns    []*fetcherConn
+	open     []*propLease // leases the fetchers still hold
+	history  []*propLease // every lease ever assigned
+	terminal map[uint32]uint8
+	batches  int
+}
+
+type propLease struct {
+	a       *pb.Assign
+	conn    *fetcherConn
+	seq     int64
+	started bool
+}
+
+func (m *propModel) collect() {
+	for _, c := range m.conns {
+		as, _, _ := recv(c)
+		for _, a := range as {
+			l := &propLease{a: a, conn: c}
+			m.open = append(m.open, l)
+			m.history = append(m.history, l)
+		}
+	}
+}
+
+func (m *propModel) liveConns() []*fetcherConn {
+	var out []*fetcherConn
+	for _, c := range m.conns {
+		if !c.closed {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (m *propModel) send(c *fetcherConn, r *pb.WorkRequest) {
+	m.h.send(c, r)
+	m.collect()
+}
+
+var propHosts = []string{"a.example", "b.example", "c.example"}
+
+func (m *propModel) submit(t *rapid.T) {
+	n := rapid.IntRange(1, 4).Draw(t, "papers")
+	seen := map[string]bool{}
+	var papers []*pb.PaperSpec
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("p%d", rapid.IntRange(0, 12).Draw(t, "id"))
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		nu := rapid.IntRange(1, 3).Draw(t, "urls")
+		var urls []string
+		for j := 0; j < nu; j++ {
+			urls = append(urls, fmt.Sprintf("https://%s/%s/%d.pdf", rapid.SampledFrom(propHosts).Draw(t, "host"), id, j))
+		}
+		papers = append(papers, &pb.PaperSpec{PaperId: id, Urls: urls})
+	}
+	m.batches++
+	res := m.h.submit(fmt.Sprintf("b%d", m.batches), papers)
+	if res.err != nil {
+		t.Fatalf("submit: %v", res.err)
+	}
+	m.collect()
+}
+
+func (m *propModel) event(t *rapid.T) {
+	if len(m.open) == 0 {
+		t.Skip("no open lease")
+	}
+	i := rapid.IntRange(0, len(m.open)-1).Draw(t, "lease")
+	l := m.open[i]
+	if l.conn.closed {
+		m.open = append(m.open[:i], m.open[i+1:]...)
+		return
+	}
+	var ev *pb.DownloadEvent
+	term := true
+	switch rapid.IntRange(0, 7).Draw(t, "kind") {
+	case 0:
+		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: l.a.GetUrl()}}}, false
+		l.started = true
+	case 1:
+		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 100 * (l.seq + 1)}}}, false
+	case 2, 3:
+		ev = completedEv(l.a)
+	case 4:
+		ev = failedEv(pb.FailureClass_FAILURE_CLASS_PERMANENT, pb.FailureReason_FAILURE_REASON_NOT_FOUND, 404, 0)
+	case 5:
+		ev = failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)
+	case 6:
+		ra := time.Duration(rapid.IntRange(0, 3).Draw(t, "retryAfter")) * 40 * time.Minute
+		ev = failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_RATE_LIMITED, 429, ra)
+	case 7:
+		ev = failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)
+	}
+	l.seq++
+	m.send(l.conn, eventReq(l.a, l.seq, ev))
+	if term {
+		m.open = append(m.open[:i], m.open[i+1:]...)
+		if rapid.Bool().Draw(t, "credit") {
+			m.send(l.conn, creditsReq(1))
+		}
+	}
+}
+
+func (m *propModel) replay(t *rapid.T) {
+	if len(m.history) == 0 {
+		t.Skip("no lease yet")
+	}
+	l := rapid.SampledFrom(m.history).Draw(t, "old")
+	live := m.liveConns()
+	if len(live) == 0 {
+		t.Skip("no conn")
+	}
+	c := rapid.SampledFrom(live).Draw(t, "conn")
+	a := l.a
+	if rapid.Bool().Draw(t, "wrongAttempt") {
+		a = &pb.Assign{LeaseId: a.GetLeaseId(), Attempt: a.GetAttempt() + 1, BatchId: a.GetBatchId(), PaperId: a.GetPaperId(), Url: a.GetUrl()}
+	}
+	// Sequence numbers at or below the last one seen are duplicates.
+	seq := int64(rapid.IntRange(0, int(max(l.seq, 1))).Draw(t, "seq"))
+	m.send(c, eventReq(a, seq, completedEv(a)))
+}
+
+func (m *propModel) check(t *rapid.T) {
+	e := m.h.e
+	var counts = make([][numStates]int64, len(e.batches))
+	downloading := 0
+	for idx := range e.papers {
+		p := &e.papers[idx]
+		if p.state == 0 || p.state >= numStates {
+			t.Fatalf("paper %d in invalid state %d", idx, p.state)
+		}
+		counts[p.batch][p.state]++
+		if s, ok := m.terminal[uint32(idx)]; ok && s != p.state {
+			t.Fatalf("paper %d left terminal state %d for %d", idx, s, p.state)
+		}
+		if terminal(p.state) {
+			m.terminal[uint32(idx)] = p.state
+		}
+		if p.state == stateDownloading {
+			downloading++
+			if e.leases[uint32(idx)] == nil {
+				t.Fatalf("paper %d DOWNLOADING without a lease", idx)
+			}
+		}
+	}
+	for i, b := range e.batches {
+		if counts[i] != b.counts {
+			t.Fatalf("batch %s counts %v, papers say %v", b.id, b.counts, counts[i])
+		}
+		var sum int64
+		for _, n := range b.counts {
+			sum += n
+		}
+		if sum != b.total {
+			t.Fatalf("batch %s: %d papers counted, total %d", b.id, sum, b.total)
+		}
+		if b.state == pb.BatchState_BATCH_STATE_COMPLETED && b.live() != 0 {
+			t.Fatalf("batch %s COMPLETED with live papers", b.id)
+		}
+		if b.state == pb.BatchState_BATCH_STATE_RUNNING && b.live() == 0 {
+			t.Fatalf("batch %s RUNNING without live papers", b.id)
+		}
+	}
+	if len(e.leases) != downloading {
+		t.Fatalf("%d leases, %d papers downloading", len(e.leases), downloading)
+	}
+	perHost := map[uint32]int{}
+	for idx, l := range e.leases {
+		if l.idx != idx || e.papers[idx].state != stateDownloading {
+			t.Fatalf("lease for paper %d in state %d", idx, e.papers[idx].state)
+		}
+		perHost[e.papers[idx].host]++
+	}
+	for _, h := range e.hosts {
+		if perHost[h.idx] != h.active {
+			t.Fatalf("host %s: active %d, leases %d", h.name, h.active, perHost[h.idx])
+		}
+		if h.active > h.maxLimit {
+			t.Fatalf("host %s: %d concurrent downloads, limit %d", h.name, h.active, h.maxLimit)
+		}
+	}
+	credits := 0
+	for _, c := range e.conns {
+		if e.eligibleConn(c) {
+			credits += c.credits
+		}
+	}
+	if credits != e.credits {
+		t.Fatalf("credits %d, conns hold %d", e.credits, credits)
+	}
+}
+
+type snapshot struct {
+	papers  []paperRec
+	batches []string
+}
+
+func (m *propModel) snapshot() snapshot {
+	var s snapshot
+	for _, p := range m.h.e.papers {
+		p.flags &^= flagDirty
+		s.papers = append(s.papers, p)
+	}
+	for _, b := range m.h.e.batches {
+		s.batches = append(s.batches, fmt.Sprintf("%s %v %v %d %d %d", b.id, b.state, b.counts, b.total, b.cached, b.bytesStored))
+	}
+	return s
+}
+
+func TestPropertyStateMachine(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		h := newEngHarness(t, Config{
+			DataDir: t.TempDir(), PerHostConcurrency: 2, MaxAttempts: 4, LeaseTTL: time.Minute,
+			ReconnectGrace: 10 * time.Second, BreakerThreshold: 3, BreakerCooldown: time.Minute,
+		})
+		defer h.close()
+		m := &propModel{h: h, terminal: map[uint32]uint8{}}
+		rt.Repeat(map[string]func(*rapid.T){
+			"submit": m.submit,
+			"connect": func(t *rapid.T) {
+				var inFlight []*pb.InFlightLease
+				if len(m.open) > 0 && rapid.Bool().Draw(t, "reannounce") {
+					l := rapid.SampledFrom(m.open).Draw(t, "lease")
+					inFlight = append(inFlight, &pb.InFlightLease{LeaseId: l.a.GetLeaseId(), Attempt: l.a.GetAttempt()})
+				}
+				id := fmt.Sprintf("f%d", rapid.IntRange(0, 3).Draw(t, "fetcher"))
+				c := h.connect(id, rapid.IntRange(1, 3).Draw(t, "slots"), inFlight...)
+				m.conns = append(m.conns, c)
+				for _, l := range m.open {
+					for _, fl := range inFlight {
+						if l.a.GetLeaseId() == fl.GetLeaseId() {
+							l.conn = c
+						}
+					}
+				}
+				m.collect()
+			},
+			"credit": func(t *rapid.T) {
+				live := m.liveConns()
+				if len(live) == 0 {
+					t.Skip("no conn")
+				}
+				m.send(rapid.SampledFrom(live).Draw(t, "conn"), creditsReq(rapid.IntRange(1, 2).Draw(t, "n")))
+			},
+			"event":  m.event,
+			"replay": m.replay,
+			"kill": func(t *rapid.T) {
+				live := m.liveConns()
+				if len(live) == 0 {
+					t.Skip("no conn")
+				}
+				h.apply(&goneMsg{c: rapid.SampledFrom(live).Draw(t, "conn")})
+				m.collect()
+			},
+			"drain": func(t *rapid.T) {
+				live := m.liveConns()
+				if len(live) == 0 {
+					t.Skip("no conn")
+				}
+				m.send(rapid.SampledFrom(live).Draw(t, "conn"), &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{}}})
+			},
+			"advance": func(t *rapid.T) {
+				h.advance(time.Duration(rapid.IntRange(0, 120).Draw(t, "seconds")) * time.Second)
+				m.collect()
+			},
+			"cancel": func(t *rapid.T) {
+				if m.batches == 0 {
+					t.Skip("no batch")
+				}
+				id := fmt.Sprintf("b%d", rapid.IntRange(1, m.batches).Draw(t, "batch"))
+				r := &batchReq{id: id, cancel: true, reply: make(chan batchResult, 1)}
+				h.apply(r)
+				m.collect()
+			},
+			"restart": func(t *rapid.T) {
+				before := m.snapshot()
+				h.restart()
+				for _, c := range m.conns {
+					c.closed = true // their streams died with the old process
+				}
+				m.conns = nil
+				after := m.snapshot()
+				if len(before.papers) != len(after.papers) {
+					t.Fatalf("%d papers before the restart, %d after", len(before.papers), len(after.papers))
+				}
+				for i := range before.papers {
+					if before.papers[i] != after.papers[i] {
+						t.Fatalf("paper %d: %+v before the restart, %+v after", i, before.papers[i], after.papers[i])
+					}
+				}
+				for i := range before.batches {
+					if before.batches[i] != after.batches[i] {
+						t.Fatalf("batch before the restart %q, after %q", before.batches[i], after.batches[i])
+					}
+				}
+			},
+			"": m.check,
+		})
+		// Liveness: a healthy fetcher that completes everything finishes every batch.
+		c := h.connect("good", 50)
+		m.conns = append(m.conns, c)
+		for round := 0; round < 200; round++ {
+			h.advance(2 * time.Hour)
+			as, _, _ := recv(c)
+			for _, a := range as {
+				h.send(c, eventReq(a, 1, completedEv(a)))
+				h.send(c, creditsReq(1))
+			}
+			m.check(rt)
+			done := true
+			for _, b := range h.e.batches {
+				if !b.terminalState() {
+					done = false
+				}
+			}
+			if done {
+				return
+			}
+		}
+		for _, b := range h.e.batches {
+			if !b.terminalState() {
+				rt.Fatalf("batch %s still %v: %v", b.id, b.state, b.counts)
+			}
+		}
+	})
+}

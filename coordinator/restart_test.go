@@ -1,0 +1,225 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gocloud.dev/blob/fileblob"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paperfetch/paperfetch/internal/clock"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// TestCrashRestartCompletesExactlyOnce kills the coordinator in the middle of a batch,
+// restarts it on the same store and checks every paper completes exactly once.
+func TestCrashRestartCompletesExactlyOnce(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg := Config{DataDir: dir, Clock: clk, ReconnectGrace: 10 * time.Second, LeaseTTL: time.Hour, PerHostConcurrency: 10}
+	h1 := startHarness(t, cfg)
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	completed := 0
+	var held []*pb.Assign
+	partial := func(f *fakeFetcher, a *pb.Assign) {
+		mu.Lock()
+		defer mu.Unlock()
+		if completed < 10 {
+			completed++
+			f.complete(a)
+			f.credit(1)
+			return
+		}
+		held = append(held, a)
+	}
+	a := startFetcher(t, h1, "a", 8, partial)
+	if _, err := h1.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "k", Papers: specs("p", 40, 8)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "10 acks and 8 held", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return a.ackCount() == 10 && len(held) == 8
+	})
+	h1.crash()
+	a.kill()
+
+	h2 := startHarness(t, cfg)
+	g, err := h2.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := g.GetBatch().GetCounts(); c.GetSucceeded() != 10 || c.GetDownloading() != 8 || c.GetQueued() != 22 {
+		t.Fatalf("after restart: %v", c)
+	}
+	// The fetcher comes back and re-announces half of its leases, then finishes them.
+	var again []*pb.InFlightLease
+	for _, x := range held[:4] {
+		again = append(again, &pb.InFlightLease{LeaseId: x.GetLeaseId(), Attempt: x.GetAttempt(), BatchId: x.GetBatchId(), PaperId: x.GetPaperId()})
+	}
+	a2 := startFetcher(t, h2, "a", 1, completeNow, again...)
+	for _, x := range held[:4] {
+		a2.complete(x)
+	}
+	waitFor(t, "re-announced leases acked", func() bool { return a2.ackCount() >= 4 })
+	// A stale result for an un-announced lease of the old process is acked but ignored later.
+	b := startFetcher(t, h2, "b", 8, nil)
+	waitFor(t, "queued papers done", func() bool {
+		g, err := h2.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "k"})
+		return err == nil && g.GetBatch().GetCounts().GetSucceeded() == 36
+	})
+	// The other 4 orphans are re-queued once the grace period ends.
+	clk.Advance(11 * time.Second)
+	final := watchToEnd(t, h2, "k")
+	if c := final.GetCounts(); final.GetState() != pb.BatchState_BATCH_STATE_COMPLETED || c.GetSucceeded() != 40 {
+		t.Fatalf("final: %v", final)
+	}
+	for _, x := range held[4:] {
+		p, err := h2.api.GetPaper(ctx, &pb.GetPaperRequest{BatchId: "k", PaperId: x.GetPaperId()})
+		if err != nil || p.GetPaper().GetAttempts() != 2 || p.GetPaper().GetSha256() != fakeSHA(x.GetPaperId()) {
+			t.Fatalf("re-queued orphan: %v %v", p, err)
+		}
+	}
+	lp, err := h2.api.ListPapers(ctx, &pb.ListPapersRequest{BatchId: "k", PageSize: 100})
+	if err != nil || len(lp.GetPapers()) != 40 {
+		t.Fatalf("ListPapers: %v", err)
+	}
+	for _, p := range lp.GetPapers() {
+		if p.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED || p.GetSha256() != fakeSHA(p.GetSpec().GetPaperId()) {
+			t.Fatalf("paper %v", p)
+		}
+	}
+	// A late result of a lease that was re-queued and re-assigned is dropped (but acked).
+	acked := a2.ackCount()
+	a2.complete(held[5])
+	waitFor(t, "stale result acked", func() bool { return a2.ackCount() == acked+1 })
+	if n := b.assignCount() + a2.assignCount(); n != 26 {
+		t.Fatalf("%d assigns after the restart, want 26", n)
+	}
+	h2.stop()
+	// A third start sees the same state.
+	h3 := startHarness(t, cfg)
+	g3, err := h3.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "k"})
+	if err != nil || g3.GetBatch().GetState() != pb.BatchState_BATCH_STATE_COMPLETED || g3.GetBatch().GetCounts().GetSucceeded() != 40 {
+		t.Fatalf("third start: %v %v", g3, err)
+	}
+}
+
+func TestSecondOpenFailsFast(t *testing.T) {
+	dir := t.TempDir()
+	c1, err := Open(Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c1.Close() }()
+	start := time.Now()
+	_, err = Open(Config{DataDir: dir, LockTimeout: 100 * time.Millisecond})
+	if !errors.Is(err, ErrStoreLocked) || !strings.Contains(err.Error(), "another coordinator") {
+		t.Fatalf("second Open: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("second Open took %v", time.Since(start))
+	}
+}
+
+func TestInboxFullIsResourceExhausted(t *testing.T) {
+	c, err := Open(Config{DataDir: t.TempDir(), InboxSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	a := &api{c: c}
+	// Run is not running: the first call occupies the inbox, the second finds it full.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "x"})
+		done <- err
+	}()
+	waitFor(t, "inbox occupied", func() bool { return len(c.inbox) == 1 })
+	if _, err := a.GetBatch(context.Background(), &pb.GetBatchRequest{BatchId: "x"}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("got %v, want ResourceExhausted", err)
+	}
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Fatalf("first call: %v", err)
+	}
+}
+
+func TestReadPaper(t *testing.T) {
+	blobDir := t.TempDir()
+	bucket, err := fileblob.OpenBucket(blobDir, &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	content := []byte("%PDF-1.7\n" + strings.Repeat("x", 2<<20+123))
+	sha := fakeSHA("doc")
+	key := "sha256/" + sha[:2] + "/" + sha + ".pdf"
+	if err := os.MkdirAll(filepath.Join(blobDir, "sha256", sha[:2]), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blobDir, filepath.FromSlash(key)), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := startHarness(t, Config{Bucket: bucket})
+	ctx := ctxT(t)
+	startFetcher(t, h, "f", 2, func(f *fakeFetcher, a *pb.Assign) {
+		f.sendEvent(a, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{
+			Sha256: sha, Size: int64(len(content)), BlobKey: key, FinalUrl: a.GetUrl()}}})
+		f.credit(1)
+	})
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "rp", Papers: specs("doc", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	watchToEnd(t, h, "rp")
+	read := func(off int64) ([]byte, int) {
+		rs, err := h.api.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: "rp", PaperId: "doc-0", Offset: off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		msgs := 0
+		for {
+			m, err := rs.Recv()
+			if err != nil {
+				if status.Code(err) != codes.OK && !errors.Is(err, context.Canceled) && err.Error() != "EOF" {
+					t.Fatalf("recv: %v", err)
+				}
+				return got, msgs
+			}
+			if len(m.GetData()) > readChunkSize || m.GetSize() != int64(len(content)) || m.GetSha256() != sha || m.GetOffset() != off+int64(len(got)) {
+				t.Fatalf("bad chunk: offset %d len %d", m.GetOffset(), len(m.GetData()))
+			}
+			got = append(got, m.GetData()...)
+			msgs++
+		}
+	}
+	got, msgs := read(0)
+	if string(got) != string(content) || msgs != 3 {
+		t.Fatalf("read %d bytes in %d messages", len(got), msgs)
+	}
+	got, _ = read(1 << 20)
+	if string(got) != string(content[1<<20:]) {
+		t.Fatalf("read from offset: %d bytes", len(got))
+	}
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "q", Papers: specs("other", 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := h.api.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: "nope", PaperId: "doc-0"})
+	if err == nil {
+		_, err = rs.Recv()
+	}
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown batch: %v", err)
+	}
+}

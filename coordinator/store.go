@@ -1,0 +1,288 @@
+package coordinator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// Bucket names. Keys of papers, specs, batches and hosts are sequence numbers that only grow,
+// so inserts append to the B-trees instead of splitting random pages.
+const (
+	bucketMeta    = "meta"
+	bucketBatches = "batches" // batch index (4 B) -> batchRecord JSON
+	bucketChunks  = "chunks"  // batch index (4 B) + chunk index (8 B) -> chunkRecord
+	bucketPapers  = "papers"  // paper index (4 B) -> paperRecord
+	bucketSpecs   = "specs"   // paper index (4 B) -> PaperSpec (deterministic proto)
+	bucketHosts   = "hosts"   // host index (4 B) -> host name
+
+	metaStoreID = "store_id"
+)
+
+// ErrStoreLocked is returned by Open when another process holds the store.
+var ErrStoreLocked = errors.New("coordinator store is locked by another process")
+
+// store is the durable state of the coordinator: a bbolt file. It is written only by the
+// owner loop (one read-write transaction per loop iteration); handlers may read committed
+// records concurrently through read-only transactions.
+type store struct {
+	db *bolt.DB
+	id string // random id of this store, part of every lease id
+}
+
+// openStore opens (creating if needed) the store in dir, failing after lockTimeout when
+// another process holds its lock.
+func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dir, "coordinator.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         lockTimeout,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
+		InitialMmapSize: 256 << 20,
+		NoSync:          noSync,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (is another coordinator running on this data directory?): %w", ErrStoreLocked, path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &store{db: db}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{bucketMeta, bucketBatches, bucketChunks, bucketPapers, bucketSpecs, bucketHosts} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket([]byte(bucketMeta))
+		if id := meta.Get([]byte(metaStoreID)); id != nil {
+			s.id = string(id)
+			return nil
+		}
+		var raw [6]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return err
+		}
+		s.id = hex.EncodeToString(raw[:])
+		return meta.Put([]byte(metaStoreID), []byte(s.id))
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("initialise store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *store) close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// readPaper returns a paper's stored record and spec.
+func (s *store) readPaper(idx uint32) (*paperRecord, *pb.PaperSpec, error) {
+	var rec paperRecord
+	spec := &pb.PaperSpec{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return readPaperTx(tx, idx, &rec, spec)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &rec, spec, nil
+}
+
+// readPapers reads several papers in one transaction.
+func (s *store) readPapers(idxs []uint32) ([]paperRecord, []*pb.PaperSpec, error) {
+	recs := make([]paperRecord, len(idxs))
+	specs := make([]*pb.PaperSpec, len(idxs))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for i, idx := range idxs {
+			specs[i] = &pb.PaperSpec{}
+			if err := readPaperTx(tx, idx, &recs[i], specs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return recs, specs, err
+}
+
+func readPaperTx(tx *bolt.Tx, idx uint32, rec *paperRecord, spec *pb.PaperSpec) error {
+	k := key32(idx)
+	v := tx.Bucket([]byte(bucketPapers)).Get(k)
+	if v == nil {
+		return fmt.Errorf("paper %d: record missing", idx)
+	}
+	if err := rec.unmarshal(v); err != nil {
+		return fmt.Errorf("paper %d: %w", idx, err)
+	}
+	if spec != nil {
+		sv := tx.Bucket([]byte(bucketSpecs)).Get(k)
+		if sv == nil {
+			return fmt.Errorf("paper %d: spec missing", idx)
+		}
+		if err := proto.Unmarshal(sv, spec); err != nil {
+			return fmt.Errorf("paper %d: spec: %w", idx, err)
+		}
+	}
+	return nil
+}
+
+// writeSet is everything one loop iteration changed, written in one transaction.
+type writeSet struct {
+	hosts     []hostWrite
+	batches   []batchWrite
+	chunks    []chunkWrite
+	newPapers []newPaperWrite
+	dirty     []dirtyWrite
+}
+
+type hostWrite struct {
+	idx  uint32
+	name string
+}
+
+type batchWrite struct {
+	idx uint32
+	rec batchRecord
+}
+
+type chunkWrite struct {
+	batch uint32
+	index int64
+	rec   chunkRecord
+}
+
+type newPaperWrite struct {
+	idx  uint32
+	rec  []byte
+	spec []byte
+}
+
+// dirtyWrite updates a stored paper: its hot fields from memory, plus cold fields when set.
+type dirtyWrite struct {
+	idx  uint32
+	hot  paperRec
+	cold *coldUpdate
+}
+
+// coldUpdate carries the fields of a paper record that are not kept in memory.
+type coldUpdate struct {
+	setError  bool
+	lastError string
+	success   bool
+	size      int64
+	sha256    string
+	blobKey   string
+	finalURL  string
+	ctype     string
+	urlHash   uint64
+	finalHash uint64
+}
+
+func (w *writeSet) empty() bool {
+	return len(w.hosts) == 0 && len(w.batches) == 0 && len(w.chunks) == 0 && len(w.newPapers) == 0 && len(w.dirty) == 0
+}
+
+func (w *writeSet) size() int {
+	return len(w.hosts) + len(w.batches) + len(w.chunks) + len(w.newPapers) + len(w.dirty)
+}
+
+func (w *writeSet) reset() {
+	w.hosts = w.hosts[:0]
+	w.batches = w.batches[:0]
+	w.chunks = w.chunks[:0]
+	w.newPapers = w.newPapers[:0]
+	w.dirty = w.dirty[:0]
+}
+
+// commit writes w in one transaction and syncs it.
+func (s *store) commit(w *writeSet) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		hb := tx.Bucket([]byte(bucketHosts))
+		hb.FillPercent = 0.95
+		for _, h := range w.hosts {
+			if err := hb.Put(key32(h.idx), []byte(h.name)); err != nil {
+				return fmt.Errorf("host %d: %w", h.idx, err)
+			}
+		}
+		bb := tx.Bucket([]byte(bucketBatches))
+		for _, b := range w.batches {
+			v, err := json.Marshal(&b.rec)
+			if err != nil {
+				return fmt.Errorf("batch %s: %w", b.rec.ID, err)
+			}
+			if err := bb.Put(key32(b.idx), v); err != nil {
+				return fmt.Errorf("batch %s: %w", b.rec.ID, err)
+			}
+		}
+		cb := tx.Bucket([]byte(bucketChunks))
+		for _, c := range w.chunks {
+			if err := cb.Put(chunkKey(c.batch, c.index), c.rec.marshal()); err != nil {
+				return fmt.Errorf("chunk: %w", err)
+			}
+		}
+		pbk := tx.Bucket([]byte(bucketPapers))
+		pbk.FillPercent = 0.9
+		sb := tx.Bucket([]byte(bucketSpecs))
+		sb.FillPercent = 1.0
+		for _, p := range w.newPapers {
+			k := key32(p.idx)
+			if err := pbk.Put(k, p.rec); err != nil {
+				return fmt.Errorf("paper %d: %w", p.idx, err)
+			}
+			if err := sb.Put(k, p.spec); err != nil {
+				return fmt.Errorf("paper %d spec: %w", p.idx, err)
+			}
+		}
+		var rec paperRecord
+		buf := make([]byte, 0, 256)
+		for _, d := range w.dirty {
+			k := key32(d.idx)
+			old := pbk.Get(k)
+			if old == nil {
+				return fmt.Errorf("paper %d: record missing", d.idx)
+			}
+			rec = paperRecord{}
+			if err := rec.unmarshal(old); err != nil {
+				return fmt.Errorf("paper %d: %w", d.idx, err)
+			}
+			rec.setHot(&d.hot)
+			if c := d.cold; c != nil {
+				if c.setError {
+					rec.lastError = c.lastError
+				}
+				if c.success {
+					rec.size, rec.sha256, rec.blobKey = c.size, c.sha256, c.blobKey
+					rec.finalURL, rec.contentType = c.finalURL, c.ctype
+					rec.urlHash, rec.finalHash = c.urlHash, c.finalHash
+				}
+			}
+			buf = rec.marshal(buf[:0])
+			if err := pbk.Put(k, append([]byte(nil), buf...)); err != nil {
+				return fmt.Errorf("paper %d: %w", d.idx, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit store: %w", err)
+	}
+	return nil
+}

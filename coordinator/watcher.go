@@ -1,0 +1,84 @@
+package coordinator
+
+import (
+	"sync"
+	"sync/atomic"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// maxWatcherBacklog is how many distinct paper updates a watcher may have pending before it
+// is considered too far behind and ended with RESOURCE_EXHAUSTED.
+const maxWatcherBacklog = 200_000
+
+// watcher is one WatchBatch stream. The loop posts updates into its coalescing mailbox
+// (never blocking); the stream's own goroutine takes them and sends them. The mutex guards
+// only the mailbox, not domain state.
+type watcher struct {
+	batch         uint32
+	includePapers bool
+	notify        chan struct{} // capacity 1: "the mailbox changed"
+	gone          atomic.Bool   // set by the stream when the client went away
+
+	mu      sync.Mutex
+	pending *watchUpdate
+}
+
+// watchUpdate is a coalesced update: the latest batch, every paper changed since the
+// previous send, the latest active downloads.
+type watchUpdate struct {
+	snapshot bool
+	batch    *pb.Batch
+	papers   map[uint32]struct{}
+	active   []*pb.ActiveDownload
+	final    bool
+	overflow bool
+}
+
+func newWatcher(batch uint32, includePapers bool) *watcher {
+	return &watcher{batch: batch, includePapers: includePapers, notify: make(chan struct{}, 1)}
+}
+
+// post merges an update into the mailbox. It returns false when the watcher fell too far
+// behind (the stream then ends with RESOURCE_EXHAUSTED) and must be forgotten.
+func (w *watcher) post(snapshot bool, b *pb.Batch, papers []uint32, active []*pb.ActiveDownload, final bool) bool {
+	w.mu.Lock()
+	u := w.pending
+	if u == nil {
+		u = &watchUpdate{}
+		w.pending = u
+	}
+	u.snapshot = u.snapshot || snapshot
+	u.batch = b
+	u.final = u.final || final
+	if w.includePapers {
+		u.active = active
+		if len(papers) > 0 {
+			if u.papers == nil {
+				u.papers = make(map[uint32]struct{}, len(papers))
+			}
+			for _, p := range papers {
+				u.papers[p] = struct{}{}
+			}
+			if len(u.papers) > maxWatcherBacklog {
+				u.overflow = true
+			}
+		}
+	}
+	ok := !u.overflow
+	w.mu.Unlock()
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+	return ok
+}
+
+// take empties the mailbox.
+func (w *watcher) take() *watchUpdate {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	u := w.pending
+	w.pending = nil
+	return u
+}

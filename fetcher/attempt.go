@@ -1,0 +1,278 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// attempt is the state of one download across its requests (resume restarts, landing page).
+type attempt struct {
+	d          *downloader
+	j          job
+	sf         *spoolFile
+	rep        reporter
+	wd         *watchdog
+	startedSet bool
+	followed   bool // a citation_pdf_url was already followed
+}
+
+func (a *attempt) run(ctx context.Context, target *url.URL) (outcome, *failure) {
+	for {
+		next, out, fail := a.fetch(ctx, target, true)
+		if fail != nil {
+			if fail.url == "" {
+				fail.url = target.String()
+			}
+			return outcome{}, fail
+		}
+		if next == nil {
+			return out, nil
+		}
+		target = next
+	}
+}
+
+// fetch performs one request to target and consumes the body. It returns a landing-page link
+// to follow instead of an outcome when the body is an HTML page naming its PDF.
+func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*url.URL, outcome, *failure) {
+	var offset int64
+	var validator string
+	if a.sf != nil && mayResume {
+		offset, validator = a.sf.resumeFrom()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	if err != nil {
+		return nil, outcome{}, permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "%v", err)
+	}
+	req.Header.Set("User-Agent", a.d.userAgent)
+	req.Header.Set("Accept", "application/pdf,*/*;q=0.8")
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+		req.Header.Set("If-Range", validator)
+	}
+	if !a.startedSet {
+		a.startedSet = true
+		a.rep.started(target.String(), offset)
+	}
+	a.wd.disarm()
+	resp, err := a.d.client.Do(req)
+	if err != nil {
+		f := classifyError(ctx, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			f.url = ue.URL
+		}
+		return nil, outcome{}, f
+	}
+	defer func() { _ = resp.Body.Close() }()
+	finalURL := resp.Request.URL.String()
+
+	resumed := false
+	switch {
+	case resp.StatusCode == http.StatusPartialContent && offset > 0:
+		start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		complete := total < 0 || end == total-1
+		if !ok || start != offset || !complete || (a.sf.meta.Total > 0 && total != a.sf.meta.Total) {
+			// Not the bytes we asked for: never append them. Start over.
+			if err := a.sf.reset(); err != nil {
+				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			}
+			_ = resp.Body.Close()
+			return a.fetch(ctx, target, false)
+		}
+		resumed = true
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
+		if err := a.sf.reset(); err != nil {
+			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+		}
+		_ = resp.Body.Close()
+		return a.fetch(ctx, target, false)
+	case resp.StatusCode == http.StatusOK:
+		if offset > 0 {
+			// The origin ignored the range (or the validator changed): start over.
+			if err := a.sf.reset(); err != nil {
+				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			}
+		}
+	default:
+		f := statusFailure(resp, a.d.clk.Now())
+		f.url = finalURL
+		return nil, outcome{}, f
+	}
+
+	maxSize := a.j.maxSize
+	total := resp.ContentLength // decoded length when known (-1 when gzip-decoded or chunked)
+	if total >= 0 && resumed {
+		total += offset
+	}
+	if total > maxSize {
+		f := permanent(pb.FailureReason_FAILURE_REASON_TOO_LARGE, "Content-Length %d exceeds the limit of %d bytes", total, maxSize)
+		f.status, f.url = resp.StatusCode, finalURL
+		return nil, outcome{}, f
+	}
+
+	h := sha256.New()
+	var sink io.Writer = h
+	var head []byte
+	if a.sf != nil {
+		sink = io.MultiWriter(a.sf, h)
+		if resumed {
+			if head, err = a.sf.hashPrefix(h); err != nil {
+				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			}
+		} else if err := a.sf.setValidator(validatorOf(resp), max(total, 0)); err != nil {
+			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+		}
+	}
+	a.wd.touch()
+	body := &countingReader{r: resp.Body, wd: a.wd}
+	var buf []byte
+	if len(head) < sniffLen {
+		// Read the first bytes (up to sniffLen of the whole body) to check for a PDF.
+		buf = make([]byte, sniffLen-len(head))
+		n, rerr := readFull(body, buf)
+		buf = buf[:n]
+		head = append(head, buf...)
+		if rerr != nil && rerr != io.EOF {
+			return nil, outcome{}, a.bodyFailure(ctx, rerr, resp, finalURL)
+		}
+	}
+	if !bytes.Contains(head, []byte("%PDF-")) {
+		if resumed {
+			// The kept prefix is not a PDF after all: never build on it.
+			if err := a.sf.reset(); err != nil {
+				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			}
+			_ = resp.Body.Close()
+			return a.fetch(ctx, target, false)
+		}
+		return a.notPDF(ctx, resp, buf, body, finalURL)
+	}
+	var received int64
+	if resumed {
+		received = offset
+	}
+	if len(buf) > 0 {
+		if int64(len(buf)) > maxSize {
+			return nil, outcome{}, a.tooLarge(resp, finalURL, maxSize)
+		}
+		if _, err := sink.Write(buf); err != nil {
+			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+		}
+		received += int64(len(buf))
+	}
+	if fail := a.copyBody(ctx, body, sink, &received, total, maxSize, resp, finalURL); fail != nil {
+		return nil, outcome{}, fail
+	}
+	if total >= 0 && received < total {
+		f := transient(pb.FailureReason_FAILURE_REASON_TRUNCATED, "body ended after %d of %d bytes", received, total)
+		f.status, f.url, f.resumable = resp.StatusCode, finalURL, true
+		return nil, outcome{}, f
+	}
+	return nil, outcome{
+		sha256:      hex.EncodeToString(h.Sum(nil)),
+		size:        received,
+		contentType: resp.Header.Get("Content-Type"),
+		finalURL:    finalURL,
+	}, nil
+}
+
+// copyBody streams the rest of the body to sink, enforcing the size limit and reporting
+// throttled progress.
+func (a *attempt) copyBody(ctx context.Context, body io.Reader, sink io.Writer, received *int64, total, maxSize int64, resp *http.Response, finalURL string) *failure {
+	bp := a.d.buffers.Get().(*[]byte)
+	defer a.d.buffers.Put(bp)
+	buf := *bp
+	lastBytes, lastTime := *received, a.d.clk.Now()
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if *received+int64(n) > maxSize {
+				return a.tooLarge(resp, finalURL, maxSize)
+			}
+			if _, err := sink.Write(buf[:n]); err != nil {
+				return transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			}
+			*received += int64(n)
+			a.d.metrics.bytes.Add(float64(n))
+			if *received-lastBytes >= progressBytes {
+				if now := a.d.clk.Now(); now.Sub(lastTime) >= progressEvery {
+					bps := float64(*received-lastBytes) / now.Sub(lastTime).Seconds()
+					a.rep.progress(*received, max(total, 0), bps)
+					lastBytes, lastTime = *received, now
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return a.bodyFailure(ctx, rerr, resp, finalURL)
+		}
+	}
+}
+
+func (a *attempt) tooLarge(resp *http.Response, finalURL string, maxSize int64) *failure {
+	f := permanent(pb.FailureReason_FAILURE_REASON_TOO_LARGE, "body exceeds the limit of %d bytes", maxSize)
+	f.status, f.url = resp.StatusCode, finalURL
+	return f
+}
+
+// bodyFailure classifies an error while reading the body; such failures may be resumed.
+func (a *attempt) bodyFailure(ctx context.Context, err error, resp *http.Response, finalURL string) *failure {
+	f := classifyError(ctx, err)
+	f.status, f.url = resp.StatusCode, finalURL
+	f.resumable = f.class == pb.FailureClass_FAILURE_CLASS_TRANSIENT
+	return f
+}
+
+// notPDF handles a body without "%PDF-" in its first bytes: a landing page naming its PDF in
+// a citation_pdf_url meta tag is followed (once); anything else fails as NOT_PDF.
+func (a *attempt) notPDF(ctx context.Context, resp *http.Response, head []byte, body io.Reader, finalURL string) (*url.URL, outcome, *failure) {
+	notPDF := func(why string) (*url.URL, outcome, *failure) {
+		f := permanent(pb.FailureReason_FAILURE_REASON_NOT_PDF, "not a PDF (Content-Type %q): %s", resp.Header.Get("Content-Type"), why)
+		f.status, f.url = resp.StatusCode, finalURL
+		return nil, outcome{}, f
+	}
+	if a.followed {
+		return notPDF("the citation_pdf_url link did not lead to a PDF")
+	}
+	if !looksHTML(head, resp.Header.Get("Content-Type")) {
+		return notPDF("no %PDF- in the first 1024 bytes")
+	}
+	page, err := io.ReadAll(io.LimitReader(body, landingMax-int64(len(head))))
+	if err != nil && ctx.Err() != nil {
+		return nil, outcome{}, classifyError(ctx, err)
+	}
+	page = append(append([]byte(nil), head...), page...)
+	link := citationPDFURL(page)
+	if link == "" {
+		return notPDF("an HTML page without a citation_pdf_url link")
+	}
+	next, err := resp.Request.URL.Parse(link)
+	if err != nil {
+		return notPDF("bad citation_pdf_url link")
+	}
+	if err := checkURL(next); err != nil {
+		f := permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "citation_pdf_url: %v", err)
+		f.url = next.String()
+		return nil, outcome{}, f
+	}
+	a.followed = true
+	if a.sf != nil {
+		if err := a.sf.reset(); err != nil {
+			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+		}
+	}
+	a.d.log.DebugContext(ctx, "following citation_pdf_url", "from", redactURL(resp.Request.URL), "to", redactURL(next))
+	return next, outcome{}, nil
+}

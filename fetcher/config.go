@@ -1,0 +1,202 @@
+package fetcher
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gocloud.dev/blob"
+
+	"github.com/paperfetch/paperfetch/internal/clock"
+)
+
+// Defaults of Config.
+const (
+	DefaultSlots             = 16
+	DefaultMaxSize           = 512 << 20
+	DefaultTimeout           = 15 * time.Minute
+	DefaultStallTimeout      = 60 * time.Second
+	DefaultConnectTimeout    = 10 * time.Second
+	DefaultTLSTimeout        = 10 * time.Second
+	DefaultHeaderTimeout     = 30 * time.Second
+	DefaultMaxRedirects      = 10
+	DefaultDrainGrace        = 30 * time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultReconnectMin      = 250 * time.Millisecond
+	DefaultReconnectMax      = 30 * time.Second
+	DefaultSpoolMaxAge       = 24 * time.Hour
+	DefaultResumeMinBytes    = 1 << 20
+	DefaultContact           = "paperfetch@users.noreply.github.com"
+	// Version is reported in Hello and in the default User-Agent.
+	Version = "0.1"
+)
+
+// Config configures a Fetcher. Zero fields take the defaults above.
+type Config struct {
+	// ID is the stable id of the fetcher (e.g. the pod name); default: the hostname.
+	ID string
+	// Slots is how many downloads run at once (the initial credit); default 16.
+	Slots int
+	// Bucket is where PDFs are stored, under content-addressed keys. Required.
+	Bucket *blob.Bucket
+	// BlobURL is the URL Bucket was opened from. When it is a file:// URL, the fetcher writes
+	// objects itself: it downloads into a hidden temporary file inside the bucket folder, then
+	// syncs and renames it into place (no copy, durable before "completed" is reported).
+	// Without it every object goes through Bucket's writer from a local spool file.
+	BlobURL string
+	// SpoolDir holds partial downloads (kept for resuming) when the bucket is not a file://
+	// bucket; default $TMPDIR/paperfetch-spool. For file:// buckets the spool is inside the
+	// bucket folder (see blobstore.TempDir), so committing is a rename.
+	SpoolDir string
+	// SpoolMaxAge: spool files older than this are removed at start.
+	SpoolMaxAge time.Duration
+	// ResumeMinBytes: a failed download keeps its partial body for a Range resume only when at
+	// least this many bytes arrived and the origin sent a validator (ETag/Last-Modified).
+	ResumeMinBytes int64
+	// AllowPrivateNetworks lifts the SSRF guard entirely (tests, local use).
+	AllowPrivateNetworks bool
+	// AllowCIDRs are address ranges reachable despite the SSRF guard.
+	AllowCIDRs []netip.Prefix
+	// UserAgent is the User-Agent header; default "paperfetch/<version> (+<repo>; mailto:<Contact>)".
+	UserAgent string
+	// Contact is the e-mail address put in the default User-Agent.
+	Contact string
+	// MaxSize is the default maximum body size in bytes; default 512 MiB.
+	MaxSize int64
+	// Timeout is the default overall deadline of a download.
+	Timeout time.Duration
+	// StallTimeout is the default time without a byte after which a download is abandoned.
+	StallTimeout time.Duration
+	// ConnectTimeout bounds the TCP connect.
+	ConnectTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake.
+	TLSHandshakeTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for response headers after the request is sent.
+	ResponseHeaderTimeout time.Duration
+	// MaxRedirects is the redirect limit; default 10.
+	MaxRedirects int
+	// DrainGrace is how long Drain lets running downloads finish (used by cmd/fetcher).
+	DrainGrace time.Duration
+	// HeartbeatInterval: a Heartbeat is sent when nothing else was sent for this long.
+	HeartbeatInterval time.Duration
+	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff (with jitter).
+	ReconnectMin, ReconnectMax time.Duration
+	// LookupIP resolves host names; nil uses the system resolver. Tests inject names here.
+	// Every address is still checked by the SSRF guard when the connection is made.
+	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Clock is the time source; nil means clock.Real{}.
+	Clock clock.Clock
+	// Logger receives the fetcher's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the fetcher's metrics; nil means no metrics.
+	Registerer prometheus.Registerer
+}
+
+// RegisterFlags registers the fetcher's flags on fs, with c's current values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.setDefaults()
+	fs.StringVar(&c.ID, "id", c.ID, "stable fetcher id (default: the hostname)")
+	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
+	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
+	fs.Func("allow-cidr", "address range reachable despite the SSRF guard (repeatable or comma-separated), e.g. 10.1.0.0/16", func(s string) error {
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(part)
+			if err != nil {
+				return fmt.Errorf("bad CIDR %q: %w", part, err)
+			}
+			c.AllowCIDRs = append(c.AllowCIDRs, p.Masked())
+		}
+		return nil
+	})
+	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "User-Agent header (default: paperfetch/VERSION (+https://github.com/paperfetch/paperfetch; mailto:CONTACT))")
+	fs.StringVar(&c.Contact, "contact", c.Contact, "contact e-mail address put in the default User-Agent")
+	fs.Int64Var(&c.MaxSize, "max-size", c.MaxSize, "default maximum PDF size in bytes")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "default overall deadline of one download")
+	fs.DurationVar(&c.StallTimeout, "stall-timeout", c.StallTimeout, "abort a download when no byte arrives for this long")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", c.ConnectTimeout, "TCP connect timeout")
+	fs.DurationVar(&c.TLSHandshakeTimeout, "tls-handshake-timeout", c.TLSHandshakeTimeout, "TLS handshake timeout")
+	fs.DurationVar(&c.ResponseHeaderTimeout, "response-header-timeout", c.ResponseHeaderTimeout, "time allowed for response headers")
+	fs.IntVar(&c.MaxRedirects, "max-redirects", c.MaxRedirects, "maximum number of redirects followed")
+	fs.DurationVar(&c.DrainGrace, "drain-grace", c.DrainGrace, "on SIGTERM, how long running downloads may finish")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "heartbeat period on an idle work stream")
+	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "folder for partial downloads when the blob store is not file:// (default $TMPDIR/paperfetch-spool)")
+	fs.DurationVar(&c.SpoolMaxAge, "spool-max-age", c.SpoolMaxAge, "at start, remove spool and temporary files older than this (e.g. left by a killed fetcher)")
+	fs.Int64Var(&c.ResumeMinBytes, "resume-min-bytes", c.ResumeMinBytes, "keep a failed download's partial body for a Range resume from this size")
+}
+
+// setDefaults fills zero fields.
+func (c *Config) setDefaults() {
+	if c.ID == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.ID = h
+		} else {
+			c.ID = "fetcher"
+		}
+	}
+	setIf(&c.Slots, DefaultSlots)
+	setIf(&c.MaxSize, DefaultMaxSize)
+	setIf(&c.Timeout, DefaultTimeout)
+	setIf(&c.StallTimeout, DefaultStallTimeout)
+	setIf(&c.ConnectTimeout, DefaultConnectTimeout)
+	setIf(&c.TLSHandshakeTimeout, DefaultTLSTimeout)
+	setIf(&c.ResponseHeaderTimeout, DefaultHeaderTimeout)
+	setIf(&c.MaxRedirects, DefaultMaxRedirects)
+	setIf(&c.DrainGrace, DefaultDrainGrace)
+	setIf(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setIf(&c.ReconnectMin, DefaultReconnectMin)
+	setIf(&c.ReconnectMax, DefaultReconnectMax)
+	setIf(&c.SpoolMaxAge, DefaultSpoolMaxAge)
+	setIf(&c.ResumeMinBytes, DefaultResumeMinBytes)
+	if c.Contact == "" {
+		c.Contact = DefaultContact
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// userAgent returns the User-Agent header value.
+func (c *Config) userAgent() string {
+	if c.UserAgent != "" {
+		return c.UserAgent
+	}
+	return "paperfetch/" + Version + " (+https://github.com/paperfetch/paperfetch; mailto:" + c.Contact + ")"
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Bucket == nil:
+		return fmt.Errorf("fetcher: Config.Bucket is required")
+	case c.Slots < 1 || c.Slots > 10000:
+		return fmt.Errorf("fetcher: slots must be 1 to 10000, got %d", c.Slots)
+	case len(c.ID) > 128:
+		return fmt.Errorf("fetcher: id longer than 128 characters")
+	case c.MaxSize < 0:
+		return fmt.Errorf("fetcher: negative max size")
+	case c.ReconnectMax < c.ReconnectMin:
+		return fmt.Errorf("fetcher: reconnect max below reconnect min")
+	}
+	return nil
+}
+
+type number interface {
+	~int | ~int64 | ~float64
+}
+
+func setIf[T number](p *T, def T) {
+	if *p == 0 {
+		*p = def
+	}
+}

@@ -1,0 +1,311 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/clock"
+)
+
+const (
+	// sniffLen is how far into the body "%PDF-" may appear.
+	sniffLen = 1024
+	// landingMax is how much of an HTML page is searched for citation_pdf_url.
+	landingMax = 1 << 20
+	// copyBufSize is the read buffer of the body copy loop.
+	copyBufSize = 1 << 20
+	// progressBytes and progressEvery throttle progress events: one is sent when both this
+	// many bytes and this much time have passed since the previous one.
+	progressBytes = 256 << 10
+	progressEvery = 500 * time.Millisecond
+)
+
+// job is one download to perform.
+type job struct {
+	url         string
+	expectedSHA string // lowercase hex or ""
+	maxSize     int64
+	timeout     time.Duration
+	stall       time.Duration
+	store       bool // write to the blob store (else only validate and hash)
+	resume      bool // keep/resume partial bodies in the spool
+}
+
+// outcome is a successful download.
+type outcome struct {
+	sha256      string
+	size        int64
+	contentType string
+	finalURL    string
+	blobKey     string
+}
+
+// reporter receives a download's non-terminal events.
+type reporter interface {
+	started(url string, resumeOffset int64)
+	progress(bytes, total int64, bytesPerSecond float64)
+}
+
+// downloader performs downloads: hardened HTTP, validation, hashing, spooling and commit.
+type downloader struct {
+	client    *http.Client
+	userAgent string
+	clk       clock.Clock
+	spool     *spool
+	store     *store
+	minResume int64
+	log       *slog.Logger
+	metrics   *metrics
+	buffers   sync.Pool // *[]byte of copyBufSize
+}
+
+// newHTTPClient builds the hardened HTTP client: SSRF-guarded dialer, timeouts on connect, TLS
+// handshake and response headers, no proxy from the environment (a proxy would bypass the
+// guard), a redirect limit with loop detection, and scheme/credential checks on redirects.
+func newHTTPClient(cfg *Config, g *guard) *http.Client {
+	d := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           g.dialer(d, cfg.LookupIP),
+		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+		ReadBufferSize:        256 << 10,
+		WriteBufferSize:       16 << 10,
+	}
+	maxRedirects := cfg.MaxRedirects
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if err := checkURL(req.URL); err != nil {
+				return err
+			}
+			for _, v := range via {
+				if v.URL.String() == req.URL.String() {
+					return &redirectError{msg: fmt.Sprintf("redirect loop at %s", redactURL(req.URL))}
+				}
+			}
+			if len(via) > maxRedirects {
+				return &redirectError{msg: fmt.Sprintf("more than %d redirects", maxRedirects)}
+			}
+			return nil
+		},
+	}
+}
+
+// checkURL accepts absolute http(s) URLs with a host and without credentials.
+func checkURL(u *url.URL) error {
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return &badURLError{msg: fmt.Sprintf("scheme %q is not http or https", u.Scheme)}
+	case u.User != nil:
+		return &badURLError{msg: "URL carries credentials"}
+	case u.Hostname() == "":
+		return &badURLError{msg: "URL has no host"}
+	}
+	return nil
+}
+
+// parseTarget parses and checks a download URL.
+func parseTarget(raw string) (*url.URL, *failure) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "cannot parse URL: %v", err)
+	}
+	if err := checkURL(u); err != nil {
+		return nil, permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "%v", err)
+	}
+	return u, nil
+}
+
+// redactURL drops credentials and the query (which may hold tokens) for messages.
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.Fragment = ""
+	return c.String()
+}
+
+// download runs one job. It returns the outcome, or the classified failure; on failure nothing
+// of the attempt is left in the blob store (a partial body may stay in the spool for resuming).
+func (d *downloader) download(parent context.Context, j job, rep reporter) (outcome, *failure) {
+	target, fail := parseTarget(j.url)
+	if fail != nil {
+		fail.url = j.url
+		return outcome{}, fail
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	wd := startWatchdog(ctx, d.clk, cancel, j.timeout, j.stall)
+	defer wd.stop()
+
+	var sf *spoolFile
+	if j.store {
+		var err error
+		if sf, err = d.spool.open(j.url, j.resume); err != nil {
+			f := transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			f.url = j.url
+			return outcome{}, f
+		}
+	}
+	a := &attempt{d: d, j: j, sf: sf, rep: rep, wd: wd}
+	out, fail := a.run(ctx, target)
+	if fail != nil {
+		if sf != nil {
+			sf.abandon(fail.resumable && fail.class == pb.FailureClass_FAILURE_CLASS_TRANSIENT, d.minResume)
+		}
+		return outcome{}, fail
+	}
+	if j.expectedSHA != "" && out.sha256 != j.expectedSHA {
+		if sf != nil {
+			sf.discard()
+		}
+		f := permanent(pb.FailureReason_FAILURE_REASON_CHECKSUM_MISMATCH, "sha256 %s, expected %s", out.sha256, j.expectedSHA)
+		f.url = out.finalURL
+		return outcome{}, f
+	}
+	if sf != nil {
+		key := blobstore.ContentKey(out.sha256)
+		if err := d.store.commit(ctx, sf, key); err != nil {
+			f := classifyStoreError(ctx, err)
+			f.url = out.finalURL
+			return outcome{}, f
+		}
+		out.blobKey = key
+	}
+	return out, nil
+}
+
+// classifyStoreError classifies a failed commit: an abort stays an abort, anything else is a
+// transient storage failure.
+func classifyStoreError(ctx context.Context, err error) *failure {
+	if ctx.Err() != nil {
+		return classifyError(ctx, err)
+	}
+	return transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+}
+
+// looksHTML reports whether a body start or Content-Type says HTML.
+func looksHTML(head []byte, contentType string) bool {
+	if strings.Contains(strings.ToLower(contentType), "html") {
+		return true
+	}
+	s := strings.ToLower(string(bytes.TrimLeft(head, " \t\r\n\ufeff")))
+	return strings.HasPrefix(s, "<!doctype html") || strings.HasPrefix(s, "<html") || strings.Contains(s, "<head") || strings.Contains(s, "<meta")
+}
+
+var (
+	metaTagRE = regexp.MustCompile(`(?is)<meta\s[^>]*>`)
+	attrRE    = regexp.MustCompile(`(?is)([a-z_:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))`)
+)
+
+// citationPDFURL returns the content of the first <meta name="citation_pdf_url"> tag.
+func citationPDFURL(page []byte) string {
+	for _, tag := range metaTagRE.FindAll(page, -1) {
+		var name, content string
+		for _, m := range attrRE.FindAllSubmatch(tag, -1) {
+			v := string(m[2]) + string(m[3]) + string(m[4])
+			switch strings.ToLower(string(m[1])) {
+			case "name", "property":
+				name = strings.ToLower(strings.TrimSpace(v))
+			case "content":
+				content = v
+			}
+		}
+		if name == "citation_pdf_url" && strings.TrimSpace(content) != "" {
+			return strings.TrimSpace(html.UnescapeString(content))
+		}
+	}
+	return ""
+}
+
+// validatorOf returns the If-Range validator of a response: a strong ETag, else Last-Modified.
+func validatorOf(resp *http.Response) string {
+	if strings.EqualFold(resp.Header.Get("Accept-Ranges"), "none") {
+		return ""
+	}
+	if resp.Header.Get("Content-Encoding") != "" || resp.Uncompressed {
+		return ""
+	}
+	if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+		return et
+	}
+	return resp.Header.Get("Last-Modified")
+}
+
+// parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*", returned as -1).
+func parseContentRange(v string) (start, end, total int64, ok bool) {
+	v = strings.TrimSpace(v)
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	s, e, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	start, err1 := strconv.ParseInt(s, 10, 64)
+	end, err2 := strconv.ParseInt(e, 10, 64)
+	if err1 != nil || err2 != nil || start < 0 || end < start {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		t, err := strconv.ParseInt(tot, 10, 64)
+		if err != nil || t <= end {
+			return 0, 0, 0, false
+		}
+		total = t
+	}
+	return start, end, total, true
+}
+
+// readFull reads until p is full or the reader fails; a body shorter than p ends with io.EOF.
+func readFull(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := r.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// countingReader feeds the stall watchdog on every read that returns bytes.
+type countingReader struct {
+	r  io.Reader
+	wd *watchdog
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.wd.touch()
+	}
+	return n, err
+}

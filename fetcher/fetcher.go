@@ -1,0 +1,360 @@
+// Package fetcher is the paperfetch fetcher: a stateless worker that pulls download leases
+// from the coordinator over the FetcherGatewayService Work stream, downloads each PDF with a
+// hardened HTTP client (SSRF guard, timeouts, stall detection, size limit, redirect limit,
+// landing-page links, safe Range resume), validates and hashes it while streaming, stores it in
+// the blob store under its content-addressed key, and reports DownloadEvents. It also serves
+// FetcherService, which runs the same download for an operator (e.g. from grpcurl).
+//
+// Downloads never leave partial objects in the blob store: bodies are spooled to a local file
+// (inside the bucket folder, hidden from List, for file:// buckets) and committed only after
+// they are complete, valid and, when expected, checksum-verified; a file:// commit is an
+// fsync + rename + directory fsync, an S3 commit an acknowledged PUT or multipart completion.
+package fetcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/clock"
+)
+
+// flushTimeout bounds how long Drain waits, after its grace period, for aborted downloads to
+// stop and their final events to be sent.
+const flushTimeout = 5 * time.Second
+
+// Fetcher downloads papers for the coordinator. Create it with New, serve its FetcherService
+// with Register, run its Work stream with Run, and stop it with Drain then by cancelling Run.
+type Fetcher struct {
+	cfg    Config
+	log    *slog.Logger
+	clk    clock.Clock
+	dl     *downloader
+	m      *metrics
+	bootID string
+
+	mu               sync.Mutex
+	leases           map[string]*lease
+	outbox           []*pb.WorkRequest // non-terminal events not yet sent
+	debt             int               // credits to withhold after a reconnect (see hello)
+	sessionID        uint64            // id of the current (or last) Work stream
+	connected        bool              // a Work stream is open
+	draining         bool
+	drainSentSession uint64
+	changed          chan struct{} // closed and replaced whenever the set of leases changes
+
+	wake      chan struct{} // capacity 1: the session has something to send
+	drained   chan struct{} // closed when Drain is done: the session closes the stream
+	drainOnce sync.Once
+	wg        sync.WaitGroup // running downloads
+}
+
+// New creates a Fetcher. It cleans up spool files older than Config.SpoolMaxAge (those of a
+// killed fetcher). The Fetcher does not own cfg.Bucket.
+func New(cfg Config) (*Fetcher, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("fetcher metrics: %w", err)
+	}
+	st := newStore(cfg.Bucket, cfg.BlobURL)
+	sp, err := newSpool(st.spoolDir(cfg.SpoolDir), cfg.ID)
+	if err != nil {
+		return nil, fmt.Errorf("fetcher: %w", err)
+	}
+	if n, err := blobstore.CleanTemp(sp.dir, cfg.Clock.Now().Add(-cfg.SpoolMaxAge)); err != nil {
+		cfg.Logger.Warn("cleaning old spool files", "dir", sp.dir, "err", err)
+	} else if n > 0 {
+		cfg.Logger.Info("removed old spool files", "dir", sp.dir, "count", n)
+	}
+	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
+	var boot [8]byte
+	_, _ = rand.Read(boot[:])
+	f := &Fetcher{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		clk:    cfg.Clock,
+		m:      m,
+		bootID: hex.EncodeToString(boot[:]),
+		dl: &downloader{
+			client:    newHTTPClient(&cfg, g),
+			userAgent: cfg.userAgent(),
+			clk:       cfg.Clock,
+			spool:     sp,
+			store:     st,
+			minResume: cfg.ResumeMinBytes,
+			log:       cfg.Logger,
+			metrics:   m,
+			buffers: sync.Pool{New: func() any {
+				b := make([]byte, copyBufSize)
+				return &b
+			}},
+		},
+		leases:  map[string]*lease{},
+		changed: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		drained: make(chan struct{}),
+	}
+	return f, nil
+}
+
+// Register registers the FetcherService on s.
+func (f *Fetcher) Register(s grpc.ServiceRegistrar) {
+	pb.RegisterFetcherServiceServer(s, &fetchService{f: f})
+}
+
+// ID returns the fetcher id sent in Hello.
+func (f *Fetcher) ID() string { return f.cfg.ID }
+
+// Drain tells the coordinator the fetcher is shutting down (no more work), waits until the
+// running downloads have finished and their results are acknowledged, or until ctx ends; then
+// it aborts what still runs, lets the aborted downloads report, and makes Run close the Work
+// stream and return. It returns an error when downloads had to be aborted.
+func (f *Fetcher) Drain(ctx context.Context) error {
+	f.mu.Lock()
+	f.draining = true
+	f.mu.Unlock()
+	f.poke()
+	defer f.drainOnce.Do(func() { close(f.drained) })
+
+	if f.waitFor(ctx, func() bool { return len(f.leases) == 0 }) {
+		return nil
+	}
+	f.mu.Lock()
+	aborted := 0
+	for _, l := range f.leases {
+		if l.running {
+			aborted++
+			l.cancel(&abortError{why: "fetcher shutting down: drain grace period over"})
+		}
+	}
+	f.mu.Unlock()
+	fctx, cancel := clockTimeout(f.clk, flushTimeout)
+	defer cancel()
+	f.waitFor(fctx, func() bool {
+		for _, l := range f.leases {
+			if l.running || (l.terminal != nil && (!f.connected || l.sentIn != f.sessionID)) {
+				return false
+			}
+		}
+		return true
+	})
+	if aborted > 0 {
+		return fmt.Errorf("drain: aborted %d running downloads: %w", aborted, context.Cause(ctx))
+	}
+	return nil
+}
+
+// waitFor waits until cond (called with f.mu held) is true or ctx ends; it reports whether
+// cond became true.
+func (f *Fetcher) waitFor(ctx context.Context, cond func() bool) bool {
+	for {
+		f.mu.Lock()
+		ok := cond()
+		ch := f.changed
+		f.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// notifyLocked wakes waitFor callers; f.mu must be held.
+func (f *Fetcher) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// poke tells the session there is something to send.
+func (f *Fetcher) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// newEventLocked returns the next event of l; f.mu must be held.
+func (f *Fetcher) newEventLocked(l *lease) *pb.DownloadEvent {
+	l.seq++
+	return &pb.DownloadEvent{
+		LeaseId:  l.a.GetLeaseId(),
+		Attempt:  l.a.GetAttempt(),
+		Sequence: l.seq,
+		BatchId:  l.a.GetBatchId(),
+		PaperId:  l.a.GetPaperId(),
+		Time:     timestamppb.New(f.clk.Now()),
+	}
+}
+
+// maxOutbox bounds the queue of non-terminal events; when it is full (the coordinator is slow
+// or unreachable) further progress events are dropped.
+const maxOutbox = 8192
+
+// emit queues a non-terminal event of l.
+func (f *Fetcher) emit(l *lease, set func(*pb.DownloadEvent)) {
+	f.mu.Lock()
+	if len(f.outbox) >= maxOutbox || !l.running {
+		f.mu.Unlock()
+		return
+	}
+	ev := f.newEventLocked(l)
+	set(ev)
+	f.outbox = append(f.outbox, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}})
+	f.mu.Unlock()
+	f.poke()
+}
+
+// startLease registers an Assign and starts its download under parent.
+func (f *Fetcher) startLease(parent context.Context, a *pb.Assign) {
+	id := a.GetLeaseId()
+	if id == "" {
+		f.log.Warn("ignoring an Assign without lease id")
+		return
+	}
+	f.mu.Lock()
+	if _, dup := f.leases[id]; dup {
+		f.mu.Unlock()
+		f.log.Debug("ignoring a duplicate Assign", "lease", id)
+		return
+	}
+	l := &lease{a: a, running: true}
+	f.leases[id] = l
+	if f.draining {
+		l.running = false
+		ev := f.newEventLocked(l)
+		ev.Kind = &pb.DownloadEvent_Failed{Failed: (&failure{
+			class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, reason: pb.FailureReason_FAILURE_REASON_ABORTED,
+			msg: "fetcher is draining", url: a.GetUrl(),
+		}).proto()}
+		l.terminal = ev
+		f.notifyLocked()
+		f.mu.Unlock()
+		f.poke()
+		return
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	l.cancel = cancel
+	f.wg.Add(1)
+	f.mu.Unlock()
+	go f.runLease(ctx, l)
+}
+
+// jobFor builds the download job of an Assign.
+func (f *Fetcher) jobFor(a *pb.Assign) job {
+	j := job{
+		url:         a.GetUrl(),
+		expectedSHA: strings.ToLower(a.GetExpectedSha256()),
+		maxSize:     f.cfg.MaxSize,
+		timeout:     f.cfg.Timeout,
+		stall:       f.cfg.StallTimeout,
+		store:       true,
+		resume:      true,
+	}
+	if lim := a.GetLimits(); lim != nil {
+		if lim.GetMaxSizeBytes() > 0 {
+			j.maxSize = lim.GetMaxSizeBytes()
+		}
+		if d := lim.GetTimeout(); d != nil && d.AsDuration() > 0 {
+			j.timeout = d.AsDuration()
+		}
+		if d := lim.GetStallTimeout(); d != nil && d.AsDuration() > 0 {
+			j.stall = d.AsDuration()
+		}
+	}
+	return j
+}
+
+// runLease downloads one lease and records its terminal event.
+func (f *Fetcher) runLease(ctx context.Context, l *lease) {
+	defer f.wg.Done()
+	defer l.cancel(nil)
+	start := f.clk.Now()
+	f.m.active.Inc()
+	out, fail := f.dl.download(ctx, f.jobFor(l.a), &leaseReporter{f: f, l: l})
+	f.m.active.Dec()
+	kind := f.terminalKind(out, fail, start)
+	if fail != nil {
+		f.log.Info("download failed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "class", fail.class, "reason", fail.reason, "status", fail.status, "err", fail.msg)
+	} else {
+		f.log.Debug("download completed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "sha256", out.sha256, "size", out.size)
+	}
+	f.mu.Lock()
+	l.running = false
+	ev := f.newEventLocked(l)
+	kind(ev)
+	l.terminal = ev
+	f.notifyLocked()
+	f.mu.Unlock()
+	f.poke()
+}
+
+// terminalKind returns a setter for the completed or failed part of an event, and records the
+// download's metrics.
+func (f *Fetcher) terminalKind(out outcome, fail *failure, start time.Time) func(*pb.DownloadEvent) {
+	elapsed := f.clk.Now().Sub(start)
+	if fail != nil {
+		f.m.results.WithLabelValues("failed").Inc()
+		f.m.failures.WithLabelValues(fail.class.String(), fail.reason.String()).Inc()
+		f.m.duration.WithLabelValues("failed").Observe(elapsed.Seconds())
+		p := fail.proto()
+		return func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Failed{Failed: p} }
+	}
+	f.m.results.WithLabelValues("completed").Inc()
+	f.m.duration.WithLabelValues("completed").Observe(elapsed.Seconds())
+	c := &pb.DownloadCompleted{
+		Sha256:      out.sha256,
+		Size:        out.size,
+		ContentType: out.contentType,
+		FinalUrl:    out.finalURL,
+		BlobKey:     out.blobKey,
+		Duration:    durationpb.New(elapsed),
+	}
+	return func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Completed{Completed: c} }
+}
+
+// inFlightLocked lists the leases to announce in a Hello, sorted by id; f.mu must be held.
+func (f *Fetcher) inFlightLocked() []*pb.InFlightLease {
+	out := make([]*pb.InFlightLease, 0, len(f.leases))
+	for _, l := range f.leases {
+		out = append(out, &pb.InFlightLease{
+			LeaseId: l.a.GetLeaseId(), Attempt: l.a.GetAttempt(), BatchId: l.a.GetBatchId(), PaperId: l.a.GetPaperId(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LeaseId < out[j].LeaseId })
+	return out
+}
+
+// clockTimeout returns a context cancelled after d on clk.
+func clockTimeout(clk clock.Clock, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t := clk.NewTimer(d)
+	stop := context.AfterFunc(ctx, func() { t.Stop() })
+	go func() {
+		select {
+		case <-t.C():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { stop(); cancel() }
+}

@@ -1,0 +1,52 @@
+package fetcher
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the fetcher's Prometheus metrics.
+type metrics struct {
+	active   prometheus.Gauge
+	bytes    prometheus.Counter
+	results  *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// newMetrics creates the metrics and registers them on reg (when not nil).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "active_downloads",
+			Help: "Downloads in progress.",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "downloaded_bytes_total",
+			Help: "Body bytes received.",
+		}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "downloads_total",
+			Help: "Finished download attempts by result (completed, failed).",
+		}, []string{"result"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "failures_total",
+			Help: "Failed download attempts by class and reason.",
+		}, []string{"class", "reason"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "download_duration_seconds",
+			Help:    "Duration of download attempts by result.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12),
+		}, []string{"result"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.active, m.bytes, m.results, m.failures, m.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

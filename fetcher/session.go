@@ -1,0 +1,273 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// closeWait bounds how long a draining fetcher waits for the coordinator to end the Work stream
+// after closing its side.
+const closeWait = 5 * time.Second
+
+// Run keeps the Work stream to the coordinator open over conn, reconnecting with exponential
+// backoff and jitter, and runs the downloads it is assigned. It returns nil when ctx is done
+// (running downloads are aborted and waited for) or after Drain has finished.
+func (f *Fetcher) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
+	client := pb.NewFetcherGatewayServiceClient(conn)
+	dctx, dcancel := context.WithCancelCause(ctx)
+	defer func() {
+		dcancel(&abortError{why: "fetcher stopped"})
+		f.wg.Wait()
+		f.dl.client.CloseIdleConnections()
+	}()
+	backoff := f.cfg.ReconnectMin
+	for {
+		productive, err := f.session(ctx, dctx, client)
+		if ctx.Err() != nil || f.isDrained() {
+			return nil
+		}
+		if productive {
+			backoff = f.cfg.ReconnectMin
+		}
+		delay := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(backoff*2, f.cfg.ReconnectMax)
+		f.log.Warn("work stream to the coordinator ended; reconnecting", "err", err, "in", delay.String())
+		t := f.clk.NewTimer(delay)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-f.drained:
+			t.Stop()
+			return nil
+		}
+	}
+}
+
+func (f *Fetcher) isDrained() bool {
+	select {
+	case <-f.drained:
+		return true
+	default:
+		return false
+	}
+}
+
+// session runs one Work stream until it breaks, ctx ends or Drain finishes. productive says
+// whether the coordinator answered (so the reconnect backoff can start over).
+func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewayServiceClient) (productive bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Work(sctx)
+	if err != nil {
+		return false, fmt.Errorf("open work stream: %w", err)
+	}
+	hb := f.clk.NewTicker(f.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	hello, sid := f.hello()
+	defer func() {
+		f.mu.Lock()
+		f.connected = false
+		f.notifyLocked()
+		f.mu.Unlock()
+	}()
+	if err := stream.Send(hello); err != nil {
+		return false, fmt.Errorf("send hello: %w", err)
+	}
+
+	in := make(chan *pb.WorkResponse)
+	errc := make(chan error, 1)
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case in <- m:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
+
+	lastSend := f.clk.Now()
+	f.poke()
+	for {
+		select {
+		case m := <-in:
+			productive = true
+			f.handle(dctx, m)
+		case err := <-errc:
+			if errors.Is(err, io.EOF) {
+				err = errors.New("coordinator closed the work stream")
+			}
+			return productive, err
+		case <-f.wake:
+			n, err := f.flush(stream, sid)
+			if err != nil {
+				return productive, err
+			}
+			if n > 0 {
+				lastSend = f.clk.Now()
+			}
+		case now := <-hb.C():
+			// Any message renews the leases; send a Heartbeat only when the stream was quiet.
+			if f.clk.Now().Sub(lastSend) >= f.cfg.HeartbeatInterval/2 {
+				if err := stream.Send(&pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}); err != nil {
+					return productive, fmt.Errorf("send heartbeat: %w", err)
+				}
+				lastSend = now
+			}
+		case <-f.drained:
+			if _, err := f.flush(stream, sid); err != nil {
+				return productive, err
+			}
+			if err := stream.CloseSend(); err != nil {
+				return productive, fmt.Errorf("close work stream: %w", err)
+			}
+			f.awaitClose(in, errc)
+			return productive, nil
+		case <-ctx.Done():
+			return productive, ctx.Err()
+		}
+	}
+}
+
+// awaitClose waits (bounded) for the coordinator to end a stream the fetcher closed.
+func (f *Fetcher) awaitClose(in <-chan *pb.WorkResponse, errc <-chan error) {
+	t := f.clk.NewTimer(closeWait)
+	defer t.Stop()
+	for {
+		select {
+		case <-in:
+		case <-errc:
+			return
+		case <-t.C():
+			return
+		}
+	}
+}
+
+// hello builds the Hello of a new stream and starts the session's bookkeeping.
+//
+// Credits: Hello.slots is the coordinator's initial credit. Downloads still running from before
+// a reconnect occupy slots, so the fetcher announces slots minus the running ones (at least 1)
+// and withholds the credits of any excess (debt) as those downloads finish. Results finished but
+// not yet acknowledged hold no slot: their credit is covered by the Hello.
+func (f *Fetcher) hello() (*pb.WorkRequest, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sessionID++
+	f.connected = true
+	f.outbox = nil
+	running := 0
+	for _, l := range f.leases {
+		if l.running {
+			running++
+		} else {
+			l.credited = true
+		}
+	}
+	initial := max(1, f.cfg.Slots-running)
+	f.debt = initial + running - f.cfg.Slots
+	h := &pb.Hello{
+		FetcherId: f.cfg.ID,
+		BootId:    f.bootID,
+		Slots:     int32(initial),
+		InFlight:  f.inFlightLocked(),
+		Version:   Version,
+	}
+	f.notifyLocked()
+	return &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: h}}, f.sessionID
+}
+
+// flush sends what is pending: Draining, queued events, terminal events not yet sent on this
+// stream, and the credits of newly finished leases. It returns how many messages it sent.
+func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkResponse], sid uint64) (int, error) {
+	f.mu.Lock()
+	var msgs []*pb.WorkRequest
+	if f.draining && f.drainSentSession != sid {
+		f.drainSentSession = sid
+		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "shutting down"}}})
+	}
+	msgs = append(msgs, f.outbox...)
+	f.outbox = nil
+	credits := 0
+	for id, l := range f.leases {
+		if l.terminal == nil || l.sentIn == sid {
+			continue
+		}
+		l.sentIn = sid
+		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
+		if !l.credited {
+			l.credited = true
+			if f.debt > 0 {
+				f.debt--
+			} else if !f.draining {
+				credits++
+			}
+		}
+		if l.forget {
+			delete(f.leases, id)
+		}
+	}
+	if credits > 0 {
+		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: int32(credits)}}})
+	}
+	f.notifyLocked()
+	f.mu.Unlock()
+	for i, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			return i, fmt.Errorf("send: %w", err)
+		}
+	}
+	return len(msgs), nil
+}
+
+// handle applies one message from the coordinator.
+func (f *Fetcher) handle(dctx context.Context, m *pb.WorkResponse) {
+	switch msg := m.GetMsg().(type) {
+	case *pb.WorkResponse_Assign:
+		f.startLease(dctx, msg.Assign)
+	case *pb.WorkResponse_Cancel:
+		id := msg.Cancel.GetLeaseId()
+		f.mu.Lock()
+		if l := f.leases[id]; l != nil {
+			if l.running {
+				l.forget = true
+				l.cancel(&abortError{why: "cancelled by the coordinator: " + msg.Cancel.GetReason()})
+			} else {
+				delete(f.leases, id)
+				f.notifyLocked()
+			}
+		}
+		f.mu.Unlock()
+	case *pb.WorkResponse_Ack:
+		id := msg.Ack.GetLeaseId()
+		f.mu.Lock()
+		if l := f.leases[id]; l != nil && l.terminal != nil && msg.Ack.GetSequence() >= l.terminal.GetSequence() {
+			delete(f.leases, id)
+			f.notifyLocked()
+		}
+		f.mu.Unlock()
+	default:
+		f.log.Warn("ignoring an unknown message from the coordinator")
+	}
+}

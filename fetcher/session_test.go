@@ -1,0 +1,413 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/clock"
+)
+
+// testWait bounds every wait in these tests; it is a failure timeout, not synchronisation.
+const testWait = 20 * time.Second
+
+// fakeCoordinator serves FetcherGatewayService and hands each Work stream to the test.
+type fakeCoordinator struct {
+	pb.UnimplementedFetcherGatewayServiceServer
+	streams chan *fakeStream
+}
+
+// fakeStream is one Work stream seen from the coordinator side.
+type fakeStream struct {
+	recv   chan *pb.WorkRequest
+	send   chan *pb.WorkResponse
+	end    chan error    // the test ends the stream with this error
+	closed chan struct{} // the fetcher closed its side (or the stream broke)
+}
+
+func (c *fakeCoordinator) Work(stream grpc.BidiStreamingServer[pb.WorkRequest, pb.WorkResponse]) error {
+	fs := &fakeStream{
+		recv:   make(chan *pb.WorkRequest, 1000),
+		send:   make(chan *pb.WorkResponse),
+		end:    make(chan error, 1),
+		closed: make(chan struct{}),
+	}
+	c.streams <- fs
+	go func() {
+		defer close(fs.closed)
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case fs.recv <- m:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case m := <-fs.send:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-fs.end:
+			return err
+		case <-fs.closed:
+			return nil
+		}
+	}
+}
+
+// next returns the next message the fetcher sent, skipping heartbeats and progress events.
+func (fs *fakeStream) next(t *testing.T) *pb.WorkRequest {
+	t.Helper()
+	for {
+		select {
+		case m := <-fs.recv:
+			if m.GetHeartbeat() != nil || m.GetEvent().GetProgress() != nil {
+				continue
+			}
+			return m
+		case <-time.After(testWait):
+			t.Fatal("timed out waiting for a message from the fetcher")
+			return nil
+		}
+	}
+}
+
+func (fs *fakeStream) push(t *testing.T, m *pb.WorkResponse) {
+	t.Helper()
+	select {
+	case fs.send <- m:
+	case <-time.After(testWait):
+		t.Fatal("timed out sending to the fetcher")
+	}
+}
+
+// workHarness runs a Fetcher against a fake coordinator over bufconn.
+type workHarness struct {
+	tf     *testFetcher
+	coord  *fakeCoordinator
+	cancel context.CancelFunc
+	runErr chan error
+}
+
+func newWorkHarness(t *testing.T, mutate func(*Config)) *workHarness {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	coord := &fakeCoordinator{streams: make(chan *fakeStream, 10)}
+	srv := grpc.NewServer()
+	pb.RegisterFetcherGatewayServiceServer(srv, coord)
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf := newTestFetcher(t, func(c *Config) {
+		c.ReconnectMin, c.ReconnectMax = time.Millisecond, 5*time.Millisecond
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &workHarness{tf: tf, coord: coord, cancel: cancel, runErr: make(chan error, 1)}
+	go func() { h.runErr <- tf.Run(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-h.runErr:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			h.runErr <- nil
+		case <-time.After(testWait):
+			t.Error("Run did not return")
+		}
+		_ = conn.Close()
+		srv.Stop()
+	})
+	return h
+}
+
+func (h *workHarness) stream(t *testing.T) *fakeStream {
+	t.Helper()
+	select {
+	case s := <-h.coord.streams:
+		return s
+	case <-time.After(testWait):
+		t.Fatal("the fetcher did not open a Work stream")
+		return nil
+	}
+}
+
+// gatedOrigin serves a PDF whose second half is held back until release is closed.
+type gatedOrigin struct {
+	*httptest.Server
+	pdf       []byte
+	release   chan struct{}
+	firstHalf chan struct{}
+	once      sync.Once
+}
+
+func newGatedOrigin(t *testing.T, pdf []byte) *gatedOrigin {
+	g := &gatedOrigin{pdf: pdf, release: make(chan struct{}), firstHalf: make(chan struct{}, 16)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/gate", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(pdf)))
+		_, _ = w.Write(pdf[:len(pdf)/2])
+		http.NewResponseController(w).Flush()
+		g.firstHalf <- struct{}{}
+		select {
+		case <-g.release:
+			_, _ = w.Write(pdf[len(pdf)/2:])
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("/pdf", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(pdf) })
+	g.Server = httptest.NewServer(mux)
+	t.Cleanup(func() { g.open(); g.Close() })
+	return g
+}
+
+func (g *gatedOrigin) open() { g.once.Do(func() { close(g.release) }) }
+
+func assign(id, url string) *pb.WorkResponse {
+	return &pb.WorkResponse{Msg: &pb.WorkResponse_Assign{Assign: &pb.Assign{
+		LeaseId: id, BatchId: "b1", PaperId: "paper/" + id, Url: url, Attempt: 1,
+	}}}
+}
+
+func wantEvent(t *testing.T, m *pb.WorkRequest, lease string) *pb.DownloadEvent {
+	t.Helper()
+	ev := m.GetEvent()
+	if ev == nil {
+		t.Fatalf("got %v, want an event of %s", m, lease)
+	}
+	if ev.GetLeaseId() != lease || ev.GetAttempt() != 1 || ev.GetBatchId() != "b1" || ev.GetPaperId() != "paper/"+lease || ev.GetTime() == nil {
+		t.Fatalf("event %v: wrong lease fields", ev)
+	}
+	return ev
+}
+
+func wantCredits(t *testing.T, m *pb.WorkRequest, n int32) {
+	t.Helper()
+	if m.GetCredits().GetCredits() != n {
+		t.Fatalf("got %v, want Credits{%d}", m, n)
+	}
+}
+
+func TestWorkAssignEventsAckCancel(t *testing.T) {
+	pdf := pdfBody(600_000, 11)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, nil)
+	s := h.stream(t)
+
+	hello := s.next(t).GetHello()
+	if hello == nil || hello.GetFetcherId() != "test-fetcher" || hello.GetBootId() == "" || hello.GetSlots() != 4 || len(hello.GetInFlight()) != 0 || hello.GetVersion() == "" {
+		t.Fatalf("hello %v", hello)
+	}
+
+	// Assign → started → completed → credit → ack.
+	s.push(t, assign("L1", g.URL+"/pdf"))
+	started := wantEvent(t, s.next(t), "L1")
+	if started.GetStarted().GetUrl() != g.URL+"/pdf" || started.GetSequence() != 1 {
+		t.Fatalf("started %v", started)
+	}
+	done := wantEvent(t, s.next(t), "L1")
+	c := done.GetCompleted()
+	if c == nil || c.GetSha256() != sha(pdf) || c.GetSize() != int64(len(pdf)) || c.GetBlobKey() != blobstore.ContentKey(sha(pdf)) || done.GetSequence() <= started.GetSequence() {
+		t.Fatalf("completed %v", done)
+	}
+	wantCredits(t, s.next(t), 1)
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
+	h.waitLeases(t, 0)
+	h.tf.assertStore(t, c.GetBlobKey())
+
+	// Cancel of a running lease → failed ABORTED → credit; the lease is forgotten.
+	s.push(t, assign("L2", g.URL+"/gate"))
+	wantEvent(t, s.next(t), "L2")
+	g.waitFirstHalf(t)
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: "L2", Reason: "batch cancelled"}}})
+	failed := wantEvent(t, s.next(t), "L2").GetFailed()
+	if failed.GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED || failed.GetClass() != pb.FailureClass_FAILURE_CLASS_TRANSIENT {
+		t.Fatalf("failed %v", failed)
+	}
+	wantCredits(t, s.next(t), 1)
+	h.waitLeases(t, 0)
+	h.tf.assertStore(t, c.GetBlobKey())
+}
+
+// waitLeases waits until the fetcher holds n leases.
+func (h *workHarness) waitLeases(t *testing.T, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	if !h.tf.waitFor(ctx, func() bool { return len(h.tf.leases) == n }) {
+		t.Fatalf("fetcher still holds %d leases, want %d", len(h.tf.leases), n)
+	}
+}
+
+// waitFirstHalf waits until the gated origin has sent the first half of a body, so that a
+// cancel or disconnect happens mid-body.
+func (g *gatedOrigin) waitFirstHalf(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.firstHalf:
+	case <-time.After(testWait):
+		t.Fatal("the origin did not serve the first half")
+	}
+}
+
+func TestWorkReconnectReannouncesInFlight(t *testing.T) {
+	pdf := pdfBody(600_000, 12)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, nil)
+	s1 := h.stream(t)
+	s1.next(t) // hello
+	s1.push(t, assign("L1", g.URL+"/gate"))
+	started := wantEvent(t, s1.next(t), "L1")
+	g.waitFirstHalf(t)
+	s1.end <- status.Error(codes.Unavailable, "coordinator restarting")
+
+	// Reconnect: the running lease is announced and holds a slot.
+	s2 := h.stream(t)
+	hello := s2.next(t).GetHello()
+	if len(hello.GetInFlight()) != 1 || hello.GetInFlight()[0].GetLeaseId() != "L1" || hello.GetInFlight()[0].GetPaperId() != "paper/L1" || hello.GetSlots() != 3 {
+		t.Fatalf("hello after reconnect %v", hello)
+	}
+	g.open()
+	done := wantEvent(t, s2.next(t), "L1")
+	if done.GetCompleted() == nil || done.GetSequence() <= started.GetSequence() {
+		t.Fatalf("completed %v", done)
+	}
+	wantCredits(t, s2.next(t), 1)
+
+	// Not acknowledged: after another reconnect the result is re-reported.
+	s2.end <- status.Error(codes.Unavailable, "again")
+	s3 := h.stream(t)
+	hello = s3.next(t).GetHello()
+	if len(hello.GetInFlight()) != 1 || hello.GetSlots() != 4 {
+		t.Fatalf("hello after second reconnect %v", hello)
+	}
+	again := wantEvent(t, s3.next(t), "L1")
+	if again.GetSequence() != done.GetSequence() || again.GetCompleted().GetSha256() != sha(pdf) {
+		t.Fatalf("re-reported %v, want %v", again, done)
+	}
+	s3.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: again.GetSequence()}}})
+	h.waitLeases(t, 0)
+}
+
+func TestWorkDrain(t *testing.T) {
+	pdf := pdfBody(600_000, 13)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, nil)
+	s := h.stream(t)
+	s.next(t)
+	s.push(t, assign("L1", g.URL+"/gate"))
+	wantEvent(t, s.next(t), "L1")
+
+	drainErr := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		drainErr <- h.tf.Drain(ctx)
+	}()
+	if s.next(t).GetDraining() == nil {
+		t.Fatal("want Draining")
+	}
+	// Work arriving after Draining is refused at once.
+	s.push(t, assign("L2", g.URL+"/pdf"))
+	refused := wantEvent(t, s.next(t), "L2").GetFailed()
+	if refused.GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED {
+		t.Fatalf("late assign: %v", refused)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: "L2"}}})
+	// The running download finishes within the grace period and is reported.
+	g.open()
+	done := wantEvent(t, s.next(t), "L1")
+	if done.GetCompleted() == nil {
+		t.Fatalf("want completed, got %v", done)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
+	select {
+	case err := <-drainErr:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("Drain did not return")
+	}
+	// The fetcher closes the stream and Run returns by itself.
+	select {
+	case <-s.closed:
+	case <-time.After(testWait):
+		t.Fatal("stream not closed")
+	}
+	select {
+	case err := <-h.runErr:
+		h.runErr <- err
+	case <-time.After(testWait):
+		t.Fatal("Run did not return after Drain")
+	}
+}
+
+func TestWorkDrainGraceOver(t *testing.T) {
+	pdf := pdfBody(600_000, 14)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, nil)
+	s := h.stream(t)
+	s.next(t)
+	s.push(t, assign("L1", g.URL+"/gate"))
+	wantEvent(t, s.next(t), "L1")
+	ctx, cancel := context.WithCancel(context.Background())
+	drainErr := make(chan error, 1)
+	go func() { drainErr <- h.tf.Drain(ctx) }()
+	if s.next(t).GetDraining() == nil {
+		t.Fatal("want Draining")
+	}
+	cancel() // grace period over
+	failed := wantEvent(t, s.next(t), "L1").GetFailed()
+	if failed.GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED {
+		t.Fatalf("want aborted, got %v", failed)
+	}
+	if err := <-drainErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Drain: %v", err)
+	}
+	h.tf.assertStore(t)
+}
+
+func TestWorkHeartbeat(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	h := newWorkHarness(t, func(c *Config) { c.Clock = clk; c.HeartbeatInterval = 10 * time.Second })
+	s := h.stream(t)
+	s.next(t)
+	// The heartbeat ticker is armed before the Hello is sent: let an interval pass.
+	clk.Advance(10 * time.Second)
+	select {
+	case m := <-s.recv:
+		if m.GetHeartbeat() == nil {
+			t.Fatalf("want heartbeat, got %v", m)
+		}
+	case <-time.After(testWait):
+		t.Fatal("no heartbeat")
+	}
+}

@@ -1,0 +1,133 @@
+// Package blobstore opens the blob store that holds downloaded PDFs and names the objects in
+// it. Objects are content-addressed: the key of a PDF is derived from its SHA-256 only, so user
+// input (paper ids, URLs) never becomes a path and identical content is stored once.
+//
+// Two kinds of bucket URL are supported:
+//
+//   - file:///abs/dir or file://./rel/dir: a local folder (gocloud.dev/blob/fileblob). The
+//     folder is created when missing and no metadata sidecar files are written. fileblob itself
+//     never fsyncs; writers that need durability (the fetcher) write the file themselves
+//     through LocalDir/LocalPath and sync the file and its directory before reporting success.
+//   - s3://bucket?endpoint=...&region=...&use_path_style=true: any S3-compatible store
+//     (gocloud.dev/blob/s3blob). Credentials come from the usual AWS environment.
+package blobstore
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
+	_ "gocloud.dev/blob/s3blob" // registers the s3:// scheme
+)
+
+// TempSuffix ends the names of the temporary and partial files writers keep inside a file://
+// bucket's folder. fileblob hides every file with this suffix from List and refuses it as a
+// key, so a partially written object is never visible.
+const TempSuffix = ".attrs"
+
+// TempDirName is the folder, directly under a file:// bucket's root, where writers keep their
+// temporary and partial files (each named with TempSuffix).
+const TempDirName = ".paperfetch-tmp"
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Open opens the bucket at rawURL (file:// or s3://). For file:// URLs the folder is created
+// if missing and metadata sidecars are disabled, unless the URL says otherwise.
+func Open(ctx context.Context, rawURL string) (*blob.Bucket, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("blob URL %q: %w", rawURL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		q := u.Query()
+		if _, ok := q["create_dir"]; !ok {
+			q.Set("create_dir", "1")
+		}
+		if _, ok := q["metadata"]; !ok {
+			q.Set("metadata", string(fileblob.MetadataDontWrite))
+		}
+		u.RawQuery = q.Encode()
+	case "s3":
+	default:
+		return nil, fmt.Errorf("blob URL %q: unsupported scheme %q (want file or s3)", rawURL, u.Scheme)
+	}
+	b, err := blob.OpenBucket(ctx, u.String())
+	if err != nil {
+		return nil, fmt.Errorf("open blob store %q: %w", redact(u), err)
+	}
+	return b, nil
+}
+
+// ContentKey returns the blob key of the content whose lowercase hex SHA-256 is sha256hex:
+// "sha256/<first two hex digits>/<sha256hex>.pdf". Upper-case input is lowercased; anything
+// that is not 64 hex digits yields "" (callers must treat that as an error).
+func ContentKey(sha256hex string) string {
+	h := strings.ToLower(sha256hex)
+	if !sha256Hex.MatchString(h) {
+		return ""
+	}
+	return "sha256/" + h[:2] + "/" + h + ".pdf"
+}
+
+// LocalDir returns the folder of a file:// bucket URL, and false for other URLs.
+func LocalDir(bucketURL string) (string, bool) {
+	u, err := url.Parse(bucketURL)
+	if err != nil || u.Scheme != "file" {
+		return "", false
+	}
+	p := u.Path
+	if u.Host == "." {
+		p = strings.TrimPrefix(p, "/")
+	} else if u.Host != "" && u.Host != "localhost" {
+		return "", false
+	}
+	if p == "" {
+		return "", false
+	}
+	return filepath.FromSlash(p), true
+}
+
+// LocalPath returns the file that holds key in a file:// bucket, and false for other URLs or
+// for keys that are not plain relative paths (only keys that fileblob stores unescaped, such
+// as those of ContentKey, are mapped).
+func LocalPath(bucketURL, key string) (string, bool) {
+	dir, ok := LocalDir(bucketURL)
+	if !ok || !safeKey(key) {
+		return "", false
+	}
+	return filepath.Join(dir, filepath.FromSlash(key)), true
+}
+
+// safeKey reports whether key is a relative slash path of plain segments that fileblob maps
+// to a file without escaping.
+func safeKey(key string) bool {
+	if key == "" || strings.HasSuffix(key, TempSuffix) {
+		return false
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for _, r := range seg {
+			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_'
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// redact returns u without its query (which may carry secrets such as an access key).
+func redact(u *url.URL) string {
+	c := *u
+	c.RawQuery = ""
+	c.User = nil
+	return c.String()
+}

@@ -1,0 +1,249 @@
+package blobstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"gocloud.dev/blob"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestContentKey(t *testing.T) {
+	h := strings.Repeat("ab", 32)
+	if got, want := ContentKey(h), "sha256/ab/"+h+".pdf"; got != want {
+		t.Fatalf("ContentKey = %q, want %q", got, want)
+	}
+	if got := ContentKey(strings.ToUpper(h)); got != "sha256/ab/"+h+".pdf" {
+		t.Fatalf("upper case: %q", got)
+	}
+	for _, bad := range []string{"", "ab", strings.Repeat("g", 64), "../" + h[3:], h + "0"} {
+		if got := ContentKey(bad); got != "" {
+			t.Errorf("ContentKey(%q) = %q, want empty", bad, got)
+		}
+	}
+}
+
+func TestLocalPath(t *testing.T) {
+	key := ContentKey(strings.Repeat("01", 32))
+	for _, tc := range []struct {
+		url, key, want string
+		ok             bool
+	}{
+		{"file:///data/blobs", key, "/data/blobs/" + key, true},
+		{"file://./rel/blobs", key, "rel/blobs/" + key, true},
+		{"file://localhost/data", "a/b.pdf", "/data/a/b.pdf", true},
+		{"file:///data?create_dir=1", "a.pdf", "/data/a.pdf", true},
+		{"s3://bucket", key, "", false},
+		{"file:///data", "../etc/passwd", "", false},
+		{"file:///data", "/abs", "", false},
+		{"file:///data", "a//b", "", false},
+		{"file:///data", "a/./b", "", false},
+		{"file:///data", "paper id with spaces", "", false},
+		{"file:///data", "x\x00y", "", false},
+		{"file:///data", "tmp" + TempSuffix, "", false},
+		{"file://otherhost/data", key, "", false},
+	} {
+		got, ok := LocalPath(tc.url, tc.key)
+		if ok != tc.ok || got != filepath.FromSlash(tc.want) {
+			t.Errorf("LocalPath(%q, %q) = %q, %v; want %q, %v", tc.url, tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestOpenFileCommitAndHiddenTemp(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "new", "blobs")
+	url := "file://" + dir
+	b, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("bucket folder not created: %v", err)
+	}
+	key := ContentKey(strings.Repeat("0a", 32))
+
+	// A temp file in TempDir is invisible to List and cannot be read as a key.
+	tmp := filepath.Join(TempDir(dir), "x.part"+TempSuffix)
+	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, []byte("%PDF-partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if keys := list(t, b); len(keys) != 0 {
+		t.Fatalf("temp file listed: %v", keys)
+	}
+	if _, err := b.ReadAll(ctx, TempDirName+"/x.part"+TempSuffix); err == nil {
+		t.Fatal("temp file readable as a key")
+	}
+
+	existed, err := CommitFile(dir, openFile(t, tmp), key)
+	if err != nil || existed {
+		t.Fatalf("CommitFile: %v %v", existed, err)
+	}
+	if got, err := b.ReadAll(ctx, key); err != nil || string(got) != "%PDF-partial" {
+		t.Fatalf("read back %q %v", got, err)
+	}
+	if p, ok := LocalPath(url, key); !ok {
+		t.Fatal("no local path")
+	} else if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	// Committing identical content again keeps the object and drops the temp file.
+	if err := os.WriteFile(tmp, []byte("%PDF-partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	existed, err = CommitFile(dir, openFile(t, tmp), key)
+	if err != nil || !existed {
+		t.Fatalf("second CommitFile: %v %v", existed, err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("temp file left: %v", err)
+	}
+	if keys := list(t, b); len(keys) != 1 || keys[0] != key {
+		t.Fatalf("keys %v", keys)
+	}
+	if err := os.WriteFile(tmp, []byte("%PDF-x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CommitFile(dir, openFile(t, tmp), "../escape"); err == nil {
+		t.Fatal("unsafe key accepted")
+	}
+	// No metadata sidecars are written by writes through the bucket either.
+	if err := b.WriteAll(ctx, "k.pdf", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "k.pdf.attrs")); !os.IsNotExist(err) {
+		t.Fatalf("sidecar written: %v", err)
+	}
+}
+
+func TestCleanTemp(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	write := func(name string, age time.Duration) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("old.part"+TempSuffix, 2*time.Hour)
+	write("new.part"+TempSuffix, time.Minute)
+	write("other.txt", 5*time.Hour)
+	n, err := CleanTemp(dir, now.Add(-time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("CleanTemp = %d, %v", n, err)
+	}
+	left, _ := os.ReadDir(dir)
+	if len(left) != 2 {
+		t.Fatalf("left %v", left)
+	}
+	if n, err := CleanTemp(filepath.Join(dir, "missing"), now); n != 0 || err != nil {
+		t.Fatalf("missing dir: %d %v", n, err)
+	}
+}
+
+func TestOpenRejectsUnknownScheme(t *testing.T) {
+	if _, err := Open(context.Background(), "gs://bucket"); err == nil {
+		t.Fatal("gs:// accepted")
+	}
+}
+
+func list(t *testing.T, b *blob.Bucket) []string {
+	t.Helper()
+	var keys []string
+	it := b.List(nil)
+	for {
+		obj, err := it.Next(context.Background())
+		if err == io.EOF {
+			return keys
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, obj.Key)
+	}
+}
+
+func openFile(t *testing.T, p string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestCommitterConcurrent(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b, err := Open(ctx, "file://"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	c := NewCommitter(dir)
+	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	errs := make(chan error, n)
+	existed := make(chan bool, n)
+	for i := range n {
+		go func() {
+			// Pairs of writers commit identical content: stored once.
+			body := []byte("%PDF-" + strconv.Itoa(i/2))
+			key := ContentKey(fmt.Sprintf("%064x", i/2))
+			f, err := os.CreateTemp(TempDir(dir), "*"+TempSuffix)
+			if err == nil {
+				_, err = f.Write(body)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			ex, err := c.Commit(f, key)
+			existed <- ex
+			errs <- err
+		}()
+	}
+	dups := 0
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		if <-existed {
+			dups++
+		}
+	}
+	keys := list(t, b)
+	if len(keys) != n/2 {
+		t.Fatalf("%d keys, want %d", len(keys), n/2)
+	}
+	for i := range n / 2 {
+		got, err := b.ReadAll(ctx, ContentKey(fmt.Sprintf("%064x", i)))
+		if err != nil || string(got) != "%PDF-"+strconv.Itoa(i) {
+			t.Fatalf("key %d: %q %v", i, got, err)
+		}
+	}
+	if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+	_ = dups // how many found the object already depends on timing
+}

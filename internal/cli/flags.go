@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/paperfetch/paperfetch/internal/flagenv"
+)
+
+// newFlagSet returns a flag set for a subcommand whose usage prints synopsis, the flags with
+// double dashes, and extra text.
+func (a *app) newFlagSet(name, synopsis, extra string) *flag.FlagSet {
+	fs := flag.NewFlagSet("paperfetch "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		w := a.env.Stdout
+		fmt.Fprintf(w, "Usage: paperfetch %s %s\n\n", name, synopsis)
+		if extra != "" {
+			fmt.Fprintf(w, "%s\n\n", strings.TrimSpace(extra))
+		}
+		fmt.Fprintln(w, "Flags (each also settable as PAPERFETCH_<FLAG>, e.g. PAPERFETCH_OUT):")
+		printFlags(w, fs)
+	}
+	return fs
+}
+
+// printFlags prints the flags of fs like PrintDefaults, with double dashes.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + strings.ToUpper(name)
+		}
+		if len(line) <= 30 {
+			line += strings.Repeat(" ", 31-len(line))
+		} else {
+			line += "\n" + strings.Repeat(" ", 31)
+		}
+		line += usage
+		if !isZeroDefault(f) {
+			line += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w, line)
+	})
+}
+
+// isZeroDefault reports whether f's default is its type's zero value (not worth printing).
+func isZeroDefault(f *flag.Flag) bool {
+	switch f.DefValue {
+	case "", "0", "false", "0s", "[]":
+		return true
+	}
+	t := reflect.TypeOf(f.Value)
+	if t.Kind() == reflect.Pointer {
+		z := reflect.New(t.Elem()).Interface().(flag.Value)
+		return f.DefValue == z.String()
+	}
+	return false
+}
+
+// parseFlags parses args, allowing flags after positional arguments (`get list.txt --out x`;
+// everything after "--" is positional), then applies PAPERFETCH_<FLAG> environment variables.
+// --help prints the usage and returns errHelp.
+func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.Usage()
+				return nil, errHelp
+			}
+			msg := strings.Replace(err.Error(), "defined: -", "defined: --", 1)
+			msg = strings.Replace(msg, "for flag -", "for flag --", 1)
+			msg = strings.Replace(msg, "needs an argument: -", "needs an argument: --", 1)
+			return nil, usagef("%s", msg)
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	if err := flagenv.Apply(fs, a.env.LookupEnv); err != nil {
+		return nil, usagef("%v", err)
+	}
+	return positional, nil
+}
+
+// errHelp is returned after --help printed the usage; the command exits 0.
+var errHelp = &exitError{code: ExitOK}
+
+// sizeFlag is a byte size flag accepting units: 512MiB, 100MB, 2G, 4096.
+type sizeFlag struct{ n *int64 }
+
+func (s sizeFlag) String() string {
+	if s.n == nil {
+		return "0"
+	}
+	return formatSize(*s.n)
+}
+
+func (s sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s.n = n
+	return nil
+}
+
+// parseSize parses a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB,
+// T/TB/TiB; K, M, G and T alone are binary; KB, MB... are decimal).
+func parseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	i := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsDigit(r) && r != '.' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("invalid size %q (e.g. 512MiB, 100MB, 4096)", v)
+	}
+	mult := map[string]float64{
+		"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
+		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
+		"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
+	}[strings.ToLower(unit)]
+	if mult == 0 {
+		return 0, fmt.Errorf("invalid size unit in %q (use B, KiB, MiB, GiB, KB, MB, GB)", v)
+	}
+	total := f * mult
+	if total > math.MaxInt64/2 {
+		return 0, fmt.Errorf("size %q is too large", v)
+	}
+	return int64(total), nil
+}
+
+// formatSize prints a size the way parseSize reads it back.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d%s", n/u.size, u.name)
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

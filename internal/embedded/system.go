@@ -1,0 +1,256 @@
+// Package embedded runs a whole paperfetch deployment inside one process: a coordinator and N
+// fetchers talking over real gRPC (an in-memory bufconn listener, so nothing is exposed on the
+// network), exactly the code path of the separate services. `paperfetch get` uses it.
+//
+// The coordinator's store and the blob store live in one folder (by default OUT/.paperfetch),
+// so running the same command again resumes where the previous run stopped.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"gocloud.dev/blob"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/fetcher"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/grpcclient"
+	"github.com/paperfetch/paperfetch/internal/grpcserver"
+)
+
+// Config configures an embedded System.
+type Config struct {
+	// Dir holds the coordinator's store (Dir/coordinator.db) and the blobs (Dir/blobs). Created
+	// when missing. Required.
+	Dir string
+	// Fetchers is the number of fetchers (default 2).
+	Fetchers int
+	// Concurrency is the total number of parallel downloads, split across the fetchers as
+	// evenly as possible (default 16).
+	Concurrency int
+	// Coordinator holds the coordinator's tuning (politeness, attempts, download limits). Its
+	// DataDir, Bucket, Logger and Clock are set by Start; a zero ReconnectGrace becomes 1ms,
+	// since no fetcher of a previous run survives to re-announce its leases.
+	Coordinator coordinator.Config
+	// Fetcher is the template of every fetcher (SSRF policy, User-Agent, size and time limits).
+	// Its ID, Slots, Bucket, BlobURL, Logger and Clock are set by Start.
+	Fetcher fetcher.Config
+	// DrainGrace is how long Close lets running downloads finish before aborting them
+	// (default 2s). Aborted downloads are re-queued and resume on the next run.
+	DrainGrace time.Duration
+	// Logger receives the logs of every component; nil discards them.
+	Logger *slog.Logger
+	// Listener, when set, is where the coordinator is served instead of an in-memory
+	// listener, so that other processes can reach it (tests, demos). Close closes it.
+	Listener net.Listener
+}
+
+// System is a running embedded coordinator with its fetchers. Close stops it.
+type System struct {
+	cfg       Config
+	logger    *slog.Logger
+	bucketURL string
+	bucket    *blob.Bucket
+	coord     *coordinator.Coordinator
+	server    *grpcserver.Server
+	lis       net.Listener
+	dial      func(context.Context) (net.Conn, error)
+	conn      *grpc.ClientConn
+	fetchers  []*fetcher.Fetcher
+
+	cancelServe, cancelCoord, cancelFetchers context.CancelFunc
+	serveDone, coordDone                     chan error
+	fetchersWG                               sync.WaitGroup
+	closeOnce                                sync.Once
+	closeErr                                 error
+}
+
+// Start opens the store and the blob store under cfg.Dir and starts the coordinator, its gRPC
+// server and the fetchers. ctx bounds only the start-up; Close stops the system.
+func Start(ctx context.Context, cfg Config) (_ *System, err error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("embedded: no state folder")
+	}
+	if cfg.Fetchers <= 0 {
+		cfg.Fetchers = 2
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	cfg.Fetchers = min(cfg.Fetchers, cfg.Concurrency)
+	if cfg.DrainGrace <= 0 {
+		cfg.DrainGrace = 2 * time.Second
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: state folder: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "blobs"), 0o755); err != nil {
+		return nil, fmt.Errorf("embedded: create state folder: %w", err)
+	}
+	s := &System{cfg: cfg, logger: logger, bucketURL: "file://" + filepath.ToSlash(filepath.Join(dir, "blobs"))}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+
+	s.bucket, err = blobstore.Open(ctx, s.bucketURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+
+	cc := cfg.Coordinator
+	cc.DataDir = dir
+	cc.Bucket = s.bucket
+	cc.Logger = logger.With("component", "coordinator")
+	if cc.ReconnectGrace <= 0 {
+		cc.ReconnectGrace = time.Millisecond
+	}
+	s.coord, err = coordinator.Open(cc)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	coordCtx, cancelCoord := context.WithCancel(context.Background())
+	s.cancelCoord, s.coordDone = cancelCoord, make(chan error, 1)
+	go func() { s.coordDone <- s.coord.Run(coordCtx) }()
+
+	s.server = grpcserver.New(grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second})
+	s.coord.Register(s.server.GRPC)
+	if cfg.Listener != nil {
+		s.lis = cfg.Listener
+		addr := cfg.Listener.Addr()
+		s.dial = func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, addr.Network(), addr.String())
+		}
+	} else {
+		bl := bufconn.Listen(1 << 20)
+		s.lis, s.dial = bl, bl.DialContext
+	}
+	serveCtx, cancelServe := context.WithCancel(context.Background())
+	s.cancelServe, s.serveDone = cancelServe, make(chan error, 1)
+	go func() { s.serveDone <- s.server.Serve(serveCtx, s.lis) }()
+
+	s.conn, err = grpc.NewClient("passthrough:///paperfetch-embedded",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.dial(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcclient.MaxMessageSize), grpc.MaxCallSendMsgSize(grpcclient.MaxMessageSize)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: connect: %w", err)
+	}
+
+	fetchCtx, cancelFetchers := context.WithCancel(context.Background())
+	s.cancelFetchers = cancelFetchers
+	for i := range cfg.Fetchers {
+		fc := cfg.Fetcher
+		fc.ID = fmt.Sprintf("embedded-%d", i+1)
+		fc.Slots = cfg.Concurrency / cfg.Fetchers
+		if i < cfg.Concurrency%cfg.Fetchers {
+			fc.Slots++
+		}
+		fc.Bucket = s.bucket
+		fc.BlobURL = s.bucketURL
+		fc.Logger = logger.With("component", "fetcher", "fetcher", fc.ID)
+		f, err := fetcher.New(fc)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: fetcher %d: %w", i+1, err)
+		}
+		s.fetchers = append(s.fetchers, f)
+		s.fetchersWG.Add(1)
+		go func() {
+			defer s.fetchersWG.Done()
+			if err := f.Run(fetchCtx, s.conn); err != nil && !errors.Is(err, context.Canceled) {
+				logger.Error("fetcher stopped", "fetcher", f.ID(), "err", err)
+			}
+		}()
+	}
+	return s, nil
+}
+
+// Conn is the client connection to the embedded coordinator (CoordinatorService).
+func (s *System) Conn() grpc.ClientConnInterface { return s.conn }
+
+// Addr is the address the coordinator is served on ("bufconn" for the in-memory listener).
+func (s *System) Addr() string { return s.lis.Addr().String() }
+
+// BucketURL is the URL of the blob store (file://DIR/blobs); blobstore.LocalPath maps keys to
+// files in it.
+func (s *System) BucketURL() string { return s.bucketURL }
+
+// Close stops everything, in order: the fetchers drain (running downloads get DrainGrace to
+// finish, the rest are aborted and re-queued), the gRPC server stops, the coordinator's loop
+// stops and its store is closed, then the blob store. It is safe to call more than once.
+func (s *System) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *System) close() error {
+	var errs []error
+	if len(s.fetchers) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainGrace)
+		var wg sync.WaitGroup
+		for _, f := range s.fetchers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f.Drain(ctx); err != nil {
+					s.logger.Info("fetcher drained with aborted downloads", "fetcher", f.ID(), "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+		cancel()
+	}
+	if s.cancelFetchers != nil {
+		s.cancelFetchers()
+		s.fetchersWG.Wait()
+	}
+	if s.conn != nil {
+		if err := s.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close connection: %w", err))
+		}
+	}
+	if s.cancelServe != nil {
+		s.cancelServe()
+		if err := <-s.serveDone; err != nil {
+			errs = append(errs, err)
+		}
+	} else if s.cfg.Listener != nil {
+		_ = s.cfg.Listener.Close() // never served
+	}
+	if s.cancelCoord != nil {
+		s.cancelCoord()
+		if err := <-s.coordDone; err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, fmt.Errorf("coordinator: %w", err))
+		}
+	}
+	if s.coord != nil {
+		if err := s.coord.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close coordinator: %w", err))
+		}
+	}
+	if s.bucket != nil {
+		if err := s.bucket.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close blob store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,18 @@
+package input
+
+// Paper is one entry of an input: what is submitted to the coordinator as a PaperSpec.
+type Paper struct {
+	// ID is the paper id: the canonical arXiv id, the id given in JSON or CSV, or one derived
+	// from the URL (see URLID).
+	ID string
+	// URLs are the candidate URLs, tried in order (at least one).
+	URLs []string
+	// SHA256 is the expected digest in lowercase hex, or empty.
+	SHA256 string
+	// Metadata holds extra JSON fields or CSV columns; nil when there are none.
+	Metadata map[string]string
+	// File is the name of the input the entry came from ("-" for standard input).
+	File string
+	// Line is the entry's line number in File, starting at 1.
+	Line int
+}

@@ -1,0 +1,445 @@
+package input
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// formatMixed is what FormatAuto resolves to for a non-CSV input: each line is a URL, an arXiv
+// id or a JSON object.
+const formatMixed Format = -1
+
+// DefaultMaxLineBytes is the longest line accepted unless Options says otherwise; a longer line
+// is reported as an error and skipped.
+const DefaultMaxLineBytes = 1 << 20
+
+// Options configures how inputs are parsed.
+type Options struct {
+	// Format of the inputs; FormatAuto detects it per input.
+	Format Format
+	// ArxivBase is where arXiv ids resolve, as ArxivBase/pdf/ID. Empty means DefaultArxivBase.
+	ArxivBase string
+	// MaxLineBytes caps the length of a line. 0 means DefaultMaxLineBytes.
+	MaxLineBytes int
+}
+
+func (o Options) withDefaults() Options {
+	if o.ArxivBase == "" {
+		o.ArxivBase = DefaultArxivBase
+	}
+	if o.MaxLineBytes <= 0 {
+		o.MaxLineBytes = DefaultMaxLineBytes
+	}
+	return o
+}
+
+// Reader parses one input stream entry by entry, in bounded memory.
+type Reader struct {
+	name string
+	opts Options
+	br   *bufio.Reader
+	line int    // number of the last line read by readLine
+	mode Format // resolved format; FormatAuto until the first entry is seen
+	eof  bool
+
+	csv     *csv.Reader
+	csvBase int // line number of the CSV header, added to the csv reader's line numbers
+	csvCols csvColumns
+}
+
+// NewReader returns a Reader of r; name is used in error messages ("-" for standard input).
+func NewReader(r io.Reader, name string, opts Options) *Reader {
+	opts = opts.withDefaults()
+	return &Reader{name: name, opts: opts, br: bufio.NewReaderSize(r, 64<<10), mode: opts.Format}
+}
+
+// Next returns the next entry. A malformed entry is returned as a *LineError: report it and call
+// Next again. At the end of the input Next returns io.EOF; any other error (failing to read the
+// input, a bad CSV header) is fatal.
+func (r *Reader) Next() (Paper, error) {
+	if r.csv != nil {
+		return r.nextCSV()
+	}
+	for {
+		text, lineNo, err := r.readLine()
+		if err != nil {
+			return Paper{}, err
+		}
+		text = strings.TrimSpace(text)
+		if lineNo == 1 {
+			text = strings.TrimPrefix(text, "\ufeff") // a UTF-8 byte order mark
+		}
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		if r.mode == FormatAuto {
+			r.mode = formatMixed
+			if !strings.HasPrefix(text, "{") && looksLikeCSVHeader(text) {
+				r.mode = FormatCSV
+			}
+		}
+		if r.mode == FormatCSV {
+			if err := r.startCSV(text, lineNo); err != nil {
+				return Paper{}, err
+			}
+			return r.nextCSV()
+		}
+		p, err := r.parseLine(text)
+		if err != nil {
+			return Paper{}, &LineError{File: r.name, Line: lineNo, Err: err}
+		}
+		p.File, p.Line = r.name, lineNo
+		return p, nil
+	}
+}
+
+// errLineTooLong marks a line over the length limit.
+var errLineTooLong = errors.New("line too long")
+
+// readLine returns the next line without its terminator, and its number. Over-long lines are
+// consumed and returned as a *LineError. io.EOF once the input is exhausted.
+func (r *Reader) readLine() (string, int, error) {
+	if r.eof {
+		return "", r.line, io.EOF
+	}
+	var buf []byte
+	tooLong := false
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		if !tooLong {
+			if len(buf)+len(chunk) > r.opts.MaxLineBytes+2 {
+				tooLong, buf = true, nil
+			} else {
+				buf = append(buf, chunk...)
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", r.line, fmt.Errorf("read %s: %w", r.name, err)
+		}
+		if errors.Is(err, io.EOF) {
+			r.eof = true
+			if len(chunk) == 0 && buf == nil && !tooLong {
+				return "", r.line, io.EOF
+			}
+		}
+		r.line++
+		if tooLong {
+			return "", r.line, &LineError{File: r.name, Line: r.line, Err: fmt.Errorf("%w (more than %d bytes)", errLineTooLong, r.opts.MaxLineBytes)}
+		}
+		buf = bytes.TrimSuffix(buf, []byte{'\n'})
+		buf = bytes.TrimSuffix(buf, []byte{'\r'})
+		return string(buf), r.line, nil
+	}
+}
+
+// doiPattern recognises DOIs, to give a helpful message: they are not resolved.
+var doiPattern = regexp.MustCompile(`^(doi:|https?://(dx\.)?doi\.org/)?10\.[0-9]{4,9}/\S+$`)
+
+// parseLine parses one non-blank, non-comment line in lines, jsonl or mixed mode.
+func (r *Reader) parseLine(text string) (Paper, error) {
+	if strings.HasPrefix(text, "{") {
+		if r.mode == FormatLines {
+			return Paper{}, errors.New("a JSON object in a lines input (use --format jsonl or auto)")
+		}
+		return r.parseJSON(text)
+	}
+	if r.mode == FormatJSONL {
+		return Paper{}, fmt.Errorf("not a JSON object: %q", short(text))
+	}
+	if fields := strings.Fields(text); len(fields) > 1 {
+		if _, ok := ArxivID(fields[0]); ok || strings.Contains(fields[0], "://") {
+			return Paper{}, fmt.Errorf("one URL or arXiv id per line expected, got %q", short(text))
+		}
+		return Paper{}, fmt.Errorf("not a URL, arXiv id or JSON object: %q", short(text))
+	}
+	if id, ok := ArxivID(text); ok {
+		return Paper{ID: id, URLs: []string{ArxivURL(r.opts.ArxivBase, id)}}, nil
+	}
+	if len(text) > 6 && strings.EqualFold(text[:6], "arxiv:") {
+		return Paper{}, fmt.Errorf("malformed arXiv id %q", short(text))
+	}
+	if strings.Contains(text, "://") {
+		u, err := CheckURL(text)
+		if err != nil {
+			return Paper{}, err
+		}
+		return Paper{ID: URLID(u.String()), URLs: []string{text}}, nil
+	}
+	if doiPattern.MatchString(text) {
+		return Paper{}, fmt.Errorf("%q looks like a DOI; DOIs are not resolved, give the PDF's URL (or https://doi.org/%s)", short(text), strings.TrimPrefix(text, "doi:"))
+	}
+	return Paper{}, fmt.Errorf("not a URL, arXiv id or JSON object: %q", short(text))
+}
+
+// jsonEntry is the shape of a JSON Lines entry.
+type jsonEntry struct {
+	ID       string            `json:"id"`
+	PaperID  string            `json:"paper_id"`
+	URL      string            `json:"url"`
+	URLs     []string          `json:"urls"`
+	SHA256   string            `json:"sha256"`
+	Arxiv    string            `json:"arxiv"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+// knownJSONFields are the fields of jsonEntry; other fields become metadata.
+var knownJSONFields = map[string]bool{"id": true, "paper_id": true, "url": true, "urls": true, "sha256": true, "arxiv": true, "metadata": true}
+
+// parseJSON parses a JSON object line.
+func (r *Reader) parseJSON(text string) (Paper, error) {
+	var e jsonEntry
+	dec := json.NewDecoder(strings.NewReader(text))
+	if err := dec.Decode(&e); err != nil {
+		return Paper{}, fmt.Errorf("bad JSON: %w", err)
+	}
+	if dec.More() {
+		return Paper{}, errors.New("bad JSON: more than one value on the line")
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(text), &raw); err != nil {
+		return Paper{}, fmt.Errorf("bad JSON: %w", err)
+	}
+	md := e.Metadata
+	for k, v := range raw {
+		if knownJSONFields[k] {
+			continue
+		}
+		if md == nil {
+			md = map[string]string{}
+		}
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			md[k] = s
+		} else {
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, v); err != nil {
+				return Paper{}, fmt.Errorf("bad JSON field %q: %w", k, err)
+			}
+			md[k] = compact.String()
+		}
+	}
+	id := e.ID
+	if id == "" {
+		id = e.PaperID
+	}
+	var urls []string
+	if e.URL != "" {
+		urls = append(urls, e.URL)
+	}
+	urls = append(urls, e.URLs...)
+	if e.Arxiv != "" {
+		aid, ok := ArxivID(e.Arxiv)
+		if !ok {
+			return Paper{}, fmt.Errorf("malformed arXiv id %q", short(e.Arxiv))
+		}
+		if id == "" {
+			id = aid
+		}
+		urls = append(urls, ArxivURL(r.opts.ArxivBase, aid))
+	}
+	return r.finish(id, urls, e.SHA256, md)
+}
+
+// finish completes and validates an entry given as JSON or CSV.
+func (r *Reader) finish(id string, urls []string, sha string, md map[string]string) (Paper, error) {
+	id = strings.TrimSpace(id)
+	if aid, ok := ArxivID(id); ok {
+		id = aid
+		if len(urls) == 0 {
+			urls = []string{ArxivURL(r.opts.ArxivBase, aid)}
+		}
+	}
+	if len(urls) == 0 {
+		if id != "" {
+			return Paper{}, fmt.Errorf("paper %q has no URL (and its id is not an arXiv id)", short(id))
+		}
+		return Paper{}, errors.New("no id and no URL")
+	}
+	if len(urls) > MaxURLs {
+		return Paper{}, fmt.Errorf("%d URLs, at most %d allowed", len(urls), MaxURLs)
+	}
+	for i, u := range urls {
+		urls[i] = strings.TrimSpace(u)
+		if _, err := CheckURL(urls[i]); err != nil {
+			return Paper{}, err
+		}
+	}
+	if id == "" {
+		id = URLID(urls[0])
+	}
+	if err := CheckID(id); err != nil {
+		return Paper{}, err
+	}
+	sha, err := CheckSHA256(strings.TrimSpace(sha))
+	if err != nil {
+		return Paper{}, err
+	}
+	if err := checkMetadata(md); err != nil {
+		return Paper{}, err
+	}
+	if len(md) == 0 {
+		md = nil
+	}
+	return Paper{ID: id, URLs: urls, SHA256: sha, Metadata: md}, nil
+}
+
+// csvColumns maps a CSV header to the roles of its columns.
+type csvColumns struct {
+	id, url, urls, sha int // column index, or -1
+	meta               []int
+	names              []string
+}
+
+// headerNames are the recognised CSV column names, by role.
+var headerNames = map[string]string{
+	"id": "id", "paper_id": "id", "paperid": "id", "arxiv": "id", "arxiv_id": "id",
+	"url": "url", "pdf_url": "url", "pdf": "url", "link": "url",
+	"urls":   "urls",
+	"sha256": "sha", "sha-256": "sha", "checksum": "sha",
+}
+
+// looksLikeCSVHeader reports whether a first line is a CSV header: comma-separated names, one
+// of which is an id or url column, and no URL in it.
+func looksLikeCSVHeader(text string) bool {
+	if !strings.Contains(text, ",") || strings.Contains(text, "://") {
+		return false
+	}
+	fields, err := csv.NewReader(strings.NewReader(text)).Read()
+	if err != nil {
+		return false
+	}
+	for _, f := range fields {
+		if role := headerNames[strings.ToLower(strings.TrimSpace(f))]; role == "id" || role == "url" || role == "urls" {
+			return true
+		}
+	}
+	return false
+}
+
+// startCSV parses the header line and switches the reader to CSV records.
+func (r *Reader) startCSV(header string, lineNo int) error {
+	fields, err := csv.NewReader(strings.NewReader(header)).Read()
+	if err != nil {
+		return fmt.Errorf("%s:%d: bad CSV header: %w", r.name, lineNo, err)
+	}
+	cols := csvColumns{id: -1, url: -1, urls: -1, sha: -1}
+	seen := map[string]bool{}
+	for i, f := range fields {
+		name := strings.TrimSpace(f)
+		lower := strings.ToLower(name)
+		if name == "" {
+			return fmt.Errorf("%s:%d: bad CSV header: column %d has no name", r.name, lineNo, i+1)
+		}
+		if seen[lower] {
+			return fmt.Errorf("%s:%d: bad CSV header: column %q appears twice", r.name, lineNo, name)
+		}
+		seen[lower] = true
+		target := &cols.id
+		switch headerNames[lower] {
+		case "id":
+		case "url":
+			target = &cols.url
+		case "urls":
+			target = &cols.urls
+		case "sha":
+			target = &cols.sha
+		default:
+			cols.meta = append(cols.meta, i)
+			cols.names = append(cols.names, name)
+			continue
+		}
+		if *target >= 0 { // a second alias of the same role is metadata
+			cols.meta = append(cols.meta, i)
+			cols.names = append(cols.names, name)
+			continue
+		}
+		*target = i
+	}
+	if cols.id < 0 && cols.url < 0 && cols.urls < 0 {
+		return fmt.Errorf("%s:%d: CSV header %q has neither an id nor a url column", r.name, lineNo, short(header))
+	}
+	c := csv.NewReader(r.br)
+	c.FieldsPerRecord = -1
+	c.Comment = '#'
+	c.TrimLeadingSpace = true
+	c.ReuseRecord = true
+	r.csv, r.csvBase, r.csvCols = c, lineNo, cols
+	return nil
+}
+
+// nextCSV returns the next CSV record as a Paper.
+func (r *Reader) nextCSV() (Paper, error) {
+	for {
+		rec, err := r.csv.Read()
+		if errors.Is(err, io.EOF) {
+			return Paper{}, io.EOF
+		}
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				return Paper{}, &LineError{File: r.name, Line: r.csvBase + pe.Line, Err: fmt.Errorf("bad CSV: %w", pe.Err)}
+			}
+			return Paper{}, fmt.Errorf("read %s: %w", r.name, err)
+		}
+		line, _ := r.csv.FieldPos(0)
+		line += r.csvBase
+		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+			continue
+		}
+		p, err := r.csvRecord(rec)
+		if err != nil {
+			return Paper{}, &LineError{File: r.name, Line: line, Err: err}
+		}
+		p.File, p.Line = r.name, line
+		return p, nil
+	}
+}
+
+// csvRecord converts one CSV record.
+func (r *Reader) csvRecord(rec []string) (Paper, error) {
+	c := r.csvCols
+	get := func(i int) string {
+		if i < 0 || i >= len(rec) {
+			return ""
+		}
+		return strings.TrimSpace(rec[i])
+	}
+	var urls []string
+	if u := get(c.url); u != "" {
+		urls = append(urls, u)
+	}
+	if us := get(c.urls); us != "" {
+		urls = append(urls, strings.FieldsFunc(us, func(r rune) bool { return r == ' ' || r == '|' || r == ';' || r == '\t' })...)
+	}
+	var md map[string]string
+	for j, i := range c.meta {
+		if v := get(i); v != "" {
+			if md == nil {
+				md = map[string]string{}
+			}
+			md[c.names[j]] = v
+		}
+	}
+	return r.finish(get(c.id), urls, get(c.sha), md)
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

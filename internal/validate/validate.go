@@ -1,0 +1,336 @@
+// Package validate checks the syntax of paperfetch requests at the RPC boundary: sizes, id and
+// URL formats and per-message limits, exactly as documented in the proto contract
+// (proto/paperfetch/v1). A violation becomes INVALID_ARGUMENT whose message names the field path
+// (e.g. `papers[3].urls[0]: scheme "ftp" is not http or https`) and which carries a
+// google.rpc.BadRequest detail listing every violation found.
+//
+// Semantic checks (does the batch exist, are ids unique across chunks, is the batch sealed)
+// belong to the coordinator; this package only looks at one message.
+package validate
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// Limits of the contract. They mirror the proto comments; changing one is a contract change.
+const (
+	// MaxPaperIDBytes is the longest paper_id, in bytes.
+	MaxPaperIDBytes = 512
+	// MaxURLsPerPaper is the most candidate URLs a paper may have.
+	MaxURLsPerPaper = 16
+	// MaxURLBytes is the longest URL, in bytes.
+	MaxURLBytes = 4096
+	// MaxMetadataEntries is the most metadata entries a paper may carry.
+	MaxMetadataEntries = 32
+	// MaxMetadataKeyBytes is the longest metadata key, in bytes.
+	MaxMetadataKeyBytes = 128
+	// MaxMetadataValueBytes is the longest metadata value, in bytes.
+	MaxMetadataValueBytes = 2048
+	// MaxBatchIDBytes is the longest batch_id.
+	MaxBatchIDBytes = 128
+	// MaxPapersPerMessage is the most papers in one SubmitBatch or AppendPapers message.
+	MaxPapersPerMessage = 5000
+	// MaxLabels is the most labels a batch may carry.
+	MaxLabels = 32
+	// MaxListBatchesPageSize is the largest ListBatches page_size.
+	MaxListBatchesPageSize = 1000
+	// MaxListPapersPageSize is the largest ListPapers page_size.
+	MaxListPapersPageSize = 5000
+	// SHA256HexLen is the length of a hex SHA-256 digest.
+	SHA256HexLen = 64
+	// maxViolations bounds how many violations one error reports.
+	maxViolations = 20
+)
+
+// Request validates one request message. It returns nil for a valid request and for message
+// types it has no rules for (so it can be called on every message a server receives), and an
+// *Error otherwise.
+func Request(msg any) error {
+	var v violations
+	switch m := msg.(type) {
+	case *pb.SubmitBatchRequest:
+		v.optionalBatchID("batch_id", m.GetBatchId())
+		v.papers("papers", m.GetPapers())
+		v.labels("labels", m.GetLabels())
+	case *pb.CreateBatchRequest:
+		v.optionalBatchID("batch_id", m.GetBatchId())
+		v.labels("labels", m.GetLabels())
+	case *pb.AppendPapersRequest:
+		v.batchID("batch_id", m.GetBatchId())
+		if m.GetChunkIndex() < 0 {
+			v.add("chunk_index", fmt.Sprintf("must not be negative, got %d", m.GetChunkIndex()))
+		}
+		v.papers("papers", m.GetPapers())
+	case *pb.SealBatchRequest:
+		v.batchID("batch_id", m.GetBatchId())
+		if m.GetChunkCount() < 0 {
+			v.add("chunk_count", fmt.Sprintf("must not be negative, got %d", m.GetChunkCount()))
+		}
+	case *pb.GetBatchRequest:
+		v.batchID("batch_id", m.GetBatchId())
+	case *pb.ListBatchesRequest:
+		v.pageSize("page_size", m.GetPageSize(), MaxListBatchesPageSize)
+	case *pb.GetPaperRequest:
+		v.batchID("batch_id", m.GetBatchId())
+		v.paperID("paper_id", m.GetPaperId())
+	case *pb.ListPapersRequest:
+		v.batchID("batch_id", m.GetBatchId())
+		for i, s := range m.GetStates() {
+			if _, ok := pb.PaperState_name[int32(s)]; !ok || s == pb.PaperState_PAPER_STATE_UNSPECIFIED {
+				v.add(index("states", i), fmt.Sprintf("%d is not a paper state", int32(s)))
+			}
+		}
+		v.pageSize("page_size", m.GetPageSize(), MaxListPapersPageSize)
+	case *pb.WatchBatchRequest:
+		v.batchID("batch_id", m.GetBatchId())
+	case *pb.CancelBatchRequest:
+		v.batchID("batch_id", m.GetBatchId())
+	case *pb.ReadPaperRequest:
+		v.batchID("batch_id", m.GetBatchId())
+		v.paperID("paper_id", m.GetPaperId())
+		if m.GetOffset() < 0 {
+			v.add("offset", fmt.Sprintf("must not be negative, got %d", m.GetOffset()))
+		}
+	case *pb.FetchRequest:
+		v.url("url", m.GetUrl())
+		v.sha256("expected_sha256", m.GetExpectedSha256())
+		if m.GetMaxSizeBytes() < 0 {
+			v.add("max_size_bytes", fmt.Sprintf("must not be negative, got %d", m.GetMaxSizeBytes()))
+		}
+		if t := m.GetTimeout(); t != nil {
+			if err := t.CheckValid(); err != nil {
+				v.add("timeout", err.Error())
+			} else if t.AsDuration() <= 0 {
+				v.add("timeout", "must be positive")
+			}
+		}
+	default:
+		return nil
+	}
+	return v.err()
+}
+
+// PaperSpec validates one paper; path prefixes the field names in the violations (e.g.
+// "papers[3]"). It is exported for callers that build papers themselves (the CLI, tests).
+func PaperSpec(path string, p *pb.PaperSpec) error {
+	var v violations
+	v.paper(path, p)
+	return v.err()
+}
+
+// violations collects what is wrong with one message.
+type violations struct {
+	list    []Violation
+	dropped int
+}
+
+func (v *violations) add(field, desc string) {
+	if len(v.list) >= maxViolations {
+		v.dropped++
+		return
+	}
+	v.list = append(v.list, Violation{Field: field, Description: desc})
+}
+
+func (v *violations) err() error {
+	if len(v.list) == 0 {
+		return nil
+	}
+	return &Error{Violations: v.list, More: v.dropped}
+}
+
+func (v *violations) papers(path string, papers []*pb.PaperSpec) {
+	switch n := len(papers); {
+	case n == 0:
+		v.add(path, "at least one paper is required")
+		return
+	case n > MaxPapersPerMessage:
+		v.add(path, fmt.Sprintf("%d papers exceed the limit of %d per message; send them in chunks with AppendPapers", n, MaxPapersPerMessage))
+		return
+	}
+	seen := make(map[string]int, len(papers))
+	for i, p := range papers {
+		ip := index(path, i)
+		v.paper(ip, p)
+		id := p.GetPaperId()
+		if id == "" {
+			continue
+		}
+		if j, dup := seen[id]; dup {
+			v.add(ip+".paper_id", fmt.Sprintf("duplicate of %s.paper_id %q", index(path, j), truncate(id)))
+			continue
+		}
+		seen[id] = i
+	}
+}
+
+func (v *violations) paper(path string, p *pb.PaperSpec) {
+	if p == nil {
+		v.add(path, "is null")
+		return
+	}
+	v.paperID(path+".paper_id", p.GetPaperId())
+	urls := p.GetUrls()
+	switch n := len(urls); {
+	case n == 0:
+		v.add(path+".urls", "at least one URL is required")
+	case n > MaxURLsPerPaper:
+		v.add(path+".urls", fmt.Sprintf("%d URLs exceed the limit of %d", n, MaxURLsPerPaper))
+	default:
+		for i, u := range urls {
+			v.url(index(path+".urls", i), u)
+		}
+	}
+	v.sha256(path+".expected_sha256", p.GetExpectedSha256())
+	md := p.GetMetadata()
+	if len(md) > MaxMetadataEntries {
+		v.add(path+".metadata", fmt.Sprintf("%d entries exceed the limit of %d", len(md), MaxMetadataEntries))
+		return
+	}
+	for _, k := range sortedKeys(md) {
+		if len(k) > MaxMetadataKeyBytes {
+			v.add(fmt.Sprintf("%s.metadata[%q]", path, truncate(k)), fmt.Sprintf("key of %d bytes exceeds the limit of %d", len(k), MaxMetadataKeyBytes))
+		}
+		if val := md[k]; len(val) > MaxMetadataValueBytes {
+			v.add(fmt.Sprintf("%s.metadata[%q]", path, truncate(k)), fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(val), MaxMetadataValueBytes))
+		}
+	}
+}
+
+func (v *violations) paperID(path, id string) {
+	switch {
+	case id == "":
+		v.add(path, "is required")
+	case len(id) > MaxPaperIDBytes:
+		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d", len(id), MaxPaperIDBytes))
+	case !utf8.ValidString(id):
+		v.add(path, "is not valid UTF-8")
+	default:
+		for i, r := range id {
+			if r == 0 {
+				v.add(path, fmt.Sprintf("contains NUL at byte %d", i))
+				return
+			}
+			if unicode.IsControl(r) {
+				v.add(path, fmt.Sprintf("contains control character %U at byte %d", r, i))
+				return
+			}
+		}
+	}
+}
+
+func (v *violations) url(path, raw string) {
+	if raw == "" {
+		v.add(path, "is required")
+		return
+	}
+	if len(raw) > MaxURLBytes {
+		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d", len(raw), MaxURLBytes))
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		msg := err.Error()
+		if errors.As(err, &ue) {
+			msg = ue.Err.Error()
+		}
+		v.add(path, "cannot be parsed: "+msg)
+		return
+	}
+	switch {
+	case !u.IsAbs():
+		v.add(path, "is not an absolute URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add(path, fmt.Sprintf("scheme %q is not http or https", truncate(u.Scheme)))
+	case u.User != nil:
+		v.add(path, "must not carry credentials (userinfo)")
+	case u.Host == "" || u.Hostname() == "":
+		v.add(path, "has no host")
+	}
+}
+
+func (v *violations) sha256(path, s string) {
+	if s == "" {
+		return
+	}
+	if len(s) != SHA256HexLen {
+		v.add(path, fmt.Sprintf("must be empty or %d hex digits, got %d characters", SHA256HexLen, len(s)))
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			v.add(path, fmt.Sprintf("must be hex digits, found %q at %d", c, i))
+			return
+		}
+	}
+}
+
+func (v *violations) batchID(path, id string) {
+	if id == "" {
+		v.add(path, "is required")
+		return
+	}
+	v.optionalBatchID(path, id)
+}
+
+func (v *violations) optionalBatchID(path, id string) {
+	if id == "" {
+		return
+	}
+	if len(id) > MaxBatchIDBytes {
+		v.add(path, fmt.Sprintf("%d characters exceed the limit of %d", len(id), MaxBatchIDBytes))
+		return
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			v.add(path, fmt.Sprintf("character %q at %d is not one of [A-Za-z0-9._-]", c, i))
+			return
+		}
+	}
+}
+
+func (v *violations) labels(path string, labels map[string]string) {
+	if len(labels) > MaxLabels {
+		v.add(path, fmt.Sprintf("%d labels exceed the limit of %d", len(labels), MaxLabels))
+	}
+}
+
+func (v *violations) pageSize(path string, n, max int32) {
+	if n < 0 || n > max {
+		v.add(path, fmt.Sprintf("must be between 0 and %d, got %d", max, n))
+	}
+}
+
+// index returns path[i].
+func index(path string, i int) string {
+	return path + "[" + strconv.Itoa(i) + "]"
+}
+
+// truncate shortens a client-supplied value quoted in an error message.
+func truncate(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func sortedKeys(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
+}
