@@ -169,6 +169,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
 		}
 		received += int64(len(buf))
+		a.d.metrics.bytes.Add(float64(len(buf)))
 	}
 	if fail := a.copyBody(ctx, body, sink, &received, total, maxSize, resp, finalURL); fail != nil {
 		return nil, outcome{}, fail

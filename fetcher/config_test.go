@@ -1,7 +1,10 @@
 package fetcher
 
 import (
+	"context"
 	"flag"
+	"os"
+	"path/filepath"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -12,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 func TestRegisterFlags(t *testing.T) {
@@ -81,5 +85,39 @@ func TestUserAgentHeaderTimeoutAndMetrics(t *testing.T) {
 		if !names[n] {
 			t.Errorf("metric %s missing (have %v)", n, names)
 		}
+	}
+}
+
+func TestNewCleansOldSpoolFiles(t *testing.T) {
+	dir := t.TempDir()
+	tmp := blobstore.TempDir(dir)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(tmp, "killed.tmp"+blobstore.TempSuffix)
+	fresh := filepath.Join(tmp, "running.part"+blobstore.TempSuffix)
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("%PDF-partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-48 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	url := "file://" + dir
+	bucket, err := blobstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	if _, err := New(Config{Bucket: bucket, BlobURL: url}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Fatalf("old temp file kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("recent temp file removed: %v", err)
 	}
 }

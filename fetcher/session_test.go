@@ -192,7 +192,7 @@ func (g *gatedOrigin) open() { g.once.Do(func() { close(g.release) }) }
 
 func assign(id, url string) *pb.WorkResponse {
 	return &pb.WorkResponse{Msg: &pb.WorkResponse_Assign{Assign: &pb.Assign{
-		LeaseId: id, BatchId: "b1", PaperId: "paper/" + id, Url: url, Attempt: 1,
+		LeaseId: id, BatchId: "b1", PaperId: "../../paper/" + id + "\x00", Url: url, Attempt: 1,
 	}}}
 }
 
@@ -202,7 +202,7 @@ func wantEvent(t *testing.T, m *pb.WorkRequest, lease string) *pb.DownloadEvent 
 	if ev == nil {
 		t.Fatalf("got %v, want an event of %s", m, lease)
 	}
-	if ev.GetLeaseId() != lease || ev.GetAttempt() != 1 || ev.GetBatchId() != "b1" || ev.GetPaperId() != "paper/"+lease || ev.GetTime() == nil {
+	if ev.GetLeaseId() != lease || ev.GetAttempt() != 1 || ev.GetBatchId() != "b1" || ev.GetPaperId() != "../../paper/"+lease+"\x00" || ev.GetTime() == nil {
 		t.Fatalf("event %v: wrong lease fields", ev)
 	}
 	return ev
@@ -291,7 +291,7 @@ func TestWorkReconnectReannouncesInFlight(t *testing.T) {
 	// Reconnect: the running lease is announced and holds a slot.
 	s2 := h.stream(t)
 	hello := s2.next(t).GetHello()
-	if len(hello.GetInFlight()) != 1 || hello.GetInFlight()[0].GetLeaseId() != "L1" || hello.GetInFlight()[0].GetPaperId() != "paper/L1" || hello.GetSlots() != 3 {
+	if len(hello.GetInFlight()) != 1 || hello.GetInFlight()[0].GetLeaseId() != "L1" || hello.GetInFlight()[0].GetPaperId() != "../../paper/L1\x00" || hello.GetSlots() != 3 {
 		t.Fatalf("hello after reconnect %v", hello)
 	}
 	g.open()

@@ -38,6 +38,8 @@ func run(args []string) error {
 	listen := fs.String("listen", ":7401", "gRPC address of this fetcher's FetcherService, health and reflection")
 	blobURL := fs.String("blob", "file://./blobs", "blob store URL (file:///dir or s3://bucket?endpoint=...&region=...&use_path_style=true)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var s3 blobstore.S3Options
+	s3.RegisterFlags(fs)
 	var cfg fetcher.Config
 	cfg.RegisterFlags(fs)
 	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleFetcher)
@@ -57,14 +59,18 @@ func run(args []string) error {
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
-	bucket, err := blobstore.Open(sigCtx, *blobURL)
+	bucketURL, err := s3.Apply(*blobURL)
+	if err != nil {
+		return err
+	}
+	bucket, err := blobstore.Open(sigCtx, bucketURL)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = bucket.Close() }()
 
 	reg := prometheus.NewRegistry()
-	cfg.Bucket, cfg.BlobURL, cfg.Logger, cfg.Registerer = bucket, *blobURL, logger, reg
+	cfg.Bucket, cfg.BlobURL, cfg.Logger, cfg.Registerer = bucket, bucketURL, logger, reg
 	f, err := fetcher.New(cfg)
 	if err != nil {
 		return err

@@ -247,3 +247,17 @@ func TestCommitterConcurrent(t *testing.T) {
 	}
 	_ = dups // how many found the object already depends on timing
 }
+
+func TestS3OptionsApply(t *testing.T) {
+	o := S3Options{Endpoint: "http://127.0.0.1:9000", Region: "us-east-1", PathStyle: true}
+	got, err := o.Apply("s3://papers?region=eu-west-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "s3://papers?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1&use_path_style=true"; got != want {
+		t.Fatalf("Apply = %q, want %q", got, want)
+	}
+	if got, _ := o.Apply("file:///x"); got != "file:///x" {
+		t.Fatalf("file URL changed: %q", got)
+	}
+}

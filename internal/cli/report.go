@@ -80,7 +80,7 @@ func (s *summary) finish(elapsed time.Duration) {
 	s.ElapsedSeconds = elapsed.Seconds()
 	if elapsed > 0 {
 		s.BytesPerSecond = float64(s.BytesDownloaded) / elapsed.Seconds()
-		s.PapersPerSecond = float64(s.Succeeded-s.Cached) / elapsed.Seconds()
+		s.PapersPerSecond = float64(s.Succeeded+s.Failed+s.Cancelled) / elapsed.Seconds()
 	}
 }
 

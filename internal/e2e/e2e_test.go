@@ -15,11 +15,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/goleak"
 	"gocloud.dev/blob"
 	"google.golang.org/grpc"
@@ -126,8 +130,14 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 		wg.Wait()
 	}()
 
+	// Metrics are scraped over HTTP, as Prometheus would.
+	reg := prometheus.NewRegistry()
+	metricsSrv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer metricsSrv.Close()
+
 	bucket := openBucket(t, ctx, blobURL)
 	coord, err := coordinator.Open(coordinator.Config{
+		Registerer:         reg,
 		DataDir:            filepath.Join(dir, "data"),
 		Bucket:             bucket,
 		PerHostDelay:       -1, // no politeness delay against the test origin
@@ -157,6 +167,7 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 			Slots:                4,
 			Bucket:               openBucket(t, ctx, blobURL),
 			AllowPrivateNetworks: true,
+			Registerer:           prometheus.WrapRegistererWith(prometheus.Labels{"fetcher": fmt.Sprint(i)}, reg),
 			Logger:               logger.With("component", "fetcher", "fetcher", i),
 		})
 		if err != nil {
@@ -175,6 +186,10 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 	// Both binaries serve health and reflection.
 	for _, addr := range append([]string{coordAddr}, fetcherAddrs...) {
 		checkHealthAndReflection(t, ctx, dial(t, addr))
+	}
+
+	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_papers{state="SUCCEEDED"}`); got != 0 {
+		t.Errorf("before the batch: succeeded papers metric = %v, want 0", got)
 	}
 
 	client := pb.NewCoordinatorServiceClient(coordConn)
@@ -250,6 +265,26 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 		t.Errorf("origin served %d requests for %d papers, want exactly one each", hits, papers)
 	}
 
+	// The key series moved as the batch ran.
+	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_papers{state="SUCCEEDED"}`); got != papers {
+		t.Errorf("succeeded papers metric = %v, want %d", got, papers)
+	}
+	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_connected_fetchers`); got != 2 {
+		t.Errorf("connected fetchers metric = %v, want 2", got)
+	}
+	var wantBytes int64
+	for _, b := range org.bodies {
+		wantBytes += int64(len(b))
+	}
+	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_downloaded_bytes_total`); got != float64(wantBytes) {
+		t.Errorf("downloaded bytes metric = %v, want %d", got, wantBytes)
+	}
+	fetched := scrape(t, metricsSrv.URL, `paperfetch_fetcher_downloaded_bytes_total{fetcher="0"}`) +
+		scrape(t, metricsSrv.URL, `paperfetch_fetcher_downloaded_bytes_total{fetcher="1"}`)
+	if fetched != float64(wantBytes) {
+		t.Errorf("fetchers' downloaded bytes = %v, want %d", fetched, wantBytes)
+	}
+
 	// ReadPaper streams the stored file back.
 	rs, err := client.ReadPaper(callCtx, &pb.ReadPaperRequest{BatchId: "e2e-batch", PaperId: "paper-007"})
 	if err != nil {
@@ -269,6 +304,33 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 	if got := hex.EncodeToString(h.Sum(nil)); got != org.sums["/paper/7.pdf"] {
 		t.Errorf("ReadPaper returned bytes with sha256 %s, want %s", got, org.sums["/paper/7.pdf"])
 	}
+}
+
+// scrape fetches url (a Prometheus text exposition) and returns the value of the series named
+// exactly by series (name plus labels as exposed), or 0 when it is absent.
+func scrape(t *testing.T, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || name != series {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("scrape: series %s has value %q", series, value)
+		}
+		return v
+	}
+	return 0
 }
 
 func openBucket(t *testing.T, ctx context.Context, url string) *blob.Bucket {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -379,4 +380,27 @@ func TestSharedTLSFlags(t *testing.T) {
 	if err != nil || creds.Info().SecurityProtocol != "tls" {
 		t.Fatalf("client credentials: %v %v", creds, err)
 	}
+}
+
+// TestReloadLoop checks that the owned reload loop picks up a rotated token file by itself.
+func TestReloadLoop(t *testing.T) {
+	dir := t.TempDir()
+	ts := startCoordinator(t, "--tokens", writeFile(t, dir, "tokens", "old\n"), "--reload-interval", "20ms")
+	c := pb.NewCoordinatorServiceClient(dial(t, ts.addr))
+	writeFile(t, dir, "tokens", "new\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.GetBatch(withToken(t.Context(), "new"), &pb.GetBatchRequest{BatchId: "b"})
+		if err == nil {
+			break
+		}
+		wantCode(t, "new token before the reload", err, codes.Unauthenticated)
+		if time.Now().After(deadline) {
+			t.Fatal("the reload loop never picked up the rotated token file")
+		}
+		runtime.Gosched()
+		<-time.After(5 * time.Millisecond) // polling an external effect (a file watched by a timer), not ordering goroutines
+	}
+	_, err := c.GetBatch(withToken(t.Context(), "old"), &pb.GetBatchRequest{BatchId: "b"})
+	wantCode(t, "old token after the reload", err, codes.Unauthenticated)
 }
