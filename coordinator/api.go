@@ -412,8 +412,8 @@ func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService
 			return status.Error(codes.ResourceExhausted, "watcher fell too far behind; reconnect")
 		}
 		msg := &pb.WatchBatchResponse{Snapshot: u.snapshot, Batch: u.batch, Active: u.active}
-		if len(u.papers) > 0 {
-			ups, err := a.paperUpdates(u.papers)
+		if u.npapers > 0 {
+			ups, err := a.paperUpdates(u.changed())
 			if err != nil {
 				return status.Errorf(codes.Internal, "read paper updates: %v", err)
 			}
@@ -428,11 +428,7 @@ func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService
 	}
 }
 
-func (a *api) paperUpdates(set map[uint32]struct{}) ([]*pb.PaperUpdate, error) {
-	idxs := make([]uint32, 0, len(set))
-	for idx := range set {
-		idxs = append(idxs, idx)
-	}
+func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
 	recs, specs, err := a.c.st.readPapers(idxs)
 	if err != nil {
 		return nil, err

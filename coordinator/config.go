@@ -35,8 +35,8 @@ type Config struct {
 	DataDir string
 	// Bucket is the blob store ReadPaper reads from; nil makes ReadPaper FAILED_PRECONDITION.
 	Bucket *blob.Bucket
-	// PerHostDelay is the minimum time between request starts on one host (default 1s;
-	// negative: no delay).
+	// PerHostDelay is the minimum time between request starts on one host. 0 means the
+	// default, 1s; negative means no delay.
 	PerHostDelay time.Duration
 	// PerHostConcurrency is the maximum number of concurrent downloads per host (default 2).
 	PerHostConcurrency int

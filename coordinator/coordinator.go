@@ -49,6 +49,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("coordinator: Config.DataDir is required")
 	}
+	openStart := time.Now()
 	st, err := openStore(cfg.DataDir, cfg.LockTimeout, cfg.NoSync)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
@@ -63,6 +64,7 @@ func Open(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	c.eng = newEngine(cfg, st, c.m)
+	opened := time.Since(openStart)
 	start := time.Now()
 	if err := c.eng.load(cfg.Clock.Now()); err != nil {
 		_ = st.close()
@@ -70,7 +72,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	c.m.update(c.eng)
 	cfg.Logger.Info("coordinator store loaded", "dir", cfg.DataDir, "batches", len(c.eng.batches),
-		"papers", len(c.eng.papers), "orphan_leases", len(c.eng.orphans), "took", time.Since(start))
+		"papers", len(c.eng.papers), "orphan_leases", len(c.eng.orphans), "open", opened, "reload", time.Since(start))
 	return c, nil
 }
 
@@ -80,7 +82,7 @@ func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
 	pb.RegisterFetcherGatewayServiceServer(s, &gateway{c: c})
 }
 
-// Run is the owner loop. It returns nil when ctx is done, or an error when the store fails (the
+// Run is the owner loop; call it once. It returns nil when ctx is done, or an error when the store fails (the
 // in-memory state can then no longer be trusted: restart the process). Calls made while Run is
 // not running wait (or fail with RESOURCE_EXHAUSTED when the inbox is full); calls made after it
 // returned fail with UNAVAILABLE.

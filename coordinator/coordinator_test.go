@@ -144,12 +144,17 @@ func TestCancelBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "two assignments", func() bool { return f.assignCount() == 2 })
+	watched := make(chan *pb.Batch, 1)
+	go func() { watched <- watchToEnd(t, h, "c") }()
 	cr, err := h.api.CancelBatch(ctx, &pb.CancelBatchRequest{BatchId: "c", Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cr.GetBatch().GetState() != pb.BatchState_BATCH_STATE_CANCELLED || cr.GetBatch().GetCounts().GetCancelled() != 8 || cr.GetBatch().GetCounts().GetDownloading() != 2 {
 		t.Fatalf("after cancel: %v", cr.GetBatch())
+	}
+	if b := <-watched; b.GetState() != pb.BatchState_BATCH_STATE_CANCELLED {
+		t.Fatalf("watch ended with %v", b)
 	}
 	lp, err := h.api.ListPapers(ctx, &pb.ListPapersRequest{BatchId: "c", States: []pb.PaperState{pb.PaperState_PAPER_STATE_DOWNLOADING}, PageSize: 1})
 	if err != nil || len(lp.GetPapers()) != 1 || lp.GetNextPageToken() == "" {

@@ -106,8 +106,6 @@ func newEngine(cfg Config, st *store, m *metrics) *engine {
 	}
 }
 
-func (e *engine) now() time.Time { return e.cfg.Clock.Now() }
-
 // debug reports whether debug logs are wanted (to skip building their attributes).
 func (e *engine) debug() bool { return e.log.Enabled(context.Background(), slog.LevelDebug) }
 

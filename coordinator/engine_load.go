@@ -17,11 +17,7 @@ import (
 // leases that reconnecting fetchers may adopt until now+ReconnectGrace.
 func (e *engine) load(now time.Time) error {
 	e.graceUntil = now.Add(e.cfg.ReconnectGrace)
-	type collision struct {
-		idx uint32
-		key uint64
-	}
-	var collisions []collision
+	collided := map[uint64]struct{}{} // per-batch index keys shared by several papers
 	err := e.st.db.View(func(tx *bolt.Tx) error {
 		if err := tx.Bucket([]byte(bucketHosts)).ForEach(func(k, v []byte) error {
 			e.addHost(binary.BigEndian.Uint32(k), string(v))
@@ -70,7 +66,14 @@ func (e *engine) load(now time.Time) error {
 		if k, _ := cur.Last(); k != nil {
 			n := int(binary.BigEndian.Uint32(k)) + 1
 			e.papers = make([]paperRec, 0, n+n/8)
+			e.byBatch = make(map[uint64]uint32, n)
 		}
+		// The cache indexes are filled after the scan, sized exactly.
+		type cached struct {
+			idx                      uint32
+			idHash, urlHash, finHash uint64
+		}
+		var succeeded []cached
 		var rec paperRecord
 		for k, v := cur.First(); k != nil; k, v = cur.Next() {
 			idx := binary.BigEndian.Uint32(k)
@@ -88,11 +91,13 @@ func (e *engine) load(now time.Time) error {
 			b := e.batches[p.batch]
 			b.counts[p.state]++
 			e.counts[p.state]++
+			// One map operation per paper (the reload is bound by memory latency): a
+			// collision shows as a map that did not grow, and is resolved after the scan.
 			key := batchKey(rec.idHash, p.batch)
-			if _, taken := e.byBatch[key]; taken {
-				collisions = append(collisions, collision{idx: idx, key: key})
-			} else {
-				e.byBatch[key] = idx
+			before := len(e.byBatch)
+			e.byBatch[key] = idx
+			if len(e.byBatch) == before {
+				collided[key] = struct{}{}
 			}
 			switch p.state {
 			case stateQueued:
@@ -110,24 +115,44 @@ func (e *engine) load(now time.Time) error {
 				if p.flags&flagCached != 0 {
 					b.cached++
 				}
-				e.cacheByID[rec.idHash] = idx
-				if rec.urlHash != 0 {
-					e.cacheByURL[rec.urlHash] = idx
-				}
-				if rec.finalHash != 0 {
-					e.cacheByURL[rec.finalHash] = idx
-				}
+				succeeded = append(succeeded, cached{idx: idx, idHash: rec.idHash, urlHash: rec.urlHash, finHash: rec.finalHash})
 			}
 		}
-		// Hash collisions of the per-batch index: keep the first paper in byBatch, the
-		// others in the overflow map (by real id).
-		for _, c := range collisions {
-			raw := tx.Bucket([]byte(bucketSpecs)).Get(key32(c.idx))
-			spec := &pb.PaperSpec{}
-			if err := proto.Unmarshal(raw, spec); err != nil {
-				return fmt.Errorf("paper %d spec: %w", c.idx, err)
+		e.cacheByID = make(map[uint64]uint32, len(succeeded))
+		e.cacheByURL = make(map[uint64]uint32, len(succeeded))
+		for _, s := range succeeded {
+			e.cacheByID[s.idHash] = s.idx
+			if s.urlHash != 0 {
+				e.cacheByURL[s.urlHash] = s.idx
 			}
-			e.overflow[overflowKey(e.papers[c.idx].batch, spec.GetPaperId())] = c.idx
+			if s.finHash != 0 {
+				e.cacheByURL[s.finHash] = s.idx
+			}
+		}
+		// Hash collisions of the per-batch index (astronomically rare): the first paper
+		// keeps the key, the others go to the overflow map, by their real id.
+		if len(collided) > 0 {
+			first := map[uint64]bool{}
+			for k, v := cur.First(); k != nil; k, v = cur.Next() {
+				if err := rec.unmarshalFixed(v); err != nil {
+					return err
+				}
+				key := batchKey(rec.idHash, rec.batch)
+				if _, ok := collided[key]; !ok {
+					continue
+				}
+				idx := binary.BigEndian.Uint32(k)
+				if !first[key] {
+					first[key] = true
+					e.byBatch[key] = idx
+					continue
+				}
+				spec := &pb.PaperSpec{}
+				if err := proto.Unmarshal(tx.Bucket([]byte(bucketSpecs)).Get(k), spec); err != nil {
+					return fmt.Errorf("paper %d spec: %w", idx, err)
+				}
+				e.overflow[overflowKey(rec.batch, spec.GetPaperId())] = idx
+			}
 		}
 		return nil
 	})

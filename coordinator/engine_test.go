@@ -1,9 +1,12 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
@@ -247,5 +250,64 @@ func TestLeaseExpiryAndDraining(t *testing.T) {
 	h.send(d, eventReq(as[0], 2, completedEv(as[0])))
 	if h.batch("b").counts[stateSucceeded] != 1 {
 		t.Fatalf("valid event not applied: %v", h.batch("b").counts)
+	}
+}
+
+func TestFullSendBufferBreaksStream(t *testing.T) {
+	h := newEngHarness(t, Config{PerHostConcurrency: 10})
+	h.submit("b", oneHost("p", 5))
+	c := newFetcherConn(2)
+	r := &helloMsg{c: c, hello: &pb.Hello{FetcherId: "slow", Slots: 5}, reply: make(chan error, 1)}
+	h.apply(r)
+	select {
+	case <-c.killed:
+	default:
+		t.Fatal("stream with a full buffer not broken")
+	}
+	if !c.closed || len(c.leases) != 0 || h.batch("b").counts[stateQueued] != 5 || h.e.credits != 0 {
+		t.Fatalf("closed %v leases %d counts %v credits %d", c.closed, len(c.leases), h.batch("b").counts, h.e.credits)
+	}
+	f := h.connect("fast", 5)
+	if as, _, _ := recv(f); len(as) != 5 {
+		t.Fatalf("re-assigned %d", len(as))
+	}
+}
+
+// TestIndexCollisionsSurviveRestart forges a hash collision of the per-batch index in the
+// store and checks both papers stay reachable after a reload.
+func TestIndexCollisionsSurviveRestart(t *testing.T) {
+	h := newEngHarness(t, Config{})
+	h.submit("b", oneHost("p", 3))
+	err := h.st.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket([]byte(bucketPapers))
+		var r0, r1 paperRecord
+		if err := r0.unmarshal(bk.Get(key32(0))); err != nil {
+			return err
+		}
+		if err := r1.unmarshal(bk.Get(key32(1))); err != nil {
+			return err
+		}
+		r1.idHash = r0.idHash
+		return bk.Put(key32(1), r1.marshal(nil))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	for i, id := range []string{"p0", "p1", "p2"} {
+		r := &lookupReq{batchID: "b", paperID: id, reply: make(chan lookupResult, 1)}
+		h.apply(r)
+		res := <-r.reply
+		if res.err != nil || res.idx != uint32(i) {
+			t.Fatalf("lookup %s: %+v", id, res)
+		}
+	}
+	// A new chunk with a colliding id is still a duplicate.
+	pp, sum, err := preparePapers("papers", oneHost("p", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.e.addPapers(h.batch("b"), 1, pp, sum, h.clk.Now()); !errors.Is(err, errInvalid) {
+		t.Fatalf("duplicate id accepted: %v", err)
 	}
 }

@@ -99,7 +99,6 @@ func (r *hostRing) pop() *host {
 	return h
 }
 
-func (r *hostRing) len() int { return len(r.items) - r.head }
 
 // hostHeap orders sleeping hosts by wake time.
 type hostHeap []*host

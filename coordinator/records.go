@@ -174,12 +174,6 @@ func key32(v uint32) []byte {
 	return b[:]
 }
 
-func key64(v uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	return b[:]
-}
-
 func chunkKey(batch uint32, index int64) []byte {
 	var b [12]byte
 	binary.BigEndian.PutUint32(b[:], batch)

@@ -7,7 +7,7 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
-// maxWatcherBacklog is how many distinct paper updates a watcher may have pending before it
+// maxWatcherBacklog is how many paper updates a watcher may have pending before it
 // is considered too far behind and ended with RESOURCE_EXHAUSTED.
 const maxWatcherBacklog = 200_000
 
@@ -29,10 +29,32 @@ type watcher struct {
 type watchUpdate struct {
 	snapshot bool
 	batch    *pb.Batch
-	papers   map[uint32]struct{}
+	// papers are the lists of changed papers posted since the previous send. The lists are
+	// shared by every watcher of the batch (posting is O(1) per watcher); the stream's
+	// goroutine removes duplicates.
+	papers   [][]uint32
+	npapers  int
 	active   []*pb.ActiveDownload
 	final    bool
 	overflow bool
+}
+
+// changed returns the distinct papers of the update.
+func (u *watchUpdate) changed() []uint32 {
+	if len(u.papers) == 1 {
+		return u.papers[0]
+	}
+	seen := make(map[uint32]struct{}, u.npapers)
+	var out []uint32
+	for _, l := range u.papers {
+		for _, idx := range l {
+			if _, dup := seen[idx]; !dup {
+				seen[idx] = struct{}{}
+				out = append(out, idx)
+			}
+		}
+	}
+	return out
 }
 
 func newWatcher(batch uint32, includePapers bool) *watcher {
@@ -54,13 +76,9 @@ func (w *watcher) post(snapshot bool, b *pb.Batch, papers []uint32, active []*pb
 	if w.includePapers {
 		u.active = active
 		if len(papers) > 0 {
-			if u.papers == nil {
-				u.papers = make(map[uint32]struct{}, len(papers))
-			}
-			for _, p := range papers {
-				u.papers[p] = struct{}{}
-			}
-			if len(u.papers) > maxWatcherBacklog {
+			u.papers = append(u.papers, papers)
+			u.npapers += len(papers)
+			if u.npapers > maxWatcherBacklog {
 				u.overflow = true
 			}
 		}

@@ -3,11 +3,11 @@ package fetcher
 import (
 	"context"
 	"flag"
-	"os"
-	"path/filepath"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +60,6 @@ func TestUserAgentHeaderTimeoutAndMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	tf := newTestFetcher(t, func(c *Config) {
 		c.Contact = "ops@example.org"
-		c.ResponseHeaderTimeout = 200 * time.Millisecond
 		c.Registerer = reg
 	})
 	if _, fail, _ := tf.run(t, srv.URL+"/x.pdf", nil); fail != nil {
@@ -69,7 +68,8 @@ func TestUserAgentHeaderTimeoutAndMetrics(t *testing.T) {
 	if !strings.Contains(gotUA, "mailto:ops@example.org") {
 		t.Fatalf("User-Agent %q", gotUA)
 	}
-	_, fail, _ := tf.run(t, srv.URL+"/slow-headers", nil)
+	slow := newTestFetcher(t, func(c *Config) { c.ResponseHeaderTimeout = 100 * time.Millisecond })
+	_, fail, _ := slow.run(t, srv.URL+"/slow-headers", nil)
 	wantFailure(t, fail, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT)
 
 	// Metrics are registered; byte counts flow through the download path.

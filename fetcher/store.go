@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
@@ -48,7 +49,7 @@ func (st *store) spoolDir(configured string) string {
 	if configured != "" {
 		return configured
 	}
-	return os.TempDir() + string(os.PathSeparator) + "paperfetch-spool"
+	return filepath.Join(os.TempDir(), "paperfetch-spool")
 }
 
 // commit stores the finished spool file under key. The object is durable when commit returns:

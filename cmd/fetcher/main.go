@@ -115,7 +115,7 @@ func run(args []string) error {
 		runDone <- nil
 		logger.Error("work loop stopped", "err", err)
 	}
-	srv.Health.Shutdown() // NOT_SERVING: load balancers and probes stop sending work
+	srv.MarkDraining() // readiness NOT_SERVING (liveness stays SERVING): no new work while draining
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainGrace)
 	if err := f.Drain(drainCtx); err != nil {
 		logger.Warn("drain", "err", err)

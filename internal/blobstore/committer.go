@@ -18,19 +18,20 @@ type Committer struct {
 	dir string
 
 	mu      sync.Mutex
-	cond    *sync.Cond
-	ticket  uint64 // last barrier ticket handed out
-	synced  uint64 // every ticket up to this one is durable
-	syncing bool   // a barrier is running
-	err     error  // error of the last barrier
-	errAt   uint64 // ticket range [.., errAt] the error applies to
+	running bool   // a barrier round is running
+	next    *round // the round that starts after the running one; late callers join it
+}
+
+// round is one file-system sync shared by the callers that joined it.
+type round struct {
+	done chan struct{} // closed when the sync finished; err is then set
+	lead chan struct{} // receives one caller, who runs the round
+	err  error
 }
 
 // NewCommitter returns a Committer for the file:// bucket folder bucketDir.
 func NewCommitter(bucketDir string) *Committer {
-	c := &Committer{dir: bucketDir}
-	c.cond = sync.NewCond(&c.mu)
-	return c
+	return &Committer{dir: bucketDir}
 }
 
 // Commit durably moves the finished temporary file tmp (open, inside the bucket folder, normally
@@ -74,34 +75,42 @@ func (c *Committer) Commit(tmp *os.File, key string) (existed bool, err error) {
 }
 
 // barrier returns once everything written before it was called is durable. Concurrent callers
-// share barriers: a caller arriving while one runs waits for the next one, which covers all
-// callers that arrived meanwhile.
+// share barriers: a caller arriving while a sync runs (which may have started before its
+// writes) joins the next round, which one of the joined callers runs when the current one ends.
 func (c *Committer) barrier() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ticket++
-	mine := c.ticket
-	for {
-		if c.synced >= mine {
-			if c.err != nil && c.errAt >= mine {
-				return c.err
-			}
-			return nil
-		}
-		if !c.syncing {
-			break
-		}
-		c.cond.Wait()
+	if !c.running {
+		c.running = true
+		c.mu.Unlock()
+		r := &round{done: make(chan struct{})}
+		c.run(r)
+		return r.err
 	}
-	// Lead a barrier covering every ticket handed out so far.
-	c.syncing = true
-	target := c.ticket
+	if c.next == nil {
+		c.next = &round{done: make(chan struct{}), lead: make(chan struct{})}
+	}
+	r := c.next
 	c.mu.Unlock()
-	err := syncFS(c.dir)
+	select {
+	case <-r.done:
+	case <-r.lead:
+		c.run(r)
+	}
+	return r.err
+}
+
+// run performs round r, then hands the next round (if anyone joined it) to one of its callers.
+func (c *Committer) run(r *round) {
+	r.err = syncFS(c.dir)
+	close(r.done)
 	c.mu.Lock()
-	c.syncing = false
-	c.synced = target
-	c.err, c.errAt = err, target
-	c.cond.Broadcast()
-	return err
+	n := c.next
+	c.next = nil
+	if n == nil {
+		c.running = false
+	}
+	c.mu.Unlock()
+	if n != nil {
+		n.lead <- struct{}{} // its creator at least is waiting for done or lead
+	}
 }

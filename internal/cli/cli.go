@@ -44,6 +44,7 @@ func OSEnv() Env {
 // usageError is a command-line mistake: it exits with ExitUsage.
 type usageError struct{ msg string }
 
+// Error returns the message.
 func (e *usageError) Error() string { return e.msg }
 
 // usagef returns a usage error.
@@ -57,6 +58,7 @@ type exitError struct {
 	err  error
 }
 
+// Error returns the wrapped error's message, or the exit status.
 func (e *exitError) Error() string {
 	if e.err == nil {
 		return fmt.Sprintf("exit status %d", e.code)
@@ -64,6 +66,7 @@ func (e *exitError) Error() string {
 	return e.err.Error()
 }
 
+// Unwrap returns the wrapped error.
 func (e *exitError) Unwrap() error { return e.err }
 
 // command is one subcommand.

@@ -74,8 +74,7 @@ func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
-				return nil, errHelp
+				return nil, errHelp // the flag package has printed the usage
 			}
 			msg := strings.Replace(err.Error(), "defined: -", "defined: --", 1)
 			msg = strings.Replace(msg, "for flag -", "for flag --", 1)
@@ -106,6 +105,7 @@ var errHelp = &exitError{code: ExitOK}
 // sizeFlag is a byte size flag accepting units: 512MiB, 100MB, 2G, 4096.
 type sizeFlag struct{ n *int64 }
 
+// String prints the size with a binary unit when it has one.
 func (s sizeFlag) String() string {
 	if s.n == nil {
 		return "0"
@@ -113,6 +113,7 @@ func (s sizeFlag) String() string {
 	return formatSize(*s.n)
 }
 
+// Set parses a size with parseSize.
 func (s sizeFlag) Set(v string) error {
 	n, err := parseSize(v)
 	if err != nil {

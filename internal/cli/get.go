@@ -64,22 +64,22 @@ Exit status: 0 all papers succeeded, 1 some failed, 2 usage or input error, 3 in
 func (a *app) get(ctx context.Context, args []string) error {
 	fs := a.newFlagSet("get", "[flags] INPUT...", getHelp)
 	var o getOptions
-	fs.StringVar(&o.out, "out", "papers", "output folder `DIR` for the PDFs")
-	fs.IntVar(&o.concurrency, "concurrency", 16, "total parallel downloads (`N`)")
-	fs.IntVar(&o.fetchers, "fetchers", 2, "number `N` of embedded fetchers (the concurrency is split across them)")
-	fs.IntVar(&o.perHostConcurrency, "per-host-concurrency", 2, "maximum parallel downloads from one host (`N`)")
+	fs.StringVar(&o.out, "out", "papers", "`DIR` to write the PDFs into")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "`N` parallel downloads in total")
+	fs.IntVar(&o.fetchers, "fetchers", 2, "run `N` embedded fetchers (the concurrency is split across them)")
+	fs.IntVar(&o.perHostConcurrency, "per-host-concurrency", 2, "at most `N` parallel downloads from one host")
 	fs.DurationVar(&o.perHostDelay, "per-host-delay", time.Second, "minimum time between two requests to one host (0s: none)")
 	o.maxSize = 512 << 20
 	fs.Var(sizeFlag{&o.maxSize}, "max-size", "maximum `SIZE` of one PDF (e.g. 100MiB)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "overall deadline of one download attempt")
-	fs.IntVar(&o.retries, "retries", 4, "`N` retries of a failed download (transient errors; permanent ones move to the next URL)")
-	fs.StringVar(&o.userAgent, "user-agent", "", "User-Agent header `STRING` (default: paperfetch/VERSION with a contact address)")
+	fs.IntVar(&o.retries, "retries", 4, "retry a failed download up to `N` times (transient errors; permanent ones move on to the next URL)")
+	fs.StringVar(&o.userAgent, "user-agent", "", "`VALUE` of the User-Agent header (default: paperfetch/VERSION with a contact address)")
 	fs.BoolVar(&o.allowPrivate, "allow-private-networks", false, "allow downloads from loopback and private addresses (unsafe; for local mirrors and tests)")
 	fs.StringVar(&o.arxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary")
 	fs.BoolVar(&o.json, "json", false, "print progress, finished papers and the summary as JSON lines on standard output")
-	fs.StringVar(&o.format, "format", "auto", "input `FORMAT`: auto, lines, jsonl or csv")
+	fs.StringVar(&o.format, "format", "auto", "`FORMAT` of the inputs: auto, lines, jsonl or csv")
 	fs.BoolVar(&o.strict, "strict", false, "fail (exit 2) on any malformed input entry instead of skipping it")
 	fs.StringVar(&o.batchID, "batch-id", "", "batch `ID` to use (default: derived from the input, so a rerun resumes the same batch)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
@@ -231,6 +231,9 @@ func (a *app) get(ctx context.Context, args []string) error {
 	if ctx.Err() != nil {
 		display.Close()
 		s := display.Snapshot()
+		if !o.json {
+			fmt.Fprintln(stderr, "Stopping: running downloads get 2s to finish (Ctrl-C again quits at once)...")
+		}
 		closeSys()
 		fmt.Fprintf(stderr, "\nInterrupted: %d of %d papers done. Run the same command again to resume.\n", s.Done, s.Total)
 		return &exitError{code: ExitInterrupted}
@@ -254,6 +257,7 @@ func (a *app) get(ctx context.Context, args []string) error {
 			return &exitError{code: ExitFailed, err: err}
 		}
 	}
+	placeErrors = 0 // the final pass retries what failed during the watch, and is authoritative
 	err = listPapers(ctx, client, 0, batchID, nil, func(p *pb.Paper) error {
 		e := reportEntry{ID: p.GetSpec().GetPaperId(), State: progress.StateName(p.GetState()), Attempts: p.GetAttempts(), URLs: p.GetSpec().GetUrls(),
 			Cached: p.GetCached(), Reason: progress.ReasonName(p.GetLastFailureReason()), Error: p.GetLastError()}
@@ -330,6 +334,8 @@ func (o *getOptions) validate(inputs []string) error {
 		return usagef("--retries must be between 0 and 100, got %d", o.retries)
 	case o.quiet && o.json:
 		return usagef("--quiet and --json cannot be combined")
+	case o.report == "-" && o.json:
+		return usagef("--report - and --json would both write to standard output; give --report a file")
 	}
 	if _, err := input.ParseFormat(o.format); err != nil {
 		return usagef("--format: %v", err)

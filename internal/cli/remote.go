@@ -29,7 +29,7 @@ type remote struct {
 // addRemoteFlags registers --coordinator, --timeout and the client's transport flags.
 func addRemoteFlags(fs *flag.FlagSet) *remote {
 	r := &remote{}
-	fs.StringVar(&r.addr, "coordinator", DefaultCoordinator, "coordinator address `HOST:PORT`")
+	fs.StringVar(&r.addr, "coordinator", DefaultCoordinator, "`HOST:PORT` of the coordinator")
 	fs.DurationVar(&r.timeout, "timeout", 30*time.Second, "deadline of each call to the coordinator")
 	r.client = grpcclient.RegisterFlags(fs)
 	return r

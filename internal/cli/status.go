@@ -26,7 +26,7 @@ func (a *app) status(ctx context.Context, args []string) error {
 	fs := a.newFlagSet("status", "[flags] [BATCH]", statusHelp)
 	r := addRemoteFlags(fs)
 	asJSON := fs.Bool("json", false, "print the batch (or batches) as JSON")
-	limit := fs.Int("limit", 20, "without BATCH: how many (`N`) recent batches to show")
+	limit := fs.Int("limit", 20, "without BATCH: show the `N` most recent batches")
 	rest, err := a.parseFlags(fs, args)
 	if err != nil {
 		return err

@@ -72,4 +72,5 @@ func watchBatch(ctx context.Context, client pb.CoordinatorServiceClient, batchID
 // errWatchDone ends a watch stream with its terminal batch.
 type errWatchDone struct{ batch *pb.Batch }
 
+// Error implements error.
 func (errWatchDone) Error() string { return "batch finished" }

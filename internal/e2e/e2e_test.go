@@ -166,6 +166,7 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 			ID:                   fmt.Sprintf("fetcher-%d", i),
 			Slots:                4,
 			Bucket:               openBucket(t, ctx, blobURL),
+			BlobURL:              blobURL,
 			AllowPrivateNetworks: true,
 			Registerer:           prometheus.WrapRegistererWith(prometheus.Labels{"fetcher": fmt.Sprint(i)}, reg),
 			Logger:               logger.With("component", "fetcher", "fetcher", i),

@@ -193,8 +193,14 @@ type jsonEntry struct {
 	Metadata map[string]string `json:"metadata"`
 }
 
-// knownJSONFields are the fields of jsonEntry; other fields become metadata.
-var knownJSONFields = map[string]bool{"id": true, "paper_id": true, "url": true, "urls": true, "sha256": true, "arxiv": true, "metadata": true}
+// knownJSONField reports whether k is a field of jsonEntry; other fields become metadata.
+func knownJSONField(k string) bool {
+	switch k {
+	case "id", "paper_id", "url", "urls", "sha256", "arxiv", "metadata":
+		return true
+	}
+	return false
+}
 
 // parseJSON parses a JSON object line.
 func (r *Reader) parseJSON(text string) (Paper, error) {
@@ -212,7 +218,7 @@ func (r *Reader) parseJSON(text string) (Paper, error) {
 	}
 	md := e.Metadata
 	for k, v := range raw {
-		if knownJSONFields[k] {
+		if knownJSONField(k) {
 			continue
 		}
 		if md == nil {
@@ -301,12 +307,20 @@ type csvColumns struct {
 	names              []string
 }
 
-// headerNames are the recognised CSV column names, by role.
-var headerNames = map[string]string{
-	"id": "id", "paper_id": "id", "paperid": "id", "arxiv": "id", "arxiv_id": "id",
-	"url": "url", "pdf_url": "url", "pdf": "url", "link": "url",
-	"urls":   "urls",
-	"sha256": "sha", "sha-256": "sha", "checksum": "sha",
+// columnRole returns the role of a CSV column name (lower case): "id", "url", "urls", "sha",
+// or "" for a metadata column.
+func columnRole(name string) string {
+	switch name {
+	case "id", "paper_id", "paperid", "arxiv", "arxiv_id":
+		return "id"
+	case "url", "pdf_url", "pdf", "link":
+		return "url"
+	case "urls":
+		return "urls"
+	case "sha256", "sha-256", "checksum":
+		return "sha"
+	}
+	return ""
 }
 
 // looksLikeCSVHeader reports whether a first line is a CSV header: comma-separated names, one
@@ -320,7 +334,7 @@ func looksLikeCSVHeader(text string) bool {
 		return false
 	}
 	for _, f := range fields {
-		if role := headerNames[strings.ToLower(strings.TrimSpace(f))]; role == "id" || role == "url" || role == "urls" {
+		if role := columnRole(strings.ToLower(strings.TrimSpace(f))); role == "id" || role == "url" || role == "urls" {
 			return true
 		}
 	}
@@ -346,7 +360,7 @@ func (r *Reader) startCSV(header string, lineNo int) error {
 		}
 		seen[lower] = true
 		target := &cols.id
-		switch headerNames[lower] {
+		switch columnRole(lower) {
 		case "id":
 		case "url":
 			target = &cols.url

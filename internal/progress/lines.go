@@ -53,6 +53,7 @@ func (l *lines) loop() {
 	}
 }
 
+// Update implements Display.
 func (l *lines) Update(resp *pb.WatchBatchResponse) {
 	l.tr.Observe(resp)
 	for _, u := range resp.GetPaperUpdates() {
@@ -67,6 +68,7 @@ func (l *lines) Update(resp *pb.WatchBatchResponse) {
 	}
 }
 
+// Message implements Display.
 func (l *lines) Message(msg string) {
 	if l.json {
 		l.writeJSON(messageRecord{Type: "message", Message: msg})
@@ -75,8 +77,10 @@ func (l *lines) Message(msg string) {
 	l.writeLine(msg)
 }
 
+// Snapshot implements Display.
 func (l *lines) Snapshot() Snapshot { return l.tr.Snapshot() }
 
+// Close implements Display.
 func (l *lines) Close() {
 	l.once.Do(func() {
 		close(l.stop)

@@ -17,6 +17,7 @@ type quiet struct {
 
 func newQuiet(opts Options, tr *Tracker) *quiet { return &quiet{tr: tr, out: opts.Out} }
 
+// Update implements Display.
 func (q *quiet) Update(resp *pb.WatchBatchResponse) {
 	q.tr.Observe(resp)
 	for _, u := range resp.GetPaperUpdates() {
@@ -26,12 +27,15 @@ func (q *quiet) Update(resp *pb.WatchBatchResponse) {
 	}
 }
 
+// Message implements Display.
 func (q *quiet) Message(msg string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	fmt.Fprintln(q.out, msg)
 }
 
+// Snapshot implements Display.
 func (q *quiet) Snapshot() Snapshot { return q.tr.Snapshot() }
 
+// Close implements Display.
 func (q *quiet) Close() {}

@@ -35,11 +35,11 @@ func newTerminal(opts Options, tr *Tracker) *terminal {
 		t.title = "papers"
 	}
 	if f, ok := opts.Out.(*os.File); ok {
-		if h := terminalHeight(f); h > 0 {
-			t.maxActive = max(0, min(t.maxActive, h-4))
+		if _, rows := terminalSize(f); rows > 0 {
+			t.maxActive = max(0, min(t.maxActive, rows-4))
 		}
 	}
-	t.p = mpb.New(mpb.WithOutput(opts.Out), mpb.WithRefreshRate(150*time.Millisecond), mpb.WithAutoRefresh())
+	t.p = mpb.New(mpb.WithConsoleWriter(newCRConsole(opts.Out)), mpb.WithRefreshRate(150*time.Millisecond), mpb.WithAutoRefresh())
 	style := mpb.BarStyle().Lbound("[").Filler("=").Tip(">").Padding(" ").Rbound("]")
 	t.overall = t.p.New(0, style,
 		mpb.PrependDecorators(decor.Any(t.overallLeft, decor.WCSyncSpaceR)),
@@ -81,6 +81,7 @@ func (t *terminal) overallRight(decor.Statistics) string {
 	return b.String()
 }
 
+// Update implements Display.
 func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 	t.tr.Observe(resp)
 	for _, u := range resp.GetPaperUpdates() {
@@ -144,6 +145,7 @@ func (t *terminal) newDownloadBar(id string) *mpb.Bar {
 	)
 }
 
+// Message implements Display.
 func (t *terminal) Message(msg string) {
 	t.mu.Lock()
 	closed := t.closed
@@ -154,8 +156,10 @@ func (t *terminal) Message(msg string) {
 	_, _ = t.p.Write([]byte(strings.TrimRight(msg, "\n") + "\n"))
 }
 
+// Snapshot implements Display.
 func (t *terminal) Snapshot() Snapshot { return t.tr.Snapshot() }
 
+// Close implements Display.
 func (t *terminal) Close() {
 	t.mu.Lock()
 	if t.closed {
@@ -175,7 +179,7 @@ func (t *terminal) Close() {
 	if s.Done >= s.Total {
 		t.overall.SetTotal(-1, true)
 	} else {
-		t.overall.Abort(false) // interrupted: keep the bar as it was
+		t.overall.Abort(true) // interrupted: the caller prints where the run stopped
 	}
 	t.p.Wait()
 }

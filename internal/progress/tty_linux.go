@@ -14,11 +14,11 @@ func IsTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// terminalHeight returns the number of rows of the terminal f, or 0 when unknown.
-func terminalHeight(f *os.File) int {
+// terminalSize returns the columns and rows of the terminal f, or zeros when unknown.
+func terminalSize(f *os.File) (cols, rows int) {
 	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	return int(ws.Row)
+	return int(ws.Col), int(ws.Row)
 }

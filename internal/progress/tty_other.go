@@ -10,5 +10,5 @@ func IsTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// terminalHeight returns the number of rows of the terminal f, or 0 when unknown.
-func terminalHeight(*os.File) int { return 0 }
+// terminalSize returns the columns and rows of the terminal f, or zeros when unknown.
+func terminalSize(*os.File) (cols, rows int) { return 0, 0 }
