@@ -148,7 +148,8 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 		}
 		h.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(raw)))])
 		h.Write(raw)
-		out[i] = preparedPaper{id: id, idHash: hashString(id), spec: raw, urls: s.GetUrls(), expected: s.GetExpectedSha256()}
+		out[i] = preparedPaper{id: id, idHash: hashString(id), spec: raw, urls: s.GetUrls(),
+			host: hostKey(s.GetUrls()[0]), expected: s.GetExpectedSha256()}
 	}
 	copy(sum[:], h.Sum(nil))
 	return out, sum, nil

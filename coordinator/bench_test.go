@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
@@ -56,7 +58,8 @@ func benchFetcher(b *testing.B, h *harness, id string, slots int, completed *ato
 // BenchmarkDurableCompletions measures completions per second through real gRPC streams
 // (bufconn) with fsynced group commits: every completion is durable before its Ack.
 func BenchmarkDurableCompletions(b *testing.B) {
-	h := startHarness(b, Config{PerHostConcurrency: 1 << 16, InboxSize: 1 << 16})
+	reg := prometheus.NewRegistry()
+	h := startHarness(b, Config{PerHostConcurrency: 1 << 16, InboxSize: 1 << 16, Registerer: reg})
 	ctx := ctxT(b)
 	n := max(b.N, 5000)
 	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "bench"}); err != nil {
@@ -93,6 +96,17 @@ func BenchmarkDurableCompletions(b *testing.B) {
 		b.Fatalf("final %v", final)
 	}
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "completions/s")
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "paperfetch_coordinator_store_commit_records" {
+			hg := mf.GetMetric()[0].GetHistogram()
+			b.ReportMetric(float64(hg.GetSampleCount())/elapsed.Seconds(), "commits/s")
+			b.ReportMetric(hg.GetSampleSum()/float64(hg.GetSampleCount()), "records/commit")
+		}
+	}
 	b.ReportMetric(0, "ns/op")
 }
 

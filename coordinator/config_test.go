@@ -54,10 +54,16 @@ func TestRecordRoundTrip(t *testing.T) {
 		dead: 6, batch: 7, host: 8, idHash: 9, aux: 10, createdAt: 11, size: 12, urlHash: 13, finalHash: 14,
 		lastError: "e", sha256: "s", blobKey: "k", finalURL: "u", contentType: "c"}
 	var got paperRecord
-	if err := got.unmarshal(r.marshal(nil)); err != nil || got != r {
+	if err := got.unmarshalFixed(r.marshalFixed(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := got.unmarshalResults(r.marshalResults(nil)); err != nil || got != r {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
-	if err := got.unmarshal(r.marshal(nil)[:recordFixed+2]); err == nil {
+	if err := got.unmarshalResults(r.marshalResults(nil)[:4]); err == nil {
 		t.Fatal("truncated record accepted")
+	}
+	if err := got.unmarshalFixed(r.marshalFixed(nil)[:recordFixed-1]); err == nil {
+		t.Fatal("truncated fixed record accepted")
 	}
 }

@@ -616,7 +616,11 @@ func (e *engine) commit() error {
 		rec := paperRecord{idHash: np.idHash, createdAt: np.createdAt}
 		rec.setHot(p)
 		e.applyCold(&rec, np.idx)
-		e.ws.newPapers = append(e.ws.newPapers, newPaperWrite{idx: np.idx, rec: rec.marshal(nil), spec: e.pendingSpecs[np.idx]})
+		w := newPaperWrite{idx: np.idx, rec: rec.marshalFixed(make([]byte, 0, recordFixed)), spec: e.pendingSpecs[np.idx]}
+		if rec.hasResults() {
+			w.results = rec.marshalResults(nil)
+		}
+		e.ws.newPapers = append(e.ws.newPapers, w)
 		p.flags &^= flagDirty
 	}
 	for _, idx := range e.dirty {

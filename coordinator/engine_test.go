@@ -281,14 +281,14 @@ func TestIndexCollisionsSurviveRestart(t *testing.T) {
 	err := h.st.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket([]byte(bucketPapers))
 		var r0, r1 paperRecord
-		if err := r0.unmarshal(bk.Get(key32(0))); err != nil {
+		if err := r0.unmarshalFixed(bk.Get(key32(0))); err != nil {
 			return err
 		}
-		if err := r1.unmarshal(bk.Get(key32(1))); err != nil {
+		if err := r1.unmarshalFixed(bk.Get(key32(1))); err != nil {
 			return err
 		}
 		r1.idHash = r0.idHash
-		return bk.Put(key32(1), r1.marshal(nil))
+		return bk.Put(key32(1), r1.marshalFixed(nil))
 	})
 	if err != nil {
 		t.Fatal(err)

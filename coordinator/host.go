@@ -99,7 +99,6 @@ func (r *hostRing) pop() *host {
 	return h
 }
 
-
 // hostHeap orders sleeping hosts by wake time.
 type hostHeap []*host
 

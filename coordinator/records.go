@@ -36,7 +36,9 @@ const recordFixed = 68
 
 const recordVersion = 1
 
-// paperRecord is the stored form of a paper's state (the spec is stored separately).
+// paperRecord is the stored form of a paper's state: a fixed-size part in the papers bucket
+// (all a restart needs, so the reload scans a compact B-tree) and the variable-size fields
+// (last error, results) in the results bucket. The spec is stored separately too.
 type paperRecord struct {
 	state, flags, urlIdx, nurls, reason uint8
 	attempts, failures, dead            uint16
@@ -65,7 +67,8 @@ func (r *paperRecord) setHot(p *paperRec) {
 	r.flags = p.flags &^ flagDirty
 }
 
-func (r *paperRecord) marshal(dst []byte) []byte {
+// marshalFixed encodes the fixed-size part of the record (the papers bucket).
+func (r *paperRecord) marshalFixed(dst []byte) []byte {
 	var f [recordFixed]byte
 	f[0] = recordVersion
 	f[1], f[2], f[3], f[4], f[5] = r.state, r.flags, r.urlIdx, r.nurls, r.reason
@@ -80,7 +83,16 @@ func (r *paperRecord) marshal(dst []byte) []byte {
 	binary.BigEndian.PutUint64(f[44:], uint64(r.size))
 	binary.BigEndian.PutUint64(f[52:], r.urlHash)
 	binary.BigEndian.PutUint64(f[60:], r.finalHash)
-	dst = append(dst, f[:]...)
+	return append(dst, f[:]...)
+}
+
+// hasResults reports whether the record has variable-size fields (the results bucket).
+func (r *paperRecord) hasResults() bool {
+	return r.lastError != "" || r.sha256 != "" || r.blobKey != "" || r.finalURL != "" || r.contentType != ""
+}
+
+// marshalResults encodes the variable-size fields.
+func (r *paperRecord) marshalResults(dst []byte) []byte {
 	for _, s := range [...]string{r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType} {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
@@ -110,11 +122,12 @@ func (r *paperRecord) unmarshalFixed(b []byte) error {
 	return nil
 }
 
-func (r *paperRecord) unmarshal(b []byte) error {
-	if err := r.unmarshalFixed(b); err != nil {
-		return err
+// unmarshalResults decodes the variable-size fields (nil b: none).
+func (r *paperRecord) unmarshalResults(b []byte) error {
+	r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType = "", "", "", "", ""
+	if len(b) == 0 {
+		return nil
 	}
-	b = b[recordFixed:]
 	for _, dst := range [...]*string{&r.lastError, &r.sha256, &r.blobKey, &r.finalURL, &r.contentType} {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || uint64(len(b)-k) < n {

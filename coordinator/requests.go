@@ -32,6 +32,7 @@ type preparedPaper struct {
 	idHash   uint64
 	spec     []byte
 	urls     []string
+	host     string // hostKey of the first URL
 	expected string
 }
 
@@ -219,7 +220,7 @@ func (e *engine) addPapers(b *batch, chunkIndex int64, pp []preparedPaper, hash 
 		q := &pp[i]
 		idx := first + uint32(i)
 		e.papers = append(e.papers, paperRec{
-			batch: b.idx, host: e.internHost(hostKey(q.urls[0])), nurls: uint8(min(len(q.urls), 255)),
+			batch: b.idx, host: e.internHost(q.host), nurls: uint8(min(len(q.urls), 255)),
 			state: stateQueued, flags: flagDirty,
 		})
 		k := batchKey(q.idHash, b.idx)

@@ -25,6 +25,7 @@ const (
 	bucketChunks  = "chunks"  // batch index (4 B) + chunk index (8 B) -> chunkRecord
 	bucketPapers  = "papers"  // paper index (4 B) -> paperRecord
 	bucketSpecs   = "specs"   // paper index (4 B) -> PaperSpec (deterministic proto)
+	bucketResults = "results" // paper index (4 B) -> variable fields of paperRecord (errors, results)
 	bucketHosts   = "hosts"   // host index (4 B) -> host name
 
 	metaStoreID = "store_id"
@@ -51,7 +52,7 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         lockTimeout,
 		FreelistType:    bolt.FreelistMapType,
-		NoFreelistSync:  true,
+		NoFreelistSync:  false,
 		InitialMmapSize: 256 << 20,
 		NoSync:          noSync,
 	})
@@ -63,7 +64,7 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 	}
 	s := &store{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bucketMeta, bucketBatches, bucketChunks, bucketPapers, bucketSpecs, bucketHosts} {
+		for _, b := range []string{bucketMeta, bucketBatches, bucketChunks, bucketPapers, bucketSpecs, bucketResults, bucketHosts} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -129,7 +130,10 @@ func readPaperTx(tx *bolt.Tx, idx uint32, rec *paperRecord, spec *pb.PaperSpec) 
 	if v == nil {
 		return fmt.Errorf("paper %d: record missing", idx)
 	}
-	if err := rec.unmarshal(v); err != nil {
+	if err := rec.unmarshalFixed(v); err != nil {
+		return fmt.Errorf("paper %d: %w", idx, err)
+	}
+	if err := rec.unmarshalResults(tx.Bucket([]byte(bucketResults)).Get(k)); err != nil {
 		return fmt.Errorf("paper %d: %w", idx, err)
 	}
 	if spec != nil {
@@ -170,9 +174,10 @@ type chunkWrite struct {
 }
 
 type newPaperWrite struct {
-	idx  uint32
-	rec  []byte
-	spec []byte
+	idx     uint32
+	rec     []byte // fixed part
+	results []byte // variable part, nil when empty
+	spec    []byte
 }
 
 // dirtyWrite updates a stored paper: its hot fields from memory, plus cold fields when set.
@@ -239,9 +244,11 @@ func (s *store) commit(w *writeSet) error {
 			}
 		}
 		pbk := tx.Bucket([]byte(bucketPapers))
-		pbk.FillPercent = 0.9
+		pbk.FillPercent = 0.95
 		sb := tx.Bucket([]byte(bucketSpecs))
 		sb.FillPercent = 1.0
+		rb := tx.Bucket([]byte(bucketResults))
+		rb.FillPercent = 0.9
 		for _, p := range w.newPapers {
 			k := key32(p.idx)
 			if err := pbk.Put(k, p.rec); err != nil {
@@ -250,33 +257,44 @@ func (s *store) commit(w *writeSet) error {
 			if err := sb.Put(k, p.spec); err != nil {
 				return fmt.Errorf("paper %d spec: %w", p.idx, err)
 			}
+			if p.results != nil {
+				if err := rb.Put(k, p.results); err != nil {
+					return fmt.Errorf("paper %d results: %w", p.idx, err)
+				}
+			}
 		}
 		var rec paperRecord
-		buf := make([]byte, 0, 256)
 		for _, d := range w.dirty {
 			k := key32(d.idx)
 			old := pbk.Get(k)
 			if old == nil {
 				return fmt.Errorf("paper %d: record missing", d.idx)
 			}
-			rec = paperRecord{}
-			if err := rec.unmarshal(old); err != nil {
+			if err := rec.unmarshalFixed(old); err != nil {
 				return fmt.Errorf("paper %d: %w", d.idx, err)
 			}
 			rec.setHot(&d.hot)
-			if c := d.cold; c != nil {
-				if c.setError {
-					rec.lastError = c.lastError
-				}
-				if c.success {
-					rec.size, rec.sha256, rec.blobKey = c.size, c.sha256, c.blobKey
-					rec.finalURL, rec.contentType = c.finalURL, c.ctype
-					rec.urlHash, rec.finalHash = c.urlHash, c.finalHash
-				}
+			c := d.cold
+			if c != nil && c.success {
+				rec.size, rec.urlHash, rec.finalHash = c.size, c.urlHash, c.finalHash
 			}
-			buf = rec.marshal(buf[:0])
-			if err := pbk.Put(k, append([]byte(nil), buf...)); err != nil {
+			if err := pbk.Put(k, rec.marshalFixed(make([]byte, 0, recordFixed))); err != nil {
 				return fmt.Errorf("paper %d: %w", d.idx, err)
+			}
+			if c == nil || (!c.setError && !c.success) {
+				continue
+			}
+			if err := rec.unmarshalResults(rb.Get(k)); err != nil {
+				return fmt.Errorf("paper %d: %w", d.idx, err)
+			}
+			if c.setError {
+				rec.lastError = c.lastError
+			}
+			if c.success {
+				rec.sha256, rec.blobKey, rec.finalURL, rec.contentType = c.sha256, c.blobKey, c.finalURL, c.ctype
+			}
+			if err := rb.Put(k, rec.marshalResults(nil)); err != nil {
+				return fmt.Errorf("paper %d results: %w", d.idx, err)
 			}
 		}
 		return nil

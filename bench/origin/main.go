@@ -133,7 +133,7 @@ func serve(ctx context.Context, logger *slog.Logger, h http.Handler, listen, add
 }
 
 // writeList writes n URLs of papers 0..n-1 to path (- is w).
-func writeList(w io.Writer, path, base string, n int, size int64, query string) error {
+func writeList(w io.Writer, path, base string, n int, size int64, query string) (err error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--base must be an http(s) URL, got %q", base)
@@ -149,7 +149,11 @@ func writeList(w io.Writer, path, base string, n int, size int64, query string) 
 		if err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
-		defer f.Close()
+		defer func() {
+			if cerr := f.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("--out: %w", cerr)
+			}
+		}()
 		w = f
 	}
 	bw := bufio.NewWriter(w)
@@ -159,9 +163,6 @@ func writeList(w io.Writer, path, base string, n int, size int64, query string) 
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write list: %w", err)
-	}
-	if f, ok := w.(*os.File); ok && path != "-" {
-		return f.Close()
 	}
 	return nil
 }

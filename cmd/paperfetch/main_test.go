@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // bin is the paperfetch binary built by TestMain.
@@ -37,6 +39,12 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
@@ -290,7 +298,8 @@ func TestGetInterruptResume(t *testing.T) {
 	if err := os.WriteFile(list, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append(testFlags(o, out), "--json", "--concurrency", "4", list)
+	// More slots than slow papers, so the hanging downloads never starve the fast ones.
+	args := append(testFlags(o, out), "--json", "--concurrency", "8", list)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

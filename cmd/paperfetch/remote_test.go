@@ -117,6 +117,23 @@ func TestRemoteCommands(t *testing.T) {
 		t.Fatalf("second pull: %+v", res)
 	}
 
+	// A corrupt partial file is detected by the checksum, removed, and the next pull succeeds.
+	target := filepath.Join(out, "2301.00009.pdf")
+	if err := os.Remove(target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target+".part", []byte("%PDF-garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = run(t, "", append([]string{"pull", "r1", "--out", out}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "partial file removed") {
+		t.Fatalf("pull over a corrupt partial file: %+v", res)
+	}
+	res = run(t, "", append([]string{"pull", "r1", "--out", out}, c...)...)
+	if got, err := os.ReadFile(target); res.code != 0 || err != nil || !bytes.Equal(got, full) {
+		t.Fatalf("pull after removing the corrupt part: %+v %v", res, err)
+	}
+
 	// cancel: a batch whose downloads hang is cancelled; watching it then exits 1.
 	slow := filepath.Join(dir, "slow.txt")
 	if err := os.WriteFile(slow, []byte(o.URL+"/slow/a.pdf\n"+o.URL+"/slow/b.pdf\n"), 0o644); err != nil {
