@@ -82,10 +82,10 @@ func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
 	pb.RegisterFetcherGatewayServiceServer(s, &gateway{c: c})
 }
 
-// Run is the owner loop; call it once. It returns nil when ctx is done, or an error when the store fails (the
-// in-memory state can then no longer be trusted: restart the process). Calls made while Run is
-// not running wait (or fail with RESOURCE_EXHAUSTED when the inbox is full); calls made after it
-// returned fail with UNAVAILABLE.
+// Run is the owner loop; call it once. It returns nil when ctx is done, or an error when the
+// store fails (the in-memory state can then no longer be trusted: restart the process). Calls
+// made while Run is not running wait (or fail with RESOURCE_EXHAUSTED when the inbox is full);
+// calls made after it returned fail with UNAVAILABLE.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer close(c.done)
 	e := c.eng

@@ -578,24 +578,24 @@ func mapValues(m map[uint32]*lease) []*lease {
 // nextWake is when advance or schedule next has something to do (zero: nothing pending).
 func (e *engine) nextWake() time.Time {
 	var t time.Time
-	min := func(c time.Time) {
+	earliest := func(c time.Time) {
 		if t.IsZero() || c.Before(t) {
 			t = c
 		}
 	}
 	if len(e.retry) > 0 {
-		min(time.Unix(0, e.retry[0].at))
+		earliest(time.Unix(0, e.retry[0].at))
 	}
 	if len(e.sleeping) > 0 {
-		min(e.sleeping[0].wakeAt)
+		earliest(e.sleeping[0].wakeAt)
 	}
 	for _, c := range e.conns {
 		if !c.closed && len(c.leases) > 0 {
-			min(c.renewedAt().Add(e.cfg.LeaseTTL))
+			earliest(c.renewedAt().Add(e.cfg.LeaseTTL))
 		}
 	}
 	if len(e.orphans) > 0 {
-		min(e.graceUntil)
+		earliest(e.graceUntil)
 	}
 	return t
 }

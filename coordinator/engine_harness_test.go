@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/paperfetch/paperfetch/internal/clock"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -173,7 +175,7 @@ func completedEv(a *pb.Assign) *pb.DownloadEvent {
 func failedEv(class pb.FailureClass, reason pb.FailureReason, status int32, retryAfter time.Duration) *pb.DownloadEvent {
 	f := &pb.DownloadFailed{Class: class, Reason: reason, HttpStatus: status, Message: reason.String()}
 	if retryAfter > 0 {
-		f.RetryAfter = durationpbNew(retryAfter)
+		f.RetryAfter = durationpb.New(retryAfter)
 	}
 	return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Failed{Failed: f}}
 }

@@ -148,13 +148,12 @@ type fakeFetcher struct {
 	// onAssign decides what to do with an assignment (runs on the receive goroutine).
 	onAssign func(f *fakeFetcher, a *pb.Assign)
 
-	mu       sync.Mutex
-	assigns  []*pb.Assign
-	acks     map[string]int64
-	cancels  []string
-	seq      map[string]int64
-	recvErr  error
-	inFlight []*pb.InFlightLease
+	mu      sync.Mutex
+	assigns []*pb.Assign
+	acks    map[string]int64
+	cancels []string
+	seq     map[string]int64
+	recvErr error
 }
 
 func completeNow(f *fakeFetcher, a *pb.Assign) {

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func (m *propModel) send(c *fetcherConn, r *pb.WorkRequest) {
 
 var propHosts = []string{"a.example", "b.example", "c.example"}
 
-func (m *propModel) submit(t *rapid.T) {
+func (m *propModel) drawPapers(t *rapid.T) []*pb.PaperSpec {
 	n := rapid.IntRange(1, 4).Draw(t, "papers")
 	seen := map[string]bool{}
 	var papers []*pb.PaperSpec
@@ -72,10 +73,54 @@ func (m *propModel) submit(t *rapid.T) {
 		}
 		papers = append(papers, &pb.PaperSpec{PaperId: id, Urls: urls})
 	}
+	return papers
+}
+
+func (m *propModel) submit(t *rapid.T) {
+	papers := m.drawPapers(t)
 	m.batches++
 	res := m.h.submit(fmt.Sprintf("b%d", m.batches), papers)
 	if res.err != nil {
 		t.Fatalf("submit: %v", res.err)
+	}
+	m.collect()
+}
+
+// chunked creates a chunked batch, or appends a chunk to an open one, or seals it.
+func (m *propModel) chunked(t *rapid.T) {
+	var open []*batch
+	for _, b := range m.h.e.batches {
+		if b.chunked && b.state == pb.BatchState_BATCH_STATE_OPEN {
+			open = append(open, b)
+		}
+	}
+	if len(open) == 0 || rapid.IntRange(0, 3).Draw(t, "newChunked") == 0 {
+		m.batches++
+		r := &submitReq{op: opCreate, batchID: fmt.Sprintf("b%d", m.batches), reply: make(chan submitResult, 1)}
+		m.h.apply(r)
+		if res := <-r.reply; res.err != nil {
+			t.Fatalf("create: %v", res.err)
+		}
+		return
+	}
+	b := rapid.SampledFrom(open).Draw(t, "open")
+	if rapid.Bool().Draw(t, "seal") {
+		r := &submitReq{op: opSeal, batchID: b.id, chunkCount: int64(len(b.chunks)), reply: make(chan submitResult, 1)}
+		m.h.apply(r)
+		if res := <-r.reply; res.err != nil {
+			t.Fatalf("seal: %v", res.err)
+		}
+		m.collect()
+		return
+	}
+	pp, sum, err := preparePapers("papers", m.drawPapers(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &submitReq{op: opAppend, batchID: b.id, papers: pp, hash: sum, chunkIndex: int64(len(b.chunks)), reply: make(chan submitResult, 1)}
+	m.h.apply(r)
+	if res := <-r.reply; res.err != nil && !errors.Is(res.err, errInvalid) { // ids may repeat across chunks
+		t.Fatalf("append: %v", res.err)
 	}
 	m.collect()
 }
@@ -235,7 +280,8 @@ func TestPropertyStateMachine(t *testing.T) {
 		defer h.close()
 		m := &propModel{h: h, terminal: map[uint32]uint8{}}
 		rt.Repeat(map[string]func(*rapid.T){
-			"submit": m.submit,
+			"submit":  m.submit,
+			"chunked": m.chunked,
 			"connect": func(t *rapid.T) {
 				var inFlight []*pb.InFlightLease
 				if len(m.open) > 0 && rapid.Bool().Draw(t, "reannounce") {
@@ -315,7 +361,17 @@ func TestPropertyStateMachine(t *testing.T) {
 			},
 			"": m.check,
 		})
-		// Liveness: a healthy fetcher that completes everything finishes every batch.
+		// Liveness: once sealed, a healthy fetcher that completes everything finishes every
+		// batch.
+		for _, b := range h.e.batches {
+			if b.state == pb.BatchState_BATCH_STATE_OPEN {
+				r := &submitReq{op: opSeal, batchID: b.id, chunkCount: int64(len(b.chunks)), reply: make(chan submitResult, 1)}
+				h.apply(r)
+				if res := <-r.reply; res.err != nil {
+					rt.Fatalf("seal: %v", res.err)
+				}
+			}
+		}
 		c := h.connect("good", 50)
 		m.conns = append(m.conns, c)
 		for round := 0; round < 200; round++ {

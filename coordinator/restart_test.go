@@ -223,3 +223,38 @@ func TestReadPaper(t *testing.T) {
 		t.Fatalf("unknown batch: %v", err)
 	}
 }
+
+// TestGracefulStopKeepsLeases checks that a graceful stop (CloseStreams) leaves running leases
+// in place, so that the fetcher can re-announce them to the next process.
+func TestGracefulStopKeepsLeases(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, PerHostConcurrency: 10}
+	h1 := startHarness(t, cfg)
+	ctx := ctxT(t)
+	f := startFetcher(t, h1, "f", 3, holdAll)
+	if _, err := h1.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "g", Papers: specs("p", 3, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "assigns", func() bool { return f.assignCount() == 3 })
+	h1.stop()
+	f.kill()
+	h2 := startHarness(t, cfg)
+	g, err := h2.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "g"})
+	if err != nil || g.GetBatch().GetCounts().GetDownloading() != 3 {
+		t.Fatalf("after a graceful stop: %v %v", g, err)
+	}
+	var again []*pb.InFlightLease
+	for _, a := range f.assigns {
+		again = append(again, &pb.InFlightLease{LeaseId: a.GetLeaseId(), Attempt: a.GetAttempt()})
+	}
+	f2 := startFetcher(t, h2, "f", 1, holdAll, again...)
+	for _, a := range f.assigns {
+		f2.complete(a)
+	}
+	if b := watchToEnd(t, h2, "g"); b.GetCounts().GetSucceeded() != 3 {
+		t.Fatalf("final %v", b)
+	}
+	if f2.assignCount() != 0 {
+		t.Fatalf("%d papers assigned twice", f2.assignCount())
+	}
+}

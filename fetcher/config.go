@@ -30,7 +30,8 @@ const (
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultReconnectMin      = 250 * time.Millisecond
 	DefaultReconnectMax      = 30 * time.Second
-	DefaultSpoolMaxAge       = 24 * time.Hour
+	DefaultSpoolMaxAge       = time.Hour
+	DefaultSpoolSweep        = 5 * time.Minute
 	DefaultResumeMinBytes    = 1 << 20
 	DefaultContact           = "paperfetch@users.noreply.github.com"
 	// Version is reported in Hello and in the default User-Agent.
@@ -54,8 +55,14 @@ type Config struct {
 	// bucket; default $TMPDIR/paperfetch-spool. For file:// buckets the spool is inside the
 	// bucket folder (see blobstore.TempDir), so committing is a rename.
 	SpoolDir string
-	// SpoolMaxAge: spool files older than this are removed at start.
+	// SpoolMaxAge: spool and temporary files not modified for this long are removed, at start
+	// and by a periodic sweep while Run runs (those of killed fetchers, partials never resumed);
+	// default 1h. Files of running downloads are never removed (each write refreshes a file's
+	// modification time), and a partial kept for a resume ages from its last write, so this
+	// must be well above the coordinator's longest retry backoff.
 	SpoolMaxAge time.Duration
+	// SpoolSweepInterval is the period of that sweep; default 5m.
+	SpoolSweepInterval time.Duration
 	// ResumeMinBytes: a failed download keeps its partial body for a Range resume only when at
 	// least this many bytes arrived and the origin sent a validator (ETag/Last-Modified).
 	ResumeMinBytes int64
@@ -129,7 +136,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainGrace, "drain-grace", c.DrainGrace, "on SIGTERM, how long running downloads may finish")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "heartbeat period on an idle work stream")
 	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "folder for partial downloads when the blob store is not file:// (default $TMPDIR/paperfetch-spool)")
-	fs.DurationVar(&c.SpoolMaxAge, "spool-max-age", c.SpoolMaxAge, "at start, remove spool and temporary files older than this (e.g. left by a killed fetcher)")
+	fs.DurationVar(&c.SpoolMaxAge, "spool-max-age", c.SpoolMaxAge, "remove spool and temporary files not modified for this long (e.g. left by a killed fetcher), at start and periodically")
+	fs.DurationVar(&c.SpoolSweepInterval, "spool-sweep-interval", c.SpoolSweepInterval, "how often old spool and temporary files are looked for")
 	fs.Int64Var(&c.ResumeMinBytes, "resume-min-bytes", c.ResumeMinBytes, "keep a failed download's partial body for a Range resume from this size")
 }
 
@@ -155,6 +163,7 @@ func (c *Config) setDefaults() {
 	setIf(&c.ReconnectMin, DefaultReconnectMin)
 	setIf(&c.ReconnectMax, DefaultReconnectMax)
 	setIf(&c.SpoolMaxAge, DefaultSpoolMaxAge)
+	setIf(&c.SpoolSweepInterval, DefaultSpoolSweep)
 	setIf(&c.ResumeMinBytes, DefaultResumeMinBytes)
 	if c.Contact == "" {
 		c.Contact = DefaultContact
@@ -185,6 +194,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("fetcher: id longer than 128 characters")
 	case c.MaxSize < 0:
 		return fmt.Errorf("fetcher: negative max size")
+	case c.SpoolMaxAge < 0 || c.SpoolSweepInterval < 0:
+		return fmt.Errorf("fetcher: negative spool max age or sweep interval")
 	case c.ReconnectMax < c.ReconnectMin:
 		return fmt.Errorf("fetcher: reconnect max below reconnect min")
 	}

@@ -172,12 +172,16 @@ func (d *downloader) download(parent context.Context, j job, rep reporter) (outc
 	if fail != nil {
 		if sf != nil {
 			sf.abandon(fail.resumable && fail.class == pb.FailureClass_FAILURE_CLASS_TRANSIENT, d.minResume)
+			if fail.class == pb.FailureClass_FAILURE_CLASS_PERMANENT {
+				d.forgetURL(ctx, j.url, "failed permanently")
+			}
 		}
 		return outcome{}, fail
 	}
 	if j.expectedSHA != "" && out.sha256 != j.expectedSHA {
 		if sf != nil {
 			sf.discard()
+			d.forgetURL(ctx, j.url, "failed permanently")
 		}
 		f := permanent(pb.FailureReason_FAILURE_REASON_CHECKSUM_MISMATCH, "sha256 %s, expected %s", out.sha256, j.expectedSHA)
 		f.url = out.finalURL
@@ -191,8 +195,22 @@ func (d *downloader) download(parent context.Context, j job, rep reporter) (outc
 			return outcome{}, f
 		}
 		out.blobKey = key
+		d.forgetURL(ctx, j.url, "stored")
 	}
 	return out, nil
+}
+
+// forgetURL removes the spool files every fetcher may have kept for url, which is finished
+// (why: stored or failed permanently), so none of them can be resumed usefully.
+func (d *downloader) forgetURL(ctx context.Context, url, why string) {
+	n, err := d.spool.removeURL(url)
+	if n > 0 {
+		d.metrics.spoolRemoved.WithLabelValues("finished").Add(float64(n))
+		d.log.DebugContext(ctx, "removed spool files of a finished URL", "url_sha256", urlHash(url), "why", why, "count", n)
+	}
+	if err != nil {
+		d.log.WarnContext(ctx, "removing spool files of a finished URL", "url_sha256", urlHash(url), "why", why, "err", err)
+	}
 }
 
 // classifyStoreError classifies a failed commit: an abort stays an abort, anything else is a

@@ -9,6 +9,27 @@
 // (inside the bucket folder, hidden from List, for file:// buckets) and committed only after
 // they are complete, valid and, when expected, checksum-verified; a file:// commit is an
 // fsync + rename + directory fsync, an S3 commit an acknowledged PUT or multipart completion.
+//
+// Spool files do not outlive their use:
+//
+//   - A failed download removes its file, except a transient failure after which the body may
+//     be resumed with a Range request (enough bytes and a validator from the origin): that
+//     partial is kept, with a sidecar, under a name made of the fetcher id and the URL.
+//   - When a URL is finished, by any fetcher sharing the spool folder (for file:// buckets, the
+//     bucket's hidden temp folder), every spool file of that URL is removed, whichever fetcher
+//     wrote it: stored (nothing is left to resume) or failed permanently (404, not a PDF, too
+//     large, checksum mismatch...). A download still writing to a file removed this way (a
+//     duplicate of a reassigned lease) keeps writing to the unlinked file and then fails
+//     cleanly when committing it (a transient storage failure), unless the identical content
+//     is already stored, in which case it completes with the same blob.
+//   - Files not modified for Config.SpoolMaxAge (default 1h) are swept at start and every
+//     Config.SpoolSweepInterval while Run runs: those of killed fetchers and partials that were
+//     never resumed. Writes refresh a file's modification time, a partial is touched when a
+//     retry reopens it, and files of this fetcher's running downloads are never swept.
+//   - Drain (SIGTERM) aborts the downloads still running after the grace period: their files
+//     are removed, except resumable partials, which stay for the retry (by this fetcher after a
+//     restart with the same id) until the URL is finished by any fetcher or the sweep removes
+//     them. A fetcher that drained with no running download leaves nothing.
 package fetcher
 
 import (
@@ -27,7 +48,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
-	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
@@ -59,10 +79,14 @@ type Fetcher struct {
 	drained   chan struct{} // closed when Drain is done: the session closes the stream
 	drainOnce sync.Once
 	wg        sync.WaitGroup // running downloads
+
+	// afterSweep, when set (by tests, before Run), is called after every periodic spool sweep
+	// with the number of files removed.
+	afterSweep func(removed int)
 }
 
-// New creates a Fetcher. It cleans up spool files older than Config.SpoolMaxAge (those of a
-// killed fetcher). The Fetcher does not own cfg.Bucket.
+// New creates a Fetcher. It removes the spool files not modified for Config.SpoolMaxAge (those
+// of a killed fetcher); Run repeats that periodically. The Fetcher does not own cfg.Bucket.
 func New(cfg Config) (*Fetcher, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -73,14 +97,9 @@ func New(cfg Config) (*Fetcher, error) {
 		return nil, fmt.Errorf("fetcher metrics: %w", err)
 	}
 	st := newStore(cfg.Bucket, cfg.BlobURL)
-	sp, err := newSpool(st.spoolDir(cfg.SpoolDir), cfg.ID)
+	sp, err := newSpool(st.spoolDir(cfg.SpoolDir), cfg.ID, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("fetcher: %w", err)
-	}
-	if n, err := blobstore.CleanTemp(sp.dir, cfg.Clock.Now().Add(-cfg.SpoolMaxAge)); err != nil {
-		cfg.Logger.Warn("cleaning old spool files", "dir", sp.dir, "err", err)
-	} else if n > 0 {
-		cfg.Logger.Info("removed old spool files", "dir", sp.dir, "count", n)
 	}
 	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
 	var boot [8]byte
@@ -110,6 +129,7 @@ func New(cfg Config) (*Fetcher, error) {
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
 	}
+	f.sweepSpool(context.Background())
 	return f, nil
 }
 

@@ -53,7 +53,13 @@ func newTestFetcher(t *testing.T, mutate func(*Config)) *testFetcher {
 
 func newTestFetcherTB(t testing.TB, mutate func(*Config)) *testFetcher {
 	t.Helper()
-	dir := t.TempDir()
+	return newTestFetcherAt(t, t.TempDir(), mutate)
+}
+
+// newTestFetcherAt is a Fetcher on the file:// bucket in dir (which other test fetchers may
+// share).
+func newTestFetcherAt(t testing.TB, dir string, mutate func(*Config)) *testFetcher {
+	t.Helper()
 	url := "file://" + dir
 	bucket, err := blobstore.Open(context.Background(), url)
 	if err != nil {

@@ -13,6 +13,8 @@ type metrics struct {
 	results  *prometheus.CounterVec
 	failures *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// spoolRemoved counts spool files removed by a finished URL or by the sweep.
+	spoolRemoved *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them on reg (when not nil).
@@ -39,11 +41,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of download attempts by result.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12),
 		}, []string{"result"}),
+		spoolRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "spool_files_removed_total",
+			Help: "Spool (partial and temporary) files removed, by cause: finished (the URL was stored or failed permanently, by any fetcher) or swept (not modified for the spool max age).",
+		}, []string{"cause"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.active, m.bytes, m.results, m.failures, m.duration} {
+	for _, c := range []prometheus.Collector{m.active, m.bytes, m.results, m.failures, m.duration, m.spoolRemoved} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

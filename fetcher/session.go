@@ -18,10 +18,12 @@ import (
 const closeWait = 5 * time.Second
 
 // Run keeps the Work stream to the coordinator open over conn, reconnecting with exponential
-// backoff and jitter, and runs the downloads it is assigned. It returns nil when ctx is done
+// backoff and jitter, and runs the downloads it is assigned. While it runs, old spool files are
+// swept every Config.SpoolSweepInterval. It returns nil when ctx is done
 // (running downloads are aborted and waited for) or after Drain has finished.
 func (f *Fetcher) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
 	client := pb.NewFetcherGatewayServiceClient(conn)
+	defer f.startSweeper(ctx)()
 	dctx, dcancel := context.WithCancelCause(ctx)
 	defer func() {
 		dcancel(&abortError{why: "fetcher stopped"})

@@ -11,9 +11,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
 // spool manages the local files downloads are written to before they are committed. A file
@@ -21,21 +24,46 @@ import (
 // small JSON sidecar holding the validator (ETag or Last-Modified) and the total size, so a
 // retry of the same URL can continue with a Range request. Names end in
 // blobstore.TempSuffix so that, inside a file:// bucket, List never shows them.
+//
+// File names (H(x) is a hex prefix of the SHA-256 of x):
+//
+//	<H(fetcher id)>-<H(url)>.part<TempSuffix>        resumable body of url
+//	<H(fetcher id)>-<H(url)>.meta<TempSuffix>        its sidecar
+//	<H(fetcher id)>-<H(url)>-<random>.tmp<TempSuffix> non-resumable body of url
+//
+// The URL part is the same for every fetcher, so whoever finishes a URL (stored, or failed
+// permanently) removes every fetcher's spool files for it (removeURL), and sweep removes files
+// nobody wrote to for a while (those of killed fetchers, partials never resumed).
 type spool struct {
 	dir    string
 	prefix string // hash of the fetcher id
+	clk    clock.Clock
 
-	mu   sync.Mutex
-	busy map[string]bool // keyed spool files in use
+	mu    sync.Mutex
+	busy  map[string]bool // keys of the keyed spool files in use
+	inUse map[string]bool // paths of the spool files (and sidecars) of running downloads
 }
 
-func newSpool(dir, fetcherID string) (*spool, error) {
+func newSpool(dir, fetcherID string, clk clock.Clock) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
 	h := sha256.Sum256([]byte(fetcherID))
-	return &spool{dir: dir, prefix: hex.EncodeToString(h[:4]), busy: map[string]bool{}}, nil
+	return &spool{dir: dir, prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}}, nil
 }
+
+// urlHash is the part of a spool file name derived from the URL, shared by all fetchers.
+func urlHash(url string) string {
+	h := sha256.Sum256([]byte(url))
+	return hex.EncodeToString(h[:16])
+}
+
+// Suffixes of spool file names (see spool).
+const (
+	partSuffix = ".part" + blobstore.TempSuffix
+	metaSuffix = ".meta" + blobstore.TempSuffix
+	tmpSuffix  = ".tmp" + blobstore.TempSuffix
+)
 
 // spoolMeta is the sidecar of a resumable spool file.
 type spoolMeta struct {
@@ -64,26 +92,37 @@ type spoolFile struct {
 // same URL is reopened (its bytes are offered for a Range request); otherwise, or when another
 // download of the same URL holds it, a fresh unique file is used.
 func (s *spool) open(url string, resume bool) (*spoolFile, error) {
-	h := sha256.Sum256([]byte(url))
-	key := s.prefix + "-" + hex.EncodeToString(h[:16])
+	key := s.prefix + "-" + urlHash(url)
 	sf := &spoolFile{s: s, url: url}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	// The paths are marked in use before any file is touched, so that neither removeURL nor
+	// sweep (which check the marks under s.mu) removes them under this download.
 	s.mu.Lock()
 	if resume && !s.busy[key] {
 		s.busy[key] = true
 		sf.key = key
+		sf.path = filepath.Join(s.dir, key+partSuffix)
+		sf.metaPath = filepath.Join(s.dir, key+metaSuffix)
+		s.inUse[sf.metaPath] = true
+	} else {
+		sf.path = filepath.Join(s.dir, key+"-"+hex.EncodeToString(rnd[:])+tmpSuffix)
 	}
+	s.inUse[sf.path] = true
 	s.mu.Unlock()
 	if sf.key != "" {
-		sf.path = filepath.Join(s.dir, key+".part"+blobstore.TempSuffix)
-		sf.metaPath = filepath.Join(s.dir, key+".meta"+blobstore.TempSuffix)
 		if m, ok := sf.readMeta(); ok && m.URL == url && m.Validator != "" {
 			// A kept partial body: reopen it and offer its bytes for a Range request.
 			f, err := os.OpenFile(sf.path, os.O_RDWR|os.O_CREATE, 0o644)
 			if err != nil {
-				sf.releaseKey()
+				sf.release()
 				return nil, fmt.Errorf("spool: %w", err)
 			}
 			sf.f, sf.metaExists = f, true
+			// Its age (for other fetchers' sweeps) counts from now: it is in use again.
+			now := s.clk.Now()
+			_ = os.Chtimes(sf.path, now, now)
+			_ = os.Chtimes(sf.metaPath, now, now)
 			if st, err := f.Stat(); err == nil && st.Size() > 0 && (m.Total <= 0 || st.Size() < m.Total) {
 				sf.meta, sf.size = m, st.Size()
 			}
@@ -100,17 +139,15 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 		}
 		f, err := os.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
-			sf.releaseKey()
+			sf.release()
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 		sf.f = f
 		return sf, nil
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	sf.path = filepath.Join(s.dir, key+"-"+hex.EncodeToString(rnd[:])+".tmp"+blobstore.TempSuffix)
 	f, err := os.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
+		sf.release()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	sf.f = f
@@ -241,29 +278,166 @@ func (sf *spoolFile) finish() {
 	_ = sf.closeFile()
 	_ = os.Remove(sf.path)
 	_ = sf.removeMeta()
-	sf.releaseKey()
+	sf.release()
 }
 
 // abandon ends a failed download: a keyed file with a validator and at least minBytes is kept
-// for a later Range resume when keep is set; anything else is removed.
+// for a later Range resume when keep is set; anything else is removed. A file that is no longer
+// linked under its name (another fetcher finished the URL and removed it) is not kept: a
+// sidecar written since would otherwise describe a body that is gone.
 func (sf *spoolFile) abandon(keep bool, minBytes int64) {
-	if keep && sf.key != "" && sf.meta.Validator != "" && sf.size >= minBytes {
+	if keep && sf.key != "" && sf.meta.Validator != "" && sf.size >= minBytes && sf.linked() {
 		_ = sf.closeFile()
-		sf.releaseKey()
+		sf.release()
 		return
 	}
 	sf.discard()
 }
 
+// linked reports whether the open file is still the one named sf.path.
+func (sf *spoolFile) linked() bool {
+	if sf.f == nil {
+		return false
+	}
+	open, err := sf.f.Stat()
+	if err != nil {
+		return false
+	}
+	named, err := os.Stat(sf.path)
+	return err == nil && os.SameFile(open, named)
+}
+
 // discard removes the file and its sidecar.
 func (sf *spoolFile) discard() { sf.finish() }
 
-func (sf *spoolFile) releaseKey() {
-	if sf.key == "" || sf.released {
+// release unmarks the file's paths and key: they may be reused, swept or removed again.
+func (sf *spoolFile) release() {
+	if sf.released {
 		return
 	}
 	sf.released = true
 	sf.s.mu.Lock()
-	delete(sf.s.busy, sf.key)
+	delete(sf.s.inUse, sf.path)
+	if sf.key != "" {
+		delete(sf.s.inUse, sf.metaPath)
+		delete(sf.s.busy, sf.key)
+	}
 	sf.s.mu.Unlock()
+}
+
+// removeURL removes every spool file of url (bodies, resumable or not, and sidecars), whichever
+// fetcher wrote it, except those of this spool's running downloads. It is called once url is
+// finished: stored, or failed permanently, so no partial of it will ever be useful. A running
+// download of another fetcher whose file is removed keeps writing to the unlinked file and then
+// fails cleanly: its commit (a rename, or a re-open for an upload) no longer finds the file, a
+// transient failure, unless the identical content is already stored. It returns how many files
+// it removed.
+func (s *spool) removeURL(url string) (int, error) {
+	h := urlHash(url)
+	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	var matches []string
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() {
+			continue
+		}
+		if strings.HasSuffix(name, "-"+h+partSuffix) || strings.HasSuffix(name, "-"+h+metaSuffix) ||
+			(strings.HasSuffix(name, tmpSuffix) && strings.Contains(name, "-"+h+"-")) {
+			matches = append(matches, filepath.Join(s.dir, name))
+		}
+	}
+	if len(matches) == 0 {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeLocked(matches)
+}
+
+// removeLocked removes the files in paths that no running download of this spool uses,
+// ignoring those already gone; s.mu must be held.
+func (s *spool) removeLocked(paths []string) (int, error) {
+	n := 0
+	var errs []error
+	for _, p := range paths {
+		if s.inUse[p] {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n++
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("spool: %w", err)
+	}
+	return n, nil
+}
+
+// sweep removes the spool files (and any other temporary file, named with
+// blobstore.TempSuffix, in the spool folder) that were not modified since cutoff and are not
+// used by a running download of this spool: those of killed fetchers, and partials never
+// resumed. Writing a file updates its modification time, so a download that is receiving
+// bytes is never swept, and a partial kept for resuming ages from its last write. A resumable
+// body and its sidecar go together: their age is that of the newer of the two. It returns how
+// many files it removed.
+func (s *spool) sweep(cutoff time.Time) (int, error) {
+	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("spool sweep: %w", err)
+	}
+	type group struct {
+		paths  []string
+		newest time.Time
+	}
+	groups := map[string]*group{}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, blobstore.TempSuffix) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		stem := name
+		if b, ok := strings.CutSuffix(name, partSuffix); ok {
+			stem = b
+		} else if b, ok := strings.CutSuffix(name, metaSuffix); ok {
+			stem = b
+		}
+		g := groups[stem]
+		if g == nil {
+			g = &group{}
+			groups[stem] = g
+		}
+		g.paths = append(g.paths, filepath.Join(s.dir, name))
+		if info.ModTime().After(g.newest) {
+			g.newest = info.ModTime()
+		}
+	}
+	var old []string
+	for _, g := range groups {
+		if g.newest.Before(cutoff) {
+			old = append(old, g.paths...)
+		}
+	}
+	if len(old) == 0 {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeLocked(old)
 }

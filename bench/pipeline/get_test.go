@@ -47,7 +47,7 @@ func BenchmarkGet(b *testing.B) {
 		var stdout, stderr bytes.Buffer
 		env := cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }}
 		args := []string{"get", "--per-host-delay", "0s", "--per-host-concurrency", fmt.Sprint(conc), "--concurrency", fmt.Sprint(conc),
-			"--allow-private-networks", "--quiet", "--out", out, input}
+			"--allow-private-networks", "--quiet", "--max-size", "8GiB", "--out", out, input}
 		b.StartTimer()
 		if code := cli.Main(context.Background(), args, env); code != cli.ExitOK {
 			b.Fatalf("paperfetch get exited %d:\n%s\n%s", code, stdout.String(), stderr.String())

@@ -95,18 +95,27 @@ func splitmix(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// makePapers defines count papers: 16–128 KiB (every tenth 512 KiB), every body throttled to
-// 256 KiB/s so downloads are in flight when processes are killed, and a deterministic mix of
-// injected failures, each bounded so that every paper succeeds within its attempt budget.
+// makePapers defines count papers: 16–128 KiB (every tenth 512 KiB, every hundredth 3 MiB and
+// truncated once, to exercise resuming), bodies throttled (256 KiB/s) so that downloads are in
+// flight when processes are killed, and a deterministic mix of injected failures, each bounded
+// so that every paper succeeds within its attempt budget.
 func makePapers(base string, count int) []paperDef {
 	defs := make([]paperDef, count)
 	for i := range defs {
 		n := uint64(i)
-		size := int64(16<<10) + int64(splitmix(n)%(112<<10))
-		if n%10 == 0 {
+		size, rate := int64(16<<10)+int64(splitmix(n)%(112<<10)), 256<<10
+		switch {
+		case n%100 == 50:
+			// Large enough for the fetcher to keep the partial body of the truncated first
+			// response and resume it with Range/If-Range.
+			size, rate = 3<<20, 2<<20
+		case n%10 == 0:
 			size = 512 << 10
 		}
-		q := []string{fmt.Sprintf("size=%d", size), "rate=262144", "flaky=5", "flaky_max=1"}
+		q := []string{fmt.Sprintf("size=%d", size), fmt.Sprintf("rate=%d", rate), "flaky=5", "flaky_max=1"}
+		if n%100 == 50 {
+			q = append(q, "truncate=1")
+		}
 		switch n % 10 {
 		case 3:
 			q = append(q, "reset=1")
@@ -508,6 +517,7 @@ func (r result) markdown(failed bool) string {
 	fmt.Fprintf(&b, "| complete bodies served (re-downloads after kills included) | %d |\n", r.origin.CompleteBodies)
 	fmt.Fprintf(&b, "| origin requests / injected 503 / 500 / resets / truncations | %d / %d / %d / %d / %d |\n",
 		r.origin.Requests, r.origin.Status["503"], r.origin.Status["500"], r.origin.Resets, r.origin.Truncated)
+	fmt.Fprintf(&b, "| ranged (resumed) responses served, 206 | %d |\n", r.origin.Status["206"])
 	fmt.Fprintf(&b, "| attempts recorded by the coordinator | %d |\n", r.attempts)
 	fmt.Fprintf(&b, "| bytes stored | %d |\n", r.bytesStored)
 	fmt.Fprintf(&b, "| WatchBatch streams opened (reconnects across restarts) | %d |\n", r.streams)

@@ -1,0 +1,333 @@
+package fetcher
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/clock"
+)
+
+// spoolOrigin serves PDFs with an ETag (so that truncated bodies are kept for resuming). The
+// body depends on the User-Agent (bodies[ua], else bodies[""]); mode decides the answer:
+// "cut" sends the headers of the whole body but only its first half; "full" serves it (with
+// Range support); "404" and "html" fail permanently; "gate" sends the first half, signals
+// firstHalf and sends the rest once release is closed.
+type spoolOrigin struct {
+	*httptest.Server
+	bodies    map[string][]byte
+	mode      atomic.Value // string
+	firstHalf chan struct{}
+	release   chan struct{}
+	once      sync.Once
+}
+
+func newSpoolOrigin(t *testing.T, bodies map[string][]byte) *spoolOrigin {
+	o := &spoolOrigin{bodies: bodies, firstHalf: make(chan struct{}, 4), release: make(chan struct{})}
+	o.mode.Store("full")
+	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := o.bodies[r.UserAgent()]
+		if !ok {
+			body = o.bodies[""]
+		}
+		w.Header().Set("ETag", `"`+sha(body)[:16]+`"`)
+		w.Header().Set("Content-Type", "application/pdf")
+		switch o.mode.Load().(string) {
+		case "cut":
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body[:len(body)/2])
+		case "full":
+			http.ServeContent(w, r, "x.pdf", time.Time{}, bytes.NewReader(body))
+		case "404":
+			http.NotFound(w, r)
+		case "html":
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte("<!doctype html><html><body>Subscribe to read this article.</body></html>"))
+		case "gate":
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body[:len(body)/2])
+			http.NewResponseController(w).Flush()
+			o.firstHalf <- struct{}{}
+			select {
+			case <-o.release:
+				_, _ = w.Write(body[len(body)/2:])
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(func() { o.open(); o.Close() })
+	return o
+}
+
+func (o *spoolOrigin) open() { o.once.Do(func() { close(o.release) }) }
+
+// sharedFetchers returns two fetchers with different ids (and User-Agents "A" and "B") on the
+// same file:// bucket, as after a fetcher was replaced by one with a new id.
+func sharedFetchers(t *testing.T, mutate func(*Config)) (a, b *testFetcher) {
+	t.Helper()
+	dir := t.TempDir()
+	mk := func(id string) *testFetcher {
+		return newTestFetcherAt(t, dir, func(c *Config) {
+			c.ID, c.UserAgent = "fetcher-"+id, id
+			if mutate != nil {
+				mutate(c)
+			}
+		})
+	}
+	return mk("A"), mk("B")
+}
+
+// touchFile creates a file of a few bytes with modification time mtime.
+func touchFile(t *testing.T, path string, mtime time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setMtime(t, path, mtime)
+}
+
+func setMtime(t *testing.T, path string, mtime time.Time) {
+	t.Helper()
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantTempFiles checks the names in the bucket's spool folder.
+func wantTempFiles(t *testing.T, tf *testFetcher, want ...string) {
+	t.Helper()
+	got := tf.tempFiles(t)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("spool files = %v, want %v", got, want)
+	}
+}
+
+// partialNames are the names of fetcher tf's resumable partial of url and its sidecar.
+func partialNames(tf *testFetcher, url string) []string {
+	key := tf.dl.spool.prefix + "-" + urlHash(url)
+	return []string{key + partSuffix, key + metaSuffix}
+}
+
+// A URL stored by fetcher B removes the partials every fetcher kept for it (A's resumable
+// partial, a killed fetcher's temporary file and orphan sidecar), and only those.
+func TestStoredURLRemovesEveryFetchersSpoolFiles(t *testing.T) {
+	pdf := pdfBody(64<<10, 21)
+	o := newSpoolOrigin(t, map[string][]byte{"": pdf})
+	a, b := sharedFetchers(t, nil)
+	url, other := o.URL+"/x.pdf", o.URL+"/other.pdf"
+
+	o.mode.Store("cut")
+	for _, u := range []string{url, other} {
+		_, fail, _ := a.run(t, u, nil)
+		wantFailure(t, fail, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TRUNCATED)
+	}
+	dir := a.dl.spool.dir
+	killed := "deadbeef-" + urlHash(url)
+	touchFile(t, filepath.Join(dir, killed+"-0123456789abcdef"+tmpSuffix), time.Now())
+	touchFile(t, filepath.Join(dir, killed+metaSuffix), time.Now())
+	wantTempFiles(t, a, append(append(partialNames(a, url), partialNames(a, other)...),
+		killed+"-0123456789abcdef"+tmpSuffix, killed+metaSuffix)...)
+
+	o.mode.Store("full")
+	out, fail, _ := b.run(t, url, nil)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	if out.blobKey != blobstore.ContentKey(sha(pdf)) {
+		t.Fatalf("outcome %+v", out)
+	}
+	// The partial of the other URL is untouched (and still resumable by A).
+	wantTempFiles(t, a, partialNames(a, other)...)
+	_, fail, rec := a.run(t, other, nil)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	if rec.resumed != int64(len(pdf)/2) {
+		t.Fatalf("resumed from %d, want %d", rec.resumed, len(pdf)/2)
+	}
+	a.assertStore(t, out.blobKey)
+}
+
+// A URL that fails permanently, at any fetcher, removes the partials kept for it.
+func TestPermanentFailureRemovesSpoolFiles(t *testing.T) {
+	pdf := pdfBody(64<<10, 22)
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		job    func(*job)
+		reason pb.FailureReason
+	}{
+		{"not found", "404", nil, pb.FailureReason_FAILURE_REASON_NOT_FOUND},
+		{"not a PDF", "html", nil, pb.FailureReason_FAILURE_REASON_NOT_PDF},
+		{"too large", "full", func(j *job) { j.maxSize = 4096 }, pb.FailureReason_FAILURE_REASON_TOO_LARGE},
+		{"checksum", "full", func(j *job) { j.expectedSHA = sha([]byte("other")) }, pb.FailureReason_FAILURE_REASON_CHECKSUM_MISMATCH},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newSpoolOrigin(t, map[string][]byte{"": pdf})
+			a, b := sharedFetchers(t, nil)
+			url := o.URL + "/x.pdf"
+			o.mode.Store("cut")
+			_, fail, _ := a.run(t, url, nil)
+			wantFailure(t, fail, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TRUNCATED)
+			wantTempFiles(t, a, partialNames(a, url)...)
+
+			o.mode.Store(tc.mode)
+			_, fail, _ = b.run(t, url, tc.job)
+			wantFailure(t, fail, pb.FailureClass_FAILURE_CLASS_PERMANENT, tc.reason)
+			a.assertStore(t)
+		})
+	}
+}
+
+// A download whose spool file another fetcher removed (it stored the same URL meanwhile) keeps
+// writing to the unlinked file, then fails cleanly at commit, or completes when the identical
+// content is already stored; nothing stray is left and the stored blob is intact.
+func TestZombieWriterOfRemovedPartial(t *testing.T) {
+	pdfA := pdfBody(256<<10, 24)
+	for _, tc := range []struct {
+		name string
+		pdfB []byte
+	}{
+		{"different content", pdfBody(256<<10, 25)},
+		{"same content", pdfA},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newSpoolOrigin(t, map[string][]byte{"A": pdfA, "B": tc.pdfB})
+			a, b := sharedFetchers(t, nil)
+			url := o.URL + "/x.pdf"
+			o.mode.Store("gate")
+			type result struct {
+				out  outcome
+				fail *failure
+			}
+			resA := make(chan result, 1)
+			go func() {
+				out, fail, _ := a.run(t, url, nil)
+				resA <- result{out, fail}
+			}()
+			select {
+			case <-o.firstHalf:
+			case <-time.After(testWait):
+				t.Fatal("fetcher A did not start downloading")
+			}
+			partA := filepath.Join(a.dl.spool.dir, partialNames(a, url)[0])
+			if _, err := os.Stat(partA); err != nil {
+				t.Fatalf("A's partial: %v", err)
+			}
+
+			o.mode.Store("full")
+			outB, fail, _ := b.run(t, url, nil)
+			if fail != nil {
+				t.Fatal(fail)
+			}
+			if _, err := os.Stat(partA); !os.IsNotExist(err) {
+				t.Fatalf("A's running partial was not removed: %v", err)
+			}
+
+			o.open()
+			var r result
+			select {
+			case r = <-resA:
+			case <-time.After(testWait):
+				t.Fatal("fetcher A did not finish")
+			}
+			if bytes.Equal(tc.pdfB, pdfA) {
+				if r.fail != nil || r.out.blobKey != outB.blobKey {
+					t.Fatalf("A: %+v, %v; want completed with %s", r.out, r.fail, outB.blobKey)
+				}
+			} else {
+				wantFailure(t, r.fail, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_STORAGE)
+			}
+			if !bytes.Equal(readKey(t, b, outB.blobKey), tc.pdfB) {
+				t.Fatal("stored blob differs from B's download")
+			}
+			a.assertStore(t, outB.blobKey)
+		})
+	}
+}
+
+// The periodic sweep removes spool and temporary files not modified for SpoolMaxAge, measuring
+// a resumable partial's age from its last write (or reopening), and never removes the files of
+// running downloads.
+func TestSpoolSweep(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	const maxAge, every = time.Hour, 5 * time.Minute
+	pdf := pdfBody(64<<10, 26)
+	o := newSpoolOrigin(t, map[string][]byte{"": pdf})
+	tf := newTestFetcher(t, func(c *Config) { c.Clock, c.SpoolMaxAge, c.SpoolSweepInterval = clk, maxAge, every })
+	dir := tf.dl.spool.dir
+	url := o.URL + "/x.pdf"
+
+	o.mode.Store("cut")
+	_, fail, _ := tf.run(t, url, nil)
+	wantFailure(t, fail, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TRUNCATED)
+	partial := partialNames(tf, url)
+	// The sidecar was written when the response began, long before the last body write: the
+	// pair's age is the body's.
+	setMtime(t, filepath.Join(dir, partial[1]), clk.Now().Add(-3*time.Hour))
+	orphan := "deadbeef-" + urlHash(o.URL+"/y.pdf") + "-0123456789abcdef" + tmpSuffix
+	touchFile(t, filepath.Join(dir, orphan), clk.Now().Add(-2*time.Hour))
+	stray := "object.tmp" + blobstore.TempSuffix
+	touchFile(t, filepath.Join(dir, stray), clk.Now().Add(-2*time.Hour))
+	fresh := "cafef00d-" + urlHash(o.URL+"/z.pdf") + "-0123456789abcdef" + tmpSuffix
+	touchFile(t, filepath.Join(dir, fresh), clk.Now().Add(-maxAge/2))
+	running, err := tf.dl.spool.open(o.URL+"/running.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setMtime(t, running.path, clk.Now().Add(-2*time.Hour))
+
+	swept := make(chan int, 1)
+	tf.afterSweep = func(n int) { swept <- n }
+	stop := tf.startSweeper(t.Context())
+	defer stop()
+	sweep := func(want int) {
+		t.Helper()
+		clk.Advance(every)
+		select {
+		case n := <-swept:
+			if n != want {
+				t.Fatalf("sweep removed %d files, want %d", n, want)
+			}
+		case <-time.After(testWait):
+			t.Fatal("no sweep")
+		}
+	}
+	sweep(2)
+	wantTempFiles(t, tf, partial[0], partial[1], fresh, filepath.Base(running.path))
+
+	// A partial reopened for a retry is touched: its age starts over.
+	for _, p := range partial {
+		setMtime(t, filepath.Join(dir, p), clk.Now().Add(-2*time.Hour))
+	}
+	sf, err := tf.dl.spool.open(url, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, _ := sf.resumeFrom(); off != int64(len(pdf)/2) {
+		t.Fatalf("reopened partial offers %d bytes, want %d", off, len(pdf)/2)
+	}
+	sf.abandon(true, 0)
+	sweep(0)
+	wantTempFiles(t, tf, partial[0], partial[1], fresh, filepath.Base(running.path))
+
+	// Once old, the partial goes; so does the running download's file once it ended.
+	for _, p := range partial {
+		setMtime(t, filepath.Join(dir, p), clk.Now().Add(-maxAge-time.Minute))
+	}
+	running.abandon(true, 0) // no validator: removed
+	sweep(2)
+	wantTempFiles(t, tf, fresh)
+}
