@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -330,4 +331,76 @@ func TestSpoolSweep(t *testing.T) {
 	running.abandon(true, 0) // no validator: removed
 	sweep(2)
 	wantTempFiles(t, tf, fresh)
+}
+
+// steppingClock is a clock whose time moves one second at every reading; its timers (those of
+// the embedded Fake, which is never advanced) never fire.
+type steppingClock struct {
+	*clock.Fake
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *steppingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Second)
+	return c.now
+}
+
+// progressSignal is a reporter that signals every progress event.
+type progressSignal struct{ c chan int64 }
+
+func (p *progressSignal) started(string, int64) {}
+
+func (p *progressSignal) progress(b, _ int64, _ float64) {
+	select {
+	case p.c <- b:
+	default:
+	}
+}
+
+// A download aborted as by a drain (its context cancelled with an abortError) keeps its
+// resumable partial, for a retry after a restart with the same id; once another fetcher stores
+// the URL, nothing of it is left. (TestWorkDrainGraceOver covers the non-resumable case.)
+func TestAbortedPartialRemovedWhenStored(t *testing.T) {
+	pdf := pdfBody(1<<20, 27)
+	o := newSpoolOrigin(t, map[string][]byte{"": pdf})
+	o.mode.Store("gate")
+	a, b := sharedFetchers(t, func(c *Config) { c.Clock = &steppingClock{Fake: clock.NewFake(time.Now()), now: time.Now()} })
+	url := o.URL + "/x.pdf"
+
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	rep := &progressSignal{c: make(chan int64, 1)}
+	failc := make(chan *failure, 1)
+	go func() {
+		_, fail := a.dl.download(ctx, job{url: url, maxSize: 1 << 30, timeout: time.Hour, stall: time.Hour, store: true, resume: true}, rep)
+		failc <- fail
+	}()
+	select {
+	case <-o.firstHalf:
+	case <-time.After(testWait):
+		t.Fatal("the download did not start")
+	}
+	// With a clock that moves a second per reading, the progress throttle lets the first event
+	// through after 256 KiB: those bytes are in the spool file by then.
+	select {
+	case n := <-rep.c:
+		if n < progressBytes {
+			t.Fatalf("progress at %d bytes", n)
+		}
+	case <-time.After(testWait):
+		t.Fatal("no progress")
+	}
+	cancel(&abortError{why: "fetcher shutting down: drain grace period over"})
+	wantFailure(t, <-failc, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED)
+	wantTempFiles(t, a, partialNames(a, url)...)
+
+	o.mode.Store("full")
+	out, fail, _ := b.run(t, url, nil)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	a.assertStore(t, out.blobKey)
 }

@@ -266,12 +266,15 @@ func (o *Origin) servePDF(w http.ResponseWriter, r *http.Request) {
 	case fail500:
 		http.Error(rec, "origin: injected 500", http.StatusInternalServerError)
 		return
-	case failReset, failTruncate:
+	}
+	// Validators, so that a client can resume a cut body with Range/If-Range.
+	h.Set("Content-Type", "application/pdf")
+	h.Set("ETag", fmt.Sprintf(`"pf-%d-%d"`, n, size))
+	h.Set("Last-Modified", modTime.Format(http.TimeFormat))
+	if kind == failReset || kind == failTruncate {
 		o.cut(rec, r, content, kind)
 		return
 	}
-	h.Set("Content-Type", "application/pdf")
-	h.Set("ETag", fmt.Sprintf(`"pf-%d-%d"`, n, size))
 	body := &bodyReader{ctx: ctx, content: content, faults: f, rc: http.NewResponseController(rec)}
 	http.ServeContent(rec, r, "", modTime, body)
 }
@@ -280,7 +283,6 @@ func (o *Origin) servePDF(w http.ResponseWriter, r *http.Request) {
 // resets (failReset) the connection.
 func (o *Origin) cut(rec *recorder, r *http.Request, content *Content, kind failure) {
 	h := rec.Header()
-	h.Set("Content-Type", "application/pdf")
 	h.Set("Content-Length", strconv.FormatInt(content.Size(), 10))
 	rec.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {

@@ -53,6 +53,18 @@ func TestContentIsPinned(t *testing.T) {
 	}
 }
 
+// settled returns the stats once no request is in flight (a handler accounts its end just
+// after the client has read the last byte).
+func settled(t *testing.T, o *Origin) Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := o.WaitFor(ctx, func(s Stats) bool { return s.InFlight == 0 }); err != nil {
+		t.Fatal(err)
+	}
+	return o.Stats()
+}
+
 func newServer(t *testing.T, f Faults) (*Origin, *httptest.Server) {
 	t.Helper()
 	o, err := New(Config{Faults: f})
@@ -105,7 +117,7 @@ func TestServeFullAndRange(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET with a stale If-Range = %v, %v; want a full 200", resp, err)
 	}
-	st := o.Stats()
+	st := settled(t, o)
 	if st.Requests != 3 || st.CompleteBodies != 3 || st.DistinctComplete != 1 || st.InFlight != 0 {
 		t.Errorf("stats = %+v", st)
 	}
@@ -139,7 +151,7 @@ func TestInjectedFailuresInOrder(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || int64(len(body)) != 20000 {
 		t.Fatalf("request 5 = %v, %v; want the whole body", resp, err)
 	}
-	st := o.Stats()
+	st := settled(t, o)
 	if st.Resets != 1 || st.Truncated != 1 || st.CompleteBodies != 1 || st.Status["503"] != 1 || st.Status["500"] != 1 {
 		t.Errorf("stats = %+v", st)
 	}
@@ -212,5 +224,30 @@ func TestStatsEndpointAndBadRequests(t *testing.T) {
 	o.Reset()
 	if got := o.Stats(); got.Requests != 0 {
 		t.Errorf("after Reset, requests = %d", got.Requests)
+	}
+}
+
+func TestTruncatedBodyCanBeResumed(t *testing.T) {
+	o, s := newServer(t, Faults{})
+	url := s.URL + "/pdf/9?size=10000&truncate=1"
+	resp, part, err := get(t, s.Client(), url, nil)
+	if err == nil {
+		t.Fatal("the first response was not truncated")
+	}
+	etag := resp.Header.Get("ETag")
+	if etag == "" || resp.Header.Get("Last-Modified") == "" {
+		t.Fatalf("the truncated response has no validators: %v", resp.Header)
+	}
+	resp, rest, err := get(t, s.Client(), url, map[string]string{"Range": fmt.Sprintf("bytes=%d-", len(part)), "If-Range": etag})
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("resume = %v, %v; want 206", resp, err)
+	}
+	whole := append(part, rest...)
+	sum := sha256.Sum256(whole)
+	if hex.EncodeToString(sum[:]) != SHA256(9, 10000) {
+		t.Fatalf("resumed body (%d bytes) differs from the content", len(whole))
+	}
+	if st := settled(t, o); st.CompleteBodies != 1 || st.DistinctComplete != 1 || st.Truncated != 1 {
+		t.Errorf("stats = %+v", st)
 	}
 }

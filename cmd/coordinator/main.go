@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -21,23 +20,28 @@ import (
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/flagenv"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
+	"github.com/paperfetch/paperfetch/internal/logging"
 )
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "coordinator:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0) // -h: the usage has been printed
 		}
+		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(1)
 	}
 }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	flagenv.SetUsage(fs, `The paperfetch coordinator: owns batches of papers and their state in a local store, serves
+CoordinatorService to clients and FetcherGatewayService to fetchers, plus health and
+reflection.`)
 	listen := fs.String("listen", ":7400", "gRPC `address` of CoordinatorService, FetcherGatewayService, health and reflection")
 	dataDir := fs.String("data", "./data", "`directory` of the coordinator's store")
 	blobURL := fs.String("blob", "", "blob store `URL` ReadPaper reads from (default file://<data>/blobs)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFlags := logging.RegisterFlags(fs)
 	var cfg coordinator.Config
 	cfg.RegisterFlags(fs)
 	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleCoordinator)
@@ -47,11 +51,10 @@ func run(args []string) error {
 	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	logger, err := logFlags.NewJSONLogger(os.Stderr)
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	if *blobURL == "" {
 		abs, err := filepath.Abs(filepath.Join(*dataDir, "blobs"))

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -21,23 +20,27 @@ import (
 	"github.com/paperfetch/paperfetch/internal/flagenv"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
+	"github.com/paperfetch/paperfetch/internal/logging"
 )
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "fetcher:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0) // -h: the usage has been printed
 		}
+		fmt.Fprintln(os.Stderr, "fetcher:", err)
 		os.Exit(1)
 	}
 }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("fetcher", flag.ContinueOnError)
-	coordinator := fs.String("coordinator", "localhost:7400", "coordinator gRPC address")
-	listen := fs.String("listen", ":7401", "gRPC address of this fetcher's FetcherService, health and reflection")
-	blobURL := fs.String("blob", "file://./blobs", "blob store URL (file:///dir or s3://bucket?endpoint=...&region=...&use_path_style=true)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	flagenv.SetUsage(fs, `A paperfetch fetcher: pulls download leases from the coordinator over the Work stream,
+downloads the PDFs into the blob store, and serves FetcherService, health and reflection.`)
+	coordinator := fs.String("coordinator", "localhost:7400", "gRPC `address` of the coordinator")
+	listen := fs.String("listen", ":7401", "gRPC `address` of this fetcher's FetcherService, health and reflection")
+	blobURL := fs.String("blob", "file://./blobs", "blob store `URL` (file:///dir or s3://bucket?endpoint=...&region=...&use_path_style=true)")
+	logFlags := logging.RegisterFlags(fs)
 	var s3 blobstore.S3Options
 	s3.RegisterFlags(fs)
 	var cfg fetcher.Config
@@ -50,11 +53,10 @@ func run(args []string) error {
 	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	logger, err := logFlags.NewJSONLogger(os.Stderr)
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -22,7 +21,9 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/embedded"
 	"github.com/paperfetch/paperfetch/internal/input"
+	"github.com/paperfetch/paperfetch/internal/logging"
 	"github.com/paperfetch/paperfetch/internal/progress"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // getOptions are the flags of `paperfetch get`.
@@ -346,7 +347,7 @@ func (o *getOptions) validate(inputs []string) error {
 	if o.batchID != "" && !validBatchID(o.batchID) {
 		return usagef("--batch-id must be 1 to 128 characters of [A-Za-z0-9._-], got %q", o.batchID)
 	}
-	if _, err := parseLogLevel(o.logLevel); err != nil {
+	if _, err := logging.ParseLevel(o.logLevel); err != nil {
 		return usagef("--log-level: %v", err)
 	}
 	stdins := 0
@@ -497,7 +498,7 @@ func spoolStdin(stdin io.Reader, dir string) (*os.File, error) {
 
 // openLog opens the log file of the embedded system (appending).
 func openLog(dir, level string) (*os.File, *slog.Logger, error) {
-	lvl, err := parseLogLevel(level)
+	lvl, err := logging.ParseLevel(level)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -508,20 +509,9 @@ func openLog(dir, level string) (*os.File, *slog.Logger, error) {
 	return f, slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: lvl})), nil
 }
 
-func parseLogLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
-	}
-	return l, nil
-}
-
 // validBatchID checks the contract's batch id syntax.
 func validBatchID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	return strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == ""
+	return validate.BatchID("batch_id", id) == nil
 }
 
 func plural(n int, one, many string) string {

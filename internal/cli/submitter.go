@@ -77,7 +77,7 @@ func (in inputSet) scan(ctx context.Context, report func(error)) (scanResult, er
 		if err != nil {
 			return res, err
 		}
-		b, err := det.Marshal(specOf(p))
+		b, err := det.Marshal(p.Spec())
 		if err != nil {
 			return res, fmt.Errorf("encode paper %s: %w", p.ID, err)
 		}
@@ -92,11 +92,6 @@ func (in inputSet) scan(ctx context.Context, report func(error)) (scanResult, er
 	res.duplicates = st.Duplicates()
 	res.digest = hex.EncodeToString(h.Sum(nil))
 	return res, nil
-}
-
-// specOf converts a parsed entry to the wire form.
-func specOf(p input.Paper) *pb.PaperSpec {
-	return &pb.PaperSpec{PaperId: p.ID, Urls: p.URLs, ExpectedSha256: p.SHA256, Metadata: p.Metadata}
 }
 
 // submitter sends the papers of an input set to a coordinator as one chunked batch.
@@ -185,7 +180,7 @@ func (s *submitter) fill(ctx context.Context, batchID string, in inputSet, skip 
 		if err != nil {
 			return total, err
 		}
-		spec := specOf(p)
+		spec := p.Spec()
 		size := proto.Size(spec) + 8
 		if len(chunk) >= chunkPapers || (len(chunk) > 0 && chunkSize+size > chunkBytes) {
 			if err := flush(); err != nil {

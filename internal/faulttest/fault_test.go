@@ -360,6 +360,10 @@ func verify(ctx context.Context, t *testing.T, client pb.CoordinatorServiceClien
 	if len(papers) != len(defs) {
 		t.Errorf("ListPapers returned %d papers, want %d", len(papers), len(defs))
 	}
+	// Every download has ended: wait for the origin to account the last responses.
+	if err := origin.WaitFor(ctx, func(s originlib.Stats) bool { return s.InFlight == 0 }); err != nil {
+		t.Fatalf("the origin still serves requests after the batch completed: %v", err)
+	}
 	o := origin.Papers()
 	var bad []string
 	for _, d := range defs {

@@ -38,3 +38,18 @@ func Apply(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	})
 	return firstErr
 }
+
+// SetUsage makes fs's usage (printed for -h and for a bad flag) say what the command does and
+// that every flag can also come from the environment: "Usage: NAME [flags]", about, then the
+// flags.
+func SetUsage(fs *flag.FlagSet, about string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: %s [flags]\n\n", fs.Name())
+		if about = strings.TrimSpace(about); about != "" {
+			fmt.Fprintf(w, "%s\n\n", about)
+		}
+		fmt.Fprintf(w, "Flags (each can also be set as the environment variable %s<FLAG>,\ne.g. %s for --log-level; the command line wins):\n", Prefix, Name("log-level"))
+		fs.PrintDefaults()
+	}
+}

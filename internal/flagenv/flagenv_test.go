@@ -1,6 +1,7 @@
 package flagenv
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"strings"
@@ -45,5 +46,25 @@ func TestApplyBadValueNamesVariable(t *testing.T) {
 	err := Apply(fs, func(k string) (string, bool) { return "many", k == "PAPERFETCH_SLOTS" })
 	if err == nil || !strings.Contains(err.Error(), "PAPERFETCH_SLOTS") {
 		t.Fatalf("want an error naming the variable, got %v", err)
+	}
+}
+
+func TestSetUsage(t *testing.T) {
+	fs := flag.NewFlagSet("tool", flag.ContinueOnError)
+	var out strings.Builder
+	fs.SetOutput(&out)
+	fs.String("per-host-delay", "1s", "a `duration`")
+	SetUsage(fs, "Tool does things.")
+	if err := fs.Parse([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	got := out.String()
+	for _, want := range []string{"Usage: tool [flags]\n\nTool does things.\n\n", "PAPERFETCH_<FLAG>", "PAPERFETCH_LOG_LEVEL", "-per-host-delay duration"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("usage lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "Usage:"); n != 1 {
+		t.Errorf("usage printed %d times:\n%s", n, got)
 	}
 }

@@ -1,5 +1,9 @@
 package input
 
+import (
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
 // Paper is one entry of an input: what is submitted to the coordinator as a PaperSpec.
 type Paper struct {
 	// ID is the paper id: the canonical arXiv id, the id given in JSON or CSV, or one derived
@@ -15,4 +19,9 @@ type Paper struct {
 	File string
 	// Line is the entry's line number in File, starting at 1.
 	Line int
+}
+
+// Spec returns the entry in its wire form.
+func (p Paper) Spec() *pb.PaperSpec {
+	return &pb.PaperSpec{PaperId: p.ID, Urls: p.URLs, ExpectedSha256: p.SHA256, Metadata: p.Metadata}
 }

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // formatMixed is what FormatAuto resolves to for a non-CSV input: each line is a URL, an arXiv
@@ -170,11 +172,7 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 		return Paper{}, fmt.Errorf("malformed arXiv id %q", short(text))
 	}
 	if strings.Contains(text, "://") {
-		u, err := CheckURL(text)
-		if err != nil {
-			return Paper{}, err
-		}
-		return Paper{ID: URLID(u.String()), URLs: []string{text}}, nil
+		return r.finish("", []string{text}, "", nil)
 	}
 	if doiPattern.MatchString(text) {
 		return Paper{}, fmt.Errorf("%q looks like a DOI; DOIs are not resolved, give the PDF's URL (or https://doi.org/%s)", short(text), strings.TrimPrefix(text, "doi:"))
@@ -257,7 +255,7 @@ func (r *Reader) parseJSON(text string) (Paper, error) {
 	return r.finish(id, urls, e.SHA256, md)
 }
 
-// finish completes and validates an entry given as JSON or CSV.
+// finish completes and validates an entry given as a URL line, JSON or CSV.
 func (r *Reader) finish(id string, urls []string, sha string, md map[string]string) (Paper, error) {
 	id = strings.TrimSpace(id)
 	if aid, ok := ArxivID(id); ok {
@@ -272,32 +270,22 @@ func (r *Reader) finish(id string, urls []string, sha string, md map[string]stri
 		}
 		return Paper{}, errors.New("no id and no URL")
 	}
-	if len(urls) > MaxURLs {
-		return Paper{}, fmt.Errorf("%d URLs, at most %d allowed", len(urls), MaxURLs)
-	}
 	for i, u := range urls {
 		urls[i] = strings.TrimSpace(u)
-		if _, err := CheckURL(urls[i]); err != nil {
-			return Paper{}, err
-		}
 	}
 	if id == "" {
 		id = URLID(urls[0])
 	}
-	if err := CheckID(id); err != nil {
-		return Paper{}, err
-	}
-	sha, err := CheckSHA256(strings.TrimSpace(sha))
-	if err != nil {
-		return Paper{}, err
-	}
-	if err := checkMetadata(md); err != nil {
-		return Paper{}, err
-	}
 	if len(md) == 0 {
 		md = nil
 	}
-	return Paper{ID: id, URLs: urls, SHA256: sha, Metadata: md}, nil
+	p := Paper{ID: id, URLs: urls, SHA256: strings.ToLower(strings.TrimSpace(sha)), Metadata: md}
+	// The rules of the contract live in one place, internal/validate (which the coordinator
+	// applies too); a violation here becomes a *LineError with the entry's line number.
+	if err := validate.PaperSpec("", p.Spec()); err != nil {
+		return Paper{}, err
+	}
+	return p, nil
 }
 
 // csvColumns maps a CSV header to the roles of its columns.

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // readAll parses text and returns the papers and the line errors.
@@ -53,7 +55,7 @@ func TestReaderLines(t *testing.T) {
 		{name: "url", line: "https://example.org/papers/attention.pdf", id: "attention-" + shortHash("https://example.org/papers/attention.pdf"), urls: []string{"https://example.org/papers/attention.pdf"}},
 		{name: "arxiv url", line: "https://arxiv.org/pdf/2301.00001v1", id: "2301.00001v1", urls: []string{"https://arxiv.org/pdf/2301.00001v1"}},
 		{name: "url no path", line: "http://example.org", id: "example.org-" + shortHash("http://example.org"), urls: []string{"http://example.org"}},
-		{name: "ftp", line: "ftp://example.org/a.pdf", wantErr: "scheme must be http or https"},
+		{name: "ftp", line: "ftp://example.org/a.pdf", wantErr: `urls[0]: scheme "ftp" is not http or https`},
 		{name: "credentials", line: "https://u:p@example.org/a.pdf", wantErr: "credentials"},
 		{name: "no host", line: "http:///a.pdf", wantErr: "no host"},
 		{name: "garbage", line: "hello", wantErr: "not a URL, arXiv id or JSON object"},
@@ -67,10 +69,10 @@ func TestReaderLines(t *testing.T) {
 		{name: "json metadata", line: `{"id": "m", "url": "https://a.org/m.pdf", "metadata": {"k": "v"}}`, id: "m", urls: []string{"https://a.org/m.pdf"}, md: map[string]string{"k": "v"}},
 		{name: "json no url", line: `{"id": "p2"}`, wantErr: "has no URL"},
 		{name: "json bad", line: `{"id": "p2",`, wantErr: "bad JSON"},
-		{name: "json bad sha", line: `{"id": "p", "url": "https://a.org/p.pdf", "sha256": "xyz"}`, wantErr: "64 hexadecimal"},
-		{name: "json control id", line: `{"id": "a\u0000b", "url": "https://a.org/p.pdf"}`, wantErr: "control characters"},
+		{name: "json bad sha", line: `{"id": "p", "url": "https://a.org/p.pdf", "sha256": "xyz"}`, wantErr: "expected_sha256: must be empty or 64 hex digits"},
+		{name: "json control id", line: `{"id": "a\u0000b", "url": "https://a.org/p.pdf"}`, wantErr: "paper_id: contains NUL"},
 		{name: "json two values", line: `{"id": "a", "url": "https://a.org/p.pdf"} {}`, wantErr: "more than one value"},
-		{name: "json too many urls", line: `{"id": "a", "urls": [` + strings.Repeat(`"https://a.org/p.pdf",`, 16) + `"https://a.org/p.pdf"]}`, wantErr: "at most 16"},
+		{name: "json too many urls", line: `{"id": "a", "urls": [` + strings.Repeat(`"https://a.org/p.pdf",`, 16) + `"https://a.org/p.pdf"]}`, wantErr: "urls: 17 URLs exceed the limit of 16"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -314,16 +316,8 @@ func FuzzReader(f *testing.F) {
 			if err != nil {
 				return // fatal (bad CSV header)
 			}
-			if CheckID(p.ID) != nil || len(p.URLs) == 0 || len(p.URLs) > MaxURLs || p.Line < 1 {
-				t.Fatalf("invalid paper %+v", p)
-			}
-			for _, u := range p.URLs {
-				if _, err := CheckURL(u); err != nil {
-					t.Fatalf("invalid URL in %+v: %v", p, err)
-				}
-			}
-			if _, err := CheckSHA256(p.SHA256); err != nil {
-				t.Fatal(err)
+			if err := validate.PaperSpec("", p.Spec()); err != nil || p.Line < 1 {
+				t.Fatalf("invalid paper %+v: %v", p, err)
 			}
 		}
 		t.Fatal("reader does not terminate")

@@ -120,10 +120,19 @@ func Request(msg any) error {
 }
 
 // PaperSpec validates one paper; path prefixes the field names in the violations (e.g.
-// "papers[3]"). It is exported for callers that build papers themselves (the CLI, tests).
+// "papers[3]" gives "papers[3].urls[0]"; "" gives "urls[0]"). It is exported for callers that
+// build papers themselves (the CLI's input reader, tests).
 func PaperSpec(path string, p *pb.PaperSpec) error {
 	var v violations
 	v.paper(path, p)
+	return v.err()
+}
+
+// BatchID validates a client-chosen batch id (1 to MaxBatchIDBytes characters of
+// [A-Za-z0-9._-]); path names the field in the violation.
+func BatchID(path, id string) error {
+	var v violations
+	v.batchID(path, id)
 	return v.err()
 }
 
@@ -178,30 +187,35 @@ func (v *violations) paper(path string, p *pb.PaperSpec) {
 		v.add(path, "is null")
 		return
 	}
-	v.paperID(path+".paper_id", p.GetPaperId())
+	v.paperID(field(path, "paper_id"), p.GetPaperId())
 	urls := p.GetUrls()
 	switch n := len(urls); {
 	case n == 0:
-		v.add(path+".urls", "at least one URL is required")
+		v.add(field(path, "urls"), "at least one URL is required")
 	case n > MaxURLsPerPaper:
-		v.add(path+".urls", fmt.Sprintf("%d URLs exceed the limit of %d", n, MaxURLsPerPaper))
+		v.add(field(path, "urls"), fmt.Sprintf("%d URLs exceed the limit of %d", n, MaxURLsPerPaper))
 	default:
 		for i, u := range urls {
-			v.url(index(path+".urls", i), u)
+			v.url(index(field(path, "urls"), i), u)
 		}
 	}
-	v.sha256(path+".expected_sha256", p.GetExpectedSha256())
+	v.sha256(field(path, "expected_sha256"), p.GetExpectedSha256())
 	md := p.GetMetadata()
 	if len(md) > MaxMetadataEntries {
-		v.add(path+".metadata", fmt.Sprintf("%d entries exceed the limit of %d", len(md), MaxMetadataEntries))
+		v.add(field(path, "metadata"), fmt.Sprintf("%d entries exceed the limit of %d", len(md), MaxMetadataEntries))
 		return
 	}
 	for _, k := range sortedKeys(md) {
+		entry := fmt.Sprintf("%s[%q]", field(path, "metadata"), truncate(k))
+		val := md[k]
 		if len(k) > MaxMetadataKeyBytes {
-			v.add(fmt.Sprintf("%s.metadata[%q]", path, truncate(k)), fmt.Sprintf("key of %d bytes exceeds the limit of %d", len(k), MaxMetadataKeyBytes))
+			v.add(entry, fmt.Sprintf("key of %d bytes exceeds the limit of %d", len(k), MaxMetadataKeyBytes))
 		}
-		if val := md[k]; len(val) > MaxMetadataValueBytes {
-			v.add(fmt.Sprintf("%s.metadata[%q]", path, truncate(k)), fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(val), MaxMetadataValueBytes))
+		if len(val) > MaxMetadataValueBytes {
+			v.add(entry, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(val), MaxMetadataValueBytes))
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(val) {
+			v.add(entry, "is not valid UTF-8")
 		}
 	}
 }
@@ -235,6 +249,10 @@ func (v *violations) url(path, raw string) {
 	}
 	if len(raw) > MaxURLBytes {
 		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d", len(raw), MaxURLBytes))
+		return
+	}
+	if !utf8.ValidString(raw) {
+		v.add(path, "is not valid UTF-8")
 		return
 	}
 	u, err := url.Parse(raw)
@@ -311,6 +329,14 @@ func (v *violations) pageSize(path string, n, max int32) {
 	if n < 0 || n > max {
 		v.add(path, fmt.Sprintf("must be between 0 and %d, got %d", max, n))
 	}
+}
+
+// field returns path.name, or name when path is empty.
+func field(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 // index returns path[i].

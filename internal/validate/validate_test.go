@@ -183,6 +183,17 @@ func TestPaperSpec(t *testing.T) {
 	if err := PaperSpec("p", paper("a", "gopher://x/")); err == nil || !strings.HasPrefix(err.Error(), "p.urls[0]: ") {
 		t.Fatalf("err = %v", err)
 	}
+	if err := PaperSpec("", paper("a", "gopher://x/")); err == nil || !strings.HasPrefix(err.Error(), "urls[0]: ") {
+		t.Fatalf("without a path: err = %v", err)
+	}
+	if err := PaperSpec("", paper("a", "https://x.org/\xff")); err == nil || err.Error() != "urls[0]: is not valid UTF-8" {
+		t.Fatalf("invalid UTF-8 URL: err = %v", err)
+	}
+	p := paper("a")
+	p.Metadata = map[string]string{"k": "\xff"}
+	if err := PaperSpec("", p); err == nil || err.Error() != `metadata["k"]: is not valid UTF-8` {
+		t.Fatalf("invalid UTF-8 metadata: err = %v", err)
+	}
 }
 
 func FuzzRequest(f *testing.F) {
@@ -194,4 +205,17 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("code %v", status.Code(err))
 		}
 	})
+}
+
+func TestBatchID(t *testing.T) {
+	for _, ok := range []string{"a", "Batch_1.x-y", strings.Repeat("b", MaxBatchIDBytes)} {
+		if err := BatchID("batch_id", ok); err != nil {
+			t.Errorf("BatchID(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "a b", "a/b", strings.Repeat("b", MaxBatchIDBytes+1)} {
+		if err := BatchID("--batch-id", bad); err == nil || !strings.HasPrefix(err.Error(), "--batch-id: ") {
+			t.Errorf("BatchID(%q) = %v, want an error naming --batch-id", bad, err)
+		}
+	}
 }

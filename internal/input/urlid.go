@@ -1,0 +1,76 @@
+package input
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/url"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// URLID derives a stable paper id from a URL: the arXiv id for arxiv.org URLs, otherwise the
+// last path segment without ".pdf" (reduced to letters, digits, '.', '_' and '-') followed by
+// '-' and 8 hex digits of the URL's SHA-256, so that two URLs ending in the same name (".../pdf",
+// ".../download") get different ids. "https://example.org/a/attention.pdf" gives
+// "attention-" plus the hash.
+func URLID(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		if id, ok := arxivIDFromURL(u); ok {
+			return id
+		}
+		raw = u.String()
+		name := path.Base(u.Path)
+		if unescaped, err := url.PathUnescape(name); err == nil {
+			name = unescaped
+		}
+		name = strings.TrimSuffix(strings.TrimSuffix(name, ".pdf"), ".PDF")
+		if name == "/" || name == "." {
+			name = ""
+		}
+		name = sanitizeStem(name)
+		if name == "" {
+			name = sanitizeStem(u.Hostname())
+		}
+		return name + "-" + shortHash(raw)
+	}
+	return "url-" + shortHash(raw)
+}
+
+// sanitizeStem keeps ASCII letters, digits, '.', '_' and '-' (others become '_'), trims the
+// separators at both ends and caps the length at 80 bytes.
+func sanitizeStem(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '_' || r == '-'):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= 80 {
+			break
+		}
+	}
+	return strings.Trim(b.String(), "._-")
+}
+
+// shortHash is 8 hex digits of the SHA-256 of s.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
+
+// short abbreviates s for error messages.
+func short(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
