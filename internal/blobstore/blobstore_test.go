@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 	"gocloud.dev/blob"
@@ -126,34 +125,6 @@ func TestOpenFileCommitAndHiddenTemp(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "k.pdf.attrs")); !os.IsNotExist(err) {
 		t.Fatalf("sidecar written: %v", err)
-	}
-}
-
-func TestCleanTemp(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now()
-	write := func(name string, age time.Duration) {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("old.part"+TempSuffix, 2*time.Hour)
-	write("new.part"+TempSuffix, time.Minute)
-	write("other.txt", 5*time.Hour)
-	n, err := CleanTemp(dir, now.Add(-time.Hour))
-	if err != nil || n != 1 {
-		t.Fatalf("CleanTemp = %d, %v", n, err)
-	}
-	left, _ := os.ReadDir(dir)
-	if len(left) != 2 {
-		t.Fatalf("left %v", left)
-	}
-	if n, err := CleanTemp(filepath.Join(dir, "missing"), now); n != 0 || err != nil {
-		t.Fatalf("missing dir: %d %v", n, err)
 	}
 }
 

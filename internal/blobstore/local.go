@@ -6,8 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 )
 
 // TempDir returns the folder inside a file:// bucket's root where writers keep temporary and
@@ -99,35 +97,3 @@ func syncPath(p string) error {
 // SyncDir fsyncs the folder dir, making renames and removals in it durable.
 func SyncDir(dir string) error { return syncPath(dir) }
 
-// CleanTemp removes the temporary files (names ending in TempSuffix) in dir that were last
-// modified before cutoff, e.g. those left by a killed process. A missing dir is not an error.
-// It returns how many files it removed.
-func CleanTemp(dir string, cutoff time.Time) (int, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("clean temp files: %w", err)
-	}
-	n := 0
-	var errs []error
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), TempSuffix) {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil || !info.ModTime().Before(cutoff) {
-			continue
-		}
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-			continue
-		}
-		n++
-	}
-	if err := errors.Join(errs...); err != nil {
-		return n, fmt.Errorf("clean temp files: %w", err)
-	}
-	return n, nil
-}

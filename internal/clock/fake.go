@@ -1,6 +1,7 @@
 package clock
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
 	waiters []*fakeWaiter
+	armed   chan struct{} // closed (and cleared) when a timer or ticker is armed; nil if nobody waits
 }
 
 var _ Clock = (*Fake)(nil)
@@ -40,6 +42,7 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 	defer f.mu.Unlock()
 	w := &fakeWaiter{clock: f, deadline: f.now.Add(d), ch: make(chan time.Time, 1), active: true}
 	f.waiters = append(f.waiters, w)
+	f.armedLocked()
 	f.fireLocked()
 	return fakeTimer{w}
 }
@@ -53,6 +56,7 @@ func (f *Fake) NewTicker(d time.Duration) Ticker {
 	defer f.mu.Unlock()
 	w := &fakeWaiter{clock: f, deadline: f.now.Add(d), period: d, ch: make(chan time.Time, 1), active: true}
 	f.waiters = append(f.waiters, w)
+	f.armedLocked()
 	return fakeTicker{w}
 }
 
@@ -76,10 +80,45 @@ func (f *Fake) Set(t time.Time) {
 }
 
 // Waiters returns how many timers and tickers are active: tests use it to wait until the code
-// under test has armed its timer before advancing.
+// under test has armed its timer before advancing (see also WaitForWaiters).
 func (f *Fake) Waiters() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.waitersLocked()
+}
+
+// WaitForWaiters blocks until at least n timers and tickers are active, so that a test can
+// advance the time only once the code under test has armed its timer, without polling. It
+// returns ctx.Err() if ctx ends first.
+func (f *Fake) WaitForWaiters(ctx context.Context, n int) error {
+	for {
+		f.mu.Lock()
+		if f.waitersLocked() >= n {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.armed == nil {
+			f.armed = make(chan struct{})
+		}
+		armed := f.armed
+		f.mu.Unlock()
+		select {
+		case <-armed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// armedLocked wakes WaitForWaiters after a timer or ticker was armed.
+func (f *Fake) armedLocked() {
+	if f.armed != nil {
+		close(f.armed)
+		f.armed = nil
+	}
+}
+
+func (f *Fake) waitersLocked() int {
 	n := 0
 	for _, w := range f.waiters {
 		if w.active {
@@ -136,6 +175,7 @@ func (t fakeTimer) Reset(d time.Duration) bool {
 	if !was {
 		t.w.active = true
 		f.waiters = append(f.waiters, t.w)
+		f.armedLocked()
 	}
 	f.fireLocked()
 	return was

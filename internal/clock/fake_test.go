@@ -1,6 +1,8 @@
 package clock
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -70,5 +72,27 @@ func TestFakeTickerDropsTicksWhenFull(t *testing.T) {
 		}
 	default:
 		t.Fatal("ticker did not tick")
+	}
+}
+
+func TestFakeWaitForWaiters(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	armed := make(chan Ticker)
+	go func() { armed <- f.NewTicker(time.Second) }()
+	if err := f.WaitForWaiters(ctx, 1); err != nil {
+		t.Fatalf("WaitForWaiters: %v", err)
+	}
+	if n := f.Waiters(); n != 1 {
+		t.Fatalf("%d waiters after WaitForWaiters(1)", n)
+	}
+	tk := <-armed
+	defer tk.Stop()
+
+	short, cancelShort := context.WithCancel(t.Context())
+	cancelShort()
+	if err := f.WaitForWaiters(short, 2); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitForWaiters with a cancelled context = %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"regexp"
@@ -38,12 +39,10 @@ func next(t *testing.T, w lineWriter) string {
 
 func waitWaiters(t *testing.T, c *clock.Fake, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Waiters() < n {
-		if time.Now().After(deadline) {
-			t.Fatal("ticker never armed")
-		}
-		time.Sleep(time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitForWaiters(ctx, n); err != nil {
+		t.Fatalf("ticker never armed: %v", err)
 	}
 }
 
