@@ -764,14 +764,7 @@ func (e *engine) pruneWatchers(b *batch) {
 		}
 		kept = append(kept, w)
 	}
-	for i := len(kept); i < len(b.watchers); i++ {
-		b.watchers[i] = nil
-	}
-	b.watchers = kept
-	if len(b.watchers) == 0 {
-		delete(e.watched, b.idx)
-		b.updates = nil
-	}
+	e.keepWatchers(b, kept)
 }
 
 func (e *engine) publishBatch(b *batch, now time.Time, final bool) {
@@ -803,9 +796,13 @@ func (e *engine) publishBatch(b *batch, now time.Time, final bool) {
 		}
 		kept = append(kept, w)
 	}
-	for i := len(kept); i < len(b.watchers); i++ {
-		b.watchers[i] = nil
-	}
+	e.keepWatchers(b, kept)
+}
+
+// keepWatchers makes kept (a prefix-compacted b.watchers) the batch's watchers, clearing the
+// dropped tail for the garbage collector; a batch left without watchers stops being watched.
+func (e *engine) keepWatchers(b *batch, kept []*watcher) {
+	clear(b.watchers[len(kept):])
 	b.watchers = kept
 	if len(b.watchers) == 0 {
 		delete(e.watched, b.idx)

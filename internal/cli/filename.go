@@ -3,21 +3,23 @@ package cli
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/paperfetch/paperfetch/internal/input"
 )
 
 // maxNameBytes bounds the stem of an output file name (file systems allow 255 bytes).
 const maxNameBytes = 150
 
-// arxivOldName matches what an old-style arXiv id (hep-th/9901001) becomes with its slash
-// replaced: such names are reserved for arXiv ids, so a literal id of that shape gets a hash.
-var arxivOldName = regexp.MustCompile(`^[a-z]+(-[a-z]+)*(\.[A-Z]{2})?_[0-9]{7}(v[0-9]+)?$`)
-
-// arxivOldID matches old-style arXiv ids.
-var arxivOldID = regexp.MustCompile(`^[a-z]+(-[a-z]+)*(\.[A-Z]{2})?/[0-9]{7}(v[0-9]+)?$`)
+// isArxivOldName reports whether name is what an old-style arXiv id (hep-th/9901001) becomes
+// with its slash replaced: such names are reserved for arXiv ids, so a literal id of that shape
+// gets a hash.
+func isArxivOldName(name string) bool {
+	i := strings.LastIndexByte(name, '_')
+	return i >= 0 && input.IsOldStyleArxivID(name[:i]+"/"+name[i+1:])
+}
 
 // FileName returns the file name stem (without ".pdf") for a paper id. It is deterministic and
 // injective: ids made only of letters, digits, '.', '_', '-' and '+' (not starting with '.' or
@@ -25,10 +27,10 @@ var arxivOldID = regexp.MustCompile(`^[a-z]+(-[a-z]+)*(\.[A-Z]{2})?/[0-9]{7}(v[0
 // (hep-th/9901001 → hep-th_9901001); any other id is reduced to safe characters and gets '-'
 // and 10 hex digits of its SHA-256 appended, so two ids never share a file.
 func FileName(id string) string {
-	if arxivOldID.MatchString(id) {
+	if input.IsOldStyleArxivID(id) {
 		return strings.Replace(id, "/", "_", 1)
 	}
-	if isSafeName(id) && !arxivOldName.MatchString(id) {
+	if isSafeName(id) && !isArxivOldName(id) {
 		return id
 	}
 	var b strings.Builder

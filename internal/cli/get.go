@@ -26,6 +26,10 @@ import (
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
+// embeddedCallTimeout is the deadline of each unary call `get` makes to its embedded
+// coordinator (in-process, so only a wedged coordinator comes near it).
+const embeddedCallTimeout = 30 * time.Second
+
 // getOptions are the flags of `paperfetch get`.
 type getOptions struct {
 	out                string
@@ -186,7 +190,7 @@ func (a *app) get(ctx context.Context, args []string) error {
 	if state == pb.BatchState_BATCH_STATE_UNSPECIFIED || state == pb.BatchState_BATCH_STATE_OPEN {
 		// Create the batch before watching it; append the chunks while watching, so papers
 		// start downloading as soon as their chunk is stored.
-		sub := &submitter{client: client}
+		sub := &submitter{client: client, callTimeout: embeddedCallTimeout}
 		b, err := sub.create(runCtx, batchID, map[string]string{"created-by": "paperfetch get"})
 		if err != nil {
 			display.Close()
@@ -259,7 +263,7 @@ func (a *app) get(ctx context.Context, args []string) error {
 		}
 	}
 	placeErrors = 0 // the final pass retries what failed during the watch, and is authoritative
-	err = listPapers(ctx, client, 0, batchID, nil, func(p *pb.Paper) error {
+	err = listPapers(ctx, client, embeddedCallTimeout, batchID, nil, func(p *pb.Paper) error {
 		e := reportEntry{ID: p.GetSpec().GetPaperId(), State: progress.StateName(p.GetState()), Attempts: p.GetAttempts(), URLs: p.GetSpec().GetUrls(),
 			Cached: p.GetCached(), Reason: progress.ReasonName(p.GetLastFailureReason()), Error: p.GetLastError()}
 		if p.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
@@ -425,7 +429,9 @@ func pickBatch(ctx context.Context, client pb.CoordinatorServiceClient, explicit
 
 // batchState returns a batch's state, or UNSPECIFIED when it does not exist.
 func batchState(ctx context.Context, client pb.CoordinatorServiceClient, id string) (pb.BatchState, error) {
-	resp, err := client.GetBatch(ctx, &pb.GetBatchRequest{BatchId: id})
+	callCtx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
+	defer cancel()
+	resp, err := client.GetBatch(callCtx, &pb.GetBatchRequest{BatchId: id})
 	if status.Code(err) == codes.NotFound {
 		return pb.BatchState_BATCH_STATE_UNSPECIFIED, nil
 	}
@@ -437,7 +443,9 @@ func batchState(ctx context.Context, client pb.CoordinatorServiceClient, id stri
 
 // placeOne materializes one succeeded paper.
 func placeOne(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID, paperID string) error {
-	resp, err := client.GetPaper(ctx, &pb.GetPaperRequest{BatchId: batchID, PaperId: paperID})
+	callCtx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
+	resp, err := client.GetPaper(callCtx, &pb.GetPaperRequest{BatchId: batchID, PaperId: paperID})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("get paper %s: %w", paperID, err)
 	}
@@ -446,14 +454,11 @@ func placeOne(ctx context.Context, client pb.CoordinatorServiceClient, mat *mate
 }
 
 // listPapers calls fn for every paper of a batch (in the given states; all when empty), a page
-// at a time.
+// at a time; callTimeout is the deadline of each ListPapers call.
 func listPapers(ctx context.Context, client pb.CoordinatorServiceClient, callTimeout time.Duration, batchID string, states []pb.PaperState, fn func(*pb.Paper) error) error {
 	token := ""
 	for {
-		callCtx, cancel := ctx, context.CancelFunc(func() {})
-		if callTimeout > 0 {
-			callCtx, cancel = context.WithTimeout(ctx, callTimeout)
-		}
+		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 		resp, err := client.ListPapers(callCtx, &pb.ListPapersRequest{BatchId: batchID, States: states, PageSize: 1000, PageToken: token})
 		cancel()
 		if err != nil {

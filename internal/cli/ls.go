@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -58,7 +59,7 @@ func (a *app) ls(ctx context.Context, args []string) error {
 		fmt.Fprintln(tw, "PAPER\tSTATE\tATTEMPTS\tSIZE\tDETAIL")
 	}
 	shown := 0
-	errStop := fmt.Errorf("limit reached")
+	errStop := errors.New("limit reached")
 	err = listPapers(ctx, client, r.timeout, rest[0], states, func(p *pb.Paper) error {
 		if *limit > 0 && shown >= *limit {
 			return errStop
@@ -97,7 +98,7 @@ func (a *app) ls(ctx context.Context, args []string) error {
 			err = ferr
 		}
 	}
-	if err != nil && err != errStop {
+	if err != nil && !errors.Is(err, errStop) {
 		return r.rpcError("list papers", err)
 	}
 	return nil

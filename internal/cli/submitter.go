@@ -97,7 +97,7 @@ func (in inputSet) scan(ctx context.Context, report func(error)) (scanResult, er
 // submitter sends the papers of an input set to a coordinator as one chunked batch.
 type submitter struct {
 	client      pb.CoordinatorServiceClient
-	callTimeout time.Duration // per-call deadline; 0 means none
+	callTimeout time.Duration // deadline of each call
 }
 
 // submit creates (or reopens) the batch, appends the papers in chunks, and seals it. Every step
@@ -209,10 +209,7 @@ func (s *submitter) fill(ctx context.Context, batchID string, in inputSet, skip 
 func (s *submitter) retry(ctx context.Context, fn func(context.Context) error) error {
 	backoff := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		callCtx, cancel := ctx, context.CancelFunc(func() {})
-		if s.callTimeout > 0 {
-			callCtx, cancel = context.WithTimeout(ctx, s.callTimeout)
-		}
+		callCtx, cancel := context.WithTimeout(ctx, s.callTimeout)
 		err := fn(callCtx)
 		cancel()
 		if err == nil {

@@ -232,7 +232,7 @@ func startBinCluster(t *testing.T) *binCluster {
 	blobURL := "file://" + c.blobDir
 	c.originBin = filepath.Join(binDir, "origin")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
 	addrFile := filepath.Join(dir, "origin.addr")

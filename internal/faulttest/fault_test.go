@@ -184,14 +184,14 @@ func TestFault(t *testing.T) {
 	client := pb.NewCoordinatorServiceClient(conn)
 
 	batchID := "faulttest-" + p.name
-	submit(ctx, t, client, batchID, defs)
+	events := []string{submitChunked(ctx, t, c, client, batchID, defs, 200)}
+	t.Log(events[0])
 	w := newBatchWatcher(client, batchID)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); w.run(watchCtx) }()
 	defer func() { stopWatch(); <-watchDone }()
 
-	var events []string
 	for i, s := range p.steps {
 		need := int64(math.Ceil(s.at * float64(p.papers)))
 		if err := w.waitFor(ctx, fmt.Sprintf("%d papers succeeded (step %d)", need, i+1), func(b *pb.Batch) bool {
@@ -206,7 +206,7 @@ func TestFault(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %d (%v): %v", i+1, s.kind, err)
 		}
-		ev = fmt.Sprintf("%d. at %d/%d succeeded: %s", i+1, w.snapshot().GetCounts().GetSucceeded(), p.papers, ev)
+		ev = fmt.Sprintf("%d. at %d/%d succeeded: %s", i+2, w.snapshot().GetCounts().GetSucceeded(), p.papers, ev)
 		t.Log(ev)
 		events = append(events, ev)
 	}
@@ -228,29 +228,82 @@ func TestFault(t *testing.T) {
 	}
 }
 
-// submit sends the batch, retrying while the coordinator is not ready.
-func submit(ctx context.Context, t *testing.T, client pb.CoordinatorServiceClient, batchID string, defs []paperDef) {
+// submitChunked sends the batch in chunks (CreateBatch, AppendPapers, SealBatch). Right after
+// the first chunk is acknowledged it SIGKILLs the coordinator, restarts it, and resends that
+// chunk, which must come back as a duplicate: an acknowledged chunk is durable and chunks are
+// idempotent. It describes what it did.
+func submitChunked(ctx context.Context, t *testing.T, c *cluster, client pb.CoordinatorServiceClient, batchID string, defs []paperDef, chunkSize int) string {
 	t.Helper()
-	req := &pb.SubmitBatchRequest{BatchId: batchID, Labels: map[string]string{"suite": "faulttest"}}
+	var chunks [][]*pb.PaperSpec
 	for i, d := range defs {
+		if i%chunkSize == 0 {
+			chunks = append(chunks, nil)
+		}
 		spec := &pb.PaperSpec{PaperId: d.id, Urls: []string{d.url}}
 		if i%4 == 0 {
 			spec.ExpectedSha256 = d.sha256
 		}
-		req.Papers = append(req.Papers, spec)
+		chunks[len(chunks)-1] = append(chunks[len(chunks)-1], spec)
 	}
+	call(ctx, t, "CreateBatch", func(cctx context.Context) error {
+		_, err := client.CreateBatch(cctx, &pb.CreateBatchRequest{BatchId: batchID, Labels: map[string]string{"suite": "faulttest"}}, grpc.WaitForReady(true))
+		return err
+	})
+	appendChunk := func(i int) *pb.AppendPapersResponse {
+		var resp *pb.AppendPapersResponse
+		call(ctx, t, fmt.Sprintf("AppendPapers(chunk %d)", i), func(cctx context.Context) error {
+			var err error
+			resp, err = client.AppendPapers(cctx, &pb.AppendPapersRequest{BatchId: batchID, ChunkIndex: int64(i), Papers: chunks[i]}, grpc.WaitForReady(true))
+			return err
+		})
+		return resp
+	}
+	appendChunk(0)
+	old := c.coordinator()
+	c.signal(old, syscall.SIGKILL)
+	if err := waitExit(ctx, old, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.startCoordinator()
+	if resp := appendChunk(0); !resp.GetDuplicate() || resp.GetTotalPapers() != int64(len(chunks[0])) {
+		t.Fatalf("chunk 0 resent after the coordinator restarted: duplicate=%v total=%d, want a duplicate of the %d papers acknowledged before the SIGKILL",
+			resp.GetDuplicate(), resp.GetTotalPapers(), len(chunks[0]))
+	}
+	for i := 1; i < len(chunks); i++ {
+		appendChunk(i)
+	}
+	var sealed *pb.SealBatchResponse
+	call(ctx, t, "SealBatch", func(cctx context.Context) error {
+		var err error
+		sealed, err = client.SealBatch(cctx, &pb.SealBatchRequest{BatchId: batchID, ChunkCount: int64(len(chunks))}, grpc.WaitForReady(true))
+		return err
+	})
+	if got := sealed.GetBatch().GetTotalPapers(); got != int64(len(defs)) {
+		t.Fatalf("sealed batch has %d papers, want %d", got, len(defs))
+	}
+	return fmt.Sprintf("1. submitted in %d chunks of %d; SIGKILL %s right after chunk 0 was acknowledged, restarted it, chunk 0 resent came back as a duplicate", len(chunks), chunkSize, old.name)
+}
+
+// call runs one RPC with a per-call deadline, retrying while the coordinator is restarting or
+// overloaded (UNAVAILABLE, RESOURCE_EXHAUSTED), a bounded number of times.
+func call(ctx context.Context, t *testing.T, what string, rpc func(context.Context) error) {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		resp, err := client.SubmitBatch(cctx, req, grpc.WaitForReady(true))
+		err := rpc(cctx)
 		cancel()
 		if err == nil {
-			if resp.GetBatch().GetTotalPapers() != int64(len(defs)) {
-				t.Fatalf("SubmitBatch accepted %d papers, want %d", resp.GetBatch().GetTotalPapers(), len(defs))
-			}
 			return
 		}
-		if st := status.Code(err); (st != codes.Unavailable && st != codes.ResourceExhausted) || attempt == 5 || ctx.Err() != nil {
-			t.Fatalf("SubmitBatch: %v", err)
+		if st := status.Code(err); (st != codes.Unavailable && st != codes.ResourceExhausted) || attempt == 10 || ctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		// Waiting on another process (the restarting coordinator): a short bounded pause.
+		timer := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
 		}
 	}
 }
@@ -269,7 +322,7 @@ func inject(ctx context.Context, c *cluster, origin *originlib.Origin, kind step
 			return "", err
 		}
 		c.startCoordinator()
-		return fmt.Sprintf("SIGKILL %s with %d downloads in flight at the origin, restarted on the same store", old.name, inFlight), nil
+		return fmt.Sprintf("SIGKILL %s with %d download(s) in flight at the origin, restarted on the same store", old.name, inFlight), nil
 	case killFetcher, termFetcher:
 		var victim *proc
 		var busy int64
@@ -297,7 +350,7 @@ func inject(ctx context.Context, c *cluster, origin *originlib.Origin, kind step
 			return "", fmt.Errorf("%s exited with %v after SIGTERM, want a clean exit (last lines:\n%s)", victim.name, victim.err, tail(victim.logPath, 10))
 		}
 		name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM (exited cleanly)"}[sig]
-		return fmt.Sprintf("%s %s with %d of its downloads in flight; started %s", name, victim.name, busy, fresh.name), nil
+		return fmt.Sprintf("%s %s with %d of its download(s) in flight; started %s", name, victim.name, busy, fresh.name), nil
 	}
 	return "", fmt.Errorf("unknown step %d", kind)
 }

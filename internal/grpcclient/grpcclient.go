@@ -54,7 +54,7 @@ type Flags struct {
 	// LookupEnv reads the environment (PAPERFETCH_TOKEN); nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool)
 
-	cert, key func() string // --tls-cert/--tls-key, possibly shared with the server flags
+	keyPair *tlsreload.KeyPairFlags // --tls-cert/--tls-key, shared with the server flags
 }
 
 // RegisterFlags registers the client flags on fs. --tls-cert and --tls-key (the client
@@ -66,31 +66,13 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.CAFile, "tls-ca", "", "PEM `file` of CA certificates that sign the server's certificate (turns on TLS)")
 	fs.StringVar(&f.ServerName, "tls-server-name", "", "server `name` to verify in its certificate (default: the host of the address dialed)")
 	fs.StringVar(&f.TokenFile, "token-file", "", "`file` holding the bearer token sent with every call (default: the "+TokenEnv+" environment variable); needs TLS unless the server is on loopback")
-	f.cert = sharedStringFlag(fs, "tls-cert", "PEM `file` of this process's certificate: served by its gRPC server and presented as the client certificate for mTLS")
-	f.key = sharedStringFlag(fs, "tls-key", "PEM `file` of the private key of --tls-cert")
+	f.keyPair = tlsreload.RegisterKeyPairFlags(fs)
 	return f
-}
-
-// sharedStringFlag defines a string flag unless fs already has it, and returns a getter for
-// its value.
-func sharedStringFlag(fs *flag.FlagSet, name, usage string) func() string {
-	if fs.Lookup(name) == nil {
-		fs.String(name, "", usage)
-	}
-	fl := fs.Lookup(name)
-	return func() string { return fl.Value.String() }
-}
-
-func (f *Flags) certFiles() (string, string) {
-	if f.cert == nil {
-		return "", ""
-	}
-	return f.cert(), f.key()
 }
 
 // useTLS reports whether the flags ask for transport security.
 func (f *Flags) useTLS() bool {
-	cert, _ := f.certFiles()
+	cert, _ := f.keyPair.Files()
 	return f.TLS || f.CAFile != "" || cert != "" || f.ServerName != ""
 }
 
@@ -108,7 +90,7 @@ func (f *Flags) TransportCredentials() (credentials.TransportCredentials, error)
 		roots = p
 	}
 	var kp *tlsreload.KeyPair
-	if cert, key := f.certFiles(); cert != "" || key != "" {
+	if cert, key := f.keyPair.Files(); cert != "" || key != "" {
 		k, err := tlsreload.LoadKeyPair(cert, key)
 		if err != nil {
 			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)

@@ -52,7 +52,7 @@ type Flags struct {
 	// ReloadInterval is how often certificates and token files are re-read (--reload-interval).
 	ReloadInterval time.Duration
 
-	cert, key func() string // --tls-cert/--tls-key, possibly shared with grpcclient's flags
+	keyPair *tlsreload.KeyPairFlags // --tls-cert/--tls-key, shared with grpcclient's flags
 }
 
 // RegisterFlags registers the server flags of role on fs. --tls-cert and --tls-key are shared
@@ -63,8 +63,7 @@ func RegisterFlags(fs *flag.FlagSet, role Role) *Flags {
 	fs.DurationVar(&f.HardStopTimeout, "grpc-hard-stop-timeout", DefaultHardStopTimeout, "how long a graceful gRPC stop may drain before calls are cut")
 	fs.StringVar(&f.MetricsListen, "metrics-listen", "", "`address` for the Prometheus /metrics HTTP endpoint (empty: off)")
 	fs.StringVar(&f.HealthListen, "health-listen", "", "`address` of a plaintext gRPC port serving only grpc.health.v1, for Kubernetes gRPC probes when --tls-cert is set (empty: off)")
-	f.cert = sharedStringFlag(fs, "tls-cert", "PEM `file` of this process's certificate: served by its gRPC server and presented as the client certificate for mTLS")
-	f.key = sharedStringFlag(fs, "tls-key", "PEM `file` of the private key of --tls-cert")
+	f.keyPair = tlsreload.RegisterKeyPairFlags(fs)
 	fs.StringVar(&f.ClientCAFile, "tls-client-ca", "", "PEM `file` of CAs whose client certificates are verified (mTLS); a verified certificate authenticates a fetcher")
 	switch role {
 	case RoleCoordinator:
@@ -78,16 +77,6 @@ func RegisterFlags(fs *flag.FlagSet, role Role) *Flags {
 	fs.UintVar(&f.MaxConcurrentStreams, "max-concurrent-streams", DefaultMaxConcurrentStreams, "maximum concurrent gRPC streams per connection")
 	fs.DurationVar(&f.ReloadInterval, "reload-interval", DefaultReloadInterval, "how often TLS certificates and token files are checked for changes (also on SIGHUP)")
 	return f
-}
-
-// sharedStringFlag defines a string flag unless fs already has it, and returns a getter for
-// its value.
-func sharedStringFlag(fs *flag.FlagSet, name, usage string) func() string {
-	if fs.Lookup(name) == nil {
-		fs.String(name, "", usage)
-	}
-	fl := fs.Lookup(name)
-	return func() string { return fl.Value.String() }
 }
 
 // NewServer builds a Server from the flags: TLS (and mTLS) from the certificate files, the
@@ -111,10 +100,7 @@ func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Serve
 	if f.MaxConcurrentStreams > 0 {
 		cfg.MaxConcurrentStreams = uint32(min(f.MaxConcurrentStreams, 1<<31))
 	}
-	certFile, keyFile := "", ""
-	if f.cert != nil {
-		certFile, keyFile = f.cert(), f.key()
-	}
+	certFile, keyFile := f.keyPair.Files()
 	var clientCAs *tlsreload.CertPool
 	switch {
 	case certFile != "" || keyFile != "":

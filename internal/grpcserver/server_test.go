@@ -373,7 +373,7 @@ func TestSharedTLSFlags(t *testing.T) {
 	if err := fs.Parse([]string{"--tls-cert", p.fetcherCert, "--tls-key", p.fetcherKey, "--tls-ca", p.ca}); err != nil {
 		t.Fatal(err)
 	}
-	if c, k := srvFlags.cert(), srvFlags.key(); c != p.fetcherCert || k != p.fetcherKey {
+	if c, k := srvFlags.keyPair.Files(); c != p.fetcherCert || k != p.fetcherKey {
 		t.Fatalf("server flags see %q %q", c, k)
 	}
 	creds, err := clientFlags.TransportCredentials()

@@ -29,6 +29,12 @@ func ArxivID(s string) (string, bool) {
 	return "", false
 }
 
+// IsOldStyleArxivID reports whether id is exactly an old-style arXiv id (archive/YYMMNNN, as in
+// hep-th/9901001), the only kind with a slash.
+func IsOldStyleArxivID(id string) bool {
+	return arxivOld.MatchString(id)
+}
+
 // ArxivURL returns the PDF URL of a canonical arXiv id under base, as BASE/pdf/ID.
 func ArxivURL(base, id string) string {
 	return strings.TrimRight(base, "/") + "/pdf/" + id

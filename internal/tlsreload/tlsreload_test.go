@@ -2,6 +2,7 @@ package tlsreload
 
 import (
 	"crypto/x509"
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -108,5 +109,23 @@ func TestServerConfig(t *testing.T) {
 	}
 	if ServerConfig(kp, nil).GetConfigForClient != nil {
 		t.Fatal("no client CA: want no GetConfigForClient")
+	}
+}
+
+func TestKeyPairFlagsShared(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	a := RegisterKeyPairFlags(fs)
+	b := RegisterKeyPairFlags(fs) // a second registration picks up the same flags
+	if err := fs.Parse([]string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []*KeyPairFlags{a, b} {
+		if c, key := k.Files(); c != "c.pem" || key != "k.pem" {
+			t.Fatalf("Files() = %q, %q", c, key)
+		}
+	}
+	var none *KeyPairFlags
+	if c, key := none.Files(); c != "" || key != "" {
+		t.Fatalf("nil Files() = %q, %q", c, key)
 	}
 }
