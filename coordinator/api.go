@@ -16,13 +16,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
-// Request limits of the contract.
+// Limits of this implementation; the contract's limits are internal/validate's constants.
 const (
-	maxPapersPerMessage = 5000
-	maxChunkIndex       = 1 << 30
-	readChunkSize       = 1 << 20
+	maxChunkIndex = 1 << 30
+	readChunkSize = 1 << 20
 )
 
 // api implements CoordinatorService on top of the loop.
@@ -111,14 +111,17 @@ func call[T any](ctx context.Context, c *Coordinator, m message, ch chan T) (T, 
 }
 
 // preparePapers validates the semantics of a chunk of papers and pre-computes, off the loop,
-// what the loop needs: the encoded specs, id hashes and the chunk's digest.
+// what the loop needs: the encoded specs, id hashes and the chunk's digest. The full syntax
+// check is internal/validate's, run by the server's interceptor; the cheap checks here (with
+// validate's limits) only guard the invariants the engine and the store rely on, for servers
+// built without that interceptor.
 func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]byte, error) {
 	var sum [32]byte
 	if len(specs) == 0 {
 		return nil, sum, status.Errorf(codes.InvalidArgument, "%s: at least one paper is required", field)
 	}
-	if len(specs) > maxPapersPerMessage {
-		return nil, sum, status.Errorf(codes.InvalidArgument, "%s: at most %d papers per message, got %d", field, maxPapersPerMessage, len(specs))
+	if len(specs) > validate.MaxPapersPerMessage {
+		return nil, sum, status.Errorf(codes.InvalidArgument, "%s: at most %d papers per message, got %d", field, validate.MaxPapersPerMessage, len(specs))
 	}
 	out := make([]preparedPaper, len(specs))
 	seen := make(map[string]int, len(specs))
@@ -127,15 +130,15 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 	var lenBuf [binary.MaxVarintLen64]byte
 	for i, s := range specs {
 		id := s.GetPaperId()
-		if id == "" || len(id) > 512 || strings.IndexByte(id, 0) >= 0 {
-			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].paper_id: must be 1 to 512 bytes without NUL", field, i)
+		if id == "" || len(id) > validate.MaxPaperIDBytes || strings.IndexByte(id, 0) >= 0 {
+			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].paper_id: must be 1 to %d bytes without NUL", field, i, validate.MaxPaperIDBytes)
 		}
 		if j, dup := seen[id]; dup {
 			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].paper_id: %q repeats %s[%d]", field, i, id, field, j)
 		}
 		seen[id] = i
-		if n := len(s.GetUrls()); n == 0 || n > 16 {
-			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].urls: 1 to 16 URLs required, got %d", field, i, n)
+		if n := len(s.GetUrls()); n == 0 || n > validate.MaxURLsPerPaper {
+			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].urls: 1 to %d URLs required, got %d", field, i, validate.MaxURLsPerPaper, n)
 		}
 		for j, u := range s.GetUrls() {
 			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {

@@ -95,7 +95,7 @@ type Config struct {
 // defaults as flag defaults. --per-host-delay=0 means no delay.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.PerHostDelay = time.Second
-	fs.Func("per-host-delay", "minimum time between request starts on one host, e.g. 1s (0: none) (default 1s)", func(s string) error {
+	fs.Func("per-host-delay", "minimum time (a `duration`, e.g. 1s) between request starts on one host (0: none) (default 1s)", func(s string) error {
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return err
@@ -107,7 +107,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.IntVar(&c.PerHostConcurrency, "per-host-concurrency", 2, "maximum concurrent downloads per host")
-	fs.Func("host-limit", "per-host override HOST=DELAY/CONCURRENCY, e.g. arxiv.org=3s/1 (repeatable)", func(s string) error {
+	fs.Func("host-limit", "per-host override `HOST=DELAY/CONCURRENCY`, e.g. arxiv.org=3s/1 (repeatable)", func(s string) error {
 		name, lim, err := parseHostLimit(s)
 		if err != nil {
 			return err
@@ -127,7 +127,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", time.Hour, "longest Retry-After honoured as a host pause")
 	fs.IntVar(&c.BreakerThreshold, "breaker-threshold", 10, "consecutive transient failures that pause a host")
 	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", 30*time.Second, "first pause of a host whose breaker trips")
-	fs.Func("download-max-size", "maximum PDF size sent to fetchers in bytes (0: the fetcher's default)", func(s string) error {
+	fs.Func("download-max-size", "maximum PDF size in `bytes` sent to fetchers (0: the fetcher's default)", func(s string) error {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
 			return fmt.Errorf("invalid size %q", s)
@@ -135,7 +135,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.limits().MaxSizeBytes = n
 		return nil
 	})
-	fs.Func("download-timeout", "overall deadline of one download sent to fetchers (default: the fetcher's)", func(s string) error {
+	fs.Func("download-timeout", "overall deadline (a `duration`) of one download sent to fetchers (default: the fetcher's)", func(s string) error {
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return err
@@ -143,7 +143,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.limits().Timeout = durationpb.New(d)
 		return nil
 	})
-	fs.Func("download-stall-timeout", "stall timeout of one download sent to fetchers (default: the fetcher's)", func(s string) error {
+	fs.Func("download-stall-timeout", "stall timeout (a `duration`) of one download sent to fetchers (default: the fetcher's)", func(s string) error {
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return err

@@ -62,6 +62,8 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 		}
 	}()
 
+	// The receiver is owned by this handler: when the handler returns, gRPC cancels ctx, which
+	// ends both stream.Recv and postWait, so the goroutine never outlives the call.
 	recvErr := make(chan error, 1)
 	go func() {
 		for {

@@ -408,12 +408,15 @@ func TestUsage(t *testing.T) {
 			}
 		})
 	}
-	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "get"}, {"get", "--help"}, {"version"}, {"ls", "-h"}} {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "get"}, {"get", "--help"}, {"get", "-h"}, {"get", "list.txt", "-h"}, {"version"}, {"ls", "-h"}} {
 		t.Run(strings.Join(args, "_"), func(t *testing.T) {
 			t.Parallel()
 			res := run(t, "", args...)
 			if res.code != 0 || res.stdout == "" {
 				t.Errorf("paperfetch %s: exit %d, stdout %q", strings.Join(args, " "), res.code, res.stdout)
+			}
+			if n := strings.Count(res.stdout+res.stderr, "Usage:"); n > 1 {
+				t.Errorf("paperfetch %s printed the usage %d times:\n%s", strings.Join(args, " "), n, res.stdout)
 			}
 		})
 	}

@@ -348,8 +348,8 @@ func (o *getOptions) validate(inputs []string) error {
 	if u, err := url.Parse(o.arxivBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usagef("--arxiv-base must be an http(s) URL, got %q", o.arxivBase)
 	}
-	if o.batchID != "" && !validBatchID(o.batchID) {
-		return usagef("--batch-id must be 1 to 128 characters of [A-Za-z0-9._-], got %q", o.batchID)
+	if err := checkBatchIDFlag(o.batchID); err != nil {
+		return err
 	}
 	if _, err := logging.ParseLevel(o.logLevel); err != nil {
 		return usagef("--log-level: %v", err)
@@ -514,9 +514,12 @@ func openLog(dir, level string) (*os.File, *slog.Logger, error) {
 	return f, slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: lvl})), nil
 }
 
-// validBatchID checks the contract's batch id syntax.
-func validBatchID(id string) bool {
-	return validate.BatchID("batch_id", id) == nil
+// checkBatchIDFlag checks --batch-id (empty: not given) against the contract's syntax.
+func checkBatchIDFlag(id string) error {
+	if id == "" || validate.BatchID("batch_id", id) == nil {
+		return nil
+	}
+	return usagef("--batch-id must be 1 to %d characters of [A-Za-z0-9._-], got %q", validate.MaxBatchIDBytes, id)
 }
 
 func plural(n int, one, many string) string {

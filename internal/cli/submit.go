@@ -39,8 +39,8 @@ func (a *app) submit(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("--format: %v", err)
 	}
-	if *batchID != "" && !validBatchID(*batchID) {
-		return usagef("--batch-id must be 1 to 128 characters of [A-Za-z0-9._-]")
+	if err := checkBatchIDFlag(*batchID); err != nil {
+		return err
 	}
 	in := inputSet{names: inputs, opts: input.Options{Format: f, ArxivBase: *arxivBase}}
 	if hasStdin(inputs) {

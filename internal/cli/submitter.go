@@ -2,12 +2,7 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -24,75 +19,6 @@ const (
 	chunkPapers = 5000
 	chunkBytes  = 4 << 20
 )
-
-// inputSet is the inputs of a command and how to parse them.
-type inputSet struct {
-	names []string
-	stdin io.Reader // for "-"; must be re-readable for a second pass (a spooled file)
-	opts  input.Options
-}
-
-// stream opens a fresh pass over the inputs.
-func (in inputSet) stream() (*input.Stream, error) {
-	if s, ok := in.stdin.(io.Seeker); ok {
-		if _, err := s.Seek(0, io.SeekStart); err != nil {
-			return nil, fmt.Errorf("rewind standard input copy: %w", err)
-		}
-	}
-	return input.NewStream(in.names, in.stdin, in.opts), nil
-}
-
-// scanResult is what a first pass over the inputs found.
-type scanResult struct {
-	papers     int64
-	bad        int
-	duplicates int
-	digest     string // hex SHA-256 of the papers, in order
-}
-
-// scan reads every input once: it counts the papers, reports each malformed entry through
-// report, and computes a digest of the papers (from which `get` derives its batch id).
-func (in inputSet) scan(ctx context.Context, report func(error)) (scanResult, error) {
-	st, err := in.stream()
-	if err != nil {
-		return scanResult{}, err
-	}
-	defer st.Close()
-	h := sha256.New()
-	h.Write([]byte("paperfetch-input-v1\x00"))
-	var res scanResult
-	var lenBuf [8]byte
-	det := proto.MarshalOptions{Deterministic: true}
-	for {
-		p, err := st.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		var le *input.LineError
-		if errors.As(err, &le) {
-			res.bad++
-			report(le)
-			continue
-		}
-		if err != nil {
-			return res, err
-		}
-		b, err := det.Marshal(p.Spec())
-		if err != nil {
-			return res, fmt.Errorf("encode paper %s: %w", p.ID, err)
-		}
-		binary.BigEndian.PutUint64(lenBuf[:], uint64(len(b)))
-		h.Write(lenBuf[:])
-		h.Write(b)
-		res.papers++
-		if res.papers%100_000 == 0 && ctx.Err() != nil {
-			return res, ctx.Err()
-		}
-	}
-	res.duplicates = st.Duplicates()
-	res.digest = hex.EncodeToString(h.Sum(nil))
-	return res, nil
-}
 
 // submitter sends the papers of an input set to a coordinator as one chunked batch.
 type submitter struct {
@@ -165,31 +91,25 @@ func (s *submitter) fill(ctx context.Context, batchID string, in inputSet, skip 
 		chunk, chunkSize = nil, 0
 		return nil
 	}
-	for {
-		p, err := st.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	err = forEachPaper(st, func(le *input.LineError) {
+		if skip != nil {
+			skip(le)
 		}
-		var le *input.LineError
-		if errors.As(err, &le) {
-			if skip != nil {
-				skip(le)
-			}
-			continue
-		}
-		if err != nil {
-			return total, err
-		}
+	}, func(p input.Paper) error {
 		spec := p.Spec()
 		size := proto.Size(spec) + 8
 		if len(chunk) >= chunkPapers || (len(chunk) > 0 && chunkSize+size > chunkBytes) {
 			if err := flush(); err != nil {
-				return total, err
+				return err
 			}
 		}
 		chunk = append(chunk, spec)
 		chunkSize += size
 		total++
+		return nil
+	})
+	if err != nil {
+		return total, err
 	}
 	if err := flush(); err != nil {
 		return total, err

@@ -7,7 +7,8 @@ import (
 	"path"
 	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // URLID derives a stable paper id from a URL: the arXiv id for arxiv.org URLs, otherwise the
@@ -63,14 +64,4 @@ func shortHash(s string) string {
 }
 
 // short abbreviates s for error messages.
-func short(s string) string {
-	const max = 80
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func short(s string) string { return validate.Truncate(s, 80) }

@@ -345,8 +345,11 @@ func index(path string, i int) string {
 }
 
 // truncate shortens a client-supplied value quoted in an error message.
-func truncate(s string) string {
-	const max = 64
+func truncate(s string) string { return Truncate(s, 64) }
+
+// Truncate shortens s, a client-supplied value quoted in an error message, to at most max
+// bytes (cut at a rune boundary) plus "…".
+func Truncate(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}

@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/paperfetch/paperfetch/internal/input"
+)
+
+// inputSet is the inputs of a command and how to parse them.
+type inputSet struct {
+	names []string
+	stdin io.Reader // for "-"; must be re-readable for a second pass (a spooled file)
+	opts  input.Options
+}
+
+// stream opens a fresh pass over the inputs.
+func (in inputSet) stream() (*input.Stream, error) {
+	if s, ok := in.stdin.(io.Seeker); ok {
+		if _, err := s.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("rewind standard input copy: %w", err)
+		}
+	}
+	return input.NewStream(in.names, in.stdin, in.opts), nil
+}
+
+// forEachPaper reads st to its end, passing each malformed entry to bad and each paper to fn;
+// it stops at the first error of fn or of reading.
+func forEachPaper(st *input.Stream, bad func(*input.LineError), fn func(input.Paper) error) error {
+	for {
+		p, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		var le *input.LineError
+		if errors.As(err, &le) {
+			bad(le)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+}
+
+// scanResult is what a first pass over the inputs found.
+type scanResult struct {
+	papers     int64
+	bad        int
+	duplicates int
+	digest     string // hex SHA-256 of the papers, in order
+}
+
+// scan reads every input once: it counts the papers, reports each malformed entry through
+// report, and computes a digest of the papers (from which `get` derives its batch id).
+func (in inputSet) scan(ctx context.Context, report func(error)) (scanResult, error) {
+	st, err := in.stream()
+	if err != nil {
+		return scanResult{}, err
+	}
+	defer st.Close()
+	h := sha256.New()
+	h.Write([]byte("paperfetch-input-v1\x00"))
+	var res scanResult
+	var lenBuf [8]byte
+	det := proto.MarshalOptions{Deterministic: true}
+	err = forEachPaper(st, func(le *input.LineError) {
+		res.bad++
+		report(le)
+	}, func(p input.Paper) error {
+		b, err := det.Marshal(p.Spec())
+		if err != nil {
+			return fmt.Errorf("encode paper %s: %w", p.ID, err)
+		}
+		binary.BigEndian.PutUint64(lenBuf[:], uint64(len(b)))
+		h.Write(lenBuf[:])
+		h.Write(b)
+		res.papers++
+		if res.papers%100_000 == 0 {
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	res.duplicates = st.Duplicates()
+	res.digest = hex.EncodeToString(h.Sum(nil))
+	return res, nil
+}
