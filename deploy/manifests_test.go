@@ -627,7 +627,7 @@ func binaryFlags(t *testing.T) map[string]map[string]bool {
 	flags := map[string]map[string]bool{}
 	flagLine := regexp.MustCompile(`(?m)^\s+-([A-Za-z0-9][A-Za-z0-9_.-]*)`)
 	for _, bin := range []string{"coordinator", "fetcher"} {
-		// -h exits non-zero (flag.ErrHelp); only the usage text matters.
+		// Only the usage text matters, not the exit status.
 		b, _ := exec.CommandContext(ctx, filepath.Join(out, bin), "-h").CombinedOutput()
 		set := map[string]bool{}
 		for _, m := range flagLine.FindAllStringSubmatch(string(b), -1) {

@@ -108,7 +108,7 @@ type Config struct {
 // RegisterFlags registers the fetcher's flags on fs, with c's current values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.setDefaults()
-	fs.StringVar(&c.ID, "id", c.ID, "stable fetcher id (default: the hostname)")
+	fs.StringVar(&c.ID, "id", c.ID, "stable fetcher id, e.g. the pod name; the default is the hostname")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
 	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
 	fs.Func("allow-cidr", "address range reachable despite the SSRF guard (repeatable or comma-separated), e.g. 10.1.0.0/16", func(s string) error {

@@ -2,22 +2,15 @@ package fetcher
 
 import (
 	"context"
-	"regexp"
 	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
-
-var hexSHA256 = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-
-// maxURLLen is the longest URL accepted (as in PaperSpec).
-const maxURLLen = 4096
 
 // fetchService implements FetcherService: one download run for the caller, its events streamed
 // back.
@@ -30,15 +23,11 @@ type fetchService struct {
 // when req.store is set.
 func (s *fetchService) Fetch(req *pb.FetchRequest, stream grpc.ServerStreamingServer[pb.FetchResponse]) error {
 	f := s.f
-	switch {
-	case strings.TrimSpace(req.GetUrl()) == "":
-		return status.Error(codes.InvalidArgument, "url: required")
-	case len(req.GetUrl()) > maxURLLen:
-		return status.Errorf(codes.InvalidArgument, "url: longer than %d bytes", maxURLLen)
-	case req.GetExpectedSha256() != "" && !hexSHA256.MatchString(req.GetExpectedSha256()):
-		return status.Error(codes.InvalidArgument, "expected_sha256: must be 64 hexadecimal digits")
-	case req.GetMaxSizeBytes() < 0:
-		return status.Error(codes.InvalidArgument, "max_size_bytes: must not be negative")
+	// The server's validation interceptor has normally checked req already; checking again
+	// here (same rules, one implementation) keeps Fetch safe when the service is registered on
+	// a server without that interceptor.
+	if err := validate.Request(req); err != nil {
+		return err
 	}
 	j := job{
 		url:         req.GetUrl(),
@@ -52,9 +41,6 @@ func (s *fetchService) Fetch(req *pb.FetchRequest, stream grpc.ServerStreamingSe
 		j.maxSize = req.GetMaxSizeBytes()
 	}
 	if t := req.GetTimeout(); t != nil {
-		if err := t.CheckValid(); err != nil || t.AsDuration() <= 0 {
-			return status.Error(codes.InvalidArgument, "timeout: must be a positive duration")
-		}
 		j.timeout = t.AsDuration()
 	}
 

@@ -96,4 +96,3 @@ func syncPath(p string) error {
 
 // SyncDir fsyncs the folder dir, making renames and removals in it durable.
 func SyncDir(dir string) error { return syncPath(dir) }
-
