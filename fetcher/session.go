@@ -82,6 +82,8 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 		f.notifyLocked()
 		f.mu.Unlock()
 	}()
+	// Taken before the Hello goes out: the Hello is the stream's first send.
+	lastSend := f.clk.Now()
 	if err := stream.Send(hello); err != nil {
 		return false, fmt.Errorf("send hello: %w", err)
 	}
@@ -109,7 +111,6 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 		<-recvDone
 	}()
 
-	lastSend := f.clk.Now()
 	f.poke()
 	for {
 		select {
