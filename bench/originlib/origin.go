@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"maps"
@@ -65,7 +66,7 @@ func New(cfg Config) (*Origin, error) {
 	}
 	o := &Origin{cfg: cfg, mux: http.NewServeMux(), changed: make(chan struct{})}
 	o.resetLocked()
-	o.mux.HandleFunc("GET /pdf/{n}", o.servePDF)
+	o.mux.HandleFunc("GET /pdf/{id...}", o.servePDF)
 	o.mux.HandleFunc("GET /stats", o.serveStats)
 	o.mux.HandleFunc("POST /reset", o.serveReset)
 	o.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -230,12 +231,9 @@ func (o *Origin) end(n uint64, ua string, rec *recorder, kind failure, size int6
 }
 
 func (o *Origin) servePDF(w http.ResponseWriter, r *http.Request) {
-	n, err := strconv.ParseUint(r.PathValue("n"), 10, 64)
-	if err != nil {
-		http.Error(w, "paper number: "+err.Error(), http.StatusBadRequest)
-		return
-	}
+	n := PaperNumber(r.PathValue("id"))
 	size := o.cfg.DefaultSize
+	var err error
 	if v := r.URL.Query().Get("size"); v != "" {
 		size, err = strconv.ParseInt(v, 10, 64)
 		if err != nil || size < int64(len(Header)) || size > o.cfg.MaxSize {
@@ -438,4 +436,16 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// PaperNumber maps the id in a /pdf/ID path to the paper number that seeds its content: a
+// decimal number is itself; any other id (an arXiv id such as 2301.00001 or hep-th/9901001) is
+// its 64-bit FNV-1a hash with the top bit set, so it never collides with a small number.
+func PaperNumber(id string) uint64 {
+	if n, err := strconv.ParseUint(id, 10, 64); err == nil {
+		return n
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return h.Sum64() | 1<<63
 }

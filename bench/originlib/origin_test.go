@@ -207,7 +207,7 @@ func TestRateStallAndWaitFor(t *testing.T) {
 
 func TestStatsEndpointAndBadRequests(t *testing.T) {
 	o, s := newServer(t, Faults{})
-	for _, path := range []string{"/pdf/x", "/pdf/1?size=3", "/pdf/1?latency=zz", "/pdf/1?flaky=101"} {
+	for _, path := range []string{"/pdf/1?size=x", "/pdf/1?size=3", "/pdf/1?latency=zz", "/pdf/1?flaky=101"} {
 		resp, _, err := get(t, s.Client(), s.URL+path, nil)
 		if err != nil || resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("GET %s = %v, %v; want 400", path, resp, err)
@@ -250,4 +250,23 @@ func TestTruncatedBodyCanBeResumed(t *testing.T) {
 	if st := settled(t, o); st.CompleteBodies != 1 || st.DistinctComplete != 1 || st.Truncated != 1 {
 		t.Errorf("stats = %+v", st)
 	}
+}
+
+func TestServesArxivStyleIDs(t *testing.T) {
+	o, s := newServer(t, Faults{})
+	c := s.Client()
+	for _, id := range []string{"2301.00001", "2301.00001v2", "hep-th/9901001"} {
+		resp, body, err := get(t, c, s.URL+"/pdf/"+id+"?size=4096", nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /pdf/%s = %v, %v", id, resp, err)
+		}
+		sum := sha256.Sum256(body)
+		if hex.EncodeToString(sum[:]) != SHA256(PaperNumber(id), 4096) {
+			t.Fatalf("/pdf/%s does not serve paper PaperNumber(%q)", id, id)
+		}
+	}
+	if PaperNumber("2301.00001") == PaperNumber("2301.00001v2") || PaperNumber("42") != 42 {
+		t.Fatal("PaperNumber: ids must map to distinct papers and numbers to themselves")
+	}
+	_ = settled(t, o)
 }
