@@ -445,7 +445,7 @@ func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
 			LastError: r.lastError, LastFailureReason: pb.FailureReason(r.reason), Cached: r.flags&flagCached != 0,
 		}
 		if r.state == stateSucceeded {
-			out[i].Size = r.size
+			out[i].Size, out[i].Sha256, out[i].BlobKey = r.size, r.sha256, r.blobKey
 		}
 	}
 	return out, nil

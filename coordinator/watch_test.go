@@ -38,6 +38,7 @@ func TestWatchIncludePapersAndSlowWatchers(t *testing.T) {
 	}
 	startFetcher(t, h, "f", 4, nil)
 	states := map[string]pb.PaperState{}
+	succeeded := map[string]*pb.PaperUpdate{}
 	var last *pb.WatchBatchResponse
 	for {
 		m, err := ws.Recv()
@@ -52,6 +53,9 @@ func TestWatchIncludePapersAndSlowWatchers(t *testing.T) {
 		}
 		for _, u := range m.GetPaperUpdates() {
 			states[u.GetPaperId()] = u.GetState()
+			if u.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
+				succeeded[u.GetPaperId()] = u
+			}
 		}
 		last = m
 	}
@@ -64,6 +68,17 @@ func TestWatchIncludePapersAndSlowWatchers(t *testing.T) {
 	for id, s := range states {
 		if s != pb.PaperState_PAPER_STATE_SUCCEEDED {
 			t.Fatalf("paper %s last update %v", id, s)
+		}
+	}
+	// A SUCCEEDED update carries what GetPaper would say about the stored PDF.
+	for id, u := range succeeded {
+		got, err := h.api.GetPaper(ctx, &pb.GetPaperRequest{BatchId: "w", PaperId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got.GetPaper()
+		if u.GetSha256() == "" || u.GetSha256() != p.GetSha256() || u.GetBlobKey() != p.GetBlobKey() || u.GetSize() != p.GetSize() {
+			t.Fatalf("update %v, paper %v", u, p)
 		}
 	}
 	// A watch of a finished batch is a single (snapshot, terminal) message.

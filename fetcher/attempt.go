@@ -161,17 +161,11 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	if resumed {
 		received = offset
 	}
-	if len(buf) > 0 {
-		if int64(len(buf)) > maxSize {
-			return nil, outcome{}, a.tooLarge(resp, finalURL, maxSize)
-		}
-		if _, err := sink.Write(buf); err != nil {
-			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
-		}
-		received += int64(len(buf))
-		a.d.metrics.bytes.Add(float64(len(buf)))
+	if int64(len(buf)) > maxSize {
+		return nil, outcome{}, a.tooLarge(resp, finalURL, maxSize)
 	}
-	if fail := a.copyBody(ctx, body, sink, &received, total, maxSize, resp, finalURL); fail != nil {
+	// The sniffed bytes are written together with the first bytes read after them.
+	if fail := a.copyBody(ctx, buf, body, sink, &received, total, maxSize, resp, finalURL); fail != nil {
 		return nil, outcome{}, fail
 	}
 	if total >= 0 && received < total {
@@ -187,15 +181,18 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	}, nil
 }
 
-// copyBody streams the rest of the body to sink, enforcing the size limit and reporting
-// throttled progress.
-func (a *attempt) copyBody(ctx context.Context, body io.Reader, sink io.Writer, received *int64, total, maxSize int64, resp *http.Response, finalURL string) *failure {
+// copyBody streams head (bytes already read from the body, at most sniffLen) and the rest of
+// the body to sink, enforcing the size limit and reporting throttled progress.
+func (a *attempt) copyBody(ctx context.Context, head []byte, body io.Reader, sink io.Writer, received *int64, total, maxSize int64, resp *http.Response, finalURL string) *failure {
 	bp := a.d.buffers.Get().(*[]byte)
 	defer a.d.buffers.Put(bp)
 	buf := *bp
 	lastBytes, lastTime := *received, a.d.clk.Now()
+	pending := copy(buf, head)
 	for {
-		n, rerr := body.Read(buf)
+		n, rerr := body.Read(buf[pending:])
+		n += pending
+		pending = 0
 		if n > 0 {
 			if *received+int64(n) > maxSize {
 				return a.tooLarge(resp, finalURL, maxSize)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gocloud.dev/blob"
 
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
@@ -51,6 +52,11 @@ type Config struct {
 	// syncs and renames it into place (no copy, durable before "completed" is reported).
 	// Without it every object goes through Bucket's writer from a local spool file.
 	BlobURL string
+	// Committer, when set, commits into the file:// bucket at BlobURL instead of a committer
+	// of this fetcher's own: fetchers of one process writing to the same bucket folder share
+	// it, so that one file-system barrier covers the commits of all of them. It must have been
+	// made with blobstore.NewCommitter for that folder. Ignored for other buckets.
+	Committer *blobstore.Committer
 	// SpoolDir holds partial downloads (kept for resuming) when the bucket is not a file://
 	// bucket; default $TMPDIR/paperfetch-spool. For file:// buckets the spool is inside the
 	// bucket folder (see blobstore.TempDir), so committing is a rename.

@@ -43,6 +43,10 @@ type job struct {
 	stall       time.Duration
 	store       bool // write to the blob store (else only validate and hash)
 	resume      bool // keep/resume partial bodies in the spool
+	// firstAttempt: the coordinator's first attempt at the paper, so no fetcher kept a partial
+	// body of it; a stored download then skips removeURL (a folder scan per paper). Partials of
+	// the same URL kept for another paper stay for that paper's retry, or until swept.
+	firstAttempt bool
 }
 
 // outcome is a successful download.
@@ -195,7 +199,9 @@ func (d *downloader) download(parent context.Context, j job, rep reporter) (outc
 			return outcome{}, f
 		}
 		out.blobKey = key
-		d.forgetURL(ctx, j.url, "stored")
+		if !j.firstAttempt {
+			d.forgetURL(ctx, j.url, "stored")
+		}
 	}
 	return out, nil
 }

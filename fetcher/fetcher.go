@@ -96,11 +96,12 @@ func New(cfg Config) (*Fetcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetcher metrics: %w", err)
 	}
-	st := newStore(cfg.Bucket, cfg.BlobURL)
+	st := newStore(cfg.Bucket, cfg.BlobURL, cfg.Committer)
 	sp, err := newSpool(st.spoolDir(cfg.SpoolDir), cfg.ID, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("fetcher: %w", err)
 	}
+	sp.metaAfter = cfg.ResumeMinBytes
 	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
 	var boot [8]byte
 	_, _ = rand.Read(boot[:])
@@ -289,6 +290,9 @@ func (f *Fetcher) jobFor(a *pb.Assign) job {
 		stall:       f.cfg.StallTimeout,
 		store:       true,
 		resume:      true,
+		// Every Assign counts an attempt (committed before it is sent), so attempt 1 is the
+		// paper's first Assign ever.
+		firstAttempt: a.GetAttempt() == 1,
 	}
 	if lim := a.GetLimits(); lim != nil {
 		if lim.GetMaxSizeBytes() > 0 {

@@ -38,9 +38,18 @@ type spool struct {
 	dir    string
 	prefix string // hash of the fetcher id
 	clk    clock.Clock
+	// metaAfter: a sidecar is written once a resumable file holds this many bytes (a smaller
+	// partial is not kept for resuming, so writing and removing a sidecar for every small
+	// download would only cost two metadata operations each).
+	metaAfter int64
 
-	mu    sync.Mutex
-	busy  map[string]bool // keys of the keyed spool files in use
+	mu   sync.Mutex
+	busy map[string]bool // keys of the keyed spool files in use
+	// metas: keys of this fetcher whose sidecar may exist, found at start and kept up to date,
+	// so that opening a keyed file reads a sidecar only when there may be one. Only this
+	// fetcher writes sidecars under its prefix (another may remove them: then the entry is
+	// merely stale, and reading the sidecar fails as it would have).
+	metas map[string]bool
 	inUse map[string]bool // paths of the spool files (and sidecars) of running downloads
 }
 
@@ -49,7 +58,17 @@ func newSpool(dir, fetcherID string, clk clock.Clock) (*spool, error) {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
 	h := sha256.Sum256([]byte(fetcherID))
-	return &spool{dir: dir, prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}}, nil
+	s := &spool{dir: dir, prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}, metas: map[string]bool{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool folder: %w", err)
+	}
+	for _, e := range entries {
+		if k, ok := strings.CutSuffix(e.Name(), metaSuffix); ok && strings.HasPrefix(k, s.prefix+"-") {
+			s.metas[k] = true
+		}
+	}
+	return s, nil
 }
 
 // urlHash is the part of a spool file name derived from the URL, shared by all fetchers.
@@ -86,6 +105,10 @@ type spoolFile struct {
 	released bool
 	// metaExists: the sidecar may exist on disk.
 	metaExists bool
+	// metaPending: meta holds a validator whose sidecar is not written yet (see metaAfter).
+	metaPending bool
+	// committed: the file was renamed into the bucket; nothing is left under path.
+	committed bool
 }
 
 // open returns the spool file for url. With resume, the file kept by an earlier attempt for the
@@ -99,6 +122,7 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 	// The paths are marked in use before any file is touched, so that neither removeURL nor
 	// sweep (which check the marks under s.mu) removes them under this download.
 	s.mu.Lock()
+	mayMeta := s.metas[key]
 	if resume && !s.busy[key] {
 		s.busy[key] = true
 		sf.key = key
@@ -111,9 +135,9 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 	s.inUse[sf.path] = true
 	s.mu.Unlock()
 	if sf.key != "" {
-		if m, ok := sf.readMeta(); ok && m.URL == url && m.Validator != "" {
+		if m, ok := sf.readMetaIf(mayMeta); ok && m.URL == url && m.Validator != "" {
 			// A kept partial body: reopen it and offer its bytes for a Range request.
-			f, err := os.OpenFile(sf.path, os.O_RDWR|os.O_CREATE, 0o644)
+			f, err := blobstore.OpenFile(sf.path, os.O_RDWR|os.O_CREATE, 0o644)
 			if err != nil {
 				sf.release()
 				return nil, fmt.Errorf("spool: %w", err)
@@ -137,7 +161,7 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 			}
 			return sf, nil
 		}
-		f, err := os.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := blobstore.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
 			sf.release()
 			return nil, fmt.Errorf("spool: %w", err)
@@ -145,13 +169,21 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 		sf.f = f
 		return sf, nil
 	}
-	f, err := os.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := blobstore.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		sf.release()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	sf.f = f
 	return sf, nil
+}
+
+// readMetaIf is readMeta when the sidecar may exist (see spool.metas).
+func (sf *spoolFile) readMetaIf(mayExist bool) (spoolMeta, bool) {
+	if !mayExist {
+		return spoolMeta{}, false
+	}
+	return sf.readMeta()
 }
 
 func (sf *spoolFile) readMeta() (spoolMeta, bool) {
@@ -192,17 +224,33 @@ func (sf *spoolFile) reset() error {
 // later attempt can resume it. An empty validator makes the file non-resumable.
 func (sf *spoolFile) setValidator(validator string, total int64) error {
 	sf.meta = spoolMeta{URL: sf.url, Validator: validator, Total: total}
+	sf.metaPending = false
 	if sf.key == "" {
 		return nil
 	}
 	if validator == "" {
 		return sf.removeMeta()
 	}
+	if sf.size < sf.s.metaAfter {
+		// Written by Write once enough bytes arrived, or by abandon when the partial is kept.
+		// A stale sidecar of an earlier response must not describe the new bytes meanwhile.
+		sf.metaPending = true
+		return sf.removeMeta()
+	}
+	return sf.writeMeta()
+}
+
+// writeMeta writes the sidecar for sf.meta.
+func (sf *spoolFile) writeMeta() error {
+	sf.metaPending = false
 	b, err := json.Marshal(sf.meta)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	sf.metaExists = true
+	sf.s.mu.Lock()
+	sf.s.metas[sf.key] = true
+	sf.s.mu.Unlock()
 	if err := os.WriteFile(sf.metaPath, b, 0o644); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -218,6 +266,9 @@ func (sf *spoolFile) removeMeta() error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	sf.metaExists = false
+	sf.s.mu.Lock()
+	delete(sf.s.metas, sf.key)
+	sf.s.mu.Unlock()
 	return nil
 }
 
@@ -231,6 +282,11 @@ func (sf *spoolFile) Write(p []byte) (int, error) {
 	sf.size += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("spool: %w", err)
+	}
+	if sf.metaPending && sf.size >= sf.s.metaAfter {
+		if err := sf.writeMeta(); err != nil {
+			return n, err
+		}
 	}
 	if sf.size-sf.synced >= writebackChunk {
 		blobstore.StartWriteback(sf.f, sf.synced, sf.size-sf.synced)
@@ -276,7 +332,9 @@ func (sf *spoolFile) closeFile() error {
 // left and releases the key.
 func (sf *spoolFile) finish() {
 	_ = sf.closeFile()
-	_ = os.Remove(sf.path)
+	if !sf.committed {
+		_ = os.Remove(sf.path)
+	}
 	_ = sf.removeMeta()
 	sf.release()
 }
@@ -287,6 +345,10 @@ func (sf *spoolFile) finish() {
 // sidecar written since would otherwise describe a body that is gone.
 func (sf *spoolFile) abandon(keep bool, minBytes int64) {
 	if keep && sf.key != "" && sf.meta.Validator != "" && sf.size >= minBytes && sf.linked() {
+		if sf.metaPending && sf.writeMeta() != nil {
+			sf.discard()
+			return
+		}
 		_ = sf.closeFile()
 		sf.release()
 		return
@@ -334,7 +396,7 @@ func (sf *spoolFile) release() {
 // it removed.
 func (s *spool) removeURL(url string) (int, error) {
 	h := urlHash(url)
-	entries, err := os.ReadDir(s.dir)
+	entries, err := readDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -440,4 +502,15 @@ func (s *spool) sweep(cutoff time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.removeLocked(old)
+}
+
+// readDir is os.ReadDir (unsorted) without registering the folder with the poller: removeURL
+// runs once per stored download.
+func readDir(dir string) ([]os.DirEntry, error) {
+	f, err := blobstore.OpenFile(dir, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	return f.ReadDir(-1)
 }

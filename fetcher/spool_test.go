@@ -404,3 +404,68 @@ func TestAbortedPartialRemovedWhenStored(t *testing.T) {
 	}
 	a.assertStore(t, out.blobKey)
 }
+
+// A resumable spool file gets its sidecar only once it holds metaAfter bytes (smaller partials
+// are never kept), or when a smaller partial is kept after all; a new spool finds sidecars
+// left by an earlier run of the same fetcher.
+func TestSpoolSidecarWrittenLazily(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := newSpool(dir, "f1", clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.metaAfter = 100
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+
+	sf, err := sp.open("http://o/a.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sf.setValidator(`"v1"`, 200); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sf.Write(make([]byte, 50)); err != nil {
+		t.Fatal(err)
+	}
+	if exists(sf.metaPath) {
+		t.Fatal("sidecar written for 50 bytes")
+	}
+	if _, err := sf.Write(make([]byte, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(sf.metaPath) {
+		t.Fatal("no sidecar after 110 bytes")
+	}
+	sf.abandon(true, 100)
+
+	// A later spool of the same fetcher resumes it.
+	sp2, err := newSpool(dir, "f1", clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf2, err := sp2.open("http://o/a.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, v := sf2.resumeFrom(); off != 110 || v != `"v1"` {
+		t.Fatalf("resumeFrom %d %q", off, v)
+	}
+	sf2.discard()
+
+	// A small partial kept on purpose gets its sidecar when abandoned.
+	sf3, err := sp2.open("http://o/b.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sf3.setValidator(`"v2"`, 200); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sf3.Write(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	meta := sf3.metaPath
+	sf3.abandon(true, 5)
+	if !exists(meta) {
+		t.Fatal("kept partial without sidecar")
+	}
+}

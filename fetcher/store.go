@@ -27,11 +27,14 @@ type store struct {
 	s3        *s3.Client // set for s3blob buckets
 }
 
-func newStore(bucket *blob.Bucket, blobURL string) *store {
+func newStore(bucket *blob.Bucket, blobURL string, shared *blobstore.Committer) *store {
 	st := &store{bucket: bucket}
 	if dir, ok := blobstore.LocalDir(blobURL); ok {
 		st.localDir = dir
-		st.committer = blobstore.NewCommitter(dir)
+		st.committer = shared
+		if st.committer == nil || st.committer.Dir() != dir {
+			st.committer = blobstore.NewCommitter(dir)
+		}
 	}
 	var c *s3.Client
 	if bucket.As(&c) {
@@ -62,6 +65,7 @@ func (st *store) commit(ctx context.Context, sf *spoolFile, key string) error {
 		if _, err := st.committer.Commit(sf.takeFile(), key); err != nil {
 			return fmt.Errorf("commit %s: %w", key, err)
 		}
+		sf.committed = true // renamed into place (or removed as a duplicate)
 		return nil
 	}
 	if err := sf.closeFile(); err != nil {

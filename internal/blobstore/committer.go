@@ -34,6 +34,9 @@ func NewCommitter(bucketDir string) *Committer {
 	return &Committer{dir: bucketDir}
 }
 
+// Dir is the bucket folder the Committer commits into.
+func (c *Committer) Dir() string { return c.dir }
+
 // Commit durably moves the finished temporary file tmp (open, inside the bucket folder, normally
 // under TempDir) to key, and closes it. When the object already exists tmp is removed instead
 // and existed is true. The object is durable when Commit returns nil.
@@ -61,11 +64,17 @@ func (c *Committer) Commit(tmp *os.File, key string) (existed bool, err error) {
 	if err := c.barrier(); err != nil {
 		return false, fmt.Errorf("commit %q: %w", key, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return false, fmt.Errorf("commit %q: %w", key, err)
-	}
+	// The key's folder usually exists: rename first, create the folder only when it is missing.
 	if err := os.Rename(tmpPath, final); err != nil {
-		return false, fmt.Errorf("commit %q: %w", key, err)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("commit %q: %w", key, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+			return false, fmt.Errorf("commit %q: %w", key, err)
+		}
+		if err := os.Rename(tmpPath, final); err != nil {
+			return false, fmt.Errorf("commit %q: %w", key, err)
+		}
 	}
 	// The new name (and any new folder) must be durable before success is reported.
 	if err := c.barrier(); err != nil {

@@ -11,3 +11,8 @@ func StartWriteback(f *os.File, off, n int64) {}
 const groupSyncSupported = false
 
 func syncFS(string) error { return nil }
+
+// OpenFile is os.OpenFile (see the Linux version).
+func OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(name, flag, perm)
+}

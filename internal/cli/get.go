@@ -226,7 +226,7 @@ func (a *app) get(ctx context.Context, args []string) error {
 			if u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
 				continue
 			}
-			if err := placeOne(runCtx, client, mat, batchID, u.GetPaperId()); err != nil && runCtx.Err() == nil {
+			if err := placeUpdate(runCtx, client, mat, batchID, u); err != nil && runCtx.Err() == nil {
 				placeErrors++
 				display.Message(fmt.Sprintf("paperfetch: %v", err))
 			}
@@ -439,6 +439,19 @@ func batchState(ctx context.Context, client pb.CoordinatorServiceClient, id stri
 		return 0, fmt.Errorf("get batch %s: %w", id, err)
 	}
 	return resp.GetBatch().GetState(), nil
+}
+
+// placeUpdate materializes the succeeded paper of a watch update: from the update itself when
+// it carries the blob key and checksum (a coordinator that fills them), else through GetPaper.
+func placeUpdate(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID string, u *pb.PaperUpdate) error {
+	if u.GetBlobKey() == "" || u.GetSha256() == "" {
+		return placeOne(ctx, client, mat, batchID, u.GetPaperId())
+	}
+	_, _, err := mat.PlaceNew(ctx, &pb.Paper{
+		BatchId: batchID, Spec: &pb.PaperSpec{PaperId: u.GetPaperId()}, State: u.GetState(),
+		BlobKey: u.GetBlobKey(), Sha256: u.GetSha256(), Size: u.GetSize(),
+	})
+	return err
 }
 
 // placeOne materializes one succeeded paper.

@@ -30,6 +30,21 @@ func (m *materializer) Path(paperID string) string {
 	return filepath.Join(m.out, FileName(paperID)+".pdf")
 }
 
+// PlaceNew is Place for a paper that just succeeded, whose file is most likely not in the
+// output folder yet: it first tries a hard link under the final name (which appears whole or
+// not at all, so neither a stat nor a temporary name is needed), then falls back to Place.
+func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool, error) {
+	if m.bucketURL != "" {
+		if lp, ok := blobstore.LocalPath(m.bucketURL, p.GetBlobKey()); ok {
+			target := m.Path(p.GetSpec().GetPaperId())
+			if err := os.Link(lp, target); err == nil {
+				return target, false, nil
+			}
+		}
+	}
+	return m.Place(ctx, p)
+}
+
 // Place makes sure the succeeded paper p is at Path(p's id), and returns the path and whether
 // it was already there. A file already there with other content is replaced.
 func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, error) {

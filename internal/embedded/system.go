@@ -158,8 +158,14 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 
 	fetchCtx, cancelFetchers := context.WithCancel(context.Background())
 	s.cancelFetchers = cancelFetchers
+	// The fetchers share one group committer: a file-system barrier covers all their commits.
+	var committer *blobstore.Committer
+	if dir, ok := blobstore.LocalDir(s.bucketURL); ok {
+		committer = blobstore.NewCommitter(dir)
+	}
 	for i := range cfg.Fetchers {
 		fc := cfg.Fetcher
+		fc.Committer = committer
 		fc.ID = fmt.Sprintf("embedded-%d", i+1)
 		fc.Slots = cfg.Concurrency / cfg.Fetchers
 		if i < cfg.Concurrency%cfg.Fetchers {

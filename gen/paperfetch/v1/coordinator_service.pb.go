@@ -1575,7 +1575,12 @@ type PaperUpdate struct {
 	// Size of the stored PDF, once SUCCEEDED.
 	Size int64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
 	// True for a cache hit.
-	Cached        bool `protobuf:"varint,7,opt,name=cached,proto3" json:"cached,omitempty"`
+	Cached bool `protobuf:"varint,7,opt,name=cached,proto3" json:"cached,omitempty"`
+	// Lowercase hex SHA-256 of the stored PDF, once SUCCEEDED (as in Paper.sha256), so that a
+	// watcher can place the file without a GetPaper call per paper.
+	Sha256 string `protobuf:"bytes,8,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Blob store key of the stored PDF, once SUCCEEDED (as in Paper.blob_key).
+	BlobKey       string `protobuf:"bytes,9,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1657,6 +1662,20 @@ func (x *PaperUpdate) GetCached() bool {
 		return x.Cached
 	}
 	return false
+}
+
+func (x *PaperUpdate) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PaperUpdate) GetBlobKey() string {
+	if x != nil {
+		return x.BlobKey
+	}
+	return ""
 }
 
 // ActiveDownload is one running download, in WatchBatchResponse.
@@ -2114,7 +2133,7 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12*\n" +
 	"\x05batch\x18\x02 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\x12?\n" +
 	"\rpaper_updates\x18\x03 \x03(\v2\x1a.paperfetch.v1.PaperUpdateR\fpaperUpdates\x125\n" +
-	"\x06active\x18\x04 \x03(\v2\x1d.paperfetch.v1.ActiveDownloadR\x06active\"\x8e\x02\n" +
+	"\x06active\x18\x04 \x03(\v2\x1d.paperfetch.v1.ActiveDownloadR\x06active\"\xc1\x02\n" +
 	"\vPaperUpdate\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.PaperStateR\x05state\x12\x1a\n" +
@@ -2123,7 +2142,9 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12L\n" +
 	"\x13last_failure_reason\x18\x05 \x01(\x0e2\x1c.paperfetch.v1.FailureReasonR\x11lastFailureReason\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06cached\x18\a \x01(\bR\x06cached\"\xad\x01\n" +
+	"\x06cached\x18\a \x01(\bR\x06cached\x12\x16\n" +
+	"\x06sha256\x18\b \x01(\tR\x06sha256\x12\x19\n" +
+	"\bblob_key\x18\t \x01(\tR\ablobKey\"\xad\x01\n" +
 	"\x0eActiveDownload\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x14\n" +
