@@ -361,12 +361,3 @@ func (e *engine) backoff(n int) time.Duration {
 	}
 	return time.Duration(d/2 + e.rnd.Float64()*d/2)
 }
-
-func reasonLabel(r pb.FailureReason) string {
-	s := r.String()
-	const prefix = "FAILURE_REASON_"
-	if len(s) > len(prefix) {
-		s = s[len(prefix):]
-	}
-	return s
-}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -92,20 +93,17 @@ func (m *metrics) update(e *engine) {
 	m.freeCredits.Set(float64(e.credits))
 }
 
-func stateLabel(s uint8) string {
-	str := pb.PaperState(s).String()
-	const prefix = "PAPER_STATE_"
-	if len(str) > len(prefix) {
-		return str[len(prefix):]
-	}
-	return str
-}
+// stateLabel is the metric label of a paper state: "succeeded", "retry_wait"...
+func stateLabel(s uint8) string { return enumLabel(pb.PaperState(s).String(), "PAPER_STATE_") }
 
-func batchStateLabel(s pb.BatchState) string {
-	str := s.String()
-	const prefix = "BATCH_STATE_"
-	if len(str) > len(prefix) {
-		return str[len(prefix):]
-	}
-	return str
+// batchStateLabel is the metric label of a batch state: "open", "completed"...
+func batchStateLabel(s pb.BatchState) string { return enumLabel(s.String(), "BATCH_STATE_") }
+
+// reasonLabel is the metric and log label of a failure reason: "not_found", "not_pdf"...
+func reasonLabel(r pb.FailureReason) string { return enumLabel(r.String(), "FAILURE_REASON_") }
+
+// enumLabel turns an enum value's name into a Prometheus-style label value: the type prefix
+// dropped, lower case ("PAPER_STATE_SUCCEEDED" becomes "succeeded").
+func enumLabel(name, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(name, prefix))
 }

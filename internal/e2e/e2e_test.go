@@ -189,7 +189,7 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 		checkHealthAndReflection(t, ctx, dial(t, addr))
 	}
 
-	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_papers{state="SUCCEEDED"}`); got != 0 {
+	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_papers{state="succeeded"}`); got != 0 {
 		t.Errorf("before the batch: succeeded papers metric = %v, want 0", got)
 	}
 
@@ -267,7 +267,7 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 	}
 
 	// The key series moved as the batch ran.
-	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_papers{state="SUCCEEDED"}`); got != papers {
+	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_papers{state="succeeded"}`); got != papers {
 		t.Errorf("succeeded papers metric = %v, want %d", got, papers)
 	}
 	if got := scrape(t, metricsSrv.URL, `paperfetch_coordinator_connected_fetchers`); got != 2 {
