@@ -415,7 +415,7 @@ func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService
 		if u.overflow {
 			return status.Error(codes.ResourceExhausted, "watcher fell too far behind; reconnect")
 		}
-		msg := &pb.WatchBatchResponse{Snapshot: u.snapshot, Batch: u.batch, Active: u.active}
+		msg := &pb.WatchBatchResponse{Snapshot: u.snapshot, Batch: u.batch, Active: u.active, Hosts: u.hosts, HostsOmitted: u.omitted}
 		if u.npapers > 0 {
 			ups, err := a.paperUpdates(u.changed())
 			if err != nil {

@@ -55,6 +55,7 @@ type batch struct {
 	updates     map[uint32]struct{} // papers changed since the last publish (watchPapers > 0)
 	changed     bool
 	lastPublish time.Time
+	hosts       *batchHosts // host states for watchers (include_papers), cached
 }
 
 func (b *batch) live() int64 {

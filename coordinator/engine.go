@@ -780,12 +780,18 @@ func (e *engine) publishBatch(b *batch, now time.Time, final bool) {
 	}
 	bps, active := e.activeOf(b, b.watchPapers > 0)
 	bp := b.proto(bps)
+	var hosts []*pb.HostState
+	var omitted int32
+	if b.watchPapers > 0 {
+		hosts, omitted = e.hostStates(b, now)
+	}
 	kept := b.watchers[:0]
 	for _, w := range b.watchers {
 		if w.gone.Load() {
 			e.unwatch(b, w)
 			continue
 		}
+		w.setHosts(hosts, omitted)
 		if !w.post(false, bp, papers, active, final) {
 			e.unwatch(b, w)
 			continue
@@ -807,6 +813,7 @@ func (e *engine) keepWatchers(b *batch, kept []*watcher) {
 	if len(b.watchers) == 0 {
 		delete(e.watched, b.idx)
 		b.updates = nil
+		b.dropHostStates()
 	}
 }
 

@@ -234,6 +234,7 @@ func hostTrouble(f *pb.DownloadFailed) bool {
 func (e *engine) pauseHost(h *host, until time.Time, cause string, now time.Time) {
 	if until.After(h.pausedUntil) {
 		h.pausedUntil = until
+		h.pauseCause = cause
 		e.m.hostPauses.WithLabelValues(cause).Inc()
 		e.log.Warn("host paused", "host", h.name, "until", until, "cause", cause)
 		e.refreshHost(h, now)
@@ -299,6 +300,9 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 		return
 	}
 
+	if reason == pb.FailureReason_FAILURE_REASON_NO_SUCH_HOST && pb.FailureReason(p.reason) == reason {
+		permanent = true // one quick retry of a name that does not resolve, not MaxAttempts
+	}
 	p.failures++
 	p.reason = uint8(reason)
 	e.setError(l.idx, msg)

@@ -20,6 +20,7 @@ type host struct {
 	delay       time.Duration // minimum time between request starts
 	lastStart   time.Time
 	pausedUntil time.Time
+	pauseCause  string // why pausedUntil was set: "retry_after", "circuit_breaker"...
 	consecFail  int // consecutive transient failures (circuit breaker)
 	trips       int // consecutive breaker trips (cooldown grows)
 	okStreak    int // successes since the last limit change (AIMD)

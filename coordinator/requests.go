@@ -459,7 +459,7 @@ type watchReq struct {
 	reply   chan error
 }
 
-func (r *watchReq) apply(e *engine, _ time.Time) {
+func (r *watchReq) apply(e *engine, now time.Time) {
 	b, err := e.batchByName(r.batchID)
 	if err != nil {
 		e.replies = append(e.replies, func() { r.reply <- err })
@@ -470,6 +470,11 @@ func (r *watchReq) apply(e *engine, _ time.Time) {
 	bps, active := e.activeOf(b, w.includePapers)
 	bp := b.proto(bps)
 	final := b.terminalState()
+	var hosts []*pb.HostState
+	var omitted int32
+	if w.includePapers && !final {
+		hosts, omitted = e.hostStates(b, now)
+	}
 	if !final {
 		b.watchers = append(b.watchers, w)
 		if w.includePapers {
@@ -478,6 +483,7 @@ func (r *watchReq) apply(e *engine, _ time.Time) {
 		e.watched[b.idx] = b
 	}
 	e.replies = append(e.replies, func() {
+		w.setHosts(hosts, omitted)
 		w.post(true, bp, nil, active, final)
 		r.reply <- nil
 	})

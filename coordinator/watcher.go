@@ -35,6 +35,8 @@ type watchUpdate struct {
 	papers   [][]uint32
 	npapers  int
 	active   []*pb.ActiveDownload
+	hosts    []*pb.HostState // include_papers only; shared, read-only
+	omitted  int32           // hosts left out of hosts
 	final    bool
 	overflow bool
 }
@@ -90,6 +92,20 @@ func (w *watcher) post(snapshot bool, b *pb.Batch, papers []uint32, active []*pb
 	default:
 	}
 	return ok
+}
+
+// setHosts puts the latest host states in the mailbox (include_papers only); the post that
+// follows delivers them.
+func (w *watcher) setHosts(hosts []*pb.HostState, omitted int32) {
+	if !w.includePapers {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending == nil {
+		w.pending = &watchUpdate{}
+	}
+	w.pending.hosts, w.pending.omitted = hosts, omitted
 }
 
 // take empties the mailbox.

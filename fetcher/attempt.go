@@ -84,7 +84,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		if !ok || start != offset || !complete || (a.sf.meta.Total > 0 && total != a.sf.meta.Total) {
 			// Not the bytes we asked for: never append them. Start over.
 			if err := a.sf.reset(); err != nil {
-				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+				return nil, outcome{}, storageFailure(err)
 			}
 			_ = resp.Body.Close()
 			return a.fetch(ctx, target, false)
@@ -92,7 +92,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		resumed = true
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
 		if err := a.sf.reset(); err != nil {
-			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			return nil, outcome{}, storageFailure(err)
 		}
 		_ = resp.Body.Close()
 		return a.fetch(ctx, target, false)
@@ -100,7 +100,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		if offset > 0 {
 			// The origin ignored the range (or the validator changed): start over.
 			if err := a.sf.reset(); err != nil {
-				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+				return nil, outcome{}, storageFailure(err)
 			}
 		}
 	default:
@@ -127,10 +127,10 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		sink = io.MultiWriter(a.sf, h)
 		if resumed {
 			if head, err = a.sf.hashPrefix(h); err != nil {
-				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+				return nil, outcome{}, storageFailure(err)
 			}
 		} else if err := a.sf.setValidator(validatorOf(resp), max(total, 0)); err != nil {
-			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			return nil, outcome{}, storageFailure(err)
 		}
 	}
 	a.wd.touch()
@@ -150,7 +150,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		if resumed {
 			// The kept prefix is not a PDF after all: never build on it.
 			if err := a.sf.reset(); err != nil {
-				return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+				return nil, outcome{}, storageFailure(err)
 			}
 			_ = resp.Body.Close()
 			return a.fetch(ctx, target, false)
@@ -198,7 +198,7 @@ func (a *attempt) copyBody(ctx context.Context, head []byte, body io.Reader, sin
 				return a.tooLarge(resp, finalURL, maxSize)
 			}
 			if _, err := sink.Write(buf[:n]); err != nil {
-				return transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+				return storageFailure(err)
 			}
 			*received += int64(n)
 			a.d.metrics.bytes.Add(float64(n))
@@ -268,7 +268,7 @@ func (a *attempt) notPDF(ctx context.Context, resp *http.Response, head []byte, 
 	a.followed = true
 	if a.sf != nil {
 		if err := a.sf.reset(); err != nil {
-			return nil, outcome{}, transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			return nil, outcome{}, storageFailure(err)
 		}
 	}
 	a.d.log.DebugContext(ctx, "following citation_pdf_url", "from", redactURL(resp.Request.URL), "to", redactURL(next))

@@ -166,7 +166,7 @@ func (d *downloader) download(parent context.Context, j job, rep reporter) (outc
 	if j.store {
 		var err error
 		if sf, err = d.spool.open(j.url, j.resume); err != nil {
-			f := transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+			f := storageFailure(err)
 			f.url = j.url
 			return outcome{}, f
 		}
@@ -225,7 +225,7 @@ func classifyStoreError(ctx context.Context, err error) *failure {
 	if ctx.Err() != nil {
 		return classifyError(ctx, err)
 	}
-	return transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
+	return storageFailure(err)
 }
 
 // looksHTML reports whether a body start or Content-Type says HTML.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/storagefull"
 )
 
 // failure is a classified failed attempt; it becomes a DownloadFailed event.
@@ -105,6 +106,9 @@ func classifyError(ctx context.Context, err error) *failure {
 		return permanent(pb.FailureReason_FAILURE_REASON_REDIRECT_LOOP, "%v", re)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return transient(pb.FailureReason_FAILURE_REASON_TRUNCATED, "body ended early: %v", err)
+	case errors.As(err, &dns) && dns.IsNotFound:
+		// Transient for one quick retry; the coordinator makes a second one permanent.
+		return transient(pb.FailureReason_FAILURE_REASON_NO_SUCH_HOST, "DNS: %v", dns)
 	case errors.As(err, &dns):
 		return transient(pb.FailureReason_FAILURE_REASON_CONNECTION, "DNS: %v", dns)
 	case errors.As(err, &ce):
@@ -114,6 +118,16 @@ func classifyError(ctx context.Context, err error) *failure {
 	default:
 		return transient(pb.FailureReason_FAILURE_REASON_CONNECTION, "%v", err)
 	}
+}
+
+// storageFailure classifies an error of the spool or the blob store: out of space or quota, or
+// a read-only file system, is STORAGE_FULL (every other download would fail the same way, so
+// a client stops instead of retrying); anything else is a transient STORAGE failure.
+func storageFailure(err error) *failure {
+	if storagefull.Is(err) {
+		return transient(pb.FailureReason_FAILURE_REASON_STORAGE_FULL, "%v", err)
+	}
+	return transient(pb.FailureReason_FAILURE_REASON_STORAGE, "%v", err)
 }
 
 // statusFailure classifies a non-success HTTP status. now is used for Retry-After dates.

@@ -12,6 +12,7 @@ package paperfetchv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1496,7 +1497,14 @@ type WatchBatchResponse struct {
 	// paper appears once, with its latest state).
 	PaperUpdates []*PaperUpdate `protobuf:"bytes,3,rep,name=paper_updates,json=paperUpdates,proto3" json:"paper_updates,omitempty"`
 	// Running downloads and their progress (include_papers only).
-	Active        []*ActiveDownload `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
+	Active []*ActiveDownload `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
+	// The politeness state of the hosts this batch is waiting on or downloading from
+	// (include_papers only): at most 32, the hosts with the most queued papers first; hosts_omitted
+	// counts the rest. A watcher shows from them why a batch is slow (a paused host, a host
+	// throttled after 429/503, a per-host delay that bounds the rate).
+	Hosts []*HostState `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Hosts of the batch left out of hosts because of its bound.
+	HostsOmitted  int32 `protobuf:"varint,6,opt,name=hosts_omitted,json=hostsOmitted,proto3" json:"hosts_omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1559,6 +1567,151 @@ func (x *WatchBatchResponse) GetActive() []*ActiveDownload {
 	return nil
 }
 
+func (x *WatchBatchResponse) GetHosts() []*HostState {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *WatchBatchResponse) GetHostsOmitted() int32 {
+	if x != nil {
+		return x.HostsOmitted
+	}
+	return 0
+}
+
+// HostState is the politeness state of one origin host, as the coordinator's scheduler sees it.
+// Hosts are shared by every batch: queued and active count the papers of all batches.
+type HostState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host: lower-case host[:port] of the URLs (at most 261 bytes).
+	Host string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// Papers queued for this host (all batches).
+	Queued int64 `protobuf:"varint,2,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Downloads running from this host (all batches).
+	Active int32 `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
+	// The watched batch's unfinished papers (queued, waiting to retry, downloading) on this host.
+	Remaining int64 `protobuf:"varint,10,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// The current concurrency limit: below max_concurrency after the host asked us to slow down
+	// (429, 503 with Retry-After); it climbs back as downloads succeed.
+	ConcurrencyLimit int32 `protobuf:"varint,4,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
+	// The configured concurrency (--per-host-concurrency or a host override).
+	MaxConcurrency int32 `protobuf:"varint,5,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// The configured minimum time between two request starts (--per-host-delay); unset when none.
+	Delay *durationpb.Duration `protobuf:"bytes,6,opt,name=delay,proto3" json:"delay,omitempty"`
+	// When the host may start its next request, when that is in the future: the end of a pause,
+	// or of the per-host delay since the last start. Unset when it may start one now.
+	NextStartAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_start_at,json=nextStartAt,proto3" json:"next_start_at,omitempty"`
+	// Set while the host is paused: until when.
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// Why the host is paused: "retry_after" (the host sent Retry-After), "retry_after_capped",
+	// "circuit_breaker" (consecutive transient failures). Empty when not paused.
+	PauseCause    string `protobuf:"bytes,9,opt,name=pause_cause,json=pauseCause,proto3" json:"pause_cause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostState) Reset() {
+	*x = HostState{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostState) ProtoMessage() {}
+
+func (x *HostState) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostState.ProtoReflect.Descriptor instead.
+func (*HostState) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HostState) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HostState) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *HostState) GetActive() int32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *HostState) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *HostState) GetConcurrencyLimit() int32 {
+	if x != nil {
+		return x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *HostState) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *HostState) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *HostState) GetNextStartAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextStartAt
+	}
+	return nil
+}
+
+func (x *HostState) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
+}
+
+func (x *HostState) GetPauseCause() string {
+	if x != nil {
+		return x.PauseCause
+	}
+	return ""
+}
+
 // PaperUpdate is a paper's new state, in WatchBatchResponse.
 type PaperUpdate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1587,7 +1740,7 @@ type PaperUpdate struct {
 
 func (x *PaperUpdate) Reset() {
 	*x = PaperUpdate{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1752,7 @@ func (x *PaperUpdate) String() string {
 func (*PaperUpdate) ProtoMessage() {}
 
 func (x *PaperUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1765,7 @@ func (x *PaperUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PaperUpdate.ProtoReflect.Descriptor instead.
 func (*PaperUpdate) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{21}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PaperUpdate) GetPaperId() string {
@@ -1699,7 +1852,7 @@ type ActiveDownload struct {
 
 func (x *ActiveDownload) Reset() {
 	*x = ActiveDownload{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1864,7 @@ func (x *ActiveDownload) String() string {
 func (*ActiveDownload) ProtoMessage() {}
 
 func (x *ActiveDownload) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1877,7 @@ func (x *ActiveDownload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveDownload.ProtoReflect.Descriptor instead.
 func (*ActiveDownload) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{22}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ActiveDownload) GetPaperId() string {
@@ -1782,7 +1935,7 @@ type CancelBatchRequest struct {
 
 func (x *CancelBatchRequest) Reset() {
 	*x = CancelBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1947,7 @@ func (x *CancelBatchRequest) String() string {
 func (*CancelBatchRequest) ProtoMessage() {}
 
 func (x *CancelBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1960,7 @@ func (x *CancelBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBatchRequest.ProtoReflect.Descriptor instead.
 func (*CancelBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{23}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelBatchRequest) GetBatchId() string {
@@ -1836,7 +1989,7 @@ type CancelBatchResponse struct {
 
 func (x *CancelBatchResponse) Reset() {
 	*x = CancelBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2001,7 @@ func (x *CancelBatchResponse) String() string {
 func (*CancelBatchResponse) ProtoMessage() {}
 
 func (x *CancelBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2014,7 @@ func (x *CancelBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBatchResponse.ProtoReflect.Descriptor instead.
 func (*CancelBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{24}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelBatchResponse) GetBatch() *Batch {
@@ -1886,7 +2039,7 @@ type ReadPaperRequest struct {
 
 func (x *ReadPaperRequest) Reset() {
 	*x = ReadPaperRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2051,7 @@ func (x *ReadPaperRequest) String() string {
 func (*ReadPaperRequest) ProtoMessage() {}
 
 func (x *ReadPaperRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2064,7 @@ func (x *ReadPaperRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPaperRequest.ProtoReflect.Descriptor instead.
 func (*ReadPaperRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{25}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadPaperRequest) GetBatchId() string {
@@ -1952,7 +2105,7 @@ type ReadPaperResponse struct {
 
 func (x *ReadPaperResponse) Reset() {
 	*x = ReadPaperResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2117,7 @@ func (x *ReadPaperResponse) String() string {
 func (*ReadPaperResponse) ProtoMessage() {}
 
 func (x *ReadPaperResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2130,7 @@ func (x *ReadPaperResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPaperResponse.ProtoReflect.Descriptor instead.
 func (*ReadPaperResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{26}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadPaperResponse) GetOffset() int64 {
@@ -2012,7 +2165,7 @@ var File_paperfetch_v1_coordinator_service_proto protoreflect.FileDescriptor
 
 const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\n" +
-	"'paperfetch/v1/coordinator_service.proto\x12\rpaperfetch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xc8\x04\n" +
+	"'paperfetch/v1/coordinator_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xc8\x04\n" +
 	"\x05Batch\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.BatchStateR\x05state\x122\n" +
@@ -2128,12 +2281,27 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n" +
 	"\x11WatchBatchRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12%\n" +
-	"\x0einclude_papers\x18\x02 \x01(\bR\rincludePapers\"\xd4\x01\n" +
+	"\x0einclude_papers\x18\x02 \x01(\bR\rincludePapers\"\xa9\x02\n" +
 	"\x12WatchBatchResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12*\n" +
 	"\x05batch\x18\x02 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\x12?\n" +
 	"\rpaper_updates\x18\x03 \x03(\v2\x1a.paperfetch.v1.PaperUpdateR\fpaperUpdates\x125\n" +
-	"\x06active\x18\x04 \x03(\v2\x1d.paperfetch.v1.ActiveDownloadR\x06active\"\xc1\x02\n" +
+	"\x06active\x18\x04 \x03(\v2\x1d.paperfetch.v1.ActiveDownloadR\x06active\x12.\n" +
+	"\x05hosts\x18\x05 \x03(\v2\x18.paperfetch.v1.HostStateR\x05hosts\x12#\n" +
+	"\rhosts_omitted\x18\x06 \x01(\x05R\fhostsOmitted\"\x94\x03\n" +
+	"\tHostState\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x16\n" +
+	"\x06queued\x18\x02 \x01(\x03R\x06queued\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\x05R\x06active\x12\x1c\n" +
+	"\tremaining\x18\n" +
+	" \x01(\x03R\tremaining\x12+\n" +
+	"\x11concurrency_limit\x18\x04 \x01(\x05R\x10concurrencyLimit\x12'\n" +
+	"\x0fmax_concurrency\x18\x05 \x01(\x05R\x0emaxConcurrency\x12/\n" +
+	"\x05delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12>\n" +
+	"\rnext_start_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextStartAt\x12=\n" +
+	"\fpaused_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12\x1f\n" +
+	"\vpause_cause\x18\t \x01(\tR\n" +
+	"pauseCause\"\xc1\x02\n" +
 	"\vPaperUpdate\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.PaperStateR\x05state\x12\x1a\n" +
@@ -2201,7 +2369,7 @@ func file_paperfetch_v1_coordinator_service_proto_rawDescGZIP() []byte {
 }
 
 var file_paperfetch_v1_coordinator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_paperfetch_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_paperfetch_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_paperfetch_v1_coordinator_service_proto_goTypes = []any{
 	(BatchState)(0),               // 0: paperfetch.v1.BatchState
 	(*Batch)(nil),                 // 1: paperfetch.v1.Batch
@@ -2225,78 +2393,84 @@ var file_paperfetch_v1_coordinator_service_proto_goTypes = []any{
 	(*ListPapersResponse)(nil),    // 19: paperfetch.v1.ListPapersResponse
 	(*WatchBatchRequest)(nil),     // 20: paperfetch.v1.WatchBatchRequest
 	(*WatchBatchResponse)(nil),    // 21: paperfetch.v1.WatchBatchResponse
-	(*PaperUpdate)(nil),           // 22: paperfetch.v1.PaperUpdate
-	(*ActiveDownload)(nil),        // 23: paperfetch.v1.ActiveDownload
-	(*CancelBatchRequest)(nil),    // 24: paperfetch.v1.CancelBatchRequest
-	(*CancelBatchResponse)(nil),   // 25: paperfetch.v1.CancelBatchResponse
-	(*ReadPaperRequest)(nil),      // 26: paperfetch.v1.ReadPaperRequest
-	(*ReadPaperResponse)(nil),     // 27: paperfetch.v1.ReadPaperResponse
-	nil,                           // 28: paperfetch.v1.Batch.LabelsEntry
-	nil,                           // 29: paperfetch.v1.SubmitBatchRequest.LabelsEntry
-	nil,                           // 30: paperfetch.v1.CreateBatchRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*PaperSpec)(nil),             // 32: paperfetch.v1.PaperSpec
-	(PaperState)(0),               // 33: paperfetch.v1.PaperState
-	(FailureReason)(0),            // 34: paperfetch.v1.FailureReason
+	(*HostState)(nil),             // 22: paperfetch.v1.HostState
+	(*PaperUpdate)(nil),           // 23: paperfetch.v1.PaperUpdate
+	(*ActiveDownload)(nil),        // 24: paperfetch.v1.ActiveDownload
+	(*CancelBatchRequest)(nil),    // 25: paperfetch.v1.CancelBatchRequest
+	(*CancelBatchResponse)(nil),   // 26: paperfetch.v1.CancelBatchResponse
+	(*ReadPaperRequest)(nil),      // 27: paperfetch.v1.ReadPaperRequest
+	(*ReadPaperResponse)(nil),     // 28: paperfetch.v1.ReadPaperResponse
+	nil,                           // 29: paperfetch.v1.Batch.LabelsEntry
+	nil,                           // 30: paperfetch.v1.SubmitBatchRequest.LabelsEntry
+	nil,                           // 31: paperfetch.v1.CreateBatchRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*PaperSpec)(nil),             // 33: paperfetch.v1.PaperSpec
+	(PaperState)(0),               // 34: paperfetch.v1.PaperState
+	(FailureReason)(0),            // 35: paperfetch.v1.FailureReason
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_paperfetch_v1_coordinator_service_proto_depIdxs = []int32{
 	0,  // 0: paperfetch.v1.Batch.state:type_name -> paperfetch.v1.BatchState
 	2,  // 1: paperfetch.v1.Batch.counts:type_name -> paperfetch.v1.PaperCounts
-	31, // 2: paperfetch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	31, // 3: paperfetch.v1.Batch.sealed_at:type_name -> google.protobuf.Timestamp
-	31, // 4: paperfetch.v1.Batch.finished_at:type_name -> google.protobuf.Timestamp
-	28, // 5: paperfetch.v1.Batch.labels:type_name -> paperfetch.v1.Batch.LabelsEntry
-	32, // 6: paperfetch.v1.Paper.spec:type_name -> paperfetch.v1.PaperSpec
-	33, // 7: paperfetch.v1.Paper.state:type_name -> paperfetch.v1.PaperState
-	34, // 8: paperfetch.v1.Paper.last_failure_reason:type_name -> paperfetch.v1.FailureReason
-	31, // 9: paperfetch.v1.Paper.next_attempt_at:type_name -> google.protobuf.Timestamp
-	31, // 10: paperfetch.v1.Paper.created_at:type_name -> google.protobuf.Timestamp
-	31, // 11: paperfetch.v1.Paper.finished_at:type_name -> google.protobuf.Timestamp
-	32, // 12: paperfetch.v1.SubmitBatchRequest.papers:type_name -> paperfetch.v1.PaperSpec
-	29, // 13: paperfetch.v1.SubmitBatchRequest.labels:type_name -> paperfetch.v1.SubmitBatchRequest.LabelsEntry
+	32, // 2: paperfetch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	32, // 3: paperfetch.v1.Batch.sealed_at:type_name -> google.protobuf.Timestamp
+	32, // 4: paperfetch.v1.Batch.finished_at:type_name -> google.protobuf.Timestamp
+	29, // 5: paperfetch.v1.Batch.labels:type_name -> paperfetch.v1.Batch.LabelsEntry
+	33, // 6: paperfetch.v1.Paper.spec:type_name -> paperfetch.v1.PaperSpec
+	34, // 7: paperfetch.v1.Paper.state:type_name -> paperfetch.v1.PaperState
+	35, // 8: paperfetch.v1.Paper.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	32, // 9: paperfetch.v1.Paper.next_attempt_at:type_name -> google.protobuf.Timestamp
+	32, // 10: paperfetch.v1.Paper.created_at:type_name -> google.protobuf.Timestamp
+	32, // 11: paperfetch.v1.Paper.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 12: paperfetch.v1.SubmitBatchRequest.papers:type_name -> paperfetch.v1.PaperSpec
+	30, // 13: paperfetch.v1.SubmitBatchRequest.labels:type_name -> paperfetch.v1.SubmitBatchRequest.LabelsEntry
 	1,  // 14: paperfetch.v1.SubmitBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	30, // 15: paperfetch.v1.CreateBatchRequest.labels:type_name -> paperfetch.v1.CreateBatchRequest.LabelsEntry
+	31, // 15: paperfetch.v1.CreateBatchRequest.labels:type_name -> paperfetch.v1.CreateBatchRequest.LabelsEntry
 	1,  // 16: paperfetch.v1.CreateBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	32, // 17: paperfetch.v1.AppendPapersRequest.papers:type_name -> paperfetch.v1.PaperSpec
+	33, // 17: paperfetch.v1.AppendPapersRequest.papers:type_name -> paperfetch.v1.PaperSpec
 	1,  // 18: paperfetch.v1.SealBatchResponse.batch:type_name -> paperfetch.v1.Batch
 	1,  // 19: paperfetch.v1.GetBatchResponse.batch:type_name -> paperfetch.v1.Batch
 	1,  // 20: paperfetch.v1.ListBatchesResponse.batches:type_name -> paperfetch.v1.Batch
 	3,  // 21: paperfetch.v1.GetPaperResponse.paper:type_name -> paperfetch.v1.Paper
-	33, // 22: paperfetch.v1.ListPapersRequest.states:type_name -> paperfetch.v1.PaperState
+	34, // 22: paperfetch.v1.ListPapersRequest.states:type_name -> paperfetch.v1.PaperState
 	3,  // 23: paperfetch.v1.ListPapersResponse.papers:type_name -> paperfetch.v1.Paper
 	1,  // 24: paperfetch.v1.WatchBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	22, // 25: paperfetch.v1.WatchBatchResponse.paper_updates:type_name -> paperfetch.v1.PaperUpdate
-	23, // 26: paperfetch.v1.WatchBatchResponse.active:type_name -> paperfetch.v1.ActiveDownload
-	33, // 27: paperfetch.v1.PaperUpdate.state:type_name -> paperfetch.v1.PaperState
-	34, // 28: paperfetch.v1.PaperUpdate.last_failure_reason:type_name -> paperfetch.v1.FailureReason
-	1,  // 29: paperfetch.v1.CancelBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	4,  // 30: paperfetch.v1.CoordinatorService.SubmitBatch:input_type -> paperfetch.v1.SubmitBatchRequest
-	6,  // 31: paperfetch.v1.CoordinatorService.CreateBatch:input_type -> paperfetch.v1.CreateBatchRequest
-	8,  // 32: paperfetch.v1.CoordinatorService.AppendPapers:input_type -> paperfetch.v1.AppendPapersRequest
-	10, // 33: paperfetch.v1.CoordinatorService.SealBatch:input_type -> paperfetch.v1.SealBatchRequest
-	12, // 34: paperfetch.v1.CoordinatorService.GetBatch:input_type -> paperfetch.v1.GetBatchRequest
-	14, // 35: paperfetch.v1.CoordinatorService.ListBatches:input_type -> paperfetch.v1.ListBatchesRequest
-	16, // 36: paperfetch.v1.CoordinatorService.GetPaper:input_type -> paperfetch.v1.GetPaperRequest
-	18, // 37: paperfetch.v1.CoordinatorService.ListPapers:input_type -> paperfetch.v1.ListPapersRequest
-	20, // 38: paperfetch.v1.CoordinatorService.WatchBatch:input_type -> paperfetch.v1.WatchBatchRequest
-	24, // 39: paperfetch.v1.CoordinatorService.CancelBatch:input_type -> paperfetch.v1.CancelBatchRequest
-	26, // 40: paperfetch.v1.CoordinatorService.ReadPaper:input_type -> paperfetch.v1.ReadPaperRequest
-	5,  // 41: paperfetch.v1.CoordinatorService.SubmitBatch:output_type -> paperfetch.v1.SubmitBatchResponse
-	7,  // 42: paperfetch.v1.CoordinatorService.CreateBatch:output_type -> paperfetch.v1.CreateBatchResponse
-	9,  // 43: paperfetch.v1.CoordinatorService.AppendPapers:output_type -> paperfetch.v1.AppendPapersResponse
-	11, // 44: paperfetch.v1.CoordinatorService.SealBatch:output_type -> paperfetch.v1.SealBatchResponse
-	13, // 45: paperfetch.v1.CoordinatorService.GetBatch:output_type -> paperfetch.v1.GetBatchResponse
-	15, // 46: paperfetch.v1.CoordinatorService.ListBatches:output_type -> paperfetch.v1.ListBatchesResponse
-	17, // 47: paperfetch.v1.CoordinatorService.GetPaper:output_type -> paperfetch.v1.GetPaperResponse
-	19, // 48: paperfetch.v1.CoordinatorService.ListPapers:output_type -> paperfetch.v1.ListPapersResponse
-	21, // 49: paperfetch.v1.CoordinatorService.WatchBatch:output_type -> paperfetch.v1.WatchBatchResponse
-	25, // 50: paperfetch.v1.CoordinatorService.CancelBatch:output_type -> paperfetch.v1.CancelBatchResponse
-	27, // 51: paperfetch.v1.CoordinatorService.ReadPaper:output_type -> paperfetch.v1.ReadPaperResponse
-	41, // [41:52] is the sub-list for method output_type
-	30, // [30:41] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	23, // 25: paperfetch.v1.WatchBatchResponse.paper_updates:type_name -> paperfetch.v1.PaperUpdate
+	24, // 26: paperfetch.v1.WatchBatchResponse.active:type_name -> paperfetch.v1.ActiveDownload
+	22, // 27: paperfetch.v1.WatchBatchResponse.hosts:type_name -> paperfetch.v1.HostState
+	36, // 28: paperfetch.v1.HostState.delay:type_name -> google.protobuf.Duration
+	32, // 29: paperfetch.v1.HostState.next_start_at:type_name -> google.protobuf.Timestamp
+	32, // 30: paperfetch.v1.HostState.paused_until:type_name -> google.protobuf.Timestamp
+	34, // 31: paperfetch.v1.PaperUpdate.state:type_name -> paperfetch.v1.PaperState
+	35, // 32: paperfetch.v1.PaperUpdate.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	1,  // 33: paperfetch.v1.CancelBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	4,  // 34: paperfetch.v1.CoordinatorService.SubmitBatch:input_type -> paperfetch.v1.SubmitBatchRequest
+	6,  // 35: paperfetch.v1.CoordinatorService.CreateBatch:input_type -> paperfetch.v1.CreateBatchRequest
+	8,  // 36: paperfetch.v1.CoordinatorService.AppendPapers:input_type -> paperfetch.v1.AppendPapersRequest
+	10, // 37: paperfetch.v1.CoordinatorService.SealBatch:input_type -> paperfetch.v1.SealBatchRequest
+	12, // 38: paperfetch.v1.CoordinatorService.GetBatch:input_type -> paperfetch.v1.GetBatchRequest
+	14, // 39: paperfetch.v1.CoordinatorService.ListBatches:input_type -> paperfetch.v1.ListBatchesRequest
+	16, // 40: paperfetch.v1.CoordinatorService.GetPaper:input_type -> paperfetch.v1.GetPaperRequest
+	18, // 41: paperfetch.v1.CoordinatorService.ListPapers:input_type -> paperfetch.v1.ListPapersRequest
+	20, // 42: paperfetch.v1.CoordinatorService.WatchBatch:input_type -> paperfetch.v1.WatchBatchRequest
+	25, // 43: paperfetch.v1.CoordinatorService.CancelBatch:input_type -> paperfetch.v1.CancelBatchRequest
+	27, // 44: paperfetch.v1.CoordinatorService.ReadPaper:input_type -> paperfetch.v1.ReadPaperRequest
+	5,  // 45: paperfetch.v1.CoordinatorService.SubmitBatch:output_type -> paperfetch.v1.SubmitBatchResponse
+	7,  // 46: paperfetch.v1.CoordinatorService.CreateBatch:output_type -> paperfetch.v1.CreateBatchResponse
+	9,  // 47: paperfetch.v1.CoordinatorService.AppendPapers:output_type -> paperfetch.v1.AppendPapersResponse
+	11, // 48: paperfetch.v1.CoordinatorService.SealBatch:output_type -> paperfetch.v1.SealBatchResponse
+	13, // 49: paperfetch.v1.CoordinatorService.GetBatch:output_type -> paperfetch.v1.GetBatchResponse
+	15, // 50: paperfetch.v1.CoordinatorService.ListBatches:output_type -> paperfetch.v1.ListBatchesResponse
+	17, // 51: paperfetch.v1.CoordinatorService.GetPaper:output_type -> paperfetch.v1.GetPaperResponse
+	19, // 52: paperfetch.v1.CoordinatorService.ListPapers:output_type -> paperfetch.v1.ListPapersResponse
+	21, // 53: paperfetch.v1.CoordinatorService.WatchBatch:output_type -> paperfetch.v1.WatchBatchResponse
+	26, // 54: paperfetch.v1.CoordinatorService.CancelBatch:output_type -> paperfetch.v1.CancelBatchResponse
+	28, // 55: paperfetch.v1.CoordinatorService.ReadPaper:output_type -> paperfetch.v1.ReadPaperResponse
+	45, // [45:56] is the sub-list for method output_type
+	34, // [34:45] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_paperfetch_v1_coordinator_service_proto_init() }
@@ -2311,7 +2485,7 @@ func file_paperfetch_v1_coordinator_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paperfetch_v1_coordinator_service_proto_rawDesc), len(file_paperfetch_v1_coordinator_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

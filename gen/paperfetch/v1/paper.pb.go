@@ -205,6 +205,13 @@ const (
 	FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED FailureReason = 19
 	// The host is paused (circuit breaker open, or a Retry-After beyond the cap).
 	FailureReason_FAILURE_REASON_HOST_PAUSED FailureReason = 20
+	// The host name does not exist (DNS "no such host"). Permanent after one quick retry: a name
+	// that does not resolve rarely starts resolving minutes later.
+	FailureReason_FAILURE_REASON_NO_SUCH_HOST FailureReason = 21
+	// The blob store (or the output folder) is out of space or quota, or read-only (ENOSPC,
+	// EDQUOT, EROFS). Transient for the paper (it is retried once there is room), but a client
+	// such as `paperfetch get` stops the run at once: every other download would fail the same way.
+	FailureReason_FAILURE_REASON_STORAGE_FULL FailureReason = 22
 )
 
 // Enum value maps for FailureReason.
@@ -231,6 +238,8 @@ var (
 		18: "FAILURE_REASON_ABORTED",
 		19: "FAILURE_REASON_ATTEMPTS_EXHAUSTED",
 		20: "FAILURE_REASON_HOST_PAUSED",
+		21: "FAILURE_REASON_NO_SUCH_HOST",
+		22: "FAILURE_REASON_STORAGE_FULL",
 	}
 	FailureReason_value = map[string]int32{
 		"FAILURE_REASON_UNSPECIFIED":        0,
@@ -254,6 +263,8 @@ var (
 		"FAILURE_REASON_ABORTED":            18,
 		"FAILURE_REASON_ATTEMPTS_EXHAUSTED": 19,
 		"FAILURE_REASON_HOST_PAUSED":        20,
+		"FAILURE_REASON_NO_SUCH_HOST":       21,
+		"FAILURE_REASON_STORAGE_FULL":       22,
 	}
 )
 
@@ -911,7 +922,7 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\fFailureClass\x12\x1d\n" +
 	"\x19FAILURE_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17FAILURE_CLASS_PERMANENT\x10\x01\x12\x1b\n" +
-	"\x17FAILURE_CLASS_TRANSIENT\x10\x02*\x9e\x05\n" +
+	"\x17FAILURE_CLASS_TRANSIENT\x10\x02*\xe0\x05\n" +
 	"\rFailureReason\x12\x1e\n" +
 	"\x1aFAILURE_REASON_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18FAILURE_REASON_NOT_FOUND\x10\x01\x12\x17\n" +
@@ -934,7 +945,9 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\x16FAILURE_REASON_STORAGE\x10\x11\x12\x1a\n" +
 	"\x16FAILURE_REASON_ABORTED\x10\x12\x12%\n" +
 	"!FAILURE_REASON_ATTEMPTS_EXHAUSTED\x10\x13\x12\x1e\n" +
-	"\x1aFAILURE_REASON_HOST_PAUSED\x10\x14BAZ?github.com/paperfetch/paperfetch/gen/paperfetch/v1;paperfetchv1b\x06proto3"
+	"\x1aFAILURE_REASON_HOST_PAUSED\x10\x14\x12\x1f\n" +
+	"\x1bFAILURE_REASON_NO_SUCH_HOST\x10\x15\x12\x1f\n" +
+	"\x1bFAILURE_REASON_STORAGE_FULL\x10\x16BAZ?github.com/paperfetch/paperfetch/gen/paperfetch/v1;paperfetchv1b\x06proto3"
 
 var (
 	file_paperfetch_v1_paper_proto_rawDescOnce sync.Once
