@@ -20,7 +20,6 @@ type host struct {
 	delay       time.Duration // minimum time between request starts
 	lastStart   time.Time
 	pausedUntil time.Time
-	pauseCause  string // why pausedUntil was set: "retry_after", "circuit_breaker"...
 	consecFail  int // consecutive transient failures (circuit breaker)
 	trips       int // consecutive breaker trips (cooldown grows)
 	okStreak    int // successes since the last limit change (AIMD)
@@ -29,6 +28,8 @@ type host struct {
 	inSleep bool
 	wakeAt  time.Time
 	sleepIx int
+
+	pauseCause string // why pausedUntil was set: "retry_after", "circuit_breaker"...
 }
 
 func (h *host) push(idx uint32) { h.queue = append(h.queue, idx) }
