@@ -4,8 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,37 +22,23 @@ import (
 
 // Limits of this implementation; the contract's limits are internal/validate's constants.
 const (
-	maxChunkIndex = 1 << 30
 	readChunkSize = 1 << 20
+	// maxPageBytes bounds the entries of a ListPapers or ListBatches page, so that every
+	// response fits the 4 MiB default receive limit of gRPC clients (Python, Node, grpcurl).
+	maxPageBytes = 3 << 20
+	// protoEntryOverhead is the tag and length prefix of a repeated message entry (at most).
+	protoEntryOverhead = 6
+	// listReadGroup is how many papers ListPapers reads from the store at a time.
+	listReadGroup = 256
 )
+
+// errBatchIDRequired is the answer to a request without its batch_id.
+var errBatchIDRequired = validate.Field("batch_id", "is required")
 
 // api implements CoordinatorService on top of the loop.
 type api struct {
 	pb.UnimplementedCoordinatorServiceServer
 	c *Coordinator
-}
-
-// toStatus maps an engine error to a gRPC status.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, errInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, errNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, errExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, errPrecondition):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	}
-	return status.Error(codes.Internal, err.Error())
 }
 
 var (
@@ -118,10 +105,10 @@ func call[T any](ctx context.Context, c *Coordinator, m message, ch chan T) (T, 
 func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]byte, error) {
 	var sum [32]byte
 	if len(specs) == 0 {
-		return nil, sum, status.Errorf(codes.InvalidArgument, "%s: at least one paper is required", field)
+		return nil, sum, validate.Field(field, "at least one paper is required")
 	}
 	if len(specs) > validate.MaxPapersPerMessage {
-		return nil, sum, status.Errorf(codes.InvalidArgument, "%s: at most %d papers per message, got %d", field, validate.MaxPapersPerMessage, len(specs))
+		return nil, sum, validate.Field(field, fmt.Sprintf("at most %d papers per message, got %d", validate.MaxPapersPerMessage, len(specs)))
 	}
 	out := make([]preparedPaper, len(specs))
 	seen := make(map[string]int, len(specs))
@@ -130,24 +117,25 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 	var lenBuf [binary.MaxVarintLen64]byte
 	for i, s := range specs {
 		id := s.GetPaperId()
+		path := fmt.Sprintf("%s[%d]", field, i)
 		if id == "" || len(id) > validate.MaxPaperIDBytes || strings.IndexByte(id, 0) >= 0 {
-			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].paper_id: must be 1 to %d bytes without NUL", field, i, validate.MaxPaperIDBytes)
+			return nil, sum, validate.Field(path+".paper_id", fmt.Sprintf("must be 1 to %d bytes without NUL", validate.MaxPaperIDBytes))
 		}
 		if j, dup := seen[id]; dup {
-			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].paper_id: %q repeats %s[%d]", field, i, id, field, j)
+			return nil, sum, validate.Field(path+".paper_id", fmt.Sprintf("duplicate of %s[%d].paper_id %q", field, j, validate.Truncate(id, 64)))
 		}
 		seen[id] = i
 		if n := len(s.GetUrls()); n == 0 || n > validate.MaxURLsPerPaper {
-			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].urls: 1 to %d URLs required, got %d", field, i, validate.MaxURLsPerPaper, n)
+			return nil, sum, validate.Field(path+".urls", fmt.Sprintf("1 to %d URLs required, got %d", validate.MaxURLsPerPaper, n))
 		}
 		for j, u := range s.GetUrls() {
 			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-				return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d].urls[%d]: must be an http or https URL", field, i, j)
+				return nil, sum, validate.Field(fmt.Sprintf("%s.urls[%d]", path, j), "must be an http or https URL")
 			}
 		}
 		raw, err := opts.Marshal(s)
 		if err != nil {
-			return nil, sum, status.Errorf(codes.InvalidArgument, "%s[%d]: %v", field, i, err)
+			return nil, sum, validate.Field(path, err.Error())
 		}
 		h.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(raw)))])
 		h.Write(raw)
@@ -160,6 +148,9 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 
 // SubmitBatch creates and seals a batch in one call (idempotent by batch_id).
 func (a *api) SubmitBatch(ctx context.Context, req *pb.SubmitBatchRequest) (*pb.SubmitBatchResponse, error) {
+	if err := validate.Labels("labels", req.GetLabels()); err != nil {
+		return nil, err
+	}
 	papers, sum, err := preparePapers("papers", req.GetPapers())
 	if err != nil {
 		return nil, err
@@ -177,6 +168,9 @@ func (a *api) SubmitBatch(ctx context.Context, req *pb.SubmitBatchRequest) (*pb.
 
 // CreateBatch opens a chunked batch (idempotent by batch_id).
 func (a *api) CreateBatch(ctx context.Context, req *pb.CreateBatchRequest) (*pb.CreateBatchResponse, error) {
+	if err := validate.Labels("labels", req.GetLabels()); err != nil {
+		return nil, err
+	}
 	r := &submitReq{op: opCreate, batchID: req.GetBatchId(), labels: req.GetLabels(), reply: make(chan submitResult, 1)}
 	res, err := call(ctx, a.c, r, r.reply)
 	if err != nil {
@@ -191,10 +185,10 @@ func (a *api) CreateBatch(ctx context.Context, req *pb.CreateBatchRequest) (*pb.
 // AppendPapers adds one chunk to an open batch (idempotent by chunk_index).
 func (a *api) AppendPapers(ctx context.Context, req *pb.AppendPapersRequest) (*pb.AppendPapersResponse, error) {
 	if req.GetBatchId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
+		return nil, errBatchIDRequired
 	}
-	if req.GetChunkIndex() < 0 || req.GetChunkIndex() > maxChunkIndex {
-		return nil, status.Errorf(codes.InvalidArgument, "chunk_index: must be 0 to %d", maxChunkIndex)
+	if req.GetChunkIndex() < 0 || req.GetChunkIndex() >= validate.MaxChunks {
+		return nil, validate.Field("chunk_index", fmt.Sprintf("must be 0 to %d", validate.MaxChunks-1))
 	}
 	papers, sum, err := preparePapers("papers", req.GetPapers())
 	if err != nil {
@@ -208,16 +202,17 @@ func (a *api) AppendPapers(ctx context.Context, req *pb.AppendPapersRequest) (*p
 	if res.err != nil {
 		return nil, toStatus(res.err)
 	}
-	return &pb.AppendPapersResponse{BatchId: req.GetBatchId(), ChunkIndex: req.GetChunkIndex(), Duplicate: res.duplicate, TotalPapers: res.total}, nil
+	return &pb.AppendPapersResponse{BatchId: req.GetBatchId(), ChunkIndex: req.GetChunkIndex(), Duplicate: res.duplicate, TotalPapers: res.total,
+		ChunksAccepted: res.chunksAccepted, FirstMissingChunk: res.firstMissingChunk}, nil
 }
 
 // SealBatch closes a chunked batch (idempotent).
 func (a *api) SealBatch(ctx context.Context, req *pb.SealBatchRequest) (*pb.SealBatchResponse, error) {
 	if req.GetBatchId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
+		return nil, errBatchIDRequired
 	}
 	if req.GetChunkCount() < 0 {
-		return nil, status.Error(codes.InvalidArgument, "chunk_count: must not be negative")
+		return nil, validate.Field("chunk_count", "must not be negative")
 	}
 	r := &submitReq{op: opSeal, batchID: req.GetBatchId(), chunkCount: req.GetChunkCount(), reply: make(chan submitResult, 1)}
 	res, err := call(ctx, a.c, r, r.reply)
@@ -232,7 +227,7 @@ func (a *api) SealBatch(ctx context.Context, req *pb.SealBatchRequest) (*pb.Seal
 
 func (a *api) batchOp(ctx context.Context, id string, cancel bool, reason string) (*pb.Batch, error) {
 	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
+		return nil, errBatchIDRequired
 	}
 	r := &batchReq{id: id, cancel: cancel, reason: reason, reply: make(chan batchResult, 1)}
 	res, err := call(ctx, a.c, r, r.reply)
@@ -256,7 +251,7 @@ func (a *api) GetBatch(ctx context.Context, req *pb.GetBatchRequest) (*pb.GetBat
 
 // CancelBatch cancels a batch's unfinished papers.
 func (a *api) CancelBatch(ctx context.Context, req *pb.CancelBatchRequest) (*pb.CancelBatchResponse, error) {
-	b, err := a.batchOp(ctx, req.GetBatchId(), true, req.GetReason())
+	b, err := a.batchOp(ctx, req.GetBatchId(), true, validate.Truncate(req.GetReason(), validate.MaxCancelReasonBytes))
 	if err != nil {
 		return nil, err
 	}
@@ -266,8 +261,8 @@ func (a *api) CancelBatch(ctx context.Context, req *pb.CancelBatchRequest) (*pb.
 // ListBatches lists batches, newest first.
 func (a *api) ListBatches(ctx context.Context, req *pb.ListBatchesRequest) (*pb.ListBatchesResponse, error) {
 	size := int(req.GetPageSize())
-	if size < 0 || size > 1000 {
-		return nil, status.Error(codes.InvalidArgument, "page_size: must be 0 to 1000")
+	if size < 0 || size > validate.MaxListBatchesPageSize {
+		return nil, validate.Field("page_size", fmt.Sprintf("must be 0 to %d", validate.MaxListBatchesPageSize))
 	}
 	if size == 0 {
 		size = 100
@@ -286,10 +281,10 @@ func (a *api) ListBatches(ctx context.Context, req *pb.ListBatchesRequest) (*pb.
 // lookup resolves (batch, paper) to its stored record.
 func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult, *paperRecord, *pb.PaperSpec, error) {
 	if batchID == "" {
-		return lookupResult{}, nil, nil, status.Error(codes.InvalidArgument, "batch_id: required")
+		return lookupResult{}, nil, nil, errBatchIDRequired
 	}
 	if paperID == "" {
-		return lookupResult{}, nil, nil, status.Error(codes.InvalidArgument, "paper_id: required")
+		return lookupResult{}, nil, nil, validate.Field("paper_id", "is required")
 	}
 	r := &lookupReq{batchID: batchID, paperID: paperID, reply: make(chan lookupResult, 1)}
 	res, err := call(ctx, a.c, r, r.reply)
@@ -304,7 +299,7 @@ func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult
 		return res, nil, nil, status.Errorf(codes.Internal, "read paper: %v", err)
 	}
 	if spec.GetPaperId() != paperID {
-		return res, nil, nil, status.Errorf(codes.NotFound, "paper %q in batch %q not found", paperID, batchID)
+		return res, nil, nil, toStatus(paperNotFound(batchID, paperID))
 	}
 	return res, rec, spec, nil
 }
@@ -347,11 +342,11 @@ func (a *api) GetPaper(ctx context.Context, req *pb.GetPaperRequest) (*pb.GetPap
 // ListPapers lists a batch's papers in submission order.
 func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.ListPapersResponse, error) {
 	if req.GetBatchId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
+		return nil, errBatchIDRequired
 	}
 	size := int(req.GetPageSize())
-	if size < 0 || size > 5000 {
-		return nil, status.Error(codes.InvalidArgument, "page_size: must be 0 to 5000")
+	if size < 0 || size > validate.MaxListPapersPageSize {
+		return nil, validate.Field("page_size", fmt.Sprintf("must be 0 to %d", validate.MaxListPapersPageSize))
 	}
 	if size == 0 {
 		size = 500
@@ -359,7 +354,7 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 	var mask uint8
 	for i, s := range req.GetStates() {
 		if s <= pb.PaperState_PAPER_STATE_UNSPECIFIED || s > pb.PaperState_PAPER_STATE_CANCELLED {
-			return nil, status.Errorf(codes.InvalidArgument, "states[%d]: unknown state %d", i, s)
+			return nil, validate.Field(fmt.Sprintf("states[%d]", i), fmt.Sprintf("%d is not a paper state", s))
 		}
 		mask |= 1 << uint8(s)
 	}
@@ -371,13 +366,26 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 	if res.err != nil {
 		return nil, toStatus(res.err)
 	}
-	recs, specs, err := a.c.st.readPapers(res.idxs)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "read papers: %v", err)
-	}
-	out := &pb.ListPapersResponse{Papers: make([]*pb.Paper, len(recs)), NextPageToken: res.next}
-	for i := range recs {
-		out.Papers[i] = paperProto(res.batchID, &recs[i], specs[i], res.live[res.idxs[i]])
+	// Read the papers a group at a time and cut the page by bytes (maxPageBytes), so the
+	// response fits the 4 MiB default of gRPC clients whatever the papers' sizes.
+	out := &pb.ListPapersResponse{NextPageToken: res.next}
+	bytes := 0
+	for start := 0; start < len(res.idxs); start += listReadGroup {
+		group := res.idxs[start:min(start+listReadGroup, len(res.idxs))]
+		recs, specs, err := a.c.st.readPapers(group)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "read papers: %v", err)
+		}
+		for i := range recs {
+			p := paperProto(res.batchID, &recs[i], specs[i], res.live[group[i]])
+			n := proto.Size(p) + protoEntryOverhead
+			if bytes+n > maxPageBytes && len(out.Papers) > 0 {
+				out.NextPageToken = strconv.FormatInt(res.pos[start+i], 10)
+				return out, nil
+			}
+			bytes += n
+			out.Papers = append(out.Papers, p)
+		}
 	}
 	return out, nil
 }
@@ -385,7 +393,7 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 // WatchBatch streams a snapshot, then coalesced updates until the batch is terminal.
 func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService_WatchBatchServer) error {
 	if req.GetBatchId() == "" {
-		return status.Error(codes.InvalidArgument, "batch_id: required")
+		return errBatchIDRequired
 	}
 	ctx := stream.Context()
 	w := newWatcher(0, req.GetIncludePapers())
@@ -459,7 +467,7 @@ func (a *api) ReadPaper(req *pb.ReadPaperRequest, stream pb.CoordinatorService_R
 		return err
 	}
 	if rec.state != stateSucceeded || rec.blobKey == "" {
-		return status.Errorf(codes.FailedPrecondition, "paper %q is %s, not SUCCEEDED", req.GetPaperId(), pb.PaperState(rec.state))
+		return toStatus(precondition(preconditionPaperState, req.GetBatchId()+"/"+req.GetPaperId(), "paper %q is %s, not SUCCEEDED", req.GetPaperId(), pb.PaperState(rec.state)))
 	}
 	if a.c.cfg.Bucket == nil {
 		return status.Error(codes.FailedPrecondition, "this coordinator has no blob store configured")

@@ -41,9 +41,10 @@ type batch struct {
 	chunked      bool
 	cancelReason string
 
-	chunks map[int64]*chunk
-	ranges []chunkRecord // chunks in acceptance order (submission order of the papers)
-	total  int64
+	chunks    map[int64]*chunk
+	ranges    []chunkRecord // chunks in acceptance order (submission order of the papers)
+	total     int64
+	nextChunk int64 // the lowest chunk index not accepted
 
 	counts          [numStates]int64
 	cached          int64
@@ -96,7 +97,13 @@ func (b *batch) addChunk(index int64, rec chunkRecord) {
 	b.chunks[index] = &chunk{index: index, rec: rec}
 	b.ranges = append(b.ranges, rec)
 	b.total += int64(rec.n)
+	for b.chunks[b.nextChunk] != nil {
+		b.nextChunk++
+	}
 }
+
+// firstMissingChunk is the lowest chunk index not accepted yet.
+func (b *batch) firstMissingChunk() int64 { return b.nextChunk }
 
 // sortRanges puts the ranges in acceptance order (after a reload).
 func (b *batch) sortRanges() {
@@ -129,12 +136,14 @@ func (b *batch) proto(bps float64) *pb.Batch {
 			Cancelled:   b.counts[stateCancelled],
 			Cached:      b.cached,
 		},
-		TotalPapers:     b.total,
-		BytesStored:     b.bytesStored,
-		BytesDownloaded: b.bytesDownloaded,
-		CreatedAt:       timestamppb.New(b.createdAt),
-		BytesPerSecond:  bps,
-		Labels:          b.labels,
+		TotalPapers:       b.total,
+		BytesStored:       b.bytesStored,
+		BytesDownloaded:   b.bytesDownloaded,
+		CreatedAt:         timestamppb.New(b.createdAt),
+		BytesPerSecond:    bps,
+		Labels:            b.labels,
+		ChunksAccepted:    int64(len(b.chunks)),
+		FirstMissingChunk: b.nextChunk,
 	}
 	if !b.sealedAt.IsZero() {
 		out.SealedAt = timestamppb.New(b.sealedAt)

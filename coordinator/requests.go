@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // Semantic errors of the engine; the API maps them to gRPC codes.
@@ -62,7 +65,9 @@ type submitResult struct {
 	created   bool
 	duplicate bool
 	total     int64
-	err       error
+	// chunksAccepted and firstMissingChunk describe the batch's chunks after the call.
+	chunksAccepted, firstMissingChunk int64
+	err                               error
 }
 
 func (r *submitReq) apply(e *engine, now time.Time) {
@@ -73,7 +78,7 @@ func (r *submitReq) apply(e *engine, now time.Time) {
 func (e *engine) batchByName(id string) (*batch, error) {
 	i, ok := e.batchByID[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: batch %q", errNotFound, id)
+		return nil, batchNotFound(id)
 	}
 	return e.batches[i], nil
 }
@@ -109,13 +114,13 @@ func (e *engine) doSubmit(r *submitReq, now time.Time) submitResult {
 			if i, ok := e.batchByID[r.batchID]; ok {
 				b := e.batches[i]
 				if b.chunked || !bytes.Equal(b.contentHash, r.hash[:]) {
-					return submitResult{err: fmt.Errorf("%w: batch %q exists with different papers", errExists, r.batchID)}
+					return submitResult{err: batchExists(r.batchID, "batch %q exists with different papers", r.batchID)}
 				}
 				return submitResult{batch: e.batchProto(b), total: b.total}
 			}
 		}
 		if len(r.papers) > e.cfg.MaxBatchPapers {
-			return submitResult{err: fmt.Errorf("%w: %d papers exceed the limit of %d per batch", errPrecondition, len(r.papers), e.cfg.MaxBatchPapers)}
+			return submitResult{err: precondition(preconditionLimit, r.batchID, "%d papers exceed the limit of %d per batch", len(r.papers), e.cfg.MaxBatchPapers)}
 		}
 		b := e.newBatch(r.batchID, r.labels, false, now)
 		b.contentHash = append([]byte(nil), r.hash[:]...)
@@ -151,20 +156,20 @@ func (e *engine) doSubmit(r *submitReq, now time.Time) submitResult {
 		}
 		if ch, ok := b.chunks[r.chunkIndex]; ok {
 			if ch.rec.hash != r.hash {
-				return submitResult{err: fmt.Errorf("%w: chunk %d of batch %q was accepted with different papers", errExists, r.chunkIndex, b.id)}
+				return submitResult{err: batchExists(b.id, "chunk %d of batch %q was accepted with different papers", r.chunkIndex, b.id)}
 			}
-			return submitResult{duplicate: true, total: b.total}
+			return submitResult{duplicate: true, total: b.total, chunksAccepted: int64(len(b.chunks)), firstMissingChunk: b.firstMissingChunk()}
 		}
 		if b.state != pb.BatchState_BATCH_STATE_OPEN {
-			return submitResult{err: fmt.Errorf("%w: batch %q is %s, not open", errPrecondition, b.id, b.state)}
+			return submitResult{err: precondition(preconditionBatchState, b.id, "batch %q is %s, not open", b.id, b.state)}
 		}
 		if b.total+int64(len(r.papers)) > int64(e.cfg.MaxBatchPapers) {
-			return submitResult{err: fmt.Errorf("%w: batch %q would exceed the limit of %d papers", errPrecondition, b.id, e.cfg.MaxBatchPapers)}
+			return submitResult{err: precondition(preconditionLimit, b.id, "batch %q would exceed the limit of %d papers", b.id, e.cfg.MaxBatchPapers)}
 		}
 		if err := e.addPapers(b, r.chunkIndex, r.papers, r.hash, now); err != nil {
 			return submitResult{err: err}
 		}
-		return submitResult{total: b.total}
+		return submitResult{total: b.total, chunksAccepted: int64(len(b.chunks)), firstMissingChunk: b.firstMissingChunk()}
 
 	case opSeal:
 		b, err := e.batchByName(r.batchID)
@@ -172,11 +177,11 @@ func (e *engine) doSubmit(r *submitReq, now time.Time) submitResult {
 			return submitResult{err: err}
 		}
 		if int64(len(b.chunks)) != r.chunkCount {
-			return submitResult{err: fmt.Errorf("%w: batch %q has %d chunks, not %d", errPrecondition, b.id, len(b.chunks), r.chunkCount)}
+			return submitResult{err: precondition(preconditionChunks, b.id, "batch %q has %d chunks, not %d (chunks 0 to %d are all in)", b.id, len(b.chunks), r.chunkCount, b.firstMissingChunk()-1)}
 		}
 		for i := int64(0); i < r.chunkCount; i++ {
 			if _, ok := b.chunks[i]; !ok {
-				return submitResult{err: fmt.Errorf("%w: batch %q is missing chunk %d", errPrecondition, b.id, i)}
+				return submitResult{err: precondition(preconditionChunks, b.id, "batch %q is missing chunk %d", b.id, i)}
 			}
 		}
 		if b.state == pb.BatchState_BATCH_STATE_OPEN {
@@ -197,7 +202,7 @@ func overflowKey(b uint32, id string) string { return string(key32(b)) + id }
 func (e *engine) addPapers(b *batch, chunkIndex int64, pp []preparedPaper, hash [32]byte, now time.Time) error {
 	for i := range pp {
 		if _, dup := e.overflow[overflowKey(b.idx, pp[i].id)]; dup {
-			return fmt.Errorf("%w: papers[%d].paper_id %q is already in batch %q", errInvalid, i, pp[i].id, b.id)
+			return invalidField(fmt.Sprintf("papers[%d].paper_id", i), "%q is already in batch %q", validate.Truncate(pp[i].id, 64), b.id)
 		}
 		other, ok := e.byBatch[batchKey(pp[i].idHash, b.idx)]
 		if !ok {
@@ -208,11 +213,11 @@ func (e *engine) addPapers(b *batch, chunkIndex int64, pp []preparedPaper, hash 
 			return err
 		}
 		if spec.GetPaperId() == pp[i].id {
-			return fmt.Errorf("%w: papers[%d].paper_id %q is already in batch %q", errInvalid, i, pp[i].id, b.id)
+			return invalidField(fmt.Sprintf("papers[%d].paper_id", i), "%q is already in batch %q", validate.Truncate(pp[i].id, 64), b.id)
 		}
 	}
 	if uint64(len(e.papers))+uint64(len(pp)) >= 1<<32-1 {
-		return fmt.Errorf("%w: the coordinator's store is full", errPrecondition)
+		return precondition(preconditionLimit, b.id, "the coordinator's store is full")
 	}
 	first := uint32(len(e.papers))
 	ns := now.UnixNano()
@@ -332,14 +337,22 @@ func (r *listBatchesReq) apply(e *engine, _ time.Time) {
 	if r.token != "" {
 		n, err := strconv.Atoi(r.token)
 		if err != nil || n < 0 || n >= len(e.batches) {
-			res.err = fmt.Errorf("%w: page_token is not valid", errInvalid)
+			res.err = invalidField("page_token", "is not valid here; pass the next_page_token of a previous call")
 			e.replies = append(e.replies, func() { r.reply <- res })
 			return
 		}
 		start = n
 	}
+	bytes := 0
 	for i := start; i >= 0 && len(res.batches) < r.size; i-- {
-		res.batches = append(res.batches, e.batchProto(e.batches[i]))
+		bp := e.batchProto(e.batches[i])
+		n := proto.Size(bp) + protoEntryOverhead
+		if bytes+n > maxPageBytes && len(res.batches) > 0 {
+			res.next = strconv.Itoa(i)
+			break
+		}
+		bytes += n
+		res.batches = append(res.batches, bp)
 		if len(res.batches) == r.size && i > 0 {
 			res.next = strconv.Itoa(i - 1)
 		}
@@ -377,7 +390,7 @@ func (r *lookupReq) apply(e *engine, _ time.Time) {
 			idx, ok = e.byBatch[batchKey(hashString(r.paperID), b.idx)]
 		}
 		if !ok {
-			res.err = fmt.Errorf("%w: paper %q in batch %q", errNotFound, r.paperID, r.batchID)
+			res.err = paperNotFound(r.batchID, r.paperID)
 		} else {
 			res.idx, res.batchID = idx, b.id
 			if l := e.leases[idx]; l != nil {
@@ -400,6 +413,7 @@ type listPapersReq struct {
 type listPapersResult struct {
 	batchID string
 	idxs    []uint32
+	pos     []int64 // position in the batch of each of idxs (a page token resuming there)
 	live    map[uint32]liveInfo
 	next    string
 	err     error
@@ -422,7 +436,7 @@ func (r *listPapersReq) apply(e *engine, _ time.Time) {
 	if r.token != "" {
 		n, err := strconv.ParseInt(r.token, 10, 64)
 		if err != nil || n < 0 || n > b.total {
-			res.err = fmt.Errorf("%w: page_token is not valid", errInvalid)
+			res.err = invalidField("page_token", "is not valid here; pass the next_page_token of a previous call")
 			return
 		}
 		pos = n
@@ -440,6 +454,7 @@ func (r *listPapersReq) apply(e *engine, _ time.Time) {
 			continue
 		}
 		res.idxs = append(res.idxs, idx)
+		res.pos = append(res.pos, pos)
 		if l := e.leases[idx]; l != nil {
 			if res.live == nil {
 				res.live = make(map[uint32]liveInfo)

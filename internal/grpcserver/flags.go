@@ -72,8 +72,8 @@ func RegisterFlags(fs *flag.FlagSet, role Role) *Flags {
 	case RoleFetcher:
 		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for FetcherService, one per line, # comments (empty: open unless --tls-client-ca); reloaded on change")
 	}
-	fs.Float64Var(&f.RateLimit, "rate-limit", 1000, "client calls per second accepted before RESOURCE_EXHAUSTED (health, reflection and the fetcher gateway are exempt; 0: unlimited)")
-	fs.IntVar(&f.RateBurst, "rate-burst", 2000, "burst of the client call rate limit")
+	fs.Float64Var(&f.RateLimit, "rate-limit", 1000, "client calls per second accepted from each client (its token, certificate or IP address) before RESOURCE_EXHAUSTED with a retry delay (health, reflection and the fetcher gateway are exempt; 0: unlimited)")
+	fs.IntVar(&f.RateBurst, "rate-burst", 2000, "burst of each client's call rate limit")
 	fs.UintVar(&f.MaxConcurrentStreams, "max-concurrent-streams", DefaultMaxConcurrentStreams, "maximum concurrent gRPC streams per connection")
 	fs.DurationVar(&f.ReloadInterval, "reload-interval", DefaultReloadInterval, "how often TLS certificates and token files are checked for changes (also on SIGHUP)")
 	return f

@@ -1,8 +1,8 @@
 // Package grpcserver builds the gRPC servers of both services the same way: one interceptor
-// chain (Prometheus metrics, logging, auth, request validation, rate limiting, recovery), the
-// health service, server reflection, message/stream limits and keepalive enforcement, an
-// optional /metrics HTTP endpoint and plaintext health port, reloading of certificates and
-// token files, and a graceful shutdown (health NOT_SERVING, GracefulStop, then a hard Stop when
+// chain (Prometheus metrics, logging, auth, request validation, per-client rate limiting,
+// recovery), the health service, server reflection, message/stream limits and keepalive
+// enforcement, an optional /metrics HTTP endpoint and plaintext health port, reloading of
+// certificates and token files, and a graceful shutdown (health NOT_SERVING, GracefulStop, then a hard Stop when
 // the drain takes too long).
 package grpcserver
 
@@ -23,13 +23,11 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/ratelimit"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -87,7 +85,9 @@ type Config struct {
 	// Auth authenticates calls (health and reflection excluded). nil: every call is accepted.
 	Auth *auth.Guard
 	// RateLimit bounds the rate of client calls (every service but health, reflection and
-	// FetcherGatewayService) in calls per second, with bursts of RateBurst. 0 means unlimited.
+	// FetcherGatewayService) in calls per second and per client (its token, certificate name or
+	// IP address), with bursts of RateBurst. A rejection is RESOURCE_EXHAUSTED with a RetryInfo
+	// delay. 0 means unlimited.
 	RateLimit float64
 	// RateBurst is the rate limiter's burst; 0 means max(1, RateLimit).
 	RateBurst int
@@ -173,9 +173,9 @@ func New(cfg Config) *Server {
 		if burst <= 0 {
 			burst = max(1, int(cfg.RateLimit))
 		}
-		lim := limiter{rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)}
-		unary = append(unary, selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(lim), selector.MatchFunc(clientCall)))
-		stream = append(stream, selector.StreamServerInterceptor(ratelimit.StreamServerInterceptor(lim), selector.MatchFunc(clientCall)))
+		lim := newClientLimiter(cfg.RateLimit, burst, time.Now)
+		unary = append(unary, selector.UnaryServerInterceptor(lim.unary, selector.MatchFunc(clientCall)))
+		stream = append(stream, selector.StreamServerInterceptor(lim.stream, selector.MatchFunc(clientCall)))
 	}
 	unary = append(unary, cfg.Unary...)
 	stream = append(stream, cfg.Stream...)
@@ -256,17 +256,6 @@ func notInfrastructure(_ context.Context, c interceptors.CallMeta) bool {
 // clientCall selects the rate-limited calls: not infrastructure, not the fetchers' gateway.
 func clientCall(_ context.Context, c interceptors.CallMeta) bool {
 	return !infrastructure(c.Service) && c.Service != pb.FetcherGatewayService_ServiceDesc.ServiceName
-}
-
-// limiter adapts a token bucket to the ratelimit middleware.
-type limiter struct{ l *rate.Limiter }
-
-// Limit rejects a call when the bucket is empty.
-func (l limiter) Limit(context.Context) error {
-	if !l.l.Allow() {
-		return errors.New("rate limit exceeded")
-	}
-	return nil
 }
 
 // serverMetrics registers the gRPC server metrics and the Go and process collectors on reg.

@@ -35,12 +35,24 @@ const (
 	MaxMetadataKeyBytes = 128
 	// MaxMetadataValueBytes is the longest metadata value, in bytes.
 	MaxMetadataValueBytes = 2048
+	// MaxMetadataBytes bounds the keys and values of one paper's metadata together.
+	MaxMetadataBytes = 16 << 10
 	// MaxBatchIDBytes is the longest batch_id.
 	MaxBatchIDBytes = 128
 	// MaxPapersPerMessage is the most papers in one SubmitBatch or AppendPapers message.
 	MaxPapersPerMessage = 5000
 	// MaxLabels is the most labels a batch may carry.
 	MaxLabels = 32
+	// MaxLabelKeyBytes is the longest label key (keys are 1 to MaxLabelKeyBytes bytes).
+	MaxLabelKeyBytes = 128
+	// MaxLabelValueBytes is the longest label value.
+	MaxLabelValueBytes = 1024
+	// MaxCancelReasonBytes is the longest CancelBatch reason.
+	MaxCancelReasonBytes = 1024
+	// MaxChunks is the most chunks a batch may have: chunk indexes are 0 to MaxChunks-1.
+	MaxChunks = 100_000
+	// MaxPageTokenBytes is the longest page token the coordinator issues.
+	MaxPageTokenBytes = 32
 	// MaxListBatchesPageSize is the largest ListBatches page_size.
 	MaxListBatchesPageSize = 1000
 	// MaxListPapersPageSize is the largest ListPapers page_size.
@@ -66,19 +78,24 @@ func Request(msg any) error {
 		v.labels("labels", m.GetLabels())
 	case *pb.AppendPapersRequest:
 		v.batchID("batch_id", m.GetBatchId())
-		if m.GetChunkIndex() < 0 {
-			v.add("chunk_index", fmt.Sprintf("must not be negative, got %d", m.GetChunkIndex()))
+		if n := m.GetChunkIndex(); n < 0 {
+			v.add("chunk_index", fmt.Sprintf("must not be negative, got %d", n))
+		} else if n >= MaxChunks {
+			v.add("chunk_index", fmt.Sprintf("must be at most %d (a batch has at most %d chunks), got %d", MaxChunks-1, MaxChunks, n))
 		}
 		v.papers("papers", m.GetPapers())
 	case *pb.SealBatchRequest:
 		v.batchID("batch_id", m.GetBatchId())
-		if m.GetChunkCount() < 0 {
-			v.add("chunk_count", fmt.Sprintf("must not be negative, got %d", m.GetChunkCount()))
+		if n := m.GetChunkCount(); n < 0 {
+			v.add("chunk_count", fmt.Sprintf("must not be negative, got %d", n))
+		} else if n > MaxChunks {
+			v.add("chunk_count", fmt.Sprintf("must be at most %d, got %d", MaxChunks, n))
 		}
 	case *pb.GetBatchRequest:
 		v.batchID("batch_id", m.GetBatchId())
 	case *pb.ListBatchesRequest:
 		v.pageSize("page_size", m.GetPageSize(), MaxListBatchesPageSize)
+		v.pageToken("page_token", m.GetPageToken())
 	case *pb.GetPaperRequest:
 		v.batchID("batch_id", m.GetBatchId())
 		v.paperID("paper_id", m.GetPaperId())
@@ -90,9 +107,13 @@ func Request(msg any) error {
 			}
 		}
 		v.pageSize("page_size", m.GetPageSize(), MaxListPapersPageSize)
+		v.pageToken("page_token", m.GetPageToken())
 	case *pb.WatchBatchRequest:
 		v.batchID("batch_id", m.GetBatchId())
 	case *pb.CancelBatchRequest:
+		v.batchID("batch_id", m.GetBatchId())
+		v.text("reason", m.GetReason(), MaxCancelReasonBytes)
+	case *pb.DeleteBatchRequest:
 		v.batchID("batch_id", m.GetBatchId())
 	case *pb.ReadPaperRequest:
 		v.batchID("batch_id", m.GetBatchId())
@@ -134,6 +155,21 @@ func BatchID(path, id string) error {
 	var v violations
 	v.batchID(path, id)
 	return v.err()
+}
+
+// Labels validates a batch's labels (count, key and value sizes); path names the field. The
+// coordinator calls it itself too, as labels are returned in every Batch message.
+func Labels(path string, labels map[string]string) error {
+	var v violations
+	v.labels(path, labels)
+	return v.err()
+}
+
+// Field returns an *Error with one violation: field and what is wrong with it. Servers use it
+// for the checks that need state (a page token out of range, a paper id already in the batch),
+// so that every INVALID_ARGUMENT names its field in a BadRequest detail.
+func Field(field, description string) error {
+	return &Error{Violations: []Violation{{Field: field, Description: description}}}
 }
 
 // violations collects what is wrong with one message.
@@ -205,9 +241,19 @@ func (v *violations) paper(path string, p *pb.PaperSpec) {
 		v.add(field(path, "metadata"), fmt.Sprintf("%d entries exceed the limit of %d", len(md), MaxMetadataEntries))
 		return
 	}
+	total := 0
+	for k, val := range md {
+		total += len(k) + len(val)
+	}
+	if total > MaxMetadataBytes {
+		v.add(field(path, "metadata"), fmt.Sprintf("%d bytes of keys and values exceed the limit of %d", total, MaxMetadataBytes))
+	}
 	for _, k := range sortedKeys(md) {
 		entry := fmt.Sprintf("%s[%q]", field(path, "metadata"), truncate(k))
 		val := md[k]
+		if k == "" {
+			v.add(entry, "key must not be empty")
+		}
 		if len(k) > MaxMetadataKeyBytes {
 			v.add(entry, fmt.Sprintf("key of %d bytes exceeds the limit of %d", len(k), MaxMetadataKeyBytes))
 		}
@@ -228,16 +274,50 @@ func (v *violations) paperID(path, id string) {
 		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d", len(id), MaxPaperIDBytes))
 	case !utf8.ValidString(id):
 		v.add(path, "is not valid UTF-8")
+	case id == "." || id == "..":
+		v.add(path, fmt.Sprintf("%q is not allowed", id))
 	default:
-		for i, r := range id {
-			if r == 0 {
-				v.add(path, fmt.Sprintf("contains NUL at byte %d", i))
-				return
-			}
-			if unicode.IsControl(r) {
-				v.add(path, fmt.Sprintf("contains control character %U at byte %d", r, i))
-				return
-			}
+		v.noControl(path, id)
+	}
+}
+
+// noControl reports the first NUL or control character of s, by its character (rune) position.
+func (v *violations) noControl(path, s string) {
+	pos := 0
+	for _, r := range s {
+		if r == 0 {
+			v.add(path, fmt.Sprintf("contains NUL at character %d", pos))
+			return
+		}
+		if unicode.IsControl(r) {
+			v.add(path, fmt.Sprintf("contains control character %U at character %d", r, pos))
+			return
+		}
+		pos++
+	}
+}
+
+// text checks an optional free-form string: valid UTF-8, at most max bytes.
+func (v *violations) text(path, s string, max int) {
+	switch {
+	case len(s) > max:
+		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d", len(s), max))
+	case !utf8.ValidString(s):
+		v.add(path, "is not valid UTF-8")
+	}
+}
+
+// pageToken checks the shape of a page token (the coordinator issues decimal positions); the
+// coordinator checks its range.
+func (v *violations) pageToken(path, tok string) {
+	if len(tok) > MaxPageTokenBytes {
+		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d; pass the next_page_token of a previous call", len(tok), MaxPageTokenBytes))
+		return
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < '0' || tok[i] > '9' {
+			v.add(path, "is not a token this server issued; pass the next_page_token of a previous call")
+			return
 		}
 	}
 }
@@ -310,18 +390,50 @@ func (v *violations) optionalBatchID(path, id string) {
 		v.add(path, fmt.Sprintf("%d characters exceed the limit of %d", len(id), MaxBatchIDBytes))
 		return
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
+	if id == "." || id == ".." {
+		v.add(path, fmt.Sprintf("%q is not allowed", id))
+		return
+	}
+	pos := 0
+	for _, c := range id {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			v.add(path, fmt.Sprintf("character %q at %d is not one of [A-Za-z0-9._-]", c, i))
+			if c == utf8.RuneError {
+				v.add(path, fmt.Sprintf("is not valid UTF-8 at character %d", pos))
+			} else {
+				v.add(path, fmt.Sprintf("character %q at %d is not one of [A-Za-z0-9._-]", c, pos))
+			}
 			return
 		}
+		pos++
 	}
 }
 
 func (v *violations) labels(path string, labels map[string]string) {
 	if len(labels) > MaxLabels {
 		v.add(path, fmt.Sprintf("%d labels exceed the limit of %d", len(labels), MaxLabels))
+		return
+	}
+	for _, k := range sortedKeys(labels) {
+		entry := fmt.Sprintf("%s[%q]", path, truncate(k))
+		val := labels[k]
+		switch {
+		case k == "":
+			v.add(entry, "key must not be empty")
+		case len(k) > MaxLabelKeyBytes:
+			v.add(entry, fmt.Sprintf("key of %d bytes exceeds the limit of %d", len(k), MaxLabelKeyBytes))
+		case !utf8.ValidString(k):
+			v.add(entry, "key is not valid UTF-8")
+		default:
+			v.noControl(entry, k)
+		}
+		switch {
+		case len(val) > MaxLabelValueBytes:
+			v.add(entry, fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(val), MaxLabelValueBytes))
+		case !utf8.ValidString(val):
+			v.add(entry, "value is not valid UTF-8")
+		default:
+			v.noControl(entry, val)
+		}
 	}
 }
 

@@ -47,6 +47,10 @@ func TestRequest(t *testing.T) {
 	for i := range MaxLabels + 1 {
 		labels[fmt.Sprint(i)] = "v"
 	}
+	bigTotal := map[string]string{}
+	for i := range 9 {
+		bigTotal[fmt.Sprint(i)] = strings.Repeat("v", 2000)
+	}
 	manyURLs := make([]string, MaxURLsPerPaper+1)
 	for i := range manyURLs {
 		manyURLs[i] = fmt.Sprintf("https://example.org/%d", i)
@@ -66,7 +70,7 @@ func TestRequest(t *testing.T) {
 		{"oversized batch", submit(papers(MaxPapersPerMessage + 1)...), "papers", "exceed the limit of 5000"},
 		{"nil paper", submit(paper("a"), nil), "papers[1]", "null"},
 		{"empty paper id", submit(paper("a"), paper("", "https://x.org/")), "papers[1].paper_id", "required"},
-		{"paper id with NUL", submit(paper("a\x00b", "https://x.org/")), "papers[0].paper_id", "NUL at byte 1"},
+		{"paper id with NUL", submit(paper("a\x00b", "https://x.org/")), "papers[0].paper_id", "NUL at character 1"},
 		{"paper id with control", submit(paper("a\nb", "https://x.org/")), "papers[0].paper_id", "control character U+000A"},
 		{"paper id with DEL", submit(paper("a\x7fb", "https://x.org/")), "papers[0].paper_id", "control character"},
 		{"paper id bad utf8", submit(paper("a\xffb", "https://x.org/")), "papers[0].paper_id", "UTF-8"},
@@ -125,6 +129,33 @@ func TestRequest(t *testing.T) {
 		{"fetch negative size", &pb.FetchRequest{Url: "https://x.org/", MaxSizeBytes: -1}, "max_size_bytes", "negative"},
 		{"fetch zero timeout", &pb.FetchRequest{Url: "https://x.org/", Timeout: durationpb.New(0)}, "timeout", "positive"},
 		{"unknown message", &pb.WorkRequest{}, "", ""},
+		// Every string and map of the contract is bounded (issue 13, item 3).
+		{"label key empty", &pb.SubmitBatchRequest{Papers: papers(1), Labels: map[string]string{"": "v"}}, `labels[""]`, "key must not be empty"},
+		{"label key too long", &pb.CreateBatchRequest{Labels: map[string]string{strings.Repeat("k", 129): "v"}}, `labels["` + strings.Repeat("k", 64) + `…"]`, "key of 129 bytes"},
+		{"label value 10 MB", &pb.CreateBatchRequest{Labels: map[string]string{"k": strings.Repeat("v", 10<<20)}}, `labels["k"]`, "value of 10485760 bytes exceeds the limit of 1024"},
+		{"label value control", &pb.CreateBatchRequest{Labels: map[string]string{"k": "a\x00b"}}, `labels["k"]`, "NUL at character 1"},
+		{"labels at limits", &pb.CreateBatchRequest{Labels: map[string]string{strings.Repeat("k", 128): strings.Repeat("v", 1024)}}, "", ""},
+		{"metadata empty key", submit(withMeta(map[string]string{"": "v"})), `papers[0].metadata[""]`, "key must not be empty"},
+		{"metadata total", submit(withMeta(bigTotal)), "papers[0].metadata", "exceed the limit of 16384"},
+		{"cancel reason too long", &pb.CancelBatchRequest{BatchId: "b", Reason: strings.Repeat("r", 1025)}, "reason", "1025 bytes"},
+		{"cancel reason bad utf8", &pb.CancelBatchRequest{BatchId: "b", Reason: "\xff"}, "reason", "UTF-8"},
+		{"chunk index max", &pb.AppendPapersRequest{BatchId: "b", ChunkIndex: MaxChunks - 1, Papers: papers(1)}, "", ""},
+		{"chunk index 1000000", &pb.AppendPapersRequest{BatchId: "b", ChunkIndex: 1000000, Papers: papers(1)}, "chunk_index", "at most 99999"},
+		{"chunk count too big", &pb.SealBatchRequest{BatchId: "b", ChunkCount: MaxChunks + 1}, "chunk_count", "at most 100000"},
+		{"page token not ours", &pb.ListPapersRequest{BatchId: "b", PageToken: "abc"}, "page_token", "next_page_token"},
+		{"page token too long", &pb.ListBatchesRequest{PageToken: strings.Repeat("1", 33)}, "page_token", "33 bytes"},
+		{"page token ok", &pb.ListBatchesRequest{PageToken: "12"}, "", ""},
+		// Ids: "." and ".." are refused; non-ASCII is reported by character, not byte.
+		{"batch id dot", &pb.GetBatchRequest{BatchId: "."}, "batch_id", `"." is not allowed`},
+		{"batch id dotdot", &pb.SubmitBatchRequest{BatchId: "..", Papers: papers(1)}, "batch_id", `".." is not allowed`},
+		{"batch id dots ok", &pb.GetBatchRequest{BatchId: "..."}, "", ""},
+		{"batch id non-ascii", &pb.GetBatchRequest{BatchId: "ünï"}, "batch_id", `character 'ü' at 0`},
+		{"batch id non-ascii later", &pb.GetBatchRequest{BatchId: "aünï"}, "batch_id", `character 'ü' at 1`},
+		{"paper id dot", submit(paper(".", "https://x.org/")), "papers[0].paper_id", `"." is not allowed`},
+		{"paper id dotdot", &pb.GetPaperRequest{BatchId: "b", PaperId: ".."}, "paper_id", `".." is not allowed`},
+		{"paper id control after non-ascii", submit(paper("ün\x01", "https://x.org/")), "papers[0].paper_id", "at character 2"},
+		{"delete", &pb.DeleteBatchRequest{BatchId: "b"}, "", ""},
+		{"delete no id", &pb.DeleteBatchRequest{}, "batch_id", "required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

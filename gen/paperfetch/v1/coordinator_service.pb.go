@@ -111,9 +111,15 @@ type Batch struct {
 	// Current aggregate download speed of the batch's running downloads.
 	BytesPerSecond float64 `protobuf:"fixed64,10,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
 	// Free-form labels given at creation.
-	Labels        map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Number of chunks accepted so far (SubmitBatch counts as one chunk, index 0).
+	ChunksAccepted int64 `protobuf:"varint,12,opt,name=chunks_accepted,json=chunksAccepted,proto3" json:"chunks_accepted,omitempty"`
+	// The lowest chunk index not accepted yet. Chunks 0 .. first_missing_chunk-1 are all in; when
+	// it equals chunks_accepted there is no gap, and SealBatch with chunk_count =
+	// chunks_accepted succeeds. A client resuming an interrupted upload resends from here.
+	FirstMissingChunk int64 `protobuf:"varint,13,opt,name=first_missing_chunk,json=firstMissingChunk,proto3" json:"first_missing_chunk,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
@@ -221,6 +227,20 @@ func (x *Batch) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *Batch) GetChunksAccepted() int64 {
+	if x != nil {
+		return x.ChunksAccepted
+	}
+	return 0
+}
+
+func (x *Batch) GetFirstMissingChunk() int64 {
+	if x != nil {
+		return x.FirstMissingChunk
+	}
+	return 0
 }
 
 // PaperCounts counts a batch's papers per state.
@@ -516,12 +536,13 @@ func (x *Paper) GetFinishedAt() *timestamppb.Timestamp {
 // SubmitBatchRequest submits a whole batch in one message.
 type SubmitBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Optional client-chosen id (1 to 128 characters of [A-Za-z0-9._-]) making the call
-	// idempotent. Empty: the coordinator generates one.
+	// Optional client-chosen id (1 to 128 characters of [A-Za-z0-9._-], not "." or "..") making
+	// the call idempotent. Empty: the coordinator generates one.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	// The papers: 1 to 5,000, paper ids unique.
 	Papers []*PaperSpec `protobuf:"bytes,2,rep,name=papers,proto3" json:"papers,omitempty"`
-	// Free-form labels (at most 32).
+	// Free-form labels: at most 32; keys 1 to 128 bytes, values at most 1,024 bytes, both UTF-8
+	// without control characters. Ignored by an idempotent resubmission.
 	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -647,7 +668,7 @@ type CreateBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Optional client-chosen id, as in SubmitBatchRequest.batch_id.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// Free-form labels (at most 32).
+	// Free-form labels, bounded as in SubmitBatchRequest.labels.
 	Labels        map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -766,7 +787,7 @@ type AppendPapersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The batch.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// Index of this chunk: 0 for the first, then consecutive.
+	// Index of this chunk: 0 for the first, then consecutive; 0 to 99,999.
 	ChunkIndex int64 `protobuf:"varint,2,opt,name=chunk_index,json=chunkIndex,proto3" json:"chunk_index,omitempty"`
 	// The papers: 1 to 5,000; ids unique within the whole batch.
 	Papers        []*PaperSpec `protobuf:"bytes,3,rep,name=papers,proto3" json:"papers,omitempty"`
@@ -835,9 +856,13 @@ type AppendPapersResponse struct {
 	// True when the chunk had been accepted before (an idempotent retry).
 	Duplicate bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// Papers in the batch after this chunk.
-	TotalPapers   int64 `protobuf:"varint,4,opt,name=total_papers,json=totalPapers,proto3" json:"total_papers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TotalPapers int64 `protobuf:"varint,4,opt,name=total_papers,json=totalPapers,proto3" json:"total_papers,omitempty"`
+	// Chunks accepted so far, as in Batch.chunks_accepted.
+	ChunksAccepted int64 `protobuf:"varint,5,opt,name=chunks_accepted,json=chunksAccepted,proto3" json:"chunks_accepted,omitempty"`
+	// The lowest chunk index not accepted yet, as in Batch.first_missing_chunk.
+	FirstMissingChunk int64 `protobuf:"varint,6,opt,name=first_missing_chunk,json=firstMissingChunk,proto3" json:"first_missing_chunk,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AppendPapersResponse) Reset() {
@@ -898,12 +923,26 @@ func (x *AppendPapersResponse) GetTotalPapers() int64 {
 	return 0
 }
 
+func (x *AppendPapersResponse) GetChunksAccepted() int64 {
+	if x != nil {
+		return x.ChunksAccepted
+	}
+	return 0
+}
+
+func (x *AppendPapersResponse) GetFirstMissingChunk() int64 {
+	if x != nil {
+		return x.FirstMissingChunk
+	}
+	return 0
+}
+
 // SealBatchRequest closes a chunked batch.
 type SealBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The batch.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// How many chunks the client sent; must match the chunks accepted.
+	// How many chunks the client sent (0 to 100,000); must match the chunks accepted.
 	ChunkCount    int64 `protobuf:"varint,2,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1146,7 +1185,7 @@ func (x *ListBatchesRequest) GetPageToken() string {
 	return ""
 }
 
-// ListBatchesResponse is a page of batches.
+// ListBatchesResponse is a page of batches: at most page_size batches and about 3 MiB.
 type ListBatchesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The batches, newest first.
@@ -1375,7 +1414,8 @@ func (x *ListPapersRequest) GetPageToken() string {
 	return ""
 }
 
-// ListPapersResponse is a page of papers.
+// ListPapersResponse is a page of papers: at most page_size papers and about 3 MiB (a page
+// always holds at least one paper when any is left).
 type ListPapersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The papers, in submission order.
@@ -1496,7 +1536,9 @@ type WatchBatchResponse struct {
 	// Papers whose state changed since the previous update (include_papers only; coalesced: a
 	// paper appears once, with its latest state).
 	PaperUpdates []*PaperUpdate `protobuf:"bytes,3,rep,name=paper_updates,json=paperUpdates,proto3" json:"paper_updates,omitempty"`
-	// Running downloads and their progress (include_papers only).
+	// Running downloads and their progress (include_papers only). At most 1,000 entries (a
+	// batch with more running downloads lists an arbitrary 1,000 of them); the batch's counts
+	// are always complete.
 	Active []*ActiveDownload `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
 	// The politeness state of the hosts this batch is waiting on or downloading from
 	// (include_papers only): at most 32, the hosts with the most queued papers first; hosts_omitted
@@ -1504,7 +1546,11 @@ type WatchBatchResponse struct {
 	// throttled after 429/503, a per-host delay that bounds the rate).
 	Hosts []*HostState `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	// Hosts of the batch left out of hosts because of its bound.
-	HostsOmitted  int32 `protobuf:"varint,6,opt,name=hosts_omitted,json=hostsOmitted,proto3" json:"hosts_omitted,omitempty"`
+	HostsOmitted int32 `protobuf:"varint,6,opt,name=hosts_omitted,json=hostsOmitted,proto3" json:"hosts_omitted,omitempty"`
+	// True when this update continues in the next message: an update too large for one message
+	// (at most 1 MiB each) is split, and only its last part (more = false) carries batch, active
+	// and hosts. A client that stops at the first terminal batch therefore sees every paper update.
+	More          bool `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1579,6 +1625,13 @@ func (x *WatchBatchResponse) GetHostsOmitted() int32 {
 		return x.HostsOmitted
 	}
 	return 0
+}
+
+func (x *WatchBatchResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // HostState is the politeness state of one origin host, as the coordinator's scheduler sees it.
@@ -1927,7 +1980,7 @@ type CancelBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The batch.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// Why, for logs and the papers' last_error.
+	// Why, for logs and the papers' last_error: at most 1,024 bytes of UTF-8.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2024,6 +2077,107 @@ func (x *CancelBatchResponse) GetBatch() *Batch {
 	return nil
 }
 
+// DeleteBatchRequest names the batch to delete.
+type DeleteBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch.
+	BatchId       string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBatchRequest) Reset() {
+	*x = DeleteBatchRequest{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBatchRequest) ProtoMessage() {}
+
+func (x *DeleteBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBatchRequest.ProtoReflect.Descriptor instead.
+func (*DeleteBatchRequest) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeleteBatchRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+// DeleteBatchResponse acknowledges a durable deletion.
+type DeleteBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch deleted.
+	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// Papers deleted with it.
+	PapersDeleted int64 `protobuf:"varint,2,opt,name=papers_deleted,json=papersDeleted,proto3" json:"papers_deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBatchResponse) Reset() {
+	*x = DeleteBatchResponse{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBatchResponse) ProtoMessage() {}
+
+func (x *DeleteBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBatchResponse.ProtoReflect.Descriptor instead.
+func (*DeleteBatchResponse) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DeleteBatchResponse) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *DeleteBatchResponse) GetPapersDeleted() int64 {
+	if x != nil {
+		return x.PapersDeleted
+	}
+	return 0
+}
+
 // ReadPaperRequest names a stored paper to read.
 type ReadPaperRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2039,7 +2193,7 @@ type ReadPaperRequest struct {
 
 func (x *ReadPaperRequest) Reset() {
 	*x = ReadPaperRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2205,7 @@ func (x *ReadPaperRequest) String() string {
 func (*ReadPaperRequest) ProtoMessage() {}
 
 func (x *ReadPaperRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2218,7 @@ func (x *ReadPaperRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPaperRequest.ProtoReflect.Descriptor instead.
 func (*ReadPaperRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{26}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadPaperRequest) GetBatchId() string {
@@ -2088,7 +2242,10 @@ func (x *ReadPaperRequest) GetOffset() int64 {
 	return 0
 }
 
-// ReadPaperResponse is one chunk of a stored PDF.
+// ReadPaperResponse is one chunk of a stored PDF. The coordinator verifies the size and SHA-256
+// of the blob while streaming (from offset 0 even when the read starts later): a truncated,
+// longer or corrupted blob ends the stream with DATA_LOSS before its last chunk is sent, so a
+// stream that ends OK delivered exactly the recorded bytes.
 type ReadPaperResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Offset of data in the file.
@@ -2105,7 +2262,7 @@ type ReadPaperResponse struct {
 
 func (x *ReadPaperResponse) Reset() {
 	*x = ReadPaperResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2274,7 @@ func (x *ReadPaperResponse) String() string {
 func (*ReadPaperResponse) ProtoMessage() {}
 
 func (x *ReadPaperResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2287,7 @@ func (x *ReadPaperResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPaperResponse.ProtoReflect.Descriptor instead.
 func (*ReadPaperResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{27}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadPaperResponse) GetOffset() int64 {
@@ -2165,7 +2322,7 @@ var File_paperfetch_v1_coordinator_service_proto protoreflect.FileDescriptor
 
 const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\n" +
-	"'paperfetch/v1/coordinator_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xc8\x04\n" +
+	"'paperfetch/v1/coordinator_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xa1\x05\n" +
 	"\x05Batch\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.BatchStateR\x05state\x122\n" +
@@ -2180,7 +2337,9 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"finishedAt\x12(\n" +
 	"\x10bytes_per_second\x18\n" +
 	" \x01(\x01R\x0ebytesPerSecond\x128\n" +
-	"\x06labels\x18\v \x03(\v2 .paperfetch.v1.Batch.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\v \x03(\v2 .paperfetch.v1.Batch.LabelsEntryR\x06labels\x12'\n" +
+	"\x0fchunks_accepted\x18\f \x01(\x03R\x0echunksAccepted\x12.\n" +
+	"\x13first_missing_chunk\x18\r \x01(\x03R\x11firstMissingChunk\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x01\n" +
@@ -2241,13 +2400,15 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x1f\n" +
 	"\vchunk_index\x18\x02 \x01(\x03R\n" +
 	"chunkIndex\x120\n" +
-	"\x06papers\x18\x03 \x03(\v2\x18.paperfetch.v1.PaperSpecR\x06papers\"\x93\x01\n" +
+	"\x06papers\x18\x03 \x03(\v2\x18.paperfetch.v1.PaperSpecR\x06papers\"\xec\x01\n" +
 	"\x14AppendPapersResponse\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x1f\n" +
 	"\vchunk_index\x18\x02 \x01(\x03R\n" +
 	"chunkIndex\x12\x1c\n" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12!\n" +
-	"\ftotal_papers\x18\x04 \x01(\x03R\vtotalPapers\"N\n" +
+	"\ftotal_papers\x18\x04 \x01(\x03R\vtotalPapers\x12'\n" +
+	"\x0fchunks_accepted\x18\x05 \x01(\x03R\x0echunksAccepted\x12.\n" +
+	"\x13first_missing_chunk\x18\x06 \x01(\x03R\x11firstMissingChunk\"N\n" +
 	"\x10SealBatchRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x1f\n" +
 	"\vchunk_count\x18\x02 \x01(\x03R\n" +
@@ -2281,14 +2442,15 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n" +
 	"\x11WatchBatchRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12%\n" +
-	"\x0einclude_papers\x18\x02 \x01(\bR\rincludePapers\"\xa9\x02\n" +
+	"\x0einclude_papers\x18\x02 \x01(\bR\rincludePapers\"\xbd\x02\n" +
 	"\x12WatchBatchResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x12*\n" +
 	"\x05batch\x18\x02 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\x12?\n" +
 	"\rpaper_updates\x18\x03 \x03(\v2\x1a.paperfetch.v1.PaperUpdateR\fpaperUpdates\x125\n" +
 	"\x06active\x18\x04 \x03(\v2\x1d.paperfetch.v1.ActiveDownloadR\x06active\x12.\n" +
 	"\x05hosts\x18\x05 \x03(\v2\x18.paperfetch.v1.HostStateR\x05hosts\x12#\n" +
-	"\rhosts_omitted\x18\x06 \x01(\x05R\fhostsOmitted\"\x94\x03\n" +
+	"\rhosts_omitted\x18\x06 \x01(\x05R\fhostsOmitted\x12\x12\n" +
+	"\x04more\x18\a \x01(\bR\x04more\"\x94\x03\n" +
 	"\tHostState\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x16\n" +
 	"\x06queued\x18\x02 \x01(\x03R\x06queued\x12\x16\n" +
@@ -2324,7 +2486,12 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
 	"\x13CancelBatchResponse\x12*\n" +
-	"\x05batch\x18\x01 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\"`\n" +
+	"\x05batch\x18\x01 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\"/\n" +
+	"\x12DeleteBatchRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\"W\n" +
+	"\x13DeleteBatchResponse\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12%\n" +
+	"\x0epapers_deleted\x18\x02 \x01(\x03R\rpapersDeleted\"`\n" +
 	"\x10ReadPaperRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x19\n" +
 	"\bpaper_id\x18\x02 \x01(\tR\apaperId\x12\x16\n" +
@@ -2340,12 +2507,13 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x10BATCH_STATE_OPEN\x10\x01\x12\x17\n" +
 	"\x13BATCH_STATE_RUNNING\x10\x02\x12\x19\n" +
 	"\x15BATCH_STATE_COMPLETED\x10\x03\x12\x19\n" +
-	"\x15BATCH_STATE_CANCELLED\x10\x042\xa9\a\n" +
+	"\x15BATCH_STATE_CANCELLED\x10\x042\xff\a\n" +
 	"\x12CoordinatorService\x12T\n" +
 	"\vSubmitBatch\x12!.paperfetch.v1.SubmitBatchRequest\x1a\".paperfetch.v1.SubmitBatchResponse\x12T\n" +
 	"\vCreateBatch\x12!.paperfetch.v1.CreateBatchRequest\x1a\".paperfetch.v1.CreateBatchResponse\x12W\n" +
 	"\fAppendPapers\x12\".paperfetch.v1.AppendPapersRequest\x1a#.paperfetch.v1.AppendPapersResponse\x12N\n" +
-	"\tSealBatch\x12\x1f.paperfetch.v1.SealBatchRequest\x1a .paperfetch.v1.SealBatchResponse\x12K\n" +
+	"\tSealBatch\x12\x1f.paperfetch.v1.SealBatchRequest\x1a .paperfetch.v1.SealBatchResponse\x12T\n" +
+	"\vDeleteBatch\x12!.paperfetch.v1.DeleteBatchRequest\x1a\".paperfetch.v1.DeleteBatchResponse\x12K\n" +
 	"\bGetBatch\x12\x1e.paperfetch.v1.GetBatchRequest\x1a\x1f.paperfetch.v1.GetBatchResponse\x12T\n" +
 	"\vListBatches\x12!.paperfetch.v1.ListBatchesRequest\x1a\".paperfetch.v1.ListBatchesResponse\x12K\n" +
 	"\bGetPaper\x12\x1e.paperfetch.v1.GetPaperRequest\x1a\x1f.paperfetch.v1.GetPaperResponse\x12Q\n" +
@@ -2369,7 +2537,7 @@ func file_paperfetch_v1_coordinator_service_proto_rawDescGZIP() []byte {
 }
 
 var file_paperfetch_v1_coordinator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_paperfetch_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_paperfetch_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_paperfetch_v1_coordinator_service_proto_goTypes = []any{
 	(BatchState)(0),               // 0: paperfetch.v1.BatchState
 	(*Batch)(nil),                 // 1: paperfetch.v1.Batch
@@ -2398,76 +2566,80 @@ var file_paperfetch_v1_coordinator_service_proto_goTypes = []any{
 	(*ActiveDownload)(nil),        // 24: paperfetch.v1.ActiveDownload
 	(*CancelBatchRequest)(nil),    // 25: paperfetch.v1.CancelBatchRequest
 	(*CancelBatchResponse)(nil),   // 26: paperfetch.v1.CancelBatchResponse
-	(*ReadPaperRequest)(nil),      // 27: paperfetch.v1.ReadPaperRequest
-	(*ReadPaperResponse)(nil),     // 28: paperfetch.v1.ReadPaperResponse
-	nil,                           // 29: paperfetch.v1.Batch.LabelsEntry
-	nil,                           // 30: paperfetch.v1.SubmitBatchRequest.LabelsEntry
-	nil,                           // 31: paperfetch.v1.CreateBatchRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*PaperSpec)(nil),             // 33: paperfetch.v1.PaperSpec
-	(PaperState)(0),               // 34: paperfetch.v1.PaperState
-	(FailureReason)(0),            // 35: paperfetch.v1.FailureReason
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*DeleteBatchRequest)(nil),    // 27: paperfetch.v1.DeleteBatchRequest
+	(*DeleteBatchResponse)(nil),   // 28: paperfetch.v1.DeleteBatchResponse
+	(*ReadPaperRequest)(nil),      // 29: paperfetch.v1.ReadPaperRequest
+	(*ReadPaperResponse)(nil),     // 30: paperfetch.v1.ReadPaperResponse
+	nil,                           // 31: paperfetch.v1.Batch.LabelsEntry
+	nil,                           // 32: paperfetch.v1.SubmitBatchRequest.LabelsEntry
+	nil,                           // 33: paperfetch.v1.CreateBatchRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*PaperSpec)(nil),             // 35: paperfetch.v1.PaperSpec
+	(PaperState)(0),               // 36: paperfetch.v1.PaperState
+	(FailureReason)(0),            // 37: paperfetch.v1.FailureReason
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
 }
 var file_paperfetch_v1_coordinator_service_proto_depIdxs = []int32{
 	0,  // 0: paperfetch.v1.Batch.state:type_name -> paperfetch.v1.BatchState
 	2,  // 1: paperfetch.v1.Batch.counts:type_name -> paperfetch.v1.PaperCounts
-	32, // 2: paperfetch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	32, // 3: paperfetch.v1.Batch.sealed_at:type_name -> google.protobuf.Timestamp
-	32, // 4: paperfetch.v1.Batch.finished_at:type_name -> google.protobuf.Timestamp
-	29, // 5: paperfetch.v1.Batch.labels:type_name -> paperfetch.v1.Batch.LabelsEntry
-	33, // 6: paperfetch.v1.Paper.spec:type_name -> paperfetch.v1.PaperSpec
-	34, // 7: paperfetch.v1.Paper.state:type_name -> paperfetch.v1.PaperState
-	35, // 8: paperfetch.v1.Paper.last_failure_reason:type_name -> paperfetch.v1.FailureReason
-	32, // 9: paperfetch.v1.Paper.next_attempt_at:type_name -> google.protobuf.Timestamp
-	32, // 10: paperfetch.v1.Paper.created_at:type_name -> google.protobuf.Timestamp
-	32, // 11: paperfetch.v1.Paper.finished_at:type_name -> google.protobuf.Timestamp
-	33, // 12: paperfetch.v1.SubmitBatchRequest.papers:type_name -> paperfetch.v1.PaperSpec
-	30, // 13: paperfetch.v1.SubmitBatchRequest.labels:type_name -> paperfetch.v1.SubmitBatchRequest.LabelsEntry
+	34, // 2: paperfetch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	34, // 3: paperfetch.v1.Batch.sealed_at:type_name -> google.protobuf.Timestamp
+	34, // 4: paperfetch.v1.Batch.finished_at:type_name -> google.protobuf.Timestamp
+	31, // 5: paperfetch.v1.Batch.labels:type_name -> paperfetch.v1.Batch.LabelsEntry
+	35, // 6: paperfetch.v1.Paper.spec:type_name -> paperfetch.v1.PaperSpec
+	36, // 7: paperfetch.v1.Paper.state:type_name -> paperfetch.v1.PaperState
+	37, // 8: paperfetch.v1.Paper.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	34, // 9: paperfetch.v1.Paper.next_attempt_at:type_name -> google.protobuf.Timestamp
+	34, // 10: paperfetch.v1.Paper.created_at:type_name -> google.protobuf.Timestamp
+	34, // 11: paperfetch.v1.Paper.finished_at:type_name -> google.protobuf.Timestamp
+	35, // 12: paperfetch.v1.SubmitBatchRequest.papers:type_name -> paperfetch.v1.PaperSpec
+	32, // 13: paperfetch.v1.SubmitBatchRequest.labels:type_name -> paperfetch.v1.SubmitBatchRequest.LabelsEntry
 	1,  // 14: paperfetch.v1.SubmitBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	31, // 15: paperfetch.v1.CreateBatchRequest.labels:type_name -> paperfetch.v1.CreateBatchRequest.LabelsEntry
+	33, // 15: paperfetch.v1.CreateBatchRequest.labels:type_name -> paperfetch.v1.CreateBatchRequest.LabelsEntry
 	1,  // 16: paperfetch.v1.CreateBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	33, // 17: paperfetch.v1.AppendPapersRequest.papers:type_name -> paperfetch.v1.PaperSpec
+	35, // 17: paperfetch.v1.AppendPapersRequest.papers:type_name -> paperfetch.v1.PaperSpec
 	1,  // 18: paperfetch.v1.SealBatchResponse.batch:type_name -> paperfetch.v1.Batch
 	1,  // 19: paperfetch.v1.GetBatchResponse.batch:type_name -> paperfetch.v1.Batch
 	1,  // 20: paperfetch.v1.ListBatchesResponse.batches:type_name -> paperfetch.v1.Batch
 	3,  // 21: paperfetch.v1.GetPaperResponse.paper:type_name -> paperfetch.v1.Paper
-	34, // 22: paperfetch.v1.ListPapersRequest.states:type_name -> paperfetch.v1.PaperState
+	36, // 22: paperfetch.v1.ListPapersRequest.states:type_name -> paperfetch.v1.PaperState
 	3,  // 23: paperfetch.v1.ListPapersResponse.papers:type_name -> paperfetch.v1.Paper
 	1,  // 24: paperfetch.v1.WatchBatchResponse.batch:type_name -> paperfetch.v1.Batch
 	23, // 25: paperfetch.v1.WatchBatchResponse.paper_updates:type_name -> paperfetch.v1.PaperUpdate
 	24, // 26: paperfetch.v1.WatchBatchResponse.active:type_name -> paperfetch.v1.ActiveDownload
 	22, // 27: paperfetch.v1.WatchBatchResponse.hosts:type_name -> paperfetch.v1.HostState
-	36, // 28: paperfetch.v1.HostState.delay:type_name -> google.protobuf.Duration
-	32, // 29: paperfetch.v1.HostState.next_start_at:type_name -> google.protobuf.Timestamp
-	32, // 30: paperfetch.v1.HostState.paused_until:type_name -> google.protobuf.Timestamp
-	34, // 31: paperfetch.v1.PaperUpdate.state:type_name -> paperfetch.v1.PaperState
-	35, // 32: paperfetch.v1.PaperUpdate.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	38, // 28: paperfetch.v1.HostState.delay:type_name -> google.protobuf.Duration
+	34, // 29: paperfetch.v1.HostState.next_start_at:type_name -> google.protobuf.Timestamp
+	34, // 30: paperfetch.v1.HostState.paused_until:type_name -> google.protobuf.Timestamp
+	36, // 31: paperfetch.v1.PaperUpdate.state:type_name -> paperfetch.v1.PaperState
+	37, // 32: paperfetch.v1.PaperUpdate.last_failure_reason:type_name -> paperfetch.v1.FailureReason
 	1,  // 33: paperfetch.v1.CancelBatchResponse.batch:type_name -> paperfetch.v1.Batch
 	4,  // 34: paperfetch.v1.CoordinatorService.SubmitBatch:input_type -> paperfetch.v1.SubmitBatchRequest
 	6,  // 35: paperfetch.v1.CoordinatorService.CreateBatch:input_type -> paperfetch.v1.CreateBatchRequest
 	8,  // 36: paperfetch.v1.CoordinatorService.AppendPapers:input_type -> paperfetch.v1.AppendPapersRequest
 	10, // 37: paperfetch.v1.CoordinatorService.SealBatch:input_type -> paperfetch.v1.SealBatchRequest
-	12, // 38: paperfetch.v1.CoordinatorService.GetBatch:input_type -> paperfetch.v1.GetBatchRequest
-	14, // 39: paperfetch.v1.CoordinatorService.ListBatches:input_type -> paperfetch.v1.ListBatchesRequest
-	16, // 40: paperfetch.v1.CoordinatorService.GetPaper:input_type -> paperfetch.v1.GetPaperRequest
-	18, // 41: paperfetch.v1.CoordinatorService.ListPapers:input_type -> paperfetch.v1.ListPapersRequest
-	20, // 42: paperfetch.v1.CoordinatorService.WatchBatch:input_type -> paperfetch.v1.WatchBatchRequest
-	25, // 43: paperfetch.v1.CoordinatorService.CancelBatch:input_type -> paperfetch.v1.CancelBatchRequest
-	27, // 44: paperfetch.v1.CoordinatorService.ReadPaper:input_type -> paperfetch.v1.ReadPaperRequest
-	5,  // 45: paperfetch.v1.CoordinatorService.SubmitBatch:output_type -> paperfetch.v1.SubmitBatchResponse
-	7,  // 46: paperfetch.v1.CoordinatorService.CreateBatch:output_type -> paperfetch.v1.CreateBatchResponse
-	9,  // 47: paperfetch.v1.CoordinatorService.AppendPapers:output_type -> paperfetch.v1.AppendPapersResponse
-	11, // 48: paperfetch.v1.CoordinatorService.SealBatch:output_type -> paperfetch.v1.SealBatchResponse
-	13, // 49: paperfetch.v1.CoordinatorService.GetBatch:output_type -> paperfetch.v1.GetBatchResponse
-	15, // 50: paperfetch.v1.CoordinatorService.ListBatches:output_type -> paperfetch.v1.ListBatchesResponse
-	17, // 51: paperfetch.v1.CoordinatorService.GetPaper:output_type -> paperfetch.v1.GetPaperResponse
-	19, // 52: paperfetch.v1.CoordinatorService.ListPapers:output_type -> paperfetch.v1.ListPapersResponse
-	21, // 53: paperfetch.v1.CoordinatorService.WatchBatch:output_type -> paperfetch.v1.WatchBatchResponse
-	26, // 54: paperfetch.v1.CoordinatorService.CancelBatch:output_type -> paperfetch.v1.CancelBatchResponse
-	28, // 55: paperfetch.v1.CoordinatorService.ReadPaper:output_type -> paperfetch.v1.ReadPaperResponse
-	45, // [45:56] is the sub-list for method output_type
-	34, // [34:45] is the sub-list for method input_type
+	27, // 38: paperfetch.v1.CoordinatorService.DeleteBatch:input_type -> paperfetch.v1.DeleteBatchRequest
+	12, // 39: paperfetch.v1.CoordinatorService.GetBatch:input_type -> paperfetch.v1.GetBatchRequest
+	14, // 40: paperfetch.v1.CoordinatorService.ListBatches:input_type -> paperfetch.v1.ListBatchesRequest
+	16, // 41: paperfetch.v1.CoordinatorService.GetPaper:input_type -> paperfetch.v1.GetPaperRequest
+	18, // 42: paperfetch.v1.CoordinatorService.ListPapers:input_type -> paperfetch.v1.ListPapersRequest
+	20, // 43: paperfetch.v1.CoordinatorService.WatchBatch:input_type -> paperfetch.v1.WatchBatchRequest
+	25, // 44: paperfetch.v1.CoordinatorService.CancelBatch:input_type -> paperfetch.v1.CancelBatchRequest
+	29, // 45: paperfetch.v1.CoordinatorService.ReadPaper:input_type -> paperfetch.v1.ReadPaperRequest
+	5,  // 46: paperfetch.v1.CoordinatorService.SubmitBatch:output_type -> paperfetch.v1.SubmitBatchResponse
+	7,  // 47: paperfetch.v1.CoordinatorService.CreateBatch:output_type -> paperfetch.v1.CreateBatchResponse
+	9,  // 48: paperfetch.v1.CoordinatorService.AppendPapers:output_type -> paperfetch.v1.AppendPapersResponse
+	11, // 49: paperfetch.v1.CoordinatorService.SealBatch:output_type -> paperfetch.v1.SealBatchResponse
+	28, // 50: paperfetch.v1.CoordinatorService.DeleteBatch:output_type -> paperfetch.v1.DeleteBatchResponse
+	13, // 51: paperfetch.v1.CoordinatorService.GetBatch:output_type -> paperfetch.v1.GetBatchResponse
+	15, // 52: paperfetch.v1.CoordinatorService.ListBatches:output_type -> paperfetch.v1.ListBatchesResponse
+	17, // 53: paperfetch.v1.CoordinatorService.GetPaper:output_type -> paperfetch.v1.GetPaperResponse
+	19, // 54: paperfetch.v1.CoordinatorService.ListPapers:output_type -> paperfetch.v1.ListPapersResponse
+	21, // 55: paperfetch.v1.CoordinatorService.WatchBatch:output_type -> paperfetch.v1.WatchBatchResponse
+	26, // 56: paperfetch.v1.CoordinatorService.CancelBatch:output_type -> paperfetch.v1.CancelBatchResponse
+	30, // 57: paperfetch.v1.CoordinatorService.ReadPaper:output_type -> paperfetch.v1.ReadPaperResponse
+	46, // [46:58] is the sub-list for method output_type
+	34, // [34:46] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
 	34, // [34:34] is the sub-list for extension extendee
 	0,  // [0:34] is the sub-list for field type_name
@@ -2485,7 +2657,7 @@ func file_paperfetch_v1_coordinator_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paperfetch_v1_coordinator_service_proto_rawDesc), len(file_paperfetch_v1_coordinator_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

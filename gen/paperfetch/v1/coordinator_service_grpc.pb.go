@@ -26,6 +26,7 @@ const (
 	CoordinatorService_CreateBatch_FullMethodName  = "/paperfetch.v1.CoordinatorService/CreateBatch"
 	CoordinatorService_AppendPapers_FullMethodName = "/paperfetch.v1.CoordinatorService/AppendPapers"
 	CoordinatorService_SealBatch_FullMethodName    = "/paperfetch.v1.CoordinatorService/SealBatch"
+	CoordinatorService_DeleteBatch_FullMethodName  = "/paperfetch.v1.CoordinatorService/DeleteBatch"
 	CoordinatorService_GetBatch_FullMethodName     = "/paperfetch.v1.CoordinatorService/GetBatch"
 	CoordinatorService_ListBatches_FullMethodName  = "/paperfetch.v1.CoordinatorService/ListBatches"
 	CoordinatorService_GetPaper_FullMethodName     = "/paperfetch.v1.CoordinatorService/GetPaper"
@@ -53,14 +54,35 @@ const (
 // paper is terminal.
 //
 // Limits: at most 5,000 papers per SubmitBatch or AppendPapers message and 16 MiB per message;
-// at most 2,000,000 papers per batch by default (the coordinator's --max-batch-papers).
+// at most 2,000,000 papers per batch by default (the coordinator's --max-batch-papers); chunk
+// indexes 0 to 99,999 (at most 100,000 chunks per batch). Every string and map of a request is
+// bounded (see the fields and PaperSpec). Every response and stream message fits in 4 MiB, the
+// default receive limit of gRPC clients (Python, Node, grpcurl): ListPapers and ListBatches pages
+// are cut by bytes as well as by count (a page may hold fewer entries than page_size while
+// next_page_token is set), and large WatchBatch updates are split into several messages.
 //
-// Errors: INVALID_ARGUMENT for a malformed request (the message names the field),
-// NOT_FOUND for an unknown batch or paper, ALREADY_EXISTS when a batch id is reused with
-// different content, FAILED_PRECONDITION for an operation the batch's state forbids (appending
-// to a sealed batch, sealing with missing chunks), RESOURCE_EXHAUSTED when the coordinator is
-// overloaded (retry with backoff), UNAVAILABLE while it starts or stops, UNAUTHENTICATED without
-// a valid bearer token when tokens are configured.
+// Cache rules. A paper that is already stored completes at once as a cache hit (cached = true),
+// without a download: (1) the same paper_id as a SUCCEEDED paper of any batch is a hit whatever
+// its URLs (the id names the paper); (2) a URL that a SUCCEEDED paper was fetched from (one of
+// its candidate URLs or its final URL) is a hit for any paper_id. With expected_sha256 set, only
+// a stored PDF with that digest is a hit. An idempotent resubmission (SubmitBatch or CreateBatch
+// with an existing batch_id and the same papers) returns the stored batch and ignores the labels
+// of the new request. Deleting a batch (DeleteBatch) removes its papers from the cache.
+//
+// Errors: INVALID_ARGUMENT for a malformed request, with a google.rpc.BadRequest detail naming
+// every offending field (page tokens and duplicate paper ids included); NOT_FOUND for an unknown
+// batch or paper and ALREADY_EXISTS when a batch id or chunk is reused with different content,
+// both with a google.rpc.ResourceInfo detail (resource_type "paperfetch.v1.Batch" or
+// "paperfetch.v1.Paper", resource_name the id); FAILED_PRECONDITION for an operation the batch's
+// state forbids (appending to a sealed batch, sealing with missing chunks, deleting a running
+// batch, reading a paper that has not succeeded), with a google.rpc.PreconditionFailure detail
+// (type "BATCH_STATE", "CHUNKS", "PAPER_STATE" or "LIMIT"; subject the batch or paper);
+// RESOURCE_EXHAUSTED when the coordinator is overloaded, when a client exceeds its call rate
+// (the rate limit is per client: its token, certificate or address; the status carries a
+// google.rpc.RetryInfo delay) or when a watcher limit is reached, retry with backoff;
+// DATA_LOSS when a stored PDF is missing or does not match its recorded size and SHA-256;
+// UNAVAILABLE while it starts or stops, UNAUTHENTICATED without a valid bearer token when tokens
+// are configured. Status messages name the problem without repeating the code.
 type CoordinatorServiceClient interface {
 	// SubmitBatch creates and seals a batch in one call. With a batch_id the call is idempotent:
 	// the same id with the same papers returns the existing batch (created = false); the same id
@@ -75,6 +97,12 @@ type CoordinatorServiceClient interface {
 	// SealBatch closes a chunked batch: no more papers can be appended. chunk_count must equal the
 	// number of chunks accepted (0..chunk_count-1), else FAILED_PRECONDITION. Idempotent.
 	SealBatch(ctx context.Context, in *SealBatchRequest, opts ...grpc.CallOption) (*SealBatchResponse, error)
+	// DeleteBatch deletes a finished (COMPLETED or CANCELLED) batch and its papers from the store;
+	// a PDF is removed from the blob store once no remaining paper refers to it (blobs are
+	// content-addressed and shared by cache hits). An OPEN or RUNNING batch is
+	// FAILED_PRECONDITION: cancel it first. Afterwards every call naming the batch (ReadPaper
+	// included) is NOT_FOUND, and its id may be reused. Deleting an unknown batch is NOT_FOUND.
+	DeleteBatch(ctx context.Context, in *DeleteBatchRequest, opts ...grpc.CallOption) (*DeleteBatchResponse, error)
 	// GetBatch returns a batch with its counts per state, bytes and timings.
 	GetBatch(ctx context.Context, in *GetBatchRequest, opts ...grpc.CallOption) (*GetBatchResponse, error)
 	// ListBatches lists batches, newest first, a page at a time.
@@ -85,15 +113,20 @@ type CoordinatorServiceClient interface {
 	// only those in the given states.
 	ListPapers(ctx context.Context, in *ListPapersRequest, opts ...grpc.CallOption) (*ListPapersResponse, error)
 	// WatchBatch streams a snapshot of the batch, then coalesced progress and paper state changes
-	// until the batch is COMPLETED or CANCELLED (the last message carries the terminal batch) or
-	// the client goes away. A watcher that cannot keep up gets coalesced updates; one that falls
-	// too far behind is ended with RESOURCE_EXHAUSTED and may reconnect.
+	// until the batch is settled or the client goes away. The last message carries the settled
+	// batch: COMPLETED, or CANCELLED with no paper still DOWNLOADING (after CancelBatch, running
+	// downloads are aborted first, so counts and the active list in the last message are final).
+	// A watcher that cannot keep up gets coalesced updates; one whose backlog exceeds 4 MiB
+	// (50,000 changed papers) is ended with RESOURCE_EXHAUSTED and may reconnect (its snapshot
+	// brings it up to date). Limits: 64 watchers per batch and 32 per client address; a watch
+	// beyond either is RESOURCE_EXHAUSTED.
 	WatchBatch(ctx context.Context, in *WatchBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBatchResponse], error)
 	// CancelBatch cancels every paper of the batch that is not terminal yet: queued papers at once,
 	// running downloads are aborted on their fetchers. Cancelling a finished batch is a no-op.
 	CancelBatch(ctx context.Context, in *CancelBatchRequest, opts ...grpc.CallOption) (*CancelBatchResponse, error)
 	// ReadPaper streams a stored PDF in chunks of at most 1 MiB. FAILED_PRECONDITION when the paper
-	// has not succeeded.
+	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
+	// size and SHA-256.
 	ReadPaper(ctx context.Context, in *ReadPaperRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadPaperResponse], error)
 }
 
@@ -139,6 +172,16 @@ func (c *coordinatorServiceClient) SealBatch(ctx context.Context, in *SealBatchR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SealBatchResponse)
 	err := c.cc.Invoke(ctx, CoordinatorService_SealBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) DeleteBatch(ctx context.Context, in *DeleteBatchRequest, opts ...grpc.CallOption) (*DeleteBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteBatchResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_DeleteBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -251,14 +294,35 @@ type CoordinatorService_ReadPaperClient = grpc.ServerStreamingClient[ReadPaperRe
 // paper is terminal.
 //
 // Limits: at most 5,000 papers per SubmitBatch or AppendPapers message and 16 MiB per message;
-// at most 2,000,000 papers per batch by default (the coordinator's --max-batch-papers).
+// at most 2,000,000 papers per batch by default (the coordinator's --max-batch-papers); chunk
+// indexes 0 to 99,999 (at most 100,000 chunks per batch). Every string and map of a request is
+// bounded (see the fields and PaperSpec). Every response and stream message fits in 4 MiB, the
+// default receive limit of gRPC clients (Python, Node, grpcurl): ListPapers and ListBatches pages
+// are cut by bytes as well as by count (a page may hold fewer entries than page_size while
+// next_page_token is set), and large WatchBatch updates are split into several messages.
 //
-// Errors: INVALID_ARGUMENT for a malformed request (the message names the field),
-// NOT_FOUND for an unknown batch or paper, ALREADY_EXISTS when a batch id is reused with
-// different content, FAILED_PRECONDITION for an operation the batch's state forbids (appending
-// to a sealed batch, sealing with missing chunks), RESOURCE_EXHAUSTED when the coordinator is
-// overloaded (retry with backoff), UNAVAILABLE while it starts or stops, UNAUTHENTICATED without
-// a valid bearer token when tokens are configured.
+// Cache rules. A paper that is already stored completes at once as a cache hit (cached = true),
+// without a download: (1) the same paper_id as a SUCCEEDED paper of any batch is a hit whatever
+// its URLs (the id names the paper); (2) a URL that a SUCCEEDED paper was fetched from (one of
+// its candidate URLs or its final URL) is a hit for any paper_id. With expected_sha256 set, only
+// a stored PDF with that digest is a hit. An idempotent resubmission (SubmitBatch or CreateBatch
+// with an existing batch_id and the same papers) returns the stored batch and ignores the labels
+// of the new request. Deleting a batch (DeleteBatch) removes its papers from the cache.
+//
+// Errors: INVALID_ARGUMENT for a malformed request, with a google.rpc.BadRequest detail naming
+// every offending field (page tokens and duplicate paper ids included); NOT_FOUND for an unknown
+// batch or paper and ALREADY_EXISTS when a batch id or chunk is reused with different content,
+// both with a google.rpc.ResourceInfo detail (resource_type "paperfetch.v1.Batch" or
+// "paperfetch.v1.Paper", resource_name the id); FAILED_PRECONDITION for an operation the batch's
+// state forbids (appending to a sealed batch, sealing with missing chunks, deleting a running
+// batch, reading a paper that has not succeeded), with a google.rpc.PreconditionFailure detail
+// (type "BATCH_STATE", "CHUNKS", "PAPER_STATE" or "LIMIT"; subject the batch or paper);
+// RESOURCE_EXHAUSTED when the coordinator is overloaded, when a client exceeds its call rate
+// (the rate limit is per client: its token, certificate or address; the status carries a
+// google.rpc.RetryInfo delay) or when a watcher limit is reached, retry with backoff;
+// DATA_LOSS when a stored PDF is missing or does not match its recorded size and SHA-256;
+// UNAVAILABLE while it starts or stops, UNAUTHENTICATED without a valid bearer token when tokens
+// are configured. Status messages name the problem without repeating the code.
 type CoordinatorServiceServer interface {
 	// SubmitBatch creates and seals a batch in one call. With a batch_id the call is idempotent:
 	// the same id with the same papers returns the existing batch (created = false); the same id
@@ -273,6 +337,12 @@ type CoordinatorServiceServer interface {
 	// SealBatch closes a chunked batch: no more papers can be appended. chunk_count must equal the
 	// number of chunks accepted (0..chunk_count-1), else FAILED_PRECONDITION. Idempotent.
 	SealBatch(context.Context, *SealBatchRequest) (*SealBatchResponse, error)
+	// DeleteBatch deletes a finished (COMPLETED or CANCELLED) batch and its papers from the store;
+	// a PDF is removed from the blob store once no remaining paper refers to it (blobs are
+	// content-addressed and shared by cache hits). An OPEN or RUNNING batch is
+	// FAILED_PRECONDITION: cancel it first. Afterwards every call naming the batch (ReadPaper
+	// included) is NOT_FOUND, and its id may be reused. Deleting an unknown batch is NOT_FOUND.
+	DeleteBatch(context.Context, *DeleteBatchRequest) (*DeleteBatchResponse, error)
 	// GetBatch returns a batch with its counts per state, bytes and timings.
 	GetBatch(context.Context, *GetBatchRequest) (*GetBatchResponse, error)
 	// ListBatches lists batches, newest first, a page at a time.
@@ -283,15 +353,20 @@ type CoordinatorServiceServer interface {
 	// only those in the given states.
 	ListPapers(context.Context, *ListPapersRequest) (*ListPapersResponse, error)
 	// WatchBatch streams a snapshot of the batch, then coalesced progress and paper state changes
-	// until the batch is COMPLETED or CANCELLED (the last message carries the terminal batch) or
-	// the client goes away. A watcher that cannot keep up gets coalesced updates; one that falls
-	// too far behind is ended with RESOURCE_EXHAUSTED and may reconnect.
+	// until the batch is settled or the client goes away. The last message carries the settled
+	// batch: COMPLETED, or CANCELLED with no paper still DOWNLOADING (after CancelBatch, running
+	// downloads are aborted first, so counts and the active list in the last message are final).
+	// A watcher that cannot keep up gets coalesced updates; one whose backlog exceeds 4 MiB
+	// (50,000 changed papers) is ended with RESOURCE_EXHAUSTED and may reconnect (its snapshot
+	// brings it up to date). Limits: 64 watchers per batch and 32 per client address; a watch
+	// beyond either is RESOURCE_EXHAUSTED.
 	WatchBatch(*WatchBatchRequest, grpc.ServerStreamingServer[WatchBatchResponse]) error
 	// CancelBatch cancels every paper of the batch that is not terminal yet: queued papers at once,
 	// running downloads are aborted on their fetchers. Cancelling a finished batch is a no-op.
 	CancelBatch(context.Context, *CancelBatchRequest) (*CancelBatchResponse, error)
 	// ReadPaper streams a stored PDF in chunks of at most 1 MiB. FAILED_PRECONDITION when the paper
-	// has not succeeded.
+	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
+	// size and SHA-256.
 	ReadPaper(*ReadPaperRequest, grpc.ServerStreamingServer[ReadPaperResponse]) error
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
@@ -314,6 +389,9 @@ func (UnimplementedCoordinatorServiceServer) AppendPapers(context.Context, *Appe
 }
 func (UnimplementedCoordinatorServiceServer) SealBatch(context.Context, *SealBatchRequest) (*SealBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SealBatch not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) DeleteBatch(context.Context, *DeleteBatchRequest) (*DeleteBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteBatch not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) GetBatch(context.Context, *GetBatchRequest) (*GetBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBatch not implemented")
@@ -425,6 +503,24 @@ func _CoordinatorService_SealBatch_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServiceServer).SealBatch(ctx, req.(*SealBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_DeleteBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).DeleteBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_DeleteBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).DeleteBatch(ctx, req.(*DeleteBatchRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -563,6 +659,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SealBatch",
 			Handler:    _CoordinatorService_SealBatch_Handler,
+		},
+		{
+			MethodName: "DeleteBatch",
+			Handler:    _CoordinatorService_DeleteBatch_Handler,
 		},
 		{
 			MethodName: "GetBatch",

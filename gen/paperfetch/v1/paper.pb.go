@@ -298,16 +298,19 @@ func (FailureReason) EnumDescriptor() ([]byte, []int) {
 // PaperSpec is one paper as a client submits it.
 //
 // Limits (violations are rejected with INVALID_ARGUMENT naming the field):
-//   - paper_id: 1 to 512 bytes of UTF-8 without NUL or other control characters; unique in its
-//     batch. It is never used as a path: blob keys and file names are derived safely from it.
+//   - paper_id: 1 to 512 bytes of UTF-8 without NUL or other control characters, not "." or
+//     ".."; unique in its batch. It is never used as a path: blob keys and file names are
+//     derived safely from it.
 //   - urls: 1 to 16 entries, each an absolute http or https URL of at most 4096 bytes, without
 //     embedded credentials.
 //   - expected_sha256: empty or 64 hexadecimal digits.
-//   - metadata: at most 32 entries; keys at most 128 bytes, values at most 2048 bytes.
+//   - metadata: at most 32 entries; keys 1 to 128 bytes, values at most 2048 bytes, both UTF-8;
+//     at most 16 KiB of keys and values in all.
 type PaperSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Client-chosen identifier of the paper, e.g. an arXiv id or a DOI. Papers with the same id in
-	// different batches are the same paper: a paper already stored completes as a cache hit.
+	// different batches are the same paper: a paper already stored completes as a cache hit
+	// whatever its URLs (see "Cache rules" in CoordinatorService).
 	PaperId string `protobuf:"bytes,1,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
 	// Candidate URLs, tried in order: a failed attempt moves on to the next candidate, wrapping
 	// around until the attempt budget is spent.
