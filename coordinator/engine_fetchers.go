@@ -7,19 +7,22 @@ import (
 	"time"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // maxCredits bounds the credit a fetcher may hold (Hello.slots is at most 10,000).
-const maxCredits = 20_000
+const maxCredits = 2 * validate.MaxFetcherSlots
 
 // onHello registers a new Work stream. It adopts the leases the fetcher re-announces, replaces
 // older streams of the same fetcher and grants the initial credit.
 func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
-	if h.GetFetcherId() == "" || len(h.GetFetcherId()) > 128 {
-		return fmt.Errorf("%w: hello.fetcher_id must be 1 to 128 characters", errInvalid)
+	// The gateway validated the Hello (internal/validate.WorkRequest); these checks keep the
+	// engine's own invariants for callers that did not.
+	if h.GetFetcherId() == "" || len(h.GetFetcherId()) > validate.MaxFetcherIDBytes {
+		return fmt.Errorf("%w: hello.fetcher_id must be 1 to %d bytes", errInvalid, validate.MaxFetcherIDBytes)
 	}
-	if h.GetSlots() < 1 || h.GetSlots() > 10_000 {
-		return fmt.Errorf("%w: hello.slots must be 1 to 10000", errInvalid)
+	if h.GetSlots() < 1 || h.GetSlots() > validate.MaxFetcherSlots {
+		return fmt.Errorf("%w: hello.slots must be 1 to %d", errInvalid, validate.MaxFetcherSlots)
 	}
 	c.id, c.boot, c.slots = h.GetFetcherId(), h.GetBootId(), int(h.GetSlots())
 	c.lastMsg = now

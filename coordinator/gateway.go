@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // gateway implements FetcherGatewayService.
@@ -25,7 +26,8 @@ func (g *gateway) gone(conn *fetcherConn) {
 	}
 }
 
-// Work is a fetcher's stream. The handler goroutine is the stream's writer: it sends what the
+// Work is a fetcher's stream. Every message is validated (internal/validate.WorkRequest)
+// before it reaches the loop; an invalid one ends the stream with INVALID_ARGUMENT. The handler goroutine is the stream's writer: it sends what the
 // loop queued on the conn's bounded buffer. A receiver goroutine forwards incoming messages to
 // the loop; it ends when the stream does (when this handler returns).
 func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
@@ -34,10 +36,12 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 	if err != nil {
 		return err
 	}
-	hello := first.GetHello()
-	if hello == nil {
-		return status.Error(codes.InvalidArgument, "the first message of a Work stream must be a hello")
+	// Nothing is allocated for the stream before its Hello is known to be valid.
+	if err := validate.WorkRequest(true, first); err != nil {
+		g.c.m.protocolErrors.Inc()
+		return err
 	}
+	hello := first.GetHello()
 	buffer := max(g.c.cfg.StreamBuffer, 2*int(hello.GetSlots())+64)
 	conn := newFetcherConn(buffer)
 	reply := make(chan error, 1)
@@ -69,6 +73,12 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 		for {
 			req, err := stream.Recv()
 			if err != nil {
+				recvErr <- err
+				return
+			}
+			// A peer that breaks the protocol loses its stream (its leases are re-queued).
+			if err := validate.WorkRequest(false, req); err != nil {
+				g.c.m.protocolErrors.Inc()
 				recvErr <- err
 				return
 			}

@@ -16,6 +16,7 @@ type metrics struct {
 	bytesDownloaded prometheus.Counter
 	failures        *prometheus.CounterVec
 	droppedEvents   *prometheus.CounterVec
+	protocolErrors  prometheus.Counter
 	hostPauses      *prometheus.CounterVec
 	cacheHits       prometheus.Counter
 	loopSeconds     prometheus.Histogram
@@ -40,6 +41,8 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 			Help: "Failed download attempts, by reason."}, []string{"reason"}),
 		droppedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dropped_events_total",
 			Help: "Download events dropped, by cause (stale lease or attempt, duplicate sequence)."}, []string{"cause"}),
+		protocolErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "fetcher_protocol_errors_total",
+			Help: "Work streams closed with INVALID_ARGUMENT because a message broke the protocol."}),
 		hostPauses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "host_pauses_total",
 			Help: "Hosts paused, by cause (retry_after, retry_after_capped, circuit_breaker)."}, []string{"cause"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
@@ -62,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.hostPauses,
+	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.hostPauses,
 		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",
 			Help: "Messages waiting in the owner loop's inbox."}, inboxDepth),

@@ -16,6 +16,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/storagefull"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // failure is a classified failed attempt; it becomes a DownloadFailed event.
@@ -35,7 +36,8 @@ func (f *failure) Error() string {
 }
 
 func (f *failure) proto() *pb.DownloadFailed {
-	d := &pb.DownloadFailed{Class: f.class, Reason: f.reason, HttpStatus: int32(f.status), Message: f.msg, Url: f.url}
+	d := &pb.DownloadFailed{Class: f.class, Reason: f.reason, HttpStatus: reportStatus(f.status),
+		Message: reportText(f.msg, validate.MaxEventMessageBytes), Url: reportURL(f.url)}
 	if f.retryAfter > 0 {
 		d.RetryAfter = durationpb.New(f.retryAfter)
 	}

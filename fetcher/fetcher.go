@@ -345,14 +345,14 @@ func (f *Fetcher) terminalKind(out outcome, fail *failure, start time.Time) func
 	}
 	f.m.results.WithLabelValues("completed").Inc()
 	f.m.duration.WithLabelValues("completed").Observe(elapsed.Seconds())
-	c := &pb.DownloadCompleted{
+	c := fitCompleted(&pb.DownloadCompleted{
 		Sha256:      out.sha256,
 		Size:        out.size,
 		ContentType: out.contentType,
 		FinalUrl:    out.finalURL,
 		BlobKey:     out.blobKey,
 		Duration:    durationpb.New(elapsed),
-	}
+	})
 	return func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Completed{Completed: c} }
 }
 

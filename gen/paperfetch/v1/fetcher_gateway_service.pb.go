@@ -167,15 +167,18 @@ func (*WorkRequest_Heartbeat) isWorkRequest_Msg() {}
 // Hello introduces a fetcher.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable id of the fetcher (e.g. the pod name). 1 to 128 characters.
+	// Stable id of the fetcher (e.g. the pod name). 1 to 128 bytes of printable UTF-8 without
+	// white space.
 	FetcherId string `protobuf:"bytes,1,opt,name=fetcher_id,json=fetcherId,proto3" json:"fetcher_id,omitempty"`
 	// Random id of this process; a new boot_id tells the coordinator the old process is gone.
+	// At most 64 bytes.
 	BootId string `protobuf:"bytes,2,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	// Number of downloads the fetcher can run at once; the initial credit. 1 to 10,000.
 	Slots int32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
-	// Leases still running (or finished but not yet acknowledged) on this fetcher.
+	// Leases still running (or finished but not yet acknowledged) on this fetcher. At most
+	// 20,000.
 	InFlight []*InFlightLease `protobuf:"bytes,4,rep,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	// The fetcher's version, for logs.
+	// The fetcher's version, for logs. At most 64 bytes.
 	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -249,13 +252,13 @@ func (x *Hello) GetVersion() string {
 // InFlightLease is a lease a fetcher still holds when it (re)connects.
 type InFlightLease struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The lease id.
+	// The lease id. 1 to 128 bytes.
 	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// The attempt number.
+	// The attempt number, 1 to 65,535.
 	Attempt int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// The paper's batch.
+	// The paper's batch (a batch id, or empty).
 	BatchId string `protobuf:"bytes,3,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// The paper.
+	// The paper (a paper id, or empty).
 	PaperId       string `protobuf:"bytes,4,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -322,7 +325,7 @@ func (x *InFlightLease) GetPaperId() string {
 // Credits returns download slots to the coordinator.
 type Credits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Number of additional assignments the fetcher can take (at least 1).
+	// Number of additional assignments the fetcher can take, 1 to 10,000.
 	Credits       int32 `protobuf:"varint,1,opt,name=credits,proto3" json:"credits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -368,7 +371,7 @@ func (x *Credits) GetCredits() int32 {
 // Draining tells the coordinator the fetcher is shutting down.
 type Draining struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Why, for logs.
+	// Why, for logs. At most 1,024 bytes.
 	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -38,6 +38,11 @@ const (
 //     time the process starts, its number of download slots, and the leases it still has in
 //     flight (empty on a fresh start; after a reconnect, what it is still downloading). Any other
 //     first message ends the stream with INVALID_ARGUMENT.
+//
+// Validation. Every message is checked against the limits documented on its fields before
+// the coordinator allocates or changes anything for it; a message that breaks them (or a
+// second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
+// naming the field, and the stream's leases are re-queued.
 //  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one,
 //     and the fetcher returns credit with a Credits message when a slot frees up (typically after
 //     it reports a download's completed or failed event). The coordinator never sends more
@@ -98,6 +103,11 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     time the process starts, its number of download slots, and the leases it still has in
 //     flight (empty on a fresh start; after a reconnect, what it is still downloading). Any other
 //     first message ends the stream with INVALID_ARGUMENT.
+//
+// Validation. Every message is checked against the limits documented on its fields before
+// the coordinator allocates or changes anything for it; a message that breaks them (or a
+// second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
+// naming the field, and the stream's leases are re-queued.
 //  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one,
 //     and the fetcher returns credit with a Credits message when a slot frees up (typically after
 //     it reports a download's completed or failed event). The coordinator never sends more

@@ -388,11 +388,13 @@ func (x *PaperSpec) GetMetadata() map[string]string {
 // completed or failed event.
 type DownloadEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The lease this event belongs to (from Assign). Empty for FetcherService.Fetch.
+	// The lease this event belongs to (from Assign), at most 128 bytes. Empty for
+	// FetcherService.Fetch.
 	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// The attempt number from Assign; events whose (lease_id, attempt) is stale are dropped.
+	// The attempt number from Assign (1 to 65,535); events whose (lease_id, attempt) is stale
+	// are dropped.
 	Attempt int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// Per-lease sequence number, starting at 1 and increasing by one per event. Duplicates
+	// Per-lease sequence number, starting at 1 (at least 1) and increasing by one per event. Duplicates
 	// (sequence number not above the last one seen) are dropped by the coordinator.
 	Sequence int64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// The batch and paper, repeated from Assign for logs and debugging.
@@ -565,9 +567,10 @@ func (*DownloadEvent_Failed) isDownloadEvent_Kind() {}
 // DownloadStarted reports the start of an attempt.
 type DownloadStarted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The URL being requested.
+	// The URL being requested (at most 4,096 bytes).
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
-	// When resuming a partial download with an HTTP Range request, the offset resumed from.
+	// When resuming a partial download with an HTTP Range request, the offset resumed from
+	// (not negative).
 	ResumeOffset  int64 `protobuf:"varint,2,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -620,11 +623,11 @@ func (x *DownloadStarted) GetResumeOffset() int64 {
 // DownloadProgress reports bytes received so far.
 type DownloadProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Bytes of the body received so far, including any resumed prefix.
+	// Bytes of the body received so far, including any resumed prefix (0 to 2^40).
 	Bytes int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	// Total size when known (Content-Length), else 0.
+	// Total size when known (Content-Length), else 0 (at most 2^40).
 	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
-	// Recent download speed.
+	// Recent download speed (finite, not negative).
 	BytesPerSecond float64 `protobuf:"fixed64,3,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -684,16 +687,20 @@ func (x *DownloadProgress) GetBytesPerSecond() float64 {
 // DownloadCompleted reports a stored PDF.
 type DownloadCompleted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Lowercase hex SHA-256 of the stored bytes.
+	// Lowercase hex SHA-256 of the stored bytes (exactly 64 lower-case hex digits on the Work
+	// stream).
 	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// Size in bytes.
+	// Size in bytes (1 to 2^40 on the Work stream).
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	// Content-Type the origin sent (informational: validation looks at the bytes).
+	// Content-Type the origin sent (informational: validation looks at the bytes). At most
+	// 256 bytes.
 	ContentType string `protobuf:"bytes,3,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	// The URL finally served, after redirects and landing-page links.
+	// The URL finally served, after redirects and landing-page links (at most 4,096 bytes;
+	// empty when unknown). Informational: the coordinator never uses it as a cache key.
 	FinalUrl string `protobuf:"bytes,4,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
 	// Key of the object in the blob store. Blobs are content-addressed
-	// ("sha256/<first two hex digits>/<sha256>.pdf"), so identical content is stored once.
+	// ("sha256/<first two hex digits>/<sha256>.pdf"), so identical content is stored once. On
+	// the Work stream it must be exactly the key of sha256.
 	BlobKey string `protobuf:"bytes,5,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
 	// How long the attempt took.
 	Duration      *durationpb.Duration `protobuf:"bytes,6,opt,name=duration,proto3" json:"duration,omitempty"`
@@ -780,13 +787,13 @@ type DownloadFailed struct {
 	Class FailureClass `protobuf:"varint,1,opt,name=class,proto3,enum=paperfetch.v1.FailureClass" json:"class,omitempty"`
 	// Machine-readable cause.
 	Reason FailureReason `protobuf:"varint,2,opt,name=reason,proto3,enum=paperfetch.v1.FailureReason" json:"reason,omitempty"`
-	// HTTP status of the last response, or 0 when there was none.
+	// HTTP status of the last response (100 to 999), or 0 when there was none.
 	HttpStatus int32 `protobuf:"varint,3,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
 	// The delay the origin asked for (Retry-After on 429/503), or unset.
 	RetryAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
-	// Human-readable explanation, for logs and GetPaper.last_error.
+	// Human-readable explanation, for logs and GetPaper.last_error. At most 4,096 bytes.
 	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
-	// The URL that failed (after redirects, when known).
+	// The URL that failed (after redirects, when known; at most 4,096 bytes).
 	Url           string `protobuf:"bytes,6,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,131 @@
+package validate
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+func goodCompletion() *pb.DownloadCompleted {
+	sha := strings.Repeat("ab", 32)
+	return &pb.DownloadCompleted{Sha256: sha, Size: 10, BlobKey: ContentKey(sha), FinalUrl: "https://o.example/x.pdf", ContentType: "application/pdf"}
+}
+
+func ev(kind func(*pb.DownloadEvent)) *pb.WorkRequest {
+	e := &pb.DownloadEvent{LeaseId: "l", Attempt: 1, Sequence: 1}
+	kind(e)
+	return &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: e}}
+}
+
+func TestWorkRequest(t *testing.T) {
+	hello := func(h *pb.Hello) *pb.WorkRequest { return &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: h}} }
+	tests := []struct {
+		name  string
+		first bool
+		m     *pb.WorkRequest
+		field string // "" means valid
+	}{
+		{"hello", true, hello(&pb.Hello{FetcherId: "f-1", BootId: "b", Slots: 16}), ""},
+		{"hello max slots", true, hello(&pb.Hello{FetcherId: "f", Slots: MaxFetcherSlots}), ""},
+		{"hello slots too many", true, hello(&pb.Hello{FetcherId: "f", Slots: MaxFetcherSlots + 1}), "hello.slots"},
+		{"hello id with space", true, hello(&pb.Hello{FetcherId: "a b", Slots: 1}), "hello.fetcher_id"},
+		{"hello boot too long", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, BootId: strings.Repeat("b", 65)}), "hello.boot_id"},
+		{"hello in-flight without id", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, InFlight: []*pb.InFlightLease{{Attempt: 1}}}), "hello.in_flight[0].lease_id"},
+		{"second hello", false, hello(&pb.Hello{FetcherId: "f", Slots: 1}), "hello"},
+		{"heartbeat first", true, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}, "hello"},
+		{"heartbeat", false, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}, ""},
+		{"credits 0", false, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{}}}, "credits.credits"},
+		{"empty", false, &pb.WorkRequest{}, "msg"},
+		{"completed", false, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }), ""},
+		{"completed bad key", false, ev(func(e *pb.DownloadEvent) {
+			c := goodCompletion()
+			c.BlobKey = "../../etc/passwd"
+			e.Kind = &pb.DownloadEvent_Completed{Completed: c}
+		}), "event.completed.blob_key"},
+		{"completed zero size", false, ev(func(e *pb.DownloadEvent) {
+			c := goodCompletion()
+			c.Size = 0
+			e.Kind = &pb.DownloadEvent_Completed{Completed: c}
+		}), "event.completed.size"},
+		{"completed final url ftp", false, ev(func(e *pb.DownloadEvent) {
+			c := goodCompletion()
+			c.FinalUrl = "ftp://x/y"
+			e.Kind = &pb.DownloadEvent_Completed{Completed: c}
+		}), "event.completed.final_url"},
+		{"failed unknown reason", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{Reason: 999}}
+		}), "event.failed.reason"},
+		{"progress negative", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: -1}}
+		}), "event.progress.bytes"},
+		{"attempt 0", false, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: &pb.DownloadEvent{LeaseId: "l", Sequence: 1,
+			Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{}}}}}, "event.attempt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := WorkRequest(tt.first, tt.m)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			ve, ok := err.(*Error)
+			if !ok {
+				t.Fatalf("got %v, want a violation of %s", err, tt.field)
+			}
+			if ve.Violations[0].Field != tt.field {
+				t.Fatalf("first violation %q, want field %s", ve.Violations[0], tt.field)
+			}
+		})
+	}
+}
+
+// FuzzWorkRequest checks that any byte string a peer sends either fails to decode or is
+// judged without panicking, and that what is accepted respects the limits the coordinator
+// relies on. CI runs the seeds only (go test); fuzz with go test -fuzz FuzzWorkRequest.
+func FuzzWorkRequest(f *testing.F) {
+	seeds := []*pb.WorkRequest{
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "f", BootId: "b", Slots: 16, InFlight: []*pb.InFlightLease{{LeaseId: "l", Attempt: 1}}}}},
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "x", Slots: 2147483647}}},
+		{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: 3}}},
+		ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }),
+		ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{Sha256: "not-a-sha", Size: -5}}
+		}),
+		ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{Class: 1, Reason: 14, HttpStatus: 503, Message: "x"}}
+		}),
+		{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "bye"}}},
+		{},
+	}
+	for _, s := range seeds {
+		b, err := proto.Marshal(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(true, b)
+		f.Add(false, b)
+	}
+	f.Fuzz(func(t *testing.T, first bool, data []byte) {
+		m := &pb.WorkRequest{}
+		if proto.Unmarshal(data, m) != nil {
+			return
+		}
+		if WorkRequest(first, m) != nil {
+			return
+		}
+		if first != (m.GetHello() != nil) {
+			t.Fatalf("accepted %v as first=%v", m, first)
+		}
+		if h := m.GetHello(); h != nil && (h.GetSlots() < 1 || h.GetSlots() > MaxFetcherSlots || len(h.GetInFlight()) > MaxInFlight) {
+			t.Fatalf("accepted hello %v", h)
+		}
+		if c := m.GetEvent().GetCompleted(); c != nil && (c.GetSize() < 1 || c.GetBlobKey() != ContentKey(c.GetSha256())) {
+			t.Fatalf("accepted completion %v", c)
+		}
+	})
+}
