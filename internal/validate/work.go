@@ -240,16 +240,6 @@ func (v *violations) optionalURL(path, u string) {
 	}
 }
 
-// text checks a free-text field: valid UTF-8 of at most max bytes.
-func (v *violations) text(path, s string, max int) {
-	switch {
-	case len(s) > max:
-		v.add(path, fmt.Sprintf("%d bytes exceed the limit of %d", len(s), max))
-	case !utf8.ValidString(s):
-		v.add(path, "is not valid UTF-8")
-	}
-}
-
 func (v *violations) duration(path string, d *durationpb.Duration) {
 	if d == nil {
 		return
