@@ -117,19 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "id", c.ID, "stable fetcher id, e.g. the pod name; the default is the hostname")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
 	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
-	fs.Func("allow-cidr", "address range reachable despite the SSRF guard (repeatable or comma-separated), e.g. 10.1.0.0/16", func(s string) error {
-		for _, part := range strings.Split(s, ",") {
-			if part = strings.TrimSpace(part); part == "" {
-				continue
-			}
-			p, err := netip.ParsePrefix(part)
-			if err != nil {
-				return fmt.Errorf("bad CIDR %q: %w", part, err)
-			}
-			c.AllowCIDRs = append(c.AllowCIDRs, p.Masked())
-		}
-		return nil
-	})
+	fs.Func("allow-cidr", AllowCIDRUsage, AllowCIDRFlag(&c.AllowCIDRs))
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "User-Agent header (default: paperfetch/VERSION (+https://github.com/paperfetch/paperfetch; mailto:CONTACT))")
 	fs.StringVar(&c.Contact, "contact", c.Contact, "contact e-mail address put in the default User-Agent")
 	fs.Int64Var(&c.MaxSize, "max-size", c.MaxSize, "default maximum PDF size in bytes")
@@ -145,6 +133,27 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SpoolMaxAge, "spool-max-age", c.SpoolMaxAge, "remove spool and temporary files not modified for this long (e.g. left by a killed fetcher), at start and periodically")
 	fs.DurationVar(&c.SpoolSweepInterval, "spool-sweep-interval", c.SpoolSweepInterval, "how often old spool and temporary files are looked for")
 	fs.Int64Var(&c.ResumeMinBytes, "resume-min-bytes", c.ResumeMinBytes, "keep a failed download's partial body for a Range resume from this size")
+}
+
+// AllowCIDRUsage is the help text of an --allow-cidr flag parsed by AllowCIDRFlag.
+const AllowCIDRUsage = "address range `CIDR` reachable despite the SSRF guard (repeatable or comma-separated), e.g. 10.1.0.0/16"
+
+// AllowCIDRFlag returns the parser of a repeatable --allow-cidr flag (for flag.FlagSet.Func):
+// each value is one or more comma-separated CIDRs, appended to dst in masked form.
+func AllowCIDRFlag(dst *[]netip.Prefix) func(string) error {
+	return func(s string) error {
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(part)
+			if err != nil {
+				return fmt.Errorf("bad CIDR %q: %w", part, err)
+			}
+			*dst = append(*dst, p.Masked())
+		}
+		return nil
+	}
 }
 
 // setDefaults fills zero fields.

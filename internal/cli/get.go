@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,6 +43,7 @@ type getOptions struct {
 	retries            int
 	userAgent          string
 	allowPrivate       bool
+	allowCIDRs         []netip.Prefix
 	arxivBase          string
 	report             string
 	quiet              bool
@@ -80,6 +82,7 @@ func (a *app) get(ctx context.Context, args []string) error {
 	fs.IntVar(&o.retries, "retries", 4, "retry a failed download up to `N` times (transient errors; permanent ones move on to the next URL)")
 	fs.StringVar(&o.userAgent, "user-agent", "", "`VALUE` of the User-Agent header (default: paperfetch/VERSION with a contact address)")
 	fs.BoolVar(&o.allowPrivate, "allow-private-networks", false, "allow downloads from loopback and private addresses (unsafe; for local mirrors and tests)")
+	fs.Func("allow-cidr", fetcher.AllowCIDRUsage, fetcher.AllowCIDRFlag(&o.allowCIDRs))
 	fs.StringVar(&o.arxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary")
@@ -393,6 +396,7 @@ func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedd
 		},
 		Fetcher: fetcher.Config{
 			AllowPrivateNetworks: o.allowPrivate,
+			AllowCIDRs:           o.allowCIDRs,
 			UserAgent:            o.userAgent,
 			MaxSize:              o.maxSize,
 			Timeout:              o.timeout,
