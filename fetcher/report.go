@@ -37,6 +37,20 @@ func reportStatus(s int) int32 {
 	return int32(s)
 }
 
+// fitResolved fits a resolve result's origin-chosen fields to the gateway's limits.
+func fitResolved(r *pb.ResolveResult) *pb.ResolveResult {
+	var kept []string
+	for _, u := range r.GetCandidateUrls() {
+		if u = reportURL(u); u != "" && len(kept) < validate.MaxResolveCandidates {
+			kept = append(kept, u)
+		}
+	}
+	r.CandidateUrls = kept
+	r.Note = reportText(r.GetNote(), validate.MaxResolveNoteBytes)
+	r.FinalUrl = reportURL(r.GetFinalUrl())
+	return r
+}
+
 // fitCompleted fits a completion's origin-chosen fields to the gateway's limits.
 func fitCompleted(c *pb.DownloadCompleted) *pb.DownloadCompleted {
 	c.ContentType = reportText(c.GetContentType(), validate.MaxContentTypeBytes)

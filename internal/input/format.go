@@ -23,6 +23,12 @@ const (
 	// FormatCSV is comma-separated values with a header line (columns id, url, urls, sha256;
 	// other columns become metadata).
 	FormatCSV
+	// FormatBibTeX is a BibTeX database (.bib): the citation key is the paper id.
+	FormatBibTeX
+	// FormatRIS is a RIS export (.ris).
+	FormatRIS
+	// FormatCSLJSON is a CSL-JSON array of items (.json, as Zotero and citeproc export).
+	FormatCSLJSON
 )
 
 // String returns the name used by the --format flag.
@@ -36,6 +42,12 @@ func (f Format) String() string {
 		return "jsonl"
 	case FormatCSV:
 		return "csv"
+	case FormatBibTeX:
+		return "bibtex"
+	case FormatRIS:
+		return "ris"
+	case FormatCSLJSON:
+		return "csl-json"
 	}
 	return fmt.Sprintf("Format(%d)", int(f))
 }
@@ -51,6 +63,12 @@ func ParseFormat(s string) (Format, error) {
 		return FormatJSONL, nil
 	case "csv":
 		return FormatCSV, nil
+	case "bibtex", "bib":
+		return FormatBibTeX, nil
+	case "ris":
+		return FormatRIS, nil
+	case "csl-json", "csljson", "csl":
+		return FormatCSLJSON, nil
 	}
-	return FormatAuto, fmt.Errorf("unknown input format %q (want auto, lines, jsonl or csv)", s)
+	return FormatAuto, fmt.Errorf("unknown input format %q (want auto, lines, jsonl, csv, bibtex, ris or csl-json)", s)
 }

@@ -9,8 +9,11 @@ type Paper struct {
 	// ID is the paper id: the canonical arXiv id, the id given in JSON or CSV, or one derived
 	// from the URL (see URLID).
 	ID string
-	// URLs are the candidate URLs, tried in order (at least one).
+	// URLs are the candidate URLs, tried in order (at least one unless DOI is set).
 	URLs []string
+	// DOI is the paper's DOI, normalised (lower case, no prefix), or empty. Its routes are
+	// tried after the URLs.
+	DOI string
 	// SHA256 is the expected digest in lowercase hex, or empty.
 	SHA256 string
 	// Metadata holds extra JSON fields or CSV columns; nil when there are none.
@@ -23,5 +26,5 @@ type Paper struct {
 
 // Spec returns the entry in its wire form.
 func (p Paper) Spec() *pb.PaperSpec {
-	return &pb.PaperSpec{PaperId: p.ID, Urls: p.URLs, ExpectedSha256: p.SHA256, Metadata: p.Metadata}
+	return &pb.PaperSpec{PaperId: p.ID, Urls: p.URLs, Doi: p.DOI, ExpectedSha256: p.SHA256, Metadata: p.Metadata}
 }

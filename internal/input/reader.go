@@ -8,11 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strings"
-
-	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // formatMixed is what FormatAuto resolves to for a non-CSV input: each line is a URL, an arXiv
@@ -121,9 +118,6 @@ func (r *Reader) readLine() (string, int, error) {
 	}
 }
 
-// doiPattern recognises DOIs, to give a helpful message: they are not resolved.
-var doiPattern = regexp.MustCompile(`^(doi:|https?://(dx\.)?doi\.org/)?10\.[0-9]{4,9}/\S+$`)
-
 // parseLine parses one non-blank, non-comment line in lines, jsonl or mixed mode.
 func (r *Reader) parseLine(text string) (Paper, error) {
 	if strings.HasPrefix(text, "{") {
@@ -147,11 +141,11 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 	if len(text) > 6 && strings.EqualFold(text[:6], "arxiv:") {
 		return Paper{}, fmt.Errorf("malformed arXiv id %q", short(text))
 	}
+	if meantAsDOI(text) {
+		return finishEntry(r.opts, entry{doi: text})
+	}
 	if strings.Contains(text, "://") {
 		return r.finish("", []string{text}, "", nil)
-	}
-	if doiPattern.MatchString(text) {
-		return Paper{}, fmt.Errorf("%q looks like a DOI; DOIs are not resolved, give the PDF's URL (or https://doi.org/%s)", short(text), strings.TrimPrefix(text, "doi:"))
 	}
 	return Paper{}, fmt.Errorf("not a URL, arXiv id or JSON object: %q", short(text))
 }
@@ -164,13 +158,14 @@ type jsonEntry struct {
 	URLs     []string          `json:"urls"`
 	SHA256   string            `json:"sha256"`
 	Arxiv    string            `json:"arxiv"`
+	DOI      string            `json:"doi"`
 	Metadata map[string]string `json:"metadata"`
 }
 
 // knownJSONField reports whether k is a field of jsonEntry; other fields become metadata.
 func knownJSONField(k string) bool {
 	switch k {
-	case "id", "paper_id", "url", "urls", "sha256", "arxiv", "metadata":
+	case "id", "paper_id", "url", "urls", "sha256", "arxiv", "doi", "metadata":
 		return true
 	}
 	return false
@@ -218,55 +213,18 @@ func (r *Reader) parseJSON(text string) (Paper, error) {
 		urls = append(urls, e.URL)
 	}
 	urls = append(urls, e.URLs...)
-	if e.Arxiv != "" {
-		aid, ok := ArxivID(e.Arxiv)
-		if !ok {
-			return Paper{}, fmt.Errorf("malformed arXiv id %q", short(e.Arxiv))
-		}
-		if id == "" {
-			id = aid
-		}
-		urls = append(urls, ArxivURL(r.opts.ArxivBase, aid))
-	}
-	return r.finish(id, urls, e.SHA256, md)
+	return finishEntry(r.opts, entry{id: id, urls: urls, sha: e.SHA256, md: md, doi: e.DOI, arxiv: e.Arxiv})
 }
 
 // finish completes and validates an entry given as a URL line, JSON or CSV.
 func (r *Reader) finish(id string, urls []string, sha string, md map[string]string) (Paper, error) {
-	id = strings.TrimSpace(id)
-	if aid, ok := ArxivID(id); ok {
-		id = aid
-		if len(urls) == 0 {
-			urls = []string{ArxivURL(r.opts.ArxivBase, aid)}
-		}
-	}
-	if len(urls) == 0 {
-		if id != "" {
-			return Paper{}, fmt.Errorf("paper %q has no URL (and its id is not an arXiv id)", short(id))
-		}
-		return Paper{}, errors.New("no id and no URL")
-	}
-	for i, u := range urls {
-		urls[i] = strings.TrimSpace(u)
-	}
-	if id == "" {
-		id = URLID(urls[0])
-	}
-	if len(md) == 0 {
-		md = nil
-	}
-	p := Paper{ID: id, URLs: urls, SHA256: strings.ToLower(strings.TrimSpace(sha)), Metadata: md}
-	// The rules of the contract live in one place, internal/validate (which the coordinator
-	// applies too); a violation here becomes a *LineError with the entry's line number.
-	if err := validate.PaperSpec("", p.Spec()); err != nil {
-		return Paper{}, err
-	}
-	return p, nil
+	return finishEntry(r.opts, entry{id: id, urls: urls, sha: sha, md: md})
 }
 
 // csvColumns maps a CSV header to the roles of its columns.
 type csvColumns struct {
 	id, url, urls, sha int // column index, or -1
+	doi                int // column index, or -1
 	meta               []int
 	names              []string
 }
@@ -275,7 +233,7 @@ type csvColumns struct {
 // or "" for a metadata column.
 func columnRole(name string) string {
 	switch name {
-	case "id", "paper_id", "paperid", "arxiv", "arxiv_id":
+	case "id", "paper_id", "paperid", "arxiv", "arxiv_id", "key", "citation_key", "citation key", "citationkey":
 		return "id"
 	case "url", "pdf_url", "pdf", "link":
 		return "url"
@@ -283,6 +241,8 @@ func columnRole(name string) string {
 		return "urls"
 	case "sha256", "sha-256", "checksum":
 		return "sha"
+	case "doi":
+		return "doi"
 	}
 	return ""
 }
@@ -298,7 +258,7 @@ func looksLikeCSVHeader(text string) bool {
 		return false
 	}
 	for _, f := range fields {
-		if role := columnRole(strings.ToLower(strings.TrimSpace(f))); role == "id" || role == "url" || role == "urls" {
+		if role := columnRole(strings.ToLower(strings.TrimSpace(f))); role == "id" || role == "url" || role == "urls" || role == "doi" {
 			return true
 		}
 	}
@@ -311,7 +271,7 @@ func (r *Reader) startCSV(header string, lineNo int) error {
 	if err != nil {
 		return fmt.Errorf("%s:%d: bad CSV header: %w", r.name, lineNo, err)
 	}
-	cols := csvColumns{id: -1, url: -1, urls: -1, sha: -1}
+	cols := csvColumns{id: -1, url: -1, urls: -1, sha: -1, doi: -1}
 	seen := map[string]bool{}
 	for i, f := range fields {
 		name := strings.TrimSpace(f)
@@ -332,6 +292,8 @@ func (r *Reader) startCSV(header string, lineNo int) error {
 			target = &cols.urls
 		case "sha":
 			target = &cols.sha
+		case "doi":
+			target = &cols.doi
 		default:
 			cols.meta = append(cols.meta, i)
 			cols.names = append(cols.names, name)
@@ -344,8 +306,8 @@ func (r *Reader) startCSV(header string, lineNo int) error {
 		}
 		*target = i
 	}
-	if cols.id < 0 && cols.url < 0 && cols.urls < 0 {
-		return fmt.Errorf("%s:%d: CSV header %q has neither an id nor a url column", r.name, lineNo, short(header))
+	if cols.id < 0 && cols.url < 0 && cols.urls < 0 && cols.doi < 0 {
+		return fmt.Errorf("%s:%d: CSV header %q has no id, url or doi column", r.name, lineNo, short(header))
 	}
 	c := csv.NewReader(r.br)
 	c.FieldsPerRecord = -1
@@ -409,7 +371,9 @@ func (r *Reader) csvRecord(rec []string) (Paper, error) {
 			md[c.names[j]] = v
 		}
 	}
-	return r.finish(get(c.id), urls, get(c.sha), md)
+	e := entry{id: get(c.id), urls: urls, sha: get(c.sha), md: md, doi: get(c.doi)}
+	bibFromMetadata(&e)
+	return finishEntry(r.opts, e)
 }
 
 // sortedKeys returns the keys of m in order.

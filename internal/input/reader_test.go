@@ -43,6 +43,7 @@ func TestReaderLines(t *testing.T) {
 		urls    []string
 		sha     string
 		md      map[string]string
+		doi     string
 		wantErr string
 	}{
 		{name: "arxiv new", line: "2301.00001", id: "2301.00001", urls: []string{"https://arxiv.org/pdf/2301.00001"}},
@@ -60,7 +61,13 @@ func TestReaderLines(t *testing.T) {
 		{name: "no host", line: "http:///a.pdf", wantErr: "no host"},
 		{name: "garbage", line: "hello", wantErr: "not a URL, arXiv id or JSON object"},
 		{name: "two tokens", line: "https://a.org/x.pdf https://b.org/y.pdf", wantErr: "one URL or arXiv id per line"},
-		{name: "doi", line: "10.1000/xyz123", wantErr: "looks like a DOI"},
+		{name: "doi", line: "10.1000/xyz123", id: "10.1000/xyz123", doi: "10.1000/xyz123"},
+		{name: "doi prefix upper case", line: "doi:10.1000/ABC(1);2", id: "10.1000/abc(1);2", doi: "10.1000/abc(1);2"},
+		{name: "doi url", line: "https://doi.org/10.1000/a%3Cb%3E", id: "10.1000/a<b>", doi: "10.1000/a<b>"},
+		{name: "dx doi url", line: "http://dx.doi.org/10.1000/182", id: "10.1000/182", doi: "10.1000/182"},
+		{name: "doi bad registrant", line: "doi:10.x/1", wantErr: "bad DOI"},
+		{name: "json doi", line: `{"id": "k", "doi": "https://doi.org/10.1000/J1"}`, id: "k", doi: "10.1000/j1"},
+		{name: "json doi and url", line: `{"doi": "10.1000/j2", "url": "https://pub.example/j2"}`, id: "10.1000/j2", doi: "10.1000/j2", urls: []string{"https://pub.example/j2"}},
 		{name: "json", line: `{"id": "p1", "urls": ["https://a.org/1.pdf", "https://b.org/1.pdf"], "sha256": "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789", "title": "T", "year": 2020}`,
 			id: "p1", urls: []string{"https://a.org/1.pdf", "https://b.org/1.pdf"}, sha: "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789", md: map[string]string{"title": "T", "year": "2020"}},
 		{name: "json url and urls", line: `{"url": "https://a.org/x.pdf", "urls": ["https://b.org/x.pdf"]}`, id: "x-" + shortHash("https://a.org/x.pdf"), urls: []string{"https://a.org/x.pdf", "https://b.org/x.pdf"}},
@@ -90,7 +97,7 @@ func TestReaderLines(t *testing.T) {
 				t.Fatalf("got papers %v errors %v", papers, errs)
 			}
 			p := papers[0]
-			if p.ID != tt.id || !reflect.DeepEqual(p.URLs, tt.urls) || p.SHA256 != tt.sha || !reflect.DeepEqual(p.Metadata, tt.md) || p.Line != 3 || p.File != "in.txt" {
+			if p.ID != tt.id || p.DOI != tt.doi || !reflect.DeepEqual(p.URLs, tt.urls) || p.SHA256 != tt.sha || !reflect.DeepEqual(p.Metadata, tt.md) || p.Line != 3 || p.File != "in.txt" {
 				t.Fatalf("got %+v, want id %q urls %v sha %q md %v at line 3", p, tt.id, tt.urls, tt.sha, tt.md)
 			}
 		})

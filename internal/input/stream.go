@@ -19,7 +19,7 @@ type Stream struct {
 	stdin io.Reader
 
 	idx    int
-	cur    *Reader
+	cur    source
 	closer io.Closer
 
 	seed       maphash.Seed
@@ -60,7 +60,12 @@ func (s *Stream) Next() (Paper, error) {
 				}
 				r, s.closer = f, f
 			}
-			s.cur = NewReader(r, name, s.opts)
+			src, err := openSource(r, name, s.opts)
+			if err != nil {
+				_ = s.closeCurrent()
+				return Paper{}, err
+			}
+			s.cur = src
 		}
 		p, err := s.cur.Next()
 		if errors.Is(err, io.EOF) {
@@ -113,6 +118,8 @@ func (s *Stream) contentHash(p Paper) uint64 {
 		h.WriteString(u)
 		h.WriteByte(0)
 	}
+	h.WriteString(p.DOI)
+	h.WriteByte(1)
 	h.WriteByte(1)
 	h.WriteString(p.SHA256)
 	h.WriteByte(1)

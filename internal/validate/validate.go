@@ -225,9 +225,12 @@ func (v *violations) paper(path string, p *pb.PaperSpec) {
 	}
 	v.paperID(field(path, "paper_id"), p.GetPaperId())
 	urls := p.GetUrls()
+	v.doi(field(path, "doi"), p.GetDoi())
 	switch n := len(urls); {
-	case n == 0:
-		v.add(field(path, "urls"), "at least one URL is required")
+	case n == 0 && p.GetDoi() == "":
+		v.add(field(path, "urls"), "at least one URL is required (or a doi)")
+	case p.GetDoi() != "" && n > MaxURLsWithDOI:
+		v.add(field(path, "urls"), fmt.Sprintf("%d URLs exceed the limit of %d for a paper with a doi", n, MaxURLsWithDOI))
 	case n > MaxURLsPerPaper:
 		v.add(field(path, "urls"), fmt.Sprintf("%d URLs exceed the limit of %d", n, MaxURLsPerPaper))
 	default:

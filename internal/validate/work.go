@@ -36,6 +36,10 @@ const (
 	MaxEventMessageBytes = 4096
 	// MaxContentTypeBytes is the longest DownloadCompleted.content_type.
 	MaxContentTypeBytes = 256
+	// MaxResolveCandidates is the most candidate URLs one ResolveResult may carry.
+	MaxResolveCandidates = 8
+	// MaxResolveNoteBytes is the longest ResolveResult.note.
+	MaxResolveNoteBytes = 1024
 	// MaxBlobBytes is the largest size a completion may report (1 TiB).
 	MaxBlobBytes = 1 << 40
 )
@@ -153,8 +157,10 @@ func (v *violations) event(path string, ev *pb.DownloadEvent) {
 		v.completed(field(path, "completed"), k.Completed)
 	case *pb.DownloadEvent_Failed:
 		v.failed(field(path, "failed"), k.Failed)
+	case *pb.DownloadEvent_Resolved:
+		v.resolved(field(path, "resolved"), k.Resolved)
 	default:
-		v.add(path, "exactly one of started, progress, completed, failed is required")
+		v.add(path, "exactly one of started, progress, completed, failed, resolved is required")
 	}
 }
 
@@ -186,6 +192,19 @@ func (v *violations) failed(path string, f *pb.DownloadFailed) {
 	v.duration(field(path, "retry_after"), f.GetRetryAfter())
 	v.text(field(path, "message"), f.GetMessage(), MaxEventMessageBytes)
 	v.optionalURL(field(path, "url"), f.GetUrl())
+}
+
+func (v *violations) resolved(path string, r *pb.ResolveResult) {
+	c := r.GetCandidateUrls()
+	if len(c) > MaxResolveCandidates {
+		v.add(field(path, "candidate_urls"), fmt.Sprintf("%d URLs exceed the limit of %d", len(c), MaxResolveCandidates))
+	} else {
+		for i, u := range c {
+			v.url(index(field(path, "candidate_urls"), i), u)
+		}
+	}
+	v.text(field(path, "note"), r.GetNote(), MaxResolveNoteBytes)
+	v.optionalURL(field(path, "final_url"), r.GetFinalUrl())
 }
 
 // ContentKey is the blob key of content with the given lower-case hex SHA-256:

@@ -58,6 +58,18 @@ func TestWorkRequest(t *testing.T) {
 		{"failed unknown reason", false, ev(func(e *pb.DownloadEvent) {
 			e.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{Reason: 999}}
 		}), "event.failed.reason"},
+		{"resolved", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{CandidateUrls: []string{"https://repo.example/a.pdf"}, Note: "n", FinalUrl: "https://api.example/x"}}
+		}), ""},
+		{"resolved too many", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{CandidateUrls: strings.Split(strings.Repeat("https://a.example/x ", 9), " ")[:9]}}
+		}), "event.resolved.candidate_urls"},
+		{"resolved candidate not http", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{CandidateUrls: []string{"file:///etc/passwd"}}}
+		}), "event.resolved.candidate_urls[0]"},
+		{"resolved note too long", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{Note: strings.Repeat("n", MaxResolveNoteBytes+1)}}
+		}), "event.resolved.note"},
 		{"progress negative", false, ev(func(e *pb.DownloadEvent) {
 			e.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: -1}}
 		}), "event.progress.bytes"},

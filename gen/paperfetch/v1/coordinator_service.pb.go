@@ -379,7 +379,11 @@ type Paper struct {
 	// When the paper was accepted.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// When it reached its terminal state.
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Which route produced the PDF, once SUCCEEDED: "url" (one of spec.urls), "arxiv" (an arXiv
+	// DOI), "openalex", "unpaywall", "landing_page", "csl_link" (the DOI's routes, see
+	// PaperSpec.doi); for a cache hit, the route of the paper it reused.
+	Source        string `protobuf:"bytes,18,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -531,6 +535,13 @@ func (x *Paper) GetFinishedAt() *timestamppb.Timestamp {
 		return x.FinishedAt
 	}
 	return nil
+}
+
+func (x *Paper) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
 }
 
 // SubmitBatchRequest submits a whole batch in one message.
@@ -2351,7 +2362,7 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\tsucceeded\x18\x04 \x01(\x03R\tsucceeded\x12\x16\n" +
 	"\x06failed\x18\x05 \x01(\x03R\x06failed\x12\x1c\n" +
 	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\x12\x16\n" +
-	"\x06cached\x18\a \x01(\x03R\x06cached\"\xb1\x05\n" +
+	"\x06cached\x18\a \x01(\x03R\x06cached\"\xc9\x05\n" +
 	"\x05Paper\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12,\n" +
 	"\x04spec\x18\x02 \x01(\v2\x18.paperfetch.v1.PaperSpecR\x04spec\x12/\n" +
@@ -2374,7 +2385,8 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
 	"\vfinished_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"\xe3\x01\n" +
+	"finishedAt\x12\x16\n" +
+	"\x06source\x18\x12 \x01(\tR\x06source\"\xe3\x01\n" +
 	"\x12SubmitBatchRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x120\n" +
 	"\x06papers\x18\x02 \x03(\v2\x18.paperfetch.v1.PaperSpecR\x06papers\x12E\n" +

@@ -577,8 +577,11 @@ type Assign struct {
 	Limits *DownloadLimits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
 	// When the lease expires unless renewed by traffic on the stream.
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set for a resolution step of a DOI: request url as the route says and report a
+	// ResolveResult instead of downloading a PDF.
+	Resolve       *ResolveStep `protobuf:"bytes,10,opt,name=resolve,proto3" json:"resolve,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
@@ -674,6 +677,68 @@ func (x *Assign) GetLeaseExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Assign) GetResolve() *ResolveStep {
+	if x != nil {
+		return x.Resolve
+	}
+	return nil
+}
+
+// ResolveStep says how to read the response of a resolve lease.
+type ResolveStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The route (never UNSPECIFIED).
+	Route ResolveRoute `protobuf:"varint,1,opt,name=route,proto3,enum=paperfetch.v1.ResolveRoute" json:"route,omitempty"`
+	// The paper's DOI, lower case, for logs and for matching the response.
+	Doi           string `protobuf:"bytes,2,opt,name=doi,proto3" json:"doi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveStep) Reset() {
+	*x = ResolveStep{}
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveStep) ProtoMessage() {}
+
+func (x *ResolveStep) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveStep.ProtoReflect.Descriptor instead.
+func (*ResolveStep) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResolveStep) GetRoute() ResolveRoute {
+	if x != nil {
+		return x.Route
+	}
+	return ResolveRoute_RESOLVE_ROUTE_UNSPECIFIED
+}
+
+func (x *ResolveStep) GetDoi() string {
+	if x != nil {
+		return x.Doi
+	}
+	return ""
+}
+
 // DownloadLimits bounds one download.
 type DownloadLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -689,7 +754,7 @@ type DownloadLimits struct {
 
 func (x *DownloadLimits) Reset() {
 	*x = DownloadLimits{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +766,7 @@ func (x *DownloadLimits) String() string {
 func (*DownloadLimits) ProtoMessage() {}
 
 func (x *DownloadLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +779,7 @@ func (x *DownloadLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadLimits.ProtoReflect.Descriptor instead.
 func (*DownloadLimits) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{8}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DownloadLimits) GetMaxSizeBytes() int64 {
@@ -751,7 +816,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +828,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +841,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{9}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Cancel) GetLeaseId() string {
@@ -806,7 +871,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +883,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +896,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{10}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ack) GetLeaseId() string {
@@ -881,7 +946,7 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x06assign\x18\x01 \x01(\v2\x15.paperfetch.v1.AssignH\x00R\x06assign\x12/\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x15.paperfetch.v1.CancelH\x00R\x06cancel\x12&\n" +
 	"\x03ack\x18\x03 \x01(\v2\x12.paperfetch.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\xd2\x02\n" +
+	"\x03msg\"\x88\x03\n" +
 	"\x06Assign\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x19\n" +
@@ -891,7 +956,12 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12'\n" +
 	"\x0fexpected_sha256\x18\a \x01(\tR\x0eexpectedSha256\x125\n" +
 	"\x06limits\x18\b \x01(\v2\x1d.paperfetch.v1.DownloadLimitsR\x06limits\x12D\n" +
-	"\x10lease_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"\xab\x01\n" +
+	"\x10lease_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x124\n" +
+	"\aresolve\x18\n" +
+	" \x01(\v2\x1a.paperfetch.v1.ResolveStepR\aresolve\"R\n" +
+	"\vResolveStep\x121\n" +
+	"\x05route\x18\x01 \x01(\x0e2\x1b.paperfetch.v1.ResolveRouteR\x05route\x12\x10\n" +
+	"\x03doi\x18\x02 \x01(\tR\x03doi\"\xab\x01\n" +
 	"\x0eDownloadLimits\x12$\n" +
 	"\x0emax_size_bytes\x18\x01 \x01(\x03R\fmaxSizeBytes\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12>\n" +
@@ -917,7 +987,7 @@ func file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP() []byte {
 	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescData
 }
 
-var file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_paperfetch_v1_fetcher_gateway_service_proto_goTypes = []any{
 	(*WorkRequest)(nil),           // 0: paperfetch.v1.WorkRequest
 	(*Hello)(nil),                 // 1: paperfetch.v1.Hello
@@ -927,34 +997,38 @@ var file_paperfetch_v1_fetcher_gateway_service_proto_goTypes = []any{
 	(*Heartbeat)(nil),             // 5: paperfetch.v1.Heartbeat
 	(*WorkResponse)(nil),          // 6: paperfetch.v1.WorkResponse
 	(*Assign)(nil),                // 7: paperfetch.v1.Assign
-	(*DownloadLimits)(nil),        // 8: paperfetch.v1.DownloadLimits
-	(*Cancel)(nil),                // 9: paperfetch.v1.Cancel
-	(*Ack)(nil),                   // 10: paperfetch.v1.Ack
-	(*DownloadEvent)(nil),         // 11: paperfetch.v1.DownloadEvent
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*ResolveStep)(nil),           // 8: paperfetch.v1.ResolveStep
+	(*DownloadLimits)(nil),        // 9: paperfetch.v1.DownloadLimits
+	(*Cancel)(nil),                // 10: paperfetch.v1.Cancel
+	(*Ack)(nil),                   // 11: paperfetch.v1.Ack
+	(*DownloadEvent)(nil),         // 12: paperfetch.v1.DownloadEvent
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(ResolveRoute)(0),             // 14: paperfetch.v1.ResolveRoute
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_paperfetch_v1_fetcher_gateway_service_proto_depIdxs = []int32{
 	1,  // 0: paperfetch.v1.WorkRequest.hello:type_name -> paperfetch.v1.Hello
 	3,  // 1: paperfetch.v1.WorkRequest.credits:type_name -> paperfetch.v1.Credits
-	11, // 2: paperfetch.v1.WorkRequest.event:type_name -> paperfetch.v1.DownloadEvent
+	12, // 2: paperfetch.v1.WorkRequest.event:type_name -> paperfetch.v1.DownloadEvent
 	4,  // 3: paperfetch.v1.WorkRequest.draining:type_name -> paperfetch.v1.Draining
 	5,  // 4: paperfetch.v1.WorkRequest.heartbeat:type_name -> paperfetch.v1.Heartbeat
 	2,  // 5: paperfetch.v1.Hello.in_flight:type_name -> paperfetch.v1.InFlightLease
 	7,  // 6: paperfetch.v1.WorkResponse.assign:type_name -> paperfetch.v1.Assign
-	9,  // 7: paperfetch.v1.WorkResponse.cancel:type_name -> paperfetch.v1.Cancel
-	10, // 8: paperfetch.v1.WorkResponse.ack:type_name -> paperfetch.v1.Ack
-	8,  // 9: paperfetch.v1.Assign.limits:type_name -> paperfetch.v1.DownloadLimits
-	12, // 10: paperfetch.v1.Assign.lease_expires_at:type_name -> google.protobuf.Timestamp
-	13, // 11: paperfetch.v1.DownloadLimits.timeout:type_name -> google.protobuf.Duration
-	13, // 12: paperfetch.v1.DownloadLimits.stall_timeout:type_name -> google.protobuf.Duration
-	0,  // 13: paperfetch.v1.FetcherGatewayService.Work:input_type -> paperfetch.v1.WorkRequest
-	6,  // 14: paperfetch.v1.FetcherGatewayService.Work:output_type -> paperfetch.v1.WorkResponse
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	10, // 7: paperfetch.v1.WorkResponse.cancel:type_name -> paperfetch.v1.Cancel
+	11, // 8: paperfetch.v1.WorkResponse.ack:type_name -> paperfetch.v1.Ack
+	9,  // 9: paperfetch.v1.Assign.limits:type_name -> paperfetch.v1.DownloadLimits
+	13, // 10: paperfetch.v1.Assign.lease_expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 11: paperfetch.v1.Assign.resolve:type_name -> paperfetch.v1.ResolveStep
+	14, // 12: paperfetch.v1.ResolveStep.route:type_name -> paperfetch.v1.ResolveRoute
+	15, // 13: paperfetch.v1.DownloadLimits.timeout:type_name -> google.protobuf.Duration
+	15, // 14: paperfetch.v1.DownloadLimits.stall_timeout:type_name -> google.protobuf.Duration
+	0,  // 15: paperfetch.v1.FetcherGatewayService.Work:input_type -> paperfetch.v1.WorkRequest
+	6,  // 16: paperfetch.v1.FetcherGatewayService.Work:output_type -> paperfetch.v1.WorkResponse
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_paperfetch_v1_fetcher_gateway_service_proto_init() }
@@ -981,7 +1055,7 @@ func file_paperfetch_v1_fetcher_gateway_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc), len(file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,7 +49,11 @@ const (
 //     Assigns than the credit it holds.
 //  3. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
-//     increase per lease. The coordinator drops events whose lease is unknown, expired, or for an
+//     increase per lease. An Assign with `resolve` set is a resolution step of a DOI instead:
+//     the fetcher sends one GET to the URL (an API or the DOI resolver, so it is accounted to
+//     that host's politeness like any download), follows its redirects, and reports started then
+//     exactly one resolved (the PDF candidates found, possibly none) or failed (HTTP errors,
+//     429 with Retry-After, timeouts, as for downloads). Nothing is stored for a resolve lease. The coordinator drops events whose lease is unknown, expired, or for an
 //     attempt other than the lease's, and duplicates.
 //  4. A lease expires unless renewed: any message on the stream renews every lease of that
 //     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
@@ -114,7 +118,11 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     Assigns than the credit it holds.
 //  3. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
-//     increase per lease. The coordinator drops events whose lease is unknown, expired, or for an
+//     increase per lease. An Assign with `resolve` set is a resolution step of a DOI instead:
+//     the fetcher sends one GET to the URL (an API or the DOI resolver, so it is accounted to
+//     that host's politeness like any download), follows its redirects, and reports started then
+//     exactly one resolved (the PDF candidates found, possibly none) or failed (HTTP errors,
+//     429 with Retry-After, timeouts, as for downloads). Nothing is stored for a resolve lease. The coordinator drops events whose lease is unknown, expired, or for an
 //     attempt other than the lease's, and duplicates.
 //  4. A lease expires unless renewed: any message on the stream renews every lease of that
 //     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.

@@ -212,6 +212,9 @@ const (
 	// EDQUOT, EROFS). Transient for the paper (it is retried once there is room), but a client
 	// such as `paperfetch get` stops the run at once: every other download would fail the same way.
 	FailureReason_FAILURE_REASON_STORAGE_FULL FailureReason = 22
+	// A DOI none of whose routes led to a PDF: the message lists every route tried and what it
+	// gave. (A DOI the resolver does not know fails with NOT_FOUND instead.)
+	FailureReason_FAILURE_REASON_NO_OPEN_COPY FailureReason = 23
 )
 
 // Enum value maps for FailureReason.
@@ -240,6 +243,7 @@ var (
 		20: "FAILURE_REASON_HOST_PAUSED",
 		21: "FAILURE_REASON_NO_SUCH_HOST",
 		22: "FAILURE_REASON_STORAGE_FULL",
+		23: "FAILURE_REASON_NO_OPEN_COPY",
 	}
 	FailureReason_value = map[string]int32{
 		"FAILURE_REASON_UNSPECIFIED":        0,
@@ -265,6 +269,7 @@ var (
 		"FAILURE_REASON_HOST_PAUSED":        20,
 		"FAILURE_REASON_NO_SUCH_HOST":       21,
 		"FAILURE_REASON_STORAGE_FULL":       22,
+		"FAILURE_REASON_NO_OPEN_COPY":       23,
 	}
 )
 
@@ -295,6 +300,71 @@ func (FailureReason) EnumDescriptor() ([]byte, []int) {
 	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{2}
 }
 
+// ResolveRoute is a way of finding a DOI's PDF that needs a request to an API or a resolver.
+type ResolveRoute int32
+
+const (
+	// Not a resolution step.
+	ResolveRoute_RESOLVE_ROUTE_UNSPECIFIED ResolveRoute = 0
+	// GET the DOI resolver's URL, follow its redirects to the landing page, and read the page's
+	// <meta name="citation_pdf_url"> and <link rel="alternate" type="application/pdf">.
+	ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE ResolveRoute = 1
+	// GET the DOI resolver's URL with Accept: application/vnd.citationstyles.csl+json and take
+	// the "link" entries whose content-type is application/pdf.
+	ResolveRoute_RESOLVE_ROUTE_CSL_LINK ResolveRoute = 2
+	// GET OpenAlex's work (works/doi:<doi>?mailto=...): best_oa_location.pdf_url, then the other
+	// locations' (older responses: oa_locations) pdf_url.
+	ResolveRoute_RESOLVE_ROUTE_OPENALEX ResolveRoute = 3
+	// GET Unpaywall's record (v2/<doi>?email=...): best_oa_location.url_for_pdf, then the other
+	// oa_locations'.
+	ResolveRoute_RESOLVE_ROUTE_UNPAYWALL ResolveRoute = 4
+)
+
+// Enum value maps for ResolveRoute.
+var (
+	ResolveRoute_name = map[int32]string{
+		0: "RESOLVE_ROUTE_UNSPECIFIED",
+		1: "RESOLVE_ROUTE_LANDING_PAGE",
+		2: "RESOLVE_ROUTE_CSL_LINK",
+		3: "RESOLVE_ROUTE_OPENALEX",
+		4: "RESOLVE_ROUTE_UNPAYWALL",
+	}
+	ResolveRoute_value = map[string]int32{
+		"RESOLVE_ROUTE_UNSPECIFIED":  0,
+		"RESOLVE_ROUTE_LANDING_PAGE": 1,
+		"RESOLVE_ROUTE_CSL_LINK":     2,
+		"RESOLVE_ROUTE_OPENALEX":     3,
+		"RESOLVE_ROUTE_UNPAYWALL":    4,
+	}
+)
+
+func (x ResolveRoute) Enum() *ResolveRoute {
+	p := new(ResolveRoute)
+	*p = x
+	return p
+}
+
+func (x ResolveRoute) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResolveRoute) Descriptor() protoreflect.EnumDescriptor {
+	return file_paperfetch_v1_paper_proto_enumTypes[3].Descriptor()
+}
+
+func (ResolveRoute) Type() protoreflect.EnumType {
+	return &file_paperfetch_v1_paper_proto_enumTypes[3]
+}
+
+func (x ResolveRoute) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResolveRoute.Descriptor instead.
+func (ResolveRoute) EnumDescriptor() ([]byte, []int) {
+	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{3}
+}
+
 // PaperSpec is one paper as a client submits it.
 //
 // Limits (violations are rejected with INVALID_ARGUMENT naming the field):
@@ -302,7 +372,11 @@ func (FailureReason) EnumDescriptor() ([]byte, []int) {
 //     ".."; unique in its batch. It is never used as a path: blob keys and file names are
 //     derived safely from it.
 //   - urls: 1 to 16 entries, each an absolute http or https URL of at most 4096 bytes, without
-//     embedded credentials.
+//     embedded credentials. With a doi, 0 to 4 entries.
+//   - doi: empty, or a DOI of at most 512 bytes: "10.", a registrant code of digits and dots,
+//     "/", and a suffix of printable characters without spaces. The usual prefixes are accepted
+//     and removed ("doi:", "https://doi.org/", "http://dx.doi.org/", percent-encoded in the URL
+//     forms); DOIs are case-insensitive and the coordinator stores them in lower case.
 //   - expected_sha256: empty or 64 hexadecimal digits.
 //   - metadata: at most 32 entries; keys 1 to 128 bytes, values at most 2048 bytes, both UTF-8;
 //     at most 16 KiB of keys and values in all.
@@ -319,7 +393,15 @@ type PaperSpec struct {
 	// differs fails permanently and nothing is kept.
 	ExpectedSha256 string `protobuf:"bytes,3,opt,name=expected_sha256,json=expectedSha256,proto3" json:"expected_sha256,omitempty"`
 	// Free-form metadata, stored with the paper and returned by GetPaper / ListPapers.
-	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional DOI of the paper (e.g. "10.1234/abc"). The coordinator resolves it to open PDF
+	// copies after the urls have been tried, through these routes in order: the arXiv PDF for an
+	// arXiv DOI (10.48550/arXiv.<id>); OpenAlex's open-access locations; Unpaywall's; the landing
+	// page the DOI resolver redirects to (its citation_pdf_url meta tag or its
+	// <link rel="alternate" type="application/pdf">); the resolver's CSL JSON links with
+	// content-type application/pdf. A paper whose DOI succeeded in an earlier batch completes as a
+	// cache hit.
+	Doi           string `protobuf:"bytes,5,opt,name=doi,proto3" json:"doi,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,10 +464,18 @@ func (x *PaperSpec) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *PaperSpec) GetDoi() string {
+	if x != nil {
+		return x.Doi
+	}
+	return ""
+}
+
 // DownloadEvent is one step of one download attempt, reported by a fetcher on the Work stream
 // (and by FetcherService.Fetch). For a given lease, events carry increasing sequence numbers;
-// exactly one of started/progress/completed/failed is set. A lease ends with exactly one
-// completed or failed event.
+// exactly one of started/progress/completed/failed/resolved is set. A download lease ends with
+// exactly one completed or failed event; a resolve lease (Assign.resolve set) with exactly one
+// resolved or failed event.
 type DownloadEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The lease this event belongs to (from Assign), at most 128 bytes. Empty for
@@ -411,6 +501,7 @@ type DownloadEvent struct {
 	//	*DownloadEvent_Progress
 	//	*DownloadEvent_Completed
 	//	*DownloadEvent_Failed
+	//	*DownloadEvent_Resolved
 	Kind          isDownloadEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -531,6 +622,15 @@ func (x *DownloadEvent) GetFailed() *DownloadFailed {
 	return nil
 }
 
+func (x *DownloadEvent) GetResolved() *ResolveResult {
+	if x != nil {
+		if x, ok := x.Kind.(*DownloadEvent_Resolved); ok {
+			return x.Resolved
+		}
+	}
+	return nil
+}
+
 type isDownloadEvent_Kind interface {
 	isDownloadEvent_Kind()
 }
@@ -556,6 +656,11 @@ type DownloadEvent_Failed struct {
 	Failed *DownloadFailed `protobuf:"bytes,13,opt,name=failed,proto3,oneof"`
 }
 
+type DownloadEvent_Resolved struct {
+	// The resolution step of a resolve lease finished: the PDF candidates it found.
+	Resolved *ResolveResult `protobuf:"bytes,14,opt,name=resolved,proto3,oneof"`
+}
+
 func (*DownloadEvent_Started) isDownloadEvent_Kind() {}
 
 func (*DownloadEvent_Progress) isDownloadEvent_Kind() {}
@@ -563,6 +668,80 @@ func (*DownloadEvent_Progress) isDownloadEvent_Kind() {}
 func (*DownloadEvent_Completed) isDownloadEvent_Kind() {}
 
 func (*DownloadEvent_Failed) isDownloadEvent_Kind() {}
+
+func (*DownloadEvent_Resolved) isDownloadEvent_Kind() {}
+
+// ResolveResult reports what one resolution step (one request to an API or to the DOI
+// resolver, following redirects) found. The coordinator records the candidates durably, so a
+// retry or a restart never repeats the step, and schedules their downloads under their own
+// hosts' politeness.
+//
+// Limits: at most 8 candidates, each an absolute http(s) URL of at most 4096 bytes; note at most
+// 1024 bytes. Candidates beyond what the paper's plan can hold (16 steps in all) are dropped.
+type ResolveResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Candidate PDF URLs in the order the route ranks them (best first). Empty when the route
+	// knows the DOI but has no PDF for it.
+	CandidateUrls []string `protobuf:"bytes,1,rep,name=candidate_urls,json=candidateUrls,proto3" json:"candidate_urls,omitempty"`
+	// What the route said, for the paper's failure message when no route leads to a PDF
+	// (e.g. "no open-access location", "no PDF link on https://publisher.example/article/1").
+	Note string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	// The URL finally answered, after redirects (the landing page's URL for LANDING_PAGE).
+	FinalUrl      string `protobuf:"bytes,3,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveResult) Reset() {
+	*x = ResolveResult{}
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveResult) ProtoMessage() {}
+
+func (x *ResolveResult) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveResult.ProtoReflect.Descriptor instead.
+func (*ResolveResult) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResolveResult) GetCandidateUrls() []string {
+	if x != nil {
+		return x.CandidateUrls
+	}
+	return nil
+}
+
+func (x *ResolveResult) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *ResolveResult) GetFinalUrl() string {
+	if x != nil {
+		return x.FinalUrl
+	}
+	return ""
+}
 
 // DownloadStarted reports the start of an attempt.
 type DownloadStarted struct {
@@ -578,7 +757,7 @@ type DownloadStarted struct {
 
 func (x *DownloadStarted) Reset() {
 	*x = DownloadStarted{}
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[2]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +769,7 @@ func (x *DownloadStarted) String() string {
 func (*DownloadStarted) ProtoMessage() {}
 
 func (x *DownloadStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[2]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +782,7 @@ func (x *DownloadStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadStarted.ProtoReflect.Descriptor instead.
 func (*DownloadStarted) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{2}
+	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DownloadStarted) GetUrl() string {
@@ -635,7 +814,7 @@ type DownloadProgress struct {
 
 func (x *DownloadProgress) Reset() {
 	*x = DownloadProgress{}
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[3]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +826,7 @@ func (x *DownloadProgress) String() string {
 func (*DownloadProgress) ProtoMessage() {}
 
 func (x *DownloadProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[3]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +839,7 @@ func (x *DownloadProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadProgress.ProtoReflect.Descriptor instead.
 func (*DownloadProgress) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{3}
+	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DownloadProgress) GetBytes() int64 {
@@ -710,7 +889,7 @@ type DownloadCompleted struct {
 
 func (x *DownloadCompleted) Reset() {
 	*x = DownloadCompleted{}
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[4]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +901,7 @@ func (x *DownloadCompleted) String() string {
 func (*DownloadCompleted) ProtoMessage() {}
 
 func (x *DownloadCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[4]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +914,7 @@ func (x *DownloadCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadCompleted.ProtoReflect.Descriptor instead.
 func (*DownloadCompleted) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{4}
+	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DownloadCompleted) GetSha256() string {
@@ -801,7 +980,7 @@ type DownloadFailed struct {
 
 func (x *DownloadFailed) Reset() {
 	*x = DownloadFailed{}
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[5]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +992,7 @@ func (x *DownloadFailed) String() string {
 func (*DownloadFailed) ProtoMessage() {}
 
 func (x *DownloadFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_paper_proto_msgTypes[5]
+	mi := &file_paperfetch_v1_paper_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1005,7 @@ func (x *DownloadFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFailed.ProtoReflect.Descriptor instead.
 func (*DownloadFailed) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{5}
+	return file_paperfetch_v1_paper_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DownloadFailed) GetClass() FailureClass {
@@ -875,15 +1054,16 @@ var File_paperfetch_v1_paper_proto protoreflect.FileDescriptor
 
 const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\n" +
-	"\x19paperfetch/v1/paper.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n" +
+	"\x19paperfetch/v1/paper.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x01\n" +
 	"\tPaperSpec\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x12\n" +
 	"\x04urls\x18\x02 \x03(\tR\x04urls\x12'\n" +
 	"\x0fexpected_sha256\x18\x03 \x01(\tR\x0eexpectedSha256\x12B\n" +
-	"\bmetadata\x18\x04 \x03(\v2&.paperfetch.v1.PaperSpec.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x04 \x03(\v2&.paperfetch.v1.PaperSpec.MetadataEntryR\bmetadata\x12\x10\n" +
+	"\x03doi\x18\x05 \x01(\tR\x03doi\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x04\n" +
 	"\rDownloadEvent\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1a\n" +
@@ -895,8 +1075,13 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	" \x01(\v2\x1e.paperfetch.v1.DownloadStartedH\x00R\astarted\x12=\n" +
 	"\bprogress\x18\v \x01(\v2\x1f.paperfetch.v1.DownloadProgressH\x00R\bprogress\x12@\n" +
 	"\tcompleted\x18\f \x01(\v2 .paperfetch.v1.DownloadCompletedH\x00R\tcompleted\x127\n" +
-	"\x06failed\x18\r \x01(\v2\x1d.paperfetch.v1.DownloadFailedH\x00R\x06failedB\x06\n" +
-	"\x04kind\"H\n" +
+	"\x06failed\x18\r \x01(\v2\x1d.paperfetch.v1.DownloadFailedH\x00R\x06failed\x12:\n" +
+	"\bresolved\x18\x0e \x01(\v2\x1c.paperfetch.v1.ResolveResultH\x00R\bresolvedB\x06\n" +
+	"\x04kind\"g\n" +
+	"\rResolveResult\x12%\n" +
+	"\x0ecandidate_urls\x18\x01 \x03(\tR\rcandidateUrls\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\x12\x1b\n" +
+	"\tfinal_url\x18\x03 \x01(\tR\bfinalUrl\"H\n" +
 	"\x0fDownloadStarted\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12#\n" +
 	"\rresume_offset\x18\x02 \x01(\x03R\fresumeOffset\"h\n" +
@@ -932,7 +1117,7 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\fFailureClass\x12\x1d\n" +
 	"\x19FAILURE_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17FAILURE_CLASS_PERMANENT\x10\x01\x12\x1b\n" +
-	"\x17FAILURE_CLASS_TRANSIENT\x10\x02*\xe0\x05\n" +
+	"\x17FAILURE_CLASS_TRANSIENT\x10\x02*\x81\x06\n" +
 	"\rFailureReason\x12\x1e\n" +
 	"\x1aFAILURE_REASON_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18FAILURE_REASON_NOT_FOUND\x10\x01\x12\x17\n" +
@@ -957,7 +1142,14 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"!FAILURE_REASON_ATTEMPTS_EXHAUSTED\x10\x13\x12\x1e\n" +
 	"\x1aFAILURE_REASON_HOST_PAUSED\x10\x14\x12\x1f\n" +
 	"\x1bFAILURE_REASON_NO_SUCH_HOST\x10\x15\x12\x1f\n" +
-	"\x1bFAILURE_REASON_STORAGE_FULL\x10\x16BAZ?github.com/paperfetch/paperfetch/gen/paperfetch/v1;paperfetchv1b\x06proto3"
+	"\x1bFAILURE_REASON_STORAGE_FULL\x10\x16\x12\x1f\n" +
+	"\x1bFAILURE_REASON_NO_OPEN_COPY\x10\x17*\xa2\x01\n" +
+	"\fResolveRoute\x12\x1d\n" +
+	"\x19RESOLVE_ROUTE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aRESOLVE_ROUTE_LANDING_PAGE\x10\x01\x12\x1a\n" +
+	"\x16RESOLVE_ROUTE_CSL_LINK\x10\x02\x12\x1a\n" +
+	"\x16RESOLVE_ROUTE_OPENALEX\x10\x03\x12\x1b\n" +
+	"\x17RESOLVE_ROUTE_UNPAYWALL\x10\x04BAZ?github.com/paperfetch/paperfetch/gen/paperfetch/v1;paperfetchv1b\x06proto3"
 
 var (
 	file_paperfetch_v1_paper_proto_rawDescOnce sync.Once
@@ -971,38 +1163,41 @@ func file_paperfetch_v1_paper_proto_rawDescGZIP() []byte {
 	return file_paperfetch_v1_paper_proto_rawDescData
 }
 
-var file_paperfetch_v1_paper_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_paperfetch_v1_paper_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_paperfetch_v1_paper_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_paperfetch_v1_paper_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_paperfetch_v1_paper_proto_goTypes = []any{
 	(PaperState)(0),               // 0: paperfetch.v1.PaperState
 	(FailureClass)(0),             // 1: paperfetch.v1.FailureClass
 	(FailureReason)(0),            // 2: paperfetch.v1.FailureReason
-	(*PaperSpec)(nil),             // 3: paperfetch.v1.PaperSpec
-	(*DownloadEvent)(nil),         // 4: paperfetch.v1.DownloadEvent
-	(*DownloadStarted)(nil),       // 5: paperfetch.v1.DownloadStarted
-	(*DownloadProgress)(nil),      // 6: paperfetch.v1.DownloadProgress
-	(*DownloadCompleted)(nil),     // 7: paperfetch.v1.DownloadCompleted
-	(*DownloadFailed)(nil),        // 8: paperfetch.v1.DownloadFailed
-	nil,                           // 9: paperfetch.v1.PaperSpec.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(ResolveRoute)(0),             // 3: paperfetch.v1.ResolveRoute
+	(*PaperSpec)(nil),             // 4: paperfetch.v1.PaperSpec
+	(*DownloadEvent)(nil),         // 5: paperfetch.v1.DownloadEvent
+	(*ResolveResult)(nil),         // 6: paperfetch.v1.ResolveResult
+	(*DownloadStarted)(nil),       // 7: paperfetch.v1.DownloadStarted
+	(*DownloadProgress)(nil),      // 8: paperfetch.v1.DownloadProgress
+	(*DownloadCompleted)(nil),     // 9: paperfetch.v1.DownloadCompleted
+	(*DownloadFailed)(nil),        // 10: paperfetch.v1.DownloadFailed
+	nil,                           // 11: paperfetch.v1.PaperSpec.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 }
 var file_paperfetch_v1_paper_proto_depIdxs = []int32{
-	9,  // 0: paperfetch.v1.PaperSpec.metadata:type_name -> paperfetch.v1.PaperSpec.MetadataEntry
-	10, // 1: paperfetch.v1.DownloadEvent.time:type_name -> google.protobuf.Timestamp
-	5,  // 2: paperfetch.v1.DownloadEvent.started:type_name -> paperfetch.v1.DownloadStarted
-	6,  // 3: paperfetch.v1.DownloadEvent.progress:type_name -> paperfetch.v1.DownloadProgress
-	7,  // 4: paperfetch.v1.DownloadEvent.completed:type_name -> paperfetch.v1.DownloadCompleted
-	8,  // 5: paperfetch.v1.DownloadEvent.failed:type_name -> paperfetch.v1.DownloadFailed
-	11, // 6: paperfetch.v1.DownloadCompleted.duration:type_name -> google.protobuf.Duration
-	1,  // 7: paperfetch.v1.DownloadFailed.class:type_name -> paperfetch.v1.FailureClass
-	2,  // 8: paperfetch.v1.DownloadFailed.reason:type_name -> paperfetch.v1.FailureReason
-	11, // 9: paperfetch.v1.DownloadFailed.retry_after:type_name -> google.protobuf.Duration
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	11, // 0: paperfetch.v1.PaperSpec.metadata:type_name -> paperfetch.v1.PaperSpec.MetadataEntry
+	12, // 1: paperfetch.v1.DownloadEvent.time:type_name -> google.protobuf.Timestamp
+	7,  // 2: paperfetch.v1.DownloadEvent.started:type_name -> paperfetch.v1.DownloadStarted
+	8,  // 3: paperfetch.v1.DownloadEvent.progress:type_name -> paperfetch.v1.DownloadProgress
+	9,  // 4: paperfetch.v1.DownloadEvent.completed:type_name -> paperfetch.v1.DownloadCompleted
+	10, // 5: paperfetch.v1.DownloadEvent.failed:type_name -> paperfetch.v1.DownloadFailed
+	6,  // 6: paperfetch.v1.DownloadEvent.resolved:type_name -> paperfetch.v1.ResolveResult
+	13, // 7: paperfetch.v1.DownloadCompleted.duration:type_name -> google.protobuf.Duration
+	1,  // 8: paperfetch.v1.DownloadFailed.class:type_name -> paperfetch.v1.FailureClass
+	2,  // 9: paperfetch.v1.DownloadFailed.reason:type_name -> paperfetch.v1.FailureReason
+	13, // 10: paperfetch.v1.DownloadFailed.retry_after:type_name -> google.protobuf.Duration
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_paperfetch_v1_paper_proto_init() }
@@ -1015,14 +1210,15 @@ func file_paperfetch_v1_paper_proto_init() {
 		(*DownloadEvent_Progress)(nil),
 		(*DownloadEvent_Completed)(nil),
 		(*DownloadEvent_Failed)(nil),
+		(*DownloadEvent_Resolved)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paperfetch_v1_paper_proto_rawDesc), len(file_paperfetch_v1_paper_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   7,
+			NumEnums:      4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

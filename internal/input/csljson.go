@@ -1,0 +1,91 @@
+package input
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// cslItem is the part of a CSL-JSON item paperfetch reads.
+type cslItem struct {
+	ID     json.RawMessage `json:"id"`
+	DOI    string          `json:"DOI"`
+	URL    string          `json:"URL"`
+	Title  string          `json:"title"`
+	Author []struct {
+		Family  string `json:"family"`
+		Given   string `json:"given"`
+		Literal string `json:"literal"`
+	} `json:"author"`
+	Issued struct {
+		DateParts [][]json.RawMessage `json:"date-parts"`
+		Raw       string              `json:"raw"`
+	} `json:"issued"`
+}
+
+// parseCSLJSON reads a CSL-JSON document: an array of items, streamed one item at a time.
+// An item that does not decode is reported (by its position) and skipped.
+func parseCSLJSON(src string) ([]entry, []int, []*LineError) {
+	dec := json.NewDecoder(strings.NewReader(src))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, nil, []*LineError{{Line: 1, Err: fmt.Errorf("bad CSL-JSON: %w", err)}}
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, nil, []*LineError{{Line: 1, Err: fmt.Errorf("bad CSL-JSON: want an array of items")}}
+	}
+	var out []entry
+	var lines []int
+	var errs []*LineError
+	for dec.More() {
+		line := 1 + strings.Count(src[:dec.InputOffset()], "\n")
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			errs = append(errs, &LineError{Line: line, Err: fmt.Errorf("bad CSL-JSON: %w", err)})
+			return out, lines, errs
+		}
+		line = 1 + strings.Count(src[:dec.InputOffset()-int64(len(raw))], "\n")
+		var it cslItem
+		if err := json.Unmarshal(raw, &it); err != nil {
+			errs = append(errs, &LineError{Line: line, Err: fmt.Errorf("bad CSL-JSON item: %w", err)})
+			continue
+		}
+		out = append(out, cslToEntry(it))
+		lines = append(lines, line)
+	}
+	return out, lines, errs
+}
+
+// cslToEntry converts a CSL-JSON item: id (string or number), DOI, URL, title, issued year and
+// the first author's family name.
+func cslToEntry(it cslItem) entry {
+	e := entry{doi: it.DOI, title: it.Title}
+	var s string
+	if json.Unmarshal(it.ID, &s) == nil {
+		e.id = s
+	} else if len(it.ID) > 0 && string(it.ID) != "null" {
+		e.id = string(it.ID)
+	}
+	if u := strings.TrimSpace(it.URL); u != "" {
+		if isDOIURL(u) {
+			if e.doi == "" {
+				e.doi = u
+			}
+		} else {
+			e.urls = []string{u}
+		}
+	}
+	if len(it.Issued.DateParts) > 0 && len(it.Issued.DateParts[0]) > 0 {
+		e.year = yearOf(strings.Trim(string(it.Issued.DateParts[0][0]), `"`))
+	} else {
+		e.year = yearOf(it.Issued.Raw)
+	}
+	if len(it.Author) > 0 {
+		a := it.Author[0]
+		e.author = a.Family
+		if e.author == "" {
+			e.author = firstAuthor(a.Literal)
+		}
+	}
+	return e
+}
