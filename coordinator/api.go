@@ -125,7 +125,17 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 			return nil, sum, validate.Field(path+".paper_id", fmt.Sprintf("duplicate of %s[%d].paper_id %q", field, j, validate.Truncate(id, 64)))
 		}
 		seen[id] = i
-		if n := len(s.GetUrls()); n == 0 || n > validate.MaxURLsPerPaper {
+		var doi string
+		if s.GetDoi() != "" {
+			d, err := validate.NormalizeDOI(s.GetDoi())
+			if err != nil {
+				return nil, sum, validate.Field(path+".doi", err.Error())
+			}
+			doi = d
+			if n := len(s.GetUrls()); n > validate.MaxURLsWithDOI {
+				return nil, sum, validate.Field(path+".urls", fmt.Sprintf("at most %d URLs with a doi, got %d", validate.MaxURLsWithDOI, n))
+			}
+		} else if n := len(s.GetUrls()); n == 0 || n > validate.MaxURLsPerPaper {
 			return nil, sum, validate.Field(path+".urls", fmt.Sprintf("1 to %d URLs required, got %d", validate.MaxURLsPerPaper, n))
 		}
 		for j, u := range s.GetUrls() {
@@ -140,7 +150,10 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 		h.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(raw)))])
 		h.Write(raw)
 		out[i] = preparedPaper{id: id, idHash: hashString(id), spec: raw, urls: s.GetUrls(),
-			host: hostKey(s.GetUrls()[0]), expected: s.GetExpectedSha256()}
+			expected: s.GetExpectedSha256(), doi: doi}
+		if len(s.GetUrls()) > 0 {
+			out[i].host = hostKey(s.GetUrls()[0])
+		}
 	}
 	copy(sum[:], h.Sum(nil))
 	return out, sum, nil
@@ -319,6 +332,10 @@ func paperProto(batchID string, rec *paperRecord, spec *pb.PaperSpec, live liveI
 		p.Sha256, p.Size, p.BlobKey = rec.sha256, rec.size, rec.blobKey
 		p.FinalUrl, p.ContentType = rec.finalURL, rec.contentType
 		p.Cached = rec.flags&flagCached != 0
+		p.Source = rec.source
+		if p.Source == "" {
+			p.Source = "url" // stored before sources were recorded
+		}
 	case stateDownloading:
 		p.BytesDownloaded, p.BytesTotal = live.bytes, live.total
 	case stateRetryWait:

@@ -42,6 +42,11 @@ type Config struct {
 	PerHostConcurrency int
 	// HostOverrides are per-host limits, keyed by host name or host:port.
 	HostOverrides map[string]HostLimits
+	// Resolve says where DOIs are resolved; its API hosts get their own politeness defaults
+	// (see ResolveConfig.apiHostLimits) unless HostOverrides names them.
+	Resolve ResolveConfig
+	// apiLimits are Resolve's host defaults, computed by withDefaults.
+	apiLimits map[string]HostLimits
 	// MaxAttempts is how many failed attempts a paper may have before it fails (default 5).
 	MaxAttempts int
 	// LeaseTTL is how long a lease lives without traffic from its fetcher (default 60s).
@@ -119,6 +124,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "failed attempts before a paper fails")
+	c.Resolve.RegisterFlags(fs)
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without traffic from its fetcher")
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 15*time.Second, "after a restart, how long fetchers may re-announce their leases")
 	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", 2_000_000, "maximum papers per batch")
@@ -247,6 +253,8 @@ func (c Config) withDefaults() Config {
 	if c.Rand == nil {
 		c.Rand = rand.NewPCG(rand.Uint64(), rand.Uint64())
 	}
+	c.Resolve = c.Resolve.withDefaults()
+	c.apiLimits = c.Resolve.apiHostLimits()
 	return c
 }
 
@@ -258,6 +266,9 @@ func (c *Config) hostLimits(key string) (time.Duration, int) {
 		if h, _, err := net.SplitHostPort(key); err == nil {
 			lim, ok = c.HostOverrides[strings.ToLower(h)]
 		}
+	}
+	if !ok {
+		lim, ok = c.apiLimits[key]
 	}
 	if ok {
 		if lim.Delay != 0 {

@@ -59,6 +59,7 @@ type engine struct {
 	cold         map[uint32]*coldUpdate
 	newPapers    []newPaper
 	pendingSpecs map[uint32][]byte
+	pendingPlans map[uint32]*plan // plans changed in this iteration (read-your-writes)
 	ws           writeSet
 	out          []outMsg
 	replies      []func()
@@ -103,6 +104,7 @@ func newEngine(cfg Config, st *store, m *metrics) *engine {
 		watched:      make(map[uint32]*batch),
 		cold:         make(map[uint32]*coldUpdate),
 		pendingSpecs: make(map[uint32][]byte),
+		pendingPlans: make(map[uint32]*plan),
 	}
 }
 
@@ -376,6 +378,7 @@ func (e *engine) completeCached(idx uint32, rec *paperRecord, now time.Time) {
 	c := e.coldOf(idx)
 	c.success = true
 	c.size, c.sha256, c.blobKey, c.finalURL, c.ctype = rec.size, rec.sha256, rec.blobKey, rec.finalURL, rec.contentType
+	c.source = rec.source
 	c.urlHash, c.finalHash = rec.urlHash, rec.finalHash
 	b.cached++
 	b.bytesStored += rec.size
@@ -410,7 +413,7 @@ func (e *engine) schedule(now time.Time) {
 			e.refreshHost(h, now)
 			continue
 		}
-		if rec, hit := e.cacheLookup(spec.GetPaperId(), spec.GetUrls(), spec.GetExpectedSha256()); hit {
+		if rec, hit := e.cacheLookupPaper(idx, spec); hit {
 			e.completeCached(idx, rec, now)
 			e.refreshHost(h, now)
 			continue
@@ -456,10 +459,11 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 	p := &e.papers[idx]
 	b := e.batches[p.batch]
 	p.attempts++
-	u := spec.GetUrls()[int(p.urlIdx)%len(spec.GetUrls())]
+	cands, resolve := e.candidatesOf(idx, spec)
+	u := cands[int(p.urlIdx)%len(cands)]
 	l := &lease{
 		idx: idx, attempt: p.attempts, batch: p.batch, conn: c, assignedAt: now,
-		url: u, paperID: spec.GetPaperId(),
+		url: u, paperID: spec.GetPaperId(), resolve: resolve,
 	}
 	e.leases[idx] = l
 	c.leases[idx] = l
@@ -475,11 +479,12 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 		BatchId:        b.id,
 		PaperId:        l.paperID,
 		Url:            u,
-		CandidateUrls:  spec.GetUrls(),
+		CandidateUrls:  cands,
 		Attempt:        int32(l.attempt),
 		ExpectedSha256: spec.GetExpectedSha256(),
 		Limits:         e.cfg.Limits,
 		LeaseExpiresAt: timestamppb.New(now.Add(e.cfg.LeaseTTL)),
+		Resolve:        resolve,
 	}}}})
 	if e.debug() {
 		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", u, "attempt", l.attempt)
@@ -656,6 +661,7 @@ func (e *engine) applyCold(rec *paperRecord, idx uint32) {
 		rec.size, rec.sha256, rec.blobKey = c.size, c.sha256, c.blobKey
 		rec.finalURL, rec.contentType = c.finalURL, c.ctype
 		rec.urlHash, rec.finalHash = c.urlHash, c.finalHash
+		rec.source = c.source
 	}
 }
 
@@ -665,6 +671,7 @@ func (e *engine) resetWrites() {
 	e.newPapers = e.newPapers[:0]
 	clear(e.cold)
 	clear(e.pendingSpecs)
+	clear(e.pendingPlans)
 }
 
 // flush sends what the committed iteration produced: fetcher messages, replies, cache index

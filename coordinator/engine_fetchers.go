@@ -130,7 +130,7 @@ func (e *engine) onGone(c *fetcherConn, now time.Time) {
 // onEvent applies one DownloadEvent. Events of unknown or stale leases and duplicates are
 // dropped; terminal ones are still acknowledged (after the commit) so the fetcher forgets them.
 func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
-	isTerminal := ev.GetCompleted() != nil || ev.GetFailed() != nil
+	isTerminal := ev.GetCompleted() != nil || ev.GetFailed() != nil || ev.GetResolved() != nil
 	idx, attempt, ok := parseLeaseID(e.st.id, ev.GetLeaseId())
 	var l *lease
 	if ok && int(idx) < len(e.papers) {
@@ -173,7 +173,18 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		l.bps = k.Progress.GetBytesPerSecond()
 		b.changed = true
 	case *pb.DownloadEvent_Completed:
-		e.complete(l, k.Completed, now)
+		if l.resolve != nil {
+			e.fail(l, protocolFailure("a completed download for a resolution step"), now)
+		} else {
+			e.complete(l, k.Completed, now)
+		}
+		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
+	case *pb.DownloadEvent_Resolved:
+		if l.resolve == nil {
+			e.fail(l, protocolFailure("a resolve result for a download"), now)
+		} else {
+			e.onResolved(l, k.Resolved, now)
+		}
 		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
 	case *pb.DownloadEvent_Failed:
 		e.fail(l, k.Failed, now)
@@ -202,6 +213,7 @@ func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 	c.success = true
 	c.size, c.sha256, c.blobKey = d.GetSize(), d.GetSha256(), d.GetBlobKey()
 	c.finalURL, c.ctype = d.GetFinalUrl(), d.GetContentType()
+	e.noteSuccess(l.idx, c)
 	c.urlHash = hashString(l.url)
 	if d.GetFinalUrl() != "" {
 		c.finalHash = hashString(d.GetFinalUrl())
@@ -306,14 +318,26 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 	if reason == pb.FailureReason_FAILURE_REASON_NO_SUCH_HOST && pb.FailureReason(p.reason) == reason {
 		permanent = true // one quick retry of a name that does not resolve, not MaxAttempts
 	}
-	p.failures++
+	// A permanent failure retires a step of a DOI's plan (each step fails permanently at most
+	// once, and a plan has at most 16): only transient failures count against MaxAttempts.
+	planned := p.flags&flagPlanned != 0
+	if !planned || !permanent {
+		p.failures++
+	}
 	p.reason = uint8(reason)
 	e.setError(l.idx, msg)
 	if permanent && p.urlIdx < 16 {
 		p.dead |= 1 << p.urlIdx
 	}
+	var pl *plan
+	if planned {
+		pl = e.planFailed(l.idx, reason, msg)
+	}
 	next, ok := nextURL(p)
 	switch {
+	case !ok && pl != nil:
+		e.advancePlan(l.idx, pl, now) // fails it with every route's outcome
+		return
 	case !ok:
 		e.setState(l.idx, stateFailed, now)
 		e.log.Info("paper failed", "batch", b.id, "paper", l.paperID, "reason", reasonLabel(reason), "error", msg)
@@ -334,7 +358,8 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 			e.setState(l.idx, stateFailed, now)
 			return
 		}
-		p.host = e.internHost(hostKey(spec.GetUrls()[next]))
+		cands, _ := e.candidatesOf(l.idx, spec)
+		p.host = e.internHost(hostKey(cands[int(next)%len(cands)]))
 	}
 	if permanent && moved {
 		e.enqueue(l.idx, now) // a different URL: no reason to wait
@@ -367,4 +392,13 @@ func (e *engine) backoff(n int) time.Duration {
 		d = float64(e.cfg.RetryMaxDelay)
 	}
 	return time.Duration(d/2 + e.rnd.Float64()*d/2)
+}
+
+// protocolFailure is the failure recorded when a fetcher answers a lease with the wrong kind of
+// terminal event (a transient failure: another attempt, maybe on another fetcher, may do better).
+func protocolFailure(what string) *pb.DownloadFailed {
+	return &pb.DownloadFailed{
+		Class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, Reason: pb.FailureReason_FAILURE_REASON_HTTP_STATUS,
+		Message: "protocol error: the fetcher reported " + what,
+	}
 }

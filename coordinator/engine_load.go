@@ -168,8 +168,9 @@ func (e *engine) load(now time.Time) error {
 		for idx, l := range e.orphans {
 			if spec, err := e.specOf(idx); err == nil {
 				l.paperID = spec.GetPaperId()
-				if len(spec.GetUrls()) > 0 {
-					l.url = spec.GetUrls()[int(e.papers[idx].urlIdx)%len(spec.GetUrls())]
+				if cands, resolve := e.candidatesOf(idx, spec); len(cands) > 0 {
+					l.url = cands[int(e.papers[idx].urlIdx)%len(cands)]
+					l.resolve = resolve
 				}
 			}
 		}

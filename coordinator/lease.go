@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
 // lease is one running attempt of one paper on one fetcher. Only the loop touches it.
@@ -18,6 +20,7 @@ type lease struct {
 	cancelSent bool
 	url        string
 	paperID    string
+	resolve    *pb.ResolveStep // set for a resolution step of a DOI
 	bytes      int64
 	total      int64
 	bps        float64

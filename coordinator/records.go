@@ -9,8 +9,9 @@ import (
 
 // Paper flags. flagCached is persisted; flagDirty only lives in memory.
 const (
-	flagCached uint8 = 1 << 0
-	flagDirty  uint8 = 1 << 7
+	flagCached  uint8 = 1 << 0
+	flagPlanned uint8 = 1 << 1 // a paper with a DOI: its candidates are its plan's steps
+	flagDirty   uint8 = 1 << 7
 )
 
 // paperRec is the compact in-memory state of one paper (32 bytes). Everything else about a
@@ -50,6 +51,7 @@ type paperRecord struct {
 	urlHash, finalHash                  uint64
 	lastError, sha256, blobKey          string
 	finalURL, contentType               string
+	source                              string // route of the stored PDF (results, optional)
 }
 
 func (r *paperRecord) hot() paperRec {
@@ -88,7 +90,7 @@ func (r *paperRecord) marshalFixed(dst []byte) []byte {
 
 // hasResults reports whether the record has variable-size fields (the results bucket).
 func (r *paperRecord) hasResults() bool {
-	return r.lastError != "" || r.sha256 != "" || r.blobKey != "" || r.finalURL != "" || r.contentType != ""
+	return r.lastError != "" || r.sha256 != "" || r.blobKey != "" || r.finalURL != "" || r.contentType != "" || r.source != ""
 }
 
 // marshalResults encodes the variable-size fields.
@@ -96,6 +98,10 @@ func (r *paperRecord) marshalResults(dst []byte) []byte {
 	for _, s := range [...]string{r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType} {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
+	}
+	if r.source != "" { // optional trailing field: records written before it decode unchanged
+		dst = binary.AppendUvarint(dst, uint64(len(r.source)))
+		dst = append(dst, r.source...)
 	}
 	return dst
 }
@@ -124,7 +130,7 @@ func (r *paperRecord) unmarshalFixed(b []byte) error {
 
 // unmarshalResults decodes the variable-size fields (nil b: none).
 func (r *paperRecord) unmarshalResults(b []byte) error {
-	r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType = "", "", "", "", ""
+	r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType, r.source = "", "", "", "", "", ""
 	if len(b) == 0 {
 		return nil
 	}
@@ -135,6 +141,13 @@ func (r *paperRecord) unmarshalResults(b []byte) error {
 		}
 		*dst = string(b[k : k+int(n)])
 		b = b[k+int(n):]
+	}
+	if len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return fmt.Errorf("%w: truncated source", errBadRecord)
+		}
+		r.source = string(b[k : k+int(n)])
 	}
 	return nil
 }

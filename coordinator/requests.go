@@ -37,6 +37,7 @@ type preparedPaper struct {
 	urls     []string
 	host     string // hostKey of the first URL
 	expected string
+	doi      string // normalised DOI, or empty
 }
 
 type submitOp int
@@ -224,8 +225,12 @@ func (e *engine) addPapers(b *batch, chunkIndex int64, pp []preparedPaper, hash 
 	for i := range pp {
 		q := &pp[i]
 		idx := first + uint32(i)
+		var hostIdx uint32
+		if q.doi == "" { // a DOI paper's host is its plan's first step's (addPlan)
+			hostIdx = e.internHost(q.host)
+		}
 		e.papers = append(e.papers, paperRec{
-			batch: b.idx, host: e.internHost(q.host), nurls: uint8(min(len(q.urls), 255)),
+			batch: b.idx, host: hostIdx, nurls: uint8(min(len(q.urls), 255)),
 			state: stateQueued, flags: flagDirty,
 		})
 		k := batchKey(q.idHash, b.idx)
@@ -238,9 +243,18 @@ func (e *engine) addPapers(b *batch, chunkIndex int64, pp []preparedPaper, hash 
 		e.newPapers = append(e.newPapers, newPaper{idx: idx, idHash: q.idHash, createdAt: ns})
 		b.counts[stateQueued]++
 		e.counts[stateQueued]++
+		if q.doi != "" {
+			e.papers[idx].host = e.internHost(e.addPlan(idx, q.doi, q.urls))
+		}
 		if rec, hit := e.cacheLookup(q.id, q.urls, q.expected); hit {
 			e.completeCached(idx, rec, now)
 			continue
+		}
+		if q.doi != "" {
+			if rec, hit := e.cacheLookupDOI(q.doi, q.expected); hit {
+				e.completeCached(idx, rec, now)
+				continue
+			}
 		}
 		h := e.hosts[e.papers[idx].host]
 		h.push(idx)

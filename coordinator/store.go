@@ -27,6 +27,8 @@ const (
 	bucketSpecs   = "specs"   // paper index (4 B) -> PaperSpec (deterministic proto)
 	bucketResults = "results" // paper index (4 B) -> variable fields of paperRecord (errors, results)
 	bucketHosts   = "hosts"   // host index (4 B) -> host name
+	bucketPlans   = "plans"   // paper index (4 B) -> plan of a paper with a DOI (plan.go)
+	bucketDOIs    = "dois"    // normalised DOI -> index (4 B) of a SUCCEEDED paper with it (the DOI cache)
 
 	metaStoreID = "store_id"
 )
@@ -64,7 +66,7 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 	}
 	s := &store{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bucketMeta, bucketBatches, bucketChunks, bucketPapers, bucketSpecs, bucketResults, bucketHosts} {
+		for _, b := range []string{bucketMeta, bucketBatches, bucketChunks, bucketPapers, bucketSpecs, bucketResults, bucketHosts, bucketPlans, bucketDOIs} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -155,6 +157,20 @@ type writeSet struct {
 	chunks    []chunkWrite
 	newPapers []newPaperWrite
 	dirty     []dirtyWrite
+	plans     []planWrite
+	dois      []doiWrite
+}
+
+// planWrite stores a paper's plan.
+type planWrite struct {
+	idx  uint32
+	plan []byte
+}
+
+// doiWrite records a SUCCEEDED paper as the cache entry of its DOI.
+type doiWrite struct {
+	doi string
+	idx uint32
 }
 
 type hostWrite struct {
@@ -197,16 +213,18 @@ type coldUpdate struct {
 	blobKey   string
 	finalURL  string
 	ctype     string
+	source    string
 	urlHash   uint64
 	finalHash uint64
 }
 
 func (w *writeSet) empty() bool {
-	return len(w.hosts) == 0 && len(w.batches) == 0 && len(w.chunks) == 0 && len(w.newPapers) == 0 && len(w.dirty) == 0
+	return len(w.hosts) == 0 && len(w.batches) == 0 && len(w.chunks) == 0 && len(w.newPapers) == 0 && len(w.dirty) == 0 &&
+		len(w.plans) == 0 && len(w.dois) == 0
 }
 
 func (w *writeSet) size() int {
-	return len(w.hosts) + len(w.batches) + len(w.chunks) + len(w.newPapers) + len(w.dirty)
+	return len(w.hosts) + len(w.batches) + len(w.chunks) + len(w.newPapers) + len(w.dirty) + len(w.plans) + len(w.dois)
 }
 
 func (w *writeSet) reset() {
@@ -215,6 +233,8 @@ func (w *writeSet) reset() {
 	w.chunks = w.chunks[:0]
 	w.newPapers = w.newPapers[:0]
 	w.dirty = w.dirty[:0]
+	w.plans = w.plans[:0]
+	w.dois = w.dois[:0]
 }
 
 // commit writes w in one transaction and syncs it.
@@ -292,9 +312,22 @@ func (s *store) commit(w *writeSet) error {
 			}
 			if c.success {
 				rec.sha256, rec.blobKey, rec.finalURL, rec.contentType = c.sha256, c.blobKey, c.finalURL, c.ctype
+				rec.source = c.source
 			}
 			if err := rb.Put(k, rec.marshalResults(nil)); err != nil {
 				return fmt.Errorf("paper %d results: %w", d.idx, err)
+			}
+		}
+		plb := tx.Bucket([]byte(bucketPlans))
+		for _, p := range w.plans {
+			if err := plb.Put(key32(p.idx), p.plan); err != nil {
+				return fmt.Errorf("paper %d plan: %w", p.idx, err)
+			}
+		}
+		db := tx.Bucket([]byte(bucketDOIs))
+		for _, d := range w.dois {
+			if err := db.Put([]byte(d.doi), key32(d.idx)); err != nil {
+				return fmt.Errorf("doi %s: %w", d.doi, err)
 			}
 		}
 		return nil

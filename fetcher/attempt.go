@@ -252,7 +252,7 @@ func (a *attempt) notPDF(ctx context.Context, resp *http.Response, head []byte, 
 		return nil, outcome{}, classifyError(ctx, err)
 	}
 	page = append(append([]byte(nil), head...), page...)
-	link := citationPDFURL(page)
+	link := citationPDFURL(page, resp.Request.URL)
 	if link == "" {
 		return notPDF("an HTML page without a citation_pdf_url link")
 	}

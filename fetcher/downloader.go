@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"html"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/doiresolve"
 )
 
 const (
@@ -237,27 +236,11 @@ func looksHTML(head []byte, contentType string) bool {
 	return strings.HasPrefix(s, "<!doctype html") || strings.HasPrefix(s, "<html") || strings.Contains(s, "<head") || strings.Contains(s, "<meta")
 }
 
-var (
-	metaTagRE = regexp.MustCompile(`(?is)<meta\s[^>]*>`)
-	attrRE    = regexp.MustCompile(`(?is)([a-z_:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))`)
-)
-
-// citationPDFURL returns the content of the first <meta name="citation_pdf_url"> tag.
-func citationPDFURL(page []byte) string {
-	for _, tag := range metaTagRE.FindAll(page, -1) {
-		var name, content string
-		for _, m := range attrRE.FindAllSubmatch(tag, -1) {
-			v := string(m[2]) + string(m[3]) + string(m[4])
-			switch strings.ToLower(string(m[1])) {
-			case "name", "property":
-				name = strings.ToLower(strings.TrimSpace(v))
-			case "content":
-				content = v
-			}
-		}
-		if name == "citation_pdf_url" && strings.TrimSpace(content) != "" {
-			return strings.TrimSpace(html.UnescapeString(content))
-		}
+// citationPDFURL returns a landing page's first PDF link (its citation_pdf_url meta tag, else
+// its <link rel="alternate" type="application/pdf">), absolute, or "".
+func citationPDFURL(page []byte, base *url.URL) string {
+	if links := doiresolve.PDFLinks(page, base); len(links) > 0 {
+		return links[0]
 	}
 	return ""
 }

@@ -314,9 +314,25 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 	defer l.cancel(nil)
 	start := f.clk.Now()
 	f.m.active.Inc()
-	out, fail := f.dl.download(ctx, f.jobFor(l.a), &leaseReporter{f: f, l: l})
+	var (
+		out  outcome
+		fail *failure
+		kind func(*pb.DownloadEvent)
+	)
+	if step := l.a.GetResolve(); step != nil {
+		var res *pb.ResolveResult
+		res, fail = f.dl.resolve(ctx, f.jobFor(l.a), step, &leaseReporter{f: f, l: l})
+		if fail != nil {
+			kind = f.terminalKind(out, fail, start)
+		} else {
+			kind = func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Resolved{Resolved: res} }
+			f.log.Debug("resolved", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "route", step.GetRoute(), "candidates", len(res.GetCandidateUrls()))
+		}
+	} else {
+		out, fail = f.dl.download(ctx, f.jobFor(l.a), &leaseReporter{f: f, l: l})
+		kind = f.terminalKind(out, fail, start)
+	}
 	f.m.active.Dec()
-	kind := f.terminalKind(out, fail, start)
 	if fail != nil {
 		f.log.Info("download failed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "class", fail.class, "reason", fail.reason, "status", fail.status, "err", fail.msg)
 	} else {

@@ -45,6 +45,7 @@ type getOptions struct {
 	allowPrivate       bool
 	allowCIDRs         []netip.Prefix
 	arxivBase          string
+	resolve            coordinator.ResolveConfig
 	report             string
 	quiet              bool
 	json               bool
@@ -84,10 +85,11 @@ func (a *app) get(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.allowPrivate, "allow-private-networks", false, "allow downloads from loopback and private addresses (unsafe; for local mirrors and tests)")
 	fs.Func("allow-cidr", fetcher.AllowCIDRUsage, fetcher.AllowCIDRFlag(&o.allowCIDRs))
 	fs.StringVar(&o.arxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
+	registerResolveFlags(fs, &o.resolve)
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary")
 	fs.BoolVar(&o.json, "json", false, "print progress, finished papers and the summary as JSON lines on standard output")
-	fs.StringVar(&o.format, "format", "auto", "`FORMAT` of the inputs: auto, lines, jsonl or csv")
+	fs.StringVar(&o.format, "format", "auto", "`FORMAT` of the inputs: auto, lines, jsonl, csv, bibtex, ris or csl-json")
 	fs.BoolVar(&o.strict, "strict", false, "fail (exit 2) on any malformed input entry instead of skipping it")
 	fs.StringVar(&o.batchID, "batch-id", "", "batch `ID` to use (default: derived from the input, so a rerun resumes the same batch)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
@@ -268,9 +270,10 @@ func (a *app) get(ctx context.Context, args []string) error {
 	placeErrors = 0 // the final pass retries what failed during the watch, and is authoritative
 	err = listPapers(ctx, client, embeddedCallTimeout, batchID, nil, func(p *pb.Paper) error {
 		e := reportEntry{ID: p.GetSpec().GetPaperId(), State: progress.StateName(p.GetState()), Attempts: p.GetAttempts(), URLs: p.GetSpec().GetUrls(),
-			Cached: p.GetCached(), Reason: progress.ReasonName(p.GetLastFailureReason()), Error: p.GetLastError()}
+			Cached: p.GetCached(), Reason: progress.ReasonName(p.GetLastFailureReason()), Error: p.GetLastError(), DOI: p.GetSpec().GetDoi()}
 		if p.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
 			e.SHA256, e.Size, e.FinalURL, e.Error, e.Reason = p.GetSha256(), p.GetSize(), p.GetFinalUrl(), "", ""
+			e.Source = p.GetSource()
 			path, _, err := mat.Place(ctx, p)
 			if err != nil {
 				placeErrors++
@@ -354,6 +357,10 @@ func (o *getOptions) validate(inputs []string) error {
 	if err := checkBatchIDFlag(o.batchID); err != nil {
 		return err
 	}
+	o.resolve.ArxivBase = o.arxivBase
+	if err := o.resolve.Validate(); err != nil {
+		return usagef("%v", err)
+	}
 	if _, err := logging.ParseLevel(o.logLevel); err != nil {
 		return usagef("--log-level: %v", err)
 	}
@@ -393,11 +400,13 @@ func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedd
 			PerHostConcurrency: o.perHostConcurrency,
 			MaxAttempts:        o.retries + 1,
 			Limits:             limits,
+			Resolve:            o.resolve,
 		},
 		Fetcher: fetcher.Config{
 			AllowPrivateNetworks: o.allowPrivate,
 			AllowCIDRs:           o.allowCIDRs,
 			UserAgent:            o.userAgent,
+			Contact:              o.resolve.Email,
 			MaxSize:              o.maxSize,
 			Timeout:              o.timeout,
 		},

@@ -24,7 +24,9 @@ type reportEntry struct {
 	Size     int64    `json:"size"`
 	Attempts int32    `json:"attempts"`
 	URLs     []string `json:"urls"`
+	DOI      string   `json:"doi,omitempty"`
 	FinalURL string   `json:"final_url,omitempty"`
+	Source   string   `json:"source,omitempty"`
 	Cached   bool     `json:"cached"`
 	Reason   string   `json:"reason,omitempty"`
 	Error    string   `json:"error,omitempty"`

@@ -1,0 +1,232 @@
+package coordinator
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
+)
+
+// planOf returns the plan of a paper with a DOI (changed in this iteration, or committed).
+func (e *engine) planOf(idx uint32) (*plan, error) {
+	if p, ok := e.pendingPlans[idx]; ok {
+		return p, nil
+	}
+	tx, err := e.readTx()
+	if err != nil {
+		return nil, err
+	}
+	raw := tx.Bucket([]byte(bucketPlans)).Get(key32(idx))
+	if raw == nil {
+		return nil, fmt.Errorf("%w: plan of paper %d missing", errInternal, idx)
+	}
+	p := &plan{}
+	if err := p.unmarshal(raw); err != nil {
+		return nil, fmt.Errorf("%w: plan of paper %d: %w", errInternal, idx, err)
+	}
+	return p, nil
+}
+
+// putPlan records a changed plan, written by this iteration's commit.
+func (e *engine) putPlan(idx uint32, p *plan) {
+	e.pendingPlans[idx] = p
+	e.ws.plans = append(e.ws.plans, planWrite{idx: idx, plan: p.marshal()})
+	e.papers[idx].nurls = uint8(len(p.steps))
+}
+
+// candidatesOf returns a paper's candidate URLs (its spec's, or its plan's steps) and, when the
+// current candidate is a resolution step, what the fetcher must do with it.
+func (e *engine) candidatesOf(idx uint32, spec *pb.PaperSpec) ([]string, *pb.ResolveStep) {
+	if e.papers[idx].flags&flagPlanned == 0 {
+		return spec.GetUrls(), nil
+	}
+	p, err := e.planOf(idx)
+	if err != nil || len(p.steps) == 0 {
+		e.log.Error("read plan", "paper_index", idx, "err", err)
+		return []string{"http://invalid.invalid/"}, nil // fails as a bad URL, then the paper fails
+	}
+	s := p.steps[int(e.papers[idx].urlIdx)%len(p.steps)]
+	if s.kind == stepResolve {
+		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi}
+	}
+	return p.urls(), nil
+}
+
+// addPlan gives a new paper with a DOI its plan.
+func (e *engine) addPlan(idx uint32, doi string, urls []string) string {
+	p := newPlan(e.cfg.Resolve, doi, urls)
+	e.papers[idx].flags |= flagPlanned
+	e.putPlan(idx, p)
+	return hostKey(p.steps[0].url)
+}
+
+// cacheLookupPaper finds a stored PDF for a paper: by id, by URL, or by DOI.
+func (e *engine) cacheLookupPaper(idx uint32, spec *pb.PaperSpec) (*paperRecord, bool) {
+	if rec, hit := e.cacheLookup(spec.GetPaperId(), spec.GetUrls(), spec.GetExpectedSha256()); hit {
+		return rec, true
+	}
+	if spec.GetDoi() == "" {
+		return nil, false
+	}
+	doi, err := validate.NormalizeDOI(spec.GetDoi())
+	if err != nil {
+		return nil, false
+	}
+	return e.cacheLookupDOI(doi, spec.GetExpectedSha256())
+}
+
+// cacheLookupDOI finds a SUCCEEDED paper with the same DOI, verified against its spec.
+func (e *engine) cacheLookupDOI(doi, expected string) (*paperRecord, bool) {
+	tx, err := e.readTx()
+	if err != nil {
+		return nil, false
+	}
+	v := tx.Bucket([]byte(bucketDOIs)).Get([]byte(doi))
+	if len(v) != 4 {
+		return nil, false
+	}
+	rec, spec, err := e.committedRecord(bytesKey(v))
+	if err != nil {
+		e.log.Error("doi cache lookup", "doi", doi, "err", err)
+		return nil, false
+	}
+	if rec.state != stateSucceeded || rec.blobKey == "" {
+		return nil, false
+	}
+	if d, err := validate.NormalizeDOI(spec.GetDoi()); err != nil || d != doi {
+		return nil, false
+	}
+	if expected != "" && !strings.EqualFold(expected, rec.sha256) {
+		return nil, false
+	}
+	return rec, true
+}
+
+func bytesKey(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// noteSuccess records which route produced a paper's PDF and, for a DOI, the DOI cache entry.
+func (e *engine) noteSuccess(idx uint32, c *coldUpdate) {
+	c.source = "url"
+	if e.papers[idx].flags&flagPlanned == 0 {
+		return
+	}
+	p, err := e.planOf(idx)
+	if err != nil || len(p.steps) == 0 {
+		return
+	}
+	s := p.steps[int(e.papers[idx].urlIdx)%len(p.steps)]
+	c.source = s.source()
+	e.ws.dois = append(e.ws.dois, doiWrite{doi: p.doi, idx: idx})
+}
+
+// onResolved applies a resolution step's result: the step is retired, the candidates it found
+// are inserted after it and tried next. It does not count as a failed attempt.
+func (e *engine) onResolved(l *lease, r *pb.ResolveResult, now time.Time) {
+	p := &e.papers[l.idx]
+	b := e.batches[l.batch]
+	h := e.hosts[p.host]
+	h.consecFail, h.trips = 0, 0
+	h.okStreak++
+	if h.limit < h.maxLimit && h.okStreak >= h.limit*4 {
+		h.limit++
+		h.okStreak = 0
+	}
+	e.endLease(l, now)
+	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
+		e.setError(l.idx, cancelMessage(b))
+		e.setState(l.idx, stateCancelled, now)
+		return
+	}
+	pl, err := e.planOf(l.idx)
+	cur := int(p.urlIdx)
+	if err != nil || p.flags&flagPlanned == 0 || cur >= len(pl.steps) || pl.steps[cur].kind != stepResolve {
+		e.log.Error("resolve result for a paper without a resolution step", "paper", l.paperID, "err", err)
+		e.setError(l.idx, "internal error: resolve result without a resolution step")
+		e.setState(l.idx, stateFailed, now)
+		return
+	}
+	route := pl.steps[cur].route
+	cands := r.GetCandidateUrls()
+	if len(cands) > maxFoundPerStep {
+		cands = cands[:maxFoundPerStep]
+	}
+	n, dead := pl.insertFound(cur, route, cands, p.dead)
+	note := validate.Truncate(r.GetNote(), 200)
+	switch {
+	case n > 0:
+		note = fmt.Sprintf("%d candidate(s)", n)
+	case note == "" && len(cands) > 0:
+		note = "no new candidate"
+	case note == "":
+		note = "no PDF link"
+	}
+	pl.steps[cur].setNote(note)
+	p.dead = dead | 1<<cur
+	e.putPlan(l.idx, pl)
+	e.markDirty(l.idx)
+	if e.debug() {
+		e.log.Debug("resolved", "batch", b.id, "paper", l.paperID, "route", routeLabel(route), "found", n)
+	}
+	e.advancePlan(l.idx, pl, now)
+}
+
+// advancePlan moves a planned paper to its next live step, or fails it with the summary of
+// every route tried.
+func (e *engine) advancePlan(idx uint32, pl *plan, now time.Time) {
+	p := &e.papers[idx]
+	next, ok := nextURL(p)
+	if !ok {
+		reason, msg := pl.failureSummary()
+		p.reason = uint8(reason)
+		e.setError(idx, msg)
+		e.setState(idx, stateFailed, now)
+		e.log.Info("paper failed", "batch", e.batches[p.batch].id, "paper_index", idx, "reason", reasonLabel(reason), "error", msg)
+		return
+	}
+	p.urlIdx = next
+	p.host = e.internHost(hostKey(pl.steps[next].url))
+	e.enqueue(idx, now)
+}
+
+// planFailed records a failed step of a planned paper. A DOI the resolver does not know (404
+// on the landing-page step) also retires the CSL step, which asks the same resolver.
+func (e *engine) planFailed(idx uint32, reason pb.FailureReason, msg string) *plan {
+	p := &e.papers[idx]
+	pl, err := e.planOf(idx)
+	cur := int(p.urlIdx)
+	if err != nil || cur >= len(pl.steps) {
+		return nil
+	}
+	s := &pl.steps[cur]
+	s.reason = uint8(reason)
+	s.setNote(reasonLabel(reason) + " (" + validate.Truncate(msg, 160) + ")")
+	if s.kind == stepResolve && s.route == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE && reason == pb.FailureReason_FAILURE_REASON_NOT_FOUND {
+		for i := range pl.steps {
+			if t := &pl.steps[i]; t.kind == stepResolve && t.route == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK && i < 16 && p.dead&(1<<i) == 0 {
+				p.dead |= 1 << i
+				t.setNote("skipped (the DOI resolver does not know the DOI)")
+			}
+		}
+	}
+	e.putPlan(idx, pl)
+	return pl
+}
+
+// planOfTx reads a plan in a read transaction (handlers, reload).
+func planOfTx(tx *bolt.Tx, idx uint32) (*plan, bool) {
+	raw := tx.Bucket([]byte(bucketPlans)).Get(key32(idx))
+	if raw == nil {
+		return nil, false
+	}
+	p := &plan{}
+	if p.unmarshal(raw) != nil {
+		return nil, false
+	}
+	return p, true
+}

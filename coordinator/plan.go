@@ -1,0 +1,268 @@
+package coordinator
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/url"
+	"strings"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/doiresolve"
+	"github.com/paperfetch/paperfetch/internal/validate"
+)
+
+// A paper with a DOI has a plan: its steps are its candidates (paperRec.urlIdx, nurls and dead
+// index them, exactly like the URLs of a paper without a DOI). A step is a download (a URL of
+// the spec, the arXiv PDF of an arXiv DOI, or a candidate a route found) or a resolution step
+// (one request to an API or the DOI resolver, leased to a fetcher like a download and so under
+// its host's politeness). A resolution step that finishes is retired and the candidates it
+// found are inserted right after it, so they are tried next; the plan is stored with the paper
+// (bucket plans) in the same transaction, so neither a retry nor a restart resolves again.
+//
+// Order: the spec's URLs, the arXiv PDF (arXiv DOIs), OpenAlex, Unpaywall (with an e-mail
+// address), the landing page, the resolver's CSL JSON links. The open-access APIs come before
+// the publisher's landing page: they point at repositories' open copies and spare publishers
+// (whose "PDF" links are often paywalls) a request.
+
+// maxPlanSteps is the most steps a plan holds (paperRec.dead is a 16-bit map).
+const maxPlanSteps = 16
+
+// maxFoundPerStep bounds the candidates one resolution step adds.
+const maxFoundPerStep = 8
+
+// maxStepNote bounds what a plan remembers of each step's outcome.
+const maxStepNote = 300
+
+// Step kinds.
+const (
+	stepURL     uint8 = iota // a URL of the spec
+	stepArxiv                // the arXiv PDF of an arXiv DOI
+	stepFound                // a candidate found by route
+	stepResolve              // a resolution step of route
+)
+
+// planStep is one candidate of a plan.
+type planStep struct {
+	kind   uint8
+	route  pb.ResolveRoute
+	reason uint8 // the FailureReason of its last failure, 0 when none
+	url    string
+	note   string // what the step gave, for the final failure message
+}
+
+// plan is a DOI paper's candidates.
+type plan struct {
+	doi   string
+	steps []planStep
+}
+
+const planVersion = 1
+
+func (p *plan) marshal() []byte {
+	b := []byte{planVersion}
+	b = appendString(b, p.doi)
+	b = append(b, byte(len(p.steps)))
+	for _, s := range p.steps {
+		b = append(b, s.kind, byte(s.route), s.reason)
+		b = appendString(b, s.url)
+		b = appendString(b, s.note)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func (p *plan) unmarshal(b []byte) error {
+	if len(b) < 2 || b[0] != planVersion {
+		return fmt.Errorf("%w: bad plan", errBadRecord)
+	}
+	b = b[1:]
+	readString := func() (string, bool) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return "", false
+		}
+		s := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		return s, true
+	}
+	var ok bool
+	if p.doi, ok = readString(); !ok || len(b) < 1 {
+		return fmt.Errorf("%w: truncated plan", errBadRecord)
+	}
+	n := int(b[0])
+	b = b[1:]
+	p.steps = make([]planStep, n)
+	for i := range p.steps {
+		if len(b) < 3 {
+			return fmt.Errorf("%w: truncated plan", errBadRecord)
+		}
+		s := &p.steps[i]
+		s.kind, s.route, s.reason = b[0], pb.ResolveRoute(b[1]), b[2]
+		b = b[3:]
+		if s.url, ok = readString(); !ok {
+			return fmt.Errorf("%w: truncated plan", errBadRecord)
+		}
+		if s.note, ok = readString(); !ok {
+			return fmt.Errorf("%w: truncated plan", errBadRecord)
+		}
+	}
+	return nil
+}
+
+// routeOf maps a doiresolve route to its wire form.
+func routeOf(r doiresolve.Route) pb.ResolveRoute {
+	switch r {
+	case doiresolve.LandingPage:
+		return pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE
+	case doiresolve.CSLLink:
+		return pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK
+	case doiresolve.OpenAlex:
+		return pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX
+	case doiresolve.Unpaywall:
+		return pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL
+	}
+	return pb.ResolveRoute_RESOLVE_ROUTE_UNSPECIFIED
+}
+
+// routeLabel is a route's name in reports, GetPaper.source and messages.
+func routeLabel(r pb.ResolveRoute) string {
+	switch r {
+	case pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE:
+		return "landing_page"
+	case pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK:
+		return "csl_link"
+	case pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX:
+		return "openalex"
+	case pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL:
+		return "unpaywall"
+	}
+	return "url"
+}
+
+// source is the label of the route a download step comes from.
+func (s *planStep) source() string {
+	switch s.kind {
+	case stepArxiv:
+		return "arxiv"
+	case stepFound:
+		return routeLabel(s.route)
+	}
+	return "url"
+}
+
+// label names a step in failure messages.
+func (s *planStep) label() string {
+	switch s.kind {
+	case stepResolve:
+		return routeLabel(s.route)
+	case stepFound:
+		return routeLabel(s.route) + " candidate " + s.url
+	case stepArxiv:
+		return "arxiv " + s.url
+	}
+	return s.url
+}
+
+// newPlan builds the plan of a paper with a (normalised) DOI.
+func newPlan(rc ResolveConfig, doi string, urls []string) *plan {
+	p := &plan{doi: doi}
+	for _, u := range urls {
+		p.steps = append(p.steps, planStep{kind: stepURL, url: u})
+	}
+	esc := validate.EscapeDOI(doi)
+	if id, ok := validate.ArxivDOI(doi); ok {
+		p.steps = append(p.steps, planStep{kind: stepArxiv, url: rc.ArxivBase + "/pdf/" + validate.EscapeDOI(id)})
+	}
+	bases := doiresolve.Bases{DOI: rc.DOIBase, OpenAlex: rc.OpenAlexBase, Unpaywall: rc.UnpaywallBase, Email: rc.Email}
+	for _, r := range doiresolve.Routes {
+		if u := bases.URL(r, esc); u != "" {
+			p.steps = append(p.steps, planStep{kind: stepResolve, route: routeOf(r), url: u})
+		}
+	}
+	return p
+}
+
+// urls returns the plan's step URLs.
+func (p *plan) urls() []string {
+	out := make([]string, len(p.steps))
+	for i, s := range p.steps {
+		out[i] = s.url
+	}
+	return out
+}
+
+// insertFound retires step cur and inserts the new candidates after it (those not already in
+// the plan, within maxPlanSteps). It returns the number inserted and the new dead map.
+func (p *plan) insertFound(cur int, route pb.ResolveRoute, found []string, dead uint16) (int, uint16) {
+	var add []planStep
+	for _, u := range found {
+		if len(add) >= maxFoundPerStep || len(p.steps)+len(add) >= maxPlanSteps {
+			break
+		}
+		if !candidateURL(u) || p.has(u) || hasStep(add, u) {
+			continue
+		}
+		add = append(add, planStep{kind: stepFound, route: route, url: u})
+	}
+	if len(add) == 0 {
+		return 0, dead
+	}
+	steps := make([]planStep, 0, len(p.steps)+len(add))
+	steps = append(steps, p.steps[:cur+1]...)
+	steps = append(steps, add...)
+	steps = append(steps, p.steps[cur+1:]...)
+	p.steps = steps
+	low := dead & (1<<(cur+1) - 1)
+	high := uint32(dead>>(cur+1)) << (cur + 1 + len(add))
+	return len(add), low | uint16(high)
+}
+
+func (p *plan) has(u string) bool { return hasStep(p.steps, u) }
+
+func hasStep(steps []planStep, u string) bool {
+	for _, s := range steps {
+		if s.kind != stepResolve && s.url == u {
+			return true
+		}
+	}
+	return false
+}
+
+// candidateURL reports whether a URL a route found may be scheduled: http(s), a host, no
+// credentials, within the URL limit.
+func candidateURL(raw string) bool {
+	if len(raw) > validate.MaxURLBytes {
+		return false
+	}
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil
+}
+
+// failureSummary is the message and reason of a DOI paper none of whose steps gave a PDF.
+func (p *plan) failureSummary() (pb.FailureReason, string) {
+	var tried []string
+	unknown := false
+	for _, s := range p.steps {
+		if s.note != "" {
+			tried = append(tried, s.note)
+		}
+		if s.kind == stepResolve && s.route == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE &&
+			pb.FailureReason(s.reason) == pb.FailureReason_FAILURE_REASON_NOT_FOUND {
+			unknown = true
+		}
+	}
+	list := strings.Join(tried, "; ")
+	if unknown {
+		return pb.FailureReason_FAILURE_REASON_NOT_FOUND, fmt.Sprintf("DOI %s not found: the DOI resolver does not know it (tried: %s)", p.doi, list)
+	}
+	return pb.FailureReason_FAILURE_REASON_NO_OPEN_COPY, fmt.Sprintf("no open PDF found for DOI %s; routes tried: %s", p.doi, list)
+}
+
+// setNote records a step's outcome (bounded).
+func (s *planStep) setNote(msg string) {
+	s.note = validate.Truncate(s.label()+": "+msg, maxStepNote)
+}

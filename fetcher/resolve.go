@@ -1,0 +1,100 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/doiresolve"
+)
+
+// routeOf maps a resolution step's route to doiresolve's.
+func routeOf(r pb.ResolveRoute) (doiresolve.Route, bool) {
+	switch r {
+	case pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE:
+		return doiresolve.LandingPage, true
+	case pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK:
+		return doiresolve.CSLLink, true
+	case pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX:
+		return doiresolve.OpenAlex, true
+	case pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL:
+		return doiresolve.Unpaywall, true
+	}
+	return 0, false
+}
+
+// resolve performs a resolution step: one GET (following redirects) through the same guarded
+// client as downloads, bounded in time and size, and reads the candidates from the answer.
+// HTTP errors, 429 with Retry-After, timeouts and forbidden addresses fail like downloads.
+func (d *downloader) resolve(parent context.Context, j job, step *pb.ResolveStep, rep reporter) (*pb.ResolveResult, *failure) {
+	route, ok := routeOf(step.GetRoute())
+	if !ok {
+		f := permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "unknown resolve route %v", step.GetRoute())
+		f.url = j.url
+		return nil, f
+	}
+	target, fail := parseTarget(j.url)
+	if fail != nil {
+		fail.url = j.url
+		return nil, fail
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	wd := startWatchdog(ctx, d.clk, cancel, j.timeout, j.stall)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	if err != nil {
+		f := permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "%v", err)
+		f.url = j.url
+		return nil, f
+	}
+	req.Header.Set("User-Agent", d.userAgent)
+	req.Header.Set("Accept", route.Accept())
+	rep.started(j.url, 0)
+	wd.touch()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		f := classifyError(ctx, err)
+		f.url = j.url
+		return nil, f
+	}
+	defer func() { _ = resp.Body.Close() }()
+	final := resp.Request.URL
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		f := statusFailure(resp, d.clk.Now())
+		f.url = final.String()
+		return nil, f
+	}
+	body, err := io.ReadAll(io.LimitReader(&touchReader{r: resp.Body, wd: wd}, doiresolve.MaxBody+1))
+	if err != nil && !errors.Is(err, io.EOF) {
+		f := classifyError(ctx, err)
+		f.url = final.String()
+		return nil, f
+	}
+	if len(body) > doiresolve.MaxBody {
+		if route != doiresolve.LandingPage { // a landing page is searched in its first MaxBody bytes
+			f := permanent(pb.FailureReason_FAILURE_REASON_TOO_LARGE, "answer larger than %d bytes", doiresolve.MaxBody)
+			f.url = final.String()
+			return nil, f
+		}
+		body = body[:doiresolve.MaxBody]
+	}
+	res := doiresolve.Parse(route, body, final, resp.Header.Get("Content-Type"))
+	return fitResolved(&pb.ResolveResult{CandidateUrls: res.Candidates, Note: res.Note, FinalUrl: final.String()}), nil
+}
+
+// touchReader feeds the stall watchdog as bytes arrive.
+type touchReader struct {
+	r  io.Reader
+	wd *watchdog
+}
+
+func (t *touchReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.wd.touch()
+	}
+	return n, err
+}

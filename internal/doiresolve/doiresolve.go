@@ -1,0 +1,319 @@
+// Package doiresolve finds the PDF candidates of a DOI: it builds the request of each route
+// (the DOI resolver's landing page and CSL JSON, OpenAlex, Unpaywall) and reads the answers.
+// It does no I/O of its own: fetchers send the requests through their guarded, polite HTTP
+// client, and the `paperfetch resolve` command through its own.
+package doiresolve
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/html"
+	"golang.org/x/net/html/atom"
+)
+
+// Route is one way of finding a DOI's PDF that needs a request.
+type Route int
+
+// The routes, in the order paperfetch tries them.
+const (
+	OpenAlex Route = iota + 1
+	Unpaywall
+	LandingPage
+	CSLLink
+)
+
+// Routes lists every route in order.
+var Routes = []Route{OpenAlex, Unpaywall, LandingPage, CSLLink}
+
+// String returns the route's label (as in reports): openalex, unpaywall, landing_page, csl_link.
+func (r Route) String() string {
+	switch r {
+	case OpenAlex:
+		return "openalex"
+	case Unpaywall:
+		return "unpaywall"
+	case LandingPage:
+		return "landing_page"
+	case CSLLink:
+		return "csl_link"
+	}
+	return fmt.Sprintf("Route(%d)", int(r))
+}
+
+// MaxBody bounds the part of a response that is read (landing pages are searched in their first
+// MaxBody bytes; larger API answers are refused).
+const MaxBody = 2 << 20
+
+// MaxCandidates bounds the candidates one answer yields.
+const MaxCandidates = 8
+
+// CSLAccept is the Accept header of the CSL JSON content negotiation.
+const CSLAccept = "application/vnd.citationstyles.csl+json"
+
+// Accept returns the Accept header a route's request sends.
+func (r Route) Accept() string {
+	switch r {
+	case CSLLink:
+		return CSLAccept
+	case LandingPage:
+		return "text/html,application/xhtml+xml,application/pdf;q=0.9,*/*;q=0.8"
+	}
+	return "application/json"
+}
+
+// Bases are where the routes send their requests (no trailing slash).
+type Bases struct {
+	DOI, OpenAlex, Unpaywall string
+	// Email is the contact address (OpenAlex's mailto=, Unpaywall's email=).
+	Email string
+}
+
+// URL returns the request URL of a route for a normalised DOI, percent-encoded (see
+// validate.EscapeDOI for esc); "" for Unpaywall without an e-mail address (it refuses those).
+func (b Bases) URL(r Route, esc string) string {
+	switch r {
+	case OpenAlex:
+		u := strings.TrimRight(b.OpenAlex, "/") + "/works/doi:" + esc
+		if b.Email != "" {
+			u += "?mailto=" + url.QueryEscape(b.Email)
+		}
+		return u
+	case Unpaywall:
+		if b.Email == "" {
+			return ""
+		}
+		return strings.TrimRight(b.Unpaywall, "/") + "/v2/" + esc + "?email=" + url.QueryEscape(b.Email)
+	case LandingPage, CSLLink:
+		return strings.TrimRight(b.DOI, "/") + "/" + esc
+	}
+	return ""
+}
+
+// Result is what one answer gave.
+type Result struct {
+	// Candidates are absolute http(s) PDF URLs, best first, at most MaxCandidates.
+	Candidates []string
+	// Note says what the route found when it found nothing (or how).
+	Note string
+}
+
+// Parse reads a route's successful answer. final is the URL that answered (after redirects):
+// relative links of a landing page resolve against it.
+func Parse(r Route, body []byte, final *url.URL, contentType string) Result {
+	switch r {
+	case LandingPage:
+		if bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("%PDF-")) {
+			return Result{Candidates: []string{final.String()}, Note: "the DOI leads straight to a PDF"}
+		}
+		c := PDFLinks(body, final)
+		if len(c) == 0 {
+			return Result{Note: "no citation_pdf_url or PDF link on " + final.String()}
+		}
+		return Result{Candidates: c}
+	case CSLLink:
+		return parseJSON(body, contentType, cslLinks, "no link with content-type application/pdf")
+	case OpenAlex:
+		return parseJSON(body, contentType, openAlexLinks, "no open-access location with a PDF")
+	case Unpaywall:
+		return parseJSON(body, contentType, unpaywallLinks, "no open-access location with a PDF")
+	}
+	return Result{Note: "unknown route"}
+}
+
+func parseJSON(body []byte, contentType string, links func([]byte) ([]string, error), none string) Result {
+	c, err := links(body)
+	if err != nil {
+		return Result{Note: fmt.Sprintf("unreadable answer (Content-Type %q): %v", contentType, err)}
+	}
+	c = clean(c, nil)
+	if len(c) == 0 {
+		return Result{Note: none}
+	}
+	return Result{Candidates: c}
+}
+
+// clean keeps the absolute http(s) URLs (resolving relative ones against base when given),
+// without duplicates, at most MaxCandidates.
+func clean(in []string, base *url.URL) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range in {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			continue
+		}
+		if base != nil {
+			u = base.ResolveReference(u)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			continue
+		}
+		v := u.String()
+		if seen[v] {
+			continue
+		}
+		seen[v] = true
+		out = append(out, v)
+		if len(out) == MaxCandidates {
+			break
+		}
+	}
+	return out
+}
+
+// PDFLinks returns a landing page's PDF links: the content of every <meta name="citation_pdf_url">
+// (in order), then the href of every <link rel="alternate" type="application/pdf">, resolved
+// against the page's <base href> or base. It uses an HTML tokenizer: attribute order and case,
+// entities in attribute values and scripts before the head's end are all handled.
+func PDFLinks(page []byte, base *url.URL) []string {
+	z := html.NewTokenizer(bytes.NewReader(page))
+	var metas, links []string
+	for {
+		tt := z.Next()
+		if tt == html.ErrorToken {
+			break
+		}
+		if tt != html.StartTagToken && tt != html.SelfClosingTagToken {
+			continue
+		}
+		name, hasAttr := z.TagName()
+		if !hasAttr {
+			continue
+		}
+		a := atom.Lookup(name)
+		if a != atom.Meta && a != atom.Link && a != atom.Base {
+			continue
+		}
+		attrs := map[string]string{}
+		for {
+			k, v, more := z.TagAttr()
+			key := strings.ToLower(string(k))
+			if _, dup := attrs[key]; !dup {
+				attrs[key] = string(v)
+			}
+			if !more {
+				break
+			}
+		}
+		switch a {
+		case atom.Base:
+			if h := strings.TrimSpace(attrs["href"]); h != "" && base != nil {
+				if u, err := base.Parse(h); err == nil {
+					base = u
+				}
+			}
+		case atom.Meta:
+			n := strings.ToLower(strings.TrimSpace(attrs["name"]))
+			if n == "" {
+				n = strings.ToLower(strings.TrimSpace(attrs["property"]))
+			}
+			if n == "citation_pdf_url" {
+				metas = append(metas, attrs["content"])
+			}
+		case atom.Link:
+			rel := strings.Fields(strings.ToLower(attrs["rel"]))
+			typ := strings.ToLower(strings.TrimSpace(attrs["type"]))
+			if typ == "application/pdf" && contains(rel, "alternate") {
+				links = append(links, attrs["href"])
+			}
+		}
+	}
+	return clean(append(metas, links...), base)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// cslLinks reads the "link" entries of a CSL JSON item whose content-type is application/pdf
+// (Crossref's shape: {"URL": ..., "content-type": ..., "intended-application": ...}).
+func cslLinks(body []byte) ([]string, error) {
+	var item struct {
+		Link []struct {
+			URL         string `json:"URL"`
+			ContentType string `json:"content-type"`
+		} `json:"link"`
+	}
+	if err := json.Unmarshal(body, &item); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range item.Link {
+		if strings.EqualFold(strings.TrimSpace(l.ContentType), "application/pdf") {
+			out = append(out, l.URL)
+		}
+	}
+	return out, nil
+}
+
+// openAlexLinks reads an OpenAlex work: best_oa_location.pdf_url, then every location's
+// pdf_url (open-access locations first), and the older oa_locations.
+func openAlexLinks(body []byte) ([]string, error) {
+	type loc struct {
+		PDFURL string `json:"pdf_url"`
+		IsOA   bool   `json:"is_oa"`
+	}
+	var w struct {
+		Best        *loc  `json:"best_oa_location"`
+		Primary     *loc  `json:"primary_location"`
+		Locations   []loc `json:"locations"`
+		OALocations []loc `json:"oa_locations"`
+	}
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, err
+	}
+	var out []string
+	if w.Best != nil {
+		out = append(out, w.Best.PDFURL)
+	}
+	for _, oa := range []bool{true, false} {
+		for _, l := range w.Locations {
+			if l.IsOA == oa {
+				out = append(out, l.PDFURL)
+			}
+		}
+	}
+	for _, l := range w.OALocations {
+		out = append(out, l.PDFURL)
+	}
+	if w.Primary != nil && w.Primary.IsOA {
+		out = append(out, w.Primary.PDFURL)
+	}
+	return out, nil
+}
+
+// unpaywallLinks reads an Unpaywall record: best_oa_location.url_for_pdf, then every
+// oa_locations entry's.
+func unpaywallLinks(body []byte) ([]string, error) {
+	type loc struct {
+		URLForPDF string `json:"url_for_pdf"`
+	}
+	var r struct {
+		Best        *loc  `json:"best_oa_location"`
+		OALocations []loc `json:"oa_locations"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	var out []string
+	if r.Best != nil {
+		out = append(out, r.Best.URLForPDF)
+	}
+	for _, l := range r.OALocations {
+		out = append(out, l.URLForPDF)
+	}
+	return out, nil
+}

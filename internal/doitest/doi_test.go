@@ -1,0 +1,234 @@
+package doitest_test
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/fetcher"
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/doitest"
+	"github.com/paperfetch/paperfetch/internal/embedded"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const email = "librarian@example.org"
+
+func start(t *testing.T, w *doitest.World, dir string) *embedded.System {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resolver, _ := url.Parse(w.Resolver.URL)
+	sys, err := embedded.Start(ctx, embedded.Config{
+		Dir: dir, Fetchers: 2, Concurrency: 16,
+		Coordinator: coordinator.Config{
+			PerHostDelay: -1, PerHostConcurrency: 8, NoSync: true, MaxAttempts: 5, RetryBaseDelay: 100 * time.Millisecond,
+			// The resolver's default (1s between requests) would make the test slow; the API
+			// hosts keep their defaults (OpenAlex 150ms/4, Unpaywall 500ms/2), checked below.
+			HostOverrides: map[string]coordinator.HostLimits{resolver.Host: {Delay: 10 * time.Millisecond, Concurrency: 2}},
+			Resolve: coordinator.ResolveConfig{ArxivBase: w.Arxiv.URL, DOIBase: w.Resolver.URL, OpenAlexBase: w.OpenAlex.URL,
+				UnpaywallBase: w.Unpaywall.URL, Email: email},
+		},
+		Fetcher: fetcher.Config{AllowPrivateNetworks: true, Contact: email},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sys
+}
+
+func waitDone(t *testing.T, c pb.CoordinatorServiceClient, id string) *pb.Batch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	stream, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := resp.GetBatch().GetState(); s == pb.BatchState_BATCH_STATE_COMPLETED || s == pb.BatchState_BATCH_STATE_CANCELLED {
+			return resp.GetBatch()
+		}
+	}
+}
+
+func papers(t *testing.T, c pb.CoordinatorServiceClient, batch string) map[string]*pb.Paper {
+	t.Helper()
+	resp, err := c.ListPapers(context.Background(), &pb.ListPapersRequest{BatchId: batch, PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*pb.Paper{}
+	for _, p := range resp.GetPapers() {
+		out[p.GetSpec().GetPaperId()] = p
+	}
+	return out
+}
+
+// TestEveryRoute submits one paper per route and trap, checks which route produced each PDF,
+// that only real PDFs were stored, the failure reasons and messages, the contact address on
+// every API call, the API hosts' politeness, that no step was resolved twice, and the cache by DOI.
+func TestEveryRoute(t *testing.T) {
+	w := doitest.Start(email)
+	defer w.Close()
+	sys := start(t, w, t.TempDir())
+	defer sys.Close()
+	c := pb.NewCoordinatorServiceClient(sys.Conn())
+	specs := []*pb.PaperSpec{
+		{PaperId: "arxiv", Doi: doitest.DOIArxiv},
+		{PaperId: "oa", Doi: "https://doi.org/" + doitest.DOIOpenAlex},
+		{PaperId: "old", Doi: doitest.DOIOldOA},
+		{PaperId: "up", Doi: doitest.DOIUnpaywall},
+		{PaperId: "abs", Doi: "doi:" + doitest.DOIMetaAbs},
+		{PaperId: "rel", Doi: doitest.DOIMetaRel},
+		{PaperId: "alt", Doi: doitest.DOILinkAlt},
+		{PaperId: "csl", Doi: doitest.DOICSL},
+		{PaperId: "trap", Doi: doitest.DOITrap},
+		{PaperId: "unknown", Doi: doitest.DOIUnknown},
+		{PaperId: "special", Doi: doitest.DOISpecial},
+		{PaperId: "slow", Doi: doitest.DOISlow},
+		{PaperId: "both", Doi: doitest.DOIBoth, Urls: []string{w.Publisher.URL + "/article/landing"}},
+		{PaperId: "url-first", Doi: doitest.DOITrap + "/x", Urls: []string{w.Publisher.URL + "/pdf/direct.pdf"}},
+	}
+	if _, err := c.SubmitBatch(context.Background(), &pb.SubmitBatchRequest{BatchId: "b1", Papers: specs}); err != nil {
+		t.Fatal(err)
+	}
+	b := waitDone(t, c, "b1")
+	got := papers(t, c, "b1")
+	want := map[string]string{
+		"arxiv": "arxiv", "oa": "openalex", "old": "openalex", "up": "unpaywall", "abs": "landing_page", "rel": "landing_page",
+		"alt": "landing_page", "csl": "csl_link", "special": "openalex", "slow": "openalex", "both": "openalex", "url-first": "url",
+	}
+	for id, src := range want {
+		p := got[id]
+		if p.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED || p.GetSource() != src {
+			t.Errorf("%s: %v source %q (want %q), error %q", id, p.GetState(), p.GetSource(), src, p.GetLastError())
+			continue
+		}
+		path, ok := blobstore.LocalPath(sys.BucketURL(), p.GetBlobKey())
+		data, err := os.ReadFile(path)
+		if !ok || err != nil || !bytes.HasPrefix(data, []byte("%PDF-")) {
+			t.Errorf("%s: blob %s is not a PDF: %v %q", id, path, err, data[:min(len(data), 40)])
+		}
+	}
+	if u := got["abs"].GetFinalUrl(); u != w.Publisher.URL+"/pdf/abs.pdf?download=1&type=main" {
+		t.Errorf("abs: final URL %q (the &amp; entity must be decoded)", u)
+	}
+	if u := got["rel"].GetFinalUrl(); u != w.Publisher.URL+"/pdf/rel.pdf" {
+		t.Errorf("rel: final URL %q (relative to the page reached after the redirects)", u)
+	}
+	trap := got["trap"]
+	if trap.GetState() != pb.PaperState_PAPER_STATE_FAILED || trap.GetLastFailureReason() != pb.FailureReason_FAILURE_REASON_NO_OPEN_COPY {
+		t.Errorf("trap: %v %v %q", trap.GetState(), trap.GetLastFailureReason(), trap.GetLastError())
+	}
+	for _, route := range []string{"openalex", "unpaywall", "landing_page", "csl_link", "not_pdf"} {
+		if !strings.Contains(trap.GetLastError(), route) {
+			t.Errorf("trap: message %q does not mention %s", trap.GetLastError(), route)
+		}
+	}
+	unknown := got["unknown"]
+	if unknown.GetLastFailureReason() != pb.FailureReason_FAILURE_REASON_NOT_FOUND || !strings.Contains(unknown.GetLastError(), "DOI 10.9999/unknown not found") {
+		t.Errorf("unknown: %v %q", unknown.GetLastFailureReason(), unknown.GetLastError())
+	}
+	if b.GetCounts().GetSucceeded() != int64(len(want)) || b.GetCounts().GetFailed() != 2 {
+		t.Errorf("counts %v", b.GetCounts())
+	}
+	if v := w.Violations(); len(v) > 0 {
+		t.Errorf("contact address or encoding violations:\n%s", strings.Join(v, "\n"))
+	}
+	// Each route was asked once per DOI (the 429 once more), the URL before the DOI.
+	for _, d := range []string{doitest.DOIOpenAlex, doitest.DOIUnpaywall, doitest.DOITrap, doitest.DOISpecial, doitest.DOIUnknown} {
+		if n := w.Hits("openalex", d); n != 1 {
+			t.Errorf("openalex asked %d times for %s", n, d)
+		}
+	}
+	if n := w.Hits("openalex", doitest.DOISlow); n != 2 {
+		t.Errorf("openalex asked %d times for the rate-limited DOI, want 2", n)
+	}
+	if n := w.Hits("resolver-csl", doitest.DOIUnknown); n != 0 {
+		t.Errorf("the CSL route was tried for a DOI the resolver does not know")
+	}
+	if w.Hits("openalex", doitest.DOITrap+"/x") != 0 || w.Hits("publisher", "/pdf/direct.pdf") != 1 {
+		t.Errorf("an entry's URL must be tried before its DOI's routes")
+	}
+	if w.Hits("repo", "/oa/both.pdf") != 1 || w.Hits("publisher", "/article/landing") != 1 {
+		t.Errorf("URL then DOI: landing %d, copy %d", w.Hits("publisher", "/article/landing"), w.Hits("repo", "/oa/both.pdf"))
+	}
+	// Politeness of the API hosts (defaults): concurrency and spacing of request starts.
+	if n := w.MaxActive("openalex"); n > 4 {
+		t.Errorf("openalex saw %d concurrent requests, limit 4", n)
+	}
+	if n := w.MaxActive("unpaywall"); n > 2 {
+		t.Errorf("unpaywall saw %d concurrent requests, limit 2", n)
+	}
+	for server, minGap := range map[string]time.Duration{"openalex": 100 * time.Millisecond, "unpaywall": 400 * time.Millisecond} {
+		starts := w.Starts(server)
+		sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
+		for i := 1; i < len(starts); i++ {
+			if gap := starts[i].Sub(starts[i-1]); gap < minGap {
+				t.Errorf("%s: requests %d and %d only %s apart", server, i-1, i, gap)
+			}
+		}
+	}
+
+	// The cache works by DOI: another id, another spelling of the same DOI.
+	before := w.Hits("openalex", doitest.DOIOpenAlex)
+	if _, err := c.SubmitBatch(context.Background(), &pb.SubmitBatchRequest{BatchId: "b2", Papers: []*pb.PaperSpec{
+		{PaperId: "another-id", Doi: "doi:" + strings.ToUpper(doitest.DOIOpenAlex)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, c, "b2")
+	p := papers(t, c, "b2")["another-id"]
+	if !p.GetCached() || p.GetSource() != "openalex" || p.GetSha256() != got["oa"].GetSha256() || w.Hits("openalex", doitest.DOIOpenAlex) != before {
+		t.Errorf("DOI cache: %v cached=%v source=%q", p.GetState(), p.GetCached(), p.GetSource())
+	}
+}
+
+// TestRestartDoesNotResolveAgain resolves a DOI whose open copy fails transiently, restarts
+// the system while the paper waits for its retry, and checks that the recorded candidate is
+// downloaded without asking OpenAlex again.
+func TestRestartDoesNotResolveAgain(t *testing.T) {
+	w := doitest.Start(email)
+	defer w.Close()
+	dir := t.TempDir()
+	sys := start(t, w, dir)
+	c := pb.NewCoordinatorServiceClient(sys.Conn())
+	if _, err := c.SubmitBatch(context.Background(), &pb.SubmitBatchRequest{BatchId: "r1", Papers: []*pb.PaperSpec{{PaperId: "flaky", Doi: doitest.DOIFlaky}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.FlakyHit:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the candidate was never requested")
+	}
+	if err := sys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.ReleaseFlaky()
+	sys = start(t, w, dir)
+	defer sys.Close()
+	c = pb.NewCoordinatorServiceClient(sys.Conn())
+	waitDone(t, c, "r1")
+	p := papers(t, c, "r1")["flaky"]
+	if p.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED || p.GetSource() != "openalex" {
+		t.Fatalf("flaky: %v %q %q", p.GetState(), p.GetSource(), p.GetLastError())
+	}
+	if n := w.Hits("openalex", doitest.DOIFlaky); n != 1 {
+		t.Fatalf("OpenAlex asked %d times; the restart must reuse the recorded candidate", n)
+	}
+}
