@@ -25,14 +25,14 @@ func TestPDFLinks(t *testing.T) {
 		"absolute with entity": {`<html><head><meta name="citation_pdf_url" content="https://pub.example/pdf?id=7&amp;download=1"></head></html>`,
 			[]string{"https://pub.example/pdf?id=7&download=1"}},
 		"attribute order and case": {`<HEAD><META CONTENT='/files/7.pdf' Name="CITATION_PDF_URL"/></HEAD>`, []string{"https://pub.example/files/7.pdf"}},
-		"relative": {`<meta name=citation_pdf_url content="../pdf/7.pdf">`, []string{"https://pub.example/journal/pdf/7.pdf"}},
+		"relative":                 {`<meta name=citation_pdf_url content="../pdf/7.pdf">`, []string{"https://pub.example/journal/pdf/7.pdf"}},
 		"link alternate after meta": {`<link rel="alternate" type="application/pdf" href="alt.pdf"><meta name="citation_pdf_url" content="/m.pdf">`,
 			[]string{"https://pub.example/m.pdf", "https://pub.example/journal/vol1/alt.pdf"}},
 		"link other rel or type ignored": {`<link rel="stylesheet" type="application/pdf" href="a.pdf"><link rel="alternate" type="text/html" href="b">`, nil},
-		"base href": {`<base href="https://cdn.example/x/"><meta name="citation_pdf_url" content="p.pdf">`, []string{"https://cdn.example/x/p.pdf"}},
+		"base href":                      {`<base href="https://cdn.example/x/"><meta name="citation_pdf_url" content="p.pdf">`, []string{"https://cdn.example/x/p.pdf"}},
 		"long script first": {`<script>` + strings.Repeat(`document.write("<meta name='citation_pdf_url' content='/fake.pdf'>");`, 5000) + `</script><meta name="citation_pdf_url" content="/real.pdf">`,
 			[]string{"https://pub.example/real.pdf"}},
-		"not http": {`<meta name="citation_pdf_url" content="javascript:alert(1)"><meta name="citation_pdf_url" content="ftp://x/y.pdf">`, nil},
+		"not http":   {`<meta name="citation_pdf_url" content="javascript:alert(1)"><meta name="citation_pdf_url" content="ftp://x/y.pdf">`, nil},
 		"duplicates": {`<meta name="citation_pdf_url" content="/a.pdf"><meta name="citation_pdf_url" content="https://pub.example/a.pdf">`, []string{"https://pub.example/a.pdf"}},
 	} {
 		if got := PDFLinks([]byte(tc.page), base); !reflect.DeepEqual(got, tc.want) {
