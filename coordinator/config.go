@@ -33,8 +33,13 @@ type HostLimits struct {
 type Config struct {
 	// DataDir holds the store, DataDir/coordinator.db (created).
 	DataDir string
-	// Bucket is the blob store ReadPaper reads from; nil makes ReadPaper FAILED_PRECONDITION.
+	// Bucket is the blob store ReadPaper reads from, and against which completions reported by
+	// fetchers are verified (the blob must exist with the reported size before the paper is
+	// SUCCEEDED). It must be the fetchers' blob store. nil makes ReadPaper FAILED_PRECONDITION
+	// and completions are then believed unverified.
 	Bucket *blob.Bucket
+	// Verifiers is the number of goroutines checking completions against Bucket (default 8).
+	Verifiers int
 	// PerHostDelay is the minimum time between request starts on one host. 0 means the
 	// default, 1s; negative means no delay.
 	PerHostDelay time.Duration
@@ -51,6 +56,11 @@ type Config struct {
 	MaxAttempts int
 	// LeaseTTL is how long a lease lives without traffic from its fetcher (default 60s).
 	LeaseTTL time.Duration
+	// FetcherSilence: when a second stream claims the fetcher id of a registered one (from
+	// another process: another boot id), the registered stream keeps the id unless it has been
+	// silent this long, and the newcomer is refused with ALREADY_EXISTS (default 30s, three
+	// fetcher heartbeats).
+	FetcherSilence time.Duration
 	// ReconnectGrace is how long after a restart fetchers may re-announce their leases
 	// before those are re-queued (default 15s).
 	ReconnectGrace time.Duration
@@ -246,6 +256,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WatchInterval <= 0 {
 		c.WatchInterval = 250 * time.Millisecond
+	}
+	if c.FetcherSilence <= 0 {
+		c.FetcherSilence = 30 * time.Second
+	}
+	if c.Verifiers <= 0 {
+		c.Verifiers = 8
 	}
 	if c.LockTimeout <= 0 {
 		c.LockTimeout = time.Second

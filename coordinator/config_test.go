@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"flag"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,14 +37,24 @@ func TestRegisterFlags(t *testing.T) {
 	}
 }
 
-func TestLeaseIDRoundTrip(t *testing.T) {
-	id := leaseID("abc123", 123456, 7)
-	idx, attempt, ok := parseLeaseID("abc123", id)
+func TestLeaseIDs(t *testing.T) {
+	ids := leaseIDs{storeID: "abc123", key: []byte("0123456789abcdef0123456789abcdef")}
+	id := ids.issue(123456, 7, "fetcher-a")
+	idx, attempt, ok := ids.check(id, "fetcher-a")
 	if !ok || idx != 123456 || attempt != 7 {
 		t.Fatalf("%s -> %d %d %v", id, idx, attempt, ok)
 	}
-	for _, bad := range []string{"", "abc123", "other-1-1", "abc123-1", "abc123-zz!-1", "abc123-1-x", "abc1234-1-1"} {
-		if _, _, ok := parseLeaseID("abc123", bad); ok {
+	if _, _, ok := ids.check(id, "fetcher-b"); ok {
+		t.Error("an id verified for another fetcher")
+	}
+	other := leaseIDs{storeID: "abc123", key: []byte("another key, another coordinator")}
+	if _, _, ok := other.check(id, "fetcher-a"); ok {
+		t.Error("an id verified under another key")
+	}
+	guessed := id[:len(id)-1] + string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", id[len(id)-1])+1)%16])
+	for _, bad := range []string{"", "abc123", "other-1-1", "abc123-1", "abc123-zz!-1", "abc123-1-x", "abc1234-1-1",
+		"abc123-2n9c-7", "abc123-2n9c-7-", guessed, strings.Replace(id, "-7-", "-8-", 1)} {
+		if _, _, ok := ids.check(bad, "fetcher-a"); ok {
 			t.Errorf("%q accepted", bad)
 		}
 	}

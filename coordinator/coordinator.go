@@ -26,6 +26,9 @@ import (
 // maxDrain bounds the messages applied in one loop iteration (one group commit).
 const maxDrain = 8192
 
+// verifyQueueSize bounds the completions handed to the verifiers and not yet checked.
+const verifyQueueSize = 1024
+
 // Coordinator is the coordinator service. Create it with Open, register it on a gRPC server,
 // run its loop with Run, and Close it after Run returned.
 type Coordinator struct {
@@ -35,6 +38,8 @@ type Coordinator struct {
 	m     *metrics
 	inbox chan message
 	done  chan struct{} // closed when Run returns
+
+	verifyJobs chan verifyJob // completions to check against the blob store (verify.go)
 
 	closeStreamsOnce sync.Once
 	streamsClosed    chan struct{} // closed by CloseStreams
@@ -56,7 +61,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{
 		cfg: cfg, st: st, inbox: make(chan message, cfg.InboxSize), done: make(chan struct{}),
-		streamsClosed: make(chan struct{}),
+		streamsClosed: make(chan struct{}), verifyJobs: make(chan verifyJob, verifyQueueSize),
 	}
 	c.m, err = newMetrics(cfg.Registerer, func() float64 { return float64(len(c.inbox)) })
 	if err != nil {
@@ -64,6 +69,10 @@ func Open(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	c.eng = newEngine(cfg, st, c.m)
+	c.eng.verifyCh = c.verifyJobs
+	if cfg.Bucket == nil {
+		cfg.Logger.Warn("no blob store: completions reported by fetchers are believed without verification")
+	}
 	opened := time.Since(openStart)
 	start := time.Now()
 	if err := c.eng.load(cfg.Clock.Now()); err != nil {
@@ -88,6 +97,14 @@ func (c *Coordinator) Register(s grpc.ServiceRegistrar) {
 // calls made after it returned fail with UNAVAILABLE.
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer close(c.done)
+	if c.cfg.Bucket != nil {
+		vctx, stopVerifiers := context.WithCancel(ctx)
+		wait := c.runVerifiers(vctx, c.cfg.Verifiers)
+		defer func() {
+			stopVerifiers()
+			wait()
+		}()
+	}
 	e := c.eng
 	clk := c.cfg.Clock
 	timer := clk.NewTimer(time.Hour)

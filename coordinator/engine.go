@@ -52,6 +52,9 @@ type engine struct {
 	credits    int // sum of the credits of conns that may receive work
 	counts     [numStates]int64
 	watched    map[uint32]*batch // batches with watchers
+	ids        leaseIDs          // issues and checks lease ids
+	verify     bool              // completions are verified against the blob store
+	verifyCh   chan<- verifyJob  // to the verifiers (see verify.go)
 
 	// Per-iteration state.
 	rtx          *bolt.Tx
@@ -65,6 +68,7 @@ type engine struct {
 	replies      []func()
 	cacheAdds    []cacheAdd
 	finalBatches []*batch
+	verifyQueue  []verifyJob // completions waiting for a free verifier
 }
 
 type newPaper struct {
@@ -79,8 +83,8 @@ type outMsg struct {
 }
 
 type cacheAdd struct {
-	idx                      uint32
-	idHash, urlHash, finHash uint64
+	idx             uint32
+	idHash, urlHash uint64
 }
 
 // errInternal marks failures of the coordinator itself (store corruption...).
@@ -90,6 +94,8 @@ func newEngine(cfg Config, st *store, m *metrics) *engine {
 	return &engine{
 		cfg:          cfg,
 		st:           st,
+		ids:          leaseIDs{storeID: st.id, key: st.leaseKey},
+		verify:       cfg.Bucket != nil,
 		log:          cfg.Logger,
 		m:            m,
 		rnd:          rand.New(cfg.Rand),
@@ -353,10 +359,7 @@ func (e *engine) cacheLookup(paperID string, urls []string, expected string) (*p
 		if !ok {
 			continue
 		}
-		if rec, ok := check(idx, func(r *paperRecord, s *pb.PaperSpec) bool {
-			if r.finalURL == u {
-				return true
-			}
+		if rec, ok := check(idx, func(_ *paperRecord, s *pb.PaperSpec) bool {
 			for _, su := range s.GetUrls() {
 				if su == u {
 					return true
@@ -473,7 +476,8 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 	h.active++
 	h.lastStart = now
 	e.setState(idx, stateDownloading, now)
-	id := leaseID(e.st.id, idx, l.attempt)
+	id := e.ids.issue(idx, l.attempt, c.id)
+	l.id = id
 	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Assign{Assign: &pb.Assign{
 		LeaseId:        id,
 		BatchId:        b.id,
@@ -518,7 +522,7 @@ func (e *engine) requeue(l *lease, why string, now time.Time) {
 	}
 	if e.debug() {
 		e.log.Debug("lease re-queued", "batch", e.batches[l.batch].id, "paper", l.paperID,
-			"lease", leaseID(e.st.id, l.idx, l.attempt), "reason", why)
+			"lease", l.name(), "reason", why)
 	}
 	e.enqueue(l.idx, now)
 }
@@ -529,7 +533,7 @@ func (e *engine) sendCancel(c *fetcherConn, l *lease, reason string) {
 	}
 	l.cancelSent = true
 	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{
-		LeaseId: leaseID(e.st.id, l.idx, l.attempt), Reason: reason,
+		LeaseId: l.id, Reason: reason,
 	}}}})
 }
 
@@ -682,11 +686,11 @@ func (e *engine) flush(now time.Time) {
 		if a.urlHash != 0 {
 			e.cacheByURL[a.urlHash] = a.idx
 		}
-		if a.finHash != 0 {
-			e.cacheByURL[a.finHash] = a.idx
-		}
 	}
 	e.cacheAdds = e.cacheAdds[:0]
+	if len(e.verifyQueue) > 0 {
+		e.pushVerifies()
+	}
 	out := e.out
 	e.out = nil
 	for _, o := range out {

@@ -28,14 +28,20 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 	c.lastMsg = now
 	var old []*fetcherConn
 	for _, x := range e.conns {
-		if x.id == c.id {
-			old = append(old, x)
+		if x.id != c.id {
+			continue
 		}
+		if err := e.mayReplace(x, c, now); err != nil {
+			e.m.duplicateIDs.Inc()
+			e.log.Warn("fetcher refused: its id is in use", "fetcher", c.id, "boot", c.boot, "live_boot", x.boot)
+			return err
+		}
+		old = append(old, x)
 	}
 	e.conns = append(e.conns, c)
 	adopted := 0
 	for _, fl := range h.GetInFlight() {
-		idx, attempt, ok := parseLeaseID(e.st.id, fl.GetLeaseId())
+		idx, attempt, ok := e.ids.check(fl.GetLeaseId(), c.id)
 		if !ok || int(idx) >= len(e.papers) {
 			e.out = append(e.out, outMsg{c: c, m: cancelMsg(fl.GetLeaseId(), "unknown lease")})
 			continue
@@ -48,6 +54,7 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 			}
 			delete(e.orphans, idx)
 			l.conn = c
+			l.id = fl.GetLeaseId()
 			l.started = true // it is running (or finished) on the fetcher
 			c.leases[idx] = l
 			adopted++
@@ -68,6 +75,29 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 	e.log.Info("fetcher connected", "fetcher", c.id, "boot", c.boot, "slots", c.slots,
 		"in_flight", len(h.GetInFlight()), "adopted", adopted, "version", h.GetVersion())
 	return nil
+}
+
+// resourceFetcher is the ResourceInfo type of a fetcher id.
+const resourceFetcher = "paperfetch.v1.Fetcher"
+
+// mayReplace decides whether the new stream c may take the fetcher id of the registered
+// stream x. One fetcher id has one live stream: the first keeps it. A new stream takes the id
+// over only when it comes from the same process (same non-empty boot id: a reconnect whose
+// old stream the coordinator has not seen break yet), or when x has been silent for
+// FetcherSilence (fetchers send a heartbeat every 10s, so a silent stream is a dead process
+// whose connection was not closed, e.g. a crashed pod). Otherwise c is refused with
+// ALREADY_EXISTS naming the id and the fix.
+func (e *engine) mayReplace(x, c *fetcherConn, now time.Time) error {
+	if c.boot != "" && c.boot == x.boot {
+		return nil
+	}
+	if silent := now.Sub(x.lastMsg); silent >= e.cfg.FetcherSilence {
+		return nil
+	}
+	return &apiError{kind: errExists, resourceType: resourceFetcher, resource: c.id, msg: fmt.Sprintf(
+		"fetcher id %q is in use by another live fetcher process (boot %s); give every fetcher process its own --id, "+
+			"or leave --id unset for a unique default (a restarted fetcher takes its id over once the old stream has been silent for %s)",
+		c.id, x.boot, e.cfg.FetcherSilence)}
 }
 
 func cancelMsg(leaseID, reason string) *pb.WorkResponse {
@@ -127,15 +157,20 @@ func (e *engine) onGone(c *fetcherConn, now time.Time) {
 	e.dropConn(c, "stream ended", now)
 }
 
-// onEvent applies one DownloadEvent. Events of unknown or stale leases and duplicates are
-// dropped; terminal ones are still acknowledged (after the commit) so the fetcher forgets them.
+// onEvent applies one DownloadEvent. A lease belongs to the stream it was assigned to (or
+// that re-announced it): events for it from any other stream, and events whose lease id was
+// not issued to this stream's fetcher, are refused and counted (cause "foreign"), without an
+// Ack. Events of stale leases and duplicates are dropped; terminal ones are still acknowledged
+// (after the commit) so the fetcher forgets them. A completion is verified against the blob
+// store before it is believed (verify.go).
 func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 	isTerminal := ev.GetCompleted() != nil || ev.GetFailed() != nil || ev.GetResolved() != nil
-	idx, attempt, ok := parseLeaseID(e.st.id, ev.GetLeaseId())
-	var l *lease
-	if ok && int(idx) < len(e.papers) {
-		l = e.leases[idx]
+	idx, attempt, ok := e.ids.check(ev.GetLeaseId(), c.id)
+	if !ok || int(idx) >= len(e.papers) {
+		e.refuseForeign(c, ev, "lease id not issued to this fetcher")
+		return
 	}
+	l := e.leases[idx]
 	if l == nil || l.attempt != attempt || ev.GetAttempt() != int32(attempt) {
 		e.m.droppedEvents.WithLabelValues("stale").Inc()
 		if isTerminal {
@@ -143,26 +178,19 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		}
 		return
 	}
-	if ev.GetSequence() <= l.lastSeq {
+	if l.conn != c {
+		e.refuseForeign(c, ev, "lease belongs to another stream")
+		return
+	}
+	if ev.GetSequence() <= l.lastSeq || l.verifying {
 		e.m.droppedEvents.WithLabelValues("duplicate").Inc()
 		return
 	}
 	l.lastSeq = ev.GetSequence()
-	if l.conn != c {
-		if l.conn != nil {
-			delete(l.conn.leases, idx)
-		}
-		delete(e.orphans, idx)
-		l.conn = c
-		c.leases[idx] = l
-	}
 	b := e.batches[l.batch]
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:
 		l.started = true
-		if u := k.Started.GetUrl(); u != "" {
-			l.url = u
-		}
 	case *pb.DownloadEvent_Progress:
 		if d := k.Progress.GetBytes() - l.bytes; d > 0 {
 			b.bytesDownloaded += d
@@ -175,6 +203,9 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 	case *pb.DownloadEvent_Completed:
 		if l.resolve != nil {
 			e.fail(l, protocolFailure("a completed download for a resolution step"), now)
+		} else if e.verify {
+			e.startVerify(l, k.Completed, ev.GetSequence())
+			return
 		} else {
 			e.complete(l, k.Completed, now)
 		}
@@ -189,6 +220,14 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 	case *pb.DownloadEvent_Failed:
 		e.fail(l, k.Failed, now)
 		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
+	}
+}
+
+// refuseForeign drops an event a stream sent for a lease that is not its own.
+func (e *engine) refuseForeign(c *fetcherConn, ev *pb.DownloadEvent, why string) {
+	e.m.droppedEvents.WithLabelValues("foreign").Inc()
+	if e.debug() {
+		e.log.Debug("event refused", "fetcher", c.id, "lease", ev.GetLeaseId(), "why", why)
 	}
 }
 
@@ -214,18 +253,17 @@ func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 	c.size, c.sha256, c.blobKey = d.GetSize(), d.GetSha256(), d.GetBlobKey()
 	c.finalURL, c.ctype = d.GetFinalUrl(), d.GetContentType()
 	e.noteSuccess(l.idx, c)
+	// The cache is keyed by the URL the coordinator assigned, never by the final URL the
+	// fetcher reports (which would let a fetcher plant content under any URL).
 	c.urlHash = hashString(l.url)
-	if d.GetFinalUrl() != "" {
-		c.finalHash = hashString(d.GetFinalUrl())
-	}
-	e.cacheAdds = append(e.cacheAdds, cacheAdd{idx: l.idx, idHash: hashString(l.paperID), urlHash: c.urlHash, finHash: c.finalHash})
+	e.cacheAdds = append(e.cacheAdds, cacheAdd{idx: l.idx, idHash: hashString(l.paperID), urlHash: c.urlHash})
 	if dur := d.GetDuration(); dur != nil {
 		e.m.downloadSeconds.Observe(dur.AsDuration().Seconds())
 	}
 	e.m.downloadBytes.Observe(float64(d.GetSize()))
 	e.setState(l.idx, stateSucceeded, now)
 	if e.debug() {
-		e.log.Debug("paper succeeded", "batch", b.id, "paper", l.paperID, "lease", leaseID(e.st.id, l.idx, l.attempt),
+		e.log.Debug("paper succeeded", "batch", b.id, "paper", l.paperID, "lease", l.name(),
 			"size", d.GetSize(), "sha256", d.GetSha256())
 	}
 }

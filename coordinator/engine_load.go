@@ -125,9 +125,6 @@ func (e *engine) load(now time.Time) error {
 			if s.urlHash != 0 {
 				e.cacheByURL[s.urlHash] = s.idx
 			}
-			if s.finHash != 0 {
-				e.cacheByURL[s.finHash] = s.idx
-			}
 		}
 		// Hash collisions of the per-batch index (astronomically rare): the first paper
 		// keeps the key, the others go to the overflow map, by their real id.

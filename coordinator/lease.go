@@ -1,6 +1,10 @@
 package coordinator
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +17,7 @@ type lease struct {
 	idx        uint32
 	attempt    uint16
 	batch      uint32
+	id         string       // the lease id sent in the Assign ("" for an orphan not yet re-announced)
 	conn       *fetcherConn // nil for an orphan (reloaded after a restart, not yet re-announced)
 	assignedAt time.Time
 	lastSeq    int64
@@ -24,37 +29,82 @@ type lease struct {
 	bytes      int64
 	total      int64
 	bps        float64
+
+	// A completion being verified against the blob store (see verify.go).
+	verifying  bool
+	completion *pb.DownloadCompleted
+	ackSeq     int64
 }
 
-// leaseID formats the id of a lease: the store id (so ids of another store never match),
-// the paper index and the attempt number.
-func leaseID(storeID string, idx uint32, attempt uint16) string {
+// name identifies the lease in logs.
+func (l *lease) name() string {
+	if l.id != "" {
+		return l.id
+	}
+	return "orphan-" + strconv.FormatUint(uint64(l.idx), 36) + "-" + strconv.Itoa(int(l.attempt))
+}
+
+// leaseMACBytes is the length of a lease id's MAC (96 bits, 24 hex digits).
+const leaseMACBytes = 12
+
+// leaseIDs issues and checks lease ids: "<store id>-<paper index, base 36>-<attempt>-<mac>".
+// The MAC is an HMAC-SHA256, under the store's secret lease key, of the paper index, the
+// attempt and the id of the fetcher the lease is assigned to. Without the key nobody can make
+// up a valid lease id, and an id only verifies for the fetcher it was issued to, which is how
+// the coordinator recognises, even after a restart, the fetcher that may re-announce a lease.
+type leaseIDs struct {
+	storeID string
+	key     []byte
+}
+
+func (s leaseIDs) mac(idx uint32, attempt uint16, fetcherID string) []byte {
+	m := hmac.New(sha256.New, s.key)
+	var buf [6]byte
+	binary.BigEndian.PutUint32(buf[:4], idx)
+	binary.BigEndian.PutUint16(buf[4:], attempt)
+	m.Write(buf[:])
+	m.Write([]byte(fetcherID))
+	return m.Sum(nil)[:leaseMACBytes]
+}
+
+// issue returns the id of attempt of paper idx leased to fetcherID.
+func (s leaseIDs) issue(idx uint32, attempt uint16, fetcherID string) string {
 	var b strings.Builder
-	b.Grow(len(storeID) + 16)
-	b.WriteString(storeID)
+	b.Grow(len(s.storeID) + 16 + 2*leaseMACBytes)
+	b.WriteString(s.storeID)
 	b.WriteByte('-')
 	b.WriteString(strconv.FormatUint(uint64(idx), 36))
 	b.WriteByte('-')
 	b.WriteString(strconv.FormatUint(uint64(attempt), 10))
+	b.WriteByte('-')
+	b.WriteString(hex.EncodeToString(s.mac(idx, attempt, fetcherID)))
 	return b.String()
 }
 
-// parseLeaseID is the inverse of leaseID; ok is false for ids this store did not issue.
-func parseLeaseID(storeID, id string) (idx uint32, attempt uint16, ok bool) {
-	rest, found := strings.CutPrefix(id, storeID)
-	if !found || len(rest) < 4 || rest[0] != '-' {
+// check parses id and verifies that it was issued to fetcherID by this store; ok is false
+// otherwise.
+func (s leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bool) {
+	rest, found := strings.CutPrefix(id, s.storeID)
+	if !found || len(rest) < 6 || rest[0] != '-' {
 		return 0, 0, false
 	}
-	a, b, found := strings.Cut(rest[1:], "-")
-	if !found {
+	parts := strings.Split(rest[1:], "-")
+	if len(parts) != 3 {
 		return 0, 0, false
 	}
-	i, err := strconv.ParseUint(a, 36, 32)
+	i, err := strconv.ParseUint(parts[0], 36, 32)
 	if err != nil {
 		return 0, 0, false
 	}
-	n, err := strconv.ParseUint(b, 10, 16)
+	n, err := strconv.ParseUint(parts[1], 10, 16)
 	if err != nil {
+		return 0, 0, false
+	}
+	mac, err := hex.DecodeString(parts[2])
+	if err != nil || len(mac) != leaseMACBytes {
+		return 0, 0, false
+	}
+	if !hmac.Equal(mac, s.mac(uint32(i), uint16(n), fetcherID)) {
 		return 0, 0, false
 	}
 	return uint32(i), uint16(n), true

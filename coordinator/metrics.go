@@ -17,6 +17,8 @@ type metrics struct {
 	failures        *prometheus.CounterVec
 	droppedEvents   *prometheus.CounterVec
 	protocolErrors  prometheus.Counter
+	verifications   *prometheus.CounterVec
+	duplicateIDs    prometheus.Counter
 	hostPauses      *prometheus.CounterVec
 	cacheHits       prometheus.Counter
 	loopSeconds     prometheus.Histogram
@@ -40,9 +42,13 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "attempt_failures_total",
 			Help: "Failed download attempts, by reason."}, []string{"reason"}),
 		droppedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dropped_events_total",
-			Help: "Download events dropped, by cause (stale lease or attempt, duplicate sequence)."}, []string{"cause"}),
+			Help: "Download events dropped, by cause (stale lease or attempt, duplicate sequence, foreign: the lease is not the stream's)."}, []string{"cause"}),
 		protocolErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "fetcher_protocol_errors_total",
 			Help: "Work streams closed with INVALID_ARGUMENT because a message broke the protocol."}),
+		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "completion_verifications_total",
+			Help: "Completions checked against the blob store, by result (ok, refused)."}, []string{"result"}),
+		duplicateIDs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "fetcher_id_conflicts_total",
+			Help: "Work streams refused because another live fetcher process holds their fetcher id."}),
 		hostPauses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "host_pauses_total",
 			Help: "Hosts paused, by cause (retry_after, retry_after_capped, circuit_breaker)."}, []string{"cause"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
@@ -65,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.hostPauses,
+	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.hostPauses,
 		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",
 			Help: "Messages waiting in the owner loop's inbox."}, inboxDepth),

@@ -30,7 +30,8 @@ const (
 	bucketPlans   = "plans"   // paper index (4 B) -> plan of a paper with a DOI (plan.go)
 	bucketDOIs    = "dois"    // normalised DOI -> index (4 B) of a SUCCEEDED paper with it (the DOI cache)
 
-	metaStoreID = "store_id"
+	metaStoreID  = "store_id"
+	metaLeaseKey = "lease_key" // 32 random bytes: the HMAC key of lease ids (see leaseIDs)
 )
 
 // ErrStoreLocked is returned by Open when another process holds the store.
@@ -41,7 +42,8 @@ var ErrStoreLocked = errors.New("coordinator store is locked by another process"
 // records concurrently through read-only transactions.
 type store struct {
 	db *bolt.DB
-	id string // random id of this store, part of every lease id
+	id       string // random id of this store, part of every lease id
+	leaseKey []byte // secret key of the lease ids' MACs
 }
 
 // openStore opens (creating if needed) the store in dir, failing after lockTimeout when
@@ -72,6 +74,17 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 			}
 		}
 		meta := tx.Bucket([]byte(bucketMeta))
+		if k := meta.Get([]byte(metaLeaseKey)); len(k) == 32 {
+			s.leaseKey = append([]byte(nil), k...)
+		} else {
+			s.leaseKey = make([]byte, 32)
+			if _, err := rand.Read(s.leaseKey); err != nil {
+				return err
+			}
+			if err := meta.Put([]byte(metaLeaseKey), s.leaseKey); err != nil {
+				return err
+			}
+		}
 		if id := meta.Get([]byte(metaStoreID)); id != nil {
 			s.id = string(id)
 			return nil

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 	"google.golang.org/grpc"
@@ -43,6 +44,7 @@ type env struct {
 	api    pb.CoordinatorServiceClient
 	gw     pb.FetcherGatewayServiceClient
 	addr   string
+	reg    *prometheus.Registry
 }
 
 type envOpts struct {
@@ -52,7 +54,7 @@ type envOpts struct {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	e := &env{t: t, clk: clock.NewFake(epoch)}
+	e := &env{t: t, clk: clock.NewFake(epoch), reg: prometheus.NewRegistry()}
 	var err error
 	e.bucket, err = fileblob.OpenBucket(t.TempDir(), &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
 	if err != nil {
@@ -63,6 +65,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	cfg.Bucket = e.bucket
 	cfg.Clock = e.clk
 	cfg.NoSync = true
+	cfg.Registerer = e.reg
 	if cfg.PerHostDelay == 0 {
 		cfg.PerHostDelay = -1
 	}
@@ -339,5 +342,44 @@ func wantCode(t *testing.T, what string, st *status.Status, c codes.Code) {
 	t.Helper()
 	if st.Code() != c {
 		t.Fatalf("%s: got %s (%q), want %s", what, st.Code(), st.Message(), c)
+	}
+}
+
+// counter returns the value of the coordinator counter name{label=value} ("" label: no labels).
+func (e *env) counter(name, label, value string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					match = true
+				}
+			}
+			if match {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// waitFor polls cond until it holds (the system under test runs on its own goroutines; this
+// waits for an outcome, it does not sleep to order events).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

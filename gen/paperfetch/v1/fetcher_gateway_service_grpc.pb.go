@@ -54,7 +54,14 @@ const (
 //     that host's politeness like any download), follows its redirects, and reports started then
 //     exactly one resolved (the PDF candidates found, possibly none) or failed (HTTP errors,
 //     429 with Retry-After, timeouts, as for downloads). Nothing is stored for a resolve lease. The coordinator drops events whose lease is unknown, expired, or for an
-//     attempt other than the lease's, and duplicates.
+//     attempt other than the lease's, and duplicates. A lease belongs to the stream it was
+//     assigned to (or that re-announced it in its Hello): events for it from any other stream
+//     are refused without an Ack. Lease ids are opaque and unguessable (they carry a MAC
+//     binding them to the fetcher_id they were issued to).
+//     A completed event is believed only once the coordinator found the blob it names
+//     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
+//     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
+//     failure of the attempt: the paper is retried, never SUCCEEDED from it.
 //  4. A lease expires unless renewed: any message on the stream renews every lease of that
 //     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
 //     The coordinator also sends Cancel when the batch is cancelled.
@@ -67,7 +74,14 @@ const (
 //     unfinished leases re-queued at once.
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
-// in-flight leases in Hello; leases nobody claims by then are re-queued.
+// in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
+// from the fetcher_id it was issued to.
+//
+// Identity. One fetcher_id has at most one live stream: a Hello whose fetcher_id is held by a
+// live stream of another process (another boot_id) is refused with ALREADY_EXISTS and a
+// ResourceInfo naming the id. The newcomer takes the id over when the registered stream comes
+// from the same boot_id (a reconnect) or has been silent for the coordinator's fetcher-silence
+// period (default 30s: three heartbeats).
 type FetcherGatewayServiceClient interface {
 	// Work is the fetcher's long-lived work stream; see the protocol above.
 	Work(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkRequest, WorkResponse], error)
@@ -123,7 +137,14 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     that host's politeness like any download), follows its redirects, and reports started then
 //     exactly one resolved (the PDF candidates found, possibly none) or failed (HTTP errors,
 //     429 with Retry-After, timeouts, as for downloads). Nothing is stored for a resolve lease. The coordinator drops events whose lease is unknown, expired, or for an
-//     attempt other than the lease's, and duplicates.
+//     attempt other than the lease's, and duplicates. A lease belongs to the stream it was
+//     assigned to (or that re-announced it in its Hello): events for it from any other stream
+//     are refused without an Ack. Lease ids are opaque and unguessable (they carry a MAC
+//     binding them to the fetcher_id they were issued to).
+//     A completed event is believed only once the coordinator found the blob it names
+//     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
+//     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
+//     failure of the attempt: the paper is retried, never SUCCEEDED from it.
 //  4. A lease expires unless renewed: any message on the stream renews every lease of that
 //     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
 //     The coordinator also sends Cancel when the batch is cancelled.
@@ -136,7 +157,14 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     unfinished leases re-queued at once.
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
-// in-flight leases in Hello; leases nobody claims by then are re-queued.
+// in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
+// from the fetcher_id it was issued to.
+//
+// Identity. One fetcher_id has at most one live stream: a Hello whose fetcher_id is held by a
+// live stream of another process (another boot_id) is refused with ALREADY_EXISTS and a
+// ResourceInfo naming the id. The newcomer takes the id over when the registered stream comes
+// from the same boot_id (a reconnect) or has been silent for the coordinator's fetcher-silence
+// period (default 30s: three heartbeats).
 type FetcherGatewayServiceServer interface {
 	// Work is the fetcher's long-lived work stream; see the protocol above.
 	Work(grpc.BidiStreamingServer[WorkRequest, WorkResponse]) error

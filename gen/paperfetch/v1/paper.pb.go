@@ -879,7 +879,8 @@ type DownloadCompleted struct {
 	FinalUrl string `protobuf:"bytes,4,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
 	// Key of the object in the blob store. Blobs are content-addressed
 	// ("sha256/<first two hex digits>/<sha256>.pdf"), so identical content is stored once. On
-	// the Work stream it must be exactly the key of sha256.
+	// the Work stream it must be exactly the key of sha256, and the coordinator believes the
+	// completion only after it found that blob in the blob store with this size.
 	BlobKey string `protobuf:"bytes,5,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
 	// How long the attempt took.
 	Duration      *durationpb.Duration `protobuf:"bytes,6,opt,name=duration,proto3" json:"duration,omitempty"`

@@ -1,0 +1,140 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// Completions are believed only once verified: a fetcher's DownloadCompleted names a blob
+// (the content-addressed key of its sha256, checked by the gateway's validation) and a size;
+// the coordinator checks, off the loop, that the blob store holds that blob with that size
+// before the paper becomes SUCCEEDED and the URL enters the cache. A completion that fails
+// the check counts as a transient STORAGE failure of the attempt (the paper is retried, up to
+// MaxAttempts): a missing or truncated blob is what a fetcher whose store write was lost would
+// produce, and retrying is what fixes that case; a lying fetcher only burns the paper's attempts.
+// Without a blob store (Config.Bucket nil) completions are believed as reported.
+
+// verifyTimeout bounds one blob store check.
+const verifyTimeout = 30 * time.Second
+
+// verifyJob asks a verifier to check one completion.
+type verifyJob struct {
+	l    *lease
+	key  string
+	size int64
+}
+
+// verifiedMsg is a verifier's answer, applied by the loop.
+type verifiedMsg struct {
+	job verifyJob
+	err error // nil: the blob exists with the reported size
+}
+
+func (m *verifiedMsg) apply(e *engine, now time.Time) { e.onVerified(m.job, m.err, now) }
+
+// errNotVerified marks completions the blob store contradicts.
+var errNotVerified = fmt.Errorf("completion not verified")
+
+// verifyBlob checks that key exists in bucket with size bytes.
+func verifyBlob(ctx context.Context, bucket *blob.Bucket, key string, size int64) error {
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	attrs, err := bucket.Attributes(ctx, key)
+	switch {
+	case gcerrors.Code(err) == gcerrors.NotFound:
+		return fmt.Errorf("%w: blob %s is not in the coordinator's blob store (is --blob the fetchers' store?)", errNotVerified, key)
+	case err != nil:
+		return fmt.Errorf("%w: blob %s: %w", errNotVerified, key, err)
+	case attrs.Size != size:
+		return fmt.Errorf("%w: blob %s has %d bytes, the fetcher reported %d", errNotVerified, key, attrs.Size, size)
+	}
+	return nil
+}
+
+// runVerifiers starts n verifier goroutines reading jobs until ctx is done; the returned
+// function waits for them.
+func (c *Coordinator) runVerifiers(ctx context.Context, n int) (wait func()) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case j := <-c.verifyJobs:
+					err := verifyBlob(ctx, c.cfg.Bucket, j.key, j.size)
+					if ctx.Err() != nil {
+						return
+					}
+					if c.postWait(ctx, &verifiedMsg{job: j, err: err}) != nil {
+						return
+					}
+				}
+			}
+		})
+	}
+	return wg.Wait
+}
+
+// startVerify parks a completion of l until a verifier checked it; the Ack waits too.
+func (e *engine) startVerify(l *lease, d *pb.DownloadCompleted, seq int64) {
+	l.verifying = true
+	l.completion = d
+	l.ackSeq = seq
+	e.verifyQueue = append(e.verifyQueue, verifyJob{l: l, key: d.GetBlobKey(), size: d.GetSize()})
+}
+
+// pushVerifies hands queued jobs to the verifiers without blocking; what does not fit waits
+// for the next iteration (every verifier answer starts one).
+func (e *engine) pushVerifies() {
+	n := 0
+push:
+	for n < len(e.verifyQueue) {
+		select {
+		case e.verifyCh <- e.verifyQueue[n]:
+			n++
+		default:
+			break push
+		}
+	}
+	rest := copy(e.verifyQueue, e.verifyQueue[n:])
+	clear(e.verifyQueue[rest:])
+	e.verifyQueue = e.verifyQueue[:rest]
+}
+
+// onVerified applies a verifier's answer: the paper SUCCEEDED, or the attempt failed.
+func (e *engine) onVerified(j verifyJob, err error, now time.Time) {
+	l := j.l
+	if e.leases[l.idx] != l || !l.verifying {
+		return // the lease ended meanwhile (its stream broke, its batch was cancelled)
+	}
+	l.verifying = false
+	c := l.conn
+	if err == nil {
+		e.m.verifications.WithLabelValues("ok").Inc()
+		e.complete(l, l.completion, now)
+	} else {
+		e.m.verifications.WithLabelValues("refused").Inc()
+		e.log.Warn("completion refused", "fetcher", connID(c), "lease", l.name(), "paper", l.paperID, "err", err)
+		e.fail(l, &pb.DownloadFailed{
+			Class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, Reason: pb.FailureReason_FAILURE_REASON_STORAGE,
+			Message: err.Error(),
+		}, now)
+	}
+	e.ack(c, l.id, l.ackSeq)
+	l.completion = nil
+}
+
+func connID(c *fetcherConn) string {
+	if c == nil {
+		return ""
+	}
+	return c.id
+}
