@@ -41,7 +41,7 @@ var ErrStoreLocked = errors.New("coordinator store is locked by another process"
 // owner loop (one read-write transaction per loop iteration); handlers may read committed
 // records concurrently through read-only transactions.
 type store struct {
-	db *bolt.DB
+	db       *bolt.DB
 	id       string // random id of this store, part of every lease id
 	leaseKey []byte // secret key of the lease ids' MACs
 }

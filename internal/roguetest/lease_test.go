@@ -72,7 +72,7 @@ func TestForgedCompletionIsNotBelieved(t *testing.T) {
 	real := e.storeBlob([]byte("%PDF-1.7 real content"), "")
 	sha := strings.Repeat("ab", 32)
 	forgeries := []*pb.DownloadCompleted{
-		{Sha256: sha, Size: 1234, BlobKey: validate.ContentKey(sha)}, // no such blob
+		{Sha256: sha, Size: 1234, BlobKey: validate.ContentKey(sha)},                     // no such blob
 		{Sha256: real.GetSha256(), Size: real.GetSize() + 1, BlobKey: real.GetBlobKey()}, // wrong size
 	}
 	for i, f := range forgeries {
