@@ -385,10 +385,13 @@ func TestUsage(t *testing.T) {
 		{[]string{"get"}, "no INPUT given"},
 		{[]string{"get", "--out", out, "--concurrency", "0", list}, "--concurrency must be between 1 and 10000"},
 		{[]string{"get", "--out", out, "--bogus", list}, "flag provided but not defined: --bogus"},
-		{[]string{"get", "--out", out, "--per-host-delay", "soon", list}, `invalid value "soon" for flag --per-host-delay`},
+		{[]string{"get", "--out", out, "--per-host-delay", "soon", list}, `invalid value "soon" for flag --per-host-delay: "soon" is not a duration`},
 		{[]string{"get", "--out", out, "--max-size", "12XB", list}, "invalid size unit"},
 		{[]string{"get", "--out", out, "--format", "xml", list}, `unknown input format "xml"`},
-		{[]string{"get", "--out", out, filepath.Join(dir, "nope.txt")}, "no such file or directory"},
+		{[]string{"get", "--out", out, filepath.Join(dir, "nope.txt")}, "nope.txt: no such file, and not a URL or an arXiv id"},
+		{[]string{"get", "--out", out, "--concurency", "3", list}, "flag provided but not defined: --concurency (did you mean --concurrency?)"},
+		{[]string{"gte", list}, `unknown command "gte" (did you mean "get"?)`},
+		{[]string{"get", "--out", out, "--per-host-delay", "1", list}, `"1" has no unit: write 1s for seconds or 1ms for milliseconds`},
 		{[]string{"get", "--out", out, "--strict", list}, "1 malformed input entry (--strict); nothing was downloaded"},
 		{[]string{"get", "--out", out, empty}, "no papers in the input"},
 		{[]string{"get", "--out", out, "--arxiv-base", "ftp://x", list}, "--arxiv-base must be an http(s) URL"},
@@ -405,6 +408,9 @@ func TestUsage(t *testing.T) {
 			res := run(t, "", tc.args...)
 			if res.code != 2 || !strings.Contains(res.stderr, tc.want) {
 				t.Errorf("paperfetch %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tc.args, " "), res.code, res.stderr, tc.want)
+			}
+			if len(tc.args) > 0 && strings.Contains(res.stdout+res.stderr, "Usage:") {
+				t.Errorf("paperfetch %s printed the whole usage for a mistake:\n%s", strings.Join(tc.args, " "), res.stdout)
 			}
 		})
 	}
@@ -425,7 +431,7 @@ func TestUsage(t *testing.T) {
 	}
 	// An unreachable coordinator is a clear error, not a hang.
 	res := run(t, "", "status", "--coordinator", "127.0.0.1:1", "--timeout", "5s")
-	if res.code != 1 || !strings.Contains(res.stderr, "cannot reach the coordinator at 127.0.0.1:1") {
+	if res.code != 5 || !strings.Contains(res.stderr, "cannot reach the coordinator at 127.0.0.1:1") {
 		t.Errorf("status against nothing: exit %d %q", res.code, res.stderr)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+
+	"github.com/paperfetch/paperfetch/internal/storagefull"
 )
 
 // Exit codes, in wget's spirit.
@@ -24,7 +26,20 @@ const (
 	ExitUsage = 2
 	// ExitInterrupted means the run was interrupted (SIGINT/SIGTERM); rerunning resumes it.
 	ExitInterrupted = 3
+	// ExitStorage means the run stopped because the disk is full (or over quota, or read-only);
+	// what was done is kept, and rerunning once there is room resumes it.
+	ExitStorage = 4
+	// ExitUnreachable means the coordinator could not be reached (remote commands).
+	ExitUnreachable = 5
 )
+
+// exitCodeFor returns ExitStorage for an out-of-space (quota, read-only) error, else code.
+func exitCodeFor(err error, code int) int {
+	if storagefull.Is(err) {
+		return ExitStorage
+	}
+	return code
+}
 
 // Env is the process environment the command runs in; tests substitute every part of it.
 type Env struct {
@@ -93,7 +108,8 @@ func commands() []command {
 
 // app is one invocation of the command.
 type app struct {
-	env Env
+	env   Env
+	usage func() // prints the usage of the command being parsed (newFlagSet)
 }
 
 // Main runs the command with args (without the program name) and returns the exit code. ctx is
@@ -123,7 +139,15 @@ func Main(ctx context.Context, args []string, env Env) int {
 			return a.exit(name, c.run(a, ctx, args[1:]), ctx)
 		}
 	}
-	fmt.Fprintf(env.Stderr, "paperfetch: unknown command %q\nRun 'paperfetch help' for the list of commands.\n", name)
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	hint := ""
+	if s := suggest(name, names); s != "" {
+		hint = fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	fmt.Fprintf(env.Stderr, "paperfetch: unknown command %q%s\nRun 'paperfetch help' for the list of commands.\n", name, hint)
 	return ExitUsage
 }
 

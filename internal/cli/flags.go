@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/paperfetch/paperfetch/internal/flagenv"
@@ -19,7 +20,10 @@ import (
 func (a *app) newFlagSet(name, synopsis, extra string) *flag.FlagSet {
 	fs := flag.NewFlagSet("paperfetch "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
+	// The flag package calls Usage on every parse error too; parseFlags prints the usage itself
+	// for --help only, so a mistyped flag gets one line and a hint, not the whole help.
+	fs.Usage = func() {}
+	a.usage = func() {
 		w := a.env.Stdout
 		fmt.Fprintf(w, "Usage: paperfetch %s %s\n\n", name, synopsis)
 		if extra != "" {
@@ -74,11 +78,19 @@ func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, errHelp // the flag package has printed the usage
+				if a.usage != nil {
+					a.usage()
+				}
+				return nil, errHelp
 			}
 			msg := strings.Replace(err.Error(), "defined: -", "defined: --", 1)
 			msg = strings.Replace(msg, "for flag -", "for flag --", 1)
 			msg = strings.Replace(msg, "needs an argument: -", "needs an argument: --", 1)
+			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+				if s := suggestFlag(fs, strings.TrimPrefix(name, "-")); s != "" {
+					msg += fmt.Sprintf(" (did you mean --%s?)", s)
+				}
+			}
 			return nil, usagef("%s", msg)
 		}
 		rest := fs.Args()
@@ -164,4 +176,88 @@ func formatSize(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// delayFlag is a duration flag whose error explains the unit (a bare "1" is not a duration).
+type delayFlag struct{ d *time.Duration }
+
+// String prints the duration.
+func (f delayFlag) String() string {
+	if f.d == nil {
+		return "0s"
+	}
+	return f.d.String()
+}
+
+// Set parses a Go duration; "0" alone means none.
+func (f delayFlag) Set(v string) error {
+	v = strings.TrimSpace(v)
+	if v == "0" {
+		*f.d = 0
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(v, 64); nerr == nil {
+			return fmt.Errorf("%q has no unit: write %ss for seconds or %sms for milliseconds", v, v, v)
+		}
+		return fmt.Errorf("%q is not a duration (e.g. 500ms, 1s, 1m30s)", v)
+	}
+	*f.d = d
+	return nil
+}
+
+// suggestFlag returns the flag of fs closest to the unknown name (a prefix of it, or at most
+// two edits away), or "".
+func suggestFlag(fs *flag.FlagSet, name string) string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Name) > 1 {
+			names = append(names, f.Name)
+		}
+	})
+	return suggest(name, names)
+}
+
+// suggest returns the candidate closest to word: the only one it is a prefix of, or the
+// nearest within two edits (ties: the first). "" when none is close.
+func suggest(word string, candidates []string) string {
+	word = strings.ToLower(word)
+	var prefixed []string
+	for _, c := range candidates {
+		if len(word) >= 2 && strings.HasPrefix(c, word) {
+			prefixed = append(prefixed, c)
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if d := editDistance(word, c); d < bestDist && d < len(c) {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

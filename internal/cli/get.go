@@ -24,6 +24,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/input"
 	"github.com/paperfetch/paperfetch/internal/logging"
 	"github.com/paperfetch/paperfetch/internal/progress"
+	"github.com/paperfetch/paperfetch/internal/storagefull"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -53,30 +54,98 @@ type getOptions struct {
 	strict             bool
 	batchID            string
 	logLevel           string
+	link               bool
 }
 
 // maxInputErrorsShown caps the malformed entries printed one by one.
 const maxInputErrorsShown = 20
 
 const getHelp = `
-Downloads every paper listed in the INPUT files ("-" reads standard input) into --out, with an
-embedded coordinator and fetchers. Each PDF is verified (SHA-256, "%PDF-" signature) and named
-after its paper id: OUT/2301.00001.pdf, OUT/hep-th_9901001.pdf...
+Downloads every paper of the INPUTs into --out, with an embedded coordinator and fetchers. An
+INPUT is a file of papers ("-" reads standard input), or a paper itself: an http(s) URL or an
+arXiv id (paperfetch get 2301.00001 https://example.org/paper.pdf). Each PDF is verified
+(SHA-256, "%PDF-" signature) and named after its paper id: OUT/2301.00001.pdf,
+OUT/hep-th_9901001.pdf... Each is an ordinary file (a copy-on-write clone of the cached copy
+where the file system can, else a copy); --link makes hard links to the cache instead.
 
 The state lives in OUT/.paperfetch (store, blobs, log). Running the same command again resumes
 an interrupted run, and after a finished run it completes at once from the cache (papers that
-failed are tried again).
+failed are tried again). The papers that failed are listed in OUT/failed.txt, an input for the
+next run.
 
-Exit status: 0 all papers succeeded, 1 some failed, 2 usage or input error, 3 interrupted.`
+Exit status: 0 all papers succeeded, 1 some failed or input lines were skipped, 2 usage or
+input error, 3 interrupted, 4 out of disk space (or quota, or a read-only file system).`
 
 func (a *app) get(ctx context.Context, args []string) error {
-	fs := a.newFlagSet("get", "[flags] INPUT...", getHelp)
-	var o getOptions
-	fs.StringVar(&o.out, "out", "papers", "`DIR` to write the PDFs into")
-	fs.IntVar(&o.concurrency, "concurrency", 16, "`N` parallel downloads in total")
+	r := &getRun{a: a, started: time.Now()}
+	inputs, err := r.parse(args)
+	if err != nil {
+		return err
+	}
+	defer r.cleanup()
+	if err := r.prepare(ctx, inputs); err != nil {
+		return err
+	}
+	if err := r.start(ctx); err != nil {
+		return err
+	}
+	return r.download(ctx)
+}
+
+// getRun is one `paperfetch get`, in phases: parse the flags, prepare the inputs (validate,
+// count, derive the batch id), start the embedded system and pick the batch, download (watch
+// the batch, placing each PDF as it succeeds), and finish (final pass, report, failed.txt,
+// summary), which runs on every exit that got as far as the download.
+type getRun struct {
+	a        *app
+	o        getOptions
+	started  time.Time
+	stateDir string
+	in       inputSet
+	scan     scanResult
+	cleanups []func()
+
+	logger  *slog.Logger
+	sys     *embedded.System
+	closed  bool
+	client  pb.CoordinatorServiceClient
+	batchID string
+	state   pb.BatchState
+	display progress.Display
+	mat     *materializer
+
+	storageErr error // the first out-of-space (quota, read-only) error: the run stops
+}
+
+// cleanup releases what the run opened, in reverse order.
+func (r *getRun) cleanup() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+// closeSys stops the embedded system (once).
+func (r *getRun) closeSys() {
+	if r.sys != nil && !r.closed {
+		r.closed = true
+		if err := r.sys.Close(); err != nil {
+			r.logger.Warn("embedded shutdown", "err", err)
+		}
+	}
+}
+
+// parse reads the flags.
+func (r *getRun) parse(args []string) ([]string, error) {
+	fs := r.a.newFlagSet("get", "[flags] INPUT...", getHelp)
+	o := &r.o
+	fs.StringVar(&o.out, "out", "papers", "`DIR` to write the PDFs into (-o)")
+	fs.StringVar(&o.out, "o", "papers", "short for --out")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "`N` parallel downloads in total (-j)")
+	fs.IntVar(&o.concurrency, "j", 16, "short for --concurrency")
 	fs.IntVar(&o.fetchers, "fetchers", 2, "run `N` embedded fetchers (the concurrency is split across them)")
 	fs.IntVar(&o.perHostConcurrency, "per-host-concurrency", 2, "at most `N` parallel downloads from one host")
-	fs.DurationVar(&o.perHostDelay, "per-host-delay", time.Second, "minimum time between two requests to one host (0s: none)")
+	fs.Var(delayFlag{&o.perHostDelay}, "per-host-delay", "minimum `DURATION` between two requests to one host, e.g. 500ms, 2s (0: none)")
+	o.perHostDelay = time.Second
 	o.maxSize = 512 << 20
 	fs.Var(sizeFlag{&o.maxSize}, "max-size", "maximum `SIZE` of one PDF (e.g. 100MiB)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "overall deadline of one download attempt")
@@ -87,40 +156,47 @@ func (a *app) get(ctx context.Context, args []string) error {
 	fs.StringVar(&o.arxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
 	registerResolveFlags(fs, &o.resolve)
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
-	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary")
+	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary (-q)")
+	fs.BoolVar(&o.quiet, "q", false, "short for --quiet")
 	fs.BoolVar(&o.json, "json", false, "print progress, finished papers and the summary as JSON lines on standard output")
 	fs.StringVar(&o.format, "format", "auto", "`FORMAT` of the inputs: auto, lines, jsonl, csv, bibtex, ris or csl-json")
 	fs.BoolVar(&o.strict, "strict", false, "fail (exit 2) on any malformed input entry instead of skipping it")
 	fs.StringVar(&o.batchID, "batch-id", "", "batch `ID` to use (default: derived from the input, so a rerun resumes the same batch)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
-	inputs, err := a.parseFlags(fs, args)
+	fs.BoolVar(&o.link, "link", false, "make each PDF a hard link to the cached copy instead of a file of its own (saves space; editing the PDF then edits the cache)")
+	inputs, err := r.a.parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	return inputs, o.validate(inputs)
+}
+
+// prepare reads the inputs once: malformed entries are reported, the papers counted, and the
+// batch id derived.
+func (r *getRun) prepare(ctx context.Context, inputs []string) error {
+	o := &r.o
+	format, _ := input.ParseFormat(o.format)
+	stderr := r.a.env.Stderr
+	r.stateDir = filepath.Join(o.out, ".paperfetch")
+	if err := os.MkdirAll(r.stateDir, 0o755); err != nil {
+		return &exitError{code: exitCodeFor(err, ExitUsage), err: fmt.Errorf("create output folder: %w", err)}
+	}
+	removeTempFiles(o.out)
+	in, err := newInputSet(inputs, input.Options{Format: format, ArxivBase: o.arxivBase})
 	if err != nil {
 		return err
 	}
-	if err := o.validate(inputs); err != nil {
-		return err
-	}
-	format, _ := input.ParseFormat(o.format)
-	started := time.Now()
-	stderr := a.env.Stderr
-
-	stateDir := filepath.Join(o.out, ".paperfetch")
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return &exitError{code: ExitUsage, err: fmt.Errorf("create output folder: %w", err)}
-	}
-	in := inputSet{names: inputs, opts: input.Options{Format: format, ArxivBase: o.arxivBase}}
+	r.in = in
 	if hasStdin(inputs) {
-		spool, err := spoolStdin(a.env.Stdin, stateDir)
+		spool, err := spoolStdin(r.a.env.Stdin, r.stateDir)
 		if err != nil {
-			return &exitError{code: ExitUsage, err: err}
+			return &exitError{code: exitCodeFor(err, ExitUsage), err: err}
 		}
-		defer func() { _ = spool.Close(); _ = os.Remove(spool.Name()) }()
-		in.stdin = spool
+		r.cleanups = append(r.cleanups, func() { _ = spool.Close(); _ = os.Remove(spool.Name()) })
+		r.in.stdin = spool
 	}
-
-	// First pass: validate, count, and derive the batch id.
 	shown := 0
-	scan, err := in.scan(ctx, func(err error) {
+	scan, err := r.in.scan(ctx, func(err error) {
 		if shown < maxInputErrorsShown {
 			fmt.Fprintf(stderr, "paperfetch: %v\n", err)
 		}
@@ -141,42 +217,46 @@ func (a *app) get(ctx context.Context, args []string) error {
 	if scan.papers == 0 {
 		return &exitError{code: ExitUsage, err: errors.New("no papers in the input")}
 	}
-
-	logFile, logger, err := openLog(stateDir, o.logLevel)
+	r.scan = scan
+	logFile, logger, err := openLog(r.stateDir, o.logLevel)
 	if err != nil {
-		return &exitError{code: ExitUsage, err: err}
+		return &exitError{code: exitCodeFor(err, ExitUsage), err: err}
 	}
-	defer logFile.Close()
+	r.cleanups = append(r.cleanups, func() { _ = logFile.Close() })
+	r.logger = logger
 	logger.Info("paperfetch get starting", "inputs", inputs, "papers", scan.papers, "malformed", scan.bad, "duplicates", scan.duplicates)
+	return nil
+}
 
-	sys, err := embedded.Start(ctx, o.embeddedConfig(stateDir, logger))
+// start runs the embedded system and picks the batch (resuming an unfinished one).
+func (r *getRun) start(ctx context.Context) error {
+	o := &r.o
+	sys, err := embedded.Start(ctx, o.embeddedConfig(r.stateDir, r.logger))
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			err = fmt.Errorf("%w (is another paperfetch get writing to %s?)", err, o.out)
+			return &exitError{code: ExitUsage, err: fmt.Errorf("another paperfetch get is already downloading into %s; wait for it to finish, or use another --out", o.out)}
 		}
-		return &exitError{code: ExitUsage, err: err}
+		return &exitError{code: exitCodeFor(err, ExitUsage), err: err}
 	}
-	closed := false
-	closeSys := func() {
-		if !closed {
-			closed = true
-			if err := sys.Close(); err != nil {
-				logger.Warn("embedded shutdown", "err", err)
-			}
-		}
-	}
-	defer closeSys()
-	client := pb.NewCoordinatorServiceClient(sys.Conn())
-
-	batchID, state, err := pickBatch(ctx, client, o.batchID, "get-"+scan.digest[:16])
+	r.sys = sys
+	r.cleanups = append(r.cleanups, r.closeSys)
+	r.client = pb.NewCoordinatorServiceClient(sys.Conn())
+	r.batchID, r.state, err = pickBatch(ctx, r.client, o.batchID, "get-"+r.scan.digest[:16])
 	if err != nil {
 		if ctx.Err() != nil {
 			return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
 		}
 		return err
 	}
-	logger.Info("batch chosen", "batch", batchID, "state", state)
+	r.logger.Info("batch chosen", "batch", r.batchID, "state", r.state)
+	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link}
+	return nil
+}
 
+// download creates or resumes the batch and watches it to its end, placing each PDF as it
+// succeeds; then it finishes the run.
+func (r *getRun) download(ctx context.Context) error {
+	o := &r.o
 	mode := progress.ModeAuto
 	switch {
 	case o.json:
@@ -184,21 +264,21 @@ func (a *app) get(ctx context.Context, args []string) error {
 	case o.quiet:
 		mode = progress.ModeQuiet
 	}
-	display := progress.New(progress.Options{Mode: mode, Out: stderr, JSONOut: a.env.Stdout, Total: scan.papers})
-	if state == pb.BatchState_BATCH_STATE_OPEN || state == pb.BatchState_BATCH_STATE_RUNNING {
-		display.Message(fmt.Sprintf("resuming batch %s", batchID))
+	r.display = progress.New(progress.Options{Mode: mode, Out: r.a.env.Stderr, JSONOut: r.a.env.Stdout, Total: r.scan.papers})
+	if r.state == pb.BatchState_BATCH_STATE_OPEN || r.state == pb.BatchState_BATCH_STATE_RUNNING {
+		r.display.Message(fmt.Sprintf("resuming batch %s", r.batchID))
 	}
 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	submitDone := make(chan error, 1)
-	if state == pb.BatchState_BATCH_STATE_UNSPECIFIED || state == pb.BatchState_BATCH_STATE_OPEN {
+	if r.state == pb.BatchState_BATCH_STATE_UNSPECIFIED || r.state == pb.BatchState_BATCH_STATE_OPEN {
 		// Create the batch before watching it; append the chunks while watching, so papers
 		// start downloading as soon as their chunk is stored.
-		sub := &submitter{client: client, callTimeout: embeddedCallTimeout}
-		b, err := sub.create(runCtx, batchID, map[string]string{"created-by": "paperfetch get"})
+		sub := &submitter{client: r.client, callTimeout: embeddedCallTimeout}
+		b, err := sub.create(runCtx, r.batchID, map[string]string{"created-by": "paperfetch get"})
 		if err != nil {
-			display.Close()
+			r.display.Close()
 			if ctx.Err() != nil {
 				return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
 			}
@@ -206,7 +286,7 @@ func (a *app) get(ctx context.Context, args []string) error {
 		}
 		if b.GetState() == pb.BatchState_BATCH_STATE_OPEN || b.GetState() == pb.BatchState_BATCH_STATE_UNSPECIFIED {
 			go func() {
-				_, err := sub.fill(runCtx, batchID, in, nil)
+				_, err := sub.fill(runCtx, r.batchID, r.in, nil)
 				if err != nil {
 					cancelRun()
 				}
@@ -219,69 +299,145 @@ func (a *app) get(ctx context.Context, args []string) error {
 		submitDone <- nil
 	}
 
-	mat := &materializer{out: o.out, bucketURL: sys.BucketURL(), client: client}
-	var placeErrors int64
 	var firstBytes int64 = -1
-	final, werr := watchBatch(runCtx, client, batchID, true, func(resp *pb.WatchBatchResponse) {
+	final, werr := watchBatch(runCtx, r.client, r.batchID, true, func(resp *pb.WatchBatchResponse) {
 		if firstBytes < 0 {
 			firstBytes = resp.GetBatch().GetBytesDownloaded()
 		}
-		display.Update(resp)
+		r.display.Update(resp)
 		for _, u := range resp.GetPaperUpdates() {
+			if u.GetLastFailureReason() == pb.FailureReason_FAILURE_REASON_STORAGE_FULL && u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
+				r.stopForStorage(errors.New(u.GetLastError()), cancelRun)
+			}
 			if u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
 				continue
 			}
-			if err := placeUpdate(runCtx, client, mat, batchID, u); err != nil && runCtx.Err() == nil {
-				placeErrors++
-				display.Message(fmt.Sprintf("paperfetch: %v", err))
+			if err := placeUpdate(runCtx, r.client, r.mat, r.batchID, u); err != nil && runCtx.Err() == nil {
+				if storagefull.Is(err) {
+					r.stopForStorage(err, cancelRun)
+					continue
+				}
+				r.display.Message(fmt.Sprintf("paperfetch: %v", err))
 			}
 		}
 	})
 	subErr := <-submitDone
-	if ctx.Err() != nil {
-		display.Close()
-		s := display.Snapshot()
-		if !o.json {
-			fmt.Fprintln(stderr, "Stopping: running downloads get 2s to finish (Ctrl-C again quits at once)...")
-		}
-		closeSys()
-		fmt.Fprintf(stderr, "\nInterrupted: %d of %d papers done. Run the same command again to resume.\n", s.Done, s.Total)
-		return &exitError{code: ExitInterrupted}
-	}
-	if subErr != nil {
-		display.Close()
-		return &exitError{code: ExitFailed, err: fmt.Errorf("submit batch %s: %w", batchID, subErr)}
-	}
-	if werr != nil {
-		display.Close()
+	downloaded := max(firstBytes, 0)
+	switch {
+	case r.storageErr != nil:
+		return r.stop(ctx, ExitStorage, downloaded)
+	case ctx.Err() != nil:
+		return r.stop(ctx, ExitInterrupted, downloaded)
+	case subErr != nil:
+		r.display.Close()
+		return &exitError{code: ExitFailed, err: fmt.Errorf("submit batch %s: %w", r.batchID, subErr)}
+	case werr != nil:
+		r.display.Close()
 		return &exitError{code: ExitFailed, err: werr}
 	}
-	display.Close()
+	r.display.Close()
+	sum, err := r.finish(ctx, final, final.GetBytesDownloaded()-downloaded, true)
+	if r.storageErr != nil {
+		return r.stop(ctx, ExitStorage, downloaded)
+	}
+	if err != nil {
+		return err
+	}
+	r.closeSys()
+	r.printSummary(sum)
+	r.logger.Info("paperfetch get finished", "batch", r.batchID, "succeeded", sum.Succeeded, "failed", sum.Failed, "cached", sum.Cached)
+	if sum.Failed > 0 || sum.Cancelled > 0 || sum.Pending > 0 || sum.PlaceErrors > 0 || sum.InputErrors > 0 {
+		return &exitError{code: ExitFailed}
+	}
+	return nil
+}
 
-	// Final pass: make sure every succeeded paper is in place, and write the report.
-	sum := &summary{BatchID: batchID, State: progress.BatchStateName(final.GetState()), Out: o.out, Report: o.report, InputErrors: scan.bad}
-	sum.BytesDownloaded = final.GetBytesDownloaded() - max(firstBytes, 0)
+// stopForStorage records the first out-of-space error and stops the run.
+func (r *getRun) stopForStorage(err error, cancel context.CancelFunc) {
+	if r.storageErr == nil {
+		r.storageErr = err
+		r.logger.Error("storage full: stopping", "err", err)
+		cancel()
+	}
+}
+
+// stop ends a run that did not reach the batch's end (Ctrl-C, a full disk): it stops the
+// downloads, keeps what is done, writes the report and failed.txt, and says how to go on.
+func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
+	r.display.Close()
+	stderr := r.a.env.Stderr
+	if !r.o.json && code == ExitInterrupted {
+		fmt.Fprintln(stderr, "Stopping: running downloads get 2s to finish (Ctrl-C again quits at once)...")
+	}
+	// The run's context is cancelled: the final listing gets a short deadline of its own.
+	finCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var b *pb.Batch
+	if resp, err := r.client.GetBatch(finCtx, &pb.GetBatchRequest{BatchId: r.batchID}); err == nil {
+		b = resp.GetBatch()
+	}
+	sum, err := r.finish(finCtx, b, b.GetBytesDownloaded()-firstBytes, false)
+	r.closeSys()
+	if err != nil {
+		fmt.Fprintf(stderr, "paperfetch get: %v\n", err)
+	}
+	if sum == nil {
+		sum = &summary{Total: r.scan.papers}
+	}
+	done := sum.Succeeded + sum.Failed + sum.Cancelled
+	if code == ExitStorage {
+		what := cmpOr(storagefull.Describe(r.storageErr), "no space left")
+		fmt.Fprintf(stderr, "\nStopped: %s (%v).\n%d of %d papers are done and kept in %s. Free some space, then run the same command again to resume.\n",
+			what, r.storageErr, done, sum.Total, r.o.out)
+		return &exitError{code: ExitStorage}
+	}
+	fmt.Fprintf(stderr, "\nInterrupted: %d of %d papers done. Run the same command again to resume.\n", done, sum.Total)
+	return &exitError{code: ExitInterrupted}
+}
+
+// finish makes sure every succeeded paper is in place (when place is set), then writes the
+// report and OUT/failed.txt; it returns the summary. b is the batch as last seen (nil when
+// unknown).
+func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, place bool) (*summary, error) {
+	o := &r.o
+	stderr := r.a.env.Stderr
+	sum := &summary{BatchID: r.batchID, State: progress.BatchStateName(b.GetState()), Out: o.out, Report: o.report, InputErrors: r.scan.bad}
+	sum.BytesDownloaded = max(downloaded, 0)
 	var rep *reportWriter
 	if o.report != "" {
-		if rep, err = newReportWriter(o.report, batchID, a.env.Stdout, started); err != nil {
-			return &exitError{code: ExitFailed, err: err}
+		var err error
+		if rep, err = newReportWriter(o.report, r.batchID, r.a.env.Stdout, r.started); err != nil {
+			return nil, &exitError{code: exitCodeFor(err, ExitFailed), err: err}
 		}
 	}
-	placeErrors = 0 // the final pass retries what failed during the watch, and is authoritative
-	err = listPapers(ctx, client, embeddedCallTimeout, batchID, nil, func(p *pb.Paper) error {
+	failed, err := newFailedList(o.out)
+	if err != nil {
+		return nil, &exitError{code: exitCodeFor(err, ExitFailed), err: err}
+	}
+	err = listPapers(ctx, r.client, embeddedCallTimeout, r.batchID, nil, func(p *pb.Paper) error {
 		e := reportEntry{ID: p.GetSpec().GetPaperId(), State: progress.StateName(p.GetState()), Attempts: p.GetAttempts(), URLs: p.GetSpec().GetUrls(),
 			Cached: p.GetCached(), Reason: progress.ReasonName(p.GetLastFailureReason()), Error: p.GetLastError(), DOI: p.GetSpec().GetDoi()}
-		if p.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
+		switch p.GetState() {
+		case pb.PaperState_PAPER_STATE_SUCCEEDED:
 			e.SHA256, e.Size, e.FinalURL, e.Error, e.Reason = p.GetSha256(), p.GetSize(), p.GetFinalUrl(), "", ""
 			e.Source = p.GetSource()
-			path, _, err := mat.Place(ctx, p)
-			if err != nil {
-				placeErrors++
-				e.Error = err.Error()
-				fmt.Fprintf(stderr, "paperfetch: %v\n", err)
-			} else {
+			if place {
+				path, _, err := r.mat.Place(ctx, p)
+				if err != nil {
+					if storagefull.Is(err) {
+						return err
+					}
+					sum.PlaceErrors++
+					e.Error = err.Error()
+					fmt.Fprintf(stderr, "paperfetch: %v\n", err)
+				} else {
+					e.Path = path
+				}
+			} else if path := r.mat.Path(p.GetSpec().GetPaperId()); fileExists(path) {
 				e.Path = path
 			}
+		case pb.PaperState_PAPER_STATE_FAILED:
+			failed.add(p)
 		}
 		sum.add(p)
 		if rep != nil {
@@ -289,44 +445,47 @@ func (a *app) get(ctx context.Context, args []string) error {
 		}
 		return nil
 	})
-	sum.PlaceErrors = placeErrors
-	sum.finish(time.Since(started))
+	sum.finish(time.Since(r.started))
+	sum.FailedList = failed.close(sum.Failed)
 	if err != nil {
 		if rep != nil {
 			rep.abort()
 		}
-		if ctx.Err() != nil {
-			return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+		if storagefull.Is(err) {
+			r.storageErr = err
+			return nil, err
 		}
-		return &exitError{code: ExitFailed, err: fmt.Errorf("list papers: %w", err)}
+		if ctx.Err() != nil {
+			return nil, &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+		}
+		return nil, &exitError{code: ExitFailed, err: fmt.Errorf("list papers: %w", err)}
 	}
 	if rep != nil {
 		if err := rep.close(sum); err != nil {
 			fmt.Fprintf(stderr, "paperfetch: %v\n", err)
-			placeErrors++
+			sum.PlaceErrors++
 		}
 	}
-	closeSys()
-	if o.json {
-		writeJSONLine(a.env.Stdout, struct {
+	return sum, nil
+}
+
+// printSummary prints the summary: a table, or a JSON line with --json.
+func (r *getRun) printSummary(sum *summary) {
+	if r.o.json {
+		writeJSONLine(r.a.env.Stdout, struct {
 			Type string `json:"type"`
 			*summary
 		}{"summary", sum})
-	} else {
-		sum.print(stderr)
+		return
 	}
-	logger.Info("paperfetch get finished", "batch", batchID, "succeeded", sum.Succeeded, "failed", sum.Failed, "cached", sum.Cached)
-	if sum.Failed > 0 || sum.Cancelled > 0 || sum.Pending > 0 || placeErrors > 0 {
-		return &exitError{code: ExitFailed}
-	}
-	return nil
+	sum.print(r.a.env.Stderr)
 }
 
 // validate checks the flag values and the inputs.
 func (o *getOptions) validate(inputs []string) error {
 	switch {
 	case len(inputs) == 0:
-		return usagef("no INPUT given (a file of URLs, arXiv ids or JSON lines; \"-\" for standard input)")
+		return usagef("no INPUT given (a file of URLs, arXiv ids or JSON lines, \"-\" for standard input, or the URLs and ids themselves)")
 	case o.out == "":
 		return usagef("--out must not be empty")
 	case o.concurrency < 1 || o.concurrency > 10000:
@@ -364,24 +523,7 @@ func (o *getOptions) validate(inputs []string) error {
 	if _, err := logging.ParseLevel(o.logLevel); err != nil {
 		return usagef("--log-level: %v", err)
 	}
-	stdins := 0
-	for _, name := range inputs {
-		if name == "-" {
-			stdins++
-			continue
-		}
-		st, err := os.Stat(name)
-		if err != nil {
-			return &exitError{code: ExitUsage, err: fmt.Errorf("input: %w", err)}
-		}
-		if st.IsDir() {
-			return &exitError{code: ExitUsage, err: fmt.Errorf("input %s is a directory", name)}
-		}
-	}
-	if stdins > 1 {
-		return usagef("standard input (\"-\") can be given only once")
-	}
-	return nil
+	return checkInputArgs(inputs)
 }
 
 // embeddedConfig turns the flags into the embedded system's configuration.
@@ -462,7 +604,7 @@ func placeUpdate(ctx context.Context, client pb.CoordinatorServiceClient, mat *m
 	}
 	_, _, err := mat.PlaceNew(ctx, &pb.Paper{
 		BatchId: batchID, Spec: &pb.PaperSpec{PaperId: u.GetPaperId()}, State: u.GetState(),
-		BlobKey: u.GetBlobKey(), Sha256: u.GetSha256(), Size: u.GetSize(),
+		BlobKey: u.GetBlobKey(), Sha256: u.GetSha256(), Size: u.GetSize(), Cached: u.GetCached(),
 	})
 	return err
 }

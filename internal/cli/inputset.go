@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,8 +18,29 @@ import (
 // inputSet is the inputs of a command and how to parse them.
 type inputSet struct {
 	names []string
+	args  []string  // papers given as arguments, read as the input named input.ArgsName
 	stdin io.Reader // for "-"; must be re-readable for a second pass (a spooled file)
 	opts  input.Options
+}
+
+// newInputSet sorts the command-line arguments into input files, "-" (standard input) and
+// papers (URLs, arXiv ids), which are read, in the order of their first one, as one input
+// named input.ArgsName.
+func newInputSet(args []string, opts input.Options) (inputSet, error) {
+	in := inputSet{opts: opts}
+	exists := func(name string) bool { _, err := os.Stat(name); return err == nil }
+	for _, arg := range args {
+		switch input.ClassifyArg(arg, exists) {
+		case input.ArgPaper:
+			if len(in.args) == 0 {
+				in.names = append(in.names, input.ArgsName)
+			}
+			in.args = append(in.args, input.Unwrap(arg))
+		default:
+			in.names = append(in.names, arg)
+		}
+	}
+	return in, nil
 }
 
 // stream opens a fresh pass over the inputs.
@@ -28,7 +50,37 @@ func (in inputSet) stream() (*input.Stream, error) {
 			return nil, fmt.Errorf("rewind standard input copy: %w", err)
 		}
 	}
-	return input.NewStream(in.names, in.stdin, in.opts), nil
+	return input.NewStream(in.names, in.stdin, in.opts).WithArgs(in.args), nil
+}
+
+// checkInputArgs checks that every argument is "-", a paper, or a readable file (not a
+// folder), before anything starts.
+func checkInputArgs(inputs []string) error {
+	stdins := 0
+	exists := func(name string) bool { _, err := os.Stat(name); return err == nil }
+	for _, name := range inputs {
+		switch input.ClassifyArg(name, exists) {
+		case input.ArgStdin:
+			stdins++
+			continue
+		case input.ArgPaper:
+			continue
+		}
+		st, err := os.Stat(name)
+		if errors.Is(err, os.ErrNotExist) {
+			return &exitError{code: ExitUsage, err: fmt.Errorf("%s: no such file, and not a URL or an arXiv id", name)}
+		}
+		if err != nil {
+			return &exitError{code: ExitUsage, err: fmt.Errorf("input: %w", err)}
+		}
+		if st.IsDir() {
+			return &exitError{code: ExitUsage, err: fmt.Errorf("input %s is a directory", name)}
+		}
+	}
+	if stdins > 1 {
+		return usagef("standard input (\"-\") can be given only once")
+	}
+	return nil
 }
 
 // forEachPaper reads st to its end, passing each malformed entry to bad and each paper to fn;

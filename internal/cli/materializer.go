@@ -10,19 +10,37 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
+	"github.com/paperfetch/paperfetch/internal/reflink"
 )
 
-// materializer puts succeeded papers into the output folder as OUT/<FileName(id)>.pdf: a hard
-// link to the blob file when the blob store is a local folder on the same file system, else a
-// copy (of the local blob file, or streamed with ReadPaper and verified).
+// materializer puts succeeded papers into the output folder as OUT/<FileName(id)>.pdf. By
+// default each is an ordinary file of its own: a reflink (copy-on-write clone) of the blob file
+// where the file system offers it, else a copy, so that editing or deleting a PDF never touches
+// the cache. With link set, it is a hard link to the blob file instead (no space used twice,
+// but an edit to the PDF is an edit to the cache). A blob store that is not a local folder is
+// read with ReadPaper. Every blob is checked (size and SHA-256) before it is reused.
 type materializer struct {
 	out       string
 	bucketURL string // "" when the blob store is not local
 	client    pb.CoordinatorServiceClient
+	link      bool // hard links instead of copies (--link)
+}
+
+// corruptBlobError is a stored blob whose size or SHA-256 is not the recorded one (a file
+// changed through a hard link, a damaged disk). The blob is removed so that it is never
+// reused.
+type corruptBlobError struct {
+	paperID, path, got, want string
+}
+
+// Error explains what happened and what to do.
+func (e *corruptBlobError) Error() string {
+	return fmt.Sprintf("the stored copy of %s (%s) is damaged (%s, want %s); it was removed: run again to download the paper again", e.paperID, e.path, e.got, e.want)
 }
 
 // Path returns where a paper's PDF goes.
@@ -30,12 +48,21 @@ func (m *materializer) Path(paperID string) string {
 	return filepath.Join(m.out, FileName(paperID)+".pdf")
 }
 
+// localBlob returns the blob file of p when the blob store is a local folder.
+func (m *materializer) localBlob(p *pb.Paper) (string, bool) {
+	if m.bucketURL == "" {
+		return "", false
+	}
+	return blobstore.LocalPath(m.bucketURL, p.GetBlobKey())
+}
+
 // PlaceNew is Place for a paper that just succeeded, whose file is most likely not in the
-// output folder yet: it first tries a hard link under the final name (which appears whole or
-// not at all, so neither a stat nor a temporary name is needed), then falls back to Place.
+// output folder yet. With --link it first tries a hard link under the final name (which appears
+// whole or not at all, so neither a stat nor a temporary name is needed); a fresh download's
+// blob was verified by the fetcher a moment ago.
 func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool, error) {
-	if m.bucketURL != "" {
-		if lp, ok := blobstore.LocalPath(m.bucketURL, p.GetBlobKey()); ok {
+	if m.link && !p.GetCached() {
+		if lp, ok := m.localBlob(p); ok {
 			target := m.Path(p.GetSpec().GetPaperId())
 			if err := os.Link(lp, target); err == nil {
 				return target, false, nil
@@ -46,30 +73,26 @@ func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool,
 }
 
 // Place makes sure the succeeded paper p is at Path(p's id), and returns the path and whether
-// it was already there. A file already there with other content is replaced.
+// it was already there. A file already there with other content is replaced; without --link, a
+// file that is a hard link to the blob (made by an earlier version) is replaced by a copy.
 func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, error) {
 	target := m.Path(p.GetSpec().GetPaperId())
-	var blobPath string
-	if m.bucketURL != "" {
-		if lp, ok := blobstore.LocalPath(m.bucketURL, p.GetBlobKey()); ok {
-			blobPath = lp
-		}
-	}
+	blobPath, local := m.localBlob(p)
 	if st, err := os.Stat(target); err == nil && st.Mode().IsRegular() && st.Size() == p.GetSize() {
-		if blobPath != "" {
+		linked := false
+		if local {
 			if bst, err := os.Stat(blobPath); err == nil && os.SameFile(st, bst) {
-				return target, true, nil
+				linked = true
 			}
 		}
-		if sum, err := fileSHA256(target); err == nil && sum == p.GetSha256() {
+		if (m.link || !linked) && fileHasSHA256(target, p.GetSha256()) {
 			return target, true, nil
 		}
 	}
-	if blobPath != "" {
-		if err := linkOrCopy(blobPath, target, p.GetSha256()); err == nil {
-			return target, false, nil
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return "", false, err
+	if local {
+		err := m.placeFromBlob(blobPath, target, p)
+		if err == nil || !errors.Is(err, os.ErrNotExist) {
+			return target, false, err
 		}
 		// The blob file is missing locally: fall back to ReadPaper.
 	}
@@ -79,22 +102,61 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 	return target, false, nil
 }
 
-// linkOrCopy puts src at dst atomically: a hard link when possible, else a verified copy.
-func linkOrCopy(src, dst, sha string) error {
-	tmp := tempName(dst)
-	if err := os.Link(src, tmp); err == nil {
-		if err := os.Rename(tmp, dst); err != nil {
-			_ = os.Remove(tmp)
-			return fmt.Errorf("place %s: %w", dst, err)
-		}
-		return nil
-	}
+// placeFromBlob puts the local blob file src at dst, atomically (a temporary name renamed into
+// place), after checking the blob's size and SHA-256: a hard link with --link, else a reflink
+// or a copy. A damaged blob is removed and reported as a *corruptBlobError.
+func (m *materializer) placeFromBlob(src, dst string, p *pb.Paper) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open blob: %w", err)
 	}
 	defer in.Close()
-	return writeVerified(dst, in, sha)
+	corrupt := func(got string) error {
+		_ = in.Close()
+		_ = os.Remove(src)
+		return &corruptBlobError{paperID: p.GetSpec().GetPaperId(), path: src, got: got, want: fmt.Sprintf("%d bytes, sha256 %s", p.GetSize(), p.GetSha256())}
+	}
+	st, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("stat blob: %w", err)
+	}
+	if st.Size() != p.GetSize() {
+		return corrupt(fmt.Sprintf("%d bytes", st.Size()))
+	}
+	if m.link {
+		if got, err := readerSHA256(in); err != nil {
+			return fmt.Errorf("read blob %s: %w", src, err)
+		} else if !strings.EqualFold(got, p.GetSha256()) {
+			return corrupt("sha256 " + got)
+		}
+		tmp := tempName(dst)
+		if err := os.Link(src, tmp); err == nil {
+			return renameInto(tmp, dst)
+		}
+		if _, err := in.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("read blob %s: %w", src, err)
+		}
+		// Another file system: copy instead.
+	}
+	err = writeVerified(dst, in, p.GetSha256())
+	var mm *shaMismatchError
+	if errors.As(err, &mm) {
+		return corrupt("sha256 " + mm.got)
+	}
+	return err
+}
+
+// renameInto renames tmp to dst. When both are hard links to the same file, rename(2) does
+// nothing and leaves tmp behind; it is removed then, so that no temporary file is ever left.
+func renameInto(tmp, dst string) error {
+	err := os.Rename(tmp, dst)
+	if _, serr := os.Lstat(tmp); serr == nil {
+		_ = os.Remove(tmp)
+	}
+	if err != nil {
+		return fmt.Errorf("place %s: %w", dst, err)
+	}
+	return nil
 }
 
 // pull streams a paper with ReadPaper into target, resuming from target's ".part" file.
@@ -168,8 +230,19 @@ func readPaper(ctx context.Context, client pb.CoordinatorServiceClient, batchID,
 	return nil
 }
 
-// writeVerified copies r into a temporary file next to dst, checks its SHA-256 (unless sha is
-// empty), syncs it and renames it to dst.
+// shaMismatchError is a copy whose SHA-256 is not the expected one.
+type shaMismatchError struct{ dst, got, want string }
+
+// Error names the file and both digests.
+func (e *shaMismatchError) Error() string {
+	return fmt.Sprintf("copy to %s: sha256 %s, want %s", e.dst, e.got, e.want)
+}
+
+// writeVerified puts the content of r at dst through a temporary file next to it (renamed into
+// place), checking its SHA-256 (unless sha is empty): a reflink of r's file where the file
+// system can clone (r is then read once to check it), else a copy hashed on the way. The
+// output copy is not fsynced: the blob store holds the durable copy, and a torn output file is
+// found (size, SHA-256) and replaced by the next run.
 func writeVerified(dst string, r io.Reader, sha string) error {
 	tmp := tempName(dst)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -183,24 +256,26 @@ func writeVerified(dst string, r io.Reader, sha string) error {
 			_ = os.Remove(tmp)
 		}
 	}()
-	sum := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, sum), r); err != nil {
-		return fmt.Errorf("copy to %s: %w", dst, err)
+	var got string
+	if src, isFile := r.(*os.File); isFile && reflink.Clone(f, src) == nil {
+		if got, err = readerSHA256(src); err != nil {
+			return fmt.Errorf("read %s: %w", src.Name(), err)
+		}
+	} else {
+		sum := sha256.New()
+		if _, err := io.Copy(io.MultiWriter(f, sum), r); err != nil {
+			return fmt.Errorf("copy to %s: %w", dst, err)
+		}
+		got = hex.EncodeToString(sum.Sum(nil))
 	}
-	if got := hex.EncodeToString(sum.Sum(nil)); sha != "" && got != strings.ToLower(sha) {
-		return fmt.Errorf("copy to %s: sha256 %s, want %s", dst, got, sha)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
+	if sha != "" && got != strings.ToLower(sha) {
+		return &shaMismatchError{dst: dst, got: got, want: sha}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("place %s: %w", dst, err)
-	}
 	ok = true
-	return nil
+	return renameInto(tmp, dst)
 }
 
 // tempName is a unique hidden temporary name next to dst.
@@ -210,16 +285,39 @@ func tempName(dst string) string {
 	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+"."+hex.EncodeToString(b[:])+".tmp")
 }
 
-// fileSHA256 hashes a file.
-func fileSHA256(path string) (string, error) {
+// fileHasSHA256 reports whether the file at path has the SHA-256 sha.
+func fileHasSHA256(path, sha string) bool {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("open %s: %w", path, err)
+		return false
 	}
 	defer f.Close()
+	got, err := readerSHA256(f)
+	return err == nil && strings.EqualFold(got, sha)
+}
+
+// readerSHA256 hashes what is left of r.
+func readerSHA256(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// tempFilePattern matches the temporary names of tempName.
+var tempFilePattern = regexp.MustCompile(`^\..+\.[0-9a-f]{12}\.tmp$`)
+
+// removeTempFiles removes the temporary files that an interrupted run left in dir (a crash
+// between creating one and renaming it).
+func removeTempFiles(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && tempFilePattern.MatchString(e.Name()) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }

@@ -60,9 +60,9 @@ func (r *remote) rpcError(what string, err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Errorf("%s: cannot reach the coordinator at %s (%s); is it running? (--coordinator, PAPERFETCH_COORDINATOR)", what, r.addr, st.Message())
+		return &exitError{code: ExitUnreachable, err: fmt.Errorf("%s: cannot reach the coordinator at %s (%s); is it running? (--coordinator, PAPERFETCH_COORDINATOR)", what, r.addr, st.Message())}
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("%s: the coordinator at %s did not answer within %s (--timeout)", what, r.addr, r.timeout)
+		return &exitError{code: ExitUnreachable, err: fmt.Errorf("%s: the coordinator at %s did not answer within %s (--timeout)", what, r.addr, r.timeout)}
 	case codes.NotFound:
 		return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", what, st.Message())}
 	case codes.Unauthenticated, codes.PermissionDenied:

@@ -52,6 +52,7 @@ type summary struct {
 	Report          string           `json:"report,omitempty"`
 	PlaceErrors     int64            `json:"place_errors,omitempty"`
 	InputErrors     int              `json:"input_errors,omitempty"`
+	FailedList      string           `json:"failed_list,omitempty"`
 }
 
 // add counts one paper.
@@ -134,6 +135,13 @@ func (s *summary) print(w io.Writer) {
 	}
 	if s.PlaceErrors > 0 {
 		tw("errors", "%d PDFs could not be written to the output folder", s.PlaceErrors)
+	}
+	if s.FailedList != "" {
+		tw("failed list", "%s", s.FailedList)
+		fmt.Fprintf(w, "\nTo retry the failed papers: paperfetch get --out %s %s\n", shellQuote(s.Out), shellQuote(s.FailedList))
+	}
+	if s.InputErrors > 0 {
+		fmt.Fprintf(w, "\n%d input entr%s skipped (see the messages above): exit status 1.\n", s.InputErrors, plural(s.InputErrors, "y was", "ies were"))
 	}
 }
 

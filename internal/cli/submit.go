@@ -42,7 +42,13 @@ func (a *app) submit(ctx context.Context, args []string) error {
 	if err := checkBatchIDFlag(*batchID); err != nil {
 		return err
 	}
-	in := inputSet{names: inputs, opts: input.Options{Format: f, ArxivBase: *arxivBase}}
+	if err := checkInputArgs(inputs); err != nil {
+		return err
+	}
+	in, err := newInputSet(inputs, input.Options{Format: f, ArxivBase: *arxivBase})
+	if err != nil {
+		return err
+	}
 	if hasStdin(inputs) {
 		spool, err := spoolStdin(a.env.Stdin, "")
 		if err != nil {

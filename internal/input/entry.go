@@ -31,7 +31,7 @@ func finishEntry(opts Options, e entry) (Paper, error) {
 	id := strings.TrimSpace(e.id)
 	urls := make([]string, 0, len(e.urls)+1)
 	for _, u := range e.urls {
-		u = strings.TrimSpace(u)
+		u = normalizeURL(u) // quotes, <...> and the #fragment removed
 		switch {
 		case u == "":
 		case isDOIURL(u) && strings.TrimSpace(e.doi) == "":

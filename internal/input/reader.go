@@ -57,6 +57,9 @@ func (r *Reader) Next() (Paper, error) {
 		}
 		if r.mode == FormatAuto {
 			r.mode = formatMixed
+			if f := unsupportedFormat(text); f != "" {
+				return Paper{}, unsupportedFormatError(r.name, f)
+			}
 			if !strings.HasPrefix(text, "{") && looksLikeCSVHeader(text) {
 				r.mode = FormatCSV
 			}
@@ -129,6 +132,7 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 	if r.mode == FormatJSONL {
 		return Paper{}, fmt.Errorf("not a JSON object: %q", short(text))
 	}
+	text = Unwrap(text)
 	if fields := strings.Fields(text); len(fields) > 1 {
 		if _, ok := ArxivID(fields[0]); ok || strings.Contains(fields[0], "://") {
 			return Paper{}, fmt.Errorf("one URL or arXiv id per line expected, got %q", short(text))
@@ -145,6 +149,9 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 		return finishEntry(r.opts, entry{doi: text})
 	}
 	if strings.Contains(text, "://") {
+		if id, ok := arxivURLID(normalizeURL(text)); ok {
+			return Paper{ID: id, URLs: []string{ArxivURL(r.opts.ArxivBase, id)}}, nil
+		}
 		return r.finish("", []string{text}, "", nil)
 	}
 	return Paper{}, fmt.Errorf("not a URL, arXiv id or JSON object: %q", short(text))
@@ -250,10 +257,12 @@ func columnRole(name string) string {
 // looksLikeCSVHeader reports whether a first line is a CSV header: comma-separated names, one
 // of which is an id or url column, and no URL in it.
 func looksLikeCSVHeader(text string) bool {
-	if !strings.Contains(text, ",") || strings.Contains(text, "://") {
+	if !strings.ContainsAny(text, ",;") || strings.Contains(text, "://") {
 		return false
 	}
-	fields, err := csv.NewReader(strings.NewReader(text)).Read()
+	cr := csv.NewReader(strings.NewReader(text))
+	cr.Comma = csvDelimiter(text)
+	fields, err := cr.Read()
 	if err != nil {
 		return false
 	}
@@ -267,7 +276,9 @@ func looksLikeCSVHeader(text string) bool {
 
 // startCSV parses the header line and switches the reader to CSV records.
 func (r *Reader) startCSV(header string, lineNo int) error {
-	fields, err := csv.NewReader(strings.NewReader(header)).Read()
+	hr := csv.NewReader(strings.NewReader(header))
+	hr.Comma = csvDelimiter(header)
+	fields, err := hr.Read()
 	if err != nil {
 		return fmt.Errorf("%s:%d: bad CSV header: %w", r.name, lineNo, err)
 	}
@@ -310,6 +321,7 @@ func (r *Reader) startCSV(header string, lineNo int) error {
 		return fmt.Errorf("%s:%d: CSV header %q has no id, url or doi column", r.name, lineNo, short(header))
 	}
 	c := csv.NewReader(r.br)
+	c.Comma = hr.Comma
 	c.FieldsPerRecord = -1
 	c.Comment = '#'
 	c.TrimLeadingSpace = true

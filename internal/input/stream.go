@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"io"
 	"os"
+	"strings"
 )
 
 // Stream reads several inputs in order (a name of "-" is standard input) and drops duplicate
@@ -21,6 +22,8 @@ type Stream struct {
 	idx    int
 	cur    source
 	closer io.Closer
+
+	args string // the lines of the input named ArgsName (WithArgs)
 
 	seed       maphash.Seed
 	seen       map[uint64]uint64 // hash(id) -> hash(content)
@@ -44,7 +47,9 @@ func (s *Stream) Next() (Paper, error) {
 			name := s.names[s.idx]
 			s.idx++
 			var r io.Reader
-			if name == "-" {
+			if name == ArgsName && s.args != "" {
+				r = strings.NewReader(s.args)
+			} else if name == "-" {
 				if s.stdin == nil {
 					return Paper{}, errors.New("standard input is not available")
 				}
