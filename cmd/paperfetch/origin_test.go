@@ -84,3 +84,26 @@ func (o *origin) hits(path string) int {
 	defer o.mu.Unlock()
 	return o.served[path]
 }
+
+// busyOrigin answers the first request of every path with 503 and Retry-After (seconds), then
+// serves the PDF.
+func busyOrigin(t *testing.T, retryAfter int) *httptest.Server {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := !seen[r.URL.Path]
+		seen[r.URL.Path] = true
+		mu.Unlock()
+		if first {
+			w.Header().Set("Retry-After", fmt.Sprint(retryAfter))
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		b := body(r.URL.Path)
+		w.Header().Set("Content-Type", "application/pdf")
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}

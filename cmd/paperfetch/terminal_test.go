@@ -39,7 +39,7 @@ func waitPane(t *testing.T, socket string, what string, cond func(string) bool) 
 }
 
 var (
-	overallBar  = regexp.MustCompile(`papers \d+/12 +\[[=> -]*\] +[0-9.]+ [KM]?i?B +[0-9.]+ [KM]?i?B/s`)
+	overallBar  = regexp.MustCompile(`papers +\d+/12 +\[[=> -]*\] +[0-9.]+ [KM]?i?B +[0-9.]+ [KM]?i?B/s`)
 	downloadBar = regexp.MustCompile(`(?m)^  \d-[0-9a-f]{8} +\[`)
 )
 
@@ -71,7 +71,7 @@ func TestTerminalDisplay(t *testing.T) {
 
 	// While the slow downloads hang: the overall bar, and a line per running download.
 	pane := waitPane(t, socket, "the live display", func(p string) bool {
-		return overallBar.MatchString(p) && len(downloadBar.FindAllString(p, -1)) == 4 && strings.Contains(p, "papers 8/12")
+		return overallBar.MatchString(p) && len(downloadBar.FindAllString(p, -1)) == 4 && strings.Contains(p, "papers  8/12")
 	})
 	if strings.Contains(pane, "progress done=") {
 		t.Errorf("plain progress lines on a terminal:\n%s", pane)

@@ -27,6 +27,8 @@ type lines struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+
+	hostSaid map[string]string // host -> hostKey of the last host line printed (plain)
 }
 
 func newLines(opts Options, tr *Tracker, asJSON bool) *lines {
@@ -94,10 +96,65 @@ func (l *lines) printProgress() {
 	if l.json {
 		l.writeJSON(progressRecord{Type: "progress", BatchID: s.BatchID, State: s.State, Total: s.Total, Done: s.Done, Succeeded: s.Succeeded,
 			Failed: s.Failed, Cancelled: s.Cancelled, Cached: s.Cached, Active: s.Downloading, Queued: s.Queued + s.RetryWait,
-			Bytes: s.Bytes, Rate: int64(s.Rate), ElapsedSeconds: round1(s.Elapsed.Seconds()), ETASeconds: etaSeconds(s.ETA)})
+			Bytes: s.Bytes, Rate: int64(s.Rate), ElapsedSeconds: round1(s.Elapsed.Seconds()), ETASeconds: etaSeconds(s.ETA), Hosts: hostRecords(s)})
 		return
 	}
 	l.writeLine(PlainLine(s))
+	l.printHosts(s)
+}
+
+// printHosts prints a host line for every host whose condition changed since the last one
+// printed (a host at full speed is printed only when it recovers).
+func (l *lines) printHosts(s Snapshot) {
+	if l.hostSaid == nil {
+		l.hostSaid = map[string]string{}
+	}
+	seen := make(map[string]bool, len(s.Hosts))
+	for _, h := range s.Hosts {
+		seen[h.Name] = true
+		key := hostKey(h, s.Now)
+		prev, said := l.hostSaid[h.Name]
+		if prev == key || (!said && h.Condition(s.Now) == HostOK) {
+			continue
+		}
+		l.hostSaid[h.Name] = key
+		l.writeLine(PlainHostLine(h, s.Now))
+	}
+	for name := range l.hostSaid {
+		if !seen[name] {
+			delete(l.hostSaid, name)
+		}
+	}
+}
+
+// hostRecord is a host that is not at full speed, in a {"type":"progress"} JSON line.
+type hostRecord struct {
+	Host        string `json:"host"`
+	State       string `json:"state"`
+	Remaining   int64  `json:"remaining"`
+	Limit       int    `json:"concurrency_limit,omitempty"`
+	MaxLimit    int    `json:"max_concurrency,omitempty"`
+	DelayMS     int64  `json:"delay_ms,omitempty"`
+	PausedUntil string `json:"paused_until,omitempty"`
+	PauseCause  string `json:"pause_cause,omitempty"`
+}
+
+// hostRecords lists the slow hosts of s for JSON.
+func hostRecords(s Snapshot) []hostRecord {
+	var out []hostRecord
+	for _, h := range s.SlowHosts() {
+		r := hostRecord{Host: h.Name, Remaining: h.Remaining, Limit: h.Limit, MaxLimit: h.MaxLimit, DelayMS: h.Delay.Milliseconds()}
+		switch h.Condition(s.Now) {
+		case HostPaused:
+			r.State, r.PausedUntil, r.PauseCause = "paused", h.PausedUntil.UTC().Format(time.RFC3339), h.PauseCause
+		case HostThrottled:
+			r.State = "throttled"
+		case HostDelayBound:
+			r.State = "delay_bound"
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // PlainLine formats a snapshot as the stable progress line of the plain display:
@@ -146,6 +203,8 @@ type progressRecord struct {
 	Rate           int64   `json:"bytes_per_second"`
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
 	ETASeconds     *int64  `json:"eta_seconds"`
+	// Hosts are the hosts not at full speed (paused, throttled, bound by the per-host delay).
+	Hosts []hostRecord `json:"hosts,omitempty"`
 }
 
 // paperRecord is a {"type":"paper"} JSON line, for a paper that reached a terminal state.

@@ -26,6 +26,22 @@ type Snapshot struct {
 	ETA time.Duration
 	// Downloads are the running downloads (when the watch includes papers).
 	Downloads []Download
+	// Hosts are the hosts the batch waits on, most papers first (when the watch includes
+	// papers).
+	Hosts []Host
+	// Now is when the snapshot was taken (for the hosts' pauses).
+	Now time.Time
+}
+
+// SlowHosts returns the hosts that are not at full speed (paused, throttled, delay-bound).
+func (s Snapshot) SlowHosts() []Host {
+	var out []Host
+	for _, h := range s.Hosts {
+		if h.Condition(s.Now) != HostOK {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // Download is one running download.

@@ -23,11 +23,31 @@ type terminal struct {
 	overall   *mpb.Bar
 	maxActive int
 
-	mu     sync.Mutex
-	bars   map[string]*mpb.Bar // running downloads on screen
-	hidden int                 // running downloads not on screen
-	closed bool
+	cols      int // terminal width (0: unknown)
+	rightW    int // width of the text after the bars
+	nameW     int // width of a download's name
+	mu        sync.Mutex
+	bars      map[string]*mpb.Bar // running downloads on screen
+	hidden    int                 // running downloads not on screen
+	hostBars  []*mpb.Bar          // lines explaining slow hosts
+	notesMu   sync.Mutex          // guards hostNotes only: the decorators take no other lock
+	hostNotes []string            // the host lines' text, refreshed by Update
+	nextPrio  int
+	closed    bool
 }
+
+// maxHostLines bounds the lines that explain slow hosts.
+const maxHostLines = 3
+
+// Widths that keep the bars still while the numbers change: for wide terminals, and for
+// narrow ones (under wideColumns) or unknown widths.
+const (
+	wideColumns      = 120
+	overallRightWide = 46
+	overallRightNarr = 34
+	downloadNameWide = 28
+	downloadNameNarr = 18
+)
 
 func newTerminal(opts Options, tr *Tracker) *terminal {
 	t := &terminal{tr: tr, title: opts.Title, bars: map[string]*mpb.Bar{}, maxActive: 8}
@@ -35,16 +55,23 @@ func newTerminal(opts Options, tr *Tracker) *terminal {
 		t.title = "papers"
 	}
 	if f, ok := opts.Out.(*os.File); ok {
-		if _, rows := terminalSize(f); rows > 0 {
-			t.maxActive = max(0, min(t.maxActive, rows-4))
+		cols, rows := terminalSize(f)
+		if rows > 0 {
+			t.maxActive = max(1, min(t.maxActive, rows-4-maxHostLines))
 		}
+		t.cols = cols
+	}
+	t.rightW, t.nameW = overallRightNarr, downloadNameNarr
+	if t.cols >= wideColumns {
+		t.rightW, t.nameW = overallRightWide, downloadNameWide
 	}
 	t.p = mpb.New(mpb.WithConsoleWriter(newCRConsole(opts.Out)), mpb.WithRefreshRate(150*time.Millisecond), mpb.WithAutoRefresh())
 	style := mpb.BarStyle().Lbound("[").Filler("=").Tip(">").Padding(" ").Rbound("]")
-	t.overall = t.p.New(0, style,
+	t.overall = t.p.New(0, style, mpb.BarPriority(0),
 		mpb.PrependDecorators(decor.Any(t.overallLeft, decor.WCSyncSpaceR)),
 		mpb.AppendDecorators(decor.Any(t.overallRight)),
 	)
+	t.nextPrio = 100
 	if opts.Total > 0 {
 		t.overall.SetTotal(opts.Total, false)
 	}
@@ -53,15 +80,19 @@ func newTerminal(opts Options, tr *Tracker) *terminal {
 
 func (t *terminal) overallLeft(decor.Statistics) string {
 	s := t.tr.Snapshot()
-	return fmt.Sprintf("%s %d/%d", t.title, s.Done, s.Total)
+	digits := len(fmt.Sprint(s.Total))
+	return fmt.Sprintf("%s %*d/%d", t.title, digits, s.Done, s.Total)
 }
 
 func (t *terminal) overallRight(decor.Statistics) string {
 	s := t.tr.Snapshot()
 	var b strings.Builder
 	fmt.Fprintf(&b, " %s  %s", FormatBytes(s.Bytes), FormatRate(s.Rate))
-	if s.ETA > 0 {
+	switch {
+	case s.ETA > 0:
 		fmt.Fprintf(&b, "  ETA %s", FormatDuration(s.ETA))
+	case s.ETA < 0 && s.Done < s.Total && s.Elapsed > 2*time.Second:
+		b.WriteString("  ETA ?")
 	}
 	if s.Failed > 0 {
 		fmt.Fprintf(&b, "  %d failed", s.Failed)
@@ -78,7 +109,62 @@ func (t *terminal) overallRight(decor.Statistics) string {
 	if hidden > 0 {
 		fmt.Fprintf(&b, "  (+%d more running)", hidden)
 	}
-	return b.String()
+	// A fixed width keeps the bar from changing length as the numbers change.
+	return padRight(b.String(), t.rightW)
+}
+
+// padRight pads s with spaces to n runes (longer strings are kept whole).
+func padRight(s string, n int) string {
+	if k := utf8.RuneCountInString(s); k < n {
+		return s + strings.Repeat(" ", n-k)
+	}
+	return s
+}
+
+// fit shortens s to the terminal's width, so that a line never wraps (a wrapped line breaks
+// the redraw).
+func (t *terminal) fit(s string) string {
+	if t.cols > 1 && utf8.RuneCountInString(s) > t.cols-1 {
+		r := []rune(s)
+		return string(r[:t.cols-2]) + "…"
+	}
+	return s
+}
+
+// updateHostLines shows a line for each host that is not at full speed (at most
+// maxHostLines): paused until when and why, throttled, or bound by the per-host delay. t.mu
+// is held.
+func (t *terminal) updateHostLines(s Snapshot) {
+	slow := s.SlowHosts()
+	notes := make([]string, 0, maxHostLines)
+	for i, h := range slow {
+		if i == maxHostLines-1 && len(slow) > maxHostLines {
+			notes = append(notes, fmt.Sprintf("  … and %d more slow hosts", len(slow)-i))
+			break
+		}
+		notes = append(notes, "  ⏸ "+h.Note(s.Now))
+	}
+	t.notesMu.Lock()
+	t.hostNotes = notes
+	t.notesMu.Unlock()
+	for len(t.hostBars) < len(notes) {
+		i := len(t.hostBars)
+		bar := t.p.New(0, mpb.NopStyle(), mpb.BarPriority(1+i),
+			mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
+				t.notesMu.Lock()
+				defer t.notesMu.Unlock()
+				if i < len(t.hostNotes) {
+					return t.fit(t.hostNotes[i])
+				}
+				return ""
+			})))
+		t.hostBars = append(t.hostBars, bar)
+	}
+	for len(t.hostBars) > len(notes) {
+		last := t.hostBars[len(t.hostBars)-1]
+		last.Abort(true)
+		t.hostBars = t.hostBars[:len(t.hostBars)-1]
+	}
 }
 
 // Update implements Display.
@@ -97,7 +183,7 @@ func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 	}
 	t.overall.SetTotal(s.Total, false)
 	t.overall.SetCurrent(s.Done)
-
+	t.updateHostLines(s)
 	running := make(map[string]bool, len(s.Downloads))
 	for _, d := range s.Downloads {
 		running[d.PaperID] = true
@@ -122,27 +208,50 @@ func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 		bar.SetTotal(max(d.Total, 0), false)
 		bar.SetCurrent(d.Bytes)
 	}
+	if len(t.bars) == 0 {
+		t.hidden = 0 // "+N more" only below rows that are on screen
+	}
 }
 
 // newDownloadBar adds the line of one running download: its id, a bar, bytes and speed.
 func (t *terminal) newDownloadBar(id string) *mpb.Bar {
-	name := "  " + truncate(id, 28)
+	name := "  " + truncate(id, t.nameW)
 	style := mpb.BarStyle().Lbound("[").Filler("-").Tip(">").Padding(" ").Rbound("]")
-	return t.p.New(0, style,
+	t.nextPrio++
+	return t.p.New(0, style, mpb.BarPriority(t.nextPrio),
 		mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR)),
 		mpb.AppendDecorators(decor.Any(func(st decor.Statistics) string {
-			rate := 0.0
-			for _, d := range t.tr.Snapshot().Downloads {
-				if d.PaperID == id {
-					rate = d.Rate
+			var d Download
+			for _, x := range t.tr.Snapshot().Downloads {
+				if x.PaperID == id {
+					d = x
 				}
 			}
-			if st.Total > 0 {
-				return fmt.Sprintf(" %s / %s  %s", FormatBytes(st.Current), FormatBytes(st.Total), FormatRate(rate))
-			}
-			return fmt.Sprintf(" %s  %s", FormatBytes(st.Current), FormatRate(rate))
+			return padRight(" "+downloadText(d, st.Current, st.Total), t.rightW)
 		})),
 	)
+}
+
+// downloadText describes a running download after its bar: its state until bytes flow
+// ("connecting", "attempt 2"), then bytes, size and speed (no "0 B/s" for a file that arrived
+// between two updates).
+func downloadText(d Download, current, total int64) string {
+	var b strings.Builder
+	switch {
+	case current == 0 && total <= 0:
+		b.WriteString("connecting")
+	case total > 0:
+		fmt.Fprintf(&b, "%s / %s", FormatBytes(current), FormatBytes(total))
+	default:
+		b.WriteString(FormatBytes(current))
+	}
+	if d.Rate >= 1 && current > 0 {
+		fmt.Fprintf(&b, "  %s", FormatRate(d.Rate))
+	}
+	if d.Attempt > 1 {
+		fmt.Fprintf(&b, "  (attempt %d)", d.Attempt)
+	}
+	return b.String()
 }
 
 // Message implements Display.
@@ -171,6 +280,10 @@ func (t *terminal) Close() {
 		bar.Abort(true)
 		delete(t.bars, id)
 	}
+	for _, bar := range t.hostBars {
+		bar.Abort(true)
+	}
+	t.hostBars = nil
 	t.hidden = 0
 	t.mu.Unlock()
 	s := t.tr.Snapshot()
