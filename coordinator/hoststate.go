@@ -20,26 +20,43 @@ const (
 	hostStatesInterval = time.Second
 )
 
-// batchHosts is the cached answer of hostStates for one batch.
+// batchHosts is the cached part of hostStates for one batch: which hosts, in which order, with
+// how many of the batch's papers (a scan of the batch). The hosts' own state is read afresh.
 type batchHosts struct {
 	at      time.Time
-	states  []*pb.HostState // shared, read-only once built
+	order   []hostCount
 	omitted int32
+}
+
+// hostCount is a host and the batch's live papers on it.
+type hostCount struct {
+	idx uint32
+	n   int64
 }
 
 // hostStates returns the politeness state of the hosts that batch b's live papers (queued,
 // waiting to retry, downloading) are on: the hosts with the most of them first, at most
-// maxHostStates, and how many were left out. It is recomputed at most every
-// hostStatesInterval; the protos are shared by every watcher and never modified.
+// maxHostStates, and how many were left out. The hosts and their paper counts are recomputed
+// at most every hostStatesInterval; the hosts' state (pauses, limits) is current. The protos
+// are shared by every watcher of one publish and never modified.
 func (e *engine) hostStates(b *batch, now time.Time) ([]*pb.HostState, int32) {
-	if b.hosts != nil && now.Sub(b.hosts.at) < hostStatesInterval {
-		return b.hosts.states, b.hosts.omitted
+	if b.hosts == nil || now.Sub(b.hosts.at) >= hostStatesInterval {
+		b.hosts = &batchHosts{at: now}
+		b.hosts.order, b.hosts.omitted = e.batchHostCounts(b)
 	}
-	if b.hosts == nil {
-		b.hosts = &batchHosts{}
+	states := make([]*pb.HostState, 0, len(b.hosts.order))
+	for _, hc := range b.hosts.order {
+		if int(hc.idx) >= len(e.hosts) || e.hosts[hc.idx] == nil {
+			continue
+		}
+		states = append(states, e.hostState(e.hosts[hc.idx], hc.n, now))
 	}
-	b.hosts.at = now
-	b.hosts.states, b.hosts.omitted = nil, 0
+	return states, b.hosts.omitted
+}
+
+// batchHostCounts scans batch b's papers: the hosts of its live papers, most papers first (at
+// most maxHostStates), and how many hosts were left out.
+func (e *engine) batchHostCounts(b *batch) ([]hostCount, int32) {
 	if b.live() == 0 {
 		return nil, 0
 	}
@@ -51,10 +68,6 @@ func (e *engine) hostStates(b *batch, now time.Time) ([]*pb.HostState, int32) {
 			}
 		}
 	}
-	type hostCount struct {
-		idx uint32
-		n   int64
-	}
 	order := make([]hostCount, 0, len(remaining))
 	for idx, n := range remaining {
 		order = append(order, hostCount{idx, n})
@@ -65,19 +78,12 @@ func (e *engine) hostStates(b *batch, now time.Time) ([]*pb.HostState, int32) {
 		}
 		return cmp.Compare(a.idx, b.idx)
 	})
+	var omitted int32
 	if len(order) > maxHostStates {
-		b.hosts.omitted = int32(len(order) - maxHostStates)
+		omitted = int32(len(order) - maxHostStates)
 		order = order[:maxHostStates]
 	}
-	states := make([]*pb.HostState, 0, len(order))
-	for _, hc := range order {
-		if int(hc.idx) >= len(e.hosts) || e.hosts[hc.idx] == nil {
-			continue
-		}
-		states = append(states, e.hostState(e.hosts[hc.idx], hc.n, now))
-	}
-	b.hosts.states = states
-	return states, b.hosts.omitted
+	return order, omitted
 }
 
 // hostState is the wire form of a host's politeness state; remaining is the watched batch's

@@ -25,14 +25,13 @@ func TestWatchHostStates(t *testing.T) {
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
 	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_RATE_LIMITED, 503, 30*time.Second)))
-	h.advance(hostStatesInterval) // the cached states are refreshed at most every hostStatesInterval
-	h.e.publish(h.clk.Now(), true)
+	h.e.publish(h.clk.Now(), true) // the pause shows at once (only the paper counts are cached)
 	u = w.take()
 	if u == nil || len(u.hosts) != 1 {
 		t.Fatalf("update %+v", u)
 	}
 	hs := u.hosts[0]
-	wantUntil := t0.Add(30 * time.Second)
+	wantUntil := h.clk.Now().Add(30 * time.Second)
 	if hs.GetPauseCause() != "retry_after" || !hs.GetPausedUntil().AsTime().Equal(wantUntil) || hs.GetConcurrencyLimit() != 2 ||
 		hs.GetMaxConcurrency() != 4 || hs.GetRemaining() != 6 || hs.GetActive() != 3 || !hs.GetNextStartAt().AsTime().Equal(wantUntil) {
 		t.Fatalf("host state %v", hs)

@@ -12,7 +12,7 @@ import (
 // A host that answers 503 with Retry-After is shown as paused, with until when and why, in
 // the progress lines (not only in the log).
 func TestGetShowsPausedHost(t *testing.T) {
-	busy := busyOrigin(t, 2)
+	busy := busyOrigin(t, 3)
 	o := newOrigin(t)
 	out := filepath.Join(t.TempDir(), "out")
 	res := run(t, "", append(testFlags(o, out), "--retries", "3", busy.URL+"/files/a.pdf", busy.URL+"/files/b.pdf")...)

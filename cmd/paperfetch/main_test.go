@@ -177,8 +177,8 @@ func TestGetMixed(t *testing.T) {
 			t.Errorf("%s: wrong content or missing (%v)", name, err)
 		}
 	}
-	if n := len(entries); n != 6 { // 5 PDFs + .paperfetch
-		t.Errorf("output folder has %d entries, want 6: %v", n, entries)
+	if n := len(entries); n != 7 { // 5 PDFs + failed.txt + .paperfetch
+		t.Errorf("output folder has %d entries, want 7: %v", n, entries)
 	}
 
 	r := readReport(t, rep)
