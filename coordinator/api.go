@@ -5,12 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
-	"gocloud.dev/gcerrors"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -407,14 +405,22 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 	return out, nil
 }
 
-// WatchBatch streams a snapshot, then coalesced updates until the batch is terminal.
+// WatchBatch streams a snapshot, then coalesced updates until the batch is settled.
 func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService_WatchBatchServer) error {
 	if req.GetBatchId() == "" {
 		return errBatchIDRequired
 	}
 	ctx := stream.Context()
+	release, err := a.c.watchers.acquire(ctx, req.GetBatchId())
+	if err != nil {
+		return err
+	}
+	defer release()
 	w := newWatcher(0, req.GetIncludePapers())
 	defer w.gone.Store(true)
+	if a.c.onWatch != nil {
+		a.c.onWatch(w)
+	}
 	r := &watchReq{batchID: req.GetBatchId(), w: w, reply: make(chan error, 1)}
 	res, err := call(ctx, a.c, r, r.reply)
 	if err != nil {
@@ -438,17 +444,9 @@ func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService
 			continue
 		}
 		if u.overflow {
-			return status.Error(codes.ResourceExhausted, "watcher fell too far behind; reconnect")
+			return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d changed papers behind; reconnect", maxWatcherBacklog)
 		}
-		msg := &pb.WatchBatchResponse{Snapshot: u.snapshot, Batch: u.batch, Active: u.active, Hosts: u.hosts, HostsOmitted: u.omitted}
-		if u.npapers > 0 {
-			ups, err := a.paperUpdates(u.changed())
-			if err != nil {
-				return status.Errorf(codes.Internal, "read paper updates: %v", err)
-			}
-			msg.PaperUpdates = ups
-		}
-		if err := stream.Send(msg); err != nil {
+		if err := a.sendUpdate(stream, w, u); err != nil {
 			return err
 		}
 		if u.final {
@@ -474,55 +472,6 @@ func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
 		}
 	}
 	return out, nil
-}
-
-// ReadPaper streams a stored PDF in chunks of at most 1 MiB.
-func (a *api) ReadPaper(req *pb.ReadPaperRequest, stream pb.CoordinatorService_ReadPaperServer) error {
-	ctx := stream.Context()
-	_, rec, _, err := a.lookup(ctx, req.GetBatchId(), req.GetPaperId())
-	if err != nil {
-		return err
-	}
-	if rec.state != stateSucceeded || rec.blobKey == "" {
-		return toStatus(precondition(preconditionPaperState, req.GetBatchId()+"/"+req.GetPaperId(), "paper %q is %s, not SUCCEEDED", req.GetPaperId(), pb.PaperState(rec.state)))
-	}
-	if a.c.cfg.Bucket == nil {
-		return status.Error(codes.FailedPrecondition, "this coordinator has no blob store configured")
-	}
-	off := req.GetOffset()
-	if off < 0 || off > rec.size {
-		return status.Errorf(codes.OutOfRange, "offset %d is outside the file (size %d)", off, rec.size)
-	}
-	rd, err := a.c.cfg.Bucket.NewRangeReader(ctx, rec.blobKey, off, -1, nil)
-	if err != nil {
-		if gcerrors.Code(err) == gcerrors.NotFound {
-			return status.Errorf(codes.DataLoss, "stored blob of paper %q is missing", req.GetPaperId())
-		}
-		return status.Errorf(codes.Unavailable, "open blob: %v", err)
-	}
-	defer func() { _ = rd.Close() }()
-	sent := false
-	for {
-		// A fresh buffer per message: gRPC may still reference a sent message.
-		buf := make([]byte, min(readChunkSize, max(rec.size-off, 0)))
-		n, rerr := io.ReadFull(rd, buf)
-		if n > 0 || !sent {
-			if err := stream.Send(&pb.ReadPaperResponse{Offset: off, Data: buf[:n], Size: rec.size, Sha256: rec.sha256}); err != nil {
-				return err
-			}
-			sent = true
-			off += int64(n)
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF || off >= rec.size {
-			return nil
-		}
-		if rerr != nil {
-			if ctx.Err() != nil {
-				return status.FromContextError(ctx.Err()).Err()
-			}
-			return status.Errorf(codes.Unavailable, "read blob: %v", rerr)
-		}
-	}
 }
 
 func unixTime(ns int64) time.Time { return time.Unix(0, ns) }

@@ -157,3 +157,7 @@ func (b *batch) proto(bps float64) *pb.Batch {
 func (b *batch) terminalState() bool {
 	return b.state == pb.BatchState_BATCH_STATE_COMPLETED || b.state == pb.BatchState_BATCH_STATE_CANCELLED
 }
+
+// settled reports whether the batch is terminal with no live paper left: a cancelled batch
+// whose aborted downloads have all been confirmed. Its watchers then get their last message.
+func (b *batch) settled() bool { return b.terminalState() && b.live() == 0 }

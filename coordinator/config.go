@@ -95,6 +95,11 @@ type Config struct {
 	// StreamBuffer bounds each Work stream's send buffer (default 4096, at least 2×slots+64);
 	// a stream whose buffer fills is broken and its leases re-queued.
 	StreamBuffer int
+	// WatchersPerBatch bounds the WatchBatch streams of one batch (default 64); one more is
+	// RESOURCE_EXHAUSTED.
+	WatchersPerBatch int
+	// WatchersPerPeer bounds the WatchBatch streams of one client address (default 32).
+	WatchersPerPeer int
 	// WatchInterval is the minimum time between two progress updates of a watched batch
 	// (default 250ms).
 	WatchInterval time.Duration
@@ -253,6 +258,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamBuffer <= 0 {
 		c.StreamBuffer = 4096
+	}
+	if c.WatchersPerBatch <= 0 {
+		c.WatchersPerBatch = 64
+	}
+	if c.WatchersPerPeer <= 0 {
+		c.WatchersPerPeer = 32
 	}
 	if c.WatchInterval <= 0 {
 		c.WatchInterval = 250 * time.Millisecond

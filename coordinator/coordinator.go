@@ -40,6 +40,8 @@ type Coordinator struct {
 	done  chan struct{} // closed when Run returns
 
 	verifyJobs chan verifyJob // completions to check against the blob store (verify.go)
+	watchers *watchAdmission // WatchBatch streams per batch and per client
+	onWatch  func(*watcher)  // tests: called with every registered watcher
 
 	closeStreamsOnce sync.Once
 	streamsClosed    chan struct{} // closed by CloseStreams
@@ -62,6 +64,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, st: st, inbox: make(chan message, cfg.InboxSize), done: make(chan struct{}),
 		streamsClosed: make(chan struct{}), verifyJobs: make(chan verifyJob, verifyQueueSize),
+		watchers: newWatchAdmission(cfg.WatchersPerBatch, cfg.WatchersPerPeer),
 	}
 	c.m, err = newMetrics(cfg.Registerer, func() float64 { return float64(len(c.inbox)) })
 	if err != nil {

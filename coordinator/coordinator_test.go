@@ -153,9 +153,6 @@ func TestCancelBatch(t *testing.T) {
 	if cr.GetBatch().GetState() != pb.BatchState_BATCH_STATE_CANCELLED || cr.GetBatch().GetCounts().GetCancelled() != 8 || cr.GetBatch().GetCounts().GetDownloading() != 2 {
 		t.Fatalf("after cancel: %v", cr.GetBatch())
 	}
-	if b := <-watched; b.GetState() != pb.BatchState_BATCH_STATE_CANCELLED {
-		t.Fatalf("watch ended with %v", b)
-	}
 	lp, err := h.api.ListPapers(ctx, &pb.ListPapersRequest{BatchId: "c", States: []pb.PaperState{pb.PaperState_PAPER_STATE_DOWNLOADING}, PageSize: 1})
 	if err != nil || len(lp.GetPapers()) != 1 || lp.GetNextPageToken() == "" {
 		t.Fatalf("filtered page 1: %v %v", lp, err)
@@ -172,6 +169,10 @@ func TestCancelBatch(t *testing.T) {
 		f.failWith(a, pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0)
 	}
 	waitFor(t, "acks", func() bool { return f.ackCount() == 2 })
+	// The watch ends only now, with the settled batch: nothing downloading (issue 13, item 4).
+	if b := <-watched; b.GetState() != pb.BatchState_BATCH_STATE_CANCELLED || b.GetCounts().GetDownloading() != 0 || b.GetCounts().GetCancelled() != 10 {
+		t.Fatalf("watch ended with %v", b)
+	}
 	g, err := h.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "c"})
 	if err != nil || g.GetBatch().GetCounts().GetCancelled() != 10 {
 		t.Fatalf("final: %v %v", g, err)

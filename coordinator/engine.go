@@ -305,6 +305,12 @@ func (e *engine) checkBatchDone(b *batch, now time.Time) {
 		e.finalBatches = append(e.finalBatches, b)
 		e.log.Info("batch completed", "batch", b.id, "papers", b.total,
 			"succeeded", b.counts[stateSucceeded], "failed", b.counts[stateFailed], "cancelled", b.counts[stateCancelled])
+		return
+	}
+	// A cancelled batch settles when its last aborted download is confirmed: only then do its
+	// watchers get their last message, with the final counts.
+	if b.state == pb.BatchState_BATCH_STATE_CANCELLED && b.live() == 0 && len(b.watchers) > 0 {
+		e.finalBatches = append(e.finalBatches, b)
 	}
 }
 
@@ -834,7 +840,8 @@ func (e *engine) unwatch(b *batch, w *watcher) {
 	}
 }
 
-// activeOf returns a batch's aggregate speed and, when wanted, its running downloads.
+// activeOf returns a batch's aggregate speed and, when wanted, its running downloads (at most
+// maxActiveListed of them).
 func (e *engine) activeOf(b *batch, want bool) (float64, []*pb.ActiveDownload) {
 	if b.counts[stateDownloading] == 0 {
 		return 0, nil
@@ -846,7 +853,7 @@ func (e *engine) activeOf(b *batch, want bool) (float64, []*pb.ActiveDownload) {
 			continue
 		}
 		bps += l.bps
-		if want {
+		if want && len(active) < maxActiveListed {
 			active = append(active, &pb.ActiveDownload{
 				PaperId: l.paperID, Url: l.url, Bytes: l.bytes, Total: l.total,
 				BytesPerSecond: l.bps, Attempt: int32(l.attempt),

@@ -328,7 +328,10 @@ func (e *engine) cancelBatch(b *batch, reason string, now time.Time) {
 			}
 		}
 	}
-	e.finalBatches = append(e.finalBatches, b)
+	// Watchers get their last message once the aborted downloads have settled (checkBatchDone).
+	if b.settled() {
+		e.finalBatches = append(e.finalBatches, b)
+	}
 	e.log.Info("batch cancelled", "batch", b.id, "reason", reason, "aborting", b.counts[stateDownloading])
 }
 
@@ -498,7 +501,7 @@ func (r *watchReq) apply(e *engine, now time.Time) {
 	w.batch = b.idx
 	bps, active := e.activeOf(b, w.includePapers)
 	bp := b.proto(bps)
-	final := b.terminalState()
+	final := b.settled()
 	var hosts []*pb.HostState
 	var omitted int32
 	if w.includePapers && !final {

@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -163,7 +165,8 @@ func TestReadPaper(t *testing.T) {
 	}
 	defer func() { _ = bucket.Close() }()
 	content := []byte("%PDF-1.7\n" + strings.Repeat("x", 2<<20+123))
-	sha := fakeSHA("doc")
+	sum := sha256.Sum256(content)
+	sha := hex.EncodeToString(sum[:])
 	key := "sha256/" + sha[:2] + "/" + sha + ".pdf"
 	if err := os.MkdirAll(filepath.Join(blobDir, "sha256", sha[:2]), 0o755); err != nil {
 		t.Fatal(err)
@@ -211,6 +214,47 @@ func TestReadPaper(t *testing.T) {
 	got, _ = read(1 << 20)
 	if string(got) != string(content[1<<20:]) {
 		t.Fatalf("read from offset: %d bytes", len(got))
+	}
+	got, _ = read(1<<20 + 5)
+	if string(got) != string(content[1<<20+5:]) {
+		t.Fatalf("read from an unaligned offset: %d bytes", len(got))
+	}
+	// A damaged blob ends the stream with DATA_LOSS before the end of the file is sent
+	// (issue 13, item 4): truncated, corrupted in place, or longer than recorded.
+	path := filepath.Join(blobDir, filepath.FromSlash(key))
+	corrupted := append([]byte(nil), content...)
+	corrupted[len(corrupted)-10] ^= 1
+	for name, data := range map[string][]byte{
+		"truncated": content[:len(content)-1000],
+		"corrupted": corrupted,
+		"longer":    append(append([]byte(nil), content...), "tail"...),
+	} {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, off := range []int64{0, 2 << 20} {
+			rs, err := h.api.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: "rp", PaperId: "doc-0", Offset: off})
+			if err != nil {
+				t.Fatal(err)
+			}
+			received := off
+			for {
+				m, err := rs.Recv()
+				if err != nil {
+					if status.Code(err) != codes.DataLoss {
+						t.Fatalf("%s blob from %d: %v, want DataLoss", name, off, err)
+					}
+					break
+				}
+				received += int64(len(m.GetData()))
+			}
+			if received >= int64(len(content)) {
+				t.Fatalf("%s blob from %d: the whole file was sent before DATA_LOSS", name, off)
+			}
+		}
+	}
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "q", Papers: specs("other", 1, 1)}); err != nil {
 		t.Fatal(err)

@@ -1,15 +1,28 @@
 package coordinator
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
-// maxWatcherBacklog is how many paper updates a watcher may have pending before it
-// is considered too far behind and ended with RESOURCE_EXHAUSTED.
-const maxWatcherBacklog = 200_000
+// Bounds of one WatchBatch stream (documented in the proto). A stalled watcher holds at most
+// maxWatcherBacklog pending paper indexes (4 bytes each), the indexes of the update it is
+// sending (as many again) and one message of at most maxWatchMessageBytes: watcherMemoryBound.
+const (
+	// maxWatcherBacklog is how many changed papers a watcher may have pending before it is
+	// considered too far behind and ended with RESOURCE_EXHAUSTED.
+	maxWatcherBacklog = 100_000
+	// maxWatchMessageBytes bounds one WatchBatchResponse; larger updates are split.
+	maxWatchMessageBytes = 256 << 10
+	// maxActiveListed bounds WatchBatchResponse.active, in entries and in bytes.
+	maxActiveListed      = 1000
+	maxActiveListedBytes = 128 << 10
+	// watcherMemoryBound is what one watcher may hold, at most, in queued updates.
+	watcherMemoryBound = 2*4*maxWatcherBacklog + maxWatchMessageBytes
+)
 
 // watcher is one WatchBatch stream. The loop posts updates into its coalescing mailbox
 // (never blocking); the stream's own goroutine takes them and sends them. The mutex guards
@@ -22,6 +35,22 @@ type watcher struct {
 
 	mu      sync.Mutex
 	pending *watchUpdate
+
+	// highWater is the most bytes the watcher held queued at once (pending indexes, the
+	// update being sent and its message), for the tests and the benchmark.
+	highWater atomic.Int64
+	sending   atomic.Int64 // bytes of the update being sent
+}
+
+// noteQueued records the bytes the watcher holds now.
+func (w *watcher) noteQueued(pendingPapers int) {
+	n := int64(4*pendingPapers) + w.sending.Load()
+	for {
+		old := w.highWater.Load()
+		if n <= old || w.highWater.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // watchUpdate is a coalesced update: the latest batch, every paper changed since the
@@ -41,22 +70,18 @@ type watchUpdate struct {
 	overflow bool
 }
 
-// changed returns the distinct papers of the update.
+// changed returns the distinct papers of the update (4 bytes each, no map: a large backlog
+// costs no more than its indexes).
 func (u *watchUpdate) changed() []uint32 {
 	if len(u.papers) == 1 {
 		return u.papers[0]
 	}
-	seen := make(map[uint32]struct{}, u.npapers)
-	var out []uint32
+	out := make([]uint32, 0, u.npapers)
 	for _, l := range u.papers {
-		for _, idx := range l {
-			if _, dup := seen[idx]; !dup {
-				seen[idx] = struct{}{}
-				out = append(out, idx)
-			}
-		}
+		out = append(out, l...)
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func newWatcher(batch uint32, includePapers bool) *watcher {
@@ -81,12 +106,16 @@ func (w *watcher) post(snapshot bool, b *pb.Batch, papers []uint32, active []*pb
 			u.papers = append(u.papers, papers)
 			u.npapers += len(papers)
 			if u.npapers > maxWatcherBacklog {
+				// The stream ends with RESOURCE_EXHAUSTED: drop what it will never send.
 				u.overflow = true
+				u.papers, u.npapers = nil, 0
 			}
 		}
 	}
 	ok := !u.overflow
+	pending := u.npapers
 	w.mu.Unlock()
+	w.noteQueued(pending)
 	select {
 	case w.notify <- struct{}{}:
 	default:

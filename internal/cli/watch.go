@@ -39,7 +39,9 @@ func watchBatch(ctx context.Context, client pb.CoordinatorServiceClient, batchID
 				}
 				fn(resp)
 				backoff = 100 * time.Millisecond
-				if batchDone(resp.GetBatch().GetState()) {
+				// The coordinator's last message is the settled batch (after a cancel, the
+				// aborted downloads confirmed); earlier CANCELLED messages still count them.
+				if b := resp.GetBatch(); batchDone(b.GetState()) && b.GetCounts().GetDownloading() == 0 {
 					return errWatchDone{resp.GetBatch()}
 				}
 			}

@@ -1547,8 +1547,8 @@ type WatchBatchResponse struct {
 	// Papers whose state changed since the previous update (include_papers only; coalesced: a
 	// paper appears once, with its latest state).
 	PaperUpdates []*PaperUpdate `protobuf:"bytes,3,rep,name=paper_updates,json=paperUpdates,proto3" json:"paper_updates,omitempty"`
-	// Running downloads and their progress (include_papers only). At most 1,000 entries (a
-	// batch with more running downloads lists an arbitrary 1,000 of them); the batch's counts
+	// Running downloads and their progress (include_papers only). At most 1,000 entries and
+	// 128 KiB (a batch with more running downloads lists an arbitrary subset); the batch's counts
 	// are always complete.
 	Active []*ActiveDownload `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
 	// The politeness state of the hosts this batch is waiting on or downloading from
@@ -1559,7 +1559,7 @@ type WatchBatchResponse struct {
 	// Hosts of the batch left out of hosts because of its bound.
 	HostsOmitted int32 `protobuf:"varint,6,opt,name=hosts_omitted,json=hostsOmitted,proto3" json:"hosts_omitted,omitempty"`
 	// True when this update continues in the next message: an update too large for one message
-	// (at most 1 MiB each) is split, and only its last part (more = false) carries batch, active
+	// (at most 256 KiB each) is split, and only its last part (more = false) carries batch, active
 	// and hosts. A client that stops at the first terminal batch therefore sees every paper update.
 	More          bool `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -116,8 +116,8 @@ type CoordinatorServiceClient interface {
 	// until the batch is settled or the client goes away. The last message carries the settled
 	// batch: COMPLETED, or CANCELLED with no paper still DOWNLOADING (after CancelBatch, running
 	// downloads are aborted first, so counts and the active list in the last message are final).
-	// A watcher that cannot keep up gets coalesced updates; one whose backlog exceeds 4 MiB
-	// (50,000 changed papers) is ended with RESOURCE_EXHAUSTED and may reconnect (its snapshot
+	// A watcher that cannot keep up gets coalesced updates; one more than 100,000 changed papers
+	// behind is ended with RESOURCE_EXHAUSTED and may reconnect (its snapshot
 	// brings it up to date). Limits: 64 watchers per batch and 32 per client address; a watch
 	// beyond either is RESOURCE_EXHAUSTED.
 	WatchBatch(ctx context.Context, in *WatchBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBatchResponse], error)
@@ -356,8 +356,8 @@ type CoordinatorServiceServer interface {
 	// until the batch is settled or the client goes away. The last message carries the settled
 	// batch: COMPLETED, or CANCELLED with no paper still DOWNLOADING (after CancelBatch, running
 	// downloads are aborted first, so counts and the active list in the last message are final).
-	// A watcher that cannot keep up gets coalesced updates; one whose backlog exceeds 4 MiB
-	// (50,000 changed papers) is ended with RESOURCE_EXHAUSTED and may reconnect (its snapshot
+	// A watcher that cannot keep up gets coalesced updates; one more than 100,000 changed papers
+	// behind is ended with RESOURCE_EXHAUSTED and may reconnect (its snapshot
 	// brings it up to date). Limits: 64 watchers per batch and 32 per client address; a watch
 	// beyond either is RESOURCE_EXHAUSTED.
 	WatchBatch(*WatchBatchRequest, grpc.ServerStreamingServer[WatchBatchResponse]) error
