@@ -39,9 +39,9 @@ type Coordinator struct {
 	inbox chan message
 	done  chan struct{} // closed when Run returns
 
-	verifyJobs chan verifyJob // completions to check against the blob store (verify.go)
-	watchers *watchAdmission // WatchBatch streams per batch and per client
-	onWatch  func(*watcher)  // tests: called with every registered watcher
+	verifyJobs chan verifyJob  // completions to check against the blob store (verify.go)
+	watchers   *watchAdmission // WatchBatch streams per batch and per client
+	onWatch    func(*watcher)  // tests: called with every registered watcher
 
 	closeStreamsOnce sync.Once
 	streamsClosed    chan struct{} // closed by CloseStreams
