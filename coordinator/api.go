@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -307,6 +308,9 @@ func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult
 	}
 	rec, spec, err := a.c.st.readPaper(res.idx)
 	if err != nil {
+		if errors.Is(err, errRecordMissing) { // its batch was deleted meanwhile
+			return res, nil, nil, toStatus(paperNotFound(batchID, paperID))
+		}
 		return res, nil, nil, status.Errorf(codes.Internal, "read paper: %v", err)
 	}
 	if spec.GetPaperId() != paperID {
@@ -389,6 +393,9 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 		group := res.idxs[start:min(start+listReadGroup, len(res.idxs))]
 		recs, specs, err := a.c.st.readPapers(group)
 		if err != nil {
+			if errors.Is(err, errRecordMissing) { // the batch was deleted meanwhile
+				return nil, toStatus(batchNotFound(req.GetBatchId()))
+			}
 			return nil, status.Errorf(codes.Internal, "read papers: %v", err)
 		}
 		for i := range recs {

@@ -95,6 +95,9 @@ type Config struct {
 	// StreamBuffer bounds each Work stream's send buffer (default 4096, at least 2×slots+64);
 	// a stream whose buffer fills is broken and its leases re-queued.
 	StreamBuffer int
+	// Retention deletes COMPLETED and CANCELLED batches (and their papers, and blobs no other
+	// paper refers to) once they finished more than Retention ago; 0 keeps them forever.
+	Retention time.Duration
 	// WatchersPerBatch bounds the WatchBatch streams of one batch (default 64); one more is
 	// RESOURCE_EXHAUSTED.
 	WatchersPerBatch int
@@ -143,6 +146,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without traffic from its fetcher")
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 15*time.Second, "after a restart, how long fetchers may re-announce their leases")
 	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", 2_000_000, "maximum papers per batch")
+	fs.DurationVar(&c.Retention, "retention", 0, "delete finished batches (their papers, and blobs no other paper uses) this long after they finished (0: keep forever)")
 	fs.DurationVar(&c.RetryBaseDelay, "retry-base-delay", 2*time.Second, "backoff before the second attempt (doubles per failure)")
 	fs.DurationVar(&c.RetryMaxDelay, "retry-max-delay", 5*time.Minute, "maximum retry backoff")
 	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", time.Hour, "longest Retry-After honoured as a host pause")

@@ -40,6 +40,7 @@ type Coordinator struct {
 	done  chan struct{} // closed when Run returns
 
 	verifyJobs chan verifyJob  // completions to check against the blob store (verify.go)
+	gcJobs     chan []string   // released blobs to delete from the blob store (delete.go)
 	watchers   *watchAdmission // WatchBatch streams per batch and per client
 	onWatch    func(*watcher)  // tests: called with every registered watcher
 
@@ -64,6 +65,7 @@ func Open(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg: cfg, st: st, inbox: make(chan message, cfg.InboxSize), done: make(chan struct{}),
 		streamsClosed: make(chan struct{}), verifyJobs: make(chan verifyJob, verifyQueueSize),
+		gcJobs:   make(chan []string, gcQueueSize),
 		watchers: newWatchAdmission(cfg.WatchersPerBatch, cfg.WatchersPerPeer),
 	}
 	c.m, err = newMetrics(cfg.Registerer, func() float64 { return float64(len(c.inbox)) })
@@ -73,6 +75,9 @@ func Open(cfg Config) (*Coordinator, error) {
 	}
 	c.eng = newEngine(cfg, st, c.m)
 	c.eng.verifyCh = c.verifyJobs
+	if cfg.Bucket != nil {
+		c.eng.gcCh = c.gcJobs
+	}
 	if cfg.Bucket == nil {
 		cfg.Logger.Warn("no blob store: completions reported by fetchers are believed without verification")
 	}
@@ -103,10 +108,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if c.cfg.Bucket != nil {
 		vctx, stopVerifiers := context.WithCancel(ctx)
 		wait := c.runVerifiers(vctx, c.cfg.Verifiers)
+		waitCollector := c.runCollector(vctx)
 		defer func() {
 			stopVerifiers()
 			wait()
+			waitCollector()
 		}()
+		c.eng.pushCollections() // blobs released before a restart
 	}
 	e := c.eng
 	clk := c.cfg.Clock

@@ -56,6 +56,14 @@ type engine struct {
 	verify     bool              // completions are verified against the blob store
 	verifyCh   chan<- verifyJob  // to the verifiers (see verify.go)
 
+	// Deletion (delete.go): blobs released and awaiting the collector, when blobs were
+	// collected (for leases older than that), the collector's queue, the next retention check.
+	gcPending     map[string]struct{}
+	gcDone        map[string]time.Time
+	gcQueue       []string
+	gcCh          chan<- []string
+	nextRetention time.Time
+
 	// Per-iteration state.
 	rtx          *bolt.Tx
 	dirty        []uint32
@@ -108,6 +116,8 @@ func newEngine(cfg Config, st *store, m *metrics) *engine {
 		leases:       make(map[uint32]*lease),
 		orphans:      make(map[uint32]*lease),
 		watched:      make(map[uint32]*batch),
+		gcPending:    make(map[string]struct{}),
+		gcDone:       make(map[string]time.Time),
 		cold:         make(map[uint32]*coldUpdate),
 		pendingSpecs: make(map[uint32][]byte),
 		pendingPlans: make(map[uint32]*plan),
@@ -580,6 +590,7 @@ func (e *engine) advance(now time.Time) {
 			e.requeue(l, "not re-announced after restart", now)
 		}
 	}
+	e.applyRetention(now)
 }
 
 func mapValues(m map[uint32]*lease) []*lease {
@@ -612,6 +623,9 @@ func (e *engine) nextWake() time.Time {
 	if len(e.orphans) > 0 {
 		earliest(e.graceUntil)
 	}
+	if e.cfg.Retention > 0 && !e.nextRetention.IsZero() {
+		earliest(e.nextRetention)
+	}
 	return t
 }
 
@@ -635,6 +649,9 @@ func (e *engine) commit() error {
 		if rec.hasResults() {
 			w.results = rec.marshalResults(nil)
 		}
+		if rec.state == stateSucceeded && rec.blobKey != "" {
+			e.ws.newRefs = append(e.ws.newRefs, rec.blobKey)
+		}
 		e.ws.newPapers = append(e.ws.newPapers, w)
 		p.flags &^= flagDirty
 	}
@@ -644,7 +661,11 @@ func (e *engine) commit() error {
 			continue // written as a new paper
 		}
 		p.flags &^= flagDirty
-		e.ws.dirty = append(e.ws.dirty, dirtyWrite{idx: idx, hot: *p, cold: e.cold[idx]})
+		c := e.cold[idx]
+		if c != nil && c.success && c.blobKey != "" {
+			e.ws.newRefs = append(e.ws.newRefs, c.blobKey)
+		}
+		e.ws.dirty = append(e.ws.dirty, dirtyWrite{idx: idx, hot: *p, cold: c})
 	}
 	if e.ws.empty() {
 		e.resetWrites()
@@ -655,6 +676,9 @@ func (e *engine) commit() error {
 	err := e.st.commit(&e.ws)
 	e.m.commitSeconds.Observe(time.Since(start).Seconds())
 	e.m.commitRecords.Observe(float64(n))
+	if err == nil {
+		e.noteCollectable(e.ws.released)
+	}
 	e.resetWrites()
 	return err
 }
@@ -696,6 +720,9 @@ func (e *engine) flush(now time.Time) {
 	e.cacheAdds = e.cacheAdds[:0]
 	if len(e.verifyQueue) > 0 {
 		e.pushVerifies()
+	}
+	if len(e.gcQueue) > 0 {
+		e.pushCollections()
 	}
 	out := e.out
 	e.out = nil

@@ -31,8 +31,11 @@ func (e *engine) load(now time.Time) error {
 				return fmt.Errorf("batch %x: %w", k, err)
 			}
 			idx := binary.BigEndian.Uint32(k)
-			if int(idx) != len(e.batches) {
+			if int(idx) < len(e.batches) {
 				return fmt.Errorf("batch index %d out of sequence", idx)
+			}
+			for int(idx) > len(e.batches) {
+				e.batches = append(e.batches, nil) // a deleted batch
 			}
 			b := batchFromRecord(idx, &r)
 			e.batches = append(e.batches, b)
@@ -46,7 +49,7 @@ func (e *engine) load(now time.Time) error {
 				return fmt.Errorf("chunk key %x malformed", k)
 			}
 			bi := binary.BigEndian.Uint32(k)
-			if int(bi) >= len(e.batches) {
+			if int(bi) >= len(e.batches) || e.batches[bi] == nil {
 				return fmt.Errorf("chunk of unknown batch %d", bi)
 			}
 			var rec chunkRecord
@@ -59,7 +62,9 @@ func (e *engine) load(now time.Time) error {
 			return fmt.Errorf("chunks: %w", err)
 		}
 		for _, b := range e.batches {
-			b.sortRanges()
+			if b != nil {
+				b.sortRanges()
+			}
 		}
 		pbk := tx.Bucket([]byte(bucketPapers))
 		cur := pbk.Cursor()
@@ -77,13 +82,16 @@ func (e *engine) load(now time.Time) error {
 		var rec paperRecord
 		for k, v := cur.First(); k != nil; k, v = cur.Next() {
 			idx := binary.BigEndian.Uint32(k)
-			if int(idx) != len(e.papers) {
+			if int(idx) < len(e.papers) {
 				return fmt.Errorf("paper index %d out of sequence", idx)
+			}
+			for int(idx) > len(e.papers) {
+				e.papers = append(e.papers, paperRec{}) // a paper of a deleted batch
 			}
 			if err := rec.unmarshalFixed(v); err != nil {
 				return fmt.Errorf("paper %d: %w", idx, err)
 			}
-			if int(rec.batch) >= len(e.batches) || int(rec.host) >= len(e.hosts) || rec.state == 0 || rec.state >= numStates {
+			if int(rec.batch) >= len(e.batches) || e.batches[rec.batch] == nil || int(rec.host) >= len(e.hosts) || rec.state == 0 || rec.state >= numStates {
 				return fmt.Errorf("paper %d: %w: bad batch, host or state", idx, errBadRecord)
 			}
 			p := rec.hot()
@@ -156,6 +164,12 @@ func (e *engine) load(now time.Time) error {
 	if err != nil {
 		return err
 	}
+	// Blobs released before a restart and not yet deleted.
+	gc, err := e.st.pendingCollections()
+	if err != nil {
+		return fmt.Errorf("blob gc: %w", err)
+	}
+	e.noteCollectable(gc)
 	heap.Init(&e.retry)
 	for _, h := range e.hosts {
 		e.refreshHost(h, now)
@@ -175,7 +189,7 @@ func (e *engine) load(now time.Time) error {
 	}
 	for _, b := range e.batches {
 		// A sealed batch whose papers all finished but whose completion was not written.
-		if b.state == pb.BatchState_BATCH_STATE_RUNNING && b.live() == 0 {
+		if b != nil && b.state == pb.BatchState_BATCH_STATE_RUNNING && b.live() == 0 {
 			e.checkBatchDone(b, now)
 		}
 	}

@@ -28,6 +28,8 @@ type metrics struct {
 	freeCredits     prometheus.Gauge
 	downloadSeconds prometheus.Histogram
 	downloadBytes   prometheus.Histogram
+	batchesDeleted  prometheus.Counter
+	blobsDeleted    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics, error) {
@@ -67,12 +69,17 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 			Help: "Duration of successful downloads, as reported by fetchers.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
 		downloadBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "download_size_bytes",
 			Help: "Size of successfully downloaded PDFs.", Buckets: prometheus.ExponentialBuckets(16<<10, 2, 16)}),
+		batchesDeleted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "batches_deleted_total",
+			Help: "Batches deleted (DeleteBatch or --retention)."}),
+		blobsDeleted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "blobs_deleted_total",
+			Help: "Blobs removed from the blob store after their last paper was deleted."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.hostPauses,
 		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
+		m.batchesDeleted, m.blobsDeleted,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",
 			Help: "Messages waiting in the owner loop's inbox."}, inboxDepth),
 	}
@@ -91,7 +98,7 @@ func (m *metrics) update(e *engine) {
 	}
 	var bc [5]int
 	for _, b := range e.batches {
-		if int(b.state) < len(bc) {
+		if b != nil && int(b.state) < len(bc) {
 			bc[b.state]++
 		}
 	}

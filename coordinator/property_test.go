@@ -90,7 +90,7 @@ func (m *propModel) submit(t *rapid.T) {
 func (m *propModel) chunked(t *rapid.T) {
 	var open []*batch
 	for _, b := range m.h.e.batches {
-		if b.chunked && b.state == pb.BatchState_BATCH_STATE_OPEN {
+		if b != nil && b.chunked && b.state == pb.BatchState_BATCH_STATE_OPEN {
 			open = append(open, b)
 		}
 	}
@@ -190,7 +190,10 @@ func (m *propModel) check(t *rapid.T) {
 	downloading := 0
 	for idx := range e.papers {
 		p := &e.papers[idx]
-		if p.state == 0 || p.state >= numStates {
+		if *p == (paperRec{}) {
+			continue // a paper of a deleted batch
+		}
+		if p.state == 0 || p.state >= numStates || e.batches[p.batch] == nil {
 			t.Fatalf("paper %d in invalid state %d", idx, p.state)
 		}
 		counts[p.batch][p.state]++
@@ -208,6 +211,9 @@ func (m *propModel) check(t *rapid.T) {
 		}
 	}
 	for i, b := range e.batches {
+		if b == nil {
+			continue
+		}
 		if counts[i] != b.counts {
 			t.Fatalf("batch %s counts %v, papers say %v", b.id, b.counts, counts[i])
 		}
@@ -265,7 +271,15 @@ func (m *propModel) snapshot() snapshot {
 		p.flags &^= flagDirty
 		s.papers = append(s.papers, p)
 	}
+	// Trailing tombstones (deleted papers) are not rebuilt by a restart.
+	for len(s.papers) > 0 && s.papers[len(s.papers)-1] == (paperRec{}) {
+		s.papers = s.papers[:len(s.papers)-1]
+	}
 	for _, b := range m.h.e.batches {
+		if b == nil {
+			s.batches = append(s.batches, "deleted")
+			continue
+		}
 		s.batches = append(s.batches, fmt.Sprintf("%s %v %v %d %d %d", b.id, b.state, b.counts, b.total, b.cached, b.bytesStored))
 	}
 	return s
@@ -337,6 +351,28 @@ func TestPropertyStateMachine(t *testing.T) {
 				h.apply(r)
 				m.collect()
 			},
+			"delete": func(t *rapid.T) {
+				if m.batches == 0 {
+					t.Skip("no batch")
+				}
+				id := fmt.Sprintf("b%d", rapid.IntRange(1, m.batches).Draw(t, "batch"))
+				var idxs []uint32
+				if b, err := h.e.batchByName(id); err == nil {
+					for _, r := range b.ranges {
+						for i := r.first; i < r.first+r.n; i++ {
+							idxs = append(idxs, i)
+						}
+					}
+				}
+				r := &deleteReq{id: id, reply: make(chan deleteResult, 1)}
+				h.apply(r)
+				if res := <-r.reply; res.err == nil {
+					for _, i := range idxs {
+						delete(m.terminal, i) // the index may be reused after a restart
+					}
+				}
+				m.collect()
+			},
 			"restart": func(t *rapid.T) {
 				before := m.snapshot()
 				h.restart()
@@ -345,6 +381,9 @@ func TestPropertyStateMachine(t *testing.T) {
 				}
 				m.conns = nil
 				after := m.snapshot()
+				if len(before.batches) > len(after.batches) { // trailing deleted batches are not rebuilt
+					before.batches = before.batches[:len(after.batches)]
+				}
 				if len(before.papers) != len(after.papers) {
 					t.Fatalf("%d papers before the restart, %d after", len(before.papers), len(after.papers))
 				}
@@ -364,7 +403,7 @@ func TestPropertyStateMachine(t *testing.T) {
 		// Liveness: once sealed, a healthy fetcher that completes everything finishes every
 		// batch.
 		for _, b := range h.e.batches {
-			if b.state == pb.BatchState_BATCH_STATE_OPEN {
+			if b != nil && b.state == pb.BatchState_BATCH_STATE_OPEN {
 				r := &submitReq{op: opSeal, batchID: b.id, chunkCount: int64(len(b.chunks)), reply: make(chan submitResult, 1)}
 				h.apply(r)
 				if res := <-r.reply; res.err != nil {
@@ -384,7 +423,7 @@ func TestPropertyStateMachine(t *testing.T) {
 			m.check(rt)
 			done := true
 			for _, b := range h.e.batches {
-				if !b.terminalState() {
+				if b != nil && !b.terminalState() {
 					done = false
 				}
 			}
@@ -393,7 +432,7 @@ func TestPropertyStateMachine(t *testing.T) {
 			}
 		}
 		for _, b := range h.e.batches {
-			if !b.terminalState() {
+			if b != nil && !b.terminalState() {
 				rt.Fatalf("batch %s still %v: %v", b.id, b.state, b.counts)
 			}
 		}

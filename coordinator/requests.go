@@ -362,6 +362,9 @@ func (r *listBatchesReq) apply(e *engine, _ time.Time) {
 	}
 	bytes := 0
 	for i := start; i >= 0 && len(res.batches) < r.size; i-- {
+		if e.batches[i] == nil { // deleted
+			continue
+		}
 		bp := e.batchProto(e.batches[i])
 		n := proto.Size(bp) + protoEntryOverhead
 		if bytes+n > maxPageBytes && len(res.batches) > 0 {

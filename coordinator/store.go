@@ -73,6 +73,9 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 				return err
 			}
 		}
+		if err := initBlobRefs(tx); err != nil {
+			return err
+		}
 		meta := tx.Bucket([]byte(bucketMeta))
 		if k := meta.Get([]byte(metaLeaseKey)); len(k) == 32 {
 			s.leaseKey = append([]byte(nil), k...)
@@ -143,7 +146,7 @@ func readPaperTx(tx *bolt.Tx, idx uint32, rec *paperRecord, spec *pb.PaperSpec) 
 	k := key32(idx)
 	v := tx.Bucket([]byte(bucketPapers)).Get(k)
 	if v == nil {
-		return fmt.Errorf("paper %d: record missing", idx)
+		return fmt.Errorf("paper %d: %w", idx, errRecordMissing)
 	}
 	if err := rec.unmarshalFixed(v); err != nil {
 		return fmt.Errorf("paper %d: %w", idx, err)
@@ -172,6 +175,12 @@ type writeSet struct {
 	dirty     []dirtyWrite
 	plans     []planWrite
 	dois      []doiWrite
+	deletes   []batchDelete
+	newRefs   []string // blob keys of papers that became SUCCEEDED
+	collected []string // blob keys deleted from the blob store (leave blobgc)
+
+	// released is an output of commit: blob keys whose last reference was deleted.
+	released []string
 }
 
 // planWrite stores a paper's plan.
@@ -233,11 +242,12 @@ type coldUpdate struct {
 
 func (w *writeSet) empty() bool {
 	return len(w.hosts) == 0 && len(w.batches) == 0 && len(w.chunks) == 0 && len(w.newPapers) == 0 && len(w.dirty) == 0 &&
-		len(w.plans) == 0 && len(w.dois) == 0
+		len(w.plans) == 0 && len(w.dois) == 0 && len(w.deletes) == 0 && len(w.newRefs) == 0 && len(w.collected) == 0
 }
 
 func (w *writeSet) size() int {
-	return len(w.hosts) + len(w.batches) + len(w.chunks) + len(w.newPapers) + len(w.dirty) + len(w.plans) + len(w.dois)
+	return len(w.hosts) + len(w.batches) + len(w.chunks) + len(w.newPapers) + len(w.dirty) + len(w.plans) + len(w.dois) +
+		len(w.deletes) + len(w.newRefs) + len(w.collected)
 }
 
 func (w *writeSet) reset() {
@@ -248,6 +258,10 @@ func (w *writeSet) reset() {
 	w.dirty = w.dirty[:0]
 	w.plans = w.plans[:0]
 	w.dois = w.dois[:0]
+	w.deletes = w.deletes[:0]
+	w.newRefs = w.newRefs[:0]
+	w.collected = w.collected[:0]
+	w.released = nil
 }
 
 // commit writes w in one transaction and syncs it.
@@ -343,7 +357,11 @@ func (s *store) commit(w *writeSet) error {
 				return fmt.Errorf("doi %s: %w", d.doi, err)
 			}
 		}
-		return nil
+		// References first: a cache hit of a paper deleted in the same iteration keeps its blob.
+		if err := commitBlobRefs(tx, w); err != nil {
+			return err
+		}
+		return commitDeletes(tx, w)
 	})
 	if err != nil {
 		return fmt.Errorf("commit store: %w", err)

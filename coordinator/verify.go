@@ -117,6 +117,9 @@ func (e *engine) onVerified(j verifyJob, err error, now time.Time) {
 	}
 	l.verifying = false
 	c := l.conn
+	if err == nil && e.blobCollected(j.key, l.assignedAt) {
+		err = fmt.Errorf("%w: blob %s was released by a deleted batch and is being removed; the paper will be downloaded again", errNotVerified, j.key)
+	}
 	if err == nil {
 		e.m.verifications.WithLabelValues("ok").Inc()
 		e.complete(l, l.completion, now)

@@ -153,6 +153,16 @@ func TestRemoteCommands(t *testing.T) {
 		t.Fatalf("watch of a cancelled batch: %+v", res)
 	}
 
+	// rm: the settled batch is deleted; it is then unknown.
+	res = run(t, "", append([]string{"rm", "r2"}, c...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, "deleted batch r2 (2 papers)") {
+		t.Fatalf("rm: %+v", res)
+	}
+	res = run(t, "", append([]string{"status", "r2"}, c...)...)
+	if res.code == 0 || !strings.Contains(res.stderr, `batch "r2" does not exist`) {
+		t.Fatalf("status of a deleted batch: %+v", res)
+	}
+
 	// submit --wait --json from standard input.
 	res = run(t, o.URL+"/r/three.pdf\n", append([]string{"submit", "--wait", "--json", "-"}, c...)...)
 	if res.code != 0 || !strings.Contains(res.stdout, `"type":"summary"`) || !strings.Contains(res.stdout, `"succeeded":1`) {

@@ -100,6 +100,7 @@ func commands() []command {
 		{"status", "show one batch, or a table of the recent batches", (*app).status},
 		{"ls", "list batches, or the papers of a batch", (*app).ls},
 		{"cancel", "cancel a batch", (*app).cancel},
+		{"rm", "delete finished batches and their papers from a coordinator", (*app).rm},
 		{"pull", "download a batch's stored PDFs from a coordinator into a folder", (*app).pull},
 		{"version", "print the version", (*app).version},
 		{"help", "show help for a command", (*app).help},

@@ -1,0 +1,294 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// storingFetcher is a fake fetcher that writes each paper's content (derived from its id) to
+// the blob store, content-addressed, before it reports the completion.
+func storingFetcher(t *testing.T, bucket *blob.Bucket) func(*fakeFetcher, *pb.Assign) {
+	return func(f *fakeFetcher, a *pb.Assign) {
+		content := []byte("%PDF-1.7\n" + a.GetPaperId())
+		sum := sha256.Sum256(content)
+		sha := hex.EncodeToString(sum[:])
+		key := "sha256/" + sha[:2] + "/" + sha + ".pdf"
+		if err := bucket.WriteAll(context.Background(), key, content, nil); err != nil {
+			t.Errorf("write blob: %v", err)
+			return
+		}
+		f.sendEvent(a, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{
+			Sha256: sha, Size: int64(len(content)), BlobKey: key, FinalUrl: a.GetUrl(), ContentType: "application/pdf"}}})
+		f.credit(1)
+	}
+}
+
+func blobKeyOf(t *testing.T, h *harness, batchID, paperID string) string {
+	t.Helper()
+	p, err := h.api.GetPaper(ctxT(t), &pb.GetPaperRequest{BatchId: batchID, PaperId: paperID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.GetPaper().GetBlobKey()
+}
+
+func exists(dir, key string) bool {
+	_, err := os.Stat(filepath.Join(dir, filepath.FromSlash(key)))
+	return err == nil
+}
+
+func readAll(t *testing.T, h *harness, batchID, paperID string) error {
+	t.Helper()
+	rs, err := h.api.ReadPaper(ctxT(t), &pb.ReadPaperRequest{BatchId: batchID, PaperId: paperID})
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := rs.Recv(); err != nil {
+			if err.Error() == "EOF" {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// DeleteBatch removes a settled batch, its papers and the blobs no other paper refers to
+// (issue 13, item 7).
+func TestDeleteBatchReleasesUnsharedBlobs(t *testing.T) {
+	blobDir := t.TempDir()
+	bucket, err := fileblob.OpenBucket(blobDir, &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	dataDir := t.TempDir()
+	cfg := Config{DataDir: dataDir, Bucket: bucket, NoSync: true}
+	h := startHarness(t, cfg)
+	ctx := ctxT(t)
+	startFetcher(t, h, "f", 4, storingFetcher(t, bucket))
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "a", Papers: specs("p", 5, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	watchToEnd(t, h, "a")
+	// Batch b shares p-0 (a cache hit: same paper id) and adds q-0.
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "b", Papers: append(specs("p", 1, 1), specs("q", 1, 1)...)}); err != nil {
+		t.Fatal(err)
+	}
+	if b := watchToEnd(t, h, "b"); b.GetCounts().GetCached() != 1 || b.GetCounts().GetSucceeded() != 2 {
+		t.Fatalf("batch b: %v", b)
+	}
+	shared := blobKeyOf(t, h, "a", "p-0")
+	var own []string
+	for i := 1; i < 5; i++ {
+		own = append(own, blobKeyOf(t, h, "a", fmt.Sprint("p-", i)))
+	}
+
+	// A batch that is not settled cannot be deleted.
+	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "open"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.api.DeleteBatch(ctx, &pb.DeleteBatchRequest{BatchId: "open"})
+	if pf, ok := detail[*errdetails.PreconditionFailure](err); status.Code(err) != codes.FailedPrecondition || !ok || pf.GetViolations()[0].GetType() != preconditionBatchState {
+		t.Fatalf("delete an open batch: %v", err)
+	}
+	if _, err := h.api.DeleteBatch(ctx, &pb.DeleteBatchRequest{BatchId: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("delete unknown: %v", err)
+	}
+
+	r, err := h.api.DeleteBatch(ctx, &pb.DeleteBatchRequest{BatchId: "a"})
+	if err != nil || r.GetPapersDeleted() != 5 {
+		t.Fatalf("delete a: %v %v", r, err)
+	}
+	if _, err := h.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "a"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("GetBatch of a deleted batch: %v", err)
+	}
+	if err := readAll(t, h, "a", "p-1"); status.Code(err) != codes.NotFound {
+		t.Fatalf("ReadPaper of a deleted batch: %v", err)
+	}
+	waitFor(t, "unshared blobs removed", func() bool {
+		for _, k := range own {
+			if exists(blobDir, k) {
+				return false
+			}
+		}
+		return true
+	})
+	if !exists(blobDir, shared) {
+		t.Fatal("the blob batch b still uses was removed")
+	}
+	if err := readAll(t, h, "b", "p-0"); err != nil {
+		t.Fatalf("ReadPaper of the shared paper: %v", err)
+	}
+	lb, err := h.api.ListBatches(ctx, &pb.ListBatchesRequest{})
+	if err != nil || len(lb.GetBatches()) != 2 {
+		t.Fatalf("ListBatches after delete: %v %v", lb, err)
+	}
+
+	// After a restart the deletion holds, and deleting b releases the shared blob.
+	h.stop()
+	h = startHarness(t, cfg)
+	if _, err := h.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "a"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("after restart, GetBatch a: %v", err)
+	}
+	if _, err := h.api.DeleteBatch(ctx, &pb.DeleteBatchRequest{BatchId: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "shared blob removed", func() bool { return !exists(blobDir, shared) })
+	// The id is free again, and the deleted papers are no longer cache hits.
+	startFetcher(t, h, "f2", 4, storingFetcher(t, bucket))
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "a", Papers: specs("p", 2, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if b := watchToEnd(t, h, "a"); b.GetCounts().GetSucceeded() != 2 || b.GetCounts().GetCached() != 0 {
+		t.Fatalf("resubmitted a: %v", b)
+	}
+	if err := readAll(t, h, "a", "p-0"); err != nil {
+		t.Fatalf("read the re-downloaded paper: %v", err)
+	}
+}
+
+// A completion of a blob that a deletion released is refused: the collector may delete it
+// after the fetcher wrote it.
+func TestCompletionOfCollectedBlobIsRefused(t *testing.T) {
+	h := newEngHarness(t, Config{})
+	l := &lease{assignedAt: t0}
+	h.e.noteCollectable([]string{"k"})
+	if !h.e.blobCollected("k", t0) {
+		t.Fatal("pending blob not refused")
+	}
+	(&collectedMsg{keys: []string{"k"}}).apply(h.e, t0.Add(time.Second))
+	if !h.e.blobCollected("k", l.assignedAt) {
+		t.Fatal("blob collected after the lease was assigned not refused")
+	}
+	if h.e.blobCollected("k", t0.Add(2*time.Second)) {
+		t.Fatal("a lease assigned after the collection refused")
+	}
+}
+
+// completeAll completes every paper assigned to c (the engine believes completions without a
+// blob store).
+func completeAll(h *engHarness, c *fetcherConn) int {
+	n := 0
+	for {
+		as, _, _ := recv(c)
+		if len(as) == 0 {
+			return n
+		}
+		for _, a := range as {
+			h.send(c, eventReq(a, 1, completedEv(a)))
+			h.send(c, creditsReq(1))
+			n++
+		}
+	}
+}
+
+// Retention deletes finished batches once they are older than --retention (fake clock).
+func TestRetentionDeletesOldBatches(t *testing.T) {
+	h := newEngHarness(t, Config{Retention: time.Hour, PerHostConcurrency: 100})
+	c := h.connect("f", 50)
+	h.submit("old", oneHost("o", 20))
+	completeAll(h, c)
+	if h.batch("old").state != pb.BatchState_BATCH_STATE_COMPLETED {
+		t.Fatal("old batch not completed")
+	}
+	h.advance(30 * time.Minute)
+	h.submit("young", oneHost("y", 20))
+	completeAll(h, c)
+	h.advance(31 * time.Minute)
+	if _, err := h.e.batchByName("old"); err == nil {
+		t.Fatal("a batch finished 61 minutes ago was kept")
+	}
+	if _, err := h.e.batchByName("young"); err != nil {
+		t.Fatal("a batch finished 31 minutes ago was deleted")
+	}
+	h.restart()
+	if _, err := h.e.batchByName("old"); err == nil {
+		t.Fatal("deleted batch back after a restart")
+	}
+	if b := h.batch("young"); b.counts[stateSucceeded] != 20 {
+		t.Fatalf("young batch after restart: %v", b.counts)
+	}
+	// A running batch is never deleted by retention.
+	h.submit("running", oneHost("r", 3))
+	h.advance(3 * time.Hour)
+	if _, err := h.e.batchByName("running"); err != nil {
+		t.Fatal("retention deleted a running batch")
+	}
+}
+
+// churn submits rounds batches of perBatch papers, completes them and, with del, deletes
+// each one; it returns the store file's size after every round.
+func churn(t testing.TB, rounds, perBatch int, del bool) []int64 {
+	h := newEngHarness(t, Config{PerHostConcurrency: 1000})
+	c := h.connect("f", 1000)
+	path := filepath.Join(h.cfg.DataDir, "coordinator.db")
+	sizes := make([]int64, rounds)
+	for r := range rounds {
+		ps := oneHost(fmt.Sprintf("r%d-", r), perBatch)
+		for _, p := range ps {
+			p.Metadata = map[string]string{"title": strings.Repeat("t", 200)}
+		}
+		id := fmt.Sprint("batch-", r)
+		h.submit(id, ps)
+		if n := completeAll(h, c); n != perBatch {
+			t.Fatalf("round %d: %d completed", r, n)
+		}
+		if del {
+			dr := &deleteReq{id: id, reply: make(chan deleteResult, 1)}
+			h.apply(dr)
+			if res := <-dr.reply; res.err != nil {
+				t.Fatal(res.err)
+			}
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[r] = st.Size()
+	}
+	return sizes
+}
+
+// The store file stops growing under a steady stream of batches that are deleted: bbolt
+// reuses the freed pages (issue 13, item 7). Without deletion the same stream grows it.
+func TestStoreSizeBoundedUnderChurn(t *testing.T) {
+	const rounds, perBatch = 24, 1500
+	kept := churn(t, rounds, perBatch, false)
+	deleted := churn(t, rounds, perBatch, true)
+	t.Logf("store file after %d batches of %d papers: %d bytes when they are kept, %d when each is deleted (%d after %d batches)",
+		rounds, perBatch, kept[rounds-1], deleted[rounds-1], deleted[rounds/2-1], rounds/2)
+	if deleted[rounds-1] > deleted[rounds/2-1] {
+		t.Fatalf("store grew from %d bytes (batch %d) to %d (batch %d) although every batch was deleted", deleted[rounds/2-1], rounds/2, deleted[rounds-1], rounds)
+	}
+	if kept[rounds-1] <= deleted[rounds-1] {
+		t.Fatalf("control: the store of kept batches (%d bytes) did not outgrow the churned one (%d)", kept[rounds-1], deleted[rounds-1])
+	}
+}
+
+// BenchmarkStoreChurn reports the store file's size after 80 batches of 2,000 papers, each
+// completed then deleted, against the same stream kept.
+func BenchmarkStoreChurn(b *testing.B) {
+	for range b.N {
+		kept := churn(b, 80, 2000, false)
+		deleted := churn(b, 80, 2000, true)
+		b.ReportMetric(float64(kept[79])/(1<<20), "kept-MB")
+		b.ReportMetric(float64(deleted[39])/(1<<20), "deleted-MB@40")
+		b.ReportMetric(float64(deleted[79])/(1<<20), "deleted-MB@80")
+	}
+}

@@ -1,0 +1,167 @@
+package coordinator
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
+)
+
+// Buckets of blob reference counting (see delete.go).
+const (
+	bucketBlobRefs = "blobrefs" // blob key -> number of SUCCEEDED papers referring to it (4 B)
+	bucketBlobGC   = "blobgc"   // blob key -> nothing: released blobs awaiting deletion
+
+	// metaBlobRefs marks a store whose blobrefs bucket is complete (older stores are
+	// counted once, when first opened by a coordinator that deletes).
+	metaBlobRefs = "blobrefs_v1"
+)
+
+// batchDelete removes a batch and its papers from the store.
+type batchDelete struct {
+	idx    uint32
+	papers []uint32
+	chunks []int64
+	blobs  []string // blob keys of its SUCCEEDED papers (one per paper)
+}
+
+// initBlobRefs creates the blob reference buckets, counting the references of an older store.
+func initBlobRefs(tx *bolt.Tx) error {
+	for _, name := range []string{bucketBlobRefs, bucketBlobGC} {
+		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket([]byte(bucketMeta))
+	if meta.Get([]byte(metaBlobRefs)) != nil {
+		return nil
+	}
+	refs := tx.Bucket([]byte(bucketBlobRefs))
+	rb := tx.Bucket([]byte(bucketResults))
+	var rec paperRecord
+	err := tx.Bucket([]byte(bucketPapers)).ForEach(func(k, v []byte) error {
+		if err := rec.unmarshalFixed(v); err != nil || rec.state != stateSucceeded {
+			return err
+		}
+		if err := rec.unmarshalResults(rb.Get(k)); err != nil {
+			return err
+		}
+		return addBlobRef(refs, rec.blobKey, 1)
+	})
+	if err != nil {
+		return fmt.Errorf("count blob references: %w", err)
+	}
+	return meta.Put([]byte(metaBlobRefs), []byte{1})
+}
+
+// addBlobRef adds delta to key's reference count and returns the new count.
+func addBlobRef(refs *bolt.Bucket, key string, delta int64) error {
+	_, err := addBlobRefCount(refs, key, delta)
+	return err
+}
+
+func addBlobRefCount(refs *bolt.Bucket, key string, delta int64) (int64, error) {
+	if key == "" {
+		return 0, nil
+	}
+	var n int64
+	if v := refs.Get([]byte(key)); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	n = max(n+delta, 0)
+	if n == 0 {
+		return 0, refs.Delete([]byte(key))
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	return n, refs.Put([]byte(key), b[:])
+}
+
+// commitBlobRefs counts the blobs of papers that became SUCCEEDED in this transaction.
+func commitBlobRefs(tx *bolt.Tx, w *writeSet) error {
+	refs := tx.Bucket([]byte(bucketBlobRefs))
+	for _, k := range w.newRefs {
+		if err := addBlobRef(refs, k, 1); err != nil {
+			return fmt.Errorf("blob ref %s: %w", k, err)
+		}
+	}
+	gc := tx.Bucket([]byte(bucketBlobGC))
+	for _, k := range w.collected {
+		if err := gc.Delete([]byte(k)); err != nil {
+			return fmt.Errorf("blob gc %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// commitDeletes removes deleted batches, releasing their blob references; blobs left without
+// a reference are recorded in blobgc and returned in w.released.
+func commitDeletes(tx *bolt.Tx, w *writeSet) error {
+	if len(w.deletes) == 0 {
+		return nil
+	}
+	refs := tx.Bucket([]byte(bucketBlobRefs))
+	gc := tx.Bucket([]byte(bucketBlobGC))
+	pbk, sb, rb := tx.Bucket([]byte(bucketPapers)), tx.Bucket([]byte(bucketSpecs)), tx.Bucket([]byte(bucketResults))
+	plb, db := tx.Bucket([]byte(bucketPlans)), tx.Bucket([]byte(bucketDOIs))
+	cb, bb := tx.Bucket([]byte(bucketChunks)), tx.Bucket([]byte(bucketBatches))
+	spec := &pb.PaperSpec{}
+	for _, d := range w.deletes {
+		for _, idx := range d.papers {
+			k := key32(idx)
+			if raw := sb.Get(k); raw != nil {
+				if err := proto.Unmarshal(raw, spec); err == nil && spec.GetDoi() != "" {
+					if doi, err := validate.NormalizeDOI(spec.GetDoi()); err == nil {
+						if v := db.Get([]byte(doi)); len(v) == 4 && bytesKey(v) == idx {
+							if err := db.Delete([]byte(doi)); err != nil {
+								return err
+							}
+						}
+					}
+				}
+			}
+			for _, b := range []*bolt.Bucket{pbk, sb, rb, plb} {
+				if err := b.Delete(k); err != nil {
+					return fmt.Errorf("delete paper %d: %w", idx, err)
+				}
+			}
+		}
+		for _, c := range d.chunks {
+			if err := cb.Delete(chunkKey(d.idx, c)); err != nil {
+				return fmt.Errorf("delete chunk: %w", err)
+			}
+		}
+		if err := bb.Delete(key32(d.idx)); err != nil {
+			return fmt.Errorf("delete batch %d: %w", d.idx, err)
+		}
+		for _, key := range d.blobs {
+			n, err := addBlobRefCount(refs, key, -1)
+			if err != nil {
+				return fmt.Errorf("blob ref %s: %w", key, err)
+			}
+			if n == 0 {
+				if err := gc.Put([]byte(key), nil); err != nil {
+					return fmt.Errorf("blob gc %s: %w", key, err)
+				}
+				w.released = append(w.released, key)
+			}
+		}
+	}
+	return nil
+}
+
+// pendingCollections returns the blobs released but not yet deleted (after a restart).
+func (s *store) pendingCollections() ([]string, error) {
+	var keys []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketBlobGC)).ForEach(func(k, _ []byte) error {
+			keys = append(keys, string(k))
+			return nil
+		})
+	})
+	return keys, err
+}
