@@ -182,7 +182,7 @@ func TestCompletionOfCollectedBlobIsRefused(t *testing.T) {
 }
 
 // completeAll completes every paper assigned to c (the engine believes completions without a
-// blob store).
+// blob store), applying each round of completions in one loop iteration.
 func completeAll(h *engHarness, c *fetcherConn) int {
 	n := 0
 	for {
@@ -190,11 +190,13 @@ func completeAll(h *engHarness, c *fetcherConn) int {
 		if len(as) == 0 {
 			return n
 		}
+		now := h.clk.Now()
 		for _, a := range as {
-			h.send(c, eventReq(a, 1, completedEv(a)))
-			h.send(c, creditsReq(1))
+			(&streamMsg{c: c, req: eventReq(a, 1, completedEv(a))}).apply(h.e, now)
+			(&streamMsg{c: c, req: creditsReq(1)}).apply(h.e, now)
 			n++
 		}
+		h.step()
 	}
 }
 
