@@ -34,6 +34,7 @@ const (
 	DefaultSpoolMaxAge       = time.Hour
 	DefaultSpoolSweep        = 5 * time.Minute
 	DefaultResumeMinBytes    = 1 << 20
+	DefaultMaxFetchCalls     = 4
 	DefaultContact           = "paperfetch@users.noreply.github.com"
 	// Version is reported in Hello and in the default User-Agent.
 	Version = "0.1"
@@ -45,6 +46,9 @@ type Config struct {
 	ID string
 	// Slots is how many downloads run at once (the initial credit); default 16.
 	Slots int
+	// MaxFetchCalls bounds the FetcherService.Fetch calls running at once (operators'
+	// debugging downloads, on top of Slots); one more is RESOURCE_EXHAUSTED. Default 4.
+	MaxFetchCalls int
 	// Bucket is where PDFs are stored, under content-addressed keys. Required.
 	Bucket *blob.Bucket
 	// BlobURL is the URL Bucket was opened from. When it is a file:// URL, the fetcher writes
@@ -116,6 +120,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.setDefaults()
 	fs.StringVar(&c.ID, "id", c.ID, "stable fetcher id, e.g. the pod name; the default is the hostname")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
+	fs.IntVar(&c.MaxFetchCalls, "max-fetch-calls", c.MaxFetchCalls, "FetcherService.Fetch calls run at once (beyond: RESOURCE_EXHAUSTED)")
 	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
 	fs.Func("allow-cidr", AllowCIDRUsage, AllowCIDRFlag(&c.AllowCIDRs))
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "User-Agent header (default: paperfetch/VERSION (+https://github.com/paperfetch/paperfetch; mailto:CONTACT))")
@@ -166,6 +171,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	setIf(&c.Slots, DefaultSlots)
+	setIf(&c.MaxFetchCalls, DefaultMaxFetchCalls)
 	setIf(&c.MaxSize, DefaultMaxSize)
 	setIf(&c.Timeout, DefaultTimeout)
 	setIf(&c.StallTimeout, DefaultStallTimeout)
@@ -205,6 +211,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("fetcher: Config.Bucket is required")
 	case c.Slots < 1 || c.Slots > 10000:
 		return fmt.Errorf("fetcher: slots must be 1 to 10000, got %d", c.Slots)
+	case c.MaxFetchCalls < 1 || c.MaxFetchCalls > 1000:
+		return fmt.Errorf("fetcher: max fetch calls must be 1 to 1000, got %d", c.MaxFetchCalls)
 	case len(c.ID) > 128:
 		return fmt.Errorf("fetcher: id longer than 128 characters")
 	case c.MaxSize < 0:

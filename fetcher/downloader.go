@@ -31,6 +31,8 @@ const (
 	// many bytes and this much time have passed since the previous one.
 	progressBytes = 256 << 10
 	progressEvery = 500 * time.Millisecond
+	// idleConnTimeout closes keep-alive connections to origins unused for this long.
+	idleConnTimeout = 60 * time.Second
 )
 
 // job is one download to perform.
@@ -87,12 +89,14 @@ func newHTTPClient(cfg *Config, g *guard) *http.Client {
 		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
-		ReadBufferSize:        256 << 10,
-		WriteBufferSize:       16 << 10,
+		// Idle keep-alive connections are bounded by what the slots can use: one per slot to
+		// the same host at most, twice the slots in all, each closed after 60 s unused.
+		MaxIdleConns:        2*cfg.Slots + 8,
+		MaxIdleConnsPerHost: min(cfg.Slots, 64),
+		IdleConnTimeout:     idleConnTimeout,
+		ForceAttemptHTTP2:   true,
+		ReadBufferSize:      256 << 10,
+		WriteBufferSize:     16 << 10,
 	}
 	maxRedirects := cfg.MaxRedirects
 	return &http.Client{

@@ -136,7 +136,7 @@ func New(cfg Config) (*Fetcher, error) {
 
 // Register registers the FetcherService on s.
 func (f *Fetcher) Register(s grpc.ServiceRegistrar) {
-	pb.RegisterFetcherServiceServer(s, &fetchService{f: f})
+	pb.RegisterFetcherServiceServer(s, &fetchService{f: f, calls: make(chan struct{}, f.cfg.MaxFetchCalls)})
 }
 
 // ID returns the fetcher id sent in Hello.

@@ -2,10 +2,13 @@ package fetcher
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -17,10 +20,14 @@ import (
 type fetchService struct {
 	pb.UnimplementedFetcherServiceServer
 	f *Fetcher
+	// calls holds one token per running Fetch call (capacity Config.MaxFetchCalls).
+	calls chan struct{}
 }
 
 // Fetch downloads req.url exactly like an Assign and streams the events; it stores the PDF only
-// when req.store is set.
+// when req.store is set. A caller can only lower the fetcher's limits: max_size_bytes above
+// --max-size and a timeout above --timeout are INVALID_ARGUMENT. At most
+// Config.MaxFetchCalls calls run at once; one more is RESOURCE_EXHAUSTED.
 func (s *fetchService) Fetch(req *pb.FetchRequest, stream grpc.ServerStreamingServer[pb.FetchResponse]) error {
 	f := s.f
 	// The server's validation interceptor has normally checked req already; checking again
@@ -28,6 +35,15 @@ func (s *fetchService) Fetch(req *pb.FetchRequest, stream grpc.ServerStreamingSe
 	// a server without that interceptor.
 	if err := validate.Request(req); err != nil {
 		return err
+	}
+	if err := f.checkFetchLimits(req); err != nil {
+		return err
+	}
+	select {
+	case s.calls <- struct{}{}:
+		defer func() { <-s.calls }()
+	default:
+		return status.Errorf(codes.ResourceExhausted, "this fetcher already runs %d Fetch calls (--max-fetch-calls); try again when one has finished", cap(s.calls))
 	}
 	j := job{
 		url:         req.GetUrl(),
@@ -55,6 +71,26 @@ func (s *fetchService) Fetch(req *pb.FetchRequest, stream grpc.ServerStreamingSe
 	f.terminalKind(out, fail, start)(ev)
 	if err := rep.send(ev); err != nil {
 		return err
+	}
+	return nil
+}
+
+// checkFetchLimits refuses a FetchRequest asking for more than the fetcher's own limits.
+func (f *Fetcher) checkFetchLimits(req *pb.FetchRequest) error {
+	var vs []validate.Violation
+	if n := req.GetMaxSizeBytes(); n > f.cfg.MaxSize {
+		vs = append(vs, validate.Violation{Field: "max_size_bytes", Description: fmt.Sprintf("%d is above this fetcher's --max-size of %d bytes", n, f.cfg.MaxSize)})
+	}
+	if t := req.GetTimeout(); t != nil {
+		switch d := t.AsDuration(); {
+		case !t.IsValid() || d <= 0:
+			vs = append(vs, validate.Violation{Field: "timeout", Description: "must be positive"})
+		case d > f.cfg.Timeout:
+			vs = append(vs, validate.Violation{Field: "timeout", Description: fmt.Sprintf("%s is above this fetcher's --timeout of %s", d, f.cfg.Timeout)})
+		}
+	}
+	if len(vs) > 0 {
+		return &validate.Error{Violations: vs}
 	}
 	return nil
 }

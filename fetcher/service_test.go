@@ -4,13 +4,19 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
@@ -105,5 +111,100 @@ func TestFetchService(t *testing.T) {
 		if _, err := collect(t, c, req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%v: err %v, want InvalidArgument", req, err)
 		}
+	}
+}
+
+// fieldOf returns the first BadRequest field of an INVALID_ARGUMENT error, or "".
+func fieldOf(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	return ""
+}
+
+// TestFetchServiceLimits: a caller can only lower the fetcher's limits, and the calls running
+// at once are bounded.
+func TestFetchServiceLimits(t *testing.T) {
+	pdf := pdfBody(20_000, 3)
+	arrived := make(chan struct{}, 16)
+	gate := make(chan struct{})
+	var openGate sync.Once
+	release := func() { openGate.Do(func() { close(gate) }) }
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-gate
+		}
+		w.Header().Set("Content-Type", "application/pdf")
+		_, _ = w.Write(pdf)
+	}))
+	t.Cleanup(origin.Close)
+	t.Cleanup(release) // runs first: a failing test does not leave the origin blocked
+	tf := newTestFetcher(t, func(c *Config) { c.MaxSize = 100_000; c.Timeout = time.Minute; c.MaxFetchCalls = 2 })
+	c := fetchClient(t, tf)
+
+	for _, tc := range []struct {
+		req   *pb.FetchRequest
+		field string
+	}{
+		{&pb.FetchRequest{Url: origin.URL, MaxSizeBytes: 100_001}, "max_size_bytes"},
+		{&pb.FetchRequest{Url: origin.URL, MaxSizeBytes: 1 << 40}, "max_size_bytes"},
+		{&pb.FetchRequest{Url: origin.URL, Timeout: durationpb.New(24 * time.Hour)}, "timeout"},
+		{&pb.FetchRequest{Url: origin.URL, Timeout: durationpb.New(time.Minute + time.Nanosecond)}, "timeout"},
+	} {
+		_, err := collect(t, c, tc.req)
+		if status.Code(err) != codes.InvalidArgument || fieldOf(err) != tc.field {
+			t.Errorf("%v: err %v (field %q), want InvalidArgument naming %s", tc.req, err, fieldOf(err), tc.field)
+		}
+	}
+	// Lower limits are honoured.
+	evs, err := collect(t, c, &pb.FetchRequest{Url: origin.URL + "/pdf", MaxSizeBytes: 10_000, Timeout: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := evs[len(evs)-1].GetFailed(); f.GetReason() != pb.FailureReason_FAILURE_REASON_TOO_LARGE {
+		t.Fatalf("events %v, want TOO_LARGE at 10,000 bytes", evs)
+	}
+
+	// Two calls run; a third is refused while they do.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			st, err := c.Fetch(ctx, &pb.FetchRequest{Url: origin.URL + "/slow"})
+			if err == nil {
+				for err == nil {
+					_, err = st.Recv()
+				}
+			}
+			errs <- err
+		}()
+	}
+	<-arrived
+	<-arrived
+	if _, err := collect(t, c, &pb.FetchRequest{Url: origin.URL + "/pdf"}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third concurrent call: err %v, want ResourceExhausted", err)
+	}
+	release()
+	for range 2 {
+		if err := <-errs; err != io.EOF {
+			t.Fatalf("running call: %v", err)
+		}
+	}
+	if evs, err := collect(t, c, &pb.FetchRequest{Url: origin.URL + "/pdf"}); err != nil || evs[len(evs)-1].GetCompleted() == nil {
+		t.Fatalf("after the calls finished: %v %v", evs, err)
+	}
+}
+
+// TestHTTPClientIdleBounds: the origin-facing client keeps a bounded number of idle
+// connections, sized from the slots, and closes them after idleConnTimeout.
+func TestHTTPClientIdleBounds(t *testing.T) {
+	tf := newTestFetcher(t, func(c *Config) { c.Slots = 16 })
+	tr := tf.dl.client.Transport.(*http.Transport)
+	if tr.MaxIdleConns != 40 || tr.MaxIdleConnsPerHost != 16 || tr.IdleConnTimeout != idleConnTimeout || tr.Proxy != nil {
+		t.Fatalf("MaxIdleConns %d, MaxIdleConnsPerHost %d, IdleConnTimeout %s", tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.IdleConnTimeout)
 	}
 }
