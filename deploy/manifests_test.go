@@ -39,6 +39,8 @@ type rendered struct {
 	deployments  []*appsv1.Deployment
 	hpas         []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs         []*policyv1.PodDisruptionBudget
+	// objects lists every object as "Kind/name" with its metadata.namespace.
+	objects map[string]string
 }
 
 func kubectl(t *testing.T) string {
@@ -62,7 +64,7 @@ func render(t *testing.T, dir string) *rendered {
 	if err != nil {
 		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
 	}
-	r := &rendered{dir: dir, configMaps: map[string]*corev1.ConfigMap{}, pvcs: map[string]*corev1.PersistentVolumeClaim{}}
+	r := &rendered{dir: dir, configMaps: map[string]*corev1.ConfigMap{}, pvcs: map[string]*corev1.PersistentVolumeClaim{}, objects: map[string]string{}}
 	for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(out), -1) {
 		if strings.TrimSpace(doc) == "" {
 			continue
@@ -75,6 +77,13 @@ func render(t *testing.T, dir string) *rendered {
 		if err := json.Unmarshal(js, &tm); err != nil {
 			t.Fatalf("%s: document %d: %v", dir, i, err)
 		}
+		var om struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		if err := json.Unmarshal(js, &om); err != nil {
+			t.Fatalf("%s: document %d: %v", dir, i, err)
+		}
+		r.objects[tm.Kind+"/"+om.Metadata.Name] = om.Metadata.Namespace
 		var obj any
 		switch tm.APIVersion + "/" + tm.Kind {
 		case "v1/Namespace":
@@ -538,6 +547,9 @@ func checkScaling(t *testing.T, r *rendered) {
 			t.Errorf("HPA %s: bad replica bounds", h.Name)
 		}
 	}
+	if d.Spec.Replicas != nil && len(r.hpas) > 0 {
+		t.Errorf("Deployment %s sets replicas (%d) while an HPA owns the count: every apply would reset it", d.Name, *d.Spec.Replicas)
+	}
 	for _, p := range r.pdbs {
 		sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
 		if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
@@ -640,4 +652,107 @@ func binaryFlags(t *testing.T) map[string]map[string]bool {
 	}
 	t.Logf("coordinator: %d flags, fetcher: %d flags", len(flags["coordinator"]), len(flags["fetcher"]))
 	return flags
+}
+
+// namespace is where every namespaced object of the deployment must live.
+const namespace = "paperfetch"
+
+// TestNamespaces: every object an overlay renders (including those the overlay adds itself,
+// which the base's namespace does not reach) is in the paperfetch namespace.
+func TestNamespaces(t *testing.T) {
+	for _, dir := range append([]string{"kubernetes/base"}, overlays...) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			r := render(t, dir)
+			if len(r.objects) == 0 {
+				t.Fatal("nothing rendered")
+			}
+			for obj, ns := range r.objects {
+				if strings.HasPrefix(obj, "Namespace/") {
+					continue // cluster-scoped
+				}
+				if ns != namespace {
+					t.Errorf("%s: namespace %q, want %q", obj, ns, namespace)
+				}
+			}
+		})
+	}
+}
+
+// goMemLimit parses a GOMEMLIMIT value (bytes with an optional B, KiB, MiB, GiB, TiB suffix).
+func goMemLimit(t *testing.T, v string) int64 {
+	t.Helper()
+	m := regexp.MustCompile(`^([0-9]+)(B|KiB|MiB|GiB|TiB)?$`).FindStringSubmatch(v)
+	if m == nil {
+		t.Fatalf("GOMEMLIMIT=%q is not a literal size", v)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	shift := map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
+	return n << shift
+}
+
+// TestGoMemLimitHeadroom: GOMEMLIMIT is set on every workload, below its memory limit with
+// at least 10% headroom (memory the Go runtime does not account for: stacks of cgo-free
+// threads, page-cache pressure, kernel buffers), and not so low that the GC runs for nothing.
+func TestGoMemLimitHeadroom(t *testing.T) {
+	for _, dir := range overlays {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			r := render(t, dir)
+			for _, w := range r.workloads(t) {
+				c := &w.pod.Spec.Containers[0]
+				lim, ok := c.Resources.Limits[corev1.ResourceMemory]
+				if !ok {
+					t.Fatalf("%s: no memory limit", w.name)
+				}
+				var gml *corev1.EnvVar
+				for i := range c.Env {
+					if c.Env[i].Name == "GOMEMLIMIT" {
+						gml = &c.Env[i]
+					}
+				}
+				if gml == nil {
+					t.Fatalf("%s: GOMEMLIMIT not set", w.name)
+				}
+				if gml.ValueFrom != nil {
+					t.Fatalf("%s: GOMEMLIMIT comes from %v: the whole limit, no headroom", w.name, gml.ValueFrom)
+				}
+				got, limit := goMemLimit(t, gml.Value), lim.Value()
+				if got > limit*9/10 || got < limit*7/10 {
+					t.Errorf("%s: GOMEMLIMIT %s is %.0f%% of the %s limit, want 70–90%%", w.name, gml.Value, 100*float64(got)/float64(limit), lim.String())
+				}
+			}
+		})
+	}
+}
+
+// TestImageVersion: the version the Dockerfile builds by default is the tag the manifests
+// deploy, and the -X flag that stamps it names a variable that exists.
+func TestImageVersion(t *testing.T) {
+	data, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ARG VERSION=(\S+)$`).FindSubmatch(data)
+	if m == nil {
+		t.Fatal("Dockerfile: no ARG VERSION=<default>")
+	}
+	version := string(m[1])
+	x := regexp.MustCompile(`-X (github\.com/paperfetch/paperfetch/(\S+))\.(\w+)=\$\{VERSION\}`).FindSubmatch(data)
+	if x == nil {
+		t.Fatal("Dockerfile: the build does not stamp ${VERSION} with -X <package>.<var>")
+	}
+	src, err := os.ReadFile(filepath.Join("..", string(x[2]), "version.go"))
+	if err != nil {
+		t.Fatalf("-X %s.%s: %v", x[1], x[3], err)
+	}
+	if !regexp.MustCompile(`(?m)^var ` + string(x[3]) + ` = "` + regexp.QuoteMeta(version) + `"$`).Match(src) {
+		t.Errorf("-X %s.%s: no string variable %s = %q there (the default must match the Dockerfile's)", x[1], x[3], x[3], version)
+	}
+	for _, dir := range overlays {
+		r := render(t, dir)
+		for _, w := range r.workloads(t) {
+			if img := w.pod.Spec.Containers[0].Image; !strings.HasSuffix(img, ":"+version) {
+				t.Errorf("%s: %s runs image %s, but the Dockerfile builds version %s", dir, w.name, img, version)
+			}
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/version"
 )
 
 // Defaults of Config.
@@ -36,9 +37,10 @@ const (
 	DefaultResumeMinBytes    = 1 << 20
 	DefaultMaxFetchCalls     = 4
 	DefaultContact           = "paperfetch@users.noreply.github.com"
-	// Version is reported in Hello and in the default User-Agent.
-	Version = "0.1"
 )
+
+// Version is reported in Hello and in the default User-Agent: the binaries' release version.
+var Version = version.Version
 
 // Config configures a Fetcher. Zero fields take the defaults above.
 type Config struct {
