@@ -193,6 +193,26 @@ func smallWindowConn(t testing.TB, h *harness) *grpc.ClientConn {
 	return conn
 }
 
+// cancelUnderStalledWatchers cancels batch "big", confirms the aborts of f's four downloads and
+// waits until every stalled watcher got the whole cancellation and is stuck sending its first
+// part.
+func cancelUnderStalledWatchers(t testing.TB, h *harness, f *fakeFetcher, ws []*watcher) {
+	t.Helper()
+	if _, err := h.api.CancelBatch(ctxT(t), &pb.CancelBatchRequest{BatchId: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cancels", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.cancels) == 4 })
+	abortAll(t, f)
+	waitFor(t, "watchers blocked in Send", func() bool {
+		for _, w := range ws {
+			if w.sending.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Stalled watchers of a big batch that is cancelled hold a bounded amount each (issue 10,
 // item 8: each used to hold the whole update and its encoded copy, ~37 MB for 50,000 papers).
 func TestStalledWatchersStayBounded(t *testing.T) {
@@ -202,20 +222,7 @@ func TestStalledWatchersStayBounded(t *testing.T) {
 	f := startFetcher(t, h, "f", 4, holdAll)
 	waitFor(t, "four downloads", func() bool { return f.assignCount() == 4 })
 	ws := stalledWatchers(t, h, smallWindowConn(t, h), "big", 10)
-	if _, err := h.api.CancelBatch(ctxT(t), &pb.CancelBatchRequest{BatchId: "big"}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "cancels", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.cancels) == 4 })
-	abortAll(t, f)
-	// Every watcher got the whole cancellation posted and is stuck sending its first part.
-	waitFor(t, "watchers blocked in Send", func() bool {
-		for _, w := range ws {
-			if w.sending.Load() == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	cancelUnderStalledWatchers(t, h, f, ws)
 	for i, w := range ws {
 		if hw := w.highWater.Load(); hw > watcherMemoryBound || hw < 4*n {
 			t.Fatalf("watcher %d held %d bytes at most; bound %d", i, hw, watcherMemoryBound)
@@ -236,19 +243,7 @@ func BenchmarkStalledWatchers(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		ws := stalledWatchers(b, h, smallWindowConn(b, h), "big", 100)
-		if _, err := h.api.CancelBatch(ctxT(b), &pb.CancelBatchRequest{BatchId: "big"}); err != nil {
-			b.Fatal(err)
-		}
-		waitFor(b, "cancels", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.cancels) == 4 })
-		abortAll(b, f)
-		waitFor(b, "watchers blocked in Send", func() bool {
-			for _, w := range ws {
-				if w.sending.Load() == 0 {
-					return false
-				}
-			}
-			return true
-		})
+		cancelUnderStalledWatchers(b, h, f, ws)
 		var after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&after)
