@@ -152,8 +152,12 @@ func (e *engine) retentionPeriod() time.Duration {
 
 // ---- blob collection ----
 
-// noteCollectable takes the blobs the last commit released (count zero, in blobgc).
+// noteCollectable takes the blobs the last commit released (count zero, in blobgc). Without a
+// blob store (no collector) they only stay recorded in blobgc.
 func (e *engine) noteCollectable(keys []string) {
+	if e.gcCh == nil {
+		return
+	}
 	for _, k := range keys {
 		if _, ok := e.gcPending[k]; !ok {
 			e.gcPending[k] = struct{}{}
