@@ -130,17 +130,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.IntVar(&c.PerHostConcurrency, "per-host-concurrency", 2, "maximum concurrent downloads per host")
-	fs.Func("host-limit", "per-host override `HOST=DELAY/CONCURRENCY`, e.g. arxiv.org=3s/1 (repeatable)", func(s string) error {
-		name, lim, err := parseHostLimit(s)
-		if err != nil {
-			return err
-		}
-		if c.HostOverrides == nil {
-			c.HostOverrides = make(map[string]HostLimits)
-		}
-		c.HostOverrides[name] = lim
-		return nil
-	})
+	fs.Func("host-limit", "per-host override `HOST=DELAY/CONCURRENCY`, e.g. arxiv.org=3s/1 (repeatable)", HostLimitFlag(&c.HostOverrides))
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "failed attempts before a paper fails")
 	c.Resolve.RegisterFlags(fs)
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without traffic from its fetcher")
@@ -183,6 +173,22 @@ func (c *Config) limits() *pb.DownloadLimits {
 		c.Limits = &pb.DownloadLimits{}
 	}
 	return c.Limits
+}
+
+// HostLimitFlag returns the parser of a repeatable --host-limit HOST=DELAY/CONCURRENCY flag
+// that adds to *dst.
+func HostLimitFlag(dst *map[string]HostLimits) func(string) error {
+	return func(s string) error {
+		name, lim, err := parseHostLimit(s)
+		if err != nil {
+			return err
+		}
+		if *dst == nil {
+			*dst = make(map[string]HostLimits)
+		}
+		(*dst)[name] = lim
+		return nil
+	}
 }
 
 // parseHostLimit parses HOST=DELAY/CONCURRENCY (either part may be empty).

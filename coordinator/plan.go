@@ -113,34 +113,15 @@ func (p *plan) unmarshal(b []byte) error {
 	return nil
 }
 
-// routeOf maps a doiresolve route to its wire form.
-func routeOf(r doiresolve.Route) pb.ResolveRoute {
-	switch r {
-	case doiresolve.LandingPage:
-		return pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE
-	case doiresolve.CSLLink:
-		return pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK
-	case doiresolve.OpenAlex:
-		return pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX
-	case doiresolve.Unpaywall:
-		return pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL
-	}
-	return pb.ResolveRoute_RESOLVE_ROUTE_UNSPECIFIED
-}
+// routeOf maps a doiresolve route to its wire form (the same values).
+func routeOf(r doiresolve.Route) pb.ResolveRoute { return pb.ResolveRoute(r) }
 
 // routeLabel is a route's name in reports, GetPaper.source and messages.
 func routeLabel(r pb.ResolveRoute) string {
-	switch r {
-	case pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE:
-		return "landing_page"
-	case pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK:
-		return "csl_link"
-	case pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX:
-		return "openalex"
-	case pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL:
-		return "unpaywall"
+	if r == pb.ResolveRoute_RESOLVE_ROUTE_UNSPECIFIED {
+		return "url"
 	}
-	return "url"
+	return doiresolve.Route(r).String()
 }
 
 // source is the label of the route a download step comes from.
@@ -175,7 +156,7 @@ func newPlan(rc ResolveConfig, doi string, urls []string) *plan {
 	}
 	esc := validate.EscapeDOI(doi)
 	if id, ok := validate.ArxivDOI(doi); ok {
-		p.steps = append(p.steps, planStep{kind: stepArxiv, url: rc.ArxivBase + "/pdf/" + validate.EscapeDOI(id)})
+		p.steps = append(p.steps, planStep{kind: stepArxiv, url: doiresolve.ArxivPDF(rc.ArxivBase, id)})
 	}
 	bases := doiresolve.Bases{DOI: rc.DOIBase, OpenAlex: rc.OpenAlexBase, Unpaywall: rc.UnpaywallBase, Email: rc.Email}
 	for _, r := range doiresolve.Routes {

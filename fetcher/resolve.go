@@ -3,24 +3,21 @@ package fetcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
+	"time"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/doiresolve"
 )
 
-// routeOf maps a resolution step's route to doiresolve's.
+// routeOf maps a resolution step's route to doiresolve's (the same values).
 func routeOf(r pb.ResolveRoute) (doiresolve.Route, bool) {
-	switch r {
-	case pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE:
-		return doiresolve.LandingPage, true
-	case pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK:
-		return doiresolve.CSLLink, true
-	case pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX:
-		return doiresolve.OpenAlex, true
-	case pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL:
-		return doiresolve.Unpaywall, true
+	switch dr := doiresolve.Route(r); dr {
+	case doiresolve.LandingPage, doiresolve.CSLLink, doiresolve.OpenAlex, doiresolve.Unpaywall:
+		return dr, true
 	}
 	return 0, false
 }
@@ -98,3 +95,40 @@ func (t *touchReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Resolver performs single resolution requests with a fetcher's hardened HTTP client (SSRF
+// guard, timeouts, redirect checks, User-Agent with the contact address): what a fetcher does
+// for a resolve lease, without a coordinator. `paperfetch resolve` uses it.
+type Resolver struct {
+	d       *downloader
+	timeout time.Duration
+}
+
+// NewResolver returns a Resolver configured like a fetcher with cfg (only the HTTP, SSRF and
+// User-Agent settings matter). Close releases its idle connections.
+func NewResolver(cfg Config) *Resolver {
+	cfg.setDefaults()
+	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
+	return &Resolver{
+		d:       &downloader{client: newHTTPClient(&cfg, g), userAgent: cfg.userAgent(), clk: cfg.Clock, log: cfg.Logger},
+		timeout: cfg.Timeout,
+	}
+}
+
+// Resolve sends one route's request to rawURL and returns what it found; a failed request
+// (HTTP error, timeout, forbidden address...) is an error saying why.
+func (r *Resolver) Resolve(ctx context.Context, route pb.ResolveRoute, doi, rawURL string) (*pb.ResolveResult, error) {
+	res, f := r.d.resolve(ctx, job{url: rawURL, timeout: r.timeout, stall: r.timeout}, &pb.ResolveStep{Route: route, Doi: doi}, nopReporter{})
+	if f != nil {
+		return nil, fmt.Errorf("%s: %s", strings.ToLower(strings.TrimPrefix(f.reason.String(), "FAILURE_REASON_")), f.msg)
+	}
+	return res, nil
+}
+
+// Close closes the idle connections.
+func (r *Resolver) Close() { r.d.client.CloseIdleConnections() }
+
+type nopReporter struct{}
+
+func (nopReporter) started(string, int64)          {}
+func (nopReporter) progress(int64, int64, float64) {}

@@ -51,6 +51,9 @@ reflection.`)
 	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
 		return err
 	}
+	if err := cfg.Resolve.Validate(); err != nil {
+		return err
+	}
 	logger, err := logFlags.NewJSONLogger(os.Stderr)
 	if err != nil {
 		return err

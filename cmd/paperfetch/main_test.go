@@ -93,6 +93,7 @@ type report struct {
 		Attempts int      `json:"attempts"`
 		URLs     []string `json:"urls"`
 		FinalURL string   `json:"final_url"`
+		Source   string   `json:"source"`
 		Cached   bool     `json:"cached"`
 		Reason   string   `json:"reason"`
 		Error    string   `json:"error"`

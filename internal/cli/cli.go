@@ -102,6 +102,7 @@ func commands() []command {
 		{"cancel", "cancel a batch", (*app).cancel},
 		{"rm", "delete finished batches and their papers from a coordinator", (*app).rm},
 		{"pull", "download a batch's stored PDFs from a coordinator into a folder", (*app).pull},
+		{"resolve", "print the PDF candidates each route gives for DOIs (no download)", (*app).resolve},
 		{"version", "print the version", (*app).version},
 		{"help", "show help for a command", (*app).help},
 	}

@@ -47,6 +47,8 @@ type getOptions struct {
 	allowCIDRs         []netip.Prefix
 	arxivBase          string
 	resolve            coordinator.ResolveConfig
+	nameTemplate       string
+	hostLimits         map[string]coordinator.HostLimits
 	report             string
 	quiet              bool
 	json               bool
@@ -155,6 +157,8 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs.Func("allow-cidr", fetcher.AllowCIDRUsage, fetcher.AllowCIDRFlag(&o.allowCIDRs))
 	fs.StringVar(&o.arxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
 	registerResolveFlags(fs, &o.resolve)
+	fs.Func("host-limit", "politeness of one host `HOST=DELAY/CONCURRENCY`, e.g. doi.org=2s/1 (repeatable; overrides the DOI APIs' defaults too)", coordinator.HostLimitFlag(&o.hostLimits))
+	fs.StringVar(&o.nameTemplate, "name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (default: the paper id)")
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary (-q)")
 	fs.BoolVar(&o.quiet, "q", false, "short for --quiet")
@@ -249,7 +253,7 @@ func (r *getRun) start(ctx context.Context) error {
 		return err
 	}
 	r.logger.Info("batch chosen", "batch", r.batchID, "state", r.state)
-	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link}
+	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link, template: o.nameTemplate}
 	return nil
 }
 
@@ -516,6 +520,9 @@ func (o *getOptions) validate(inputs []string) error {
 	if err := checkBatchIDFlag(o.batchID); err != nil {
 		return err
 	}
+	if err := checkNameTemplate(o.nameTemplate); err != nil {
+		return usagef("%v", err)
+	}
 	o.resolve.ArxivBase = o.arxivBase
 	if err := o.resolve.Validate(); err != nil {
 		return usagef("%v", err)
@@ -543,6 +550,7 @@ func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedd
 			MaxAttempts:        o.retries + 1,
 			Limits:             limits,
 			Resolve:            o.resolve,
+			HostOverrides:      o.hostLimits,
 		},
 		Fetcher: fetcher.Config{
 			AllowPrivateNetworks: o.allowPrivate,
@@ -599,7 +607,7 @@ func batchState(ctx context.Context, client pb.CoordinatorServiceClient, id stri
 // placeUpdate materializes the succeeded paper of a watch update: from the update itself when
 // it carries the blob key and checksum (a coordinator that fills them), else through GetPaper.
 func placeUpdate(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID string, u *pb.PaperUpdate) error {
-	if u.GetBlobKey() == "" || u.GetSha256() == "" {
+	if u.GetBlobKey() == "" || u.GetSha256() == "" || mat.template != "" { // a template needs the spec
 		return placeOne(ctx, client, mat, batchID, u.GetPaperId())
 	}
 	_, _, err := mat.PlaceNew(ctx, &pb.Paper{

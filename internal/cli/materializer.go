@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
@@ -29,6 +30,10 @@ type materializer struct {
 	bucketURL string // "" when the blob store is not local
 	client    pb.CoordinatorServiceClient
 	link      bool // hard links instead of copies (--link)
+	// template is --name-template ("": FileName of the id); it needs the papers' specs.
+	template string
+	mu       sync.Mutex
+	names    map[string]string // templated name -> paper id, to keep names unique
 }
 
 // corruptBlobError is a stored blob whose size or SHA-256 is not the recorded one (a file
@@ -43,7 +48,7 @@ func (e *corruptBlobError) Error() string {
 	return fmt.Sprintf("the stored copy of %s (%s) is damaged (%s, want %s); it was removed: run again to download the paper again", e.paperID, e.path, e.got, e.want)
 }
 
-// Path returns where a paper's PDF goes.
+// Path returns where a paper's PDF goes, by its id (no --name-template).
 func (m *materializer) Path(paperID string) string {
 	return filepath.Join(m.out, FileName(paperID)+".pdf")
 }
@@ -56,6 +61,14 @@ func (m *materializer) localBlob(p *pb.Paper) (string, bool) {
 	return blobstore.LocalPath(m.bucketURL, p.GetBlobKey())
 }
 
+// target returns where p's PDF goes: named by --name-template when set, else by its id.
+func (m *materializer) target(p *pb.Paper) string {
+	if m.template == "" {
+		return m.Path(p.GetSpec().GetPaperId())
+	}
+	return filepath.Join(m.out, m.templatedName(p.GetSpec())+".pdf")
+}
+
 // PlaceNew is Place for a paper that just succeeded, whose file is most likely not in the
 // output folder yet. With --link it first tries a hard link under the final name (which appears
 // whole or not at all, so neither a stat nor a temporary name is needed); a fresh download's
@@ -63,7 +76,7 @@ func (m *materializer) localBlob(p *pb.Paper) (string, bool) {
 func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool, error) {
 	if m.link && !p.GetCached() {
 		if lp, ok := m.localBlob(p); ok {
-			target := m.Path(p.GetSpec().GetPaperId())
+			target := m.target(p)
 			if err := os.Link(lp, target); err == nil {
 				return target, false, nil
 			}
@@ -76,7 +89,7 @@ func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool,
 // it was already there. A file already there with other content is replaced; without --link, a
 // file that is a hard link to the blob (made by an earlier version) is replaced by a copy.
 func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, error) {
-	target := m.Path(p.GetSpec().GetPaperId())
+	target := m.target(p)
 	blobPath, local := m.localBlob(p)
 	if st, err := os.Stat(target); err == nil && st.Mode().IsRegular() && st.Size() == p.GetSize() {
 		linked := false

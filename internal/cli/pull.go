@@ -23,6 +23,7 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	out := fs.String("out", "papers", "output folder `DIR`")
 	parallel := fs.Int("parallel", 4, "`N` files downloaded at once")
 	quiet := fs.Bool("quiet", false, "print only errors and the summary")
+	nameTemplate := fs.String("name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (default: the paper id)")
 	rest, err := a.parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -32,6 +33,9 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	}
 	if *parallel < 1 || *parallel > 64 {
 		return usagef("--parallel must be between 1 and 64")
+	}
+	if err := checkNameTemplate(*nameTemplate); err != nil {
+		return usagef("%v", err)
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return &exitError{code: ExitUsage, err: fmt.Errorf("create output folder: %w", err)}
@@ -48,7 +52,7 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	}
 	cancel()
 
-	mat := &materializer{out: *out, client: client}
+	mat := &materializer{out: *out, client: client, template: *nameTemplate}
 	var pulled, present, failed, bytes atomic.Int64
 	var mu sync.Mutex // serialises messages
 	papers := make(chan *pb.Paper)

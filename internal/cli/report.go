@@ -43,6 +43,7 @@ type summary struct {
 	Cancelled       int64            `json:"cancelled"`
 	Pending         int64            `json:"pending"`
 	FailedByReason  map[string]int64 `json:"failed_by_reason,omitempty"`
+	BySource        map[string]int64 `json:"succeeded_by_source,omitempty"`
 	BytesStored     int64            `json:"bytes_stored"`
 	BytesDownloaded int64            `json:"bytes_downloaded"`
 	ElapsedSeconds  float64          `json:"elapsed_seconds"`
@@ -64,6 +65,12 @@ func (s *summary) add(p *pb.Paper) {
 		s.BytesStored += p.GetSize()
 		if p.GetCached() {
 			s.Cached++
+		}
+		if src := p.GetSource(); src != "" {
+			if s.BySource == nil {
+				s.BySource = map[string]int64{}
+			}
+			s.BySource[src]++
 		}
 	case pb.PaperState_PAPER_STATE_FAILED:
 		s.Failed++
@@ -87,6 +94,23 @@ func (s *summary) finish(elapsed time.Duration) {
 	}
 }
 
+// countsLine formats counts by name, largest first: "openalex 3, landing_page 2".
+func countsLine(m map[string]int64) string {
+	names := make([]string, 0, len(m))
+	for r := range m {
+		names = append(names, r)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, b := m[names[i]], m[names[j]]
+		return a > b || a == b && names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, r := range names {
+		parts[i] = fmt.Sprintf("%s %d", r, m[r])
+	}
+	return strings.Join(parts, ", ")
+}
+
 // print writes the human summary table.
 func (s *summary) print(w io.Writer) {
 	tw := func(label, format string, args ...any) {
@@ -98,20 +122,11 @@ func (s *summary) print(w io.Writer) {
 		ok += fmt.Sprintf("  (%d cached)", s.Cached)
 	}
 	tw("succeeded", "%s", ok)
+	if len(s.BySource) > 1 || len(s.BySource) == 1 && s.BySource["url"] == 0 {
+		tw("from", "%s", countsLine(s.BySource)) // DOIs: which routes produced the PDFs
+	}
 	if s.Failed > 0 {
-		reasons := make([]string, 0, len(s.FailedByReason))
-		for r := range s.FailedByReason {
-			reasons = append(reasons, r)
-		}
-		sort.Slice(reasons, func(i, j int) bool {
-			a, b := s.FailedByReason[reasons[i]], s.FailedByReason[reasons[j]]
-			return a > b || a == b && reasons[i] < reasons[j]
-		})
-		parts := make([]string, len(reasons))
-		for i, r := range reasons {
-			parts[i] = fmt.Sprintf("%s %d", r, s.FailedByReason[r])
-		}
-		tw("failed", "%d  (%s)", s.Failed, strings.Join(parts, ", "))
+		tw("failed", "%d  (%s)", s.Failed, countsLine(s.FailedByReason))
 	} else {
 		tw("failed", "0")
 	}

@@ -18,15 +18,15 @@ import (
 // Route is one way of finding a DOI's PDF that needs a request.
 type Route int
 
-// The routes, in the order paperfetch tries them.
+// The routes. Their values are those of the wire enum paperfetch.v1.ResolveRoute.
 const (
-	OpenAlex Route = iota + 1
-	Unpaywall
-	LandingPage
-	CSLLink
+	LandingPage Route = 1
+	CSLLink     Route = 2
+	OpenAlex    Route = 3
+	Unpaywall   Route = 4
 )
 
-// Routes lists every route in order.
+// Routes lists every route in the order paperfetch tries them.
 var Routes = []Route{OpenAlex, Unpaywall, LandingPage, CSLLink}
 
 // String returns the route's label (as in reports): openalex, unpaywall, landing_page, csl_link.
@@ -316,4 +316,10 @@ func unpaywallLinks(body []byte) ([]string, error) {
 		out = append(out, l.URLForPDF)
 	}
 	return out, nil
+}
+
+// ArxivPDF returns the PDF URL of an arXiv id under arxivBase (ARXIV_BASE/pdf/ID, the id's
+// characters percent-encoded where a path needs it).
+func ArxivPDF(arxivBase, id string) string {
+	return strings.TrimRight(arxivBase, "/") + "/pdf/" + (&url.URL{Path: id}).EscapedPath()
 }

@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+func TestRenderName(t *testing.T) {
+	spec := &pb.PaperSpec{PaperId: "smith2020", Doi: "doi:10.1002/(SICI)1097<X>", Metadata: map[string]string{
+		"year": "2020", "first_author": "Müller-Lüdenscheidt", "title": "Über: a/b \\ c? *PDF*s \"quoted\" <ok> | ß " + strings.Repeat("long ", 40)}}
+	for tmpl, want := range map[string]string{
+		"{id}":                         "smith2020",
+		"{first_author}{year}-{title}": "Muller-Ludenscheidt2020-Uber_a_b_c_PDF_s_quoted_ok_ss_long_long_long_long_long_long_long_lon",
+		"{doi}":                        "10.1002_sici_1097_x",
+		"{year}_{first_author}":        "2020_Muller-Ludenscheidt",
+		"{title}{missing-but-checked}": "",
+	} {
+		if tmpl == "{title}{missing-but-checked}" {
+			if err := checkNameTemplate(tmpl); err == nil {
+				t.Errorf("unknown field accepted")
+			}
+			continue
+		}
+		if err := checkNameTemplate(tmpl); err != nil {
+			t.Fatalf("%s: %v", tmpl, err)
+		}
+		got := renderName(tmpl, spec)
+		if got != want {
+			t.Errorf("%s: %q, want %q", tmpl, got, want)
+		}
+		if len(got) > maxNameBytes || strings.ContainsAny(got, `/\:*?"<>| `) {
+			t.Errorf("%s: unsafe %q", tmpl, got)
+		}
+	}
+	if got := renderName("{year}", &pb.PaperSpec{PaperId: "x"}); got != "" {
+		t.Errorf("empty fields: %q", got)
+	}
+	if got := renderName("{id}", &pb.PaperSpec{PaperId: "con"}); got != "_con" {
+		t.Errorf("reserved name: %q", got)
+	}
+	for _, bad := range []string{"a/{id}", `{id}\x`, "{id", "{title}}"} {
+		if err := checkNameTemplate(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	m := &materializer{out: "o", template: "{first_author}{year}"}
+	a := m.templatedName(&pb.PaperSpec{PaperId: "a", Metadata: map[string]string{"first_author": "Lee", "year": "2001"}})
+	b := m.templatedName(&pb.PaperSpec{PaperId: "b", Metadata: map[string]string{"first_author": "Lee", "year": "2001"}})
+	a2 := m.templatedName(&pb.PaperSpec{PaperId: "a", Metadata: map[string]string{"first_author": "Lee", "year": "2001"}})
+	if a != "Lee2001" || b == a || !strings.HasPrefix(b, "Lee2001-") || a2 != a {
+		t.Errorf("collisions: %q %q %q", a, b, a2)
+	}
+	if got := m.templatedName(&pb.PaperSpec{PaperId: "10.1/x"}); got != FileName("10.1/x") {
+		t.Errorf("fallback: %q", got)
+	}
+}
