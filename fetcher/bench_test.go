@@ -90,7 +90,3 @@ func BenchmarkSmallFiles(b *testing.B) {
 	b.SetBytes(n * 65536)
 }
 
-type nopReporter struct{}
-
-func (nopReporter) started(string, int64)          {}
-func (nopReporter) progress(int64, int64, float64) {}

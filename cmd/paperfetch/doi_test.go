@@ -11,35 +11,11 @@ import (
 	"github.com/paperfetch/paperfetch/internal/doitest"
 )
 
-// doiInputs writes one input of every bibliographic format for the fixture world.
-func doiInputs(t *testing.T, w *doitest.World, dir string) []string {
+func mustInputs(t *testing.T, w *doitest.World, dir string) []string {
 	t.Helper()
-	files := map[string]string{
-		"refs.bib": `% exported by a reference manager
-@string{pre = "10.1000"}
-@Article{abs2020,
-  AUTHOR = {M{\"u}ller, Hans and Doe, J.},
-  TITLE = {Absolute {Meta} Tags},
-  YEAR = 2020, month = jan,
-  DOI = pre # "/land.abs"}
-@article{unpaywalled, title = "Open {Copy}", year = {2019}, doi = {10.1000/up.1}, url = {` + w.Publisher.URL + `/article/landing}}
-@misc{arxivpaper, author = {Lee, A.}, eprint = {2301.00002}, archivePrefix = {arXiv}, year = 2023}
-@comment{ @article{ignored, doi = {10.1/none}} }
-`,
-		"zotero.csv": "\"Key\",\"Item Type\",\"Publication Year\",\"Author\",\"Title\",\"DOI\",\"Url\"\n" +
-			"\"CSL1\",\"journalArticle\",\"2018\",\"Curie, Marie\",\"Linked in CSL\",\"10.1000/csl.1\",\"\"\n" +
-			"\"TRAP1\",\"journalArticle\",\"2017\",\"Roe, R.\",\"Behind a paywall\",\"" + doitest.DOITrap + "\",\"\"\n",
-		"dois.txt":   doitest.DOISpecial + "\nhttps://doi.org/" + strings.ToUpper(doitest.DOIOpenAlex) + "\ndoi:" + doitest.DOIUnknown + "\n",
-		"export.ris": "TY  - JOUR\r\nID  - rel-ris\r\nAU  - Rel, Ada\r\nPY  - 2016\r\nTI  - Relative\r\nDO  - " + doitest.DOIMetaRel + "\r\nER  - \r\n",
-		"lib.json":   `[{"id": "alt-csl", "type": "article-journal", "DOI": "` + doitest.DOILinkAlt + `", "title": "Alternate", "author": [{"family": "Alt"}], "issued": {"date-parts": [[2015]]}}]`,
-	}
-	var names []string
-	for _, name := range []string{"refs.bib", "zotero.csv", "dois.txt", "export.ris", "lib.json"} {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(files[name]), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, p)
+	names, err := w.WriteInputs(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return names
 }
@@ -61,7 +37,7 @@ func TestGetDOIInputs(t *testing.T) {
 	out := filepath.Join(dir, "papers")
 	args := append([]string{"get", "--report", filepath.Join(dir, "report.json"), "--retries", "2",
 		"--name-template", "{first_author}{year}-{id}"}, doiFlags(w, out)...)
-	res := run(t, "", append(args, doiInputs(t, w, dir)...)...)
+	res := run(t, "", append(args, mustInputs(t, w, dir)...)...)
 	if res.code != 1 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
 	}

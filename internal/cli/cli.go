@@ -192,8 +192,9 @@ Commands:
 	}
 	fmt.Fprint(w, `
 An INPUT has one entry per line: an http(s) URL, an arXiv id (2301.00001, hep-th/9901001,
-arXiv:2301.00001v2) or a JSON object {"id": ..., "urls": [...], "sha256": ...}; or it is CSV
-with a header (id,url,...). Blank lines and # comments are ignored.
+arXiv:2301.00001v2), a DOI (10.1234/abc, doi:..., https://doi.org/...) or a JSON object
+{"id": ..., "urls": [...], "doi": ..., "sha256": ...}; or it is CSV with a header (id,url,doi,...),
+BibTeX (.bib), RIS (.ris) or CSL-JSON. Blank lines and # comments are ignored.
 
 Example:
   paperfetch get --out papers list.txt

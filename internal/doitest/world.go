@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,4 +338,37 @@ func (w *World) unpaywall(rw http.ResponseWriter, r *http.Request) {
 		rw.WriteHeader(http.StatusNotFound)
 		writeJSON(rw, map[string]any{"HTTP_status_code": 404, "error": true, "message": "'" + doi + "' is an invalid doi."})
 	}
+}
+
+// WriteInputs writes into dir one input of every bibliographic format whose entries point
+// into the world (refs.bib, zotero.csv, dois.txt, export.ris, lib.json) and returns their paths.
+func (w *World) WriteInputs(dir string) ([]string, error) {
+	files := map[string]string{
+		"refs.bib": `% exported by a reference manager
+@string{pre = "10.1000"}
+@Article{abs2020,
+  AUTHOR = {M{\"u}ller, Hans and Doe, J.},
+  TITLE = {Absolute {Meta} Tags},
+  YEAR = 2020, month = jan,
+  DOI = pre # "/land.abs"}
+@article{unpaywalled, title = "Open {Copy}", year = {2019}, doi = {10.1000/up.1}, url = {` + w.Publisher.URL + `/article/landing}}
+@misc{arxivpaper, author = {Lee, A.}, eprint = {2301.00002}, archivePrefix = {arXiv}, year = 2023}
+@comment{ @article{ignored, doi = {10.1/none}} }
+`,
+		"zotero.csv": "\"Key\",\"Item Type\",\"Publication Year\",\"Author\",\"Title\",\"DOI\",\"Url\"\n" +
+			"\"CSL1\",\"journalArticle\",\"2018\",\"Curie, Marie\",\"Linked in CSL\",\"10.1000/csl.1\",\"\"\n" +
+			"\"TRAP1\",\"journalArticle\",\"2017\",\"Roe, R.\",\"Behind a paywall\",\"" + DOITrap + "\",\"\"\n",
+		"dois.txt":   DOISpecial + "\nhttps://doi.org/" + strings.ToUpper(DOIOpenAlex) + "\ndoi:" + DOIUnknown + "\n",
+		"export.ris": "TY  - JOUR\r\nID  - rel-ris\r\nAU  - Rel, Ada\r\nPY  - 2016\r\nTI  - Relative\r\nDO  - " + DOIMetaRel + "\r\nER  - \r\n",
+		"lib.json":   `[{"id": "alt-csl", "type": "article-journal", "DOI": "` + DOILinkAlt + `", "title": "Alternate", "author": [{"family": "Alt"}], "issued": {"date-parts": [[2015]]}}]`,
+	}
+	var names []string
+	for _, name := range []string{"refs.bib", "zotero.csv", "dois.txt", "export.ris", "lib.json"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(files[name]), 0o644); err != nil {
+			return nil, fmt.Errorf("write input: %w", err)
+		}
+		names = append(names, p)
+	}
+	return names, nil
 }
