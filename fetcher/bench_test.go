@@ -89,4 +89,3 @@ func BenchmarkSmallFiles(b *testing.B) {
 	}
 	b.SetBytes(n * 65536)
 }
-
