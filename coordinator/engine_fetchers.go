@@ -235,13 +235,7 @@ func (e *engine) refuseForeign(c *fetcherConn, ev *pb.DownloadEvent, why string)
 func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 	p := &e.papers[l.idx]
 	b := e.batches[l.batch]
-	h := e.hosts[p.host]
-	h.consecFail, h.trips = 0, 0
-	h.okStreak++
-	if h.limit < h.maxLimit && h.okStreak >= h.limit*4 {
-		h.limit++
-		h.okStreak = 0
-	}
+	hostSucceeded(e.hosts[p.host])
 	e.endLease(l, now)
 	if d.GetSize() > l.bytes {
 		b.bytesDownloaded += d.GetSize() - l.bytes
@@ -265,6 +259,17 @@ func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 	if e.debug() {
 		e.log.Debug("paper succeeded", "batch", b.id, "paper", l.paperID, "lease", l.name(),
 			"size", d.GetSize(), "sha256", d.GetSha256())
+	}
+}
+
+// hostSucceeded records a successful request on h: the breaker resets, and the concurrency
+// limit grows back by one after 4×limit successes (AIMD).
+func hostSucceeded(h *host) {
+	h.consecFail, h.trips = 0, 0
+	h.okStreak++
+	if h.limit < h.maxLimit && h.okStreak >= h.limit*4 {
+		h.limit++
+		h.okStreak = 0
 	}
 }
 

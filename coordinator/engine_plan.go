@@ -130,13 +130,7 @@ func (e *engine) noteSuccess(idx uint32, c *coldUpdate) {
 func (e *engine) onResolved(l *lease, r *pb.ResolveResult, now time.Time) {
 	p := &e.papers[l.idx]
 	b := e.batches[l.batch]
-	h := e.hosts[p.host]
-	h.consecFail, h.trips = 0, 0
-	h.okStreak++
-	if h.limit < h.maxLimit && h.okStreak >= h.limit*4 {
-		h.limit++
-		h.okStreak = 0
-	}
+	hostSucceeded(e.hosts[p.host])
 	e.endLease(l, now)
 	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
 		e.setError(l.idx, cancelMessage(b))

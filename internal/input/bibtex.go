@@ -252,7 +252,14 @@ func (p *bibParser) value() (string, error) {
 }
 
 // braced returns the text between open and its matching closing delimiter (inner braces kept).
-func (p *bibParser) braced(open, closing byte) (string, error) {
+func (p *bibParser) braced(open, closing byte) (string, error) { return p.delimited(open, closing) }
+
+// quoted returns the text of a "..." value (braces inside may hold quotes).
+func (p *bibParser) quoted() (string, error) { return p.delimited('"', '"') }
+
+// delimited returns the text from the current delimiter open to closing at brace depth 0;
+// backslash escapes and nested braces are skipped over.
+func (p *bibParser) delimited(open, closing byte) (string, error) {
 	start := p.line
 	p.advance() // open
 	from := p.pos
@@ -271,28 +278,6 @@ func (p *bibParser) braced(open, closing byte) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%q opened on line %d is not closed", open, start)
-}
-
-// quoted returns the text of a "..." value (braces inside may hold quotes).
-func (p *bibParser) quoted() (string, error) {
-	start := p.line
-	p.advance()
-	from := p.pos
-	depth := 0
-	for !p.eof() {
-		c := p.advance()
-		switch {
-		case c == '\\' && !p.eof():
-			p.advance()
-		case c == '{':
-			depth++
-		case c == '}' && depth > 0:
-			depth--
-		case c == '"' && depth == 0:
-			return p.src[from : p.pos-1], nil
-		}
-	}
-	return "", fmt.Errorf("quote opened on line %d is not closed", start)
 }
 
 // latexAccents maps accent commands to the combining character they put on a letter.
