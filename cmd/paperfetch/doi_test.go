@@ -73,7 +73,7 @@ func TestGetDOIInputs(t *testing.T) {
 	entries, _ := os.ReadDir(out)
 	pdfs := 0
 	for _, e := range entries {
-		if e.IsDir() {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".pdf" {
 			continue
 		}
 		pdfs++
