@@ -93,6 +93,11 @@ func TestGetDOIInputs(t *testing.T) {
 	if v := w.Violations(); len(v) > 0 {
 		t.Errorf("violations:\n%s", strings.Join(v, "\n"))
 	}
+	// failed.txt is an input for the next run: it keeps the DOIs.
+	list, err := os.ReadFile(filepath.Join(out, "failed.txt"))
+	if err != nil || !strings.Contains(string(list), `"doi":"10.1000/trap"`) || !strings.Contains(string(list), `"doi":"10.9999/unknown"`) {
+		t.Errorf("failed.txt lacks the DOIs: %v\n%s", err, list)
+	}
 }
 
 // TestResolveCommand prints the candidates of every route for DOIs without downloading.

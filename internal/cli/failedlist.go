@@ -42,7 +42,8 @@ func newFailedList(out string) (*failedList, error) {
 // failedEntry is a line of failed.txt, in the JSON Lines input format.
 type failedEntry struct {
 	ID       string            `json:"id"`
-	URLs     []string          `json:"urls"`
+	URLs     []string          `json:"urls,omitempty"`
+	DOI      string            `json:"doi,omitempty"`
 	SHA256   string            `json:"sha256,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
@@ -53,7 +54,7 @@ func (l *failedList) add(p *pb.Paper) {
 		return
 	}
 	s := p.GetSpec()
-	b, err := json.Marshal(failedEntry{ID: s.GetPaperId(), URLs: s.GetUrls(), SHA256: s.GetExpectedSha256(), Metadata: s.GetMetadata()})
+	b, err := json.Marshal(failedEntry{ID: s.GetPaperId(), URLs: s.GetUrls(), DOI: s.GetDoi(), SHA256: s.GetExpectedSha256(), Metadata: s.GetMetadata()})
 	if err != nil {
 		l.err = err
 		return
