@@ -40,6 +40,7 @@ type batch struct {
 	contentHash  []byte // SubmitBatch only: the papers' digest, for idempotent retries
 	chunked      bool
 	cancelReason string
+	deleting     bool // DeleteBatch or retention: NOT_FOUND, its papers being deleted
 
 	chunks    map[int64]*chunk
 	ranges    []chunkRecord // chunks in acceptance order (submission order of the papers)
@@ -66,7 +67,7 @@ func (b *batch) live() int64 {
 func (b *batch) record() batchRecord {
 	r := batchRecord{
 		ID: b.id, State: int32(b.state), CreatedAt: b.createdAt.UnixNano(), Labels: b.labels,
-		ContentHash: b.contentHash, Chunked: b.chunked, CancelReason: b.cancelReason,
+		ContentHash: b.contentHash, Chunked: b.chunked, CancelReason: b.cancelReason, Deleting: b.deleting,
 	}
 	if !b.sealedAt.IsZero() {
 		r.SealedAt = b.sealedAt.UnixNano()
@@ -80,7 +81,7 @@ func (b *batch) record() batchRecord {
 func batchFromRecord(idx uint32, r *batchRecord) *batch {
 	b := &batch{
 		idx: idx, id: r.ID, state: pb.BatchState(r.State), createdAt: time.Unix(0, r.CreatedAt),
-		labels: r.Labels, contentHash: r.ContentHash, chunked: r.Chunked, cancelReason: r.CancelReason,
+		labels: r.Labels, contentHash: r.ContentHash, chunked: r.Chunked, cancelReason: r.CancelReason, deleting: r.Deleting,
 		chunks: make(map[int64]*chunk),
 	}
 	if r.SealedAt != 0 {

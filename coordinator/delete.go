@@ -13,10 +13,13 @@ import (
 
 // Deleting batches (DeleteBatch, Config.Retention) and collecting their blobs.
 //
-// A deletion is one store transaction: the batch's record, chunks, papers, specs, results,
-// plans and DOI cache entries go, and the reference count of every blob its SUCCEEDED papers
-// pointed to (bucket blobrefs, maintained in the same transactions that make papers SUCCEEDED)
-// drops by one. A blob whose count reaches zero is recorded in bucket blobgc in that same
+// A deletion first marks the batch deleting (durably: its record says so, and a restart resumes
+// the deletion); the batch is NOT_FOUND from then on. Its papers then go in slices of
+// defaultDeleteSlice per loop iteration, so deleting a 2,000,000-paper batch does not stall the loop:
+// each slice is one store transaction removing papers, specs, results, plans and DOI cache
+// entries, and dropping by one the reference count of every blob its SUCCEEDED papers pointed
+// to (bucket blobrefs, maintained in the same transactions that make papers SUCCEEDED). The
+// last slice removes the chunks and the batch record. A blob whose count reaches zero is recorded in bucket blobgc in that same
 // transaction, so the deletion survives a crash; after the commit a collector goroutine
 // deletes it from the blob store and the loop then forgets it. Freed pages are reused by
 // bbolt, so the store file stops growing under a steady stream of batches.
@@ -30,9 +33,9 @@ import (
 
 // Limits of deletion.
 const (
-	// maxDeletePapersPerIteration bounds the papers retention deletes in one loop iteration
-	// (one transaction); the rest wait for the next check.
-	maxDeletePapersPerIteration = 200_000
+	// defaultDeleteSlice bounds the papers deleted in one loop iteration (one transaction,
+	// ~0.3 s); engine.deleteSlice overrides it in tests.
+	defaultDeleteSlice = 50_000
 	// gcBatch is how many blob keys one collector job carries.
 	gcBatch = 256
 	// gcQueueSize bounds the collector's queue (jobs).
@@ -60,66 +63,125 @@ func (r *deleteReq) apply(e *engine, now time.Time) {
 		res.err = precondition(preconditionBatchState, b.id, "batch %q is %s with %d papers not finished; cancel it first (CancelBatch) and delete it once settled",
 			b.id, b.state, b.live())
 	default:
-		res.papers, res.err = b.total, e.deleteBatch(b, now)
+		res.papers = b.total
+		e.deleteBatch(b, now)
 	}
 	e.replies = append(e.replies, func() { r.reply <- res })
 }
 
-// deleteBatch forgets a settled batch and queues its deletion from the store (this
-// iteration's commit).
-func (e *engine) deleteBatch(b *batch, now time.Time) error {
+// deletion is a batch being deleted: the next paper to delete is ranges[ri], offset off.
+type deletion struct {
+	b       *batch
+	ri      int
+	off     uint32
+	deleted int
+}
+
+// deleteBatch marks a settled batch deleting; advanceDeletions deletes it slice by slice.
+func (e *engine) deleteBatch(b *batch, now time.Time) {
+	b.deleting = true
+	delete(e.batchByID, b.id)
+	delete(e.watched, b.idx)
+	e.markBatch(b)
+	e.deletions = append(e.deletions, &deletion{b: b})
+	e.m.batchesDeleted.Inc()
+	e.log.Info("batch deleted", "batch", b.id, "papers", b.total, "age", now.Sub(b.createdAt).Round(time.Second))
+}
+
+// advanceDeletions deletes up to deleteSlice papers of the batches being deleted.
+func (e *engine) advanceDeletions() {
+	budget := e.deleteSlice
+	if budget <= 0 {
+		budget = defaultDeleteSlice
+	}
+	for len(e.deletions) > 0 && budget > 0 {
+		d := e.deletions[0]
+		n, err := e.deleteSome(d, budget)
+		if err != nil {
+			e.log.Error("delete batch: read papers; will retry", "batch", d.b.id, "err", err)
+			return
+		}
+		budget -= n
+		if d.ri < len(d.b.ranges) {
+			return // budget spent
+		}
+		e.finishDeletion(d)
+		e.deletions = e.deletions[1:]
+	}
+	if len(e.deletions) == 0 {
+		e.deletions = nil
+	}
+}
+
+// deleteSome tombstones up to budget papers of d and queues their deletion from the store.
+func (e *engine) deleteSome(d *deletion, budget int) (int, error) {
+	b := d.b
 	del := batchDelete{idx: b.idx}
 	var rec paperRecord
-	for _, r := range b.ranges {
-		for idx := r.first; idx < r.first+r.n; idx++ {
-			if _, pending := e.pendingSpecs[idx]; pending {
-				continue // cannot happen for a settled batch; be safe
+	n := 0
+	for d.ri < len(b.ranges) && n < budget {
+		r := b.ranges[d.ri]
+		idx := r.first + d.off
+		tx, err := e.readTx()
+		if err != nil {
+			return n, err
+		}
+		if err := readPaperTx(tx, idx, &rec, nil); errors.Is(err, errRecordMissing) {
+			// Deleted by a slice committed before a restart: only the position moves.
+			if d.off++; d.off == r.n {
+				d.ri, d.off = d.ri+1, 0
 			}
-			tx, err := e.readTx()
-			if err != nil {
-				return err
-			}
-			if err := readPaperTx(tx, idx, &rec, nil); err != nil {
-				return err
-			}
-			if k := batchKey(rec.idHash, b.idx); e.byBatch[k] == idx {
-				delete(e.byBatch, k)
-			}
-			if e.papers[idx].state == stateSucceeded {
-				for _, h := range [...]uint64{rec.urlHash, rec.finalHash} {
-					if h != 0 && e.cacheByURL[h] == idx {
-						delete(e.cacheByURL, h)
-					}
-				}
-				if e.cacheByID[rec.idHash] == idx {
-					delete(e.cacheByID, rec.idHash)
-				}
-				if rec.blobKey != "" {
-					del.blobs = append(del.blobs, rec.blobKey)
+			continue
+		} else if err != nil {
+			return n, err
+		}
+		if k := batchKey(rec.idHash, b.idx); e.byBatch[k] == idx {
+			delete(e.byBatch, k)
+		}
+		if e.papers[idx].state == stateSucceeded {
+			for _, h := range [...]uint64{rec.urlHash, rec.finalHash} {
+				if h != 0 && e.cacheByURL[h] == idx {
+					delete(e.cacheByURL, h)
 				}
 			}
-			p := &e.papers[idx]
-			e.counts[p.state]--
-			*p = paperRec{} // a tombstone: state 0, never scheduled, never listed
-			del.papers = append(del.papers, idx)
+			if e.cacheByID[rec.idHash] == idx {
+				delete(e.cacheByID, rec.idHash)
+			}
+			if rec.blobKey != "" {
+				del.blobs = append(del.blobs, rec.blobKey)
+			}
+		}
+		p := &e.papers[idx]
+		e.counts[p.state]--
+		*p = paperRec{} // a tombstone: state 0, never scheduled, never listed
+		del.papers = append(del.papers, idx)
+		n++
+		if d.off++; d.off == r.n {
+			d.ri, d.off = d.ri+1, 0
 		}
 	}
+	d.deleted += n
+	if len(del.papers) > 0 {
+		e.ws.deletes = append(e.ws.deletes, del)
+	}
+	return n, nil
+}
+
+// finishDeletion removes what is left of a batch whose papers are all deleted.
+func (e *engine) finishDeletion(d *deletion) {
+	b := d.b
 	for k := range e.overflow {
-		if len(k) >= 4 && string(k[:4]) == string(key32(b.idx)) {
+		if len(k) >= 4 && k[:4] == string(key32(b.idx)) {
 			delete(e.overflow, k)
 		}
 	}
+	del := batchDelete{idx: b.idx, last: true}
 	for idx := range b.chunks {
 		del.chunks = append(del.chunks, idx)
 	}
-	delete(e.batchByID, b.id)
-	delete(e.watched, b.idx)
-	e.batches[b.idx] = nil
 	e.ws.deletes = append(e.ws.deletes, del)
-	e.m.batchesDeleted.Inc()
-	e.log.Info("batch deleted", "batch", b.id, "papers", len(del.papers), "blobs_released", len(del.blobs),
-		"age", now.Sub(b.createdAt).Round(time.Second))
-	return nil
+	e.batches[b.idx] = nil
+	e.log.Debug("batch deletion finished", "batch", b.id, "papers", d.deleted)
 }
 
 // applyRetention deletes the settled batches that finished more than Config.Retention ago.
@@ -128,20 +190,11 @@ func (e *engine) applyRetention(now time.Time) {
 		return
 	}
 	e.nextRetention = now.Add(e.retentionPeriod())
-	deleted := 0
 	for _, b := range e.batches {
-		if b == nil || !b.settled() || b.finishedAt.IsZero() || now.Sub(b.finishedAt) < e.cfg.Retention {
+		if b == nil || b.deleting || !b.settled() || b.finishedAt.IsZero() || now.Sub(b.finishedAt) < e.cfg.Retention {
 			continue
 		}
-		if deleted > 0 && deleted+int(b.total) > maxDeletePapersPerIteration {
-			e.nextRetention = now // more next iteration
-			return
-		}
-		if err := e.deleteBatch(b, now); err != nil {
-			e.log.Error("retention: delete batch", "batch", b.id, "err", err)
-			continue
-		}
-		deleted += int(b.total)
+		e.deleteBatch(b, now)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -232,6 +233,47 @@ func TestRetentionDeletesOldBatches(t *testing.T) {
 	h.advance(3 * time.Hour)
 	if _, err := h.e.batchByName("running"); err != nil {
 		t.Fatal("retention deleted a running batch")
+	}
+}
+
+// A deletion goes slice by slice, is NOT_FOUND from its start, and resumes after a restart.
+func TestDeleteInSlicesResumesAfterRestart(t *testing.T) {
+	h := newEngHarness(t, Config{})
+	h.submit("big", oneHost("p", 250))
+	h.submit("other", oneHost("o", 3))
+	for _, id := range []string{"big", "other"} {
+		h.apply(&batchReq{id: id, cancel: true, reply: make(chan batchResult, 1)})
+	}
+	h.e.deleteSlice = 100
+	r := &deleteReq{id: "big", reply: make(chan deleteResult, 1)}
+	h.apply(r)
+	if res := <-r.reply; res.err != nil || res.papers != 250 {
+		t.Fatalf("delete: %+v", res)
+	}
+	if _, err := h.e.batchByName("big"); err == nil {
+		t.Fatal("a batch being deleted is still found")
+	}
+	if len(h.e.deletions) != 1 || h.e.deletions[0].deleted != 100 {
+		t.Fatalf("after one iteration: %d deletions in progress", len(h.e.deletions))
+	}
+	// A crash after the first slice: the next process resumes the deletion.
+	h.restart()
+	if _, err := h.e.batchByName("big"); err == nil || len(h.e.deletions) != 0 {
+		t.Fatalf("after restart: %v, %d deletions", err, len(h.e.deletions))
+	}
+	var papers, batches int
+	if err := h.st.db.View(func(tx *bolt.Tx) error {
+		papers = tx.Bucket([]byte(bucketPapers)).Stats().KeyN
+		batches = tx.Bucket([]byte(bucketBatches)).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if papers != 3 || batches != 1 {
+		t.Fatalf("store holds %d papers and %d batches, want 3 and 1", papers, batches)
+	}
+	if b := h.batch("other"); b.counts[stateCancelled] != 3 {
+		t.Fatalf("the other batch: %v", b.counts)
 	}
 }
 

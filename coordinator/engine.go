@@ -63,6 +63,8 @@ type engine struct {
 	gcQueue       []string
 	gcCh          chan<- []string
 	nextRetention time.Time
+	deletions     []*deletion // batches being deleted, a slice per iteration
+	deleteSlice   int         // papers deleted per iteration; 0: defaultDeleteSlice
 
 	// Per-iteration state.
 	rtx          *bolt.Tx
@@ -591,6 +593,7 @@ func (e *engine) advance(now time.Time) {
 		}
 	}
 	e.applyRetention(now)
+	e.advanceDeletions()
 }
 
 func mapValues(m map[uint32]*lease) []*lease {
@@ -625,6 +628,9 @@ func (e *engine) nextWake() time.Time {
 	}
 	if e.cfg.Retention > 0 && !e.nextRetention.IsZero() {
 		earliest(e.nextRetention)
+	}
+	if len(e.deletions) > 0 {
+		earliest(time.Unix(0, 0)) // now: the next slice
 	}
 	return t
 }

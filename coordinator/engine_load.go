@@ -39,7 +39,11 @@ func (e *engine) load(now time.Time) error {
 			}
 			b := batchFromRecord(idx, &r)
 			e.batches = append(e.batches, b)
-			e.batchByID[b.id] = idx
+			if b.deleting { // its deletion resumes below; its id may be in use again
+				e.deletions = append(e.deletions, &deletion{b: b})
+			} else {
+				e.batchByID[b.id] = idx
+			}
 			return nil
 		}); err != nil {
 			return fmt.Errorf("batches: %w", err)
@@ -129,6 +133,9 @@ func (e *engine) load(now time.Time) error {
 		e.cacheByID = make(map[uint64]uint32, len(succeeded))
 		e.cacheByURL = make(map[uint64]uint32, len(succeeded))
 		for _, s := range succeeded {
+			if e.batches[e.papers[s.idx].batch].deleting {
+				continue // no cache hits on papers being deleted
+			}
 			e.cacheByID[s.idHash] = s.idx
 			if s.urlHash != 0 {
 				e.cacheByURL[s.urlHash] = s.idx

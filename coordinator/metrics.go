@@ -98,7 +98,7 @@ func (m *metrics) update(e *engine) {
 	}
 	var bc [5]int
 	for _, b := range e.batches {
-		if b != nil && int(b.state) < len(bc) {
+		if b != nil && !b.deleting && int(b.state) < len(bc) {
 			bc[b.state]++
 		}
 	}

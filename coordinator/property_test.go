@@ -211,7 +211,7 @@ func (m *propModel) check(t *rapid.T) {
 		}
 	}
 	for i, b := range e.batches {
-		if b == nil {
+		if b == nil || b.deleting {
 			continue
 		}
 		if counts[i] != b.counts {
@@ -276,7 +276,7 @@ func (m *propModel) snapshot() snapshot {
 		s.papers = s.papers[:len(s.papers)-1]
 	}
 	for _, b := range m.h.e.batches {
-		if b == nil {
+		if b == nil || b.deleting {
 			s.batches = append(s.batches, "deleted")
 			continue
 		}

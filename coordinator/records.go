@@ -192,6 +192,7 @@ type batchRecord struct {
 	ContentHash  []byte            `json:"content_hash,omitempty"`
 	Chunked      bool              `json:"chunked,omitempty"`
 	CancelReason string            `json:"cancel_reason,omitempty"`
+	Deleting     bool              `json:"deleting,omitempty"` // being deleted (delete.go)
 }
 
 func key32(v uint32) []byte {

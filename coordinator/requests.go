@@ -362,7 +362,7 @@ func (r *listBatchesReq) apply(e *engine, _ time.Time) {
 	}
 	bytes := 0
 	for i := start; i >= 0 && len(res.batches) < r.size; i-- {
-		if e.batches[i] == nil { // deleted
+		if e.batches[i] == nil || e.batches[i].deleting {
 			continue
 		}
 		bp := e.batchProto(e.batches[i])

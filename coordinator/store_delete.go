@@ -21,12 +21,14 @@ const (
 	metaBlobRefs = "blobrefs_v1"
 )
 
-// batchDelete removes a batch and its papers from the store.
+// batchDelete removes papers of a batch being deleted from the store; the last one of a batch
+// removes its chunks and record.
 type batchDelete struct {
 	idx    uint32
 	papers []uint32
-	chunks []int64
 	blobs  []string // blob keys of its SUCCEEDED papers (one per paper)
+	last   bool
+	chunks []int64
 }
 
 // initBlobRefs creates the blob reference buckets, counting the references of an older store.
@@ -135,8 +137,10 @@ func commitDeletes(tx *bolt.Tx, w *writeSet) error {
 				return fmt.Errorf("delete chunk: %w", err)
 			}
 		}
-		if err := bb.Delete(key32(d.idx)); err != nil {
-			return fmt.Errorf("delete batch %d: %w", d.idx, err)
+		if d.last {
+			if err := bb.Delete(key32(d.idx)); err != nil {
+				return fmt.Errorf("delete batch %d: %w", d.idx, err)
+			}
 		}
 		for _, key := range d.blobs {
 			n, err := addBlobRefCount(refs, key, -1)
