@@ -377,7 +377,17 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 		}
 		mask |= 1 << uint8(s)
 	}
-	r := &listPapersReq{batchID: req.GetBatchId(), states: mask, size: size, token: req.GetPageToken(), reply: make(chan listPapersResult, 1)}
+	if len(req.GetReasons()) > numReasons {
+		return nil, status.Errorf(codes.InvalidArgument, "reasons: at most %d entries", numReasons)
+	}
+	var reasons uint64
+	for i, s := range req.GetReasons() {
+		if _, known := pb.FailureReason_name[int32(s)]; !known || s >= numReasons {
+			return nil, status.Errorf(codes.InvalidArgument, "reasons[%d]: unknown failure reason %d", i, s)
+		}
+		reasons |= 1 << uint8(s)
+	}
+	r := &listPapersReq{batchID: req.GetBatchId(), states: mask, reasons: reasons, size: size, token: req.GetPageToken(), reply: make(chan listPapersResult, 1)}
 	res, err := call(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
@@ -482,3 +492,45 @@ func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
 }
 
 func unixTime(ns int64) time.Time { return time.Unix(0, ns) }
+
+// RetryFailed re-queues a batch's failed papers.
+func (a *api) RetryFailed(ctx context.Context, req *pb.RetryFailedRequest) (*pb.RetryFailedResponse, error) {
+	if req.GetBatchId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
+	}
+	r := &retryReq{id: req.GetBatchId(), reply: make(chan retryResult, 1)}
+	res, err := call(ctx, a.c, r, r.reply)
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, toStatus(res.err)
+	}
+	return &pb.RetryFailedResponse{Batch: res.batch, Retried: res.retried}, nil
+}
+
+// ListHosts lists the hosts and their politeness state.
+func (a *api) ListHosts(ctx context.Context, req *pb.ListHostsRequest) (*pb.ListHostsResponse, error) {
+	size := int(req.GetPageSize())
+	if size < 0 || size > 1000 {
+		return nil, status.Error(codes.InvalidArgument, "page_size: must be 0 to 1000")
+	}
+	if size == 0 {
+		size = 100
+	}
+	r := &hostsReq{size: size, token: req.GetPageToken(), busyOnly: req.GetBusyOnly(), reply: make(chan hostsResult, 1)}
+	res, err := call(ctx, a.c, r, r.reply)
+	if err != nil {
+		return nil, err
+	}
+	if res.err != nil {
+		return nil, toStatus(res.err)
+	}
+	return &pb.ListHostsResponse{Hosts: res.hosts, NextPageToken: res.next}, nil
+}
+
+// ListFetchers lists the connected fetchers.
+func (a *api) ListFetchers(ctx context.Context, _ *pb.ListFetchersRequest) (*pb.ListFetchersResponse, error) {
+	r := &fetchersReq{reply: make(chan *pb.ListFetchersResponse, 1)}
+	return call(ctx, a.c, r, r.reply)
+}

@@ -18,7 +18,18 @@ const (
 	stateFailed      = uint8(pb.PaperState_PAPER_STATE_FAILED)
 	stateCancelled   = uint8(pb.PaperState_PAPER_STATE_CANCELLED)
 	numStates        = 7
+	// numReasons bounds the FailureReason values counted per batch; larger values are
+	// counted as UNSPECIFIED.
+	numReasons = 32
 )
+
+// reasonIndex is a FailureReason's index in batch.failedBy.
+func reasonIndex(r uint8) int {
+	if int(r) >= numReasons {
+		return 0
+	}
+	return int(r)
+}
 
 func terminal(s uint8) bool { return s >= stateSucceeded }
 
@@ -48,6 +59,7 @@ type batch struct {
 	nextChunk int64 // the lowest chunk index not accepted
 
 	counts          [numStates]int64
+	failedBy        [numReasons]int64 // FAILED papers per last failure reason
 	cached          int64
 	bytesStored     int64
 	bytesDownloaded int64
@@ -146,6 +158,12 @@ func (b *batch) proto(bps float64) *pb.Batch {
 		ChunksAccepted:    int64(len(b.chunks)),
 		FirstMissingChunk: b.nextChunk,
 	}
+	for r, n := range b.failedBy {
+		if n > 0 {
+			out.FailedByReason = append(out.FailedByReason, &pb.ReasonCount{Reason: pb.FailureReason(r), Count: n})
+		}
+	}
+	sort.SliceStable(out.FailedByReason, func(i, j int) bool { return out.FailedByReason[i].Count > out.FailedByReason[j].Count })
 	if !b.sealedAt.IsZero() {
 		out.SealedAt = timestamppb.New(b.sealedAt)
 	}

@@ -287,6 +287,9 @@ func (e *engine) setState(idx uint32, s uint8, now time.Time) {
 	e.counts[p.state]--
 	e.counts[s]++
 	p.state = s
+	if s == stateFailed {
+		b.failedBy[reasonIndex(p.reason)]++
+	}
 	e.notePaper(b, idx)
 	if terminal(s) {
 		p.aux = now.UnixNano()

@@ -25,7 +25,7 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 		return fmt.Errorf("%w: hello.slots must be 1 to %d", errInvalid, validate.MaxFetcherSlots)
 	}
 	c.id, c.boot, c.slots = h.GetFetcherId(), h.GetBootId(), int(h.GetSlots())
-	c.lastMsg = now
+	c.lastMsg, c.connected = now, now
 	var old []*fetcherConn
 	for _, x := range e.conns {
 		if x.id != c.id {
@@ -235,7 +235,9 @@ func (e *engine) refuseForeign(c *fetcherConn, ev *pb.DownloadEvent, why string)
 func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 	p := &e.papers[l.idx]
 	b := e.batches[l.batch]
-	hostSucceeded(e.hosts[p.host])
+	h := e.hosts[p.host]
+	h.successes++
+	hostSucceeded(h)
 	e.endLease(l, now)
 	if d.GetSize() > l.bytes {
 		b.bytesDownloaded += d.GetSize() - l.bytes
@@ -307,6 +309,8 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 	reason := f.GetReason()
 	permanent := f.GetClass() == pb.FailureClass_FAILURE_CLASS_PERMANENT
 	msg := f.GetMessage()
+	h.failures++
+	h.lastReason = uint8(reason)
 	if f.GetUrl() != "" {
 		msg = fmt.Sprintf("%s: %s", f.GetUrl(), msg)
 	}

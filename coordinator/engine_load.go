@@ -103,6 +103,9 @@ func (e *engine) load(now time.Time) error {
 			b := e.batches[p.batch]
 			b.counts[p.state]++
 			e.counts[p.state]++
+			if p.state == stateFailed {
+				b.failedBy[reasonIndex(p.reason)]++
+			}
 			// One map operation per paper (the reload is bound by memory latency): a
 			// collision shows as a map that did not grow, and is resolved after the scan.
 			key := batchKey(rec.idHash, p.batch)

@@ -24,6 +24,7 @@ type fetcherConn struct {
 	credits    int
 	draining   bool
 	closed     bool
+	connected  time.Time
 	lastMsg    time.Time
 	lastAssign time.Time
 	leases     map[uint32]*lease

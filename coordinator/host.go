@@ -20,9 +20,12 @@ type host struct {
 	delay       time.Duration // minimum time between request starts
 	lastStart   time.Time
 	pausedUntil time.Time
-	consecFail  int // consecutive transient failures (circuit breaker)
-	trips       int // consecutive breaker trips (cooldown grows)
-	okStreak    int // successes since the last limit change (AIMD)
+	consecFail  int   // consecutive transient failures (circuit breaker)
+	trips       int   // consecutive breaker trips (cooldown grows)
+	okStreak    int   // successes since the last limit change (AIMD)
+	failures    int64 // failed attempts since the start (for ListHosts)
+	successes   int64 // successful downloads since the start (for ListHosts)
+	lastReason  uint8 // the last failure's pb.FailureReason
 
 	inReady bool
 	inSleep bool

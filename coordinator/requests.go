@@ -424,7 +424,8 @@ func (r *lookupReq) apply(e *engine, _ time.Time) {
 // listPapersReq is ListPapers: the loop picks the papers, the handler reads them.
 type listPapersReq struct {
 	batchID string
-	states  uint8 // bit per PaperState; 0 = all
+	states  uint8  // bit per PaperState; 0 = all
+	reasons uint64 // bit per FailureReason; 0 = all
 	size    int
 	token   string
 	reply   chan listPapersResult
@@ -471,6 +472,9 @@ func (r *listPapersReq) apply(e *engine, _ time.Time) {
 		}
 		s := e.papers[idx].state
 		if r.states != 0 && r.states&(1<<s) == 0 {
+			continue
+		}
+		if r.reasons != 0 && r.reasons&(1<<e.papers[idx].reason) == 0 {
 			continue
 		}
 		res.idxs = append(res.idxs, idx)

@@ -298,10 +298,12 @@ func checkPorts(t *testing.T, w workload, c *corev1.Container, env map[string]st
 		"PAPERFETCH_LISTEN":         "grpc",
 		"PAPERFETCH_METRICS_LISTEN": "metrics",
 		"PAPERFETCH_HEALTH_LISTEN":  "grpc-health",
+		"PAPERFETCH_HTTP_LISTEN":    "http",
 	} {
 		addr, ok := env[flagEnv]
 		if !ok {
-			if flagEnv != "PAPERFETCH_HEALTH_LISTEN" {
+			// The dashboard is the coordinator's; the health port is optional.
+			if flagEnv != "PAPERFETCH_HEALTH_LISTEN" && (flagEnv != "PAPERFETCH_HTTP_LISTEN" || w.binary == "coordinator") {
 				t.Errorf("%s: %s is not set", w.name, flagEnv)
 			}
 			continue
@@ -509,6 +511,14 @@ func checkServices(t *testing.T, r *rendered) {
 		if !matched {
 			t.Errorf("Service %s selects no pod", s.Name)
 		}
+	}
+	// Operators reach the dashboard through the coordinator's Service.
+	if !slices.ContainsFunc(r.services, func(s *corev1.Service) bool {
+		return s.Name == "paperfetch-coordinator" && slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool {
+			return p.Name == "http" && p.TargetPort.StrVal == "http" && p.Port == 7480
+		})
+	}) {
+		t.Error("Service paperfetch-coordinator does not expose the dashboard port (http → 7480)")
 	}
 	for _, ss := range r.statefulSets {
 		if ss.Spec.Replicas == nil || *ss.Spec.Replicas != 1 {

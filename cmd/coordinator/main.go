@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/dashboard"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/flagenv"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
@@ -41,6 +43,7 @@ reflection.`)
 	listen := fs.String("listen", ":7400", "gRPC `address` of CoordinatorService, FetcherGatewayService, health and reflection")
 	dataDir := fs.String("data", "./data", "`directory` of the coordinator's store")
 	blobURL := fs.String("blob", "", "blob store `URL` ReadPaper reads from (default file://<data>/blobs)")
+	httpListen := fs.String("http-listen", "", "HTTP `address` of the web dashboard (/) and the JSON API (/v1/), guarded by the same --tokens and served over TLS with --tls-cert (empty: off)")
 	logFlags := logging.RegisterFlags(fs)
 	var cfg coordinator.Config
 	cfg.RegisterFlags(fs)
@@ -96,6 +99,25 @@ reflection.`)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var httpLis net.Listener
+	var httpHandler http.Handler
+	if *httpListen != "" {
+		// The dashboard and /v1/ call the gRPC server in-process: same auth, validation, limits.
+		local, err := srv.Local()
+		if err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("--http-listen: %w", err)
+		}
+		defer func() { _ = local.Close() }()
+		if httpHandler, err = dashboard.New(sigCtx, dashboard.Config{Conn: local, Logger: logger.With("component", "http")}); err != nil {
+			_ = lis.Close()
+			return err
+		}
+		if httpLis, err = net.Listen("tcp", *httpListen); err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("--http-listen: %w", err)
+		}
+	}
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	defer stopLoop()
@@ -106,6 +128,13 @@ reflection.`)
 	defer stopServing()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(serveCtx, lis) }()
+	var httpErr chan error // nil without --http-listen: never ready
+	if httpLis != nil {
+		httpErr = make(chan error, 1)
+		go func() {
+			httpErr <- dashboard.Serve(serveCtx, httpLis, httpHandler, srv.HTTPTLSConfig(), logger.With("component", "http"))
+		}()
+	}
 
 	logger.Info("coordinator started", "listen", lis.Addr().String(), "data", *dataDir, "blob", *blobURL)
 	var exitErr error
@@ -120,10 +149,19 @@ reflection.`)
 		exitErr = err
 		loopDone <- nil
 		logger.Error("coordinator loop stopped", "err", err)
+	case err := <-httpErr:
+		exitErr = err
+		httpErr <- nil
+		logger.Error("HTTP server stopped", "err", err)
 	}
 	// Health NOT_SERVING and a graceful drain of the calls in flight, then stop the loop.
 	stopServing()
 	c.CloseStreams()
+	if httpErr != nil {
+		if err := <-httpErr; err != nil && exitErr == nil {
+			exitErr = err
+		}
+	}
 	if err := <-serveErr; err != nil && exitErr == nil {
 		exitErr = err
 	}

@@ -95,6 +95,16 @@ func TestRemoteCommands(t *testing.T) {
 		t.Errorf("status of an unknown batch: %+v", res)
 	}
 
+	// retry: the failed paper is queued again; the origin still answers 404, so it fails again.
+	res = run(t, "", append([]string{"retry", "r1"}, c...)...)
+	if res.code != 0 || res.stdout != "batch r1: running, 1 failed paper queued again\n" {
+		t.Fatalf("retry: %+v", res)
+	}
+	res = run(t, "", append([]string{"watch", "r1"}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "Batch r1: completed") || !strings.Contains(res.stderr, "not_found 1") {
+		t.Fatalf("watch after retry: %+v", res)
+	}
+
 	// pull: every succeeded paper, verified; a second pull finds them; a partial file resumes.
 	out := filepath.Join(dir, "pulled")
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -151,6 +161,10 @@ func TestRemoteCommands(t *testing.T) {
 	res = run(t, "", append([]string{"watch", "--quiet", "r2"}, c...)...)
 	if res.code != 1 || !strings.Contains(res.stderr, "Batch r2: cancelled") {
 		t.Fatalf("watch of a cancelled batch: %+v", res)
+	}
+	res = run(t, "", append([]string{"retry", "r2"}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "cancelled") {
+		t.Fatalf("retry of a cancelled batch: %+v", res)
 	}
 
 	// rm: the settled batch is deleted; it is then unknown.

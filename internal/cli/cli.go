@@ -1,6 +1,6 @@
 // Package cli implements the paperfetch command: `paperfetch get` downloads the papers of an
 // input list with an embedded coordinator and fetchers, and the remote subcommands (submit,
-// watch, status, ls, cancel, pull) drive a running coordinator over gRPC.
+// watch, status, ls, cancel, retry, pull) drive a running coordinator over gRPC.
 package cli
 
 import (
@@ -101,6 +101,7 @@ func commands() []command {
 		{"ls", "list batches, or the papers of a batch", (*app).ls},
 		{"cancel", "cancel a batch", (*app).cancel},
 		{"rm", "delete finished batches and their papers from a coordinator", (*app).rm},
+		{"retry", "queue the failed papers of a batch again", (*app).retry},
 		{"pull", "download a batch's stored PDFs from a coordinator into a folder", (*app).pull},
 		{"resolve", "print the PDF candidates each route gives for DOIs (no download)", (*app).resolve},
 		{"version", "print the version", (*app).version},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -57,6 +58,7 @@ type getOptions struct {
 	batchID            string
 	logLevel           string
 	link               bool
+	dashboard          string
 }
 
 // maxInputErrorsShown caps the malformed entries printed one by one.
@@ -166,6 +168,7 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs.StringVar(&o.format, "format", "auto", "`FORMAT` of the inputs: auto, lines, jsonl, csv, bibtex, ris or csl-json")
 	fs.BoolVar(&o.strict, "strict", false, "fail (exit 2) on any malformed input entry instead of skipping it")
 	fs.StringVar(&o.batchID, "batch-id", "", "batch `ID` to use (default: derived from the input, so a rerun resumes the same batch)")
+	fs.StringVar(&o.dashboard, "dashboard", "", "serve the live web dashboard (and the /v1/ JSON API) of this run on `ADDR`, e.g. 127.0.0.1:7480; its URL is printed (no authentication: keep it on loopback)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
 	fs.BoolVar(&o.link, "link", false, "make each PDF a hard link to the cached copy instead of a file of its own (saves space; editing the PDF then edits the cache)")
 	inputs, err := r.a.parseFlags(fs, args)
@@ -235,7 +238,14 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 // start runs the embedded system and picks the batch (resuming an unfinished one).
 func (r *getRun) start(ctx context.Context) error {
 	o := &r.o
-	sys, err := embedded.Start(ctx, o.embeddedConfig(r.stateDir, r.logger))
+	ecfg := o.embeddedConfig(r.stateDir, r.logger)
+	if o.dashboard != "" {
+		var err error
+		if ecfg.HTTPListener, err = net.Listen("tcp", o.dashboard); err != nil {
+			return &exitError{code: ExitUsage, err: fmt.Errorf("--dashboard: %w", err)}
+		}
+	}
+	sys, err := embedded.Start(ctx, ecfg)
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return &exitError{code: ExitUsage, err: fmt.Errorf("another paperfetch get is already downloading into %s; wait for it to finish, or use another --out", o.out)}
@@ -244,6 +254,9 @@ func (r *getRun) start(ctx context.Context) error {
 	}
 	r.sys = sys
 	r.cleanups = append(r.cleanups, r.closeSys)
+	if ecfg.HTTPListener != nil {
+		fmt.Fprintf(r.a.env.Stderr, "Dashboard: http://%s/\n", ecfg.HTTPListener.Addr())
+	}
 	r.client = pb.NewCoordinatorServiceClient(sys.Conn())
 	r.batchID, r.state, err = pickBatch(ctx, r.client, o.batchID, "get-"+r.scan.digest[:16])
 	if err != nil {

@@ -23,7 +23,10 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/dashboard"
 	"github.com/paperfetch/paperfetch/fetcher"
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
@@ -54,6 +57,13 @@ type Config struct {
 	// Listener, when set, is where the coordinator is served instead of an in-memory
 	// listener, so that other processes can reach it (tests, demos). Close closes it.
 	Listener net.Listener
+	// HTTPListener, when set, serves the web dashboard and the /v1/ JSON API (package
+	// dashboard) of the embedded coordinator, without authentication. Close closes it.
+	HTTPListener net.Listener
+	// ClientTokens, when set, makes CoordinatorService calls (gRPC, /v1/ and the dashboard's
+	// data) require one of these bearer tokens, as the coordinator's --tokens does. The
+	// fetchers' gateway stays open. For tests and demos of the authenticated paths.
+	ClientTokens auth.TokenChecker
 }
 
 // System is a running embedded coordinator with its fetchers. Close stops it.
@@ -71,6 +81,8 @@ type System struct {
 
 	cancelServe, cancelCoord, cancelFetchers context.CancelFunc
 	serveDone, coordDone                     chan error
+	cancelHTTP                               context.CancelFunc
+	httpDone                                 chan error
 	fetchersWG                               sync.WaitGroup
 	closeOnce                                sync.Once
 	closeErr                                 error
@@ -130,7 +142,17 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	s.cancelCoord, s.coordDone = cancelCoord, make(chan error, 1)
 	go func() { s.coordDone <- s.coord.Run(coordCtx) }()
 
-	s.server = grpcserver.New(grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second})
+	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second}
+	if cfg.ClientTokens != nil {
+		scfg.Auth = &auth.Guard{
+			Default: auth.Requirement{Tokens: cfg.ClientTokens},
+			Services: map[string]auth.Requirement{
+				pb.CoordinatorService_ServiceDesc.ServiceName:    {Tokens: cfg.ClientTokens},
+				pb.FetcherGatewayService_ServiceDesc.ServiceName: {},
+			},
+		}
+	}
+	s.server = grpcserver.New(scfg)
 	s.coord.Register(s.server.GRPC)
 	if cfg.Listener != nil {
 		s.lis = cfg.Listener
@@ -154,6 +176,18 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: connect: %w", err)
+	}
+
+	if cfg.HTTPListener != nil {
+		h, err := dashboard.New(ctx, dashboard.Config{Conn: s.conn, Logger: logger.With("component", "http")})
+		if err != nil {
+			return nil, fmt.Errorf("embedded: %w", err)
+		}
+		httpCtx, cancelHTTP := context.WithCancel(context.Background())
+		s.cancelHTTP, s.httpDone = cancelHTTP, make(chan error, 1)
+		go func() {
+			s.httpDone <- dashboard.Serve(httpCtx, cfg.HTTPListener, h, nil, logger.With("component", "http"))
+		}()
 	}
 
 	fetchCtx, cancelFetchers := context.WithCancel(context.Background())
@@ -228,6 +262,14 @@ func (s *System) close() error {
 	if s.cancelFetchers != nil {
 		s.cancelFetchers()
 		s.fetchersWG.Wait()
+	}
+	if s.cancelHTTP != nil {
+		s.cancelHTTP()
+		if err := <-s.httpDone; err != nil {
+			errs = append(errs, err)
+		}
+	} else if s.cfg.HTTPListener != nil {
+		_ = s.cfg.HTTPListener.Close() // never served
 	}
 	if s.conn != nil {
 		if err := s.conn.Close(); err != nil {

@@ -109,6 +109,7 @@ func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Serve
 			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
 		cfg.Reloaders = append(cfg.Reloaders, kp)
+		cfg.KeyPair = kp
 		if f.ClientCAFile != "" {
 			if clientCAs, err = tlsreload.LoadCertPool(f.ClientCAFile); err != nil {
 				return nil, fmt.Errorf("--tls-client-ca: %w", err)

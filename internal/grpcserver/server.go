@@ -7,7 +7,9 @@
 package grpcserver
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +32,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -37,10 +41,12 @@ import (
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
+	"github.com/paperfetch/paperfetch/internal/tlsreload"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -112,6 +118,9 @@ type Config struct {
 	// ReloadInterval is the period of the reload loop; 0 means 30s, negative disables the
 	// timer (SIGHUP still reloads).
 	ReloadInterval time.Duration
+	// KeyPair is the server's certificate when Options carry TLS credentials built from it
+	// (NewServer sets both). Local connections pin it, and HTTPTLSConfig serves it.
+	KeyPair *tlsreload.KeyPair
 }
 
 // Server is a gRPC server with health and reflection, and a graceful Serve.
@@ -126,6 +135,7 @@ type Server struct {
 	hardStop time.Duration
 	metrics  *grpcprom.ServerMetrics // nil without a registry
 	health   *grpc.Server            // plaintext health-only server, nil without HealthListen
+	local    *bufconn.Listener       // in-memory listener of Local, nil until Local is called
 }
 
 // New builds a Server. Register services on s.GRPC, then call Serve.
@@ -307,7 +317,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	var wg sync.WaitGroup
 	stopAux := make(chan struct{})
 	var metricsSrv *http.Server
-	auxErr := make(chan error, 2)
+	auxErr := make(chan error, 3)
 	if metricsLis != nil {
 		metricsSrv = s.metricsServer()
 		s.logger.Info("serving metrics", "addr", metricsLis.Addr().String())
@@ -336,6 +346,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- s.GRPC.Serve(lis) })
+	if s.local != nil {
+		wg.Go(func() {
+			if err := s.GRPC.Serve(s.local); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				auxErr <- fmt.Errorf("serve in-process listener: %w", err)
+			}
+		})
+	}
 
 	var serveErr error
 	select {
@@ -365,6 +382,53 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	wg.Wait()
 	s.logger.Info("gRPC server stopped", "addr", lis.Addr().String())
 	return serveErr
+}
+
+// localBuffer is the in-memory listener's buffer per connection direction.
+const localBuffer = 1 << 20
+
+// Local returns a client connection to this server through an in-memory listener that Serve
+// serves beside its network listener, so that an in-process client (the HTTP/JSON gateway)
+// goes through the same interceptors (auth, validation, rate limit, metrics) as a remote one.
+// With TLS the connection speaks TLS too and accepts only the server's own certificate.
+// Call it before Serve; the caller closes the connection. The target is opened lazily.
+func (s *Server) Local() (*grpc.ClientConn, error) {
+	if s.local == nil {
+		s.local = bufconn.Listen(localBuffer)
+	}
+	creds := insecure.NewCredentials()
+	if kp := s.cfg.KeyPair; kp != nil {
+		creds = credentials.NewTLS(&tls.Config{
+			MinVersion: tls.VersionTLS12,
+			// The peer is this process, reached without a network: instead of a CA chain and
+			// a name, the connection checks that it got the certificate the server serves.
+			InsecureSkipVerify: true, //nolint:gosec // pinned in VerifyConnection
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				cur := kp.Certificate()
+				if len(cs.PeerCertificates) == 0 || cur == nil || len(cur.Certificate) == 0 ||
+					!bytes.Equal(cs.PeerCertificates[0].Raw, cur.Certificate[0]) {
+					return errors.New("in-process connection: not the server's own certificate")
+				}
+				return nil
+			},
+		})
+	}
+	lis := s.local
+	return grpc.NewClient("passthrough:///in-process",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcclient.MaxMessageSize), grpc.MaxCallSendMsgSize(grpcclient.MaxMessageSize)),
+	)
+}
+
+// HTTPTLSConfig returns the TLS configuration of an HTTP listener beside the gRPC one, serving
+// the same (reloaded) certificate, or nil when the server has no TLS.
+func (s *Server) HTTPTLSConfig() *tls.Config {
+	kp := s.cfg.KeyPair
+	if kp == nil {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.GetCertificate, NextProtos: []string{"h2", "http/1.1"}}
 }
 
 // auxListeners opens the /metrics and health listeners configured.

@@ -57,6 +57,10 @@ const (
 	MaxListBatchesPageSize = 1000
 	// MaxListPapersPageSize is the largest ListPapers page_size.
 	MaxListPapersPageSize = 5000
+	// MaxReasonFilters bounds ListPapersRequest.reasons.
+	MaxReasonFilters = 32
+	// MaxListHostsPageSize is the largest ListHosts page_size.
+	MaxListHostsPageSize = 1000
 	// SHA256HexLen is the length of a hex SHA-256 digest.
 	SHA256HexLen = 64
 	// maxViolations bounds how many violations one error reports.
@@ -106,6 +110,14 @@ func Request(msg any) error {
 				v.add(index("states", i), fmt.Sprintf("%d is not a paper state", int32(s)))
 			}
 		}
+		if len(m.GetReasons()) > MaxReasonFilters {
+			v.add("reasons", fmt.Sprintf("at most %d entries, got %d", MaxReasonFilters, len(m.GetReasons())))
+		}
+		for i, r := range m.GetReasons() {
+			if _, ok := pb.FailureReason_name[int32(r)]; !ok || r == pb.FailureReason_FAILURE_REASON_UNSPECIFIED {
+				v.add(index("reasons", i), fmt.Sprintf("%d is not a failure reason", int32(r)))
+			}
+		}
 		v.pageSize("page_size", m.GetPageSize(), MaxListPapersPageSize)
 		v.pageToken("page_token", m.GetPageToken())
 	case *pb.WatchBatchRequest:
@@ -115,6 +127,10 @@ func Request(msg any) error {
 		v.text("reason", m.GetReason(), MaxCancelReasonBytes)
 	case *pb.DeleteBatchRequest:
 		v.batchID("batch_id", m.GetBatchId())
+	case *pb.RetryFailedRequest:
+		v.batchID("batch_id", m.GetBatchId())
+	case *pb.ListHostsRequest:
+		v.pageSize("page_size", m.GetPageSize(), MaxListHostsPageSize)
 	case *pb.ReadPaperRequest:
 		v.batchID("batch_id", m.GetBatchId())
 		v.paperID("paper_id", m.GetPaperId())

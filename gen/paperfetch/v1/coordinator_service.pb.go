@@ -87,6 +87,64 @@ func (BatchState) EnumDescriptor() ([]byte, []int) {
 	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{0}
 }
 
+// BreakerState is the state of a host's circuit breaker.
+type BreakerState int32
+
+const (
+	// Not set.
+	BreakerState_BREAKER_STATE_UNSPECIFIED BreakerState = 0
+	// Healthy: downloads start as the politeness limits allow.
+	BreakerState_BREAKER_STATE_CLOSED BreakerState = 1
+	// Tripped by consecutive failures: nothing starts on the host until paused_until.
+	BreakerState_BREAKER_STATE_OPEN BreakerState = 2
+	// The pause is over and the host is on probation: one more failure trips it again, a
+	// success closes it.
+	BreakerState_BREAKER_STATE_HALF_OPEN BreakerState = 3
+)
+
+// Enum value maps for BreakerState.
+var (
+	BreakerState_name = map[int32]string{
+		0: "BREAKER_STATE_UNSPECIFIED",
+		1: "BREAKER_STATE_CLOSED",
+		2: "BREAKER_STATE_OPEN",
+		3: "BREAKER_STATE_HALF_OPEN",
+	}
+	BreakerState_value = map[string]int32{
+		"BREAKER_STATE_UNSPECIFIED": 0,
+		"BREAKER_STATE_CLOSED":      1,
+		"BREAKER_STATE_OPEN":        2,
+		"BREAKER_STATE_HALF_OPEN":   3,
+	}
+)
+
+func (x BreakerState) Enum() *BreakerState {
+	p := new(BreakerState)
+	*p = x
+	return p
+}
+
+func (x BreakerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_paperfetch_v1_coordinator_service_proto_enumTypes[1].Descriptor()
+}
+
+func (BreakerState) Type() protoreflect.EnumType {
+	return &file_paperfetch_v1_coordinator_service_proto_enumTypes[1]
+}
+
+func (x BreakerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakerState.Descriptor instead.
+func (BreakerState) EnumDescriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Batch is a batch of papers and its progress.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -118,8 +176,11 @@ type Batch struct {
 	// it equals chunks_accepted there is no gap, and SealBatch with chunk_count =
 	// chunks_accepted succeeds. A client resuming an interrupted upload resends from here.
 	FirstMissingChunk int64 `protobuf:"varint,13,opt,name=first_missing_chunk,json=firstMissingChunk,proto3" json:"first_missing_chunk,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The FAILED papers per failure reason (reasons without failed papers are left out; at most
+	// one entry per FailureReason value), most frequent first.
+	FailedByReason []*ReasonCount `protobuf:"bytes,14,rep,name=failed_by_reason,json=failedByReason,proto3" json:"failed_by_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
@@ -243,6 +304,68 @@ func (x *Batch) GetFirstMissingChunk() int64 {
 	return 0
 }
 
+func (x *Batch) GetFailedByReason() []*ReasonCount {
+	if x != nil {
+		return x.FailedByReason
+	}
+	return nil
+}
+
+// ReasonCount is the number of papers that failed for one reason.
+type ReasonCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reason (FAILURE_REASON_UNSPECIFIED for failures of the coordinator itself).
+	Reason FailureReason `protobuf:"varint,1,opt,name=reason,proto3,enum=paperfetch.v1.FailureReason" json:"reason,omitempty"`
+	// How many FAILED papers have it as their last_failure_reason.
+	Count         int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReasonCount) Reset() {
+	*x = ReasonCount{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReasonCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReasonCount) ProtoMessage() {}
+
+func (x *ReasonCount) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReasonCount.ProtoReflect.Descriptor instead.
+func (*ReasonCount) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReasonCount) GetReason() FailureReason {
+	if x != nil {
+		return x.Reason
+	}
+	return FailureReason_FAILURE_REASON_UNSPECIFIED
+}
+
+func (x *ReasonCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // PaperCounts counts a batch's papers per state.
 type PaperCounts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -266,7 +389,7 @@ type PaperCounts struct {
 
 func (x *PaperCounts) Reset() {
 	*x = PaperCounts{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[1]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +401,7 @@ func (x *PaperCounts) String() string {
 func (*PaperCounts) ProtoMessage() {}
 
 func (x *PaperCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[1]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +414,7 @@ func (x *PaperCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PaperCounts.ProtoReflect.Descriptor instead.
 func (*PaperCounts) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{1}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PaperCounts) GetQueued() int64 {
@@ -390,7 +513,7 @@ type Paper struct {
 
 func (x *Paper) Reset() {
 	*x = Paper{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[2]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +525,7 @@ func (x *Paper) String() string {
 func (*Paper) ProtoMessage() {}
 
 func (x *Paper) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[2]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +538,7 @@ func (x *Paper) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Paper.ProtoReflect.Descriptor instead.
 func (*Paper) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{2}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Paper) GetBatchId() string {
@@ -561,7 +684,7 @@ type SubmitBatchRequest struct {
 
 func (x *SubmitBatchRequest) Reset() {
 	*x = SubmitBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[3]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +696,7 @@ func (x *SubmitBatchRequest) String() string {
 func (*SubmitBatchRequest) ProtoMessage() {}
 
 func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[3]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +709,7 @@ func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBatchRequest.ProtoReflect.Descriptor instead.
 func (*SubmitBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{3}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubmitBatchRequest) GetBatchId() string {
@@ -625,7 +748,7 @@ type SubmitBatchResponse struct {
 
 func (x *SubmitBatchResponse) Reset() {
 	*x = SubmitBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[4]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +760,7 @@ func (x *SubmitBatchResponse) String() string {
 func (*SubmitBatchResponse) ProtoMessage() {}
 
 func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[4]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +773,7 @@ func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBatchResponse.ProtoReflect.Descriptor instead.
 func (*SubmitBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{4}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitBatchResponse) GetBatchId() string {
@@ -687,7 +810,7 @@ type CreateBatchRequest struct {
 
 func (x *CreateBatchRequest) Reset() {
 	*x = CreateBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[5]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +822,7 @@ func (x *CreateBatchRequest) String() string {
 func (*CreateBatchRequest) ProtoMessage() {}
 
 func (x *CreateBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[5]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +835,7 @@ func (x *CreateBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBatchRequest.ProtoReflect.Descriptor instead.
 func (*CreateBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{5}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateBatchRequest) GetBatchId() string {
@@ -744,7 +867,7 @@ type CreateBatchResponse struct {
 
 func (x *CreateBatchResponse) Reset() {
 	*x = CreateBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[6]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +879,7 @@ func (x *CreateBatchResponse) String() string {
 func (*CreateBatchResponse) ProtoMessage() {}
 
 func (x *CreateBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[6]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +892,7 @@ func (x *CreateBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBatchResponse.ProtoReflect.Descriptor instead.
 func (*CreateBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{6}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateBatchResponse) GetBatchId() string {
@@ -808,7 +931,7 @@ type AppendPapersRequest struct {
 
 func (x *AppendPapersRequest) Reset() {
 	*x = AppendPapersRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[7]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +943,7 @@ func (x *AppendPapersRequest) String() string {
 func (*AppendPapersRequest) ProtoMessage() {}
 
 func (x *AppendPapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[7]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +956,7 @@ func (x *AppendPapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendPapersRequest.ProtoReflect.Descriptor instead.
 func (*AppendPapersRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{7}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppendPapersRequest) GetBatchId() string {
@@ -878,7 +1001,7 @@ type AppendPapersResponse struct {
 
 func (x *AppendPapersResponse) Reset() {
 	*x = AppendPapersResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[8]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1013,7 @@ func (x *AppendPapersResponse) String() string {
 func (*AppendPapersResponse) ProtoMessage() {}
 
 func (x *AppendPapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[8]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1026,7 @@ func (x *AppendPapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendPapersResponse.ProtoReflect.Descriptor instead.
 func (*AppendPapersResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{8}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppendPapersResponse) GetBatchId() string {
@@ -961,7 +1084,7 @@ type SealBatchRequest struct {
 
 func (x *SealBatchRequest) Reset() {
 	*x = SealBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[9]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1096,7 @@ func (x *SealBatchRequest) String() string {
 func (*SealBatchRequest) ProtoMessage() {}
 
 func (x *SealBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[9]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1109,7 @@ func (x *SealBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealBatchRequest.ProtoReflect.Descriptor instead.
 func (*SealBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{9}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SealBatchRequest) GetBatchId() string {
@@ -1014,7 +1137,7 @@ type SealBatchResponse struct {
 
 func (x *SealBatchResponse) Reset() {
 	*x = SealBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[10]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1149,7 @@ func (x *SealBatchResponse) String() string {
 func (*SealBatchResponse) ProtoMessage() {}
 
 func (x *SealBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[10]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1162,7 @@ func (x *SealBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealBatchResponse.ProtoReflect.Descriptor instead.
 func (*SealBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{10}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SealBatchResponse) GetBatch() *Batch {
@@ -1060,7 +1183,7 @@ type GetBatchRequest struct {
 
 func (x *GetBatchRequest) Reset() {
 	*x = GetBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[11]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1195,7 @@ func (x *GetBatchRequest) String() string {
 func (*GetBatchRequest) ProtoMessage() {}
 
 func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[11]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1208,7 @@ func (x *GetBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchRequest.ProtoReflect.Descriptor instead.
 func (*GetBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{11}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetBatchRequest) GetBatchId() string {
@@ -1106,7 +1229,7 @@ type GetBatchResponse struct {
 
 func (x *GetBatchResponse) Reset() {
 	*x = GetBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[12]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1241,7 @@ func (x *GetBatchResponse) String() string {
 func (*GetBatchResponse) ProtoMessage() {}
 
 func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[12]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1254,7 @@ func (x *GetBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBatchResponse.ProtoReflect.Descriptor instead.
 func (*GetBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{12}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetBatchResponse) GetBatch() *Batch {
@@ -1154,7 +1277,7 @@ type ListBatchesRequest struct {
 
 func (x *ListBatchesRequest) Reset() {
 	*x = ListBatchesRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[13]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1289,7 @@ func (x *ListBatchesRequest) String() string {
 func (*ListBatchesRequest) ProtoMessage() {}
 
 func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[13]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1302,7 @@ func (x *ListBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesRequest.ProtoReflect.Descriptor instead.
 func (*ListBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{13}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListBatchesRequest) GetPageSize() int32 {
@@ -1209,7 +1332,7 @@ type ListBatchesResponse struct {
 
 func (x *ListBatchesResponse) Reset() {
 	*x = ListBatchesResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[14]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1344,7 @@ func (x *ListBatchesResponse) String() string {
 func (*ListBatchesResponse) ProtoMessage() {}
 
 func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[14]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1357,7 @@ func (x *ListBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBatchesResponse.ProtoReflect.Descriptor instead.
 func (*ListBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{14}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListBatchesResponse) GetBatches() []*Batch {
@@ -1264,7 +1387,7 @@ type GetPaperRequest struct {
 
 func (x *GetPaperRequest) Reset() {
 	*x = GetPaperRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[15]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1399,7 @@ func (x *GetPaperRequest) String() string {
 func (*GetPaperRequest) ProtoMessage() {}
 
 func (x *GetPaperRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[15]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1412,7 @@ func (x *GetPaperRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaperRequest.ProtoReflect.Descriptor instead.
 func (*GetPaperRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{15}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPaperRequest) GetBatchId() string {
@@ -1317,7 +1440,7 @@ type GetPaperResponse struct {
 
 func (x *GetPaperResponse) Reset() {
 	*x = GetPaperResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[16]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1452,7 @@ func (x *GetPaperResponse) String() string {
 func (*GetPaperResponse) ProtoMessage() {}
 
 func (x *GetPaperResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[16]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1465,7 @@ func (x *GetPaperResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaperResponse.ProtoReflect.Descriptor instead.
 func (*GetPaperResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{16}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPaperResponse) GetPaper() *Paper {
@@ -1362,14 +1485,18 @@ type ListPapersRequest struct {
 	// Maximum number of papers to return (1 to 5,000; 0 means 500).
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of a previous call, or empty for the first page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only papers whose last_failure_reason is one of these (at most 32 entries); empty means
+	// all. Combined with states by "and": states = [FAILED], reasons = [NOT_FOUND] lists the
+	// papers that failed with a 404.
+	Reasons       []FailureReason `protobuf:"varint,5,rep,packed,name=reasons,proto3,enum=paperfetch.v1.FailureReason" json:"reasons,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListPapersRequest) Reset() {
 	*x = ListPapersRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[17]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1508,7 @@ func (x *ListPapersRequest) String() string {
 func (*ListPapersRequest) ProtoMessage() {}
 
 func (x *ListPapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[17]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1521,7 @@ func (x *ListPapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPapersRequest.ProtoReflect.Descriptor instead.
 func (*ListPapersRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{17}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPapersRequest) GetBatchId() string {
@@ -1425,6 +1552,13 @@ func (x *ListPapersRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListPapersRequest) GetReasons() []FailureReason {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 // ListPapersResponse is a page of papers: at most page_size papers and about 3 MiB (a page
 // always holds at least one paper when any is left).
 type ListPapersResponse struct {
@@ -1439,7 +1573,7 @@ type ListPapersResponse struct {
 
 func (x *ListPapersResponse) Reset() {
 	*x = ListPapersResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[18]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1585,7 @@ func (x *ListPapersResponse) String() string {
 func (*ListPapersResponse) ProtoMessage() {}
 
 func (x *ListPapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[18]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1598,7 @@ func (x *ListPapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPapersResponse.ProtoReflect.Descriptor instead.
 func (*ListPapersResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{18}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListPapersResponse) GetPapers() []*Paper {
@@ -1494,7 +1628,7 @@ type WatchBatchRequest struct {
 
 func (x *WatchBatchRequest) Reset() {
 	*x = WatchBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[19]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1640,7 @@ func (x *WatchBatchRequest) String() string {
 func (*WatchBatchRequest) ProtoMessage() {}
 
 func (x *WatchBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[19]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1653,7 @@ func (x *WatchBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{19}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchBatchRequest) GetBatchId() string {
@@ -1568,7 +1702,7 @@ type WatchBatchResponse struct {
 
 func (x *WatchBatchResponse) Reset() {
 	*x = WatchBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[20]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1714,7 @@ func (x *WatchBatchResponse) String() string {
 func (*WatchBatchResponse) ProtoMessage() {}
 
 func (x *WatchBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[20]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1727,7 @@ func (x *WatchBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{20}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchBatchResponse) GetSnapshot() bool {
@@ -1678,7 +1812,7 @@ type HostState struct {
 
 func (x *HostState) Reset() {
 	*x = HostState{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1824,7 @@ func (x *HostState) String() string {
 func (*HostState) ProtoMessage() {}
 
 func (x *HostState) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[21]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1837,7 @@ func (x *HostState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostState.ProtoReflect.Descriptor instead.
 func (*HostState) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{21}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HostState) GetHost() string {
@@ -1804,7 +1938,7 @@ type PaperUpdate struct {
 
 func (x *PaperUpdate) Reset() {
 	*x = PaperUpdate{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1950,7 @@ func (x *PaperUpdate) String() string {
 func (*PaperUpdate) ProtoMessage() {}
 
 func (x *PaperUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[22]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1963,7 @@ func (x *PaperUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PaperUpdate.ProtoReflect.Descriptor instead.
 func (*PaperUpdate) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{22}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PaperUpdate) GetPaperId() string {
@@ -1916,7 +2050,7 @@ type ActiveDownload struct {
 
 func (x *ActiveDownload) Reset() {
 	*x = ActiveDownload{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2062,7 @@ func (x *ActiveDownload) String() string {
 func (*ActiveDownload) ProtoMessage() {}
 
 func (x *ActiveDownload) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[23]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2075,7 @@ func (x *ActiveDownload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveDownload.ProtoReflect.Descriptor instead.
 func (*ActiveDownload) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{23}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ActiveDownload) GetPaperId() string {
@@ -1999,7 +2133,7 @@ type CancelBatchRequest struct {
 
 func (x *CancelBatchRequest) Reset() {
 	*x = CancelBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2145,7 @@ func (x *CancelBatchRequest) String() string {
 func (*CancelBatchRequest) ProtoMessage() {}
 
 func (x *CancelBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[24]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2158,7 @@ func (x *CancelBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBatchRequest.ProtoReflect.Descriptor instead.
 func (*CancelBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{24}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelBatchRequest) GetBatchId() string {
@@ -2053,7 +2187,7 @@ type CancelBatchResponse struct {
 
 func (x *CancelBatchResponse) Reset() {
 	*x = CancelBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2199,7 @@ func (x *CancelBatchResponse) String() string {
 func (*CancelBatchResponse) ProtoMessage() {}
 
 func (x *CancelBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[25]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2212,7 @@ func (x *CancelBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBatchResponse.ProtoReflect.Descriptor instead.
 func (*CancelBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{25}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CancelBatchResponse) GetBatch() *Batch {
@@ -2099,7 +2233,7 @@ type DeleteBatchRequest struct {
 
 func (x *DeleteBatchRequest) Reset() {
 	*x = DeleteBatchRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2245,7 @@ func (x *DeleteBatchRequest) String() string {
 func (*DeleteBatchRequest) ProtoMessage() {}
 
 func (x *DeleteBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[26]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2258,7 @@ func (x *DeleteBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBatchRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBatchRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{26}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteBatchRequest) GetBatchId() string {
@@ -2147,7 +2281,7 @@ type DeleteBatchResponse struct {
 
 func (x *DeleteBatchResponse) Reset() {
 	*x = DeleteBatchResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2293,7 @@ func (x *DeleteBatchResponse) String() string {
 func (*DeleteBatchResponse) ProtoMessage() {}
 
 func (x *DeleteBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[27]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2306,7 @@ func (x *DeleteBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBatchResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBatchResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{27}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteBatchResponse) GetBatchId() string {
@@ -2204,7 +2338,7 @@ type ReadPaperRequest struct {
 
 func (x *ReadPaperRequest) Reset() {
 	*x = ReadPaperRequest{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[28]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2350,7 @@ func (x *ReadPaperRequest) String() string {
 func (*ReadPaperRequest) ProtoMessage() {}
 
 func (x *ReadPaperRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[28]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2363,7 @@ func (x *ReadPaperRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPaperRequest.ProtoReflect.Descriptor instead.
 func (*ReadPaperRequest) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{28}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadPaperRequest) GetBatchId() string {
@@ -2273,7 +2407,7 @@ type ReadPaperResponse struct {
 
 func (x *ReadPaperResponse) Reset() {
 	*x = ReadPaperResponse{}
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[29]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2419,7 @@ func (x *ReadPaperResponse) String() string {
 func (*ReadPaperResponse) ProtoMessage() {}
 
 func (x *ReadPaperResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[29]
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2432,7 @@ func (x *ReadPaperResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPaperResponse.ProtoReflect.Descriptor instead.
 func (*ReadPaperResponse) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{29}
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadPaperResponse) GetOffset() int64 {
@@ -2329,11 +2463,589 @@ func (x *ReadPaperResponse) GetSha256() string {
 	return ""
 }
 
+// RetryFailedRequest names the batch whose failed papers are retried.
+type RetryFailedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch.
+	BatchId       string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryFailedRequest) Reset() {
+	*x = RetryFailedRequest{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryFailedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryFailedRequest) ProtoMessage() {}
+
+func (x *RetryFailedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryFailedRequest.ProtoReflect.Descriptor instead.
+func (*RetryFailedRequest) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RetryFailedRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+// RetryFailedResponse returns the batch after the retry.
+type RetryFailedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch, its failed papers now QUEUED.
+	Batch *Batch `protobuf:"bytes,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// How many papers were re-queued.
+	Retried       int64 `protobuf:"varint,2,opt,name=retried,proto3" json:"retried,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryFailedResponse) Reset() {
+	*x = RetryFailedResponse{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryFailedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryFailedResponse) ProtoMessage() {}
+
+func (x *RetryFailedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryFailedResponse.ProtoReflect.Descriptor instead.
+func (*RetryFailedResponse) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RetryFailedResponse) GetBatch() *Batch {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+func (x *RetryFailedResponse) GetRetried() int64 {
+	if x != nil {
+		return x.Retried
+	}
+	return 0
+}
+
+// ListHostsRequest asks for a page of hosts.
+type ListHostsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum number of hosts to return (1 to 1,000; 0 means 100).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of a previous call, or empty for the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only hosts that have work or trouble now: queued or running downloads, a pause, or
+	// consecutive failures.
+	BusyOnly      bool `protobuf:"varint,3,opt,name=busy_only,json=busyOnly,proto3" json:"busy_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHostsRequest) Reset() {
+	*x = ListHostsRequest{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHostsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHostsRequest) ProtoMessage() {}
+
+func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
+func (*ListHostsRequest) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListHostsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListHostsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListHostsRequest) GetBusyOnly() bool {
+	if x != nil {
+		return x.BusyOnly
+	}
+	return false
+}
+
+// ListHostsResponse is a page of hosts.
+type ListHostsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The hosts, in the order they were first seen.
+	Hosts []*Host `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHostsResponse) Reset() {
+	*x = ListHostsResponse{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHostsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHostsResponse) ProtoMessage() {}
+
+func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
+func (*ListHostsResponse) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListHostsResponse) GetHosts() []*Host {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *ListHostsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Host is one origin host (host[:port] of the papers' URLs) and its politeness state.
+type Host struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host, lower case, with its port when the URL has one.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Minimum time between two request starts on the host.
+	Delay *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Configured maximum of concurrent downloads.
+	MaxConcurrency int32 `protobuf:"varint,3,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// Current concurrency limit (lowered when the host asks us to slow down, raised again
+	// after successes), 1 to max_concurrency.
+	AdaptiveLimit int32 `protobuf:"varint,4,opt,name=adaptive_limit,json=adaptiveLimit,proto3" json:"adaptive_limit,omitempty"`
+	// Downloads running on the host now.
+	Active int32 `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	// Papers waiting for the host.
+	Queued int64 `protobuf:"varint,6,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Until when the host is paused (unset when it is not paused).
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// Why it is paused: "retry_after", "retry_after_capped" or "circuit_breaker" (empty when
+	// not paused).
+	PauseReason string `protobuf:"bytes,8,opt,name=pause_reason,json=pauseReason,proto3" json:"pause_reason,omitempty"`
+	// The circuit breaker.
+	Breaker BreakerState `protobuf:"varint,9,opt,name=breaker,proto3,enum=paperfetch.v1.BreakerState" json:"breaker,omitempty"`
+	// Consecutive transient failures (reset by a success).
+	ConsecutiveFailures int32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Failed attempts on the host since the coordinator started.
+	Failures int64 `protobuf:"varint,11,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Successful downloads from the host since the coordinator started.
+	Successes int64 `protobuf:"varint,12,opt,name=successes,proto3" json:"successes,omitempty"`
+	// The last failure's reason (unset before the first failure).
+	LastFailureReason FailureReason `protobuf:"varint,13,opt,name=last_failure_reason,json=lastFailureReason,proto3,enum=paperfetch.v1.FailureReason" json:"last_failure_reason,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Host) Reset() {
+	*x = Host{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Host) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Host) ProtoMessage() {}
+
+func (x *Host) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Host.ProtoReflect.Descriptor instead.
+func (*Host) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Host) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Host) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *Host) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *Host) GetAdaptiveLimit() int32 {
+	if x != nil {
+		return x.AdaptiveLimit
+	}
+	return 0
+}
+
+func (x *Host) GetActive() int32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *Host) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *Host) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
+}
+
+func (x *Host) GetPauseReason() string {
+	if x != nil {
+		return x.PauseReason
+	}
+	return ""
+}
+
+func (x *Host) GetBreaker() BreakerState {
+	if x != nil {
+		return x.Breaker
+	}
+	return BreakerState_BREAKER_STATE_UNSPECIFIED
+}
+
+func (x *Host) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *Host) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *Host) GetSuccesses() int64 {
+	if x != nil {
+		return x.Successes
+	}
+	return 0
+}
+
+func (x *Host) GetLastFailureReason() FailureReason {
+	if x != nil {
+		return x.LastFailureReason
+	}
+	return FailureReason_FAILURE_REASON_UNSPECIFIED
+}
+
+// ListFetchersRequest asks for the connected fetchers.
+type ListFetchersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFetchersRequest) Reset() {
+	*x = ListFetchersRequest{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFetchersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFetchersRequest) ProtoMessage() {}
+
+func (x *ListFetchersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFetchersRequest.ProtoReflect.Descriptor instead.
+func (*ListFetchersRequest) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{36}
+}
+
+// ListFetchersResponse lists the connected fetchers.
+type ListFetchersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The fetchers, in connection order (at most 1,000).
+	Fetchers []*Fetcher `protobuf:"bytes,1,rep,name=fetchers,proto3" json:"fetchers,omitempty"`
+	// How many fetchers are connected (may exceed the entries listed).
+	Total         int32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFetchersResponse) Reset() {
+	*x = ListFetchersResponse{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFetchersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFetchersResponse) ProtoMessage() {}
+
+func (x *ListFetchersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFetchersResponse.ProtoReflect.Descriptor instead.
+func (*ListFetchersResponse) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListFetchersResponse) GetFetchers() []*Fetcher {
+	if x != nil {
+		return x.Fetchers
+	}
+	return nil
+}
+
+func (x *ListFetchersResponse) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+// Fetcher is one connected fetcher, as its Work stream tells.
+type Fetcher struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id it announced in Hello.
+	FetcherId string `protobuf:"bytes,1,opt,name=fetcher_id,json=fetcherId,proto3" json:"fetcher_id,omitempty"`
+	// Its boot id (changes when it restarts).
+	BootId string `protobuf:"bytes,2,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// Concurrent downloads it offers.
+	Slots int32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	// Downloads it runs for the coordinator now.
+	InFlight int32 `protobuf:"varint,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Credits it holds (how many more assignments it accepts now).
+	Credits int32 `protobuf:"varint,5,opt,name=credits,proto3" json:"credits,omitempty"`
+	// True once it announced it is draining (it takes no new work).
+	Draining bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	// When its stream opened.
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// When the coordinator last heard from it.
+	LastHeardAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_heard_at,json=lastHeardAt,proto3" json:"last_heard_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fetcher) Reset() {
+	*x = Fetcher{}
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fetcher) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fetcher) ProtoMessage() {}
+
+func (x *Fetcher) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_coordinator_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fetcher.ProtoReflect.Descriptor instead.
+func (*Fetcher) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Fetcher) GetFetcherId() string {
+	if x != nil {
+		return x.FetcherId
+	}
+	return ""
+}
+
+func (x *Fetcher) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *Fetcher) GetSlots() int32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+func (x *Fetcher) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *Fetcher) GetCredits() int32 {
+	if x != nil {
+		return x.Credits
+	}
+	return 0
+}
+
+func (x *Fetcher) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *Fetcher) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *Fetcher) GetLastHeardAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeardAt
+	}
+	return nil
+}
+
 var File_paperfetch_v1_coordinator_service_proto protoreflect.FileDescriptor
 
 const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\n" +
-	"'paperfetch/v1/coordinator_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xa1\x05\n" +
+	"'paperfetch/v1/coordinator_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xe7\x05\n" +
 	"\x05Batch\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.BatchStateR\x05state\x122\n" +
@@ -2350,10 +3062,14 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	" \x01(\x01R\x0ebytesPerSecond\x128\n" +
 	"\x06labels\x18\v \x03(\v2 .paperfetch.v1.Batch.LabelsEntryR\x06labels\x12'\n" +
 	"\x0fchunks_accepted\x18\f \x01(\x03R\x0echunksAccepted\x12.\n" +
-	"\x13first_missing_chunk\x18\r \x01(\x03R\x11firstMissingChunk\x1a9\n" +
+	"\x13first_missing_chunk\x18\r \x01(\x03R\x11firstMissingChunk\x12D\n" +
+	"\x10failed_by_reason\x18\x0e \x03(\v2\x1a.paperfetch.v1.ReasonCountR\x0efailedByReason\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\vReasonCount\x124\n" +
+	"\x06reason\x18\x01 \x01(\x0e2\x1c.paperfetch.v1.FailureReasonR\x06reason\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\xd2\x01\n" +
 	"\vPaperCounts\x12\x16\n" +
 	"\x06queued\x18\x01 \x01(\x03R\x06queued\x12\x1d\n" +
 	"\n" +
@@ -2442,13 +3158,14 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x19\n" +
 	"\bpaper_id\x18\x02 \x01(\tR\apaperId\">\n" +
 	"\x10GetPaperResponse\x12*\n" +
-	"\x05paper\x18\x01 \x01(\v2\x14.paperfetch.v1.PaperR\x05paper\"\x9d\x01\n" +
+	"\x05paper\x18\x01 \x01(\v2\x14.paperfetch.v1.PaperR\x05paper\"\xd5\x01\n" +
 	"\x11ListPapersRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x121\n" +
 	"\x06states\x18\x02 \x03(\x0e2\x19.paperfetch.v1.PaperStateR\x06states\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"j\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x126\n" +
+	"\areasons\x18\x05 \x03(\x0e2\x1c.paperfetch.v1.FailureReasonR\areasons\"j\n" +
 	"\x12ListPapersResponse\x12,\n" +
 	"\x06papers\x18\x01 \x03(\v2\x14.paperfetch.v1.PaperR\x06papers\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n" +
@@ -2512,14 +3229,61 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256*\x8e\x01\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"/\n" +
+	"\x12RetryFailedRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\"[\n" +
+	"\x13RetryFailedResponse\x12*\n" +
+	"\x05batch\x18\x01 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\x12\x18\n" +
+	"\aretried\x18\x02 \x01(\x03R\aretried\"k\n" +
+	"\x10ListHostsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\tbusy_only\x18\x03 \x01(\bR\bbusyOnly\"f\n" +
+	"\x11ListHostsResponse\x12)\n" +
+	"\x05hosts\x18\x01 \x03(\v2\x13.paperfetch.v1.HostR\x05hosts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9f\x04\n" +
+	"\x04Host\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12'\n" +
+	"\x0fmax_concurrency\x18\x03 \x01(\x05R\x0emaxConcurrency\x12%\n" +
+	"\x0eadaptive_limit\x18\x04 \x01(\x05R\radaptiveLimit\x12\x16\n" +
+	"\x06active\x18\x05 \x01(\x05R\x06active\x12\x16\n" +
+	"\x06queued\x18\x06 \x01(\x03R\x06queued\x12=\n" +
+	"\fpaused_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12!\n" +
+	"\fpause_reason\x18\b \x01(\tR\vpauseReason\x125\n" +
+	"\abreaker\x18\t \x01(\x0e2\x1b.paperfetch.v1.BreakerStateR\abreaker\x121\n" +
+	"\x14consecutive_failures\x18\n" +
+	" \x01(\x05R\x13consecutiveFailures\x12\x1a\n" +
+	"\bfailures\x18\v \x01(\x03R\bfailures\x12\x1c\n" +
+	"\tsuccesses\x18\f \x01(\x03R\tsuccesses\x12L\n" +
+	"\x13last_failure_reason\x18\r \x01(\x0e2\x1c.paperfetch.v1.FailureReasonR\x11lastFailureReason\"\x15\n" +
+	"\x13ListFetchersRequest\"`\n" +
+	"\x14ListFetchersResponse\x122\n" +
+	"\bfetchers\x18\x01 \x03(\v2\x16.paperfetch.v1.FetcherR\bfetchers\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x05R\x05total\"\xa9\x02\n" +
+	"\aFetcher\x12\x1d\n" +
+	"\n" +
+	"fetcher_id\x18\x01 \x01(\tR\tfetcherId\x12\x17\n" +
+	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x14\n" +
+	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x1b\n" +
+	"\tin_flight\x18\x04 \x01(\x05R\binFlight\x12\x18\n" +
+	"\acredits\x18\x05 \x01(\x05R\acredits\x12\x1a\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\x12=\n" +
+	"\fconnected_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12>\n" +
+	"\rlast_heard_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastHeardAt*\x8e\x01\n" +
 	"\n" +
 	"BatchState\x12\x1b\n" +
 	"\x17BATCH_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10BATCH_STATE_OPEN\x10\x01\x12\x17\n" +
 	"\x13BATCH_STATE_RUNNING\x10\x02\x12\x19\n" +
 	"\x15BATCH_STATE_COMPLETED\x10\x03\x12\x19\n" +
-	"\x15BATCH_STATE_CANCELLED\x10\x042\xff\a\n" +
+	"\x15BATCH_STATE_CANCELLED\x10\x04*|\n" +
+	"\fBreakerState\x12\x1d\n" +
+	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x16\n" +
+	"\x12BREAKER_STATE_OPEN\x10\x02\x12\x1b\n" +
+	"\x17BREAKER_STATE_HALF_OPEN\x10\x032\xfe\t\n" +
 	"\x12CoordinatorService\x12T\n" +
 	"\vSubmitBatch\x12!.paperfetch.v1.SubmitBatchRequest\x1a\".paperfetch.v1.SubmitBatchResponse\x12T\n" +
 	"\vCreateBatch\x12!.paperfetch.v1.CreateBatchRequest\x1a\".paperfetch.v1.CreateBatchResponse\x12W\n" +
@@ -2534,7 +3298,10 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\n" +
 	"WatchBatch\x12 .paperfetch.v1.WatchBatchRequest\x1a!.paperfetch.v1.WatchBatchResponse0\x01\x12T\n" +
 	"\vCancelBatch\x12!.paperfetch.v1.CancelBatchRequest\x1a\".paperfetch.v1.CancelBatchResponse\x12P\n" +
-	"\tReadPaper\x12\x1f.paperfetch.v1.ReadPaperRequest\x1a .paperfetch.v1.ReadPaperResponse0\x01BAZ?github.com/paperfetch/paperfetch/gen/paperfetch/v1;paperfetchv1b\x06proto3"
+	"\tReadPaper\x12\x1f.paperfetch.v1.ReadPaperRequest\x1a .paperfetch.v1.ReadPaperResponse0\x01\x12T\n" +
+	"\vRetryFailed\x12!.paperfetch.v1.RetryFailedRequest\x1a\".paperfetch.v1.RetryFailedResponse\x12N\n" +
+	"\tListHosts\x12\x1f.paperfetch.v1.ListHostsRequest\x1a .paperfetch.v1.ListHostsResponse\x12W\n" +
+	"\fListFetchers\x12\".paperfetch.v1.ListFetchersRequest\x1a#.paperfetch.v1.ListFetchersResponseBAZ?github.com/paperfetch/paperfetch/gen/paperfetch/v1;paperfetchv1b\x06proto3"
 
 var (
 	file_paperfetch_v1_coordinator_service_proto_rawDescOnce sync.Once
@@ -2548,113 +3315,141 @@ func file_paperfetch_v1_coordinator_service_proto_rawDescGZIP() []byte {
 	return file_paperfetch_v1_coordinator_service_proto_rawDescData
 }
 
-var file_paperfetch_v1_coordinator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_paperfetch_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_paperfetch_v1_coordinator_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_paperfetch_v1_coordinator_service_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_paperfetch_v1_coordinator_service_proto_goTypes = []any{
 	(BatchState)(0),               // 0: paperfetch.v1.BatchState
-	(*Batch)(nil),                 // 1: paperfetch.v1.Batch
-	(*PaperCounts)(nil),           // 2: paperfetch.v1.PaperCounts
-	(*Paper)(nil),                 // 3: paperfetch.v1.Paper
-	(*SubmitBatchRequest)(nil),    // 4: paperfetch.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil),   // 5: paperfetch.v1.SubmitBatchResponse
-	(*CreateBatchRequest)(nil),    // 6: paperfetch.v1.CreateBatchRequest
-	(*CreateBatchResponse)(nil),   // 7: paperfetch.v1.CreateBatchResponse
-	(*AppendPapersRequest)(nil),   // 8: paperfetch.v1.AppendPapersRequest
-	(*AppendPapersResponse)(nil),  // 9: paperfetch.v1.AppendPapersResponse
-	(*SealBatchRequest)(nil),      // 10: paperfetch.v1.SealBatchRequest
-	(*SealBatchResponse)(nil),     // 11: paperfetch.v1.SealBatchResponse
-	(*GetBatchRequest)(nil),       // 12: paperfetch.v1.GetBatchRequest
-	(*GetBatchResponse)(nil),      // 13: paperfetch.v1.GetBatchResponse
-	(*ListBatchesRequest)(nil),    // 14: paperfetch.v1.ListBatchesRequest
-	(*ListBatchesResponse)(nil),   // 15: paperfetch.v1.ListBatchesResponse
-	(*GetPaperRequest)(nil),       // 16: paperfetch.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),      // 17: paperfetch.v1.GetPaperResponse
-	(*ListPapersRequest)(nil),     // 18: paperfetch.v1.ListPapersRequest
-	(*ListPapersResponse)(nil),    // 19: paperfetch.v1.ListPapersResponse
-	(*WatchBatchRequest)(nil),     // 20: paperfetch.v1.WatchBatchRequest
-	(*WatchBatchResponse)(nil),    // 21: paperfetch.v1.WatchBatchResponse
-	(*HostState)(nil),             // 22: paperfetch.v1.HostState
-	(*PaperUpdate)(nil),           // 23: paperfetch.v1.PaperUpdate
-	(*ActiveDownload)(nil),        // 24: paperfetch.v1.ActiveDownload
-	(*CancelBatchRequest)(nil),    // 25: paperfetch.v1.CancelBatchRequest
-	(*CancelBatchResponse)(nil),   // 26: paperfetch.v1.CancelBatchResponse
-	(*DeleteBatchRequest)(nil),    // 27: paperfetch.v1.DeleteBatchRequest
-	(*DeleteBatchResponse)(nil),   // 28: paperfetch.v1.DeleteBatchResponse
-	(*ReadPaperRequest)(nil),      // 29: paperfetch.v1.ReadPaperRequest
-	(*ReadPaperResponse)(nil),     // 30: paperfetch.v1.ReadPaperResponse
-	nil,                           // 31: paperfetch.v1.Batch.LabelsEntry
-	nil,                           // 32: paperfetch.v1.SubmitBatchRequest.LabelsEntry
-	nil,                           // 33: paperfetch.v1.CreateBatchRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*PaperSpec)(nil),             // 35: paperfetch.v1.PaperSpec
-	(PaperState)(0),               // 36: paperfetch.v1.PaperState
-	(FailureReason)(0),            // 37: paperfetch.v1.FailureReason
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(BreakerState)(0),             // 1: paperfetch.v1.BreakerState
+	(*Batch)(nil),                 // 2: paperfetch.v1.Batch
+	(*ReasonCount)(nil),           // 3: paperfetch.v1.ReasonCount
+	(*PaperCounts)(nil),           // 4: paperfetch.v1.PaperCounts
+	(*Paper)(nil),                 // 5: paperfetch.v1.Paper
+	(*SubmitBatchRequest)(nil),    // 6: paperfetch.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),   // 7: paperfetch.v1.SubmitBatchResponse
+	(*CreateBatchRequest)(nil),    // 8: paperfetch.v1.CreateBatchRequest
+	(*CreateBatchResponse)(nil),   // 9: paperfetch.v1.CreateBatchResponse
+	(*AppendPapersRequest)(nil),   // 10: paperfetch.v1.AppendPapersRequest
+	(*AppendPapersResponse)(nil),  // 11: paperfetch.v1.AppendPapersResponse
+	(*SealBatchRequest)(nil),      // 12: paperfetch.v1.SealBatchRequest
+	(*SealBatchResponse)(nil),     // 13: paperfetch.v1.SealBatchResponse
+	(*GetBatchRequest)(nil),       // 14: paperfetch.v1.GetBatchRequest
+	(*GetBatchResponse)(nil),      // 15: paperfetch.v1.GetBatchResponse
+	(*ListBatchesRequest)(nil),    // 16: paperfetch.v1.ListBatchesRequest
+	(*ListBatchesResponse)(nil),   // 17: paperfetch.v1.ListBatchesResponse
+	(*GetPaperRequest)(nil),       // 18: paperfetch.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),      // 19: paperfetch.v1.GetPaperResponse
+	(*ListPapersRequest)(nil),     // 20: paperfetch.v1.ListPapersRequest
+	(*ListPapersResponse)(nil),    // 21: paperfetch.v1.ListPapersResponse
+	(*WatchBatchRequest)(nil),     // 22: paperfetch.v1.WatchBatchRequest
+	(*WatchBatchResponse)(nil),    // 23: paperfetch.v1.WatchBatchResponse
+	(*HostState)(nil),             // 24: paperfetch.v1.HostState
+	(*PaperUpdate)(nil),           // 25: paperfetch.v1.PaperUpdate
+	(*ActiveDownload)(nil),        // 26: paperfetch.v1.ActiveDownload
+	(*CancelBatchRequest)(nil),    // 27: paperfetch.v1.CancelBatchRequest
+	(*CancelBatchResponse)(nil),   // 28: paperfetch.v1.CancelBatchResponse
+	(*DeleteBatchRequest)(nil),    // 29: paperfetch.v1.DeleteBatchRequest
+	(*DeleteBatchResponse)(nil),   // 30: paperfetch.v1.DeleteBatchResponse
+	(*ReadPaperRequest)(nil),      // 31: paperfetch.v1.ReadPaperRequest
+	(*ReadPaperResponse)(nil),     // 32: paperfetch.v1.ReadPaperResponse
+	(*RetryFailedRequest)(nil),    // 33: paperfetch.v1.RetryFailedRequest
+	(*RetryFailedResponse)(nil),   // 34: paperfetch.v1.RetryFailedResponse
+	(*ListHostsRequest)(nil),      // 35: paperfetch.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),     // 36: paperfetch.v1.ListHostsResponse
+	(*Host)(nil),                  // 37: paperfetch.v1.Host
+	(*ListFetchersRequest)(nil),   // 38: paperfetch.v1.ListFetchersRequest
+	(*ListFetchersResponse)(nil),  // 39: paperfetch.v1.ListFetchersResponse
+	(*Fetcher)(nil),               // 40: paperfetch.v1.Fetcher
+	nil,                           // 41: paperfetch.v1.Batch.LabelsEntry
+	nil,                           // 42: paperfetch.v1.SubmitBatchRequest.LabelsEntry
+	nil,                           // 43: paperfetch.v1.CreateBatchRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
+	(FailureReason)(0),            // 45: paperfetch.v1.FailureReason
+	(*PaperSpec)(nil),             // 46: paperfetch.v1.PaperSpec
+	(PaperState)(0),               // 47: paperfetch.v1.PaperState
+	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
 }
 var file_paperfetch_v1_coordinator_service_proto_depIdxs = []int32{
 	0,  // 0: paperfetch.v1.Batch.state:type_name -> paperfetch.v1.BatchState
-	2,  // 1: paperfetch.v1.Batch.counts:type_name -> paperfetch.v1.PaperCounts
-	34, // 2: paperfetch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
-	34, // 3: paperfetch.v1.Batch.sealed_at:type_name -> google.protobuf.Timestamp
-	34, // 4: paperfetch.v1.Batch.finished_at:type_name -> google.protobuf.Timestamp
-	31, // 5: paperfetch.v1.Batch.labels:type_name -> paperfetch.v1.Batch.LabelsEntry
-	35, // 6: paperfetch.v1.Paper.spec:type_name -> paperfetch.v1.PaperSpec
-	36, // 7: paperfetch.v1.Paper.state:type_name -> paperfetch.v1.PaperState
-	37, // 8: paperfetch.v1.Paper.last_failure_reason:type_name -> paperfetch.v1.FailureReason
-	34, // 9: paperfetch.v1.Paper.next_attempt_at:type_name -> google.protobuf.Timestamp
-	34, // 10: paperfetch.v1.Paper.created_at:type_name -> google.protobuf.Timestamp
-	34, // 11: paperfetch.v1.Paper.finished_at:type_name -> google.protobuf.Timestamp
-	35, // 12: paperfetch.v1.SubmitBatchRequest.papers:type_name -> paperfetch.v1.PaperSpec
-	32, // 13: paperfetch.v1.SubmitBatchRequest.labels:type_name -> paperfetch.v1.SubmitBatchRequest.LabelsEntry
-	1,  // 14: paperfetch.v1.SubmitBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	33, // 15: paperfetch.v1.CreateBatchRequest.labels:type_name -> paperfetch.v1.CreateBatchRequest.LabelsEntry
-	1,  // 16: paperfetch.v1.CreateBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	35, // 17: paperfetch.v1.AppendPapersRequest.papers:type_name -> paperfetch.v1.PaperSpec
-	1,  // 18: paperfetch.v1.SealBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	1,  // 19: paperfetch.v1.GetBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	1,  // 20: paperfetch.v1.ListBatchesResponse.batches:type_name -> paperfetch.v1.Batch
-	3,  // 21: paperfetch.v1.GetPaperResponse.paper:type_name -> paperfetch.v1.Paper
-	36, // 22: paperfetch.v1.ListPapersRequest.states:type_name -> paperfetch.v1.PaperState
-	3,  // 23: paperfetch.v1.ListPapersResponse.papers:type_name -> paperfetch.v1.Paper
-	1,  // 24: paperfetch.v1.WatchBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	23, // 25: paperfetch.v1.WatchBatchResponse.paper_updates:type_name -> paperfetch.v1.PaperUpdate
-	24, // 26: paperfetch.v1.WatchBatchResponse.active:type_name -> paperfetch.v1.ActiveDownload
-	22, // 27: paperfetch.v1.WatchBatchResponse.hosts:type_name -> paperfetch.v1.HostState
-	38, // 28: paperfetch.v1.HostState.delay:type_name -> google.protobuf.Duration
-	34, // 29: paperfetch.v1.HostState.next_start_at:type_name -> google.protobuf.Timestamp
-	34, // 30: paperfetch.v1.HostState.paused_until:type_name -> google.protobuf.Timestamp
-	36, // 31: paperfetch.v1.PaperUpdate.state:type_name -> paperfetch.v1.PaperState
-	37, // 32: paperfetch.v1.PaperUpdate.last_failure_reason:type_name -> paperfetch.v1.FailureReason
-	1,  // 33: paperfetch.v1.CancelBatchResponse.batch:type_name -> paperfetch.v1.Batch
-	4,  // 34: paperfetch.v1.CoordinatorService.SubmitBatch:input_type -> paperfetch.v1.SubmitBatchRequest
-	6,  // 35: paperfetch.v1.CoordinatorService.CreateBatch:input_type -> paperfetch.v1.CreateBatchRequest
-	8,  // 36: paperfetch.v1.CoordinatorService.AppendPapers:input_type -> paperfetch.v1.AppendPapersRequest
-	10, // 37: paperfetch.v1.CoordinatorService.SealBatch:input_type -> paperfetch.v1.SealBatchRequest
-	27, // 38: paperfetch.v1.CoordinatorService.DeleteBatch:input_type -> paperfetch.v1.DeleteBatchRequest
-	12, // 39: paperfetch.v1.CoordinatorService.GetBatch:input_type -> paperfetch.v1.GetBatchRequest
-	14, // 40: paperfetch.v1.CoordinatorService.ListBatches:input_type -> paperfetch.v1.ListBatchesRequest
-	16, // 41: paperfetch.v1.CoordinatorService.GetPaper:input_type -> paperfetch.v1.GetPaperRequest
-	18, // 42: paperfetch.v1.CoordinatorService.ListPapers:input_type -> paperfetch.v1.ListPapersRequest
-	20, // 43: paperfetch.v1.CoordinatorService.WatchBatch:input_type -> paperfetch.v1.WatchBatchRequest
-	25, // 44: paperfetch.v1.CoordinatorService.CancelBatch:input_type -> paperfetch.v1.CancelBatchRequest
-	29, // 45: paperfetch.v1.CoordinatorService.ReadPaper:input_type -> paperfetch.v1.ReadPaperRequest
-	5,  // 46: paperfetch.v1.CoordinatorService.SubmitBatch:output_type -> paperfetch.v1.SubmitBatchResponse
-	7,  // 47: paperfetch.v1.CoordinatorService.CreateBatch:output_type -> paperfetch.v1.CreateBatchResponse
-	9,  // 48: paperfetch.v1.CoordinatorService.AppendPapers:output_type -> paperfetch.v1.AppendPapersResponse
-	11, // 49: paperfetch.v1.CoordinatorService.SealBatch:output_type -> paperfetch.v1.SealBatchResponse
-	28, // 50: paperfetch.v1.CoordinatorService.DeleteBatch:output_type -> paperfetch.v1.DeleteBatchResponse
-	13, // 51: paperfetch.v1.CoordinatorService.GetBatch:output_type -> paperfetch.v1.GetBatchResponse
-	15, // 52: paperfetch.v1.CoordinatorService.ListBatches:output_type -> paperfetch.v1.ListBatchesResponse
-	17, // 53: paperfetch.v1.CoordinatorService.GetPaper:output_type -> paperfetch.v1.GetPaperResponse
-	19, // 54: paperfetch.v1.CoordinatorService.ListPapers:output_type -> paperfetch.v1.ListPapersResponse
-	21, // 55: paperfetch.v1.CoordinatorService.WatchBatch:output_type -> paperfetch.v1.WatchBatchResponse
-	26, // 56: paperfetch.v1.CoordinatorService.CancelBatch:output_type -> paperfetch.v1.CancelBatchResponse
-	30, // 57: paperfetch.v1.CoordinatorService.ReadPaper:output_type -> paperfetch.v1.ReadPaperResponse
-	46, // [46:58] is the sub-list for method output_type
-	34, // [34:46] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	4,  // 1: paperfetch.v1.Batch.counts:type_name -> paperfetch.v1.PaperCounts
+	44, // 2: paperfetch.v1.Batch.created_at:type_name -> google.protobuf.Timestamp
+	44, // 3: paperfetch.v1.Batch.sealed_at:type_name -> google.protobuf.Timestamp
+	44, // 4: paperfetch.v1.Batch.finished_at:type_name -> google.protobuf.Timestamp
+	41, // 5: paperfetch.v1.Batch.labels:type_name -> paperfetch.v1.Batch.LabelsEntry
+	3,  // 6: paperfetch.v1.Batch.failed_by_reason:type_name -> paperfetch.v1.ReasonCount
+	45, // 7: paperfetch.v1.ReasonCount.reason:type_name -> paperfetch.v1.FailureReason
+	46, // 8: paperfetch.v1.Paper.spec:type_name -> paperfetch.v1.PaperSpec
+	47, // 9: paperfetch.v1.Paper.state:type_name -> paperfetch.v1.PaperState
+	45, // 10: paperfetch.v1.Paper.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	44, // 11: paperfetch.v1.Paper.next_attempt_at:type_name -> google.protobuf.Timestamp
+	44, // 12: paperfetch.v1.Paper.created_at:type_name -> google.protobuf.Timestamp
+	44, // 13: paperfetch.v1.Paper.finished_at:type_name -> google.protobuf.Timestamp
+	46, // 14: paperfetch.v1.SubmitBatchRequest.papers:type_name -> paperfetch.v1.PaperSpec
+	42, // 15: paperfetch.v1.SubmitBatchRequest.labels:type_name -> paperfetch.v1.SubmitBatchRequest.LabelsEntry
+	2,  // 16: paperfetch.v1.SubmitBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	43, // 17: paperfetch.v1.CreateBatchRequest.labels:type_name -> paperfetch.v1.CreateBatchRequest.LabelsEntry
+	2,  // 18: paperfetch.v1.CreateBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	46, // 19: paperfetch.v1.AppendPapersRequest.papers:type_name -> paperfetch.v1.PaperSpec
+	2,  // 20: paperfetch.v1.SealBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	2,  // 21: paperfetch.v1.GetBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	2,  // 22: paperfetch.v1.ListBatchesResponse.batches:type_name -> paperfetch.v1.Batch
+	5,  // 23: paperfetch.v1.GetPaperResponse.paper:type_name -> paperfetch.v1.Paper
+	47, // 24: paperfetch.v1.ListPapersRequest.states:type_name -> paperfetch.v1.PaperState
+	45, // 25: paperfetch.v1.ListPapersRequest.reasons:type_name -> paperfetch.v1.FailureReason
+	5,  // 26: paperfetch.v1.ListPapersResponse.papers:type_name -> paperfetch.v1.Paper
+	2,  // 27: paperfetch.v1.WatchBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	25, // 28: paperfetch.v1.WatchBatchResponse.paper_updates:type_name -> paperfetch.v1.PaperUpdate
+	26, // 29: paperfetch.v1.WatchBatchResponse.active:type_name -> paperfetch.v1.ActiveDownload
+	24, // 30: paperfetch.v1.WatchBatchResponse.hosts:type_name -> paperfetch.v1.HostState
+	48, // 31: paperfetch.v1.HostState.delay:type_name -> google.protobuf.Duration
+	44, // 32: paperfetch.v1.HostState.next_start_at:type_name -> google.protobuf.Timestamp
+	44, // 33: paperfetch.v1.HostState.paused_until:type_name -> google.protobuf.Timestamp
+	47, // 34: paperfetch.v1.PaperUpdate.state:type_name -> paperfetch.v1.PaperState
+	45, // 35: paperfetch.v1.PaperUpdate.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	2,  // 36: paperfetch.v1.CancelBatchResponse.batch:type_name -> paperfetch.v1.Batch
+	2,  // 37: paperfetch.v1.RetryFailedResponse.batch:type_name -> paperfetch.v1.Batch
+	37, // 38: paperfetch.v1.ListHostsResponse.hosts:type_name -> paperfetch.v1.Host
+	48, // 39: paperfetch.v1.Host.delay:type_name -> google.protobuf.Duration
+	44, // 40: paperfetch.v1.Host.paused_until:type_name -> google.protobuf.Timestamp
+	1,  // 41: paperfetch.v1.Host.breaker:type_name -> paperfetch.v1.BreakerState
+	45, // 42: paperfetch.v1.Host.last_failure_reason:type_name -> paperfetch.v1.FailureReason
+	40, // 43: paperfetch.v1.ListFetchersResponse.fetchers:type_name -> paperfetch.v1.Fetcher
+	44, // 44: paperfetch.v1.Fetcher.connected_at:type_name -> google.protobuf.Timestamp
+	44, // 45: paperfetch.v1.Fetcher.last_heard_at:type_name -> google.protobuf.Timestamp
+	6,  // 46: paperfetch.v1.CoordinatorService.SubmitBatch:input_type -> paperfetch.v1.SubmitBatchRequest
+	8,  // 47: paperfetch.v1.CoordinatorService.CreateBatch:input_type -> paperfetch.v1.CreateBatchRequest
+	10, // 48: paperfetch.v1.CoordinatorService.AppendPapers:input_type -> paperfetch.v1.AppendPapersRequest
+	12, // 49: paperfetch.v1.CoordinatorService.SealBatch:input_type -> paperfetch.v1.SealBatchRequest
+	29, // 50: paperfetch.v1.CoordinatorService.DeleteBatch:input_type -> paperfetch.v1.DeleteBatchRequest
+	14, // 51: paperfetch.v1.CoordinatorService.GetBatch:input_type -> paperfetch.v1.GetBatchRequest
+	16, // 52: paperfetch.v1.CoordinatorService.ListBatches:input_type -> paperfetch.v1.ListBatchesRequest
+	18, // 53: paperfetch.v1.CoordinatorService.GetPaper:input_type -> paperfetch.v1.GetPaperRequest
+	20, // 54: paperfetch.v1.CoordinatorService.ListPapers:input_type -> paperfetch.v1.ListPapersRequest
+	22, // 55: paperfetch.v1.CoordinatorService.WatchBatch:input_type -> paperfetch.v1.WatchBatchRequest
+	27, // 56: paperfetch.v1.CoordinatorService.CancelBatch:input_type -> paperfetch.v1.CancelBatchRequest
+	31, // 57: paperfetch.v1.CoordinatorService.ReadPaper:input_type -> paperfetch.v1.ReadPaperRequest
+	33, // 58: paperfetch.v1.CoordinatorService.RetryFailed:input_type -> paperfetch.v1.RetryFailedRequest
+	35, // 59: paperfetch.v1.CoordinatorService.ListHosts:input_type -> paperfetch.v1.ListHostsRequest
+	38, // 60: paperfetch.v1.CoordinatorService.ListFetchers:input_type -> paperfetch.v1.ListFetchersRequest
+	7,  // 61: paperfetch.v1.CoordinatorService.SubmitBatch:output_type -> paperfetch.v1.SubmitBatchResponse
+	9,  // 62: paperfetch.v1.CoordinatorService.CreateBatch:output_type -> paperfetch.v1.CreateBatchResponse
+	11, // 63: paperfetch.v1.CoordinatorService.AppendPapers:output_type -> paperfetch.v1.AppendPapersResponse
+	13, // 64: paperfetch.v1.CoordinatorService.SealBatch:output_type -> paperfetch.v1.SealBatchResponse
+	30, // 65: paperfetch.v1.CoordinatorService.DeleteBatch:output_type -> paperfetch.v1.DeleteBatchResponse
+	15, // 66: paperfetch.v1.CoordinatorService.GetBatch:output_type -> paperfetch.v1.GetBatchResponse
+	17, // 67: paperfetch.v1.CoordinatorService.ListBatches:output_type -> paperfetch.v1.ListBatchesResponse
+	19, // 68: paperfetch.v1.CoordinatorService.GetPaper:output_type -> paperfetch.v1.GetPaperResponse
+	21, // 69: paperfetch.v1.CoordinatorService.ListPapers:output_type -> paperfetch.v1.ListPapersResponse
+	23, // 70: paperfetch.v1.CoordinatorService.WatchBatch:output_type -> paperfetch.v1.WatchBatchResponse
+	28, // 71: paperfetch.v1.CoordinatorService.CancelBatch:output_type -> paperfetch.v1.CancelBatchResponse
+	32, // 72: paperfetch.v1.CoordinatorService.ReadPaper:output_type -> paperfetch.v1.ReadPaperResponse
+	34, // 73: paperfetch.v1.CoordinatorService.RetryFailed:output_type -> paperfetch.v1.RetryFailedResponse
+	36, // 74: paperfetch.v1.CoordinatorService.ListHosts:output_type -> paperfetch.v1.ListHostsResponse
+	39, // 75: paperfetch.v1.CoordinatorService.ListFetchers:output_type -> paperfetch.v1.ListFetchersResponse
+	61, // [61:76] is the sub-list for method output_type
+	46, // [46:61] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_paperfetch_v1_coordinator_service_proto_init() }
@@ -2668,8 +3463,8 @@ func file_paperfetch_v1_coordinator_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paperfetch_v1_coordinator_service_proto_rawDesc), len(file_paperfetch_v1_coordinator_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   33,
+			NumEnums:      2,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

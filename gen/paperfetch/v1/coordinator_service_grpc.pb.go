@@ -34,6 +34,9 @@ const (
 	CoordinatorService_WatchBatch_FullMethodName   = "/paperfetch.v1.CoordinatorService/WatchBatch"
 	CoordinatorService_CancelBatch_FullMethodName  = "/paperfetch.v1.CoordinatorService/CancelBatch"
 	CoordinatorService_ReadPaper_FullMethodName    = "/paperfetch.v1.CoordinatorService/ReadPaper"
+	CoordinatorService_RetryFailed_FullMethodName  = "/paperfetch.v1.CoordinatorService/RetryFailed"
+	CoordinatorService_ListHosts_FullMethodName    = "/paperfetch.v1.CoordinatorService/ListHosts"
+	CoordinatorService_ListFetchers_FullMethodName = "/paperfetch.v1.CoordinatorService/ListFetchers"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -60,6 +63,11 @@ const (
 // default receive limit of gRPC clients (Python, Node, grpcurl): ListPapers and ListBatches pages
 // are cut by bytes as well as by count (a page may hold fewer entries than page_size while
 // next_page_token is set), and large WatchBatch updates are split into several messages.
+//
+// HTTP/JSON: with --http-listen the coordinator also serves every RPC of this service as JSON
+// over HTTP under /v1/ (grpc-gateway; the routes are in coordinator_service_http.yaml beside
+// this file), with the proto3 JSON mapping and gRPC codes mapped to HTTP statuses (400, 401,
+// 404, 409, 412, 429, 503...). The same bearer tokens apply.
 //
 // Cache rules. A paper that is already stored completes at once as a cache hit (cached = true),
 // without a download: (1) the same paper_id as a SUCCEEDED paper of any batch is a hit whatever
@@ -128,6 +136,18 @@ type CoordinatorServiceClient interface {
 	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
 	// size and SHA-256.
 	ReadPaper(ctx context.Context, in *ReadPaperRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadPaperResponse], error)
+	// RetryFailed gives the FAILED papers of a batch a new chance: each is QUEUED again with a
+	// fresh attempt budget, its candidate URLs all eligible again (attempts keeps counting). A
+	// COMPLETED batch becomes RUNNING again until they are terminal. FAILED is therefore
+	// terminal except through this call. FAILED_PRECONDITION on a CANCELLED batch; a batch
+	// without failed papers is left as it is (retried = 0). Persisted before the reply.
+	RetryFailed(ctx context.Context, in *RetryFailedRequest, opts ...grpc.CallOption) (*RetryFailedResponse, error)
+	// ListHosts lists the origin hosts the coordinator schedules downloads on, with their
+	// politeness state (delay, concurrency, adaptive limit, pause, circuit breaker), a page at a
+	// time, in the order the hosts were first seen.
+	ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error)
+	// ListFetchers lists the fetchers connected now (at most 1,000, in connection order).
+	ListFetchers(ctx context.Context, in *ListFetchersRequest, opts ...grpc.CallOption) (*ListFetchersResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -276,6 +296,36 @@ func (c *coordinatorServiceClient) ReadPaper(ctx context.Context, in *ReadPaperR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_ReadPaperClient = grpc.ServerStreamingClient[ReadPaperResponse]
 
+func (c *coordinatorServiceClient) RetryFailed(ctx context.Context, in *RetryFailedRequest, opts ...grpc.CallOption) (*RetryFailedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryFailedResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RetryFailed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListHostsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListHosts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ListFetchers(ctx context.Context, in *ListFetchersRequest, opts ...grpc.CallOption) (*ListFetchersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFetchersResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListFetchers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -300,6 +350,11 @@ type CoordinatorService_ReadPaperClient = grpc.ServerStreamingClient[ReadPaperRe
 // default receive limit of gRPC clients (Python, Node, grpcurl): ListPapers and ListBatches pages
 // are cut by bytes as well as by count (a page may hold fewer entries than page_size while
 // next_page_token is set), and large WatchBatch updates are split into several messages.
+//
+// HTTP/JSON: with --http-listen the coordinator also serves every RPC of this service as JSON
+// over HTTP under /v1/ (grpc-gateway; the routes are in coordinator_service_http.yaml beside
+// this file), with the proto3 JSON mapping and gRPC codes mapped to HTTP statuses (400, 401,
+// 404, 409, 412, 429, 503...). The same bearer tokens apply.
 //
 // Cache rules. A paper that is already stored completes at once as a cache hit (cached = true),
 // without a download: (1) the same paper_id as a SUCCEEDED paper of any batch is a hit whatever
@@ -368,6 +423,18 @@ type CoordinatorServiceServer interface {
 	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
 	// size and SHA-256.
 	ReadPaper(*ReadPaperRequest, grpc.ServerStreamingServer[ReadPaperResponse]) error
+	// RetryFailed gives the FAILED papers of a batch a new chance: each is QUEUED again with a
+	// fresh attempt budget, its candidate URLs all eligible again (attempts keeps counting). A
+	// COMPLETED batch becomes RUNNING again until they are terminal. FAILED is therefore
+	// terminal except through this call. FAILED_PRECONDITION on a CANCELLED batch; a batch
+	// without failed papers is left as it is (retried = 0). Persisted before the reply.
+	RetryFailed(context.Context, *RetryFailedRequest) (*RetryFailedResponse, error)
+	// ListHosts lists the origin hosts the coordinator schedules downloads on, with their
+	// politeness state (delay, concurrency, adaptive limit, pause, circuit breaker), a page at a
+	// time, in the order the hosts were first seen.
+	ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error)
+	// ListFetchers lists the fetchers connected now (at most 1,000, in connection order).
+	ListFetchers(context.Context, *ListFetchersRequest) (*ListFetchersResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -413,6 +480,15 @@ func (UnimplementedCoordinatorServiceServer) CancelBatch(context.Context, *Cance
 }
 func (UnimplementedCoordinatorServiceServer) ReadPaper(*ReadPaperRequest, grpc.ServerStreamingServer[ReadPaperResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadPaper not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RetryFailed(context.Context, *RetryFailedRequest) (*RetryFailedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryFailed not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListHosts not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListFetchers(context.Context, *ListFetchersRequest) (*ListFetchersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFetchers not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -637,6 +713,60 @@ func _CoordinatorService_ReadPaper_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_ReadPaperServer = grpc.ServerStreamingServer[ReadPaperResponse]
 
+func _CoordinatorService_RetryFailed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryFailedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RetryFailed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RetryFailed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RetryFailed(ctx, req.(*RetryFailedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ListHosts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListHostsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListHosts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListHosts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListHosts(ctx, req.(*ListHostsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ListFetchers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFetchersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListFetchers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListFetchers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListFetchers(ctx, req.(*ListFetchersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -683,6 +813,18 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelBatch",
 			Handler:    _CoordinatorService_CancelBatch_Handler,
+		},
+		{
+			MethodName: "RetryFailed",
+			Handler:    _CoordinatorService_RetryFailed_Handler,
+		},
+		{
+			MethodName: "ListHosts",
+			Handler:    _CoordinatorService_ListHosts_Handler,
+		},
+		{
+			MethodName: "ListFetchers",
+			Handler:    _CoordinatorService_ListFetchers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,250 @@
+package dashboard_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// screenshotEnv names the folder the browser test writes its screenshots to (the README shows
+// docs/dashboard.png: PAPERFETCH_SCREENSHOTS=docs go test -run TestBrowser ./dashboard).
+const screenshotEnv = "PAPERFETCH_SCREENSHOTS"
+
+// chromium finds the Debian chromium (scripts/test installs it); the test skips without it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium on PATH: the browser test is skipped (apt-get install -y chromium; scripts/test installs it)")
+	return ""
+}
+
+// browserLog collects what the page must not produce: console errors, uncaught exceptions,
+// error log entries (failed loads...) and JavaScript dialogs.
+type browserLog struct {
+	mu       sync.Mutex
+	problems []string
+	dialogs  chan string
+}
+
+func (l *browserLog) add(s string) {
+	l.mu.Lock()
+	l.problems = append(l.problems, s)
+	l.mu.Unlock()
+}
+
+// take returns the problems so far and forgets them.
+func (l *browserLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.problems
+	l.problems = nil
+	return p
+}
+
+func (l *browserLog) listen(ev any) {
+	switch e := ev.(type) {
+	case *cdpruntime.EventConsoleAPICalled:
+		if e.Type == cdpruntime.ConsoleAPICalledTypeError || e.Type == cdpruntime.ConsoleAPICalledTypeAssert {
+			var args []string
+			for _, a := range e.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			l.add("console." + string(e.Type) + ": " + strings.Join(args, " "))
+		}
+	case *cdpruntime.EventExceptionThrown:
+		l.add("exception: " + (&chromedp.ExceptionError{ExceptionDetails: e.ExceptionDetails}).Error())
+	case *cdplog.EventEntryAdded:
+		if e.Entry.Level == cdplog.EntryLevelError {
+			l.add("log: " + e.Entry.Text + " " + e.Entry.URL)
+		}
+	case *page.EventJavascriptDialogOpening:
+		l.add("dialog: " + e.Message)
+		select {
+		case l.dialogs <- e.Message:
+		default:
+		}
+	}
+}
+
+// TestBrowser loads the dashboard in headless Chromium and uses it as an operator would: the
+// token is entered once; the overview shows batches, a paused host and the fetchers, live; a
+// batch is cancelled with its button; a running batch's page follows it to completed without a
+// reload; a failed paper is retried and succeeds; a paper id made of HTML renders as text; the
+// papers table pages. Nothing logs an error to the console.
+func TestBrowser(t *testing.T) {
+	chromePath := chromium(t)
+	start := time.Now()
+	o := newOrigin(t)
+	limited := httptest.NewServer(o.Config.Handler) // a second host, answering 429 under /limited/
+	t.Cleanup(limited.Close)
+	s := startStack(t)
+
+	submit := func(id string, papers ...*pb.PaperSpec) {
+		t.Helper()
+		body, err := protojson.Marshal(&pb.SubmitBatchRequest{BatchId: id, Papers: papers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.call(t, "POST", "/v1/batches", string(body), nil)
+	}
+	paper := func(id, url string) *pb.PaperSpec { return &pb.PaperSpec{PaperId: id, Urls: []string{url}} }
+	many := []*pb.PaperSpec{paper(xssID, o.URL+"/ok/xss.pdf")}
+	for i := range 120 {
+		many = append(many, paper(fmt.Sprintf("arXiv:2401.%05d", i), fmt.Sprintf("%s/ok/%d.pdf", o.URL, i)))
+	}
+	submit("xss", many...)
+	submit("flaky", paper("f1", o.URL+"/flaky/f1.pdf"), paper("f2", o.URL+"/ok/f2.pdf"))
+	submit("tocancel", paper("c1", o.URL+"/slow/c1.pdf"), paper("c2", o.URL+"/slow/c2.pdf"))
+	submit("running", paper("r1", o.URL+"/slow/r1.pdf"), paper("r2", o.URL+"/ok/r2.pdf"))
+	submit("limited", paper("l1", limited.URL+"/limited/l1.pdf"))
+	for range 3 {
+		<-o.slowCalls // both batches are running their slow downloads
+	}
+	if b := s.watchToEnd(t, "flaky"); b.GetCounts().GetFailed() != 1 {
+		t.Fatalf("flaky: %v", b)
+	}
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromePath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.WindowSize(1400, 1100),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
+	defer cancelAlloc()
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	defer cancelCtx()
+	logs := &browserLog{dialogs: make(chan string, 8)}
+	if err := chromedp.Listen(ctx, logs.listen); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // a dialog (alert from injected HTML) would block the page: record and close it
+		for range logs.dialogs {
+			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	defer close(logs.dialogs)
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, cdpruntime.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			t.Fatalf("%s: %v (after %s)", what, err, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	waitJS := func(expr string) chromedp.Action[chromedp.Void] {
+		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second))(ctx, tg)
+			if err != nil {
+				return chromedp.Void{}, fmt.Errorf("waiting for %s: %w", expr, err)
+			}
+			return chromedp.Void{}, nil
+		}
+	}
+	text := func(sel string) string { // JS: the trimmed text of the first match, or ""
+		return fmt.Sprintf(`((document.querySelector(%q)||{}).textContent||'').trim()`, sel)
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		dir := os.Getenv(screenshotEnv)
+		if dir == "" {
+			dir = t.TempDir()
+		}
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Without a token the page says it needs one; once entered, the data appears.
+	step("open the dashboard", chromedp.Navigate(s.url+"/"),
+		waitJS(`document.getElementById('error').textContent.includes('bearer token')`))
+	logs.take() // the 401s of the requests made before the token was entered
+	step("enter the token", chromedp.SendKeys("#token", testToken), chromedp.Click("#token-form button[type=submit]"),
+		waitJS(`document.querySelector('#batches tr[data-batch="running"]')`),
+		waitJS(`sessionStorage.getItem('paperfetch.token') === `+fmt.Sprintf("%q", testToken)))
+
+	// The paused host (Retry-After), the fetchers, the batches.
+	limitedHost := strings.TrimPrefix(limited.URL, "http://")
+	step("see the paused host", waitJS(fmt.Sprintf(`(%s).includes('paused') && (%s).includes('retry_after')`,
+		text(`#hosts tr[data-host="`+limitedHost+`"] .paused-cell`), text(`#hosts tr[data-host="`+limitedHost+`"] .paused-cell`))))
+	step("see the fetchers", waitJS(`document.querySelectorAll('#fetchers tr[data-fetcher]').length === 2`))
+	step("see the failure chart", waitJS(`document.querySelectorAll('.uplot').length === 2`))
+
+	// Cancel a batch with its button (two clicks: the first arms it).
+	step("cancel a batch", chromedp.Click(`#batches tr[data-batch="tocancel"] button.cancel`),
+		waitJS(text(`#batches tr[data-batch="tocancel"] button.cancel`)+` === 'Click again to cancel'`),
+		chromedp.Click(`#batches tr[data-batch="tocancel"] button.cancel`),
+		waitJS(text(`#batches tr[data-batch="tocancel"] .state`)+` === 'cancelled'`))
+	screenshot("dashboard.png")
+
+	// A running batch's page follows it to completed, live.
+	step("open the running batch", chromedp.Click(`#batches tr[data-batch="running"] a`),
+		waitJS(text(`#batch-state`)+` === 'running'`),
+		waitJS(`document.querySelectorAll('#active tbody tr td.url').length === 1`))
+	o.release()
+	step("watch it complete", waitJS(text(`#batch-state`)+` === 'completed'`),
+		waitJS(text(`#papers tr[data-paper="r1"] .paper-state`)+` === 'succeeded'`))
+
+	// The HTML paper id renders as text; the 121 papers page by 100.
+	step("open the big batch", chromedp.Navigate(s.url+"/#/batch/xss"),
+		waitJS(text(`#batch-state`)+` === 'completed'`),
+		waitJS(`document.querySelectorAll('#papers tbody tr[data-paper]').length === 100`))
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[
+		document.querySelector('#papers tbody tr td.paper-id').textContent,
+		String(document.querySelectorAll('#papers img, #papers script').length)]`))
+	if err != nil || len(got) != 2 || got[0] != xssID || got[1] != "0" {
+		t.Fatalf("the HTML paper id: %q %v", got, err)
+	}
+	step("next page", chromedp.Click(`.pager button:nth-child(2)`),
+		waitJS(`document.querySelectorAll('#papers tbody tr[data-paper]').length === 21`),
+		chromedp.Click(`.pager button:nth-child(1)`),
+		waitJS(`document.querySelectorAll('#papers tbody tr[data-paper]').length === 100`))
+	step("filter by state", chromedp.SetValue(`#state-filter`, "PAPER_STATE_FAILED"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('state-filter').dispatchEvent(new Event('change'))`),
+		waitJS(text(`#papers tbody td`)+` === 'No papers match.'`))
+
+	// Retry the failed paper of a finished batch once its origin is fixed.
+	o.fixed.Store(true)
+	step("open the failed batch", chromedp.Navigate(s.url+"/#/batch/flaky"),
+		waitJS(text(`#papers tr[data-paper="f1"] .paper-state`)+` === 'failed'`),
+		waitJS(text(`#papers tr[data-paper="f1"] td.err`)+`.includes('not_found')`))
+	step("retry it", chromedp.Click(`button.retry`),
+		waitJS(text(`#papers tr[data-paper="f1"] .paper-state`)+` === 'succeeded'`),
+		waitJS(text(`#batch-state`)+` === 'completed'`),
+		waitJS(`!document.querySelector('button.retry')`))
+	screenshot("dashboard-batch.png")
+
+	if p := logs.take(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+	t.Logf("browser test took %s", time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,282 @@
+package dashboard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// eventJSON marshals event payloads like the gateway does: every field present.
+var eventJSON = protojson.MarshalOptions{EmitUnpopulated: true}
+
+// Bounds of the event streams.
+const (
+	// maxEventPapers bounds the paper updates of one "batch" event; past it the event says
+	// truncated and the page re-reads the papers it shows.
+	maxEventPapers = 500
+	// maxEventActive bounds the running downloads of one "batch" event.
+	maxEventActive = 200
+	// overviewBatches and overviewHosts bound the lists of an "overview" event (the newest
+	// batches, the busy hosts); the page reads further pages from /v1/.
+	overviewBatches = 50
+	overviewHosts   = 200
+	// keepaliveTicks is how many quiet overview ticks pass before a keep-alive comment.
+	keepaliveTicks = 15
+)
+
+// events serves the page's live updates as server-sent events (text/event-stream). The page
+// reads it with fetch(), since EventSource cannot send an Authorization header.
+//
+// With ?batch=ID it relays the coordinator's WatchBatch stream (include_papers): one "batch"
+// event per coalesced update, {"update": WatchBatchResponse, "truncated": bool}, then "end"
+// when the batch is terminal. Without it, "overview" events carry {"batches":
+// ListBatchesResponse, "hosts": ListHostsResponse, "fetchers": ListFetchersResponse}, read every
+// OverviewInterval and sent only when they changed. A failure before the stream starts is an
+// HTTP error (401, 404...); after, an "error" event with the gRPC status as JSON.
+func (h *handler) events(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), StreamTimeout)
+	defer cancel()
+	ctx = outgoing(ctx, r)
+	if id := r.URL.Query().Get("batch"); id != "" {
+		h.batchEvents(ctx, w, r, id)
+		return
+	}
+	h.overviewEvents(ctx, w, r)
+}
+
+// sse writes events and flushes each.
+type sse struct {
+	w http.ResponseWriter
+	f *http.ResponseController
+}
+
+func startSSE(w http.ResponseWriter) *sse {
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return &sse{w: w, f: http.NewResponseController(w)}
+}
+
+// send writes one event; data must not hold a newline (compact JSON does not).
+func (s *sse) send(event string, data []byte) error {
+	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+		return err
+	}
+	return s.f.Flush()
+}
+
+func (s *sse) comment(text string) error {
+	if _, err := fmt.Fprintf(s.w, ": %s\n\n", text); err != nil {
+		return err
+	}
+	return s.f.Flush()
+}
+
+// sendStatus reports a failed stream as an "error" event.
+func (s *sse) sendStatus(err error) {
+	st, _ := status.FromError(err)
+	js, merr := protojson.Marshal(st.Proto())
+	if merr != nil {
+		js = []byte(`{"message":"internal error"}`)
+	}
+	_ = s.send("error", js)
+}
+
+func (h *handler) batchEvents(ctx context.Context, w http.ResponseWriter, r *http.Request, id string) {
+	stream, err := h.client.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id, IncludePapers: true})
+	if err != nil {
+		h.writeError(ctx, w, r, err)
+		return
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		h.writeError(ctx, w, r, err)
+		return
+	}
+	s := startSSE(w)
+	for m := first; ; {
+		truncated := len(m.GetPaperUpdates()) > maxEventPapers
+		if truncated {
+			m.PaperUpdates = m.PaperUpdates[:maxEventPapers]
+		}
+		if len(m.GetActive()) > maxEventActive {
+			m.Active = m.Active[:maxEventActive]
+		}
+		js, err := eventJSON.Marshal(m)
+		if err != nil {
+			s.sendStatus(err)
+			return
+		}
+		if s.send("batch", []byte(`{"truncated":`+strconv.FormatBool(truncated)+`,"update":`+string(js)+`}`)) != nil {
+			return // the client went away
+		}
+		m, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			_ = s.send("end", []byte("{}"))
+			return
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				s.sendStatus(err)
+			}
+			return
+		}
+	}
+}
+
+// overview is one read of what the overview page shows.
+type overview struct {
+	batches  *pb.ListBatchesResponse
+	hosts    *pb.ListHostsResponse
+	fetchers *pb.ListFetchersResponse
+}
+
+func (h *handler) readOverview(ctx context.Context) (overview, error) {
+	var o overview
+	var err error
+	if o.batches, err = h.client.ListBatches(ctx, &pb.ListBatchesRequest{PageSize: overviewBatches}); err != nil {
+		return o, err
+	}
+	if o.hosts, err = h.client.ListHosts(ctx, &pb.ListHostsRequest{PageSize: overviewHosts, BusyOnly: true}); err != nil {
+		return o, err
+	}
+	o.fetchers, err = h.client.ListFetchers(ctx, &pb.ListFetchersRequest{})
+	return o, err
+}
+
+func (o overview) equal(p overview) bool {
+	return proto.Equal(o.batches, p.batches) && proto.Equal(o.hosts, p.hosts) && proto.Equal(o.fetchers, p.fetchers)
+}
+
+func (o overview) marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	for i, part := range []struct {
+		name string
+		m    proto.Message
+	}{{"batches", o.batches}, {"hosts", o.hosts}, {"fetchers", o.fetchers}} {
+		js, err := eventJSON.Marshal(part.m)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			buf.WriteString("{")
+		} else {
+			buf.WriteString(",")
+		}
+		fmt.Fprintf(&buf, "%q:%s", part.name, js)
+	}
+	buf.WriteString("}")
+	return buf.Bytes(), nil
+}
+
+func (h *handler) overviewEvents(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	cur, err := h.readOverview(ctx)
+	if err != nil {
+		h.writeError(ctx, w, r, err)
+		return
+	}
+	s := startSSE(w)
+	ticker := h.cfg.Clock.NewTicker(h.cfg.OverviewInterval)
+	defer ticker.Stop()
+	var last overview
+	quiet := 0
+	for {
+		if last.batches == nil || !cur.equal(last) {
+			js, err := cur.marshal()
+			if err != nil {
+				s.sendStatus(err)
+				return
+			}
+			if s.send("overview", js) != nil {
+				return
+			}
+			last, quiet = cur, 0
+		} else if quiet++; quiet >= keepaliveTicks {
+			if s.comment("keep-alive") != nil {
+				return
+			}
+			quiet = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+		}
+		if cur, err = h.readOverview(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.sendStatus(err)
+			}
+			return
+		}
+	}
+}
+
+// download streams a stored PDF (?batch=ID&paper=ID) from ReadPaper as an attachment.
+func (h *handler) download(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), StreamTimeout)
+	defer cancel()
+	ctx = outgoing(ctx, r)
+	q := r.URL.Query()
+	stream, err := h.client.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: q.Get("batch"), PaperId: q.Get("paper")})
+	if err != nil {
+		h.writeError(ctx, w, r, err)
+		return
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		h.writeError(ctx, w, r, err)
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "application/pdf")
+	hd.Set("Content-Length", strconv.FormatInt(first.GetSize(), 10))
+	hd.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": fileName(q.Get("paper"))}))
+	hd.Set("Cache-Control", "no-store")
+	for m := first; ; {
+		if _, err := w.Write(m.GetData()); err != nil {
+			return
+		}
+		if m, err = stream.Recv(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				h.log.Warn("download cut short", "batch", q.Get("batch"), "paper", q.Get("paper"), "err", err)
+				panic(http.ErrAbortHandler) // the client must not take a short body for the file
+			}
+			return
+		}
+	}
+}
+
+// fileName makes a download's file name from a paper id: [A-Za-z0-9._-] kept, the rest "_",
+// at most 100 characters, ".pdf" appended.
+func fileName(id string) string {
+	var b strings.Builder
+	for _, c := range id {
+		if b.Len() >= 100 {
+			break
+		}
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-', c == '_':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		b.WriteString("paper")
+	}
+	return b.String() + ".pdf"
+}
