@@ -136,7 +136,11 @@ reflection.`)
 		}()
 	}
 
-	logger.Info("coordinator started", "listen", lis.Addr().String(), "data", *dataDir, "blob", *blobURL)
+	httpAddr := ""
+	if httpLis != nil {
+		httpAddr = httpLis.Addr().String()
+	}
+	logger.Info("coordinator started", "listen", lis.Addr().String(), "http", httpAddr, "data", *dataDir, "blob", *blobURL)
 	var exitErr error
 	select {
 	case <-sigCtx.Done():

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +101,11 @@ func TestBinaries(t *testing.T) {
 		if last.Completed == nil || last.Completed.SHA256 != want || last.Completed.Size != fmt.Sprint(size) {
 			t.Fatalf("Fetch events:\n%s\nwant a final completed event with sha256 %s and size %d", out, want, size)
 		}
+	})
+
+	t.Run("curl /v1 and RetryFailed", func(t *testing.T) {
+		grpcurl := findTool(t, "grpcurl", installGrpcurl)
+		testHTTPAPI(t, c, grpcurl)
 	})
 
 	t.Run("python client", func(t *testing.T) { testPythonClient(t, c) })
@@ -206,6 +212,67 @@ func testGrpcurlBatch(t *testing.T, c *binCluster, grpcurl string) {
 	}
 }
 
+// testHTTPAPI runs the README's dashboard section against the binary: a batch submitted over
+// /v1/ with a missing paper, the failed paper listed, retried over /v1/ and over gRPC, the
+// dashboard page served.
+func testHTTPAPI(t *testing.T, c *binCluster, grpcurl string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, c.httpURL+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	code, out := do("POST", "/v1/batches", fmt.Sprintf(`{"batchId": "web-1", "papers": [
+		{"paperId": "paper-1", "urls": ["%s/pdf/1"]}, {"paperId": "paper-2", "urls": ["%s/missing.pdf"]}]}`, c.originURL, c.originURL))
+	if code != http.StatusOK || !strings.Contains(out, `"created":true`) {
+		t.Fatalf("POST /v1/batches: %d %s", code, out)
+	}
+	if code, out := do("GET", "/v1/batches/web-1:watch", ""); code != http.StatusOK || !strings.Contains(out, "BATCH_STATE_COMPLETED") {
+		t.Fatalf("watch: %d %s", code, out)
+	}
+	code, out = do("GET", "/v1/batches/web-1/papers?states=PAPER_STATE_FAILED&pageSize=10", "")
+	if code != http.StatusOK || !strings.Contains(out, `"paperId":"paper-2"`) || !strings.Contains(out, "FAILURE_REASON_NOT_FOUND") {
+		t.Fatalf("failed papers: %d %s", code, out)
+	}
+	code, out = do("POST", "/v1/batches/web-1:retryFailed", "")
+	if code != http.StatusOK || !strings.Contains(out, `"retried":"1"`) {
+		t.Fatalf("retryFailed: %d %s", code, out)
+	}
+	if code, out := do("GET", "/v1/batches/nope", ""); code != http.StatusNotFound {
+		t.Fatalf("unknown batch: %d %s", code, out)
+	}
+	if code, out := do("GET", "/", ""); code != http.StatusOK || !strings.Contains(out, "app.js") {
+		t.Fatalf("dashboard: %d %s", code, out)
+	}
+	if code, out := do("GET", "/v1/batches/web-1:watch", ""); code != http.StatusOK || !strings.Contains(out, "BATCH_STATE_COMPLETED") {
+		t.Fatalf("watch after retry: %d %s", code, out)
+	}
+	var r struct {
+		Retried string `json:"retried"`
+	}
+	decodeOne(t, runTool(t, 30*time.Second, grpcurl, "-plaintext", "-d", `{"batch_id": "web-1"}`, c.coordAddr, "paperfetch.v1.CoordinatorService/RetryFailed"), &r)
+	if r.Retried != "1" {
+		t.Fatalf("grpcurl RetryFailed: retried %q", r.Retried)
+	}
+}
+
 // binCluster is an origin, a coordinator and a fetcher running as processes on 127.0.0.1.
 type binCluster struct {
 	root        string // the module root (examples/ are under it)
@@ -213,6 +280,7 @@ type binCluster struct {
 	blobDir     string
 	originURL   string // http://127.0.0.1:PORT
 	coordAddr   string
+	httpURL     string // http://127.0.0.1:PORT of the coordinator's --http-listen
 	fetcherAddr string
 }
 
@@ -248,6 +316,7 @@ func startBinCluster(t *testing.T) *binCluster {
 
 	coord := startBinProc(t, "coordinator", filepath.Join(binDir, "coordinator"), jsonLogListen("coordinator started"),
 		"--listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0",
 		"--data", filepath.Join(dir, "data"),
 		"--blob", blobURL,
 		"--per-host-delay", "0s",
@@ -255,6 +324,7 @@ func startBinCluster(t *testing.T) *binCluster {
 		"--retry-base-delay", "50ms",
 	)
 	c.coordAddr = coord.waitStarted(t, ctx)
+	c.httpURL = "http://" + coord.httpAddr(t)
 
 	fetcher := startBinProc(t, "fetcher", filepath.Join(binDir, "fetcher"), jsonLogListen("fetcher started"),
 		"--coordinator", c.coordAddr,
@@ -374,6 +444,23 @@ func startBinProc(t *testing.T, name, bin string, match func(line string) (strin
 	}()
 	t.Cleanup(func() { p.stop(t) })
 	return p
+}
+
+// httpAddr returns the "http" address of the coordinator's "coordinator started" log line
+// (after waitStarted).
+func (p *binProc) httpAddr(t *testing.T) string {
+	t.Helper()
+	for _, line := range strings.Split(p.out.String(), "\n") {
+		var rec struct {
+			Msg  string `json:"msg"`
+			HTTP string `json:"http"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "coordinator started" && rec.HTTP != "" {
+			return rec.HTTP
+		}
+	}
+	t.Fatalf("%s logged no HTTP address; output:\n%s", p.name, p.out.String())
+	return ""
 }
 
 // waitStarted returns the address from the process's "listening" log line.
