@@ -127,4 +127,22 @@ func TestErrorsCarryDetails(t *testing.T) {
 	wantBadRequest(t, err, "page_token")
 	_, err = h.api.GetBatch(ctx, &pb.GetBatchRequest{})
 	wantBadRequest(t, err, "batch_id")
+
+	// A fetcher breaking the protocol is told what it did, without the code repeated.
+	ws, err := h.gw.Work(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "f", BootId: "b", Slots: 1}}}
+	for range 2 {
+		if err := ws.Send(hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for err = nil; err == nil; _, err = ws.Recv() {
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("hello twice: %v", err)
+	}
+	noCodePrefix(t, err)
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"io"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -139,7 +140,8 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 			} else if errors.Is(conn.killErr, errInvalid) {
 				code = codes.InvalidArgument
 			}
-			return status.Error(code, conn.killErr.Error())
+			// The code says "invalid argument"; the message need not repeat it.
+			return status.Error(code, strings.TrimPrefix(conn.killErr.Error(), errInvalid.Error()+": "))
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-g.c.done:
