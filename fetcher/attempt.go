@@ -49,10 +49,22 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	if a.sf != nil && mayResume {
 		offset, validator = a.sf.resumeFrom()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	reqURL := target
+	if a.d.proxy != nil {
+		if err := a.d.guard.checkProxiedTarget(target); err != nil {
+			return nil, outcome{}, classifyError(ctx, err)
+		}
+		u, err := a.d.proxy.proxied(target)
+		if err != nil {
+			return nil, outcome{}, classifyError(ctx, err)
+		}
+		reqURL = u
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reqURL.String(), nil)
 	if err != nil {
 		return nil, outcome{}, permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "%v", err)
 	}
+	setHeaders(req, a.d.headers)
 	req.Header.Set("User-Agent", a.d.userAgent)
 	req.Header.Set("Accept", "application/pdf,*/*;q=0.8")
 	if offset > 0 {

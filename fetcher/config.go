@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -82,6 +84,15 @@ type Config struct {
 	AllowPrivateNetworks bool
 	// AllowCIDRs are address ranges reachable despite the SSRF guard.
 	AllowCIDRs []netip.Prefix
+	// Proxy, when set, is the proxy every download goes through, used as ProxyMode says (see
+	// ParseProxy and proxy.go for what the SSRF guard can still check).
+	Proxy *url.URL
+	// ProxyMode is how Proxy is used (ProxyForward or ProxyPrefix).
+	ProxyMode ProxyMode
+	// Headers are extra request headers of every download (an API key, a session cookie the
+	// user holds): at most MaxHeaders, each checked by ParseHeader. They are sent to every
+	// host of the downloads (not to DOI resolution APIs).
+	Headers http.Header
 	// UserAgent is the User-Agent header; default "paperfetch/<version> (+<repo>; mailto:<Contact>)".
 	UserAgent string
 	// Contact is the e-mail address put in the default User-Agent.
@@ -223,6 +234,17 @@ func (c *Config) validate() error {
 		return fmt.Errorf("fetcher: negative spool max age or sweep interval")
 	case c.ReconnectMax < c.ReconnectMin:
 		return fmt.Errorf("fetcher: reconnect max below reconnect min")
+	case len(c.Headers) > MaxHeaders:
+		return fmt.Errorf("fetcher: at most %d extra headers", MaxHeaders)
+	case c.Proxy != nil && c.ProxyMode == ProxyNone:
+		return fmt.Errorf("fetcher: a proxy needs a ProxyMode")
+	}
+	for k, vs := range c.Headers {
+		for _, v := range vs {
+			if _, _, err := ParseHeader(k + ": " + v); err != nil {
+				return fmt.Errorf("fetcher: %w", err)
+			}
+		}
 	}
 	return nil
 }

@@ -69,6 +69,9 @@ type reporter interface {
 type downloader struct {
 	client    *http.Client
 	userAgent string
+	headers   http.Header // extra request headers (Config.Headers)
+	proxy     *Config     // set when downloads go through a proxy (Config.Proxy)
+	guard     *guard
 	clk       clock.Clock
 	spool     *spool
 	store     *store
@@ -83,8 +86,12 @@ type downloader struct {
 // guard), a redirect limit with loop detection, and scheme/credential checks on redirects.
 func newHTTPClient(cfg *Config, g *guard) *http.Client {
 	d := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	var proxy func(*http.Request) (*url.URL, error) // none from the environment: see proxy.go
+	if cfg.Proxy != nil && cfg.ProxyMode == ProxyForward {
+		proxy = http.ProxyURL(cfg.Proxy)
+	}
 	tr := &http.Transport{
-		Proxy:                 nil,
+		Proxy:                 proxy,
 		DialContext:           g.dialer(d, cfg.LookupIP),
 		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
@@ -104,6 +111,11 @@ func newHTTPClient(cfg *Config, g *guard) *http.Client {
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if err := checkURL(req.URL); err != nil {
 				return err
+			}
+			if cfg.Proxy != nil {
+				if err := g.checkProxiedTarget(req.URL); err != nil {
+					return err
+				}
 			}
 			for _, v := range via {
 				if v.URL.String() == req.URL.String() {

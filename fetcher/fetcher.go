@@ -114,6 +114,9 @@ func New(cfg Config) (*Fetcher, error) {
 		dl: &downloader{
 			client:    newHTTPClient(&cfg, g),
 			userAgent: cfg.userAgent(),
+			headers:   cfg.Headers,
+			proxy:     proxyConfig(&cfg),
+			guard:     g,
 			clk:       cfg.Clock,
 			spool:     sp,
 			store:     st,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -59,6 +60,8 @@ type getOptions struct {
 	logLevel           string
 	link               bool
 	dashboard          string
+	proxy              string
+	headers            http.Header
 }
 
 // maxInputErrorsShown caps the malformed entries printed one by one.
@@ -170,6 +173,21 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs.StringVar(&o.batchID, "batch-id", "", "batch `ID` to use (default: derived from the input, so a rerun resumes the same batch)")
 	fs.StringVar(&o.dashboard, "dashboard", "", "serve the live web dashboard (and the /v1/ JSON API) of this run on `ADDR`, e.g. 127.0.0.1:7480; its URL is printed (no authentication: keep it on loopback)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
+	fs.StringVar(&o.proxy, "proxy", "", "download through the proxy at `URL`: http(s)://HOST:PORT for an HTTP proxy, or a prefix such as https://ezproxy.example.edu/login?url= (see docs/cli.md for what the address guard checks through it)")
+	fs.Func("header", "add the request header `'NAME: VALUE'` to every download, e.g. an API key or a cookie you hold (repeatable; sent to every host of the list)", func(v string) error {
+		k, val, err := fetcher.ParseHeader(v)
+		if err != nil {
+			return err
+		}
+		if o.headers == nil {
+			o.headers = http.Header{}
+		}
+		if len(o.headers) >= fetcher.MaxHeaders {
+			return fmt.Errorf("at most %d headers", fetcher.MaxHeaders)
+		}
+		o.headers.Add(k, val)
+		return nil
+	})
 	fs.BoolVar(&o.link, "link", false, "make each PDF a hard link to the cached copy instead of a file of its own (saves space; editing the PDF then edits the cache)")
 	inputs, err := r.a.parseFlags(fs, args)
 	if err != nil {
@@ -536,6 +554,11 @@ func (o *getOptions) validate(inputs []string) error {
 	if err := checkNameTemplate(o.nameTemplate); err != nil {
 		return usagef("%v", err)
 	}
+	if o.proxy != "" {
+		if _, _, err := fetcher.ParseProxy(o.proxy); err != nil {
+			return usagef("--proxy: %v", err)
+		}
+	}
 	o.resolve.ArxivBase = o.arxivBase
 	if err := o.resolve.Validate(); err != nil {
 		return usagef("%v", err)
@@ -553,7 +576,7 @@ func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedd
 		delay = -1 // the coordinator reads 0 as "default"; negative is "none"
 	}
 	limits := &pb.DownloadLimits{MaxSizeBytes: o.maxSize, Timeout: durationpb.New(o.timeout)}
-	return embedded.Config{
+	f := embedded.Config{
 		Dir:         stateDir,
 		Fetchers:    o.fetchers,
 		Concurrency: o.concurrency,
@@ -568,6 +591,7 @@ func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedd
 		Fetcher: fetcher.Config{
 			AllowPrivateNetworks: o.allowPrivate,
 			AllowCIDRs:           o.allowCIDRs,
+			Headers:              o.headers,
 			UserAgent:            o.userAgent,
 			Contact:              o.resolve.Email,
 			MaxSize:              o.maxSize,
@@ -575,6 +599,10 @@ func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedd
 		},
 		Logger: logger,
 	}
+	if o.proxy != "" {
+		f.Fetcher.Proxy, f.Fetcher.ProxyMode, _ = fetcher.ParseProxy(o.proxy) // checked by validate
+	}
+	return f
 }
 
 // pickBatch chooses the batch of a `get` run. An explicit id is used as is. Otherwise the id
