@@ -485,7 +485,9 @@ func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
 			LastError: r.lastError, LastFailureReason: pb.FailureReason(r.reason), Cached: r.flags&flagCached != 0,
 		}
 		if r.state == stateSucceeded {
-			out[i].Size, out[i].Sha256, out[i].BlobKey = r.size, r.sha256, r.blobKey
+			out[i].Size, out[i].Sha256, out[i].BlobKey, out[i].Url = r.size, r.sha256, r.blobKey, r.finalURL
+		} else if urls := specs[i].GetUrls(); int(r.urlIdx) < len(urls) {
+			out[i].Url = urls[r.urlIdx]
 		}
 	}
 	return out, nil

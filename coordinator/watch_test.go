@@ -77,7 +77,8 @@ func TestWatchIncludePapersAndSlowWatchers(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := got.GetPaper()
-		if u.GetSha256() == "" || u.GetSha256() != p.GetSha256() || u.GetBlobKey() != p.GetBlobKey() || u.GetSize() != p.GetSize() {
+		if u.GetSha256() == "" || u.GetSha256() != p.GetSha256() || u.GetBlobKey() != p.GetBlobKey() || u.GetSize() != p.GetSize() ||
+			u.GetUrl() == "" || u.GetUrl() != p.GetFinalUrl() {
 			t.Fatalf("update %v, paper %v", u, p)
 		}
 	}

@@ -154,6 +154,18 @@ func TestRemoteCommands(t *testing.T) {
 		t.Fatalf("submit r2: %+v", res)
 	}
 	<-o.slowIn
+	// pull of a running batch says it is incomplete (exit 1).
+	res = run(t, "", append([]string{"pull", "r2", "--out", filepath.Join(dir, "r2")}, c...)...)
+	if res.code != 1 || !strings.Contains(res.stderr, "batch r2 is still running (0 of 2 papers done): this pull is incomplete; run it again later, or with --wait") {
+		t.Fatalf("pull of a running batch: %+v", res)
+	}
+	// watch and status of a batch that does not exist: one clear line.
+	for _, cmd := range []string{"watch", "status"} {
+		res = run(t, "", append([]string{cmd, "nope"}, c...)...)
+		if res.code != 1 || strings.Count(strings.TrimSpace(res.stderr), "\n") != 0 || !strings.Contains(res.stderr, "nope") {
+			t.Errorf("%s of an unknown batch: %+v", cmd, res)
+		}
+	}
 	res = run(t, "", append([]string{"cancel", "r2"}, c...)...)
 	if res.code != 0 || !strings.Contains(res.stdout, "batch r2: cancelled") {
 		t.Fatalf("cancel: %+v", res)
@@ -175,6 +187,20 @@ func TestRemoteCommands(t *testing.T) {
 	res = run(t, "", append([]string{"status", "r2"}, c...)...)
 	if res.code == 0 || !strings.Contains(res.stderr, `batch "r2" does not exist`) {
 		t.Fatalf("status of a deleted batch: %+v", res)
+	}
+
+	// The papers of a listing are an input as is: ls --json | submit -.
+	res = run(t, "", append([]string{"ls", "r2", "--json"}, c...)...)
+	if res.code != 0 {
+		t.Fatalf("ls r2 --json: %+v", res)
+	}
+	res = run(t, res.stdout, append([]string{"submit", "--batch-id", "r3", "-"}, c...)...)
+	if res.code != 0 || strings.Contains(res.stderr, "paperfetch:") {
+		t.Fatalf("ls --json | submit -: %+v", res)
+	}
+	res = run(t, "", append([]string{"status", "r3"}, c...)...)
+	if !strings.Contains(res.stdout, "2") {
+		t.Errorf("r3: %+v", res)
 	}
 
 	// submit --wait --json from standard input.

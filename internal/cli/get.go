@@ -284,7 +284,52 @@ func (r *getRun) start(ctx context.Context) error {
 		return err
 	}
 	r.logger.Info("batch chosen", "batch", r.batchID, "state", r.state)
+	if err := r.supersede(ctx); err != nil {
+		return err
+	}
 	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link, template: o.nameTemplate}
+	return nil
+}
+
+// supersede cancels the unfinished batches of earlier runs on this output folder with another
+// input list (an interrupted run, then the list was edited): they would otherwise be
+// downloaded first, before the new list. What they already downloaded is kept and completes
+// the new batch's papers as cache hits; the user is told.
+func (r *getRun) supersede(ctx context.Context) error {
+	if r.o.batchID != "" {
+		return nil // an explicit --batch-id: the user manages the batches
+	}
+	var stale []*pb.Batch
+	token := ""
+	for page := 0; page < 10; page++ { // the most recent 1,000 batches are plenty for one folder
+		callCtx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
+		resp, err := r.client.ListBatches(callCtx, &pb.ListBatchesRequest{PageSize: 100, PageToken: token})
+		cancel()
+		if err != nil {
+			return &exitError{code: ExitFailed, err: fmt.Errorf("list batches: %w", err)}
+		}
+		for _, b := range resp.GetBatches() {
+			if b.GetBatchId() != r.batchID && !batchDone(b.GetState()) && b.GetLabels()["created-by"] == "paperfetch get" {
+				stale = append(stale, b)
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	for _, b := range stale {
+		c := b.GetCounts()
+		done := c.GetSucceeded() + c.GetFailed() + c.GetCancelled()
+		callCtx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
+		_, err := r.client.CancelBatch(callCtx, &pb.CancelBatchRequest{BatchId: b.GetBatchId(), Reason: "superseded by a run with another input list"})
+		cancel()
+		if err != nil {
+			return &exitError{code: ExitFailed, err: fmt.Errorf("cancel the earlier batch %s: %w", b.GetBatchId(), err)}
+		}
+		fmt.Fprintf(r.a.env.Stderr, "paperfetch: the input differs from the interrupted run in %s (batch %s, %d of %d done): "+
+			"that run is replaced by this one; its finished papers are reused\n", r.o.out, b.GetBatchId(), done, b.GetTotalPapers())
+		r.logger.Info("superseded an unfinished batch", "batch", b.GetBatchId(), "by", r.batchID)
+	}
 	return nil
 }
 
@@ -299,7 +344,7 @@ func (r *getRun) download(ctx context.Context) error {
 	case o.quiet:
 		mode = progress.ModeQuiet
 	}
-	r.display = progress.New(progress.Options{Mode: mode, Out: r.a.env.Stderr, JSONOut: r.a.env.Stdout, Total: r.scan.papers})
+	r.display = progress.New(progress.Options{Mode: mode, Out: r.a.env.Stderr, JSONOut: r.a.env.Stdout, Total: r.scan.papers, PathOf: r.mat.Path})
 	if r.state == pb.BatchState_BATCH_STATE_OPEN || r.state == pb.BatchState_BATCH_STATE_RUNNING {
 		r.display.Message(fmt.Sprintf("resuming batch %s", r.batchID))
 	}

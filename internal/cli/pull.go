@@ -24,6 +24,7 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	parallel := fs.Int("parallel", 4, "`N` files downloaded at once")
 	quiet := fs.Bool("quiet", false, "print only errors and the summary")
 	nameTemplate := fs.String("name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (default: the paper id)")
+	wait := fs.Bool("wait", false, "wait for a running batch to finish before pulling (without it, a running batch is pulled as far as it got)")
 	rest, err := a.parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -46,11 +47,22 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	}
 	defer conn.Close()
 	callCtx, cancel := r.call(ctx)
-	if _, err := client.GetBatch(callCtx, &pb.GetBatchRequest{BatchId: rest[0]}); err != nil {
-		cancel()
+	got, err := client.GetBatch(callCtx, &pb.GetBatchRequest{BatchId: rest[0]})
+	cancel()
+	if err != nil {
 		return r.rpcError("pull", err)
 	}
-	cancel()
+	b := got.GetBatch()
+	if !batchDone(b.GetState()) && *wait {
+		fmt.Fprintf(a.env.Stderr, "waiting for batch %s to finish...\n", rest[0])
+		if b, err = watchBatch(ctx, client, rest[0], false, func(*pb.WatchBatchResponse) {}); err != nil {
+			if ctx.Err() != nil {
+				return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+			}
+			return r.rpcError("watch", err)
+		}
+	}
+	incomplete := !batchDone(b.GetState())
 
 	mat := &materializer{out: *out, client: client, template: *nameTemplate}
 	var pulled, present, failed, bytes atomic.Int64
@@ -95,6 +107,12 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	wg.Wait()
 	fmt.Fprintf(a.env.Stderr, "pulled %d papers (%s) into %s, %d already there, %d failed\n",
 		pulled.Load(), progress.FormatBytes(bytes.Load()), *out, present.Load(), failed.Load())
+	if incomplete && ctx.Err() == nil && listErr == nil {
+		c := b.GetCounts()
+		fmt.Fprintf(a.env.Stderr, "batch %s is still %s (%d of %d papers done): this pull is incomplete; run it again later, or with --wait\n",
+			rest[0], progress.BatchStateName(b.GetState()), c.GetSucceeded()+c.GetFailed()+c.GetCancelled(), b.GetTotalPapers())
+		return &exitError{code: ExitFailed}
+	}
 	if ctx.Err() != nil {
 		return &exitError{code: ExitInterrupted, err: errors.New("interrupted; run the same command again to resume")}
 	}

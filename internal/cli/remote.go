@@ -64,7 +64,7 @@ func (r *remote) rpcError(what string, err error) error {
 	case codes.DeadlineExceeded:
 		return &exitError{code: ExitUnreachable, err: fmt.Errorf("%s: the coordinator at %s did not answer within %s (--timeout)", what, r.addr, r.timeout)}
 	case codes.NotFound:
-		return &exitError{code: ExitFailed, err: fmt.Errorf("%s: %s", what, st.Message())}
+		return &exitError{code: ExitFailed, err: errors.New(st.Message())} // e.g. batch "x" does not exist
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return fmt.Errorf("%s: %s (check the token and TLS flags)", what, st.Message())
 	}

@@ -102,6 +102,12 @@ func displayMode(quiet, asJSON bool) progress.Mode {
 // follow watches a batch with a progress display until it finishes, then prints its summary.
 // It returns an exitError with ExitFailed when papers failed or were cancelled.
 func (a *app) follow(ctx context.Context, r *remote, client pb.CoordinatorServiceClient, batchID string, mode progress.Mode, total int64) error {
+	callCtx, cancel := r.call(ctx)
+	_, err := client.GetBatch(callCtx, &pb.GetBatchRequest{BatchId: batchID})
+	cancel()
+	if err != nil {
+		return r.rpcError("watch", err)
+	}
 	display := progress.New(progress.Options{Mode: mode, Out: a.env.Stderr, JSONOut: a.env.Stdout, Total: total})
 	final, err := watchBatch(ctx, client, batchID, mode != progress.ModeQuiet, display.Update)
 	display.Close()

@@ -86,3 +86,17 @@ func TestClassifyArg(t *testing.T) {
 		}
 	}
 }
+
+// A paper record of `paperfetch ls BATCH --json` is an input as is.
+func TestReaderPaperRecord(t *testing.T) {
+	line := `{"batch_id":"b","spec":{"paper_id":"p1","urls":["https://example.org/1.pdf"],"expected_sha256":"` + strings.Repeat("ab", 32) +
+		`","metadata":{"title":"T"}},"state":"PAPER_STATE_FAILED","attempts":5,"last_error":"HTTP 503"}` + "\n"
+	papers, errs := readAll(t, line, Options{})
+	if len(errs) != 0 || len(papers) != 1 {
+		t.Fatalf("%v %v", papers, errs)
+	}
+	p := papers[0]
+	if p.ID != "p1" || p.URLs[0] != "https://example.org/1.pdf" || p.SHA256 != strings.Repeat("ab", 32) || len(p.Metadata) != 1 || p.Metadata["title"] != "T" {
+		t.Fatalf("%+v", p)
+	}
+}

@@ -192,6 +192,9 @@ func (r *Reader) parseJSON(text string) (Paper, error) {
 	if err := json.Unmarshal([]byte(text), &raw); err != nil {
 		return Paper{}, fmt.Errorf("bad JSON: %w", err)
 	}
+	if p, ok, err := fromPaperRecord(r.opts, raw); ok {
+		return p, err
+	}
 	md := e.Metadata
 	for k, v := range raw {
 		if knownJSONField(k) {

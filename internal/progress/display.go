@@ -57,6 +57,8 @@ type Options struct {
 	Clock clock.Clock
 	// Title names the batch in the terminal display (e.g. "papers").
 	Title string
+	// PathOf, when set, gives the output file of a succeeded paper, for the JSON paper records.
+	PathOf func(paperID string) string
 }
 
 // New returns the display chosen by opts.

@@ -29,10 +29,11 @@ type lines struct {
 	once sync.Once
 
 	hostSaid map[string]string // host -> hostKey of the last host line printed (plain)
+	pathOf   func(string) string
 }
 
 func newLines(opts Options, tr *Tracker, asJSON bool) *lines {
-	l := &lines{tr: tr, json: asJSON, clk: opts.Clock, interval: opts.Interval, out: opts.Out, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &lines{tr: tr, json: asJSON, clk: opts.Clock, interval: opts.Interval, out: opts.Out, stop: make(chan struct{}), done: make(chan struct{}), pathOf: opts.PathOf}
 	if asJSON {
 		l.out = opts.JSONOut
 	}
@@ -61,8 +62,13 @@ func (l *lines) Update(resp *pb.WatchBatchResponse) {
 	for _, u := range resp.GetPaperUpdates() {
 		switch {
 		case l.json && isTerminal(u.GetState()):
-			l.writeJSON(paperRecord{Type: "paper", ID: u.GetPaperId(), State: StateName(u.GetState()), Attempts: u.GetAttempts(),
-				Size: u.GetSize(), Cached: u.GetCached(), Reason: ReasonName(u.GetLastFailureReason()), Error: u.GetLastError()})
+			rec := paperRecord{Type: "paper", ID: u.GetPaperId(), State: StateName(u.GetState()), Attempts: u.GetAttempts(),
+				Size: u.GetSize(), Cached: u.GetCached(), Reason: ReasonName(u.GetLastFailureReason()), Error: u.GetLastError(),
+				URL: u.GetUrl(), SHA256: u.GetSha256()}
+			if u.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED && l.pathOf != nil {
+				rec.Path = l.pathOf(u.GetPaperId())
+			}
+			l.writeJSON(rec)
 		case !l.json && u.GetState() == pb.PaperState_PAPER_STATE_FAILED:
 			l.writeLine(fmt.Sprintf("failed paper=%s reason=%s attempts=%d error=%s", quoteIfNeeded(u.GetPaperId()),
 				cmpOr(ReasonName(u.GetLastFailureReason()), "unknown"), u.GetAttempts(), strconv.Quote(u.GetLastError())))
@@ -217,6 +223,9 @@ type paperRecord struct {
 	Cached   bool   `json:"cached,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 	Error    string `json:"error,omitempty"`
+	URL      string `json:"url,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+	Path     string `json:"path,omitempty"`
 }
 
 // messageRecord is a {"type":"message"} JSON line.

@@ -1931,7 +1931,10 @@ type PaperUpdate struct {
 	// watcher can place the file without a GetPaper call per paper.
 	Sha256 string `protobuf:"bytes,8,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// Blob store key of the stored PDF, once SUCCEEDED (as in Paper.blob_key).
-	BlobKey       string `protobuf:"bytes,9,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
+	BlobKey string `protobuf:"bytes,9,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
+	// The URL: once SUCCEEDED the one the PDF came from (after redirects, as Paper.final_url),
+	// before that the candidate URL being tried (or to be tried next).
+	Url           string `protobuf:"bytes,10,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2025,6 +2028,13 @@ func (x *PaperUpdate) GetSha256() string {
 func (x *PaperUpdate) GetBlobKey() string {
 	if x != nil {
 		return x.BlobKey
+	}
+	return ""
+}
+
+func (x *PaperUpdate) GetUrl() string {
+	if x != nil {
+		return x.Url
 	}
 	return ""
 }
@@ -3192,7 +3202,7 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\rnext_start_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextStartAt\x12=\n" +
 	"\fpaused_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12\x1f\n" +
 	"\vpause_cause\x18\t \x01(\tR\n" +
-	"pauseCause\"\xc1\x02\n" +
+	"pauseCause\"\xd3\x02\n" +
 	"\vPaperUpdate\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.PaperStateR\x05state\x12\x1a\n" +
@@ -3203,7 +3213,9 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06cached\x18\a \x01(\bR\x06cached\x12\x16\n" +
 	"\x06sha256\x18\b \x01(\tR\x06sha256\x12\x19\n" +
-	"\bblob_key\x18\t \x01(\tR\ablobKey\"\xad\x01\n" +
+	"\bblob_key\x18\t \x01(\tR\ablobKey\x12\x10\n" +
+	"\x03url\x18\n" +
+	" \x01(\tR\x03url\"\xad\x01\n" +
 	"\x0eActiveDownload\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x14\n" +

@@ -1,0 +1,86 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// After Ctrl-C, a rerun with an edited list replaces the interrupted batch (saying so) instead of
+// downloading the old one first; what the old run finished is reused from the cache.
+func TestGetRerunWithEditedList(t *testing.T) {
+	o := newOrigin(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	list := filepath.Join(dir, "list.txt")
+	first := []string{o.URL + "/fast/1.pdf", o.URL + "/fast/2.pdf", o.URL + "/slow/1.pdf"}
+	if err := os.WriteFile(list, []byte(strings.Join(first, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append(testFlags(o, out), "--json", list)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	succeeded := 0
+	sc := bufio.NewScanner(stdout)
+	for succeeded < 2 && sc.Scan() {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" && rec["state"] == "succeeded" {
+			succeeded++
+			if rec["path"] == "" || rec["url"] == "" || rec["sha256"] == "" {
+				t.Errorf("paper record without path, url or sha256: %s", sc.Text())
+			}
+		}
+	}
+	<-o.slowIn
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, stdout)
+	var ee *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("interrupted run: %v\n%s", err, stderr.String())
+	}
+
+	// The user appends a paper and runs again.
+	f, err := os.OpenFile(list, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(o.URL + "/fast/3.pdf\n")
+	_ = f.Close()
+	o.open()
+	res := run(t, "", append(testFlags(o, out), list)...)
+	if res.code != 0 {
+		t.Fatalf("rerun: exit %d\n%s", res.code, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "the input differs from the interrupted run in "+out) || !strings.Contains(res.stderr, "2 of 3 done): that run is replaced by this one; its finished papers are reused") {
+		t.Errorf("the rerun does not say what it does:\n%s", res.stderr)
+	}
+	if !strings.Contains(res.stderr, "succeeded   4  (2 cached)") {
+		t.Errorf("summary:\n%s", res.stderr)
+	}
+	for _, p := range []string{"/fast/1.pdf", "/fast/2.pdf", "/fast/3.pdf"} {
+		if n := o.hits(p); n != 1 {
+			t.Errorf("%s downloaded %d times", p, n)
+		}
+	}
+}
