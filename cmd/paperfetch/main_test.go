@@ -389,7 +389,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"get", "--out", out, "--per-host-delay", "soon", list}, `invalid value "soon" for flag --per-host-delay: "soon" is not a duration`},
 		{[]string{"get", "--out", out, "--max-size", "12XB", list}, "invalid size unit"},
 		{[]string{"get", "--out", out, "--format", "xml", list}, `unknown input format "xml"`},
-		{[]string{"get", "--out", out, filepath.Join(dir, "nope.txt")}, "nope.txt: no such file, and not a URL or an arXiv id"},
+		{[]string{"get", "--out", out, filepath.Join(dir, "nope.txt")}, "nope.txt: no such file, and not a URL, an arXiv id or a DOI"},
 		{[]string{"get", "--out", out, "--concurency", "3", list}, "flag provided but not defined: --concurency (did you mean --concurrency?)"},
 		{[]string{"gte", list}, `unknown command "gte" (did you mean "get"?)`},
 		{[]string{"get", "--out", out, "--per-host-delay", "1", list}, `"1" has no unit: write 1s for seconds or 1ms for milliseconds`},

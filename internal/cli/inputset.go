@@ -68,7 +68,7 @@ func checkInputArgs(inputs []string) error {
 		}
 		st, err := os.Stat(name)
 		if errors.Is(err, os.ErrNotExist) {
-			return &exitError{code: ExitUsage, err: fmt.Errorf("%s: no such file, and not a URL or an arXiv id", name)}
+			return &exitError{code: ExitUsage, err: fmt.Errorf("%s: no such file, and not a URL, an arXiv id or a DOI", name)}
 		}
 		if err != nil {
 			return &exitError{code: ExitUsage, err: fmt.Errorf("input: %w", err)}
