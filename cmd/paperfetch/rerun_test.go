@@ -75,10 +75,11 @@ func TestGetRerunWithEditedList(t *testing.T) {
 	if !strings.Contains(res.stderr, "the input differs from the interrupted run in "+out) || !strings.Contains(res.stderr, "2 of 3 done): that run is replaced by this one; its finished papers are reused") {
 		t.Errorf("the rerun does not say what it does:\n%s", res.stderr)
 	}
-	if !strings.Contains(res.stderr, "succeeded   4  (2 cached)") {
+	// 2 cached, or 3 when the old batch's slow paper finished before it was cancelled.
+	if !strings.Contains(res.stderr, "succeeded   4  (2 cached)") && !strings.Contains(res.stderr, "succeeded   4  (3 cached)") {
 		t.Errorf("summary:\n%s", res.stderr)
 	}
-	for _, p := range []string{"/fast/1.pdf", "/fast/2.pdf", "/fast/3.pdf"} {
+	for _, p := range []string{"/fast/1.pdf", "/fast/2.pdf", "/fast/3.pdf", "/slow/1.pdf"} {
 		if n := o.hits(p); n != 1 {
 			t.Errorf("%s downloaded %d times", p, n)
 		}
