@@ -1,19 +1,16 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -302,42 +299,9 @@ func TestGetInterruptResume(t *testing.T) {
 	// More slots than slow papers, so the hanging downloads never starve the fast ones.
 	args := append(testFlags(o, out), "--json", "--concurrency", "8", list)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Wait until the fast papers are done and slow downloads are hanging, then interrupt.
-	succeeded := 0
-	sc := bufio.NewScanner(stdout)
-	for succeeded < 8 && sc.Scan() {
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" && rec["state"] == "succeeded" {
-			succeeded++
-		}
-	}
-	if succeeded < 8 {
-		t.Fatalf("only %d papers succeeded before the output ended\n%s", succeeded, stderr.String())
-	}
-	<-o.slowIn // at least one slow download is in flight
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("interrupted run: %v, want exit status 3\n%s", err, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "Run the same command again to resume") {
-		t.Errorf("no resume hint:\n%s", stderr.String())
+	stderr := interruptAfter(t, o, args, 8, nil)
+	if !strings.Contains(stderr, "Run the same command again to resume") {
+		t.Errorf("no resume hint:\n%s", stderr)
 	}
 	for _, p := range paths[8:] {
 		if o.hits(p) != 0 {

@@ -27,38 +27,11 @@ func TestGetRerunWithEditedList(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := append(testFlags(o, out), "--json", list)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	succeeded := 0
-	sc := bufio.NewScanner(stdout)
-	for succeeded < 2 && sc.Scan() {
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" && rec["state"] == "succeeded" {
-			succeeded++
-			if rec["path"] == "" || rec["url"] == "" || rec["sha256"] == "" {
-				t.Errorf("paper record without path, url or sha256: %s", sc.Text())
-			}
+	interruptAfter(t, o, args, 2, func(rec map[string]any) {
+		if rec["path"] == "" || rec["url"] == "" || rec["sha256"] == "" {
+			t.Errorf("paper record without path, url or sha256: %v", rec)
 		}
-	}
-	<-o.slowIn
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, stdout)
-	var ee *exec.ExitError
-	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("interrupted run: %v\n%s", err, stderr.String())
-	}
+	})
 
 	// The user appends a paper and runs again.
 	f, err := os.OpenFile(list, os.O_APPEND|os.O_WRONLY, 0)
@@ -84,4 +57,47 @@ func TestGetRerunWithEditedList(t *testing.T) {
 			t.Errorf("%s downloaded %d times", p, n)
 		}
 	}
+}
+
+// interruptAfter runs `get` with args (which include --json), waits until n papers succeeded
+// (passing each succeeded record to check) and a slow download hangs, sends SIGINT, and checks
+// that the run exits with status 3. It returns the run's standard error.
+func interruptAfter(t *testing.T, o *origin, args []string, n int, check func(map[string]any)) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	succeeded := 0
+	sc := bufio.NewScanner(stdout)
+	for succeeded < n && sc.Scan() {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" && rec["state"] == "succeeded" {
+			succeeded++
+			if check != nil {
+				check(rec)
+			}
+		}
+	}
+	if succeeded < n {
+		t.Fatalf("only %d papers succeeded before the output ended\n%s", succeeded, stderr.String())
+	}
+	<-o.slowIn // at least one slow download is in flight
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, stdout)
+	var ee *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("interrupted run: %v, want exit status 3\n%s", err, stderr.String())
+	}
+	return stderr.String()
 }
