@@ -146,13 +146,13 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs := r.a.newFlagSet("get", "[flags] INPUT...", getHelp)
 	o := &r.o
 	fs.StringVar(&o.out, "out", "papers", "`DIR` to write the PDFs into (-o)")
-	fs.StringVar(&o.out, "o", "papers", "short for --out")
+	fs.StringVar(&o.out, "o", "papers", "`DIR`: short for --out")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "`N` parallel downloads in total (-j)")
-	fs.IntVar(&o.concurrency, "j", 16, "short for --concurrency")
+	fs.IntVar(&o.concurrency, "j", 16, "`N`: short for --concurrency")
 	fs.IntVar(&o.fetchers, "fetchers", 2, "run `N` embedded fetchers (the concurrency is split across them)")
 	fs.IntVar(&o.perHostConcurrency, "per-host-concurrency", 2, "at most `N` parallel downloads from one host")
-	fs.Var(delayFlag{&o.perHostDelay}, "per-host-delay", "minimum `DURATION` between two requests to one host, e.g. 500ms, 2s (0: none)")
 	o.perHostDelay = time.Second
+	fs.Var(delayFlag{&o.perHostDelay}, "per-host-delay", "minimum `DURATION` between two requests to one host, e.g. 500ms, 2s (0: none)")
 	o.maxSize = 512 << 20
 	fs.Var(sizeFlag{&o.maxSize}, "max-size", "maximum `SIZE` of one PDF (e.g. 100MiB)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "overall deadline of one download attempt")
