@@ -190,16 +190,16 @@ func TestRemoteCommands(t *testing.T) {
 	}
 
 	// The papers of a listing are an input as is: ls --json | submit -.
-	res = run(t, "", append([]string{"ls", "r2", "--json"}, c...)...)
+	res = run(t, "", append([]string{"ls", "r1", "--json"}, c...)...)
 	if res.code != 0 {
-		t.Fatalf("ls r2 --json: %+v", res)
+		t.Fatalf("ls r1 --json: %+v", res)
 	}
 	res = run(t, res.stdout, append([]string{"submit", "--batch-id", "r3", "-"}, c...)...)
 	if res.code != 0 || strings.Contains(res.stderr, "paperfetch:") {
 		t.Fatalf("ls --json | submit -: %+v", res)
 	}
-	res = run(t, "", append([]string{"status", "r3"}, c...)...)
-	if !strings.Contains(res.stdout, "2") {
+	res = run(t, "", append([]string{"ls", "r3"}, c...)...)
+	if res.code != 0 || strings.Count(res.stdout, "  cached") != 3 || !strings.Contains(res.stdout, "2301.00009") {
 		t.Errorf("r3: %+v", res)
 	}
 
