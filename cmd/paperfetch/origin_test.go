@@ -9,21 +9,24 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // origin is a test web server serving distinct PDFs. Paths under /slow/ wait for the gate to
 // open (or the client to go away) before answering; /missing* is 404.
 type origin struct {
 	*httptest.Server
-	mu     sync.Mutex
-	served map[string]int // completed responses per path
-	gate   chan struct{}
-	once   sync.Once
-	slowIn chan string // receives the path of every slow request that arrived
+	mu      sync.Mutex
+	served  map[string]int // completed responses per path
+	gate    chan struct{}
+	once    sync.Once
+	slowIn  chan string   // receives the path of every slow request that arrived
+	waiting int           // slow requests now waiting at the gate (under mu)
+	left    chan struct{} // receives when a slow request stops waiting
 }
 
 func newOrigin(t *testing.T) *origin {
-	o := &origin{served: map[string]int{}, gate: make(chan struct{}), slowIn: make(chan string, 1000)}
+	o := &origin{served: map[string]int{}, gate: make(chan struct{}), slowIn: make(chan string, 1000), left: make(chan struct{}, 1000)}
 	o.Server = httptest.NewServer(http.HandlerFunc(o.serve))
 	t.Cleanup(func() {
 		o.open()
@@ -57,10 +60,24 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/slow/") {
+		o.mu.Lock()
+		o.waiting++
+		o.mu.Unlock()
 		o.slowIn <- r.URL.Path
+		var gone bool
 		select {
 		case <-o.gate:
 		case <-r.Context().Done():
+			gone = true
+		}
+		o.mu.Lock()
+		o.waiting--
+		o.mu.Unlock()
+		select {
+		case o.left <- struct{}{}:
+		default: // a full channel already wakes waitGateEmpty
+		}
+		if gone {
 			return
 		}
 	}
@@ -73,6 +90,27 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	o.mu.Lock()
 	o.served[r.URL.Path]++
 	o.mu.Unlock()
+}
+
+// waitGateEmpty returns once no slow request waits at the gate: after a client process exits,
+// its slow requests leave when the server notices the closed connection. Without this, opening
+// the gate right after the exit could still serve (and count) a request of the dead process.
+func (o *origin) waitGateEmpty(t *testing.T) {
+	t.Helper()
+	deadline := time.After(time.Minute)
+	for {
+		o.mu.Lock()
+		n := o.waiting
+		o.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-o.left:
+		case <-deadline:
+			t.Fatalf("%d slow requests still wait at the gate a minute after their client left", n)
+		}
+	}
 }
 
 // open lets the slow requests through.

@@ -61,7 +61,7 @@ func TestGetRerunWithEditedList(t *testing.T) {
 
 // interruptAfter runs `get` with args (which include --json), waits until n papers succeeded
 // (passing each succeeded record to check) and a slow download hangs, sends SIGINT, and checks
-// that the run exits with status 3. It returns the run's standard error.
+// that the run exits with status 3 and its slow requests left the origin. It returns the run's standard error.
 func interruptAfter(t *testing.T, o *origin, args []string, n int, check func(map[string]any)) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -99,5 +99,6 @@ func interruptAfter(t *testing.T, o *origin, args []string, n int, check func(ma
 	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Fatalf("interrupted run: %v, want exit status 3\n%s", err, stderr.String())
 	}
+	o.waitGateEmpty(t)
 	return stderr.String()
 }
