@@ -56,6 +56,8 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 			l.conn = c
 			l.id = fl.GetLeaseId()
 			l.started = true // it is running (or finished) on the fetcher
+			l.renewedAt = now
+			e.noteLeaseDue(l)
 			c.leases[idx] = l
 			adopted++
 		case l == nil && terminal(e.papers[idx].state) && e.papers[idx].attempts == attempt:
@@ -104,8 +106,8 @@ func cancelMsg(leaseID, reason string) *pb.WorkResponse {
 	return &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: leaseID, Reason: reason}}}
 }
 
-// onRequest handles one message of an established stream. Any message renews the
-// fetcher's leases.
+// onRequest handles one message of an established stream. A lease is renewed only by its own
+// events (deadline.go).
 func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
 	if c.closed {
 		return
@@ -187,6 +189,7 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		return
 	}
 	l.lastSeq = ev.GetSequence()
+	l.renewedAt = now
 	b := e.batches[l.batch]
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:

@@ -18,16 +18,15 @@ type fetcherConn struct {
 	killErr  error
 
 	// Owned by the loop.
-	id         string
-	boot       string
-	slots      int
-	credits    int
-	draining   bool
-	closed     bool
-	connected  time.Time
-	lastMsg    time.Time
-	lastAssign time.Time
-	leases     map[uint32]*lease
+	id        string
+	boot      string
+	slots     int
+	credits   int
+	draining  bool
+	closed    bool
+	connected time.Time
+	lastMsg   time.Time // the stream's last message (FetcherSilence)
+	leases    map[uint32]*lease
 }
 
 func newFetcherConn(buffer int) *fetcherConn {
@@ -55,12 +54,4 @@ func (c *fetcherConn) kill(err error) {
 		c.killErr = err
 		close(c.killed)
 	})
-}
-
-// renewedAt is the time the conn's leases were last renewed.
-func (c *fetcherConn) renewedAt() time.Time {
-	if c.lastAssign.After(c.lastMsg) {
-		return c.lastAssign
-	}
-	return c.lastMsg
 }

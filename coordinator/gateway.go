@@ -139,6 +139,8 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 				code = codes.ResourceExhausted
 			} else if errors.Is(conn.killErr, errInvalid) {
 				code = codes.InvalidArgument
+			} else if errors.Is(conn.killErr, errPrecondition) {
+				code = codes.FailedPrecondition
 			}
 			// The code says "invalid argument"; the message need not repeat it.
 			return status.Error(code, strings.TrimPrefix(conn.killErr.Error(), errInvalid.Error()+": "))

@@ -131,7 +131,21 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 				lastSend = f.clk.Now()
 			}
 		case now := <-hb.C():
-			// Any message renews the leases; send a Heartbeat only when the stream was quiet.
+			// The coordinator renews a lease on that lease's events only: running leases that
+			// were quiet for a heartbeat interval get a keep-alive progress event.
+			f.mu.Lock()
+			kept := f.keepAliveLocked(now.Add(-f.cfg.HeartbeatInterval / 2))
+			f.mu.Unlock()
+			if kept > 0 {
+				n, err := f.flush(stream, sid)
+				if err != nil {
+					return productive, err
+				}
+				if n > 0 {
+					lastSend = f.clk.Now()
+				}
+			}
+			// A Heartbeat tells the coordinator the stream is alive when it was quiet.
 			if f.clk.Now().Sub(lastSend) >= f.cfg.HeartbeatInterval/2 {
 				if err := stream.Send(&pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}); err != nil {
 					return productive, fmt.Errorf("send heartbeat: %w", err)

@@ -411,3 +411,35 @@ func TestWorkHeartbeat(t *testing.T) {
 		t.Fatal("no heartbeat")
 	}
 }
+
+// The coordinator renews a lease only on its own events: a running download that is quiet
+// (no byte arrives) gets a keep-alive progress event every heartbeat interval.
+func TestWorkKeepAliveProgress(t *testing.T) {
+	pdf := pdfBody(600_000, 13)
+	g := newGatedOrigin(t, pdf)
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	h := newWorkHarness(t, func(c *Config) { c.Clock = clk; c.HeartbeatInterval = 10 * time.Second })
+	s := h.stream(t)
+	s.next(t) // hello
+	s.push(t, assign("L1", g.URL+"/gate"))
+	wantEvent(t, s.next(t), "L1")
+	g.waitFirstHalf(t)
+	clk.Advance(10 * time.Second)
+	for {
+		var m *pb.WorkRequest
+		select {
+		case m = <-s.recv: // s.next skips progress events
+		case <-time.After(testWait):
+			t.Fatal("no keep-alive progress")
+		}
+		ev := m.GetEvent()
+		if ev == nil || ev.GetProgress() == nil || !ev.GetTime().AsTime().Equal(clk.Now()) {
+			continue // a heartbeat, or progress of the first half
+		}
+		if ev.GetLeaseId() != "L1" {
+			t.Fatalf("keep-alive for %q", ev.GetLeaseId())
+		}
+		break
+	}
+	g.open()
+}

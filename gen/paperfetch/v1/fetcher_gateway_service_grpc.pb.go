@@ -62,8 +62,15 @@ const (
 //     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
 //     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
 //     failure of the attempt: the paper is retried, never SUCCEEDED from it.
-//  4. A lease expires unless renewed: any message on the stream renews every lease of that
-//     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
+//  4. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
+//     of other leases do not), so the fetcher sends a progress event for every running lease
+//     that was quiet for a heartbeat interval. The coordinator also enforces, however chatty
+//     the stream: a started event within the coordinator's --lease-start-timeout (default
+//     30s) of the Assign, and the Assign's limits.timeout (always set) plus
+//     --lease-deadline-grace (default 1m) as the lease's hard deadline. An expired lease's
+//     paper is re-queued and the fetcher receives a Cancel for it; a lease not started in time
+//     or past its hard deadline also closes the stream with FAILED_PRECONDITION (a working
+//     fetcher starts at once and its own watchdog ends a download at the timeout).
 //     The coordinator also sends Cancel when the batch is cancelled.
 //  5. The coordinator sends Ack for a terminal event only after the paper's new state is
 //     committed to its store. Until the Ack the fetcher keeps the result, and re-reports it if it
@@ -145,8 +152,15 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
 //     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
 //     failure of the attempt: the paper is retried, never SUCCEEDED from it.
-//  4. A lease expires unless renewed: any message on the stream renews every lease of that
-//     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
+//  4. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
+//     of other leases do not), so the fetcher sends a progress event for every running lease
+//     that was quiet for a heartbeat interval. The coordinator also enforces, however chatty
+//     the stream: a started event within the coordinator's --lease-start-timeout (default
+//     30s) of the Assign, and the Assign's limits.timeout (always set) plus
+//     --lease-deadline-grace (default 1m) as the lease's hard deadline. An expired lease's
+//     paper is re-queued and the fetcher receives a Cancel for it; a lease not started in time
+//     or past its hard deadline also closes the stream with FAILED_PRECONDITION (a working
+//     fetcher starts at once and its own watchdog ends a download at the timeout).
 //     The coordinator also sends Cancel when the batch is cancelled.
 //  5. The coordinator sends Ack for a terminal event only after the paper's new state is
 //     committed to its store. Until the Ack the fetcher keeps the result, and re-reports it if it
