@@ -39,6 +39,10 @@ type Config struct {
 	// SUCCEEDED). It must be the fetchers' blob store. nil makes ReadPaper FAILED_PRECONDITION
 	// and completions are then believed unverified.
 	Bucket *blob.Bucket
+	// StreamRate and StreamRatePerSlot bound the messages per second of one Work stream:
+	// StreamRate + StreamRatePerSlot × Hello.slots, bursts of twice that (defaults 50 and 5);
+	// a faster stream is throttled (budgets.go).
+	StreamRate, StreamRatePerSlot float64
 	// Verifiers is the number of goroutines checking completions against Bucket (default 8).
 	Verifiers int
 	// PerHostDelay is the minimum time between request starts on one host. 0 means the
@@ -99,8 +103,9 @@ type Config struct {
 	// BreakerCooldown is the first pause of a tripped host; it doubles per consecutive trip
 	// up to MaxRetryAfter (default 30s).
 	BreakerCooldown time.Duration
-	// InboxSize bounds the loop's inbox (default 4096); a full inbox makes API calls fail
-	// with RESOURCE_EXHAUSTED.
+	// InboxSize bounds each of the loop's two inboxes, the clients' and the fetchers' (default
+	// 4096); a full client inbox makes API calls fail with RESOURCE_EXHAUSTED, a full fetcher
+	// inbox slows the Work streams down.
 	InboxSize int
 	// StreamBuffer bounds each Work stream's send buffer (default 4096, at least 2×slots+64);
 	// a stream whose buffer fills is broken and its leases re-queued.
@@ -298,6 +303,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FetcherSilence <= 0 {
 		c.FetcherSilence = 30 * time.Second
+	}
+	if c.StreamRate <= 0 {
+		c.StreamRate = 50
+	}
+	if c.StreamRatePerSlot <= 0 {
+		c.StreamRatePerSlot = 5
 	}
 	if c.Verifiers <= 0 {
 		c.Verifiers = 8

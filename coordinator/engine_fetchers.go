@@ -87,10 +87,11 @@ const resourceFetcher = "paperfetch.v1.Fetcher"
 // over only when it comes from the same process (same non-empty boot id: a reconnect whose
 // old stream the coordinator has not seen break yet), or when x has been silent for
 // FetcherSilence (fetchers send a heartbeat every 10s, so a silent stream is a dead process
-// whose connection was not closed, e.g. a crashed pod). Otherwise c is refused with
-// ALREADY_EXISTS naming the id and the fix.
+// whose connection was not closed, e.g. a crashed pod). The same process also means the same
+// credential, so that a boot id read in a log is not enough to take a live id over. Otherwise
+// c is refused with ALREADY_EXISTS naming the id and the fix.
 func (e *engine) mayReplace(x, c *fetcherConn, now time.Time) error {
-	if c.boot != "" && c.boot == x.boot {
+	if c.boot != "" && c.boot == x.boot && c.subject == x.subject {
 		return nil
 	}
 	if silent := now.Sub(x.lastMsg); silent >= e.cfg.FetcherSilence {

@@ -16,6 +16,11 @@ type fetcherConn struct {
 	killed   chan struct{}
 	killOnce sync.Once
 	killErr  error
+	// share holds a token per message of the stream waiting in the gateway inbox (budgets.go).
+	share chan struct{}
+
+	// subject is the credential the stream authenticated with ("" without auth).
+	subject string
 
 	// Owned by the loop.
 	id        string

@@ -84,10 +84,18 @@ const (
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
 // from the fetcher_id it was issued to.
 //
-// Identity. One fetcher_id has at most one live stream: a Hello whose fetcher_id is held by a
+// Budgets. Each stream may send StreamRate + StreamRatePerSlot × slots messages per second
+// (coordinator defaults 50 + 5 per slot, bursts of twice that), and only a bounded share of
+// the coordinator's fetcher inbox; a faster stream is throttled through gRPC flow control.
+// Fetcher traffic never delays or fails client calls (they have an inbox of their own).
+//
+// Identity. When fetchers authenticate (a fetcher token naming `fetcher-ids=`, or a client
+// certificate with `paperfetch://fetcher/ID` URI SANs), a Hello whose fetcher_id the
+// credential may not use is refused with PERMISSION_DENIED. One fetcher_id has at most one
+// live stream: a Hello whose fetcher_id is held by a
 // live stream of another process (another boot_id) is refused with ALREADY_EXISTS and a
 // ResourceInfo naming the id. The newcomer takes the id over when the registered stream comes
-// from the same boot_id (a reconnect) or has been silent for the coordinator's fetcher-silence
+// from the same boot_id and credential (a reconnect) or has been silent for the coordinator's fetcher-silence
 // period (default 30s: three heartbeats).
 type FetcherGatewayServiceClient interface {
 	// Work is the fetcher's long-lived work stream; see the protocol above.
@@ -174,10 +182,18 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
 // from the fetcher_id it was issued to.
 //
-// Identity. One fetcher_id has at most one live stream: a Hello whose fetcher_id is held by a
+// Budgets. Each stream may send StreamRate + StreamRatePerSlot × slots messages per second
+// (coordinator defaults 50 + 5 per slot, bursts of twice that), and only a bounded share of
+// the coordinator's fetcher inbox; a faster stream is throttled through gRPC flow control.
+// Fetcher traffic never delays or fails client calls (they have an inbox of their own).
+//
+// Identity. When fetchers authenticate (a fetcher token naming `fetcher-ids=`, or a client
+// certificate with `paperfetch://fetcher/ID` URI SANs), a Hello whose fetcher_id the
+// credential may not use is refused with PERMISSION_DENIED. One fetcher_id has at most one
+// live stream: a Hello whose fetcher_id is held by a
 // live stream of another process (another boot_id) is refused with ALREADY_EXISTS and a
 // ResourceInfo naming the id. The newcomer takes the id over when the registered stream comes
-// from the same boot_id (a reconnect) or has been silent for the coordinator's fetcher-silence
+// from the same boot_id and credential (a reconnect) or has been silent for the coordinator's fetcher-silence
 // period (default 30s: three heartbeats).
 type FetcherGatewayServiceServer interface {
 	// Work is the fetcher's long-lived work stream; see the protocol above.
