@@ -3,7 +3,6 @@ package faulttest
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/paperfetch/paperfetch/bench/originlib"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
@@ -28,12 +26,7 @@ func TestDefaultFlagsFetchersOnOneMachine(t *testing.T) {
 	defer fail(nil)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	origin, err := originlib.New(originlib.Config{Faults: originlib.Faults{Latency: 2 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(origin)
-	defer srv.Close()
+	_, srv := startOrigin(t)
 
 	c := newCluster(t, t.TempDir(), fail)
 	coord := c.startCoordinator()
