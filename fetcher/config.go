@@ -22,8 +22,8 @@ import (
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
-	"github.com/paperfetch/paperfetch/internal/version"
 	"github.com/paperfetch/paperfetch/internal/validate"
+	"github.com/paperfetch/paperfetch/internal/version"
 )
 
 // Defaults of Config.
