@@ -61,11 +61,11 @@ func (c *Coordinator) post(m message) error {
 	}
 }
 
-// postWait hands m to the loop, waiting for room (used by stream receivers: gRPC flow control
-// then slows the fetcher down).
+// postWait hands m, fetcher traffic, to the loop's gateway inbox, waiting for room (used by
+// stream receivers: gRPC flow control then slows the fetcher down).
 func (c *Coordinator) postWait(ctx context.Context, m message) error {
 	select {
-	case c.inbox <- m:
+	case c.gwInbox <- m:
 		return nil
 	case <-c.done:
 		return errStopped

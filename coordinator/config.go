@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gocloud.dev/blob"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/paperfetch/paperfetch/internal/clock"
@@ -38,6 +39,10 @@ type Config struct {
 	// SUCCEEDED). It must be the fetchers' blob store. nil makes ReadPaper FAILED_PRECONDITION
 	// and completions are then believed unverified.
 	Bucket *blob.Bucket
+	// StreamRate and StreamRatePerSlot bound the messages per second of one Work stream:
+	// StreamRate + StreamRatePerSlot × Hello.slots, bursts of twice that (defaults 50 and 5);
+	// a faster stream is throttled (budgets.go).
+	StreamRate, StreamRatePerSlot float64
 	// Verifiers is the number of goroutines checking completions against Bucket (default 8).
 	Verifiers int
 	// PerHostDelay is the minimum time between request starts on one host. 0 means the
@@ -54,8 +59,16 @@ type Config struct {
 	apiLimits map[string]HostLimits
 	// MaxAttempts is how many failed attempts a paper may have before it fails (default 5).
 	MaxAttempts int
-	// LeaseTTL is how long a lease lives without traffic from its fetcher (default 60s).
+	// LeaseTTL is how long a lease lives without an event of its own from its fetcher (default
+	// 60s; fetchers report every running lease at least every heartbeat interval, 10s).
 	LeaseTTL time.Duration
+	// StartTimeout is how long after an Assign the fetcher has to report the lease started
+	// (default 30s); a lease not started by then is cancelled and re-queued.
+	StartTimeout time.Duration
+	// DeadlineGrace is added to the download timeout sent in the Assign (Limits.Timeout,
+	// default 15m) to give the lease's hard deadline: past it the lease is cancelled and
+	// re-queued however chatty its fetcher is (default 1m: reporting and verifying the result).
+	DeadlineGrace time.Duration
 	// FetcherSilence: when a second stream claims the fetcher id of a registered one (from
 	// another process: another boot id), the registered stream keeps the id unless it has been
 	// silent this long, and the newcomer is refused with ALREADY_EXISTS (default 30s, three
@@ -67,6 +80,7 @@ type Config struct {
 	// MaxBatchPapers bounds the papers of one batch (default 2,000,000).
 	MaxBatchPapers int
 	// Limits are sent in every Assign (may be nil).
+	// Limits.Timeout unset means DefaultDownloadTimeout; it is always sent.
 	Limits *pb.DownloadLimits
 	// Clock tells the time and makes timers; nil means clock.Real{}.
 	Clock clock.Clock
@@ -89,8 +103,9 @@ type Config struct {
 	// BreakerCooldown is the first pause of a tripped host; it doubles per consecutive trip
 	// up to MaxRetryAfter (default 30s).
 	BreakerCooldown time.Duration
-	// InboxSize bounds the loop's inbox (default 4096); a full inbox makes API calls fail
-	// with RESOURCE_EXHAUSTED.
+	// InboxSize bounds each of the loop's two inboxes, the clients' and the fetchers' (default
+	// 4096); a full client inbox makes API calls fail with RESOURCE_EXHAUSTED, a full fetcher
+	// inbox slows the Work streams down.
 	InboxSize int
 	// StreamBuffer bounds each Work stream's send buffer (default 4096, at least 2×slots+64);
 	// a stream whose buffer fills is broken and its leases re-queued.
@@ -133,7 +148,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Func("host-limit", "per-host override `HOST=DELAY/CONCURRENCY`, e.g. arxiv.org=3s/1 (repeatable)", HostLimitFlag(&c.HostOverrides))
 	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "failed attempts before a paper fails")
 	c.Resolve.RegisterFlags(fs)
-	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without traffic from its fetcher")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without an event of that lease from its fetcher")
+	fs.DurationVar(&c.StartTimeout, "lease-start-timeout", 30*time.Second, "time a fetcher has to report an assigned lease started before it is re-queued")
+	fs.DurationVar(&c.DeadlineGrace, "lease-deadline-grace", time.Minute, "added to the download timeout to give each lease's hard deadline")
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 15*time.Second, "after a restart, how long fetchers may re-announce their leases")
 	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", 2_000_000, "maximum papers per batch")
 	fs.DurationVar(&c.Retention, "retention", 0, "delete finished batches (their papers, and blobs no other paper uses) this long after they finished (0: keep forever)")
@@ -278,8 +295,20 @@ func (c Config) withDefaults() Config {
 	if c.WatchInterval <= 0 {
 		c.WatchInterval = 250 * time.Millisecond
 	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = 30 * time.Second
+	}
+	if c.DeadlineGrace <= 0 {
+		c.DeadlineGrace = time.Minute
+	}
 	if c.FetcherSilence <= 0 {
 		c.FetcherSilence = 30 * time.Second
+	}
+	if c.StreamRate <= 0 {
+		c.StreamRate = 50
+	}
+	if c.StreamRatePerSlot <= 0 {
+		c.StreamRatePerSlot = 5
 	}
 	if c.Verifiers <= 0 {
 		c.Verifiers = 8
@@ -319,4 +348,20 @@ func (c *Config) hostLimits(key string) (time.Duration, int) {
 		delay = 0
 	}
 	return delay, conc
+}
+
+// DefaultDownloadTimeout is the download timeout sent in Assigns when Config.Limits sets none
+// (the fetchers' own default); the coordinator enforces it (plus DeadlineGrace).
+const DefaultDownloadTimeout = 15 * time.Minute
+
+// assignLimits returns the limits sent in every Assign: Config.Limits with the timeout set.
+func (c *Config) assignLimits() *pb.DownloadLimits {
+	l := &pb.DownloadLimits{}
+	if c.Limits != nil {
+		l = proto.Clone(c.Limits).(*pb.DownloadLimits)
+	}
+	if t := l.GetTimeout(); t == nil || t.AsDuration() <= 0 {
+		l.Timeout = durationpb.New(DefaultDownloadTimeout)
+	}
+	return l
 }

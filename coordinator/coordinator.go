@@ -32,12 +32,13 @@ const verifyQueueSize = 1024
 // Coordinator is the coordinator service. Create it with Open, register it on a gRPC server,
 // run its loop with Run, and Close it after Run returned.
 type Coordinator struct {
-	cfg   Config
-	st    *store
-	eng   *engine
-	m     *metrics
-	inbox chan message
-	done  chan struct{} // closed when Run returns
+	cfg     Config
+	st      *store
+	eng     *engine
+	m       *metrics
+	inbox   chan message  // client requests (CoordinatorService)
+	gwInbox chan message  // fetcher traffic (Work streams, verifiers)
+	done    chan struct{} // closed when Run returns
 
 	verifyJobs chan verifyJob  // completions to check against the blob store (verify.go)
 	gcJobs     chan []string   // released blobs to delete from the blob store (delete.go)
@@ -63,12 +64,12 @@ func Open(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	c := &Coordinator{
-		cfg: cfg, st: st, inbox: make(chan message, cfg.InboxSize), done: make(chan struct{}),
+		cfg: cfg, st: st, inbox: make(chan message, cfg.InboxSize), gwInbox: make(chan message, cfg.InboxSize), done: make(chan struct{}),
 		streamsClosed: make(chan struct{}), verifyJobs: make(chan verifyJob, verifyQueueSize),
 		gcJobs:   make(chan []string, gcQueueSize),
 		watchers: newWatchAdmission(cfg.WatchersPerBatch, cfg.WatchersPerPeer),
 	}
-	c.m, err = newMetrics(cfg.Registerer, func() float64 { return float64(len(c.inbox)) })
+	c.m, err = newMetrics(cfg.Registerer, func() float64 { return float64(len(c.inbox) + len(c.gwInbox)) })
 	if err != nil {
 		_ = st.close()
 		return nil, fmt.Errorf("coordinator: %w", err)
@@ -142,6 +143,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				return nil
 			case m := <-c.inbox:
 				m.apply(e, clk.Now())
+			case m := <-c.gwInbox:
+				m.apply(e, clk.Now())
 			case <-timer.C():
 				armed = time.Time{}
 			case <-ticker.C():
@@ -152,13 +155,25 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 		start := time.Now()
 		now := clk.Now()
-	drain:
+		// Client requests and fetcher traffic have their own inboxes and take turns, so that
+		// fetchers, however busy, neither fill the clients' inbox nor crowd them out of an
+		// iteration (budgets.go).
 		for i := 0; i < maxDrain; i++ {
+			took := false
 			select {
 			case m := <-c.inbox:
 				m.apply(e, now)
+				took = true
 			default:
-				break drain
+			}
+			select {
+			case m := <-c.gwInbox:
+				m.apply(e, now)
+				took = true
+			default:
+			}
+			if !took {
+				break
 			}
 		}
 		e.advance(now)

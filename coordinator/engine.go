@@ -55,6 +55,10 @@ type engine struct {
 	ids        leaseIDs          // issues and checks lease ids
 	verify     bool              // completions are verified against the blob store
 	verifyCh   chan<- verifyJob  // to the verifiers (see verify.go)
+	// Lease deadlines (deadline.go).
+	limits          *pb.DownloadLimits // sent in every Assign; Timeout always set
+	downloadTimeout time.Duration      // limits.Timeout
+	nextLeaseScan   time.Time          // zero: no lease
 
 	// Deletion (delete.go): blobs released and awaiting the collector, when blobs were
 	// collected (for leases older than that), the collector's queue, the next retention check.
@@ -101,11 +105,12 @@ type cacheAdd struct {
 var errInternal = errors.New("internal error")
 
 func newEngine(cfg Config, st *store, m *metrics) *engine {
-	return &engine{
+	e := &engine{
 		cfg:          cfg,
 		st:           st,
 		ids:          leaseIDs{storeID: st.id, key: st.leaseKey},
 		verify:       cfg.Bucket != nil,
+		limits:       cfg.assignLimits(),
 		log:          cfg.Logger,
 		m:            m,
 		rnd:          rand.New(cfg.Rand),
@@ -124,6 +129,8 @@ func newEngine(cfg Config, st *store, m *metrics) *engine {
 		pendingSpecs: make(map[uint32][]byte),
 		pendingPlans: make(map[uint32]*plan),
 	}
+	e.downloadTimeout = e.limits.GetTimeout().AsDuration()
+	return e
 }
 
 // debug reports whether debug logs are wanted (to skip building their attributes).
@@ -486,14 +493,14 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 	cands, resolve := e.candidatesOf(idx, spec)
 	u := cands[int(p.urlIdx)%len(cands)]
 	l := &lease{
-		idx: idx, attempt: p.attempts, batch: p.batch, conn: c, assignedAt: now,
+		idx: idx, attempt: p.attempts, batch: p.batch, conn: c, assignedAt: now, renewedAt: now,
 		url: u, paperID: spec.GetPaperId(), resolve: resolve,
 	}
+	e.noteLeaseDue(l)
 	e.leases[idx] = l
 	c.leases[idx] = l
 	c.credits--
 	e.credits--
-	c.lastAssign = now
 	h.active++
 	h.lastStart = now
 	e.setState(idx, stateDownloading, now)
@@ -507,7 +514,7 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 		CandidateUrls:  cands,
 		Attempt:        int32(l.attempt),
 		ExpectedSha256: spec.GetExpectedSha256(),
-		Limits:         e.cfg.Limits,
+		Limits:         e.limits,
 		LeaseExpiresAt: timestamppb.New(now.Add(e.cfg.LeaseTTL)),
 		Resolve:        resolve,
 	}}}})
@@ -578,18 +585,7 @@ func (e *engine) advance(now time.Time) {
 		}
 		e.enqueue(it.idx, now)
 	}
-	for _, c := range e.conns {
-		if c.closed || len(c.leases) == 0 {
-			continue
-		}
-		if now.Before(c.renewedAt().Add(e.cfg.LeaseTTL)) {
-			continue
-		}
-		for _, l := range mapValues(c.leases) {
-			e.sendCancel(c, l, "lease expired")
-			e.requeue(l, "lease expired", now)
-		}
-	}
+	e.reclaimLeases(now)
 	if len(e.orphans) > 0 && !now.Before(e.graceUntil) {
 		for _, l := range mapValues(e.orphans) {
 			e.requeue(l, "not re-announced after restart", now)
@@ -621,10 +617,8 @@ func (e *engine) nextWake() time.Time {
 	if len(e.sleeping) > 0 {
 		earliest(e.sleeping[0].wakeAt)
 	}
-	for _, c := range e.conns {
-		if !c.closed && len(c.leases) > 0 {
-			earliest(c.renewedAt().Add(e.cfg.LeaseTTL))
-		}
+	if !e.nextLeaseScan.IsZero() {
+		earliest(e.nextLeaseScan)
 	}
 	if len(e.orphans) > 0 {
 		earliest(e.graceUntil)

@@ -56,6 +56,8 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 			l.conn = c
 			l.id = fl.GetLeaseId()
 			l.started = true // it is running (or finished) on the fetcher
+			l.renewedAt = now
+			e.noteLeaseDue(l)
 			c.leases[idx] = l
 			adopted++
 		case l == nil && terminal(e.papers[idx].state) && e.papers[idx].attempts == attempt:
@@ -85,10 +87,11 @@ const resourceFetcher = "paperfetch.v1.Fetcher"
 // over only when it comes from the same process (same non-empty boot id: a reconnect whose
 // old stream the coordinator has not seen break yet), or when x has been silent for
 // FetcherSilence (fetchers send a heartbeat every 10s, so a silent stream is a dead process
-// whose connection was not closed, e.g. a crashed pod). Otherwise c is refused with
-// ALREADY_EXISTS naming the id and the fix.
+// whose connection was not closed, e.g. a crashed pod). The same process also means the same
+// credential, so that a boot id read in a log is not enough to take a live id over. Otherwise
+// c is refused with ALREADY_EXISTS naming the id and the fix.
 func (e *engine) mayReplace(x, c *fetcherConn, now time.Time) error {
-	if c.boot != "" && c.boot == x.boot {
+	if c.boot != "" && c.boot == x.boot && c.subject == x.subject {
 		return nil
 	}
 	if silent := now.Sub(x.lastMsg); silent >= e.cfg.FetcherSilence {
@@ -104,8 +107,8 @@ func cancelMsg(leaseID, reason string) *pb.WorkResponse {
 	return &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: leaseID, Reason: reason}}}
 }
 
-// onRequest handles one message of an established stream. Any message renews the
-// fetcher's leases.
+// onRequest handles one message of an established stream. A lease is renewed only by its own
+// events (deadline.go).
 func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
 	if c.closed {
 		return
@@ -187,6 +190,7 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		return
 	}
 	l.lastSeq = ev.GetSequence()
+	l.renewedAt = now
 	b := e.batches[l.batch]
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:

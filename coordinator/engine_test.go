@@ -146,7 +146,9 @@ func TestRetryAfterPausesHostAndAIMD(t *testing.T) {
 }
 
 func TestCircuitBreaker(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostConcurrency: 3, BreakerThreshold: 3, BreakerCooldown: time.Minute})
+	// The test never reports its leases started: no lease deadline gets in the way.
+	h := newEngHarness(t, Config{PerHostConcurrency: 3, BreakerThreshold: 3, BreakerCooldown: time.Minute,
+		StartTimeout: time.Hour, LeaseTTL: time.Hour})
 	h.submit("b", oneHost("p", 10))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
@@ -210,18 +212,24 @@ func TestLeaseExpiryAndDraining(t *testing.T) {
 		t.Fatalf("%d assigns", len(as))
 	}
 	h.advance(5 * time.Second)
-	h.send(c, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}) // renews
-	h.advance(9 * time.Second)
+	// A lease is renewed by its own events only, not by heartbeats or other leases' events.
+	h.send(c, eventReq(as[0], 1, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: as[0].GetUrl()}}}))
+	h.send(c, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
+	h.advance(4 * time.Second)
 	if _, cancels, _ := recv(c); len(cancels) != 0 {
-		t.Fatalf("expired despite the heartbeat")
+		t.Fatalf("expired early: %v", cancels)
 	}
 	h.advance(time.Second)
+	if _, cancels, _ := recv(c); len(cancels) != 1 || cancels[0] != as[1].GetLeaseId() {
+		t.Fatalf("at the TTL of the silent lease: cancels %v", cancels)
+	}
+	h.advance(5 * time.Second)
 	_, cancels, _ := recv(c)
-	if len(cancels) != 2 || h.batch("b").counts[stateQueued] != 4 {
+	if len(cancels) != 1 || cancels[0] != as[0].GetLeaseId() || h.batch("b").counts[stateQueued] != 4 {
 		t.Fatalf("cancels %v counts %v", cancels, h.batch("b").counts)
 	}
 	// The expired attempts' late results are dropped (and acked).
-	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+	h.send(c, eventReq(as[0], 2, completedEv(as[0])))
 	if _, _, acks := recv(c); len(acks) != 1 || h.batch("b").counts[stateSucceeded] != 0 {
 		t.Fatalf("stale result applied: %v", h.batch("b").counts)
 	}

@@ -16,18 +16,22 @@ type fetcherConn struct {
 	killed   chan struct{}
 	killOnce sync.Once
 	killErr  error
+	// share holds a token per message of the stream waiting in the gateway inbox (budgets.go).
+	share chan struct{}
+
+	// subject is the credential the stream authenticated with ("" without auth).
+	subject string
 
 	// Owned by the loop.
-	id         string
-	boot       string
-	slots      int
-	credits    int
-	draining   bool
-	closed     bool
-	connected  time.Time
-	lastMsg    time.Time
-	lastAssign time.Time
-	leases     map[uint32]*lease
+	id        string
+	boot      string
+	slots     int
+	credits   int
+	draining  bool
+	closed    bool
+	connected time.Time
+	lastMsg   time.Time // the stream's last message (FetcherSilence)
+	leases    map[uint32]*lease
 }
 
 func newFetcherConn(buffer int) *fetcherConn {
@@ -55,12 +59,4 @@ func (c *fetcherConn) kill(err error) {
 		c.killErr = err
 		close(c.killed)
 	})
-}
-
-// renewedAt is the time the conn's leases were last renewed.
-func (c *fetcherConn) renewedAt() time.Time {
-	if c.lastAssign.After(c.lastMsg) {
-		return c.lastAssign
-	}
-	return c.lastMsg
 }

@@ -1,14 +1,19 @@
 package coordinator
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -22,7 +27,7 @@ type gateway struct {
 // listens, which is fine.
 func (g *gateway) gone(conn *fetcherConn) {
 	select {
-	case g.c.inbox <- &goneMsg{c: conn}:
+	case g.c.gwInbox <- &goneMsg{c: conn}:
 	case <-g.c.done:
 	}
 }
@@ -43,8 +48,15 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 		return err
 	}
 	hello := first.GetHello()
+	if err := g.authorizeID(ctx, hello.GetFetcherId()); err != nil {
+		return err
+	}
 	buffer := max(g.c.cfg.StreamBuffer, 2*int(hello.GetSlots())+64)
 	conn := newFetcherConn(buffer)
+	conn.share = make(chan struct{}, g.c.streamShare(int(hello.GetSlots())))
+	if id, ok := auth.IdentityFrom(ctx); ok {
+		conn.subject = id.Subject
+	}
 	reply := make(chan error, 1)
 	if err := g.c.postWait(ctx, &helloMsg{c: conn, hello: hello, reply: reply}); err != nil {
 		return err
@@ -70,6 +82,7 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 	// The receiver is owned by this handler: when the handler returns, gRPC cancels ctx, which
 	// ends both stream.Recv and postWait, so the goroutine never outlives the call.
 	recvErr := make(chan error, 1)
+	budget := g.newBudget(conn, int(hello.GetSlots()))
 	go func() {
 		for {
 			req, err := stream.Recv()
@@ -80,6 +93,10 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 			// A peer that breaks the protocol loses its stream (its leases are re-queued).
 			if err := validate.WorkRequest(false, req); err != nil {
 				g.c.m.protocolErrors.Inc()
+				recvErr <- err
+				return
+			}
+			if err := budget.take(ctx); err != nil {
 				recvErr <- err
 				return
 			}
@@ -139,6 +156,8 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 				code = codes.ResourceExhausted
 			} else if errors.Is(conn.killErr, errInvalid) {
 				code = codes.InvalidArgument
+			} else if errors.Is(conn.killErr, errPrecondition) {
+				code = codes.FailedPrecondition
 			}
 			// The code says "invalid argument"; the message need not repeat it.
 			return status.Error(code, strings.TrimPrefix(conn.killErr.Error(), errInvalid.Error()+": "))
@@ -148,4 +167,22 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 			return errStopped
 		}
 	}
+}
+
+// authorizeID refuses (PERMISSION_DENIED) a Hello whose fetcher id the stream's credential
+// may not use (a token's fetcher-ids=, a certificate's paperfetch://fetcher/ID SANs).
+func (g *gateway) authorizeID(ctx context.Context, fetcherID string) error {
+	id, ok := auth.IdentityFrom(ctx)
+	if !ok || id.FetcherIDs.Allows(fetcherID) {
+		return nil
+	}
+	g.c.m.duplicateIDs.Inc()
+	msg := fmt.Sprintf("credential %s may not use fetcher id %q (it may use: %s); start the fetcher with one of its ids (--id)",
+		id.Subject, fetcherID, id.FetcherIDs)
+	g.c.cfg.Logger.Warn("fetcher refused: id not allowed by its credential", "fetcher", fetcherID, "credential", id.Subject)
+	st := status.New(codes.PermissionDenied, msg)
+	if d, err := st.WithDetails(&errdetails.ResourceInfo{ResourceType: resourceFetcher, ResourceName: fetcherID, Owner: id.Subject, Description: msg}); err == nil {
+		st = d
+	}
+	return st.Err()
 }

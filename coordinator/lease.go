@@ -20,6 +20,7 @@ type lease struct {
 	id         string       // the lease id sent in the Assign ("" for an orphan not yet re-announced)
 	conn       *fetcherConn // nil for an orphan (reloaded after a restart, not yet re-announced)
 	assignedAt time.Time
+	renewedAt  time.Time // the lease's last event, Assign or adoption (deadline.go)
 	lastSeq    int64
 	started    bool
 	cancelSent bool

@@ -19,6 +19,8 @@ type metrics struct {
 	protocolErrors  prometheus.Counter
 	verifications   *prometheus.CounterVec
 	duplicateIDs    prometheus.Counter
+	leaseReclaims   *prometheus.CounterVec
+	throttled       prometheus.Counter
 	hostPauses      *prometheus.CounterVec
 	cacheHits       prometheus.Counter
 	loopSeconds     prometheus.Histogram
@@ -50,7 +52,11 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "completion_verifications_total",
 			Help: "Completions checked against the blob store, by result (ok, refused)."}, []string{"result"}),
 		duplicateIDs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "fetcher_id_conflicts_total",
-			Help: "Work streams refused because another live fetcher process holds their fetcher id."}),
+			Help: "Work streams refused their fetcher id: another live fetcher process holds it, or their credential may not use it."}),
+		leaseReclaims: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "lease_reclaims_total",
+			Help: "Leases cancelled and re-queued by the coordinator, by cause (expired, not_started, deadline)."}, []string{"cause"}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "fetcher_throttled_total",
+			Help: "Work stream messages delayed by the stream's rate or inbox share (a fetcher sending too much)."}),
 		hostPauses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "host_pauses_total",
 			Help: "Hosts paused, by cause (retry_after, retry_after_capped, circuit_breaker)."}, []string{"cause"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
@@ -77,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.hostPauses,
+	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.leaseReclaims, m.throttled, m.hostPauses,
 		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
 		m.batchesDeleted, m.blobsDeleted,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",

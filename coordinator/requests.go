@@ -546,7 +546,10 @@ type streamMsg struct {
 	req *pb.WorkRequest
 }
 
-func (m *streamMsg) apply(e *engine, now time.Time) { e.onRequest(m.c, m.req, now) }
+func (m *streamMsg) apply(e *engine, now time.Time) {
+	m.c.release()
+	e.onRequest(m.c, m.req, now)
+}
 
 // goneMsg reports the end of a Work stream. With reply set (the fetcher closed its side), the
 // reply comes after every earlier message's output was queued on the stream.

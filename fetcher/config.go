@@ -2,6 +2,8 @@ package fetcher
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -11,12 +13,16 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gocloud.dev/blob"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/validate"
 	"github.com/paperfetch/paperfetch/internal/version"
 )
 
@@ -33,7 +39,13 @@ const (
 	DefaultDrainGrace        = 30 * time.Second
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultReconnectMin      = 250 * time.Millisecond
-	DefaultReconnectMax      = 30 * time.Second
+	// DefaultReconnectMax caps the reconnect backoff well below the coordinator's default
+	// --reconnect-grace (15s): after a coordinator restart every fetcher is back, and
+	// re-announces its running downloads, within the grace.
+	DefaultReconnectMax = 5 * time.Second
+	// DefaultIDConflictBackoff is the wait before a fetcher whose id is refused (another live
+	// process holds it, or its credentials do not allow it) tries again.
+	DefaultIDConflictBackoff = 30 * time.Second
 	DefaultSpoolMaxAge       = time.Hour
 	DefaultSpoolSweep        = 5 * time.Minute
 	DefaultResumeMinBytes    = 1 << 20
@@ -46,7 +58,11 @@ var Version = version.Version
 
 // Config configures a Fetcher. Zero fields take the defaults above.
 type Config struct {
-	// ID is the stable id of the fetcher (e.g. the pod name); default: the hostname.
+	// ID is the id of the fetcher process on the Work stream: 1 to 128 bytes of printable
+	// UTF-8 without white space. One id has one live process: the coordinator refuses a second
+	// process claiming a live id (ALREADY_EXISTS). Default: "<hostname>-<8 random hex digits>",
+	// unique per process, so several fetchers on one machine never collide; a restarted
+	// process is a new fetcher.
 	ID string
 	// Slots is how many downloads run at once (the initial credit); default 16.
 	Slots int
@@ -115,8 +131,11 @@ type Config struct {
 	DrainGrace time.Duration
 	// HeartbeatInterval: a Heartbeat is sent when nothing else was sent for this long.
 	HeartbeatInterval time.Duration
-	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff (with jitter).
+	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff (with jitter);
+	// keep ReconnectMax below the coordinator's --reconnect-grace (defaults 250ms and 5s).
 	ReconnectMin, ReconnectMax time.Duration
+	// IDConflictBackoff is the wait after the coordinator refused the id (default 30s).
+	IDConflictBackoff time.Duration
 	// LookupIP resolves host names; nil uses the system resolver. Tests inject names here.
 	// Every address is still checked by the SSRF guard when the connection is made.
 	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -130,8 +149,11 @@ type Config struct {
 
 // RegisterFlags registers the fetcher's flags on fs, with c's current values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	id := c.ID
 	c.setDefaults()
-	fs.StringVar(&c.ID, "id", c.ID, "stable fetcher id, e.g. the pod name; the default is the hostname")
+	c.ID = id // the default is made per process, in New
+	fs.StringVar(&c.ID, "id", c.ID, "fetcher `id` on the Work stream, unique per live process (default: <hostname>-<random>, a new one per process)")
+	fs.DurationVar(&c.ReconnectMax, "reconnect-max", c.ReconnectMax, "cap of the reconnect backoff; keep it below the coordinator's --reconnect-grace")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
 	fs.IntVar(&c.MaxFetchCalls, "max-fetch-calls", c.MaxFetchCalls, "FetcherService.Fetch calls run at once (beyond: RESOURCE_EXHAUSTED)")
 	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
@@ -177,11 +199,7 @@ func AllowCIDRFlag(dst *[]netip.Prefix) func(string) error {
 // setDefaults fills zero fields.
 func (c *Config) setDefaults() {
 	if c.ID == "" {
-		if h, err := os.Hostname(); err == nil && h != "" {
-			c.ID = h
-		} else {
-			c.ID = "fetcher"
-		}
+		c.ID = defaultID()
 	}
 	setIf(&c.Slots, DefaultSlots)
 	setIf(&c.MaxFetchCalls, DefaultMaxFetchCalls)
@@ -196,6 +214,7 @@ func (c *Config) setDefaults() {
 	setIf(&c.HeartbeatInterval, DefaultHeartbeatInterval)
 	setIf(&c.ReconnectMin, DefaultReconnectMin)
 	setIf(&c.ReconnectMax, DefaultReconnectMax)
+	setIf(&c.IDConflictBackoff, DefaultIDConflictBackoff)
 	setIf(&c.SpoolMaxAge, DefaultSpoolMaxAge)
 	setIf(&c.SpoolSweepInterval, DefaultSpoolSweep)
 	setIf(&c.ResumeMinBytes, DefaultResumeMinBytes)
@@ -228,6 +247,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("fetcher: max fetch calls must be 1 to 1000, got %d", c.MaxFetchCalls)
 	case len(c.ID) > 128:
 		return fmt.Errorf("fetcher: id longer than 128 characters")
+	case validate.FetcherID("id", c.ID) != nil:
+		return fmt.Errorf("fetcher: %w", validate.FetcherID("id", c.ID))
 	case c.MaxSize < 0:
 		return fmt.Errorf("fetcher: negative max size")
 	case c.SpoolMaxAge < 0 || c.SpoolSweepInterval < 0:
@@ -257,4 +278,35 @@ func setIf[T number](p *T, def T) {
 	if *p == 0 {
 		*p = def
 	}
+}
+
+// defaultID returns "<hostname>-<8 random hex digits>": the host (the pod name in Kubernetes)
+// for people reading logs, a random part so that every process has its own id.
+func defaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "fetcher"
+	}
+	host = strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return '_'
+		}
+		return r
+	}, host)
+	var raw [4]byte
+	_, _ = rand.Read(raw[:])
+	return validate.Truncate(host, validate.MaxFetcherIDBytes-16) + "-" + hex.EncodeToString(raw[:])
+}
+
+// DialOptions are the options of the fetcher's connection to the coordinator: the channel's
+// own reconnect backoff follows ReconnectMin/ReconnectMax (gRPC's default grows to 120s), so
+// that a fetcher reconnects within ReconnectMax of the coordinator coming back.
+func (c *Config) DialOptions() []grpc.DialOption {
+	c.setDefaults()
+	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{
+			BaseDelay: c.ReconnectMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: c.ReconnectMax,
+		},
+		MinConnectTimeout: DefaultConnectTimeout,
+	})}
 }

@@ -220,6 +220,7 @@ func (f *Fetcher) poke() {
 // newEventLocked returns the next event of l; f.mu must be held.
 func (f *Fetcher) newEventLocked(l *lease) *pb.DownloadEvent {
 	l.seq++
+	l.lastEvent = f.clk.Now()
 	return &pb.DownloadEvent{
 		LeaseId:  l.a.GetLeaseId(),
 		Attempt:  l.a.GetAttempt(),
@@ -261,7 +262,7 @@ func (f *Fetcher) startLease(parent context.Context, a *pb.Assign) {
 		f.log.Debug("ignoring a duplicate Assign", "lease", id)
 		return
 	}
-	l := &lease{a: a, running: true}
+	l := &lease{a: a, running: true, lastEvent: f.clk.Now()}
 	f.leases[id] = l
 	if f.draining {
 		l.running = false

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
@@ -41,7 +43,16 @@ func (f *Fetcher) Run(ctx context.Context, conn grpc.ClientConnInterface) error 
 		}
 		delay := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(backoff*2, f.cfg.ReconnectMax)
-		f.log.Warn("work stream to the coordinator ended; reconnecting", "err", err, "in", delay.String())
+		if st, ok := status.FromError(err); ok && refused(st.Code()) {
+			// The coordinator refuses this id (another live process holds it, or the
+			// credentials do not allow it): retrying fast would not help, and the operator
+			// must act. Try again slowly, in case the holder was a dead process.
+			delay = f.cfg.IDConflictBackoff/2 + rand.N(f.cfg.IDConflictBackoff/2+1)
+			f.log.Error("the coordinator refused this fetcher's id; give every fetcher process its own --id (or leave it unset)",
+				"id", f.cfg.ID, "code", st.Code().String(), "err", st.Message(), "retry_in", delay.String())
+		} else {
+			f.log.Warn("work stream to the coordinator ended; reconnecting", "err", err, "in", delay.String())
+		}
 		t := f.clk.NewTimer(delay)
 		select {
 		case <-t.C():
@@ -53,6 +64,12 @@ func (f *Fetcher) Run(ctx context.Context, conn grpc.ClientConnInterface) error 
 			return nil
 		}
 	}
+}
+
+// refused reports whether a Work stream ended with a code that says the coordinator refuses
+// this fetcher as it is (its id or credentials), not that it is unavailable.
+func refused(c codes.Code) bool {
+	return c == codes.AlreadyExists || c == codes.PermissionDenied || c == codes.Unauthenticated
 }
 
 func (f *Fetcher) isDrained() bool {
@@ -131,7 +148,21 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 				lastSend = f.clk.Now()
 			}
 		case now := <-hb.C():
-			// Any message renews the leases; send a Heartbeat only when the stream was quiet.
+			// The coordinator renews a lease on that lease's events only: running leases that
+			// were quiet for a heartbeat interval get a keep-alive progress event.
+			f.mu.Lock()
+			kept := f.keepAliveLocked(now.Add(-f.cfg.HeartbeatInterval / 2))
+			f.mu.Unlock()
+			if kept > 0 {
+				n, err := f.flush(stream, sid)
+				if err != nil {
+					return productive, err
+				}
+				if n > 0 {
+					lastSend = f.clk.Now()
+				}
+			}
+			// A Heartbeat tells the coordinator the stream is alive when it was quiet.
 			if f.clk.Now().Sub(lastSend) >= f.cfg.HeartbeatInterval/2 {
 				if err := stream.Send(&pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}); err != nil {
 					return productive, fmt.Errorf("send heartbeat: %w", err)

@@ -3,10 +3,13 @@ package fetcher
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // testWait bounds every wait in these tests; it is a failure timeout, not synchronisation.
@@ -409,5 +413,127 @@ func TestWorkHeartbeat(t *testing.T) {
 		}
 	case <-time.After(testWait):
 		t.Fatal("no heartbeat")
+	}
+}
+
+// The coordinator renews a lease only on its own events: a running download that is quiet
+// (no byte arrives) gets a keep-alive progress event every heartbeat interval.
+func TestWorkKeepAliveProgress(t *testing.T) {
+	pdf := pdfBody(600_000, 13)
+	g := newGatedOrigin(t, pdf)
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	h := newWorkHarness(t, func(c *Config) { c.Clock = clk; c.HeartbeatInterval = 10 * time.Second })
+	s := h.stream(t)
+	s.next(t) // hello
+	s.push(t, assign("L1", g.URL+"/gate"))
+	wantEvent(t, s.next(t), "L1")
+	g.waitFirstHalf(t)
+	clk.Advance(10 * time.Second)
+	for {
+		var m *pb.WorkRequest
+		select {
+		case m = <-s.recv: // s.next skips progress events
+		case <-time.After(testWait):
+			t.Fatal("no keep-alive progress")
+		}
+		ev := m.GetEvent()
+		if ev == nil || ev.GetProgress() == nil || !ev.GetTime().AsTime().Equal(clk.Now()) {
+			continue // a heartbeat, or progress of the first half
+		}
+		if ev.GetLeaseId() != "L1" {
+			t.Fatalf("keep-alive for %q", ev.GetLeaseId())
+		}
+		break
+	}
+	g.open()
+}
+
+// signalHandler signals on ch for every record whose message starts with prefix.
+type signalHandler struct {
+	prefix string
+	ch     chan struct{}
+}
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.prefix) {
+		h.ch <- struct{}{}
+	}
+	return nil
+}
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h signalHandler) WithGroup(string) slog.Handler      { return h }
+
+// After a long coordinator outage the reconnect delay stays capped at ReconnectMax (5s by
+// default, below the coordinator's 15s --reconnect-grace): on the fake clock, every attempt
+// comes within 5s of the previous one failing, so a fetcher is back within 5s of the
+// coordinator's return.
+func TestWorkReconnectBackoffCappedBelowGrace(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	retrying := make(chan struct{}, 1)
+	h := newWorkHarness(t, func(c *Config) {
+		c.Clock = clk
+		c.ReconnectMin, c.ReconnectMax = 0, 0 // the defaults
+		c.Logger = slog.New(signalHandler{prefix: "work stream to the coordinator ended", ch: retrying})
+	})
+	if DefaultReconnectMax >= 15*time.Second {
+		t.Fatalf("DefaultReconnectMax %s is not below the coordinator's default --reconnect-grace", DefaultReconnectMax)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	for i := range 20 { // 20 failed attempts: well past where an uncapped backoff would be
+		s := h.stream(t)
+		s.next(t) // hello
+		s.end <- status.Error(codes.Unavailable, "coordinator down")
+		select {
+		case <-retrying:
+		case <-time.After(testWait):
+			t.Fatalf("attempt %d: the fetcher did not schedule a reconnect", i)
+		}
+		// The sweeper's ticker and the reconnect timer.
+		if err := clk.WaitForWaiters(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(DefaultReconnectMax)
+	}
+	h.stream(t).next(t) // the coordinator is back: the 21st attempt came within 5s
+}
+
+// A refused id (ALREADY_EXISTS: another live process holds it) is retried slowly, after
+// IDConflictBackoff, not at the reconnect pace: no ping-pong with the coordinator.
+func TestWorkRefusedIDBacksOffSlowly(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	refusedLog := make(chan struct{}, 1)
+	h := newWorkHarness(t, func(c *Config) {
+		c.Clock = clk
+		c.ReconnectMin, c.ReconnectMax = time.Second, time.Second
+		c.Logger = slog.New(signalHandler{prefix: "the coordinator refused this fetcher's id", ch: refusedLog})
+	})
+	s := h.stream(t)
+	s.next(t)
+	s.end <- status.Error(codes.AlreadyExists, `fetcher id "test-fetcher" is in use`)
+	select {
+	case <-refusedLog:
+	case <-time.After(testWait):
+		t.Fatal("the refusal was not logged as such")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	if err := clk.WaitForWaiters(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(DefaultIDConflictBackoff/2 - time.Millisecond)
+	if n := clk.Waiters(); n != 2 {
+		t.Fatalf("the reconnect timer fired before half the conflict backoff (%d waiters)", n)
+	}
+	clk.Advance(DefaultIDConflictBackoff / 2)
+	h.stream(t).next(t)
+}
+
+func TestDefaultIDIsUniquePerProcess(t *testing.T) {
+	host, _ := os.Hostname()
+	a, b := defaultID(), defaultID()
+	if a == b || !strings.HasPrefix(a, host+"-") || validate.FetcherID("id", a) != nil {
+		t.Fatalf("default ids %q and %q (host %q)", a, b, host)
 	}
 }

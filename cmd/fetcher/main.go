@@ -86,7 +86,7 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	conn, err := clientFlags.Dial(*coordinator)
+	conn, err := clientFlags.Dial(*coordinator, cfg.DialOptions()...)
 	if err != nil {
 		_ = lis.Close()
 		return err

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"strings"
 
@@ -49,6 +50,9 @@ type Identity struct {
 	// Subject identifies the caller without revealing secrets: "token:<first 8 hex digits of
 	// its SHA-256>" or the certificate's subject common name.
 	Subject string
+	// FetcherIDs are the fetcher ids the credential may use on FetcherGatewayService (nil: any;
+	// see fetcherids.go).
+	FetcherIDs *FetcherIDs
 }
 
 type identityKey struct{}
@@ -68,8 +72,9 @@ func (g *Guard) AuthFunc(ctx context.Context) (context.Context, error) {
 		return context.WithValue(ctx, identityKey{}, Identity{Method: "none"}), nil
 	}
 	if req.ClientCert {
-		if cn, ok := verifiedClientCert(ctx); ok {
-			return context.WithValue(ctx, identityKey{}, Identity{Method: "client-cert", Subject: cn}), nil
+		if cert, ok := verifiedClientCert(ctx); ok {
+			return context.WithValue(ctx, identityKey{}, Identity{Method: "client-cert", Subject: "cert:" + cert.Subject.CommonName,
+				FetcherIDs: certFetcherIDs(cert)}), nil
 		}
 	}
 	if req.Tokens == nil {
@@ -82,11 +87,17 @@ func (g *Guard) AuthFunc(ctx context.Context) (context.Context, error) {
 		}
 		return nil, status.Error(codes.Unauthenticated, "a bearer token is required (authorization: Bearer <token>)")
 	}
-	if !req.Tokens.Contains(token) {
+	var ids *FetcherIDs
+	if l, ok := req.Tokens.(FetcherIDLookup); ok {
+		var known bool
+		if ids, known = l.FetcherIDs(token); !known {
+			return nil, status.Error(codes.Unauthenticated, "invalid bearer token")
+		}
+	} else if !req.Tokens.Contains(token) {
 		return nil, status.Error(codes.Unauthenticated, "invalid bearer token")
 	}
 	sum := sha256.Sum256([]byte(token))
-	return context.WithValue(ctx, identityKey{}, Identity{Method: "token", Subject: "token:" + hex.EncodeToString(sum[:4])}), nil
+	return context.WithValue(ctx, identityKey{}, Identity{Method: "token", Subject: "token:" + hex.EncodeToString(sum[:4]), FetcherIDs: ids}), nil
 }
 
 // UnaryServerInterceptor authenticates unary calls.
@@ -110,17 +121,16 @@ func (g *Guard) requirement(fullMethod string) Requirement {
 	return g.Default
 }
 
-// verifiedClientCert returns the common name of the caller's TLS client certificate when the
-// TLS stack verified it against the configured client CAs.
-func verifiedClientCert(ctx context.Context) (string, bool) {
+// verifiedClientCert returns the caller's TLS client certificate when the TLS stack verified
+// it against the configured client CAs.
+func verifiedClientCert(ctx context.Context) (*x509.Certificate, bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.AuthInfo == nil {
-		return "", false
+		return nil, false
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return "", false
+		return nil, false
 	}
-	leaf := info.State.VerifiedChains[0][0]
-	return "cert:" + leaf.Subject.CommonName, true
+	return info.State.VerifiedChains[0][0], true
 }

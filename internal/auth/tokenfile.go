@@ -39,6 +39,12 @@ func (f *TokenFile) String() string { return "token file " + f.path }
 // Tokens returns the current set.
 func (f *TokenFile) Tokens() *TokenSet { return f.cur.Load() }
 
+// FetcherIDs returns the fetcher ids token may use (nil: any) and whether it is in the
+// current set.
+func (f *TokenFile) FetcherIDs(token string) (*FetcherIDs, bool) {
+	return f.cur.Load().FetcherIDs(token)
+}
+
 // Contains reports whether token is in the current set.
 func (f *TokenFile) Contains(token string) bool { return f.cur.Load().Contains(token) }
 

@@ -18,10 +18,12 @@ import (
 // reveals them.
 type TokenSet struct {
 	digests [][sha256.Size]byte
+	ids     []*FetcherIDs // per token: the fetcher ids it may use (nil: any); see fetcherids.go
 }
 
 // ParseTokens reads tokens, one per line. Blank lines and lines starting with # are
-// ignored; surrounding white space is trimmed. A token may not contain white space.
+// ignored; surrounding white space is trimmed. A token may not contain white space; it may be
+// followed by `fetcher-ids=ID[,ID...]` (see fetcherids.go).
 func ParseTokens(r io.Reader) (*TokenSet, error) {
 	s := &TokenSet{}
 	sc := bufio.NewScanner(r)
@@ -32,10 +34,13 @@ func ParseTokens(r io.Reader) (*TokenSet, error) {
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		if strings.ContainsAny(t, " \t") {
-			return nil, fmt.Errorf("line %d: a token may not contain white space", line)
+		fields := strings.Fields(t)
+		ids, err := parseTokenOptions(fields[1:])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
-		s.digests = append(s.digests, sha256.Sum256([]byte(t)))
+		s.digests = append(s.digests, sha256.Sum256([]byte(fields[0])))
+		s.ids = append(s.ids, ids)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read tokens: %w", err)
@@ -56,6 +61,7 @@ func NewTokenSet(tokens ...string) *TokenSet {
 		s = &TokenSet{}
 		for _, t := range tokens {
 			s.digests = append(s.digests, sha256.Sum256([]byte(t)))
+			s.ids = append(s.ids, nil)
 		}
 	}
 	return s
@@ -81,4 +87,22 @@ func (s *TokenSet) Contains(token string) bool {
 		found |= subtle.ConstantTimeCompare(d[:], s.digests[i][:])
 	}
 	return found == 1
+}
+
+// FetcherIDs returns the fetcher ids token may use (nil: any) and whether token is in the set,
+// in the same constant time as Contains.
+func (s *TokenSet) FetcherIDs(token string) (*FetcherIDs, bool) {
+	if s == nil || token == "" {
+		return nil, false
+	}
+	d := sha256.Sum256([]byte(token))
+	match := -1
+	for i := range s.digests {
+		eq := subtle.ConstantTimeCompare(d[:], s.digests[i][:])
+		match = subtle.ConstantTimeSelect(eq, i, match)
+	}
+	if match < 0 {
+		return nil, false
+	}
+	return s.ids[match], true
 }

@@ -160,22 +160,32 @@ func (c *cluster) startCoordinator() *proc {
 // startFetcher starts a new fetcher with a fresh id (and User-Agent).
 func (c *cluster) startFetcher(slots int) *proc {
 	c.t.Helper()
+	return c.startFetcherWith(slots, true)
+}
+
+// startFetcherWith starts a new fetcher; withID false leaves --id unset (the default id, as
+// an operator starting several fetchers on one machine would).
+func (c *cluster) startFetcherWith(slots int, withID bool) *proc {
+	c.t.Helper()
 	c.mu.Lock()
 	c.nextFetcher++
 	id := fmt.Sprintf("fetcher-%d", c.nextFetcher)
 	c.mu.Unlock()
 	ua := "paperfetch-faulttest/" + id
-	p := c.start(id, bins.fetcher,
+	args := []string{
 		"--coordinator", c.coordAdr,
 		"--listen", "127.0.0.1:0",
 		"--blob", c.blobURL,
 		"--allow-private-networks",
 		"--slots", fmt.Sprint(slots),
-		"--id", id,
 		"--user-agent", ua,
 		"--stall-timeout", "5s",
 		"--drain-grace", "5s",
-	)
+	}
+	if withID {
+		args = append(args, "--id", id)
+	}
+	p := c.start(id, bins.fetcher, args...)
 	p.ua = ua
 	c.mu.Lock()
 	c.fetchers = append(c.fetchers, p)

@@ -87,6 +87,19 @@ type paperDef struct {
 	sha256 string
 }
 
+// startOrigin starts the suite's origin (2ms latency) on a 127.0.0.1 test server, closed at
+// the end of the test.
+func startOrigin(t *testing.T) (*originlib.Origin, *httptest.Server) {
+	t.Helper()
+	origin, err := originlib.New(originlib.Config{Faults: originlib.Faults{Latency: 2 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(origin)
+	t.Cleanup(srv.Close)
+	return origin, srv
+}
+
 // splitmix is a small deterministic hash for choosing sizes and faults.
 func splitmix(x uint64) uint64 {
 	x += 0x9E3779B97F4A7C15
@@ -163,12 +176,7 @@ func TestFault(t *testing.T) {
 	ctx, cancel := context.WithTimeout(ctx, p.deadline)
 	defer cancel()
 
-	origin, err := originlib.New(originlib.Config{Faults: originlib.Faults{Latency: 2 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(origin)
-	defer srv.Close()
+	origin, srv := startOrigin(t)
 	defs := makePapers(srv.URL, p.papers)
 
 	c := newCluster(t, dir, fail)

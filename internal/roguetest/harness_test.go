@@ -383,3 +383,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// progressBarrier sends a progress event of n bytes for lease a on r and waits until the
+// coordinator applied it (GetPaper shows n bytes): every message r sent before is applied too.
+func (e *env) progressBarrier(r *rogue, a *pb.Assign, n int64) {
+	e.t.Helper()
+	r.event(a, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: n}}})
+	waitFor(e.t, "the coordinator to apply the stream's events", func() bool {
+		return e.paper(a.GetBatchId(), a.GetPaperId()).GetBytesDownloaded() == n
+	})
+}
+
+// cancelCount returns how many Cancels r received.
+func (r *rogue) cancelCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cancels)
+}

@@ -1,6 +1,7 @@
 package roguetest
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/auth"
 )
 
 // Attack 6 (and issue 13's livelock): a second process claiming the id of a live fetcher is
@@ -50,4 +52,58 @@ func TestLiveFetcherIDCannotBeTaken(t *testing.T) {
 		FetcherId: "pod-1", BootId: "restarted", Slots: 4}}})
 	next.waitAssigns(1) // the victim's unfinished paper, re-queued
 	victim.waitEnd()
+}
+
+// bearer is a per-RPC bearer token over a plaintext loopback connection (tests only).
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// Attack 6 with tokens: a fetcher token names the ids it may use. A fetcher holding another
+// token cannot use the victim's id (PERMISSION_DENIED), whether the victim is connected or
+// not; the victim's own token works; a plain token may use any id that is not live.
+func TestFetcherIDBoundToToken(t *testing.T) {
+	tokens, err := auth.ParseTokens(strings.NewReader("tok-a fetcher-ids=pod-a\ntok-b fetcher-ids=pod-b-*\ntok-plain\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard := &auth.Guard{Services: map[string]auth.Requirement{
+		pb.FetcherGatewayService_ServiceDesc.ServiceName: {Tokens: tokens},
+		pb.CoordinatorService_ServiceDesc.ServiceName:    {},
+	}}
+	e := newEnv(t, envOpts{guard: guard})
+	e.submit("b", 1, "h.example")
+	gwAs := func(token string) pb.FetcherGatewayServiceClient {
+		conn := e.dial(bearer(token))
+		t.Cleanup(func() { _ = conn.Close() })
+		return pb.NewFetcherGatewayServiceClient(conn)
+	}
+	// Before the victim connects, and while it is connected.
+	for _, connected := range []bool{false, true} {
+		r := openStream(t, gwAs("tok-b"), hello("pod-a", 4))
+		st := r.waitEnd()
+		wantCode(t, "tok-b as pod-a", st, codes.PermissionDenied)
+		if !strings.Contains(st.Message(), `"pod-a"`) {
+			t.Fatalf("the refusal does not name the id: %q", st.Message())
+		}
+		if !connected {
+			victim := openStream(t, gwAs("tok-a"), hello("pod-a", 1))
+			victim.waitAssigns(1)
+			defer func() {
+				if victim.ended() {
+					t.Errorf("the victim's stream ended: %v", victim.waitEnd())
+				}
+			}()
+		}
+	}
+	ok := openStream(t, gwAs("tok-b"), hello("pod-b-7f3a", 1))
+	ok.send(heartbeat())
+	plain := openStream(t, gwAs("tok-plain"), hello("pod-a", 1)) // live: the first keeps it
+	wantCode(t, "plain token as live pod-a", plain.waitEnd(), codes.AlreadyExists)
+	if ok.ended() {
+		t.Fatalf("tok-b as pod-b-7f3a refused: %v", ok.waitEnd())
+	}
 }

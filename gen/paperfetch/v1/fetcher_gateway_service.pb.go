@@ -575,7 +575,7 @@ type Assign struct {
 	ExpectedSha256 string `protobuf:"bytes,7,opt,name=expected_sha256,json=expectedSha256,proto3" json:"expected_sha256,omitempty"`
 	// Limits for this download.
 	Limits *DownloadLimits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
-	// When the lease expires unless renewed by traffic on the stream.
+	// When the lease expires unless renewed by an event of this lease.
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
 	// Set for a resolution step of a DOI: request url as the route says and report a
 	// ResolveResult instead of downloading a PDF.

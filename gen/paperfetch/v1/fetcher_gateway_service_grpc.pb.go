@@ -62,8 +62,15 @@ const (
 //     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
 //     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
 //     failure of the attempt: the paper is retried, never SUCCEEDED from it.
-//  4. A lease expires unless renewed: any message on the stream renews every lease of that
-//     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
+//  4. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
+//     of other leases do not), so the fetcher sends a progress event for every running lease
+//     that was quiet for a heartbeat interval. The coordinator also enforces, however chatty
+//     the stream: a started event within the coordinator's --lease-start-timeout (default
+//     30s) of the Assign, and the Assign's limits.timeout (always set) plus
+//     --lease-deadline-grace (default 1m) as the lease's hard deadline. An expired lease's
+//     paper is re-queued and the fetcher receives a Cancel for it; a lease not started in time
+//     or past its hard deadline also closes the stream with FAILED_PRECONDITION (a working
+//     fetcher starts at once and its own watchdog ends a download at the timeout).
 //     The coordinator also sends Cancel when the batch is cancelled.
 //  5. The coordinator sends Ack for a terminal event only after the paper's new state is
 //     committed to its store. Until the Ack the fetcher keeps the result, and re-reports it if it
@@ -77,10 +84,18 @@ const (
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
 // from the fetcher_id it was issued to.
 //
-// Identity. One fetcher_id has at most one live stream: a Hello whose fetcher_id is held by a
+// Budgets. Each stream may send StreamRate + StreamRatePerSlot × slots messages per second
+// (coordinator defaults 50 + 5 per slot, bursts of twice that), and only a bounded share of
+// the coordinator's fetcher inbox; a faster stream is throttled through gRPC flow control.
+// Fetcher traffic never delays or fails client calls (they have an inbox of their own).
+//
+// Identity. When fetchers authenticate (a fetcher token naming `fetcher-ids=`, or a client
+// certificate with `paperfetch://fetcher/ID` URI SANs), a Hello whose fetcher_id the
+// credential may not use is refused with PERMISSION_DENIED. One fetcher_id has at most one
+// live stream: a Hello whose fetcher_id is held by a
 // live stream of another process (another boot_id) is refused with ALREADY_EXISTS and a
 // ResourceInfo naming the id. The newcomer takes the id over when the registered stream comes
-// from the same boot_id (a reconnect) or has been silent for the coordinator's fetcher-silence
+// from the same boot_id and credential (a reconnect) or has been silent for the coordinator's fetcher-silence
 // period (default 30s: three heartbeats).
 type FetcherGatewayServiceClient interface {
 	// Work is the fetcher's long-lived work stream; see the protocol above.
@@ -145,8 +160,15 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
 //     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
 //     failure of the attempt: the paper is retried, never SUCCEEDED from it.
-//  4. A lease expires unless renewed: any message on the stream renews every lease of that
-//     fetcher. An expired lease's paper is re-queued and the fetcher receives a Cancel for it.
+//  4. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
+//     of other leases do not), so the fetcher sends a progress event for every running lease
+//     that was quiet for a heartbeat interval. The coordinator also enforces, however chatty
+//     the stream: a started event within the coordinator's --lease-start-timeout (default
+//     30s) of the Assign, and the Assign's limits.timeout (always set) plus
+//     --lease-deadline-grace (default 1m) as the lease's hard deadline. An expired lease's
+//     paper is re-queued and the fetcher receives a Cancel for it; a lease not started in time
+//     or past its hard deadline also closes the stream with FAILED_PRECONDITION (a working
+//     fetcher starts at once and its own watchdog ends a download at the timeout).
 //     The coordinator also sends Cancel when the batch is cancelled.
 //  5. The coordinator sends Ack for a terminal event only after the paper's new state is
 //     committed to its store. Until the Ack the fetcher keeps the result, and re-reports it if it
@@ -160,10 +182,18 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
 // from the fetcher_id it was issued to.
 //
-// Identity. One fetcher_id has at most one live stream: a Hello whose fetcher_id is held by a
+// Budgets. Each stream may send StreamRate + StreamRatePerSlot × slots messages per second
+// (coordinator defaults 50 + 5 per slot, bursts of twice that), and only a bounded share of
+// the coordinator's fetcher inbox; a faster stream is throttled through gRPC flow control.
+// Fetcher traffic never delays or fails client calls (they have an inbox of their own).
+//
+// Identity. When fetchers authenticate (a fetcher token naming `fetcher-ids=`, or a client
+// certificate with `paperfetch://fetcher/ID` URI SANs), a Hello whose fetcher_id the
+// credential may not use is refused with PERMISSION_DENIED. One fetcher_id has at most one
+// live stream: a Hello whose fetcher_id is held by a
 // live stream of another process (another boot_id) is refused with ALREADY_EXISTS and a
 // ResourceInfo naming the id. The newcomer takes the id over when the registered stream comes
-// from the same boot_id (a reconnect) or has been silent for the coordinator's fetcher-silence
+// from the same boot_id and credential (a reconnect) or has been silent for the coordinator's fetcher-silence
 // period (default 30s: three heartbeats).
 type FetcherGatewayServiceServer interface {
 	// Work is the fetcher's long-lived work stream; see the protocol above.

@@ -1,0 +1,91 @@
+package coordinator
+
+import (
+	"context"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/status"
+)
+
+// Per-stream budgets of the fetcher gateway. Fetcher traffic goes through its own inbox
+// (gwInbox), which the loop drains in turns with the clients' inbox: a flood of fetcher
+// messages never makes a client call fail with "inbox is full" nor starves it. Within the
+// gateway inbox, each Work stream has
+//
+//   - a message rate: StreamRate + StreamRatePerSlot×slots messages per second, with bursts
+//     of twice that (defaults 50 + 5/slot: an honest fetcher sends a started, a few progress
+//     events and a terminal event per download, plus keep-alives every 10s); beyond it the
+//     stream's receiver waits, so gRPC flow control throttles the sender;
+//   - an inbox share: at most streamShare(slots) of its messages wait in the gateway inbox at
+//     once (the receiver waits for the loop to apply one), so a few streams cannot fill it for
+//     the others.
+//
+// Waiting uses the coordinator's clock. Throttled messages are counted in
+// paperfetch_coordinator_fetcher_throttled_total.
+
+// streamShare is how many messages of one stream may wait in the gateway inbox.
+func (c *Coordinator) streamShare(slots int) int {
+	return max(16, min(2*slots+16, c.cfg.InboxSize/4))
+}
+
+// budget is one stream's rate limiter and inbox share; only its receiver goroutine uses it
+// (release is called by the loop).
+type budget struct {
+	c    *Coordinator
+	conn *fetcherConn
+	lim  *rate.Limiter
+}
+
+func (g *gateway) newBudget(conn *fetcherConn, slots int) *budget {
+	cfg := &g.c.cfg
+	r := cfg.StreamRate + cfg.StreamRatePerSlot*float64(slots)
+	return &budget{c: g.c, conn: conn, lim: rate.NewLimiter(rate.Limit(r), max(1, int(2*r)))}
+}
+
+// take waits until the stream may post one more message.
+func (b *budget) take(ctx context.Context) error {
+	clk := b.c.cfg.Clock
+	now := clk.Now()
+	if d := b.lim.ReserveN(now, 1).DelayFrom(now); d > 0 {
+		b.c.m.throttled.Inc()
+		if err := b.wait(ctx, d); err != nil {
+			return err
+		}
+	}
+	select {
+	case b.conn.share <- struct{}{}:
+		return nil
+	default:
+	}
+	b.c.m.throttled.Inc()
+	select {
+	case b.conn.share <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-b.c.done:
+		return errStopped
+	}
+}
+
+func (b *budget) wait(ctx context.Context, d time.Duration) error {
+	t := b.c.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-b.c.done:
+		return errStopped
+	}
+}
+
+// release frees the inbox place of one applied message of the stream (called by the loop).
+func (c *fetcherConn) release() {
+	select {
+	case <-c.share:
+	default:
+	}
+}
