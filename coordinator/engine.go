@@ -442,6 +442,11 @@ func (e *engine) schedule(now time.Time) {
 			e.refreshHost(h, now)
 			continue
 		}
+		if h.br.gaveUp(now) && h.pausedUntil.After(now) {
+			e.failFast(idx, h, spec.GetPaperId(), now)
+			e.refreshHost(h, now)
+			continue
+		}
 		c := e.pickConn()
 		if c == nil { // cannot happen while credits > 0; be safe
 			e.log.Error("schedule: credits without a conn", "credits", e.credits)
