@@ -240,3 +240,29 @@ func TestBreakerHostAlways503(t *testing.T) {
 func h2idx(h *engHarness, paperID string) uint32 {
 	return h.e.byBatch[batchKey(hashString(paperID), h.batch("b").idx)]
 }
+
+// TestFailureMessageRedacted: a failure's URL and message reach the paper's last_error (shown
+// to every client of the batch) and the logs without query-string secrets.
+func TestFailureMessageRedacted(t *testing.T) {
+	h := newEngHarness(t, Config{MaxAttempts: 1})
+	signed := "https://bucket.example/p.pdf?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=deadbeef&id=7"
+	h.submit("b", []*pb.PaperSpec{{PaperId: "p", Urls: []string{signed}}})
+	c := h.connect("f", 1)
+	as, _, _ := recv(c)
+	ev := failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_CONNECTION, 0, 0)
+	ev.GetFailed().Url = signed
+	ev.GetFailed().Message = `Get "` + signed + `&token=s3cr3t": connection refused`
+	h.send(c, eventReq(as[0], 1, ev))
+	rec, _, err := h.st.readPaper(h2idx(h, "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"deadbeef", "AKIAEXAMPLE", "s3cr3t"} {
+		if strings.Contains(rec.lastError, secret) {
+			t.Errorf("last_error %q holds %q", rec.lastError, secret)
+		}
+	}
+	if !strings.Contains(rec.lastError, "X-Amz-Signature=REDACTED") || !strings.Contains(rec.lastError, "connection refused") {
+		t.Errorf("last_error %q", rec.lastError)
+	}
+}

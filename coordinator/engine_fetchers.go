@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/redact"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -315,6 +316,8 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 	if f.GetUrl() != "" {
 		msg = fmt.Sprintf("%s: %s", f.GetUrl(), msg)
 	}
+	// The error is logged and shown to every client of the batch: no signatures or tokens.
+	msg = redact.Text(msg)
 
 	// Host health: Retry-After pauses, AIMD, circuit breaker.
 	if isRateLimit(f) {
