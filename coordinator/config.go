@@ -97,12 +97,17 @@ type Config struct {
 	// MaxRetryAfter caps how long a Retry-After pauses a host (default 1h); a longer one
 	// fails the attempt with HOST_PAUSED.
 	MaxRetryAfter time.Duration
-	// BreakerThreshold is the number of consecutive transient failures that pause a host
-	// (default 10).
+	// BreakerThreshold is the number of consecutive host failures, each the first failure of
+	// a different paper, that trip a host's circuit breaker (default 10). See breaker.
 	BreakerThreshold int
-	// BreakerCooldown is the first pause of a tripped host; it doubles per consecutive trip
-	// up to MaxRetryAfter (default 30s).
+	// BreakerCooldown is the pause of a tripped host (default 30s). It doubles per trip, up
+	// to BreakerMaxCooldown, only for a host that does not answer at all.
 	BreakerCooldown time.Duration
+	// BreakerMaxCooldown caps the pause of a host that does not answer (default 10m).
+	BreakerMaxCooldown time.Duration
+	// BreakerGiveUp: a breaker open this long without a success gives up on the host: its
+	// queued papers fail at once with HOST_PAUSED (default 10m).
+	BreakerGiveUp time.Duration
 	// InboxSize bounds each of the loop's two inboxes, the clients' and the fetchers' (default
 	// 4096); a full client inbox makes API calls fail with RESOURCE_EXHAUSTED, a full fetcher
 	// inbox slows the Work streams down.
@@ -157,8 +162,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryBaseDelay, "retry-base-delay", 2*time.Second, "backoff before the second attempt (doubles per failure)")
 	fs.DurationVar(&c.RetryMaxDelay, "retry-max-delay", 5*time.Minute, "maximum retry backoff")
 	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", time.Hour, "longest Retry-After honoured as a host pause")
-	fs.IntVar(&c.BreakerThreshold, "breaker-threshold", 10, "consecutive transient failures that pause a host")
-	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", 30*time.Second, "first pause of a host whose breaker trips")
+	fs.IntVar(&c.BreakerThreshold, "breaker-threshold", 10, "consecutive host failures, each of a different paper, that pause a host (circuit breaker)")
+	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", 30*time.Second, "pause of a host whose breaker trips (doubles per trip only for a host that does not answer)")
+	fs.DurationVar(&c.BreakerMaxCooldown, "breaker-max-cooldown", 10*time.Minute, "longest pause of a host that does not answer")
+	fs.DurationVar(&c.BreakerGiveUp, "breaker-give-up", 10*time.Minute, "after this long with the breaker open and no success, a host's queued papers fail at once (HOST_PAUSED)")
 	fs.Func("download-max-size", "maximum PDF size in `bytes` sent to fetchers (0: the fetcher's default)", func(s string) error {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
@@ -279,6 +286,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BreakerCooldown <= 0 {
 		c.BreakerCooldown = 30 * time.Second
+	}
+	if c.BreakerMaxCooldown <= 0 {
+		c.BreakerMaxCooldown = 10 * time.Minute
+	}
+	c.BreakerMaxCooldown = max(c.BreakerMaxCooldown, c.BreakerCooldown)
+	if c.BreakerGiveUp <= 0 {
+		c.BreakerGiveUp = 10 * time.Minute
 	}
 	if c.InboxSize <= 0 {
 		c.InboxSize = 4096

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/redact"
 )
 
 // engine is the coordinator's state machine. It is driven by exactly one goroutine (the
@@ -449,6 +450,11 @@ func (e *engine) schedule(now time.Time) {
 			e.refreshHost(h, now)
 			continue
 		}
+		if h.br.gaveUp(now) && h.pausedUntil.After(now) {
+			e.failFast(idx, h, spec.GetPaperId(), now)
+			e.refreshHost(h, now)
+			continue
+		}
 		c := e.pickConn()
 		if c == nil { // cannot happen while credits > 0; be safe
 			e.log.Error("schedule: credits without a conn", "credits", e.credits)
@@ -519,7 +525,7 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 		Resolve:        resolve,
 	}}}})
 	if e.debug() {
-		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", u, "attempt", l.attempt)
+		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", redact.URL(u), "attempt", l.attempt)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/redact"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -271,7 +272,7 @@ func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 // hostSucceeded records a successful request on h: the breaker resets, and the concurrency
 // limit grows back by one after 4×limit successes (AIMD).
 func hostSucceeded(h *host) {
-	h.consecFail, h.trips = 0, 0
+	h.br.success()
 	h.okStreak++
 	if h.limit < h.maxLimit && h.okStreak >= h.limit*4 {
 		h.limit++
@@ -279,9 +280,11 @@ func hostSucceeded(h *host) {
 	}
 }
 
-// isRateLimit reports whether a failure asks us to slow down.
+// isRateLimit reports whether a failure asks us to slow down: a 429, or a 503 with
+// Retry-After (both RATE_LIMITED). A plain 503 is a server error, judged by the breaker: one
+// URL failing must not halve the concurrency of a host that serves everything else.
 func isRateLimit(f *pb.DownloadFailed) bool {
-	return f.GetReason() == pb.FailureReason_FAILURE_REASON_RATE_LIMITED || f.GetHttpStatus() == 429 || f.GetHttpStatus() == 503
+	return f.GetReason() == pb.FailureReason_FAILURE_REASON_RATE_LIMITED || f.GetHttpStatus() == 429
 }
 
 // hostTrouble reports whether a transient failure says something about the host's health.
@@ -300,7 +303,7 @@ func (e *engine) pauseHost(h *host, until time.Time, cause string, now time.Time
 		h.pausedUntil = until
 		h.pauseCause = cause
 		e.m.hostPauses.WithLabelValues(cause).Inc()
-		e.log.Warn("host paused", "host", h.name, "until", until, "cause", cause)
+		e.log.Warn("host paused", "host", h.name, "until", until, "cause", cause, "breaker", h.br.state(h.pausedUntil, now), "trips", h.br.trips)
 		e.refreshHost(h, now)
 	}
 }
@@ -308,7 +311,6 @@ func (e *engine) pauseHost(h *host, until time.Time, cause string, now time.Time
 // fail applies a failed event: retry (same or next URL, after a backoff) or fail the paper.
 func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 	p := &e.papers[l.idx]
-	b := e.batches[l.batch]
 	h := e.hosts[p.host]
 	reason := f.GetReason()
 	permanent := f.GetClass() == pb.FailureClass_FAILURE_CLASS_PERMANENT
@@ -318,6 +320,8 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 	if f.GetUrl() != "" {
 		msg = fmt.Sprintf("%s: %s", f.GetUrl(), msg)
 	}
+	// The error is logged and shown to every client of the batch: no signatures or tokens.
+	msg = redact.Text(msg)
 
 	// Host health: Retry-After pauses, AIMD, circuit breaker.
 	if isRateLimit(f) {
@@ -335,34 +339,92 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 			}
 		}
 	}
-	if !permanent && hostTrouble(f) {
-		h.consecFail++
-		if h.consecFail >= e.cfg.BreakerThreshold {
-			cool := e.cfg.BreakerCooldown << min(h.trips, 16)
-			if cool > e.cfg.MaxRetryAfter || cool <= 0 {
-				cool = e.cfg.MaxRetryAfter
-			}
-			h.trips++
-			h.consecFail = e.cfg.BreakerThreshold - 1 // half-open: one more failure trips again
-			e.pauseHost(h, now.Add(cool), "circuit_breaker", now)
-		}
-	} else if permanent {
-		h.consecFail = 0
-	}
+	e.judgeHost(h, p, f, permanent, msg, now)
 
 	e.m.failures.WithLabelValues(reasonLabel(reason)).Inc()
 	e.endLease(l, now)
+	e.settleFailure(l.idx, l.paperID, reason, permanent, msg, now)
+}
 
+// judgeHost feeds a failed attempt on h to its circuit breaker (see breaker).
+func (e *engine) judgeHost(h *host, p *paperRec, f *pb.DownloadFailed, permanent bool, msg string, now time.Time) {
+	br := &h.br
+	if permanent || !hostTrouble(f) {
+		if !hostAnswered(f) {
+			return // aborted, refused by the guard...: nothing learnt about the host
+		}
+		// The host answered (a 404, a paywall page...): it is up. A half-open probe that got
+		// an answer closes the breaker like a success.
+		if br.open && !h.pausedUntil.After(now) {
+			br.success()
+		}
+		br.streak = 0
+		return
+	}
+	switch {
+	case br.open && h.pausedUntil.After(now):
+		return // a download that started before the trip: the host is paused already
+	case br.open:
+		// Half-open: the probe failed, trip again.
+	case p.failures == 0:
+		br.streak++ // a different paper's first failure
+		if br.streak < e.cfg.BreakerThreshold {
+			return
+		}
+	default:
+		return // a retry of a paper that failed before says nothing new about the host
+	}
+	answered := f.GetHttpStatus() > 0 || f.GetReason() == pb.FailureReason_FAILURE_REASON_TRUNCATED
+	cool := e.cfg.BreakerCooldown
+	if !answered {
+		cool = min(e.cfg.BreakerCooldown<<min(br.trips, 16), e.cfg.BreakerMaxCooldown)
+	}
+	if !br.open {
+		br.open, br.openSince, br.giveUpAt = true, now, now.Add(e.cfg.BreakerGiveUp)
+	}
+	br.trips++
+	br.streak = 0
+	br.unreachable = !answered
+	br.lastError = msg
+	h.limit = 1 // half-open: one probe at a time
+	h.okStreak = 0
+	e.pauseHost(h, now.Add(cool), "circuit_breaker", now)
+}
+
+// hostAnswered reports whether a failure that is no host trouble shows the host answering.
+func hostAnswered(f *pb.DownloadFailed) bool {
+	switch f.GetReason() {
+	case pb.FailureReason_FAILURE_REASON_NOT_PDF, pb.FailureReason_FAILURE_REASON_TOO_LARGE,
+		pb.FailureReason_FAILURE_REASON_CHECKSUM_MISMATCH:
+		return true
+	}
+	return f.GetHttpStatus() > 0
+}
+
+// failFast fails the current URL of queued paper idx without an attempt: its host's breaker
+// gave up (see breaker). The paper moves on to its next URL, or fails with HOST_PAUSED.
+func (e *engine) failFast(idx uint32, h *host, paperID string, now time.Time) {
+	msg := fmt.Sprintf("host %s is failing: circuit breaker open since %s without a success (%d trips); last error: %s",
+		h.name, h.br.openSince.UTC().Format(time.RFC3339), h.br.trips, h.br.lastError)
+	e.m.failures.WithLabelValues(reasonLabel(pb.FailureReason_FAILURE_REASON_HOST_PAUSED)).Inc()
+	e.settleFailure(idx, paperID, pb.FailureReason_FAILURE_REASON_HOST_PAUSED, true, msg, now)
+}
+
+// settleFailure retries paper idx (same or next URL, after a backoff) or fails it, after a
+// failed attempt (or a refusal without an attempt, see failFast).
+func (e *engine) settleFailure(idx uint32, paperID string, reason pb.FailureReason, permanent bool, msg string, now time.Time) {
+	p := &e.papers[idx]
+	b := e.batches[p.batch]
 	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
 		// The fetcher confirms the abort of a cancelled batch's download.
-		e.setError(l.idx, cancelMessage(b))
-		e.setState(l.idx, stateCancelled, now)
+		e.setError(idx, cancelMessage(b))
+		e.setState(idx, stateCancelled, now)
 		return
 	}
 	if reason == pb.FailureReason_FAILURE_REASON_ABORTED && !permanent {
 		// Aborted by the fetcher (shutting down): not the paper's fault. enqueue keeps
 		// the same URL and does not count a failure.
-		e.enqueue(l.idx, now)
+		e.enqueue(idx, now)
 		return
 	}
 
@@ -376,50 +438,50 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 		p.failures++
 	}
 	p.reason = uint8(reason)
-	e.setError(l.idx, msg)
+	e.setError(idx, msg)
 	if permanent && p.urlIdx < 16 {
 		p.dead |= 1 << p.urlIdx
 	}
 	var pl *plan
 	if planned {
-		pl = e.planFailed(l.idx, reason, msg)
+		pl = e.planFailed(idx, reason, msg)
 	}
 	next, ok := nextURL(p)
 	switch {
 	case !ok && pl != nil:
-		e.advancePlan(l.idx, pl, now) // fails it with every route's outcome
+		e.advancePlan(idx, pl, now) // fails it with every route's outcome
 		return
 	case !ok:
-		e.setState(l.idx, stateFailed, now)
-		e.log.Info("paper failed", "batch", b.id, "paper", l.paperID, "reason", reasonLabel(reason), "error", msg)
+		e.setState(idx, stateFailed, now)
+		e.log.Info("paper failed", "batch", b.id, "paper", paperID, "reason", reasonLabel(reason), "error", msg)
 		return
 	case int(p.failures) >= e.cfg.MaxAttempts:
 		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
-		e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; last: %s", p.failures, msg))
-		e.setState(l.idx, stateFailed, now)
-		e.log.Info("paper failed", "batch", b.id, "paper", l.paperID, "reason", "attempts_exhausted", "error", msg)
+		e.setError(idx, fmt.Sprintf("gave up after %d attempts; last: %s", p.failures, msg))
+		e.setState(idx, stateFailed, now)
+		e.log.Info("paper failed", "batch", b.id, "paper", paperID, "reason", "attempts_exhausted", "error", msg)
 		return
 	}
 	moved := next != p.urlIdx
 	p.urlIdx = next
 	if moved {
-		spec, err := e.specOf(l.idx)
+		spec, err := e.specOf(idx)
 		if err != nil {
-			e.log.Error("retry: read spec", "paper", l.paperID, "err", err)
-			e.setState(l.idx, stateFailed, now)
+			e.log.Error("retry: read spec", "paper", paperID, "err", err)
+			e.setState(idx, stateFailed, now)
 			return
 		}
-		cands, _ := e.candidatesOf(l.idx, spec)
+		cands, _ := e.candidatesOf(idx, spec)
 		p.host = e.internHost(hostKey(cands[int(next)%len(cands)]))
 	}
 	if permanent && moved {
-		e.enqueue(l.idx, now) // a different URL: no reason to wait
+		e.enqueue(idx, now) // a different URL: no reason to wait
 		return
 	}
 	at := now.Add(e.backoff(int(p.failures))).UnixNano()
 	p.aux = at
-	e.setState(l.idx, stateRetryWait, now)
-	heap.Push(&e.retry, retryItem{at: at, idx: l.idx})
+	e.setState(idx, stateRetryWait, now)
+	heap.Push(&e.retry, retryItem{at: at, idx: idx})
 }
 
 // nextURL picks the candidate after the current one that has not failed permanently,

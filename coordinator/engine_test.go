@@ -159,20 +159,34 @@ func TestCircuitBreaker(t *testing.T) {
 	if !host.pausedUntil.Equal(h.clk.Now().Add(time.Minute)) {
 		t.Fatalf("breaker did not trip: paused until %v", host.pausedUntil)
 	}
-	recv(c) // assigned while the first failures freed slots, before the breaker tripped
+	pre, _, _ := recv(c) // assigned while the first failures freed slots, before the breaker tripped
+	if len(pre) != 2 {
+		t.Fatalf("assigned before the trip: %d, want 2", len(pre))
+	}
 	h.advance(59 * time.Second)
 	if as, _, _ := recv(c); len(as) != 0 {
 		t.Fatalf("assigned while the breaker is open: %d", len(as))
 	}
 	h.advance(time.Second)
-	as, _, _ = recv(c)
-	if len(as) == 0 {
-		t.Fatal("nothing assigned after the cooldown")
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("half-open with two leases still out: %d more assigned, want none", len(as))
 	}
 	// Half-open: one more failure trips it again, for twice as long.
-	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
+	h.send(c, eventReq(pre[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
 	if !host.pausedUntil.Equal(h.clk.Now().Add(2 * time.Minute)) {
 		t.Fatalf("second trip: paused until %v", host.pausedUntil)
+	}
+	h.advance(2 * time.Minute)
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("half-open with a lease still out: %d more assigned, want none", len(as))
+	}
+	// A success closes the breaker; the host's limit then climbs back one success at a time.
+	h.send(c, eventReq(pre[1], 1, completedEv(pre[1])))
+	if host.br.open {
+		t.Fatal("the breaker is still open after a success")
+	}
+	if as, _, _ := recv(c); len(as) == 0 {
+		t.Fatal("nothing assigned after the success")
 	}
 }
 

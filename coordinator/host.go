@@ -20,8 +20,7 @@ type host struct {
 	delay       time.Duration // minimum time between request starts
 	lastStart   time.Time
 	pausedUntil time.Time
-	consecFail  int   // consecutive transient failures (circuit breaker)
-	trips       int   // consecutive breaker trips (cooldown grows)
+	br          breaker
 	okStreak    int   // successes since the last limit change (AIMD)
 	failures    int64 // failed attempts since the start (for ListHosts)
 	successes   int64 // successful downloads since the start (for ListHosts)
@@ -67,9 +66,62 @@ func (h *host) compact() {
 	}
 }
 
-// readyAt is when the host may start its next request, ignoring concurrency.
+// Breaker states, as shown in logs and to operators.
+const (
+	breakerClosed   = "closed"    // downloads run normally
+	breakerOpen     = "open"      // paused after failures of many different papers
+	breakerHalfOpen = "half_open" // the pause is over: one probe at a time until a success
+	breakerGaveUp   = "gave_up"   // open for longer than BreakerGiveUp: queued papers fail at once
+)
+
+// breaker is a host's circuit breaker (policy in docs/operations.md, "Host circuit breaker").
+// Closed, it counts consecutive transient failures of the host (connection, timeout, 5xx,
+// 429) that are the FIRST failure of their paper: retries of the same few papers never trip
+// it, failures of many different papers in a row do. Any success (or any answer that is not
+// a host failure, like a 404) resets the count and closes it. Tripped, the host pauses for
+// BreakerCooldown; the pause doubles per trip only for a host that does not answer at all
+// (connect refused, timeouts, DNS), up to BreakerMaxCooldown, and stays BreakerCooldown for
+// one answering HTTP errors. After the pause the host is half-open: one download at a time,
+// whose failure trips it again. Open for longer than BreakerGiveUp without a success, it
+// gives up: the host's queued papers fail at once (HOST_PAUSED, moving on to their next URL)
+// while a probe per cooldown keeps watching for its return.
+type breaker struct {
+	streak      int       // closed: consecutive first failures of distinct papers
+	open        bool      // tripped, and no success since
+	trips       int       // trips since the last success
+	unreachable bool      // the last trip was for failures without an HTTP answer
+	openSince   time.Time // the first trip since the last success
+	giveUpAt    time.Time // openSince + BreakerGiveUp
+	lastError   string    // the failure that last tripped it
+}
+
+// state names the breaker's state at now.
+func (b *breaker) state(pausedUntil, now time.Time) string {
+	switch {
+	case !b.open:
+		return breakerClosed
+	case !b.giveUpAt.After(now):
+		return breakerGaveUp
+	case pausedUntil.After(now):
+		return breakerOpen
+	default:
+		return breakerHalfOpen
+	}
+}
+
+// success closes the breaker.
+func (b *breaker) success() { *b = breaker{} }
+
+// gaveUp reports whether the breaker is open and has given up on the host at now.
+func (b *breaker) gaveUp(now time.Time) bool { return b.open && !b.giveUpAt.After(now) }
+
+// readyAt is when the host may start its next request, ignoring concurrency. A host whose
+// breaker gave up is ready at once: its queued papers fail without a request.
 func (h *host) readyAt() time.Time {
 	t := h.pausedUntil
+	if h.br.open && h.br.giveUpAt.Before(t) {
+		t = h.br.giveUpAt
+	}
 	if h.delay > 0 && !h.lastStart.IsZero() {
 		if s := h.lastStart.Add(h.delay); s.After(t) {
 			t = s

@@ -118,31 +118,31 @@ func (r *hostsReq) apply(e *engine, now time.Time) {
 			continue
 		}
 		paused := h.pausedUntil.After(now)
-		if r.busyOnly && h.queued() == 0 && h.active == 0 && !paused && h.consecFail == 0 {
+		if r.busyOnly && h.queued() == 0 && h.active == 0 && !paused && h.br.streak == 0 && !h.br.open {
 			continue
 		}
-		res.hosts = append(res.hosts, hostProto(h, paused))
+		res.hosts = append(res.hosts, hostProto(h, paused, now))
 	}
 	if i < len(e.hosts) {
 		res.next = strconv.Itoa(i)
 	}
 }
 
-func hostProto(h *host, paused bool) *pb.Host {
+func hostProto(h *host, paused bool, now time.Time) *pb.Host {
 	out := &pb.Host{
 		Name: h.name, Delay: durationpb.New(h.delay), MaxConcurrency: int32(h.maxLimit),
 		AdaptiveLimit: int32(h.limit), Active: int32(h.active), Queued: int64(h.queued()),
-		ConsecutiveFailures: int32(h.consecFail), Failures: h.failures, Successes: h.successes,
+		ConsecutiveFailures: int32(h.br.streak), Failures: h.failures, Successes: h.successes,
 		LastFailureReason: pb.FailureReason(h.lastReason), Breaker: pb.BreakerState_BREAKER_STATE_CLOSED,
 	}
 	if paused {
 		out.PausedUntil = timestamppb.New(h.pausedUntil)
 		out.PauseReason = h.pauseCause
 	}
-	switch {
-	case paused && h.pauseCause == "circuit_breaker":
+	switch h.br.state(h.pausedUntil, now) {
+	case breakerOpen, breakerGaveUp:
 		out.Breaker = pb.BreakerState_BREAKER_STATE_OPEN
-	case h.trips > 0:
+	case breakerHalfOpen:
 		out.Breaker = pb.BreakerState_BREAKER_STATE_HALF_OPEN
 	}
 	return out

@@ -2,7 +2,9 @@ package grpcclient
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +20,6 @@ func TestIsLoopback(t *testing.T) {
 		"dns:///localhost:7400":            true,
 		"passthrough:///127.0.0.1:1":       true,
 		"unix:///run/paperfetch.sock":      true,
-		"a.localhost:80":                   true,
 		"10.0.0.1:7400":                    false,
 		"paperfetch-coordinator:7400":      false,
 		"dns:///paperfetch-coordinator:74": false,
@@ -28,6 +29,33 @@ func TestIsLoopback(t *testing.T) {
 	} {
 		if got := IsLoopback(target); got != want {
 			t.Errorf("IsLoopback(%q) = %v, want %v", target, got, want)
+		}
+	}
+}
+
+// TestLocalhostSubdomain: a name under .localhost is loopback only when it resolves to
+// loopback addresses and nothing else (Go's resolver may ask DNS for it).
+func TestLocalhostSubdomain(t *testing.T) {
+	answers := map[string][]netip.Addr{
+		"a.localhost":     {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
+		"evil.localhost":  {netip.MustParseAddr("203.0.113.7")},
+		"mixed.localhost": {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.0.1")},
+		"empty.localhost": {},
+	}
+	lookup := func(host string) ([]netip.Addr, error) {
+		a, ok := answers[strings.ToLower(strings.TrimSuffix(host, "."))]
+		if !ok {
+			return nil, errors.New("no such host")
+		}
+		return a, nil
+	}
+	for target, want := range map[string]bool{
+		"a.localhost:7400": true, "dns:///A.LOCALHOST:7400": true, "evil.localhost:7400": false,
+		"mixed.localhost:7400": false, "empty.localhost:1": false, "gone.localhost:1": false,
+		"localhost:7400": true,
+	} {
+		if got := isLoopback(target, lookup); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", target, got, want)
 		}
 	}
 }

@@ -1,14 +1,30 @@
 package grpcclient
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
-// IsLoopback reports whether a gRPC target names this machine: localhost, a loopback IP
-// address, or a unix socket. Schemes such as "dns:///" and "passthrough:///" are understood.
+// localhostLookupTimeout bounds the resolution of a *.localhost name by IsLoopback.
+const localhostLookupTimeout = 2 * time.Second
+
+// IsLoopback reports whether a gRPC target names this machine: "localhost", a loopback IP
+// address, a unix socket, or a name under .localhost that resolves only to loopback
+// addresses (Go's resolver asks DNS for such names, which may answer anything). Schemes such
+// as "dns:///" and "passthrough:///" are understood.
 func IsLoopback(target string) bool {
+	return isLoopback(target, func(host string) ([]netip.Addr, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), localhostLookupTimeout)
+		defer cancel()
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	})
+}
+
+// isLoopback is IsLoopback with the resolver of *.localhost names injected.
+func isLoopback(target string, lookup func(host string) ([]netip.Addr, error)) bool {
 	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
 		return true
 	}
@@ -26,7 +42,19 @@ func IsLoopback(target string) bool {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	if strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".localhost") {
+		addrs, err := lookup(host)
+		if err != nil || len(addrs) == 0 {
+			return false
+		}
+		for _, a := range addrs {
+			if !a.Unmap().IsLoopback() {
+				return false
+			}
+		}
 		return true
 	}
 	addr, err := netip.ParseAddr(host)

@@ -51,6 +51,10 @@ type Flags struct {
 	MaxConcurrentStreams uint
 	// ReloadInterval is how often certificates and token files are re-read (--reload-interval).
 	ReloadInterval time.Duration
+	// MaxConns, MaxConnsPerIP and MaxConnectionIdle are the connection limits (--max-conns,
+	// --max-conns-per-ip, --max-connection-idle), see Config.
+	MaxConns, MaxConnsPerIP int
+	MaxConnectionIdle       time.Duration
 
 	keyPair *tlsreload.KeyPairFlags // --tls-cert/--tls-key, shared with grpcclient's flags
 }
@@ -75,6 +79,9 @@ func RegisterFlags(fs *flag.FlagSet, role Role) *Flags {
 	fs.Float64Var(&f.RateLimit, "rate-limit", 1000, "client calls per second accepted from each client (its token, certificate or IP address) before RESOURCE_EXHAUSTED with a retry delay (health, reflection and the fetcher gateway are exempt; 0: unlimited)")
 	fs.IntVar(&f.RateBurst, "rate-burst", 2000, "burst of each client's call rate limit")
 	fs.UintVar(&f.MaxConcurrentStreams, "max-concurrent-streams", DefaultMaxConcurrentStreams, "maximum concurrent gRPC streams per connection")
+	fs.IntVar(&f.MaxConns, "max-conns", DefaultMaxConns, "open connections accepted in all; one more is closed at once (-1: no limit)")
+	fs.IntVar(&f.MaxConnsPerIP, "max-conns-per-ip", DefaultMaxConnsPerIP, "open connections accepted from one peer IP address; one more is closed at once (-1: no limit)")
+	fs.DurationVar(&f.MaxConnectionIdle, "max-connection-idle", DefaultMaxConnectionIdle, "close a connection without any call for this long (GOAWAY; clients reconnect when needed; -1s: never)")
 	fs.DurationVar(&f.ReloadInterval, "reload-interval", DefaultReloadInterval, "how often TLS certificates and token files are checked for changes (also on SIGHUP)")
 	return f
 }
@@ -88,14 +95,17 @@ func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Serve
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg := Config{
-		Logger:          logger,
-		HardStopTimeout: f.HardStopTimeout,
-		Registry:        reg,
-		RateLimit:       f.RateLimit,
-		RateBurst:       f.RateBurst,
-		MetricsListen:   f.MetricsListen,
-		HealthListen:    f.HealthListen,
-		ReloadInterval:  f.ReloadInterval,
+		Logger:            logger,
+		HardStopTimeout:   f.HardStopTimeout,
+		Registry:          reg,
+		RateLimit:         f.RateLimit,
+		RateBurst:         f.RateBurst,
+		MetricsListen:     f.MetricsListen,
+		HealthListen:      f.HealthListen,
+		ReloadInterval:    f.ReloadInterval,
+		MaxConns:          f.MaxConns,
+		MaxConnsPerIP:     f.MaxConnsPerIP,
+		MaxConnectionIdle: f.MaxConnectionIdle,
 	}
 	if f.MaxConcurrentStreams > 0 {
 		cfg.MaxConcurrentStreams = uint32(min(f.MaxConcurrentStreams, 1<<31))

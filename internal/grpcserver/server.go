@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -62,6 +63,8 @@ const (
 	DefaultHardStopTimeout = 10 * time.Second
 	// DefaultMaxConcurrentStreams bounds the streams of one connection.
 	DefaultMaxConcurrentStreams = 1000
+	// DefaultMaxConnectionIdle closes connections without calls for this long.
+	DefaultMaxConnectionIdle = 5 * time.Minute
 	// DefaultReloadInterval is how often certificate and token files are checked for changes.
 	DefaultReloadInterval = 30 * time.Second
 	// metricsShutdownTimeout bounds the /metrics server's shutdown.
@@ -99,6 +102,15 @@ type Config struct {
 	RateBurst int
 	// MaxConcurrentStreams bounds the concurrent streams of one connection. 0 means 1000.
 	MaxConcurrentStreams uint32
+	// MaxConns bounds the open connections; one more is closed at once. 0 means
+	// DefaultMaxConns, negative no limit.
+	MaxConns int
+	// MaxConnsPerIP bounds the open connections from one peer IP address; one more is closed
+	// at once. 0 means DefaultMaxConnsPerIP, negative no limit.
+	MaxConnsPerIP int
+	// MaxConnectionIdle: a connection without any call for this long is closed with a GOAWAY
+	// (clients reconnect when they need to). 0 means DefaultMaxConnectionIdle, negative never.
+	MaxConnectionIdle time.Duration
 	// Unary and Stream are extra interceptors placed after rate limiting and before recovery,
 	// in order.
 	Unary []grpc.UnaryServerInterceptor
@@ -145,6 +157,15 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxConcurrentStreams == 0 {
 		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.MaxConnectionIdle == 0 {
+		cfg.MaxConnectionIdle = DefaultMaxConnectionIdle
 	}
 	if cfg.ReloadInterval == 0 {
 		cfg.ReloadInterval = DefaultReloadInterval
@@ -205,7 +226,7 @@ func New(cfg Config) *Server {
 		grpc.MaxSendMsgSize(grpcclient.MaxMessageSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(KeepaliveEnforcementPolicy()),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * grpcclient.KeepaliveTime, Timeout: 2 * grpcclient.KeepaliveTimeout}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * grpcclient.KeepaliveTime, Timeout: 2 * grpcclient.KeepaliveTimeout, MaxConnectionIdle: max(cfg.MaxConnectionIdle, 0)}),
 	}, cfg.Options...)
 	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
@@ -345,7 +366,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	errc := make(chan error, 1)
-	wg.Go(func() { errc <- s.GRPC.Serve(lis) })
+	limited := limitConns(lis, s.cfg.MaxConns, s.cfg.MaxConnsPerIP, func(ip netip.Addr, limit string) {
+		s.logger.Warn("connection refused: too many connections", "peer_ip", ip.String(), "limit", limit)
+	})
+	wg.Go(func() { errc <- s.GRPC.Serve(limited) })
 	if s.local != nil {
 		wg.Go(func() {
 			if err := s.GRPC.Serve(s.local); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
