@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"fmt"
 	"strconv"
 	"time"
 
@@ -50,7 +49,7 @@ func (r *retryReq) apply(e *engine, now time.Time) {
 // way out of the FAILED state; a COMPLETED batch becomes RUNNING again.
 func (e *engine) retryFailed(b *batch, now time.Time) (int64, error) {
 	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
-		return 0, fmt.Errorf("%w: batch %q is cancelled", errPrecondition, b.id)
+		return 0, precondition(preconditionBatchState, b.id, "batch %q is cancelled: its failed papers cannot be retried", b.id)
 	}
 	if b.counts[stateFailed] == 0 {
 		return 0, nil
@@ -105,7 +104,7 @@ func (r *hostsReq) apply(e *engine, now time.Time) {
 	if r.token != "" {
 		n, err := strconv.Atoi(r.token)
 		if err != nil || n < 0 || n > len(e.hosts) {
-			res.err = fmt.Errorf("%w: page_token is not valid", errInvalid)
+			res.err = invalidField("page_token", "is not valid here; pass the next_page_token of a previous call")
 			return
 		}
 		start = n

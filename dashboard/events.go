@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -96,15 +97,28 @@ func (s *sse) sendStatus(err error) {
 	_ = s.send("error", js)
 }
 
-func (h *handler) batchEvents(ctx context.Context, w http.ResponseWriter, r *http.Request, id string) {
-	stream, err := h.client.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id, IncludePapers: true})
+// firstMessage opens a server stream and reads its first message; a failure of either is
+// answered as an HTTP error (nothing has been written yet) and gives ok = false.
+func firstMessage[T any](ctx context.Context, h *handler, w http.ResponseWriter, r *http.Request,
+	open func() (grpc.ServerStreamingClient[T], error)) (grpc.ServerStreamingClient[T], *T, bool) {
+	stream, err := open()
 	if err != nil {
 		h.writeError(ctx, w, r, err)
-		return
+		return nil, nil, false
 	}
 	first, err := stream.Recv()
 	if err != nil {
 		h.writeError(ctx, w, r, err)
+		return nil, nil, false
+	}
+	return stream, first, true
+}
+
+func (h *handler) batchEvents(ctx context.Context, w http.ResponseWriter, r *http.Request, id string) {
+	stream, first, ok := firstMessage(ctx, h, w, r, func() (grpc.ServerStreamingClient[pb.WatchBatchResponse], error) {
+		return h.client.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id, IncludePapers: true})
+	})
+	if !ok {
 		return
 	}
 	s := startSSE(w)
@@ -231,14 +245,10 @@ func (h *handler) download(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ctx = outgoing(ctx, r)
 	q := r.URL.Query()
-	stream, err := h.client.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: q.Get("batch"), PaperId: q.Get("paper")})
-	if err != nil {
-		h.writeError(ctx, w, r, err)
-		return
-	}
-	first, err := stream.Recv()
-	if err != nil {
-		h.writeError(ctx, w, r, err)
+	stream, first, ok := firstMessage(ctx, h, w, r, func() (grpc.ServerStreamingClient[pb.ReadPaperResponse], error) {
+		return h.client.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: q.Get("batch"), PaperId: q.Get("paper")})
+	})
+	if !ok {
 		return
 	}
 	hd := w.Header()
@@ -250,6 +260,7 @@ func (h *handler) download(w http.ResponseWriter, r *http.Request) {
 		if _, err := w.Write(m.GetData()); err != nil {
 			return
 		}
+		var err error
 		if m, err = stream.Recv(); err != nil {
 			if !errors.Is(err, io.EOF) {
 				h.log.Warn("download cut short", "batch", q.Get("batch"), "paper", q.Get("paper"), "err", err)
