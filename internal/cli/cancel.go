@@ -20,23 +20,15 @@ func (a *app) cancel(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 {
-		return usagef("want exactly one BATCH id")
-	}
-	conn, client, err := r.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	callCtx, cancel := r.call(ctx)
-	defer cancel()
-	resp, err := client.CancelBatch(callCtx, &pb.CancelBatchRequest{BatchId: rest[0], Reason: *reason})
-	if err != nil {
-		return r.rpcError("cancel", err)
-	}
-	b := resp.GetBatch()
-	c := b.GetCounts()
-	fmt.Fprintf(a.env.Stdout, "batch %s: %s (%d succeeded, %d failed, %d cancelled, %d still stopping)\n", b.GetBatchId(),
-		progress.BatchStateName(b.GetState()), c.GetSucceeded(), c.GetFailed(), c.GetCancelled(), c.GetDownloading())
-	return nil
+	return r.eachBatch(ctx, "cancel", rest, false, func(ctx context.Context, client pb.CoordinatorServiceClient, id string) error {
+		resp, err := client.CancelBatch(ctx, &pb.CancelBatchRequest{BatchId: id, Reason: *reason})
+		if err != nil {
+			return err
+		}
+		b := resp.GetBatch()
+		c := b.GetCounts()
+		fmt.Fprintf(a.env.Stdout, "batch %s: %s (%d succeeded, %d failed, %d cancelled, %d still stopping)\n", b.GetBatchId(),
+			progress.BatchStateName(b.GetState()), c.GetSucceeded(), c.GetFailed(), c.GetCancelled(), c.GetDownloading())
+		return nil
+	})
 }

@@ -48,6 +48,33 @@ func (r *remote) dial() (*grpc.ClientConn, pb.CoordinatorServiceClient, error) {
 }
 
 // call returns a context with the per-call deadline.
+// eachBatch dials the coordinator and calls do once per batch id in ids (at least one; exactly
+// one unless many is set), each call with its own deadline; an RPC error is reported as the
+// command name plus the batch id.
+func (r *remote) eachBatch(ctx context.Context, name string, ids []string, many bool,
+	do func(ctx context.Context, client pb.CoordinatorServiceClient, id string) error) error {
+	switch {
+	case many && len(ids) == 0:
+		return usagef("want at least one BATCH id")
+	case !many && len(ids) != 1:
+		return usagef("want exactly one BATCH id")
+	}
+	conn, client, err := r.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, id := range ids {
+		callCtx, cancel := r.call(ctx)
+		err := do(callCtx, client, id)
+		cancel()
+		if err != nil {
+			return r.rpcError(name+" "+id, err)
+		}
+	}
+	return nil
+}
+
 func (r *remote) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, r.timeout)
 }

@@ -21,22 +21,14 @@ func (a *app) retry(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 {
-		return usagef("want exactly one BATCH id")
-	}
-	conn, client, err := r.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	callCtx, cancel := r.call(ctx)
-	defer cancel()
-	resp, err := client.RetryFailed(callCtx, &pb.RetryFailedRequest{BatchId: rest[0]})
-	if err != nil {
-		return r.rpcError("retry", err)
-	}
-	b := resp.GetBatch()
-	fmt.Fprintf(a.env.Stdout, "batch %s: %s, %d failed %s queued again\n", b.GetBatchId(),
-		progress.BatchStateName(b.GetState()), resp.GetRetried(), plural(int(resp.GetRetried()), "paper", "papers"))
-	return nil
+	return r.eachBatch(ctx, "retry", rest, false, func(ctx context.Context, client pb.CoordinatorServiceClient, id string) error {
+		resp, err := client.RetryFailed(ctx, &pb.RetryFailedRequest{BatchId: id})
+		if err != nil {
+			return err
+		}
+		b := resp.GetBatch()
+		fmt.Fprintf(a.env.Stdout, "batch %s: %s, %d failed %s queued again\n", b.GetBatchId(),
+			progress.BatchStateName(b.GetState()), resp.GetRetried(), plural(int(resp.GetRetried()), "paper", "papers"))
+		return nil
+	})
 }

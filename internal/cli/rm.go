@@ -19,22 +19,12 @@ func (a *app) rm(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) == 0 {
-		return usagef("want at least one BATCH id")
-	}
-	conn, client, err := r.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	for _, id := range rest {
-		callCtx, cancel := r.call(ctx)
-		resp, err := client.DeleteBatch(callCtx, &pb.DeleteBatchRequest{BatchId: id})
-		cancel()
+	return r.eachBatch(ctx, "rm", rest, true, func(ctx context.Context, client pb.CoordinatorServiceClient, id string) error {
+		resp, err := client.DeleteBatch(ctx, &pb.DeleteBatchRequest{BatchId: id})
 		if err != nil {
-			return r.rpcError("rm "+id, err)
+			return err
 		}
 		fmt.Fprintf(a.env.Stdout, "deleted batch %s (%d papers)\n", resp.GetBatchId(), resp.GetPapersDeleted())
-	}
-	return nil
+		return nil
+	})
 }
