@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.Stall, "stall", 0, "pause each body once for this long")
 	fs.Int64Var(&f.StallAt, "stall-at", 0, "byte offset of the stall (0: half the body)")
 	fs.IntVar(&f.Fail503, "fail503", 0, "answer the first K requests of each paper with 503")
-	fs.IntVar(&f.RetryAfter, "retry-after", 1, "Retry-After seconds of the 503s")
+	fs.IntVar(&f.RetryAfter, "retry-after", 1, "Retry-After seconds of the 503s (0: plain 503s without Retry-After)")
 	fs.IntVar(&f.Fail500, "fail500", 0, "answer the next K requests of each paper with 500")
 	fs.IntVar(&f.Reset, "reset", 0, "reset the connection mid-body for the next K requests of each paper")
 	fs.IntVar(&f.Truncate, "truncate", 0, "truncate the body for the next K requests of each paper")

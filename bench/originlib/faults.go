@@ -26,7 +26,8 @@ type Faults struct {
 	// Fail503 answers the first K requests of each paper with 503 and Retry-After
 	// (query "fail503").
 	Fail503 int
-	// RetryAfter is the Retry-After value, in seconds, of the 503s (query "retry_after").
+	// RetryAfter is the Retry-After value, in seconds, of the 503s (query "retry_after"); 0
+	// sends no Retry-After (a plain 503: a server error, not a request to slow down).
 	RetryAfter int
 	// Fail500 answers the next K requests of each paper with 500 (query "fail500").
 	Fail500 int

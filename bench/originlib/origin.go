@@ -258,7 +258,9 @@ func (o *Origin) servePDF(w http.ResponseWriter, r *http.Request) {
 	h := rec.Header()
 	switch kind {
 	case fail503:
-		h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
+		if f.RetryAfter > 0 {
+			h.Set("Retry-After", strconv.Itoa(f.RetryAfter))
+		}
 		http.Error(rec, "origin: injected 503", http.StatusServiceUnavailable)
 		return
 	case fail500:

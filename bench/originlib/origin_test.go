@@ -157,6 +157,25 @@ func TestInjectedFailuresInOrder(t *testing.T) {
 	}
 }
 
+// TestPlain503 checks that retry_after=0 answers a plain 503, without Retry-After: a server
+// error rather than a request to slow down (the fault suite's flaky host needs both kinds).
+func TestPlain503(t *testing.T) {
+	_, s := newServer(t, Faults{})
+	url := s.URL + "/pdf/4?size=2000&fail503=2&retry_after=0"
+	for i := 1; i <= 2; i++ {
+		resp, _, err := get(t, s.Client(), url, nil)
+		if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("request %d = %v, %v; want 503", i, resp, err)
+		}
+		if v, ok := resp.Header["Retry-After"]; ok {
+			t.Fatalf("request %d: Retry-After %q, want none", i, v)
+		}
+	}
+	if resp, body, err := get(t, s.Client(), url, nil); err != nil || resp.StatusCode != http.StatusOK || len(body) != 2000 {
+		t.Fatalf("request 3 = %v, %v; want the whole body", resp, err)
+	}
+}
+
 func TestFlakyIsBoundedAndDeterministic(t *testing.T) {
 	f := Faults{Flaky: 60, FlakyMax: 2}
 	var first []failure

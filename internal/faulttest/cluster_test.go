@@ -54,6 +54,9 @@ type cluster struct {
 	coordAdr string
 	// fail is called with the cause when a process exits without being signalled.
 	fail context.CancelCauseFunc
+	// coordFlags are appended to every coordinator's flags (set before the first start; a
+	// flag given twice takes the last value).
+	coordFlags []string
 
 	wg sync.WaitGroup // one waiter goroutine per process
 
@@ -136,7 +139,7 @@ func (c *cluster) startCoordinator() *proc {
 	c.coordStarts++
 	name := fmt.Sprintf("coordinator-%d", c.coordStarts)
 	c.mu.Unlock()
-	p := c.start(name, bins.coordinator,
+	args := []string{
 		"--listen", c.coordAdr,
 		"--data", c.dataDir,
 		"--blob", c.blobURL,
@@ -150,7 +153,8 @@ func (c *cluster) startCoordinator() *proc {
 		"--retry-max-delay", "1s",
 		"--breaker-threshold", "50",
 		"--breaker-cooldown", "1s",
-	)
+	}
+	p := c.start(name, bins.coordinator, append(args, c.coordFlags...)...)
 	c.mu.Lock()
 	c.coord = p
 	c.mu.Unlock()

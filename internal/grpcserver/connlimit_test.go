@@ -10,8 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-
-	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // openConn opens a raw TCP connection and reports whether the server keeps it open: it writes
@@ -39,48 +38,91 @@ func openConn(t *testing.T, addr string) (net.Conn, bool) {
 	return c, true
 }
 
-// TestConnLimitsPerIPAndTotal: connections beyond the per-IP limit are closed at once, and a
-// slot comes back when a connection closes.
-func TestConnLimitsPerIPAndTotal(t *testing.T) {
-	ts := startCoordinator(t, "--max-conns-per-ip", "2", "--rate-limit", "0")
-	c1, ok1 := openConn(t, ts.addr)
-	_, ok2 := openConn(t, ts.addr)
-	_, ok3 := openConn(t, ts.addr)
-	if !ok1 || !ok2 || ok3 {
-		t.Fatalf("accepted: %v %v %v, want the third refused", ok1, ok2, ok3)
-	}
-	_ = c1.Close()
-	// The slot comes back once the server has seen the close; a call on a new connection
-	// then works (the client retries refused connections by itself).
-	conn := dial(t, ts.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := pb.NewCoordinatorServiceClient(conn).GetBatch(ctx, &pb.GetBatchRequest{BatchId: "b"}, grpc.WaitForReady(true)); err != nil {
-		t.Fatalf("call after a slot was freed: %v", err)
-	}
+// roles are both servers: the coordinator (client API and gateway) and a fetcher
+// (FetcherService); the connection limits apply to each.
+var roles = []struct {
+	name string
+	role Role
+}{{"coordinator", RoleCoordinator}, {"fetcher", RoleFetcher}}
 
-	total := startCoordinator(t, "--max-conns", "1", "--rate-limit", "0")
-	if _, ok := openConn(t, total.addr); !ok {
-		t.Fatal("first connection refused")
-	}
-	if _, ok := openConn(t, total.addr); ok {
-		t.Fatal("second connection accepted past --max-conns 1")
+// call makes one cheap call on conn: a health check (served on both roles, counted as a call
+// by the idle timer).
+func call(ctx context.Context, conn *grpc.ClientConn) error {
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	return err
+}
+
+// TestConnLimitsPerIPAndTotal: on both servers, connections beyond the per-IP limit are closed
+// at once, a slot comes back when a connection closes, and --max-conns bounds the total.
+func TestConnLimitsPerIPAndTotal(t *testing.T) {
+	for _, r := range roles {
+		t.Run(r.name, func(t *testing.T) {
+			ts := startServer(t, r.role, "--max-conns-per-ip", "2", "--rate-limit", "0")
+			c1, ok1 := openConn(t, ts.addr)
+			_, ok2 := openConn(t, ts.addr)
+			_, ok3 := openConn(t, ts.addr)
+			if !ok1 || !ok2 || ok3 {
+				t.Fatalf("accepted: %v %v %v, want the third refused", ok1, ok2, ok3)
+			}
+			_ = c1.Close()
+			// The slot comes back once the server has seen the close; a call on a new
+			// connection then works (the client retries refused connections by itself).
+			conn := dial(t, ts.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := call(ctx, conn); err != nil {
+				t.Fatalf("call after a slot was freed: %v", err)
+			}
+
+			total := startServer(t, r.role, "--max-conns", "1", "--rate-limit", "0")
+			if _, ok := openConn(t, total.addr); !ok {
+				t.Fatal("first connection refused")
+			}
+			if _, ok := openConn(t, total.addr); ok {
+				t.Fatal("second connection accepted past --max-conns 1")
+			}
+		})
 	}
 }
 
-// TestMaxConnectionIdle: a connection without calls is closed by the server (GOAWAY) after
-// --max-connection-idle.
-func TestMaxConnectionIdle(t *testing.T) {
-	ts := startCoordinator(t, "--max-connection-idle", "200ms", "--rate-limit", "0")
-	conn := dial(t, ts.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := pb.NewCoordinatorServiceClient(conn).GetBatch(ctx, &pb.GetBatchRequest{BatchId: "b"}); err != nil {
-		t.Fatal(err)
+// TestDefaultConnLimits: with default flags both servers refuse a peer's connection beyond
+// DefaultMaxConnsPerIP (issue 10: 20,000 idle HTTP/2 connections were kept).
+func TestDefaultConnLimits(t *testing.T) {
+	if DefaultMaxConnsPerIP <= 0 || DefaultMaxConns <= 0 || DefaultMaxConnectionIdle <= 0 {
+		t.Fatalf("defaults: %d conns, %d per IP, idle %v; want every limit on", DefaultMaxConns, DefaultMaxConnsPerIP, DefaultMaxConnectionIdle)
 	}
-	for s := conn.GetState(); s == connectivity.Ready; s = conn.GetState() {
-		if !conn.WaitForStateChange(ctx, s) {
-			t.Fatal("the idle connection was not closed within 10s")
-		}
+	for _, r := range roles {
+		t.Run(r.name, func(t *testing.T) {
+			ts := startServer(t, r.role)
+			for i := range DefaultMaxConnsPerIP {
+				if _, ok := openConn(t, ts.addr); !ok {
+					t.Fatalf("connection %d refused, want %d accepted", i+1, DefaultMaxConnsPerIP)
+				}
+			}
+			if _, ok := openConn(t, ts.addr); ok {
+				t.Fatalf("connection %d accepted past the default per-IP limit", DefaultMaxConnsPerIP+1)
+			}
+		})
+	}
+}
+
+// TestMaxConnectionIdle: on both servers, a connection without calls is closed by the server
+// (GOAWAY) after --max-connection-idle.
+func TestMaxConnectionIdle(t *testing.T) {
+	for _, r := range roles {
+		t.Run(r.name, func(t *testing.T) {
+			ts := startServer(t, r.role, "--max-connection-idle", "200ms", "--rate-limit", "0")
+			conn := dial(t, ts.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := call(ctx, conn); err != nil {
+				t.Fatal(err)
+			}
+			for s := conn.GetState(); s == connectivity.Ready; s = conn.GetState() {
+				if !conn.WaitForStateChange(ctx, s) {
+					t.Fatal("the idle connection was not closed within 10s")
+				}
+			}
+		})
 	}
 }

@@ -75,7 +75,7 @@ func (f *fakeCoordinator) Work(s grpc.BidiStreamingServer[pb.WorkRequest, pb.Wor
 	return s.Send(&pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: m.GetHello().GetFetcherId()}}})
 }
 
-// testServer is a running coordinator-role server.
+// testServer is a running server (coordinator or fetcher role).
 type testServer struct {
 	srv     *Server
 	addr    string
@@ -91,8 +91,21 @@ type testServer struct {
 // 127.0.0.1:0 until the test ends.
 func startCoordinator(t *testing.T, args ...string) *testServer {
 	t.Helper()
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
-	sf := RegisterFlags(fs, RoleCoordinator)
+	return startServer(t, RoleCoordinator, args...)
+}
+
+// fakeFetcher is a FetcherService whose Fetch is unimplemented (enough for connection tests).
+type fakeFetcher struct {
+	pb.UnimplementedFetcherServiceServer
+}
+
+// startServer builds a server of the role from command-line flags (a fake CoordinatorService
+// and FetcherGatewayService for the coordinator, a fake FetcherService for a fetcher) and
+// serves it on 127.0.0.1:0 until the test ends.
+func startServer(t *testing.T, role Role, args ...string) *testServer {
+	t.Helper()
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	sf := RegisterFlags(fs, role)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +123,12 @@ func startCoordinator(t *testing.T, args ...string) *testServer {
 		l := listen(t)
 		srv.cfg.HealthListener, ts.health = l, l.Addr().String()
 	}
-	pb.RegisterCoordinatorServiceServer(srv.GRPC, ts.fake)
-	pb.RegisterFetcherGatewayServiceServer(srv.GRPC, ts.fake)
+	if role == RoleFetcher {
+		pb.RegisterFetcherServiceServer(srv.GRPC, fakeFetcher{})
+	} else {
+		pb.RegisterCoordinatorServiceServer(srv.GRPC, ts.fake)
+		pb.RegisterFetcherGatewayServiceServer(srv.GRPC, ts.fake)
+	}
 	lis := listen(t)
 	ts.addr = lis.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -87,7 +87,12 @@ func (BatchState) EnumDescriptor() ([]byte, []int) {
 	return file_paperfetch_v1_coordinator_service_proto_rawDescGZIP(), []int{0}
 }
 
-// BreakerState is the state of a host's circuit breaker.
+// BreakerState is the state of a host's circuit breaker. The breaker judges the host across
+// papers, not URLs: it trips after --breaker-threshold (10) host failures in a row (connection
+// refused or reset, DNS, timeouts, stalls, truncated bodies, 5xx, 429) that are each the first
+// failure of a different paper; retries of papers that failed before never count, and a
+// success or any other answer (a 404, a paywall page) resets the count. The policy, with its
+// bounds, is in docs/operations.md ("Host circuit breaker").
 type BreakerState int32
 
 const (
@@ -95,10 +100,15 @@ const (
 	BreakerState_BREAKER_STATE_UNSPECIFIED BreakerState = 0
 	// Healthy: downloads start as the politeness limits allow.
 	BreakerState_BREAKER_STATE_CLOSED BreakerState = 1
-	// Tripped by consecutive failures: nothing starts on the host until paused_until.
+	// Tripped: nothing starts on the host until paused_until. The pause is --breaker-cooldown
+	// (30s) for a host that answers HTTP errors; for a host that does not answer at all
+	// (refused, timeouts, DNS) it doubles per trip up to --breaker-max-cooldown (10m). Also
+	// OPEN once the breaker has given up (open --breaker-give-up, 10m, without a success): the
+	// host's queued papers then fail at once with HOST_PAUSED while a probe per pause keeps
+	// watching it.
 	BreakerState_BREAKER_STATE_OPEN BreakerState = 2
-	// The pause is over and the host is on probation: one more failure trips it again, a
-	// success closes it.
+	// The pause is over: one download (probe) at a time. Its failure trips the breaker again;
+	// a success, or any answer that is not a host failure, closes it.
 	BreakerState_BREAKER_STATE_HALF_OPEN BreakerState = 3
 )
 
@@ -1688,7 +1698,7 @@ type WatchBatchResponse struct {
 	// The politeness state of the hosts this batch is waiting on or downloading from
 	// (include_papers only): at most 32, the hosts with the most queued papers first; hosts_omitted
 	// counts the rest. A watcher shows from them why a batch is slow (a paused host, a host
-	// throttled after 429/503, a per-host delay that bounds the rate).
+	// throttled after a 429 or a 503 with Retry-After, a per-host delay that bounds the rate).
 	Hosts []*HostState `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	// Hosts of the batch left out of hosts because of its bound.
 	HostsOmitted int32 `protobuf:"varint,6,opt,name=hosts_omitted,json=hostsOmitted,proto3" json:"hosts_omitted,omitempty"`
@@ -1803,8 +1813,10 @@ type HostState struct {
 	NextStartAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_start_at,json=nextStartAt,proto3" json:"next_start_at,omitempty"`
 	// Set while the host is paused: until when.
 	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
-	// Why the host is paused: "retry_after" (the host sent Retry-After), "retry_after_capped",
-	// "circuit_breaker" (consecutive transient failures). Empty when not paused.
+	// Why the host is paused: "retry_after" (a 429, or a 503 with Retry-After, asked for the
+	// delay), "retry_after_capped" (a Retry-After beyond the coordinator's cap: paused for the
+	// cap) or "circuit_breaker" (host failures of many different papers in a row, see
+	// BreakerState). Empty when not paused.
 	PauseCause    string `protobuf:"bytes,9,opt,name=pause_cause,json=pauseCause,proto3" json:"pause_cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2581,8 +2593,8 @@ type ListHostsRequest struct {
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of a previous call, or empty for the first page.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Only hosts that have work or trouble now: queued or running downloads, a pause, or
-	// consecutive failures.
+	// Only hosts that have work or trouble now: queued or running downloads, a pause, a breaker
+	// that is not closed, or consecutive_failures above zero.
 	BusyOnly      bool `protobuf:"varint,3,opt,name=busy_only,json=busyOnly,proto3" json:"busy_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2712,12 +2724,15 @@ type Host struct {
 	Queued int64 `protobuf:"varint,6,opt,name=queued,proto3" json:"queued,omitempty"`
 	// Until when the host is paused (unset when it is not paused).
 	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
-	// Why it is paused: "retry_after", "retry_after_capped" or "circuit_breaker" (empty when
-	// not paused).
+	// Why it is paused: "retry_after" (a 429, or a 503 with Retry-After, asked for the
+	// delay), "retry_after_capped" (a Retry-After beyond --max-retry-after: paused for the
+	// cap) or "circuit_breaker" (the breaker tripped, see BreakerState). Empty when not paused.
 	PauseReason string `protobuf:"bytes,8,opt,name=pause_reason,json=pauseReason,proto3" json:"pause_reason,omitempty"`
 	// The circuit breaker.
 	Breaker BreakerState `protobuf:"varint,9,opt,name=breaker,proto3,enum=paperfetch.v1.BreakerState" json:"breaker,omitempty"`
-	// Consecutive transient failures (reset by a success).
+	// While the breaker is closed: the host failures in a row that count toward tripping it,
+	// each the first failure of a different paper (retries are not counted). Reset to 0 by a
+	// success, by any answer that is not a host failure, and when the breaker trips.
 	ConsecutiveFailures int32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
 	// Failed attempts on the host since the coordinator started.
 	Failures int64 `protobuf:"varint,11,opt,name=failures,proto3" json:"failures,omitempty"`

@@ -203,7 +203,10 @@ const (
 	FailureReason_FAILURE_REASON_ABORTED FailureReason = 18
 	// The coordinator gave up after the maximum number of attempts.
 	FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED FailureReason = 19
-	// The host is paused (circuit breaker open, or a Retry-After beyond the cap).
+	// The host is failing: its circuit breaker gave up (open for --breaker-give-up, 10m, without
+	// a success), so its queued papers fail at once without a request (a paper with another URL
+	// moves on to it); or the host sent a Retry-After beyond the coordinator's cap
+	// (--max-retry-after). Permanent for that URL; RetryFailed queues the paper again.
 	FailureReason_FAILURE_REASON_HOST_PAUSED FailureReason = 20
 	// The host name does not exist (DNS "no such host"). Permanent after one quick retry: a name
 	// that does not resolve rarely starts resolving minutes later.
