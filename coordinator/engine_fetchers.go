@@ -252,7 +252,9 @@ func (e *engine) complete(l *lease, d *pb.DownloadCompleted, now time.Time) {
 	c := e.coldOf(l.idx)
 	c.success = true
 	c.size, c.sha256, c.blobKey = d.GetSize(), d.GetSha256(), d.GetBlobKey()
-	c.finalURL, c.ctype = d.GetFinalUrl(), d.GetContentType()
+	// The final URL is the origin's choice (a redirect to a pre-signed URL): shown to every
+	// client, so without query-string secrets.
+	c.finalURL, c.ctype = redact.URL(d.GetFinalUrl()), d.GetContentType()
 	e.noteSuccess(l.idx, c)
 	// The cache is keyed by the URL the coordinator assigned, never by the final URL the
 	// fetcher reports (which would let a fetcher plant content under any URL).

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/redact"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -151,7 +152,7 @@ func (e *engine) onResolved(l *lease, r *pb.ResolveResult, now time.Time) {
 		cands = cands[:maxFoundPerStep]
 	}
 	n, dead := pl.insertFound(cur, route, cands, p.dead)
-	note := validate.Truncate(r.GetNote(), 200)
+	note := validate.Truncate(redact.Text(r.GetNote()), 200)
 	switch {
 	case n > 0:
 		note = fmt.Sprintf("%d candidate(s)", n)
@@ -177,6 +178,7 @@ func (e *engine) advancePlan(idx uint32, pl *plan, now time.Time) {
 	next, ok := nextURL(p)
 	if !ok {
 		reason, msg := pl.failureSummary()
+		msg = redact.Text(msg) // candidate URLs come from APIs and landing pages
 		p.reason = uint8(reason)
 		e.setError(idx, msg)
 		e.setState(idx, stateFailed, now)

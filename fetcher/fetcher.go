@@ -49,6 +49,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/redact"
 )
 
 // flushTimeout bounds how long Drain waits, after its grace period, for aborted downloads to
@@ -338,7 +339,7 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 	}
 	f.m.active.Dec()
 	if fail != nil {
-		f.log.Info("download failed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "class", fail.class, "reason", fail.reason, "status", fail.status, "err", fail.msg)
+		f.log.Info("download failed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "class", fail.class, "reason", fail.reason, "status", fail.status, "err", redact.Text(fail.msg))
 	} else {
 		f.log.Debug("download completed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "sha256", out.sha256, "size", out.size)
 	}

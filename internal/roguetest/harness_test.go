@@ -50,6 +50,8 @@ type env struct {
 type envOpts struct {
 	cfg   coordinator.Config
 	guard *auth.Guard
+	// logs, when set, receives the coordinator's and the server's logs (JSON, debug level).
+	logs io.Writer
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -70,7 +72,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 		cfg.PerHostDelay = -1
 	}
 	logger := slog.New(slog.DiscardHandler)
-	if os.Getenv("ROGUE_TEST_LOG") != "" {
+	switch {
+	case o.logs != nil:
+		logger = slog.New(slog.NewJSONHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case os.Getenv("ROGUE_TEST_LOG") != "":
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	cfg.Logger = logger

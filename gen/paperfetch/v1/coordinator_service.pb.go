@@ -487,7 +487,7 @@ type Paper struct {
 	State PaperState `protobuf:"varint,3,opt,name=state,proto3,enum=paperfetch.v1.PaperState" json:"state,omitempty"`
 	// Number of download attempts started so far.
 	Attempts int32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	// The last failure, human-readable (empty if none).
+	// The last failure, human-readable (empty if none); URLs in it are redacted as final_url.
 	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// The last failure's machine-readable cause.
 	LastFailureReason FailureReason `protobuf:"varint,6,opt,name=last_failure_reason,json=lastFailureReason,proto3,enum=paperfetch.v1.FailureReason" json:"last_failure_reason,omitempty"`
@@ -497,7 +497,9 @@ type Paper struct {
 	Size int64 `protobuf:"varint,8,opt,name=size,proto3" json:"size,omitempty"`
 	// Blob store key of the stored PDF, once SUCCEEDED.
 	BlobKey string `protobuf:"bytes,9,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
-	// URL the PDF was finally served from, once SUCCEEDED.
+	// URL the PDF was finally served from, once SUCCEEDED, with the values of query parameters
+	// that carry secrets (signatures, tokens, keys, X-Amz-*...) replaced by "REDACTED" and without
+	// user credentials or fragment: a redirect to a pre-signed URL is not shown to other clients.
 	FinalUrl string `protobuf:"bytes,10,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
 	// Content-Type the origin sent, once SUCCEEDED.
 	ContentType string `protobuf:"bytes,11,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
@@ -1944,8 +1946,8 @@ type PaperUpdate struct {
 	Sha256 string `protobuf:"bytes,8,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// Blob store key of the stored PDF, once SUCCEEDED (as in Paper.blob_key).
 	BlobKey string `protobuf:"bytes,9,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
-	// The URL: once SUCCEEDED the one the PDF came from (after redirects, as Paper.final_url),
-	// before that the candidate URL being tried (or to be tried next).
+	// The URL: once SUCCEEDED the one the PDF came from (after redirects, as Paper.final_url,
+	// redacted), before that the candidate URL being tried (or to be tried next).
 	Url           string `protobuf:"bytes,10,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
