@@ -67,6 +67,7 @@ type engine struct {
 	gcDone        map[string]time.Time
 	gcQueue       []string
 	gcCh          chan<- []string
+	damaged       map[string]struct{} // blobs ReadPaper found damaged (damaged.go)
 	nextRetention time.Time
 	deletions     []*deletion // batches being deleted, a slice per iteration
 	deleteSlice   int         // papers deleted per iteration; 0: defaultDeleteSlice
@@ -370,7 +371,7 @@ func (e *engine) cacheLookup(paperID string, urls []string, expected string) (*p
 			e.log.Error("cache lookup", "paper_index", idx, "err", err)
 			return nil, false
 		}
-		if rec.state != stateSucceeded || rec.blobKey == "" || !match(rec, spec) {
+		if rec.state != stateSucceeded || !e.blobUsable(rec.blobKey) || !match(rec, spec) {
 			return nil, false
 		}
 		if expected != "" && !strings.EqualFold(expected, rec.sha256) {

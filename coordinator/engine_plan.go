@@ -95,7 +95,7 @@ func (e *engine) cacheLookupDOI(doi, expected string) (*paperRecord, bool) {
 		e.log.Error("doi cache lookup", "doi", doi, "err", err)
 		return nil, false
 	}
-	if rec.state != stateSucceeded || rec.blobKey == "" {
+	if rec.state != stateSucceeded || !e.blobUsable(rec.blobKey) {
 		return nil, false
 	}
 	if d, err := validate.NormalizeDOI(spec.GetDoi()); err != nil || d != doi {

@@ -32,6 +32,7 @@ type metrics struct {
 	downloadBytes   prometheus.Histogram
 	batchesDeleted  prometheus.Counter
 	blobsDeleted    prometheus.Counter
+	damagedBlobs    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics, error) {
@@ -78,14 +79,16 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 		batchesDeleted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "batches_deleted_total",
 			Help: "Batches deleted (DeleteBatch or --retention)."}),
 		blobsDeleted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "blobs_deleted_total",
-			Help: "Blobs removed from the blob store after their last paper was deleted."}),
+			Help: "Blobs removed from the blob store: after their last paper was deleted, or found damaged."}),
+		damagedBlobs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "damaged_blobs_total",
+			Help: "Blobs ReadPaper found missing or not matching their record (DATA_LOSS): no longer cache hits, removed so a new download repairs them."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.leaseReclaims, m.throttled, m.hostPauses,
 		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
-		m.batchesDeleted, m.blobsDeleted,
+		m.batchesDeleted, m.blobsDeleted, m.damagedBlobs,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",
 			Help: "Messages waiting in the owner loop's inbox."}, inboxDepth),
 	}

@@ -38,6 +38,7 @@ func (a *api) ReadPaper(req *pb.ReadPaperRequest, stream pb.CoordinatorService_R
 	rd, err := a.c.cfg.Bucket.NewReader(ctx, rec.blobKey, nil)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
+			a.c.reportDamaged(rec.blobKey)
 			return status.Errorf(codes.DataLoss, "stored blob of paper %q is missing", req.GetPaperId())
 		}
 		return status.Errorf(codes.Unavailable, "open blob: %v", err)
@@ -46,6 +47,7 @@ func (a *api) ReadPaper(req *pb.ReadPaperRequest, stream pb.CoordinatorService_R
 	dataLoss := func(what string) error {
 		a.c.cfg.Logger.Error("stored blob does not match its record", "batch", req.GetBatchId(), "paper", req.GetPaperId(),
 			"blob", rec.blobKey, "problem", what)
+		a.c.reportDamaged(rec.blobKey)
 		return status.Errorf(codes.DataLoss, "stored blob of paper %q %s; the file cannot be trusted", req.GetPaperId(), what)
 	}
 	readErr := func(err error) error {
@@ -92,4 +94,12 @@ func (a *api) ReadPaper(req *pb.ReadPaperRequest, stream pb.CoordinatorService_R
 		pending = &pb.ReadPaperResponse{Offset: off, Size: rec.size, Sha256: rec.sha256}
 	}
 	return stream.Send(pending)
+}
+
+// reportDamaged tells the loop that a blob does not match its record (see damaged.go). It never
+// blocks: when the inbox is full the report is dropped and the next read reports it again.
+func (c *Coordinator) reportDamaged(key string) {
+	if err := c.post(&blobDamagedMsg{key: key}); err != nil {
+		c.cfg.Logger.Warn("damaged blob not reported to the loop; the next read reports it again", "blob", key, "err", err)
+	}
 }

@@ -122,6 +122,7 @@ func (e *engine) onVerified(j verifyJob, err error, now time.Time) {
 	}
 	if err == nil {
 		e.m.verifications.WithLabelValues("ok").Inc()
+		e.blobRepaired(j.key)
 		e.complete(l, l.completion, now)
 	} else {
 		e.m.verifications.WithLabelValues("refused").Inc()

@@ -134,7 +134,9 @@ type CoordinatorServiceClient interface {
 	CancelBatch(ctx context.Context, in *CancelBatchRequest, opts ...grpc.CallOption) (*CancelBatchResponse, error)
 	// ReadPaper streams a stored PDF in chunks of at most 1 MiB. FAILED_PRECONDITION when the paper
 	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
-	// size and SHA-256.
+	// size and SHA-256. A blob found damaged is no longer a cache hit for new papers and is removed
+	// from the blob store; the next download of the same content writes it again, which repairs
+	// every paper that shares it (ReadPaper of the damaged paper is DATA_LOSS until then).
 	ReadPaper(ctx context.Context, in *ReadPaperRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadPaperResponse], error)
 	// RetryFailed gives the FAILED papers of a batch a new chance: each is QUEUED again with a
 	// fresh attempt budget, its candidate URLs all eligible again (attempts keeps counting). A
@@ -421,7 +423,9 @@ type CoordinatorServiceServer interface {
 	CancelBatch(context.Context, *CancelBatchRequest) (*CancelBatchResponse, error)
 	// ReadPaper streams a stored PDF in chunks of at most 1 MiB. FAILED_PRECONDITION when the paper
 	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
-	// size and SHA-256.
+	// size and SHA-256. A blob found damaged is no longer a cache hit for new papers and is removed
+	// from the blob store; the next download of the same content writes it again, which repairs
+	// every paper that shares it (ReadPaper of the damaged paper is DATA_LOSS until then).
 	ReadPaper(*ReadPaperRequest, grpc.ServerStreamingServer[ReadPaperResponse]) error
 	// RetryFailed gives the FAILED papers of a batch a new chance: each is QUEUED again with a
 	// fresh attempt budget, its candidate URLs all eligible again (attempts keeps counting). A
