@@ -33,12 +33,16 @@ func main() {
 	}
 }
 
+// defaultListen is the default --listen: loopback only. FetcherService downloads what its
+// caller asks for, so it is not reachable from other machines unless the operator says so.
+const defaultListen = "127.0.0.1:7401"
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("fetcher", flag.ContinueOnError)
 	flagenv.SetUsage(fs, `A paperfetch fetcher: pulls download leases from the coordinator over the Work stream,
 downloads the PDFs into the blob store, and serves FetcherService, health and reflection.`)
 	coordinator := fs.String("coordinator", "localhost:7400", "gRPC `address` of the coordinator")
-	listen := fs.String("listen", "127.0.0.1:7401", "gRPC `address` of this fetcher's FetcherService, health and reflection (loopback by default: it is a debugging service; expose it with e.g. :7401 only with --tokens or mTLS)")
+	listen := fs.String("listen", defaultListen, "gRPC `address` of this fetcher's FetcherService, health and reflection (loopback by default: it is a debugging service; expose it with e.g. :7401 only with --tokens or mTLS)")
 	blobURL := fs.String("blob", "file://./blobs", "blob store `URL` (file:///dir or s3://bucket?endpoint=...&region=...&use_path_style=true)")
 	logFlags := logging.RegisterFlags(fs)
 	var s3 blobstore.S3Options

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -18,5 +19,14 @@ func TestFlags(t *testing.T) {
 	}
 	if err := run([]string{"--blob", "gs://nope", "--log-level", "error"}); err == nil {
 		t.Fatal("unsupported blob URL accepted")
+	}
+}
+
+// TestDefaultListenIsLoopback: FetcherService is not open on every interface by default
+// (issue 10: it was, making every fetcher a download proxy for anyone reaching it).
+func TestDefaultListenIsLoopback(t *testing.T) {
+	ap, err := netip.ParseAddrPort(defaultListen)
+	if err != nil || !ap.Addr().IsLoopback() {
+		t.Fatalf("default --listen %q is not a loopback address (%v)", defaultListen, err)
 	}
 }
