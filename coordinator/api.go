@@ -31,6 +31,14 @@ const (
 	listReadGroup = 256
 )
 
+// Page sizes used when a list call leaves page_size 0 (documented in the .proto; the
+// largest allowed are internal/validate's Max…PageSize).
+const (
+	defaultBatchesPageSize = 100
+	defaultPapersPageSize  = 500
+	defaultHostsPageSize   = 100
+)
+
 // errBatchIDRequired is the answer to a request without its batch_id.
 var errBatchIDRequired = validate.Field("batch_id", "is required")
 
@@ -94,6 +102,34 @@ func call[T any](ctx context.Context, c *Coordinator, m message, ch chan T) (T, 
 		return zero, err
 	}
 	return await(ctx, c, ch)
+}
+
+// result is the answer of the loop to a request: its error, if any, is one of the engine's
+// semantic errors (toStatus maps it to a gRPC status).
+type result interface {
+	failure() error
+}
+
+func (r submitResult) failure() error      { return r.err }
+func (r batchResult) failure() error       { return r.err }
+func (r listBatchesResult) failure() error { return r.err }
+func (r lookupResult) failure() error      { return r.err }
+func (r listPapersResult) failure() error  { return r.err }
+func (r retryResult) failure() error       { return r.err }
+func (r hostsResult) failure() error       { return r.err }
+func (r deleteResult) failure() error      { return r.err }
+
+// ask posts m, waits for its reply and maps the engine's error to a gRPC status: every
+// unary call of the API goes through it.
+func ask[R result](ctx context.Context, c *Coordinator, m message, reply chan R) (R, error) {
+	res, err := call(ctx, c, m, reply)
+	if err != nil {
+		return res, err
+	}
+	if err := res.failure(); err != nil {
+		return res, toStatus(err)
+	}
+	return res, nil
 }
 
 // preparePapers validates the semantics of a chunk of papers and pre-computes, off the loop,
@@ -168,12 +204,9 @@ func (a *api) SubmitBatch(ctx context.Context, req *pb.SubmitBatchRequest) (*pb.
 		return nil, err
 	}
 	r := &submitReq{op: opSubmit, batchID: req.GetBatchId(), labels: req.GetLabels(), papers: papers, hash: sum, reply: make(chan submitResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.SubmitBatchResponse{BatchId: res.batch.GetBatchId(), Created: res.created, Batch: res.batch}, nil
 }
@@ -184,12 +217,9 @@ func (a *api) CreateBatch(ctx context.Context, req *pb.CreateBatchRequest) (*pb.
 		return nil, err
 	}
 	r := &submitReq{op: opCreate, batchID: req.GetBatchId(), labels: req.GetLabels(), reply: make(chan submitResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.CreateBatchResponse{BatchId: res.batch.GetBatchId(), Created: res.created, Batch: res.batch}, nil
 }
@@ -207,12 +237,9 @@ func (a *api) AppendPapers(ctx context.Context, req *pb.AppendPapersRequest) (*p
 		return nil, err
 	}
 	r := &submitReq{op: opAppend, batchID: req.GetBatchId(), papers: papers, hash: sum, chunkIndex: req.GetChunkIndex(), reply: make(chan submitResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.AppendPapersResponse{BatchId: req.GetBatchId(), ChunkIndex: req.GetChunkIndex(), Duplicate: res.duplicate, TotalPapers: res.total,
 		ChunksAccepted: res.chunksAccepted, FirstMissingChunk: res.firstMissingChunk}, nil
@@ -227,47 +254,38 @@ func (a *api) SealBatch(ctx context.Context, req *pb.SealBatchRequest) (*pb.Seal
 		return nil, validate.Field("chunk_count", "must not be negative")
 	}
 	r := &submitReq{op: opSeal, batchID: req.GetBatchId(), chunkCount: req.GetChunkCount(), reply: make(chan submitResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.SealBatchResponse{Batch: res.batch}, nil
 }
 
-func (a *api) batchOp(ctx context.Context, id string, cancel bool, reason string) (*pb.Batch, error) {
-	if id == "" {
-		return nil, errBatchIDRequired
-	}
-	r := &batchReq{id: id, cancel: cancel, reason: reason, reply: make(chan batchResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
-	if err != nil {
-		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
-	}
-	return res.batch, nil
-}
-
 // GetBatch returns a batch.
 func (a *api) GetBatch(ctx context.Context, req *pb.GetBatchRequest) (*pb.GetBatchResponse, error) {
-	b, err := a.batchOp(ctx, req.GetBatchId(), false, "")
+	if req.GetBatchId() == "" {
+		return nil, errBatchIDRequired
+	}
+	r := &getBatchReq{id: req.GetBatchId(), reply: make(chan batchResult, 1)}
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GetBatchResponse{Batch: b}, nil
+	return &pb.GetBatchResponse{Batch: res.batch}, nil
 }
 
 // CancelBatch cancels a batch's unfinished papers.
 func (a *api) CancelBatch(ctx context.Context, req *pb.CancelBatchRequest) (*pb.CancelBatchResponse, error) {
-	b, err := a.batchOp(ctx, req.GetBatchId(), true, validate.Truncate(req.GetReason(), validate.MaxCancelReasonBytes))
+	if req.GetBatchId() == "" {
+		return nil, errBatchIDRequired
+	}
+	reason := validate.Truncate(req.GetReason(), validate.MaxCancelReasonBytes)
+	r := &cancelBatchReq{id: req.GetBatchId(), reason: reason, reply: make(chan batchResult, 1)}
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.CancelBatchResponse{Batch: b}, nil
+	return &pb.CancelBatchResponse{Batch: res.batch}, nil
 }
 
 // ListBatches lists batches, newest first.
@@ -277,21 +295,18 @@ func (a *api) ListBatches(ctx context.Context, req *pb.ListBatchesRequest) (*pb.
 		return nil, validate.Field("page_size", fmt.Sprintf("must be 0 to %d", validate.MaxListBatchesPageSize))
 	}
 	if size == 0 {
-		size = 100
+		size = defaultBatchesPageSize
 	}
 	r := &listBatchesReq{size: size, token: req.GetPageToken(), reply: make(chan listBatchesResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.ListBatchesResponse{Batches: res.batches, NextPageToken: res.next}, nil
 }
 
 // lookup resolves (batch, paper) to its stored record.
-func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult, *paperRecord, *pb.PaperSpec, error) {
+func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult, *storedPaper, *pb.PaperSpec, error) {
 	if batchID == "" {
 		return lookupResult{}, nil, nil, errBatchIDRequired
 	}
@@ -299,12 +314,9 @@ func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult
 		return lookupResult{}, nil, nil, validate.Field("paper_id", "is required")
 	}
 	r := &lookupReq{batchID: batchID, paperID: paperID, reply: make(chan lookupResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return res, nil, nil, err
-	}
-	if res.err != nil {
-		return res, nil, nil, toStatus(res.err)
 	}
 	rec, spec, err := a.c.st.readPaper(res.idx)
 	if err != nil {
@@ -319,7 +331,7 @@ func (a *api) lookup(ctx context.Context, batchID, paperID string) (lookupResult
 	return res, rec, spec, nil
 }
 
-func paperProto(batchID string, rec *paperRecord, spec *pb.PaperSpec, live liveInfo) *pb.Paper {
+func paperProto(batchID string, rec *storedPaper, spec *pb.PaperSpec, live liveInfo) *pb.Paper {
 	p := &pb.Paper{
 		BatchId:           batchID,
 		Spec:              spec,
@@ -341,10 +353,10 @@ func paperProto(batchID string, rec *paperRecord, spec *pb.PaperSpec, live liveI
 	case stateDownloading:
 		p.BytesDownloaded, p.BytesTotal = live.bytes, live.total
 	case stateRetryWait:
-		p.NextAttemptAt = timestamppb.New(unixTime(rec.aux))
+		p.NextAttemptAt = timestamppb.New(unixTime(rec.nextAttempt()))
 	}
 	if terminal(rec.state) {
-		p.FinishedAt = timestamppb.New(unixTime(rec.aux))
+		p.FinishedAt = timestamppb.New(unixTime(rec.finishedAt()))
 	}
 	return p
 }
@@ -368,7 +380,7 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 		return nil, validate.Field("page_size", fmt.Sprintf("must be 0 to %d", validate.MaxListPapersPageSize))
 	}
 	if size == 0 {
-		size = 500
+		size = defaultPapersPageSize
 	}
 	var mask uint8
 	for i, s := range req.GetStates() {
@@ -388,12 +400,9 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 		reasons |= 1 << uint8(s)
 	}
 	r := &listPapersReq{batchID: req.GetBatchId(), states: mask, reasons: reasons, size: size, token: req.GetPageToken(), reply: make(chan listPapersResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	// Read the papers a group at a time and cut the page by bytes (maxPageBytes), so the
 	// response fits the 4 MiB default of gRPC clients whatever the papers' sizes.
@@ -501,12 +510,9 @@ func (a *api) RetryFailed(ctx context.Context, req *pb.RetryFailedRequest) (*pb.
 		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
 	}
 	r := &retryReq{id: req.GetBatchId(), reply: make(chan retryResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.RetryFailedResponse{Batch: res.batch, Retried: res.retried}, nil
 }
@@ -514,19 +520,16 @@ func (a *api) RetryFailed(ctx context.Context, req *pb.RetryFailedRequest) (*pb.
 // ListHosts lists the hosts and their politeness state.
 func (a *api) ListHosts(ctx context.Context, req *pb.ListHostsRequest) (*pb.ListHostsResponse, error) {
 	size := int(req.GetPageSize())
-	if size < 0 || size > 1000 {
-		return nil, status.Error(codes.InvalidArgument, "page_size: must be 0 to 1000")
+	if size < 0 || size > validate.MaxListHostsPageSize {
+		return nil, status.Errorf(codes.InvalidArgument, "page_size: must be 0 to %d", validate.MaxListHostsPageSize)
 	}
 	if size == 0 {
-		size = 100
+		size = defaultHostsPageSize
 	}
 	r := &hostsReq{size: size, token: req.GetPageToken(), busyOnly: req.GetBusyOnly(), reply: make(chan hostsResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.ListHostsResponse{Hosts: res.hosts, NextPageToken: res.next}, nil
 }

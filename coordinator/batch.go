@@ -9,7 +9,7 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
-// Paper states as stored in paperRec.state.
+// Paper states as stored in memPaper.state.
 const (
 	stateQueued      = uint8(pb.PaperState_PAPER_STATE_QUEUED)
 	stateRetryWait   = uint8(pb.PaperState_PAPER_STATE_RETRY_WAIT)

@@ -61,10 +61,10 @@ func TestLeaseIDs(t *testing.T) {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	r := paperRecord{state: stateSucceeded, flags: flagCached, urlIdx: 1, nurls: 2, reason: 3, attempts: 4, failures: 5,
-		dead: 6, batch: 7, host: 8, idHash: 9, aux: 10, createdAt: 11, size: 12, urlHash: 13, finalHash: 14,
+	r := storedPaper{state: stateSucceeded, flags: flagCached, urlIdx: 1, nurls: 2, reason: 3, attempts: 4, failures: 5,
+		dead: 6, batch: 7, host: 8, idHash: 9, at: 10, createdAt: 11, size: 12, urlHash: 13, finalHash: 14,
 		lastError: "e", sha256: "s", blobKey: "k", finalURL: "u", contentType: "c"}
-	var got paperRecord
+	var got storedPaper
 	if err := got.unmarshalFixed(r.marshalFixed(nil)); err != nil {
 		t.Fatal(err)
 	}

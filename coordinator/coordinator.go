@@ -1,15 +1,3 @@
-// Package coordinator is the paperfetch coordinator: it owns every batch of papers and its
-// state, leases papers to fetchers over FetcherGatewayService.Work, and serves the
-// client-facing CoordinatorService.
-//
-// One goroutine, the owner loop (Run), owns all domain state (an engine). gRPC handlers and
-// per-stream receivers only send it messages over a bounded inbox and wait for a reply; a full
-// inbox fails API calls with RESOURCE_EXHAUSTED. The loop applies what is waiting, schedules
-// work against the fetchers' credits and their hosts' politeness limits, writes every change
-// of the iteration to the bbolt store in one fsynced transaction (group commit) and only then
-// sends replies, Assigns, Acks and watcher updates, so nothing is acknowledged before it is
-// durable. Each Work and WatchBatch stream sends from its own goroutine through a bounded
-// buffer: the loop never blocks on a slow client.
 package coordinator
 
 import (

@@ -117,7 +117,7 @@ func (e *engine) advanceDeletions() {
 func (e *engine) deleteSome(d *deletion, budget int) (int, error) {
 	b := d.b
 	del := batchDelete{idx: b.idx}
-	var rec paperRecord
+	var rec storedPaper
 	n := 0
 	for d.ri < len(b.ranges) && n < budget {
 		r := b.ranges[d.ri]
@@ -153,7 +153,7 @@ func (e *engine) deleteSome(d *deletion, budget int) (int, error) {
 		}
 		p := &e.papers[idx]
 		e.counts[p.state]--
-		*p = paperRec{} // a tombstone: state 0, never scheduled, never listed
+		*p = memPaper{} // a tombstone: state 0, never scheduled, never listed
 		del.papers = append(del.papers, idx)
 		n++
 		if d.off++; d.off == r.n {
@@ -317,12 +317,9 @@ func (a *api) DeleteBatch(ctx context.Context, req *pb.DeleteBatchRequest) (*pb.
 		return nil, errBatchIDRequired
 	}
 	r := &deleteReq{id: req.GetBatchId(), reply: make(chan deleteResult, 1)}
-	res, err := call(ctx, a.c, r, r.reply)
+	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err
-	}
-	if res.err != nil {
-		return nil, toStatus(res.err)
 	}
 	return &pb.DeleteBatchResponse{BatchId: req.GetBatchId(), PapersDeleted: res.papers}, nil
 }

@@ -242,7 +242,7 @@ func TestDeleteInSlicesResumesAfterRestart(t *testing.T) {
 	h.submit("big", oneHost("p", 250))
 	h.submit("other", oneHost("o", 3))
 	for _, id := range []string{"big", "other"} {
-		h.apply(&batchReq{id: id, cancel: true, reply: make(chan batchResult, 1)})
+		h.apply(&cancelBatchReq{id: id, reply: make(chan batchResult, 1)})
 	}
 	h.e.deleteSlice = 100
 	r := &deleteReq{id: "big", reply: make(chan deleteResult, 1)}

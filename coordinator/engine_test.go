@@ -302,7 +302,7 @@ func TestIndexCollisionsSurviveRestart(t *testing.T) {
 	h.submit("b", oneHost("p", 3))
 	err := h.st.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket([]byte(bucketPapers))
-		var r0, r1 paperRecord
+		var r0, r1 storedPaper
 		if err := r0.unmarshalFixed(bk.Get(key32(0))); err != nil {
 			return err
 		}

@@ -120,7 +120,7 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 			// The fetcher closed its side: send what the loop still has for it (acks of
 			// its last events), then end.
 			done := make(chan struct{})
-			if err := g.c.postWait(ctx, &goneMsg{c: conn, reply: done}); err != nil {
+			if err := g.c.postWait(ctx, &barrierMsg{reply: done}); err != nil {
 				return err
 			}
 			for {

@@ -39,7 +39,7 @@ func (h *host) push(idx uint32) { h.queue = append(h.queue, idx) }
 func (h *host) queued() int { return len(h.queue) - h.head }
 
 // pop removes the oldest entry that is still a QUEUED paper of this host.
-func (h *host) pop(papers []paperRec) (uint32, bool) {
+func (h *host) pop(papers []memPaper) (uint32, bool) {
 	for h.head < len(h.queue) {
 		idx := h.queue[h.head]
 		h.head++

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -109,4 +110,61 @@ func (s leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bo
 		return 0, 0, false
 	}
 	return uint32(i), uint16(n), true
+}
+
+// endLease forgets a lease and frees its host slot.
+func (e *engine) endLease(l *lease, now time.Time) {
+	delete(e.leases, l.idx)
+	delete(e.orphans, l.idx)
+	if l.conn != nil {
+		delete(l.conn.leases, l.idx)
+	}
+	h := e.hosts[e.papers[l.idx].host]
+	h.active--
+	e.refreshHost(h, now)
+}
+
+// requeue puts a DOWNLOADING paper whose lease was lost back in its host queue. A lost lease
+// is usually not the paper's fault and does not count against MaxAttempts; but a paper that
+// loses lease after lease (one that crashes its fetchers, say) fails after 4×MaxAttempts
+// attempts in all.
+func (e *engine) requeue(l *lease, why string, now time.Time) {
+	e.endLease(l, now)
+	p := &e.papers[l.idx]
+	if int(p.attempts) >= 4*e.cfg.MaxAttempts && e.batches[l.batch].state != pb.BatchState_BATCH_STATE_CANCELLED {
+		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
+		e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; the last lease was lost: %s", p.attempts, why))
+		e.setState(l.idx, stateFailed, now)
+		return
+	}
+	if e.debug() {
+		e.log.Debug("lease re-queued", "batch", e.batches[l.batch].id, "paper", l.paperID,
+			"lease", l.name(), "reason", why)
+	}
+	e.enqueue(l.idx, now)
+}
+
+func (e *engine) sendCancel(c *fetcherConn, l *lease, reason string) {
+	if c == nil || c.closed {
+		return
+	}
+	l.cancelSent = true
+	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{
+		LeaseId: l.id, Reason: reason,
+	}}}})
+}
+
+func (e *engine) ack(c *fetcherConn, leaseID string, seq int64) {
+	if c == nil {
+		return
+	}
+	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: leaseID, Sequence: seq}}}})
+}
+
+func mapValues(m map[uint32]*lease) []*lease {
+	out := make([]*lease, 0, len(m))
+	for _, l := range m {
+		out = append(out, l)
+	}
+	return out
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
-// A paper with a DOI has a plan: its steps are its candidates (paperRec.urlIdx, nurls and dead
+// A paper with a DOI has a plan: its steps are its candidates (memPaper.urlIdx, nurls and dead
 // index them, exactly like the URLs of a paper without a DOI). A step is a download (a URL of
 // the spec, the arXiv PDF of an arXiv DOI, or a candidate a route found) or a resolution step
 // (one request to an API or the DOI resolver, leased to a fetcher like a download and so under
@@ -24,8 +24,8 @@ import (
 // the publisher's landing page: they point at repositories' open copies and spare publishers
 // (whose "PDF" links are often paywalls) a request.
 
-// maxPlanSteps is the most steps a plan holds (paperRec.dead is a 16-bit map).
-const maxPlanSteps = 16
+// maxPlanSteps is the most steps a plan holds: one bit each in memPaper.dead.
+const maxPlanSteps = deadBits
 
 // maxFoundPerStep bounds the candidates one resolution step adds.
 const maxFoundPerStep = 8

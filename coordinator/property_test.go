@@ -190,7 +190,7 @@ func (m *propModel) check(t *rapid.T) {
 	downloading := 0
 	for idx := range e.papers {
 		p := &e.papers[idx]
-		if *p == (paperRec{}) {
+		if *p == (memPaper{}) {
 			continue // a paper of a deleted batch
 		}
 		if p.state == 0 || p.state >= numStates || e.batches[p.batch] == nil {
@@ -261,7 +261,7 @@ func (m *propModel) check(t *rapid.T) {
 }
 
 type snapshot struct {
-	papers  []paperRec
+	papers  []memPaper
 	batches []string
 }
 
@@ -272,7 +272,7 @@ func (m *propModel) snapshot() snapshot {
 		s.papers = append(s.papers, p)
 	}
 	// Trailing tombstones (deleted papers) are not rebuilt by a restart.
-	for len(s.papers) > 0 && s.papers[len(s.papers)-1] == (paperRec{}) {
+	for len(s.papers) > 0 && s.papers[len(s.papers)-1] == (memPaper{}) {
 		s.papers = s.papers[:len(s.papers)-1]
 	}
 	for _, b := range m.h.e.batches {
@@ -347,7 +347,7 @@ func TestPropertyStateMachine(t *testing.T) {
 					t.Skip("no batch")
 				}
 				id := fmt.Sprintf("b%d", rapid.IntRange(1, m.batches).Draw(t, "batch"))
-				r := &batchReq{id: id, cancel: true, reply: make(chan batchResult, 1)}
+				r := &cancelBatchReq{id: id, reply: make(chan batchResult, 1)}
 				h.apply(r)
 				m.collect()
 			},

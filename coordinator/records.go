@@ -5,6 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+
+	"github.com/paperfetch/paperfetch/internal/validate"
+)
+
+// deadBits is the width of memPaper.dead, the bitmap of a paper's candidates that failed
+// permanently: every URL of a paper (validate.MaxURLsPerPaper) and every step of a plan
+// (maxPlanSteps) has its bit; the constant expressions below fail to compile otherwise.
+const deadBits = 16
+
+const (
+	_ = uint(deadBits - validate.MaxURLsPerPaper)
+	_ = uint(deadBits - maxPlanSteps)
+	_ = uint16(1<<deadBits - 1) // fits memPaper.dead
 )
 
 // Paper flags. flagCached is persisted; flagDirty only lives in memory.
@@ -14,12 +27,13 @@ const (
 	flagDirty   uint8 = 1 << 7
 )
 
-// paperRec is the compact in-memory state of one paper (32 bytes). Everything else about a
+// memPaper is the compact in-memory state of one paper (32 bytes). Everything else about a
 // paper (its spec, its results) lives in the store and is read on demand.
-type paperRec struct {
-	// aux is, in unix nanoseconds, the next attempt time while RETRY_WAIT and the finish
-	// time once terminal.
-	aux      int64
+type memPaper struct {
+	// at is a time in unix nanoseconds whose meaning depends on the state: the next attempt
+	// while RETRY_WAIT, the finish time once terminal. Read and set it through the accessors
+	// named after each meaning (nextAttempt, finishedAt).
+	at       int64
 	batch    uint32
 	host     uint32 // interned host of the current candidate URL
 	attempts uint16 // attempts started (the Assign.attempt of the latest lease)
@@ -32,20 +46,32 @@ type paperRec struct {
 	flags    uint8
 }
 
-// recordFixed is the size of the fixed part of an encoded paperRecord.
+// nextAttempt is when a RETRY_WAIT paper is queued again (unix nanoseconds).
+func (p *memPaper) nextAttempt() int64 { return p.at }
+
+// setNextAttempt sets when a paper entering RETRY_WAIT is queued again (unix nanoseconds).
+func (p *memPaper) setNextAttempt(ns int64) { p.at = ns }
+
+// finishedAt is when a terminal paper reached its state (unix nanoseconds).
+func (p *memPaper) finishedAt() int64 { return p.at }
+
+// setFinished records when a paper reached a terminal state (unix nanoseconds).
+func (p *memPaper) setFinished(ns int64) { p.at = ns }
+
+// recordFixed is the size of the fixed part of an encoded storedPaper.
 const recordFixed = 68
 
 const recordVersion = 1
 
-// paperRecord is the stored form of a paper's state: a fixed-size part in the papers bucket
+// storedPaper is the stored form of a paper's state: a fixed-size part in the papers bucket
 // (all a restart needs, so the reload scans a compact B-tree) and the variable-size fields
 // (last error, results) in the results bucket. The spec is stored separately too.
-type paperRecord struct {
+type storedPaper struct {
 	state, flags, urlIdx, nurls, reason uint8
 	attempts, failures, dead            uint16
 	batch, host                         uint32
 	idHash                              uint64
-	aux                                 int64
+	at                                  int64 // as memPaper.at: next attempt or finish time
 	createdAt                           int64
 	size                                int64
 	urlHash, finalHash                  uint64
@@ -54,23 +80,29 @@ type paperRecord struct {
 	source                              string // route of the stored PDF (results, optional)
 }
 
-func (r *paperRecord) hot() paperRec {
-	return paperRec{
-		aux: r.aux, batch: r.batch, host: r.host, attempts: r.attempts, failures: r.failures,
+// nextAttempt is when a RETRY_WAIT paper is queued again (unix nanoseconds).
+func (r *storedPaper) nextAttempt() int64 { return r.at }
+
+// finishedAt is when a terminal paper reached its state (unix nanoseconds).
+func (r *storedPaper) finishedAt() int64 { return r.at }
+
+func (r *storedPaper) hot() memPaper {
+	return memPaper{
+		at: r.at, batch: r.batch, host: r.host, attempts: r.attempts, failures: r.failures,
 		dead: r.dead, state: r.state, urlIdx: r.urlIdx, nurls: r.nurls, reason: r.reason,
 		flags: r.flags &^ flagDirty,
 	}
 }
 
-func (r *paperRecord) setHot(p *paperRec) {
-	r.aux, r.batch, r.host = p.aux, p.batch, p.host
+func (r *storedPaper) setHot(p *memPaper) {
+	r.at, r.batch, r.host = p.at, p.batch, p.host
 	r.attempts, r.failures, r.dead = p.attempts, p.failures, p.dead
 	r.state, r.urlIdx, r.nurls, r.reason = p.state, p.urlIdx, p.nurls, p.reason
 	r.flags = p.flags &^ flagDirty
 }
 
 // marshalFixed encodes the fixed-size part of the record (the papers bucket).
-func (r *paperRecord) marshalFixed(dst []byte) []byte {
+func (r *storedPaper) marshalFixed(dst []byte) []byte {
 	var f [recordFixed]byte
 	f[0] = recordVersion
 	f[1], f[2], f[3], f[4], f[5] = r.state, r.flags, r.urlIdx, r.nurls, r.reason
@@ -80,7 +112,7 @@ func (r *paperRecord) marshalFixed(dst []byte) []byte {
 	binary.BigEndian.PutUint32(f[12:], r.batch)
 	binary.BigEndian.PutUint32(f[16:], r.host)
 	binary.BigEndian.PutUint64(f[20:], r.idHash)
-	binary.BigEndian.PutUint64(f[28:], uint64(r.aux))
+	binary.BigEndian.PutUint64(f[28:], uint64(r.at))
 	binary.BigEndian.PutUint64(f[36:], uint64(r.createdAt))
 	binary.BigEndian.PutUint64(f[44:], uint64(r.size))
 	binary.BigEndian.PutUint64(f[52:], r.urlHash)
@@ -89,12 +121,12 @@ func (r *paperRecord) marshalFixed(dst []byte) []byte {
 }
 
 // hasResults reports whether the record has variable-size fields (the results bucket).
-func (r *paperRecord) hasResults() bool {
+func (r *storedPaper) hasResults() bool {
 	return r.lastError != "" || r.sha256 != "" || r.blobKey != "" || r.finalURL != "" || r.contentType != "" || r.source != ""
 }
 
 // marshalResults encodes the variable-size fields.
-func (r *paperRecord) marshalResults(dst []byte) []byte {
+func (r *storedPaper) marshalResults(dst []byte) []byte {
 	for _, s := range [...]string{r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType} {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
@@ -109,7 +141,7 @@ func (r *paperRecord) marshalResults(dst []byte) []byte {
 var errBadRecord = errors.New("malformed paper record")
 
 // unmarshalFixed decodes only the fixed part (enough to rebuild the in-memory state).
-func (r *paperRecord) unmarshalFixed(b []byte) error {
+func (r *storedPaper) unmarshalFixed(b []byte) error {
 	if len(b) < recordFixed || b[0] != recordVersion {
 		return errBadRecord
 	}
@@ -120,7 +152,7 @@ func (r *paperRecord) unmarshalFixed(b []byte) error {
 	r.batch = binary.BigEndian.Uint32(b[12:])
 	r.host = binary.BigEndian.Uint32(b[16:])
 	r.idHash = binary.BigEndian.Uint64(b[20:])
-	r.aux = int64(binary.BigEndian.Uint64(b[28:]))
+	r.at = int64(binary.BigEndian.Uint64(b[28:]))
 	r.createdAt = int64(binary.BigEndian.Uint64(b[36:]))
 	r.size = int64(binary.BigEndian.Uint64(b[44:]))
 	r.urlHash = binary.BigEndian.Uint64(b[52:])
@@ -129,7 +161,7 @@ func (r *paperRecord) unmarshalFixed(b []byte) error {
 }
 
 // unmarshalResults decodes the variable-size fields (nil b: none).
-func (r *paperRecord) unmarshalResults(b []byte) error {
+func (r *storedPaper) unmarshalResults(b []byte) error {
 	r.lastError, r.sha256, r.blobKey, r.finalURL, r.contentType, r.source = "", "", "", "", "", ""
 	if len(b) == 0 {
 		return nil

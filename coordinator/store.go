@@ -23,9 +23,9 @@ const (
 	bucketMeta    = "meta"
 	bucketBatches = "batches" // batch index (4 B) -> batchRecord JSON
 	bucketChunks  = "chunks"  // batch index (4 B) + chunk index (8 B) -> chunkRecord
-	bucketPapers  = "papers"  // paper index (4 B) -> paperRecord
+	bucketPapers  = "papers"  // paper index (4 B) -> storedPaper
 	bucketSpecs   = "specs"   // paper index (4 B) -> PaperSpec (deterministic proto)
-	bucketResults = "results" // paper index (4 B) -> variable fields of paperRecord (errors, results)
+	bucketResults = "results" // paper index (4 B) -> variable fields of storedPaper (errors, results)
 	bucketHosts   = "hosts"   // host index (4 B) -> host name
 	bucketPlans   = "plans"   // paper index (4 B) -> plan of a paper with a DOI (plan.go)
 	bucketDOIs    = "dois"    // normalised DOI -> index (4 B) of a SUCCEEDED paper with it (the DOI cache)
@@ -114,8 +114,8 @@ func (s *store) close() error {
 }
 
 // readPaper returns a paper's stored record and spec.
-func (s *store) readPaper(idx uint32) (*paperRecord, *pb.PaperSpec, error) {
-	var rec paperRecord
+func (s *store) readPaper(idx uint32) (*storedPaper, *pb.PaperSpec, error) {
+	var rec storedPaper
 	spec := &pb.PaperSpec{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return readPaperTx(tx, idx, &rec, spec)
@@ -127,8 +127,8 @@ func (s *store) readPaper(idx uint32) (*paperRecord, *pb.PaperSpec, error) {
 }
 
 // readPapers reads several papers in one transaction.
-func (s *store) readPapers(idxs []uint32) ([]paperRecord, []*pb.PaperSpec, error) {
-	recs := make([]paperRecord, len(idxs))
+func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error) {
+	recs := make([]storedPaper, len(idxs))
 	specs := make([]*pb.PaperSpec, len(idxs))
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for i, idx := range idxs {
@@ -142,7 +142,7 @@ func (s *store) readPapers(idxs []uint32) ([]paperRecord, []*pb.PaperSpec, error
 	return recs, specs, err
 }
 
-func readPaperTx(tx *bolt.Tx, idx uint32, rec *paperRecord, spec *pb.PaperSpec) error {
+func readPaperTx(tx *bolt.Tx, idx uint32, rec *storedPaper, spec *pb.PaperSpec) error {
 	k := key32(idx)
 	v := tx.Bucket([]byte(bucketPapers)).Get(k)
 	if v == nil {
@@ -221,7 +221,7 @@ type newPaperWrite struct {
 // dirtyWrite updates a stored paper: its hot fields from memory, plus cold fields when set.
 type dirtyWrite struct {
 	idx  uint32
-	hot  paperRec
+	hot  memPaper
 	cold *coldUpdate
 }
 
@@ -310,7 +310,7 @@ func (s *store) commit(w *writeSet) error {
 				}
 			}
 		}
-		var rec paperRecord
+		var rec storedPaper
 		for _, d := range w.dirty {
 			k := key32(d.idx)
 			old := pbk.Get(k)

@@ -44,7 +44,7 @@ func initBlobRefs(tx *bolt.Tx) error {
 	}
 	refs := tx.Bucket([]byte(bucketBlobRefs))
 	rb := tx.Bucket([]byte(bucketResults))
-	var rec paperRecord
+	var rec storedPaper
 	err := tx.Bucket([]byte(bucketPapers)).ForEach(func(k, v []byte) error {
 		if err := rec.unmarshalFixed(v); err != nil || rec.state != stateSucceeded {
 			return err

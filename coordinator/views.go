@@ -74,7 +74,8 @@ func (e *engine) retryFailed(b *batch, now time.Time) (int64, error) {
 			b.counts[stateRetryWait]++
 			e.counts[stateRetryWait]++
 			p.state = stateRetryWait
-			p.failures, p.dead, p.aux = 0, 0, 0
+			p.failures, p.dead = 0, 0
+			p.setNextAttempt(0)
 			e.enqueue(idx, now)
 			n++
 		}

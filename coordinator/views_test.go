@@ -87,7 +87,7 @@ func TestRetryFailedErrors(t *testing.T) {
 		t.Fatalf("unknown batch: %v", res.err)
 	}
 	h.submit("b", oneHost("p", 1))
-	r := &batchReq{id: "b", cancel: true, reply: make(chan batchResult, 1)}
+	r := &cancelBatchReq{id: "b", reply: make(chan batchResult, 1)}
 	h.apply(r)
 	<-r.reply
 	if res := h.retry("b"); !errors.Is(res.err, errPrecondition) {

@@ -11,6 +11,10 @@ import (
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
+// The engine side of FetcherGatewayService.Work (gateway.go is the stream side): Hello,
+// credits, download events, draining and the end of streams; host health (AIMD, circuit
+// breaker) and retries follow from the events.
+
 // maxCredits bounds the credit a fetcher may hold (Hello.slots is at most 10,000).
 const maxCredits = 2 * validate.MaxFetcherSlots
 
@@ -349,7 +353,7 @@ func (e *engine) fail(l *lease, f *pb.DownloadFailed, now time.Time) {
 }
 
 // judgeHost feeds a failed attempt on h to its circuit breaker (see breaker).
-func (e *engine) judgeHost(h *host, p *paperRec, f *pb.DownloadFailed, permanent bool, msg string, now time.Time) {
+func (e *engine) judgeHost(h *host, p *memPaper, f *pb.DownloadFailed, permanent bool, msg string, now time.Time) {
 	br := &h.br
 	if permanent || !hostTrouble(f) {
 		if !hostAnswered(f) {
@@ -434,14 +438,14 @@ func (e *engine) settleFailure(idx uint32, paperID string, reason pb.FailureReas
 		permanent = true // one quick retry of a name that does not resolve, not MaxAttempts
 	}
 	// A permanent failure retires a step of a DOI's plan (each step fails permanently at most
-	// once, and a plan has at most 16): only transient failures count against MaxAttempts.
+	// once, and a plan has at most maxPlanSteps): only transient failures count against MaxAttempts.
 	planned := p.flags&flagPlanned != 0
 	if !planned || !permanent {
 		p.failures++
 	}
 	p.reason = uint8(reason)
 	e.setError(idx, msg)
-	if permanent && p.urlIdx < 16 {
+	if permanent && p.urlIdx < deadBits {
 		p.dead |= 1 << p.urlIdx
 	}
 	var pl *plan
@@ -481,18 +485,18 @@ func (e *engine) settleFailure(idx uint32, paperID string, reason pb.FailureReas
 		return
 	}
 	at := now.Add(e.backoff(int(p.failures))).UnixNano()
-	p.aux = at
+	p.setNextAttempt(at)
 	e.setState(idx, stateRetryWait, now)
 	heap.Push(&e.retry, retryItem{at: at, idx: idx})
 }
 
 // nextURL picks the candidate after the current one that has not failed permanently,
 // wrapping around (the current one included, last).
-func nextURL(p *paperRec) (uint8, bool) {
+func nextURL(p *memPaper) (uint8, bool) {
 	n := max(int(p.nurls), 1)
 	for i := 1; i <= n; i++ {
 		j := (int(p.urlIdx) + i) % n
-		if j >= 16 || p.dead&(1<<j) == 0 {
+		if j >= deadBits || p.dead&(1<<j) == 0 {
 			return uint8(j), true
 		}
 	}
@@ -516,4 +520,70 @@ func protocolFailure(what string) *pb.DownloadFailed {
 		Class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, Reason: pb.FailureReason_FAILURE_REASON_HTTP_STATUS,
 		Message: "protocol error: the fetcher reported " + what,
 	}
+}
+
+// dropConn forgets a conn and re-queues its leases (a broken stream).
+func (e *engine) dropConn(c *fetcherConn, why string, now time.Time) {
+	if c.closed {
+		return
+	}
+	if e.eligibleConn(c) {
+		e.credits -= c.credits
+	}
+	c.closed = true
+	requeued := len(c.leases)
+	for _, l := range mapValues(c.leases) {
+		e.requeue(l, why, now)
+	}
+	for i, x := range e.conns {
+		if x == c {
+			e.conns = append(e.conns[:i], e.conns[i+1:]...)
+			break
+		}
+	}
+	if e.rr >= len(e.conns) {
+		e.rr = 0
+	}
+	e.log.Info("fetcher disconnected", "fetcher", c.id, "boot", c.boot, "reason", why, "requeued", requeued)
+}
+
+// helloMsg opens a Work stream.
+type helloMsg struct {
+	c     *fetcherConn
+	hello *pb.Hello
+	reply chan error
+}
+
+func (m *helloMsg) apply(e *engine, now time.Time) {
+	err := e.onHello(m.c, m.hello, now)
+	e.replies = append(e.replies, func() { m.reply <- err })
+}
+
+// streamMsg is a message received on an established Work stream.
+type streamMsg struct {
+	c   *fetcherConn
+	req *pb.WorkRequest
+}
+
+func (m *streamMsg) apply(e *engine, now time.Time) {
+	m.c.release()
+	e.onRequest(m.c, m.req, now)
+}
+
+// goneMsg reports the end of a Work stream: its leases are re-queued.
+type goneMsg struct {
+	c *fetcherConn
+}
+
+func (m *goneMsg) apply(e *engine, now time.Time) { e.onGone(m.c, now) }
+
+// barrierMsg is closed (as a reply) once every message posted before it was applied and its
+// output queued: a stream whose fetcher closed its side waits for it before sending the last
+// Acks and ending.
+type barrierMsg struct {
+	reply chan struct{}
+}
+
+func (m *barrierMsg) apply(e *engine, _ time.Time) {
+	e.replies = append(e.replies, func() { close(m.reply) })
 }

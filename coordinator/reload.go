@@ -74,7 +74,7 @@ func (e *engine) load(now time.Time) error {
 		cur := pbk.Cursor()
 		if k, _ := cur.Last(); k != nil {
 			n := int(binary.BigEndian.Uint32(k)) + 1
-			e.papers = make([]paperRec, 0, n+n/8)
+			e.papers = make([]memPaper, 0, n+n/8)
 			e.byBatch = make(map[uint64]uint32, n)
 		}
 		// The cache indexes are filled after the scan, sized exactly.
@@ -83,14 +83,14 @@ func (e *engine) load(now time.Time) error {
 			idHash, urlHash, finHash uint64
 		}
 		var succeeded []cached
-		var rec paperRecord
+		var rec storedPaper
 		for k, v := cur.First(); k != nil; k, v = cur.Next() {
 			idx := binary.BigEndian.Uint32(k)
 			if int(idx) < len(e.papers) {
 				return fmt.Errorf("paper index %d out of sequence", idx)
 			}
 			for int(idx) > len(e.papers) {
-				e.papers = append(e.papers, paperRec{}) // a paper of a deleted batch
+				e.papers = append(e.papers, memPaper{}) // a paper of a deleted batch
 			}
 			if err := rec.unmarshalFixed(v); err != nil {
 				return fmt.Errorf("paper %d: %w", idx, err)
@@ -118,7 +118,7 @@ func (e *engine) load(now time.Time) error {
 			case stateQueued:
 				e.hosts[p.host].push(idx)
 			case stateRetryWait:
-				e.retry = append(e.retry, retryItem{at: p.aux, idx: idx})
+				e.retry = append(e.retry, retryItem{at: p.nextAttempt(), idx: idx})
 			case stateDownloading:
 				l := &lease{idx: idx, attempt: p.attempts, batch: p.batch, assignedAt: now}
 				e.leases[idx] = l

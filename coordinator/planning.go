@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -11,6 +10,9 @@ import (
 	"github.com/paperfetch/paperfetch/internal/redact"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
+
+// DOI plans as the engine runs them (plan.go is the type and its encoding): reading and
+// writing a paper's plan, its candidates, resolution results and failed steps.
 
 // planOf returns the plan of a paper with a DOI (changed in this iteration, or committed).
 func (e *engine) planOf(idx uint32) (*plan, error) {
@@ -63,52 +65,6 @@ func (e *engine) addPlan(idx uint32, doi string, urls []string) string {
 	e.papers[idx].flags |= flagPlanned
 	e.putPlan(idx, p)
 	return hostKey(p.steps[0].url)
-}
-
-// cacheLookupPaper finds a stored PDF for a paper: by id, by URL, or by DOI.
-func (e *engine) cacheLookupPaper(idx uint32, spec *pb.PaperSpec) (*paperRecord, bool) {
-	if rec, hit := e.cacheLookup(spec.GetPaperId(), spec.GetUrls(), spec.GetExpectedSha256()); hit {
-		return rec, true
-	}
-	if spec.GetDoi() == "" {
-		return nil, false
-	}
-	doi, err := validate.NormalizeDOI(spec.GetDoi())
-	if err != nil {
-		return nil, false
-	}
-	return e.cacheLookupDOI(doi, spec.GetExpectedSha256())
-}
-
-// cacheLookupDOI finds a SUCCEEDED paper with the same DOI, verified against its spec.
-func (e *engine) cacheLookupDOI(doi, expected string) (*paperRecord, bool) {
-	tx, err := e.readTx()
-	if err != nil {
-		return nil, false
-	}
-	v := tx.Bucket([]byte(bucketDOIs)).Get([]byte(doi))
-	if len(v) != 4 {
-		return nil, false
-	}
-	rec, spec, err := e.committedRecord(bytesKey(v))
-	if err != nil {
-		e.log.Error("doi cache lookup", "doi", doi, "err", err)
-		return nil, false
-	}
-	if rec.state != stateSucceeded || !e.blobUsable(rec.blobKey) {
-		return nil, false
-	}
-	if d, err := validate.NormalizeDOI(spec.GetDoi()); err != nil || d != doi {
-		return nil, false
-	}
-	if expected != "" && !strings.EqualFold(expected, rec.sha256) {
-		return nil, false
-	}
-	return rec, true
-}
-
-func bytesKey(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
 // noteSuccess records which route produced a paper's PDF and, for a DOI, the DOI cache entry.
@@ -204,7 +160,7 @@ func (e *engine) planFailed(idx uint32, reason pb.FailureReason, msg string) *pl
 	s.setNote(reasonLabel(reason) + " (" + validate.Truncate(msg, 160) + ")")
 	if s.kind == stepResolve && s.route == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE && reason == pb.FailureReason_FAILURE_REASON_NOT_FOUND {
 		for i := range pl.steps {
-			if t := &pl.steps[i]; t.kind == stepResolve && t.route == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK && i < 16 && p.dead&(1<<i) == 0 {
+			if t := &pl.steps[i]; t.kind == stepResolve && t.route == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK && i < deadBits && p.dead&(1<<i) == 0 {
 				p.dead |= 1 << i
 				t.setNote("skipped (the DOI resolver does not know the DOI)")
 			}

@@ -1,0 +1,186 @@
+package coordinator
+
+import (
+	"container/heap"
+	"net/url"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/redact"
+)
+
+// Scheduling: the hosts (their politeness: delay, concurrency, pauses) and the leasing of
+// queued papers to fetchers with credit, host by host in round-robin order.
+
+// hostKey is the politeness key of a URL: its lower-case host[:port].
+func hostKey(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "invalid"
+	}
+	return strings.ToLower(u.Host)
+}
+
+func (e *engine) internHost(name string) uint32 {
+	if i, ok := e.hostByName[name]; ok {
+		return i
+	}
+	i := uint32(len(e.hosts))
+	e.addHost(i, name)
+	e.ws.hosts = append(e.ws.hosts, hostWrite{idx: i, name: name})
+	return i
+}
+
+func (e *engine) addHost(i uint32, name string) {
+	delay, conc := e.cfg.hostLimits(name)
+	h := &host{idx: i, name: name, limit: conc, maxLimit: conc, delay: delay}
+	for uint32(len(e.hosts)) <= i {
+		e.hosts = append(e.hosts, nil)
+	}
+	e.hosts[i] = h
+	e.hostByName[name] = i
+}
+
+// refreshHost puts h in the ready ring or the sleeping heap when it has work and may start
+// a request now or later. Hosts at their concurrency limit are refreshed when a lease ends.
+func (e *engine) refreshHost(h *host, now time.Time) {
+	if h.inReady || h.queued() == 0 || h.active >= h.limit {
+		return
+	}
+	at := h.readyAt()
+	if !at.After(now) {
+		if h.inSleep {
+			heap.Remove(&e.sleeping, h.sleepIx)
+			h.inSleep = false
+		}
+		h.inReady = true
+		e.ready.push(h)
+		return
+	}
+	if h.inSleep {
+		if !h.wakeAt.Equal(at) {
+			h.wakeAt = at
+			heap.Fix(&e.sleeping, h.sleepIx)
+		}
+		return
+	}
+	h.inSleep = true
+	h.wakeAt = at
+	heap.Push(&e.sleeping, h)
+}
+
+func (e *engine) hostEligible(h *host, now time.Time) bool {
+	return h.active < h.limit && !h.readyAt().After(now)
+}
+
+// schedule leases queued papers to fetchers while there is credit and a host may start.
+func (e *engine) schedule(now time.Time) {
+	e.wakeHosts(now)
+	for e.credits > 0 {
+		h := e.ready.pop()
+		if h == nil {
+			return
+		}
+		h.inReady = false
+		if !e.hostEligible(h, now) {
+			e.refreshHost(h, now)
+			continue
+		}
+		idx, ok := h.pop(e.papers)
+		if !ok {
+			continue
+		}
+		spec, err := e.specOf(idx)
+		if err != nil {
+			e.log.Error("schedule: read spec", "paper_index", idx, "err", err)
+			e.setError(idx, "internal error: "+err.Error())
+			e.setState(idx, stateFailed, now)
+			e.refreshHost(h, now)
+			continue
+		}
+		if rec, hit := e.cacheLookupPaper(idx, spec); hit {
+			e.completeCached(idx, rec, now)
+			e.refreshHost(h, now)
+			continue
+		}
+		if h.br.gaveUp(now) && h.pausedUntil.After(now) {
+			e.failFast(idx, h, spec.GetPaperId(), now)
+			e.refreshHost(h, now)
+			continue
+		}
+		c := e.pickConn()
+		if c == nil { // cannot happen while credits > 0; be safe
+			e.log.Error("schedule: credits without a conn", "credits", e.credits)
+			e.credits = 0
+			h.queue = append(h.queue, idx)
+			e.refreshHost(h, now)
+			return
+		}
+		e.assign(idx, h, c, spec, now)
+		e.refreshHost(h, now)
+	}
+}
+
+func (e *engine) wakeHosts(now time.Time) {
+	for len(e.sleeping) > 0 && !e.sleeping[0].wakeAt.After(now) {
+		h := heap.Pop(&e.sleeping).(*host)
+		h.inSleep = false
+		e.refreshHost(h, now)
+	}
+}
+
+func (e *engine) eligibleConn(c *fetcherConn) bool {
+	return !c.closed && !c.draining && c.credits > 0
+}
+
+func (e *engine) pickConn() *fetcherConn {
+	n := len(e.conns)
+	for i := 0; i < n; i++ {
+		c := e.conns[(e.rr+i)%n]
+		if e.eligibleConn(c) {
+			e.rr = (e.rr + i + 1) % n
+			return c
+		}
+	}
+	return nil
+}
+
+func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec, now time.Time) {
+	p := &e.papers[idx]
+	b := e.batches[p.batch]
+	p.attempts++
+	cands, resolve := e.candidatesOf(idx, spec)
+	u := cands[int(p.urlIdx)%len(cands)]
+	l := &lease{
+		idx: idx, attempt: p.attempts, batch: p.batch, conn: c, assignedAt: now, renewedAt: now,
+		url: u, paperID: spec.GetPaperId(), resolve: resolve,
+	}
+	e.noteLeaseDue(l)
+	e.leases[idx] = l
+	c.leases[idx] = l
+	c.credits--
+	e.credits--
+	h.active++
+	h.lastStart = now
+	e.setState(idx, stateDownloading, now)
+	id := e.ids.issue(idx, l.attempt, c.id)
+	l.id = id
+	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Assign{Assign: &pb.Assign{
+		LeaseId:        id,
+		BatchId:        b.id,
+		PaperId:        l.paperID,
+		Url:            u,
+		CandidateUrls:  cands,
+		Attempt:        int32(l.attempt),
+		ExpectedSha256: spec.GetExpectedSha256(),
+		Limits:         e.limits,
+		LeaseExpiresAt: timestamppb.New(now.Add(e.cfg.LeaseTTL)),
+		Resolve:        resolve,
+	}}}})
+	if e.debug() {
+		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", redact.URL(u), "attempt", l.attempt)
+	}
+}
