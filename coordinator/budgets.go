@@ -14,8 +14,10 @@ import (
 // gateway inbox, each Work stream has
 //
 //   - a message rate: StreamRate + StreamRatePerSlot×slots messages per second, with bursts
-//     of twice that (defaults 50 + 5/slot: an honest fetcher sends a started, a few progress
-//     events and a terminal event per download, plus keep-alives every 10s); beyond it the
+//     of twice that (defaults 100 + 1000/slot: an honest fetcher sends a started, a few
+//     progress events, a terminal event and a share of a Credits message per download, and a
+//     slot fetching small PDFs from a fast origin finishes a few hundred downloads a second;
+//     the default of 5/slot throttled `paperfetch get` to 60 papers/s); beyond it the
 //     stream's receiver waits, so gRPC flow control throttles the sender;
 //   - an inbox share: at most streamShare(slots) of its messages wait in the gateway inbox at
 //     once (the receiver waits for the loop to apply one), so a few streams cannot fill it for

@@ -40,8 +40,9 @@ type Config struct {
 	// and completions are then believed unverified.
 	Bucket *blob.Bucket
 	// StreamRate and StreamRatePerSlot bound the messages per second of one Work stream:
-	// StreamRate + StreamRatePerSlot × Hello.slots, bursts of twice that (defaults 50 and 5);
-	// a faster stream is throttled (budgets.go).
+	// StreamRate + StreamRatePerSlot × Hello.slots, bursts of twice that (defaults 100 and
+	// 1000: a slot downloading small PDFs from a fast origin finishes hundreds a second, with
+	// about four messages each); a faster stream is throttled (budgets.go).
 	StreamRate, StreamRatePerSlot float64
 	// Verifiers is the number of goroutines checking completions against Bucket (default 8).
 	Verifiers int
@@ -319,10 +320,10 @@ func (c Config) withDefaults() Config {
 		c.FetcherSilence = 30 * time.Second
 	}
 	if c.StreamRate <= 0 {
-		c.StreamRate = 50
+		c.StreamRate = 100
 	}
 	if c.StreamRatePerSlot <= 0 {
-		c.StreamRatePerSlot = 5
+		c.StreamRatePerSlot = 1000
 	}
 	if c.Verifiers <= 0 {
 		c.Verifiers = 8

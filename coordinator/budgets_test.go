@@ -1,0 +1,37 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+)
+
+// An honest fetcher is never throttled: a stream of 8 slots whose downloads of small PDFs end
+// every 4 ms per slot (250 a second each; a started, a progress, a terminal event and a
+// Credits message per download) sends 8,000 messages a second within its default budget.
+// The old default (50 + 5/slot) held such a stream to 90 messages a second, so `paperfetch
+// get` ran at 60 papers/s.
+func TestStreamBudgetAdmitsAnHonestFastFetcher(t *testing.T) {
+	cfg := Config{}.withDefaults()
+	g := &gateway{c: &Coordinator{cfg: cfg}}
+	b := g.newBudget(&fetcherConn{}, 8)
+	start := time.Unix(1_700_000_000, 0)
+	const perSecond = 8 * 250 * 4
+	for i := range 3 * perSecond {
+		now := start.Add(time.Duration(i) * time.Second / perSecond)
+		if d := b.lim.ReserveN(now, 1).DelayFrom(now); d > 0 {
+			t.Fatalf("message %d (at %s) throttled for %s", i, now.Sub(start), d)
+		}
+	}
+	// A flood far beyond it is throttled.
+	now := start.Add(3 * time.Second)
+	throttled := false
+	for range 1_000_000 {
+		if b.lim.ReserveN(now, 1).DelayFrom(now) > 0 {
+			throttled = true
+			break
+		}
+	}
+	if !throttled {
+		t.Fatal("a flood at one instant was not throttled")
+	}
+}
