@@ -50,7 +50,7 @@ func noCodePrefix(t *testing.T, err error) {
 
 // Every error a client can act on names what is wrong in a detail (issue 13, item 5).
 func TestErrorsCarryDetails(t *testing.T) {
-	h := startHarness(t, Config{})
+	h := startHarness(t, nil)
 	ctx := ctxT(t)
 
 	// NOT_FOUND: ResourceInfo naming the batch, no "not found:" prefix.

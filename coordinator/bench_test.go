@@ -59,7 +59,11 @@ func benchFetcher(b *testing.B, h *harness, id string, slots int, completed *ato
 // (bufconn) with fsynced group commits: every completion is durable before its Ack.
 func BenchmarkDurableCompletions(b *testing.B) {
 	reg := prometheus.NewRegistry()
-	h := startHarness(b, Config{PerHostConcurrency: 1 << 16, InboxSize: 1 << 16, Registerer: reg})
+	h := startHarness(b, func(c *Config) {
+		c.PerHostConcurrency = 1 << 16
+		c.InboxSize = 1 << 16
+		c.Registerer = reg
+	})
 	ctx := ctxT(b)
 	n := max(b.N, 5000)
 	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "bench"}); err != nil {
@@ -117,7 +121,7 @@ func BenchmarkMillionPapers(b *testing.B) {
 	const total = 1_000_000
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
-		cfg := Config{DataDir: dir, PerHostDelay: -1}
+		cfg := func(c *Config) { c.DataDir = dir }
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
@@ -172,7 +176,9 @@ func BenchmarkMillionPapers(b *testing.B) {
 		runtime.GC()
 
 		start := time.Now()
-		c, err := Open(Config{DataDir: dir, PerHostDelay: -1, Logger: testLogger(b)})
+		ocfg := DefaultConfig()
+		ocfg.DataDir, ocfg.PerHostDelay, ocfg.Logger = dir, 0, testLogger(b)
+		c, err := Open(ocfg)
 		if err != nil {
 			b.Fatal(err)
 		}

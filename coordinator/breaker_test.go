@@ -30,7 +30,7 @@ type sim struct {
 	pauses   []time.Duration // and how long it was
 }
 
-func newSim(t *testing.T, cfg Config, papers int, serve func(url string, n int, at time.Duration) *pb.DownloadEvent) *sim {
+func newSim(t *testing.T, cfg func(*Config), papers int, serve func(url string, n int, at time.Duration) *pb.DownloadEvent) *sim {
 	h := newEngHarness(t, cfg)
 	if res := h.submit("b", oneHost("p", papers)); res.err != nil {
 		t.Fatal(res.err)
@@ -111,8 +111,7 @@ func refused() *pb.DownloadEvent {
 // within the time it takes without failures plus the extra attempts and the retry backoff of
 // two failures (RetryBaseDelay + 2×RetryBaseDelay at most).
 func TestBreakerFlakyHost(t *testing.T) {
-	cfg := Config{}
-	ok := newSim(t, cfg, 300, func(string, int, time.Duration) *pb.DownloadEvent { return nil })
+	ok := newSim(t, nil, 300, func(string, int, time.Duration) *pb.DownloadEvent { return nil })
 	base := ok.run(t, time.Hour)
 
 	flaky := func(u string, n int, _ time.Duration) *pb.DownloadEvent {
@@ -123,7 +122,7 @@ func TestBreakerFlakyHost(t *testing.T) {
 		}
 		return nil
 	}
-	s := newSim(t, cfg, 300, flaky)
+	s := newSim(t, nil, 300, flaky)
 	got := s.run(t, time.Hour)
 	c := s.h.cfg
 	extra := time.Duration(60) * s.dl / time.Duration(c.PerHostConcurrency) // 60 failed attempts, 2 at a time
@@ -146,7 +145,7 @@ func TestBreakerFlakyHost(t *testing.T) {
 // paper succeeds.
 func TestBreakerHostDownThenBack(t *testing.T) {
 	const outage = 5 * time.Minute
-	s := newSim(t, Config{}, 100, func(_ string, _ int, at time.Duration) *pb.DownloadEvent {
+	s := newSim(t, nil, 100, func(_ string, _ int, at time.Duration) *pb.DownloadEvent {
 		if at < outage {
 			return refused()
 		}
@@ -197,7 +196,7 @@ func TestBreakerHostDownThenBack(t *testing.T) {
 // grows past BreakerCooldown (it answers), and all its papers fail within BreakerGiveUp plus
 // one cooldown plus the longest retry backoff, with a reason naming the breaker.
 func TestBreakerHostAlways503(t *testing.T) {
-	s := newSim(t, Config{}, 200, func(string, int, time.Duration) *pb.DownloadEvent { return http503() })
+	s := newSim(t, nil, 200, func(string, int, time.Duration) *pb.DownloadEvent { return http503() })
 	c := s.h.cfg
 	bound := c.BreakerGiveUp + c.BreakerCooldown + c.RetryMaxDelay
 	got := s.run(t, 3*time.Hour)
@@ -244,7 +243,9 @@ func h2idx(h *engHarness, paperID string) uint32 {
 // TestFailureMessageRedacted: a failure's URL and message reach the paper's last_error (shown
 // to every client of the batch) and the logs without query-string secrets.
 func TestFailureMessageRedacted(t *testing.T) {
-	h := newEngHarness(t, Config{MaxAttempts: 1})
+	h := newEngHarness(t, func(c *Config) {
+		c.MaxAttempts = 1
+	})
 	signed := "https://bucket.example/p.pdf?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=deadbeef&id=7"
 	h.submit("b", []*pb.PaperSpec{{PaperId: "p", Urls: []string{signed}}})
 	c := h.connect("f", 1)

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -16,21 +17,69 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/fielderr"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
-// HostLimits are the politeness limits of one host.
+// HostLimits override the politeness limits of one host. A nil field keeps the Config-wide
+// value (PerHostDelay, PerHostConcurrency).
 type HostLimits struct {
-	// Delay is the minimum time between two request starts on the host; 0 means the
-	// default, negative means none.
-	Delay time.Duration
-	// Concurrency is the maximum number of concurrent downloads from the host; 0 means the
-	// default.
-	Concurrency int
+	// Delay is the minimum time between two request starts on the host; 0 means none.
+	Delay *time.Duration
+	// Concurrency is the maximum number of concurrent downloads from the host (at least 1).
+	Concurrency *int
 }
 
-// Config configures a Coordinator. Zero values mean the documented defaults.
+// Defaults of Config, as returned by DefaultConfig (and the coordinator's flag defaults).
+const (
+	DefaultPerHostDelay       = time.Second
+	DefaultPerHostConcurrency = 2
+	DefaultMaxAttempts        = 5
+	DefaultLeaseTTL           = 60 * time.Second
+	DefaultStartTimeout       = 30 * time.Second
+	DefaultDeadlineGrace      = time.Minute
+	DefaultFetcherSilence     = 30 * time.Second
+	DefaultReconnectGrace     = 15 * time.Second
+	DefaultMaxBatchPapers     = 2_000_000
+	DefaultRetryBaseDelay     = 2 * time.Second
+	DefaultRetryMaxDelay      = 5 * time.Minute
+	DefaultMaxRetryAfter      = time.Hour
+	DefaultBreakerThreshold   = 10
+	DefaultBreakerCooldown    = 30 * time.Second
+	DefaultBreakerMaxCooldown = 10 * time.Minute
+	DefaultBreakerGiveUp      = 10 * time.Minute
+	DefaultInboxSize          = 4096
+	DefaultStreamBuffer       = 4096
+	DefaultWatchersPerBatch   = 64
+	DefaultWatchersPerPeer    = 32
+	DefaultWatchInterval      = 250 * time.Millisecond
+	DefaultLockTimeout        = time.Second
+	DefaultStreamRate         = 100
+	DefaultStreamRatePerSlot  = 1000
+	DefaultVerifiers          = 8
+)
+
+// Upper bounds of Config, checked by Validate.
+const (
+	// MaxMaxAttempts bounds MaxAttempts (a paper's attempt counters are 16-bit and a paper may
+	// lose up to 4×MaxAttempts leases).
+	MaxMaxAttempts = 1000
+	// MaxPerHostConcurrency bounds PerHostConcurrency and HostLimits.Concurrency.
+	MaxPerHostConcurrency = 1 << 16
+	// MaxQueueSize bounds InboxSize and StreamBuffer.
+	MaxQueueSize = 1 << 20
+	// MaxVerifiers bounds Verifiers.
+	MaxVerifiers = 1024
+	// MaxWatchers bounds WatchersPerBatch and WatchersPerPeer.
+	MaxWatchers = 1 << 16
+)
+
+// Config configures a Coordinator. Start from DefaultConfig: a value means what it says
+// (zero is zero: PerHostDelay 0 is no delay, ReconnectGrace 0 no grace), and Open rejects
+// invalid values with an error naming the field (Validate) instead of replacing them. Only
+// nil pointers and interfaces (Bucket, Limits, Clock, Logger, Registerer, Rand) have a
+// documented meaning of their own.
 type Config struct {
 	// DataDir holds the store, DataDir/coordinator.db (created).
 	DataDir string
@@ -42,14 +91,17 @@ type Config struct {
 	// StreamRate and StreamRatePerSlot bound the messages per second of one Work stream:
 	// StreamRate + StreamRatePerSlot × Hello.slots, bursts of twice that (defaults 100 and
 	// 1000: a slot downloading small PDFs from a fast origin finishes hundreds a second, with
-	// about four messages each); a faster stream is throttled (budgets.go).
+	// about four messages each); a faster stream is throttled (budgets.go). StreamRate must
+	// be positive, StreamRatePerSlot not negative.
 	StreamRate, StreamRatePerSlot float64
-	// Verifiers is the number of goroutines checking completions against Bucket (default 8).
+	// Verifiers is the number of goroutines checking completions against Bucket (default 8;
+	// 1 to MaxVerifiers).
 	Verifiers int
-	// PerHostDelay is the minimum time between request starts on one host. 0 means the
-	// default, 1s; negative means no delay.
+	// PerHostDelay is the minimum time between request starts on one host (default 1s);
+	// 0 means no delay.
 	PerHostDelay time.Duration
-	// PerHostConcurrency is the maximum number of concurrent downloads per host (default 2).
+	// PerHostConcurrency is the maximum number of concurrent downloads per host (default 2;
+	// 1 to MaxPerHostConcurrency).
 	PerHostConcurrency int
 	// HostOverrides are per-host limits, keyed by host name or host:port.
 	HostOverrides map[string]HostLimits
@@ -58,7 +110,8 @@ type Config struct {
 	Resolve ResolveConfig
 	// apiLimits are Resolve's host defaults, computed by withDefaults.
 	apiLimits map[string]HostLimits
-	// MaxAttempts is how many failed attempts a paper may have before it fails (default 5).
+	// MaxAttempts is how many failed attempts a paper may have before it fails (default 5;
+	// 1 to MaxMaxAttempts).
 	MaxAttempts int
 	// LeaseTTL is how long a lease lives without an event of its own from its fetcher (default
 	// 60s; fetchers report every running lease at least every heartbeat interval, 10s).
@@ -76,7 +129,8 @@ type Config struct {
 	// fetcher heartbeats).
 	FetcherSilence time.Duration
 	// ReconnectGrace is how long after a restart fetchers may re-announce their leases
-	// before those are re-queued (default 15s).
+	// before those are re-queued (default 15s; 0: at once, for a coordinator whose fetchers
+	// never outlive it, like the embedded one).
 	ReconnectGrace time.Duration
 	// MaxBatchPapers bounds the papers of one batch (default 2,000,000).
 	MaxBatchPapers int
@@ -117,7 +171,8 @@ type Config struct {
 	// a stream whose buffer fills is broken and its leases re-queued.
 	StreamBuffer int
 	// Retention deletes COMPLETED and CANCELLED batches (and their papers, and blobs no other
-	// paper refers to) once they finished more than Retention ago; 0 keeps them forever.
+	// paper refers to) once they finished more than Retention ago; 0 keeps them forever
+	// (the default).
 	Retention time.Duration
 	// WatchersPerBatch bounds the WatchBatch streams of one batch (default 64); one more is
 	// RESOURCE_EXHAUSTED.
@@ -135,41 +190,64 @@ type Config struct {
 	NoSync bool
 }
 
-// RegisterFlags registers the coordinator's tuning flags on fs, bound to c, with the
-// defaults as flag defaults. --per-host-delay=0 means no delay.
+// DefaultConfig returns the default configuration (the Default… constants; the DOI routes'
+// default bases). DataDir must still be set.
+func DefaultConfig() Config {
+	return Config{
+		StreamRate:         DefaultStreamRate,
+		StreamRatePerSlot:  DefaultStreamRatePerSlot,
+		Verifiers:          DefaultVerifiers,
+		PerHostDelay:       DefaultPerHostDelay,
+		PerHostConcurrency: DefaultPerHostConcurrency,
+		Resolve:            DefaultResolveConfig(),
+		MaxAttempts:        DefaultMaxAttempts,
+		LeaseTTL:           DefaultLeaseTTL,
+		StartTimeout:       DefaultStartTimeout,
+		DeadlineGrace:      DefaultDeadlineGrace,
+		FetcherSilence:     DefaultFetcherSilence,
+		ReconnectGrace:     DefaultReconnectGrace,
+		MaxBatchPapers:     DefaultMaxBatchPapers,
+		RetryBaseDelay:     DefaultRetryBaseDelay,
+		RetryMaxDelay:      DefaultRetryMaxDelay,
+		MaxRetryAfter:      DefaultMaxRetryAfter,
+		BreakerThreshold:   DefaultBreakerThreshold,
+		BreakerCooldown:    DefaultBreakerCooldown,
+		BreakerMaxCooldown: DefaultBreakerMaxCooldown,
+		BreakerGiveUp:      DefaultBreakerGiveUp,
+		InboxSize:          DefaultInboxSize,
+		StreamBuffer:       DefaultStreamBuffer,
+		WatchersPerBatch:   DefaultWatchersPerBatch,
+		WatchersPerPeer:    DefaultWatchersPerPeer,
+		WatchInterval:      DefaultWatchInterval,
+		LockTimeout:        DefaultLockTimeout,
+	}
+}
+
+// RegisterFlags registers the coordinator's tuning flags on fs, bound to c, with c's current
+// values as flag defaults (start from DefaultConfig). --per-host-delay=0 means no delay.
+// Values are checked by Validate (Open calls it), not by the flag parsers.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.PerHostDelay = time.Second
-	fs.Func("per-host-delay", "minimum time (a `duration`, e.g. 1s) between request starts on one host (0: none) (default 1s)", func(s string) error {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return err
-		}
-		if d <= 0 {
-			d = -1
-		}
-		c.PerHostDelay = d
-		return nil
-	})
-	fs.IntVar(&c.PerHostConcurrency, "per-host-concurrency", 2, "maximum concurrent downloads per host")
+	fs.DurationVar(&c.PerHostDelay, "per-host-delay", c.PerHostDelay, "minimum time between request starts on one host (0: none)")
+	fs.IntVar(&c.PerHostConcurrency, "per-host-concurrency", c.PerHostConcurrency, "maximum concurrent downloads per host")
 	fs.Func("host-limit", "per-host override `HOST=DELAY/CONCURRENCY`, e.g. arxiv.org=3s/1 (repeatable)", HostLimitFlag(&c.HostOverrides))
-	fs.IntVar(&c.MaxAttempts, "max-attempts", 5, "failed attempts before a paper fails")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", c.MaxAttempts, "failed attempts before a paper fails")
 	c.Resolve.RegisterFlags(fs)
-	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 60*time.Second, "lease lifetime without an event of that lease from its fetcher")
-	fs.DurationVar(&c.StartTimeout, "lease-start-timeout", 30*time.Second, "time a fetcher has to report an assigned lease started before it is re-queued")
-	fs.DurationVar(&c.DeadlineGrace, "lease-deadline-grace", time.Minute, "added to the download timeout to give each lease's hard deadline")
-	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", 15*time.Second, "after a restart, how long fetchers may re-announce their leases")
-	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", 2_000_000, "maximum papers per batch")
-	fs.DurationVar(&c.Retention, "retention", 0, "delete finished batches (their papers, and blobs no other paper uses) this long after they finished (0: keep forever)")
-	fs.DurationVar(&c.RetryBaseDelay, "retry-base-delay", 2*time.Second, "backoff before the second attempt (doubles per failure)")
-	fs.DurationVar(&c.RetryMaxDelay, "retry-max-delay", 5*time.Minute, "maximum retry backoff")
-	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", time.Hour, "longest Retry-After honoured as a host pause")
-	fs.IntVar(&c.BreakerThreshold, "breaker-threshold", 10, "consecutive host failures, each of a different paper, that pause a host (circuit breaker)")
-	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", 30*time.Second, "pause of a host whose breaker trips (doubles per trip only for a host that does not answer)")
-	fs.DurationVar(&c.BreakerMaxCooldown, "breaker-max-cooldown", 10*time.Minute, "longest pause of a host that does not answer")
-	fs.DurationVar(&c.BreakerGiveUp, "breaker-give-up", 10*time.Minute, "after this long with the breaker open and no success, a host's queued papers fail at once (HOST_PAUSED)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "lease lifetime without an event of that lease from its fetcher")
+	fs.DurationVar(&c.StartTimeout, "lease-start-timeout", c.StartTimeout, "time a fetcher has to report an assigned lease started before it is re-queued")
+	fs.DurationVar(&c.DeadlineGrace, "lease-deadline-grace", c.DeadlineGrace, "added to the download timeout to give each lease's hard deadline")
+	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "after a restart, how long fetchers may re-announce their leases")
+	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", c.MaxBatchPapers, "maximum papers per batch")
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "delete finished batches (their papers, and blobs no other paper uses) this long after they finished (0: keep forever)")
+	fs.DurationVar(&c.RetryBaseDelay, "retry-base-delay", c.RetryBaseDelay, "backoff before the second attempt (doubles per failure)")
+	fs.DurationVar(&c.RetryMaxDelay, "retry-max-delay", c.RetryMaxDelay, "maximum retry backoff")
+	fs.DurationVar(&c.MaxRetryAfter, "max-retry-after", c.MaxRetryAfter, "longest Retry-After honoured as a host pause")
+	fs.IntVar(&c.BreakerThreshold, "breaker-threshold", c.BreakerThreshold, "consecutive host failures, each of a different paper, that pause a host (circuit breaker)")
+	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", c.BreakerCooldown, "pause of a host whose breaker trips (doubles per trip only for a host that does not answer)")
+	fs.DurationVar(&c.BreakerMaxCooldown, "breaker-max-cooldown", c.BreakerMaxCooldown, "longest pause of a host that does not answer")
+	fs.DurationVar(&c.BreakerGiveUp, "breaker-give-up", c.BreakerGiveUp, "after this long with the breaker open and no success, a host's queued papers fail at once (HOST_PAUSED)")
 	fs.Func("download-max-size", "maximum PDF size in `bytes` sent to fetchers (0: the fetcher's default)", func(s string) error {
 		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil {
 			return fmt.Errorf("invalid size %q", s)
 		}
 		c.limits().MaxSizeBytes = n
@@ -216,7 +294,8 @@ func HostLimitFlag(dst *map[string]HostLimits) func(string) error {
 	}
 }
 
-// parseHostLimit parses HOST=DELAY/CONCURRENCY (either part may be empty).
+// parseHostLimit parses HOST=DELAY/CONCURRENCY (either part may be empty: it keeps the
+// Config-wide value). DELAY 0 means none.
 func parseHostLimit(s string) (string, HostLimits, error) {
 	name, v, ok := strings.Cut(s, "=")
 	if !ok || name == "" {
@@ -229,107 +308,101 @@ func parseHostLimit(s string) (string, HostLimits, error) {
 		if err != nil {
 			return "", HostLimits{}, fmt.Errorf("host limit %q: %w", s, err)
 		}
-		if dd <= 0 {
-			dd = -1
+		if dd < 0 {
+			return "", HostLimits{}, fmt.Errorf("host limit %q: the delay must not be negative", s)
 		}
-		lim.Delay = dd
+		lim.Delay = &dd
 	}
 	if n != "" {
 		nn, err := strconv.Atoi(n)
-		if err != nil || nn < 1 {
-			return "", HostLimits{}, fmt.Errorf("host limit %q: concurrency must be a positive integer", s)
+		if err != nil || nn < 1 || nn > MaxPerHostConcurrency {
+			return "", HostLimits{}, fmt.Errorf("host limit %q: concurrency must be an integer from 1 to %d", s, MaxPerHostConcurrency)
 		}
-		lim.Concurrency = nn
+		lim.Concurrency = &nn
 	}
 	return strings.ToLower(name), lim, nil
 }
 
-// withDefaults returns c with every zero value replaced by its default.
+// Validate checks every field, returning an error that names each invalid one (nil when all
+// are valid). Open calls it; nothing is clamped or replaced.
+func (c *Config) Validate() error {
+	var v fielderr.List
+	if c.DataDir == "" {
+		v.Add("Config.DataDir", "", "is required")
+	}
+	if math.IsNaN(c.StreamRate) || math.IsInf(c.StreamRate, 0) || c.StreamRate <= 0 {
+		v.Add("Config.StreamRate", "", "must be a positive finite number, got %v", c.StreamRate)
+	}
+	if math.IsNaN(c.StreamRatePerSlot) || math.IsInf(c.StreamRatePerSlot, 0) || c.StreamRatePerSlot < 0 {
+		v.Add("Config.StreamRatePerSlot", "", "must be a finite number, not negative, got %v", c.StreamRatePerSlot)
+	}
+	v.Range("Config.Verifiers", "", int64(c.Verifiers), 1, MaxVerifiers)
+	v.NonNegative("Config.PerHostDelay", "per-host-delay", c.PerHostDelay)
+	v.Range("Config.PerHostConcurrency", "per-host-concurrency", int64(c.PerHostConcurrency), 1, MaxPerHostConcurrency)
+	for name, lim := range c.HostOverrides {
+		field := fmt.Sprintf("Config.HostOverrides[%q]", name)
+		if name == "" || name != strings.ToLower(name) {
+			v.Add(field, "host-limit", "host names are non-empty and in lower case")
+		}
+		if lim.Delay != nil {
+			v.NonNegative(field+".Delay", "host-limit", *lim.Delay)
+		}
+		if lim.Concurrency != nil {
+			v.Range(field+".Concurrency", "host-limit", int64(*lim.Concurrency), 1, MaxPerHostConcurrency)
+		}
+	}
+	if err := c.Resolve.Validate(); err != nil {
+		v.Add("Config.Resolve", "", "%v", err)
+	}
+	v.Range("Config.MaxAttempts", "max-attempts", int64(c.MaxAttempts), 1, MaxMaxAttempts)
+	v.Positive("Config.LeaseTTL", "lease-ttl", c.LeaseTTL)
+	v.Positive("Config.StartTimeout", "lease-start-timeout", c.StartTimeout)
+	v.NonNegative("Config.DeadlineGrace", "lease-deadline-grace", c.DeadlineGrace)
+	v.Positive("Config.FetcherSilence", "", c.FetcherSilence)
+	v.NonNegative("Config.ReconnectGrace", "reconnect-grace", c.ReconnectGrace)
+	v.Range("Config.MaxBatchPapers", "max-batch-papers", int64(c.MaxBatchPapers), 1, math.MaxInt32)
+	if l := c.Limits; l != nil {
+		if l.GetMaxSizeBytes() < 0 {
+			v.Add("Config.Limits.MaxSizeBytes", "download-max-size", "must not be negative, got %d", l.GetMaxSizeBytes())
+		}
+		if l.Timeout != nil && (l.Timeout.CheckValid() != nil || l.Timeout.AsDuration() <= 0) {
+			v.Add("Config.Limits.Timeout", "download-timeout", "must be positive, got %v", l.Timeout.AsDuration())
+		}
+		if l.StallTimeout != nil && (l.StallTimeout.CheckValid() != nil || l.StallTimeout.AsDuration() <= 0) {
+			v.Add("Config.Limits.StallTimeout", "download-stall-timeout", "must be positive, got %v", l.StallTimeout.AsDuration())
+		}
+	}
+	v.NonNegative("Config.RetryBaseDelay", "retry-base-delay", c.RetryBaseDelay)
+	v.NonNegative("Config.RetryMaxDelay", "retry-max-delay", c.RetryMaxDelay)
+	if c.RetryMaxDelay < c.RetryBaseDelay {
+		v.Add("Config.RetryMaxDelay", "retry-max-delay", "must be at least RetryBaseDelay (%v), got %v", c.RetryBaseDelay, c.RetryMaxDelay)
+	}
+	v.NonNegative("Config.MaxRetryAfter", "max-retry-after", c.MaxRetryAfter)
+	v.Range("Config.BreakerThreshold", "breaker-threshold", int64(c.BreakerThreshold), 1, math.MaxInt32)
+	v.Positive("Config.BreakerCooldown", "breaker-cooldown", c.BreakerCooldown)
+	v.Positive("Config.BreakerMaxCooldown", "breaker-max-cooldown", c.BreakerMaxCooldown)
+	if c.BreakerMaxCooldown < c.BreakerCooldown {
+		v.Add("Config.BreakerMaxCooldown", "breaker-max-cooldown", "must be at least BreakerCooldown (%v), got %v", c.BreakerCooldown, c.BreakerMaxCooldown)
+	}
+	v.Positive("Config.BreakerGiveUp", "breaker-give-up", c.BreakerGiveUp)
+	v.Range("Config.InboxSize", "", int64(c.InboxSize), 1, MaxQueueSize)
+	v.Range("Config.StreamBuffer", "", int64(c.StreamBuffer), 1, MaxQueueSize)
+	v.NonNegative("Config.Retention", "retention", c.Retention)
+	v.Range("Config.WatchersPerBatch", "", int64(c.WatchersPerBatch), 1, MaxWatchers)
+	v.Range("Config.WatchersPerPeer", "", int64(c.WatchersPerPeer), 1, MaxWatchers)
+	v.Positive("Config.WatchInterval", "", c.WatchInterval)
+	v.Positive("Config.LockTimeout", "", c.LockTimeout)
+	return v.Err("invalid configuration")
+}
+
+// withDefaults returns c with its nil fields (Clock, Logger, Rand) given their documented
+// meaning and the derived fields computed. It replaces no value that was set.
 func (c Config) withDefaults() Config {
-	if c.PerHostDelay == 0 {
-		c.PerHostDelay = time.Second
-	}
-	if c.PerHostConcurrency <= 0 {
-		c.PerHostConcurrency = 2
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
-	}
-	if c.MaxAttempts > 1000 {
-		c.MaxAttempts = 1000
-	}
-	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 60 * time.Second
-	}
-	if c.ReconnectGrace <= 0 {
-		c.ReconnectGrace = 15 * time.Second
-	}
-	if c.MaxBatchPapers <= 0 {
-		c.MaxBatchPapers = 2_000_000
-	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.RetryBaseDelay <= 0 {
-		c.RetryBaseDelay = 2 * time.Second
-	}
-	if c.RetryMaxDelay <= 0 {
-		c.RetryMaxDelay = 5 * time.Minute
-	}
-	if c.MaxRetryAfter <= 0 {
-		c.MaxRetryAfter = time.Hour
-	}
-	if c.BreakerThreshold <= 0 {
-		c.BreakerThreshold = 10
-	}
-	if c.BreakerCooldown <= 0 {
-		c.BreakerCooldown = 30 * time.Second
-	}
-	if c.BreakerMaxCooldown <= 0 {
-		c.BreakerMaxCooldown = 10 * time.Minute
-	}
-	c.BreakerMaxCooldown = max(c.BreakerMaxCooldown, c.BreakerCooldown)
-	if c.BreakerGiveUp <= 0 {
-		c.BreakerGiveUp = 10 * time.Minute
-	}
-	if c.InboxSize <= 0 {
-		c.InboxSize = 4096
-	}
-	if c.StreamBuffer <= 0 {
-		c.StreamBuffer = 4096
-	}
-	if c.WatchersPerBatch <= 0 {
-		c.WatchersPerBatch = 64
-	}
-	if c.WatchersPerPeer <= 0 {
-		c.WatchersPerPeer = 32
-	}
-	if c.WatchInterval <= 0 {
-		c.WatchInterval = 250 * time.Millisecond
-	}
-	if c.StartTimeout <= 0 {
-		c.StartTimeout = 30 * time.Second
-	}
-	if c.DeadlineGrace <= 0 {
-		c.DeadlineGrace = time.Minute
-	}
-	if c.FetcherSilence <= 0 {
-		c.FetcherSilence = 30 * time.Second
-	}
-	if c.StreamRate <= 0 {
-		c.StreamRate = 100
-	}
-	if c.StreamRatePerSlot <= 0 {
-		c.StreamRatePerSlot = 1000
-	}
-	if c.Verifiers <= 0 {
-		c.Verifiers = 8
-	}
-	if c.LockTimeout <= 0 {
-		c.LockTimeout = time.Second
 	}
 	if c.Rand == nil {
 		c.Rand = rand.NewPCG(rand.Uint64(), rand.Uint64())
@@ -339,7 +412,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// hostLimits returns the limits of a host key (host or host:port).
+// hostLimits returns the limits of a host key (host or host:port): HostOverrides (by key, then
+// by host name), else the DOI routes' defaults, over PerHostDelay and PerHostConcurrency.
 func (c *Config) hostLimits(key string) (time.Duration, int) {
 	delay, conc := c.PerHostDelay, c.PerHostConcurrency
 	lim, ok := c.HostOverrides[key]
@@ -352,15 +426,12 @@ func (c *Config) hostLimits(key string) (time.Duration, int) {
 		lim, ok = c.apiLimits[key]
 	}
 	if ok {
-		if lim.Delay != 0 {
-			delay = lim.Delay
+		if lim.Delay != nil {
+			delay = *lim.Delay
 		}
-		if lim.Concurrency > 0 {
-			conc = lim.Concurrency
+		if lim.Concurrency != nil {
+			conc = *lim.Concurrency
 		}
-	}
-	if delay < 0 {
-		delay = 0
 	}
 	return delay, conc
 }

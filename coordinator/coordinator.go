@@ -41,11 +41,12 @@ type Coordinator struct {
 // same directory fails after cfg.LockTimeout with ErrStoreLocked), and reloads every batch and
 // paper. Leases that were running when the previous process stopped wait cfg.ReconnectGrace
 // (counted from Open) for their fetchers to re-announce them before they are re-queued.
+// cfg must be valid (Validate; start from DefaultConfig).
 func Open(cfg Config) (*Coordinator, error) {
-	cfg = cfg.withDefaults()
-	if cfg.DataDir == "" {
-		return nil, fmt.Errorf("coordinator: Config.DataDir is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	cfg = cfg.withDefaults()
 	openStart := time.Now()
 	st, err := openStore(cfg.DataDir, cfg.LockTimeout, cfg.NoSync)
 	if err != nil {

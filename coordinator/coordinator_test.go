@@ -11,7 +11,7 @@ import (
 )
 
 func TestSubmitWatchComplete(t *testing.T) {
-	h := startHarness(t, Config{})
+	h := startHarness(t, nil)
 	ctx := ctxT(t)
 	startFetcher(t, h, "f1", 4, nil)
 	startFetcher(t, h, "f2", 4, nil)
@@ -53,7 +53,7 @@ func TestSubmitWatchComplete(t *testing.T) {
 func holdAll(*fakeFetcher, *pb.Assign) {}
 
 func TestIdempotentSubmitAndAlreadyExists(t *testing.T) {
-	h := startHarness(t, Config{})
+	h := startHarness(t, nil)
 	ctx := ctxT(t)
 	req := &pb.SubmitBatchRequest{BatchId: "same", Papers: specs("x", 5, 1)}
 	r1, err := h.api.SubmitBatch(ctx, req)
@@ -90,7 +90,7 @@ func TestIdempotentSubmitAndAlreadyExists(t *testing.T) {
 }
 
 func TestChunkedSubmit(t *testing.T) {
-	h := startHarness(t, Config{})
+	h := startHarness(t, nil)
 	ctx := ctxT(t)
 	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "big"}); err != nil {
 		t.Fatal(err)
@@ -137,7 +137,9 @@ func TestChunkedSubmit(t *testing.T) {
 }
 
 func TestCancelBatch(t *testing.T) {
-	h := startHarness(t, Config{PerHostConcurrency: 1})
+	h := startHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 1
+	})
 	ctx := ctxT(t)
 	f := startFetcher(t, h, "f", 4, holdAll)
 	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "c", Papers: specs("p", 10, 2)}); err != nil {
@@ -187,7 +189,7 @@ func TestCancelBatch(t *testing.T) {
 }
 
 func TestBrokenStreamReassigns(t *testing.T) {
-	h := startHarness(t, Config{})
+	h := startHarness(t, nil)
 	ctx := ctxT(t)
 	a := startFetcher(t, h, "a", 8, holdAll)
 	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "r", Papers: specs("p", 5, 5)}); err != nil {
@@ -207,7 +209,9 @@ func TestBrokenStreamReassigns(t *testing.T) {
 }
 
 func TestDrainingFetcherGetsAcksBeforeClose(t *testing.T) {
-	h := startHarness(t, Config{PerHostConcurrency: 4})
+	h := startHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 4
+	})
 	ctx := ctxT(t)
 	f := startFetcher(t, h, "d", 2, holdAll)
 	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "d", Papers: specs("p", 3, 1)}); err != nil {
@@ -240,7 +244,7 @@ func TestDrainingFetcherGetsAcksBeforeClose(t *testing.T) {
 }
 
 func TestHelloRequired(t *testing.T) {
-	h := startHarness(t, Config{})
+	h := startHarness(t, nil)
 	stream, err := h.gw.Work(ctxT(t))
 	if err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ func TestDeleteBatchReleasesUnsharedBlobs(t *testing.T) {
 	}
 	defer func() { _ = bucket.Close() }()
 	dataDir := t.TempDir()
-	cfg := Config{DataDir: dataDir, Bucket: bucket, NoSync: true}
+	cfg := func(c *Config) { c.DataDir, c.Bucket, c.NoSync = dataDir, bucket, true }
 	h := startHarness(t, cfg)
 	ctx := ctxT(t)
 	startFetcher(t, h, "f", 4, storingFetcher(t, bucket))
@@ -167,7 +167,7 @@ func TestDeleteBatchReleasesUnsharedBlobs(t *testing.T) {
 // A completion of a blob that a deletion released is refused: the collector may delete it
 // after the fetcher wrote it.
 func TestCompletionOfCollectedBlobIsRefused(t *testing.T) {
-	h := newEngHarness(t, Config{})
+	h := newEngHarness(t, nil)
 	h.e.gcCh = make(chan []string, 1)
 	l := &lease{assignedAt: t0}
 	h.e.noteCollectable([]string{"k"})
@@ -204,7 +204,10 @@ func completeAll(h *engHarness, c *fetcherConn) int {
 
 // Retention deletes finished batches once they are older than --retention (fake clock).
 func TestRetentionDeletesOldBatches(t *testing.T) {
-	h := newEngHarness(t, Config{Retention: time.Hour, PerHostConcurrency: 100})
+	h := newEngHarness(t, func(c *Config) {
+		c.Retention = time.Hour
+		c.PerHostConcurrency = 100
+	})
 	c := h.connect("f", 50)
 	h.submit("old", oneHost("o", 20))
 	completeAll(h, c)
@@ -238,7 +241,7 @@ func TestRetentionDeletesOldBatches(t *testing.T) {
 
 // A deletion goes slice by slice, is NOT_FOUND from its start, and resumes after a restart.
 func TestDeleteInSlicesResumesAfterRestart(t *testing.T) {
-	h := newEngHarness(t, Config{})
+	h := newEngHarness(t, nil)
 	h.submit("big", oneHost("p", 250))
 	h.submit("other", oneHost("o", 3))
 	for _, id := range []string{"big", "other"} {
@@ -280,7 +283,9 @@ func TestDeleteInSlicesResumesAfterRestart(t *testing.T) {
 // churn submits rounds batches of perBatch papers, completes them and, with del, deletes
 // each one; it returns the store file's size after every round.
 func churn(t testing.TB, rounds, perBatch int, del bool) []int64 {
-	h := newEngHarness(t, Config{PerHostConcurrency: 1000})
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 1000
+	})
 	c := h.connect("f", 1000)
 	path := filepath.Join(h.cfg.DataDir, "coordinator.db")
 	sizes := make([]int64, rounds)

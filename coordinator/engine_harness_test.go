@@ -23,22 +23,19 @@ type engHarness struct {
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func newEngHarness(t testing.TB, cfg Config) *engHarness {
+// newEngHarness drives an engine on testConfig(t, mutate), on a fake clock, without fsync,
+// with a seeded random source.
+func newEngHarness(t testing.TB, mutate func(*Config)) *engHarness {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
+	cfg := testConfig(t, mutate)
 	clk := clock.NewFake(t0)
 	cfg.Clock = clk
 	cfg.NoSync = true
-	if cfg.PerHostDelay == 0 {
-		cfg.PerHostDelay = -1
-	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.NewPCG(1, 2)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 	h := &engHarness{t: t, cfg: cfg.withDefaults(), clk: clk}
 	h.open()

@@ -20,8 +20,11 @@ func oneHost(prefix string, n int) []*pb.PaperSpec {
 }
 
 func TestPolitenessDelayAndConcurrency(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostDelay: time.Second, PerHostConcurrency: 2,
-		HostOverrides: map[string]HostLimits{"slow.example": {Delay: 5 * time.Second, Concurrency: 1}}})
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostDelay = time.Second
+		c.PerHostConcurrency = 2
+		c.HostOverrides = map[string]HostLimits{"slow.example": {Delay: new(5 * time.Second), Concurrency: new(1)}}
+	})
 	h.submit("b", append(oneHost("p", 5), &pb.PaperSpec{PaperId: "s", Urls: []string{"https://slow.example/s.pdf"}},
 		&pb.PaperSpec{PaperId: "s2", Urls: []string{"https://slow.example/s2.pdf"}}))
 	c := h.connect("f", 10)
@@ -52,7 +55,10 @@ func TestPolitenessDelayAndConcurrency(t *testing.T) {
 }
 
 func TestRetryBackoffAndAttempts(t *testing.T) {
-	h := newEngHarness(t, Config{MaxAttempts: 3, RetryBaseDelay: 2 * time.Second})
+	h := newEngHarness(t, func(c *Config) {
+		c.MaxAttempts = 3
+		c.RetryBaseDelay = 2 * time.Second
+	})
 	h.submit("b", oneHost("p", 1))
 	c := h.connect("f", 10)
 	transient := failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_CONNECTION, 0, 0)
@@ -88,7 +94,7 @@ func TestRetryBackoffAndAttempts(t *testing.T) {
 }
 
 func TestPermanentFailureMovesToNextURL(t *testing.T) {
-	h := newEngHarness(t, Config{})
+	h := newEngHarness(t, nil)
 	h.submit("b", []*pb.PaperSpec{{PaperId: "p", Urls: []string{"https://a.example/p.pdf", "https://b.example/p.pdf"}}})
 	c := h.connect("f", 10)
 	notFound := failedEv(pb.FailureClass_FAILURE_CLASS_PERMANENT, pb.FailureReason_FAILURE_REASON_NOT_FOUND, 404, 0)
@@ -111,7 +117,10 @@ func TestPermanentFailureMovesToNextURL(t *testing.T) {
 }
 
 func TestRetryAfterPausesHostAndAIMD(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostConcurrency: 4, MaxRetryAfter: time.Hour})
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 4
+		c.MaxRetryAfter = time.Hour
+	})
 	h.submit("b", oneHost("p", 6))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
@@ -147,8 +156,13 @@ func TestRetryAfterPausesHostAndAIMD(t *testing.T) {
 
 func TestCircuitBreaker(t *testing.T) {
 	// The test never reports its leases started: no lease deadline gets in the way.
-	h := newEngHarness(t, Config{PerHostConcurrency: 3, BreakerThreshold: 3, BreakerCooldown: time.Minute,
-		StartTimeout: time.Hour, LeaseTTL: time.Hour})
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 3
+		c.BreakerThreshold = 3
+		c.BreakerCooldown = time.Minute
+		c.StartTimeout = time.Hour
+		c.LeaseTTL = time.Hour
+	})
 	h.submit("b", oneHost("p", 10))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
@@ -191,7 +205,7 @@ func TestCircuitBreaker(t *testing.T) {
 }
 
 func TestCacheHits(t *testing.T) {
-	h := newEngHarness(t, Config{})
+	h := newEngHarness(t, nil)
 	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Urls: []string{"https://h.example/x.pdf"}}})
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
@@ -218,7 +232,10 @@ func TestCacheHits(t *testing.T) {
 }
 
 func TestLeaseExpiryAndDraining(t *testing.T) {
-	h := newEngHarness(t, Config{LeaseTTL: 10 * time.Second, PerHostConcurrency: 10})
+	h := newEngHarness(t, func(c *Config) {
+		c.LeaseTTL = 10 * time.Second
+		c.PerHostConcurrency = 10
+	})
 	h.submit("b", oneHost("p", 4))
 	c := h.connect("f", 2)
 	as, _, _ := recv(c)
@@ -276,7 +293,9 @@ func TestLeaseExpiryAndDraining(t *testing.T) {
 }
 
 func TestFullSendBufferBreaksStream(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostConcurrency: 10})
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 10
+	})
 	h.submit("b", oneHost("p", 5))
 	c := newFetcherConn(2)
 	r := &helloMsg{c: c, hello: &pb.Hello{FetcherId: "slow", Slots: 5}, reply: make(chan error, 1)}
@@ -298,7 +317,7 @@ func TestFullSendBufferBreaksStream(t *testing.T) {
 // TestIndexCollisionsSurviveRestart forges a hash collision of the per-batch index in the
 // store and checks both papers stay reachable after a reload.
 func TestIndexCollisionsSurviveRestart(t *testing.T) {
-	h := newEngHarness(t, Config{})
+	h := newEngHarness(t, nil)
 	h.submit("b", oneHost("p", 3))
 	err := h.st.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket([]byte(bucketPapers))

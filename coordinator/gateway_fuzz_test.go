@@ -43,7 +43,9 @@ func FuzzGatewayMessage(f *testing.F) {
 		if proto.Unmarshal(data, m) != nil {
 			return
 		}
-		h := newEngHarness(t, Config{PerHostConcurrency: 10})
+		h := newEngHarness(t, func(c *Config) {
+			c.PerHostConcurrency = 10
+		})
 		h.submit("b", specs("p", 4, 1))
 		rogue := h.connect("rogue", 2)
 		honest := h.connect("honest", 2)

@@ -49,17 +49,23 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func startHarness(t testing.TB, cfg Config) *harness {
+// testConfig is the configuration of the test harnesses: DefaultConfig in a temporary folder,
+// without the politeness delay (PerHostDelay 0), changed by mutate (when not nil).
+func testConfig(t testing.TB, mutate func(*Config)) Config {
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Logger = testLogger(t)
+	cfg.PerHostDelay = 0
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return cfg
+}
+
+// startHarness opens a coordinator on testConfig(t, mutate) and serves it in-process.
+func startHarness(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
-	}
-	if cfg.PerHostDelay == 0 {
-		cfg.PerHostDelay = -1
-	}
+	cfg := testConfig(t, mutate)
 	c, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)

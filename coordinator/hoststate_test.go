@@ -10,7 +10,11 @@ import (
 // A watcher with include_papers learns why its batch waits: the host paused by a Retry-After
 // (until when, and why), its lowered concurrency limit, the batch's papers left on it.
 func TestWatchHostStates(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostConcurrency: 4, MaxRetryAfter: time.Hour, WatchInterval: time.Millisecond})
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 4
+		c.MaxRetryAfter = time.Hour
+		c.WatchInterval = time.Millisecond
+	})
 	h.submit("b", oneHost("p", 6))
 	w := newWatcher(0, true)
 	r := &watchReq{batchID: "b", w: w, reply: make(chan error, 1)}
@@ -40,7 +44,9 @@ func TestWatchHostStates(t *testing.T) {
 
 // The hosts of one update are bounded; the rest are counted.
 func TestWatchHostStatesBounded(t *testing.T) {
-	h := newEngHarness(t, Config{WatchInterval: time.Millisecond})
+	h := newEngHarness(t, func(c *Config) {
+		c.WatchInterval = time.Millisecond
+	})
 	h.submit("b", specs("p", maxHostStates*2+10, maxHostStates+5))
 	states, omitted := h.e.hostStates(h.batch("b"), h.clk.Now())
 	if len(states) != maxHostStates || omitted != 5 {
@@ -55,7 +61,10 @@ func TestWatchHostStatesBounded(t *testing.T) {
 
 // "No such host" is retried once, soon, then fails the paper (not MaxAttempts backoffs).
 func TestNoSuchHostRetriedOnce(t *testing.T) {
-	h := newEngHarness(t, Config{MaxAttempts: 10, RetryBaseDelay: time.Second})
+	h := newEngHarness(t, func(c *Config) {
+		c.MaxAttempts = 10
+		c.RetryBaseDelay = time.Second
+	})
 	h.submit("b", oneHost("p", 1))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)

@@ -32,7 +32,9 @@ func bigPaper(id string) *pb.PaperSpec {
 // Pages are cut by bytes as well as count, so every default page fits a default client
 // (issue 13, item 3: 150 papers at the limits broke ListPapers' default page).
 func TestListPapersPagesByBytes(t *testing.T) {
-	h := startHarness(t, Config{NoSync: true})
+	h := startHarness(t, func(c *Config) {
+		c.NoSync = true
+	})
 	ctx := ctxT(t)
 	var ps []*pb.PaperSpec
 	for i := range 150 {
@@ -74,7 +76,9 @@ func TestListPapersPagesByBytes(t *testing.T) {
 }
 
 func TestListBatchesPagesByBytesAndLabelsAreBounded(t *testing.T) {
-	h := startHarness(t, Config{NoSync: true})
+	h := startHarness(t, func(c *Config) {
+		c.NoSync = true
+	})
 	ctx := ctxT(t)
 	labels := map[string]string{}
 	for i := range validate.MaxLabels {

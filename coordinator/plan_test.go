@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
@@ -58,7 +59,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestAPIHostLimits(t *testing.T) {
-	c := Config{PerHostDelay: -1, PerHostConcurrency: 8, Resolve: ResolveConfig{OpenAlexBase: "http://127.0.0.1:9001"}}.withDefaults()
+	c := Config{PerHostDelay: 0, PerHostConcurrency: 8, Resolve: ResolveConfig{OpenAlexBase: "http://127.0.0.1:9001"}}.withDefaults()
 	for host, want := range map[string][2]int64{
 		"doi.org":           {int64(1e9), 2},
 		"127.0.0.1:9001":    {int64(150e6), 4},
@@ -70,7 +71,7 @@ func TestAPIHostLimits(t *testing.T) {
 			t.Errorf("%s: %v/%d, want %v/%d", host, d, n, want[0], want[1])
 		}
 	}
-	c.HostOverrides = map[string]HostLimits{"doi.org": {Delay: 3e9, Concurrency: 1}}
+	c.HostOverrides = map[string]HostLimits{"doi.org": {Delay: new(time.Duration(3e9)), Concurrency: new(1)}}
 	if d, n := c.hostLimits("doi.org"); d != 3e9 || n != 1 {
 		t.Errorf("override: %v/%d", d, n)
 	}

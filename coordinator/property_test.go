@@ -287,9 +287,14 @@ func (m *propModel) snapshot() snapshot {
 
 func TestPropertyStateMachine(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		h := newEngHarness(t, Config{
-			DataDir: t.TempDir(), PerHostConcurrency: 2, MaxAttempts: 4, LeaseTTL: time.Minute,
-			ReconnectGrace: 10 * time.Second, BreakerThreshold: 3, BreakerCooldown: time.Minute,
+		h := newEngHarness(t, func(c *Config) {
+			c.DataDir = t.TempDir()
+			c.PerHostConcurrency = 2
+			c.MaxAttempts = 4
+			c.LeaseTTL = time.Minute
+			c.ReconnectGrace = 10 * time.Second
+			c.BreakerThreshold = 3
+			c.BreakerCooldown = time.Minute
 		})
 		defer h.close()
 		m := &propModel{h: h, terminal: map[uint32]uint8{}}

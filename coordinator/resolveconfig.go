@@ -32,6 +32,11 @@ type ResolveConfig struct {
 	Email string
 }
 
+// DefaultResolveConfig returns the default bases of the DOI routes, without a contact address.
+func DefaultResolveConfig() ResolveConfig {
+	return ResolveConfig{ArxivBase: DefaultArxivBase, DOIBase: DefaultDOIBase, OpenAlexBase: DefaultOpenAlexBase, UnpaywallBase: DefaultUnpaywallBase}
+}
+
 // RegisterFlags registers --arxiv-base, --doi-base, --openalex-base, --unpaywall-base and
 // --email on fs, bound to r, with the defaults as flag defaults.
 func (r *ResolveConfig) RegisterFlags(fs *flag.FlagSet) {
@@ -82,9 +87,9 @@ func (r ResolveConfig) apiHostLimits() map[string]HostLimits {
 	r = r.withDefaults()
 	out := map[string]HostLimits{}
 	for base, lim := range map[string]HostLimits{
-		r.DOIBase:       {Delay: time.Second, Concurrency: 2},
-		r.OpenAlexBase:  {Delay: 150 * time.Millisecond, Concurrency: 4},
-		r.UnpaywallBase: {Delay: 500 * time.Millisecond, Concurrency: 2},
+		r.DOIBase:       {Delay: new(time.Second), Concurrency: new(2)},
+		r.OpenAlexBase:  {Delay: new(150 * time.Millisecond), Concurrency: new(4)},
+		r.UnpaywallBase: {Delay: new(500 * time.Millisecond), Concurrency: new(2)},
 	} {
 		if k := hostKey(base); k != "invalid" {
 			out[k] = lim

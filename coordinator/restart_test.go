@@ -26,7 +26,9 @@ import (
 func TestCrashRestartCompletesExactlyOnce(t *testing.T) {
 	dir := t.TempDir()
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	cfg := Config{DataDir: dir, Clock: clk, ReconnectGrace: 10 * time.Second, LeaseTTL: time.Hour, PerHostConcurrency: 10}
+	cfg := func(c *Config) {
+		c.DataDir, c.Clock, c.ReconnectGrace, c.LeaseTTL, c.PerHostConcurrency = dir, clk, 10*time.Second, time.Hour, 10
+	}
 	h1 := startHarness(t, cfg)
 	ctx := ctxT(t)
 	var mu sync.Mutex
@@ -118,13 +120,16 @@ func TestCrashRestartCompletesExactlyOnce(t *testing.T) {
 
 func TestSecondOpenFailsFast(t *testing.T) {
 	dir := t.TempDir()
-	c1, err := Open(Config{DataDir: dir})
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	c1, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = c1.Close() }()
 	start := time.Now()
-	_, err = Open(Config{DataDir: dir, LockTimeout: 100 * time.Millisecond})
+	cfg.LockTimeout = 100 * time.Millisecond
+	_, err = Open(cfg)
 	if !errors.Is(err, ErrStoreLocked) || !strings.Contains(err.Error(), "another coordinator") {
 		t.Fatalf("second Open: %v", err)
 	}
@@ -134,7 +139,9 @@ func TestSecondOpenFailsFast(t *testing.T) {
 }
 
 func TestInboxFullIsResourceExhausted(t *testing.T) {
-	c, err := Open(Config{DataDir: t.TempDir(), InboxSize: 1})
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.InboxSize = t.TempDir(), 1
+	c, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +181,9 @@ func TestReadPaper(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(blobDir, filepath.FromSlash(key)), content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := startHarness(t, Config{Bucket: bucket})
+	h := startHarness(t, func(c *Config) {
+		c.Bucket = bucket
+	})
 	ctx := ctxT(t)
 	startFetcher(t, h, "f", 2, func(f *fakeFetcher, a *pb.Assign) {
 		f.sendEvent(a, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{
@@ -272,7 +281,7 @@ func TestReadPaper(t *testing.T) {
 // in place, so that the fetcher can re-announce them to the next process.
 func TestGracefulStopKeepsLeases(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{DataDir: dir, PerHostConcurrency: 10}
+	cfg := func(c *Config) { c.DataDir, c.PerHostConcurrency = dir, 10 }
 	h1 := startHarness(t, cfg)
 	ctx := ctxT(t)
 	f := startFetcher(t, h1, "f", 3, holdAll)

@@ -26,7 +26,10 @@ func (h *engHarness) hosts(busyOnly bool, size int, token string) hostsResult {
 // budget, the batch runs again and completes, the per-reason counts follow, and all of it
 // survives a restart.
 func TestRetryFailed(t *testing.T) {
-	h := newEngHarness(t, Config{MaxAttempts: 1, PerHostConcurrency: 10})
+	h := newEngHarness(t, func(c *Config) {
+		c.MaxAttempts = 1
+		c.PerHostConcurrency = 10
+	})
 	h.submit("b", oneHost("p", 3))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
@@ -82,7 +85,7 @@ func TestRetryFailed(t *testing.T) {
 }
 
 func TestRetryFailedErrors(t *testing.T) {
-	h := newEngHarness(t, Config{})
+	h := newEngHarness(t, nil)
 	if res := h.retry("nope"); !errors.Is(res.err, errNotFound) {
 		t.Fatalf("unknown batch: %v", res.err)
 	}
@@ -99,8 +102,14 @@ func TestRetryFailedErrors(t *testing.T) {
 // counters, paging, and the connected fetchers.
 func TestListHostsAndFetchers(t *testing.T) {
 	// The fake fetchers never report their leases started: no lease deadline gets in the way.
-	h := newEngHarness(t, Config{BreakerThreshold: 2, BreakerCooldown: time.Minute, MaxAttempts: 10, PerHostConcurrency: 10,
-		StartTimeout: time.Hour, LeaseTTL: time.Hour})
+	h := newEngHarness(t, func(c *Config) {
+		c.BreakerThreshold = 2
+		c.BreakerCooldown = time.Minute
+		c.MaxAttempts = 10
+		c.PerHostConcurrency = 10
+		c.StartTimeout = time.Hour
+		c.LeaseTTL = time.Hour
+	})
 	papers := oneHost("p", 3)
 	papers = append(papers, &pb.PaperSpec{PaperId: "q", Urls: []string{"https://two.example/q.pdf"}},
 		&pb.PaperSpec{PaperId: "r", Urls: []string{"https://three.example/r.pdf"}})

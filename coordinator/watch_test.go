@@ -15,7 +15,12 @@ import (
 
 func TestWatchIncludePapersAndSlowWatchers(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	h := startHarness(t, Config{WatchInterval: 5 * time.Millisecond, Registerer: reg, PerHostConcurrency: 1, WatchersPerPeer: 64})
+	h := startHarness(t, func(c *Config) {
+		c.WatchInterval = 5 * time.Millisecond
+		c.Registerer = reg
+		c.PerHostConcurrency = 1
+		c.WatchersPerPeer = 64
+	})
 	ctx := ctxT(t)
 	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "w", Papers: specs("p", 60, 3)}); err != nil {
 		t.Fatal(err)

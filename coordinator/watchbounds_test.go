@@ -58,7 +58,10 @@ func abortAll(t testing.TB, f *fakeFetcher) {
 // A large update is split into messages a default client accepts, and after CancelBatch the
 // watch ends with the settled batch (issue 10 item 8, issue 13 items 3 and 4).
 func TestWatchSplitsLargeUpdatesAndEndsSettled(t *testing.T) {
-	h := startHarness(t, Config{NoSync: true, PerHostConcurrency: 1})
+	h := startHarness(t, func(c *Config) {
+		c.NoSync = true
+		c.PerHostConcurrency = 1
+	})
 	const n = 30_000 // the cancellation changes ~7 MB of paper updates at once
 	submitLongIDs(t, h, "big", n)
 	f := startFetcher(t, h, "f", 4, holdAll)
@@ -119,7 +122,11 @@ func TestWatchSplitsLargeUpdatesAndEndsSettled(t *testing.T) {
 }
 
 func TestWatcherLimitsPerBatchAndPeer(t *testing.T) {
-	h := startHarness(t, Config{NoSync: true, WatchersPerBatch: 3, WatchersPerPeer: 5})
+	h := startHarness(t, func(c *Config) {
+		c.NoSync = true
+		c.WatchersPerBatch = 3
+		c.WatchersPerPeer = 5
+	})
 	ctx := ctxT(t)
 	for _, id := range []string{"a", "b"} {
 		if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: id}); err != nil {
@@ -216,7 +223,10 @@ func cancelUnderStalledWatchers(t testing.TB, h *harness, f *fakeFetcher, ws []*
 // Stalled watchers of a big batch that is cancelled hold a bounded amount each (issue 10,
 // item 8: each used to hold the whole update and its encoded copy, ~37 MB for 50,000 papers).
 func TestStalledWatchersStayBounded(t *testing.T) {
-	h := startHarness(t, Config{NoSync: true, PerHostConcurrency: 1})
+	h := startHarness(t, func(c *Config) {
+		c.NoSync = true
+		c.PerHostConcurrency = 1
+	})
 	const n = 30_000
 	submitLongIDs(t, h, "big", n)
 	f := startFetcher(t, h, "f", 4, holdAll)
@@ -234,7 +244,12 @@ func TestStalledWatchersStayBounded(t *testing.T) {
 // watchers on a 50,000-paper batch that is cancelled (the attack of issue 10, item 8).
 func BenchmarkStalledWatchers(b *testing.B) {
 	for range b.N {
-		h := startHarness(b, Config{NoSync: true, PerHostConcurrency: 1, WatchersPerBatch: 100, WatchersPerPeer: 100})
+		h := startHarness(b, func(c *Config) {
+			c.NoSync = true
+			c.PerHostConcurrency = 1
+			c.WatchersPerBatch = 100
+			c.WatchersPerPeer = 100
+		})
 		const n = 50_000
 		submitLongIDs(b, h, "big", n)
 		f := startFetcher(b, h, "f", 4, holdAll)

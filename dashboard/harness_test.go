@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/paperfetch/paperfetch/coordinator"
-	"github.com/paperfetch/paperfetch/fetcher"
 	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/embedded"
 )
@@ -95,15 +94,15 @@ func startStack(t *testing.T) *stack {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sys, err := embedded.Start(ctx, embedded.Config{
-		Dir: t.TempDir(), Fetchers: 2, Concurrency: 8, HTTPListener: lis,
-		ClientTokens: auth.NewTokenSet(testToken),
-		Coordinator: coordinator.Config{
-			PerHostDelay: -1, PerHostConcurrency: 8, MaxAttempts: 1, NoSync: true,
-			MaxRetryAfter: 2 * time.Hour, WatchInterval: 50 * time.Millisecond,
-		},
-		Fetcher: fetcher.Config{AllowPrivateNetworks: true},
-	})
+	o := embedded.DefaultOptions()
+	o.Dir, o.Fetchers, o.Concurrency, o.HTTPListener = t.TempDir(), 2, 8, lis
+	o.ClientTokens = auth.NewTokenSet(testToken)
+	o.PerHostDelay, o.PerHostConcurrency, o.Retries = 0, 8, 0
+	o.AllowPrivateNetworks = true
+	o.TuneCoordinator = func(c *coordinator.Config) {
+		c.NoSync, c.MaxRetryAfter, c.WatchInterval = true, 2*time.Hour, 50*time.Millisecond
+	}
+	sys, err := embedded.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

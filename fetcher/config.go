@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -22,11 +23,12 @@ import (
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/fielderr"
 	"github.com/paperfetch/paperfetch/internal/validate"
 	"github.com/paperfetch/paperfetch/internal/version"
 )
 
-// Defaults of Config.
+// Defaults of Config, as returned by DefaultConfig (and the fetcher's flag defaults).
 const (
 	DefaultSlots             = 16
 	DefaultMaxSize           = 512 << 20
@@ -56,7 +58,11 @@ const (
 // Version is reported in Hello and in the default User-Agent: the binaries' release version.
 var Version = version.Version
 
-// Config configures a Fetcher. Zero fields take the defaults above.
+// Config configures a Fetcher. Start from DefaultConfig: a value means what it says (zero is
+// zero: ResumeMinBytes 0 keeps every partial download, MaxRedirects 0 follows none), and New
+// rejects invalid values with an error naming the field (Validate) instead of replacing them.
+// Only ID, UserAgent, SpoolDir and the nil fields (Bucket, Committer, Proxy, LookupIP, Clock,
+// Logger, Registerer) have a documented meaning of their own when empty.
 type Config struct {
 	// ID is the id of the fetcher process on the Work stream: 1 to 128 bytes of printable
 	// UTF-8 without white space. One id has one live process: the coordinator refuses a second
@@ -94,7 +100,8 @@ type Config struct {
 	// SpoolSweepInterval is the period of that sweep; default 5m.
 	SpoolSweepInterval time.Duration
 	// ResumeMinBytes: a failed download keeps its partial body for a Range resume only when at
-	// least this many bytes arrived and the origin sent a validator (ETag/Last-Modified).
+	// least this many bytes arrived and the origin sent a validator (ETag/Last-Modified);
+	// default 1 MiB.
 	ResumeMinBytes int64
 	// AllowPrivateNetworks lifts the SSRF guard entirely (tests, local use).
 	AllowPrivateNetworks bool
@@ -111,25 +118,30 @@ type Config struct {
 	Headers http.Header
 	// UserAgent is the User-Agent header; default "paperfetch/<version> (+<repo>; mailto:<Contact>)".
 	UserAgent string
-	// Contact is the e-mail address put in the default User-Agent.
+	// Contact is the e-mail address put in the default User-Agent (default DefaultContact;
+	// empty: none).
 	Contact string
 	// MaxSize is the default maximum body size in bytes; default 512 MiB.
 	MaxSize int64
-	// Timeout is the default overall deadline of a download.
+	// Timeout is the default overall deadline of a download (default 15m).
 	Timeout time.Duration
-	// StallTimeout is the default time without a byte after which a download is abandoned.
+	// StallTimeout is the default time without a byte after which a download is abandoned
+	// (default 60s).
 	StallTimeout time.Duration
-	// ConnectTimeout bounds the TCP connect.
+	// ConnectTimeout bounds the TCP connect (default 10s).
 	ConnectTimeout time.Duration
-	// TLSHandshakeTimeout bounds the TLS handshake.
+	// TLSHandshakeTimeout bounds the TLS handshake (default 10s).
 	TLSHandshakeTimeout time.Duration
-	// ResponseHeaderTimeout bounds the wait for response headers after the request is sent.
+	// ResponseHeaderTimeout bounds the wait for response headers after the request is sent
+	// (default 30s).
 	ResponseHeaderTimeout time.Duration
-	// MaxRedirects is the redirect limit; default 10.
+	// MaxRedirects is the redirect limit; default 10, 0 follows none.
 	MaxRedirects int
-	// DrainGrace is how long Drain lets running downloads finish (used by cmd/fetcher).
+	// DrainGrace is how long Drain lets running downloads finish (used by cmd/fetcher;
+	// default 30s; 0 aborts them at once).
 	DrainGrace time.Duration
-	// HeartbeatInterval: a Heartbeat is sent when nothing else was sent for this long.
+	// HeartbeatInterval: a Heartbeat is sent when nothing else was sent for this long
+	// (default 10s).
 	HeartbeatInterval time.Duration
 	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff (with jitter);
 	// keep ReconnectMax below the coordinator's --reconnect-grace (defaults 250ms and 5s).
@@ -147,11 +159,34 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// RegisterFlags registers the fetcher's flags on fs, with c's current values as defaults.
+// DefaultConfig returns the default configuration (the Default… constants). Bucket must still
+// be set; ID empty means a new id per process (see Config.ID).
+func DefaultConfig() Config {
+	return Config{
+		Slots:                 DefaultSlots,
+		MaxFetchCalls:         DefaultMaxFetchCalls,
+		SpoolMaxAge:           DefaultSpoolMaxAge,
+		SpoolSweepInterval:    DefaultSpoolSweep,
+		ResumeMinBytes:        DefaultResumeMinBytes,
+		Contact:               DefaultContact,
+		MaxSize:               DefaultMaxSize,
+		Timeout:               DefaultTimeout,
+		StallTimeout:          DefaultStallTimeout,
+		ConnectTimeout:        DefaultConnectTimeout,
+		TLSHandshakeTimeout:   DefaultTLSTimeout,
+		ResponseHeaderTimeout: DefaultHeaderTimeout,
+		MaxRedirects:          DefaultMaxRedirects,
+		DrainGrace:            DefaultDrainGrace,
+		HeartbeatInterval:     DefaultHeartbeatInterval,
+		ReconnectMin:          DefaultReconnectMin,
+		ReconnectMax:          DefaultReconnectMax,
+		IDConflictBackoff:     DefaultIDConflictBackoff,
+	}
+}
+
+// RegisterFlags registers the fetcher's flags on fs, bound to c, with c's current values as
+// defaults (start from DefaultConfig). Values are checked by Validate (New calls it).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	id := c.ID
-	c.setDefaults()
-	c.ID = id // the default is made per process, in New
 	fs.StringVar(&c.ID, "id", c.ID, "fetcher `id` on the Work stream, unique per live process (default: <hostname>-<random>, a new one per process)")
 	fs.DurationVar(&c.ReconnectMax, "reconnect-max", c.ReconnectMax, "cap of the reconnect backoff; keep it below the coordinator's --reconnect-grace")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
@@ -196,30 +231,11 @@ func AllowCIDRFlag(dst *[]netip.Prefix) func(string) error {
 	}
 }
 
-// setDefaults fills zero fields.
-func (c *Config) setDefaults() {
+// withDefaults returns c with the empty fields that have a meaning of their own filled: a new
+// per-process ID, clock.Real{}, a discarding Logger. It replaces no value that was set.
+func (c Config) withDefaults() Config {
 	if c.ID == "" {
 		c.ID = defaultID()
-	}
-	setIf(&c.Slots, DefaultSlots)
-	setIf(&c.MaxFetchCalls, DefaultMaxFetchCalls)
-	setIf(&c.MaxSize, DefaultMaxSize)
-	setIf(&c.Timeout, DefaultTimeout)
-	setIf(&c.StallTimeout, DefaultStallTimeout)
-	setIf(&c.ConnectTimeout, DefaultConnectTimeout)
-	setIf(&c.TLSHandshakeTimeout, DefaultTLSTimeout)
-	setIf(&c.ResponseHeaderTimeout, DefaultHeaderTimeout)
-	setIf(&c.MaxRedirects, DefaultMaxRedirects)
-	setIf(&c.DrainGrace, DefaultDrainGrace)
-	setIf(&c.HeartbeatInterval, DefaultHeartbeatInterval)
-	setIf(&c.ReconnectMin, DefaultReconnectMin)
-	setIf(&c.ReconnectMax, DefaultReconnectMax)
-	setIf(&c.IDConflictBackoff, DefaultIDConflictBackoff)
-	setIf(&c.SpoolMaxAge, DefaultSpoolMaxAge)
-	setIf(&c.SpoolSweepInterval, DefaultSpoolSweep)
-	setIf(&c.ResumeMinBytes, DefaultResumeMinBytes)
-	if c.Contact == "" {
-		c.Contact = DefaultContact
 	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
@@ -227,6 +243,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	return c
 }
 
 // userAgent returns the User-Agent header value.
@@ -234,51 +251,74 @@ func (c *Config) userAgent() string {
 	if c.UserAgent != "" {
 		return c.UserAgent
 	}
+	if c.Contact == "" {
+		return "paperfetch/" + Version + " (+https://github.com/paperfetch/paperfetch)"
+	}
 	return "paperfetch/" + Version + " (+https://github.com/paperfetch/paperfetch; mailto:" + c.Contact + ")"
 }
 
-func (c *Config) validate() error {
-	switch {
-	case c.Bucket == nil:
-		return fmt.Errorf("fetcher: Config.Bucket is required")
-	case c.Slots < 1 || c.Slots > 10000:
-		return fmt.Errorf("fetcher: slots must be 1 to 10000, got %d", c.Slots)
-	case c.MaxFetchCalls < 1 || c.MaxFetchCalls > 1000:
-		return fmt.Errorf("fetcher: max fetch calls must be 1 to 1000, got %d", c.MaxFetchCalls)
-	case len(c.ID) > 128:
-		return fmt.Errorf("fetcher: id longer than 128 characters")
-	case validate.FetcherID("id", c.ID) != nil:
-		return fmt.Errorf("fetcher: %w", validate.FetcherID("id", c.ID))
-	case c.MaxSize < 0:
-		return fmt.Errorf("fetcher: negative max size")
-	case c.SpoolMaxAge < 0 || c.SpoolSweepInterval < 0:
-		return fmt.Errorf("fetcher: negative spool max age or sweep interval")
-	case c.ReconnectMax < c.ReconnectMin:
-		return fmt.Errorf("fetcher: reconnect max below reconnect min")
-	case len(c.Headers) > MaxHeaders:
-		return fmt.Errorf("fetcher: at most %d extra headers", MaxHeaders)
-	case c.Proxy != nil && c.ProxyMode == ProxyNone:
-		return fmt.Errorf("fetcher: a proxy needs a ProxyMode")
+// Validate checks every field, returning an error that names each invalid one (nil when all
+// are valid). New calls it; nothing is clamped or replaced.
+func (c *Config) Validate() error {
+	var v fielderr.List
+	if c.Bucket == nil {
+		v.Add("Config.Bucket", "", "is required")
+	}
+	c.validateClient(&v)
+	if c.ID != "" {
+		if err := validate.FetcherID("id", c.ID); err != nil {
+			v.Add("Config.ID", "id", "%v", err)
+		}
+	}
+	v.Range("Config.Slots", "slots", int64(c.Slots), 1, MaxSlots)
+	v.Range("Config.MaxFetchCalls", "max-fetch-calls", int64(c.MaxFetchCalls), 1, MaxFetchCallsLimit)
+	v.Positive("Config.SpoolMaxAge", "spool-max-age", c.SpoolMaxAge)
+	v.Positive("Config.SpoolSweepInterval", "spool-sweep-interval", c.SpoolSweepInterval)
+	v.Range("Config.ResumeMinBytes", "resume-min-bytes", c.ResumeMinBytes, 0, math.MaxInt64)
+	v.NonNegative("Config.DrainGrace", "drain-grace", c.DrainGrace)
+	v.Positive("Config.HeartbeatInterval", "heartbeat-interval", c.HeartbeatInterval)
+	v.Positive("Config.ReconnectMin", "", c.ReconnectMin)
+	v.Positive("Config.ReconnectMax", "reconnect-max", c.ReconnectMax)
+	if c.ReconnectMax < c.ReconnectMin {
+		v.Add("Config.ReconnectMax", "reconnect-max", "must be at least ReconnectMin (%v), got %v", c.ReconnectMin, c.ReconnectMax)
+	}
+	v.Positive("Config.IDConflictBackoff", "", c.IDConflictBackoff)
+	return v.Err("invalid configuration")
+}
+
+// validateClient checks the fields of the HTTP client (what NewResolver uses too).
+func (c *Config) validateClient(v *fielderr.List) {
+	v.Range("Config.MaxSize", "max-size", c.MaxSize, 1, math.MaxInt64)
+	v.Positive("Config.Timeout", "timeout", c.Timeout)
+	v.Positive("Config.StallTimeout", "stall-timeout", c.StallTimeout)
+	v.Positive("Config.ConnectTimeout", "connect-timeout", c.ConnectTimeout)
+	v.Positive("Config.TLSHandshakeTimeout", "tls-handshake-timeout", c.TLSHandshakeTimeout)
+	v.Positive("Config.ResponseHeaderTimeout", "response-header-timeout", c.ResponseHeaderTimeout)
+	v.Range("Config.MaxRedirects", "max-redirects", int64(c.MaxRedirects), 0, MaxRedirectsLimit)
+	if len(c.Headers) > MaxHeaders {
+		v.Add("Config.Headers", "header", "at most %d extra headers, got %d", MaxHeaders, len(c.Headers))
 	}
 	for k, vs := range c.Headers {
-		for _, v := range vs {
-			if _, _, err := ParseHeader(k + ": " + v); err != nil {
-				return fmt.Errorf("fetcher: %w", err)
+		for _, val := range vs {
+			if _, _, err := ParseHeader(k + ": " + val); err != nil {
+				v.Add("Config.Headers", "header", "%v", err)
 			}
 		}
 	}
-	return nil
-}
-
-type number interface {
-	~int | ~int64 | ~float64
-}
-
-func setIf[T number](p *T, def T) {
-	if *p == 0 {
-		*p = def
+	if c.Proxy != nil && c.ProxyMode == ProxyNone {
+		v.Add("Config.ProxyMode", "proxy", "a proxy needs a ProxyMode")
 	}
 }
+
+// Upper bounds of Config, checked by Validate.
+const (
+	// MaxSlots bounds Slots.
+	MaxSlots = 10000
+	// MaxFetchCallsLimit bounds MaxFetchCalls.
+	MaxFetchCallsLimit = 1000
+	// MaxRedirectsLimit bounds MaxRedirects.
+	MaxRedirectsLimit = 100
+)
 
 // defaultID returns "<hostname>-<8 random hex digits>": the host (the pod name in Kubernetes)
 // for people reading logs, a random part so that every process has its own id.
@@ -302,7 +342,6 @@ func defaultID() string {
 // own reconnect backoff follows ReconnectMin/ReconnectMax (gRPC's default grows to 120s), so
 // that a fetcher reconnects within ReconnectMax of the coordinator coming back.
 func (c *Config) DialOptions() []grpc.DialOption {
-	c.setDefaults()
 	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff: backoff.Config{
 			BaseDelay: c.ReconnectMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: c.ReconnectMax,

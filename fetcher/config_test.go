@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ import (
 )
 
 func TestRegisterFlags(t *testing.T) {
-	var c Config
+	c := DefaultConfig()
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	c.RegisterFlags(fs)
 	err := fs.Parse([]string{"--slots", "3", "--allow-cidr", "10.1.0.0/16,192.168.5.0/24", "--allow-cidr", "fd00::/8",
@@ -111,7 +112,9 @@ func TestNewCleansOldSpoolFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = bucket.Close() }()
-	if _, err := New(Config{Bucket: bucket, BlobURL: url}); err != nil {
+	cfg := DefaultConfig()
+	cfg.Bucket, cfg.BlobURL = bucket, url
+	if _, err := New(cfg); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
@@ -119,5 +122,79 @@ func TestNewCleansOldSpoolFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Fatalf("recent temp file removed: %v", err)
+	}
+}
+
+// TestValidate: every invalid value is rejected by New with an error naming the field (and its
+// flag), before Run could panic on it (a negative HeartbeatInterval in NewTicker, a negative
+// ReconnectMin in rand.N); zero means zero where zero is a value.
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	bucket, err := blobstore.Open(context.Background(), "file://"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	valid := func() Config {
+		c := DefaultConfig()
+		c.Bucket, c.BlobURL = bucket, "file://"+dir
+		return c
+	}
+	if err := (&Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "Config.Bucket") || !strings.Contains(err.Error(), "Config.Slots") {
+		t.Fatalf("the zero Config: %v", err)
+	}
+	proxy, _ := url.Parse("http://127.0.0.1:3128")
+	for _, tc := range []struct {
+		field  string
+		mutate func(*Config)
+	}{
+		{"Config.Bucket", func(c *Config) { c.Bucket = nil }},
+		{"Config.ID (--id)", func(c *Config) { c.ID = "has space" }},
+		{"Config.ID (--id)", func(c *Config) { c.ID = strings.Repeat("x", 129) }},
+		{"Config.Slots (--slots)", func(c *Config) { c.Slots = 0 }},
+		{"Config.Slots (--slots)", func(c *Config) { c.Slots = MaxSlots + 1 }},
+		{"Config.MaxFetchCalls (--max-fetch-calls)", func(c *Config) { c.MaxFetchCalls = 0 }},
+		{"Config.SpoolMaxAge (--spool-max-age)", func(c *Config) { c.SpoolMaxAge = -time.Hour }},
+		{"Config.SpoolSweepInterval (--spool-sweep-interval)", func(c *Config) { c.SpoolSweepInterval = 0 }},
+		{"Config.ResumeMinBytes (--resume-min-bytes)", func(c *Config) { c.ResumeMinBytes = -1 }},
+		{"Config.MaxSize (--max-size)", func(c *Config) { c.MaxSize = 0 }},
+		{"Config.Timeout (--timeout)", func(c *Config) { c.Timeout = -time.Second }},
+		{"Config.StallTimeout (--stall-timeout)", func(c *Config) { c.StallTimeout = 0 }},
+		{"Config.ConnectTimeout (--connect-timeout)", func(c *Config) { c.ConnectTimeout = -1 }},
+		{"Config.TLSHandshakeTimeout (--tls-handshake-timeout)", func(c *Config) { c.TLSHandshakeTimeout = 0 }},
+		{"Config.ResponseHeaderTimeout (--response-header-timeout)", func(c *Config) { c.ResponseHeaderTimeout = -time.Second }},
+		{"Config.MaxRedirects (--max-redirects)", func(c *Config) { c.MaxRedirects = -1 }},
+		{"Config.MaxRedirects (--max-redirects)", func(c *Config) { c.MaxRedirects = MaxRedirectsLimit + 1 }},
+		{"Config.DrainGrace (--drain-grace)", func(c *Config) { c.DrainGrace = -time.Second }},
+		{"Config.HeartbeatInterval (--heartbeat-interval)", func(c *Config) { c.HeartbeatInterval = -time.Second }},
+		{"Config.HeartbeatInterval (--heartbeat-interval)", func(c *Config) { c.HeartbeatInterval = 0 }},
+		{"Config.ReconnectMin", func(c *Config) { c.ReconnectMin = -time.Second }},
+		{"Config.ReconnectMax (--reconnect-max)", func(c *Config) { c.ReconnectMax = c.ReconnectMin / 2 }},
+		{"Config.IDConflictBackoff", func(c *Config) { c.IDConflictBackoff = 0 }},
+		{"Config.Headers (--header)", func(c *Config) { c.Headers = http.Header{"Bad Name": {"x"}} }},
+		{"Config.ProxyMode (--proxy)", func(c *Config) { c.Proxy = proxy }},
+	} {
+		c := valid()
+		tc.mutate(&c)
+		_, err := New(c)
+		if err == nil || !strings.Contains(err.Error(), tc.field+" ") {
+			t.Errorf("%s: %v", tc.field, err)
+		}
+	}
+	// NewResolver checks the HTTP client's fields.
+	c := valid()
+	c.Timeout = 0
+	if _, err := NewResolver(c); err == nil || !strings.Contains(err.Error(), "Config.Timeout") {
+		t.Errorf("NewResolver: %v", err)
+	}
+	// Zero is zero: no redirects, no drain grace, every partial kept.
+	c = valid()
+	c.MaxRedirects, c.DrainGrace, c.ResumeMinBytes, c.Contact = 0, 0, 0, ""
+	f, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.cfg.MaxRedirects != 0 || f.cfg.DrainGrace != 0 || f.cfg.ResumeMinBytes != 0 || strings.Contains(f.cfg.userAgent(), "mailto") {
+		t.Fatalf("zero values replaced: %+v %q", f.cfg, f.cfg.userAgent())
 	}
 }

@@ -88,10 +88,11 @@ type Fetcher struct {
 
 // New creates a Fetcher. It removes the spool files not modified for Config.SpoolMaxAge (those
 // of a killed fetcher); Run repeats that periodically. The Fetcher does not own cfg.Bucket.
+// cfg must be valid (Validate; start from DefaultConfig).
 func New(cfg Config) (*Fetcher, error) {
-	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("fetcher: %w", err)
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

@@ -65,15 +65,13 @@ func newTestFetcherAt(t testing.TB, dir string, mutate func(*Config)) *testFetch
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{
-		ID:                   "test-fetcher",
-		Bucket:               bucket,
-		BlobURL:              url,
-		AllowPrivateNetworks: true,
-		Logger:               slog.New(slog.DiscardHandler),
-		ResumeMinBytes:       1024,
-		Slots:                4,
-	}
+	cfg := DefaultConfig()
+	cfg.ID = "test-fetcher"
+	cfg.Bucket, cfg.BlobURL = bucket, url
+	cfg.AllowPrivateNetworks = true
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.ResumeMinBytes = 1024
+	cfg.Slots = 4
 	if mutate != nil {
 		mutate(&cfg)
 	}

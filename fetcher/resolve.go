@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/doiresolve"
+	"github.com/paperfetch/paperfetch/internal/fielderr"
 )
 
 // routeOf maps a resolution step's route to doiresolve's (the same values).
@@ -105,14 +106,19 @@ type Resolver struct {
 }
 
 // NewResolver returns a Resolver configured like a fetcher with cfg (only the HTTP, SSRF and
-// User-Agent settings matter). Close releases its idle connections.
-func NewResolver(cfg Config) *Resolver {
-	cfg.setDefaults()
+// User-Agent settings matter, and are validated). Close releases its idle connections.
+func NewResolver(cfg Config) (*Resolver, error) {
+	cfg = cfg.withDefaults()
+	var v fielderr.List
+	cfg.validateClient(&v)
+	if err := v.Err("invalid configuration"); err != nil {
+		return nil, fmt.Errorf("fetcher: %w", err)
+	}
 	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
 	return &Resolver{
 		d:       &downloader{client: newHTTPClient(&cfg, g), userAgent: cfg.userAgent(), clk: cfg.Clock, log: cfg.Logger},
 		timeout: cfg.Timeout,
-	}
+	}, nil
 }
 
 // Resolve sends one route's request to rawURL and returns what it found; a failed request

@@ -473,7 +473,7 @@ func TestWorkReconnectBackoffCappedBelowGrace(t *testing.T) {
 	retrying := make(chan struct{}, 1)
 	h := newWorkHarness(t, func(c *Config) {
 		c.Clock = clk
-		c.ReconnectMin, c.ReconnectMax = 0, 0 // the defaults
+		c.ReconnectMin, c.ReconnectMax = DefaultReconnectMin, DefaultReconnectMax
 		c.Logger = slog.New(signalHandler{prefix: "work stream to the coordinator ended", ch: retrying})
 	})
 	if DefaultReconnectMax >= 15*time.Second {

@@ -50,9 +50,9 @@ func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	coord, err := coordinator.Open(coordinator.Config{
-		DataDir: filepath.Join(dir, "data"), Bucket: bucket, PerHostDelay: -1, PerHostConcurrency: perHost, Logger: logger,
-	})
+	ccfg := coordinator.DefaultConfig()
+	ccfg.DataDir, ccfg.Bucket, ccfg.PerHostDelay, ccfg.PerHostConcurrency, ccfg.Logger = filepath.Join(dir, "data"), bucket, 0, perHost, logger
+	coord, err := coordinator.Open(ccfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -71,10 +71,10 @@ func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
 		b.Fatal(err)
 	}
 	for i := range fetchers {
-		f, err := fetcher.New(fetcher.Config{
-			ID: fmt.Sprintf("bench-fetcher-%d", i), Slots: slots, Bucket: bucket, BlobURL: blobURL,
-			AllowPrivateNetworks: true, Logger: logger,
-		})
+		fcfg := fetcher.DefaultConfig()
+		fcfg.ID, fcfg.Slots, fcfg.Bucket, fcfg.BlobURL = fmt.Sprintf("bench-fetcher-%d", i), slots, bucket, blobURL
+		fcfg.AllowPrivateNetworks, fcfg.Logger = true, logger
+		f, err := fetcher.New(fcfg)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -26,13 +26,12 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0) // -h: the usage has been printed
-		}
+	err := run(os.Args[1:])
+	if err != nil && !errors.Is(err, flag.ErrHelp) { // -h: the usage has been printed
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
-		os.Exit(1)
 	}
+	os.Exit(flagenv.ExitCode(err)) // 2 for a bad flag or configuration
+
 }
 
 func run(args []string) error {
@@ -45,21 +44,19 @@ reflection.`)
 	blobURL := fs.String("blob", "", "blob store `URL` ReadPaper reads from (default file://<data>/blobs)")
 	httpListen := fs.String("http-listen", "", "HTTP `address` of the web dashboard (/) and the JSON API (/v1/), guarded by the same --tokens and served over TLS with --tls-cert (empty: off)")
 	logFlags := logging.RegisterFlags(fs)
-	var cfg coordinator.Config
+	cfg := coordinator.DefaultConfig()
 	cfg.RegisterFlags(fs)
 	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleCoordinator)
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, os.LookupEnv); err != nil {
 		return err
 	}
-	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
-		return err
-	}
-	if err := cfg.Resolve.Validate(); err != nil {
-		return err
+	cfg.DataDir = *dataDir
+	if err := cfg.Validate(); err != nil {
+		return flagenv.Usage(err)
 	}
 	logger, err := logFlags.NewJSONLogger(os.Stderr)
 	if err != nil {
-		return err
+		return flagenv.Usage(err)
 	}
 
 	if *blobURL == "" {

@@ -24,13 +24,12 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0) // -h: the usage has been printed
-		}
+	err := run(os.Args[1:])
+	if err != nil && !errors.Is(err, flag.ErrHelp) { // -h: the usage has been printed
 		fmt.Fprintln(os.Stderr, "fetcher:", err)
-		os.Exit(1)
 	}
+	os.Exit(flagenv.ExitCode(err)) // 2 for a bad flag or configuration
+
 }
 
 // defaultListen is the default --listen: loopback only. FetcherService downloads what its
@@ -47,19 +46,16 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 	logFlags := logging.RegisterFlags(fs)
 	var s3 blobstore.S3Options
 	s3.RegisterFlags(fs)
-	var cfg fetcher.Config
+	cfg := fetcher.DefaultConfig()
 	cfg.RegisterFlags(fs)
 	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleFetcher)
 	clientFlags := grpcclient.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := flagenv.Apply(fs, os.LookupEnv); err != nil {
+	if err := flagenv.Parse(fs, args, os.LookupEnv); err != nil {
 		return err
 	}
 	logger, err := logFlags.NewJSONLogger(os.Stderr)
 	if err != nil {
-		return err
+		return flagenv.Usage(err)
 	}
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -77,6 +73,9 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 
 	reg := prometheus.NewRegistry()
 	cfg.Bucket, cfg.BlobURL, cfg.Logger, cfg.Registerer = bucket, bucketURL, logger, reg
+	if err := cfg.Validate(); err != nil {
+		return flagenv.Usage(err)
+	}
 	f, err := fetcher.New(cfg)
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/paperfetch/paperfetch/internal/flagenv"
 )
 
 // TestFlags checks that every flag set registers without clashes and that bad values are
@@ -19,6 +21,28 @@ func TestFlags(t *testing.T) {
 	}
 	if err := run([]string{"--blob", "gs://nope", "--log-level", "error"}); err == nil {
 		t.Fatal("unsupported blob URL accepted")
+	}
+	// Invalid values are usage errors (exit status 2) naming the field and its flag, found
+	// before anything is started (a negative heartbeat interval used to panic in Run).
+	blob := "file://" + t.TempDir()
+	for _, tc := range []struct{ arg, want string }{
+		{"--heartbeat-interval=-1s", "Config.HeartbeatInterval (--heartbeat-interval) must be positive"},
+		{"--slots=0", "Config.Slots (--slots)"},
+		{"--max-fetch-calls=-1", "Config.MaxFetchCalls (--max-fetch-calls)"},
+		{"--reconnect-max=1ms", "Config.ReconnectMax (--reconnect-max)"},
+		{"--timeout=0s", "Config.Timeout (--timeout)"},
+		{"--stall-timeout=-5s", "Config.StallTimeout (--stall-timeout)"},
+		{"--max-size=-1", "Config.MaxSize (--max-size)"},
+		{"--spool-max-age=0s", "Config.SpoolMaxAge (--spool-max-age)"},
+		{"--resume-min-bytes=-1", "Config.ResumeMinBytes (--resume-min-bytes)"},
+		{"--drain-grace=-1s", "Config.DrainGrace (--drain-grace)"},
+		{"--id=two words", "Config.ID (--id)"},
+		{"--slots=many", "invalid value"},
+	} {
+		err := run([]string{"--blob", blob, "--log-level", "error", "--listen", "127.0.0.1:0", tc.arg})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || flagenv.ExitCode(err) != flagenv.ExitUsage {
+			t.Errorf("%s: %v (exit %d)", tc.arg, err, flagenv.ExitCode(err))
+		}
 	}
 }
 

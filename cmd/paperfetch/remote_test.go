@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/paperfetch/paperfetch/coordinator"
-	"github.com/paperfetch/paperfetch/fetcher"
 	"github.com/paperfetch/paperfetch/internal/embedded"
 )
 
@@ -26,11 +25,12 @@ func startCoordinator(t *testing.T) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sys, err := embedded.Start(ctx, embedded.Config{
-		Dir: t.TempDir(), Fetchers: 2, Concurrency: 8, Listener: lis,
-		Coordinator: coordinator.Config{PerHostDelay: -1, PerHostConcurrency: 16, MaxAttempts: 2, NoSync: true},
-		Fetcher:     fetcher.Config{AllowPrivateNetworks: true},
-	})
+	o := embedded.DefaultOptions()
+	o.Dir, o.Fetchers, o.Concurrency, o.Listener = t.TempDir(), 2, 8, lis
+	o.PerHostDelay, o.PerHostConcurrency, o.Retries = 0, 16, 1
+	o.AllowPrivateNetworks = true
+	o.TuneCoordinator = func(c *coordinator.Config) { c.NoSync = true }
+	sys, err := embedded.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

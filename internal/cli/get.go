@@ -14,10 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
-	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/paperfetch/paperfetch/coordinator"
 	"github.com/paperfetch/paperfetch/fetcher"
@@ -96,13 +94,24 @@ func (a *app) get(ctx context.Context, args []string) error {
 	if err := r.start(ctx); err != nil {
 		return err
 	}
-	return r.download(ctx)
+	final, firstBytes, err := r.download(ctx)
+	return r.end(ctx, final, firstBytes, err)
+}
+
+// failure is the error of a phase that failed with err: when the run was interrupted (ctx is
+// done) it exits ExitInterrupted, whatever err says; else with code.
+func failure(ctx context.Context, code int, err error) error {
+	if ctx.Err() != nil {
+		return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+	}
+	return &exitError{code: code, err: err}
 }
 
 // getRun is one `paperfetch get`, in phases: parse the flags, prepare the inputs (validate,
 // count, derive the batch id), start the embedded system and pick the batch, download (watch
-// the batch, placing each PDF as it succeeds), and finish (final pass, report, failed.txt,
-// summary), which runs on every exit that got as far as the download.
+// the batch on the progress display, placing each PDF as it succeeds), and end: finish (final
+// pass, report, failed.txt) then the summary, or stop (interrupted, disk full) with what is
+// done; it runs on every exit that got as far as the download.
 type getRun struct {
 	a        *app
 	o        getOptions
@@ -228,10 +237,7 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 		shown++
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
-		}
-		return &exitError{code: ExitUsage, err: err}
+		return failure(ctx, ExitUsage, err)
 	}
 	if scan.bad > maxInputErrorsShown {
 		fmt.Fprintf(stderr, "paperfetch: ... and %d more malformed entries\n", scan.bad-maxInputErrorsShown)
@@ -256,7 +262,7 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 // start runs the embedded system and picks the batch (resuming an unfinished one).
 func (r *getRun) start(ctx context.Context) error {
 	o := &r.o
-	ecfg := o.embeddedConfig(r.stateDir, r.logger)
+	ecfg := o.embeddedOptions(r.stateDir, r.logger)
 	if o.dashboard != "" {
 		var err error
 		if ecfg.HTTPListener, err = net.Listen("tcp", o.dashboard); err != nil {
@@ -265,7 +271,7 @@ func (r *getRun) start(ctx context.Context) error {
 	}
 	sys, err := embedded.Start(ctx, ecfg)
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
+		if errors.Is(err, embedded.ErrStoreLocked) {
 			return &exitError{code: ExitUsage, err: fmt.Errorf("another paperfetch get is already downloading into %s; wait for it to finish, or use another --out", o.out)}
 		}
 		return &exitError{code: exitCodeFor(err, ExitUsage), err: err}
@@ -278,10 +284,7 @@ func (r *getRun) start(ctx context.Context) error {
 	r.client = pb.NewCoordinatorServiceClient(sys.Conn())
 	r.batchID, r.state, err = pickBatch(ctx, r.client, o.batchID, "get-"+r.scan.digest[:16])
 	if err != nil {
-		if ctx.Err() != nil {
-			return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
-		}
-		return err
+		return failure(ctx, ExitFailed, err)
 	}
 	r.logger.Info("batch chosen", "batch", r.batchID, "state", r.state)
 	if err := r.supersede(ctx); err != nil {
@@ -333,9 +336,10 @@ func (r *getRun) supersede(ctx context.Context) error {
 	return nil
 }
 
-// download creates or resumes the batch and watches it to its end, placing each PDF as it
-// succeeds; then it finishes the run.
-func (r *getRun) download(ctx context.Context) error {
+// download creates or resumes the batch and watches it to its end on the progress display
+// (closed when it returns), placing each PDF as it succeeds. It returns the batch as last
+// seen and the bytes downloaded before this run (the first update's count).
+func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 	o := &r.o
 	mode := progress.ModeAuto
 	switch {
@@ -345,6 +349,7 @@ func (r *getRun) download(ctx context.Context) error {
 		mode = progress.ModeQuiet
 	}
 	r.display = progress.New(progress.Options{Mode: mode, Out: r.a.env.Stderr, JSONOut: r.a.env.Stdout, Total: r.scan.papers, PathOf: r.mat.Path})
+	defer r.display.Close()
 	if r.state == pb.BatchState_BATCH_STATE_OPEN || r.state == pb.BatchState_BATCH_STATE_RUNNING {
 		r.display.Message(fmt.Sprintf("resuming batch %s", r.batchID))
 	}
@@ -358,11 +363,7 @@ func (r *getRun) download(ctx context.Context) error {
 		sub := &submitter{client: r.client, callTimeout: embeddedCallTimeout}
 		b, err := sub.create(runCtx, r.batchID, map[string]string{"created-by": "paperfetch get"})
 		if err != nil {
-			r.display.Close()
-			if ctx.Err() != nil {
-				return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
-			}
-			return &exitError{code: ExitFailed, err: err}
+			return nil, 0, failure(ctx, ExitFailed, err)
 		}
 		if b.GetState() == pb.BatchState_BATCH_STATE_OPEN || b.GetState() == pb.BatchState_BATCH_STATE_UNSPECIFIED {
 			go func() {
@@ -402,20 +403,27 @@ func (r *getRun) download(ctx context.Context) error {
 		}
 	})
 	subErr := <-submitDone
-	downloaded := max(firstBytes, 0)
+	switch {
+	case subErr != nil && r.storageErr == nil && ctx.Err() == nil:
+		return final, max(firstBytes, 0), &exitError{code: ExitFailed, err: fmt.Errorf("submit batch %s: %w", r.batchID, subErr)}
+	case werr != nil && r.storageErr == nil && ctx.Err() == nil:
+		return final, max(firstBytes, 0), &exitError{code: ExitFailed, err: werr}
+	}
+	return final, max(firstBytes, 0), nil
+}
+
+// end finishes a download that returned err: a run stopped by a full disk or an interrupt
+// keeps what is done (stop); a failed one returns its error; a finished one places what is
+// left, writes the report and failed.txt (finish) and prints the summary.
+func (r *getRun) end(ctx context.Context, final *pb.Batch, downloaded int64, err error) error {
 	switch {
 	case r.storageErr != nil:
 		return r.stop(ctx, ExitStorage, downloaded)
 	case ctx.Err() != nil:
 		return r.stop(ctx, ExitInterrupted, downloaded)
-	case subErr != nil:
-		r.display.Close()
-		return &exitError{code: ExitFailed, err: fmt.Errorf("submit batch %s: %w", r.batchID, subErr)}
-	case werr != nil:
-		r.display.Close()
-		return &exitError{code: ExitFailed, err: werr}
+	case err != nil:
+		return err
 	}
-	r.display.Close()
 	sum, err := r.finish(ctx, final, final.GetBytesDownloaded()-downloaded, true)
 	if r.storageErr != nil {
 		return r.stop(ctx, ExitStorage, downloaded)
@@ -444,7 +452,6 @@ func (r *getRun) stopForStorage(err error, cancel context.CancelFunc) {
 // stop ends a run that did not reach the batch's end (Ctrl-C, a full disk): it stops the
 // downloads, keeps what is done, writes the report and failed.txt, and says how to go on.
 func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
-	r.display.Close()
 	stderr := r.a.env.Stderr
 	if !r.o.json && code == ExitInterrupted {
 		fmt.Fprintln(stderr, "Stopping: running downloads get 2s to finish (Ctrl-C again quits at once)...")
@@ -452,11 +459,12 @@ func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
 	// The run's context is cancelled: the final listing gets a short deadline of its own.
 	finCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var b *pb.Batch
-	if resp, err := r.client.GetBatch(finCtx, &pb.GetBatchRequest{BatchId: r.batchID}); err == nil {
-		b = resp.GetBatch()
+	var sum *summary
+	var err error
+	if resp, gerr := r.client.GetBatch(finCtx, &pb.GetBatchRequest{BatchId: r.batchID}); gerr == nil { // else not created yet
+		b := resp.GetBatch()
+		sum, err = r.finish(finCtx, b, b.GetBytesDownloaded()-firstBytes, false)
 	}
-	sum, err := r.finish(finCtx, b, b.GetBytesDownloaded()-firstBytes, false)
 	r.closeSys()
 	if err != nil {
 		fmt.Fprintf(stderr, "paperfetch get: %v\n", err)
@@ -535,10 +543,7 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 			r.storageErr = err
 			return nil, err
 		}
-		if ctx.Err() != nil {
-			return nil, &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
-		}
-		return nil, &exitError{code: ExitFailed, err: fmt.Errorf("list papers: %w", err)}
+		return nil, failure(ctx, ExitFailed, fmt.Errorf("list papers: %w", err))
 	}
 	if rep != nil {
 		if err := rep.close(sum); err != nil {
@@ -614,40 +619,20 @@ func (o *getOptions) validate(inputs []string) error {
 	return checkInputArgs(inputs)
 }
 
-// embeddedConfig turns the flags into the embedded system's configuration.
-func (o *getOptions) embeddedConfig(stateDir string, logger *slog.Logger) embedded.Config {
-	delay := o.perHostDelay
-	if delay <= 0 {
-		delay = -1 // the coordinator reads 0 as "default"; negative is "none"
-	}
-	limits := &pb.DownloadLimits{MaxSizeBytes: o.maxSize, Timeout: durationpb.New(o.timeout)}
-	f := embedded.Config{
-		Dir:         stateDir,
-		Fetchers:    o.fetchers,
-		Concurrency: o.concurrency,
-		Coordinator: coordinator.Config{
-			PerHostDelay:       delay,
-			PerHostConcurrency: o.perHostConcurrency,
-			MaxAttempts:        o.retries + 1,
-			Limits:             limits,
-			Resolve:            o.resolve,
-			HostOverrides:      o.hostLimits,
-		},
-		Fetcher: fetcher.Config{
-			AllowPrivateNetworks: o.allowPrivate,
-			AllowCIDRs:           o.allowCIDRs,
-			Headers:              o.headers,
-			UserAgent:            o.userAgent,
-			Contact:              o.resolve.Email,
-			MaxSize:              o.maxSize,
-			Timeout:              o.timeout,
-		},
-		Logger: logger,
-	}
-	if o.proxy != "" {
-		f.Fetcher.Proxy, f.Fetcher.ProxyMode, _ = fetcher.ParseProxy(o.proxy) // checked by validate
-	}
-	return f
+// embeddedOptions turns the flags into the embedded system's options (same names, same
+// meanings).
+func (o *getOptions) embeddedOptions(stateDir string, logger *slog.Logger) embedded.Options {
+	e := embedded.DefaultOptions()
+	e.Dir = stateDir
+	e.Fetchers, e.Concurrency = o.fetchers, o.concurrency
+	e.PerHostConcurrency, e.PerHostDelay, e.HostLimits = o.perHostConcurrency, o.perHostDelay, o.hostLimits
+	e.Retries, e.MaxSize, e.Timeout = o.retries, o.maxSize, o.timeout
+	e.UserAgent, e.Email = o.userAgent, o.resolve.Email
+	e.ArxivBase, e.DOIBase, e.OpenAlexBase, e.UnpaywallBase = o.resolve.ArxivBase, o.resolve.DOIBase, o.resolve.OpenAlexBase, o.resolve.UnpaywallBase
+	e.AllowPrivateNetworks, e.AllowCIDRs = o.allowPrivate, o.allowCIDRs
+	e.Proxy, e.Headers = o.proxy, o.headers
+	e.Logger = logger
+	return e
 }
 
 // pickBatch chooses the batch of a `get` run. An explicit id is used as is. Otherwise the id

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/paperfetch/paperfetch/coordinator"
-	"github.com/paperfetch/paperfetch/fetcher"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/doiresolve"
+	"github.com/paperfetch/paperfetch/internal/embedded"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -66,7 +66,12 @@ func (a *app) resolve(ctx context.Context, args []string) error {
 		}
 		norm[i] = n
 	}
-	r := fetcher.NewResolver(fetcher.Config{AllowPrivateNetworks: *allowPrivate, Contact: rc.Email, Timeout: *timeout})
+	ro := embedded.DefaultOptions()
+	ro.AllowPrivateNetworks, ro.Email, ro.Timeout = *allowPrivate, rc.Email, *timeout
+	r, err := embedded.NewResolver(ro)
+	if err != nil {
+		return usagef("%v", err)
+	}
 	defer r.Close()
 	bases := doiresolve.Bases{DOI: rc.DOIBase, OpenAlex: rc.OpenAlexBase, Unpaywall: rc.UnpaywallBase, Email: rc.Email}
 	last := map[string]time.Time{}

@@ -13,7 +13,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/paperfetch/paperfetch/coordinator"
-	"github.com/paperfetch/paperfetch/fetcher"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/doitest"
@@ -29,18 +28,16 @@ func start(t *testing.T, w *doitest.World, dir string) *embedded.System {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resolver, _ := url.Parse(w.Resolver.URL)
-	sys, err := embedded.Start(ctx, embedded.Config{
-		Dir: dir, Fetchers: 2, Concurrency: 16,
-		Coordinator: coordinator.Config{
-			PerHostDelay: -1, PerHostConcurrency: 8, NoSync: true, MaxAttempts: 5, RetryBaseDelay: 100 * time.Millisecond,
-			// The resolver's default (1s between requests) would make the test slow; the API
-			// hosts keep their defaults (OpenAlex 150ms/4, Unpaywall 500ms/2), checked below.
-			HostOverrides: map[string]coordinator.HostLimits{resolver.Host: {Delay: 10 * time.Millisecond, Concurrency: 2}},
-			Resolve: coordinator.ResolveConfig{ArxivBase: w.Arxiv.URL, DOIBase: w.Resolver.URL, OpenAlexBase: w.OpenAlex.URL,
-				UnpaywallBase: w.Unpaywall.URL, Email: email},
-		},
-		Fetcher: fetcher.Config{AllowPrivateNetworks: true, Contact: email},
-	})
+	o := embedded.DefaultOptions()
+	o.Dir, o.Fetchers, o.Concurrency = dir, 2, 16
+	o.PerHostDelay, o.PerHostConcurrency, o.Retries = 0, 8, 4
+	// The resolver's default (1s between requests) would make the test slow; the API hosts
+	// keep their defaults (OpenAlex 150ms/4, Unpaywall 500ms/2), checked below.
+	o.HostLimits = map[string]embedded.HostLimits{resolver.Host: {Delay: new(10 * time.Millisecond), Concurrency: new(2)}}
+	o.ArxivBase, o.DOIBase, o.OpenAlexBase, o.UnpaywallBase, o.Email = w.Arxiv.URL, w.Resolver.URL, w.OpenAlex.URL, w.Unpaywall.URL, email
+	o.AllowPrivateNetworks = true
+	o.TuneCoordinator = func(c *coordinator.Config) { c.NoSync, c.RetryBaseDelay = true, 100*time.Millisecond }
+	sys, err := embedded.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,14 +136,14 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 	defer metricsSrv.Close()
 
 	bucket := openBucket(t, ctx, blobURL)
-	coord, err := coordinator.Open(coordinator.Config{
-		Registerer:         reg,
-		DataDir:            filepath.Join(dir, "data"),
-		Bucket:             bucket,
-		PerHostDelay:       -1, // no politeness delay against the test origin
-		PerHostConcurrency: 16,
-		Logger:             logger.With("component", "coordinator"),
-	})
+	ccfg := coordinator.DefaultConfig()
+	ccfg.Registerer = reg
+	ccfg.DataDir = filepath.Join(dir, "data")
+	ccfg.Bucket = bucket
+	ccfg.PerHostDelay = 0 // no politeness delay against the test origin
+	ccfg.PerHostConcurrency = 16
+	ccfg.Logger = logger.With("component", "coordinator")
+	coord, err := coordinator.Open(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,15 +162,15 @@ func TestCoordinatorAndTwoFetchersDownloadABatch(t *testing.T) {
 
 	var fetcherAddrs []string
 	for i := range 2 {
-		f, err := fetcher.New(fetcher.Config{
-			ID:                   fmt.Sprintf("fetcher-%d", i),
-			Slots:                4,
-			Bucket:               openBucket(t, ctx, blobURL),
-			BlobURL:              blobURL,
-			AllowPrivateNetworks: true,
-			Registerer:           prometheus.WrapRegistererWith(prometheus.Labels{"fetcher": fmt.Sprint(i)}, reg),
-			Logger:               logger.With("component", "fetcher", "fetcher", i),
-		})
+		fcfg := fetcher.DefaultConfig()
+		fcfg.ID = fmt.Sprintf("fetcher-%d", i)
+		fcfg.Slots = 4
+		fcfg.Bucket = openBucket(t, ctx, blobURL)
+		fcfg.BlobURL = blobURL
+		fcfg.AllowPrivateNetworks = true
+		fcfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"fetcher": fmt.Sprint(i)}, reg)
+		fcfg.Logger = logger.With("component", "fetcher", "fetcher", i)
+		f, err := fetcher.New(fcfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,43 +32,9 @@ import (
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
 )
 
-// Config configures an embedded System.
-type Config struct {
-	// Dir holds the coordinator's store (Dir/coordinator.db) and the blobs (Dir/blobs). Created
-	// when missing. Required.
-	Dir string
-	// Fetchers is the number of fetchers (default 2).
-	Fetchers int
-	// Concurrency is the total number of parallel downloads, split across the fetchers as
-	// evenly as possible (default 16).
-	Concurrency int
-	// Coordinator holds the coordinator's tuning (politeness, attempts, download limits). Its
-	// DataDir, Bucket, Logger and Clock are set by Start; a zero ReconnectGrace becomes 1ms,
-	// since no fetcher of a previous run survives to re-announce its leases.
-	Coordinator coordinator.Config
-	// Fetcher is the template of every fetcher (SSRF policy, User-Agent, size and time limits).
-	// Its ID, Slots, Bucket, BlobURL, Logger and Clock are set by Start.
-	Fetcher fetcher.Config
-	// DrainGrace is how long Close lets running downloads finish before aborting them
-	// (default 2s). Aborted downloads are re-queued and resume on the next run.
-	DrainGrace time.Duration
-	// Logger receives the logs of every component; nil discards them.
-	Logger *slog.Logger
-	// Listener, when set, is where the coordinator is served instead of an in-memory
-	// listener, so that other processes can reach it (tests, demos). Close closes it.
-	Listener net.Listener
-	// HTTPListener, when set, serves the web dashboard and the /v1/ JSON API (package
-	// dashboard) of the embedded coordinator, without authentication. Close closes it.
-	HTTPListener net.Listener
-	// ClientTokens, when set, makes CoordinatorService calls (gRPC, /v1/ and the dashboard's
-	// data) require one of these bearer tokens, as the coordinator's --tokens does. The
-	// fetchers' gateway stays open. For tests and demos of the authenticated paths.
-	ClientTokens auth.TokenChecker
-}
-
 // System is a running embedded coordinator with its fetchers. Close stops it.
 type System struct {
-	cfg       Config
+	opts      Options
 	logger    *slog.Logger
 	bucketURL string
 	bucket    *blob.Bucket
@@ -88,34 +54,37 @@ type System struct {
 	closeErr                                 error
 }
 
-// Start opens the store and the blob store under cfg.Dir and starts the coordinator, its gRPC
+// Start opens the store and the blob store under opts.Dir and starts the coordinator, its gRPC
 // server and the fetchers. ctx bounds only the start-up; Close stops the system.
-func Start(ctx context.Context, cfg Config) (_ *System, err error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("embedded: no state folder")
+func Start(ctx context.Context, opts Options) (_ *System, err error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	if cfg.Fetchers <= 0 {
-		cfg.Fetchers = 2
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
-	}
-	cfg.Fetchers = min(cfg.Fetchers, cfg.Concurrency)
-	if cfg.DrainGrace <= 0 {
-		cfg.DrainGrace = 2 * time.Second
-	}
-	logger := cfg.Logger
+	fetchers := min(opts.Fetchers, opts.Concurrency)
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dir, err := filepath.Abs(cfg.Dir)
+	cc := opts.coordinatorConfig()
+	fcfg, err := opts.fetcherConfig()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: state folder: %w", err)
+	}
+	cc.DataDir = dir
+	cc.Logger = logger.With("component", "coordinator")
+	// The coordinator's configuration is checked before anything is created; the fetchers'
+	// is checked by fetcher.New.
+	if err := cc.Validate(); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "blobs"), 0o755); err != nil {
 		return nil, fmt.Errorf("embedded: create state folder: %w", err)
 	}
-	s := &System{cfg: cfg, logger: logger, bucketURL: "file://" + filepath.ToSlash(filepath.Join(dir, "blobs"))}
+	s := &System{opts: opts, logger: logger, bucketURL: "file://" + filepath.ToSlash(filepath.Join(dir, "blobs"))}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -127,13 +96,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
 
-	cc := cfg.Coordinator
-	cc.DataDir = dir
 	cc.Bucket = s.bucket
-	cc.Logger = logger.With("component", "coordinator")
-	if cc.ReconnectGrace <= 0 {
-		cc.ReconnectGrace = time.Millisecond
-	}
 	s.coord, err = coordinator.Open(cc)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
@@ -143,20 +106,20 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	go func() { s.coordDone <- s.coord.Run(coordCtx) }()
 
 	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second}
-	if cfg.ClientTokens != nil {
+	if opts.ClientTokens != nil {
 		scfg.Auth = &auth.Guard{
-			Default: auth.Requirement{Tokens: cfg.ClientTokens},
+			Default: auth.Requirement{Tokens: opts.ClientTokens},
 			Services: map[string]auth.Requirement{
-				pb.CoordinatorService_ServiceDesc.ServiceName:    {Tokens: cfg.ClientTokens},
+				pb.CoordinatorService_ServiceDesc.ServiceName:    {Tokens: opts.ClientTokens},
 				pb.FetcherGatewayService_ServiceDesc.ServiceName: {},
 			},
 		}
 	}
 	s.server = grpcserver.New(scfg)
 	s.coord.Register(s.server.GRPC)
-	if cfg.Listener != nil {
-		s.lis = cfg.Listener
-		addr := cfg.Listener.Addr()
+	if opts.Listener != nil {
+		s.lis = opts.Listener
+		addr := opts.Listener.Addr()
 		s.dial = func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, addr.Network(), addr.String())
@@ -178,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		return nil, fmt.Errorf("embedded: connect: %w", err)
 	}
 
-	if cfg.HTTPListener != nil {
+	if opts.HTTPListener != nil {
 		h, err := dashboard.New(ctx, dashboard.Config{Conn: s.conn, Logger: logger.With("component", "http")})
 		if err != nil {
 			return nil, fmt.Errorf("embedded: %w", err)
@@ -186,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 		httpCtx, cancelHTTP := context.WithCancel(context.Background())
 		s.cancelHTTP, s.httpDone = cancelHTTP, make(chan error, 1)
 		go func() {
-			s.httpDone <- dashboard.Serve(httpCtx, cfg.HTTPListener, h, nil, logger.With("component", "http"))
+			s.httpDone <- dashboard.Serve(httpCtx, opts.HTTPListener, h, nil, logger.With("component", "http"))
 		}()
 	}
 
@@ -197,12 +160,12 @@ func Start(ctx context.Context, cfg Config) (_ *System, err error) {
 	if dir, ok := blobstore.LocalDir(s.bucketURL); ok {
 		committer = blobstore.NewCommitter(dir)
 	}
-	for i := range cfg.Fetchers {
-		fc := cfg.Fetcher
+	for i := range fetchers {
+		fc := fcfg
 		fc.Committer = committer
 		fc.ID = fmt.Sprintf("embedded-%d", i+1)
-		fc.Slots = cfg.Concurrency / cfg.Fetchers
-		if i < cfg.Concurrency%cfg.Fetchers {
+		fc.Slots = opts.Concurrency / fetchers
+		if i < opts.Concurrency%fetchers {
 			fc.Slots++
 		}
 		fc.Bucket = s.bucket
@@ -245,7 +208,7 @@ func (s *System) Close() error {
 func (s *System) close() error {
 	var errs []error
 	if len(s.fetchers) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainGrace)
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainGrace)
 		var wg sync.WaitGroup
 		for _, f := range s.fetchers {
 			wg.Add(1)
@@ -268,8 +231,8 @@ func (s *System) close() error {
 		if err := <-s.httpDone; err != nil {
 			errs = append(errs, err)
 		}
-	} else if s.cfg.HTTPListener != nil {
-		_ = s.cfg.HTTPListener.Close() // never served
+	} else if s.opts.HTTPListener != nil {
+		_ = s.opts.HTTPListener.Close() // never served
 	}
 	if s.conn != nil {
 		if err := s.conn.Close(); err != nil {
@@ -281,8 +244,8 @@ func (s *System) close() error {
 		if err := <-s.serveDone; err != nil {
 			errs = append(errs, err)
 		}
-	} else if s.cfg.Listener != nil {
-		_ = s.cfg.Listener.Close() // never served
+	} else if s.opts.Listener != nil {
+		_ = s.opts.Listener.Close() // never served
 	}
 	if s.cancelCoord != nil {
 		s.cancelCoord()

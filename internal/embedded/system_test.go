@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,15 +34,21 @@ func start(t *testing.T, dir string, lis net.Listener) *embedded.System {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sys, err := embedded.Start(ctx, embedded.Config{
-		Dir: dir, Fetchers: 2, Concurrency: 4, Listener: lis,
-		Coordinator: coordinator.Config{PerHostDelay: -1, PerHostConcurrency: 8, NoSync: true},
-		Fetcher:     fetcher.Config{AllowPrivateNetworks: true},
-	})
+	sys, err := embedded.Start(ctx, testOptions(dir, lis))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return sys
+}
+
+// testOptions are the options of the tests: two fetchers, no politeness delay, no fsync.
+func testOptions(dir string, lis net.Listener) embedded.Options {
+	o := embedded.DefaultOptions()
+	o.Dir, o.Listener = dir, lis
+	o.Fetchers, o.Concurrency, o.PerHostDelay, o.PerHostConcurrency = 2, 4, 0, 8
+	o.AllowPrivateNetworks = true
+	o.TuneCoordinator = func(c *coordinator.Config) { c.NoSync = true }
+	return o
 }
 
 func watchDone(t *testing.T, c pb.CoordinatorServiceClient, id string) *pb.Batch {
@@ -130,7 +139,7 @@ func TestDownloadAndReopen(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	if _, err := embedded.Start(context.Background(), embedded.Config{}); err == nil {
+	if _, err := embedded.Start(context.Background(), embedded.Options{}); err == nil {
 		t.Fatal("Start without a folder succeeded")
 	}
 	dir := t.TempDir()
@@ -139,7 +148,56 @@ func TestStartErrors(t *testing.T) {
 	// A second system on the same folder cannot lock the store.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := embedded.Start(ctx, embedded.Config{Dir: dir, Coordinator: coordinator.Config{LockTimeout: 50 * time.Millisecond}}); err == nil {
+	o := testOptions(dir, nil)
+	o.TuneCoordinator = func(c *coordinator.Config) { c.LockTimeout = 50 * time.Millisecond }
+	if _, err := embedded.Start(ctx, o); !errors.Is(err, coordinator.ErrStoreLocked) {
 		t.Fatal("second Start on the same folder succeeded")
+	}
+}
+
+// TestOptionsValidate: every invalid option is rejected by Start with an error naming the
+// field and its flag, before anything is created; so is an invalid value left by the tuning
+// hooks (named by the coordinator's or fetcher's field). Zero means what the flag's 0 means.
+func TestOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		field  string
+		mutate func(*embedded.Options)
+	}{
+		{"Options.Dir", func(o *embedded.Options) { o.Dir = "" }},
+		{"Options.Fetchers (--fetchers)", func(o *embedded.Options) { o.Fetchers = 0 }},
+		{"Options.Fetchers (--fetchers)", func(o *embedded.Options) { o.Fetchers = embedded.MaxFetchers + 1 }},
+		{"Options.Concurrency (--concurrency)", func(o *embedded.Options) { o.Concurrency = 0 }},
+		{"Options.Concurrency (--concurrency)", func(o *embedded.Options) { o.Concurrency = embedded.MaxConcurrency + 1 }},
+		{"Options.PerHostConcurrency (--per-host-concurrency)", func(o *embedded.Options) { o.PerHostConcurrency = 0 }},
+		{"Options.PerHostDelay (--per-host-delay)", func(o *embedded.Options) { o.PerHostDelay = -time.Second }},
+		{"Options.Retries (--retries)", func(o *embedded.Options) { o.Retries = -1 }},
+		{"Options.Retries (--retries)", func(o *embedded.Options) { o.Retries = embedded.MaxRetries + 1 }},
+		{"Options.MaxSize (--max-size)", func(o *embedded.Options) { o.MaxSize = 0 }},
+		{"Options.Timeout (--timeout)", func(o *embedded.Options) { o.Timeout = -time.Minute }},
+		{"Options.Proxy (--proxy)", func(o *embedded.Options) { o.Proxy = "ftp://proxy.example" }},
+		{"Options.Resolve", func(o *embedded.Options) { o.DOIBase = "not a url" }},
+		{"Options.DrainGrace", func(o *embedded.Options) { o.DrainGrace = -time.Second }},
+		{`Config.HostOverrides["a.example"].Delay (--host-limit)`, func(o *embedded.Options) {
+			o.HostLimits = map[string]embedded.HostLimits{"a.example": {Delay: new(-time.Second)}}
+		}},
+		{"Config.WatchInterval", func(o *embedded.Options) {
+			o.TuneCoordinator = func(c *coordinator.Config) { c.WatchInterval = 0 }
+		}},
+		{"Config.HeartbeatInterval (--heartbeat-interval)", func(o *embedded.Options) {
+			o.TuneFetcher = func(c *fetcher.Config) { c.HeartbeatInterval = -time.Second }
+		}},
+	} {
+		dir := filepath.Join(t.TempDir(), "state")
+		o := testOptions(dir, nil)
+		tc.mutate(&o)
+		_, err := embedded.Start(context.Background(), o)
+		if err == nil || !strings.Contains(err.Error(), tc.field+" ") {
+			t.Errorf("%s: %v", tc.field, err)
+		}
+		if tc.field != "Config.HeartbeatInterval (--heartbeat-interval)" { // fetchers are made last
+			if _, serr := os.Stat(dir); !os.IsNotExist(serr) {
+				t.Errorf("%s: the state folder was created (%v)", tc.field, serr)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@
 package flagenv
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -52,4 +53,49 @@ func SetUsage(fs *flag.FlagSet, about string) {
 		fmt.Fprintf(w, "Flags (each can also be set as the environment variable %s<FLAG>,\ne.g. %s for --log-level; the command line wins):\n", Prefix, Name("log-level"))
 		fs.PrintDefaults()
 	}
+}
+
+// Exit statuses of the services' binaries.
+const (
+	// ExitFailed is the status of a run that failed.
+	ExitFailed = 1
+	// ExitUsage is the status of a bad flag or environment variable (or a configuration they
+	// made invalid).
+	ExitUsage = 2
+)
+
+// usageError marks an error as a usage error (exit status 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// Usage marks err (when not nil) as a usage error: ExitCode returns ExitUsage for it.
+func Usage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return usageError{err}
+}
+
+// Parse parses args into fs, then applies the environment (Apply); the errors are usage
+// errors (flag.ErrHelp stays recognisable with errors.Is).
+func Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return Usage(err)
+	}
+	return Usage(Apply(fs, lookup))
+}
+
+// ExitCode is the exit status of a binary whose run returned err: 0 for nil and for -h
+// (flag.ErrHelp), ExitUsage for usage errors, else ExitFailed.
+func ExitCode(err error) int {
+	var u usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &u):
+		return ExitUsage
+	}
+	return ExitFailed
 }

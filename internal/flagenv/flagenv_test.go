@@ -3,6 +3,7 @@ package flagenv
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -66,5 +67,30 @@ func TestSetUsage(t *testing.T) {
 	}
 	if n := strings.Count(got, "Usage:"); n != 1 {
 		t.Errorf("usage printed %d times:\n%s", n, got)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Int("n", 1, "")
+	help := Parse(fs, []string{"-h"}, func(string) (string, bool) { return "", false })
+	bad := Parse(fs, []string{"-n", "x"}, func(string) (string, bool) { return "", false })
+	env := Parse(fs, nil, func(k string) (string, bool) { return "many", k == "PAPERFETCH_N" })
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, 0}, {help, 0}, {bad, ExitUsage}, {env, ExitUsage},
+		{Usage(errors.New("Config.X must be positive")), ExitUsage},
+		{fmt.Errorf("run: %w", Usage(errors.New("wrapped"))), ExitUsage},
+		{errors.New("listen: address in use"), ExitFailed},
+	} {
+		if got := ExitCode(tc.err); got != tc.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+	if Usage(nil) != nil {
+		t.Fatal("Usage(nil) is not nil")
 	}
 }

@@ -17,7 +17,7 @@ const reclaims = "paperfetch_coordinator_lease_reclaims_total"
 // (30s, on the fake clock) after the Assign its stream is closed and its leases go to an honest
 // fetcher.
 func TestBlackholeLeasesAreReclaimed(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: coordinator.Config{PerHostConcurrency: 8}})
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) { c.PerHostConcurrency = 8 }})
 	e.submit("b", 8, "h.example")
 	hole := openStream(t, e.gw, hello("blackhole", 10_000))
 	hole.waitAssigns(8)
@@ -40,8 +40,10 @@ func TestBlackholeLeasesAreReclaimed(t *testing.T) {
 // timeout it sent in the Assign plus the documented grace (1m): at 2m + 1m its stream is
 // closed and its leases go to an honest fetcher.
 func TestChattyFetcherCannotHoldLeasesPastTheDeadline(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: coordinator.Config{PerHostConcurrency: 8,
-		Limits: &pb.DownloadLimits{Timeout: durationpb.New(2 * time.Minute)}}})
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) {
+		c.PerHostConcurrency = 8
+		c.Limits = &pb.DownloadLimits{Timeout: durationpb.New(2 * time.Minute)}
+	}})
 	e.submit("b", 4, "h.example")
 	r := openStream(t, e.gw, hello("chatty", 4))
 	leases := r.waitAssigns(4)
@@ -72,7 +74,7 @@ func TestChattyFetcherCannotHoldLeasesPastTheDeadline(t *testing.T) {
 // A lease is renewed by its own events only: a fetcher that reports one lease and heartbeats
 // loses its other, silent lease after LeaseTTL.
 func TestHeartbeatsDoNotRenewSilentLeases(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: coordinator.Config{PerHostConcurrency: 8, LeaseTTL: 40 * time.Second}})
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) { c.PerHostConcurrency = 8; c.LeaseTTL = 40 * time.Second }})
 	e.submit("b", 2, "h.example")
 	r := openStream(t, e.gw, hello("half", 2))
 	leases := r.waitAssigns(2)

@@ -14,7 +14,7 @@ import (
 // GetBatch. The flooders are throttled (their own rate and inbox share, on the fake clock that
 // never refills their budget) and have an inbox of their own: every client call succeeds.
 func TestFloodingStreamsDoNotStarveClients(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: coordinator.Config{InboxSize: 32}})
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) { c.InboxSize = 32 }})
 	e.submit("b", 1, "h.example")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -48,7 +48,7 @@ type env struct {
 }
 
 type envOpts struct {
-	cfg   coordinator.Config
+	cfg   func(*coordinator.Config) // changes coordinator.DefaultConfig (PerHostDelay 0), when not nil
 	guard *auth.Guard
 	// logs, when set, receives the coordinator's and the server's logs (JSON, debug level).
 	logs io.Writer
@@ -62,15 +62,16 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := o.cfg
+	cfg := coordinator.DefaultConfig()
+	cfg.PerHostDelay = 0
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
 	cfg.DataDir = t.TempDir()
 	cfg.Bucket = e.bucket
 	cfg.Clock = e.clk
 	cfg.NoSync = true
 	cfg.Registerer = e.reg
-	if cfg.PerHostDelay == 0 {
-		cfg.PerHostDelay = -1
-	}
 	logger := slog.New(slog.DiscardHandler)
 	switch {
 	case o.logs != nil:

@@ -17,7 +17,7 @@ const foreign = "paperfetch_coordinator_dropped_events_total"
 // they leaked) and with ids guessed from the paper index. None is believed: the victim keeps
 // its leases and completes them itself.
 func TestForeignStreamCannotTouchLeases(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: coordinator.Config{PerHostConcurrency: 8}})
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) { c.PerHostConcurrency = 8 }})
 	e.submit("b", 8, "h.example")
 	victim := openStream(t, e.gw, hello("victim", 8))
 	leases := victim.waitAssigns(8)
@@ -66,7 +66,7 @@ func copyAssign(a *pb.Assign) *pb.Assign {
 // exist, then with a real blob of another size. Neither is believed: the attempt fails
 // (transient STORAGE) and the paper is retried; a true completion then succeeds.
 func TestForgedCompletionIsNotBelieved(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: coordinator.Config{MaxAttempts: 5}})
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) { c.MaxAttempts = 5 }})
 	e.submit("b", 1, "h.example")
 	r := openStream(t, e.gw, hello("liar", 1))
 	real := e.storeBlob([]byte("%PDF-1.7 real content"), "")

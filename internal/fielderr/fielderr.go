@@ -1,0 +1,83 @@
+// Package fielderr collects the invalid fields of a configuration into one error that names
+// each field (and the flag that sets it), for the Validate methods of the coordinator, the
+// fetcher and the embedded system. It imports no product package.
+package fielderr
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// List collects field errors; its zero value is ready to use.
+type List struct {
+	errs []error
+}
+
+// Add records that field (set by the flag --flagName, when not empty) is invalid: format
+// and args say why.
+func (l *List) Add(field, flagName, format string, args ...any) {
+	if flagName != "" {
+		field += " (--" + flagName + ")"
+	}
+	l.errs = append(l.errs, fmt.Errorf("%s %s", field, fmt.Sprintf(format, args...)))
+}
+
+// Join adds errors found elsewhere (a nested configuration's).
+func (l *List) Join(errs ...error) {
+	for _, err := range errs {
+		if err != nil {
+			l.errs = append(l.errs, err)
+		}
+	}
+}
+
+// Positive checks that d > 0.
+func (l *List) Positive(field, flagName string, d time.Duration) {
+	if d <= 0 {
+		l.Add(field, flagName, "must be positive, got %v", d)
+	}
+}
+
+// NonNegative checks that d >= 0.
+func (l *List) NonNegative(field, flagName string, d time.Duration) {
+	if d < 0 {
+		l.Add(field, flagName, "must not be negative, got %v", d)
+	}
+}
+
+// Range checks that lo <= n <= hi.
+func (l *List) Range(field, flagName string, n, lo, hi int64) {
+	if n < lo || n > hi {
+		l.Add(field, flagName, "must be from %d to %d, got %d", lo, hi, n)
+	}
+}
+
+// Err returns nil without errors, else an *Error titled what (e.g. "coordinator: invalid
+// configuration").
+func (l *List) Err(what string) error {
+	if len(l.errs) == 0 {
+		return nil
+	}
+	return &Error{What: what, Errs: l.errs}
+}
+
+// Error is an invalid configuration: one error per invalid field.
+type Error struct {
+	// What says what is invalid.
+	What string
+	// Errs are the errors, one per field.
+	Errs []error
+}
+
+// Error is What, then the field errors separated by semicolons.
+func (e *Error) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return e.What + ": " + strings.Join(msgs, "; ")
+}
+
+// Unwrap returns the field errors.
+func (e *Error) Unwrap() []error { return e.Errs }
