@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/paperfetch/paperfetch/coordinator"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -39,10 +40,10 @@ const signedURL = "https://cdn.example/p.pdf?X-Amz-Credential=AKIAROGUESECRET&X-
 // (GetPaper, ListPapers, WatchBatch) nor the coordinator's logs, at any level.
 func TestReportedSecretsAreRedacted(t *testing.T) {
 	logs := &syncBuffer{}
-	noDelay := coordinator.HostLimits{Delay: -1}
-	e := newEnv(t, envOpts{logs: logs, cfg: coordinator.Config{HostOverrides: map[string]coordinator.HostLimits{
-		"doi.org": noDelay, "api.openalex.org": noDelay, "api.unpaywall.org": noDelay,
-	}}})
+	noDelay := coordinator.HostLimits{Delay: new(time.Duration(0))}
+	e := newEnv(t, envOpts{logs: logs, cfg: func(c *coordinator.Config) {
+		c.HostOverrides = map[string]coordinator.HostLimits{"doi.org": noDelay, "api.openalex.org": noDelay, "api.unpaywall.org": noDelay}
+	}})
 	e.submitPapers("b", []*pb.PaperSpec{
 		{PaperId: "done", Urls: []string{"https://h.example/done.pdf"}},
 		{PaperId: "failed", Urls: []string{"https://h.example/failed.pdf"}},
