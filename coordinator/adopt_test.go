@@ -13,7 +13,7 @@ import (
 // completes them, and nothing is downloaded twice (issue 10, attack 3).
 func TestOrphanLeasesAdoptedOnlyByTheirFetcher(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{DataDir: dir, PerHostConcurrency: 10}
+	cfg := func(c *Config) { c.DataDir, c.PerHostConcurrency = dir, 10 }
 	h1 := startHarness(t, cfg)
 	ctx := ctxT(t)
 	f := startFetcher(t, h1, "f", 3, holdAll)

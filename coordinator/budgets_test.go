@@ -11,7 +11,7 @@ import (
 // The old default (50 + 5/slot) held such a stream to 90 messages a second, so `paperfetch
 // get` ran at 60 papers/s.
 func TestStreamBudgetAdmitsAnHonestFastFetcher(t *testing.T) {
-	cfg := Config{}.withDefaults()
+	cfg := DefaultConfig().withDefaults()
 	g := &gateway{c: &Coordinator{cfg: cfg}}
 	b := g.newBudget(&fetcherConn{}, 8)
 	start := time.Unix(1_700_000_000, 0)
