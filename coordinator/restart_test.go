@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -278,36 +279,66 @@ func TestReadPaper(t *testing.T) {
 }
 
 // TestGracefulStopKeepsLeases checks that a graceful stop (CloseStreams) leaves running leases
-// in place, so that the fetcher can re-announce them to the next process.
+// in place, so that the fetcher can re-announce them to the next process, and that only that
+// fetcher can: the same leases re-announced by another fetcher id are cancelled ("unknown
+// lease": a lease id is bound to the id it was issued to) and stay orphaned (issue 10, attack 3).
 func TestGracefulStopKeepsLeases(t *testing.T) {
-	dir := t.TempDir()
-	cfg := func(c *Config) { c.DataDir, c.PerHostConcurrency = dir, 10 }
-	h1 := startHarness(t, cfg)
+	h2, held, again := restartWithHeldLeases(t)
 	ctx := ctxT(t)
-	f := startFetcher(t, h1, "f", 3, holdAll)
-	if _, err := h1.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "g", Papers: specs("p", 3, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "assigns", func() bool { return f.assignCount() == 3 })
-	h1.stop()
-	f.kill()
-	h2 := startHarness(t, cfg)
 	g, err := h2.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "g"})
 	if err != nil || g.GetBatch().GetCounts().GetDownloading() != 3 {
 		t.Fatalf("after a graceful stop: %v %v", g, err)
 	}
-	var again []*pb.InFlightLease
-	for _, a := range f.assigns {
-		again = append(again, &pb.InFlightLease{LeaseId: a.GetLeaseId(), Attempt: a.GetAttempt()})
+	rogue := startFetcher(t, h2, "rogue", 3, holdAll, again...)
+	var ids []string
+	for _, a := range held {
+		ids = append(ids, a.GetLeaseId())
+	}
+	waitFor(t, "the rogue's re-announced leases to be cancelled", func() bool {
+		rogue.mu.Lock()
+		defer rogue.mu.Unlock()
+		return len(rogue.cancels) == len(ids)
+	})
+	rogue.mu.Lock()
+	cancelled := slices.Sorted(slices.Values(rogue.cancels))
+	rogue.mu.Unlock()
+	if slices.Sort(ids); !slices.Equal(cancelled, ids) {
+		t.Fatalf("the rogue got cancels %v, want %v", cancelled, ids)
+	}
+	if g, err := h2.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "g"}); err != nil || g.GetBatch().GetCounts().GetDownloading() != 3 {
+		t.Fatalf("after the rogue's hello: %v %v; want the 3 leases still waiting for their fetcher", g, err)
 	}
 	f2 := startFetcher(t, h2, "f", 1, holdAll, again...)
-	for _, a := range f.assigns {
+	for _, a := range held {
 		f2.complete(a)
 	}
 	if b := watchToEnd(t, h2, "g"); b.GetCounts().GetSucceeded() != 3 {
 		t.Fatalf("final %v", b)
 	}
-	if f2.assignCount() != 0 {
-		t.Fatalf("%d papers assigned twice", f2.assignCount())
+	if n := f2.assignCount() + rogue.assignCount(); n != 0 {
+		t.Fatalf("%d papers assigned twice", n)
 	}
+}
+
+// restartWithHeldLeases submits batch "g" of 3 papers to a coordinator whose fetcher "f" holds
+// all three, stops the coordinator gracefully and kills the fetcher, and starts a new
+// coordinator on the same store. It returns the new harness, the Assigns f held and the
+// in-flight leases f would re-announce.
+func restartWithHeldLeases(t *testing.T) (*harness, []*pb.Assign, []*pb.InFlightLease) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := func(c *Config) { c.DataDir, c.PerHostConcurrency = dir, 10 }
+	h1 := startHarness(t, cfg)
+	f := startFetcher(t, h1, "f", 3, holdAll)
+	if _, err := h1.api.SubmitBatch(ctxT(t), &pb.SubmitBatchRequest{BatchId: "g", Papers: specs("p", 3, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "assigns", func() bool { return f.assignCount() == 3 })
+	h1.stop()
+	f.kill()
+	var again []*pb.InFlightLease
+	for _, a := range f.assigns {
+		again = append(again, &pb.InFlightLease{LeaseId: a.GetLeaseId(), Attempt: a.GetAttempt()})
+	}
+	return startHarness(t, cfg), f.assigns, again
 }

@@ -1,33 +1,14 @@
 package fetcher
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/syncbuf"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestFailureLogRedacted: a failed download's error quotes its URL (Go's HTTP client errors
 // do); the fetcher's log must not carry the URL's query-string secrets (issue 10, item 10).
@@ -38,7 +19,7 @@ func TestFailureLogRedacted(t *testing.T) {
 	}
 	closed := lis.Addr().String()
 	_ = lis.Close() // nothing listens there: the download fails with "connection refused"
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	h := newWorkHarness(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/paperfetch/paperfetch/bench/originlib"
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
 // proc is one running binary of the cluster.
@@ -83,6 +90,21 @@ func newCluster(t *testing.T, dir string, fail context.CancelCauseFunc) *cluster
 	c.coordAdr = freeLoopbackAddr(t)
 	t.Cleanup(c.shutdown)
 	return c
+}
+
+// startScenario starts a scenario test of the real binaries (skipped with -short): it returns a
+// context that ends after d or as soon as a process exits unexpectedly, the suite's origin, and
+// a cluster in a temporary folder with no process started yet.
+func startScenario(t *testing.T, d time.Duration) (context.Context, *cluster, *originlib.Origin, *httptest.Server) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the real binaries; skipped with -short")
+	}
+	ctx, fail := context.WithCancelCause(t.Context())
+	ctx, cancel := context.WithTimeout(ctx, d)
+	t.Cleanup(func() { cancel(); fail(nil) })
+	origin, srv := startOrigin(t)
+	return ctx, newCluster(t, t.TempDir(), fail), origin, srv
 }
 
 // freeLoopbackAddr returns a 127.0.0.1 address that was free a moment ago. The coordinator
@@ -195,6 +217,18 @@ func (c *cluster) startFetcherWith(slots int, withID bool) *proc {
 	c.fetchers = append(c.fetchers, p)
 	c.mu.Unlock()
 	return p
+}
+
+// client returns a client of the cluster's coordinator (its address survives restarts); the
+// connection is closed at the end of the test.
+func (c *cluster) client() pb.CoordinatorServiceClient {
+	c.t.Helper()
+	conn, err := grpc.NewClient(c.coordAdr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = conn.Close() })
+	return pb.NewCoordinatorServiceClient(conn)
 }
 
 // fates maps every fetcher id to how it ended ("SIGKILL", "SIGTERM", or "running").

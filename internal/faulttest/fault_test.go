@@ -20,7 +20,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/paperfetch/paperfetch/bench/originlib"
@@ -184,12 +183,7 @@ func TestFault(t *testing.T) {
 	for range p.fetchers {
 		c.startFetcher(p.slots)
 	}
-	conn, err := grpc.NewClient(c.coordAdr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := pb.NewCoordinatorServiceClient(conn)
+	client := c.client()
 
 	batchID := "faulttest-" + p.name
 	events := []string{submitChunked(ctx, t, c, client, batchID, defs, 200)}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/paperfetch/paperfetch/bench/originlib"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -32,16 +31,7 @@ const (
 // half-open probe picked a paper with one failure to go: the pause doubled while the host
 // answered every request.
 func TestFlakyHost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the real binaries; skipped with -short")
-	}
-	ctx, fail := context.WithCancelCause(t.Context())
-	defer fail(nil)
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	origin, srv := startOrigin(t)
-
-	c := newCluster(t, t.TempDir(), fail)
+	ctx, c, origin, srv := startScenario(t, 2*time.Minute)
 	c.coordFlags = []string{
 		"--per-host-concurrency", "4",
 		"--breaker-threshold", "10",
@@ -54,18 +44,13 @@ func TestFlakyHost(t *testing.T) {
 	for range 2 {
 		c.startFetcher(4)
 	}
-	conn, err := grpc.NewClient(c.coordAdr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := pb.NewCoordinatorServiceClient(conn)
+	client := c.client()
 
 	// The same batch without failures first (other paper numbers, so no cache hits): the
 	// time the host needs when nothing fails.
-	baseline := runFlakyBatch(ctx, t, client, "clean", flakyDefs(srv.URL, 100_000, false))
+	baseline := runBatch(ctx, t, client, "clean", flakyDefs(srv.URL, 100_000, false))
 	flaky := flakyDefs(srv.URL, 0, true)
-	elapsed := runFlakyBatch(ctx, t, client, "flaky", flaky)
+	elapsed := runBatch(ctx, t, client, "flaky", flaky)
 
 	// Two retries per flaky paper: at most base + 2×base of backoff (jittered down, never up).
 	backoff := 3 * flakyRetryBase
@@ -124,9 +109,9 @@ func flakyDefs(base string, first uint64, flaky bool) []paperDef {
 	return defs
 }
 
-// runFlakyBatch submits defs as one batch, waits for it to end with every paper succeeded,
-// and returns the time from the submission to the end.
-func runFlakyBatch(ctx context.Context, t *testing.T, client pb.CoordinatorServiceClient, batchID string, defs []paperDef) time.Duration {
+// runBatch submits defs as one batch (with their expected SHA-256), waits for it to end with
+// every paper succeeded, and returns the time from the submission to the end.
+func runBatch(ctx context.Context, t *testing.T, client pb.CoordinatorServiceClient, batchID string, defs []paperDef) time.Duration {
 	t.Helper()
 	papers := make([]*pb.PaperSpec, len(defs))
 	for i, d := range defs {

@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -117,7 +118,7 @@ func TestQuiet(t *testing.T) {
 }
 
 func TestTerminalRendersToWriter(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	d := New(Options{Mode: ModeTerminal, Out: &buf, Total: 3})
 	d.Update(&pb.WatchBatchResponse{Batch: batch(3, 1, 0, 0, 1, 2048), Active: []*pb.ActiveDownload{{PaperId: "2301.00001", Bytes: 1024, Total: 4096}}})
 	d.Message("a message")

@@ -1,33 +1,14 @@
 package roguetest
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/paperfetch/paperfetch/coordinator"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the coordinator's concurrent log writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Secrets an origin or a fetcher puts in the URLs and texts it reports: a pre-signed redirect
 // target's signature and credential, an API token in a resolver's error.
@@ -39,7 +20,7 @@ const signedURL = "https://cdn.example/p.pdf?X-Amz-Credential=AKIAROGUESECRET&X-
 // failure's URL and message, a resolution's note) must reach neither the other clients
 // (GetPaper, ListPapers, WatchBatch) nor the coordinator's logs, at any level.
 func TestReportedSecretsAreRedacted(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	noDelay := coordinator.HostLimits{Delay: new(time.Duration(0))}
 	e := newEnv(t, envOpts{logs: logs, cfg: func(c *coordinator.Config) {
 		c.HostOverrides = map[string]coordinator.HostLimits{"doi.org": noDelay, "api.openalex.org": noDelay, "api.unpaywall.org": noDelay}
