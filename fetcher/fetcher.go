@@ -49,6 +49,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/redact"
 )
 
@@ -146,6 +147,23 @@ func (f *Fetcher) Register(s grpc.ServiceRegistrar) {
 
 // ID returns the fetcher id sent in Hello.
 func (f *Fetcher) ID() string { return f.cfg.ID }
+
+// Part is the fetcher's work loop (Run on conn) as a part of a process (package lifecycle):
+// when the process stops it drains first (Drain, with Config.DrainGrace for the running
+// downloads; aborted ones are logged), then Run's context is cancelled.
+func (f *Fetcher) Part(conn grpc.ClientConnInterface) lifecycle.Part {
+	return lifecycle.Part{
+		Name: "fetcher " + f.cfg.ID,
+		Run:  func(ctx context.Context) error { return f.Run(ctx, conn) },
+		Drain: func() {
+			ctx, cancel := context.WithTimeout(context.Background(), f.cfg.DrainGrace)
+			defer cancel()
+			if err := f.Drain(ctx); err != nil {
+				f.cfg.Logger.Warn("drained with aborted downloads", "grace", f.cfg.DrainGrace, "err", err)
+			}
+		},
+	}
+}
 
 // Drain tells the coordinator the fetcher is shutting down (no more work), waits until the
 // running downloads have finished and their results are acknowledged, or until ctx ends; then

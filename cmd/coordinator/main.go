@@ -22,6 +22,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/flagenv"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
+	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/logging"
 )
 
@@ -116,60 +117,18 @@ reflection.`)
 		}
 	}
 
-	loopCtx, stopLoop := context.WithCancel(context.Background())
-	defer stopLoop()
-	loopDone := make(chan error, 1)
-	go func() { loopDone <- c.Run(loopCtx) }()
-
-	serveCtx, stopServing := context.WithCancel(context.Background())
-	defer stopServing()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(serveCtx, lis) }()
-	var httpErr chan error // nil without --http-listen: never ready
-	if httpLis != nil {
-		httpErr = make(chan error, 1)
-		go func() {
-			httpErr <- dashboard.Serve(serveCtx, httpLis, httpHandler, srv.HTTPTLSConfig(), logger.With("component", "http"))
-		}()
-	}
-
+	// The loop first, the servers that feed it after: on SIGTERM readiness turns NOT_SERVING,
+	// then the HTTP server stops, the gRPC server drains (its streams ended) and the loop stops.
+	parts := []lifecycle.Part{{Name: "coordinator loop", Run: c.Run}, srv.Part(lis, c.CloseStreams)}
 	httpAddr := ""
 	if httpLis != nil {
 		httpAddr = httpLis.Addr().String()
+		parts = append(parts, lifecycle.Part{Name: "HTTP server", Run: func(ctx context.Context) error {
+			return dashboard.Serve(ctx, httpLis, httpHandler, srv.HTTPTLSConfig(), logger.With("component", "http"))
+		}})
 	}
 	logger.Info("coordinator started", "listen", lis.Addr().String(), "http", httpAddr, "data", *dataDir, "blob", *blobURL)
-	var exitErr error
-	select {
-	case <-sigCtx.Done():
-		logger.Info("shutting down")
-	case err := <-serveErr:
-		exitErr = err
-		serveErr <- nil
-		logger.Error("gRPC server stopped", "err", err)
-	case err := <-loopDone:
-		exitErr = err
-		loopDone <- nil
-		logger.Error("coordinator loop stopped", "err", err)
-	case err := <-httpErr:
-		exitErr = err
-		httpErr <- nil
-		logger.Error("HTTP server stopped", "err", err)
-	}
-	// Health NOT_SERVING and a graceful drain of the calls in flight, then stop the loop.
-	stopServing()
-	c.CloseStreams()
-	if httpErr != nil {
-		if err := <-httpErr; err != nil && exitErr == nil {
-			exitErr = err
-		}
-	}
-	if err := <-serveErr; err != nil && exitErr == nil {
-		exitErr = err
-	}
-	stopLoop()
-	if err := <-loopDone; err != nil && exitErr == nil {
-		exitErr = err
-	}
+	err = lifecycle.Run(sigCtx, logger, parts...)
 	logger.Info("coordinator stopped")
-	return exitErr
+	return err
 }

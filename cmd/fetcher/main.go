@@ -20,6 +20,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/flagenv"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
+	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/logging"
 )
 
@@ -96,42 +97,10 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 	}
 	defer func() { _ = conn.Close() }()
 
-	serveCtx, stopServing := context.WithCancel(context.Background())
-	defer stopServing()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(serveCtx, lis) }()
-
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
-	runDone := make(chan error, 1)
-	go func() { runDone <- f.Run(runCtx, conn) }()
-
 	logger.Info("fetcher started", "id", f.ID(), "listen", lis.Addr().String(), "coordinator", *coordinator, "slots", cfg.Slots)
-	var exitErr error
-	select {
-	case <-sigCtx.Done():
-		logger.Info("shutting down: draining", "grace", cfg.DrainGrace.String())
-	case err := <-serveErr:
-		exitErr = err
-		serveErr <- nil
-		logger.Error("gRPC server stopped", "err", err)
-	case err := <-runDone:
-		exitErr = err
-		runDone <- nil
-		logger.Error("work loop stopped", "err", err)
-	}
-	srv.MarkDraining() // readiness NOT_SERVING (liveness stays SERVING): no new work while draining
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainGrace)
-	if err := f.Drain(drainCtx); err != nil {
-		logger.Warn("drain", "err", err)
-	}
-	cancelDrain()
-	stopRun()
-	<-runDone
-	stopServing()
-	if err := <-serveErr; err != nil && exitErr == nil {
-		exitErr = err
-	}
+	// On SIGTERM: readiness NOT_SERVING, the work loop drains (--drain-grace), stops, then
+	// the server stops gracefully.
+	err = lifecycle.Run(sigCtx, logger, srv.Part(lis, nil), f.Part(conn))
 	logger.Info("fetcher stopped")
-	return exitErr
+	return err
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
+	"github.com/paperfetch/paperfetch/internal/lifecycle"
 )
 
 // System is a running embedded coordinator with its fetchers. Close stops it.
@@ -43,15 +44,9 @@ type System struct {
 	lis       net.Listener
 	dial      func(context.Context) (net.Conn, error)
 	conn      *grpc.ClientConn
-	fetchers  []*fetcher.Fetcher
-
-	cancelServe, cancelCoord, cancelFetchers context.CancelFunc
-	serveDone, coordDone                     chan error
-	cancelHTTP                               context.CancelFunc
-	httpDone                                 chan error
-	fetchersWG                               sync.WaitGroup
-	closeOnce                                sync.Once
-	closeErr                                 error
+	group     *lifecycle.Group // the running parts; nil until Start has made them all
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the store and the blob store under opts.Dir and starts the coordinator, its gRPC
@@ -101,10 +96,6 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	coordCtx, cancelCoord := context.WithCancel(context.Background())
-	s.cancelCoord, s.coordDone = cancelCoord, make(chan error, 1)
-	go func() { s.coordDone <- s.coord.Run(coordCtx) }()
-
 	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second}
 	if opts.ClientTokens != nil {
 		scfg.Auth = &auth.Guard{
@@ -128,10 +119,6 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 		bl := bufconn.Listen(1 << 20)
 		s.lis, s.dial = bl, bl.DialContext
 	}
-	serveCtx, cancelServe := context.WithCancel(context.Background())
-	s.cancelServe, s.serveDone = cancelServe, make(chan error, 1)
-	go func() { s.serveDone <- s.server.Serve(serveCtx, s.lis) }()
-
 	s.conn, err = grpc.NewClient("passthrough:///paperfetch-embedded",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.dial(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -141,25 +128,24 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 		return nil, fmt.Errorf("embedded: connect: %w", err)
 	}
 
+	// The parts, in the order of the coordinator binary (its loop, then the servers that feed
+	// it), then the fetchers, clients of the server: Close drains and stops them in reverse.
+	parts := []lifecycle.Part{{Name: "coordinator loop", Run: s.coord.Run}, s.server.Part(s.lis, s.coord.CloseStreams)}
 	if opts.HTTPListener != nil {
 		h, err := dashboard.New(ctx, dashboard.Config{Conn: s.conn, Logger: logger.With("component", "http")})
 		if err != nil {
 			return nil, fmt.Errorf("embedded: %w", err)
 		}
-		httpCtx, cancelHTTP := context.WithCancel(context.Background())
-		s.cancelHTTP, s.httpDone = cancelHTTP, make(chan error, 1)
-		go func() {
-			s.httpDone <- dashboard.Serve(httpCtx, opts.HTTPListener, h, nil, logger.With("component", "http"))
-		}()
+		parts = append(parts, lifecycle.Part{Name: "HTTP server", Run: func(ctx context.Context) error {
+			return dashboard.Serve(ctx, opts.HTTPListener, h, nil, logger.With("component", "http"))
+		}})
 	}
-
-	fetchCtx, cancelFetchers := context.WithCancel(context.Background())
-	s.cancelFetchers = cancelFetchers
 	// The fetchers share one group committer: a file-system barrier covers all their commits.
 	var committer *blobstore.Committer
 	if dir, ok := blobstore.LocalDir(s.bucketURL); ok {
 		committer = blobstore.NewCommitter(dir)
 	}
+	var fparts []lifecycle.Part
 	for i := range fetchers {
 		fc := fcfg
 		fc.Committer = committer
@@ -175,15 +161,9 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("embedded: fetcher %d: %w", i+1, err)
 		}
-		s.fetchers = append(s.fetchers, f)
-		s.fetchersWG.Add(1)
-		go func() {
-			defer s.fetchersWG.Done()
-			if err := f.Run(fetchCtx, s.conn); err != nil && !errors.Is(err, context.Canceled) {
-				logger.Error("fetcher stopped", "fetcher", f.ID(), "err", err)
-			}
-		}()
+		fparts = append(fparts, f.Part(s.conn))
 	}
+	s.group = lifecycle.Start(logger, append(parts, lifecycle.Parallel("fetchers", fparts...))...)
 	return s, nil
 }
 
@@ -197,9 +177,12 @@ func (s *System) Addr() string { return s.lis.Addr().String() }
 // files in it.
 func (s *System) BucketURL() string { return s.bucketURL }
 
-// Close stops everything, in order: the fetchers drain (running downloads get DrainGrace to
-// finish, the rest are aborted and re-queued), the gRPC server stops, the coordinator's loop
-// stops and its store is closed, then the blob store. It is safe to call more than once.
+// Close stops everything, in the order of the binaries (package lifecycle): readiness
+// NOT_SERVING, the fetchers drain (running downloads get DrainGrace to finish, the rest are
+// aborted and stay queued for the next run), then stop; the HTTP server stops; the gRPC server
+// ends the coordinator's streams (WatchBatch and Work: UNAVAILABLE) and stops gracefully; the
+// coordinator's loop stops; then the client connection, the store and the blob store are
+// closed. It is safe to call more than once.
 func (s *System) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.close() })
 	return s.closeErr
@@ -207,50 +190,19 @@ func (s *System) Close() error {
 
 func (s *System) close() error {
 	var errs []error
-	if len(s.fetchers) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainGrace)
-		var wg sync.WaitGroup
-		for _, f := range s.fetchers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := f.Drain(ctx); err != nil {
-					s.logger.Info("fetcher drained with aborted downloads", "fetcher", f.ID(), "err", err)
-				}
-			}()
+	if s.group != nil {
+		errs = append(errs, s.group.Stop())
+	} else { // Start failed before serving: the listeners it was given are still open
+		if s.opts.Listener != nil {
+			_ = s.opts.Listener.Close()
 		}
-		wg.Wait()
-		cancel()
-	}
-	if s.cancelFetchers != nil {
-		s.cancelFetchers()
-		s.fetchersWG.Wait()
-	}
-	if s.cancelHTTP != nil {
-		s.cancelHTTP()
-		if err := <-s.httpDone; err != nil {
-			errs = append(errs, err)
+		if s.opts.HTTPListener != nil {
+			_ = s.opts.HTTPListener.Close()
 		}
-	} else if s.opts.HTTPListener != nil {
-		_ = s.opts.HTTPListener.Close() // never served
 	}
 	if s.conn != nil {
 		if err := s.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close connection: %w", err))
-		}
-	}
-	if s.cancelServe != nil {
-		s.cancelServe()
-		if err := <-s.serveDone; err != nil {
-			errs = append(errs, err)
-		}
-	} else if s.opts.Listener != nil {
-		_ = s.opts.Listener.Close() // never served
-	}
-	if s.cancelCoord != nil {
-		s.cancelCoord()
-		if err := <-s.coordDone; err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, fmt.Errorf("coordinator: %w", err))
 		}
 	}
 	if s.coord != nil {

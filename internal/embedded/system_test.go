@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/paperfetch/paperfetch/coordinator"
 	"github.com/paperfetch/paperfetch/fetcher"
@@ -199,5 +201,57 @@ func TestOptionsValidate(t *testing.T) {
 				t.Errorf("%s: the state folder was created (%v)", tc.field, serr)
 			}
 		}
+	}
+}
+
+// TestCloseEndsStreams: Close ends the coordinator's streams (a WatchBatch of a client of the
+// system, the fetchers' Work streams) with UNAVAILABLE "shutting down" as the coordinator
+// binary does, instead of leaving them to the hard stop or cutting the client's connection
+// under them; running downloads are aborted after DrainGrace (0 here) and stay queued.
+func TestCloseEndsStreams(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never answers: the downloads are running when Close comes
+	}))
+	defer origin.Close()
+	o := testOptions(t.TempDir(), nil)
+	o.DrainGrace = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sys, err := embedded.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := pb.NewCoordinatorServiceClient(sys.Conn())
+	if _, err := client.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "b", Papers: []*pb.PaperSpec{
+		{PaperId: "p", Urls: []string{origin.URL + "/p.pdf"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := client.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for { // until the paper is downloading
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetBatch().GetCounts().GetDownloading() == 1 {
+			break
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- sys.Close() }()
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "shutting down") {
+			t.Fatalf("the watch stream ended with %v, want UNAVAILABLE shutting down", err)
+		}
+		break
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
 	}
 }

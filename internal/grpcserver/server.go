@@ -47,6 +47,7 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
+	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/tlsreload"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
@@ -544,6 +545,20 @@ func (s *Server) MarkDraining() {
 		if name != healthpb.Health_ServiceDesc.ServiceName {
 			s.Health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 		}
+	}
+}
+
+// Part is the server serving lis as a part of a process (package lifecycle): when the process
+// stops, readiness turns NOT_SERVING first (MarkDraining, while the other parts drain), then
+// Serve's context is cancelled (GracefulStop with the hard-stop timer) and stopping, when not
+// nil, is called as the graceful stop begins (the coordinator ends its streams there, so that
+// the drain does not wait for them).
+func (s *Server) Part(lis net.Listener, stopping func()) lifecycle.Part {
+	return lifecycle.Part{
+		Name:     "gRPC server",
+		Run:      func(ctx context.Context) error { return s.Serve(ctx, lis) },
+		Drain:    s.MarkDraining,
+		Stopping: stopping,
 	}
 }
 
