@@ -43,7 +43,7 @@ const maxHostLines = 3
 // narrow ones (under wideColumns) or unknown widths.
 const (
 	wideColumns      = 120
-	overallRightWide = 46
+	overallRightWide = 64
 	overallRightNarr = 34
 	downloadNameWide = 28
 	downloadNameNarr = 18
@@ -110,13 +110,18 @@ func (t *terminal) overallRight(decor.Statistics) string {
 		fmt.Fprintf(&b, "  (+%d more running)", hidden)
 	}
 	// A fixed width keeps the bar from changing length as the numbers change.
-	return padRight(b.String(), t.rightW)
+	return fixWidth(b.String(), t.rightW)
 }
 
-// padRight pads s with spaces to n runes (longer strings are kept whole).
-func padRight(s string, n int) string {
-	if k := utf8.RuneCountInString(s); k < n {
+// fixWidth pads s with spaces, or cuts it (ending in "…"), to exactly n runes: text of a
+// fixed width beside a bar keeps the bar's length and position still.
+func fixWidth(s string, n int) string {
+	k := utf8.RuneCountInString(s)
+	switch {
+	case k < n:
 		return s + strings.Repeat(" ", n-k)
+	case k > n && n > 0:
+		return string([]rune(s)[:n-1]) + "…"
 	}
 	return s
 }
@@ -227,7 +232,7 @@ func (t *terminal) newDownloadBar(id string) *mpb.Bar {
 					d = x
 				}
 			}
-			return padRight(" "+downloadText(d, st.Current, st.Total), t.rightW)
+			return fixWidth(" "+downloadText(d, st.Current, st.Total), t.rightW)
 		})),
 	)
 }
