@@ -90,15 +90,11 @@ func (e *engine) cacheLookupPaper(idx uint32, spec *pb.PaperSpec) (*storedPaper,
 
 // cacheLookupDOI finds a SUCCEEDED paper with the same DOI, verified against its spec.
 func (e *engine) cacheLookupDOI(doi, expected string) (*storedPaper, bool) {
-	tx, err := e.readTx()
-	if err != nil {
+	idx, ok, err := e.stored.doiPaper(doi)
+	if err != nil || !ok {
 		return nil, false
 	}
-	v := tx.Bucket([]byte(bucketDOIs)).Get([]byte(doi))
-	if len(v) != 4 {
-		return nil, false
-	}
-	rec, spec, err := e.committedRecord(bytesKey(v))
+	rec, spec, err := e.committedRecord(idx)
 	if err != nil {
 		e.log.Error("doi cache lookup", "doi", doi, "err", err)
 		return nil, false
@@ -113,8 +109,4 @@ func (e *engine) cacheLookupDOI(doi, expected string) (*storedPaper, bool) {
 		return nil, false
 	}
 	return rec, true
-}
-
-func bytesKey(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

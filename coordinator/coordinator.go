@@ -23,6 +23,7 @@ type Coordinator struct {
 	cfg     Config
 	st      *store
 	eng     *engine
+	loop    *loop
 	m       *metrics
 	inbox   chan message  // client requests (CoordinatorService)
 	gwInbox chan message  // fetcher traffic (Work streams, verifiers)
@@ -63,10 +64,11 @@ func Open(cfg Config) (*Coordinator, error) {
 		_ = st.close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c.eng = newEngine(cfg, st, c.m)
-	c.eng.verifyCh = c.verifyJobs
+	c.loop = newLoop(cfg, st, c.m, c.inbox, c.gwInbox)
+	c.eng = c.loop.e
+	c.loop.verifyCh = c.verifyJobs
 	if cfg.Bucket != nil {
-		c.eng.gcCh = c.gcJobs
+		c.loop.gcCh = c.gcJobs
 	}
 	if cfg.Bucket == nil {
 		cfg.Logger.Warn("no blob store: completions reported by fetchers are believed without verification")
@@ -104,76 +106,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			wait()
 			waitCollector()
 		}()
-		c.eng.pushCollections() // blobs released before a restart
 	}
-	e := c.eng
-	clk := c.cfg.Clock
-	timer := clk.NewTimer(time.Hour)
-	defer timer.Stop()
-	ticker := clk.NewTicker(c.cfg.WatchInterval)
-	defer ticker.Stop()
-	armed := time.Time{}
-	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if !e.pending() {
-			if w := e.nextWake(); !w.Equal(armed) {
-				armed = w
-				d := time.Hour
-				if !w.IsZero() {
-					d = max(w.Sub(clk.Now()), 0)
-				}
-				timer.Stop()
-				timer.Reset(d)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case m := <-c.inbox:
-				m.apply(e, clk.Now())
-			case m := <-c.gwInbox:
-				m.apply(e, clk.Now())
-			case <-timer.C():
-				armed = time.Time{}
-			case <-ticker.C():
-				now := clk.Now()
-				e.publish(now, true)
-				c.m.update(e)
-			}
-		}
-		start := time.Now()
-		now := clk.Now()
-		// Client requests and fetcher traffic have their own inboxes and take turns, so that
-		// fetchers, however busy, neither fill the clients' inbox nor crowd them out of an
-		// iteration (budgets.go).
-		for i := 0; i < maxDrain; i++ {
-			took := false
-			select {
-			case m := <-c.inbox:
-				m.apply(e, now)
-				took = true
-			default:
-			}
-			select {
-			case m := <-c.gwInbox:
-				m.apply(e, now)
-				took = true
-			default:
-			}
-			if !took {
-				break
-			}
-		}
-		e.advance(now)
-		e.schedule(now)
-		if err := e.commit(); err != nil {
-			c.cfg.Logger.Error("store commit failed; stopping the coordinator", "err", err)
-			return fmt.Errorf("coordinator loop: %w", err)
-		}
-		e.flush(now)
-		c.m.loopSeconds.Observe(time.Since(start).Seconds())
-	}
+	return c.loop.run(ctx, c.cfg.Clock, c.cfg.WatchInterval)
 }
 
 // CloseStreams ends every Work and WatchBatch stream with UNAVAILABLE so that a graceful
@@ -185,6 +119,6 @@ func (c *Coordinator) CloseStreams() {
 
 // Close closes the store. Call it after Run returned.
 func (c *Coordinator) Close() error {
-	c.eng.endReads()
+	c.loop.stored.release()
 	return c.st.close()
 }

@@ -37,12 +37,7 @@ func (e *engine) blobDamaged(key string) {
 	e.damaged[key] = struct{}{}
 	e.m.damagedBlobs.Inc()
 	e.log.Error("blob damaged: no more cache hits on it, removing it from the blob store", "blob", key)
-	if e.gcCh != nil {
-		if _, pending := e.gcPending[key]; !pending {
-			e.gcPending[key] = struct{}{}
-			e.gcQueue = append(e.gcQueue, key)
-		}
-	}
+	e.collectOut = append(e.collectOut, e.noteCollectable([]string{key})...)
 }
 
 // blobUsable reports whether a SUCCEEDED paper's blob may serve a cache hit.

@@ -122,11 +122,7 @@ func (e *engine) deleteSome(d *deletion, budget int) (int, error) {
 	for d.ri < len(b.ranges) && n < budget {
 		r := b.ranges[d.ri]
 		idx := r.first + d.off
-		tx, err := e.readTx()
-		if err != nil {
-			return n, err
-		}
-		if err := readPaperTx(tx, idx, &rec, nil); errors.Is(err, errRecordMissing) {
+		if err := e.stored.paper(idx, &rec, nil); errors.Is(err, errRecordMissing) {
 			// Deleted by a slice committed before a restart: only the position moves.
 			if d.off++; d.off == r.n {
 				d.ri, d.off = d.ri+1, 0
@@ -205,35 +201,21 @@ func (e *engine) retentionPeriod() time.Duration {
 
 // ---- blob collection ----
 
-// noteCollectable takes the blobs the last commit released (count zero, in blobgc). Without a
-// blob store (no collector) they only stay recorded in blobgc.
-func (e *engine) noteCollectable(keys []string) {
-	if e.gcCh == nil {
-		return
+// noteCollectable records blobs released (count zero, in blobgc) as awaiting the collector
+// and returns those that were not already, for the loop to hand over. Without a blob store
+// (no collector) they only stay recorded in blobgc.
+func (e *engine) noteCollectable(keys []string) []string {
+	if !e.collector {
+		return nil
 	}
+	var fresh []string
 	for _, k := range keys {
 		if _, ok := e.gcPending[k]; !ok {
 			e.gcPending[k] = struct{}{}
-			e.gcQueue = append(e.gcQueue, k)
+			fresh = append(fresh, k)
 		}
 	}
-}
-
-// pushCollections hands queued blob keys to the collector without blocking.
-func (e *engine) pushCollections() {
-	for len(e.gcQueue) > 0 && e.gcCh != nil {
-		n := min(len(e.gcQueue), gcBatch)
-		job := append([]string(nil), e.gcQueue[:n]...)
-		select {
-		case e.gcCh <- job:
-			e.gcQueue = e.gcQueue[n:]
-		default:
-			return
-		}
-	}
-	if len(e.gcQueue) == 0 {
-		e.gcQueue = nil
-	}
+	return fresh
 }
 
 // blobCollected reports whether a completion of key from a lease assigned at assigned must be
@@ -260,9 +242,7 @@ func (m *collectedMsg) apply(e *engine, now time.Time) {
 	}
 	e.ws.collected = append(e.ws.collected, m.keys...)
 	e.m.blobsDeleted.Add(float64(len(m.keys)))
-	for _, k := range m.failed {
-		e.gcQueue = append(e.gcQueue, k)
-	}
+	e.collectOut = append(e.collectOut, m.failed...)
 	// Forget collection times older than every running lease.
 	oldest := now
 	for _, l := range e.leases {

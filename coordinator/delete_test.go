@@ -168,7 +168,7 @@ func TestDeleteBatchReleasesUnsharedBlobs(t *testing.T) {
 // after the fetcher wrote it.
 func TestCompletionOfCollectedBlobIsRefused(t *testing.T) {
 	h := newEngHarness(t, nil)
-	h.e.gcCh = make(chan []string, 1)
+	h.e.collector = true
 	l := &lease{assignedAt: t0}
 	h.e.noteCollectable([]string{"k"})
 	if !h.e.blobCollected("k", t0) {

@@ -11,25 +11,39 @@
 // durable. Each Work and WatchBatch stream sends from its own goroutine through a bounded
 // buffer: the loop never blocks on a slow client.
 //
+// # The engine and its loop
+//
+// The engine (engine.go) is a state machine in the style of etcd-io/raft: it performs no I/O.
+// It reads the committed state through a small read-only interface (storage.go, raft's
+// Storage) and hands each iteration's outputs to the loop as one value, a ready (ready.go,
+// raft's Ready): the writes for one transaction, the messages for fetchers, the replies,
+// the completions to verify and blobs to collect, the cache entries and finished batches.
+// The loop (loop.go) is the only place that performs the engine's I/O: it commits the
+// writes, then delivers, then tells the engine (applied). The tests drive the same
+// iteration (loop.iterate), on the bbolt store or on an in-memory one.
+//
 // # Where things are
 //
-// The service: coordinator.go (Open, Run: the owner loop), api.go, readpaper.go, views.go and
-// watchsend.go (CoordinatorService handlers), gateway.go (the Work stream handler), budgets.go
-// (per-stream budgets), verify.go and delete.go (the verifier and collector goroutines).
+// The service: coordinator.go (Open, Run), loop.go (the owner loop), api.go, readpaper.go,
+// views.go and watchsend.go (CoordinatorService handlers), gateway.go (the Work stream
+// handler), budgets.go (per-stream budgets), verify.go and delete.go (the verifier and
+// collector goroutines).
 //
 // The engine (engine.go: its state, grouped by responsibility) and the files that work on it:
 //
 //   - submit.go: building batches (SubmitBatch, CreateBatch, AppendPapers, SealBatch);
-//     requests.go, views.go, delete.go: the other requests the loop applies;
+//     requests.go, views.go, delete.go, damaged.go: the other messages the loop applies;
 //   - paperstate.go: paper state changes, counts, batch completion;
 //   - schedule.go: hosts, politeness and leasing queued papers to fetchers;
 //   - lease.go, deadline.go: leases, their ids, lifecycle and deadlines;
 //   - gateway_engine.go: the engine side of the Work stream (Hello, events, credits, draining),
 //     host health and retries; planning.go: DOI plans;
-//   - cache.go: cache lookups; timers.go: what is due when; publish.go: watcher updates;
-//   - reads.go, commit.go: store reads during an iteration, then its commit and flush;
+//   - cache.go: cache lookups; timers.go: what is due when (tick); publish.go: watcher updates;
+//   - reads.go: reads during an iteration; ready.go: the end of an iteration;
 //   - reload.go: rebuilding the engine from the store at Open.
 //
-// The store: store.go and store_delete.go (bbolt buckets and the iteration's writeSet),
-// records.go (memPaper, the compact in-memory paper; storedPaper, its stored form).
+// The store: storage.go (the engine's read-only view), store.go and store_delete.go (the
+// buckets, the writeSet and its commit), kv.go (the key-value interface they are written
+// against and its bbolt implementation, the only code that uses bbolt's types), records.go
+// (memPaper, the compact in-memory paper; storedPaper, its stored form).
 package coordinator

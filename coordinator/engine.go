@@ -7,27 +7,28 @@ import (
 	"math/rand/v2"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
 // engine is the coordinator's state machine. It is driven by exactly one goroutine (the
 // loop, or a test): every method runs on that goroutine and nothing in it is locked.
 //
-// One iteration: apply messages (they mutate memory, mark what changed and queue outputs),
-// advance the timers, schedule (lease queued papers to fetchers with credit), commit (one
-// store transaction), then flush (send the queued outputs). Outputs are only sent after the
-// commit, so nothing is acknowledged, assigned or replied before it is durable.
+// It performs no I/O. It reads the committed state through its storage (storage.go) and
+// hands everything an iteration must write and send to the loop as one value (ready.go). One
+// iteration (loop.iterate): apply messages (they mutate memory, mark what changed and queue
+// outputs), tick (what is due now), schedule (lease queued papers to fetchers with credit),
+// takeReady; the loop then commits the writes in one store transaction, delivers the outputs
+// and tells the engine (applied). Outputs are only sent after the commit, so nothing is
+// acknowledged, assigned or replied before it is durable.
 //
 // Its state is grouped by responsibility; each group is embedded, so its fields read as the
 // engine's own (e.papers, e.leases...), and documented in the file that works on it.
 type engine struct {
-	cfg Config
-	st  *store
-	log *slog.Logger
-	m   *metrics
-	rnd *rand.Rand
+	cfg    Config
+	stored storage // the committed state, read-only
+	log    *slog.Logger
+	m      *metrics
+	rnd    *rand.Rand
 
 	catalog      // papers and batches, their indexes and counts (paperstate.go, submit.go)
 	cacheIndex   // SUCCEEDED papers by id and URL (cache.go)
@@ -37,7 +38,7 @@ type engine struct {
 	watchSet     // batches with watchers (publish.go)
 	verification // completions checked against the blob store (verify.go)
 	collection   // batch deletion, retention and blob collection (delete.go)
-	iteration    // what the current iteration changed and must write and send (commit.go)
+	iteration    // what the current iteration changed and must write and send (ready.go)
 }
 
 // catalog is every paper and batch: the compact in-memory paper states, the batches, and
@@ -58,12 +59,12 @@ type cacheIndex struct {
 }
 
 // hostSched is the politeness scheduler: every host, the ones that may start a request now
-// (ready), the ones waiting for their delay or pause (sleeping), and the papers waiting in
+// (runnable), the ones waiting for their delay or pause (sleeping), and the papers waiting in
 // RETRY_WAIT (retry).
 type hostSched struct {
 	hosts      []*host
 	hostByName map[string]uint32
-	ready      hostRing
+	runnable   hostRing
 	sleeping   hostHeap
 	retry      retryHeap
 }
@@ -95,29 +96,25 @@ type watchSet struct {
 
 // verification is the completions waiting to be checked against the blob store.
 type verification struct {
-	verify      bool             // completions are verified against the blob store
-	verifyCh    chan<- verifyJob // to the verifiers (see verify.go)
-	verifyQueue []verifyJob      // completions waiting for a free verifier
+	verify bool // completions are verified against the blob store
 }
 
-// collection is batch deletion and blob collection (delete.go): blobs released and awaiting
-// the collector, when blobs were collected (for leases older than that), the collector's
-// queue, the next retention check, the batches being deleted.
+// collection is batch deletion and blob collection (delete.go): whether a collector deletes
+// released blobs, the blobs released and awaiting it, when blobs were collected (for leases
+// older than that), the next retention check, the batches being deleted.
 type collection struct {
+	collector     bool
 	gcPending     map[string]struct{}
 	gcDone        map[string]time.Time
-	gcQueue       []string
-	gcCh          chan<- []string
 	damaged       map[string]struct{} // blobs ReadPaper found damaged (damaged.go)
 	nextRetention time.Time
 	deletions     []*deletion // batches being deleted, a slice per iteration
 	deleteSlice   int         // papers deleted per iteration; 0: defaultDeleteSlice
 }
 
-// iteration is what the current loop iteration changed (written by commit) and produced
-// (sent by flush once the commit succeeded).
+// iteration is what the current loop iteration changed (to be written) and produced (to be
+// sent once written): takeReady hands it to the loop.
 type iteration struct {
-	rtx          *bolt.Tx
 	dirty        []uint32
 	cold         map[uint32]*coldUpdate
 	newPapers    []newPaper
@@ -128,18 +125,22 @@ type iteration struct {
 	replies      []func()
 	cacheAdds    []cacheAdd
 	finalBatches []*batch
+	verifyOut    []verifyJob // completions for the verifiers
+	collectOut   []string    // released blobs for the collector
 }
 
 // errInternal marks failures of the coordinator itself (store corruption...).
 var errInternal = errors.New("internal error")
 
-func newEngine(cfg Config, st *store, m *metrics) *engine {
+// newEngine returns an empty engine reading the committed state through stored; load fills
+// it. ids issues its lease ids (keyed by the store's identity).
+func newEngine(cfg Config, stored storage, ids leaseIDs, m *metrics) *engine {
 	e := &engine{
-		cfg: cfg,
-		st:  st,
-		log: cfg.Logger,
-		m:   m,
-		rnd: rand.New(cfg.Rand),
+		cfg:    cfg,
+		stored: stored,
+		log:    cfg.Logger,
+		m:      m,
+		rnd:    rand.New(cfg.Rand),
 		catalog: catalog{
 			batchByID: make(map[string]uint32),
 			byBatch:   make(map[uint64]uint32),
@@ -153,12 +154,13 @@ func newEngine(cfg Config, st *store, m *metrics) *engine {
 		leaseTable: leaseTable{
 			leases:  make(map[uint32]*lease),
 			orphans: make(map[uint32]*lease),
-			ids:     leaseIDs{storeID: st.id, key: st.leaseKey},
+			ids:     ids,
 			limits:  cfg.assignLimits(),
 		},
 		watchSet:     watchSet{watched: make(map[uint32]*batch)},
 		verification: verification{verify: cfg.Bucket != nil},
 		collection: collection{
+			collector: cfg.Bucket != nil,
 			gcPending: make(map[string]struct{}),
 			gcDone:    make(map[string]time.Time),
 		},

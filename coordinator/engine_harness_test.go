@@ -12,13 +12,18 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
-// engHarness drives an engine directly, one iteration at a time, like the loop does.
+// engHarness drives an engine one iteration at a time through the production iteration
+// (loop.iterate), on a bbolt store in a temporary directory or, with newMemEngHarness, on an
+// in-memory store (memKV).
 type engHarness struct {
-	t   testing.TB
-	cfg Config
-	clk *clock.Fake
-	st  *store
-	e   *engine
+	t     testing.TB
+	cfg   Config
+	clk   *clock.Fake
+	mem   *memKV // nil: bbolt in cfg.DataDir
+	st    *store
+	l     *loop
+	e     *engine
+	inbox chan message
 }
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -27,7 +32,17 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // with a seeded random source.
 func newEngHarness(t testing.TB, mutate func(*Config)) *engHarness {
 	t.Helper()
-	cfg := testConfig(t, mutate)
+	return newHarnessOn(t, testConfig(t, mutate), nil)
+}
+
+// newMemEngHarness is newEngHarness on an in-memory store.
+func newMemEngHarness(t testing.TB, mutate func(*Config)) *engHarness {
+	t.Helper()
+	return newHarnessOn(t, configIn(t, "(in memory)", mutate), newMemKV())
+}
+
+func newHarnessOn(t testing.TB, cfg Config, mem *memKV) *engHarness {
+	t.Helper()
 	clk := clock.NewFake(t0)
 	cfg.Clock = clk
 	cfg.NoSync = true
@@ -37,29 +52,37 @@ func newEngHarness(t testing.TB, mutate func(*Config)) *engHarness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	h := &engHarness{t: t, cfg: cfg.withDefaults(), clk: clk}
+	h := &engHarness{t: t, cfg: cfg.withDefaults(), clk: clk, mem: mem, inbox: make(chan message, 1)}
 	h.open()
 	t.Cleanup(h.close)
 	return h
 }
 
+// close closes the store and drops the engine (a property test makes thousands of harnesses,
+// each with a cleanup registered on the test).
 func (h *engHarness) close() {
 	if h.st != nil {
-		h.e.endReads()
+		h.l.stored.release()
 		_ = h.st.close()
-		h.st = nil
+		h.st, h.l, h.e, h.mem = nil, nil, nil, nil
 	}
 }
 
 func (h *engHarness) open() {
 	h.t.Helper()
-	st, err := openStore(h.cfg.DataDir, time.Second, true)
-	if err != nil {
-		h.t.Fatal(err)
+	var st *store
+	if h.mem != nil {
+		st = &store{kv: h.mem, id: "memstore0", leaseKey: make([]byte, 32)}
+	} else {
+		var err error
+		if st, err = openStore(h.cfg.DataDir, time.Second, true); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 	m, _ := newMetrics(nil, func() float64 { return 0 })
 	h.st = st
-	h.e = newEngine(h.cfg, st, m)
+	h.l = newLoop(h.cfg, st, m, h.inbox, nil)
+	h.e = h.l.e
 	if err := h.e.load(h.clk.Now()); err != nil {
 		h.t.Fatal(err)
 	}
@@ -69,34 +92,31 @@ func (h *engHarness) open() {
 // restart simulates a crash after the last commit: a new engine loads the store.
 func (h *engHarness) restart() {
 	h.t.Helper()
-	h.e.endReads()
+	h.l.stored.release()
 	if err := h.st.close(); err != nil {
 		h.t.Fatal(err)
 	}
 	h.open()
 }
 
-// step runs the rest of a loop iteration: timers, scheduling, commit, flush.
+// step runs loop iterations, as Run does with nothing in its inboxes, until the engine has
+// nothing left to commit or send.
 func (h *engHarness) step() {
 	h.t.Helper()
 	now := h.clk.Now()
-	h.e.advance(now)
-	h.e.schedule(now)
-	if err := h.e.commit(); err != nil {
-		h.t.Fatal(err)
-	}
-	h.e.flush(now)
-	for h.e.pending() {
-		if err := h.e.commit(); err != nil {
+	for {
+		if err := h.l.iterate(now); err != nil {
 			h.t.Fatal(err)
 		}
-		h.e.flush(now)
+		if !h.e.pending() {
+			return
+		}
 	}
 }
 
+// apply posts m to the loop's inbox and runs the iteration that applies it.
 func (h *engHarness) apply(m message) {
-	h.e.replies = h.e.replies[:0]
-	m.apply(h.e, h.clk.Now())
+	h.inbox <- m
 	h.step()
 }
 

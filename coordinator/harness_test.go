@@ -52,8 +52,13 @@ func testLogger(t testing.TB) *slog.Logger {
 // testConfig is the configuration of the test harnesses: DefaultConfig in a temporary folder,
 // without the politeness delay (PerHostDelay 0), changed by mutate (when not nil).
 func testConfig(t testing.TB, mutate func(*Config)) Config {
+	return configIn(t, t.TempDir(), mutate)
+}
+
+// configIn is testConfig with its data directory.
+func configIn(t testing.TB, dataDir string, mutate func(*Config)) Config {
 	cfg := DefaultConfig()
-	cfg.DataDir = t.TempDir()
+	cfg.DataDir = dataDir
 	cfg.Logger = testLogger(t)
 	cfg.PerHostDelay = 0
 	if mutate != nil {

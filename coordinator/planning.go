@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/redact"
 	"github.com/paperfetch/paperfetch/internal/validate"
@@ -19,11 +17,10 @@ func (e *engine) planOf(idx uint32) (*plan, error) {
 	if p, ok := e.pendingPlans[idx]; ok {
 		return p, nil
 	}
-	tx, err := e.readTx()
+	raw, err := e.stored.plan(idx)
 	if err != nil {
 		return nil, err
 	}
-	raw := tx.Bucket([]byte(bucketPlans)).Get(key32(idx))
 	if raw == nil {
 		return nil, fmt.Errorf("%w: plan of paper %d missing", errInternal, idx)
 	}
@@ -168,17 +165,4 @@ func (e *engine) planFailed(idx uint32, reason pb.FailureReason, msg string) *pl
 	}
 	e.putPlan(idx, pl)
 	return pl
-}
-
-// planOfTx reads a plan in a read transaction (handlers, reload).
-func planOfTx(tx *bolt.Tx, idx uint32) (*plan, bool) {
-	raw := tx.Bucket([]byte(bucketPlans)).Get(key32(idx))
-	if raw == nil {
-		return nil, false
-	}
-	p := &plan{}
-	if p.unmarshal(raw) != nil {
-		return nil, false
-	}
-	return p, true
 }

@@ -285,10 +285,17 @@ func (m *propModel) snapshot() snapshot {
 	return s
 }
 
-func TestPropertyStateMachine(t *testing.T) {
+// The engine's invariants hold under random sequences of requests, fetcher events, stream
+// losses and restarts, on the bbolt store.
+func TestPropertyStateMachine(t *testing.T) { propertyStateMachine(t, newEngHarness) }
+
+// The same on the in-memory store, many times faster: run it longer with
+// go test ./coordinator -run InMemory -rapid.checks=N.
+func TestPropertyStateMachineInMemory(t *testing.T) { propertyStateMachine(t, newMemEngHarness) }
+
+func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config)) *engHarness) {
 	rapid.Check(t, func(rt *rapid.T) {
-		h := newEngHarness(t, func(c *Config) {
-			c.DataDir = t.TempDir()
+		h := newHarness(t, func(c *Config) {
 			c.PerHostConcurrency = 2
 			c.MaxAttempts = 4
 			c.LeaseTTL = time.Minute

@@ -2,13 +2,8 @@ package coordinator
 
 import (
 	"container/heap"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
@@ -16,170 +11,55 @@ import (
 // load rebuilds the in-memory state from the store. Papers that were DOWNLOADING get orphan
 // leases that reconnecting fetchers may adopt until now+ReconnectGrace.
 func (e *engine) load(now time.Time) error {
+	defer e.stored.release()
 	e.graceUntil = now.Add(e.cfg.ReconnectGrace)
-	collided := map[uint64]struct{}{} // per-batch index keys shared by several papers
-	err := e.st.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket([]byte(bucketHosts)).ForEach(func(k, v []byte) error {
-			e.addHost(binary.BigEndian.Uint32(k), string(v))
-			return nil
-		}); err != nil {
-			return fmt.Errorf("hosts: %w", err)
+	if err := e.stored.hosts(func(idx uint32, name string) error {
+		e.addHost(idx, name)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("hosts: %w", err)
+	}
+	if err := e.stored.batches(func(idx uint32, r *batchRecord) error {
+		if int(idx) < len(e.batches) {
+			return fmt.Errorf("batch index %d out of sequence", idx)
 		}
-		if err := tx.Bucket([]byte(bucketBatches)).ForEach(func(k, v []byte) error {
-			var r batchRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("batch %x: %w", k, err)
-			}
-			idx := binary.BigEndian.Uint32(k)
-			if int(idx) < len(e.batches) {
-				return fmt.Errorf("batch index %d out of sequence", idx)
-			}
-			for int(idx) > len(e.batches) {
-				e.batches = append(e.batches, nil) // a deleted batch
-			}
-			b := batchFromRecord(idx, &r)
-			e.batches = append(e.batches, b)
-			if b.deleting { // its deletion resumes below; its id may be in use again
-				e.deletions = append(e.deletions, &deletion{b: b})
-			} else {
-				e.batchByID[b.id] = idx
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("batches: %w", err)
+		for int(idx) > len(e.batches) {
+			e.batches = append(e.batches, nil) // a deleted batch
 		}
-		if err := tx.Bucket([]byte(bucketChunks)).ForEach(func(k, v []byte) error {
-			if len(k) != 12 {
-				return fmt.Errorf("chunk key %x malformed", k)
-			}
-			bi := binary.BigEndian.Uint32(k)
-			if int(bi) >= len(e.batches) || e.batches[bi] == nil {
-				return fmt.Errorf("chunk of unknown batch %d", bi)
-			}
-			var rec chunkRecord
-			if err := rec.unmarshal(v); err != nil {
-				return err
-			}
-			e.batches[bi].addChunk(int64(binary.BigEndian.Uint64(k[4:])), rec)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("chunks: %w", err)
-		}
-		for _, b := range e.batches {
-			if b != nil {
-				b.sortRanges()
-			}
-		}
-		pbk := tx.Bucket([]byte(bucketPapers))
-		cur := pbk.Cursor()
-		if k, _ := cur.Last(); k != nil {
-			n := int(binary.BigEndian.Uint32(k)) + 1
-			e.papers = make([]memPaper, 0, n+n/8)
-			e.byBatch = make(map[uint64]uint32, n)
-		}
-		// The cache indexes are filled after the scan, sized exactly.
-		type cached struct {
-			idx                      uint32
-			idHash, urlHash, finHash uint64
-		}
-		var succeeded []cached
-		var rec storedPaper
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			idx := binary.BigEndian.Uint32(k)
-			if int(idx) < len(e.papers) {
-				return fmt.Errorf("paper index %d out of sequence", idx)
-			}
-			for int(idx) > len(e.papers) {
-				e.papers = append(e.papers, memPaper{}) // a paper of a deleted batch
-			}
-			if err := rec.unmarshalFixed(v); err != nil {
-				return fmt.Errorf("paper %d: %w", idx, err)
-			}
-			if int(rec.batch) >= len(e.batches) || e.batches[rec.batch] == nil || int(rec.host) >= len(e.hosts) || rec.state == 0 || rec.state >= numStates {
-				return fmt.Errorf("paper %d: %w: bad batch, host or state", idx, errBadRecord)
-			}
-			p := rec.hot()
-			e.papers = append(e.papers, p)
-			b := e.batches[p.batch]
-			b.counts[p.state]++
-			e.counts[p.state]++
-			if p.state == stateFailed {
-				b.failedBy[reasonIndex(p.reason)]++
-			}
-			// One map operation per paper (the reload is bound by memory latency): a
-			// collision shows as a map that did not grow, and is resolved after the scan.
-			key := batchKey(rec.idHash, p.batch)
-			before := len(e.byBatch)
-			e.byBatch[key] = idx
-			if len(e.byBatch) == before {
-				collided[key] = struct{}{}
-			}
-			switch p.state {
-			case stateQueued:
-				e.hosts[p.host].push(idx)
-			case stateRetryWait:
-				e.retry = append(e.retry, retryItem{at: p.nextAttempt(), idx: idx})
-			case stateDownloading:
-				l := &lease{idx: idx, attempt: p.attempts, batch: p.batch, assignedAt: now}
-				e.leases[idx] = l
-				e.orphans[idx] = l
-				e.hosts[p.host].active++
-			case stateSucceeded:
-				b.bytesStored += rec.size
-				b.bytesDownloaded += rec.size
-				if p.flags&flagCached != 0 {
-					b.cached++
-				}
-				succeeded = append(succeeded, cached{idx: idx, idHash: rec.idHash, urlHash: rec.urlHash, finHash: rec.finalHash})
-			}
-		}
-		e.cacheByID = make(map[uint64]uint32, len(succeeded))
-		e.cacheByURL = make(map[uint64]uint32, len(succeeded))
-		for _, s := range succeeded {
-			if e.batches[e.papers[s.idx].batch].deleting {
-				continue // no cache hits on papers being deleted
-			}
-			e.cacheByID[s.idHash] = s.idx
-			if s.urlHash != 0 {
-				e.cacheByURL[s.urlHash] = s.idx
-			}
-		}
-		// Hash collisions of the per-batch index (astronomically rare): the first paper
-		// keeps the key, the others go to the overflow map, by their real id.
-		if len(collided) > 0 {
-			first := map[uint64]bool{}
-			for k, v := cur.First(); k != nil; k, v = cur.Next() {
-				if err := rec.unmarshalFixed(v); err != nil {
-					return err
-				}
-				key := batchKey(rec.idHash, rec.batch)
-				if _, ok := collided[key]; !ok {
-					continue
-				}
-				idx := binary.BigEndian.Uint32(k)
-				if !first[key] {
-					first[key] = true
-					e.byBatch[key] = idx
-					continue
-				}
-				spec := &pb.PaperSpec{}
-				if err := proto.Unmarshal(tx.Bucket([]byte(bucketSpecs)).Get(k), spec); err != nil {
-					return fmt.Errorf("paper %d spec: %w", idx, err)
-				}
-				e.overflow[overflowKey(rec.batch, spec.GetPaperId())] = idx
-			}
+		b := batchFromRecord(idx, r)
+		e.batches = append(e.batches, b)
+		if b.deleting { // its deletion resumes below; its id may be in use again
+			e.deletions = append(e.deletions, &deletion{b: b})
+		} else {
+			e.batchByID[b.id] = idx
 		}
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
+		return fmt.Errorf("batches: %w", err)
+	}
+	if err := e.stored.chunks(func(bi uint32, index int64, rec chunkRecord) error {
+		if int(bi) >= len(e.batches) || e.batches[bi] == nil {
+			return fmt.Errorf("chunk of unknown batch %d", bi)
+		}
+		e.batches[bi].addChunk(index, rec)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("chunks: %w", err)
+	}
+	for _, b := range e.batches {
+		if b != nil {
+			b.sortRanges()
+		}
+	}
+	if err := e.loadPapers(now); err != nil {
 		return err
 	}
 	// Blobs released before a restart and not yet deleted.
-	gc, err := e.st.pendingCollections()
+	gc, err := e.stored.collectable()
 	if err != nil {
 		return fmt.Errorf("blob gc: %w", err)
 	}
-	e.noteCollectable(gc)
+	e.collectOut = append(e.collectOut, e.noteCollectable(gc)...)
 	heap.Init(&e.retry)
 	for _, h := range e.hosts {
 		e.refreshHost(h, now)
@@ -195,7 +75,6 @@ func (e *engine) load(now time.Time) error {
 				}
 			}
 		}
-		e.endReads()
 	}
 	for _, b := range e.batches {
 		// A sealed batch whose papers all finished but whose completion was not written.
@@ -205,4 +84,111 @@ func (e *engine) load(now time.Time) error {
 	}
 	e.finalBatches = e.finalBatches[:0]
 	return nil
+}
+
+// loadPapers rebuilds the papers, their batches' counts, the host queues, retry timers,
+// orphan leases and the indexes, in one scan of the papers' fixed records.
+func (e *engine) loadPapers(now time.Time) error {
+	if last, ok, err := e.stored.lastPaper(); err != nil {
+		return fmt.Errorf("papers: %w", err)
+	} else if ok {
+		n := int(last) + 1
+		e.papers = make([]memPaper, 0, n+n/8)
+		e.byBatch = make(map[uint64]uint32, n)
+	}
+	collided := map[uint64]struct{}{} // per-batch index keys shared by several papers
+	// The cache indexes are filled after the scan, sized exactly.
+	type cached struct {
+		idx             uint32
+		idHash, urlHash uint64
+	}
+	var succeeded []cached
+	err := e.stored.papers(func(idx uint32, rec *storedPaper) error {
+		if int(idx) < len(e.papers) {
+			return fmt.Errorf("paper index %d out of sequence", idx)
+		}
+		for int(idx) > len(e.papers) {
+			e.papers = append(e.papers, memPaper{}) // a paper of a deleted batch
+		}
+		if int(rec.batch) >= len(e.batches) || e.batches[rec.batch] == nil || int(rec.host) >= len(e.hosts) || rec.state == 0 || rec.state >= numStates {
+			return fmt.Errorf("paper %d: %w: bad batch, host or state", idx, errBadRecord)
+		}
+		p := rec.hot()
+		e.papers = append(e.papers, p)
+		b := e.batches[p.batch]
+		b.counts[p.state]++
+		e.counts[p.state]++
+		if p.state == stateFailed {
+			b.failedBy[reasonIndex(p.reason)]++
+		}
+		// One map operation per paper (the reload is bound by memory latency): a
+		// collision shows as a map that did not grow, and is resolved after the scan.
+		key := batchKey(rec.idHash, p.batch)
+		before := len(e.byBatch)
+		e.byBatch[key] = idx
+		if len(e.byBatch) == before {
+			collided[key] = struct{}{}
+		}
+		switch p.state {
+		case stateQueued:
+			e.hosts[p.host].push(idx)
+		case stateRetryWait:
+			e.retry = append(e.retry, retryItem{at: p.nextAttempt(), idx: idx})
+		case stateDownloading:
+			l := &lease{idx: idx, attempt: p.attempts, batch: p.batch, assignedAt: now}
+			e.leases[idx] = l
+			e.orphans[idx] = l
+			e.hosts[p.host].active++
+		case stateSucceeded:
+			b.bytesStored += rec.size
+			b.bytesDownloaded += rec.size
+			if p.flags&flagCached != 0 {
+				b.cached++
+			}
+			succeeded = append(succeeded, cached{idx: idx, idHash: rec.idHash, urlHash: rec.urlHash})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("papers: %w", err)
+	}
+	e.cacheByID = make(map[uint64]uint32, len(succeeded))
+	e.cacheByURL = make(map[uint64]uint32, len(succeeded))
+	for _, s := range succeeded {
+		if e.batches[e.papers[s.idx].batch].deleting {
+			continue // no cache hits on papers being deleted
+		}
+		e.cacheByID[s.idHash] = s.idx
+		if s.urlHash != 0 {
+			e.cacheByURL[s.urlHash] = s.idx
+		}
+	}
+	if len(collided) > 0 {
+		return e.resolveCollisions(collided)
+	}
+	return nil
+}
+
+// resolveCollisions fixes the per-batch index after a reload found hash collisions
+// (astronomically rare): the first paper keeps the key, the others go to the overflow map,
+// by their real id.
+func (e *engine) resolveCollisions(collided map[uint64]struct{}) error {
+	first := map[uint64]bool{}
+	return e.stored.papers(func(idx uint32, rec *storedPaper) error {
+		key := batchKey(rec.idHash, rec.batch)
+		if _, ok := collided[key]; !ok {
+			return nil
+		}
+		if !first[key] {
+			first[key] = true
+			e.byBatch[key] = idx
+			return nil
+		}
+		spec, err := e.specOf(idx)
+		if err != nil {
+			return fmt.Errorf("paper %d spec: %w", idx, err)
+		}
+		e.overflow[overflowKey(rec.batch, spec.GetPaperId())] = idx
+		return nil
+	})
 }

@@ -57,7 +57,7 @@ func (e *engine) refreshHost(h *host, now time.Time) {
 			h.inSleep = false
 		}
 		h.inReady = true
-		e.ready.push(h)
+		e.runnable.push(h)
 		return
 	}
 	if h.inSleep {
@@ -80,7 +80,7 @@ func (e *engine) hostEligible(h *host, now time.Time) bool {
 func (e *engine) schedule(now time.Time) {
 	e.wakeHosts(now)
 	for e.credits > 0 {
-		h := e.ready.pop()
+		h := e.runnable.pop()
 		if h == nil {
 			return
 		}

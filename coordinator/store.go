@@ -41,7 +41,8 @@ var ErrStoreLocked = errors.New("coordinator store is locked by another process"
 // owner loop (one read-write transaction per loop iteration); handlers may read committed
 // records concurrently through read-only transactions.
 type store struct {
-	db       *bolt.DB
+	db       *bolt.DB // nil for an in-memory store (tests)
+	kv       kvStore
 	id       string // random id of this store, part of every lease id
 	leaseKey []byte // secret key of the lease ids' MACs
 }
@@ -66,14 +67,14 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &store{db: db}
+	s := &store{db: db, kv: boltKV{db}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range []string{bucketMeta, bucketBatches, bucketChunks, bucketPapers, bucketSpecs, bucketResults, bucketHosts, bucketPlans, bucketDOIs} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
 		}
-		if err := initBlobRefs(tx); err != nil {
+		if err := initBlobRefs(tx, boltTx{tx}); err != nil {
 			return err
 		}
 		meta := tx.Bucket([]byte(bucketMeta))
@@ -107,6 +108,9 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 }
 
 func (s *store) close() error {
+	if s.db == nil {
+		return nil
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
@@ -117,10 +121,12 @@ func (s *store) close() error {
 func (s *store) readPaper(idx uint32) (*storedPaper, *pb.PaperSpec, error) {
 	var rec storedPaper
 	spec := &pb.PaperSpec{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return readPaperTx(tx, idx, &rec, spec)
-	})
+	tx, end, err := s.kv.view()
 	if err != nil {
+		return nil, nil, err
+	}
+	defer end()
+	if err := readPaperTx(tx, idx, &rec, spec); err != nil {
 		return nil, nil, err
 	}
 	return &rec, spec, nil
@@ -130,32 +136,35 @@ func (s *store) readPaper(idx uint32) (*storedPaper, *pb.PaperSpec, error) {
 func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error) {
 	recs := make([]storedPaper, len(idxs))
 	specs := make([]*pb.PaperSpec, len(idxs))
-	err := s.db.View(func(tx *bolt.Tx) error {
-		for i, idx := range idxs {
-			specs[i] = &pb.PaperSpec{}
-			if err := readPaperTx(tx, idx, &recs[i], specs[i]); err != nil {
-				return err
-			}
+	tx, end, err := s.kv.view()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer end()
+	for i, idx := range idxs {
+		specs[i] = &pb.PaperSpec{}
+		if err := readPaperTx(tx, idx, &recs[i], specs[i]); err != nil {
+			return nil, nil, err
 		}
-		return nil
-	})
-	return recs, specs, err
+	}
+	return recs, specs, nil
 }
 
-func readPaperTx(tx *bolt.Tx, idx uint32, rec *storedPaper, spec *pb.PaperSpec) error {
+// readPaperTx reads a paper's record and, when spec is not nil, its spec.
+func readPaperTx(tx kvTx, idx uint32, rec *storedPaper, spec *pb.PaperSpec) error {
 	k := key32(idx)
-	v := tx.Bucket([]byte(bucketPapers)).Get(k)
+	v := tx.bucket(bucketPapers).Get(k)
 	if v == nil {
 		return fmt.Errorf("paper %d: %w", idx, errRecordMissing)
 	}
 	if err := rec.unmarshalFixed(v); err != nil {
 		return fmt.Errorf("paper %d: %w", idx, err)
 	}
-	if err := rec.unmarshalResults(tx.Bucket([]byte(bucketResults)).Get(k)); err != nil {
+	if err := rec.unmarshalResults(tx.bucket(bucketResults).Get(k)); err != nil {
 		return fmt.Errorf("paper %d: %w", idx, err)
 	}
 	if spec != nil {
-		sv := tx.Bucket([]byte(bucketSpecs)).Get(k)
+		sv := tx.bucket(bucketSpecs).Get(k)
 		if sv == nil {
 			return fmt.Errorf("paper %d: spec missing", idx)
 		}
@@ -266,15 +275,14 @@ func (w *writeSet) reset() {
 
 // commit writes w in one transaction and syncs it.
 func (s *store) commit(w *writeSet) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		hb := tx.Bucket([]byte(bucketHosts))
-		hb.FillPercent = 0.95
+	err := s.kv.update(func(tx kvTx) error {
+		hb := tx.bucket(bucketHosts)
 		for _, h := range w.hosts {
 			if err := hb.Put(key32(h.idx), []byte(h.name)); err != nil {
 				return fmt.Errorf("host %d: %w", h.idx, err)
 			}
 		}
-		bb := tx.Bucket([]byte(bucketBatches))
+		bb := tx.bucket(bucketBatches)
 		for _, b := range w.batches {
 			v, err := json.Marshal(&b.rec)
 			if err != nil {
@@ -284,18 +292,15 @@ func (s *store) commit(w *writeSet) error {
 				return fmt.Errorf("batch %s: %w", b.rec.ID, err)
 			}
 		}
-		cb := tx.Bucket([]byte(bucketChunks))
+		cb := tx.bucket(bucketChunks)
 		for _, c := range w.chunks {
 			if err := cb.Put(chunkKey(c.batch, c.index), c.rec.marshal()); err != nil {
 				return fmt.Errorf("chunk: %w", err)
 			}
 		}
-		pbk := tx.Bucket([]byte(bucketPapers))
-		pbk.FillPercent = 0.95
-		sb := tx.Bucket([]byte(bucketSpecs))
-		sb.FillPercent = 1.0
-		rb := tx.Bucket([]byte(bucketResults))
-		rb.FillPercent = 0.9
+		pbk := tx.bucket(bucketPapers)
+		sb := tx.bucket(bucketSpecs)
+		rb := tx.bucket(bucketResults)
 		for _, p := range w.newPapers {
 			k := key32(p.idx)
 			if err := pbk.Put(k, p.rec); err != nil {
@@ -345,13 +350,13 @@ func (s *store) commit(w *writeSet) error {
 				return fmt.Errorf("paper %d results: %w", d.idx, err)
 			}
 		}
-		plb := tx.Bucket([]byte(bucketPlans))
+		plb := tx.bucket(bucketPlans)
 		for _, p := range w.plans {
 			if err := plb.Put(key32(p.idx), p.plan); err != nil {
 				return fmt.Errorf("paper %d plan: %w", p.idx, err)
 			}
 		}
-		db := tx.Bucket([]byte(bucketDOIs))
+		db := tx.bucket(bucketDOIs)
 		for _, d := range w.dois {
 			if err := db.Put([]byte(d.doi), key32(d.idx)); err != nil {
 				return fmt.Errorf("doi %s: %w", d.doi, err)

@@ -32,20 +32,20 @@ type batchDelete struct {
 }
 
 // initBlobRefs creates the blob reference buckets, counting the references of an older store.
-func initBlobRefs(tx *bolt.Tx) error {
+func initBlobRefs(btx *bolt.Tx, tx kvTx) error {
 	for _, name := range []string{bucketBlobRefs, bucketBlobGC} {
-		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+		if _, err := btx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return err
 		}
 	}
-	meta := tx.Bucket([]byte(bucketMeta))
+	meta := tx.bucket(bucketMeta)
 	if meta.Get([]byte(metaBlobRefs)) != nil {
 		return nil
 	}
-	refs := tx.Bucket([]byte(bucketBlobRefs))
-	rb := tx.Bucket([]byte(bucketResults))
+	refs := tx.bucket(bucketBlobRefs)
+	rb := tx.bucket(bucketResults)
 	var rec storedPaper
-	err := tx.Bucket([]byte(bucketPapers)).ForEach(func(k, v []byte) error {
+	err := tx.bucket(bucketPapers).ForEach(func(k, v []byte) error {
 		if err := rec.unmarshalFixed(v); err != nil || rec.state != stateSucceeded {
 			return err
 		}
@@ -61,12 +61,12 @@ func initBlobRefs(tx *bolt.Tx) error {
 }
 
 // addBlobRef adds delta to key's reference count and returns the new count.
-func addBlobRef(refs *bolt.Bucket, key string, delta int64) error {
+func addBlobRef(refs kvBucket, key string, delta int64) error {
 	_, err := addBlobRefCount(refs, key, delta)
 	return err
 }
 
-func addBlobRefCount(refs *bolt.Bucket, key string, delta int64) (int64, error) {
+func addBlobRefCount(refs kvBucket, key string, delta int64) (int64, error) {
 	if key == "" {
 		return 0, nil
 	}
@@ -84,14 +84,14 @@ func addBlobRefCount(refs *bolt.Bucket, key string, delta int64) (int64, error) 
 }
 
 // commitBlobRefs counts the blobs of papers that became SUCCEEDED in this transaction.
-func commitBlobRefs(tx *bolt.Tx, w *writeSet) error {
-	refs := tx.Bucket([]byte(bucketBlobRefs))
+func commitBlobRefs(tx kvTx, w *writeSet) error {
+	refs := tx.bucket(bucketBlobRefs)
 	for _, k := range w.newRefs {
 		if err := addBlobRef(refs, k, 1); err != nil {
 			return fmt.Errorf("blob ref %s: %w", k, err)
 		}
 	}
-	gc := tx.Bucket([]byte(bucketBlobGC))
+	gc := tx.bucket(bucketBlobGC)
 	for _, k := range w.collected {
 		if err := gc.Delete([]byte(k)); err != nil {
 			return fmt.Errorf("blob gc %s: %w", k, err)
@@ -102,15 +102,15 @@ func commitBlobRefs(tx *bolt.Tx, w *writeSet) error {
 
 // commitDeletes removes deleted batches, releasing their blob references; blobs left without
 // a reference are recorded in blobgc and returned in w.released.
-func commitDeletes(tx *bolt.Tx, w *writeSet) error {
+func commitDeletes(tx kvTx, w *writeSet) error {
 	if len(w.deletes) == 0 {
 		return nil
 	}
-	refs := tx.Bucket([]byte(bucketBlobRefs))
-	gc := tx.Bucket([]byte(bucketBlobGC))
-	pbk, sb, rb := tx.Bucket([]byte(bucketPapers)), tx.Bucket([]byte(bucketSpecs)), tx.Bucket([]byte(bucketResults))
-	plb, db := tx.Bucket([]byte(bucketPlans)), tx.Bucket([]byte(bucketDOIs))
-	cb, bb := tx.Bucket([]byte(bucketChunks)), tx.Bucket([]byte(bucketBatches))
+	refs := tx.bucket(bucketBlobRefs)
+	gc := tx.bucket(bucketBlobGC)
+	pbk, sb, rb := tx.bucket(bucketPapers), tx.bucket(bucketSpecs), tx.bucket(bucketResults)
+	plb, db := tx.bucket(bucketPlans), tx.bucket(bucketDOIs)
+	cb, bb := tx.bucket(bucketChunks), tx.bucket(bucketBatches)
 	spec := &pb.PaperSpec{}
 	for _, d := range w.deletes {
 		for _, idx := range d.papers {
@@ -118,7 +118,7 @@ func commitDeletes(tx *bolt.Tx, w *writeSet) error {
 			if raw := sb.Get(k); raw != nil {
 				if err := proto.Unmarshal(raw, spec); err == nil && spec.GetDoi() != "" {
 					if doi, err := validate.NormalizeDOI(spec.GetDoi()); err == nil {
-						if v := db.Get([]byte(doi)); len(v) == 4 && bytesKey(v) == idx {
+						if v := db.Get([]byte(doi)); len(v) == 4 && binary.BigEndian.Uint32(v) == idx {
 							if err := db.Delete([]byte(doi)); err != nil {
 								return err
 							}
@@ -126,7 +126,7 @@ func commitDeletes(tx *bolt.Tx, w *writeSet) error {
 					}
 				}
 			}
-			for _, b := range []*bolt.Bucket{pbk, sb, rb, plb} {
+			for _, b := range []kvBucket{pbk, sb, rb, plb} {
 				if err := b.Delete(k); err != nil {
 					return fmt.Errorf("delete paper %d: %w", idx, err)
 				}
@@ -156,16 +156,4 @@ func commitDeletes(tx *bolt.Tx, w *writeSet) error {
 		}
 	}
 	return nil
-}
-
-// pendingCollections returns the blobs released but not yet deleted (after a restart).
-func (s *store) pendingCollections() ([]string, error) {
-	var keys []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketBlobGC)).ForEach(func(k, _ []byte) error {
-			keys = append(keys, string(k))
-			return nil
-		})
-	})
-	return keys, err
 }

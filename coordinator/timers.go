@@ -8,8 +8,8 @@ import (
 // Timers: what is due at a given time (retries, lease deadlines, the reconnect grace,
 // retention, deletion slices) and when the loop must wake up next.
 
-// advance handles everything due at now: retry timers, lease expiry, the reconnect grace.
-func (e *engine) advance(now time.Time) {
+// tick handles everything due at now: retry timers, lease expiry, the reconnect grace.
+func (e *engine) tick(now time.Time) {
 	ns := now.UnixNano()
 	for len(e.retry) > 0 && e.retry[0].at <= ns {
 		it := heap.Pop(&e.retry).(retryItem)
@@ -29,7 +29,7 @@ func (e *engine) advance(now time.Time) {
 	e.advanceDeletions()
 }
 
-// nextWake is when advance or schedule next has something to do (zero: nothing pending).
+// nextWake is when tick or schedule next has something to do (zero: nothing pending).
 func (e *engine) nextWake() time.Time {
 	var t time.Time
 	earliest := func(c time.Time) {

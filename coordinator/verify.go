@@ -88,25 +88,7 @@ func (e *engine) startVerify(l *lease, d *pb.DownloadCompleted, seq int64) {
 	l.verifying = true
 	l.completion = d
 	l.ackSeq = seq
-	e.verifyQueue = append(e.verifyQueue, verifyJob{l: l, key: d.GetBlobKey(), size: d.GetSize()})
-}
-
-// pushVerifies hands queued jobs to the verifiers without blocking; what does not fit waits
-// for the next iteration (every verifier answer starts one).
-func (e *engine) pushVerifies() {
-	n := 0
-push:
-	for n < len(e.verifyQueue) {
-		select {
-		case e.verifyCh <- e.verifyQueue[n]:
-			n++
-		default:
-			break push
-		}
-	}
-	rest := copy(e.verifyQueue, e.verifyQueue[n:])
-	clear(e.verifyQueue[rest:])
-	e.verifyQueue = e.verifyQueue[:rest]
+	e.verifyOut = append(e.verifyOut, verifyJob{l: l, key: d.GetBlobKey(), size: d.GetSize()})
 }
 
 // onVerified applies a verifier's answer: the paper SUCCEEDED, or the attempt failed.
