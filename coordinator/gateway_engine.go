@@ -64,6 +64,9 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 			l.renewedAt = now
 			e.noteLeaseDue(l)
 			c.leases[idx] = l
+			if fl.GetBodyReceived() && l.resolve == nil {
+				e.exchangeEnded(l, now)
+			}
 			adopted++
 		case l == nil && terminal(e.papers[idx].state) && e.papers[idx].attempts == attempt:
 			// Finished here; the fetcher re-sends the terminal event and gets its Ack.
@@ -209,6 +212,9 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		l.total = k.Progress.GetTotal()
 		l.bps = k.Progress.GetBytesPerSecond()
 		b.changed = true
+		if k.Progress.GetBodyReceived() && l.resolve == nil {
+			e.exchangeEnded(l, now)
+		}
 	case *pb.DownloadEvent_Completed:
 		if l.resolve != nil {
 			e.fail(l, protocolFailure("a completed download for a resolution step"), now)

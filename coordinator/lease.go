@@ -24,6 +24,10 @@ type lease struct {
 	renewedAt  time.Time // the lease's last event, Assign or adoption (deadline.go)
 	lastSeq    int64
 	started    bool
+	// received: the fetcher reported the HTTP exchange over (a body_received progress event,
+	// or body_received in its Hello): the lease no longer holds its host's concurrency slot
+	// (host.active), and only waits for the durable completed event.
+	received   bool
 	cancelSent bool
 	url        string
 	paperID    string
@@ -112,13 +116,29 @@ func (s leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bo
 	return uint32(i), uint16(n), true
 }
 
-// endLease forgets a lease and frees its host slot.
+// endLease forgets a lease and frees its host slot (unless its HTTP exchange ended before).
 func (e *engine) endLease(l *lease, now time.Time) {
 	delete(e.leases, l.idx)
 	delete(e.orphans, l.idx)
 	if l.conn != nil {
 		delete(l.conn.leases, l.idx)
 	}
+	h := e.hosts[e.papers[l.idx].host]
+	if !l.received {
+		h.active--
+	}
+	e.refreshHost(h, now)
+}
+
+// exchangeEnded records that the HTTP exchange of l is over (its body is received; the
+// fetcher is making it durable): the host's concurrency slot is free for the next request,
+// while the paper stays DOWNLOADING until the completed event.
+func (e *engine) exchangeEnded(l *lease, now time.Time) {
+	if l.received {
+		return
+	}
+	l.received = true
+	l.started = true
 	h := e.hosts[e.papers[l.idx].host]
 	h.active--
 	e.refreshHost(h, now)

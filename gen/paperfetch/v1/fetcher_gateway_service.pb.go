@@ -259,7 +259,10 @@ type InFlightLease struct {
 	// The paper's batch (a batch id, or empty).
 	BatchId string `protobuf:"bytes,3,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	// The paper (a paper id, or empty).
-	PaperId       string `protobuf:"bytes,4,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
+	PaperId string `protobuf:"bytes,4,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
+	// The lease's HTTP exchange ended (a progress event with body_received was due or sent):
+	// only its commit (or its terminal event's Ack) is pending, so it holds no host slot.
+	BodyReceived  bool `protobuf:"varint,5,opt,name=body_received,json=bodyReceived,proto3" json:"body_received,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +323,13 @@ func (x *InFlightLease) GetPaperId() string {
 		return x.PaperId
 	}
 	return ""
+}
+
+func (x *InFlightLease) GetBodyReceived() bool {
+	if x != nil {
+		return x.BodyReceived
+	}
+	return false
 }
 
 // Credits returns download slots to the coordinator.
@@ -931,12 +941,13 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x129\n" +
 	"\tin_flight\x18\x04 \x03(\v2\x1c.paperfetch.v1.InFlightLeaseR\binFlight\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"z\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\x9f\x01\n" +
 	"\rInFlightLease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x19\n" +
 	"\bbatch_id\x18\x03 \x01(\tR\abatchId\x12\x19\n" +
-	"\bpaper_id\x18\x04 \x01(\tR\apaperId\"#\n" +
+	"\bpaper_id\x18\x04 \x01(\tR\apaperId\x12#\n" +
+	"\rbody_received\x18\x05 \x01(\bR\fbodyReceived\"#\n" +
 	"\aCredits\x12\x18\n" +
 	"\acredits\x18\x01 \x01(\x05R\acredits\"\"\n" +
 	"\bDraining\x12\x16\n" +

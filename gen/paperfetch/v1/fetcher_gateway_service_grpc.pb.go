@@ -44,12 +44,19 @@ const (
 // second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
 // naming the field, and the stream's leases are re-queued.
 //  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one,
-//     and the fetcher returns credit with a Credits message when a slot frees up (typically after
-//     it reports a download's completed or failed event). The coordinator never sends more
+//     and the fetcher returns credit with a Credits message when a slot frees up (after a
+//     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
 //     Assigns than the credit it holds.
 //  3. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
-//     increase per lease. An Assign with `resolve` set is a resolution step of a DOI instead:
+//     increase per lease. Downloads are pipelined: once the body is received, hashed and
+//     validated, the fetcher sends a progress event with body_received set (the HTTP exchange
+//     ended: the coordinator frees the host's concurrency slot, so per-host concurrency counts
+//     HTTP exchanges in flight) and returns the slot's credit, so the slot takes its next
+//     download while the body is made durable; the completed event follows once the blob is
+//     durable, and only then is the paper SUCCEEDED. A fetcher holds at most its
+//     --pending-commits bodies waiting for durability; when they are all taken, a slot that
+//     received a body waits before returning its credit (back-pressure). An Assign with `resolve` set is a resolution step of a DOI instead:
 //     the fetcher sends one GET to the URL (an API or the DOI resolver, so it is accounted to
 //     that host's politeness like any download), follows its redirects, and reports started then
 //     exactly one resolved (the PDF candidates found, possibly none) or failed (HTTP errors,
@@ -143,12 +150,19 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
 // naming the field, and the stream's leases are re-queued.
 //  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one,
-//     and the fetcher returns credit with a Credits message when a slot frees up (typically after
-//     it reports a download's completed or failed event). The coordinator never sends more
+//     and the fetcher returns credit with a Credits message when a slot frees up (after a
+//     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
 //     Assigns than the credit it holds.
 //  3. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
-//     increase per lease. An Assign with `resolve` set is a resolution step of a DOI instead:
+//     increase per lease. Downloads are pipelined: once the body is received, hashed and
+//     validated, the fetcher sends a progress event with body_received set (the HTTP exchange
+//     ended: the coordinator frees the host's concurrency slot, so per-host concurrency counts
+//     HTTP exchanges in flight) and returns the slot's credit, so the slot takes its next
+//     download while the body is made durable; the completed event follows once the blob is
+//     durable, and only then is the paper SUCCEEDED. A fetcher holds at most its
+//     --pending-commits bodies waiting for durability; when they are all taken, a slot that
+//     received a body waits before returning its credit (back-pressure). An Assign with `resolve` set is a resolution step of a DOI instead:
 //     the fetcher sends one GET to the URL (an API or the DOI resolver, so it is accounted to
 //     that host's politeness like any download), follows its redirects, and reports started then
 //     exactly one resolved (the PDF candidates found, possibly none) or failed (HTTP errors,

@@ -811,8 +811,15 @@ type DownloadProgress struct {
 	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
 	// Recent download speed (finite, not negative).
 	BytesPerSecond float64 `protobuf:"fixed64,3,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The HTTP exchange of the lease ended: the whole body (bytes of it) is received, hashed
+	// and validated, and the fetcher is now making it durable; the lease's completed (or
+	// failed) event follows once it is. Sent at most once per lease, never for a resolve lease.
+	// The coordinator releases the host's concurrency slot on it (per-host concurrency counts
+	// HTTP exchanges in flight); the paper stays DOWNLOADING until the completed event. A
+	// coordinator that does not know the field sees a plain progress event.
+	BodyReceived  bool `protobuf:"varint,4,opt,name=body_received,json=bodyReceived,proto3" json:"body_received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DownloadProgress) Reset() {
@@ -864,6 +871,13 @@ func (x *DownloadProgress) GetBytesPerSecond() float64 {
 		return x.BytesPerSecond
 	}
 	return 0
+}
+
+func (x *DownloadProgress) GetBodyReceived() bool {
+	if x != nil {
+		return x.BodyReceived
+	}
+	return false
 }
 
 // DownloadCompleted reports a stored PDF.
@@ -1088,11 +1102,12 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\tfinal_url\x18\x03 \x01(\tR\bfinalUrl\"H\n" +
 	"\x0fDownloadStarted\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12#\n" +
-	"\rresume_offset\x18\x02 \x01(\x03R\fresumeOffset\"h\n" +
+	"\rresume_offset\x18\x02 \x01(\x03R\fresumeOffset\"\x8d\x01\n" +
 	"\x10DownloadProgress\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12(\n" +
-	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\"\xd1\x01\n" +
+	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\x12#\n" +
+	"\rbody_received\x18\x04 \x01(\bR\fbodyReceived\"\xd1\x01\n" +
 	"\x11DownloadCompleted\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
