@@ -52,7 +52,11 @@ const (
 	DefaultSpoolSweep        = 5 * time.Minute
 	DefaultResumeMinBytes    = 1 << 20
 	DefaultMaxFetchCalls     = 4
-	DefaultContact           = "paperfetch@users.noreply.github.com"
+	// DefaultPendingCommits bounds the received bodies being made durable at once, off the
+	// download slots (commits to a local folder take milliseconds; raise it with --slots for
+	// slow blob stores).
+	DefaultPendingCommits = 16
+	DefaultContact        = "paperfetch@users.noreply.github.com"
 )
 
 // Version is reported in Hello and in the default User-Agent: the binaries' release version.
@@ -72,6 +76,11 @@ type Config struct {
 	ID string
 	// Slots is how many downloads run at once (the initial credit); default 16.
 	Slots int
+	// PendingCommits bounds the received bodies waiting for, or running, their commit (making
+	// the blob durable, then reporting completed): a slot whose body is in frees up for its next
+	// download once it takes a place here, and waits while all places are taken (1 to
+	// MaxSlots; default DefaultPendingCommits).
+	PendingCommits int
 	// MaxFetchCalls bounds the FetcherService.Fetch calls running at once (operators'
 	// debugging downloads, on top of Slots); one more is RESOURCE_EXHAUSTED. Default 4.
 	MaxFetchCalls int
@@ -164,6 +173,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Slots:                 DefaultSlots,
+		PendingCommits:        DefaultPendingCommits,
 		MaxFetchCalls:         DefaultMaxFetchCalls,
 		SpoolMaxAge:           DefaultSpoolMaxAge,
 		SpoolSweepInterval:    DefaultSpoolSweep,
@@ -190,6 +200,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ID, "id", c.ID, "fetcher `id` on the Work stream, unique per live process (default: <hostname>-<random>, a new one per process)")
 	fs.DurationVar(&c.ReconnectMax, "reconnect-max", c.ReconnectMax, "cap of the reconnect backoff; keep it below the coordinator's --reconnect-grace")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
+	fs.IntVar(&c.PendingCommits, "pending-commits", c.PendingCommits, "received bodies being made durable at once, off the download slots; when all are taken, a slot whose body is in waits")
 	fs.IntVar(&c.MaxFetchCalls, "max-fetch-calls", c.MaxFetchCalls, "FetcherService.Fetch calls run at once (beyond: RESOURCE_EXHAUSTED)")
 	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
 	fs.Func("allow-cidr", AllowCIDRUsage, AllowCIDRFlag(&c.AllowCIDRs))
@@ -271,6 +282,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	v.Range("Config.Slots", "slots", int64(c.Slots), 1, MaxSlots)
+	v.Range("Config.PendingCommits", "pending-commits", int64(c.PendingCommits), 1, MaxSlots)
 	v.Range("Config.MaxFetchCalls", "max-fetch-calls", int64(c.MaxFetchCalls), 1, MaxFetchCallsLimit)
 	v.Positive("Config.SpoolMaxAge", "spool-max-age", c.SpoolMaxAge)
 	v.Positive("Config.SpoolSweepInterval", "spool-sweep-interval", c.SpoolSweepInterval)

@@ -79,6 +79,10 @@ type downloader struct {
 	log       *slog.Logger
 	metrics   *metrics
 	buffers   sync.Pool // *[]byte of copyBufSize
+
+	// beforeCommit, when set (by tests, before any download), is called at the start of every
+	// commit.
+	beforeCommit func()
 }
 
 // newHTTPClient builds the hardened HTTP client: SSRF-guarded dialer, timeouts on connect, TLS
@@ -164,61 +168,112 @@ func redactURL(u *url.URL) string {
 	return c.String()
 }
 
-// download runs one job. It returns the outcome, or the classified failure; on failure nothing
-// of the attempt is left in the blob store (a partial body may stay in the spool for resuming).
+// download runs one job: receive, then commit. It returns the outcome, or the classified
+// failure; on failure nothing of the attempt is left in the blob store (a partial body may
+// stay in the spool for resuming).
 func (d *downloader) download(parent context.Context, j job, rep reporter) (outcome, *failure) {
+	r, fail := d.receive(parent, j, rep)
+	if fail != nil {
+		return outcome{}, fail
+	}
+	return d.commit(r)
+}
+
+// receivedBody is a body received, hashed and validated (and checked against the expected
+// checksum), waiting in its spool file to be committed. Its context and watchdog still run:
+// the job's overall timeout covers the commit too. Exactly one of commit and drop ends it.
+type receivedBody struct {
+	out    outcome
+	j      job
+	sf     *spoolFile // nil when the job does not store
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wd     *watchdog
+}
+
+func (r *receivedBody) end() {
+	r.wd.stop()
+	r.cancel(nil)
+}
+
+// receive runs the HTTP part of a job: request, validation, hashing and spooling of the body.
+// On failure nothing of the attempt is left but a partial body kept for resuming.
+func (d *downloader) receive(parent context.Context, j job, rep reporter) (*receivedBody, *failure) {
 	target, fail := parseTarget(j.url)
 	if fail != nil {
 		fail.url = j.url
-		return outcome{}, fail
+		return nil, fail
 	}
 	ctx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
 	wd := startWatchdog(ctx, d.clk, cancel, j.timeout, j.stall)
-	defer wd.stop()
-
-	var sf *spoolFile
+	r := &receivedBody{j: j, ctx: ctx, cancel: cancel, wd: wd}
 	if j.store {
 		var err error
-		if sf, err = d.spool.open(j.url, j.resume); err != nil {
+		if r.sf, err = d.spool.open(j.url, j.resume); err != nil {
+			r.end()
 			f := storageFailure(err)
 			f.url = j.url
-			return outcome{}, f
+			return nil, f
 		}
 	}
-	a := &attempt{d: d, j: j, sf: sf, rep: rep, wd: wd}
+	a := &attempt{d: d, j: j, sf: r.sf, rep: rep, wd: wd}
 	out, fail := a.run(ctx, target)
 	if fail != nil {
-		if sf != nil {
-			sf.abandon(fail.resumable && fail.class == pb.FailureClass_FAILURE_CLASS_TRANSIENT, d.minResume)
+		if r.sf != nil {
+			r.sf.abandon(fail.resumable && fail.class == pb.FailureClass_FAILURE_CLASS_TRANSIENT, d.minResume)
 			if fail.class == pb.FailureClass_FAILURE_CLASS_PERMANENT {
 				d.forgetURL(ctx, j.url, "failed permanently")
 			}
 		}
-		return outcome{}, fail
+		r.end()
+		return nil, fail
 	}
 	if j.expectedSHA != "" && out.sha256 != j.expectedSHA {
-		if sf != nil {
-			sf.discard()
+		if r.sf != nil {
+			r.sf.discard()
 			d.forgetURL(ctx, j.url, "failed permanently")
 		}
+		r.end()
 		f := permanent(pb.FailureReason_FAILURE_REASON_CHECKSUM_MISMATCH, "sha256 %s, expected %s", out.sha256, j.expectedSHA)
+		f.url = out.finalURL
+		return nil, f
+	}
+	// No more bytes come: only the overall timeout applies to what is left.
+	wd.disarm()
+	r.out = out
+	return r, nil
+}
+
+// commit makes a received body durable in the blob store under its content-addressed key.
+func (d *downloader) commit(r *receivedBody) (outcome, *failure) {
+	defer r.end()
+	out := r.out
+	if r.sf == nil {
+		return out, nil
+	}
+	if d.beforeCommit != nil {
+		d.beforeCommit()
+	}
+	key := blobstore.ContentKey(out.sha256)
+	if err := d.store.commit(r.ctx, r.sf, key); err != nil {
+		f := classifyStoreError(r.ctx, err)
 		f.url = out.finalURL
 		return outcome{}, f
 	}
-	if sf != nil {
-		key := blobstore.ContentKey(out.sha256)
-		if err := d.store.commit(ctx, sf, key); err != nil {
-			f := classifyStoreError(ctx, err)
-			f.url = out.finalURL
-			return outcome{}, f
-		}
-		out.blobKey = key
-		if !j.firstAttempt {
-			d.forgetURL(ctx, j.url, "stored")
-		}
+	out.blobKey = key
+	if !r.j.firstAttempt {
+		d.forgetURL(r.ctx, r.j.url, "stored")
 	}
 	return out, nil
+}
+
+// drop abandons a received body that will not be committed (its lease was aborted while it
+// waited for a place in the commit queue): its spool file is removed.
+func (d *downloader) drop(r *receivedBody) {
+	if r.sf != nil {
+		r.sf.discard()
+	}
+	r.end()
 }
 
 // forgetURL removes the spool files every fetcher may have kept for url, which is finished

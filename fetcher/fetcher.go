@@ -38,14 +38,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/clock"
@@ -68,19 +66,22 @@ type Fetcher struct {
 	bootID string
 
 	mu               sync.Mutex
-	leases           map[string]*lease
-	outbox           []*pb.WorkRequest // non-terminal events not yet sent
-	debt             int               // credits to withhold after a reconnect (see hello)
-	sessionID        uint64            // id of the current (or last) Work stream
-	connected        bool              // a Work stream is open
+	book             *leaseBook
+	sessionID        uint64 // id of the current (or last) Work stream
+	connected        bool   // a Work stream is open
 	draining         bool
 	drainSentSession uint64
 	changed          chan struct{} // closed and replaced whenever the set of leases changes
 
+	// commits holds a token per received body waiting for, or running, its commit (capacity
+	// Config.PendingCommits): a slot that received a body takes a token before it returns its
+	// credit, so a full queue holds the slots back (back-pressure).
+	commits chan struct{}
+
 	wake      chan struct{} // capacity 1: the session has something to send
 	drained   chan struct{} // closed when Drain is done: the session closes the stream
 	drainOnce sync.Once
-	wg        sync.WaitGroup // running downloads
+	wg        sync.WaitGroup // running leases (downloads and their commits)
 
 	// afterSweep, when set (by tests, before Run), is called after every periodic spool sweep
 	// with the number of files removed.
@@ -131,7 +132,8 @@ func New(cfg Config) (*Fetcher, error) {
 				return &b
 			}},
 		},
-		leases:  map[string]*lease{},
+		book:    newLeaseBook(),
+		commits: make(chan struct{}, cfg.PendingCommits),
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
@@ -176,28 +178,19 @@ func (f *Fetcher) Drain(ctx context.Context) error {
 	f.poke()
 	defer f.drainOnce.Do(func() { close(f.drained) })
 
-	if f.waitFor(ctx, func() bool { return len(f.leases) == 0 }) {
+	if f.waitFor(ctx, func() bool { return f.book.len() == 0 }) {
 		return nil
 	}
 	f.mu.Lock()
 	aborted := 0
-	for _, l := range f.leases {
-		if l.running {
-			aborted++
-			l.cancel(&abortError{why: "fetcher shutting down: drain grace period over"})
-		}
+	for _, l := range f.book.running() {
+		aborted++
+		l.cancel(&abortError{why: "fetcher shutting down: drain grace period over"})
 	}
 	f.mu.Unlock()
 	fctx, cancel := clockTimeout(f.clk, flushTimeout)
 	defer cancel()
-	f.waitFor(fctx, func() bool {
-		for _, l := range f.leases {
-			if l.running || (l.terminal != nil && (!f.connected || l.sentIn != f.sessionID)) {
-				return false
-			}
-		}
-		return true
-	})
+	f.waitFor(fctx, func() bool { return f.book.settled(f.sessionID, f.connected) })
 	if aborted > 0 {
 		return fmt.Errorf("drain: aborted %d running downloads: %w", aborted, context.Cause(ctx))
 	}
@@ -237,36 +230,14 @@ func (f *Fetcher) poke() {
 	}
 }
 
-// newEventLocked returns the next event of l; f.mu must be held.
-func (f *Fetcher) newEventLocked(l *lease) *pb.DownloadEvent {
-	l.seq++
-	l.lastEvent = f.clk.Now()
-	return &pb.DownloadEvent{
-		LeaseId:  l.a.GetLeaseId(),
-		Attempt:  l.a.GetAttempt(),
-		Sequence: l.seq,
-		BatchId:  l.a.GetBatchId(),
-		PaperId:  l.a.GetPaperId(),
-		Time:     timestamppb.New(f.clk.Now()),
-	}
-}
-
-// maxOutbox bounds the queue of non-terminal events; when it is full (the coordinator is slow
-// or unreachable) further progress events are dropped.
-const maxOutbox = 8192
-
 // emit queues a non-terminal event of l.
 func (f *Fetcher) emit(l *lease, set func(*pb.DownloadEvent)) {
 	f.mu.Lock()
-	if len(f.outbox) >= maxOutbox || !l.running {
-		f.mu.Unlock()
-		return
-	}
-	ev := f.newEventLocked(l)
-	set(ev)
-	f.outbox = append(f.outbox, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}})
+	ok := f.book.emit(l, f.clk.Now(), set)
 	f.mu.Unlock()
-	f.poke()
+	if ok {
+		f.poke()
+	}
 }
 
 // startLease registers an Assign and starts its download under parent.
@@ -277,21 +248,18 @@ func (f *Fetcher) startLease(parent context.Context, a *pb.Assign) {
 		return
 	}
 	f.mu.Lock()
-	if _, dup := f.leases[id]; dup {
+	l := f.book.add(a, f.clk.Now())
+	if l == nil {
 		f.mu.Unlock()
 		f.log.Debug("ignoring a duplicate Assign", "lease", id)
 		return
 	}
-	l := &lease{a: a, running: true, lastEvent: f.clk.Now()}
-	f.leases[id] = l
 	if f.draining {
-		l.running = false
-		ev := f.newEventLocked(l)
-		ev.Kind = &pb.DownloadEvent_Failed{Failed: (&failure{
+		p := (&failure{
 			class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, reason: pb.FailureReason_FAILURE_REASON_ABORTED,
 			msg: "fetcher is draining", url: a.GetUrl(),
-		}).proto()}
-		l.terminal = ev
+		}).proto()
+		f.book.finish(l, f.clk.Now(), true, func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Failed{Failed: p} })
 		f.notifyLocked()
 		f.mu.Unlock()
 		f.poke()
@@ -332,7 +300,9 @@ func (f *Fetcher) jobFor(a *pb.Assign) job {
 	return j
 }
 
-// runLease downloads one lease and records its terminal event.
+// runLease runs one lease and records its terminal event. A download's slot is freed as soon
+// as its body is received and a place in the commit queue is taken; the commit (making the
+// blob durable) then runs off the slot's path, and the completed event follows it.
 func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 	defer f.wg.Done()
 	defer l.cancel(nil)
@@ -346,6 +316,7 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 	if step := l.a.GetResolve(); step != nil {
 		var res *pb.ResolveResult
 		res, fail = f.dl.resolve(ctx, f.jobFor(l.a), step, &leaseReporter{f: f, l: l})
+		f.m.active.Dec()
 		if fail != nil {
 			kind = f.terminalKind(out, fail, start)
 		} else {
@@ -353,23 +324,47 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 			f.log.Debug("resolved", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "route", step.GetRoute(), "candidates", len(res.GetCandidateUrls()))
 		}
 	} else {
-		out, fail = f.dl.download(ctx, f.jobFor(l.a), &leaseReporter{f: f, l: l})
+		out, fail = f.downloadLease(ctx, l)
 		kind = f.terminalKind(out, fail, start)
 	}
-	f.m.active.Dec()
 	if fail != nil {
 		f.log.Info("download failed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "class", fail.class, "reason", fail.reason, "status", fail.status, "err", redact.Text(fail.msg))
 	} else {
 		f.log.Debug("download completed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "sha256", out.sha256, "size", out.size)
 	}
 	f.mu.Lock()
-	l.running = false
-	ev := f.newEventLocked(l)
-	kind(ev)
-	l.terminal = ev
+	f.book.finish(l, f.clk.Now(), f.draining, kind)
 	f.notifyLocked()
 	f.mu.Unlock()
 	f.poke()
+}
+
+// downloadLease receives the body of a download lease, reports it received, takes a place in
+// the commit queue (waiting while it is full), frees the slot and commits the body.
+func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failure) {
+	r, fail := f.dl.receive(ctx, f.jobFor(l.a), &leaseReporter{f: f, l: l})
+	f.m.active.Dec()
+	if fail != nil {
+		return outcome{}, fail
+	}
+	f.mu.Lock()
+	f.book.received(l, r.out.size, f.clk.Now())
+	f.mu.Unlock()
+	f.poke()
+	select {
+	case f.commits <- struct{}{}:
+	case <-r.ctx.Done():
+		f.dl.drop(r)
+		return outcome{}, classifyError(r.ctx, context.Cause(r.ctx))
+	}
+	defer func() { <-f.commits }()
+	f.m.pendingCommits.Inc()
+	defer f.m.pendingCommits.Dec()
+	f.mu.Lock()
+	f.book.freeSlot(l, f.draining)
+	f.mu.Unlock()
+	f.poke()
+	return f.dl.commit(r)
 }
 
 // terminalKind returns a setter for the completed or failed part of an event, and records the
@@ -394,18 +389,6 @@ func (f *Fetcher) terminalKind(out outcome, fail *failure, start time.Time) func
 		Duration:    durationpb.New(elapsed),
 	})
 	return func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Completed{Completed: c} }
-}
-
-// inFlightLocked lists the leases to announce in a Hello, sorted by id; f.mu must be held.
-func (f *Fetcher) inFlightLocked() []*pb.InFlightLease {
-	out := make([]*pb.InFlightLease, 0, len(f.leases))
-	for _, l := range f.leases {
-		out = append(out, &pb.InFlightLease{
-			LeaseId: l.a.GetLeaseId(), Attempt: l.a.GetAttempt(), BatchId: l.a.GetBatchId(), PaperId: l.a.GetPaperId(),
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].LeaseId < out[j].LeaseId })
-	return out
 }
 
 // clockTimeout returns a context cancelled after d on clk.

@@ -8,11 +8,13 @@ import (
 
 // metrics are the fetcher's Prometheus metrics.
 type metrics struct {
-	active   prometheus.Gauge
-	bytes    prometheus.Counter
-	results  *prometheus.CounterVec
-	failures *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	active prometheus.Gauge
+	// pendingCommits is the number of received bodies waiting for or running their commit.
+	pendingCommits prometheus.Gauge
+	bytes          prometheus.Counter
+	results        *prometheus.CounterVec
+	failures       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
 	// spoolRemoved counts spool files removed by a finished URL or by the sweep.
 	spoolRemoved *prometheus.CounterVec
 }
@@ -22,7 +24,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "active_downloads",
-			Help: "Downloads in progress.",
+			Help: "Downloads in progress (their HTTP exchange not over).",
+		}),
+		pendingCommits: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "pending_commits",
+			Help: "Received bodies being made durable (their slot already freed), at most --pending-commits.",
 		}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "downloaded_bytes_total",
@@ -49,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.active, m.bytes, m.results, m.failures, m.duration, m.spoolRemoved} {
+	for _, c := range []prometheus.Collector{m.active, m.pendingCommits, m.bytes, m.results, m.failures, m.duration, m.spoolRemoved} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -151,7 +151,7 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 			// The coordinator renews a lease on that lease's events only: running leases that
 			// were quiet for a heartbeat interval get a keep-alive progress event.
 			f.mu.Lock()
-			kept := f.keepAliveLocked(now.Add(-f.cfg.HeartbeatInterval / 2))
+			kept := f.book.keepAlive(now.Add(-f.cfg.HeartbeatInterval/2), f.clk.Now())
 			f.mu.Unlock()
 			if kept > 0 {
 				n, err := f.flush(stream, sid)
@@ -199,33 +199,19 @@ func (f *Fetcher) awaitClose(in <-chan *pb.WorkResponse, errc <-chan error) {
 	}
 }
 
-// hello builds the Hello of a new stream and starts the session's bookkeeping.
-//
-// Credits: Hello.slots is the coordinator's initial credit. Downloads still running from before
-// a reconnect occupy slots, so the fetcher announces slots minus the running ones (at least 1)
-// and withholds the credits of any excess (debt) as those downloads finish. Results finished but
-// not yet acknowledged hold no slot: their credit is covered by the Hello.
+// hello builds the Hello of a new stream and starts the session's bookkeeping (credits: see
+// leaseBook.hello).
 func (f *Fetcher) hello() (*pb.WorkRequest, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sessionID++
 	f.connected = true
-	f.outbox = nil
-	running := 0
-	for _, l := range f.leases {
-		if l.running {
-			running++
-		} else {
-			l.credited = true
-		}
-	}
-	initial := max(1, f.cfg.Slots-running)
-	f.debt = initial + running - f.cfg.Slots
+	initial, inFlight := f.book.hello(f.cfg.Slots)
 	h := &pb.Hello{
 		FetcherId: f.cfg.ID,
 		BootId:    f.bootID,
 		Slots:     int32(initial),
-		InFlight:  f.inFlightLocked(),
+		InFlight:  inFlight,
 		Version:   Version,
 	}
 	f.notifyLocked()
@@ -233,7 +219,7 @@ func (f *Fetcher) hello() (*pb.WorkRequest, uint64) {
 }
 
 // flush sends what is pending: Draining, queued events, terminal events not yet sent on this
-// stream, and the credits of newly finished leases. It returns how many messages it sent.
+// stream, and the credits of freed slots. It returns how many messages it sent.
 func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkResponse], sid uint64) (int, error) {
 	f.mu.Lock()
 	var msgs []*pb.WorkRequest
@@ -241,30 +227,7 @@ func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkR
 		f.drainSentSession = sid
 		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "shutting down"}}})
 	}
-	msgs = append(msgs, f.outbox...)
-	f.outbox = nil
-	credits := 0
-	for id, l := range f.leases {
-		if l.terminal == nil || l.sentIn == sid {
-			continue
-		}
-		l.sentIn = sid
-		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
-		if !l.credited {
-			l.credited = true
-			if f.debt > 0 {
-				f.debt--
-			} else if !f.draining {
-				credits++
-			}
-		}
-		if l.forget {
-			delete(f.leases, id)
-		}
-	}
-	if credits > 0 {
-		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: int32(credits)}}})
-	}
+	msgs = append(msgs, f.book.take(sid, f.draining)...)
 	f.notifyLocked()
 	f.mu.Unlock()
 	for i, m := range msgs {
@@ -281,23 +244,18 @@ func (f *Fetcher) handle(dctx context.Context, m *pb.WorkResponse) {
 	case *pb.WorkResponse_Assign:
 		f.startLease(dctx, msg.Assign)
 	case *pb.WorkResponse_Cancel:
-		id := msg.Cancel.GetLeaseId()
 		f.mu.Lock()
-		if l := f.leases[id]; l != nil {
-			if l.running {
-				l.forget = true
-				l.cancel(&abortError{why: "cancelled by the coordinator: " + msg.Cancel.GetReason()})
-			} else {
-				delete(f.leases, id)
-				f.notifyLocked()
-			}
+		l, removed := f.book.cancel(msg.Cancel.GetLeaseId())
+		if l != nil {
+			l.cancel(&abortError{why: "cancelled by the coordinator: " + msg.Cancel.GetReason()})
+		}
+		if removed {
+			f.notifyLocked()
 		}
 		f.mu.Unlock()
 	case *pb.WorkResponse_Ack:
-		id := msg.Ack.GetLeaseId()
 		f.mu.Lock()
-		if l := f.leases[id]; l != nil && l.terminal != nil && msg.Ack.GetSequence() >= l.terminal.GetSequence() {
-			delete(f.leases, id)
+		if f.book.ack(msg.Ack.GetLeaseId(), msg.Ack.GetSequence()) {
 			f.notifyLocked()
 		}
 		f.mu.Unlock()

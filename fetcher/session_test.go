@@ -212,6 +212,41 @@ func wantEvent(t *testing.T, m *pb.WorkRequest, lease string) *pb.DownloadEvent 
 	return ev
 }
 
+// nextReceived returns the body_received progress event of lease, skipping heartbeats and
+// other progress events; it fails on anything else.
+func (fs *fakeStream) nextReceived(t *testing.T, lease string) *pb.DownloadEvent {
+	t.Helper()
+	for {
+		select {
+		case m := <-fs.recv:
+			if m.GetHeartbeat() != nil || (m.GetEvent().GetProgress() != nil && !m.GetEvent().GetProgress().GetBodyReceived()) {
+				continue
+			}
+			ev := wantEvent(t, m, lease)
+			if !ev.GetProgress().GetBodyReceived() {
+				t.Fatalf("got %v, want the body_received progress event of %s", m, lease)
+			}
+			return ev
+		case <-time.After(testWait):
+			t.Fatal("timed out waiting for a message from the fetcher")
+			return nil
+		}
+	}
+}
+
+// completedAndCredits reads the next two messages: the slot's credit (returned when the body
+// was received) and the terminal event of lease (sent once the blob is durable), in either
+// order (they may share a flush). It returns the terminal event.
+func (fs *fakeStream) completedAndCredits(t *testing.T, lease string, credits int32) *pb.DownloadEvent {
+	t.Helper()
+	a, b := fs.next(t), fs.next(t)
+	if a.GetCredits() != nil {
+		a, b = b, a
+	}
+	wantCredits(t, b, credits)
+	return wantEvent(t, a, lease)
+}
+
 func wantCredits(t *testing.T, m *pb.WorkRequest, n int32) {
 	t.Helper()
 	if m.GetCredits().GetCredits() != n {
@@ -230,18 +265,21 @@ func TestWorkAssignEventsAckCancel(t *testing.T) {
 		t.Fatalf("hello %v", hello)
 	}
 
-	// Assign → started → completed → credit → ack.
+	// Assign → started → body received (the slot's credit returns) → completed → ack.
 	s.push(t, assign("L1", g.URL+"/pdf"))
 	started := wantEvent(t, s.next(t), "L1")
 	if started.GetStarted().GetUrl() != g.URL+"/pdf" || started.GetSequence() != 1 {
 		t.Fatalf("started %v", started)
 	}
-	done := wantEvent(t, s.next(t), "L1")
+	recvd := s.nextReceived(t, "L1")
+	if p := recvd.GetProgress(); p.GetBytes() != int64(len(pdf)) || p.GetTotal() != int64(len(pdf)) || recvd.GetSequence() <= started.GetSequence() {
+		t.Fatalf("body_received %v", recvd)
+	}
+	done := s.completedAndCredits(t, "L1", 1)
 	c := done.GetCompleted()
-	if c == nil || c.GetSha256() != sha(pdf) || c.GetSize() != int64(len(pdf)) || c.GetBlobKey() != blobstore.ContentKey(sha(pdf)) || done.GetSequence() <= started.GetSequence() {
+	if c == nil || c.GetSha256() != sha(pdf) || c.GetSize() != int64(len(pdf)) || c.GetBlobKey() != blobstore.ContentKey(sha(pdf)) || done.GetSequence() <= recvd.GetSequence() {
 		t.Fatalf("completed %v", done)
 	}
-	wantCredits(t, s.next(t), 1)
 	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
 	h.waitLeases(t, 0)
 	h.tf.assertStore(t, c.GetBlobKey())
@@ -265,8 +303,8 @@ func (h *workHarness) waitLeases(t *testing.T, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
-	if !h.tf.waitFor(ctx, func() bool { return len(h.tf.leases) == n }) {
-		t.Fatalf("fetcher still holds %d leases, want %d", len(h.tf.leases), n)
+	if !h.tf.waitFor(ctx, func() bool { return h.tf.book.len() == n }) {
+		t.Fatalf("fetcher still holds %d leases, want %d", h.tf.book.len(), n)
 	}
 }
 
@@ -299,11 +337,10 @@ func TestWorkReconnectReannouncesInFlight(t *testing.T) {
 		t.Fatalf("hello after reconnect %v", hello)
 	}
 	g.open()
-	done := wantEvent(t, s2.next(t), "L1")
+	done := s2.completedAndCredits(t, "L1", 1)
 	if done.GetCompleted() == nil || done.GetSequence() <= started.GetSequence() {
 		t.Fatalf("completed %v", done)
 	}
-	wantCredits(t, s2.next(t), 1)
 
 	// Not acknowledged: after another reconnect the result is re-reported.
 	s2.end <- status.Error(codes.Unavailable, "again")
@@ -536,4 +573,68 @@ func TestDefaultIDIsUniquePerProcess(t *testing.T) {
 	if a == b || !strings.HasPrefix(a, host+"-") || validate.FetcherID("id", a) != nil {
 		t.Fatalf("default ids %q and %q (host %q)", a, b, host)
 	}
+}
+
+// A slot takes its next download as soon as its body is received: the body_received event
+// and the slot's credit come before the commit ends, and the next Assign runs while the first
+// body is still being made durable. With every place of the commit queue taken, a slot whose
+// body is in waits (no credit) until a commit ends.
+func TestWorkSlotFreedWhenBodyReceived(t *testing.T) {
+	pdf1, pdf2 := pdfBody(50_000, 21), pdfBody(50_000, 22)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/1", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(pdf1) })
+	mux.HandleFunc("/2", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(pdf2) })
+	origin := httptest.NewServer(mux)
+	t.Cleanup(origin.Close)
+	commits := make(chan chan struct{}, 4) // each commit waits until the test releases it
+	h := newWorkHarness(t, func(c *Config) { c.Slots, c.PendingCommits = 1, 1 })
+	h.tf.dl.beforeCommit = func() {
+		release := make(chan struct{})
+		commits <- release
+		<-release
+	}
+	s := h.stream(t)
+	if hello := s.next(t).GetHello(); hello.GetSlots() != 1 {
+		t.Fatalf("hello %v", hello)
+	}
+	s.push(t, assign("L1", origin.URL+"/1"))
+	wantEvent(t, s.next(t), "L1") // started
+	s.nextReceived(t, "L1")
+	wantCredits(t, s.next(t), 1) // before the commit is done
+	var release1 chan struct{}
+	select {
+	case release1 = <-commits:
+	case <-time.After(testWait):
+		t.Fatal("the commit did not start")
+	}
+
+	// The freed slot downloads L2 while L1 is being committed; its body waits for the only
+	// place of the commit queue, so its credit does not come back yet.
+	s.push(t, assign("L2", origin.URL+"/2"))
+	wantEvent(t, s.next(t), "L2") // started
+	s.nextReceived(t, "L2")
+	select {
+	case m := <-s.recv:
+		if m.GetHeartbeat() == nil {
+			t.Fatalf("sent %v while both bodies wait for the commit queue", m)
+		}
+	case <-time.After(100 * time.Millisecond): // nothing may come: a bounded look, not a sync
+	}
+
+	close(release1)
+	done1 := s.completedAndCredits(t, "L1", 1) // L1 durable; L2 took its place and freed its slot
+	if done1.GetCompleted().GetSha256() != sha(pdf1) {
+		t.Fatalf("completed %v", done1)
+	}
+	select {
+	case release2 := <-commits:
+		close(release2)
+	case <-time.After(testWait):
+		t.Fatal("the second commit did not start")
+	}
+	done2 := wantEvent(t, s.next(t), "L2")
+	if done2.GetCompleted().GetSha256() != sha(pdf2) {
+		t.Fatalf("completed %v", done2)
+	}
+	h.tf.assertStore(t, done1.GetCompleted().GetBlobKey(), done2.GetCompleted().GetBlobKey())
 }

@@ -1,0 +1,247 @@
+package fetcher
+
+import (
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// maxOutbox bounds the queue of non-terminal events; when it is full (the coordinator is slow
+// or unreachable) further progress events are dropped. Keep-alives and body_received events
+// are not subject to it: there is at most one of each per lease at a time.
+const maxOutbox = 8192
+
+// leaseBook is the fetcher's bookkeeping of the leases it holds (from Assign until Ack or
+// Cancel) and of the credit it owes the coordinator. It does no I/O and reads no clock (the
+// caller passes the time), so its accounting is tested without a stream; it is not safe for
+// concurrent use (the Fetcher calls it with f.mu held).
+//
+// A lease goes through three phases:
+//
+//   - downloading: it holds one of the fetcher's slots (slot);
+//   - received: the body is in, hashed and validated (a body_received progress event is
+//     queued, which frees the host's concurrency slot on the coordinator); the slot is freed
+//     (its credit owed) once a place in the bounded queue of pending commits is taken;
+//   - finished: the terminal event is kept, and re-sent on every new stream, until its Ack.
+//
+// Credits: a freed slot owes one credit, paid with the next Credits message, except that it
+// first pays off the debt of a reconnect (see hello) and that nothing is owed while draining.
+type leaseBook struct {
+	leases map[string]*lease
+	outbox []*pb.WorkRequest // non-terminal events not yet sent
+	owed   int               // freed slots whose credit is not yet sent
+	debt   int               // credits to withhold after a reconnect (see hello)
+}
+
+func newLeaseBook() *leaseBook {
+	return &leaseBook{leases: map[string]*lease{}}
+}
+
+// add registers the lease of Assign a, downloading; it returns nil for a duplicate.
+func (b *leaseBook) add(a *pb.Assign, now time.Time) *lease {
+	id := a.GetLeaseId()
+	if _, dup := b.leases[id]; dup {
+		return nil
+	}
+	l := &lease{a: a, running: true, slot: true, lastEvent: now}
+	b.leases[id] = l
+	return l
+}
+
+// len is the number of leases held.
+func (b *leaseBook) len() int { return len(b.leases) }
+
+// newEvent returns the next event of l.
+func (b *leaseBook) newEvent(l *lease, now time.Time) *pb.DownloadEvent {
+	l.seq++
+	l.lastEvent = now
+	return &pb.DownloadEvent{
+		LeaseId:  l.a.GetLeaseId(),
+		Attempt:  l.a.GetAttempt(),
+		Sequence: l.seq,
+		BatchId:  l.a.GetBatchId(),
+		PaperId:  l.a.GetPaperId(),
+		Time:     timestamppb.New(now),
+	}
+}
+
+func (b *leaseBook) queue(ev *pb.DownloadEvent) {
+	b.outbox = append(b.outbox, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}})
+}
+
+// emit queues a non-terminal event of a lease still running (set fills in its kind); it
+// reports whether it did (not when the outbox is full).
+func (b *leaseBook) emit(l *lease, now time.Time, set func(*pb.DownloadEvent)) bool {
+	if len(b.outbox) >= maxOutbox || !l.running {
+		return false
+	}
+	ev := b.newEvent(l, now)
+	set(ev)
+	b.queue(ev)
+	return true
+}
+
+// received records that the body of l (size bytes) is in: it queues the body_received
+// progress event. The slot stays taken until freeSlot.
+func (b *leaseBook) received(l *lease, size int64, now time.Time) {
+	if !l.running || l.received {
+		return
+	}
+	l.received = true
+	l.bytes, l.total = size, size
+	ev := b.newEvent(l, now)
+	ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: size, Total: size, BodyReceived: true}}
+	b.queue(ev)
+}
+
+// freeSlot frees the slot l holds (once): its credit is owed, or pays off debt.
+func (b *leaseBook) freeSlot(l *lease, draining bool) {
+	if !l.slot {
+		return
+	}
+	l.slot = false
+	switch {
+	case b.debt > 0:
+		b.debt--
+	case !draining:
+		b.owed++
+	}
+}
+
+// finish records the terminal event of l (set fills in its kind) and frees its slot if it
+// still held one.
+func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.DownloadEvent)) {
+	l.running = false
+	ev := b.newEvent(l, now)
+	set(ev)
+	l.terminal = ev
+	b.freeSlot(l, draining)
+}
+
+// hello starts the bookkeeping of a new stream and returns its Hello's initial credit and
+// in-flight leases. Hello.slots is the coordinator's initial credit. Downloads still running
+// from before a reconnect occupy slots, so the fetcher announces slots minus the slots in
+// use (at least 1) and withholds the credits of any excess (debt) as those slots free up.
+// Leases holding no slot (received bodies being committed, results not yet acknowledged) are
+// covered by the Hello, and so are the credits owed but not sent on the old stream.
+func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease) {
+	b.outbox = nil
+	b.owed = 0
+	busy := 0
+	for _, l := range b.leases {
+		if l.slot {
+			busy++
+		}
+	}
+	initial = max(1, slots-busy)
+	b.debt = initial + busy - slots
+	return initial, b.inFlight()
+}
+
+// inFlight lists the leases to announce in a Hello, sorted by id.
+func (b *leaseBook) inFlight() []*pb.InFlightLease {
+	out := make([]*pb.InFlightLease, 0, len(b.leases))
+	for _, l := range b.leases {
+		out = append(out, &pb.InFlightLease{
+			LeaseId: l.a.GetLeaseId(), Attempt: l.a.GetAttempt(), BatchId: l.a.GetBatchId(), PaperId: l.a.GetPaperId(),
+			BodyReceived: l.received,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LeaseId < out[j].LeaseId })
+	return out
+}
+
+// take returns what to send on stream sid: the queued events, the terminal events not yet
+// sent on it, and a Credits message for the owed credit (dropped while draining). Leases
+// cancelled by the coordinator are forgotten once their terminal event is taken.
+func (b *leaseBook) take(sid uint64, draining bool) []*pb.WorkRequest {
+	msgs := b.outbox
+	b.outbox = nil
+	for id, l := range b.leases {
+		if l.terminal == nil || l.sentIn == sid {
+			continue
+		}
+		l.sentIn = sid
+		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
+		if l.forget {
+			delete(b.leases, id)
+		}
+	}
+	if draining {
+		b.owed = 0
+	}
+	if b.owed > 0 {
+		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: int32(b.owed)}}})
+		b.owed = 0
+	}
+	return msgs
+}
+
+// ack forgets a lease whose terminal event (of sequence seq or earlier) is acknowledged; it
+// reports whether it did.
+func (b *leaseBook) ack(id string, seq int64) bool {
+	l := b.leases[id]
+	if l == nil || l.terminal == nil || seq < l.terminal.GetSequence() {
+		return false
+	}
+	delete(b.leases, id)
+	return true
+}
+
+// cancel applies the coordinator's Cancel of lease id: a running lease is marked to be
+// forgotten once its terminal event is sent, and returned so that the caller aborts it; a
+// finished one is forgotten at once (removed reports that).
+func (b *leaseBook) cancel(id string) (running *lease, removed bool) {
+	l := b.leases[id]
+	switch {
+	case l == nil:
+		return nil, false
+	case l.running:
+		l.forget = true
+		return l, false
+	default:
+		delete(b.leases, id)
+		return nil, true
+	}
+}
+
+// keepAlive queues a progress event (the last known counts) for every running lease (a
+// download or a pending commit) that has been quiet since before quiet, so that the
+// coordinator keeps renewing it. It returns how many it queued.
+func (b *leaseBook) keepAlive(quiet, now time.Time) int {
+	n := 0
+	for _, l := range b.leases {
+		if !l.running || l.lastEvent.After(quiet) {
+			continue
+		}
+		ev := b.newEvent(l, now)
+		ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: l.bytes, Total: l.total}}
+		b.queue(ev)
+		n++
+	}
+	return n
+}
+
+// running returns the leases still running (downloading or committing).
+func (b *leaseBook) running() []*lease {
+	var out []*lease
+	for _, l := range b.leases {
+		if l.running {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// settled reports whether nothing runs and every terminal event was sent on stream sid.
+func (b *leaseBook) settled(sid uint64, connected bool) bool {
+	for _, l := range b.leases {
+		if l.running || (l.terminal != nil && (!connected || l.sentIn != sid)) {
+			return false
+		}
+	}
+	return true
+}
