@@ -347,6 +347,8 @@ func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failur
 	if fail != nil {
 		return outcome{}, fail
 	}
+	f.m.pendingCommits.Inc()
+	defer f.m.pendingCommits.Dec()
 	f.mu.Lock()
 	f.book.received(l, r.out.size, f.clk.Now())
 	f.mu.Unlock()
@@ -358,8 +360,6 @@ func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failur
 		return outcome{}, classifyError(r.ctx, context.Cause(r.ctx))
 	}
 	defer func() { <-f.commits }()
-	f.m.pendingCommits.Inc()
-	defer f.m.pendingCommits.Dec()
 	f.mu.Lock()
 	f.book.freeSlot(l, f.draining)
 	f.mu.Unlock()

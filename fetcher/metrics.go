@@ -9,7 +9,7 @@ import (
 // metrics are the fetcher's Prometheus metrics.
 type metrics struct {
 	active prometheus.Gauge
-	// pendingCommits is the number of received bodies waiting for or running their commit.
+	// pendingCommits is the number of received bodies not yet durable.
 	pendingCommits prometheus.Gauge
 	bytes          prometheus.Counter
 	results        *prometheus.CounterVec
@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		pendingCommits: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "pending_commits",
-			Help: "Received bodies being made durable (their slot already freed), at most --pending-commits.",
+			Help: "Received bodies not yet durable: waiting for a place in the commit queue (their slot still taken) or being committed (at most --pending-commits, their slot freed).",
 		}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "downloaded_bytes_total",

@@ -31,6 +31,8 @@ type proc struct {
 	logPath string
 	// ua is the User-Agent of a fetcher (the origin counts its requests by it).
 	ua string
+	// metrics is the /metrics URL of a fetcher.
+	metrics string
 	// done is closed when the process has exited; err is its Wait error then.
 	done chan struct{}
 	err  error
@@ -208,11 +210,14 @@ func (c *cluster) startFetcherWith(slots int, withID bool) *proc {
 		"--stall-timeout", "5s",
 		"--drain-grace", "5s",
 	}
+	metricsAddr := freeLoopbackAddr(c.t)
+	args = append(args, "--metrics-listen", metricsAddr)
 	if withID {
 		args = append(args, "--id", id)
 	}
 	p := c.start(id, bins.fetcher, args...)
 	p.ua = ua
+	p.metrics = "http://" + metricsAddr + "/metrics"
 	c.mu.Lock()
 	c.fetchers = append(c.fetchers, p)
 	c.mu.Unlock()

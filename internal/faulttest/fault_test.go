@@ -9,10 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,10 +35,12 @@ const (
 	killCoordinator stepKind = iota // SIGKILL the coordinator mid-download, restart it on the same store
 	killFetcher                     // SIGKILL a fetcher mid-download, start a new one
 	termFetcher                     // SIGTERM a fetcher mid-download (it drains), start a new one
+	killCommitting                  // SIGKILL a fetcher holding received bodies not yet durable (pending commits), start a new one
 )
 
 func (k stepKind) String() string {
-	return [...]string{"SIGKILL coordinator + restart", "SIGKILL fetcher + new fetcher", "SIGTERM fetcher mid-download + new fetcher"}[k]
+	return [...]string{"SIGKILL coordinator + restart", "SIGKILL fetcher + new fetcher", "SIGTERM fetcher mid-download + new fetcher",
+		"SIGKILL fetcher with pending commits + new fetcher"}[k]
 }
 
 // step injects kind once at least the fraction at of the papers has succeeded.
@@ -64,13 +68,14 @@ func shortPlan() plan {
 			{0.32, termFetcher},
 			{0.44, killCoordinator},
 			{0.56, killFetcher},
+			{0.68, killCommitting},
 		},
 	}
 }
 
 func longPlan() plan {
 	p := plan{name: "long", papers: 2000, fetchers: 3, slots: 8, deadline: 12 * time.Minute}
-	cycle := []stepKind{killCoordinator, killFetcher, termFetcher, killFetcher}
+	cycle := []stepKind{killCoordinator, killFetcher, termFetcher, killCommitting}
 	for i, at := 0, 0.05; at <= 0.80; i, at = i+1, at+0.05 {
 		p.steps = append(p.steps, step{at, cycle[i%len(cycle)]})
 	}
@@ -353,8 +358,62 @@ func inject(ctx context.Context, c *cluster, origin *originlib.Origin, kind step
 		}
 		name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM (exited cleanly)"}[sig]
 		return fmt.Sprintf("%s %s with %d of its download(s) in flight; started %s", name, victim.name, busy, fresh.name), nil
+	case killCommitting:
+		victim, pending, err := waitPendingCommits(ctx, c)
+		if err != nil {
+			return "", err
+		}
+		c.signal(victim, syscall.SIGKILL)
+		fresh := c.startFetcher(slots)
+		if err := waitExit(ctx, victim, 40*time.Second); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("SIGKILL %s with %d received bodies not yet durable (pending commits, read from its /metrics just before); started %s", victim.name, pending, fresh.name), nil
 	}
 	return "", fmt.Errorf("unknown step %d", kind)
+}
+
+// waitPendingCommits polls the live fetchers' /metrics until one holds received bodies that
+// are not durable yet (paperfetch_fetcher_pending_commits > 0), and returns it.
+func waitPendingCommits(ctx context.Context, c *cluster) (*proc, int, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		for _, f := range c.liveFetchers() {
+			if n := pendingCommits(ctx, client, f.metrics); n > 0 {
+				return f, n, nil
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, 0, fmt.Errorf("no fetcher was seen with pending commits: %w", err)
+		}
+	}
+}
+
+// pendingCommits reads paperfetch_fetcher_pending_commits from a fetcher's /metrics (0 when
+// it cannot).
+func pendingCommits(ctx context.Context, client *http.Client, url string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "paperfetch_fetcher_pending_commits "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int(f)
+			}
+		}
+	}
+	return 0
 }
 
 // result summarises a run for the report.
