@@ -16,7 +16,7 @@ func bodyReceivedEv(size int64) *pb.DownloadEvent {
 // still being made durable), the paper stays DOWNLOADING until its completed event, and the
 // completion does not free the slot a second time.
 func TestBodyReceivedFreesTheHostSlot(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostDelay: -1, PerHostConcurrency: 1})
+	h := newEngHarness(t, func(c *Config) { c.PerHostConcurrency = 1 })
 	h.submit("b", oneHost("p", 3))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
@@ -52,7 +52,7 @@ func TestBodyReceivedFreesTheHostSlot(t *testing.T) {
 // A fetcher that reconnects re-announces a lease whose body it received with body_received:
 // the lease is adopted without its host slot.
 func TestReannouncedReceivedLeaseHoldsNoHostSlot(t *testing.T) {
-	h := newEngHarness(t, Config{PerHostDelay: -1, PerHostConcurrency: 1, ReconnectGrace: time.Minute})
+	h := newEngHarness(t, func(c *Config) { c.PerHostConcurrency, c.ReconnectGrace = 1, time.Minute })
 	h.submit("b", oneHost("p", 2))
 	c := h.connect("f", 10)
 	as, _, _ := recv(c)
