@@ -389,13 +389,13 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 		}
 		mask |= 1 << uint8(s)
 	}
-	if len(req.GetReasons()) > numReasons {
-		return nil, status.Errorf(codes.InvalidArgument, "reasons: at most %d entries", numReasons)
+	if len(req.GetReasons()) > validate.MaxReasonFilters {
+		return nil, validate.Field("reasons", fmt.Sprintf("at most %d entries", validate.MaxReasonFilters))
 	}
 	var reasons uint64
 	for i, s := range req.GetReasons() {
 		if _, known := pb.FailureReason_name[int32(s)]; !known || s >= numReasons {
-			return nil, status.Errorf(codes.InvalidArgument, "reasons[%d]: unknown failure reason %d", i, s)
+			return nil, validate.Field(fmt.Sprintf("reasons[%d]", i), fmt.Sprintf("unknown failure reason %d", s))
 		}
 		reasons |= 1 << uint8(s)
 	}
@@ -507,7 +507,7 @@ func unixTime(ns int64) time.Time { return time.Unix(0, ns) }
 // RetryFailed re-queues a batch's failed papers.
 func (a *api) RetryFailed(ctx context.Context, req *pb.RetryFailedRequest) (*pb.RetryFailedResponse, error) {
 	if req.GetBatchId() == "" {
-		return nil, status.Error(codes.InvalidArgument, "batch_id: required")
+		return nil, errBatchIDRequired
 	}
 	r := &retryReq{id: req.GetBatchId(), reply: make(chan retryResult, 1)}
 	res, err := ask(ctx, a.c, r, r.reply)
@@ -521,7 +521,7 @@ func (a *api) RetryFailed(ctx context.Context, req *pb.RetryFailedRequest) (*pb.
 func (a *api) ListHosts(ctx context.Context, req *pb.ListHostsRequest) (*pb.ListHostsResponse, error) {
 	size := int(req.GetPageSize())
 	if size < 0 || size > validate.MaxListHostsPageSize {
-		return nil, status.Errorf(codes.InvalidArgument, "page_size: must be 0 to %d", validate.MaxListHostsPageSize)
+		return nil, validate.Field("page_size", fmt.Sprintf("must be 0 to %d", validate.MaxListHostsPageSize))
 	}
 	if size == 0 {
 		size = defaultHostsPageSize

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // detail returns the first detail of type T in err's status.
@@ -127,6 +128,14 @@ func TestErrorsCarryDetails(t *testing.T) {
 	wantBadRequest(t, err, "page_token")
 	_, err = h.api.GetBatch(ctx, &pb.GetBatchRequest{})
 	wantBadRequest(t, err, "batch_id")
+	_, err = h.api.RetryFailed(ctx, &pb.RetryFailedRequest{})
+	wantBadRequest(t, err, "batch_id")
+	_, err = h.api.ListHosts(ctx, &pb.ListHostsRequest{PageSize: validate.MaxListHostsPageSize + 1})
+	wantBadRequest(t, err, "page_size")
+	_, err = h.api.ListPapers(ctx, &pb.ListPapersRequest{BatchId: "b", Reasons: []pb.FailureReason{31}})
+	wantBadRequest(t, err, "reasons[0]")
+	_, err = h.api.ListPapers(ctx, &pb.ListPapersRequest{BatchId: "b", Reasons: make([]pb.FailureReason, numReasons+1)})
+	wantBadRequest(t, err, "reasons")
 
 	// A fetcher breaking the protocol is told what it did, without the code repeated.
 	ws, err := h.gw.Work(ctx)
