@@ -95,19 +95,11 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		complete := total < 0 || end == total-1
 		if !ok || start != offset || !complete || (a.sf.meta.Total > 0 && total != a.sf.meta.Total) {
 			// Not the bytes we asked for: never append them. Start over.
-			if err := a.sf.reset(); err != nil {
-				return nil, outcome{}, storageFailure(err)
-			}
-			_ = resp.Body.Close()
-			return a.fetch(ctx, target, false)
+			return a.refetch(ctx, target, resp)
 		}
 		resumed = true
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
-		if err := a.sf.reset(); err != nil {
-			return nil, outcome{}, storageFailure(err)
-		}
-		_ = resp.Body.Close()
-		return a.fetch(ctx, target, false)
+		return a.refetch(ctx, target, resp)
 	case resp.StatusCode == http.StatusOK:
 		if offset > 0 {
 			// The origin ignored the range (or the validator changed): start over.
@@ -161,11 +153,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	if !bytes.Contains(head, []byte("%PDF-")) {
 		if resumed {
 			// The kept prefix is not a PDF after all: never build on it.
-			if err := a.sf.reset(); err != nil {
-				return nil, outcome{}, storageFailure(err)
-			}
-			_ = resp.Body.Close()
-			return a.fetch(ctx, target, false)
+			return a.refetch(ctx, target, resp)
 		}
 		return a.notPDF(ctx, resp, buf, body, finalURL)
 	}
@@ -191,6 +179,16 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		contentType: resp.Header.Get("Content-Type"),
 		finalURL:    finalURL,
 	}, nil
+}
+
+// refetch drops the partial body kept for a resume (what the origin answered cannot extend
+// it), closes resp's body and fetches target again from the first byte.
+func (a *attempt) refetch(ctx context.Context, target *url.URL, resp *http.Response) (*url.URL, outcome, *failure) {
+	if err := a.sf.reset(); err != nil {
+		return nil, outcome{}, storageFailure(err)
+	}
+	_ = resp.Body.Close()
+	return a.fetch(ctx, target, false)
 }
 
 // copyBody streams head (bytes already read from the body, at most sniffLen) and the rest of
