@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/embedded"
 	"github.com/paperfetch/paperfetch/internal/auth"
-	"github.com/paperfetch/paperfetch/internal/embedded"
 )
 
 func TestMain(m *testing.M) {

@@ -19,11 +19,13 @@ import (
 
 	"github.com/paperfetch/paperfetch/coordinator"
 	"github.com/paperfetch/paperfetch/dashboard"
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/flagenv"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
 	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/logging"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 func main() {
@@ -47,7 +49,9 @@ reflection.`)
 	logFlags := logging.RegisterFlags(fs)
 	cfg := coordinator.DefaultConfig()
 	cfg.RegisterFlags(fs)
-	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleCoordinator)
+	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.Role{
+		Clients: "CoordinatorService", Gateway: pb.FetcherGatewayService_ServiceDesc.ServiceName, Validate: validate.Request,
+	})
 	if err := flagenv.Parse(fs, args, os.LookupEnv); err != nil {
 		return err
 	}

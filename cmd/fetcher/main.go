@@ -22,6 +22,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
 	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/logging"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 func main() {
@@ -49,7 +50,7 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 	s3.RegisterFlags(fs)
 	cfg := fetcher.DefaultConfig()
 	cfg.RegisterFlags(fs)
-	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.RoleFetcher)
+	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.Role{Clients: "FetcherService", Validate: validate.Request})
 	clientFlags := grpcclient.RegisterFlags(fs)
 	if err := flagenv.Parse(fs, args, os.LookupEnv); err != nil {
 		return err

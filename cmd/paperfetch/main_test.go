@@ -348,7 +348,7 @@ func TestUsage(t *testing.T) {
 		{nil, "Usage:"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"get"}, "no INPUT given"},
-		{[]string{"get", "--out", out, "--concurrency", "0", list}, "--concurrency must be between 1 and 10000"},
+		{[]string{"get", "--out", out, "--concurrency", "0", list}, "--concurrency must be from 1 to 10000, got 0"},
 		{[]string{"get", "--out", out, "--bogus", list}, "flag provided but not defined: --bogus"},
 		{[]string{"get", "--out", out, "--per-host-delay", "soon", list}, `invalid value "soon" for flag --per-host-delay: "soon" is not a duration`},
 		{[]string{"get", "--out", out, "--max-size", "12XB", list}, "invalid size unit"},

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/paperfetch/paperfetch/coordinator"
-	"github.com/paperfetch/paperfetch/internal/embedded"
+	"github.com/paperfetch/paperfetch/embedded"
 )
 
 // startCoordinator runs a coordinator with two fetchers on a loopback port, for the remote

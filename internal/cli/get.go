@@ -7,20 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/paperfetch/paperfetch/coordinator"
-	"github.com/paperfetch/paperfetch/fetcher"
+	"github.com/paperfetch/paperfetch/embedded"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
-	"github.com/paperfetch/paperfetch/internal/embedded"
+	"github.com/paperfetch/paperfetch/internal/fielderr"
 	"github.com/paperfetch/paperfetch/internal/input"
 	"github.com/paperfetch/paperfetch/internal/logging"
 	"github.com/paperfetch/paperfetch/internal/progress"
@@ -32,34 +29,21 @@ import (
 // coordinator (in-process, so only a wedged coordinator comes near it).
 const embeddedCallTimeout = 30 * time.Second
 
-// getOptions are the flags of `paperfetch get`.
+// getOptions are the flags of `paperfetch get`: the embedded system's options (bound to the
+// flags of the same names), and get's own.
 type getOptions struct {
-	out                string
-	concurrency        int
-	fetchers           int
-	perHostConcurrency int
-	perHostDelay       time.Duration
-	maxSize            int64
-	timeout            time.Duration
-	retries            int
-	userAgent          string
-	allowPrivate       bool
-	allowCIDRs         []netip.Prefix
-	arxivBase          string
-	resolve            coordinator.ResolveConfig
-	nameTemplate       string
-	hostLimits         map[string]coordinator.HostLimits
-	report             string
-	quiet              bool
-	json               bool
-	format             string
-	strict             bool
-	batchID            string
-	logLevel           string
-	link               bool
-	dashboard          string
-	proxy              string
-	headers            http.Header
+	sys          embedded.Options
+	out          string
+	nameTemplate string
+	report       string
+	quiet        bool
+	json         bool
+	format       string
+	strict       bool
+	batchID      string
+	logLevel     string
+	link         bool
+	dashboard    string
 }
 
 // maxInputErrorsShown caps the malformed entries printed one by one.
@@ -156,22 +140,22 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	o := &r.o
 	fs.StringVar(&o.out, "out", "papers", "`DIR` to write the PDFs into (-o)")
 	fs.StringVar(&o.out, "o", "papers", "`DIR`: short for --out")
-	fs.IntVar(&o.concurrency, "concurrency", 16, "`N` parallel downloads in total (-j)")
-	fs.IntVar(&o.concurrency, "j", 16, "`N`: short for --concurrency")
-	fs.IntVar(&o.fetchers, "fetchers", 2, "run `N` embedded fetchers (the concurrency is split across them)")
-	fs.IntVar(&o.perHostConcurrency, "per-host-concurrency", 2, "at most `N` parallel downloads from one host")
-	o.perHostDelay = time.Second
-	fs.Var(delayFlag{&o.perHostDelay}, "per-host-delay", "minimum `DURATION` between two requests to one host, e.g. 500ms, 2s (0: none)")
-	o.maxSize = 512 << 20
-	fs.Var(sizeFlag{&o.maxSize}, "max-size", "maximum `SIZE` of one PDF (e.g. 100MiB)")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "overall deadline of one download attempt")
-	fs.IntVar(&o.retries, "retries", 4, "retry a failed download up to `N` times (transient errors; permanent ones move on to the next URL)")
-	fs.StringVar(&o.userAgent, "user-agent", "", "`VALUE` of the User-Agent header (default: paperfetch/VERSION with a contact address)")
-	fs.BoolVar(&o.allowPrivate, "allow-private-networks", false, "allow downloads from loopback and private addresses (unsafe; for local mirrors and tests)")
-	fs.Func("allow-cidr", fetcher.AllowCIDRUsage, fetcher.AllowCIDRFlag(&o.allowCIDRs))
-	fs.StringVar(&o.arxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
-	registerResolveFlags(fs, &o.resolve)
-	fs.Func("host-limit", "politeness of one host `HOST=DELAY/CONCURRENCY`, e.g. doi.org=2s/1 (repeatable; overrides the DOI APIs' defaults too)", coordinator.HostLimitFlag(&o.hostLimits))
+	e := &o.sys
+	*e = embedded.DefaultOptions()
+	fs.IntVar(&e.Concurrency, "concurrency", e.Concurrency, "`N` parallel downloads in total (-j)")
+	fs.IntVar(&e.Concurrency, "j", e.Concurrency, "`N`: short for --concurrency")
+	fs.IntVar(&e.Fetchers, "fetchers", e.Fetchers, "run `N` embedded fetchers (the concurrency is split across them)")
+	fs.IntVar(&e.PerHostConcurrency, "per-host-concurrency", e.PerHostConcurrency, "at most `N` parallel downloads from one host")
+	fs.Var(delayFlag{&e.PerHostDelay}, "per-host-delay", "minimum `DURATION` between two requests to one host, e.g. 500ms, 2s (0: none)")
+	fs.Var(sizeFlag{&e.MaxSize}, "max-size", "maximum `SIZE` of one PDF (e.g. 100MiB)")
+	fs.DurationVar(&e.Timeout, "timeout", e.Timeout, "overall deadline of one download attempt")
+	fs.IntVar(&e.Retries, "retries", e.Retries, "retry a failed download up to `N` times (transient errors; permanent ones move on to the next URL)")
+	fs.StringVar(&e.UserAgent, "user-agent", "", "`VALUE` of the User-Agent header (default: paperfetch/VERSION with a contact address)")
+	fs.BoolVar(&e.AllowPrivateNetworks, "allow-private-networks", false, "allow downloads from loopback and private addresses (unsafe; for local mirrors and tests)")
+	fs.Func("allow-cidr", embedded.AllowCIDRUsage, embedded.AllowCIDRFlag(&e.AllowCIDRs))
+	fs.StringVar(&e.ArxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
+	registerResolveFlags(fs, e)
+	fs.Func("host-limit", "politeness of one host `HOST=DELAY/CONCURRENCY`, e.g. doi.org=2s/1 (repeatable; overrides the DOI APIs' defaults too)", embedded.HostLimitFlag(&e.HostLimits))
 	fs.StringVar(&o.nameTemplate, "name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (default: the paper id)")
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary (-q)")
@@ -182,21 +166,8 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs.StringVar(&o.batchID, "batch-id", "", "batch `ID` to use (default: derived from the input, so a rerun resumes the same batch)")
 	fs.StringVar(&o.dashboard, "dashboard", "", "serve the live web dashboard (and the /v1/ JSON API) of this run on `ADDR`, e.g. 127.0.0.1:7480; its URL is printed (no authentication: keep it on loopback)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
-	fs.StringVar(&o.proxy, "proxy", "", "download through the proxy at `URL`: http(s)://HOST:PORT for an HTTP proxy, or a prefix such as https://ezproxy.example.edu/login?url= (see docs/cli.md for what the address guard checks through it)")
-	fs.Func("header", "add the request header `'NAME: VALUE'` to every download, e.g. an API key or a cookie you hold (repeatable; sent to every host of the list)", func(v string) error {
-		k, val, err := fetcher.ParseHeader(v)
-		if err != nil {
-			return err
-		}
-		if o.headers == nil {
-			o.headers = http.Header{}
-		}
-		if len(o.headers) >= fetcher.MaxHeaders {
-			return fmt.Errorf("at most %d headers", fetcher.MaxHeaders)
-		}
-		o.headers.Add(k, val)
-		return nil
-	})
+	fs.StringVar(&e.Proxy, "proxy", "", "download through the proxy at `URL`: http(s)://HOST:PORT for an HTTP proxy, or a prefix such as https://ezproxy.example.edu/login?url= (see docs/cli.md for what the address guard checks through it)")
+	fs.Func("header", "add the request header `'NAME: VALUE'` to every download, e.g. an API key or a cookie you hold (repeatable; sent to every host of the list)", embedded.HeaderFlag(&e.Headers))
 	fs.BoolVar(&o.link, "link", false, "make each PDF a hard link to the cached copy instead of a file of its own (saves space; editing the PDF then edits the cache)")
 	inputs, err := r.a.parseFlags(fs, args)
 	if err != nil {
@@ -211,12 +182,12 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 	o := &r.o
 	format, _ := input.ParseFormat(o.format)
 	stderr := r.a.env.Stderr
-	r.stateDir = filepath.Join(o.out, ".paperfetch")
+	r.stateDir = o.sys.Dir // OUT/.paperfetch (validate)
 	if err := os.MkdirAll(r.stateDir, 0o755); err != nil {
 		return &exitError{code: exitCodeFor(err, ExitUsage), err: fmt.Errorf("create output folder: %w", err)}
 	}
 	removeTempFiles(o.out)
-	in, err := newInputSet(inputs, input.Options{Format: format, ArxivBase: o.arxivBase})
+	in, err := newInputSet(inputs, input.Options{Format: format, ArxivBase: o.sys.ArxivBase})
 	if err != nil {
 		return err
 	}
@@ -262,7 +233,8 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 // start runs the embedded system and picks the batch (resuming an unfinished one).
 func (r *getRun) start(ctx context.Context) error {
 	o := &r.o
-	ecfg := o.embeddedOptions(r.stateDir, r.logger)
+	ecfg := o.sys
+	ecfg.Logger = r.logger
 	if o.dashboard != "" {
 		var err error
 		if ecfg.HTTPListener, err = net.Listen("tcp", o.dashboard); err != nil {
@@ -566,27 +538,28 @@ func (r *getRun) printSummary(sum *summary) {
 	sum.print(r.a.env.Stderr)
 }
 
-// validate checks the flag values and the inputs.
+// flagMessages renders the errors of an invalid configuration for the command line: each
+// one as "--flag what is wrong" where a flag sets the field.
+func flagMessages(err error) string {
+	var fe *fielderr.Error
+	if !errors.As(err, &fe) {
+		return err.Error()
+	}
+	msgs := make([]string, len(fe.Errs))
+	for i, e := range fe.Errs {
+		msgs[i] = fielderr.FlagMessage(e)
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// validate checks the flag values (the embedded system's options with Options.Validate)
+// and the inputs.
 func (o *getOptions) validate(inputs []string) error {
 	switch {
 	case len(inputs) == 0:
 		return usagef("no INPUT given (a file of URLs, arXiv ids or JSON lines, \"-\" for standard input, or the URLs and ids themselves)")
 	case o.out == "":
 		return usagef("--out must not be empty")
-	case o.concurrency < 1 || o.concurrency > 10000:
-		return usagef("--concurrency must be between 1 and 10000, got %d", o.concurrency)
-	case o.fetchers < 1 || o.fetchers > 64:
-		return usagef("--fetchers must be between 1 and 64, got %d", o.fetchers)
-	case o.perHostConcurrency < 1:
-		return usagef("--per-host-concurrency must be at least 1, got %d", o.perHostConcurrency)
-	case o.perHostDelay < 0:
-		return usagef("--per-host-delay must not be negative")
-	case o.maxSize <= 0:
-		return usagef("--max-size must be positive")
-	case o.timeout <= 0:
-		return usagef("--timeout must be positive")
-	case o.retries < 0 || o.retries > 100:
-		return usagef("--retries must be between 0 and 100, got %d", o.retries)
 	case o.quiet && o.json:
 		return usagef("--quiet and --json cannot be combined")
 	case o.report == "-" && o.json:
@@ -595,44 +568,20 @@ func (o *getOptions) validate(inputs []string) error {
 	if _, err := input.ParseFormat(o.format); err != nil {
 		return usagef("--format: %v", err)
 	}
-	if u, err := url.Parse(o.arxivBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("--arxiv-base must be an http(s) URL, got %q", o.arxivBase)
-	}
 	if err := checkBatchIDFlag(o.batchID); err != nil {
 		return err
 	}
 	if err := checkNameTemplate(o.nameTemplate); err != nil {
 		return usagef("%v", err)
 	}
-	if o.proxy != "" {
-		if _, _, err := fetcher.ParseProxy(o.proxy); err != nil {
-			return usagef("--proxy: %v", err)
-		}
-	}
-	o.resolve.ArxivBase = o.arxivBase
-	if err := o.resolve.Validate(); err != nil {
-		return usagef("%v", err)
+	o.sys.Dir = filepath.Join(o.out, ".paperfetch")
+	if err := o.sys.Validate(); err != nil {
+		return usagef("%s", flagMessages(err))
 	}
 	if _, err := logging.ParseLevel(o.logLevel); err != nil {
 		return usagef("--log-level: %v", err)
 	}
 	return checkInputArgs(inputs)
-}
-
-// embeddedOptions turns the flags into the embedded system's options (same names, same
-// meanings).
-func (o *getOptions) embeddedOptions(stateDir string, logger *slog.Logger) embedded.Options {
-	e := embedded.DefaultOptions()
-	e.Dir = stateDir
-	e.Fetchers, e.Concurrency = o.fetchers, o.concurrency
-	e.PerHostConcurrency, e.PerHostDelay, e.HostLimits = o.perHostConcurrency, o.perHostDelay, o.hostLimits
-	e.Retries, e.MaxSize, e.Timeout = o.retries, o.maxSize, o.timeout
-	e.UserAgent, e.Email = o.userAgent, o.resolve.Email
-	e.ArxivBase, e.DOIBase, e.OpenAlexBase, e.UnpaywallBase = o.resolve.ArxivBase, o.resolve.DOIBase, o.resolve.OpenAlexBase, o.resolve.UnpaywallBase
-	e.AllowPrivateNetworks, e.AllowCIDRs = o.allowPrivate, o.allowCIDRs
-	e.Proxy, e.Headers = o.proxy, o.headers
-	e.Logger = logger
-	return e
 }
 
 // pickBatch chooses the batch of a `get` run. An explicit id is used as is. Otherwise the id

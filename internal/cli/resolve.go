@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/embedded"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/doiresolve"
-	"github.com/paperfetch/paperfetch/internal/embedded"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -41,11 +40,11 @@ type resolveOutput struct {
 
 func (a *app) resolve(ctx context.Context, args []string) error {
 	fs := a.newFlagSet("resolve", "[flags] DOI...", resolveHelp)
-	var rc coordinator.ResolveConfig
-	fs.StringVar(&rc.ArxivBase, "arxiv-base", coordinator.DefaultArxivBase, "where arXiv DOIs are fetched from, as `URL`/pdf/ID")
+	rc := embedded.DefaultOptions()
+	fs.StringVar(&rc.ArxivBase, "arxiv-base", embedded.DefaultArxivBase, "where arXiv DOIs are fetched from, as `URL`/pdf/ID")
 	registerResolveFlags(fs, &rc)
-	allowPrivate := fs.Bool("allow-private-networks", false, "allow requests to loopback and private addresses (unsafe; for local mirrors and tests)")
-	timeout := fs.Duration("timeout", 30*time.Second, "deadline of one request")
+	fs.BoolVar(&rc.AllowPrivateNetworks, "allow-private-networks", false, "allow requests to loopback and private addresses (unsafe; for local mirrors and tests)")
+	fs.DurationVar(&rc.Timeout, "timeout", 30*time.Second, "deadline of one request")
 	delay := fs.Duration("per-host-delay", time.Second, "minimum time between two requests to one host")
 	asJSON := fs.Bool("json", false, "print one JSON object per DOI")
 	dois, err := a.parseFlags(fs, args)
@@ -55,9 +54,11 @@ func (a *app) resolve(ctx context.Context, args []string) error {
 	if len(dois) == 0 {
 		return usagef("give at least one DOI")
 	}
-	if err := rc.Validate(); err != nil {
+	r, err := embedded.NewResolver(rc) // checks the bases and the address too
+	if err != nil {
 		return usagef("%v", err)
 	}
+	defer r.Close()
 	norm := make([]string, len(dois))
 	for i, d := range dois {
 		n, err := validate.NormalizeDOI(d)
@@ -66,13 +67,6 @@ func (a *app) resolve(ctx context.Context, args []string) error {
 		}
 		norm[i] = n
 	}
-	ro := embedded.DefaultOptions()
-	ro.AllowPrivateNetworks, ro.Email, ro.Timeout = *allowPrivate, rc.Email, *timeout
-	r, err := embedded.NewResolver(ro)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	defer r.Close()
 	bases := doiresolve.Bases{DOI: rc.DOIBase, OpenAlex: rc.OpenAlexBase, Unpaywall: rc.UnpaywallBase, Email: rc.Email}
 	last := map[string]time.Time{}
 	wait := func(raw string) error {

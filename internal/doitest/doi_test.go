@@ -13,10 +13,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/embedded"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/doitest"
-	"github.com/paperfetch/paperfetch/internal/embedded"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -36,6 +36,7 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 func TestMain(m *testing.M) {
@@ -87,7 +88,7 @@ func newOrigin(t *testing.T, n int) *origin {
 // serve runs a grpcserver on 127.0.0.1:0 until the test ends and returns its address.
 func serve(t *testing.T, ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger, register func(grpc.ServiceRegistrar)) string {
 	t.Helper()
-	srv := grpcserver.New(grpcserver.Config{Logger: logger, HardStopTimeout: 5 * time.Second})
+	srv := grpcserver.New(grpcserver.Config{Logger: logger, HardStopTimeout: 5 * time.Second, Validate: validate.Request})
 	register(srv.GRPC)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

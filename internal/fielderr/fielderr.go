@@ -4,6 +4,7 @@
 package fielderr
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -17,10 +18,35 @@ type List struct {
 // Add records that field (set by the flag --flagName, when not empty) is invalid: format
 // and args say why.
 func (l *List) Add(field, flagName, format string, args ...any) {
-	if flagName != "" {
-		field += " (--" + flagName + ")"
+	l.errs = append(l.errs, &FieldError{Field: field, Flag: flagName, Msg: fmt.Sprintf(format, args...)})
+}
+
+// FieldError is one invalid field.
+type FieldError struct {
+	// Field names the field ("Config.MaxAttempts").
+	Field string
+	// Flag is the command-line flag that sets it, without dashes ("" when none does).
+	Flag string
+	// Msg says what is wrong ("must be from 1 to 1000, got 0").
+	Msg string
+}
+
+// Error is "Field (--flag) Msg".
+func (e *FieldError) Error() string {
+	if e.Flag != "" {
+		return e.Field + " (--" + e.Flag + ") " + e.Msg
 	}
-	l.errs = append(l.errs, fmt.Errorf("%s %s", field, fmt.Sprintf(format, args...)))
+	return e.Field + " " + e.Msg
+}
+
+// FlagMessage is the error as a command line's user reads it: "--flag Msg" when a flag sets
+// the field, else Error().
+func FlagMessage(err error) string {
+	var fe *FieldError
+	if errors.As(err, &fe) && fe.Flag != "" {
+		return "--" + fe.Flag + " " + fe.Msg
+	}
+	return err.Error()
 }
 
 // Join adds errors found elsewhere (a nested configuration's).

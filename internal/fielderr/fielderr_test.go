@@ -28,4 +28,10 @@ func TestList(t *testing.T) {
 	if !errors.As(err, &fe) || len(fe.Errs) != 4 {
 		t.Fatalf("As: %v", fe)
 	}
+	if got := FlagMessage(fe.Errs[0]); got != "--a must be positive, got 0s" {
+		t.Errorf("FlagMessage: %q", got)
+	}
+	if got := FlagMessage(fe.Errs[1]); got != "Config.B must not be negative, got -1s" {
+		t.Errorf("FlagMessage without a flag: %q", got)
+	}
 }

@@ -43,7 +43,7 @@ func openConn(t *testing.T, addr string) (net.Conn, bool) {
 var roles = []struct {
 	name string
 	role Role
-}{{"coordinator", RoleCoordinator}, {"fetcher", RoleFetcher}}
+}{{"coordinator", roleCoordinator}, {"fetcher", roleFetcher}}
 
 // call makes one cheap call on conn: a health check (served on both roles, counted as a call
 // by the idle timer).

@@ -10,21 +10,25 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/tlsreload"
 )
 
-// Role says which binary a server belongs to; it selects the role's flags (the coordinator
-// has client and fetcher tokens, the fetcher only its own).
-type Role int
-
-const (
-	// RoleCoordinator is the coordinator (CoordinatorService + FetcherGatewayService).
-	RoleCoordinator Role = iota + 1
-	// RoleFetcher is a fetcher (FetcherService).
-	RoleFetcher
-)
+// Role is what a binary's server serves, as far as its flags are concerned: the caller names
+// its services (this package knows no product service), and a binary with a Gateway (the
+// coordinator) gets --fetcher-tokens for it.
+type Role struct {
+	// Clients names the service that clients call, for the help of --tokens (e.g.
+	// "CoordinatorService").
+	Clients string
+	// Gateway, when not empty, is the full name of the service fetchers call (the
+	// coordinator's FetcherGatewayService): it is guarded by --fetcher-tokens or a verified
+	// client certificate instead of --tokens, and never rate limited (it has budgets of its
+	// own).
+	Gateway string
+	// Validate, when set, checks every request message (Config.Validate).
+	Validate func(req any) error
+}
 
 // Flags holds the server flags shared by the binaries.
 type Flags struct {
@@ -69,12 +73,11 @@ func RegisterFlags(fs *flag.FlagSet, role Role) *Flags {
 	fs.StringVar(&f.HealthListen, "health-listen", "", "`address` of a plaintext gRPC port serving only grpc.health.v1, for Kubernetes gRPC probes when --tls-cert is set (empty: off)")
 	f.keyPair = tlsreload.RegisterKeyPairFlags(fs)
 	fs.StringVar(&f.ClientCAFile, "tls-client-ca", "", "PEM `file` of CAs whose client certificates are verified (mTLS); a verified certificate authenticates a fetcher")
-	switch role {
-	case RoleCoordinator:
-		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for CoordinatorService, one per line, # comments (empty: the client API is open); reloaded on change")
-		fs.StringVar(&f.FetcherTokensFile, "fetcher-tokens", "", "`file` of bearer tokens accepted from fetchers on FetcherGatewayService (without it and without --tls-client-ca the gateway is open); reloaded on change")
-	case RoleFetcher:
-		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for FetcherService, one per line, # comments (empty: open unless --tls-client-ca); reloaded on change")
+	if role.Gateway != "" {
+		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for "+role.Clients+", one per line, # comments (empty: the client API is open); reloaded on change")
+		fs.StringVar(&f.FetcherTokensFile, "fetcher-tokens", "", "`file` of bearer tokens accepted from fetchers on "+role.Gateway+" (without it and without --tls-client-ca the gateway is open); reloaded on change")
+	} else {
+		fs.StringVar(&f.TokensFile, "tokens", "", "`file` of bearer tokens accepted for "+role.Clients+", one per line, # comments (empty: open unless --tls-client-ca); reloaded on change")
 	}
 	fs.Float64Var(&f.RateLimit, "rate-limit", 1000, "client calls per second accepted from each client (its token, certificate or IP address) before RESOURCE_EXHAUSTED with a retry delay (health, reflection and the fetcher gateway are exempt; 0: unlimited)")
 	fs.IntVar(&f.RateBurst, "rate-burst", 2000, "burst of each client's call rate limit")
@@ -106,6 +109,10 @@ func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Serve
 		MaxConns:          f.MaxConns,
 		MaxConnsPerIP:     f.MaxConnsPerIP,
 		MaxConnectionIdle: f.MaxConnectionIdle,
+		Validate:          f.role.Validate,
+	}
+	if f.role.Gateway != "" {
+		cfg.RateLimitExempt = []string{f.role.Gateway}
 	}
 	if f.MaxConcurrentStreams > 0 {
 		cfg.MaxConcurrentStreams = uint32(min(f.MaxConcurrentStreams, 1<<31))
@@ -147,16 +154,14 @@ func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Serve
 		return nil, err
 	}
 	guard := &auth.Guard{Services: map[string]auth.Requirement{}}
-	switch f.role {
-	case RoleCoordinator:
+	if f.role.Gateway != "" {
 		fetcherTokens, err := load("fetcher-tokens", f.FetcherTokensFile)
 		if err != nil {
 			return nil, err
 		}
 		guard.Default = auth.Requirement{Tokens: clientTokens}
-		guard.Services[pb.CoordinatorService_ServiceDesc.ServiceName] = auth.Requirement{Tokens: clientTokens}
-		guard.Services[pb.FetcherGatewayService_ServiceDesc.ServiceName] = auth.Requirement{Tokens: fetcherTokens, ClientCert: clientCAs != nil}
-	default:
+		guard.Services[f.role.Gateway] = auth.Requirement{Tokens: fetcherTokens, ClientCert: clientCAs != nil}
+	} else {
 		guard.Default = auth.Requirement{Tokens: clientTokens, ClientCert: clientCAs != nil}
 	}
 	cfg.Auth = guard

@@ -10,7 +10,7 @@ import (
 func flagSet(t *testing.T, args ...string) *Flags {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	f := RegisterFlags(fs, RoleCoordinator)
+	f := RegisterFlags(fs, roleCoordinator)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
@@ -19,9 +19,9 @@ func flagSet(t *testing.T, args ...string) *Flags {
 
 func TestRoleFlags(t *testing.T) {
 	coord := flag.NewFlagSet("c", flag.ContinueOnError)
-	RegisterFlags(coord, RoleCoordinator)
+	RegisterFlags(coord, roleCoordinator)
 	fetch := flag.NewFlagSet("f", flag.ContinueOnError)
-	RegisterFlags(fetch, RoleFetcher)
+	RegisterFlags(fetch, roleFetcher)
 	grpcclient.RegisterFlags(fetch) // must not panic on the shared --tls-cert/--tls-key
 	for _, name := range []string{"tokens", "fetcher-tokens", "tls-cert", "tls-key", "tls-client-ca", "metrics-listen", "health-listen", "rate-limit"} {
 		if coord.Lookup(name) == nil {

@@ -20,6 +20,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 func TestMain(m *testing.M) {
@@ -91,7 +92,7 @@ type testServer struct {
 // 127.0.0.1:0 until the test ends.
 func startCoordinator(t *testing.T, args ...string) *testServer {
 	t.Helper()
-	return startServer(t, RoleCoordinator, args...)
+	return startServer(t, roleCoordinator, args...)
 }
 
 // fakeFetcher is a FetcherService whose Fetch is unimplemented (enough for connection tests).
@@ -101,6 +102,12 @@ type fakeFetcher struct {
 
 // startServer builds a server of the role from command-line flags (a fake CoordinatorService
 // and FetcherGatewayService for the coordinator, a fake FetcherService for a fetcher) and
+// The roles of the two binaries, as cmd/coordinator and cmd/fetcher name them.
+var (
+	roleCoordinator = Role{Clients: "CoordinatorService", Gateway: pb.FetcherGatewayService_ServiceDesc.ServiceName, Validate: validate.Request}
+	roleFetcher     = Role{Clients: "FetcherService", Validate: validate.Request}
+)
+
 // serves it on 127.0.0.1:0 until the test ends.
 func startServer(t *testing.T, role Role, args ...string) *testServer {
 	t.Helper()
@@ -123,7 +130,7 @@ func startServer(t *testing.T, role Role, args ...string) *testServer {
 		l := listen(t)
 		srv.cfg.HealthListener, ts.health = l, l.Addr().String()
 	}
-	if role == RoleFetcher {
+	if role.Gateway == "" {
 		pb.RegisterFetcherServiceServer(srv.GRPC, fakeFetcher{})
 	} else {
 		pb.RegisterCoordinatorServiceServer(srv.GRPC, ts.fake)

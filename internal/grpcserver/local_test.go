@@ -24,7 +24,7 @@ func TestLocalConnection(t *testing.T) {
 			args = append(args, "--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", p.ca)
 		}
 		fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
-		sf := RegisterFlags(fs, RoleCoordinator)
+		sf := RegisterFlags(fs, roleCoordinator)
 		if err := fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}

@@ -2,8 +2,12 @@
 // chain (Prometheus metrics, logging, auth, request validation, per-client rate limiting,
 // recovery), the health service, server reflection, message/stream limits and keepalive
 // enforcement, an optional /metrics HTTP endpoint and plaintext health port, reloading of
-// certificates and token files, and a graceful shutdown (health NOT_SERVING, GracefulStop, then a hard Stop when
-// the drain takes too long).
+// certificates and token files, and a graceful shutdown (health NOT_SERVING, GracefulStop,
+// then a hard Stop when the drain takes too long), as a part of the process's lifecycle.
+//
+// It knows no product service nor message: the binaries name their services (Role: the
+// coordinator's gateway, exempt from rate limiting, with tokens of its own) and pass the
+// product's request validation (Config.Validate, validate.Request).
 package grpcserver
 
 import (
@@ -19,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -44,12 +49,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
-	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/auth"
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
 	"github.com/paperfetch/paperfetch/internal/lifecycle"
 	"github.com/paperfetch/paperfetch/internal/tlsreload"
-	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // LivenessService is a health service name that stays SERVING while the server drains (the
@@ -112,6 +115,14 @@ type Config struct {
 	// MaxConnectionIdle: a connection without any call for this long is closed with a GOAWAY
 	// (clients reconnect when they need to). 0 means DefaultMaxConnectionIdle, negative never.
 	MaxConnectionIdle time.Duration
+	// Validate, when set, checks every request message before the handler sees it: a unary
+	// request, and each message received on a stream (RecvMsg returns its error). Its error is
+	// returned as is (e.g. INVALID_ARGUMENT with a BadRequest). The binaries pass the product's
+	// validate.Request.
+	Validate func(req any) error
+	// RateLimitExempt are services never rate limited, beside health and reflection (the
+	// coordinator's FetcherGatewayService, which has per-stream budgets of its own).
+	RateLimitExempt []string
 	// Unary and Stream are extra interceptors placed after rate limiting and before recovery,
 	// in order.
 	Unary []grpc.UnaryServerInterceptor
@@ -197,8 +208,10 @@ func New(cfg Config) *Server {
 		stream = append(stream, selector.StreamServerInterceptor(cfg.Auth.StreamServerInterceptor(), selector.MatchFunc(notInfrastructure)))
 	}
 	// 4. Request validation.
-	unary = append(unary, validate.UnaryServerInterceptor())
-	stream = append(stream, validate.StreamServerInterceptor())
+	if cfg.Validate != nil {
+		unary = append(unary, validatingUnary(cfg.Validate))
+		stream = append(stream, validatingStream(cfg.Validate))
+	}
 	// 5. Rate limiting of client calls.
 	if cfg.RateLimit > 0 {
 		burst := cfg.RateBurst
@@ -206,8 +219,11 @@ func New(cfg Config) *Server {
 			burst = max(1, int(cfg.RateLimit))
 		}
 		lim := newClientLimiter(cfg.RateLimit, burst, time.Now)
-		unary = append(unary, selector.UnaryServerInterceptor(lim.unary, selector.MatchFunc(clientCall)))
-		stream = append(stream, selector.StreamServerInterceptor(lim.stream, selector.MatchFunc(clientCall)))
+		limited := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+			return !infrastructure(c.Service) && !slices.Contains(cfg.RateLimitExempt, c.Service)
+		})
+		unary = append(unary, selector.UnaryServerInterceptor(lim.unary, limited))
+		stream = append(stream, selector.StreamServerInterceptor(lim.stream, limited))
 	}
 	unary = append(unary, cfg.Unary...)
 	stream = append(stream, cfg.Stream...)
@@ -285,9 +301,36 @@ func notInfrastructure(_ context.Context, c interceptors.CallMeta) bool {
 	return !infrastructure(c.Service)
 }
 
-// clientCall selects the rate-limited calls: not infrastructure, not the fetchers' gateway.
-func clientCall(_ context.Context, c interceptors.CallMeta) bool {
-	return !infrastructure(c.Service) && c.Service != pb.FetcherGatewayService_ServiceDesc.ServiceName
+// validatingUnary checks every unary request with check before calling the handler.
+func validatingUnary(check func(any) error) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := check(req); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// validatingStream checks every message received on a stream with check: an invalid one makes
+// RecvMsg return check's error, which the handler returns.
+func validatingStream(check func(any) error) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &checkedStream{ServerStream: ss, check: check})
+	}
+}
+
+// checkedStream checks each received message.
+type checkedStream struct {
+	grpc.ServerStream
+	check func(any) error
+}
+
+// RecvMsg receives m and checks it.
+func (s *checkedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.check(m)
 }
 
 // serverMetrics registers the gRPC server metrics and the Go and process collectors on reg.

@@ -369,7 +369,7 @@ func TestSharedTLSFlags(t *testing.T) {
 	p := newPKI(t)
 	fs := flag.NewFlagSet("fetcher", flag.ContinueOnError)
 	clientFlags := grpcclient.RegisterFlags(fs)
-	srvFlags := RegisterFlags(fs, RoleFetcher)
+	srvFlags := RegisterFlags(fs, roleFetcher)
 	if err := fs.Parse([]string{"--tls-cert", p.fetcherCert, "--tls-key", p.fetcherKey, "--tls-ca", p.ca}); err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = grpcserver.New(grpcserver.Config{Logger: logger, Auth: o.guard})
+	e.srv = grpcserver.New(grpcserver.Config{Logger: logger, Auth: o.guard, Validate: validate.Request})
 	e.c.Register(e.srv.GRPC)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

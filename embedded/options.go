@@ -148,9 +148,7 @@ func (o *Options) Validate() error {
 			v.Add("Options.Proxy", "proxy", "%v", err)
 		}
 	}
-	if err := o.resolve().Validate(); err != nil {
-		v.Add("Options.Resolve", "", "%v", err)
-	}
+	v.Join(o.resolve().Validate()) // its errors name the flags (--doi-base...)
 	v.NonNegative("Options.DrainGrace", "", o.DrainGrace)
 	return v.Err("invalid options")
 }
@@ -207,8 +205,12 @@ func (o *Options) fetcherConfig() (fetcher.Config, error) {
 
 // NewResolver returns a resolver of DOI routes configured like the system's fetchers by the
 // options (the SSRF guard, proxy, headers, User-Agent with Email, Timeout per request):
-// `paperfetch resolve` uses it. Dir and the counts are not needed.
+// `paperfetch resolve` uses it. The DOI routes' bases are checked; Dir and the counts are not
+// needed.
 func NewResolver(o Options) (*fetcher.Resolver, error) {
+	if err := o.resolve().Validate(); err != nil {
+		return nil, err
+	}
 	c, err := o.fetcherConfig()
 	if err != nil {
 		return nil, err
@@ -219,3 +221,47 @@ func NewResolver(o Options) (*fetcher.Resolver, error) {
 
 // ErrStoreLocked is returned (wrapped) by Start when another process holds the store in Dir.
 var ErrStoreLocked = coordinator.ErrStoreLocked
+
+// Default bases of the DOI routes (what empty ArxivBase, DOIBase, OpenAlexBase and
+// UnpaywallBase mean).
+const (
+	DefaultArxivBase     = coordinator.DefaultArxivBase
+	DefaultDOIBase       = coordinator.DefaultDOIBase
+	DefaultOpenAlexBase  = coordinator.DefaultOpenAlexBase
+	DefaultUnpaywallBase = coordinator.DefaultUnpaywallBase
+)
+
+// HostLimitFlag returns the parser of a repeatable --host-limit HOST=DELAY/CONCURRENCY flag
+// (for flag.FlagSet.Func) that adds to *dst (Options.HostLimits).
+func HostLimitFlag(dst *map[string]HostLimits) func(string) error {
+	return coordinator.HostLimitFlag(dst)
+}
+
+// AllowCIDRUsage is the help text of an --allow-cidr flag parsed by AllowCIDRFlag.
+const AllowCIDRUsage = fetcher.AllowCIDRUsage
+
+// AllowCIDRFlag returns the parser of a repeatable --allow-cidr flag (one or more
+// comma-separated CIDRs) that appends to *dst (Options.AllowCIDRs).
+func AllowCIDRFlag(dst *[]netip.Prefix) func(string) error {
+	return fetcher.AllowCIDRFlag(dst)
+}
+
+// HeaderFlag returns the parser of a repeatable --header 'NAME: VALUE' flag that adds to *dst
+// (Options.Headers): each header is checked by fetcher.ParseHeader, at most
+// fetcher.MaxHeaders of them.
+func HeaderFlag(dst *http.Header) func(string) error {
+	return func(v string) error {
+		k, val, err := fetcher.ParseHeader(v)
+		if err != nil {
+			return err
+		}
+		if *dst == nil {
+			*dst = http.Header{}
+		}
+		if len(*dst) >= fetcher.MaxHeaders {
+			return fmt.Errorf("at most %d headers", fetcher.MaxHeaders)
+		}
+		dst.Add(k, val)
+		return nil
+	}
+}

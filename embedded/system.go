@@ -1,6 +1,11 @@
 // Package embedded runs a whole paperfetch deployment inside one process: a coordinator and N
 // fetchers talking over real gRPC (an in-memory bufconn listener, so nothing is exposed on the
-// network), exactly the code path of the separate services. `paperfetch get` uses it.
+// network), exactly the code path of the separate services, started and stopped in their order
+// (package internal/lifecycle). It is the in-process twin of the two binaries and the library
+// behind `paperfetch get`: Options are get's flags (same names, same meanings, zero included),
+// and the package gives the CLI what it needs of the coordinator and the fetcher (flag parsers,
+// the DOI resolver), so that internal/cli depends on it, the generated code and leaf helpers
+// only.
 //
 // The coordinator's store and the blob store live in one folder (by default OUT/.paperfetch),
 // so running the same command again resumes where the previous run stopped.
@@ -31,6 +36,7 @@ import (
 	"github.com/paperfetch/paperfetch/internal/grpcclient"
 	"github.com/paperfetch/paperfetch/internal/grpcserver"
 	"github.com/paperfetch/paperfetch/internal/lifecycle"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // System is a running embedded coordinator with its fetchers. Close stops it.
@@ -96,7 +102,7 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second}
+	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second, Validate: validate.Request}
 	if opts.ClientTokens != nil {
 		scfg.Auth = &auth.Guard{
 			Default: auth.Requirement{Tokens: opts.ClientTokens},

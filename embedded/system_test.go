@@ -20,10 +20,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/embedded"
 	"github.com/paperfetch/paperfetch/fetcher"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
-	"github.com/paperfetch/paperfetch/internal/embedded"
 )
 
 func TestMain(m *testing.M) {
@@ -177,7 +177,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"Options.MaxSize (--max-size)", func(o *embedded.Options) { o.MaxSize = 0 }},
 		{"Options.Timeout (--timeout)", func(o *embedded.Options) { o.Timeout = -time.Minute }},
 		{"Options.Proxy (--proxy)", func(o *embedded.Options) { o.Proxy = "ftp://proxy.example" }},
-		{"Options.Resolve", func(o *embedded.Options) { o.DOIBase = "not a url" }},
+		{"--doi-base must be an http(s) URL", func(o *embedded.Options) { o.DOIBase = "not a url" }},
 		{"Options.DrainGrace", func(o *embedded.Options) { o.DrainGrace = -time.Second }},
 		{`Config.HostOverrides["a.example"].Delay (--host-limit)`, func(o *embedded.Options) {
 			o.HostLimits = map[string]embedded.HostLimits{"a.example": {Delay: new(-time.Second)}}
