@@ -35,6 +35,7 @@ type engine struct {
 	hostSched    // hosts, their queues and wake-up order, retry timers (schedule.go, timers.go)
 	fetcherPool  // connected fetchers and their credit (gateway_engine.go)
 	leaseTable   // running leases, their ids and deadlines (lease.go, deadline.go)
+	singleFlight // cache keys being downloaded and the papers waiting for them (inflight.go)
 	watchSet     // batches with watchers (publish.go)
 	verification // completions checked against the blob store (verify.go)
 	collection   // batch deletion, retention and blob collection (delete.go)

@@ -32,6 +32,7 @@ type lease struct {
 	url        string
 	paperID    string
 	resolve    *pb.ResolveStep // set for a resolution step of a DOI
+	keys       [2]uint64       // cache keys held while it runs (inflight.go)
 	bytes      int64
 	total      int64
 	bps        float64
@@ -123,6 +124,7 @@ func (e *engine) endLease(l *lease, now time.Time) {
 	if l.conn != nil {
 		delete(l.conn.leases, l.idx)
 	}
+	e.dropKeys(l)
 	h := e.hosts[e.papers[l.idx].host]
 	if !l.received {
 		h.active--

@@ -11,28 +11,29 @@ import (
 
 // metrics are the coordinator's Prometheus metrics.
 type metrics struct {
-	papers          *prometheus.GaugeVec
-	batches         *prometheus.GaugeVec
-	bytesDownloaded prometheus.Counter
-	failures        *prometheus.CounterVec
-	droppedEvents   *prometheus.CounterVec
-	protocolErrors  prometheus.Counter
-	verifications   *prometheus.CounterVec
-	duplicateIDs    prometheus.Counter
-	leaseReclaims   *prometheus.CounterVec
-	throttled       prometheus.Counter
-	hostPauses      *prometheus.CounterVec
-	cacheHits       prometheus.Counter
-	loopSeconds     prometheus.Histogram
-	commitSeconds   prometheus.Histogram
-	commitRecords   prometheus.Histogram
-	fetchers        prometheus.Gauge
-	freeCredits     prometheus.Gauge
-	downloadSeconds prometheus.Histogram
-	downloadBytes   prometheus.Histogram
-	batchesDeleted  prometheus.Counter
-	blobsDeleted    prometheus.Counter
-	damagedBlobs    prometheus.Counter
+	papers            *prometheus.GaugeVec
+	batches           *prometheus.GaugeVec
+	bytesDownloaded   prometheus.Counter
+	failures          *prometheus.CounterVec
+	droppedEvents     *prometheus.CounterVec
+	protocolErrors    prometheus.Counter
+	verifications     *prometheus.CounterVec
+	duplicateIDs      prometheus.Counter
+	leaseReclaims     *prometheus.CounterVec
+	throttled         prometheus.Counter
+	hostPauses        *prometheus.CounterVec
+	cacheHits         prometheus.Counter
+	singleFlightWaits prometheus.Counter
+	loopSeconds       prometheus.Histogram
+	commitSeconds     prometheus.Histogram
+	commitRecords     prometheus.Histogram
+	fetchers          prometheus.Gauge
+	freeCredits       prometheus.Gauge
+	downloadSeconds   prometheus.Histogram
+	downloadBytes     prometheus.Histogram
+	batchesDeleted    prometheus.Counter
+	blobsDeleted      prometheus.Counter
+	damagedBlobs      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics, error) {
@@ -62,6 +63,8 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 			Help: "Hosts paused, by cause (retry_after, retry_after_capped, circuit_breaker)."}, []string{"cause"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cache_hits_total",
 			Help: "Papers completed from an already stored blob without a download."}),
+		singleFlightWaits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "single_flight_waits_total",
+			Help: "Queued papers that waited for a running download of the same paper id or URL instead of downloading it again."}),
 		loopSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "loop_iteration_seconds",
 			Help: "Duration of one owner-loop iteration (apply, schedule, commit, flush).", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "store_commit_seconds",
@@ -87,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 		return m, nil
 	}
 	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.leaseReclaims, m.throttled, m.hostPauses,
-		m.cacheHits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
+		m.cacheHits, m.singleFlightWaits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
 		m.batchesDeleted, m.blobsDeleted, m.damagedBlobs,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",
 			Help: "Messages waiting in the owner loop's inbox."}, inboxDepth),

@@ -300,6 +300,12 @@ func (m *propModel) check(t *rapid.T) {
 	if credits != e.credits {
 		t.Fatalf("credits %d, conns hold %d", e.credits, credits)
 	}
+	if err := leasesShareNoKey(e); err != nil {
+		t.Fatal(err)
+	}
+	if err := singleFlightConsistent(e); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type snapshot struct {

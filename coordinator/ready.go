@@ -115,6 +115,7 @@ func (e *engine) applied(rd ready, broken []*fetcherConn, now time.Time) {
 		}
 	}
 	e.cacheAdds = rd.cacheAdds[:0]
+	e.letGoKeys()
 	clear(rd.replies)
 	e.replies = rd.replies[:0]
 	for _, c := range broken {

@@ -74,6 +74,7 @@ func (e *engine) load(now time.Time) error {
 					l.resolve = resolve
 				}
 			}
+			e.holdKeys(l)
 		}
 	}
 	for _, b := range e.batches {

@@ -78,6 +78,7 @@ func (e *engine) hostEligible(h *host, now time.Time) bool {
 
 // schedule leases queued papers to fetchers while there is credit and a host may start.
 func (e *engine) schedule(now time.Time) {
+	e.takeUpReleased(now)
 	e.wakeHosts(now)
 	for e.credits > 0 {
 		h := e.runnable.pop()
@@ -108,6 +109,10 @@ func (e *engine) schedule(now time.Time) {
 		}
 		if h.br.gaveUp(now) && h.pausedUntil.After(now) {
 			e.failFast(idx, h, spec.GetPaperId(), now)
+			e.refreshHost(h, now)
+			continue
+		}
+		if e.parkIfHeld(idx, spec) {
 			e.refreshHost(h, now)
 			continue
 		}
@@ -159,6 +164,7 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 		url: u, paperID: spec.GetPaperId(), resolve: resolve,
 	}
 	e.noteLeaseDue(l)
+	e.holdKeys(l)
 	e.leases[idx] = l
 	c.leases[idx] = l
 	c.credits--

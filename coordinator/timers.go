@@ -52,6 +52,9 @@ func (e *engine) nextWake() time.Time {
 	if e.cfg.Retention > 0 && !e.nextRetention.IsZero() {
 		earliest(e.nextRetention)
 	}
+	if len(e.released) > 0 {
+		earliest(time.Unix(0, 0)) // now: papers whose download ended look up the cache
+	}
 	if len(e.deletions) > 0 {
 		earliest(time.Unix(0, 0)) // now: the next slice
 	}
