@@ -32,11 +32,12 @@ import (
 // released are emptied at every flush and schedule. In memory only: a restart re-derives held
 // from the reloaded leases (reload.go, holdKeys) and every QUEUED paper is in its host queue.
 type singleFlight struct {
-	held     map[uint64]int32    // cache key -> live leases holding it (>1 only for leases from before a restart)
-	waiters  map[uint64][]uint32 // cache key -> papers parked on it
-	parked   map[uint32]uint64   // parked paper -> the key it waits for
-	letGo    []uint64            // keys of leases ended in this iteration, let go at flush
-	released []uint32            // papers whose key was let go, taken up at the next schedule
+	held     map[uint64]int32     // cache key -> live leases holding it (>1 only for leases from before a restart)
+	waiters  map[uint64][]uint32  // cache key -> papers parked on it
+	parked   map[uint32]uint64    // parked paper -> the key it waits for
+	letGo    []uint64             // keys of leases ended in this iteration, let go at flush
+	ended    map[uint32][2]uint64 // paper -> the keys of its lease ended in this iteration
+	released []uint32             // papers whose key was let go, taken up at the next schedule
 }
 
 // leaseKeys is the cache keys a lease holds (0: none).
@@ -66,12 +67,19 @@ func (e *engine) holdKeys(l *lease) {
 
 // dropKeys lets l's keys go at the end of the iteration (endLease).
 func (e *engine) dropKeys(l *lease) {
-	for i, k := range l.keys {
+	if l.keys == ([2]uint64{}) {
+		return
+	}
+	if e.ended == nil {
+		e.ended = make(map[uint32][2]uint64)
+	}
+	e.ended[l.idx] = l.keys
+	for _, k := range l.keys {
 		if k != 0 {
 			e.letGo = append(e.letGo, k)
-			l.keys[i] = 0
 		}
 	}
+	l.keys = [2]uint64{}
 }
 
 // letGoKeys releases the keys of the leases that ended, once their end is committed (flush):
@@ -88,8 +96,8 @@ func (e *engine) letGoKeys() {
 			delete(e.waiters, k)
 		}
 	}
-	clear(e.letGo)
 	e.letGo = e.letGo[:0]
+	clear(e.ended)
 }
 
 // parkIfHeld parks queued paper idx when one of its cache keys is held by a live lease.
@@ -114,20 +122,31 @@ func (e *engine) parkIfHeld(idx uint32, spec *pb.PaperSpec) bool {
 	return true
 }
 
-// heldKey returns the first cache key of paper idx that a live lease holds.
+// heldKey returns the first cache key of paper idx that a lease of another paper holds (the
+// paper's own lease that ended in this iteration, a failure, is no reason to wait).
 func (e *engine) heldKey(idx uint32, spec *pb.PaperSpec) (uint64, bool) {
-	if k := hashString(spec.GetPaperId()); e.held[k] > 0 {
+	own := e.ended[idx]
+	heldByOthers := func(k uint64) bool {
+		n := e.held[k]
+		for _, o := range own {
+			if o == k {
+				n--
+			}
+		}
+		return n > 0
+	}
+	if k := hashString(spec.GetPaperId()); heldByOthers(k) {
 		return k, true
 	}
 	for _, u := range spec.GetUrls() {
-		if k := hashString(u); e.held[k] > 0 {
+		if k := hashString(u); heldByOthers(k) {
 			return k, true
 		}
 	}
 	if e.papers[idx].flags&flagPlanned != 0 {
 		// A DOI's plan also tries URLs found by resolution, not in the spec.
 		if cands, resolve := e.candidatesOf(idx, spec); resolve == nil && len(cands) > 0 {
-			if k := hashString(cands[int(e.papers[idx].urlIdx)%len(cands)]); e.held[k] > 0 {
+			if k := hashString(cands[int(e.papers[idx].urlIdx)%len(cands)]); heldByOthers(k) {
 				return k, true
 			}
 		}
