@@ -71,9 +71,13 @@ const (
 //
 // Cache rules. A paper that is already stored completes at once as a cache hit (cached = true),
 // without a download: (1) the same paper_id as a SUCCEEDED paper of any batch is a hit whatever
-// its URLs (the id names the paper); (2) a URL that a SUCCEEDED paper was fetched from (one of
-// its candidate URLs or its final URL) is a hit for any paper_id. With expected_sha256 set, only
-// a stored PDF with that digest is a hit. An idempotent resubmission (SubmitBatch or CreateBatch
+// its URLs (the id names the paper); (2) a URL that a SUCCEEDED paper was downloaded from (the
+// URL it was assigned, never the final URL after redirects) is a hit for any paper_id listing it.
+// With expected_sha256 set, only a stored PDF with that digest is a hit. Single flight: a paper
+// whose paper_id, or one of whose URLs, is being downloaded right now for another paper (of any
+// batch, a cancelled one included) is not downloaded at the same time: it stays QUEUED until that
+// download ends, then is a cache hit under these rules, or is scheduled as usual when there is
+// none (the download failed, or expected_sha256 differs). An idempotent resubmission (SubmitBatch or CreateBatch
 // with an existing batch_id and the same papers) returns the stored batch and ignores the labels
 // of the new request. Deleting a batch (DeleteBatch) removes its papers from the cache.
 //
@@ -360,9 +364,13 @@ func (c *coordinatorServiceClient) ListFetchers(ctx context.Context, in *ListFet
 //
 // Cache rules. A paper that is already stored completes at once as a cache hit (cached = true),
 // without a download: (1) the same paper_id as a SUCCEEDED paper of any batch is a hit whatever
-// its URLs (the id names the paper); (2) a URL that a SUCCEEDED paper was fetched from (one of
-// its candidate URLs or its final URL) is a hit for any paper_id. With expected_sha256 set, only
-// a stored PDF with that digest is a hit. An idempotent resubmission (SubmitBatch or CreateBatch
+// its URLs (the id names the paper); (2) a URL that a SUCCEEDED paper was downloaded from (the
+// URL it was assigned, never the final URL after redirects) is a hit for any paper_id listing it.
+// With expected_sha256 set, only a stored PDF with that digest is a hit. Single flight: a paper
+// whose paper_id, or one of whose URLs, is being downloaded right now for another paper (of any
+// batch, a cancelled one included) is not downloaded at the same time: it stays QUEUED until that
+// download ends, then is a cache hit under these rules, or is scheduled as usual when there is
+// none (the download failed, or expected_sha256 differs). An idempotent resubmission (SubmitBatch or CreateBatch
 // with an existing batch_id and the same papers) returns the stored batch and ignores the labels
 // of the new request. Deleting a batch (DeleteBatch) removes its papers from the cache.
 //
