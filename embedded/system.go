@@ -77,10 +77,12 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	}
 	cc.DataDir = dir
 	cc.Logger = logger.With("component", "coordinator")
-	// The coordinator's configuration is checked before anything is created; the fetchers'
-	// is checked by fetcher.New.
+	// The derived configurations are checked before anything is created.
 	if err := cc.Validate(); err != nil {
-		return nil, fmt.Errorf("embedded: %w", err)
+		return nil, fmt.Errorf("embedded: coordinator: %w", err)
+	}
+	if err := fcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("embedded: fetcher: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "blobs"), 0o755); err != nil {
 		return nil, fmt.Errorf("embedded: create state folder: %w", err)

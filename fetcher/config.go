@@ -268,11 +268,17 @@ func (c *Config) userAgent() string {
 	return "paperfetch/" + Version + " (+https://github.com/paperfetch/paperfetch; mailto:" + c.Contact + ")"
 }
 
-// Validate checks every field, returning an error that names each invalid one (nil when all
-// are valid). New calls it; nothing is clamped or replaced.
+// Validate checks every value (what the flags set), returning an error that names each
+// invalid field (nil when all are valid), so that a binary can check its flags before it opens
+// anything. New calls it, and requires Bucket besides; nothing is clamped or replaced.
 func (c *Config) Validate() error {
+	return c.check(false)
+}
+
+// check is Validate, requiring Bucket too when wired is set (New).
+func (c *Config) check(wired bool) error {
 	var v fielderr.List
-	if c.Bucket == nil {
+	if wired && c.Bucket == nil {
 		v.Add("Config.Bucket", "", "is required")
 	}
 	c.validateClient(&v)

@@ -140,8 +140,11 @@ func TestValidate(t *testing.T) {
 		c.Bucket, c.BlobURL = bucket, "file://"+dir
 		return c
 	}
-	if err := (&Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "Config.Bucket") || !strings.Contains(err.Error(), "Config.Slots") {
+	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "Config.Bucket") || !strings.Contains(err.Error(), "Config.Slots") {
 		t.Fatalf("the zero Config: %v", err)
+	}
+	if d := DefaultConfig(); d.Validate() != nil { // the values only: no Bucket needed
+		t.Fatalf("DefaultConfig: %v", d.Validate())
 	}
 	proxy, _ := url.Parse("http://127.0.0.1:3128")
 	for _, tc := range []struct {

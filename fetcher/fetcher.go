@@ -93,7 +93,7 @@ type Fetcher struct {
 // cfg must be valid (Validate; start from DefaultConfig).
 func New(cfg Config) (*Fetcher, error) {
 	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.check(true); err != nil {
 		return nil, fmt.Errorf("fetcher: %w", err)
 	}
 	m, err := newMetrics(cfg.Registerer)

@@ -59,6 +59,9 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 	if err != nil {
 		return flagenv.Usage(err)
 	}
+	if err := cfg.Validate(); err != nil { // before anything is opened
+		return flagenv.Usage(err)
+	}
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
@@ -75,9 +78,6 @@ downloads the PDFs into the blob store, and serves FetcherService, health and re
 
 	reg := prometheus.NewRegistry()
 	cfg.Bucket, cfg.BlobURL, cfg.Logger, cfg.Registerer = bucket, bucketURL, logger, reg
-	if err := cfg.Validate(); err != nil {
-		return flagenv.Usage(err)
-	}
 	f, err := fetcher.New(cfg)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -24,7 +25,8 @@ func TestFlags(t *testing.T) {
 	}
 	// Invalid values are usage errors (exit status 2) naming the field and its flag, found
 	// before anything is started (a negative heartbeat interval used to panic in Run).
-	blob := "file://" + t.TempDir()
+	dir := t.TempDir()
+	blob := "file://" + dir + "/blobs"
 	for _, tc := range []struct{ arg, want string }{
 		{"--heartbeat-interval=-1s", "Config.HeartbeatInterval (--heartbeat-interval) must be positive"},
 		{"--slots=0", "Config.Slots (--slots)"},
@@ -43,6 +45,9 @@ func TestFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || flagenv.ExitCode(err) != flagenv.ExitUsage {
 			t.Errorf("%s: %v (exit %d)", tc.arg, err, flagenv.ExitCode(err))
 		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a bad flag created %v", entries)
 	}
 }
 
