@@ -1,6 +1,8 @@
 // Package cli implements the paperfetch command: `paperfetch get` downloads the papers of an
-// input list with an embedded coordinator and fetchers, and the remote subcommands (submit,
-// watch, status, ls, cancel, retry, pull) drive a running coordinator over gRPC.
+// input list with an embedded coordinator and fetchers (package embedded, whose Options are
+// get's flags), and the remote subcommands (submit, watch, status, ls, cancel, retry, pull)
+// drive a running coordinator over gRPC. It depends on package embedded, the generated code
+// and leaf helpers only: never on the coordinator or the fetcher directly.
 package cli
 
 import (
