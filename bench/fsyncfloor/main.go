@@ -5,6 +5,10 @@
 // no hashing, no bookkeeping, only the durability a "completed" report needs.
 //
 //	fsyncfloor -dir DIR -n 2000 -size 65536 -concurrency 16
+//
+// With -group it commits through blobstore.Committer instead, the fetchers' own group commit
+// (per-file fdatasync, one fsync per folder shared by concurrent commits): the floor of the
+// same batching.
 package main
 
 import (
@@ -14,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 func main() {
@@ -21,18 +27,24 @@ func main() {
 	n := flag.Int("n", 2000, "number of files")
 	size := flag.Int("size", 65536, "bytes per file")
 	conc := flag.Int("concurrency", 16, "parallel writers")
+	group := flag.Bool("group", false, "commit through blobstore.Committer (shared folder barriers, as the fetchers do)")
 	flag.Parse()
-	if err := run(*dir, *n, *size, *conc); err != nil {
+	if err := run(*dir, *n, *size, *conc, *group); err != nil {
 		fmt.Fprintln(os.Stderr, "fsyncfloor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, n, size, conc int) error {
+func run(dir string, n, size, conc int, group bool) error {
 	if dir == "" || n <= 0 || size <= 0 || conc <= 0 {
 		return errors.New("-dir, and positive -n, -size and -concurrency, are required")
 	}
 	tmp := filepath.Join(dir, ".tmp")
+	var committer *blobstore.Committer
+	if group {
+		tmp = blobstore.TempDir(dir)
+		committer = blobstore.NewCommitter(dir)
+	}
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
@@ -46,7 +58,11 @@ func run(dir string, n, size, conc int) error {
 	for range conc {
 		wg.Go(func() {
 			for i := range jobs {
-				if err := commit(dir, tmp, i, buf); err != nil {
+				commitOne := commit
+				if committer != nil {
+					commitOne = func(dir, tmp string, i int, buf []byte) error { return groupCommit(committer, tmp, i, buf) }
+				}
+				if err := commitOne(dir, tmp, i, buf); err != nil {
 					errs <- err
 					for range jobs {
 					}
@@ -96,4 +112,18 @@ func commit(dir, tmp string, i int, buf []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// groupCommit writes file i and commits it through c (under a two-level key, as a blob).
+func groupCommit(c *blobstore.Committer, tmp string, i int, buf []byte) error {
+	f, err := os.Create(filepath.Join(tmp, fmt.Sprintf("%08d", i)))
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(buf); err != nil {
+		_ = f.Close()
+		return err
+	}
+	_, err = c.Commit(f, fmt.Sprintf("sha256/%02x/%08d.pdf", i%256, i))
+	return err
 }

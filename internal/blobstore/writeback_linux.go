@@ -3,7 +3,6 @@
 package blobstore
 
 import (
-	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -16,19 +15,11 @@ func StartWriteback(f *os.File, off, n int64) {
 	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
 
-// groupSyncSupported: syncfs is available, so Committer can share barriers.
-const groupSyncSupported = true
-
-// syncFS flushes the whole file system holding dir (syncfs(2)) and waits for it.
-func syncFS(dir string) error {
-	// A bare descriptor: os.Open would also try (and fail) to register it with the poller.
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("syncfs: open %s: %w", dir, err)
-	}
-	defer func() { _ = unix.Close(fd) }()
-	if err := unix.Syncfs(fd); err != nil {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
+// syncData makes f's data durable (fdatasync(2): the data and the metadata needed to read
+// it back, such as its size, without flushing e.g. its modification time).
+func syncData(f *os.File) error {
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
 	}
 	return nil
 }
