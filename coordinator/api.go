@@ -280,7 +280,7 @@ func (a *api) CancelBatch(ctx context.Context, req *pb.CancelBatchRequest) (*pb.
 		return nil, errBatchIDRequired
 	}
 	reason := validate.Truncate(req.GetReason(), validate.MaxCancelReasonBytes)
-	r := &cancelBatchReq{id: req.GetBatchId(), reason: reason, reply: make(chan batchResult, 1)}
+	r := &cancelBatchReq{id: req.GetBatchId(), reason: reason, finishRunning: req.GetFinishRunning(), reply: make(chan batchResult, 1)}
 	res, err := ask(ctx, a.c, r, r.reply)
 	if err != nil {
 		return nil, err

@@ -249,3 +249,46 @@ func TestSingleFlightAfterRestart(t *testing.T) {
 		t.Fatalf("counts %v cached %d", b.counts, b.cached)
 	}
 }
+
+// A batch cancelled with finish_running (what `paperfetch get` does to the run it replaces)
+// cancels its queued papers at once but lets its running downloads finish: a paper of the new
+// batch waiting for one of them takes its result instead of downloading it again.
+func TestCancelFinishRunningFeedsWaiters(t *testing.T) {
+	h := newEngHarness(t, func(c *Config) { c.PerHostConcurrency = 1 })
+	h.submit("old", []*pb.PaperSpec{
+		{PaperId: "x", Urls: []string{sharedURL}},
+		{PaperId: "q", Urls: []string{"https://h.example/q.pdf"}}, // queued behind x (concurrency 1)
+	})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 1 || as[0].GetUrl() != sharedURL {
+		t.Fatalf("assigns %v", as)
+	}
+	cr := &cancelBatchReq{id: "old", reason: "superseded", finishRunning: true, reply: make(chan batchResult, 1)}
+	h.apply(cr)
+	if res := <-cr.reply; res.err != nil {
+		t.Fatal(res.err)
+	}
+	if _, cancels, _ := recv(c); len(cancels) != 0 {
+		t.Fatalf("cancels %v: a running download was aborted", cancels)
+	}
+	old := h.batch("old")
+	if old.state != pb.BatchState_BATCH_STATE_CANCELLED || old.counts[stateCancelled] != 1 || old.counts[stateDownloading] != 1 {
+		t.Fatalf("old batch %v counts %v, want CANCELLED with q cancelled, x running", old.state, old.counts)
+	}
+	h.submit("new", []*pb.PaperSpec{{PaperId: "y", Urls: []string{sharedURL}}})
+	if more, _, _ := recv(c); len(more) != 0 {
+		t.Fatalf("assigned while the old download runs: %v", assignedURLs(more))
+	}
+	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+	h.step()
+	if s := h.paperState("old", "x"); s != pb.PaperState_PAPER_STATE_SUCCEEDED {
+		t.Fatalf("x is %v after its completion, want SUCCEEDED", s)
+	}
+	if nb := h.batch("new"); nb.counts[stateSucceeded] != 1 || nb.cached != 1 {
+		t.Fatalf("new batch counts %v cached %d, want y cached", nb.counts, nb.cached)
+	}
+	if !old.settled() {
+		t.Fatalf("old batch not settled: %v", old.counts)
+	}
+}

@@ -51,9 +51,10 @@ func (r *getBatchReq) apply(e *engine, _ time.Time) {
 
 // cancelBatchReq is CancelBatch.
 type cancelBatchReq struct {
-	id     string
-	reason string
-	reply  chan batchResult
+	id            string
+	reason        string
+	finishRunning bool // CancelBatchRequest.finish_running
+	reply         chan batchResult
 }
 
 func (r *cancelBatchReq) apply(e *engine, now time.Time) {
@@ -61,15 +62,17 @@ func (r *cancelBatchReq) apply(e *engine, now time.Time) {
 	if b, err := e.batchByName(r.id); err != nil {
 		res.err = err
 	} else {
-		e.cancelBatch(b, r.reason, now)
+		e.cancelBatch(b, r.reason, r.finishRunning, now)
 		res.batch = e.batchProto(b)
 	}
 	e.replies = append(e.replies, func() { r.reply <- res })
 }
 
 // cancelBatch cancels every paper of b that is not terminal: queued ones at once, running
-// ones when their fetcher confirms.
-func (e *engine) cancelBatch(b *batch, reason string, now time.Time) {
+// ones when their fetcher confirms. With finishRunning, running downloads are not aborted:
+// they end as they would have (a completion still succeeds and feeds the cache, a failure
+// makes the paper CANCELLED).
+func (e *engine) cancelBatch(b *batch, reason string, finishRunning bool, now time.Time) {
 	if b.terminalState() {
 		return
 	}
@@ -97,7 +100,9 @@ func (e *engine) cancelBatch(b *batch, reason string, now time.Time) {
 					e.setState(idx, stateCancelled, now)
 					continue
 				}
-				e.sendCancel(l.conn, l, "batch cancelled")
+				if !finishRunning {
+					e.sendCancel(l.conn, l, "batch cancelled")
+				}
 			}
 		}
 	}
@@ -105,7 +110,7 @@ func (e *engine) cancelBatch(b *batch, reason string, now time.Time) {
 	if b.settled() {
 		e.finalBatches = append(e.finalBatches, b)
 	}
-	e.log.Info("batch cancelled", "batch", b.id, "reason", reason, "aborting", b.counts[stateDownloading])
+	e.log.Info("batch cancelled", "batch", b.id, "reason", reason, "running", b.counts[stateDownloading], "finish_running", finishRunning)
 }
 
 // listBatchesReq is ListBatches.

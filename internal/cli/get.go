@@ -269,7 +269,9 @@ func (r *getRun) start(ctx context.Context) error {
 // supersede cancels the unfinished batches of earlier runs on this output folder with another
 // input list (an interrupted run, then the list was edited): they would otherwise be
 // downloaded first, before the new list. What they already downloaded is kept and completes
-// the new batch's papers as cache hits; the user is told.
+// the new batch's papers as cache hits, and so is what they are downloading: their running
+// downloads finish (finish_running) and the new batch's papers with the same id or URL wait
+// for them instead of downloading them a second time; the user is told.
 func (r *getRun) supersede(ctx context.Context) error {
 	if r.o.batchID != "" {
 		return nil // an explicit --batch-id: the user manages the batches
@@ -296,7 +298,9 @@ func (r *getRun) supersede(ctx context.Context) error {
 		c := b.GetCounts()
 		done := c.GetSucceeded() + c.GetFailed() + c.GetCancelled()
 		callCtx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
-		_, err := r.client.CancelBatch(callCtx, &pb.CancelBatchRequest{BatchId: b.GetBatchId(), Reason: "superseded by a run with another input list"})
+		_, err := r.client.CancelBatch(callCtx, &pb.CancelBatchRequest{
+			BatchId: b.GetBatchId(), Reason: "superseded by a run with another input list", FinishRunning: true,
+		})
 		cancel()
 		if err != nil {
 			return &exitError{code: ExitFailed, err: fmt.Errorf("cancel the earlier batch %s: %w", b.GetBatchId(), err)}

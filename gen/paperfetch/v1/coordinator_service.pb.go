@@ -2150,7 +2150,14 @@ type CancelBatchRequest struct {
 	// The batch.
 	BatchId string `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	// Why, for logs and the papers' last_error: at most 1,024 bytes of UTF-8.
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Let the running downloads finish instead of aborting them: queued papers are cancelled at
+	// once, a running one ends as it would have (SUCCEEDED when it completes, its PDF then a cache
+	// hit for other papers; CANCELLED when it fails). For a batch replaced by another with many of
+	// the same papers: a paper of the new batch waits for the running download of its paper id or
+	// URL (see "Cache rules") instead of downloading it again. Running downloads end within the
+	// download timeout; a later CancelBatch of the (already cancelled) batch changes nothing.
+	FinishRunning bool `protobuf:"varint,3,opt,name=finish_running,json=finishRunning,proto3" json:"finish_running,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2197,6 +2204,13 @@ func (x *CancelBatchRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *CancelBatchRequest) GetFinishRunning() bool {
+	if x != nil {
+		return x.FinishRunning
+	}
+	return false
 }
 
 // CancelBatchResponse returns the cancelled batch.
@@ -3239,10 +3253,11 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x03R\x05total\x12(\n" +
 	"\x10bytes_per_second\x18\x05 \x01(\x01R\x0ebytesPerSecond\x12\x18\n" +
-	"\aattempt\x18\x06 \x01(\x05R\aattempt\"G\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\"n\n" +
 	"\x12CancelBatchRequest\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12%\n" +
+	"\x0efinish_running\x18\x03 \x01(\bR\rfinishRunning\"A\n" +
 	"\x13CancelBatchResponse\x12*\n" +
 	"\x05batch\x18\x01 \x01(\v2\x14.paperfetch.v1.BatchR\x05batch\"/\n" +
 	"\x12DeleteBatchRequest\x12\x19\n" +

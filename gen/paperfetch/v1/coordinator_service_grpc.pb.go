@@ -134,7 +134,8 @@ type CoordinatorServiceClient interface {
 	// beyond either is RESOURCE_EXHAUSTED.
 	WatchBatch(ctx context.Context, in *WatchBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBatchResponse], error)
 	// CancelBatch cancels every paper of the batch that is not terminal yet: queued papers at once,
-	// running downloads are aborted on their fetchers. Cancelling a finished batch is a no-op.
+	// running downloads are aborted on their fetchers (or left to finish: finish_running).
+	// Cancelling a finished batch is a no-op.
 	CancelBatch(ctx context.Context, in *CancelBatchRequest, opts ...grpc.CallOption) (*CancelBatchResponse, error)
 	// ReadPaper streams a stored PDF in chunks of at most 1 MiB. FAILED_PRECONDITION when the paper
 	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
@@ -427,7 +428,8 @@ type CoordinatorServiceServer interface {
 	// beyond either is RESOURCE_EXHAUSTED.
 	WatchBatch(*WatchBatchRequest, grpc.ServerStreamingServer[WatchBatchResponse]) error
 	// CancelBatch cancels every paper of the batch that is not terminal yet: queued papers at once,
-	// running downloads are aborted on their fetchers. Cancelling a finished batch is a no-op.
+	// running downloads are aborted on their fetchers (or left to finish: finish_running).
+	// Cancelling a finished batch is a no-op.
 	CancelBatch(context.Context, *CancelBatchRequest) (*CancelBatchResponse, error)
 	// ReadPaper streams a stored PDF in chunks of at most 1 MiB. FAILED_PRECONDITION when the paper
 	// has not succeeded; DATA_LOSS when the stored blob is missing or does not match the recorded
