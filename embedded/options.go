@@ -3,7 +3,6 @@ package embedded
 import (
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -141,7 +140,7 @@ func (o *Options) Validate() error {
 	v.Range("Options.PerHostConcurrency", "per-host-concurrency", int64(o.PerHostConcurrency), 1, coordinator.MaxPerHostConcurrency)
 	v.NonNegative("Options.PerHostDelay", "per-host-delay", o.PerHostDelay)
 	v.Range("Options.Retries", "retries", int64(o.Retries), 0, MaxRetries)
-	v.Range("Options.MaxSize", "max-size", o.MaxSize, 1, math.MaxInt64)
+	v.AtLeast("Options.MaxSize", "max-size", o.MaxSize, 1)
 	v.Positive("Options.Timeout", "timeout", o.Timeout)
 	if o.Proxy != "" {
 		if _, _, err := fetcher.ParseProxy(o.Proxy); err != nil {

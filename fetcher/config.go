@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -292,7 +291,7 @@ func (c *Config) check(wired bool) error {
 	v.Range("Config.MaxFetchCalls", "max-fetch-calls", int64(c.MaxFetchCalls), 1, MaxFetchCallsLimit)
 	v.Positive("Config.SpoolMaxAge", "spool-max-age", c.SpoolMaxAge)
 	v.Positive("Config.SpoolSweepInterval", "spool-sweep-interval", c.SpoolSweepInterval)
-	v.Range("Config.ResumeMinBytes", "resume-min-bytes", c.ResumeMinBytes, 0, math.MaxInt64)
+	v.AtLeast("Config.ResumeMinBytes", "resume-min-bytes", c.ResumeMinBytes, 0)
 	v.NonNegative("Config.DrainGrace", "drain-grace", c.DrainGrace)
 	v.Positive("Config.HeartbeatInterval", "heartbeat-interval", c.HeartbeatInterval)
 	v.Positive("Config.ReconnectMin", "", c.ReconnectMin)
@@ -306,7 +305,7 @@ func (c *Config) check(wired bool) error {
 
 // validateClient checks the fields of the HTTP client (what NewResolver uses too).
 func (c *Config) validateClient(v *fielderr.List) {
-	v.Range("Config.MaxSize", "max-size", c.MaxSize, 1, math.MaxInt64)
+	v.AtLeast("Config.MaxSize", "max-size", c.MaxSize, 1)
 	v.Positive("Config.Timeout", "timeout", c.Timeout)
 	v.Positive("Config.StallTimeout", "stall-timeout", c.StallTimeout)
 	v.Positive("Config.ConnectTimeout", "connect-timeout", c.ConnectTimeout)

@@ -72,6 +72,13 @@ func (l *List) NonNegative(field, flagName string, d time.Duration) {
 	}
 }
 
+// AtLeast checks that n >= lo.
+func (l *List) AtLeast(field, flagName string, n, lo int64) {
+	if n < lo {
+		l.Add(field, flagName, "must be at least %d, got %d", lo, n)
+	}
+}
+
 // Range checks that lo <= n <= hi.
 func (l *List) Range(field, flagName string, n, lo, hi int64) {
 	if n < lo || n > hi {

@@ -17,6 +17,7 @@ func TestList(t *testing.T) {
 	l.NonNegative("Config.B", "", -time.Second)
 	l.Range("Config.C", "c", 11, 1, 10)
 	l.Range("Config.OK2", "", 5, 1, 10)
+	l.AtLeast("Config.OK3", "", 1, 1)
 	l.Join(nil, inner)
 	err := l.Err("coordinator: invalid configuration")
 	want := "coordinator: invalid configuration: Config.A (--a) must be positive, got 0s; Config.B must not be negative, got -1s; " +
