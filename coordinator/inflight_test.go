@@ -292,3 +292,41 @@ func TestCancelFinishRunningFeedsWaiters(t *testing.T) {
 		t.Fatalf("old batch not settled: %v", old.counts)
 	}
 }
+
+// A waiter takes the finished download's PDF only under the cache rules, checked when it is
+// taken up: not when the blob was found damaged, nor when the batch that downloaded it was
+// deleted meanwhile.
+func TestSingleFlightWaiterFollowsCacheRules(t *testing.T) {
+	for name, meanwhile := range map[string]func(h *engHarness, a *pb.Assign){
+		"damaged": func(h *engHarness, a *pb.Assign) {
+			h.apply(&blobDamagedMsg{key: completedEv(a).GetCompleted().GetBlobKey()})
+		},
+		"deleted": func(h *engHarness, _ *pb.Assign) {
+			r := &deleteReq{id: "a", reply: make(chan deleteResult, 1)}
+			h.apply(r)
+			if res := <-r.reply; res.err != nil {
+				t.Fatal(res.err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newEngHarness(t, func(c *Config) { c.PerHostConcurrency = 4 })
+			h.submit("a", []*pb.PaperSpec{{PaperId: "x", Urls: []string{sharedURL}}})
+			h.submit("b", []*pb.PaperSpec{{PaperId: "y", Urls: []string{sharedURL}}})
+			c := h.connect("f", 10)
+			as, _, _ := recv(c)
+			if len(as) != 1 {
+				t.Fatalf("%d assigns", len(as))
+			}
+			h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+			meanwhile(h, as[0]) // before y is taken up (the iteration after the completion's commit)
+			more, _, _ := recv(c)
+			if len(more) != 1 || more[0].GetPaperId() != "y" || more[0].GetAttempt() != 1 {
+				t.Fatalf("assigns %v, want y downloaded on its first attempt", more)
+			}
+			if b := h.batch("b"); b.cached != 0 {
+				t.Fatalf("y is a cache hit of an unusable blob")
+			}
+		})
+	}
+}
