@@ -148,7 +148,7 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 			return dashboard.Serve(ctx, opts.HTTPListener, h, nil, logger.With("component", "http"))
 		}})
 	}
-	// The fetchers share one group committer: a folder barrier covers all their commits.
+	// The fetchers share one committer of the blob folder.
 	var committer *blobstore.Committer
 	if dir, ok := blobstore.LocalDir(s.bucketURL); ok {
 		committer = blobstore.NewCommitter(dir)

@@ -92,7 +92,7 @@ type Config struct {
 	BlobURL string
 	// Committer, when set, commits into the file:// bucket at BlobURL instead of a committer
 	// of this fetcher's own: fetchers of one process writing to the same bucket folder share
-	// it, so that one folder barrier covers the commits of all of them. It must have been
+	// it (concurrent commits share the file system's journal commits). It must have been
 	// made with blobstore.NewCommitter for that folder. Ignored for other buckets.
 	Committer *blobstore.Committer
 	// SpoolDir holds partial downloads (kept for resuming) when the bucket is not a file://

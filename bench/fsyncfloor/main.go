@@ -7,8 +7,8 @@
 //	fsyncfloor -dir DIR -n 2000 -size 65536 -concurrency 16
 //
 // With -group it commits through blobstore.Committer instead, the fetchers' own group commit
-// (per-file fdatasync, one fsync per folder shared by concurrent commits): the floor of the
-// same batching.
+// (per-file fdatasync, rename, folder fsync): what the fetchers' own commit costs without the
+// download.
 package main
 
 import (
@@ -27,7 +27,7 @@ func main() {
 	n := flag.Int("n", 2000, "number of files")
 	size := flag.Int("size", 65536, "bytes per file")
 	conc := flag.Int("concurrency", 16, "parallel writers")
-	group := flag.Bool("group", false, "commit through blobstore.Committer (shared folder barriers, as the fetchers do)")
+	group := flag.Bool("group", false, "commit through blobstore.Committer (fdatasync, rename, folder fsync), as the fetchers do")
 	flag.Parse()
 	if err := run(*dir, *n, *size, *conc, *group); err != nil {
 		fmt.Fprintln(os.Stderr, "fsyncfloor:", err)

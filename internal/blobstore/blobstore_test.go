@@ -6,10 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -232,71 +230,5 @@ func TestS3OptionsApply(t *testing.T) {
 	}
 	if got, _ := o.Apply("file:///x"); got != "file:///x" {
 		t.Fatalf("file URL changed: %q", got)
-	}
-}
-
-// Concurrent commits share folder barriers: while a round runs, the commits that arrive join
-// the next one, which fsyncs each of their folders once for all of them. Every commit's data is
-// synced on its own (fdatasync) before its rename.
-func TestCommitterGroupsFolderSyncs(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c := NewCommitter(dir)
-	var mu sync.Mutex
-	synced := map[string]int{}
-	first, release := make(chan struct{}), make(chan struct{})
-	calls := 0
-	c.syncDirFn = func(d string) error {
-		mu.Lock()
-		calls++
-		n := calls
-		synced[d]++
-		mu.Unlock()
-		if n == 1 {
-			close(first)
-			<-release // the first round is slow: the others must queue behind it
-		}
-		return syncPath(d)
-	}
-	commit := func(i int) error {
-		f, err := os.CreateTemp(TempDir(dir), "*"+TempSuffix)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write([]byte("%PDF-" + strconv.Itoa(i))); err != nil {
-			return err
-		}
-		// Two folders: keys under sha256/00/ and sha256/01/.
-		_, err = c.Commit(f, ContentKey(fmt.Sprintf("%02x%062x", i%2, i)))
-		return err
-	}
-	errs := make(chan error, 21)
-	go func() { errs <- commit(100) }()
-	<-first
-	for i := range 20 {
-		go func() { errs <- commit(i) }()
-	}
-	for { // wait (bounded) until the 20 commits joined the next round
-		c.mu.Lock()
-		joined := 0
-		if c.next != nil {
-			joined = c.next.joined
-		}
-		c.mu.Unlock()
-		if joined == 20 {
-			break
-		}
-		runtime.Gosched()
-	}
-	close(release)
-	for range 21 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if calls != 3 {
-		t.Fatalf("%d folder syncs for 21 commits in two rounds (%v), want 3: one, then one per folder", calls, synced)
 	}
 }

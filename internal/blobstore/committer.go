@@ -6,39 +6,24 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 )
 
-// Committer moves finished temporary files into a file:// bucket durably, like CommitFile, but
-// shares the cost of durability between concurrent commits (group commit). Each commit makes
-// its own file's data durable (fdatasync: bounded by the file's own data, not by everything
-// dirty on the file system), renames it into place, and then waits for a shared folder
-// barrier: one round fsyncs each folder that received a new name since the previous round
-// once, for every commit that joined it. With many small files committed concurrently, the
-// journal commits of the fdatasyncs and folder fsyncs are shared too. It is safe for
-// concurrent use.
+// Committer moves finished temporary files into a file:// bucket durably, like CommitFile:
+// each commit makes its own file's data durable (fdatasync: bounded by the file's own data,
+// not by everything dirty on the file system), renames it into place and fsyncs the folder.
+// Concurrent commits share the file system's journal commits (ext4's jbd2 joins concurrent
+// fsyncs into one transaction), so no user-space batching is needed: measured with 16 writers
+// on a shared disk (bench/fsyncfloor -group), per-commit syncs took 0.83–1.37 s for
+// 2,000 × 64 KiB, rounds of shared folder syncs 0.92–2.25 s (they serialize the waiters) and
+// whole-file-system syncfs barriers 2.5–6.5 s (they also flush every other tenant's dirty
+// pages). It is safe for concurrent use.
 type Committer struct {
 	dir string
-	// syncDirFn fsyncs a folder (syncPath; tests count the calls).
-	syncDirFn func(string) error
-
-	mu      sync.Mutex
-	running bool   // a barrier round is running
-	next    *round // the round that starts after the running one; late callers join it
-}
-
-// round is one folder barrier shared by the callers that joined it.
-type round struct {
-	dirs   map[string]struct{} // folders to fsync (filled while the round waits to start)
-	joined int                 // callers waiting for it
-	done   chan struct{}       // closed when the round finished; err is then set
-	lead   chan struct{}       // receives one caller, who runs the round
-	err    error
 }
 
 // NewCommitter returns a Committer for the file:// bucket folder bucketDir.
 func NewCommitter(bucketDir string) *Committer {
-	return &Committer{dir: bucketDir, syncDirFn: syncPath}
+	return &Committer{dir: bucketDir}
 }
 
 // Dir is the bucket folder the Committer commits into.
@@ -83,56 +68,8 @@ func (c *Committer) Commit(tmp *os.File, key string) (existed bool, err error) {
 		}
 	}
 	// The new name must be durable before success is reported.
-	if err := c.syncDir(filepath.Dir(final)); err != nil {
+	if err := syncPath(filepath.Dir(final)); err != nil {
 		return false, fmt.Errorf("commit %q: %w", key, err)
 	}
 	return false, nil
-}
-
-// syncDir returns once dir is durable as it was when syncDir was called. Concurrent callers
-// share rounds: a caller arriving while a round runs (which may have started before its
-// rename) joins the next round, which one of the joined callers runs when the current one
-// ends, fsyncing each folder of the round once.
-func (c *Committer) syncDir(dir string) error {
-	c.mu.Lock()
-	if !c.running {
-		c.running = true
-		c.mu.Unlock()
-		r := &round{dirs: map[string]struct{}{dir: {}}, done: make(chan struct{})}
-		c.run(r)
-		return r.err
-	}
-	if c.next == nil {
-		c.next = &round{dirs: map[string]struct{}{}, done: make(chan struct{}), lead: make(chan struct{})}
-	}
-	r := c.next
-	r.dirs[dir] = struct{}{}
-	r.joined++
-	c.mu.Unlock()
-	select {
-	case <-r.done:
-	case <-r.lead:
-		c.run(r)
-	}
-	return r.err
-}
-
-// run performs round r, then hands the next round (if anyone joined it) to one of its callers.
-func (c *Committer) run(r *round) {
-	for d := range r.dirs {
-		if err := c.syncDirFn(d); err != nil && r.err == nil {
-			r.err = err
-		}
-	}
-	close(r.done)
-	c.mu.Lock()
-	n := c.next
-	c.next = nil
-	if n == nil {
-		c.running = false
-	}
-	c.mu.Unlock()
-	if n != nil {
-		n.lead <- struct{}{} // its creator at least is waiting for done or lead
-	}
 }
