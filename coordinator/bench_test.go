@@ -37,9 +37,8 @@ func benchFetcher(b *testing.B, h *harness, id string, slots int, completed *ato
 			if a == nil {
 				continue
 			}
-			ev := &pb.DownloadEvent{LeaseId: a.GetLeaseId(), Attempt: a.GetAttempt(), Sequence: 1,
-				Kind: &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{Sha256: "00", Size: 1000, BlobKey: "k"}}}
-			if err := stream.Send(&pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}}); err != nil {
+			// A completion the gateway accepts (a SHA-256 and its content-addressed blob key).
+			if err := stream.Send(eventReq(a, 1, completedEv(a))); err != nil {
 				return
 			}
 			completed.Add(1)
