@@ -342,3 +342,47 @@ func BenchmarkStoreChurn(b *testing.B) {
 		b.ReportMetric(float64(deleted[79])/(1<<20), "deleted-MB@80")
 	}
 }
+
+// Paper and batch indexes are never reused, not even after a restart that follows the
+// deletion of the newest batch: a lease id (store, paper index, attempt) names one download
+// only, so a fetcher still holding a lease of the deleted paper cannot pass its events off as
+// the new paper's (found by the in-memory property test: two leases with one id).
+func TestIndexesNotReusedAfterDeletingTheNewestBatch(t *testing.T) {
+	for _, name := range []string{"bbolt", "memory"} {
+		t.Run(name, func(t *testing.T) {
+			h := newEngHarness(t, nil)
+			if name == "memory" {
+				h = newMemEngHarness(t, nil)
+			}
+			c := h.connect("f", 1)
+			h.submit("old", oneHost("p", 1))
+			as, _, _ := recv(c)
+			if len(as) != 1 {
+				t.Fatalf("%d assigns", len(as))
+			}
+			old := as[0].GetLeaseId()
+			h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_PERMANENT, pb.FailureReason_FAILURE_REASON_NOT_FOUND, 404, 0)))
+			r := &deleteReq{id: "old", reply: make(chan deleteResult, 1)}
+			h.apply(r)
+			if res := <-r.reply; res.err != nil {
+				t.Fatal(res.err)
+			}
+			for len(h.e.deletions) > 0 {
+				h.step()
+			}
+			h.restart()
+			c = h.connect("f", 1)
+			h.submit("new", oneHost("p", 1))
+			as, _, _ = recv(c)
+			if len(as) != 1 {
+				t.Fatalf("%d assigns after the restart", len(as))
+			}
+			if as[0].GetLeaseId() == old {
+				t.Fatalf("lease id %s issued twice", old)
+			}
+			if b := h.batch("new"); b.idx == 0 {
+				t.Fatal("batch index 0 reused")
+			}
+		})
+	}
+}

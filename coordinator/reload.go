@@ -54,6 +54,17 @@ func (e *engine) load(now time.Time) error {
 	if err := e.loadPapers(now); err != nil {
 		return err
 	}
+	// Deleted papers and batches past the last ones kept still hold their indexes.
+	nextPaper, nextBatch, err := e.stored.marks()
+	if err != nil {
+		return fmt.Errorf("index marks: %w", err)
+	}
+	for uint32(len(e.papers)) < nextPaper {
+		e.papers = append(e.papers, memPaper{})
+	}
+	for uint32(len(e.batches)) < nextBatch {
+		e.batches = append(e.batches, nil)
+	}
 	// Blobs released before a restart and not yet deleted.
 	gc, err := e.stored.collectable()
 	if err != nil {

@@ -35,6 +35,8 @@ type storage interface {
 	lastPaper() (idx uint32, ok bool, err error)
 	papers(fn func(idx uint32, rec *storedPaper) error) error
 	collectable() ([]string, error)
+	// marks returns indexes above every deleted paper and batch (0: none deleted).
+	marks() (nextPaper, nextBatch uint32, err error)
 
 	// release ends the current kvSnapshot.
 	release()
@@ -196,4 +198,19 @@ func (s *kvSnapshot) collectable() ([]string, error) {
 		return nil
 	})
 	return keys, err
+}
+
+func (s *kvSnapshot) marks() (uint32, uint32, error) {
+	tx, err := s.view()
+	if err != nil {
+		return 0, 0, err
+	}
+	meta := tx.bucket(bucketMeta)
+	var marks [2]uint32
+	for i, key := range [...]string{metaNextPaper, metaNextBatch} {
+		if v := meta.Get([]byte(key)); len(v) == 4 {
+			marks[i] = binary.BigEndian.Uint32(v)
+		}
+	}
+	return marks[0], marks[1], nil
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -19,7 +20,21 @@ const (
 	// metaBlobRefs marks a store whose blobrefs bucket is complete (older stores are
 	// counted once, when first opened by a coordinator that deletes).
 	metaBlobRefs = "blobrefs_v1"
+
+	// metaNextPaper and metaNextBatch (4 B each) are above every paper and batch index a
+	// deletion removed, so that a reload never hands out a deleted index again: a lease id
+	// (store, paper index, attempt) then names one download only.
+	metaNextPaper = "next_paper"
+	metaNextBatch = "next_batch"
 )
+
+// raiseMark raises the index mark key of the meta bucket to at least next.
+func raiseMark(meta kvBucket, key string, next uint32) error {
+	if v := meta.Get([]byte(key)); len(v) == 4 && binary.BigEndian.Uint32(v) >= next {
+		return nil
+	}
+	return meta.Put([]byte(key), key32(next))
+}
 
 // batchDelete removes papers of a batch being deleted from the store; the last one of a batch
 // removes its chunks and record.
@@ -111,8 +126,19 @@ func commitDeletes(tx kvTx, w *writeSet) error {
 	pbk, sb, rb := tx.bucket(bucketPapers), tx.bucket(bucketSpecs), tx.bucket(bucketResults)
 	plb, db := tx.bucket(bucketPlans), tx.bucket(bucketDOIs)
 	cb, bb := tx.bucket(bucketChunks), tx.bucket(bucketBatches)
+	meta := tx.bucket(bucketMeta)
 	spec := &pb.PaperSpec{}
 	for _, d := range w.deletes {
+		if n := len(d.papers); n > 0 {
+			if err := raiseMark(meta, metaNextPaper, slices.Max(d.papers)+1); err != nil {
+				return fmt.Errorf("index mark: %w", err)
+			}
+		}
+		if d.last {
+			if err := raiseMark(meta, metaNextBatch, d.idx+1); err != nil {
+				return fmt.Errorf("index mark: %w", err)
+			}
+		}
 		for _, idx := range d.papers {
 			k := key32(idx)
 			if raw := sb.Get(k); raw != nil {
