@@ -122,6 +122,28 @@ func (e *engine) parkIfHeld(idx uint32, spec *pb.PaperSpec) bool {
 	return true
 }
 
+// unpark forgets paper idx if it is parked (its batch is being deleted: it will never be
+// taken up, and must not hold a place in waiters until the key is let go).
+func (e *engine) unpark(idx uint32) {
+	k, ok := e.parked[idx]
+	if !ok {
+		return
+	}
+	delete(e.parked, idx)
+	w := e.waiters[k]
+	for i, x := range w {
+		if x == idx {
+			w = append(w[:i], w[i+1:]...)
+			break
+		}
+	}
+	if len(w) == 0 {
+		delete(e.waiters, k)
+	} else {
+		e.waiters[k] = w
+	}
+}
+
 // heldKey returns the first cache key of paper idx that a lease of another paper holds (the
 // paper's own lease that ended in this iteration, a failure, is no reason to wait).
 func (e *engine) heldKey(idx uint32, spec *pb.PaperSpec) (uint64, bool) {
