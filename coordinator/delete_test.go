@@ -386,3 +386,31 @@ func TestIndexesNotReusedAfterDeletingTheNewestBatch(t *testing.T) {
 		})
 	}
 }
+
+// A paper parked on another paper's download (single flight), cancelled and then deleted with
+// its batch, is no longer parked: a tombstone waits for nothing (found by the in-memory
+// property test: "parked paper N in state 0").
+func TestDeletedParkedPaperIsNotParked(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostConcurrency = 4 })
+	c := h.connect("f", 4)
+	h.submit("a", []*pb.PaperSpec{{PaperId: "p", Urls: []string{sharedURL}}})
+	if as, _, _ := recv(c); len(as) != 1 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	h.submit("b", []*pb.PaperSpec{{PaperId: "q", Urls: []string{sharedURL}}})
+	if as, _, _ := recv(c); len(as) != 0 {
+		t.Fatalf("q was assigned while p downloads its URL: %v", as)
+	}
+	h.apply(&cancelBatchReq{id: "b", reply: make(chan batchResult, 1)})
+	r := &deleteReq{id: "b", reply: make(chan deleteResult, 1)}
+	h.apply(r)
+	if res := <-r.reply; res.err != nil {
+		t.Fatal(res.err)
+	}
+	for len(h.e.deletions) > 0 {
+		h.step()
+	}
+	if err := singleFlightConsistent(h.e); err != nil {
+		t.Fatal(err)
+	}
+}
