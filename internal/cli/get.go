@@ -364,7 +364,7 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 		r.display.Update(resp)
 		for _, u := range resp.GetPaperUpdates() {
 			if u.GetLastFailureReason() == pb.FailureReason_FAILURE_REASON_STORAGE_FULL && u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
-				r.stopForStorage(errors.New(u.GetLastError()), cancelRun)
+				r.stopForStorage(storagefull.FromMessage(u.GetLastError()), cancelRun)
 			}
 			if u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
 				continue
