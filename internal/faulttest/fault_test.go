@@ -359,9 +359,17 @@ func inject(ctx context.Context, c *cluster, origin *originlib.Origin, kind step
 		name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM (exited cleanly)"}[sig]
 		return fmt.Sprintf("%s %s with %d of its download(s) in flight; started %s", name, victim.name, busy, fresh.name), nil
 	case killCommitting:
-		victim, pending, err := waitPendingCommits(ctx, c)
+		// A commit takes milliseconds: on an idle machine the polls may miss every one. After
+		// a bounded wait the step kills the busiest fetcher instead, and says so.
+		wctx, cancel := context.WithTimeout(ctx, pendingCommitsWait)
+		victim, pending, err := waitPendingCommits(wctx, c)
+		cancel()
 		if err != nil {
-			return "", err
+			if ctx.Err() != nil {
+				return "", err
+			}
+			desc, err := inject(ctx, c, origin, killFetcher, slots)
+			return fmt.Sprintf("no fetcher seen with pending commits within %s; instead: %s", pendingCommitsWait, desc), err
 		}
 		c.signal(victim, syscall.SIGKILL)
 		fresh := c.startFetcher(slots)
@@ -372,6 +380,10 @@ func inject(ctx context.Context, c *cluster, origin *originlib.Origin, kind step
 	}
 	return "", fmt.Errorf("unknown step %d", kind)
 }
+
+// pendingCommitsWait bounds how long the killCommitting step looks for a fetcher with pending
+// commits.
+const pendingCommitsWait = 15 * time.Second
 
 // waitPendingCommits polls the live fetchers' /metrics until one holds received bodies that
 // are not durable yet (paperfetch_fetcher_pending_commits > 0), and returns it.
