@@ -425,14 +425,11 @@ func (e *engine) failFast(idx uint32, h *host, paperID string, now time.Time) {
 // settleFailure retries paper idx (same or next URL, after a backoff) or fails it, after a
 // failed attempt (or a refusal without an attempt, see failFast).
 func (e *engine) settleFailure(idx uint32, paperID string, reason pb.FailureReason, permanent bool, msg string, now time.Time) {
+	if e.cancelIfBatchCancelled(idx, now) {
+		return // the fetcher confirms the abort of a cancelled batch's download
+	}
 	p := &e.papers[idx]
 	b := e.batches[p.batch]
-	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
-		// The fetcher confirms the abort of a cancelled batch's download.
-		e.setError(idx, cancelMessage(b))
-		e.setState(idx, stateCancelled, now)
-		return
-	}
 	if reason == pb.FailureReason_FAILURE_REASON_ABORTED && !permanent {
 		// Aborted by the fetcher (shutting down): not the paper's fault. enqueue keeps
 		// the same URL and does not count a failure.

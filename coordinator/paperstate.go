@@ -91,15 +91,24 @@ func (e *engine) checkBatchDone(b *batch, now time.Time) {
 	}
 }
 
+// cancelIfBatchCancelled makes live paper idx CANCELLED, with its batch's cancel message, if
+// its batch is cancelled, and reports whether it did.
+func (e *engine) cancelIfBatchCancelled(idx uint32, now time.Time) bool {
+	b := e.batches[e.papers[idx].batch]
+	if b.state != pb.BatchState_BATCH_STATE_CANCELLED {
+		return false
+	}
+	e.setError(idx, cancelMessage(b))
+	e.setState(idx, stateCancelled, now)
+	return true
+}
+
 // enqueue makes a live paper QUEUED on its current host (or CANCELLED if its batch is).
 func (e *engine) enqueue(idx uint32, now time.Time) {
-	p := &e.papers[idx]
-	b := e.batches[p.batch]
-	if b.state == pb.BatchState_BATCH_STATE_CANCELLED {
-		e.setError(idx, cancelMessage(b))
-		e.setState(idx, stateCancelled, now)
+	if e.cancelIfBatchCancelled(idx, now) {
 		return
 	}
+	p := &e.papers[idx]
 	e.setState(idx, stateQueued, now)
 	h := e.hosts[p.host]
 	h.push(idx)
