@@ -175,6 +175,24 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	return s, nil
 }
 
+// WaitBatch watches batch id until it is COMPLETED or CANCELLED and returns it as last seen;
+// it ends early with ctx's error or the watch's.
+func (s *System) WaitBatch(ctx context.Context, id string) (*pb.Batch, error) {
+	stream, err := pb.NewCoordinatorServiceClient(s.conn).WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id})
+	if err != nil {
+		return nil, fmt.Errorf("watch batch %s: %w", id, err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, fmt.Errorf("watch batch %s: %w", id, err)
+		}
+		if st := resp.GetBatch().GetState(); st == pb.BatchState_BATCH_STATE_COMPLETED || st == pb.BatchState_BATCH_STATE_CANCELLED {
+			return resp.GetBatch(), nil
+		}
+	}
+}
+
 // Conn is the client connection to the embedded coordinator (CoordinatorService).
 func (s *System) Conn() grpc.ClientConnInterface { return s.conn }
 

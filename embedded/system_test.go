@@ -53,23 +53,15 @@ func testOptions(dir string, lis net.Listener) embedded.Options {
 	return o
 }
 
-func watchDone(t *testing.T, c pb.CoordinatorServiceClient, id string) *pb.Batch {
+func watchDone(t *testing.T, sys *embedded.System, id string) *pb.Batch {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	stream, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id})
+	b, err := sys.WaitBatch(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := resp.GetBatch().GetState(); s == pb.BatchState_BATCH_STATE_COMPLETED || s == pb.BatchState_BATCH_STATE_CANCELLED {
-			return resp.GetBatch()
-		}
-	}
+	return b
 }
 
 // TestDownloadAndReopen downloads a batch through the embedded system, closes it, reopens the
@@ -92,9 +84,12 @@ func TestDownloadAndReopen(t *testing.T) {
 	if _, err := client.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "b1", Papers: papers}); err != nil {
 		t.Fatal(err)
 	}
-	b := watchDone(t, client, "b1")
+	b := watchDone(t, sys, "b1")
 	if b.GetCounts().GetSucceeded() != 10 {
 		t.Fatalf("batch %v", b)
+	}
+	if _, err := sys.WaitBatch(ctx, "no-such-batch"); status.Code(err) != codes.NotFound {
+		t.Fatalf("WaitBatch of an unknown batch: %v, want NotFound", err)
 	}
 	resp, err := client.GetPaper(ctx, &pb.GetPaperRequest{BatchId: "b1", PaperId: "p3"})
 	if err != nil {
@@ -132,7 +127,7 @@ func TestDownloadAndReopen(t *testing.T) {
 	if _, err := client.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "b2", Papers: papers}); err != nil {
 		t.Fatal(err)
 	}
-	if b := watchDone(t, client, "b2"); b.GetCounts().GetCached() != 10 {
+	if b := watchDone(t, sys, "b2"); b.GetCounts().GetCached() != 10 {
 		t.Fatalf("second batch not from the cache: %v", b)
 	}
 	if sys.Addr() != lis.Addr().String() {

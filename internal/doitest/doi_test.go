@@ -44,23 +44,15 @@ func start(t *testing.T, w *doitest.World, dir string) *embedded.System {
 	return sys
 }
 
-func waitDone(t *testing.T, c pb.CoordinatorServiceClient, id string) *pb.Batch {
+func waitDone(t *testing.T, sys *embedded.System, id string) *pb.Batch {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	stream, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: id})
+	b, err := sys.WaitBatch(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := resp.GetBatch().GetState(); s == pb.BatchState_BATCH_STATE_COMPLETED || s == pb.BatchState_BATCH_STATE_CANCELLED {
-			return resp.GetBatch()
-		}
-	}
+	return b
 }
 
 func papers(t *testing.T, c pb.CoordinatorServiceClient, batch string) map[string]*pb.Paper {
@@ -104,7 +96,7 @@ func TestEveryRoute(t *testing.T) {
 	if _, err := c.SubmitBatch(context.Background(), &pb.SubmitBatchRequest{BatchId: "b1", Papers: specs}); err != nil {
 		t.Fatal(err)
 	}
-	b := waitDone(t, c, "b1")
+	b := waitDone(t, sys, "b1")
 	got := papers(t, c, "b1")
 	want := map[string]string{
 		"arxiv": "arxiv", "oa": "openalex", "old": "openalex", "up": "unpaywall", "abs": "landing_page", "rel": "landing_page",
@@ -198,7 +190,7 @@ func TestEveryRoute(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, c, "b2")
+	waitDone(t, sys, "b2")
 	p := papers(t, c, "b2")["another-id"]
 	if !p.GetCached() || p.GetSource() != "openalex" || p.GetSha256() != got["oa"].GetSha256() || w.Hits("openalex", doitest.DOIOpenAlex) != before {
 		t.Errorf("DOI cache: %v cached=%v source=%q", p.GetState(), p.GetCached(), p.GetSource())
@@ -229,7 +221,7 @@ func TestRestartDoesNotResolveAgain(t *testing.T) {
 	sys = start(t, w, dir)
 	defer sys.Close()
 	c = pb.NewCoordinatorServiceClient(sys.Conn())
-	waitDone(t, c, "r1")
+	waitDone(t, sys, "r1")
 	p := papers(t, c, "r1")["flaky"]
 	if p.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED || p.GetSource() != "openalex" {
 		t.Fatalf("flaky: %v %q %q", p.GetState(), p.GetSource(), p.GetLastError())
