@@ -227,15 +227,17 @@ func TestV1(t *testing.T) {
 	// Delete: a finished batch goes away; then it is unknown.
 	s.call(t, "POST", "/v1/batches", `{"batchId":"gone1","papers":[{"paperId":"q","urls":["`+ok("q")+`"]}]}`, nil)
 	s.watchToEnd(t, "gone1")
-	switch r := s.do(t, "DELETE", "/v1/batches/gone1", testToken, ""); {
-	case r.status == http.StatusNotImplemented && strings.Contains(r.apiError(t).Message, "DeleteBatch"):
-		t.Log("DeleteBatch is in the contract but not implemented by the coordinator yet; the route reaches it")
-	case r.status != http.StatusOK:
-		t.Fatalf("delete: %d %s", r.status, r.body)
-	default:
-		if r := s.do(t, "GET", "/v1/batches/gone1", testToken, ""); r.status != http.StatusNotFound {
-			t.Fatalf("deleted batch: %d %s", r.status, r.body)
-		}
+	var del pb.DeleteBatchResponse
+	s.call(t, "DELETE", "/v1/batches/gone1", "", &del)
+	if del.GetBatchId() != "gone1" || del.GetPapersDeleted() != 1 {
+		t.Fatalf("delete: %v", &del)
 	}
-
+	if r := s.do(t, "GET", "/v1/batches/gone1", testToken, ""); r.status != http.StatusNotFound {
+		t.Fatalf("deleted batch: %d %s", r.status, r.body)
+	}
+	// A running batch cannot be deleted: 400 (FAILED_PRECONDITION) with the reason.
+	s.call(t, "POST", "/v1/batches", `{"batchId":"busy","papers":[{"paperId":"s2","urls":["`+o.URL+`/slow/2.pdf"]}]}`, nil)
+	if r := s.do(t, "DELETE", "/v1/batches/busy", testToken, ""); r.status != http.StatusBadRequest || r.apiError(t).Code != 9 {
+		t.Fatalf("delete of a running batch: %d %s", r.status, r.body)
+	}
 }

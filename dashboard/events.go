@@ -122,10 +122,25 @@ func (h *handler) batchEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		return
 	}
 	s := startSSE(w)
-	for m := first; ; {
-		truncated := len(m.GetPaperUpdates()) > maxEventPapers
-		if truncated {
-			m.PaperUpdates = m.PaperUpdates[:maxEventPapers]
+	recv := func() (*pb.WatchBatchResponse, error) {
+		if first != nil {
+			m := first
+			first = nil
+			return m, nil
+		}
+		return stream.Recv()
+	}
+	for {
+		m, truncated, err := joinParts(recv)
+		if errors.Is(err, io.EOF) {
+			_ = s.send("end", []byte("{}"))
+			return
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				s.sendStatus(err)
+			}
+			return
 		}
 		if len(m.GetActive()) > maxEventActive {
 			m.Active = m.Active[:maxEventActive]
@@ -138,16 +153,39 @@ func (h *handler) batchEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		if s.send("batch", []byte(`{"truncated":`+strconv.FormatBool(truncated)+`,"update":`+string(js)+`}`)) != nil {
 			return // the client went away
 		}
-		m, err = stream.Recv()
-		if errors.Is(err, io.EOF) {
-			_ = s.send("end", []byte("{}"))
-			return
-		}
+	}
+}
+
+// joinParts reads the parts of one WatchBatch update (more = true on all but the last, which
+// alone carries the batch) and joins them into one message: the page gets one event per update,
+// always with the batch, and at most maxEventPapers paper updates (truncated says some were
+// left out; the page then re-reads the papers it shows). A coordinator splits an update of
+// 100,000 changed papers into about 30 parts; relayed one by one they were 3 MiB of events that
+// mostly carried no batch.
+func joinParts(recv func() (*pb.WatchBatchResponse, error)) (*pb.WatchBatchResponse, bool, error) {
+	var joined *pb.WatchBatchResponse
+	truncated := false
+	for {
+		m, err := recv()
 		if err != nil {
-			if ctx.Err() == nil {
-				s.sendStatus(err)
+			if joined != nil && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the stream ended inside an update
 			}
-			return
+			return nil, false, err
+		}
+		if joined == nil {
+			joined = &pb.WatchBatchResponse{Snapshot: m.GetSnapshot()}
+		}
+		for _, u := range m.GetPaperUpdates() {
+			if len(joined.PaperUpdates) == maxEventPapers {
+				truncated = true
+				break
+			}
+			joined.PaperUpdates = append(joined.PaperUpdates, u)
+		}
+		if !m.GetMore() {
+			joined.Batch, joined.Active, joined.Hosts, joined.HostsOmitted = m.GetBatch(), m.GetActive(), m.GetHosts(), m.GetHostsOmitted()
+			return joined, truncated, nil
 		}
 	}
 }
