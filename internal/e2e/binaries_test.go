@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/paperfetch/paperfetch/internal/tlsreload/tlstest"
 )
 
 // Pinned install commands of the command-line tools the README shows; a test that needs a
@@ -107,6 +111,8 @@ func TestBinaries(t *testing.T) {
 		grpcurl := findTool(t, "grpcurl", installGrpcurl)
 		testHTTPAPI(t, c, grpcurl)
 	})
+
+	t.Run("https dashboard with --tls-cert and --tokens", func(t *testing.T) { testHTTPS(t, c) })
 
 	t.Run("python client", func(t *testing.T) { testPythonClient(t, c) })
 	t.Run("node client", func(t *testing.T) { testNodeClient(t, c) })
@@ -273,9 +279,80 @@ func testHTTPAPI(t *testing.T, c *binCluster, grpcurl string) {
 	}
 }
 
+// testHTTPS starts a second coordinator configured as the Kubernetes manifests configure it
+// (TLS certificate, client CA, client and fetcher tokens, --http-listen) and checks that its
+// HTTP port speaks only HTTPS with the gRPC server's certificate, and that the client tokens
+// guard /v1/ and the dashboard's data but not the page.
+func testHTTPS(t *testing.T, c *binCluster) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "paperfetch test CA")
+	certPath, keyPath := ca.Issue(t, "paperfetch-coordinator").Write(t, dir, "coordinator")
+	caPath := ca.WriteCA(t, dir, "ca")
+	tokens, fetcherTokens := filepath.Join(dir, "client-tokens"), filepath.Join(dir, "fetcher-tokens")
+	tlstest.WriteFile(t, tokens, []byte("client-s3cret\n"))
+	tlstest.WriteFile(t, fetcherTokens, []byte("fetcher-s3cret\n"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	coord := startBinProc(t, "tls coordinator", c.coordBin, jsonLogListen("coordinator started"),
+		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", filepath.Join(dir, "data"),
+		"--tls-cert", certPath, "--tls-key", keyPath, "--tls-client-ca", caPath,
+		"--tokens", tokens, "--fetcher-tokens", fetcherTokens)
+	coord.waitStarted(t, ctx)
+	addr := coord.httpAddr(t)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	defer client.CloseIdleConnections()
+	do := func(c *http.Client, url, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.TLS == nil && strings.HasPrefix(url, "https:") {
+			t.Fatalf("GET %s: not TLS", url)
+		}
+		return resp.StatusCode, string(b)
+	}
+	base := "https://" + addr
+	if code, out := do(client, base+"/", ""); code != http.StatusOK || !strings.Contains(out, "app.js") {
+		t.Fatalf("GET / over HTTPS: %d %s", code, out)
+	}
+	for _, p := range []string{"/v1/batches", "/ui/events"} {
+		if code, out := do(client, base+p, ""); code != http.StatusUnauthorized {
+			t.Fatalf("GET %s without a token: %d %s", p, code, out)
+		}
+		if code, out := do(client, base+p, "fetcher-s3cret"); code != http.StatusUnauthorized {
+			t.Fatalf("GET %s with a fetcher token: %d %s", p, code, out)
+		}
+	}
+	if code, out := do(client, base+"/v1/batches", "client-s3cret"); code != http.StatusOK || !strings.Contains(out, `"batches":[]`) {
+		t.Fatalf("GET /v1/batches with the client token: %d %s", code, out)
+	}
+	// Plain HTTP on the port is refused (Go's HTTPS server answers 400 and closes).
+	if code, out := do(http.DefaultClient, "http://"+addr+"/v1/batches", "client-s3cret"); code != http.StatusBadRequest ||
+		!strings.Contains(out, "HTTPS server") {
+		t.Fatalf("plain HTTP to the HTTPS port: %d %s", code, out)
+	}
+}
+
 // binCluster is an origin, a coordinator and a fetcher running as processes on 127.0.0.1.
 type binCluster struct {
 	root        string // the module root (examples/ are under it)
+	coordBin    string
 	originBin   string
 	blobDir     string
 	originURL   string // http://127.0.0.1:PORT
@@ -299,6 +376,7 @@ func startBinCluster(t *testing.T) *binCluster {
 	c.blobDir = filepath.Join(dir, "blobs")
 	blobURL := "file://" + c.blobDir
 	c.originBin = filepath.Join(binDir, "origin")
+	c.coordBin = filepath.Join(binDir, "coordinator")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -314,7 +392,7 @@ func startBinCluster(t *testing.T) *binCluster {
 	}
 	c.originURL = "http://" + strings.TrimSpace(string(addr))
 
-	coord := startBinProc(t, "coordinator", filepath.Join(binDir, "coordinator"), jsonLogListen("coordinator started"),
+	coord := startBinProc(t, "coordinator", c.coordBin, jsonLogListen("coordinator started"),
 		"--listen", "127.0.0.1:0",
 		"--http-listen", "127.0.0.1:0",
 		"--data", filepath.Join(dir, "data"),
