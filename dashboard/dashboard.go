@@ -6,7 +6,9 @@
 // Every data route calls the coordinator through a gRPC client connection, normally the
 // server's in-process connection (grpcserver.Server.Local), so authentication, validation,
 // rate limiting and metrics are exactly those of gRPC: the Authorization header of the HTTP
-// request is forwarded as the call's bearer token. The static page holds no data; it asks for
+// request is forwarded as the call's bearer token, and the HTTP client's address as the client
+// the call acts for (grpcserver.ForwardedClientKey), so per-client limits count each HTTP
+// client apart. The static page holds no data; it asks for
 // a token once, keeps it in the tab's sessionStorage and sends it as Authorization.
 //
 // Browsers' cross-site requests that change state are refused (net/http's
@@ -33,6 +35,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/grpcserver"
 )
 
 // Limits of the HTTP face.
@@ -92,6 +95,18 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: jsonMarshaler()}),
+		// The coordinator counts each HTTP client as itself (its rate limit and watchers),
+		// never as a client address the request claims.
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return metadata.Pairs(grpcserver.ForwardedClientKey, r.RemoteAddr)
+		}),
+		runtime.WithIncomingHeaderMatcher(func(key string) (string, bool) {
+			k, ok := runtime.DefaultHeaderMatcher(key)
+			if ok && strings.EqualFold(k, grpcserver.ForwardedClientKey) {
+				return "", false
+			}
+			return k, ok
+		}),
 		// Paper ids may hold "/" (DOIs): they travel percent-encoded and are decoded whole.
 		runtime.WithUnescapingMode(runtime.UnescapingModeAllCharacters),
 	)
@@ -169,8 +184,10 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// outgoing carries the request's Authorization header to the gRPC call.
+// outgoing carries the request's Authorization header and the client's address to the gRPC
+// call.
 func outgoing(ctx context.Context, r *http.Request) context.Context {
+	ctx = metadata.AppendToOutgoingContext(ctx, grpcserver.ForwardedClientKey, r.RemoteAddr)
 	if a := r.Header.Get("Authorization"); a != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", a)
 	}

@@ -80,13 +80,13 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // stack is an embedded coordinator with two fetchers, its dashboard and /v1/ on a loopback
-// HTTP port, requiring testToken.
+// HTTP port, requiring testToken. tune, when given, changes the options before the start.
 type stack struct {
 	url string
 	sys *embedded.System
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, tune ...func(*embedded.Options)) *stack {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -101,6 +101,9 @@ func startStack(t *testing.T) *stack {
 	o.AllowPrivateNetworks = true
 	o.TuneCoordinator = func(c *coordinator.Config) {
 		c.NoSync, c.MaxRetryAfter, c.WatchInterval = true, 2*time.Hour, 50*time.Millisecond
+	}
+	for _, f := range tune {
+		f(&o)
 	}
 	sys, err := embedded.Start(ctx, o)
 	if err != nil {

@@ -50,6 +50,7 @@ type System struct {
 	lis       net.Listener
 	dial      func(context.Context) (net.Conn, error)
 	conn      *grpc.ClientConn
+	httpConn  *grpc.ClientConn // the dashboard's in-process connection, nil without HTTPListener
 	group     *lifecycle.Group // the running parts; nil until Start has made them all
 	closeOnce sync.Once
 	closeErr  error
@@ -140,7 +141,12 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	// it), then the fetchers, clients of the server: Close drains and stops them in reverse.
 	parts := []lifecycle.Part{{Name: "coordinator loop", Run: s.coord.Run}, s.server.Part(s.lis, s.coord.CloseStreams)}
 	if opts.HTTPListener != nil {
-		h, err := dashboard.New(ctx, dashboard.Config{Conn: s.conn, Logger: logger.With("component", "http")})
+		// The server's own in-process connection, on which the dashboard names each HTTP
+		// client it calls for (grpcserver.ForwardedClientKey), as the coordinator binary does.
+		if s.httpConn, err = s.server.Local(); err != nil {
+			return nil, fmt.Errorf("embedded: %w", err)
+		}
+		h, err := dashboard.New(ctx, dashboard.Config{Conn: s.httpConn, Logger: logger.With("component", "http")})
 		if err != nil {
 			return nil, fmt.Errorf("embedded: %w", err)
 		}
@@ -226,9 +232,11 @@ func (s *System) close() error {
 			_ = s.opts.HTTPListener.Close()
 		}
 	}
-	if s.conn != nil {
-		if err := s.conn.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close connection: %w", err))
+	for _, c := range []*grpc.ClientConn{s.httpConn, s.conn} {
+		if c != nil {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close connection: %w", err))
+			}
 		}
 	}
 	if s.coord != nil {

@@ -189,8 +189,10 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, logger: logger, hardStop: cfg.HardStopTimeout}
 
-	var unary []grpc.UnaryServerInterceptor
-	var stream []grpc.StreamServerInterceptor
+	// 0. The client an in-process caller acts for (ForwardedClientKey), before anything that
+	// looks at the peer.
+	unary := []grpc.UnaryServerInterceptor{forwardedUnary}
+	stream := []grpc.StreamServerInterceptor{forwardedStream}
 	// 1. Metrics.
 	if cfg.Registry != nil {
 		s.metrics = serverMetrics(cfg.Registry, logger)
@@ -416,7 +418,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	wg.Go(func() { errc <- s.GRPC.Serve(limited) })
 	if s.local != nil {
 		wg.Go(func() {
-			if err := s.GRPC.Serve(s.local); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			if err := s.GRPC.Serve(inProcessListener{s.local}); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				auxErr <- fmt.Errorf("serve in-process listener: %w", err)
 			}
 		})
@@ -458,7 +460,8 @@ const localBuffer = 1 << 20
 // Local returns a client connection to this server through an in-memory listener that Serve
 // serves beside its network listener, so that an in-process client (the HTTP/JSON gateway)
 // goes through the same interceptors (auth, validation, rate limit, metrics) as a remote one.
-// With TLS the connection speaks TLS too and accepts only the server's own certificate.
+// With TLS the connection speaks TLS too and accepts only the server's own certificate. A call
+// on it may name the remote client it acts for (ForwardedClientKey).
 // Call it before Serve; the caller closes the connection. The target is opened lazily.
 func (s *Server) Local() (*grpc.ClientConn, error) {
 	if s.local == nil {
