@@ -1,6 +1,9 @@
 package coordinator
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Damaged blobs. ReadPaper verifies what it streams; a blob that is missing, truncated, longer
 // than its record or of another SHA-256 ends the read with DATA_LOSS and is reported to the
@@ -10,7 +13,8 @@ import "time"
 // Completions of leases assigned before the removal are refused like those of a collected blob
 // (delete.go); the first verified completion of the key afterwards means the blob was written
 // again, which repairs every paper that shares it, and makes it a cache hit again. The set is
-// kept in memory: after a restart the first DATA_LOSS of a blob reports it again.
+// persisted (bucket "damaged"), so that a restart, such as the next `paperfetch get`, neither
+// hands the blob out as a cache hit again nor forgets to remove it.
 
 // maxDamagedBlobs bounds the set of damaged blobs remembered.
 const maxDamagedBlobs = 100_000
@@ -35,6 +39,7 @@ func (e *engine) blobDamaged(key string) {
 		return
 	}
 	e.damaged[key] = struct{}{}
+	e.ws.damaged = append(e.ws.damaged, key)
 	e.m.damagedBlobs.Inc()
 	e.log.Error("blob damaged: no more cache hits on it, removing it from the blob store", "blob", key)
 	e.collectOut = append(e.collectOut, e.noteCollectable([]string{key})...)
@@ -47,4 +52,27 @@ func (e *engine) blobUsable(key string) bool {
 }
 
 // blobRepaired forgets a damaged blob once a completion of it was verified.
-func (e *engine) blobRepaired(key string) { delete(e.damaged, key) }
+func (e *engine) blobRepaired(key string) {
+	if _, ok := e.damaged[key]; ok {
+		delete(e.damaged, key)
+		e.ws.repaired = append(e.ws.repaired, key)
+	}
+}
+
+// loadDamaged restores the damaged blobs of the store (at most maxDamagedBlobs) and hands them
+// to the collector again: one found damaged just before a restart may not be removed yet.
+func (e *engine) loadDamaged() error {
+	keys, err := e.stored.damaged()
+	if err != nil {
+		return fmt.Errorf("damaged blobs: %w", err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	e.damaged = make(map[string]struct{}, min(len(keys), maxDamagedBlobs))
+	for _, k := range keys[:min(len(keys), maxDamagedBlobs)] {
+		e.damaged[k] = struct{}{}
+	}
+	e.collectOut = append(e.collectOut, e.noteCollectable(keys)...)
+	return nil
+}

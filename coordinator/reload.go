@@ -71,6 +71,9 @@ func (e *engine) load(now time.Time) error {
 		return fmt.Errorf("blob gc: %w", err)
 	}
 	e.collectOut = append(e.collectOut, e.noteCollectable(gc)...)
+	if err := e.loadDamaged(); err != nil {
+		return err
+	}
 	heap.Init(&e.retry)
 	for _, h := range e.hosts {
 		e.refreshHost(h, now)

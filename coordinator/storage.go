@@ -35,6 +35,8 @@ type storage interface {
 	lastPaper() (idx uint32, ok bool, err error)
 	papers(fn func(idx uint32, rec *storedPaper) error) error
 	collectable() ([]string, error)
+	// damaged returns the blobs found damaged and not repaired since (damaged.go).
+	damaged() ([]string, error)
 	// marks returns indexes above every deleted paper and batch (0: none deleted).
 	marks() (nextPaper, nextBatch uint32, err error)
 
@@ -194,6 +196,19 @@ func (s *kvSnapshot) collectable() ([]string, error) {
 	}
 	var keys []string
 	err = tx.bucket(bucketBlobGC).ForEach(func(k, _ []byte) error {
+		keys = append(keys, string(k))
+		return nil
+	})
+	return keys, err
+}
+
+func (s *kvSnapshot) damaged() ([]string, error) {
+	tx, err := s.view()
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	err = tx.bucket(bucketDamaged).ForEach(func(k, _ []byte) error {
 		keys = append(keys, string(k))
 		return nil
 	})

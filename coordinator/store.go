@@ -187,6 +187,8 @@ type writeSet struct {
 	deletes   []batchDelete
 	newRefs   []string // blob keys of papers that became SUCCEEDED
 	collected []string // blob keys deleted from the blob store (leave blobgc)
+	damaged   []string // blob keys found damaged (enter the damaged bucket)
+	repaired  []string // damaged blob keys written again and verified (leave it)
 
 	// released is an output of commit: blob keys whose last reference was deleted.
 	released []string
@@ -251,12 +253,13 @@ type coldUpdate struct {
 
 func (w *writeSet) empty() bool {
 	return len(w.hosts) == 0 && len(w.batches) == 0 && len(w.chunks) == 0 && len(w.newPapers) == 0 && len(w.dirty) == 0 &&
-		len(w.plans) == 0 && len(w.dois) == 0 && len(w.deletes) == 0 && len(w.newRefs) == 0 && len(w.collected) == 0
+		len(w.plans) == 0 && len(w.dois) == 0 && len(w.deletes) == 0 && len(w.newRefs) == 0 && len(w.collected) == 0 &&
+		len(w.damaged) == 0 && len(w.repaired) == 0
 }
 
 func (w *writeSet) size() int {
 	return len(w.hosts) + len(w.batches) + len(w.chunks) + len(w.newPapers) + len(w.dirty) + len(w.plans) + len(w.dois) +
-		len(w.deletes) + len(w.newRefs) + len(w.collected)
+		len(w.deletes) + len(w.newRefs) + len(w.collected) + len(w.damaged) + len(w.repaired)
 }
 
 func (w *writeSet) reset() {
@@ -270,6 +273,8 @@ func (w *writeSet) reset() {
 	w.deletes = w.deletes[:0]
 	w.newRefs = w.newRefs[:0]
 	w.collected = w.collected[:0]
+	w.damaged = w.damaged[:0]
+	w.repaired = w.repaired[:0]
 	w.released = nil
 }
 

@@ -16,6 +16,7 @@ import (
 const (
 	bucketBlobRefs = "blobrefs" // blob key -> number of SUCCEEDED papers referring to it (4 B)
 	bucketBlobGC   = "blobgc"   // blob key -> nothing: released blobs awaiting deletion
+	bucketDamaged  = "damaged"  // blob key -> nothing: blobs found damaged, not repaired since (damaged.go)
 
 	// metaBlobRefs marks a store whose blobrefs bucket is complete (older stores are
 	// counted once, when first opened by a coordinator that deletes).
@@ -48,7 +49,7 @@ type batchDelete struct {
 
 // initBlobRefs creates the blob reference buckets, counting the references of an older store.
 func initBlobRefs(btx *bolt.Tx, tx kvTx) error {
-	for _, name := range []string{bucketBlobRefs, bucketBlobGC} {
+	for _, name := range []string{bucketBlobRefs, bucketBlobGC, bucketDamaged} {
 		if _, err := btx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return err
 		}
@@ -110,6 +111,17 @@ func commitBlobRefs(tx kvTx, w *writeSet) error {
 	for _, k := range w.collected {
 		if err := gc.Delete([]byte(k)); err != nil {
 			return fmt.Errorf("blob gc %s: %w", k, err)
+		}
+	}
+	dmg := tx.bucket(bucketDamaged)
+	for _, k := range w.damaged {
+		if err := dmg.Put([]byte(k), []byte{}); err != nil {
+			return fmt.Errorf("damaged blob %s: %w", k, err)
+		}
+	}
+	for _, k := range w.repaired {
+		if err := dmg.Delete([]byte(k)); err != nil {
+			return fmt.Errorf("repaired blob %s: %w", k, err)
 		}
 	}
 	return nil

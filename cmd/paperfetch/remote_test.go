@@ -203,6 +203,36 @@ func TestRemoteCommands(t *testing.T) {
 		t.Errorf("r3: %+v", res)
 	}
 
+	// The failed papers of a listing are an input as is: ls --state failed --json | submit -.
+	res = run(t, "", append([]string{"ls", "r1", "--state", "failed", "--json"}, c...)...)
+	if res.code != 0 || strings.Count(res.stdout, "\n") != 1 {
+		t.Fatalf("ls r1 --state failed --json: %+v", res)
+	}
+	res = run(t, res.stdout, append([]string{"submit", "--wait", "--quiet", "--batch-id", "r4", "-"}, c...)...)
+	if res.code != 1 || strings.Contains(res.stderr, "paperfetch:") || !strings.Contains(res.stderr, "  total       1\n") || !strings.Contains(res.stderr, "not_found 1") {
+		t.Fatalf("ls --state failed --json | submit -: %+v", res)
+	}
+
+	// pull --wait of a running batch waits for it, then pulls everything.
+	res = run(t, o.URL+"/slow/c.pdf\n", append([]string{"submit", "--batch-id", "r6", "-"}, c...)...)
+	if res.code != 0 {
+		t.Fatalf("submit r6: %+v", res)
+	}
+	<-o.slowIn
+	pw := startGet(t, append([]string{"pull", "r6", "--wait", "--out", filepath.Join(dir, "r6")}, c...))
+	for !strings.Contains(pw.stderr.String(), "waiting for batch r6 to finish") {
+		time.Sleep(50 * time.Millisecond) // another process: polled
+	}
+	o.open()
+	if code := pw.wait(t); code != 0 || !strings.Contains(pw.stderr.String(), "pulled 1 paper") {
+		t.Fatalf("pull --wait: exit %d\n%s", code, pw.stderr.String())
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "r6", "c-*.pdf")); len(m) != 1 {
+		t.Errorf("pull --wait: %v", m)
+	} else if got, err := os.ReadFile(m[0]); err != nil || !bytes.Equal(got, body("/slow/c.pdf")) {
+		t.Errorf("pull --wait: %v", err)
+	}
+
 	// submit --wait --json from standard input.
 	res = run(t, o.URL+"/r/three.pdf\n", append([]string{"submit", "--wait", "--json", "-"}, c...)...)
 	if res.code != 0 || !strings.Contains(res.stdout, `"type":"summary"`) || !strings.Contains(res.stdout, `"succeeded":1`) {

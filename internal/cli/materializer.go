@@ -14,6 +14,9 @@ import (
 	"strings"
 	"sync"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/reflink"
@@ -45,7 +48,7 @@ type corruptBlobError struct {
 
 // Error explains what happened and what to do.
 func (e *corruptBlobError) Error() string {
-	return fmt.Sprintf("the stored copy of %s (%s) is damaged (%s, want %s); it was removed: run again to download the paper again", e.paperID, e.path, e.got, e.want)
+	return fmt.Sprintf("the stored copy of %s (%s) is damaged (%s, want %s); it was removed: a new run downloads the paper again", e.paperID, e.path, e.got, e.want)
 }
 
 // Path returns where a paper's PDF goes, by its id (no --name-template).
@@ -103,7 +106,7 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 		}
 	}
 	if local {
-		err := m.placeFromBlob(blobPath, target, p)
+		err := m.placeFromBlob(ctx, blobPath, target, p)
 		if err == nil || !errors.Is(err, os.ErrNotExist) {
 			return target, false, err
 		}
@@ -117,8 +120,9 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 
 // placeFromBlob puts the local blob file src at dst, atomically (a temporary name renamed into
 // place), after checking the blob's size and SHA-256: a hard link with --link, else a reflink
-// or a copy. A damaged blob is removed and reported as a *corruptBlobError.
-func (m *materializer) placeFromBlob(src, dst string, p *pb.Paper) error {
+// or a copy. A damaged blob is removed, reported to the coordinator (so that it is no cache hit
+// any more, in this run or the next) and returned as a *corruptBlobError.
+func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb.Paper) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open blob: %w", err)
@@ -127,6 +131,7 @@ func (m *materializer) placeFromBlob(src, dst string, p *pb.Paper) error {
 	corrupt := func(got string) error {
 		_ = in.Close()
 		_ = os.Remove(src)
+		m.reportDamaged(ctx, p)
 		return &corruptBlobError{paperID: p.GetSpec().GetPaperId(), path: src, got: got, want: fmt.Sprintf("%d bytes, sha256 %s", p.GetSize(), p.GetSha256())}
 	}
 	st, err := in.Stat()
@@ -157,6 +162,26 @@ func (m *materializer) placeFromBlob(src, dst string, p *pb.Paper) error {
 		return corrupt("sha256 " + mm.got)
 	}
 	return err
+}
+
+// reportDamaged tells the coordinator that p's blob is damaged: ReadPaper checks the blob as it
+// reads it and, finding it missing or damaged, records it as damaged (persistently), so that it
+// is never a cache hit again until a new download of it is verified. Nothing is written.
+func (m *materializer) reportDamaged(ctx context.Context, p *pb.Paper) {
+	if m.client == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
+	defer cancel()
+	stream, err := m.client.ReadPaper(ctx, &pb.ReadPaperRequest{BatchId: p.GetBatchId(), PaperId: p.GetSpec().GetPaperId(), Offset: p.GetSize()})
+	if err != nil {
+		return
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return
+		}
+	}
 }
 
 // renameInto renames tmp to dst. When both are hard links to the same file, rename(2) does
@@ -208,6 +233,17 @@ func readPaper(ctx context.Context, client pb.CoordinatorServiceClient, batchID,
 			break
 		}
 		if err != nil {
+			if status.Code(err) == codes.DataLoss {
+				// The stored copy cannot be trusted: nothing of it is kept, and the
+				// coordinator no longer hands it out.
+				_ = f.Close()
+				_ = os.Remove(part)
+				return fmt.Errorf("the stored copy of %s is damaged or missing (%s); it is not used again: a new run downloads the paper again", paperID, status.Convert(err).Message())
+			}
+			if offset == 0 {
+				_ = f.Close()
+				_ = os.Remove(part) // empty: nothing to resume
+			}
 			return fmt.Errorf("read paper %s: %w", paperID, err)
 		}
 		if msg.GetOffset() != offset {

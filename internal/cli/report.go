@@ -149,11 +149,14 @@ func (s *summary) print(w io.Writer) {
 		tw("input", "%d malformed entr%s skipped", s.InputErrors, plural(s.InputErrors, "y", "ies"))
 	}
 	if s.PlaceErrors > 0 {
-		tw("errors", "%d PDFs could not be written to the output folder", s.PlaceErrors)
+		tw("errors", "%d PDF%s could not be written to the output folder", s.PlaceErrors, plural(int(s.PlaceErrors), "", "s"))
 	}
 	if s.FailedList != "" {
 		tw("failed list", "%s", s.FailedList)
 		fmt.Fprintf(w, "\nTo retry the failed papers: paperfetch get --out %s %s\n", shellQuote(s.Out), shellQuote(s.FailedList))
+	}
+	if s.PlaceErrors > 0 {
+		fmt.Fprintf(w, "\nRun the same command again to write the missing PDF%s.\n", plural(int(s.PlaceErrors), "", "s"))
 	}
 	if s.InputErrors > 0 {
 		fmt.Fprintf(w, "\n%d input entr%s skipped (see the messages above): exit status 1.\n", s.InputErrors, plural(s.InputErrors, "y was", "ies were"))
