@@ -151,6 +151,7 @@ func (e *engine) deleteSome(d *deletion, budget int) (int, error) {
 		e.counts[p.state]--
 		*p = memPaper{} // a tombstone: state 0, never scheduled, never listed
 		e.unpark(idx)
+		e.releaseDOI(idx)
 		del.papers = append(del.papers, idx)
 		n++
 		if d.off++; d.off == r.n {

@@ -27,7 +27,9 @@ import (
 // Keys are 64-bit hashes, like the cache's: a collision only makes a paper wait for an
 // unrelated download, never take its result (the cache lookup compares the strings).
 //
-// Bounds: held has at most two keys per live lease (leases are bounded by the fetchers'
+// A DOI is a key too, held by a paper for its whole plan rather than by a lease (doiflight.go).
+//
+// Bounds: held has at most two keys per live lease and one per live planned paper (leases are bounded by the fetchers'
 // credit, Hello.slots); parked and waiters hold each QUEUED paper at most once; letGo and
 // released are emptied at every flush and schedule. In memory only: a restart re-derives held
 // from the reloaded leases (reload.go, holdKeys) and every QUEUED paper is in its host queue.
@@ -38,6 +40,7 @@ type singleFlight struct {
 	letGo    []uint64             // keys of leases ended in this iteration, let go at flush
 	ended    map[uint32][2]uint64 // paper -> the keys of its lease ended in this iteration
 	released []uint32             // papers whose key was let go, taken up at the next schedule
+	doiOwner map[uint32]uint64    // planned paper -> the DOI key it owns (doiflight.go)
 }
 
 // leaseKeys is the cache keys a lease holds (0: none).
@@ -164,6 +167,9 @@ func (e *engine) heldKey(idx uint32, spec *pb.PaperSpec) (uint64, bool) {
 		if k := hashString(u); heldByOthers(k) {
 			return k, true
 		}
+	}
+	if k, held := e.heldDOI(idx, spec); held {
+		return k, true
 	}
 	if e.papers[idx].flags&flagPlanned != 0 {
 		// A DOI's plan also tries URLs found by resolution, not in the spec.

@@ -42,7 +42,7 @@ func leasesShareNoKey(e *engine) error {
 }
 
 // singleFlightConsistent checks the single-flight bookkeeping between iterations: held counts
-// exactly the live leases' keys, and every parked paper waits for a held key or was released.
+// exactly the live leases' keys and the DOI keys owned by live planned papers (one each), and every parked paper waits for a held key or was released.
 func singleFlightConsistent(e *engine) error {
 	if len(e.letGo) != 0 {
 		return fmt.Errorf("%d keys not let go after the flush", len(e.letGo))
@@ -57,6 +57,17 @@ func singleFlightConsistent(e *engine) error {
 				want[k]++
 			}
 		}
+	}
+	owners := map[uint64]bool{}
+	for idx, k := range e.doiOwner {
+		if p := &e.papers[idx]; p.flags&flagPlanned == 0 || p.state == 0 || terminal(p.state) {
+			return fmt.Errorf("paper %d in state %d owns a DOI key", idx, p.state)
+		}
+		if owners[k] {
+			return fmt.Errorf("two papers own DOI key %x", k)
+		}
+		owners[k] = true
+		want[k]++
 	}
 	if len(want) != len(e.held) {
 		return fmt.Errorf("held %v, the leases hold %v", e.held, want)

@@ -54,6 +54,7 @@ func (e *engine) setState(idx uint32, s uint8, now time.Time) {
 	}
 	e.notePaper(b, idx)
 	if terminal(s) {
+		e.releaseDOI(idx)
 		p.setFinished(now.UnixNano())
 		e.checkBatchDone(b, now)
 	}

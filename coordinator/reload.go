@@ -91,6 +91,9 @@ func (e *engine) load(now time.Time) error {
 			e.holdKeys(l)
 		}
 	}
+	if err := e.reloadDOIOwners(); err != nil {
+		return fmt.Errorf("DOI owners: %w", err)
+	}
 	for _, b := range e.batches {
 		// A sealed batch whose papers all finished but whose completion was not written.
 		if b != nil && b.state == pb.BatchState_BATCH_STATE_RUNNING && b.live() == 0 {

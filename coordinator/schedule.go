@@ -124,6 +124,7 @@ func (e *engine) schedule(now time.Time) {
 			e.refreshHost(h, now)
 			return
 		}
+		e.claimDOI(idx, spec)
 		e.assign(idx, h, c, spec, now)
 		e.refreshHost(h, now)
 	}

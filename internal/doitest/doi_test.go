@@ -70,7 +70,8 @@ func papers(t *testing.T, c pb.CoordinatorServiceClient, batch string) map[strin
 
 // TestEveryRoute submits one paper per route and trap, checks which route produced each PDF,
 // that only real PDFs were stored, the failure reasons and messages, the contact address on
-// every API call, the API hosts' politeness, that no step was resolved twice, and the cache by DOI.
+// every API call, the API hosts' politeness, that no step was resolved twice (not even for two
+// papers with one DOI), and the cache by DOI.
 func TestEveryRoute(t *testing.T) {
 	w := doitest.Start(email)
 	defer w.Close()
@@ -80,6 +81,7 @@ func TestEveryRoute(t *testing.T) {
 	specs := []*pb.PaperSpec{
 		{PaperId: "arxiv", Doi: doitest.DOIArxiv},
 		{PaperId: "oa", Doi: "https://doi.org/" + doitest.DOIOpenAlex},
+		{PaperId: "oa-twin", Doi: strings.ToUpper(doitest.DOIOpenAlex)}, // the same DOI: resolved and fetched once
 		{PaperId: "old", Doi: doitest.DOIOldOA},
 		{PaperId: "up", Doi: doitest.DOIUnpaywall},
 		{PaperId: "abs", Doi: "doi:" + doitest.DOIMetaAbs},
@@ -99,7 +101,7 @@ func TestEveryRoute(t *testing.T) {
 	b := waitDone(t, sys, "b1")
 	got := papers(t, c, "b1")
 	want := map[string]string{
-		"arxiv": "arxiv", "oa": "openalex", "old": "openalex", "up": "unpaywall", "abs": "landing_page", "rel": "landing_page",
+		"arxiv": "arxiv", "oa": "openalex", "oa-twin": "openalex", "old": "openalex", "up": "unpaywall", "abs": "landing_page", "rel": "landing_page",
 		"alt": "landing_page", "csl": "csl_link", "special": "openalex", "slow": "openalex", "both": "openalex", "url-first": "url",
 	}
 	for id, src := range want {
@@ -113,6 +115,9 @@ func TestEveryRoute(t *testing.T) {
 		if !ok || err != nil || !bytes.HasPrefix(data, []byte("%PDF-")) {
 			t.Errorf("%s: blob %s is not a PDF: %v %q", id, path, err, data[:min(len(data), 40)])
 		}
+	}
+	if !got["oa"].GetCached() == !got["oa-twin"].GetCached() || w.Hits("repo", "/oa/oa1.pdf") != 1 {
+		t.Errorf("two papers with one DOI: cached %v and %v, the copy fetched %d times, want once", got["oa"].GetCached(), got["oa-twin"].GetCached(), w.Hits("repo", "/oa/oa1.pdf"))
 	}
 	if u := got["abs"].GetFinalUrl(); u != w.Publisher.URL+"/pdf/abs.pdf?download=1&type=main" {
 		t.Errorf("abs: final URL %q (the &amp; entity must be decoded)", u)
@@ -199,7 +204,8 @@ func TestEveryRoute(t *testing.T) {
 
 // TestRestartDoesNotResolveAgain resolves a DOI whose open copy fails transiently, restarts
 // the system while the paper waits for its retry, and checks that the recorded candidate is
-// downloaded without asking OpenAlex again.
+// downloaded without asking OpenAlex again, and that a second paper with the same DOI waited
+// for the first (a cache hit) instead of resolving it too.
 func TestRestartDoesNotResolveAgain(t *testing.T) {
 	w := doitest.Start(email)
 	defer w.Close()
@@ -214,6 +220,20 @@ func TestRestartDoesNotResolveAgain(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the candidate was never requested")
 	}
+	// Another paper with the same DOI, while the first one's plan waits for a retry: it must
+	// neither resolve the DOI again nor download it, before or after the restart.
+	if _, err := c.SubmitBatch(context.Background(), &pb.SubmitBatchRequest{BatchId: "r2", Papers: []*pb.PaperSpec{{PaperId: "twin", Doi: "doi:" + strings.ToUpper(doitest.DOIFlaky)}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Two more failed tries of the copy (retry delays 100 ms, 200 ms): time enough for the twin's
+	// OpenAlex step (150 ms after the first one), were it not waiting.
+	for range 2 {
+		select {
+		case <-w.FlakyHit:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the candidate was not retried")
+		}
+	}
 	if err := sys.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -227,6 +247,10 @@ func TestRestartDoesNotResolveAgain(t *testing.T) {
 		t.Fatalf("flaky: %v %q %q", p.GetState(), p.GetSource(), p.GetLastError())
 	}
 	if n := w.Hits("openalex", doitest.DOIFlaky); n != 1 {
-		t.Fatalf("OpenAlex asked %d times; the restart must reuse the recorded candidate", n)
+		t.Fatalf("OpenAlex asked %d times; the restart must reuse the recorded candidate and the twin wait for it", n)
+	}
+	waitDone(t, sys, "r2")
+	if twin := papers(t, c, "r2")["twin"]; !twin.GetCached() || twin.GetSha256() != p.GetSha256() || twin.GetSource() != "openalex" {
+		t.Fatalf("twin: %v cached=%v source=%q", twin.GetState(), twin.GetCached(), twin.GetSource())
 	}
 }

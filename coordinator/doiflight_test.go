@@ -1,0 +1,164 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// Single flight by DOI: two papers with the same DOI (other ids, other spellings) resolve and
+// download it once; the second takes the first's PDF from the cache.
+
+const (
+	oaBase    = "https://oa.example"
+	flightDOI = "10.1000/Shared.1"
+)
+
+func doiHarness(t *testing.T) *engHarness {
+	t.Helper()
+	return newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 4
+		c.Resolve = ResolveConfig{OpenAlexBase: oaBase, Email: "me@example.org"}
+		// No spacing on the API hosts: only single flight may hold the twin back.
+		c.HostOverrides = map[string]HostLimits{"oa.example": {Delay: new(time.Duration(0)), Concurrency: new(4)},
+			"doi.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}, "api.unpaywall.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}}
+	})
+}
+
+func resolvedEv(urls ...string) *pb.DownloadEvent {
+	return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{CandidateUrls: urls}}}
+}
+
+func TestSingleFlightSameDOIInOneBatch(t *testing.T) {
+	h := doiHarness(t)
+	h.submit("b", []*pb.PaperSpec{
+		{PaperId: "smith2020", Doi: flightDOI},
+		{PaperId: "ABCD1234", Doi: "https://doi.org/10.1000/SHARED.1"},
+	})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 1 || as[0].GetResolve().GetRoute() != pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX {
+		t.Fatalf("assigns %v, want one OpenAlex step for the shared DOI", as)
+	}
+	first := as[0].GetPaperId()
+	h.send(c, eventReq(as[0], 1, resolvedEv("https://repo.example/shared.pdf")))
+	h.step()
+	as, _, _ = recv(c)
+	if len(as) != 1 || as[0].GetPaperId() != first || as[0].GetUrl() != "https://repo.example/shared.pdf" {
+		t.Fatalf("assigns after the resolution %v, want %s's download of the candidate only", as, first)
+	}
+	checkNoSharedKeys(t, h.e)
+	h.advance(time.Second)
+	h.step()
+	if more, _, _ := recv(c); len(more) != 0 {
+		t.Fatalf("the twin was assigned while the DOI's plan runs: %v", more)
+	}
+	h.send(c, eventReq(as[0], 2, completedEv(as[0])))
+	h.step()
+	if more, _, _ := recv(c); len(more) != 0 {
+		t.Fatalf("assigned after the DOI's download completed: %v", more)
+	}
+	b := h.batch("b")
+	if b.counts[stateSucceeded] != 2 || b.cached != 1 {
+		t.Fatalf("counts %v cached %d, want 2 succeeded (1 cached)", b.counts, b.cached)
+	}
+	if len(h.e.held) != 0 || len(h.e.parked) != 0 || len(h.e.waiters) != 0 {
+		t.Fatalf("single-flight state left: held %v parked %v waiters %v", h.e.held, h.e.parked, h.e.waiters)
+	}
+}
+
+// A paper of another batch waits for the DOI's plan too, also across a restart between two
+// of its steps; when the owner fails, the waiter runs its own plan.
+func TestSingleFlightDOIAcrossBatchesAndRestart(t *testing.T) {
+	h := doiHarness(t)
+	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 1 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	// OpenAlex knows no PDF: the next step (Unpaywall) is queued, not yet leased.
+	h.send(c, eventReq(as[0], 1, resolvedEv()))
+	h.step()
+	h.submit("b", []*pb.PaperSpec{{PaperId: "y", Doi: "doi:" + flightDOI}})
+	as, _, _ = recv(c)
+	if len(as) != 1 || as[0].GetPaperId() != "x" || as[0].GetResolve().GetRoute() != pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL {
+		t.Fatalf("assigns %v, want x's Unpaywall step only", as)
+	}
+	checkNoSharedKeys(t, h.e)
+	h.restart()
+	c = h.connect("f", 10, &pb.InFlightLease{LeaseId: as[0].GetLeaseId()})
+	h.step()
+	if more, _, _ := recv(c); len(more) != 0 {
+		t.Fatalf("assigned after the restart while x's plan runs: %v", more)
+	}
+	checkNoSharedKeys(t, h.e)
+	// Unpaywall, the landing page and the CSL step find nothing: x fails, y runs its own plan.
+	seq := int64(2)
+	for range 3 {
+		h.send(c, eventReq(as[0], seq, resolvedEv()))
+		seq++
+		h.step()
+		as, _, _ = recv(c)
+		if len(as) != 1 {
+			t.Fatalf("assigns %v, want one", as)
+		}
+		if as[0].GetPaperId() == "y" {
+			break
+		}
+	}
+	if s := h.paperState("a", "x"); s != pb.PaperState_PAPER_STATE_FAILED {
+		t.Fatalf("x is %v", s)
+	}
+	if as[0].GetPaperId() != "y" || as[0].GetResolve().GetRoute() != pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX || as[0].GetAttempt() != 1 {
+		t.Fatalf("after x failed: %v, want y's first step", as)
+	}
+	checkNoSharedKeys(t, h.e)
+}
+
+// Two papers of one DOI that both started their plans (a store written before DOIs were a
+// single-flight key) are reloaded with one owner: the other waits for it, neither waits for
+// the other.
+func TestSingleFlightDOIReloadOneOwner(t *testing.T) {
+	h := doiHarness(t)
+	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}, {PaperId: "y", Doi: flightDOI}})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 1 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	// Forget the owner, as the code before single flight by DOI did: the twin starts too.
+	for idx, k := range h.e.doiOwner {
+		delete(h.e.doiOwner, idx)
+		delete(h.e.held, k)
+	}
+	h.e.released = append(h.e.released, h.e.waiters[doiKey(&pb.PaperSpec{Doi: flightDOI})]...)
+	delete(h.e.waiters, doiKey(&pb.PaperSpec{Doi: flightDOI}))
+	h.advance(time.Second)
+	h.step()
+	more, _, _ := recv(c)
+	if len(more) != 1 {
+		t.Fatalf("the twin was not started: %v", more)
+	}
+	h.restart()
+	c = h.connect("f", 10) // both resolution steps are lost with the old fetcher
+	h.advance(h.cfg.ReconnectGrace + time.Second)
+	h.step()
+	as, _, _ = recv(c)
+	if len(as) != 1 {
+		t.Fatalf("after the reload %d assigns %v, want the owner's step only", len(as), as)
+	}
+	checkNoSharedKeys(t, h.e)
+	h.send(c, eventReq(as[0], 1, resolvedEv("https://repo.example/shared.pdf")))
+	h.step()
+	as, _, _ = recv(c)
+	if len(as) != 1 || as[0].GetUrl() != "https://repo.example/shared.pdf" {
+		t.Fatalf("assigns %v", as)
+	}
+	h.send(c, eventReq(as[0], 2, completedEv(as[0])))
+	h.step()
+	if b := h.batch("a"); b.counts[stateSucceeded] != 2 || b.cached != 1 {
+		t.Fatalf("counts %v cached %d", b.counts, b.cached)
+	}
+}
