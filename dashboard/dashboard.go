@@ -74,6 +74,7 @@ type handler struct {
 	client pb.CoordinatorServiceClient
 	log    *slog.Logger
 	gw     *runtime.ServeMux
+	feeds  overviewFeeds
 }
 
 // New returns the handler of /, /v1/ and /ui/. ctx bounds nothing but the gateway's
@@ -91,7 +92,8 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
-	h := &handler{cfg: cfg, client: pb.NewCoordinatorServiceClient(cfg.Conn), log: cfg.Logger}
+	h := &handler{cfg: cfg, client: pb.NewCoordinatorServiceClient(cfg.Conn), log: cfg.Logger,
+		feeds: overviewFeeds{feeds: make(map[string]*overviewFeed)}}
 
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: jsonMarshaler()}),

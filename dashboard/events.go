@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
@@ -44,7 +42,8 @@ const (
 // event per coalesced update, {"update": WatchBatchResponse, "truncated": bool}, then "end"
 // when the batch is terminal. Without it, "overview" events carry {"batches":
 // ListBatchesResponse, "hosts": ListHostsResponse, "fetchers": ListFetchersResponse}, read every
-// OverviewInterval and sent only when they changed. A failure before the stream starts is an
+// OverviewInterval by a reader shared by the pages with the same token (overview.go) and sent
+// only when they changed. A failure before the stream starts is an
 // HTTP error (401, 404...); after, an "error" event with the gRPC status as JSON.
 func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), StreamTimeout)
@@ -186,93 +185,6 @@ func joinParts(recv func() (*pb.WatchBatchResponse, error)) (*pb.WatchBatchRespo
 		if !m.GetMore() {
 			joined.Batch, joined.Active, joined.Hosts, joined.HostsOmitted = m.GetBatch(), m.GetActive(), m.GetHosts(), m.GetHostsOmitted()
 			return joined, truncated, nil
-		}
-	}
-}
-
-// overview is one read of what the overview page shows.
-type overview struct {
-	batches  *pb.ListBatchesResponse
-	hosts    *pb.ListHostsResponse
-	fetchers *pb.ListFetchersResponse
-}
-
-func (h *handler) readOverview(ctx context.Context) (overview, error) {
-	var o overview
-	var err error
-	if o.batches, err = h.client.ListBatches(ctx, &pb.ListBatchesRequest{PageSize: overviewBatches}); err != nil {
-		return o, err
-	}
-	if o.hosts, err = h.client.ListHosts(ctx, &pb.ListHostsRequest{PageSize: overviewHosts, BusyOnly: true}); err != nil {
-		return o, err
-	}
-	o.fetchers, err = h.client.ListFetchers(ctx, &pb.ListFetchersRequest{})
-	return o, err
-}
-
-func (o overview) equal(p overview) bool {
-	return proto.Equal(o.batches, p.batches) && proto.Equal(o.hosts, p.hosts) && proto.Equal(o.fetchers, p.fetchers)
-}
-
-func (o overview) marshal() ([]byte, error) {
-	var buf bytes.Buffer
-	for i, part := range []struct {
-		name string
-		m    proto.Message
-	}{{"batches", o.batches}, {"hosts", o.hosts}, {"fetchers", o.fetchers}} {
-		js, err := eventJSON.Marshal(part.m)
-		if err != nil {
-			return nil, err
-		}
-		if i == 0 {
-			buf.WriteString("{")
-		} else {
-			buf.WriteString(",")
-		}
-		fmt.Fprintf(&buf, "%q:%s", part.name, js)
-	}
-	buf.WriteString("}")
-	return buf.Bytes(), nil
-}
-
-func (h *handler) overviewEvents(ctx context.Context, w http.ResponseWriter, r *http.Request) {
-	cur, err := h.readOverview(ctx)
-	if err != nil {
-		h.writeError(ctx, w, r, err)
-		return
-	}
-	s := startSSE(w)
-	ticker := h.cfg.Clock.NewTicker(h.cfg.OverviewInterval)
-	defer ticker.Stop()
-	var last overview
-	quiet := 0
-	for {
-		if last.batches == nil || !cur.equal(last) {
-			js, err := cur.marshal()
-			if err != nil {
-				s.sendStatus(err)
-				return
-			}
-			if s.send("overview", js) != nil {
-				return
-			}
-			last, quiet = cur, 0
-		} else if quiet++; quiet >= keepaliveTicks {
-			if s.comment("keep-alive") != nil {
-				return
-			}
-			quiet = 0
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C():
-		}
-		if cur, err = h.readOverview(ctx); err != nil {
-			if ctx.Err() == nil {
-				s.sendStatus(err)
-			}
-			return
 		}
 	}
 }

@@ -139,11 +139,17 @@ type sseEvent struct {
 // follow opens an SSE stream and sends its events on the returned channel until it ends.
 func (s *stack) follow(t *testing.T, ctx context.Context, path string) <-chan sseEvent {
 	t.Helper()
+	return s.followWith(t, ctx, path, testToken)
+}
+
+// followWith is follow with another token.
+func (s *stack) followWith(t *testing.T, ctx context.Context, path, token string) <-chan sseEvent {
+	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, "GET", s.url+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
