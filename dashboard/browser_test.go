@@ -86,6 +86,97 @@ func (l *browserLog) listen(ev any) {
 	}
 }
 
+// browser is a headless Chromium driven by chromedp, recording what the page must not produce.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	logs  *browserLog
+	start time.Time
+}
+
+// newBrowser starts Chromium for the test; it is stopped in t.Cleanup.
+func newBrowser(t *testing.T, chromePath string, start time.Time) *browser {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromePath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.WindowSize(1400, 1100),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
+	t.Cleanup(cancelAlloc)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelCtx)
+	logs := &browserLog{dialogs: make(chan string, 8)}
+	if err := chromedp.Listen(ctx, logs.listen); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // a dialog (alert from injected HTML) would block the page: record and close it
+		for range logs.dialogs {
+			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	t.Cleanup(func() { close(logs.dialogs) })
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, cdpruntime.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	return &browser{t: t, ctx: ctx, logs: logs, start: start}
+}
+
+// step runs actions within 20 s or fails the test naming what.
+func (b *browser) step(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	b.stepWithin(20*time.Second, what, actions...)
+}
+
+// stepWithin is step with another time limit.
+func (b *browser) stepWithin(d time.Duration, what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, cancel := context.WithTimeout(b.ctx, d)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v (after %s)", what, err, time.Since(b.start).Round(time.Millisecond))
+	}
+}
+
+// screenshot writes a full-page PNG to $PAPERFETCH_SCREENSHOTS/name (a temporary folder
+// without it).
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	dir := os.Getenv(screenshotEnv)
+	if dir == "" {
+		dir = b.t.TempDir()
+	}
+	sctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// waitJS waits (15 s at most) until the JavaScript expression is truthy.
+func waitJS(expr string) chromedp.Action[chromedp.Void] { return waitJSWithin(15*time.Second, expr) }
+
+// waitJSWithin is waitJS with another time limit.
+func waitJSWithin(d time.Duration, expr string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(d))(ctx, tg)
+		if err != nil {
+			return chromedp.Void{}, fmt.Errorf("waiting for %s: %w", expr, err)
+		}
+		return chromedp.Void{}, nil
+	}
+}
+
+// text is a JavaScript expression: the trimmed text of the first match of sel, or "".
+func text(sel string) string {
+	return fmt.Sprintf(`((document.querySelector(%q)||{}).textContent||'').trim()`, sel)
+}
+
 // TestBrowser loads the dashboard in headless Chromium and uses it as an operator would: the
 // token is entered once; the overview shows batches, a paused host and the fetchers, live; a
 // batch is cancelled with its button; a running batch's page follows it to completed without a
@@ -124,65 +215,8 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("flaky: %v", b)
 	}
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromePath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.WindowSize(1400, 1100),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	defer cancelCtx()
-	logs := &browserLog{dialogs: make(chan string, 8)}
-	if err := chromedp.Listen(ctx, logs.listen); err != nil {
-		t.Fatal(err)
-	}
-	go func() { // a dialog (alert from injected HTML) would block the page: record and close it
-		for range logs.dialogs {
-			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
-		}
-	}()
-	defer close(logs.dialogs)
-	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(ctx, cdpruntime.Enable, cdp.Empty{}); err != nil {
-		t.Fatal(err)
-	}
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			t.Fatalf("%s: %v (after %s)", what, err, time.Since(start).Round(time.Millisecond))
-		}
-	}
-	waitJS := func(expr string) chromedp.Action[chromedp.Void] {
-		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second))(ctx, tg)
-			if err != nil {
-				return chromedp.Void{}, fmt.Errorf("waiting for %s: %w", expr, err)
-			}
-			return chromedp.Void{}, nil
-		}
-	}
-	text := func(sel string) string { // JS: the trimmed text of the first match, or ""
-		return fmt.Sprintf(`((document.querySelector(%q)||{}).textContent||'').trim()`, sel)
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		dir := os.Getenv(screenshotEnv)
-		if dir == "" {
-			dir = t.TempDir()
-		}
-		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot: %v", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	br := newBrowser(t, chromePath, start)
+	ctx, step, screenshot, logs := br.ctx, br.step, br.screenshot, br.logs
 
 	// Without a token the page says it needs one; once entered, the data appears.
 	step("open the dashboard", chromedp.Navigate(s.url+"/"),
@@ -247,4 +281,64 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
 	}
 	t.Logf("browser test took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserLargeBatch opens the dashboard on a 100,000-paper batch (its host paused by a
+// Retry-After of an hour, so the papers wait queued) and measures what an operator waits for:
+// the batch page with its first 100 papers, the next page, a state filter, the overview, and
+// cancelling the batch with its button. Each must be quick, and the page must log no error.
+func TestBrowserLargeBatch(t *testing.T) {
+	chromePath := chromium(t)
+	start := time.Now()
+	o := newOrigin(t)
+	s := startStack(t)
+	const papers = 100_000
+	s.submitLarge(t, o, "big", papers)
+	t.Logf("submitted %d papers in %v", papers, time.Since(start).Round(time.Millisecond))
+	br := newBrowser(t, chromePath, start)
+
+	br.step("enter the token", chromedp.Navigate(s.url+"/"),
+		waitJS(`document.getElementById('error').textContent.includes('bearer token')`),
+		chromedp.SendKeys("#token", testToken), chromedp.Click("#token-form button[type=submit]"),
+		waitJS(`document.querySelector('#batches tr[data-batch="big"]')`))
+	br.logs.take() // the 401s before the token
+	rows := `document.querySelectorAll('#papers tbody tr[data-paper]')`
+	timed := func(what string, actions ...chromedp.Action[chromedp.Void]) time.Duration {
+		t.Helper()
+		st := time.Now()
+		br.stepWithin(time.Minute, what, actions...)
+		d := time.Since(st)
+		t.Logf("%s: %v", what, d.Round(time.Millisecond))
+		if d > 10*time.Second {
+			t.Errorf("%s took %v, want under 10 s", what, d)
+		}
+		return d
+	}
+	br.step("leave the page", chromedp.Navigate("about:blank"))
+	timed("load the batch page (100 of 100,000 papers)", chromedp.Navigate(s.url+"/#/batch/big"),
+		waitJS(rows+`.length === 100 && `+rows+`[0].dataset.paper === 'p000000'`),
+		waitJS(text(`#batch-progress`)+`.includes('of 100000 papers')`))
+	res, err := chromedp.Run(br.ctx, chromedp.Evaluate[string](`JSON.stringify({
+		nav: Math.round(performance.getEntriesByType('navigation')[0].duration),
+		resources: performance.getEntriesByType('resource').map((e) => [e.name.replace(location.origin, ''), Math.round(e.duration), e.encodedBodySize])})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("page timings (ms) and sizes (bytes): %s", res)
+	timed("next page", chromedp.Click(`.pager button:nth-child(2)`),
+		waitJS(rows+`.length === 100 && `+rows+`[0].dataset.paper === 'p000100'`))
+	timed("filter queued papers", chromedp.SetValue(`#state-filter`, "PAPER_STATE_QUEUED"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('state-filter').dispatchEvent(new Event('change'))`),
+		waitJS(text(`.pager .muted`)+` === 'page 1' && `+rows+`.length === 100 && [...`+rows+`].every((r) => r.querySelector('.paper-state').textContent === 'queued')`))
+	timed("open the overview", chromedp.Navigate(s.url+"/#/"),
+		waitJS(text(`#batches tr[data-batch="big"] .state`)+` === 'running'`),
+		waitJS(`document.querySelector('#hosts tr[data-host] .paused-cell') && `+text(`#hosts tr[data-host] .paused-cell`)+`.includes('paused')`))
+	br.step("open the batch again", chromedp.Navigate(s.url+"/#/batch/big"), waitJS(rows+`.length === 100`))
+	timed("cancel the batch (100,000 papers) with its button", chromedp.Click(`button.cancel`),
+		chromedp.Click(`button.cancel`),
+		waitJSWithin(time.Minute, text(`#batch-state`)+` === 'cancelled'`),
+		waitJSWithin(time.Minute, rows+`.length === 100 && [...`+rows+`].every((r) => r.querySelector('.paper-state').textContent !== 'queued')`))
+	if p := br.logs.take(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
 }
