@@ -180,8 +180,9 @@ func text(sel string) string {
 // TestBrowser loads the dashboard in headless Chromium and uses it as an operator would: the
 // token is entered once; the overview shows batches, a paused host and the fetchers, live; a
 // batch is cancelled with its button; a running batch's page follows it to completed without a
-// reload; a failed paper is retried and succeeds; a paper id made of HTML renders as text; the
-// papers table pages. Nothing logs an error to the console.
+// reload; a failed paper is retried and succeeds; a paper id made of HTML renders as text; a
+// paper's Download button fetches its PDF; the papers table pages and filters by state and by
+// failure reason. Nothing logs an error to the console.
 func TestBrowser(t *testing.T) {
 	chromePath := chromium(t)
 	start := time.Now()
@@ -258,6 +259,10 @@ func TestBrowser(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0] != xssID || got[1] != "0" {
 		t.Fatalf("the HTML paper id: %q %v", got, err)
 	}
+	// The first paper's Download button streams its PDF from the blob store.
+	step("download a paper", chromedp.Click(`#papers tbody tr:first-child button.download`),
+		waitJS(fmt.Sprintf(`performance.getEntriesByType('resource').some((e) => e.name.includes('/ui/download?batch=xss&paper=') && e.encodedBodySize === %d)`, len(pdf("/ok/xss.pdf")))),
+		waitJS(`document.getElementById('error').hidden`))
 	step("next page", chromedp.Click(`.pager button:nth-child(2)`),
 		waitJS(`document.querySelectorAll('#papers tbody tr[data-paper]').length === 21`),
 		chromedp.Click(`.pager button:nth-child(1)`),
@@ -271,6 +276,15 @@ func TestBrowser(t *testing.T) {
 	step("open the failed batch", chromedp.Navigate(s.url+"/#/batch/flaky"),
 		waitJS(text(`#papers tr[data-paper="f1"] .paper-state`)+` === 'failed'`),
 		waitJS(text(`#papers tr[data-paper="f1"] td.err`)+`.includes('not_found')`))
+	selectFilter := func(id, value string) chromedp.Action[chromedp.Void] {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const s = document.getElementById(%q); s.value = %q; s.dispatchEvent(new Event('change')); })()`, id, value))
+	}
+	step("filter by failure reason", selectFilter("reason-filter", "FAILURE_REASON_NOT_FOUND"),
+		waitJS(`document.querySelectorAll('#papers tbody tr[data-paper]').length === 1 && document.querySelector('#papers tr[data-paper="f1"]')`),
+		selectFilter("reason-filter", "FAILURE_REASON_TIMEOUT"),
+		waitJS(text(`#papers tbody td`)+` === 'No papers match.'`),
+		selectFilter("reason-filter", ""),
+		waitJS(`document.querySelectorAll('#papers tbody tr[data-paper]').length === 2`))
 	step("retry it", chromedp.Click(`button.retry`),
 		waitJS(text(`#papers tr[data-paper="f1"] .paper-state`)+` === 'succeeded'`),
 		waitJS(text(`#batch-state`)+` === 'completed'`),
