@@ -125,3 +125,22 @@ func TestResolveCommand(t *testing.T) {
 		}
 	}
 }
+
+// A DOI given as an argument (bare, doi: or as a doi.org URL) is a paper, like a URL or an
+// arXiv id; `get --help` says so.
+func TestGetDOIArgument(t *testing.T) {
+	w := doitest.Start("librarian@example.org")
+	defer w.Close()
+	dir := t.TempDir()
+	rep := filepath.Join(dir, "report.json")
+	res := run(t, "", append(append([]string{"get", "--report", rep}, doiFlags(w, filepath.Join(dir, "papers"))...), "doi:"+doitest.DOIOpenAlex)...)
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	if r := readReport(t, rep); len(r.Papers) != 1 || r.Papers[0].ID != strings.ToLower(doitest.DOIOpenAlex) || r.Papers[0].State != "succeeded" {
+		t.Errorf("report %+v", r.Papers)
+	}
+	if res := run(t, "", "help", "get"); !strings.Contains(strings.Join(strings.Fields(res.stdout), " "), "an http(s) URL, an arXiv id or a DOI") {
+		t.Errorf("get help does not say that a DOI is a paper:\n%s", res.stdout)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -209,8 +210,20 @@ func TestRemoteCommands(t *testing.T) {
 		t.Fatalf("ls r1 --state failed --json: %+v", res)
 	}
 	res = run(t, res.stdout, append([]string{"submit", "--wait", "--quiet", "--batch-id", "r4", "-"}, c...)...)
-	if res.code != 1 || strings.Contains(res.stderr, "paperfetch:") || !strings.Contains(res.stderr, "  total       1\n") || !strings.Contains(res.stderr, "not_found 1") {
+	if res.code != 1 || strings.Contains(res.stderr, "paperfetch:") || !strings.Contains(res.stderr, "submitted 1 paper as batch r4\n") || strings.Contains(res.stderr, "elapsed     0ms") || !strings.Contains(res.stderr, "  total       1\n") || !strings.Contains(res.stderr, "not_found 1") {
 		t.Fatalf("ls --state failed --json | submit -: %+v", res)
+	}
+
+	// Watching a finished batch sums it up with its own duration (as status says), not the
+	// watch's few milliseconds.
+	res = run(t, "", append([]string{"status", "r4"}, c...)...)
+	took := regexp.MustCompile(`\(took (\S+)\)`).FindStringSubmatch(res.stdout)
+	if took == nil {
+		t.Fatalf("status r4: %+v", res)
+	}
+	res = run(t, "", append([]string{"watch", "--quiet", "r4"}, c...)...)
+	if !strings.Contains(res.stderr, "  elapsed     "+took[1]+"  (") {
+		t.Errorf("watch of a finished batch: elapsed is not %s:\n%s", took[1], res.stderr)
 	}
 
 	// pull --wait of a running batch waits for it, then pulls everything.

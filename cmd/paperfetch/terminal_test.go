@@ -87,3 +87,38 @@ func TestTerminalDisplay(t *testing.T) {
 		t.Errorf("download lines left on the screen:\n%s", pane)
 	}
 }
+
+// On a short terminal the display shows as many download rows as fit and counts the others
+// ("+N more running") beside the overall bar, never without rows; every line fits 80 columns.
+func TestTerminalMoreRunning(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed")
+	}
+	o := newOrigin(t)
+	dir := t.TempDir()
+	var args []string
+	for i := range 6 {
+		args = append(args, fmt.Sprintf("%s/slow/%d.pdf", o.URL, i))
+	}
+	socket := fmt.Sprintf("paperfetch-more-%d", os.Getpid())
+	script := fmt.Sprintf("%s %s; echo EXIT=$?; sleep 600", bin, strings.Join(append(append(testFlags(o, filepath.Join(dir, "out")), "--concurrency", "8"), args...), " "))
+	tmux(t, socket, "new-session", "-d", "-s", "pf", "-x", "80", "-y", "10", script)
+	t.Cleanup(func() { _ = exec.Command("tmux", "-L", socket, "kill-server").Run() })
+	row := regexp.MustCompile(`(?m)^  \d-[0-9a-f]{8} +\[.*\] +connecting`)
+	pane := waitPane(t, socket, "3 rows and 3 more", func(p string) bool {
+		return strings.Contains(p, "(+3 more running)") || strings.Contains(p, "(+3 more runn…")
+	})
+	if n := len(row.FindAllString(pane, -1)); n != 3 {
+		t.Errorf("%d download rows beside \"+3 more running\", want 3:\n%s", n, pane)
+	}
+	for _, line := range strings.Split(pane, "\n") {
+		if n := len([]rune(line)); n > 80 {
+			t.Errorf("line of %d runes: %q", n, line)
+		}
+	}
+	o.open()
+	pane = waitPane(t, socket, "the end of the run", func(p string) bool { return strings.Contains(p, "EXIT=") })
+	if !strings.Contains(pane, "EXIT=0") || strings.Contains(pane, "more running") {
+		t.Errorf("final screen:\n%s", pane)
+	}
+}

@@ -51,9 +51,9 @@ const maxInputErrorsShown = 20
 
 const getHelp = `
 Downloads every paper of the INPUTs into --out, with an embedded coordinator and fetchers. An
-INPUT is a file of papers ("-" reads standard input), or a paper itself: an http(s) URL or an
-arXiv id (paperfetch get 2301.00001 https://example.org/paper.pdf). Each PDF is verified
-(SHA-256, "%PDF-" signature) and named after its paper id: OUT/2301.00001.pdf,
+INPUT is a file of papers ("-" reads standard input), or a paper itself: an http(s) URL, an
+arXiv id or a DOI (paperfetch get 2301.00001 https://example.org/paper.pdf 10.1234/abc). Each
+PDF is verified (SHA-256, "%PDF-" signature) and named after its paper id: OUT/2301.00001.pdf,
 OUT/hep-th_9901001.pdf... Each is an ordinary file (a copy-on-write clone of the cached copy
 where the file system can, else a copy); --link makes hard links to the cache instead.
 

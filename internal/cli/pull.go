@@ -105,8 +105,8 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	})
 	close(papers)
 	wg.Wait()
-	fmt.Fprintf(a.env.Stderr, "pulled %d papers (%s) into %s, %d already there, %d failed\n",
-		pulled.Load(), progress.FormatBytes(bytes.Load()), *out, present.Load(), failed.Load())
+	fmt.Fprintf(a.env.Stderr, "pulled %d paper%s (%s) into %s, %d already there, %d failed\n",
+		pulled.Load(), plural(int(pulled.Load()), "", "s"), progress.FormatBytes(bytes.Load()), *out, present.Load(), failed.Load())
 	if incomplete && ctx.Err() == nil && listErr == nil {
 		c := b.GetCounts()
 		fmt.Fprintf(a.env.Stderr, "batch %s is still %s (%d of %d papers done): this pull is incomplete; run it again later, or with --wait\n",

@@ -81,7 +81,7 @@ func (a *app) submit(ctx context.Context, args []string) error {
 		return r.rpcError("submit", err)
 	}
 	fmt.Fprintln(a.env.Stdout, id)
-	fmt.Fprintf(a.env.Stderr, "submitted %d papers as batch %s\n", n, id)
+	fmt.Fprintf(a.env.Stderr, "submitted %d paper%s as batch %s\n", n, plural(int(n), "", "s"), id)
 	if !*wait {
 		return nil
 	}
@@ -132,7 +132,11 @@ func (a *app) follow(ctx context.Context, r *remote, client pb.CoordinatorServic
 			sum.FailedByReason = nil
 		}
 	}
-	sum.finish(s.Elapsed)
+	elapsed := s.Elapsed
+	if b, e := final.GetCreatedAt(), final.GetFinishedAt(); b != nil && e != nil && e.AsTime().After(b.AsTime()) {
+		elapsed = e.AsTime().Sub(b.AsTime()) // the batch's own time, also when it finished before the watch began
+	}
+	sum.finish(elapsed)
 	if mode == progress.ModeJSON {
 		writeJSONLine(a.env.Stdout, struct {
 			Type string `json:"type"`
