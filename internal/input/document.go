@@ -20,8 +20,8 @@ type source interface {
 }
 
 // openSource returns the reader of one input: a document format (BibTeX, RIS, CSL-JSON) chosen
-// by --format, by the file's extension, or by its first bytes ("@", "TY  -", "["); otherwise the
-// line reader.
+// by --format, by the file's extension, or by its first bytes ("@" after any "%" comment lines,
+// "TY  -", "["); otherwise the line reader.
 func openSource(r io.Reader, name string, opts Options) (source, error) {
 	opts = opts.withDefaults()
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -48,13 +48,23 @@ func documentFormat(name string, br *bufio.Reader) Format {
 	head, _ := br.Peek(4096)
 	head = bytes.TrimPrefix(head, []byte("\ufeff"))
 	head = bytes.TrimLeft(head, " \t\r\n")
+	// BibTeX files often start with "%" comment lines (JabRef: "% Encoding: UTF-8").
+	body := head
+	for bytes.HasPrefix(body, []byte("%")) {
+		nl := bytes.IndexByte(body, '\n')
+		if nl < 0 {
+			break
+		}
+		body = bytes.TrimLeft(body[nl+1:], " \t\r\n")
+	}
+	if bytes.HasPrefix(body, []byte("@")) {
+		return FormatBibTeX
+	}
 	switch {
 	case bytes.HasPrefix(head, []byte("[")):
 		return FormatCSLJSON
 	case bytes.HasPrefix(head, []byte("TY  -")):
 		return FormatRIS
-	case bytes.HasPrefix(head, []byte("@")):
-		return FormatBibTeX
 	}
 	return FormatAuto
 }

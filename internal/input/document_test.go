@@ -75,6 +75,21 @@ func TestBibTeX(t *testing.T) {
 	}
 }
 
+// A BibTeX file read without its name (standard input) is recognised by its content, also
+// after the comment lines reference managers put first (JabRef: "% This file was created...").
+func TestBibTeXDetectedAfterComments(t *testing.T) {
+	doc := "\ufeff% This file was created with JabRef 5.9.\r\n% Encoding: UTF-8\r\n\r\n@Article{key1,\r\n  doi = {10.1000/A},\r\n}\r\n"
+	papers, errs := readNamed(t, "-", doc, Options{})
+	if len(errs) != 0 || len(papers) != 1 || papers[0].ID != "key1" || papers[0].DOI != "10.1000/a" {
+		t.Fatalf("got %+v, errors %v", papers, errs)
+	}
+	// A list of URLs with a "%" line is still a list.
+	papers, _ = readNamed(t, "-", "% not bibtex\nhttps://a.example/x.pdf\n", Options{})
+	if len(papers) != 1 || papers[0].URLs[0] != "https://a.example/x.pdf" {
+		t.Fatalf("lines: %+v", papers)
+	}
+}
+
 func TestRIS(t *testing.T) {
 	ris := "TY  - JOUR\r\nID  - ris1\r\nAU  - Müller, Hans\r\nAU  - Other, A\r\nTI  - A title\r\n  continued\r\nPY  - 2021///\r\nDO  - 10.1000/RIS.1\r\nUR  - https://publisher.example/ris1\r\nL1  - file:///home/me/ris1.pdf\r\nER  - \r\n\r\n" +
 		"TY  - JOUR\r\nDO  - https://doi.org/10.1000/ris.2\r\nER  - \r\nTY  - BOOK\r\nTI  - nothing\r\nER  - \r\n"

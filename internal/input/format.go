@@ -52,7 +52,8 @@ func (f Format) String() string {
 	return fmt.Sprintf("Format(%d)", int(f))
 }
 
-// ParseFormat parses a --format value: auto, lines, jsonl or csv.
+// ParseFormat parses a --format value: auto, lines, jsonl, csv, bibtex, ris or csl-json (and
+// the aliases txt, text, json, ndjson, bib, csljson, csl).
 func ParseFormat(s string) (Format, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "auto":
