@@ -36,7 +36,7 @@ type materializer struct {
 	// template is --name-template ("": FileName of the id); it needs the papers' specs.
 	template string
 	mu       sync.Mutex
-	names    map[string]string // templated name -> paper id, to keep names unique
+	names    map[string]string // lower-case templated name -> paper id, to keep names unique
 }
 
 // corruptBlobError is a stored blob whose size or SHA-256 is not the recorded one (a file

@@ -106,23 +106,24 @@ func isReservedName(stem string) bool {
 }
 
 // templatedName returns the stem of p's file under the materializer's template, made unique
-// among the names given in this run: a name another paper already has gets "-" and 10 hex
-// digits of the SHA-256 of the paper id appended. Without a usable name it is FileName(id).
+// among the names given in this run, compared without regard to case (macOS and Windows file
+// systems ignore it): a name another paper already has gets "-" and 10 hex digits of the SHA-256
+// of the paper id appended. Without a usable name it is FileName(id), made unique the same way.
 func (m *materializer) templatedName(spec *pb.PaperSpec) string {
 	id := spec.GetPaperId()
 	name := renderName(m.template, spec)
 	if name == "" {
-		return FileName(id)
+		name = FileName(id)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.names == nil {
 		m.names = map[string]string{}
 	}
-	if owner, taken := m.names[name]; taken && owner != id {
+	if owner, taken := m.names[strings.ToLower(name)]; taken && owner != id {
 		sum := sha256.Sum256([]byte(id))
 		name = name + "-" + hex.EncodeToString(sum[:5])
 	}
-	m.names[name] = id
+	m.names[strings.ToLower(name)] = id
 	return name
 }

@@ -55,4 +55,17 @@ func TestRenderName(t *testing.T) {
 	if got := m.templatedName(&pb.PaperSpec{PaperId: "10.1/x"}); got != FileName("10.1/x") {
 		t.Errorf("fallback: %q", got)
 	}
+	// Names that differ only in case are one file on macOS and Windows: the second is made unique.
+	c := m.templatedName(&pb.PaperSpec{PaperId: "c", Metadata: map[string]string{"first_author": "LEE", "year": "2001"}})
+	if strings.EqualFold(c, a) {
+		t.Errorf("case-insensitive collision: %q and %q", a, c)
+	}
+	// A paper named by its id (no usable field) does not take another paper's templated name,
+	// nor does a templated name take a fallback's.
+	d := m.templatedName(&pb.PaperSpec{PaperId: "lee2001"})
+	e := m.templatedName(&pb.PaperSpec{PaperId: "e", Metadata: map[string]string{"first_author": "Cruz", "year": "1999"}})
+	f := m.templatedName(&pb.PaperSpec{PaperId: "Cruz1999"})
+	if strings.EqualFold(d, a) || strings.EqualFold(f, e) {
+		t.Errorf("fallback collisions: %q %q, %q %q", d, a, f, e)
+	}
 }
