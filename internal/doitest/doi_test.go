@@ -152,6 +152,8 @@ func TestEveryRoute(t *testing.T) {
 	}
 	if n := w.Hits("openalex", doitest.DOISlow); n != 2 {
 		t.Errorf("openalex asked %d times for the rate-limited DOI, want 2", n)
+	} else if at := w.HitTimes("openalex", doitest.DOISlow); at[1].Sub(at[0]) < time.Second {
+		t.Errorf("the 429's Retry-After (1 s) was not honoured: asked again after %s", at[1].Sub(at[0]))
 	}
 	if n := w.Hits("resolver-csl", doitest.DOIUnknown); n != 0 {
 		t.Errorf("the CSL route was tried for a DOI the resolver does not know")

@@ -46,6 +46,7 @@ type World struct {
 
 	mu         sync.Mutex
 	hits       map[string]int // "server doi-or-path" -> requests
+	hitTimes   map[string][]time.Time
 	violations []string
 	active     map[string]int
 	maxActive  map[string]int
@@ -63,7 +64,7 @@ func PDF(path string) []byte {
 
 // Start starts the world; Close stops it.
 func Start(email string) *World {
-	w := &World{Email: email, hits: map[string]int{}, active: map[string]int{}, maxActive: map[string]int{},
+	w := &World{Email: email, hits: map[string]int{}, hitTimes: map[string][]time.Time{}, active: map[string]int{}, maxActive: map[string]int{},
 		starts: map[string][]time.Time{}, FlakyHit: make(chan struct{}, 100)}
 	w.Repo = httptest.NewServer(w.track("repo", http.HandlerFunc(w.repo)))
 	w.Arxiv = httptest.NewServer(w.track("arxiv", http.HandlerFunc(w.arxiv)))
@@ -89,6 +90,13 @@ func (w *World) Hits(server, key string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.hits[server+" "+strings.ToLower(key)]
+}
+
+// HitTimes returns when each request a server got for a DOI (lower case) or a path arrived.
+func (w *World) HitTimes(server, key string) []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]time.Time(nil), w.hitTimes[server+" "+strings.ToLower(key)]...)
 }
 
 // Violations lists the API calls that missed the contact address.
@@ -135,7 +143,9 @@ func (w *World) track(name string, h http.Handler) http.Handler {
 
 func (w *World) hit(server, key string) {
 	w.mu.Lock()
-	w.hits[server+" "+strings.ToLower(key)]++
+	k := server + " " + strings.ToLower(key)
+	w.hits[k]++
+	w.hitTimes[k] = append(w.hitTimes[k], time.Now())
 	w.mu.Unlock()
 }
 
