@@ -41,6 +41,9 @@ func TestSingleFlightSameDOIInOneBatch(t *testing.T) {
 	if len(as) != 1 || as[0].GetResolve().GetRoute() != pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX {
 		t.Fatalf("assigns %v, want one OpenAlex step for the shared DOI", as)
 	}
+	if c := as[0].GetResolve().GetContact(); c != "me@example.org" {
+		t.Fatalf("resolution step's contact %q, want the coordinator's --email", c)
+	}
 	first := as[0].GetPaperId()
 	h.send(c, eventReq(as[0], 1, resolvedEv("https://repo.example/shared.pdf")))
 	h.step()

@@ -51,7 +51,7 @@ func (e *engine) candidatesOf(idx uint32, spec *pb.PaperSpec) ([]string, *pb.Res
 	}
 	s := p.steps[int(e.papers[idx].urlIdx)%len(p.steps)]
 	if s.kind == stepResolve {
-		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi}
+		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi, Contact: e.cfg.Resolve.Email}
 	}
 	return p.urls(), nil
 }

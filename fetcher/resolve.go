@@ -48,7 +48,7 @@ func (d *downloader) resolve(parent context.Context, j job, step *pb.ResolveStep
 		f.url = j.url
 		return nil, f
 	}
-	req.Header.Set("User-Agent", d.userAgent)
+	req.Header.Set("User-Agent", withContact(d.userAgent, step.GetContact()))
 	req.Header.Set("Accept", route.Accept())
 	rep.started(j.url, 0)
 	wd.touch()
@@ -81,6 +81,24 @@ func (d *downloader) resolve(parent context.Context, j job, step *pb.ResolveStep
 	}
 	res := doiresolve.Parse(route, body, final, resp.Header.Get("Content-Type"))
 	return fitResolved(&pb.ResolveResult{CandidateUrls: res.Candidates, Note: res.Note, FinalUrl: final.String()}), nil
+}
+
+// maxContactBytes bounds ResolveStep.contact (an e-mail address).
+const maxContactBytes = 254
+
+// withContact returns the User-Agent ua naming the coordinator's contact address: ua itself
+// when it names it already, or when contact is empty or not a plausible address (at most
+// maxContactBytes, an "@", no white space, control or comment characters).
+func withContact(ua, contact string) string {
+	if contact == "" || len(contact) > maxContactBytes || !strings.Contains(contact, "@") || strings.Contains(ua, contact) {
+		return ua
+	}
+	for _, r := range contact {
+		if r <= ' ' || r == 0x7f || strings.ContainsRune("()<>\\\"", r) {
+			return ua
+		}
+	}
+	return ua + " (mailto:" + contact + ")"
 }
 
 // touchReader feeds the stall watchdog as bytes arrive.

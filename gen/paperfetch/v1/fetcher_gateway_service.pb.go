@@ -700,7 +700,12 @@ type ResolveStep struct {
 	// The route (never UNSPECIFIED).
 	Route ResolveRoute `protobuf:"varint,1,opt,name=route,proto3,enum=paperfetch.v1.ResolveRoute" json:"route,omitempty"`
 	// The paper's DOI, lower case, for logs and for matching the response.
-	Doi           string `protobuf:"bytes,2,opt,name=doi,proto3" json:"doi,omitempty"`
+	Doi string `protobuf:"bytes,2,opt,name=doi,proto3" json:"doi,omitempty"`
+	// The coordinator's contact address (its --email), empty when it has none; at most 254
+	// bytes, no white space or control characters. A fetcher whose User-Agent does not name it
+	// adds "mailto:<contact>" to the User-Agent of this request, so that the APIs and the DOI
+	// resolver see whom to contact even when the fetcher was started without --contact.
+	Contact       string `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -745,6 +750,13 @@ func (x *ResolveStep) GetRoute() ResolveRoute {
 func (x *ResolveStep) GetDoi() string {
 	if x != nil {
 		return x.Doi
+	}
+	return ""
+}
+
+func (x *ResolveStep) GetContact() string {
+	if x != nil {
+		return x.Contact
 	}
 	return ""
 }
@@ -969,10 +981,11 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x06limits\x18\b \x01(\v2\x1d.paperfetch.v1.DownloadLimitsR\x06limits\x12D\n" +
 	"\x10lease_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x124\n" +
 	"\aresolve\x18\n" +
-	" \x01(\v2\x1a.paperfetch.v1.ResolveStepR\aresolve\"R\n" +
+	" \x01(\v2\x1a.paperfetch.v1.ResolveStepR\aresolve\"l\n" +
 	"\vResolveStep\x121\n" +
 	"\x05route\x18\x01 \x01(\x0e2\x1b.paperfetch.v1.ResolveRouteR\x05route\x12\x10\n" +
-	"\x03doi\x18\x02 \x01(\tR\x03doi\"\xab\x01\n" +
+	"\x03doi\x18\x02 \x01(\tR\x03doi\x12\x18\n" +
+	"\acontact\x18\x03 \x01(\tR\acontact\"\xab\x01\n" +
 	"\x0eDownloadLimits\x12$\n" +
 	"\x0emax_size_bytes\x18\x01 \x01(\x03R\fmaxSizeBytes\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12>\n" +

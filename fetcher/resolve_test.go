@@ -1,0 +1,60 @@
+package fetcher
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+// A resolution step carries the coordinator's contact address: a fetcher without --contact
+// (or with another one) names it in the User-Agent of the request, once; a malformed one is
+// not sent.
+func TestResolveContactInUserAgent(t *testing.T) {
+	var mu sync.Mutex
+	var agents []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		agents = append(agents, r.UserAgent())
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"best_oa_location": {"pdf_url": "https://repo.example/a.pdf"}}`))
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		fetcherContact, stepContact, want string
+		wantNot                           string
+	}{
+		{"", "librarian@example.org", "mailto:librarian@example.org", ""},
+		{"ops@example.org", "librarian@example.org", "mailto:librarian@example.org", ""},
+		{"librarian@example.org", "librarian@example.org", "mailto:librarian@example.org", ""},
+		{"", "bad address\r\nX-Injected: 1", "", "Injected"},
+	} {
+		tf := newTestFetcher(t, func(c *Config) { c.Contact = tc.fetcherContact })
+		mu.Lock()
+		agents = nil
+		mu.Unlock()
+		j := job{url: srv.URL + "/works/doi:10.1/x", timeout: 10 * time.Second, stall: 10 * time.Second}
+		res, fail := tf.dl.resolve(context.Background(), j, &pb.ResolveStep{Route: pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX, Doi: "10.1/x", Contact: tc.stepContact}, newRecorder())
+		if fail != nil || len(res.GetCandidateUrls()) != 1 {
+			t.Fatalf("%+v: %v %v", tc, res, fail)
+		}
+		mu.Lock()
+		ua := agents[0]
+		mu.Unlock()
+		if tc.want != "" && strings.Count(ua, tc.want) != 1 {
+			t.Errorf("%+v: User-Agent %q, want %q once", tc, ua, tc.want)
+		}
+		if tc.wantNot != "" && strings.Contains(ua, tc.wantNot) {
+			t.Errorf("%+v: User-Agent %q", tc, ua)
+		}
+		if tc.fetcherContact != "" && !strings.Contains(ua, "mailto:"+tc.fetcherContact) {
+			t.Errorf("%+v: User-Agent %q lost the fetcher's own contact", tc, ua)
+		}
+	}
+}
