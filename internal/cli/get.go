@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -251,7 +252,11 @@ func (r *getRun) start(ctx context.Context) error {
 	r.sys = sys
 	r.cleanups = append(r.cleanups, r.closeSys)
 	if ecfg.HTTPListener != nil {
-		fmt.Fprintf(r.a.env.Stderr, "Dashboard: http://%s/\n", ecfg.HTTPListener.Addr())
+		url, exposed := dashboardURL(ecfg.HTTPListener.Addr())
+		fmt.Fprintf(r.a.env.Stderr, "Dashboard: %s\n", url)
+		if exposed {
+			fmt.Fprintf(r.a.env.Stderr, "Warning: the dashboard listens on %s, reachable from other machines, and has no authentication: anyone who reaches it can read, submit and cancel. Prefer --dashboard 127.0.0.1:PORT.\n", ecfg.HTTPListener.Addr())
+		}
 	}
 	r.client = pb.NewCoordinatorServiceClient(sys.Conn())
 	r.batchID, r.state, err = pickBatch(ctx, r.client, o.batchID, "get-"+r.scan.digest[:16])
@@ -264,6 +269,24 @@ func (r *getRun) start(ctx context.Context) error {
 	}
 	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link, template: o.nameTemplate}
 	return nil
+}
+
+// dashboardURL is the URL to print for a dashboard listening on addr (an unspecified address
+// is shown as localhost), and whether other machines can reach the listener.
+func dashboardURL(addr net.Addr) (url string, exposed bool) {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/", true
+	}
+	ip := ap.Addr().Unmap()
+	host := ip.String()
+	switch {
+	case ip.IsUnspecified():
+		host = "localhost"
+	case ip.Is6():
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("http://%s:%d/", host, ap.Port()), !ip.IsLoopback()
 }
 
 // supersede cancels the unfinished batches of earlier runs on this output folder with another
