@@ -119,6 +119,8 @@ reflection.`)
 			_ = lis.Close()
 			return fmt.Errorf("--http-listen: %w", err)
 		}
+		// Long-lived event streams hold connections: the HTTP port has the gRPC port's limits.
+		httpLis = srv.LimitConns(httpLis)
 	}
 
 	// The loop first, the servers that feed it after: on SIGTERM readiness turns NOT_SERVING,

@@ -1,10 +1,13 @@
 package grpcserver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +127,38 @@ func TestMaxConnectionIdle(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLimitConnsOfAnotherListener: Server.LimitConns bounds another listener of the process
+// (the coordinator's HTTP port) with the server's limits, counted apart from the gRPC port's.
+func TestLimitConnsOfAnotherListener(t *testing.T) {
+	ts := startServer(t, roleCoordinator, "--max-conns-per-ip", "2", "--rate-limit", "0")
+	lis := ts.srv.LimitConns(listen(t))
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(lis) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	// The gRPC port's connections do not count against the HTTP port's.
+	_, _ = openConn(t, ts.addr)
+	_, _ = openConn(t, ts.addr)
+	get := func() (net.Conn, bool) {
+		t.Helper()
+		c, err := net.Dial("tcp", lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return c, false
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return c, err == nil && strings.HasPrefix(line, "HTTP/1.1 200")
+	}
+	_, ok1 := get()
+	_, ok2 := get()
+	_, ok3 := get()
+	if !ok1 || !ok2 || ok3 {
+		t.Fatalf("HTTP connections accepted: %v %v %v, want the third refused", ok1, ok2, ok3)
 	}
 }

@@ -492,6 +492,15 @@ func (s *Server) Local() (*grpc.ClientConn, error) {
 	)
 }
 
+// LimitConns bounds the connections of another listener of the process (the coordinator's
+// HTTP port) with the server's connection limits (Config.MaxConns, MaxConnsPerIP), counted
+// apart from the gRPC port's; refusals are logged like the gRPC port's.
+func (s *Server) LimitConns(lis net.Listener) net.Listener {
+	return limitConns(lis, s.cfg.MaxConns, s.cfg.MaxConnsPerIP, func(ip netip.Addr, limit string) {
+		s.logger.Warn("connection refused: too many connections", "addr", lis.Addr().String(), "peer_ip", ip.String(), "limit", limit)
+	})
+}
+
 // HTTPTLSConfig returns the TLS configuration of an HTTP listener beside the gRPC one, serving
 // the same (reloaded) certificate, or nil when the server has no TLS.
 func (s *Server) HTTPTLSConfig() *tls.Config {
