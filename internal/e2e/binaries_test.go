@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -296,7 +298,7 @@ func testHTTPS(t *testing.T, c *binCluster) {
 	coord := startBinProc(t, "tls coordinator", c.coordBin, jsonLogListen("coordinator started"),
 		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", filepath.Join(dir, "data"),
 		"--tls-cert", certPath, "--tls-key", keyPath, "--tls-client-ca", caPath,
-		"--tokens", tokens, "--fetcher-tokens", fetcherTokens)
+		"--tokens", tokens, "--fetcher-tokens", fetcherTokens, "--max-conns-per-ip", "8")
 	coord.waitStarted(t, ctx)
 	addr := coord.httpAddr(t)
 
@@ -346,6 +348,35 @@ func testHTTPS(t *testing.T, c *binCluster) {
 	if code, out := do(http.DefaultClient, "http://"+addr+"/v1/batches", "client-s3cret"); code != http.StatusBadRequest ||
 		!strings.Contains(out, "HTTPS server") {
 		t.Fatalf("plain HTTP to the HTTPS port: %d %s", code, out)
+	}
+	// The HTTP port has the connection limits of the gRPC port: of 9 connections from one
+	// address with --max-conns-per-ip 8, one at least is closed at once (an accepted one waits
+	// for its TLS handshake).
+	client.CloseIdleConnections()
+	var conns []net.Conn
+	for range 9 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	var refused atomic.Int32
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(3 * time.Second)
+	for _, c := range conns {
+		_ = c.SetReadDeadline(deadline)
+		wg.Go(func() {
+			var ne net.Error
+			if _, err := c.Read(make([]byte, 1)); err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if refused.Load() == 0 {
+		t.Fatal("9 connections to the HTTP port from one address all accepted with --max-conns-per-ip 8")
 	}
 }
 
