@@ -180,9 +180,9 @@ func text(sel string) string {
 // TestBrowser loads the dashboard in headless Chromium and uses it as an operator would: the
 // token is entered once; the overview shows batches, a paused host and the fetchers, live; a
 // batch is cancelled with its button; a running batch's page follows it to completed without a
-// reload; a failed paper is retried and succeeds; a paper id made of HTML renders as text; a
-// paper's Download button fetches its PDF; the papers table pages and filters by state and by
-// failure reason. Nothing logs an error to the console.
+// reload; a failed paper is retried and succeeds; a paper id and an error made of HTML render
+// as text; a paper's Download button fetches its PDF; the papers table pages and filters by
+// state and by failure reason. Nothing logs an error to the console.
 func TestBrowser(t *testing.T) {
 	chromePath := chromium(t)
 	start := time.Now()
@@ -209,6 +209,9 @@ func TestBrowser(t *testing.T) {
 	submit("tocancel", paper("c1", o.URL+"/slow/c1.pdf"), paper("c2", o.URL+"/slow/c2.pdf"))
 	submit("running", paper("r1", o.URL+"/slow/r1.pdf"), paper("r2", o.URL+"/ok/r2.pdf"))
 	submit("limited", paper("l1", limited.URL+"/limited/l1.pdf"))
+	// HTML in a URL's query, quoted raw by the error of its failure (the origin refuses the
+	// request line with 400).
+	submit("htmlurls", paper("h1", o.URL+`/ok/?q="><img src=x onerror=alert(3)>`))
 	for range 3 {
 		<-o.slowCalls // both batches are running their slow downloads
 	}
@@ -270,6 +273,10 @@ func TestBrowser(t *testing.T) {
 	step("filter by state", chromedp.SetValue(`#state-filter`, "PAPER_STATE_FAILED"),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById('state-filter').dispatchEvent(new Event('change'))`),
 		waitJS(text(`#papers tbody td`)+` === 'No papers match.'`))
+
+	step("open the batch with HTML in an error", chromedp.Navigate(s.url+"/#/batch/htmlurls"),
+		waitJS(text(`#papers tr[data-paper="h1"] td.err`)+`.includes('"><img src=x onerror=alert(3)>')`),
+		waitJS(`document.querySelectorAll('#papers img, #papers script').length === 0`))
 
 	// Retry the failed paper of a finished batch once its origin is fixed.
 	o.fixed.Store(true)
