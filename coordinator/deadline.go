@@ -15,6 +15,9 @@ import (
 //   - deadline: the download timeout sent in the Assign plus DeadlineGrace after the Assign,
 //     however chatty the fetcher is.
 //
+// For a successor (prefetch.go), start and deadline run from the end of its predecessor
+// instead of the Assign, and it has no deadline while it waits: its predecessor's deadlines bound it.
+//
 // A lease whose completion is being verified is left alone (the check is bounded by
 // verifyTimeout), and orphans wait for ReconnectGrace instead. A stream with a lease reclaimed
 // as not started or past its deadline is closed with FAILED_PRECONDITION (its other leases are
@@ -35,18 +38,22 @@ const (
 func (e *engine) leaseDue(l *lease) (time.Time, string) {
 	at, why := l.renewedAt.Add(e.cfg.LeaseTTL), reclaimExpired
 	if !l.started {
-		if s := l.assignedAt.Add(e.cfg.StartTimeout); s.Before(at) {
+		if s := l.readyAt.Add(e.cfg.StartTimeout); s.Before(at) {
 			at, why = s, reclaimNotStarted
 		}
 	}
-	if d := l.assignedAt.Add(e.downloadTimeout + e.cfg.DeadlineGrace); d.Before(at) {
+	if d := l.readyAt.Add(e.downloadTimeout + e.cfg.DeadlineGrace); d.Before(at) {
 		at, why = d, reclaimDeadline
 	}
 	return at, why
 }
 
-// noteLeaseDue makes sure the next scan happens no later than l's due time.
+// noteLeaseDue makes sure the next scan happens no later than l's due time. A successor
+// waiting for its predecessor has no deadline of its own (see prefetch.go).
 func (e *engine) noteLeaseDue(l *lease) {
+	if l.pred != nil {
+		return
+	}
 	at, _ := e.leaseDue(l)
 	if e.nextLeaseScan.IsZero() || at.Before(e.nextLeaseScan) {
 		e.nextLeaseScan = at
@@ -60,8 +67,8 @@ func (e *engine) reclaimLeases(now time.Time) {
 	}
 	var next time.Time
 	for _, l := range mapValues(e.leases) {
-		if e.leases[l.idx] != l || l.conn == nil || l.conn.closed || l.verifying {
-			continue // ended meanwhile (its stream was closed below), orphan, or being verified
+		if e.leases[l.idx] != l || l.conn == nil || l.conn.closed || l.verifying || l.pred != nil {
+			continue // ended meanwhile (its stream was closed below), orphan, being verified, or a waiting successor
 		}
 		at, why := e.leaseDue(l)
 		if now.Before(at) {

@@ -32,6 +32,11 @@ type fetcherConn struct {
 	connected time.Time
 	lastMsg   time.Time // the stream's last message (FetcherSilence)
 	leases    map[uint32]*lease
+	// Prefetch (prefetch.go): the window (Hello.prefetch), the successors waiting in it (not
+	// yet holding a host slot), and the leases that may get a successor (with stale entries).
+	prefetch int
+	waiting  int
+	cands    []*lease
 }
 
 func newFetcherConn(buffer int) *fetcherConn {

@@ -29,7 +29,10 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 	if h.GetSlots() < 1 || h.GetSlots() > validate.MaxFetcherSlots {
 		return fmt.Errorf("%w: hello.slots must be 1 to %d", errInvalid, validate.MaxFetcherSlots)
 	}
-	c.id, c.boot, c.slots = h.GetFetcherId(), h.GetBootId(), int(h.GetSlots())
+	if h.GetPrefetch() < 0 || h.GetPrefetch() > validate.MaxFetcherPrefetch {
+		return fmt.Errorf("%w: hello.prefetch must be 0 to %d", errInvalid, validate.MaxFetcherPrefetch)
+	}
+	c.id, c.boot, c.slots, c.prefetch = h.GetFetcherId(), h.GetBootId(), int(h.GetSlots()), int(h.GetPrefetch())
 	c.lastMsg, c.connected = now, now
 	var old []*fetcherConn
 	for _, x := range e.conns {
@@ -54,6 +57,9 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 		l := e.leases[idx]
 		switch {
 		case l != nil && l.attempt == attempt && (l.conn == nil || l.conn.id == c.id):
+			// A re-announced lease runs on its own: a successor is running (fetchers do
+			// not re-announce waiting ones), its successor (if any) is not re-announced.
+			e.startedEarly(l, now)
 			if l.conn != nil {
 				delete(l.conn.leases, idx)
 			}
@@ -66,6 +72,8 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 			c.leases[idx] = l
 			if fl.GetBodyReceived() && l.resolve == nil {
 				e.exchangeEnded(l, now)
+			} else {
+				e.noteCandidate(c, l)
 			}
 			adopted++
 		case l == nil && terminal(e.papers[idx].state) && e.papers[idx].attempts == attempt:
@@ -156,6 +164,9 @@ func (e *engine) onDraining(c *fetcherConn, reason string, now time.Time) {
 	c.draining = true
 	e.log.Info("fetcher draining", "fetcher", c.id, "reason", reason, "leases", len(c.leases))
 	for _, l := range mapValues(c.leases) {
+		if e.leases[l.idx] != l {
+			continue // a successor re-queued with its predecessor
+		}
 		if !l.started {
 			e.sendCancel(c, l, "fetcher draining")
 			e.requeue(l, "fetcher draining before start", now)
@@ -202,6 +213,7 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 	b := e.batches[l.batch]
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:
+		e.startedEarly(l, now)
 		l.started = true
 	case *pb.DownloadEvent_Progress:
 		if d := k.Progress.GetBytes() - l.bytes; d > 0 {
@@ -233,7 +245,11 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		}
 		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
 	case *pb.DownloadEvent_Failed:
-		e.fail(l, k.Failed, now)
+		if l.successor && !l.started && k.Failed.GetReason() == pb.FailureReason_FAILURE_REASON_ABORTED {
+			e.handBack(l, "handed back by the fetcher", now) // a void successor, or a draining fetcher's
+		} else {
+			e.fail(l, k.Failed, now)
+		}
 		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
 	}
 }
@@ -536,7 +552,9 @@ func (e *engine) dropConn(c *fetcherConn, why string, now time.Time) {
 	c.closed = true
 	requeued := len(c.leases)
 	for _, l := range mapValues(c.leases) {
-		e.requeue(l, why, now)
+		if e.leases[l.idx] == l { // not a successor re-queued with its predecessor
+			e.requeue(l, why, now)
+		}
 	}
 	for i, x := range e.conns {
 		if x == c {

@@ -21,13 +21,23 @@ type lease struct {
 	id         string       // the lease id sent in the Assign ("" for an orphan not yet re-announced)
 	conn       *fetcherConn // nil for an orphan (reloaded after a restart, not yet re-announced)
 	assignedAt time.Time
-	renewedAt  time.Time // the lease's last event, Assign or adoption (deadline.go)
-	lastSeq    int64
-	started    bool
+	// readyAt is when the lease's start and hard deadlines start (deadline.go): the Assign,
+	// or for a successor the end of its predecessor.
+	readyAt   time.Time
+	renewedAt time.Time // the lease's last event, Assign or adoption (deadline.go)
+	lastSeq   int64
+	started   bool
 	// received: the fetcher reported the HTTP exchange over (a body_received progress event,
-	// or body_received in its Hello): the lease no longer holds its host's concurrency slot
-	// (host.active), and only waits for the durable completed event.
-	received   bool
+	// or body_received in its Hello): only the durable completed event is left.
+	received bool
+	// counted: the lease holds one of its host's concurrency slots (host.active): from the
+	// Assign (from its predecessor's body_received for a successor) until its body is
+	// received or it ends.
+	counted bool
+	// Prefetch (see prefetch.go). successor: the lease was sent with after_lease_id. pred is
+	// the predecessor a successor follows, until the predecessor ends; succ the reverse link.
+	successor  bool
+	pred, succ *lease
 	cancelSent bool
 	url        string
 	paperID    string
@@ -118,6 +128,7 @@ func (s leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bo
 }
 
 // endLease forgets a lease and frees its host slot (unless its HTTP exchange ended before).
+// Its successor, if any, is released (prefetch.go).
 func (e *engine) endLease(l *lease, now time.Time) {
 	delete(e.leases, l.idx)
 	delete(e.orphans, l.idx)
@@ -125,24 +136,36 @@ func (e *engine) endLease(l *lease, now time.Time) {
 		delete(l.conn.leases, l.idx)
 	}
 	e.dropKeys(l)
+	e.unlinkPred(l)
 	h := e.hosts[e.papers[l.idx].host]
-	if !l.received {
+	if l.counted {
+		l.counted = false
 		h.active--
+	}
+	if s := l.succ; s != nil {
+		e.predecessorEnded(l, s, now)
 	}
 	e.refreshHost(h, now)
 }
 
 // exchangeEnded records that the HTTP exchange of l is over (its body is received; the
-// fetcher is making it durable): the host's concurrency slot is free for the next request,
-// while the paper stays DOWNLOADING until the completed event.
+// fetcher is making it durable): the host's concurrency slot is free for the next request
+// (or passes to l's successor), while the paper stays DOWNLOADING until the completed event.
 func (e *engine) exchangeEnded(l *lease, now time.Time) {
 	if l.received {
 		return
 	}
 	l.received = true
 	l.started = true
+	e.unlinkPred(l)
 	h := e.hosts[e.papers[l.idx].host]
-	h.active--
+	if l.counted {
+		l.counted = false
+		h.active--
+	}
+	if s := l.succ; s != nil {
+		e.passSlot(l, s, h, now)
+	}
 	e.refreshHost(h, now)
 }
 
@@ -153,7 +176,8 @@ func (e *engine) exchangeEnded(l *lease, now time.Time) {
 func (e *engine) requeue(l *lease, why string, now time.Time) {
 	e.endLease(l, now)
 	p := &e.papers[l.idx]
-	if int(p.attempts) >= 4*e.cfg.MaxAttempts && e.batches[l.batch].state != pb.BatchState_BATCH_STATE_CANCELLED {
+	// A successor that never started cannot be what breaks its fetchers: no cap.
+	if (!l.successor || l.started) && int(p.attempts) >= 4*e.cfg.MaxAttempts && e.batches[l.batch].state != pb.BatchState_BATCH_STATE_CANCELLED {
 		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
 		e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; the last lease was lost: %s", p.attempts, why))
 		e.setState(l.idx, stateFailed, now)

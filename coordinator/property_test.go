@@ -28,13 +28,31 @@ type propLease struct {
 	started bool
 	// received: the model fetcher reported the body received (its HTTP exchange is over).
 	received bool
+	// pred: the predecessor of a prefetched successor (Assign.after_lease_id); ended: the
+	// model fetcher sent its terminal event.
+	pred  *propLease
+	ended bool
 }
+
+// released reports whether the model fetcher may start l: not a successor, or one whose
+// predecessor's body is in.
+func (l *propLease) released() bool { return l.pred == nil || l.pred.received }
 
 func (m *propModel) collect() {
 	for _, c := range m.conns {
 		as, _, _ := recv(c)
 		for _, a := range as {
 			l := &propLease{a: a, conn: c}
+			if after := a.GetAfterLeaseId(); after != "" {
+				for _, p := range m.open {
+					if p.a.GetLeaseId() == after && p.conn == c {
+						l.pred = p
+					}
+				}
+				if l.pred == nil {
+					panic(fmt.Sprintf("successor %s of %s, not an open lease of its stream", a.GetLeaseId(), after))
+				}
+			}
 			m.open = append(m.open, l)
 			m.history = append(m.history, l)
 		}
@@ -132,14 +150,32 @@ func (m *propModel) event(t *rapid.T) {
 		t.Skip("no open lease")
 	}
 	i := rapid.IntRange(0, len(m.open)-1).Draw(t, "lease")
+	if preds := m.predecessors(); len(preds) > 0 && rapid.Bool().Draw(t, "predecessor") {
+		i = rapid.SampledFrom(preds).Draw(t, "pred") // successors run more often than an even draw would let them
+	}
 	l := m.open[i]
 	if l.conn.closed {
 		m.open = append(m.open[:i], m.open[i+1:]...)
 		return
 	}
+	if !l.released() {
+		// A waiting successor: the model fetcher starts it only once its predecessor's body
+		// is in; it may hand it back (a draining fetcher, a predecessor that failed).
+		if l.pred.ended || rapid.IntRange(0, 3).Draw(t, "handBack") == 0 {
+			l.seq++
+			m.send(l.conn, eventReq(l.a, l.seq, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
+			l.ended = true
+			m.open = append(m.open[:i], m.open[i+1:]...)
+		}
+		return
+	}
 	var ev *pb.DownloadEvent
 	term := true
-	switch rapid.IntRange(0, 8).Draw(t, "kind") {
+	kind := rapid.IntRange(0, 8).Draw(t, "kind")
+	if m.hasWaitingSuccessor(l) && rapid.IntRange(0, 3).Draw(t, "releaseSuccessor") > 0 {
+		kind = 8
+	}
+	switch kind {
 	case 0:
 		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: l.a.GetUrl()}}}, false
 		l.started = true
@@ -172,11 +208,32 @@ func (m *propModel) event(t *rapid.T) {
 	l.seq++
 	m.send(l.conn, eventReq(l.a, l.seq, ev))
 	if term {
+		l.ended = true
 		m.open = append(m.open[:i], m.open[i+1:]...)
 		if rapid.Bool().Draw(t, "credit") {
 			m.send(l.conn, creditsReq(1))
 		}
 	}
+}
+
+// predecessors returns the indexes in m.open of the leases a waiting successor follows.
+func (m *propModel) predecessors() []int {
+	var out []int
+	for i, l := range m.open {
+		if m.hasWaitingSuccessor(l) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (m *propModel) hasWaitingSuccessor(p *propLease) bool {
+	for _, l := range m.open {
+		if l.pred == p && !p.received {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *propModel) replay(t *rapid.T) {
@@ -253,16 +310,46 @@ func (m *propModel) check(t *rapid.T) {
 	// After a restart, reloaded DOWNLOADING papers (orphans) count as exchanges until their
 	// fetcher re-announces them (with body_received when only the commit is pending): that
 	// may hold a host above its limit for a while, and blocks new requests meanwhile.
+	// A prefetched successor holds no host slot while it waits for its predecessor's body
+	// (the fetcher cannot start it before), and takes over the predecessor's then.
 	perHost, live := map[uint32]int{}, map[uint32]int{}
+	waiting := map[*fetcherConn]int{}
 	for idx, l := range e.leases {
 		if l.idx != idx || e.papers[idx].state != stateDownloading {
 			t.Fatalf("lease for paper %d in state %d", idx, e.papers[idx].state)
 		}
-		if !l.received {
+		if l.received && l.counted {
+			t.Fatalf("lease %s: body received, still holding a host slot", l.name())
+		}
+		if !l.received && !l.counted && l.pred == nil {
+			t.Fatalf("lease %s: running without a host slot", l.name())
+		}
+		if l.counted {
 			perHost[e.papers[idx].host]++
 			if l.conn != nil {
 				live[e.papers[idx].host]++
 			}
+		}
+		if l.pred != nil {
+			p := l.pred
+			if !l.successor || p.succ != l || e.leases[p.idx] != p || p.conn != l.conn || l.conn == nil ||
+				e.papers[p.idx].host != e.papers[idx].host || p.resolve != nil || l.started && !l.counted {
+				t.Fatalf("successor %s of %s: broken link", l.name(), p.name())
+			}
+			if !l.counted {
+				waiting[l.conn]++
+				if p.received || !p.counted {
+					t.Fatalf("successor %s waits for %s, whose exchange is over", l.name(), p.name())
+				}
+			}
+		}
+		if l.succ != nil && (l.succ.pred != l || e.leases[l.succ.idx] != l.succ) {
+			t.Fatalf("lease %s: broken successor link", l.name())
+		}
+	}
+	for _, c := range e.conns {
+		if c.waiting != waiting[c] || c.waiting > c.prefetch && !c.draining {
+			t.Fatalf("fetcher %s: window %d/%d, %d successors waiting", c.id, c.waiting, c.prefetch, waiting[c])
 		}
 	}
 	for _, h := range e.hosts {
@@ -277,7 +364,7 @@ func (m *propModel) check(t *rapid.T) {
 	// the coordinator still holds, never exceed a host's limit.
 	exchanges := map[uint32]int{}
 	for _, ol := range m.open {
-		if ol.conn.closed || ol.received {
+		if ol.conn.closed || ol.received || !ol.released() {
 			continue
 		}
 		idx, _, ok := e.ids.check(ol.a.GetLeaseId(), ol.conn.id)
@@ -343,7 +430,10 @@ func TestPropertyStateMachineInMemory(t *testing.T) { propertyStateMachine(t, ne
 
 func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config)) *engHarness) {
 	rapid.Check(t, func(rt *rapid.T) {
+		// Hosts without a per-host delay get prefetched successors.
+		delay := rapid.SampledFrom([]time.Duration{0, time.Second}).Draw(rt, "perHostDelay")
 		h := newHarness(t, func(c *Config) {
+			c.PerHostDelay = delay
 			c.PerHostConcurrency = 2
 			c.MaxAttempts = 4
 			c.LeaseTTL = time.Minute
@@ -359,16 +449,20 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 			"connect": func(t *rapid.T) {
 				var inFlight []*pb.InFlightLease
 				if len(m.open) > 0 && rapid.Bool().Draw(t, "reannounce") {
+					// Waiting successors are never re-announced (the fetcher drops them).
 					l := rapid.SampledFrom(m.open).Draw(t, "lease")
-					inFlight = append(inFlight, &pb.InFlightLease{LeaseId: l.a.GetLeaseId(), Attempt: l.a.GetAttempt(), BodyReceived: l.received})
+					if l.released() {
+						inFlight = append(inFlight, &pb.InFlightLease{LeaseId: l.a.GetLeaseId(), Attempt: l.a.GetAttempt(), BodyReceived: l.received})
+					}
 				}
 				id := fmt.Sprintf("f%d", rapid.IntRange(0, 3).Draw(t, "fetcher"))
-				c := h.connect(id, rapid.IntRange(1, 3).Draw(t, "slots"), inFlight...)
+				c := h.connectPrefetch(id, rapid.IntRange(1, 3).Draw(t, "slots"), rapid.IntRange(0, 2).Draw(t, "prefetch"), inFlight...)
 				m.conns = append(m.conns, c)
 				for _, l := range m.open {
 					for _, fl := range inFlight {
-						if l.a.GetLeaseId() == fl.GetLeaseId() {
+						if l.a.GetLeaseId() == fl.GetLeaseId() && l.conn.id == id { // adopted only by its own fetcher
 							l.conn = c
+							l.pred = nil // running on its own
 						}
 					}
 				}
@@ -381,7 +475,25 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 				}
 				m.send(rapid.SampledFrom(live).Draw(t, "conn"), creditsReq(rapid.IntRange(1, 2).Draw(t, "n")))
 			},
-			"event":  m.event,
+			"event": m.event,
+			// A predecessor's body is in: the model fetcher starts its successor in its slot.
+			"release": func(t *rapid.T) {
+				preds := m.predecessors()
+				if len(preds) == 0 {
+					t.Skip("no waiting successor")
+				}
+				p := m.open[rapid.SampledFrom(preds).Draw(t, "pred")]
+				p.seq++
+				p.started, p.received = true, true
+				m.send(p.conn, eventReq(p.a, p.seq, receivedEv()))
+				for _, l := range m.open {
+					if l.pred == p && !l.ended {
+						l.seq++
+						l.started = true
+						m.send(l.conn, eventReq(l.a, l.seq, startedEv(l.a)))
+					}
+				}
+			},
 			"replay": m.replay,
 			"kill": func(t *rapid.T) {
 				live := m.liveConns()

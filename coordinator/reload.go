@@ -153,7 +153,7 @@ func (e *engine) loadPapers(now time.Time) error {
 		case stateRetryWait:
 			e.retry = append(e.retry, retryItem{at: p.nextAttempt(), idx: idx})
 		case stateDownloading:
-			l := &lease{idx: idx, attempt: p.attempts, batch: p.batch, assignedAt: now}
+			l := &lease{idx: idx, attempt: p.attempts, batch: p.batch, assignedAt: now, readyAt: now, counted: true}
 			e.leases[idx] = l
 			e.orphans[idx] = l
 			e.hosts[p.host].active++

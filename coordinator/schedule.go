@@ -76,43 +76,23 @@ func (e *engine) hostEligible(h *host, now time.Time) bool {
 	return h.active < h.limit && !h.readyAt().After(now)
 }
 
-// schedule leases queued papers to fetchers while there is credit and a host may start.
+// schedule leases queued papers to fetchers while there is credit and a host may start,
+// then fills the fetchers' prefetch windows (prefetch.go).
 func (e *engine) schedule(now time.Time) {
 	e.takeUpReleased(now)
 	e.wakeHosts(now)
 	for e.credits > 0 {
 		h := e.runnable.pop()
 		if h == nil {
-			return
+			break
 		}
 		h.inReady = false
 		if !e.hostEligible(h, now) {
 			e.refreshHost(h, now)
 			continue
 		}
-		idx, ok := h.pop(e.papers)
+		idx, spec, ok := e.popForLease(h, now)
 		if !ok {
-			continue
-		}
-		spec, err := e.specOf(idx)
-		if err != nil {
-			e.log.Error("schedule: read spec", "paper_index", idx, "err", err)
-			e.setError(idx, "internal error: "+err.Error())
-			e.setState(idx, stateFailed, now)
-			e.refreshHost(h, now)
-			continue
-		}
-		if rec, hit := e.cacheLookupPaper(idx, spec); hit {
-			e.completeCached(idx, rec, now)
-			e.refreshHost(h, now)
-			continue
-		}
-		if h.br.gaveUp(now) && h.pausedUntil.After(now) {
-			e.failFast(idx, h, spec.GetPaperId(), now)
-			e.refreshHost(h, now)
-			continue
-		}
-		if e.parkIfHeld(idx, spec) {
 			e.refreshHost(h, now)
 			continue
 		}
@@ -125,8 +105,40 @@ func (e *engine) schedule(now time.Time) {
 			return
 		}
 		e.claimDOI(idx, spec)
-		e.assign(idx, h, c, spec, now)
+		e.assign(idx, h, c, spec, nil, now)
 		e.refreshHost(h, now)
+	}
+	e.schedulePrefetch(now)
+}
+
+// popForLease takes queued papers of h until one needs a lease, settling the others on the
+// way (a cache hit, a paper held by a download of the same key, a host whose breaker gave up);
+// ok is false when h has no queued paper left.
+func (e *engine) popForLease(h *host, now time.Time) (idx uint32, spec *pb.PaperSpec, ok bool) {
+	for {
+		idx, ok := h.pop(e.papers)
+		if !ok {
+			return 0, nil, false
+		}
+		spec, err := e.specOf(idx)
+		if err != nil {
+			e.log.Error("schedule: read spec", "paper_index", idx, "err", err)
+			e.setError(idx, "internal error: "+err.Error())
+			e.setState(idx, stateFailed, now)
+			continue
+		}
+		if rec, hit := e.cacheLookupPaper(idx, spec); hit {
+			e.completeCached(idx, rec, now)
+			continue
+		}
+		if h.br.gaveUp(now) && h.pausedUntil.After(now) {
+			e.failFast(idx, h, spec.GetPaperId(), now)
+			continue
+		}
+		if e.parkIfHeld(idx, spec) {
+			continue
+		}
+		return idx, spec, true
 	}
 }
 
@@ -154,24 +166,35 @@ func (e *engine) pickConn() *fetcherConn {
 	return nil
 }
 
-func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec, now time.Time) {
+// assign leases paper idx of host h to c: at once with a credit of c, or as the successor of
+// c's lease after (prefetch.go), consuming no credit and no host slot yet.
+func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec, after *lease, now time.Time) {
 	p := &e.papers[idx]
 	b := e.batches[p.batch]
 	p.attempts++
 	cands, resolve := e.candidatesOf(idx, spec)
 	u := cands[int(p.urlIdx)%len(cands)]
 	l := &lease{
-		idx: idx, attempt: p.attempts, batch: p.batch, conn: c, assignedAt: now, renewedAt: now,
+		idx: idx, attempt: p.attempts, batch: p.batch, conn: c, assignedAt: now, readyAt: now, renewedAt: now,
 		url: u, paperID: spec.GetPaperId(), resolve: resolve,
+	}
+	afterID := ""
+	if after != nil {
+		l.successor, l.pred, after.succ = true, after, l
+		c.waiting++
+		afterID = after.id
+	} else {
+		l.counted = true
+		c.credits--
+		e.credits--
+		h.active++
+		h.lastStart = now
+		e.noteCandidate(c, l)
 	}
 	e.noteLeaseDue(l)
 	e.holdKeys(l)
 	e.leases[idx] = l
 	c.leases[idx] = l
-	c.credits--
-	e.credits--
-	h.active++
-	h.lastStart = now
 	e.setState(idx, stateDownloading, now)
 	id := e.ids.issue(idx, l.attempt, c.id)
 	l.id = id
@@ -186,8 +209,10 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 		Limits:         e.limits,
 		LeaseExpiresAt: timestamppb.New(now.Add(e.cfg.LeaseTTL)),
 		Resolve:        resolve,
+		AfterLeaseId:   afterID,
 	}}}})
 	if e.debug() {
-		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", redact.URL(u), "attempt", l.attempt)
+		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", redact.URL(u),
+			"attempt", l.attempt, "after", afterID)
 	}
 }

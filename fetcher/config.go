@@ -55,7 +55,11 @@ const (
 	// download slots (commits to a local folder take milliseconds; raise it with --slots for
 	// slow blob stores).
 	DefaultPendingCommits = 16
-	DefaultContact        = "paperfetch@users.noreply.github.com"
+	// DefaultPrefetch is the prefetch window: leases held beyond the running downloads, each
+	// waiting to take the slot of a running download of the same host once its body is in,
+	// so that the slot starts its next download without a round trip to the coordinator.
+	DefaultPrefetch = 8
+	DefaultContact  = "paperfetch@users.noreply.github.com"
 )
 
 // Version is reported in Hello and in the default User-Agent: the binaries' release version.
@@ -80,6 +84,13 @@ type Config struct {
 	// download once it takes a place here, and waits while all places are taken (1 to
 	// MaxSlots; default DefaultPendingCommits).
 	PendingCommits int
+	// Prefetch is the prefetch window (Hello.prefetch): how many leases the fetcher holds
+	// beyond its running downloads, each the successor of a running download of the same host
+	// whose slot it takes once that download's body is in, without waiting for a round trip to
+	// the coordinator (0 turns prefetch off; 0 to MaxPrefetch; default DefaultPrefetch). A
+	// successor that starts while its predecessor's slot was already handed back makes the
+	// fetcher withhold the next credit, so at most Slots + Prefetch downloads run at once.
+	Prefetch int
 	// MaxFetchCalls bounds the FetcherService.Fetch calls running at once (operators'
 	// debugging downloads, on top of Slots); one more is RESOURCE_EXHAUSTED. Default 4.
 	MaxFetchCalls int
@@ -173,6 +184,7 @@ func DefaultConfig() Config {
 	return Config{
 		Slots:                 DefaultSlots,
 		PendingCommits:        DefaultPendingCommits,
+		Prefetch:              DefaultPrefetch,
 		MaxFetchCalls:         DefaultMaxFetchCalls,
 		SpoolMaxAge:           DefaultSpoolMaxAge,
 		SpoolSweepInterval:    DefaultSpoolSweep,
@@ -200,6 +212,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReconnectMax, "reconnect-max", c.ReconnectMax, "cap of the reconnect backoff; keep it below the coordinator's --reconnect-grace")
 	fs.IntVar(&c.Slots, "slots", c.Slots, "number of downloads run at once")
 	fs.IntVar(&c.PendingCommits, "pending-commits", c.PendingCommits, "received bodies being made durable at once, off the download slots; when all are taken, a slot whose body is in waits")
+	fs.IntVar(&c.Prefetch, "prefetch", c.Prefetch, fmt.Sprintf("leases held beyond the running downloads, each taking the slot of a running download of the same host when its body is in (no round trip to the coordinator); 0 turns prefetch off, at most %d", MaxPrefetch))
 	fs.IntVar(&c.MaxFetchCalls, "max-fetch-calls", c.MaxFetchCalls, "FetcherService.Fetch calls run at once (beyond: RESOURCE_EXHAUSTED)")
 	fs.BoolVar(&c.AllowPrivateNetworks, "allow-private-networks", c.AllowPrivateNetworks, "allow downloads from loopback, private, link-local and metadata addresses (unsafe outside tests/local use)")
 	fs.Func("allow-cidr", AllowCIDRUsage, AllowCIDRFlag(&c.AllowCIDRs))
@@ -288,6 +301,7 @@ func (c *Config) check(wired bool) error {
 	}
 	v.Range("Config.Slots", "slots", int64(c.Slots), 1, MaxSlots)
 	v.Range("Config.PendingCommits", "pending-commits", int64(c.PendingCommits), 1, MaxSlots)
+	v.Range("Config.Prefetch", "prefetch", int64(c.Prefetch), 0, MaxPrefetch)
 	v.Range("Config.MaxFetchCalls", "max-fetch-calls", int64(c.MaxFetchCalls), 1, MaxFetchCallsLimit)
 	v.Positive("Config.SpoolMaxAge", "spool-max-age", c.SpoolMaxAge)
 	v.Positive("Config.SpoolSweepInterval", "spool-sweep-interval", c.SpoolSweepInterval)
@@ -331,6 +345,8 @@ func (c *Config) validateClient(v *fielderr.List) {
 const (
 	// MaxSlots bounds Slots.
 	MaxSlots = 10000
+	// MaxPrefetch bounds Prefetch (the coordinator's limit on Hello.prefetch).
+	MaxPrefetch = validate.MaxFetcherPrefetch
 	// MaxFetchCallsLimit bounds MaxFetchCalls.
 	MaxFetchCallsLimit = 1000
 	// MaxRedirectsLimit bounds MaxRedirects.

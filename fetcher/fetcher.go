@@ -174,6 +174,9 @@ func (f *Fetcher) Part(conn grpc.ClientConnInterface) lifecycle.Part {
 func (f *Fetcher) Drain(ctx context.Context) error {
 	f.mu.Lock()
 	f.draining = true
+	if f.book.handBackWaiting(f.clk.Now()) > 0 {
+		f.notifyLocked()
+	}
 	f.mu.Unlock()
 	f.poke()
 	defer f.drainOnce.Do(func() { close(f.drained) })
@@ -240,7 +243,8 @@ func (f *Fetcher) emit(l *lease, set func(*pb.DownloadEvent)) {
 	}
 }
 
-// startLease registers an Assign and starts its download under parent.
+// startLease registers an Assign and starts its download under parent (a prefetched
+// successor may wait for its predecessor's slot, see leaseBook.add).
 func (f *Fetcher) startLease(parent context.Context, a *pb.Assign) {
 	id := a.GetLeaseId()
 	if id == "" {
@@ -248,28 +252,39 @@ func (f *Fetcher) startLease(parent context.Context, a *pb.Assign) {
 		return
 	}
 	f.mu.Lock()
-	l := f.book.add(a, f.clk.Now())
+	l, start := f.book.add(a, f.clk.Now(), f.draining)
 	if l == nil {
 		f.mu.Unlock()
 		f.log.Debug("ignoring a duplicate Assign", "lease", id)
 		return
 	}
-	if f.draining {
+	if f.draining && l.running {
 		p := (&failure{
 			class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, reason: pb.FailureReason_FAILURE_REASON_ABORTED,
 			msg: "fetcher is draining", url: a.GetUrl(),
 		}).proto()
 		f.book.finish(l, f.clk.Now(), true, func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Failed{Failed: p} })
+	}
+	if !l.running { // finished at once: draining, or a void successor
 		f.notifyLocked()
 		f.mu.Unlock()
 		f.poke()
 		return
 	}
-	ctx, cancel := context.WithCancelCause(parent)
-	l.cancel = cancel
-	f.wg.Add(1)
+	l.ctx, l.cancel = context.WithCancelCause(parent)
 	f.mu.Unlock()
-	go f.runLease(ctx, l)
+	if start {
+		f.launch(l)
+	}
+}
+
+// launch runs lease l, which holds a slot, in a goroutine of its own.
+func (f *Fetcher) launch(l *lease) {
+	if l == nil {
+		return
+	}
+	f.wg.Add(1)
+	go f.runLease(l.ctx, l)
 }
 
 // jobFor builds the download job of an Assign.
@@ -333,10 +348,11 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 		f.log.Debug("download completed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "sha256", out.sha256, "size", out.size)
 	}
 	f.mu.Lock()
-	f.book.finish(l, f.clk.Now(), f.draining, kind)
+	next := f.book.finish(l, f.clk.Now(), f.draining, kind)
 	f.notifyLocked()
 	f.mu.Unlock()
 	f.poke()
+	f.launch(next)
 }
 
 // downloadLease receives the body of a download lease, reports it received, takes a place in
@@ -361,9 +377,10 @@ func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failur
 	}
 	defer func() { <-f.commits }()
 	f.mu.Lock()
-	f.book.freeSlot(l, f.draining)
+	next := f.book.freeSlot(l, f.clk.Now(), f.draining)
 	f.mu.Unlock()
 	f.poke()
+	f.launch(next)
 	return f.dl.commit(r)
 }
 

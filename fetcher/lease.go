@@ -20,9 +20,15 @@ type lease struct {
 	slot bool
 	// received: its body is in and its body_received event queued; only the commit is left.
 	received bool
-	terminal *pb.DownloadEvent // the completed/failed event, kept until acknowledged
-	sentIn   uint64            // Work stream that last carried the terminal event
-	forget   bool              // cancelled: drop once the terminal event is sent
+	// Prefetch: waiting, a successor (Assign.after_lease_id) not started yet, holding no
+	// slot, that takes the slot of pred when pred frees it with its body received; succ is
+	// the reverse link. ctx is the context it runs under once started (set by the Fetcher).
+	waiting    bool
+	pred, succ *lease
+	ctx        context.Context
+	terminal   *pb.DownloadEvent // the completed/failed event, kept until acknowledged
+	sentIn     uint64            // Work stream that last carried the terminal event
+	forget     bool              // cancelled: drop once the terminal event is sent
 	// lastEvent is when the lease's last event was queued; bytes and total its last progress.
 	// The coordinator renews a lease only on its own events, so a running lease quiet for a
 	// heartbeat interval gets a keep-alive progress event (leaseBook.keepAlive).

@@ -21,6 +21,8 @@ const maxOutbox = 8192
 //
 // A lease goes through three phases:
 //
+//   - waiting (a prefetched successor only): it waits, holding no slot, for its predecessor
+//     to free its slot with its body received, and then takes that slot (no credit owed);
 //   - downloading: it holds one of the fetcher's slots (slot);
 //   - received: the body is in, hashed and validated (a body_received progress event is
 //     queued, which frees the host's concurrency slot on the coordinator); the slot is freed
@@ -28,7 +30,17 @@ const maxOutbox = 8192
 //   - finished: the terminal event is kept, and re-sent on every new stream, until its Ack.
 //
 // Credits: a freed slot owes one credit, paid with the next Credits message, except that it
-// first pays off the debt of a reconnect (see hello) and that nothing is owed while draining.
+// first pays off the debt of a reconnect (see hello) or of a successor that started at once
+// (see add), that nothing is owed while draining, and that a slot passed on to a successor
+// owes nothing.
+//
+// A successor is void (finished ABORTED before it started, handing it back to the
+// coordinator) when its predecessor ends without its body received, when the fetcher drains,
+// or when the coordinator cancels it; it is dropped without a word when the stream breaks (the
+// coordinator re-queues it).
+//
+// Prefetch: a successor waits (no slot) for its predecessor to free its slot with its body
+// received, and then takes that slot: no credit is returned for it.
 type leaseBook struct {
 	leases map[string]*lease
 	outbox []*pb.WorkRequest // non-terminal events not yet sent
@@ -40,15 +52,83 @@ func newLeaseBook() *leaseBook {
 	return &leaseBook{leases: map[string]*lease{}}
 }
 
-// add registers the lease of Assign a, downloading; it returns nil for a duplicate.
-func (b *leaseBook) add(a *pb.Assign, now time.Time) *lease {
+// add registers the lease of Assign a; it returns nil for a duplicate. A lease starts at
+// once (start) holding a slot, except a successor (Assign.after_lease_id), which waits while
+// its predecessor holds (or waits for) a slot, starts at once when its predecessor's body was
+// received and its slot freed already (taking an owed credit, or else withholding the next
+// one: debt), and is void otherwise (its predecessor failed or is unknown) or when draining.
+func (b *leaseBook) add(a *pb.Assign, now time.Time, draining bool) (l *lease, start bool) {
 	id := a.GetLeaseId()
 	if _, dup := b.leases[id]; dup {
-		return nil
+		return nil, false
 	}
-	l := &lease{a: a, running: true, slot: true, lastEvent: now}
+	l = &lease{a: a, running: true, lastEvent: now}
 	b.leases[id] = l
-	return l
+	after := a.GetAfterLeaseId()
+	if after == "" {
+		l.slot = true
+		return l, true
+	}
+	p := b.leases[after]
+	switch {
+	case draining:
+		b.void(l, now, "fetcher draining")
+	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil:
+		l.waiting, l.pred, p.succ = true, p, l
+	case p != nil && p.received:
+		l.slot = true
+		if b.owed > 0 {
+			b.owed--
+		} else {
+			b.debt++
+		}
+		return l, true
+	default:
+		b.void(l, now, "its predecessor ended without its body received")
+	}
+	return l, false
+}
+
+// void finishes a successor that never started (and its own successor) with an ABORTED
+// failure: the coordinator re-queues it without counting a failure.
+func (b *leaseBook) void(l *lease, now time.Time, why string) {
+	if !l.running || l.slot {
+		return
+	}
+	unlinkPred(l)
+	ev := b.newEvent(l, now)
+	ev.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{
+		Class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, Reason: pb.FailureReason_FAILURE_REASON_ABORTED,
+		Message: "prefetched lease handed back: " + why, Url: l.a.GetUrl(),
+	}}
+	l.terminal = ev
+	if s := l.succ; s != nil {
+		b.void(s, now, why)
+	}
+}
+
+// unlinkPred ends the wait of successor l: it no longer follows its predecessor and never
+// runs.
+func unlinkPred(l *lease) {
+	if p := l.pred; p != nil {
+		p.succ, l.pred = nil, nil
+	}
+	l.waiting, l.running = false, false
+	if l.cancel != nil {
+		l.cancel(nil)
+	}
+}
+
+// handBackWaiting voids every waiting successor (a draining fetcher hands them back at once).
+func (b *leaseBook) handBackWaiting(now time.Time) int {
+	n := 0
+	for _, l := range b.leases {
+		if l.waiting {
+			b.void(l, now, "fetcher draining")
+			n++
+		}
+	}
+	return n
 }
 
 // len is the number of leases held.
@@ -97,28 +177,39 @@ func (b *leaseBook) received(l *lease, size int64, now time.Time) {
 	b.queue(ev)
 }
 
-// freeSlot frees the slot l holds (once): its credit is owed, or pays off debt.
-func (b *leaseBook) freeSlot(l *lease, draining bool) {
+// freeSlot frees the slot l holds (once): it passes to l's successor when l's body was
+// received (next, for the caller to start), else its credit is owed, or pays off debt. A
+// successor that cannot take it is void.
+func (b *leaseBook) freeSlot(l *lease, now time.Time, draining bool) (next *lease) {
 	if !l.slot {
-		return
+		return nil
 	}
 	l.slot = false
+	if s := l.succ; s != nil {
+		if l.received && !draining {
+			l.succ, s.pred = nil, nil
+			s.waiting, s.slot = false, true
+			return s
+		}
+		b.void(s, now, "its predecessor ended without its body received")
+	}
 	switch {
 	case b.debt > 0:
 		b.debt--
 	case !draining:
 		b.owed++
 	}
+	return nil
 }
 
 // finish records the terminal event of l (set fills in its kind) and frees its slot if it
-// still held one.
-func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.DownloadEvent)) {
+// still held one; next is a successor that took the slot, for the caller to start.
+func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.DownloadEvent)) (next *lease) {
 	l.running = false
 	ev := b.newEvent(l, now)
 	set(ev)
 	l.terminal = ev
-	b.freeSlot(l, draining)
+	return b.freeSlot(l, now, draining)
 }
 
 // hello starts the bookkeeping of a new stream and returns its Hello's initial credit and
@@ -127,11 +218,18 @@ func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.
 // use (at least 1) and withholds the credits of any excess (debt) as those slots free up.
 // Leases holding no slot (received bodies being committed, results not yet acknowledged) are
 // covered by the Hello, and so are the credits owed but not sent on the old stream.
+//
+// Waiting successors are dropped: the coordinator re-queued them when the old stream ended.
 func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease) {
 	b.outbox = nil
 	b.owed = 0
 	busy := 0
-	for _, l := range b.leases {
+	for id, l := range b.leases {
+		if l.waiting {
+			unlinkPred(l)
+			delete(b.leases, id)
+			continue
+		}
 		if l.slot {
 			busy++
 		}
@@ -192,13 +290,18 @@ func (b *leaseBook) ack(id string, seq int64) bool {
 }
 
 // cancel applies the coordinator's Cancel of lease id: a running lease is marked to be
-// forgotten once its terminal event is sent, and returned so that the caller aborts it; a
-// finished one is forgotten at once (removed reports that).
-func (b *leaseBook) cancel(id string) (running *lease, removed bool) {
+// forgotten once its terminal event is sent, and returned so that the caller aborts it (a
+// waiting successor is void at once); a finished one is forgotten at once (removed reports
+// that).
+func (b *leaseBook) cancel(id string, now time.Time) (running *lease, removed bool) {
 	l := b.leases[id]
 	switch {
 	case l == nil:
 		return nil, false
+	case l.waiting:
+		l.forget = true
+		b.void(l, now, "cancelled by the coordinator")
+		return l, false
 	case l.running:
 		l.forget = true
 		return l, false
@@ -214,7 +317,7 @@ func (b *leaseBook) cancel(id string) (running *lease, removed bool) {
 func (b *leaseBook) keepAlive(quiet, now time.Time) int {
 	n := 0
 	for _, l := range b.leases {
-		if !l.running || l.lastEvent.After(quiet) {
+		if !l.running || l.waiting || l.lastEvent.After(quiet) {
 			continue
 		}
 		ev := b.newEvent(l, now)

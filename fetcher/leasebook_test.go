@@ -16,6 +16,12 @@ func bookAssign(id string) *pb.Assign {
 	return &pb.Assign{LeaseId: id, Attempt: 1, BatchId: "b", PaperId: "p-" + id}
 }
 
+// bookAdd adds the lease of a, which starts at once.
+func bookAdd(b *leaseBook, a *pb.Assign) *lease {
+	l, _ := b.add(a, bookT0, false)
+	return l
+}
+
 func completedKind(ev *pb.DownloadEvent) {
 	ev.Kind = &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{Size: 1}}
 }
@@ -40,8 +46,8 @@ func TestLeaseBookCreditWhenBodyReceived(t *testing.T) {
 	if initial, inFlight := b.hello(2); initial != 2 || len(inFlight) != 0 {
 		t.Fatalf("hello: %d, %v", initial, inFlight)
 	}
-	l := b.add(bookAssign("L1"), bookT0)
-	if b.add(bookAssign("L1"), bookT0) != nil {
+	l := bookAdd(b, bookAssign("L1"))
+	if dup, _ := b.add(bookAssign("L1"), bookT0, false); dup != nil {
 		t.Fatal("a duplicate Assign was added")
 	}
 	b.received(l, 100, bookT0)
@@ -49,8 +55,8 @@ func TestLeaseBookCreditWhenBodyReceived(t *testing.T) {
 	if len(msgs) != 1 || !msgs[0].GetEvent().GetProgress().GetBodyReceived() || msgs[0].GetEvent().GetProgress().GetBytes() != 100 {
 		t.Fatalf("after received: %v", msgs)
 	}
-	b.freeSlot(l, false)
-	b.freeSlot(l, false) // once only
+	b.freeSlot(l, bookT0, false)
+	b.freeSlot(l, bookT0, false) // once only
 	if msgs := b.take(1, false); sentCredits(msgs) != 1 || len(msgs) != 1 {
 		t.Fatalf("after the slot was freed: %v", msgs)
 	}
@@ -77,7 +83,7 @@ func TestLeaseBookCreditWhenBodyReceived(t *testing.T) {
 func TestLeaseBookCreditOnFailure(t *testing.T) {
 	b := newLeaseBook()
 	b.hello(1)
-	l := b.add(bookAssign("L1"), bookT0)
+	l := bookAdd(b, bookAssign("L1"))
 	b.finish(l, bookT0, false, failedKind)
 	msgs := b.take(1, false)
 	if len(msgs) != 2 || msgs[0].GetEvent().GetFailed() == nil || sentCredits(msgs) != 1 {
@@ -92,9 +98,9 @@ func TestLeaseBookCreditOnFailure(t *testing.T) {
 func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 	b := newLeaseBook()
 	b.hello(3)
-	l1, l2, l3 := b.add(bookAssign("L1"), bookT0), b.add(bookAssign("L2"), bookT0), b.add(bookAssign("L3"), bookT0)
+	l1, l2, l3 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2")), bookAdd(b, bookAssign("L3"))
 	b.received(l1, 10, bookT0)
-	b.freeSlot(l1, false) // owed, never sent: the stream breaks
+	b.freeSlot(l1, bookT0, false) // owed, never sent: the stream breaks
 	initial, inFlight := b.hello(3)
 	if initial != 1 || b.debt != 0 || len(inFlight) != 3 {
 		t.Fatalf("hello with 2 downloading, 1 committing of 3 slots: initial %d, debt %d, in flight %v", initial, b.debt, inFlight)
@@ -104,7 +110,7 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 	}
 	// L4 takes that credit: all 3 slots busy. The next Hello still announces 1 (a stream
 	// without credit would be useless), and withholds it from the next freed slot.
-	l4 := b.add(bookAssign("L4"), bookT0)
+	l4 := bookAdd(b, bookAssign("L4"))
 	initial, _ = b.hello(3)
 	if initial != 1 || b.debt != 1 {
 		t.Fatalf("hello with 3 downloading of 3 slots: initial %d, debt %d", initial, b.debt)
@@ -114,7 +120,7 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 		t.Fatalf("credit sent while in debt: %v", msgs)
 	}
 	b.received(l4, 10, bookT0)
-	b.freeSlot(l4, false)
+	b.freeSlot(l4, bookT0, false)
 	b.finish(l3, bookT0, false, failedKind)
 	if msgs := b.take(3, false); sentCredits(msgs) != 2 {
 		t.Fatalf("after the debt: %v", msgs)
@@ -126,8 +132,8 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 func TestLeaseBookDrainingAndCancel(t *testing.T) {
 	b := newLeaseBook()
 	b.hello(2)
-	l1, l2 := b.add(bookAssign("L1"), bookT0), b.add(bookAssign("L2"), bookT0)
-	if got, removed := b.cancel("L1"); got != l1 || removed {
+	l1, l2 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2"))
+	if got, removed := b.cancel("L1", bookT0); got != l1 || removed {
 		t.Fatalf("cancel of a running lease: %v, %v", got, removed)
 	}
 	b.finish(l1, bookT0, true, failedKind)
@@ -139,7 +145,7 @@ func TestLeaseBookDrainingAndCancel(t *testing.T) {
 	if b.len() != 1 || b.leases["L2"] == nil {
 		t.Fatalf("the cancelled lease was kept, or the other dropped: %v", b.leases)
 	}
-	if got, removed := b.cancel("L2"); got != nil || !removed || b.len() != 0 {
+	if got, removed := b.cancel("L2", bookT0); got != nil || !removed || b.len() != 0 {
 		t.Fatalf("cancel of a finished lease: %v, %v", got, removed)
 	}
 	if !b.settled(1, true) {
@@ -152,7 +158,7 @@ func TestLeaseBookDrainingAndCancel(t *testing.T) {
 func TestLeaseBookKeepAlive(t *testing.T) {
 	b := newLeaseBook()
 	b.hello(3)
-	l1, l2, l3 := b.add(bookAssign("L1"), bookT0), b.add(bookAssign("L2"), bookT0), b.add(bookAssign("L3"), bookT0)
+	l1, l2, l3 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2")), bookAdd(b, bookAssign("L3"))
 	b.received(l2, 5, bookT0)
 	b.finish(l3, bookT0, false, failedKind)
 	b.take(1, false)
@@ -166,9 +172,19 @@ func TestLeaseBookKeepAlive(t *testing.T) {
 	_ = l1
 }
 
+// checkStarted checks that next, the lease freeSlot or finish started in l's slot, is l's
+// successor, now holding the slot.
+func checkStarted(t *rapid.T, l, next *lease) {
+	if next != nil && (!next.slot || next.waiting || !l.received || l.succ != nil || next.pred != nil) {
+		t.Fatalf("lease %s handed its slot to %s (slot %v, waiting %v)", l.a.GetLeaseId(), next.a.GetLeaseId(), next.slot, next.waiting)
+	}
+}
+
 // Every credit is accounted for, whatever happens: on each stream, the coordinator's credit
-// (the Hello's initial credit plus the Credits sent, minus the Assigns it made) plus the
-// slots in use minus the debt is the fetcher's slots (while not draining).
+// (the Hello's initial credit plus the Credits sent, minus the Assigns it made without
+// after_lease_id) plus the slots in use minus the debt is the fetcher's slots (while not
+// draining). Successors wait only for a predecessor holding (or waiting for) a slot, take
+// its slot when its body is in, and never survive a reconnect or a drain.
 func TestLeaseBookCreditsProperty(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		slots := rapid.IntRange(1, 4).Draw(rt, "slots")
@@ -177,6 +193,7 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 		credit, _ := b.hello(slots)
 		next := 0
 		now := bookT0
+		draining := false
 		pick := func(t *rapid.T, cond func(*lease) bool) *lease {
 			var ls []*lease
 			for i := range next {
@@ -195,23 +212,53 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 					t.Skip("no credit")
 				}
 				credit--
-				b.add(bookAssign(fmt.Sprintf("L%d", next)), now)
+				b.add(bookAssign(fmt.Sprintf("L%d", next)), now, false)
 				next++
 			},
+			// A prefetched successor, of any lease the coordinator may still think running
+			// (its view lags: the predecessor may have freed its slot, or ended).
+			"successor": func(t *rapid.T) {
+				after := fmt.Sprintf("L%d", rapid.IntRange(0, next).Draw(t, "after"))
+				a := bookAssign(fmt.Sprintf("L%d", next))
+				a.AfterLeaseId = after
+				next++
+				p := b.leases[after]
+				l, start := b.add(a, now, draining)
+				switch {
+				case draining && l.running:
+					t.Fatalf("successor taken while draining")
+				case p != nil && p.running && (p.slot || p.waiting) && p.succ == l && !draining:
+					if !l.waiting || start {
+						t.Fatalf("successor of a running lease does not wait")
+					}
+				case start != (l.running && l.slot):
+					t.Fatalf("start %v for %+v", start, l)
+				}
+			},
+			"drain": func(t *rapid.T) {
+				draining = true
+				b.handBackWaiting(now)
+			},
+			"cancel": func(t *rapid.T) {
+				l := pick(t, func(l *lease) bool { return l.running })
+				if got, _ := b.cancel(l.a.GetLeaseId(), now); got == l && l.waiting {
+					t.Fatalf("a cancelled successor still waits")
+				}
+			},
 			"received": func(t *rapid.T) {
-				l := pick(t, func(l *lease) bool { return l.running && !l.received })
+				l := pick(t, func(l *lease) bool { return l.running && l.slot && !l.received })
 				b.received(l, 1, now)
 			},
 			"commitQueued": func(t *rapid.T) {
 				l := pick(t, func(l *lease) bool { return l.running && l.received })
-				b.freeSlot(l, false)
+				checkStarted(t, l, b.freeSlot(l, bookT0, draining))
 			},
 			"finish": func(t *rapid.T) {
-				l := pick(t, func(l *lease) bool { return l.running })
-				b.finish(l, now, false, completedKind)
+				l := pick(t, func(l *lease) bool { return l.running && !l.waiting })
+				checkStarted(t, l, b.finish(l, now, draining, completedKind))
 			},
 			"flush": func(t *rapid.T) {
-				credit += sentCredits(b.take(sid, false))
+				credit += sentCredits(b.take(sid, draining))
 			},
 			"ack": func(t *rapid.T) {
 				l := pick(t, func(l *lease) bool { return l.terminal != nil && l.sentIn == sid })
@@ -220,6 +267,11 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 			"reconnect": func(t *rapid.T) {
 				sid++
 				credit, _ = b.hello(slots)
+				for _, l := range b.leases {
+					if l.waiting {
+						t.Fatalf("waiting successor %s kept across a reconnect", l.a.GetLeaseId())
+					}
+				}
 			},
 			"": func(t *rapid.T) {
 				busy := 0
@@ -227,6 +279,18 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 					if l.slot {
 						busy++
 					}
+					if l.slot && (l.waiting || !l.running) || l.waiting && (!l.running || draining) {
+						t.Fatalf("lease %s: slot %v, waiting %v, running %v", l.a.GetLeaseId(), l.slot, l.waiting, l.running)
+					}
+					if p := l.pred; l.waiting && (p == nil || p.succ != l || !p.running || !p.slot && !p.waiting || b.leases[p.a.GetLeaseId()] != p) {
+						t.Fatalf("waiting successor %s: broken link", l.a.GetLeaseId())
+					}
+					if s := l.succ; s != nil && (s.pred != l || !s.waiting) {
+						t.Fatalf("lease %s: broken successor link", l.a.GetLeaseId())
+					}
+				}
+				if draining {
+					return // credits are not returned while draining
 				}
 				if credit+b.owed+busy-b.debt != slots {
 					t.Fatalf("credit %d + owed %d + busy %d - debt %d != %d slots", credit, b.owed, busy, b.debt, slots)

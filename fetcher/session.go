@@ -213,6 +213,7 @@ func (f *Fetcher) hello() (*pb.WorkRequest, uint64) {
 		Slots:     int32(initial),
 		InFlight:  inFlight,
 		Version:   Version,
+		Prefetch:  int32(f.cfg.Prefetch),
 	}
 	f.notifyLocked()
 	return &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: h}}, f.sessionID
@@ -245,14 +246,15 @@ func (f *Fetcher) handle(dctx context.Context, m *pb.WorkResponse) {
 		f.startLease(dctx, msg.Assign)
 	case *pb.WorkResponse_Cancel:
 		f.mu.Lock()
-		l, removed := f.book.cancel(msg.Cancel.GetLeaseId())
+		l, removed := f.book.cancel(msg.Cancel.GetLeaseId(), f.clk.Now())
 		if l != nil {
 			l.cancel(&abortError{why: "cancelled by the coordinator: " + msg.Cancel.GetReason()})
 		}
-		if removed {
+		if removed || (l != nil && !l.running) { // forgotten, or a waiting successor voided
 			f.notifyLocked()
 		}
 		f.mu.Unlock()
+		f.poke()
 	case *pb.WorkResponse_Ack:
 		f.mu.Lock()
 		if f.book.ack(msg.Ack.GetLeaseId(), msg.Ack.GetSequence()) {

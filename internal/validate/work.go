@@ -17,6 +17,8 @@ import (
 const (
 	// MaxFetcherSlots is the largest Hello.slots (and Credits.credits).
 	MaxFetcherSlots = 10_000
+	// MaxFetcherPrefetch is the largest Hello.prefetch (the prefetch window).
+	MaxFetcherPrefetch = 1_000
 	// MaxFetcherIDBytes is the longest Hello.fetcher_id.
 	MaxFetcherIDBytes = 128
 	// MaxBootIDBytes is the longest Hello.boot_id.
@@ -101,6 +103,9 @@ func (v *violations) hello(path string, h *pb.Hello) {
 	v.text(field(path, "version"), h.GetVersion(), MaxVersionBytes)
 	if n := h.GetSlots(); n < 1 || n > MaxFetcherSlots {
 		v.add(field(path, "slots"), fmt.Sprintf("must be 1 to %d, got %d", MaxFetcherSlots, n))
+	}
+	if n := h.GetPrefetch(); n < 0 || n > MaxFetcherPrefetch {
+		v.add(field(path, "prefetch"), fmt.Sprintf("must be 0 to %d, got %d", MaxFetcherPrefetch, n))
 	}
 	fl := h.GetInFlight()
 	if len(fl) > MaxInFlight {

@@ -31,6 +31,9 @@ func TestWorkRequest(t *testing.T) {
 		{"hello", true, hello(&pb.Hello{FetcherId: "f-1", BootId: "b", Slots: 16}), ""},
 		{"hello max slots", true, hello(&pb.Hello{FetcherId: "f", Slots: MaxFetcherSlots}), ""},
 		{"hello slots too many", true, hello(&pb.Hello{FetcherId: "f", Slots: MaxFetcherSlots + 1}), "hello.slots"},
+		{"hello max prefetch", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, Prefetch: MaxFetcherPrefetch}), ""},
+		{"hello prefetch too many", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, Prefetch: MaxFetcherPrefetch + 1}), "hello.prefetch"},
+		{"hello negative prefetch", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, Prefetch: -1}), "hello.prefetch"},
 		{"hello id with space", true, hello(&pb.Hello{FetcherId: "a b", Slots: 1}), "hello.fetcher_id"},
 		{"hello boot too long", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, BootId: strings.Repeat("b", 65)}), "hello.boot_id"},
 		{"hello in-flight without id", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, InFlight: []*pb.InFlightLease{{Attempt: 1}}}), "hello.in_flight[0].lease_id"},
@@ -103,6 +106,8 @@ func FuzzWorkRequest(f *testing.F) {
 	seeds := []*pb.WorkRequest{
 		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "f", BootId: "b", Slots: 16, InFlight: []*pb.InFlightLease{{LeaseId: "l", Attempt: 1}}}}},
 		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "x", Slots: 2147483647}}},
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "p", Slots: 4, Prefetch: 8}}},
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "q", Slots: 4, Prefetch: -2147483648}}},
 		{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: 3}}},
 		ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }),
 		ev(func(e *pb.DownloadEvent) {
@@ -133,7 +138,8 @@ func FuzzWorkRequest(f *testing.F) {
 		if first != (m.GetHello() != nil) {
 			t.Fatalf("accepted %v as first=%v", m, first)
 		}
-		if h := m.GetHello(); h != nil && (h.GetSlots() < 1 || h.GetSlots() > MaxFetcherSlots || len(h.GetInFlight()) > MaxInFlight) {
+		if h := m.GetHello(); h != nil && (h.GetSlots() < 1 || h.GetSlots() > MaxFetcherSlots || len(h.GetInFlight()) > MaxInFlight ||
+			h.GetPrefetch() < 0 || h.GetPrefetch() > MaxFetcherPrefetch) {
 			t.Fatalf("accepted hello %v", h)
 		}
 		if c := m.GetEvent().GetCompleted(); c != nil && (c.GetSize() < 1 || c.GetBlobKey() != ContentKey(c.GetSha256())) {

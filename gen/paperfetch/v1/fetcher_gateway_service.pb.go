@@ -145,7 +145,7 @@ type WorkRequest_Event struct {
 }
 
 type WorkRequest_Draining struct {
-	// The fetcher is shutting down: send no more work.
+	// The fetcher is shutting down: send no more work (unstarted leases are re-queued).
 	Draining *Draining `protobuf:"bytes,4,opt,name=draining,proto3,oneof"`
 }
 
@@ -179,7 +179,10 @@ type Hello struct {
 	// 20,000.
 	InFlight []*InFlightLease `protobuf:"bytes,4,rep,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// The fetcher's version, for logs. At most 64 bytes.
-	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// Prefetch window: how many successor leases (Assign.after_lease_id) the fetcher takes
+	// beyond its running downloads, waiting for a slot. 0 (no prefetch) to 1,000.
+	Prefetch      int32 `protobuf:"varint,6,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,6 +250,13 @@ func (x *Hello) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *Hello) GetPrefetch() int32 {
+	if x != nil {
+		return x.Prefetch
+	}
+	return 0
 }
 
 // InFlightLease is a lease a fetcher still holds when it (re)connects.
@@ -589,7 +599,11 @@ type Assign struct {
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
 	// Set for a resolution step of a DOI: request url as the route says and report a
 	// ResolveResult instead of downloading a PDF.
-	Resolve       *ResolveStep `protobuf:"bytes,10,opt,name=resolve,proto3" json:"resolve,omitempty"`
+	Resolve *ResolveStep `protobuf:"bytes,10,opt,name=resolve,proto3" json:"resolve,omitempty"`
+	// Set for a prefetched lease (a successor, see the protocol above): the lease id of the
+	// running download lease of this stream whose slot it takes once that lease's body is
+	// received. Empty for a lease to start at once. At most 128 bytes.
+	AfterLeaseId  string `protobuf:"bytes,11,opt,name=after_lease_id,json=afterLeaseId,proto3" json:"after_lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -692,6 +706,13 @@ func (x *Assign) GetResolve() *ResolveStep {
 		return x.Resolve
 	}
 	return nil
+}
+
+func (x *Assign) GetAfterLeaseId() string {
+	if x != nil {
+		return x.AfterLeaseId
+	}
+	return ""
 }
 
 // ResolveStep says how to read the response of a resolve lease.
@@ -946,14 +967,15 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x05event\x18\x03 \x01(\v2\x1c.paperfetch.v1.DownloadEventH\x00R\x05event\x125\n" +
 	"\bdraining\x18\x04 \x01(\v2\x17.paperfetch.v1.DrainingH\x00R\bdraining\x128\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x18.paperfetch.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\xaa\x01\n" +
+	"\x03msg\"\xc6\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"fetcher_id\x18\x01 \x01(\tR\tfetcherId\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x129\n" +
 	"\tin_flight\x18\x04 \x03(\v2\x1c.paperfetch.v1.InFlightLeaseR\binFlight\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"\x9f\x01\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
+	"\bprefetch\x18\x06 \x01(\x05R\bprefetch\"\x9f\x01\n" +
 	"\rInFlightLease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x19\n" +
@@ -969,7 +991,7 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x06assign\x18\x01 \x01(\v2\x15.paperfetch.v1.AssignH\x00R\x06assign\x12/\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x15.paperfetch.v1.CancelH\x00R\x06cancel\x12&\n" +
 	"\x03ack\x18\x03 \x01(\v2\x12.paperfetch.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\x88\x03\n" +
+	"\x03msg\"\xae\x03\n" +
 	"\x06Assign\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x19\n" +
@@ -981,7 +1003,8 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x06limits\x18\b \x01(\v2\x1d.paperfetch.v1.DownloadLimitsR\x06limits\x12D\n" +
 	"\x10lease_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x124\n" +
 	"\aresolve\x18\n" +
-	" \x01(\v2\x1a.paperfetch.v1.ResolveStepR\aresolve\"l\n" +
+	" \x01(\v2\x1a.paperfetch.v1.ResolveStepR\aresolve\x12$\n" +
+	"\x0eafter_lease_id\x18\v \x01(\tR\fafterLeaseId\"l\n" +
 	"\vResolveStep\x121\n" +
 	"\x05route\x18\x01 \x01(\x0e2\x1b.paperfetch.v1.ResolveRouteR\x05route\x12\x10\n" +
 	"\x03doi\x18\x02 \x01(\tR\x03doi\x12\x18\n" +

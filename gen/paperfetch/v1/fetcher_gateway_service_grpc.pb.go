@@ -43,11 +43,32 @@ const (
 // the coordinator allocates or changes anything for it; a message that breaks them (or a
 // second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
 // naming the field, and the stream's leases are re-queued.
-//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one,
+//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one (a successor, step 3, consumes none),
 //     and the fetcher returns credit with a Credits message when a slot frees up (after a
 //     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
 //     Assigns than the credit it holds.
-//  3. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
+//  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
+//     downloads, so that a slot whose body is in starts its next download without a round trip.
+//     The coordinator sends such a lease as an Assign with after_lease_id set: a successor of
+//     a running download lease (the predecessor) of the same stream and the same host. It
+//     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
+//     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
+//     received (no credit is returned for that slot), or at once when the predecessor had
+//     already freed its slot when the Assign arrived (the fetcher then withholds the credit of
+//     the next slot that frees, so it never runs more than slots + prefetch downloads). When
+//     the predecessor ends without its body received (failed, cancelled), the successor is
+//     void: the fetcher reports it failed with reason ABORTED before any started event (a
+//     hand-back), and the coordinator re-queues it at once without counting a failure. Per-host
+//     concurrency thus still counts HTTP exchanges: the coordinator counts a successor
+//     against its host from the predecessor's body_received (when the predecessor's exchange
+//     stops counting), and a successor starts only after that. Only hosts without a per-host
+//     delay get successors (the fetcher picks a successor's start time, so the coordinator
+//     could not space request starts). A waiting successor has no deadline of its own: it
+//     is bounded by its predecessor's, and its start and hard deadlines (below) run from the
+//     end of the predecessor. A waiting successor is never re-announced in a Hello (the
+//     fetcher drops it when its stream breaks; the coordinator re-queues it), and a draining
+//     fetcher hands its waiting successors back at once.
+//  4. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
 //     increase per lease. Downloads are pipelined: once the body is received, hashed and
 //     validated, the fetcher sends a progress event with body_received set (the HTTP exchange
@@ -69,20 +90,20 @@ const (
 //     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
 //     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
 //     failure of the attempt: the paper is retried, never SUCCEEDED from it.
-//  4. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
+//  5. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
 //     of other leases do not), so the fetcher sends a progress event for every running lease
 //     that was quiet for a heartbeat interval. The coordinator also enforces, however chatty
 //     the stream: a started event within the coordinator's --lease-start-timeout (default
-//     30s) of the Assign, and the Assign's limits.timeout (always set) plus
+//     30s) of the Assign (of the predecessor's end, for a successor), and the Assign's limits.timeout (always set) plus
 //     --lease-deadline-grace (default 1m) as the lease's hard deadline. An expired lease's
 //     paper is re-queued and the fetcher receives a Cancel for it; a lease not started in time
 //     or past its hard deadline also closes the stream with FAILED_PRECONDITION (a working
 //     fetcher starts at once and its own watchdog ends a download at the timeout).
 //     The coordinator also sends Cancel when the batch is cancelled.
-//  5. The coordinator sends Ack for a terminal event only after the paper's new state is
+//  6. The coordinator sends Ack for a terminal event only after the paper's new state is
 //     committed to its store. Until the Ack the fetcher keeps the result, and re-reports it if it
 //     reconnects (listing the lease in Hello.in_flight and sending the terminal event again).
-//  6. On SIGTERM the fetcher sends Draining: the coordinator sends it no more work. The fetcher
+//  7. On SIGTERM the fetcher sends Draining: the coordinator sends it no more work. The fetcher
 //     finishes running downloads within its grace period, reports them, and closes the stream.
 //     A stream that breaks (or a fetcher that sends Draining with work not yet started) has its
 //     unfinished leases re-queued at once.
@@ -149,11 +170,32 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // the coordinator allocates or changes anything for it; a message that breaks them (or a
 // second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
 // naming the field, and the stream's leases are re-queued.
-//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one,
+//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one (a successor, step 3, consumes none),
 //     and the fetcher returns credit with a Credits message when a slot frees up (after a
 //     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
 //     Assigns than the credit it holds.
-//  3. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
+//  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
+//     downloads, so that a slot whose body is in starts its next download without a round trip.
+//     The coordinator sends such a lease as an Assign with after_lease_id set: a successor of
+//     a running download lease (the predecessor) of the same stream and the same host. It
+//     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
+//     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
+//     received (no credit is returned for that slot), or at once when the predecessor had
+//     already freed its slot when the Assign arrived (the fetcher then withholds the credit of
+//     the next slot that frees, so it never runs more than slots + prefetch downloads). When
+//     the predecessor ends without its body received (failed, cancelled), the successor is
+//     void: the fetcher reports it failed with reason ABORTED before any started event (a
+//     hand-back), and the coordinator re-queues it at once without counting a failure. Per-host
+//     concurrency thus still counts HTTP exchanges: the coordinator counts a successor
+//     against its host from the predecessor's body_received (when the predecessor's exchange
+//     stops counting), and a successor starts only after that. Only hosts without a per-host
+//     delay get successors (the fetcher picks a successor's start time, so the coordinator
+//     could not space request starts). A waiting successor has no deadline of its own: it
+//     is bounded by its predecessor's, and its start and hard deadlines (below) run from the
+//     end of the predecessor. A waiting successor is never re-announced in a Hello (the
+//     fetcher drops it when its stream breaks; the coordinator re-queues it), and a draining
+//     fetcher hands its waiting successors back at once.
+//  4. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
 //     increase per lease. Downloads are pipelined: once the body is received, hashed and
 //     validated, the fetcher sends a progress event with body_received set (the HTTP exchange
@@ -175,20 +217,20 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     (blob_key, the content-addressed key of sha256) in its blob store with the reported size;
 //     the Ack waits for that check. A completion that fails it counts as a transient STORAGE
 //     failure of the attempt: the paper is retried, never SUCCEEDED from it.
-//  4. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
+//  5. A lease expires unless renewed: an event of that lease renews it (heartbeats and events
 //     of other leases do not), so the fetcher sends a progress event for every running lease
 //     that was quiet for a heartbeat interval. The coordinator also enforces, however chatty
 //     the stream: a started event within the coordinator's --lease-start-timeout (default
-//     30s) of the Assign, and the Assign's limits.timeout (always set) plus
+//     30s) of the Assign (of the predecessor's end, for a successor), and the Assign's limits.timeout (always set) plus
 //     --lease-deadline-grace (default 1m) as the lease's hard deadline. An expired lease's
 //     paper is re-queued and the fetcher receives a Cancel for it; a lease not started in time
 //     or past its hard deadline also closes the stream with FAILED_PRECONDITION (a working
 //     fetcher starts at once and its own watchdog ends a download at the timeout).
 //     The coordinator also sends Cancel when the batch is cancelled.
-//  5. The coordinator sends Ack for a terminal event only after the paper's new state is
+//  6. The coordinator sends Ack for a terminal event only after the paper's new state is
 //     committed to its store. Until the Ack the fetcher keeps the result, and re-reports it if it
 //     reconnects (listing the lease in Hello.in_flight and sending the terminal event again).
-//  6. On SIGTERM the fetcher sends Draining: the coordinator sends it no more work. The fetcher
+//  7. On SIGTERM the fetcher sends Draining: the coordinator sends it no more work. The fetcher
 //     finishes running downloads within its grace period, reports them, and closes the stream.
 //     A stream that breaks (or a fetcher that sends Draining with work not yet started) has its
 //     unfinished leases re-queued at once.

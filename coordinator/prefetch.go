@@ -1,0 +1,180 @@
+package coordinator
+
+import (
+	"time"
+)
+
+// Prefetch. A fetcher announces a prefetch window in its Hello (Hello.prefetch): how many
+// leases it takes beyond its running downloads. The coordinator fills it with successors: a
+// successor S is leased as the follower of a running download lease P (its predecessor) of
+// the same stream and the same host, sent with Assign.after_lease_id = P. S consumes no
+// credit: the fetcher starts S in P's slot when P's body is in, so a freed slot starts its next
+// download without a round trip to the coordinator.
+//
+// Politeness (the accounting the fetcher-gateway protocol promises): a host's concurrency
+// (host.active) counts the leases that hold one of its slots (lease.counted). A normal lease
+// holds one from its Assign until its body_received (or its end); a successor holds none while
+// it waits, and takes over P's when P's body_received arrives (passSlot: P's decrement and S's
+// increment cancel out). The fetcher starts S only after P's body is in, and reports P's
+// body_received before S's started on the same stream, so every HTTP exchange a fetcher runs is
+// counted by its host, at the latest from its start: exchanges in flight ≤ host.active ≤ the
+// host's limit. Per-host delays are measured between request starts, whose time the fetcher
+// picks for a successor: hosts with a per-host delay get no successors.
+//
+// Lifecycle. A successor whose predecessor ends without its body received (failed, cancelled,
+// reclaimed, its stream gone) is void: the fetcher reports it ABORTED before any started event
+// (a hand-back) and the coordinator re-queues it (handBack) without counting a failure and
+// without the lost-lease cap (it never ran). A successor has no deadline while it waits (its
+// predecessor's bound it); its start and hard deadlines run from its predecessor's end
+// (lease.readyAt). A waiting successor is never re-announced: the fetcher drops it when its
+// stream breaks, and the coordinator re-queues it with the stream's other leases. Draining
+// re-queues every lease not started, successors included.
+
+// maxCandidateSlack bounds the stale entries of a conn's candidate list (fetcherConn.cands)
+// beyond its live leases before it is compacted.
+const maxCandidateSlack = 64
+
+// noteCandidate records l, a lease of c now holding a host slot, as a possible predecessor.
+func (e *engine) noteCandidate(c *fetcherConn, l *lease) {
+	if c.prefetch == 0 || l.resolve != nil {
+		return
+	}
+	if len(c.cands) >= 2*len(c.leases)+maxCandidateSlack {
+		e.compactCandidates(c)
+	}
+	c.cands = append(c.cands, l)
+}
+
+// mayPrecede reports whether l, listed in c.cands, may still get a successor: a live download
+// lease of c holding a host slot, without a successor.
+func (e *engine) mayPrecede(c *fetcherConn, l *lease) bool {
+	return e.leases[l.idx] == l && l.conn == c && l.counted && l.succ == nil && l.resolve == nil
+}
+
+func (e *engine) compactCandidates(c *fetcherConn) {
+	keep := c.cands[:0]
+	for _, l := range c.cands {
+		if e.mayPrecede(c, l) {
+			keep = append(keep, l)
+		}
+	}
+	clear(c.cands[len(keep):])
+	c.cands = keep
+}
+
+// prefetchable reports whether a successor may be leased for host h: it has queued papers,
+// no per-host delay, is healthy (no pause, breaker closed) and not above its limit.
+func prefetchable(h *host, now time.Time) bool {
+	return h.queued() > 0 && h.delay == 0 && !h.br.open && !h.pausedUntil.After(now) && h.active <= h.limit
+}
+
+// schedulePrefetch fills the prefetch windows of the streams that have room, with successors
+// of their running leases whose host has queued papers.
+func (e *engine) schedulePrefetch(now time.Time) {
+	if e.counts[stateQueued] == 0 {
+		return
+	}
+	for _, c := range e.conns {
+		if !c.closed && !c.draining && c.waiting < c.prefetch {
+			e.fillWindow(c, now)
+		}
+	}
+}
+
+func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
+	keep := c.cands[:0]
+	i := 0
+	for ; i < len(c.cands) && c.waiting < c.prefetch; i++ {
+		p := c.cands[i]
+		if !e.mayPrecede(c, p) {
+			continue
+		}
+		h := e.hosts[e.papers[p.idx].host]
+		if !prefetchable(h, now) {
+			keep = append(keep, p)
+			continue
+		}
+		idx, spec, ok := e.popForLease(h, now)
+		if !ok {
+			keep = append(keep, p)
+			continue
+		}
+		e.claimDOI(idx, spec)
+		e.assign(idx, h, c, spec, p, now)
+	}
+	keep = append(keep, c.cands[i:]...)
+	clear(c.cands[len(keep):])
+	c.cands = keep
+}
+
+// unlinkPred detaches l from its predecessor; a successor that was still waiting leaves its
+// stream's window.
+func (e *engine) unlinkPred(l *lease) {
+	p := l.pred
+	if p == nil {
+		return
+	}
+	l.pred, p.succ = nil, nil
+	if !l.counted && l.conn != nil {
+		l.conn.waiting--
+	}
+}
+
+// passSlot hands the host slot of p, whose HTTP exchange just ended, to its successor s (the
+// fetcher starts s once p's body is in). When the host may not start a request now (its limit
+// shrank, a pause, an open breaker), s is cancelled and re-queued instead.
+func (e *engine) passSlot(p, s *lease, h *host, now time.Time) {
+	if s.counted {
+		return
+	}
+	if s.conn != nil {
+		s.conn.waiting--
+	}
+	if h.active >= h.limit || h.br.open || h.pausedUntil.After(now) {
+		s.pred, p.succ = nil, nil
+		e.sendCancel(s.conn, s, "host may not start another request")
+		e.handBack(s, "host may not start another request", now)
+		return
+	}
+	s.counted = true
+	h.active++
+	e.noteCandidate(s.conn, s)
+}
+
+// predecessorEnded releases the successor s of p, which ended: s runs on its own (its
+// deadlines start now) when it took over p's host slot, and is void otherwise (p ended
+// without its body received): cancelled and re-queued.
+func (e *engine) predecessorEnded(p, s *lease, now time.Time) {
+	if !s.counted {
+		e.unlinkPred(s)
+		e.sendCancel(s.conn, s, "its predecessor ended without its body received")
+		e.handBack(s, "predecessor ended without its body received", now)
+		return
+	}
+	s.pred, p.succ = nil, nil
+	s.readyAt, s.renewedAt = now, now
+	e.noteLeaseDue(s)
+}
+
+// startedEarly counts a successor whose fetcher reported it started before its
+// predecessor's body_received (a fetcher that breaks the protocol): it holds a host slot from
+// now on, on its own.
+func (e *engine) startedEarly(s *lease, now time.Time) {
+	if s.pred == nil || s.counted {
+		return
+	}
+	e.unlinkPred(s)
+	s.counted = true
+	s.readyAt = now
+	e.hosts[e.papers[s.idx].host].active++
+}
+
+// handBack re-queues the paper of lease l, which never started (a void successor, or one the
+// fetcher handed back): no failure is counted, and the lost-lease cap does not apply.
+func (e *engine) handBack(l *lease, why string, now time.Time) {
+	e.endLease(l, now)
+	if e.debug() {
+		e.log.Debug("lease handed back", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "reason", why)
+	}
+	e.enqueue(l.idx, now)
+}

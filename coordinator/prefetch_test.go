@@ -1,0 +1,135 @@
+package coordinator
+
+import (
+	"fmt"
+	"testing"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+)
+
+func prefetchPapers(n int, host string) []*pb.PaperSpec {
+	var out []*pb.PaperSpec
+	for i := 0; i < n; i++ {
+		out = append(out, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", i), Urls: []string{fmt.Sprintf("https://%s/%d.pdf", host, i)}})
+	}
+	return out
+}
+
+func receivedEv() *pb.DownloadEvent {
+	return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 10, Total: 10, BodyReceived: true}}}
+}
+
+func startedEv(a *pb.Assign) *pb.DownloadEvent {
+	return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: a.GetUrl()}}}
+}
+
+// A fetcher with a prefetch window gets a successor of its running download, without
+// credit; the successor takes the host slot of its predecessor when the predecessor's body is
+// in (the host's count does not move), and the next successor follows it.
+func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 1 })
+	defer h.close()
+	c := h.connectPrefetch("f", 1, 2)
+	if res := h.submit("b", prefetchPapers(4, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != 2 || as[0].GetAfterLeaseId() != "" || as[1].GetAfterLeaseId() != as[0].GetLeaseId() {
+		t.Fatalf("want a lease and its successor, got %v", as)
+	}
+	host := h.e.hosts[h.e.hostByName["a.example"]]
+	if host.active != 1 || c.waiting != 1 || c.credits != 0 {
+		t.Fatalf("active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
+	}
+	// The predecessor's body is in: the successor holds the host slot (the limit is 1), and a
+	// new successor follows it.
+	h.send(c, eventReq(as[0], 1, receivedEv()))
+	if host.active != 1 || c.waiting != 1 || c.credits != 0 {
+		t.Fatalf("after body_received: active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
+	}
+	as2, _, _ := recv(c)
+	if len(as2) != 1 || as2[0].GetAfterLeaseId() != as[1].GetLeaseId() {
+		t.Fatalf("want the successor of %s, got %v", as[1].GetLeaseId(), as2)
+	}
+	h.send(c, eventReq(as[1], 1, startedEv(as[1])))
+	h.send(c, eventReq(as[0], 2, completedEv(as[0])))
+	// The successor runs on its own now: its start deadline runs from its predecessor's end.
+	l := h.e.leases[h.e.byBatch[batchKey(hashString("p1"), h.batch("b").idx)]]
+	if l.pred != nil || !l.counted || !l.readyAt.Equal(h.clk.Now()) {
+		t.Fatalf("successor after its predecessor ended: %+v", l)
+	}
+	if got := h.paperState("b", "p0"); got != pb.PaperState_PAPER_STATE_SUCCEEDED {
+		t.Fatalf("p0 %v", got)
+	}
+}
+
+// A predecessor that fails before its body is in voids its successor: re-queued (with a
+// Cancel) without counting a failure; the fetcher's hand-back of it is acknowledged.
+func TestPrefetchSuccessorVoidWhenPredecessorFails(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 1 })
+	defer h.close()
+	c := h.connectPrefetch("f", 1, 1)
+	if res := h.submit("b", prefetchPapers(2, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != 2 {
+		t.Fatalf("assigns %v", as)
+	}
+	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
+	_, cancels, acks := recv(c)
+	if len(cancels) != 1 || cancels[0] != as[1].GetLeaseId() || len(acks) != 1 {
+		t.Fatalf("want a Cancel of the successor and the failure's Ack, got %v, %v", cancels, acks)
+	}
+	idx := h.e.byBatch[batchKey(hashString("p1"), h.batch("b").idx)]
+	p := h.e.papers[idx]
+	if p.state != stateQueued || p.failures != 0 || h.e.leases[idx] != nil || c.waiting != 0 {
+		t.Fatalf("successor's paper: %+v, lease %v, waiting %d", p, h.e.leases[idx], c.waiting)
+	}
+	h.send(c, eventReq(as[1], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
+	if _, _, acks := recv(c); len(acks) != 1 || acks[0] != as[1].GetLeaseId() {
+		t.Fatalf("acks %v", acks)
+	}
+	// The fetcher returns the slot's credit: p1 is leased again (attempt 2: lease ids are
+	// never reused).
+	h.send(c, creditsReq(1))
+	as, _, _ = recv(c)
+	if len(as) == 0 || as[0].GetPaperId() != "p1" && as[0].GetPaperId() != "p0" {
+		t.Fatalf("after the credit: %v", as)
+	}
+}
+
+// A waiting successor has no deadline of its own, and the fetcher's hand-back of a
+// waiting successor re-queues it without a failure; a draining fetcher's successors are
+// re-queued at once.
+func TestPrefetchHandBackAndDrain(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 2 })
+	defer h.close()
+	c := h.connectPrefetch("f", 1, 1)
+	if res := h.submit("b", prefetchPapers(3, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != 2 || as[1].GetAfterLeaseId() == "" {
+		t.Fatalf("assigns %v", as)
+	}
+	h.send(c, eventReq(as[0], 1, startedEv(as[0])))
+	// Well within the predecessor's deadlines, past the start timeout counted from the Assign:
+	// the waiting successor is not reclaimed.
+	for i := 0; i < 4; i++ {
+		h.advance(h.e.cfg.StartTimeout / 2)
+		h.send(c, eventReq(as[0], int64(2+i), &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1}}}))
+	}
+	if c.closed || h.e.leases[h.e.byBatch[batchKey(hashString(as[1].GetPaperId()), h.batch("b").idx)]] == nil {
+		t.Fatal("the waiting successor was reclaimed")
+	}
+	h.send(c, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{}}})
+	_, cancels, _ := recv(c)
+	if len(cancels) != 1 || cancels[0] != as[1].GetLeaseId() {
+		t.Fatalf("draining: cancels %v", cancels)
+	}
+	idx := h.e.byBatch[batchKey(hashString(as[1].GetPaperId()), h.batch("b").idx)]
+	if p := h.e.papers[idx]; p.state != stateQueued || p.failures != 0 {
+		t.Fatalf("successor's paper after draining: %+v", p)
+	}
+}
