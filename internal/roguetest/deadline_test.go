@@ -9,6 +9,7 @@ import (
 
 	"github.com/paperfetch/paperfetch/coordinator"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 const reclaims = "paperfetch_coordinator_lease_reclaims_total"
@@ -92,4 +93,61 @@ func TestHeartbeatsDoNotRenewSilentLeases(t *testing.T) {
 	if len(r.cancels) != 1 || r.cancels[0].GetLeaseId() != leases[1].GetLeaseId() {
 		t.Fatalf("cancels %v, want only the silent lease %s", r.cancels, leases[1].GetLeaseId())
 	}
+}
+
+// Attack 5, prefetch hoarding: a fetcher announces the largest prefetch window, starts its
+// two downloads and fakes progress forever (one of them claims its body received), and never
+// starts the successors it was sent. A waiting successor has no deadline of its own, but its
+// predecessor has: at the predecessors' hard deadline (2m + 1m grace) the stream is closed and
+// every lease, successors included, goes to an honest fetcher; nothing is held for longer.
+func TestPrefetchHoarderCannotHoldSuccessors(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *coordinator.Config) {
+		c.PerHostConcurrency = 2
+		c.Limits = &pb.DownloadLimits{Timeout: durationpb.New(2 * time.Minute)}
+	}})
+	e.submit("b", 6, "h.example")
+	first := hello("hoarder", 2)
+	first.GetHello().Prefetch = validate.MaxFetcherPrefetch
+	r := openStream(t, e.gw, first)
+	leases := r.waitAssigns(4)
+	var preds, succs []*pb.Assign
+	for _, a := range leases {
+		if a.GetAfterLeaseId() == "" {
+			preds = append(preds, a)
+		} else {
+			succs = append(succs, a)
+		}
+	}
+	if len(preds) != 2 || len(succs) != 2 {
+		t.Fatalf("want 2 leases and 2 successors, got %v", leases)
+	}
+	for _, a := range preds {
+		r.event(a, started(a))
+	}
+	r.event(preds[0], &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1, Total: 1, BodyReceived: true}}})
+	for elapsed := time.Duration(0); elapsed < 3*time.Minute-10*time.Second; elapsed += 10 * time.Second {
+		for _, a := range preds {
+			e.progressBarrier(r, a, int64(elapsed)+2)
+		}
+		if n := r.cancelCount(); n > 0 {
+			t.Fatalf("%d leases cancelled after %s, before the deadline", n, elapsed)
+		}
+		e.clk.Advance(10 * time.Second)
+	}
+	e.clk.Advance(10 * time.Second)
+	wantCode(t, "hoarder", r.waitEnd(), codes.FailedPrecondition)
+	honest := openStream(t, e.gw, hello("honest", 6))
+	for done := 0; done < 6; {
+		got := honest.waitAssigns(done + 1)
+		for _, a := range got[done:] {
+			if a.GetAfterLeaseId() != "" {
+				t.Fatalf("a fetcher without a prefetch window got a successor: %v", a)
+			}
+			honest.event(a, started(a))
+			honest.event(a, completed(e.storeBlob([]byte("%PDF-1.7 "+a.GetPaperId()), a.GetUrl())))
+			honest.send(&pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: 1}}})
+			done++
+		}
+	}
+	waitFor(t, "the batch to complete", func() bool { return e.batch("b").GetState() == pb.BatchState_BATCH_STATE_COMPLETED })
 }
