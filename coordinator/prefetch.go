@@ -24,7 +24,8 @@ import (
 // Lifecycle. A successor whose predecessor ends without its body received (failed, cancelled,
 // reclaimed, its stream gone) is void: the fetcher reports it ABORTED before any started event
 // (a hand-back) and the coordinator re-queues it (handBack) without counting a failure and
-// without the lost-lease cap (it never ran). A successor has no deadline while it waits (its
+// without the lost-lease cap (it never ran; its attempt number is spent all the same, as lease
+// ids are never reused). A successor has no deadline while it waits (its
 // predecessor's bound it); its start and hard deadlines run from its predecessor's end
 // (lease.readyAt). A waiting successor is never re-announced: the fetcher drops it when its
 // stream breaks, and the coordinator re-queues it with the stream's other leases. Draining
