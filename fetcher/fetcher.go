@@ -138,6 +138,11 @@ func New(cfg Config) (*Fetcher, error) {
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
 	}
+	if cfg.Registerer != nil {
+		if err := registerLeaseGauges(cfg.Registerer, f); err != nil {
+			return nil, fmt.Errorf("fetcher metrics: %w", err)
+		}
+	}
 	f.sweepSpool(context.Background())
 	return f, nil
 }

@@ -62,3 +62,37 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// registerLeaseGauges registers the gauges read from f's lease book at every scrape: the
+// prefetched leases waiting for a slot, and the results (terminal events) not yet
+// acknowledged by the coordinator.
+func registerLeaseGauges(reg prometheus.Registerer, f *Fetcher) error {
+	count := func(pred func(*lease) bool) func() float64 {
+		return func() float64 {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			n := 0
+			for _, l := range f.book.leases {
+				if pred(l) {
+					n++
+				}
+			}
+			return float64(n)
+		}
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "prefetched_leases",
+			Help: "Prefetched leases (successors) waiting for the slot of a running download (at most about --prefetch).",
+		}, count(func(l *lease) bool { return l.waiting })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "paperfetch", Subsystem: "fetcher", Name: "unacknowledged_results",
+			Help: "Finished leases whose result (completed or failed event) the coordinator has not acknowledged yet.",
+		}, count(func(l *lease) bool { return l.terminal != nil })),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
+}

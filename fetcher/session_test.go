@@ -3,11 +3,13 @@ package fetcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -637,4 +639,78 @@ func TestWorkSlotFreedWhenBodyReceived(t *testing.T) {
 		t.Fatalf("completed %v", done2)
 	}
 	h.tf.assertStore(t, done1.GetCompleted().GetBlobKey(), done2.GetCompleted().GetBlobKey())
+}
+
+// A prefetched successor (Assign.after_lease_id) waits while its predecessor downloads, starts
+// in the predecessor's slot as soon as the predecessor's body is in, and no credit is returned
+// for that slot; the successor's own slot comes back as usual. A successor of a lease the
+// fetcher does not run is handed back at once (failed ABORTED, never started).
+func TestWorkPrefetchSuccessorTakesSlot(t *testing.T) {
+	pdf := pdfBody(300_000, 31)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, func(c *Config) { c.Slots, c.Prefetch = 1, 2 })
+	s := h.stream(t)
+	if hello := s.next(t).GetHello(); hello.GetSlots() != 1 || hello.GetPrefetch() != 2 {
+		t.Fatalf("hello %v", hello)
+	}
+	s.push(t, assign("L1", g.URL+"/gate"))
+	succ := assign("L2", g.URL+"/pdf")
+	succ.GetAssign().AfterLeaseId = "L1"
+	s.push(t, succ)
+	wantEvent(t, s.next(t), "L1") // started
+	g.waitFirstHalf(t)
+	select {
+	case m := <-s.recv:
+		if m.GetHeartbeat() == nil && m.GetEvent().GetProgress() == nil {
+			t.Fatalf("sent %v while the predecessor downloads", m)
+		}
+	case <-time.After(100 * time.Millisecond): // nothing may come: a bounded look, not a sync
+	}
+	g.open()
+	var order []string
+	for completed := 0; completed < 2; {
+		var m *pb.WorkRequest
+		select {
+		case m = <-s.recv:
+		case <-time.After(testWait):
+			t.Fatalf("timed out; got %v", order)
+		}
+		ev := m.GetEvent()
+		switch {
+		case m.GetCredits() != nil:
+			order = append(order, fmt.Sprintf("credits %d", m.GetCredits().GetCredits()))
+		case ev.GetStarted() != nil:
+			order = append(order, ev.GetLeaseId()+" started")
+		case ev.GetProgress().GetBodyReceived():
+			order = append(order, ev.GetLeaseId()+" received")
+		case ev.GetCompleted() != nil:
+			order = append(order, ev.GetLeaseId()+" completed")
+			completed++
+		case ev.GetFailed() != nil:
+			t.Fatalf("failed: %v", ev)
+		}
+	}
+	idx := func(what string) int {
+		i := slices.Index(order, what)
+		if i < 0 {
+			t.Fatalf("no %q in %v", what, order)
+		}
+		return i
+	}
+	if idx("L1 received") > idx("L2 started") || idx("L2 received") > idx("credits 1") || strings.Count(strings.Join(order, ","), "credits") != 1 {
+		t.Fatalf("order %v: want L2 started after L1's body, and one credit (L2's slot) after L2's body", order)
+	}
+	orphan := assign("L3", g.URL+"/pdf")
+	orphan.GetAssign().AfterLeaseId = "L9"
+	s.push(t, orphan)
+	for {
+		m := s.next(t)
+		if m.GetCredits() != nil || m.GetHeartbeat() != nil || m.GetEvent().GetLeaseId() != "L3" {
+			continue
+		}
+		if f := m.GetEvent().GetFailed(); f.GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED || f.GetClass() != pb.FailureClass_FAILURE_CLASS_TRANSIENT {
+			t.Fatalf("a successor of an unknown lease: %v, want handed back (failed ABORTED)", m)
+		}
+		break
+	}
 }

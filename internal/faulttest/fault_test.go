@@ -35,12 +35,12 @@ const (
 	killCoordinator stepKind = iota // SIGKILL the coordinator mid-download, restart it on the same store
 	killFetcher                     // SIGKILL a fetcher mid-download, start a new one
 	termFetcher                     // SIGTERM a fetcher mid-download (it drains), start a new one
-	killCommitting                  // SIGKILL a fetcher holding received bodies not yet durable (pending commits), start a new one
+	killCommitting                  // SIGKILL a fetcher holding prefetched leases and pending commits (coordinator stopped meanwhile), start a new one
 )
 
 func (k stepKind) String() string {
 	return [...]string{"SIGKILL coordinator + restart", "SIGKILL fetcher + new fetcher", "SIGTERM fetcher mid-download + new fetcher",
-		"SIGKILL fetcher with pending commits + new fetcher"}[k]
+		"SIGKILL fetcher with prefetched leases and pending commits + new fetcher"}[k]
 }
 
 // step injects kind once at least the fraction at of the papers has succeeded.
@@ -359,73 +359,137 @@ func inject(ctx context.Context, c *cluster, origin *originlib.Origin, kind step
 		name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM (exited cleanly)"}[sig]
 		return fmt.Sprintf("%s %s with %d of its download(s) in flight; started %s", name, victim.name, busy, fresh.name), nil
 	case killCommitting:
-		// A commit takes milliseconds: on an idle machine the polls may miss every one. After
-		// a bounded wait the step kills the busiest fetcher instead, and says so.
-		wctx, cancel := context.WithTimeout(ctx, pendingCommitsWait)
-		victim, pending, err := waitPendingCommits(wctx, c)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", err
-			}
-			desc, err := inject(ctx, c, origin, killFetcher, slots)
-			return fmt.Sprintf("no fetcher seen with pending commits within %s; instead: %s", pendingCommitsWait, desc), err
-		}
-		c.signal(victim, syscall.SIGKILL)
-		fresh := c.startFetcher(slots)
-		if err := waitExit(ctx, victim, 40*time.Second); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("SIGKILL %s with %d received bodies not yet durable (pending commits, read from its /metrics just before); started %s", victim.name, pending, fresh.name), nil
+		return killPrefetching(ctx, c, slots)
 	}
 	return "", fmt.Errorf("unknown step %d", kind)
 }
 
-// pendingCommitsWait bounds how long the killCommitting step looks for a fetcher with pending
-// commits.
-const pendingCommitsWait = 15 * time.Second
+// Bounds of the killCommitting step (killPrefetching).
+const (
+	prefetchTries = 5               // attempts at catching a victim in the state wanted
+	prefetchStop  = 5 * time.Second // longest stop of the coordinator per attempt
+)
 
-// waitPendingCommits polls the live fetchers' /metrics until one holds received bodies that
-// are not durable yet (paperfetch_fetcher_pending_commits > 0), and returns it.
-func waitPendingCommits(ctx context.Context, c *cluster) (*proc, int, error) {
+// killPrefetching SIGKILLs a fetcher while it holds prefetched leases (successors waiting for
+// the slot of a running download) and pending commits (received bodies whose result the
+// coordinator has not committed and acknowledged yet). Both are held deterministically, not
+// caught by luck (a commit takes milliseconds): the step picks the fetcher with the most
+// waiting successors and stops the coordinator (SIGSTOP), so that the victim's downloads that
+// finish keep their results unacknowledged and no new work arrives, while the successors of
+// the downloads still running keep waiting; it kills the victim as soon as its /metrics show
+// both, then resumes the coordinator (SIGCONT) and starts a new fetcher. When the victim's
+// successors all started first, the coordinator resumes and the step tries again (bounded).
+func killPrefetching(ctx context.Context, c *cluster, slots int) (string, error) {
 	client := &http.Client{Timeout: 2 * time.Second}
+	for try := 1; ; try++ {
+		victim, err := busiestPrefetcher(ctx, c, client)
+		if err != nil {
+			return "", err
+		}
+		coord := c.coordinator()
+		if err := coord.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			return "", fmt.Errorf("SIGSTOP %s: %w", coord.name, err)
+		}
+		g, caught, err := catchPrefetching(ctx, client, victim)
+		if caught {
+			c.signal(victim, syscall.SIGKILL)
+		}
+		if err := coord.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			return "", fmt.Errorf("SIGCONT %s: %w", coord.name, err)
+		}
+		if err != nil {
+			return "", err
+		}
+		if !caught {
+			if try == prefetchTries {
+				return "", fmt.Errorf("%d times, no fetcher held prefetched leases and unacknowledged results together", try)
+			}
+			continue
+		}
+		fresh := c.startFetcher(slots)
+		if err := waitExit(ctx, victim, 40*time.Second); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("SIGKILL %s holding %d prefetched leases (successors waiting for a slot), %d received bodies not yet durable and %d results not yet acknowledged "+
+			"(its /metrics, read while %s was stopped, attempt %d); resumed %s, started %s",
+			victim.name, int(g[gaugePrefetched]), int(g[gaugePendingCommits]), int(g[gaugeUnacknowledged]), coord.name, try, coord.name, fresh.name), nil
+	}
+}
+
+// Fetcher gauges read by the suite.
+const (
+	gaugePrefetched     = "paperfetch_fetcher_prefetched_leases"
+	gaugePendingCommits = "paperfetch_fetcher_pending_commits"
+	gaugeUnacknowledged = "paperfetch_fetcher_unacknowledged_results"
+)
+
+// busiestPrefetcher polls the live fetchers' /metrics until one holds prefetched leases, and
+// returns the one holding most.
+func busiestPrefetcher(ctx context.Context, c *cluster, client *http.Client) (*proc, error) {
 	for {
+		var victim *proc
+		most := 0.0
 		for _, f := range c.liveFetchers() {
-			if n := pendingCommits(ctx, client, f.metrics); n > 0 {
-				return f, n, nil
+			if n := fetcherGauges(ctx, client, f.metrics)[gaugePrefetched]; n > most {
+				victim, most = f, n
 			}
 		}
+		if victim != nil {
+			return victim, nil
+		}
 		if err := ctx.Err(); err != nil {
-			return nil, 0, fmt.Errorf("no fetcher was seen with pending commits: %w", err)
+			return nil, fmt.Errorf("no fetcher was seen holding prefetched leases: %w", err)
 		}
 	}
 }
 
-// pendingCommits reads paperfetch_fetcher_pending_commits from a fetcher's /metrics (0 when
-// it cannot).
-func pendingCommits(ctx context.Context, client *http.Client, url string) int {
+// catchPrefetching polls victim's /metrics (for at most prefetchStop) until it holds prefetched
+// leases and results not yet acknowledged; caught is false when its prefetched leases all
+// started first.
+func catchPrefetching(ctx context.Context, client *http.Client, victim *proc) (g map[string]float64, caught bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, prefetchStop)
+	defer cancel()
+	for {
+		g = fetcherGauges(wctx, client, victim.metrics)
+		switch {
+		case g[gaugePrefetched] > 0 && g[gaugeUnacknowledged]+g[gaugePendingCommits] > 0:
+			return g, true, nil
+		case g[gaugePrefetched] == 0 && wctx.Err() == nil:
+			return g, false, nil
+		case ctx.Err() != nil:
+			return g, false, ctx.Err()
+		case wctx.Err() != nil:
+			return g, false, nil
+		}
+	}
+}
+
+// fetcherGauges reads the suite's gauges from a fetcher's /metrics (none when it cannot).
+func fetcherGauges(ctx context.Context, client *http.Client, url string) map[string]float64 {
+	out := map[string]float64{}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0
+		return out
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0
+		return out
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0
+		return out
 	}
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "paperfetch_fetcher_pending_commits "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return int(f)
+		for _, name := range []string{gaugePrefetched, gaugePendingCommits, gaugeUnacknowledged} {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					out[name] = f
+				}
 			}
 		}
 	}
-	return 0
+	return out
 }
 
 // result summarises a run for the report.
