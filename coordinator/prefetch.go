@@ -109,7 +109,7 @@ func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
 }
 
 // unlinkPred detaches l from its predecessor; a successor that was still waiting leaves its
-// stream's window.
+// stream's window, and a predecessor still running may get another successor.
 func (e *engine) unlinkPred(l *lease) {
 	p := l.pred
 	if p == nil {
@@ -118,6 +118,9 @@ func (e *engine) unlinkPred(l *lease) {
 	l.pred, p.succ = nil, nil
 	if !l.counted && l.conn != nil {
 		l.conn.waiting--
+	}
+	if p.conn != nil && e.mayPrecede(p.conn, p) {
+		e.noteCandidate(p.conn, p)
 	}
 }
 

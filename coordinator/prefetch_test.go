@@ -15,6 +15,23 @@ func prefetchPapers(n int, host string) []*pb.PaperSpec {
 	return out
 }
 
+// prefetchSetup connects a fetcher with 1 slot and a prefetch window to a coordinator without
+// per-host delay, submits batch "b" of n papers of one host, and returns the Assigns it got.
+func prefetchSetup(t *testing.T, conc, prefetch, n int) (*engHarness, *fetcherConn, []*pb.Assign) {
+	t.Helper()
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = conc })
+	t.Cleanup(h.close)
+	c := h.connectPrefetch("f", 1, prefetch)
+	if res := h.submit("b", prefetchPapers(n, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != 2 || as[0].GetAfterLeaseId() != "" || as[1].GetAfterLeaseId() != as[0].GetLeaseId() {
+		t.Fatalf("want a lease and its successor, got %v", as)
+	}
+	return h, c, as
+}
+
 func receivedEv() *pb.DownloadEvent {
 	return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 10, Total: 10, BodyReceived: true}}}
 }
@@ -27,16 +44,7 @@ func startedEv(a *pb.Assign) *pb.DownloadEvent {
 // credit; the successor takes the host slot of its predecessor when the predecessor's body is
 // in (the host's count does not move), and the next successor follows it.
 func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
-	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 1 })
-	defer h.close()
-	c := h.connectPrefetch("f", 1, 2)
-	if res := h.submit("b", prefetchPapers(4, "a.example")); res.err != nil {
-		t.Fatal(res.err)
-	}
-	as, _, _ := recv(c)
-	if len(as) != 2 || as[0].GetAfterLeaseId() != "" || as[1].GetAfterLeaseId() != as[0].GetLeaseId() {
-		t.Fatalf("want a lease and its successor, got %v", as)
-	}
+	h, c, as := prefetchSetup(t, 1, 2, 4)
 	host := h.e.hosts[h.e.hostByName["a.example"]]
 	if host.active != 1 || c.waiting != 1 || c.credits != 0 {
 		t.Fatalf("active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
@@ -66,16 +74,7 @@ func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
 // A predecessor that fails before its body is in voids its successor: re-queued (with a
 // Cancel) without counting a failure; the fetcher's hand-back of it is acknowledged.
 func TestPrefetchSuccessorVoidWhenPredecessorFails(t *testing.T) {
-	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 1 })
-	defer h.close()
-	c := h.connectPrefetch("f", 1, 1)
-	if res := h.submit("b", prefetchPapers(2, "a.example")); res.err != nil {
-		t.Fatal(res.err)
-	}
-	as, _, _ := recv(c)
-	if len(as) != 2 {
-		t.Fatalf("assigns %v", as)
-	}
+	h, c, as := prefetchSetup(t, 1, 1, 2)
 	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
 	_, cancels, acks := recv(c)
 	if len(cancels) != 1 || cancels[0] != as[1].GetLeaseId() || len(acks) != 1 {
@@ -103,15 +102,9 @@ func TestPrefetchSuccessorVoidWhenPredecessorFails(t *testing.T) {
 // waiting successor re-queues it without a failure; a draining fetcher's successors are
 // re-queued at once.
 func TestPrefetchHandBackAndDrain(t *testing.T) {
-	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 2 })
-	defer h.close()
-	c := h.connectPrefetch("f", 1, 1)
-	if res := h.submit("b", prefetchPapers(3, "a.example")); res.err != nil {
-		t.Fatal(res.err)
-	}
-	as, _, _ := recv(c)
-	if len(as) != 2 || as[1].GetAfterLeaseId() == "" {
-		t.Fatalf("assigns %v", as)
+	h, c, as := prefetchSetup(t, 2, 1, 4)
+	paper := func(a *pb.Assign) memPaper {
+		return h.e.papers[h.e.byBatch[batchKey(hashString(a.GetPaperId()), h.batch("b").idx)]]
 	}
 	h.send(c, eventReq(as[0], 1, startedEv(as[0])))
 	// Well within the predecessor's deadlines, past the start timeout counted from the Assign:
@@ -120,16 +113,21 @@ func TestPrefetchHandBackAndDrain(t *testing.T) {
 		h.advance(h.e.cfg.StartTimeout / 2)
 		h.send(c, eventReq(as[0], int64(2+i), &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1}}}))
 	}
-	if c.closed || h.e.leases[h.e.byBatch[batchKey(hashString(as[1].GetPaperId()), h.batch("b").idx)]] == nil {
+	if c.closed || paper(as[1]).state != stateDownloading {
 		t.Fatal("the waiting successor was reclaimed")
+	}
+	// The fetcher hands it back: re-queued without a failure, and the window is refilled.
+	h.send(c, eventReq(as[1], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
+	next, _, acks := recv(c)
+	if p := paper(as[1]); p.failures != 0 || len(acks) != 1 || len(next) != 1 || next[0].GetAfterLeaseId() != as[0].GetLeaseId() || c.waiting != 1 {
+		t.Fatalf("after the hand-back: paper %+v, acks %v, assigns %v, waiting %d", p, acks, next, c.waiting)
 	}
 	h.send(c, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{}}})
 	_, cancels, _ := recv(c)
-	if len(cancels) != 1 || cancels[0] != as[1].GetLeaseId() {
-		t.Fatalf("draining: cancels %v", cancels)
+	if len(cancels) != 1 || cancels[0] != next[0].GetLeaseId() || c.waiting != 0 {
+		t.Fatalf("draining: cancels %v, waiting %d", cancels, c.waiting)
 	}
-	idx := h.e.byBatch[batchKey(hashString(as[1].GetPaperId()), h.batch("b").idx)]
-	if p := h.e.papers[idx]; p.state != stateQueued || p.failures != 0 {
+	if p := paper(next[0]); p.state != stateQueued || p.failures != 0 {
 		t.Fatalf("successor's paper after draining: %+v", p)
 	}
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -350,6 +351,12 @@ func (m *propModel) check(t *rapid.T) {
 	for _, c := range e.conns {
 		if c.waiting != waiting[c] || c.waiting > c.prefetch && !c.draining {
 			t.Fatalf("fetcher %s: window %d/%d, %d successors waiting", c.id, c.waiting, c.prefetch, waiting[c])
+		}
+		// Every lease that may get a successor is a candidate (no window stays unfilled).
+		for _, l := range c.leases {
+			if c.prefetch > 0 && e.mayPrecede(c, l) && !slices.Contains(c.cands, l) {
+				t.Fatalf("fetcher %s: lease %s may precede a successor but is no candidate", c.id, l.name())
+			}
 		}
 	}
 	for _, h := range e.hosts {

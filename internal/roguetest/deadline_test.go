@@ -54,22 +54,29 @@ func TestChattyFetcherCannotHoldLeasesPastTheDeadline(t *testing.T) {
 		}
 		r.event(a, started(a))
 	}
-	for elapsed := time.Duration(0); elapsed < 3*time.Minute-10*time.Second; elapsed += 10 * time.Second {
-		for _, a := range leases {
-			e.progressBarrier(r, a, int64(elapsed)+1)
-		}
-		if n := r.cancelCount(); n > 0 {
-			t.Fatalf("%d leases cancelled after %s, before the deadline", n, elapsed)
-		}
-		e.clk.Advance(10 * time.Second)
-	}
-	e.clk.Advance(10 * time.Second)
-	wantCode(t, "chatty", r.waitEnd(), codes.FailedPrecondition)
+	e.chatPastDeadline(r, "chatty", leases, 3*time.Minute)
 	if n := e.counter(reclaims, "cause", "deadline"); n < 1 {
 		t.Fatalf("%v leases reclaimed at the deadline", n)
 	}
 	honest := openStream(t, e.gw, hello("honest", 4))
 	honest.waitAssigns(4)
+}
+
+// chatPastDeadline fakes progress of leases on r every 10s (fake clock) until deadline, checking
+// that nothing is cancelled before, and then that r's stream is closed (FAILED_PRECONDITION).
+func (e *env) chatPastDeadline(r *rogue, name string, leases []*pb.Assign, deadline time.Duration) {
+	e.t.Helper()
+	for elapsed := time.Duration(0); elapsed < deadline-10*time.Second; elapsed += 10 * time.Second {
+		for _, a := range leases {
+			e.progressBarrier(r, a, int64(elapsed)+2)
+		}
+		if n := r.cancelCount(); n > 0 {
+			e.t.Fatalf("%d leases cancelled after %s, before the deadline", n, elapsed)
+		}
+		e.clk.Advance(10 * time.Second)
+	}
+	e.clk.Advance(10 * time.Second)
+	wantCode(e.t, name, r.waitEnd(), codes.FailedPrecondition)
 }
 
 // A lease is renewed by its own events only: a fetcher that reports one lease and heartbeats
@@ -125,17 +132,7 @@ func TestPrefetchHoarderCannotHoldSuccessors(t *testing.T) {
 		r.event(a, started(a))
 	}
 	r.event(preds[0], &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1, Total: 1, BodyReceived: true}}})
-	for elapsed := time.Duration(0); elapsed < 3*time.Minute-10*time.Second; elapsed += 10 * time.Second {
-		for _, a := range preds {
-			e.progressBarrier(r, a, int64(elapsed)+2)
-		}
-		if n := r.cancelCount(); n > 0 {
-			t.Fatalf("%d leases cancelled after %s, before the deadline", n, elapsed)
-		}
-		e.clk.Advance(10 * time.Second)
-	}
-	e.clk.Advance(10 * time.Second)
-	wantCode(t, "hoarder", r.waitEnd(), codes.FailedPrecondition)
+	e.chatPastDeadline(r, "hoarder", preds, 3*time.Minute)
 	honest := openStream(t, e.gw, hello("honest", 6))
 	for done := 0; done < 6; {
 		got := honest.waitAssigns(done + 1)
