@@ -23,7 +23,8 @@ import (
 )
 
 // screenshotEnv names the folder the browser test writes its screenshots to (the README shows
-// docs/dashboard.png: PAPERFETCH_SCREENSHOTS=docs go test -run TestBrowser ./dashboard).
+// docs/dashboard.png: PAPERFETCH_SCREENSHOTS=docs go test -run 'TestBrowser$' ./dashboard; a
+// relative folder is taken from the module root).
 const screenshotEnv = "PAPERFETCH_SCREENSHOTS"
 
 // chromium finds the Debian chromium (scripts/test installs it); the test skips without it.
@@ -144,8 +145,11 @@ func (b *browser) stepWithin(d time.Duration, what string, actions ...chromedp.A
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
 	dir := os.Getenv(screenshotEnv)
-	if dir == "" {
+	switch {
+	case dir == "":
 		dir = b.t.TempDir()
+	case !filepath.IsAbs(dir):
+		dir = filepath.Join("..", dir) // the test runs in dashboard/
 	}
 	sctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
