@@ -356,6 +356,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"get", "--out", out, filepath.Join(dir, "nope.txt")}, "nope.txt: no such file, and not a URL, an arXiv id or a DOI"},
 		{[]string{"get", "--out", out, "--concurency", "3", list}, "flag provided but not defined: --concurency (did you mean --concurrency?)"},
 		{[]string{"gte", list}, `unknown command "gte" (did you mean "get"?)`},
+		{[]string{"get", "--out", out, "-x", list}, "flag provided but not defined: -x\n"},
+		{[]string{"get", list, "-j", "many"}, `invalid value "many" for flag -j: parse error`},
 		{[]string{"get", "--out", out, "--per-host-delay", "1", list}, `"1" has no unit: write 1s for seconds or 1ms for milliseconds`},
 		{[]string{"get", "--out", out, "--strict", list}, "1 malformed input entry (--strict); nothing was downloaded"},
 		{[]string{"get", "--out", out, empty}, "no papers in the input"},

@@ -86,9 +86,10 @@ func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 				}
 				return nil, errHelp
 			}
-			msg := strings.Replace(err.Error(), "defined: -", "defined: --", 1)
-			msg = strings.Replace(msg, "for flag -", "for flag --", 1)
-			msg = strings.Replace(msg, "needs an argument: -", "needs an argument: --", 1)
+			msg := err.Error()
+			for _, at := range []string{"defined: -", "for flag -", "needs an argument: -"} {
+				msg = longFlagName(msg, at)
+			}
 			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
 				if s := suggestFlag(fs, strings.TrimPrefix(name, "-")); s != "" {
 					msg += fmt.Sprintf(" (did you mean --%s?)", s)
@@ -112,6 +113,24 @@ func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		return nil, usagef("%v", err)
 	}
 	return positional, nil
+}
+
+// longFlagName writes the flag name after at in msg (the flag package's "-name") as the user
+// types it: "--name", or "-x" for a one-letter flag.
+func longFlagName(msg, at string) string {
+	i := strings.Index(msg, at)
+	if i < 0 {
+		return msg
+	}
+	rest := msg[i+len(at):]
+	name := rest
+	if j := strings.IndexAny(rest, ": "); j >= 0 {
+		name = rest[:j]
+	}
+	if len(name) <= 1 {
+		return msg
+	}
+	return msg[:i+len(at)] + "-" + rest
 }
 
 // errHelp is returned after --help printed the usage; the command exits 0.
