@@ -144,7 +144,7 @@ func TestGetInterruptWritesFailedAndReport(t *testing.T) {
 			failedRec = rec
 		}
 	})
-	if !strings.Contains(stderr, "Interrupted: 3 of 4 papers done.") {
+	if want := "Interrupted: 3 of 4 papers done (1 failed, listed in " + filepath.Join(out, "failed.txt") + "). Run the same command again to resume."; !strings.Contains(stderr, want) {
 		t.Errorf("stderr:\n%s", stderr)
 	}
 	if failedRec == nil || failedRec["reason"] != "not_found" || failedRec["url"] != o.URL+"/missing/1.pdf" {

@@ -478,7 +478,11 @@ func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
 			what, r.storageErr, done, sum.Total, r.o.out)
 		return &exitError{code: ExitStorage}
 	}
-	fmt.Fprintf(stderr, "\nInterrupted: %d of %d papers done. Run the same command again to resume.\n", done, sum.Total)
+	failed := ""
+	if sum.FailedList != "" {
+		failed = fmt.Sprintf(" (%d failed, listed in %s)", sum.Failed, sum.FailedList)
+	}
+	fmt.Fprintf(stderr, "\nInterrupted: %d of %d papers done%s. Run the same command again to resume.\n", done, sum.Total, failed)
 	return &exitError{code: ExitInterrupted}
 }
 
