@@ -261,17 +261,22 @@ func (a *api) SealBatch(ctx context.Context, req *pb.SealBatchRequest) (*pb.Seal
 	return &pb.SealBatchResponse{Batch: res.batch}, nil
 }
 
-// GetBatch returns a batch.
-func (a *api) GetBatch(ctx context.Context, req *pb.GetBatchRequest) (*pb.GetBatchResponse, error) {
+// GetBatch returns a batch as last committed, from its published view (readview.go): it
+// does not go through the loop, so neither the loop's work nor a commit in progress delays it.
+func (a *api) GetBatch(_ context.Context, req *pb.GetBatchRequest) (*pb.GetBatchResponse, error) {
 	if req.GetBatchId() == "" {
 		return nil, errBatchIDRequired
 	}
-	r := &getBatchReq{id: req.GetBatchId(), reply: make(chan batchResult, 1)}
-	res, err := ask(ctx, a.c, r, r.reply)
-	if err != nil {
-		return nil, err
+	select {
+	case <-a.c.done:
+		return nil, errStopped
+	default:
 	}
-	return &pb.GetBatchResponse{Batch: res.batch}, nil
+	v, ok := a.c.eng.pub.get(req.GetBatchId())
+	if !ok {
+		return nil, toStatus(batchNotFound(req.GetBatchId()))
+	}
+	return &pb.GetBatchResponse{Batch: v.proto()}, nil
 }
 
 // CancelBatch cancels a batch's unfinished papers.
@@ -418,6 +423,9 @@ func (a *api) ListPapers(ctx context.Context, req *pb.ListPapersRequest) (*pb.Li
 			return nil, status.Errorf(codes.Internal, "read papers: %v", err)
 		}
 		for i := range recs {
+			if !r.matches(recs[i].state, recs[i].reason) {
+				continue // the loop picked it for a change not committed yet
+			}
 			p := paperProto(res.batchID, &recs[i], specs[i], res.live[group[i]])
 			n := proto.Size(p) + protoEntryOverhead
 			if bytes+n > maxPageBytes && len(out.Papers) > 0 {

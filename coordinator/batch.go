@@ -4,8 +4,6 @@ import (
 	"sort"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
@@ -39,30 +37,45 @@ type chunk struct {
 	rec   chunkRecord
 }
 
-// batch is a batch of papers. Only the loop touches it.
-type batch struct {
-	idx          uint32
-	id           string
-	state        pb.BatchState
-	createdAt    time.Time
-	sealedAt     time.Time
-	finishedAt   time.Time
-	labels       map[string]string
-	contentHash  []byte // SubmitBatch only: the papers' digest, for idempotent retries
-	chunked      bool
-	cancelReason string
-	deleting     bool // DeleteBatch or retention: NOT_FOUND, its papers being deleted
+// batchStats is the part of a batch that changes over its life and that GetBatch and
+// ListBatches show; a batch's committed view (views.go) holds a copy of it.
+type batchStats struct {
+	state      pb.BatchState
+	sealedAt   time.Time
+	finishedAt time.Time
+	deleting   bool // DeleteBatch or retention: NOT_FOUND, its papers being deleted
 
-	chunks    map[int64]*chunk
-	ranges    []chunkRecord // chunks in acceptance order (submission order of the papers)
-	total     int64
-	nextChunk int64 // the lowest chunk index not accepted
+	total          int64
+	nextChunk      int64 // the lowest chunk index not accepted
+	chunksAccepted int64
 
 	counts          [numStates]int64
 	failedBy        [numReasons]int64 // FAILED papers per last failure reason
 	cached          int64
 	bytesStored     int64
 	bytesDownloaded int64
+}
+
+// batch is a batch of papers. Only the loop touches it.
+type batch struct {
+	idx          uint32
+	id           string
+	createdAt    time.Time
+	labels       map[string]string // never changed once the batch exists
+	contentHash  []byte            // SubmitBatch only: the papers' digest, for idempotent retries
+	chunked      bool
+	cancelReason string
+	batchStats
+
+	chunks map[int64]*chunk
+	ranges []chunkRecord // chunks in acceptance order (submission order of the papers)
+
+	// view is the batch as last committed, published for GetBatch (views.go); viewStale marks
+	// a batch changed since (in engine.touched).
+	view      *batchView
+	viewStale bool
+	bps       float64   // the speed in view, computed at bpsAt
+	bpsAt     time.Time // zero: no download running
 
 	watchers    []*watcher
 	watchPapers int                 // watchers that want paper updates
@@ -92,9 +105,10 @@ func (b *batch) record() batchRecord {
 
 func batchFromRecord(idx uint32, r *batchRecord) *batch {
 	b := &batch{
-		idx: idx, id: r.ID, state: pb.BatchState(r.State), createdAt: time.Unix(0, r.CreatedAt),
-		labels: r.Labels, contentHash: r.ContentHash, chunked: r.Chunked, cancelReason: r.CancelReason, deleting: r.Deleting,
-		chunks: make(map[int64]*chunk),
+		idx: idx, id: r.ID, createdAt: time.Unix(0, r.CreatedAt),
+		labels: r.Labels, contentHash: r.ContentHash, chunked: r.Chunked, cancelReason: r.CancelReason,
+		batchStats: batchStats{state: pb.BatchState(r.State), deleting: r.Deleting},
+		chunks:     make(map[int64]*chunk),
 	}
 	if r.SealedAt != 0 {
 		b.sealedAt = time.Unix(0, r.SealedAt)
@@ -110,6 +124,7 @@ func (b *batch) addChunk(index int64, rec chunkRecord) {
 	b.chunks[index] = &chunk{index: index, rec: rec}
 	b.ranges = append(b.ranges, rec)
 	b.total += int64(rec.n)
+	b.chunksAccepted = int64(len(b.chunks))
 	for b.chunks[b.nextChunk] != nil {
 		b.nextChunk++
 	}
@@ -135,42 +150,10 @@ func (b *batch) locate(pos int64) (int, uint32) {
 	return len(b.ranges), 0
 }
 
-// proto builds the batch's wire form.
+// proto builds the batch's wire form from its current state (bps is its speed).
 func (b *batch) proto(bps float64) *pb.Batch {
-	out := &pb.Batch{
-		BatchId: b.id,
-		State:   b.state,
-		Counts: &pb.PaperCounts{
-			Queued:      b.counts[stateQueued],
-			RetryWait:   b.counts[stateRetryWait],
-			Downloading: b.counts[stateDownloading],
-			Succeeded:   b.counts[stateSucceeded],
-			Failed:      b.counts[stateFailed],
-			Cancelled:   b.counts[stateCancelled],
-			Cached:      b.cached,
-		},
-		TotalPapers:       b.total,
-		BytesStored:       b.bytesStored,
-		BytesDownloaded:   b.bytesDownloaded,
-		CreatedAt:         timestamppb.New(b.createdAt),
-		BytesPerSecond:    bps,
-		Labels:            b.labels,
-		ChunksAccepted:    int64(len(b.chunks)),
-		FirstMissingChunk: b.nextChunk,
-	}
-	for r, n := range b.failedBy {
-		if n > 0 {
-			out.FailedByReason = append(out.FailedByReason, &pb.ReasonCount{Reason: pb.FailureReason(r), Count: n})
-		}
-	}
-	sort.SliceStable(out.FailedByReason, func(i, j int) bool { return out.FailedByReason[i].Count > out.FailedByReason[j].Count })
-	if !b.sealedAt.IsZero() {
-		out.SealedAt = timestamppb.New(b.sealedAt)
-	}
-	if !b.finishedAt.IsZero() {
-		out.FinishedAt = timestamppb.New(b.finishedAt)
-	}
-	return out
+	v := b.snapshot(bps)
+	return v.proto()
 }
 
 func (b *batch) terminalState() bool {

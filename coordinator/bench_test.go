@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,25 +64,8 @@ func BenchmarkDurableCompletions(b *testing.B) {
 		c.InboxSize = 1 << 16
 		c.Registerer = reg
 	})
-	ctx := ctxT(b)
 	n := max(b.N, 5000)
-	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "bench"}); err != nil {
-		b.Fatal(err)
-	}
-	chunks := 0
-	for i := 0; i < n; i += 5000 {
-		papers := make([]*pb.PaperSpec, 0, 5000)
-		for j := i; j < min(i+5000, n); j++ {
-			papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", j), Urls: []string{fmt.Sprintf("https://h%d.example/p%d.pdf", j%100, j)}})
-		}
-		if _, err := h.api.AppendPapers(ctx, &pb.AppendPapersRequest{BatchId: "bench", ChunkIndex: int64(chunks), Papers: papers}); err != nil {
-			b.Fatal(err)
-		}
-		chunks++
-	}
-	if _, err := h.api.SealBatch(ctx, &pb.SealBatchRequest{BatchId: "bench", ChunkCount: int64(chunks)}); err != nil {
-		b.Fatal(err)
-	}
+	submitBenchBatch(b, h, n)
 	var completed atomic.Int64
 	b.ResetTimer()
 	start := time.Now()
@@ -110,6 +94,92 @@ func BenchmarkDurableCompletions(b *testing.B) {
 			b.ReportMetric(hg.GetSampleSum()/float64(hg.GetSampleCount()), "records/commit")
 		}
 	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// submitBenchBatch submits batch "bench" of n papers on 100 hosts, in chunks of 5,000.
+func submitBenchBatch(b *testing.B, h *harness, n int) {
+	ctx := ctxT(b)
+	if _, err := h.api.CreateBatch(ctx, &pb.CreateBatchRequest{BatchId: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	chunks := 0
+	for i := 0; i < n; i += 5000 {
+		papers := make([]*pb.PaperSpec, 0, 5000)
+		for j := i; j < min(i+5000, n); j++ {
+			papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", j), Urls: []string{fmt.Sprintf("https://h%d.example/p%d.pdf", j%100, j)}})
+		}
+		if _, err := h.api.AppendPapers(ctx, &pb.AppendPapersRequest{BatchId: "bench", ChunkIndex: int64(chunks), Papers: papers}); err != nil {
+			b.Fatal(err)
+		}
+		chunks++
+	}
+	if _, err := h.api.SealBatch(ctx, &pb.SealBatchRequest{BatchId: "bench", ChunkCount: int64(chunks)}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkReadsDuringCommits measures the latency of GetBatch and of GetPaper (two clients,
+// each calling in a loop) while 4 fetchers complete 50,000 papers through fsynced group
+// commits (as BenchmarkDurableCompletions): reads do not wait for those commits.
+func BenchmarkReadsDuringCommits(b *testing.B) {
+	h := startHarness(b, func(c *Config) {
+		c.PerHostConcurrency = 1 << 16
+		c.InboxSize = 1 << 16
+	})
+	const n = 50000
+	submitBenchBatch(b, h, n)
+	ctx := ctxT(b)
+	var completed atomic.Int64
+	var stops []func()
+	for i := 0; i < 4; i++ {
+		stops = append(stops, benchFetcher(b, h, fmt.Sprintf("f%d", i), 512, &completed))
+	}
+	defer func() {
+		for _, s := range stops {
+			s()
+		}
+	}()
+	// reads calls read until 90% of the papers completed and returns each call's latency.
+	reads := func(read func(i int) error) chan []time.Duration {
+		out := make(chan []time.Duration, 1)
+		go func() {
+			var lat []time.Duration
+			for i := 0; completed.Load() < n*9/10; i++ {
+				start := time.Now()
+				if err := read(i); err != nil {
+					b.Error(err)
+					break
+				}
+				lat = append(lat, time.Since(start))
+			}
+			out <- lat
+		}()
+		return out
+	}
+	b.ResetTimer()
+	gb := reads(func(int) error {
+		_, err := h.api.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "bench"})
+		return err
+	})
+	gp := reads(func(i int) error {
+		_, err := h.api.GetPaper(ctx, &pb.GetPaperRequest{BatchId: "bench", PaperId: fmt.Sprintf("p%d", i%n)})
+		return err
+	})
+	getBatch, getPaper := <-gb, <-gp
+	b.StopTimer()
+	report := func(name string, d []time.Duration) {
+		if len(d) == 0 {
+			return
+		}
+		slices.Sort(d)
+		at := func(p float64) float64 { return float64(d[int(p*float64(len(d)-1))].Microseconds()) / 1000 }
+		b.ReportMetric(at(0.5), name+"-p50-ms")
+		b.ReportMetric(at(0.99), name+"-p99-ms")
+		b.ReportMetric(float64(len(d)), name+"-calls")
+	}
+	report("GetBatch", getBatch)
+	report("GetPaper", getPaper)
 	b.ReportMetric(0, "ns/op")
 }
 

@@ -40,6 +40,7 @@ type engine struct {
 	verification // completions checked against the blob store (verify.go)
 	collection   // batch deletion, retention and blob collection (delete.go)
 	iteration    // what the current iteration changed and must write and send (ready.go)
+	readViews    // the committed views that reads see (readview.go)
 }
 
 // catalog is every paper and batch: the compact in-memory paper states, the batches, and
@@ -159,6 +160,7 @@ func newEngine(cfg Config, stored storage, ids leaseIDs, m *metrics) *engine {
 			limits:  cfg.assignLimits(),
 		},
 		watchSet:     watchSet{watched: make(map[uint32]*batch)},
+		readViews:    readViews{pub: &batchViews{}},
 		verification: verification{verify: cfg.Bucket != nil},
 		collection: collection{
 			collector: cfg.Bucket != nil,

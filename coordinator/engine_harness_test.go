@@ -109,7 +109,30 @@ func (h *engHarness) step() {
 			h.t.Fatal(err)
 		}
 		if !h.e.pending() {
+			h.checkViews()
 			return
+		}
+	}
+}
+
+// checkViews checks that, between iterations, reads see exactly the committed state: every
+// batch's published view equals its state (a change that does not touch its batch would
+// leave the view behind).
+func (h *engHarness) checkViews() {
+	h.t.Helper()
+	for _, b := range h.e.batches {
+		if b == nil {
+			continue
+		}
+		if b.view == nil || b.view.stats != b.batchStats {
+			h.t.Fatalf("batch %s: view %+v, state %+v", b.id, b.view, b.batchStats)
+		}
+		if v, ok := h.e.pub.get(b.id); b.deleting {
+			if ok && v == b.view {
+				h.t.Fatalf("batch %s: being deleted, still published", b.id)
+			}
+		} else if !ok || v != b.view {
+			h.t.Fatalf("batch %s: published %+v, want %+v", b.id, v, b.view)
 		}
 	}
 }

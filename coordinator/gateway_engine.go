@@ -223,7 +223,7 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		l.bytes = k.Progress.GetBytes()
 		l.total = k.Progress.GetTotal()
 		l.bps = k.Progress.GetBytesPerSecond()
-		b.changed = true
+		e.touchBatch(b)
 		if k.Progress.GetBodyReceived() && l.resolve == nil {
 			e.exchangeEnded(l, now)
 		}

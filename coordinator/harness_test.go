@@ -70,10 +70,19 @@ func configIn(t testing.TB, dataDir string, mutate func(*Config)) Config {
 // startHarness opens a coordinator on testConfig(t, mutate) and serves it in-process.
 func startHarness(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
+	return startHarnessWith(t, mutate, nil)
+}
+
+// startHarnessWith is startHarness calling prepare, when not nil, before the loop runs.
+func startHarnessWith(t testing.TB, mutate func(*Config), prepare func(*Coordinator)) *harness {
+	t.Helper()
 	cfg := testConfig(t, mutate)
 	c, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
+	}
+	if prepare != nil {
+		prepare(c)
 	}
 	h := &harness{t: t, cfg: cfg, c: c, lis: bufconn.Listen(1 << 20), runDone: make(chan error, 1)}
 	h.srv = grpc.NewServer()

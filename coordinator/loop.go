@@ -75,8 +75,9 @@ func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Dura
 }
 
 // iterate is one iteration: apply what waits in the inboxes (at most maxDrain of each), tick,
-// schedule, then carry out the engine's ready: commit its writes, deliver its messages and
-// replies and hand its work to the verifiers and the collector, and tell the engine.
+// schedule, then carry out the engine's ready: commit its writes, publish the views reads see
+// (readview.go), deliver its messages and replies and hand its work to the verifiers and the
+// collector, and tell the engine. Reads reply as they are applied, from committed state.
 func (l *loop) iterate(now time.Time) error {
 	start := time.Now()
 	e := l.e
@@ -104,11 +105,14 @@ func (l *loop) iterate(now time.Time) error {
 	e.tick(now)
 	e.schedule(now)
 	rd := e.takeReady()
+	views := e.takeViews(now)
 	released, err := l.commit(rd.writes)
 	if err != nil {
 		l.log.Error("store commit failed; stopping the coordinator", "err", err)
 		return fmt.Errorf("coordinator loop: %w", err)
 	}
+	// Reads see the iteration's changes from now on: before its replies go out.
+	e.publishViews(views)
 	l.gcQueue = append(l.gcQueue, rd.collect...)
 	l.gcQueue = append(l.gcQueue, e.committed(released)...)
 	l.verifyQueue = append(l.verifyQueue, rd.verify...)

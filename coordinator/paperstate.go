@@ -61,7 +61,7 @@ func (e *engine) setState(idx uint32, s uint8, now time.Time) {
 }
 
 func (e *engine) notePaper(b *batch, idx uint32) {
-	b.changed = true
+	e.touchBatch(b)
 	if b.watchPapers > 0 {
 		if b.updates == nil {
 			b.updates = make(map[uint32]struct{})
@@ -72,7 +72,7 @@ func (e *engine) notePaper(b *batch, idx uint32) {
 
 func (e *engine) markBatch(b *batch) {
 	e.ws.batches = append(e.ws.batches, batchWrite{idx: b.idx, rec: b.record()})
-	b.changed = true
+	e.touchBatch(b)
 }
 
 func (e *engine) checkBatchDone(b *batch, now time.Time) {

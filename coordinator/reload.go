@@ -101,6 +101,14 @@ func (e *engine) load(now time.Time) error {
 		}
 	}
 	e.finalBatches = e.finalBatches[:0]
+	// Reads see the stored batches at once (a batch completed above is shown COMPLETED before
+	// that is written: it follows from committed state alone, and a reload would redo it).
+	for _, b := range e.batches {
+		if b != nil && !b.deleting {
+			e.touchBatch(b)
+		}
+	}
+	e.publishViews(e.takeViews(now))
 	return nil
 }
 

@@ -27,26 +27,10 @@ func (e *engine) batchByName(id string) (*batch, error) {
 	return e.batches[i], nil
 }
 
-// getBatchReq is GetBatch.
-type getBatchReq struct {
-	id    string
-	reply chan batchResult
-}
-
-// batchResult is a batch's wire form, the answer of GetBatch and CancelBatch.
+// batchResult is a batch's wire form, the answer of CancelBatch.
 type batchResult struct {
 	batch *pb.Batch
 	err   error
-}
-
-func (r *getBatchReq) apply(e *engine, _ time.Time) {
-	var res batchResult
-	if b, err := e.batchByName(r.id); err != nil {
-		res.err = err
-	} else {
-		res.batch = e.batchProto(b)
-	}
-	e.replies = append(e.replies, func() { r.reply <- res })
 }
 
 // cancelBatchReq is CancelBatch.
@@ -113,7 +97,7 @@ func (e *engine) cancelBatch(b *batch, reason string, finishRunning bool, now ti
 	e.log.Info("batch cancelled", "batch", b.id, "reason", reason, "running", b.counts[stateDownloading], "finish_running", finishRunning)
 }
 
-// listBatchesReq is ListBatches.
+// listBatchesReq is ListBatches: it lists the committed views and replies at once.
 type listBatchesReq struct {
 	size  int
 	token string
@@ -128,22 +112,23 @@ type listBatchesResult struct {
 
 func (r *listBatchesReq) apply(e *engine, _ time.Time) {
 	var res listBatchesResult
+	defer func() { r.reply <- res }()
 	start := len(e.batches) - 1
 	if r.token != "" {
 		n, err := strconv.Atoi(r.token)
 		if err != nil || n < 0 || n >= len(e.batches) {
 			res.err = invalidField("page_token", "is not valid here; pass the next_page_token of a previous call")
-			e.replies = append(e.replies, func() { r.reply <- res })
 			return
 		}
 		start = n
 	}
 	bytes := 0
 	for i := start; i >= 0 && len(res.batches) < r.size; i-- {
-		if e.batches[i] == nil || e.batches[i].deleting {
+		b := e.batches[i]
+		if b == nil || b.view == nil || b.view.stats.deleting {
 			continue
 		}
-		bp := e.batchProto(e.batches[i])
+		bp := b.view.proto()
 		n := proto.Size(bp) + protoEntryOverhead
 		if bytes+n > maxPageBytes && len(res.batches) > 0 {
 			res.next = strconv.Itoa(i)
@@ -155,7 +140,6 @@ func (r *listBatchesReq) apply(e *engine, _ time.Time) {
 			res.next = strconv.Itoa(i - 1)
 		}
 	}
-	e.replies = append(e.replies, func() { r.reply <- res })
 }
 
 // liveInfo is what only the loop knows about a running paper.
@@ -163,8 +147,8 @@ type liveInfo struct {
 	bytes, total int64
 }
 
-// lookupReq resolves a paper of a batch (GetPaper, ReadPaper). The handler verifies the id
-// against the stored spec.
+// lookupReq resolves a paper of a committed batch (GetPaper, ReadPaper) and replies at once.
+// The handler reads the paper's committed record and verifies the id against its spec.
 type lookupReq struct {
 	batchID, paperID string
 	reply            chan lookupResult
@@ -179,7 +163,7 @@ type lookupResult struct {
 
 func (r *lookupReq) apply(e *engine, _ time.Time) {
 	var res lookupResult
-	b, err := e.batchByName(r.batchID)
+	b, _, err := e.committedBatch(r.batchID)
 	if err != nil {
 		res.err = err
 	} else {
@@ -196,10 +180,13 @@ func (r *lookupReq) apply(e *engine, _ time.Time) {
 			}
 		}
 	}
-	e.replies = append(e.replies, func() { r.reply <- res })
+	r.reply <- res
 }
 
-// listPapersReq is ListPapers: the loop picks the papers, the handler reads them.
+// listPapersReq is ListPapers: the loop picks the papers of a committed batch and replies at
+// once, the handler reads their committed records. A paper changed since the last commit
+// (flagDirty) is picked whatever its current state: the handler filters every paper again on
+// its committed record.
 type listPapersReq struct {
 	batchID string
 	states  uint8  // bit per PaperState; 0 = all
@@ -224,17 +211,18 @@ const maxScan = 1 << 20
 
 func (r *listPapersReq) apply(e *engine, _ time.Time) {
 	var res listPapersResult
-	defer func() { e.replies = append(e.replies, func() { r.reply <- res }) }()
-	b, err := e.batchByName(r.batchID)
+	defer func() { r.reply <- res }()
+	b, v, err := e.committedBatch(r.batchID)
 	if err != nil {
 		res.err = err
 		return
 	}
 	res.batchID = b.id
+	total := v.stats.total // the committed papers: the first total of b.ranges
 	var pos int64
 	if r.token != "" {
 		n, err := strconv.ParseInt(r.token, 10, 64)
-		if err != nil || n < 0 || n > b.total {
+		if err != nil || n < 0 || n > total {
 			res.err = invalidField("page_token", "is not valid here; pass the next_page_token of a previous call")
 			return
 		}
@@ -242,17 +230,14 @@ func (r *listPapersReq) apply(e *engine, _ time.Time) {
 	}
 	scanned := 0
 	ri, off := b.locate(pos)
-	for ; pos < b.total && len(res.idxs) < r.size && scanned < maxScan && ri < len(b.ranges); pos++ {
+	for ; pos < total && len(res.idxs) < r.size && scanned < maxScan && ri < len(b.ranges); pos++ {
 		scanned++
 		idx := b.ranges[ri].first + off
 		if off++; off == b.ranges[ri].n {
 			ri, off = ri+1, 0
 		}
-		s := e.papers[idx].state
-		if r.states != 0 && r.states&(1<<s) == 0 {
-			continue
-		}
-		if r.reasons != 0 && r.reasons&(1<<e.papers[idx].reason) == 0 {
+		p := &e.papers[idx]
+		if p.flags&flagDirty == 0 && !r.matches(p.state, p.reason) {
 			continue
 		}
 		res.idxs = append(res.idxs, idx)
@@ -264,9 +249,15 @@ func (r *listPapersReq) apply(e *engine, _ time.Time) {
 			res.live[idx] = liveInfo{bytes: l.bytes, total: l.total}
 		}
 	}
-	if pos < b.total {
+	if pos < total {
 		res.next = strconv.FormatInt(pos, 10)
 	}
+}
+
+// matches reports whether a paper in state s with last failure reason reason passes the
+// request's filters.
+func (r *listPapersReq) matches(s, reason uint8) bool {
+	return (r.states == 0 || r.states&(1<<s) != 0) && (r.reasons == 0 || r.reasons&(1<<reason) != 0)
 }
 
 // watchReq registers a WatchBatch stream.

@@ -152,11 +152,11 @@ func TestInboxFullIsResourceExhausted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := a.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "x"})
+		_, err := a.ListBatches(ctx, &pb.ListBatchesRequest{})
 		done <- err
 	}()
 	waitFor(t, "inbox occupied", func() bool { return len(c.inbox) == 1 })
-	if _, err := a.GetBatch(context.Background(), &pb.GetBatchRequest{BatchId: "x"}); status.Code(err) != codes.ResourceExhausted {
+	if _, err := a.ListBatches(context.Background(), &pb.ListBatchesRequest{}); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("got %v, want ResourceExhausted", err)
 	}
 	cancel()

@@ -77,8 +77,9 @@ func (e *engine) newBatch(id string, labels map[string]string, chunked bool, now
 		id = e.newBatchID(now)
 	}
 	b := &batch{
-		idx: uint32(len(e.batches)), id: id, state: pb.BatchState_BATCH_STATE_OPEN, createdAt: now,
+		idx: uint32(len(e.batches)), id: id, createdAt: now,
 		labels: labels, chunked: chunked, chunks: make(map[int64]*chunk),
+		batchStats: batchStats{state: pb.BatchState_BATCH_STATE_OPEN},
 	}
 	e.batches = append(e.batches, b)
 	e.batchByID[id] = b.idx
@@ -258,6 +259,6 @@ func (e *engine) addPapers(b *batch, chunkIndex int64, pp []preparedPaper, hash 
 	rec := chunkRecord{hash: hash, first: first, n: uint32(len(pp)), createdAt: ns}
 	b.addChunk(chunkIndex, rec)
 	e.ws.chunks = append(e.ws.chunks, chunkWrite{batch: b.idx, index: chunkIndex, rec: rec})
-	b.changed = true
+	e.touchBatch(b)
 	return nil
 }

@@ -84,7 +84,7 @@ func (e *engine) retryFailed(b *batch, now time.Time) (int64, error) {
 	return n, nil
 }
 
-// hostsReq is ListHosts.
+// hostsReq is ListHosts: it lists the hosts whose records are committed and replies at once.
 type hostsReq struct {
 	size     int
 	token    string
@@ -100,20 +100,21 @@ type hostsResult struct {
 
 func (r *hostsReq) apply(e *engine, now time.Time) {
 	var res hostsResult
-	defer func() { e.replies = append(e.replies, func() { r.reply <- res }) }()
+	defer func() { r.reply <- res }()
+	hosts := e.hosts[:e.hostsVisible]
 	start := 0
 	if r.token != "" {
 		n, err := strconv.Atoi(r.token)
-		if err != nil || n < 0 || n > len(e.hosts) {
+		if err != nil || n < 0 || n > len(hosts) {
 			res.err = invalidField("page_token", "is not valid here; pass the next_page_token of a previous call")
 			return
 		}
 		start = n
 	}
 	i := start
-	for scanned := 0; i < len(e.hosts) && len(res.hosts) < r.size && scanned < maxHostScan; i++ {
+	for scanned := 0; i < len(hosts) && len(res.hosts) < r.size && scanned < maxHostScan; i++ {
 		scanned++
-		h := e.hosts[i]
+		h := hosts[i]
 		if h == nil {
 			continue
 		}
@@ -123,7 +124,7 @@ func (r *hostsReq) apply(e *engine, now time.Time) {
 		}
 		res.hosts = append(res.hosts, hostProto(h, paused, now))
 	}
-	if i < len(e.hosts) {
+	if i < len(hosts) {
 		res.next = strconv.Itoa(i)
 	}
 }
@@ -148,7 +149,7 @@ func hostProto(h *host, paused bool, now time.Time) *pb.Host {
 	return out
 }
 
-// fetchersReq is ListFetchers.
+// fetchersReq is ListFetchers: connections, nothing durable; it replies at once.
 type fetchersReq struct {
 	reply chan *pb.ListFetchersResponse
 }
@@ -169,5 +170,5 @@ func (r *fetchersReq) apply(e *engine, _ time.Time) {
 			ConnectedAt: timestamppb.New(c.connected), LastHeardAt: timestamppb.New(c.lastMsg),
 		})
 	}
-	e.replies = append(e.replies, func() { r.reply <- res })
+	r.reply <- res
 }

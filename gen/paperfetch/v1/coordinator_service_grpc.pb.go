@@ -50,6 +50,14 @@ const (
 // SealBatch, CancelBatch) returns only after the change is committed and fsynced to the
 // coordinator's store; a crash after the reply loses nothing that was acknowledged.
 //
+// Reads (GetBatch, ListBatches, GetPaper, ListPapers, ListHosts, ListFetchers) show committed
+// state only, and do not wait for other callers' writes to be committed: a change is visible to
+// reads once it is durable, never before (so nothing a read showed can be lost in a crash).
+// A caller's own write is invisible until its reply arrives and visible to every read started
+// after the reply. Live progress is not durable and is shown as it is: a batch's
+// bytes_downloaded and bytes_per_second, a DOWNLOADING paper's byte counts, and the counters of
+// ListHosts and ListFetchers. GetBatch is served without the coordinator's owner loop.
+//
 // Submitting. Small batches go in one SubmitBatch call. Larger ones (a million papers) are
 // sent in chunks: CreateBatch, then AppendPapers with chunk_index 0, 1, 2, ... (each chunk is
 // made durable on its own and may be retried safely), then SealBatch. Papers start downloading
@@ -122,7 +130,8 @@ type CoordinatorServiceClient interface {
 	// GetPaper returns one paper of a batch.
 	GetPaper(ctx context.Context, in *GetPaperRequest, opts ...grpc.CallOption) (*GetPaperResponse, error)
 	// ListPapers lists the papers of a batch in submission order, a page at a time, optionally
-	// only those in the given states.
+	// only those in the given states. The filters apply to the papers' committed states, so a
+	// filtered page may hold fewer than page_size papers while next_page_token is set.
 	ListPapers(ctx context.Context, in *ListPapersRequest, opts ...grpc.CallOption) (*ListPapersResponse, error)
 	// WatchBatch streams a snapshot of the batch, then coalesced progress and paper state changes
 	// until the batch is settled or the client goes away. The last message carries the settled
@@ -344,6 +353,14 @@ func (c *coordinatorServiceClient) ListFetchers(ctx context.Context, in *ListFet
 // SealBatch, CancelBatch) returns only after the change is committed and fsynced to the
 // coordinator's store; a crash after the reply loses nothing that was acknowledged.
 //
+// Reads (GetBatch, ListBatches, GetPaper, ListPapers, ListHosts, ListFetchers) show committed
+// state only, and do not wait for other callers' writes to be committed: a change is visible to
+// reads once it is durable, never before (so nothing a read showed can be lost in a crash).
+// A caller's own write is invisible until its reply arrives and visible to every read started
+// after the reply. Live progress is not durable and is shown as it is: a batch's
+// bytes_downloaded and bytes_per_second, a DOWNLOADING paper's byte counts, and the counters of
+// ListHosts and ListFetchers. GetBatch is served without the coordinator's owner loop.
+//
 // Submitting. Small batches go in one SubmitBatch call. Larger ones (a million papers) are
 // sent in chunks: CreateBatch, then AppendPapers with chunk_index 0, 1, 2, ... (each chunk is
 // made durable on its own and may be retried safely), then SealBatch. Papers start downloading
@@ -416,7 +433,8 @@ type CoordinatorServiceServer interface {
 	// GetPaper returns one paper of a batch.
 	GetPaper(context.Context, *GetPaperRequest) (*GetPaperResponse, error)
 	// ListPapers lists the papers of a batch in submission order, a page at a time, optionally
-	// only those in the given states.
+	// only those in the given states. The filters apply to the papers' committed states, so a
+	// filtered page may hold fewer than page_size papers while next_page_token is set.
 	ListPapers(context.Context, *ListPapersRequest) (*ListPapersResponse, error)
 	// WatchBatch streams a snapshot of the batch, then coalesced progress and paper state changes
 	// until the batch is settled or the client goes away. The last message carries the settled
