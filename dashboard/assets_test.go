@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
 // TestVendoredAssets pins the vendored chart library to the files of the npm package
@@ -36,6 +39,26 @@ func TestVendoredAssets(t *testing.T) {
 		}
 		if m := external.Find(b); m != nil {
 			t.Errorf("%s loads from another origin: %s", name, m)
+		}
+	}
+}
+
+// TestEveryRPCHasARoute checks that the gateway's rules file maps every CoordinatorService
+// method, so that a method added to the contract cannot miss its /v1/ route.
+func TestEveryRPCHasARoute(t *testing.T) {
+	rules, err := os.ReadFile(filepath.Join("..", "proto", "paperfetch", "v1", "coordinator_service_http.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := pb.File_paperfetch_v1_coordinator_service_proto.Services().ByName("CoordinatorService")
+	methods := svc.Methods()
+	if methods.Len() == 0 {
+		t.Fatal("no methods in CoordinatorService")
+	}
+	for i := range methods.Len() {
+		sel := "selector: " + string(methods.Get(i).FullName()) + "\n"
+		if !strings.Contains(string(rules), sel) {
+			t.Errorf("%s has no HTTP rule in coordinator_service_http.yaml", methods.Get(i).FullName())
 		}
 	}
 }
