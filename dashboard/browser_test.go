@@ -230,6 +230,11 @@ func TestBrowser(t *testing.T) {
 	if b := s.watchToEnd(t, "flaky"); b.GetCounts().GetFailed() != 1 {
 		t.Fatalf("flaky: %v", b)
 	}
+	if b := s.watchToEnd(t, "limited"); b.GetCounts().GetFailed() != 1 {
+		t.Fatalf("limited: %v", b)
+	}
+	// The host is paused for an hour now: a new paper on it waits.
+	submit("waiting", paper("w1", limited.URL+"/limited/w1.pdf"))
 
 	br := newBrowser(t, chromePath, start)
 	ctx, step, screenshot, logs := br.ctx, br.step, br.screenshot, br.logs
@@ -255,6 +260,13 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(`#batches tr[data-batch="tocancel"] button.cancel`),
 		waitJS(text(`#batches tr[data-batch="tocancel"] .state`)+` === 'cancelled'`))
 	screenshot("dashboard.png")
+
+	// A batch waiting on the paused host says so on its page.
+	step("see why a batch waits", chromedp.Navigate(s.url+"/#/batch/waiting"),
+		waitJS(text(`#batch-hosts tr[data-host="`+limitedHost+`"] .paused-cell`)+`.includes('paused')`),
+		waitJS(text(`#batch-hosts tr[data-host="`+limitedHost+`"] .paused-cell`)+`.includes('retry_after')`),
+		waitJS(text(`#batch-hosts tr[data-host="`+limitedHost+`"] td.remaining`)+` === '1'`),
+		chromedp.Navigate(s.url+"/#/"), waitJS(`document.querySelector('#batches tr[data-batch="running"] a')`))
 
 	// A running batch's page follows it to completed, live.
 	step("open the running batch", chromedp.Click(`#batches tr[data-batch="running"] a`),

@@ -54,6 +54,10 @@
     if (!ts) return '—';
     return duration((Date.now() - new Date(ts).getTime()) / 1000) + ' ago';
   }
+  // pausedCell says until when and why a host is paused, or '—'.
+  function pausedCell(until, why) {
+    return el('td', { class: 'paused-cell' }, until ? [stateBadge('paused'), ' until ' + when(until) + ' (' + why + ')'] : '—');
+  }
   function stateBadge(name) { return el('span', { class: 'state ' + name }, name.replace('_', ' ')); }
   function showError(msg) {
     if (!msg) { errorBox.hidden = true; errorBox.textContent = ''; return; }
@@ -336,7 +340,6 @@
       failures.set(sumReasons(batches));
       const hosts = (data.hosts && data.hosts.hosts) || [];
       hostsBody.replaceChildren(...(hosts.length ? hosts.map((h) => {
-        const paused = !!h.pausedUntil;
         const breaker = enumName(h.breaker, 'BREAKER_STATE_');
         return el('tr', { dataset: { host: h.name } },
           el('td', { class: 'url' }, h.name),
@@ -344,7 +347,7 @@
           el('td', { class: 'num' }, num(h.adaptiveLimit) + '/' + num(h.maxConcurrency)),
           el('td', { class: 'num' }, num(h.active)),
           el('td', { class: 'num' }, num(h.queued)),
-          el('td', { class: 'paused-cell' }, paused ? [stateBadge('paused'), ' until ' + when(h.pausedUntil) + ' (' + h.pauseReason + ')'] : '—'),
+          pausedCell(h.pausedUntil, h.pauseReason),
           el('td', {}, el('span', { class: 'state ' + (breaker === 'open' ? 'open-breaker' : breaker) }, breaker.replace('_', '-'))),
           el('td', { class: 'num' }, num(h.failures) + ' (' + num(h.consecutiveFailures) + ')'),
           el('td', { class: 'num' }, num(h.successes)),
@@ -394,6 +397,8 @@
     const throughput = lineChart('Throughput', 'bytes/s', (v) => bytes(v) + '/s');
     const failures = barChart('Failed papers by reason');
     const activeBody = el('tbody');
+    const hostsBody = el('tbody');
+    const hostsNote = el('p', { class: 'muted', hidden: true });
     const papersBody = el('tbody');
     const stateSel = el('select', { id: 'state-filter' }, el('option', { value: '' }, 'all states'), PAPER_STATES.map((s) => el('option', { value: 'PAPER_STATE_' + s }, s.toLowerCase().replace('_', ' '))));
     const reasonSel = el('select', { id: 'reason-filter' }, el('option', { value: '' }, 'any failure reason'), REASONS.map((r) => el('option', { value: 'FAILURE_REASON_' + r }, r.toLowerCase())));
@@ -406,6 +411,9 @@
       el('div', { class: 'grid' }, el('section', {}, throughput.box), el('section', {}, failures.box)),
       el('section', {}, el('h2', {}, 'Running downloads'),
         el('table', { id: 'active' }, el('thead', {}, el('tr', {}, ['Paper', 'URL', 'Received', 'Speed', 'Attempt'].map((h) => el('th', {}, h)))), activeBody)),
+      el('section', {}, el('h2', {}, 'Hosts this batch waits on'),
+        el('table', { id: 'batch-hosts' }, el('thead', {}, el('tr', {}, ['Host', 'This batch', 'Queued (all)', 'Active', 'Limit', 'Delay', 'Paused', 'Next start'].map((h) => el('th', {}, h)))), hostsBody),
+        hostsNote),
       el('section', {}, el('h2', {}, 'Papers'),
         el('div', { class: 'filters' }, el('label', {}, 'State ', stateSel), el('label', {}, 'Failure reason ', reasonSel)),
         el('table', { id: 'papers' },
@@ -511,6 +519,18 @@
         el('td', { class: 'num' }, bytes(a.bytes) + (num(a.total) ? ' / ' + bytes(a.total) : '')),
         el('td', { class: 'num' }, bytes(a.bytesPerSecond) + '/s'),
         el('td', { class: 'num' }, a.attempt))) : [el('tr', {}, el('td', { colSpan: 5, class: 'muted' }, 'None.'))]));
+      const hosts = u.hosts || [];
+      hostsBody.replaceChildren(...(hosts.length ? hosts.map((h) => el('tr', { dataset: { host: h.host } },
+        el('td', { class: 'url' }, h.host),
+        el('td', { class: 'num remaining' }, num(h.remaining)),
+        el('td', { class: 'num' }, num(h.queued)),
+        el('td', { class: 'num' }, num(h.active)),
+        el('td', { class: 'num' }, num(h.concurrencyLimit) + '/' + num(h.maxConcurrency)),
+        el('td', { class: 'num' }, h.delay || '0s'),
+        pausedCell(h.pausedUntil, h.pauseCause),
+        el('td', {}, h.nextStartAt ? when(h.nextStartAt) : 'now'))) : [el('tr', {}, el('td', { colSpan: 8, class: 'muted' }, 'None.'))]));
+      hostsNote.hidden = !num(u.hostsOmitted);
+      hostsNote.textContent = num(u.hostsOmitted) + ' more hosts not shown (the 32 with the most queued papers are).';
       if (!u.snapshot && ((u.paperUpdates || []).length || data.truncated)) scheduleReload();
     }
   }
