@@ -57,8 +57,10 @@ const (
 	DefaultPendingCommits = 16
 	// DefaultPrefetch is the prefetch window: leases held beyond the running downloads, each
 	// waiting to take the slot of a running download of the same host once its body is in,
-	// so that the slot starts its next download without a round trip to the coordinator.
-	DefaultPrefetch = 8
+	// so that the slot starts its next download without a round trip to the coordinator. One
+	// per slot of a default fetcher (DefaultSlots): a slot without a successor idles for a
+	// round trip when its body is in.
+	DefaultPrefetch = 16
 	DefaultContact  = "paperfetch@users.noreply.github.com"
 )
 
