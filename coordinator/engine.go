@@ -69,6 +69,9 @@ type hostSched struct {
 	runnable   hostRing
 	sleeping   hostHeap
 	retry      retryHeap
+	// undelayedHosts counts the hosts without a per-host delay: the only ones that get
+	// prefetched successors (prefetch.go).
+	undelayedHosts int
 }
 
 // fetcherPool is the connected fetchers' Work streams, in round-robin order.

@@ -72,8 +72,8 @@ func prefetchable(h *host, now time.Time) bool {
 // schedulePrefetch fills the prefetch windows of the streams that have room, with successors
 // of their running leases whose host has queued papers.
 func (e *engine) schedulePrefetch(now time.Time) {
-	if e.counts[stateQueued] == 0 {
-		return
+	if e.counts[stateQueued] == 0 || e.undelayedHosts == 0 {
+		return // nothing to lease, or every host has a per-host delay (the default)
 	}
 	for _, c := range e.conns {
 		if !c.closed && !c.draining && c.waiting < c.prefetch {

@@ -37,6 +37,9 @@ func (e *engine) internHost(name string) uint32 {
 func (e *engine) addHost(i uint32, name string) {
 	delay, conc := e.cfg.hostLimits(name)
 	h := &host{idx: i, name: name, limit: conc, maxLimit: conc, delay: delay}
+	if delay == 0 {
+		e.undelayedHosts++ // hosts that may get prefetched successors (prefetch.go)
+	}
 	for uint32(len(e.hosts)) <= i {
 		e.hosts = append(e.hosts, nil)
 	}
