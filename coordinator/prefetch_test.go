@@ -49,6 +49,10 @@ func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
 	if host.active != 1 || c.waiting != 1 || c.credits != 0 {
 		t.Fatalf("active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
 	}
+	// The waiting successor is DOWNLOADING, but not a running download yet.
+	if _, active := h.e.activeOf(h.batch("b"), true); len(active) != 1 || active[0].GetPaperId() != as[0].GetPaperId() {
+		t.Fatalf("active downloads %v", active)
+	}
 	// The predecessor's body is in: the successor holds the host slot (the limit is 1), and a
 	// new successor follows it.
 	h.send(c, eventReq(as[0], 1, receivedEv()))
@@ -60,6 +64,9 @@ func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
 		t.Fatalf("want the successor of %s, got %v", as[1].GetLeaseId(), as2)
 	}
 	h.send(c, eventReq(as[1], 1, startedEv(as[1])))
+	if _, active := h.e.activeOf(h.batch("b"), true); len(active) != 2 {
+		t.Fatalf("active downloads once the successor started: %v", active)
+	}
 	h.send(c, eventReq(as[0], 2, completedEv(as[0])))
 	// The successor runs on its own now: its start deadline runs from its predecessor's end.
 	l := h.e.leases[h.e.byBatch[batchKey(hashString("p1"), h.batch("b").idx)]]

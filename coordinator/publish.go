@@ -102,7 +102,7 @@ func (e *engine) unwatch(b *batch, w *watcher) {
 }
 
 // activeOf returns a batch's aggregate speed and, when wanted, its running downloads (at most
-// maxActiveListed of them).
+// maxActiveListed of them). Prefetched leases not started yet are not running downloads.
 func (e *engine) activeOf(b *batch, want bool) (float64, []*pb.ActiveDownload) {
 	if b.counts[stateDownloading] == 0 {
 		return 0, nil
@@ -110,7 +110,7 @@ func (e *engine) activeOf(b *batch, want bool) (float64, []*pb.ActiveDownload) {
 	var bps float64
 	var active []*pb.ActiveDownload
 	for _, l := range e.leases {
-		if l.batch != b.idx {
+		if l.batch != b.idx || l.successor && !l.started {
 			continue
 		}
 		bps += l.bps

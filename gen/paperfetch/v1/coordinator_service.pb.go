@@ -1693,7 +1693,8 @@ type WatchBatchResponse struct {
 	// Papers whose state changed since the previous update (include_papers only; coalesced: a
 	// paper appears once, with its latest state).
 	PaperUpdates []*PaperUpdate `protobuf:"bytes,3,rep,name=paper_updates,json=paperUpdates,proto3" json:"paper_updates,omitempty"`
-	// Running downloads and their progress (include_papers only). At most 1,000 entries and
+	// Running downloads and their progress (include_papers only; a prefetched lease waiting on
+	// its fetcher is DOWNLOADING in the counts, but listed here only once started). At most 1,000 entries and
 	// 128 KiB (a batch with more running downloads lists an arbitrary subset); the batch's counts
 	// are always complete.
 	Active []*ActiveDownload `protobuf:"bytes,4,rep,name=active,proto3" json:"active,omitempty"`
