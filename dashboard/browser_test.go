@@ -255,7 +255,11 @@ func TestBrowser(t *testing.T) {
 	step("see the failure chart", waitJS(`document.querySelectorAll('.uplot').length === 2`))
 
 	// Cancel a batch with its button (two clicks: the first arms it).
-	step("cancel a batch", chromedp.Click(`#batches tr[data-batch="tocancel"] button.cancel`),
+	// The first click arms the button; it stays armed while live updates redraw the table.
+	step("arm a batch's cancel button", chromedp.Click(`#batches tr[data-batch="tocancel"] button.cancel`),
+		waitJS(text(`#batches tr[data-batch="tocancel"] button.cancel`)+` === 'Click again to cancel'`))
+	submit("redraw", paper("d1", o.URL+"/ok/d1.pdf"))
+	step("cancel the batch", waitJS(`document.querySelector('#batches tr[data-batch="redraw"]')`),
 		waitJS(text(`#batches tr[data-batch="tocancel"] button.cancel`)+` === 'Click again to cancel'`),
 		chromedp.Click(`#batches tr[data-batch="tocancel"] button.cancel`),
 		waitJS(text(`#batches tr[data-batch="tocancel"] .state`)+` === 'cancelled'`))

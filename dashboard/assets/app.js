@@ -241,21 +241,32 @@
   }
   function batchPath(id) { return '/v1/batches/' + encodeURIComponent(id); }
 
+  // armedCancels holds, per batch id, until when its Cancel button is armed (one click made).
+  const ARM_MS = 5000;
+  const armedCancels = new Map();
+
   // actionButtons returns Cancel (two clicks) and Retry failed buttons for a batch.
   function actionButtons(b, after) {
     const st = batchState(b.state);
     const out = [];
     if (st !== 'completed' && st !== 'cancelled') {
       const btn = el('button', { class: 'danger cancel', type: 'button', title: 'cancel every unfinished paper of the batch' }, 'Cancel batch');
-      let timer = null;
+      // The armed state outlives the button: live updates redraw the table every second.
+      const show = () => {
+        const on = (armedCancels.get(b.batchId) || 0) > Date.now();
+        btn.classList.toggle('armed', on);
+        btn.textContent = on ? 'Click again to cancel' : 'Cancel batch';
+        if (on) setTimeout(show, armedCancels.get(b.batchId) - Date.now() + 10);
+        else armedCancels.delete(b.batchId);
+      };
+      show();
       btn.addEventListener('click', async () => {
-        if (!btn.classList.contains('armed')) {
-          btn.classList.add('armed');
-          btn.textContent = 'Click again to cancel';
-          timer = setTimeout(() => { btn.classList.remove('armed'); btn.textContent = 'Cancel batch'; }, 5000);
+        if ((armedCancels.get(b.batchId) || 0) <= Date.now()) {
+          armedCancels.set(b.batchId, Date.now() + ARM_MS);
+          show();
           return;
         }
-        clearTimeout(timer);
+        armedCancels.delete(b.batchId);
         btn.disabled = true;
         try {
           await api(batchPath(b.batchId) + ':cancel', { method: 'POST', body: { reason: 'cancelled from the dashboard' } });
