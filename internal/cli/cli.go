@@ -115,6 +115,8 @@ func commands() []command {
 type app struct {
 	env   Env
 	usage func() // prints the usage of the command being parsed (newFlagSet)
+	// wrapPlace, when set (tests), wraps how `get` places each succeeded paper.
+	wrapPlace func(placeFunc) placeFunc
 }
 
 // Main runs the command with args (without the program name) and returns the exit code. ctx is

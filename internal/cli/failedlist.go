@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/progress"
 )
 
@@ -29,7 +30,7 @@ type failedList struct {
 // newFailedList starts OUT/failed.txt.
 func newFailedList(out string) (*failedList, error) {
 	l := &failedList{path: filepath.Join(out, failedListName)}
-	l.tmp = tempName(l.path)
+	l.tmp = atomicfile.TempName(l.path)
 	f, err := os.OpenFile(l.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", l.path, err)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/paperfetch/paperfetch/embedded"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/fielderr"
 	"github.com/paperfetch/paperfetch/internal/input"
 	"github.com/paperfetch/paperfetch/internal/logging"
@@ -114,8 +117,10 @@ type getRun struct {
 	state   pb.BatchState
 	display progress.Display
 	mat     *materializer
+	placer  *placer // places succeeded papers during the download (set by download)
 
-	storageErr error // the first out-of-space (quota, read-only) error: the run stops
+	storageMu  sync.Mutex // guards storageErr: the placers report too
+	storageErr error      // the first out-of-space (quota, read-only) error: the run stops
 }
 
 // cleanup releases what the run opened, in reverse order.
@@ -187,7 +192,7 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 	if err := os.MkdirAll(r.stateDir, 0o755); err != nil {
 		return &exitError{code: exitCodeFor(err, ExitUsage), err: fmt.Errorf("create output folder: %w", err)}
 	}
-	removeTempFiles(o.out)
+	atomicfile.RemoveTemps(o.out)
 	in, err := newInputSet(inputs, input.Options{Format: format, ArxivBase: o.sys.ArxivBase})
 	if err != nil {
 		return err
@@ -379,6 +384,21 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 		submitDone <- nil
 	}
 
+	// Succeeded papers are placed by a pool of placers, off the watch stream: the display
+	// keeps up while files are copied, and the watch waits only when placeQueue papers wait.
+	var place placeFunc = func(ctx context.Context, u *pb.PaperUpdate) error {
+		return placeUpdate(ctx, r.client, r.mat, r.batchID, u)
+	}
+	if r.a.wrapPlace != nil {
+		place = r.a.wrapPlace(place)
+	}
+	r.placer = newPlacer(runCtx, placeWorkers, placeQueue, place, func(_ string, err error) {
+		if storagefull.Is(err) {
+			r.stopForStorage(err, cancelRun)
+			return
+		}
+		r.display.Message(fmt.Sprintf("paperfetch: %v", err))
+	})
 	var firstBytes int64 = -1
 	final, werr := watchBatch(runCtx, r.client, r.batchID, true, func(resp *pb.WatchBatchResponse) {
 		if firstBytes < 0 {
@@ -389,23 +409,18 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 			if u.GetLastFailureReason() == pb.FailureReason_FAILURE_REASON_STORAGE_FULL && u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
 				r.stopForStorage(storagefull.FromMessage(u.GetLastError()), cancelRun)
 			}
-			if u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
-				continue
-			}
-			if err := placeUpdate(runCtx, r.client, r.mat, r.batchID, u); err != nil && runCtx.Err() == nil {
-				if storagefull.Is(err) {
-					r.stopForStorage(err, cancelRun)
-					continue
-				}
-				r.display.Message(fmt.Sprintf("paperfetch: %v", err))
+			if u.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
+				r.placer.add(runCtx, u)
 			}
 		}
 	})
+	r.placer.close() // the queued papers are placed (or dropped: the run stopped)
 	subErr := <-submitDone
+	storageErr := r.storageError()
 	switch {
-	case subErr != nil && r.storageErr == nil && ctx.Err() == nil:
+	case subErr != nil && storageErr == nil && ctx.Err() == nil:
 		return final, max(firstBytes, 0), &exitError{code: ExitFailed, err: fmt.Errorf("submit batch %s: %w", r.batchID, subErr)}
-	case werr != nil && r.storageErr == nil && ctx.Err() == nil:
+	case werr != nil && storageErr == nil && ctx.Err() == nil:
 		return final, max(firstBytes, 0), &exitError{code: ExitFailed, err: werr}
 	}
 	return final, max(firstBytes, 0), nil
@@ -416,7 +431,7 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 // left, writes the report and failed.txt (finish) and prints the summary.
 func (r *getRun) end(ctx context.Context, final *pb.Batch, downloaded int64, err error) error {
 	switch {
-	case r.storageErr != nil:
+	case r.storageError() != nil:
 		return r.stop(ctx, ExitStorage, downloaded)
 	case ctx.Err() != nil:
 		return r.stop(ctx, ExitInterrupted, downloaded)
@@ -424,7 +439,7 @@ func (r *getRun) end(ctx context.Context, final *pb.Batch, downloaded int64, err
 		return err
 	}
 	sum, err := r.finish(ctx, final, final.GetBytesDownloaded()-downloaded, true)
-	if r.storageErr != nil {
+	if r.storageError() != nil {
 		return r.stop(ctx, ExitStorage, downloaded)
 	}
 	if err != nil {
@@ -441,11 +456,20 @@ func (r *getRun) end(ctx context.Context, final *pb.Batch, downloaded int64, err
 
 // stopForStorage records the first out-of-space error and stops the run.
 func (r *getRun) stopForStorage(err error, cancel context.CancelFunc) {
+	r.storageMu.Lock()
+	defer r.storageMu.Unlock()
 	if r.storageErr == nil {
 		r.storageErr = err
 		r.logger.Error("storage full: stopping", "err", err)
 		cancel()
 	}
+}
+
+// storageError returns the out-of-space error that stopped the run, if any.
+func (r *getRun) storageError() error {
+	r.storageMu.Lock()
+	defer r.storageMu.Unlock()
+	return r.storageErr
 }
 
 // stop ends a run that did not reach the batch's end (Ctrl-C, a full disk): it stops the
@@ -473,9 +497,10 @@ func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
 	}
 	done := sum.Succeeded + sum.Failed + sum.Cancelled
 	if code == ExitStorage {
-		what := cmpOr(storagefull.Describe(r.storageErr), "no space left")
+		storageErr := r.storageError()
+		what := cmpOr(storagefull.Describe(storageErr), "no space left")
 		fmt.Fprintf(stderr, "\nStopped: %s (%v).\n%d of %d papers are done and kept in %s. Free some space, then run the same command again to resume.\n",
-			what, r.storageErr, done, sum.Total, r.o.out)
+			what, storageErr, done, sum.Total, r.o.out)
 		return &exitError{code: ExitStorage}
 	}
 	failed := ""
@@ -512,7 +537,10 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 		case pb.PaperState_PAPER_STATE_SUCCEEDED:
 			e.SHA256, e.Size, e.FinalURL, e.Error, e.Reason = p.GetSha256(), p.GetSize(), p.GetFinalUrl(), "", ""
 			e.Source = p.GetSource()
-			if place {
+			switch {
+			case place && r.placer != nil && r.placer.done(p.GetSpec().GetPaperId()):
+				e.Path = r.mat.target(p) // placed and verified by this run a moment ago
+			case place:
 				path, _, err := r.mat.Place(ctx, p)
 				if err != nil {
 					if storagefull.Is(err) {
@@ -524,8 +552,10 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 				} else {
 					e.Path = path
 				}
-			} else if path := r.mat.Path(p.GetSpec().GetPaperId()); fileExists(path) {
-				e.Path = path
+			default:
+				if path := r.mat.Path(p.GetSpec().GetPaperId()); fileExists(path) {
+					e.Path = path
+				}
 			}
 		case pb.PaperState_PAPER_STATE_FAILED:
 			failed.add(p)
@@ -543,7 +573,9 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 			rep.abort()
 		}
 		if storagefull.Is(err) {
-			r.storageErr = err
+			r.storageMu.Lock()
+			r.storageErr = cmp.Or(r.storageErr, err)
+			r.storageMu.Unlock()
 			return nil, err
 		}
 		return nil, failure(ctx, ExitFailed, fmt.Errorf("list papers: %w", err))

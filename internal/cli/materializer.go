@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/reflink"
 )
@@ -37,7 +36,11 @@ type materializer struct {
 	template string
 	mu       sync.Mutex
 	names    map[string]string // lower-case templated name -> paper id, to keep names unique
+	bufs     sync.Pool         // *[]byte of copyBufSize: the buffers of copies (none allocated per file)
 }
+
+// copyBufSize is the buffer of one copy: a typical PDF in one read.
+const copyBufSize = 256 << 10
 
 // corruptBlobError is a stored blob whose size or SHA-256 is not the recorded one (a file
 // changed through a hard link, a damaged disk). The blob is removed so that it is never
@@ -73,19 +76,65 @@ func (m *materializer) target(p *pb.Paper) string {
 }
 
 // PlaceNew is Place for a paper that just succeeded, whose file is most likely not in the
-// output folder yet. With --link it first tries a hard link under the final name (which appears
-// whole or not at all, so neither a stat nor a temporary name is needed); a fresh download's
-// blob was verified by the fetcher a moment ago.
+// output folder yet. With --link it first checks the blob (size and SHA-256: the fetcher's
+// commit keeps an object that already existed without reading it, so "just downloaded" does
+// not prove the blob file holds those bytes) and hard-links it under the final name (which
+// appears whole or not at all, so neither a stat nor a temporary name is needed).
 func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool, error) {
 	if m.link && !p.GetCached() {
 		if lp, ok := m.localBlob(p); ok {
 			target := m.target(p)
+			if err := m.checkBlob(ctx, lp, p); err != nil {
+				return "", false, err
+			}
 			if err := os.Link(lp, target); err == nil {
 				return target, false, nil
 			}
 		}
 	}
 	return m.Place(ctx, p)
+}
+
+// checkBlob verifies the size and SHA-256 of the local blob file src of p. A damaged blob is
+// removed, reported and returned as a *corruptBlobError (corrupt); a missing one is an
+// os.ErrNotExist error.
+func (m *materializer) checkBlob(ctx context.Context, src string, p *pb.Paper) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("open blob: %w", err)
+	}
+	defer in.Close()
+	return m.verifyBlob(ctx, in, src, p)
+}
+
+// verifyBlob checks that the open blob file in (at src) has p's size and SHA-256, reading it
+// to its end. A damaged blob is handled by corrupt.
+func (m *materializer) verifyBlob(ctx context.Context, in *os.File, src string, p *pb.Paper) error {
+	st, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("stat blob: %w", err)
+	}
+	if st.Size() != p.GetSize() {
+		return m.corrupt(ctx, in, src, p, fmt.Sprintf("%d bytes", st.Size()))
+	}
+	got, err := m.copyHashed(io.Discard, in)
+	if err != nil {
+		return fmt.Errorf("read blob %s: %w", src, err)
+	}
+	if !strings.EqualFold(got, p.GetSha256()) {
+		return m.corrupt(ctx, in, src, p, "sha256 "+got)
+	}
+	return nil
+}
+
+// corrupt handles the damaged blob file src of p (open as in): it is removed and reported to
+// the coordinator (so that it is no cache hit any more, in this run or the next), and the
+// returned *corruptBlobError says so; got describes what was found.
+func (m *materializer) corrupt(ctx context.Context, in *os.File, src string, p *pb.Paper, got string) error {
+	_ = in.Close()
+	_ = os.Remove(src)
+	m.reportDamaged(ctx, p)
+	return &corruptBlobError{paperID: p.GetSpec().GetPaperId(), path: src, got: got, want: fmt.Sprintf("%d bytes, sha256 %s", p.GetSize(), p.GetSha256())}
 }
 
 // Place makes sure the succeeded paper p is at Path(p's id), and returns the path and whether
@@ -101,7 +150,7 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 				linked = true
 			}
 		}
-		if (m.link || !linked) && fileHasSHA256(target, p.GetSha256()) {
+		if (m.link || !linked) && m.fileHasSHA256(target, p.GetSha256()) {
 			return target, true, nil
 		}
 	}
@@ -118,36 +167,21 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 	return target, false, nil
 }
 
-// placeFromBlob puts the local blob file src at dst, atomically (a temporary name renamed into
-// place), after checking the blob's size and SHA-256: a hard link with --link, else a reflink
-// or a copy. A damaged blob is removed, reported to the coordinator (so that it is no cache hit
-// any more, in this run or the next) and returned as a *corruptBlobError.
+// placeFromBlob puts the local blob file src at dst, atomically, after checking the blob's
+// size and SHA-256: a hard link with --link (a temporary name renamed into place), else a
+// reflink or a copy (an unnamed file linked into place: atomicfile). A damaged blob is handled
+// by corrupt.
 func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb.Paper) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open blob: %w", err)
 	}
 	defer in.Close()
-	corrupt := func(got string) error {
-		_ = in.Close()
-		_ = os.Remove(src)
-		m.reportDamaged(ctx, p)
-		return &corruptBlobError{paperID: p.GetSpec().GetPaperId(), path: src, got: got, want: fmt.Sprintf("%d bytes, sha256 %s", p.GetSize(), p.GetSha256())}
-	}
-	st, err := in.Stat()
-	if err != nil {
-		return fmt.Errorf("stat blob: %w", err)
-	}
-	if st.Size() != p.GetSize() {
-		return corrupt(fmt.Sprintf("%d bytes", st.Size()))
-	}
 	if m.link {
-		if got, err := readerSHA256(in); err != nil {
-			return fmt.Errorf("read blob %s: %w", src, err)
-		} else if !strings.EqualFold(got, p.GetSha256()) {
-			return corrupt("sha256 " + got)
+		if err := m.verifyBlob(ctx, in, src, p); err != nil {
+			return err
 		}
-		tmp := tempName(dst)
+		tmp := atomicfile.TempName(dst)
 		if err := os.Link(src, tmp); err == nil {
 			return renameInto(tmp, dst)
 		}
@@ -156,10 +190,17 @@ func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb
 		}
 		// Another file system: copy instead.
 	}
-	err = writeVerified(dst, in, p.GetSha256())
+	st, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("stat blob: %w", err)
+	}
+	if st.Size() != p.GetSize() {
+		return m.corrupt(ctx, in, src, p, fmt.Sprintf("%d bytes", st.Size()))
+	}
+	err = m.writeVerified(dst, in, p.GetSha256())
 	var mm *shaMismatchError
 	if errors.As(err, &mm) {
-		return corrupt("sha256 " + mm.got)
+		return m.corrupt(ctx, in, src, p, "sha256 "+mm.got)
 	}
 	return err
 }
@@ -287,86 +328,75 @@ func (e *shaMismatchError) Error() string {
 	return fmt.Sprintf("copy to %s: sha256 %s, want %s", e.dst, e.got, e.want)
 }
 
-// writeVerified puts the content of r at dst through a temporary file next to it (renamed into
-// place), checking its SHA-256 (unless sha is empty): a reflink of r's file where the file
-// system can clone (r is then read once to check it), else a copy hashed on the way. The
-// output copy is not fsynced: the blob store holds the durable copy, and a torn output file is
-// found (size, SHA-256) and replaced by the next run.
-func writeVerified(dst string, r io.Reader, sha string) error {
-	tmp := tempName(dst)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// writeVerified puts the content of r at dst, checking its SHA-256 (unless sha is empty): a
+// reflink of r's file where the file system can clone (r is then read once to check it), else a
+// copy hashed on the way. The file appears at dst whole or not at all, and an interrupted copy
+// leaves nothing (atomicfile: an unnamed file linked into place, or a temporary name renamed).
+// The output copy is not fsynced: the blob store holds the durable copy, and a torn output file
+// is found (size, SHA-256) and replaced by the next run.
+func (m *materializer) writeVerified(dst string, r io.Reader, sha string) error {
+	f, err := atomicfile.Create(filepath.Dir(dst))
 	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
+		return fmt.Errorf("create %s: %w", dst, err)
 	}
-	ok := false
+	committed := false
 	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
+		if !committed {
+			f.Abort()
 		}
 	}()
 	var got string
-	if src, isFile := r.(*os.File); isFile && reflink.Clone(f, src) == nil {
-		if got, err = readerSHA256(src); err != nil {
+	if src, isFile := r.(*os.File); isFile && reflink.Clone(f.File, src) == nil {
+		if got, err = m.copyHashed(io.Discard, src); err != nil {
 			return fmt.Errorf("read %s: %w", src.Name(), err)
 		}
-	} else {
-		sum := sha256.New()
-		if _, err := io.Copy(io.MultiWriter(f, sum), r); err != nil {
-			return fmt.Errorf("copy to %s: %w", dst, err)
-		}
-		got = hex.EncodeToString(sum.Sum(nil))
+	} else if got, err = m.copyHashed(f.File, r); err != nil {
+		return fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	if sha != "" && got != strings.ToLower(sha) {
 		return &shaMismatchError{dst: dst, got: got, want: sha}
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	ok = true
-	return renameInto(tmp, dst)
+	committed = true
+	return f.Commit(dst)
 }
 
-// tempName is a unique hidden temporary name next to dst.
-func tempName(dst string) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+"."+hex.EncodeToString(b[:])+".tmp")
+// copyHashed copies what is left of r to w (io.Discard: only hashes) through one of the
+// materializer's buffers, and returns the SHA-256 of what it copied.
+func (m *materializer) copyHashed(w io.Writer, r io.Reader) (string, error) {
+	bp, _ := m.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, copyBufSize)
+		bp = &b
+	}
+	defer m.bufs.Put(bp)
+	buf := *bp
+	h := sha256.New()
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if w != io.Discard {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return "", werr
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return hex.EncodeToString(h.Sum(nil)), nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
 }
 
 // fileHasSHA256 reports whether the file at path has the SHA-256 sha.
-func fileHasSHA256(path, sha string) bool {
+func (m *materializer) fileHasSHA256(path, sha string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	got, err := readerSHA256(f)
+	got, err := m.copyHashed(io.Discard, f)
 	return err == nil && strings.EqualFold(got, sha)
-}
-
-// readerSHA256 hashes what is left of r.
-func readerSHA256(r io.Reader) (string, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// tempFilePattern matches the temporary names of tempName.
-var tempFilePattern = regexp.MustCompile(`^\..+\.[0-9a-f]{12}\.tmp$`)
-
-// removeTempFiles removes the temporary files that an interrupted run left in dir (a crash
-// between creating one and renaming it).
-func removeTempFiles(dir string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if e.Type().IsRegular() && tempFilePattern.MatchString(e.Name()) {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
 }

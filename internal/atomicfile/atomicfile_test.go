@@ -1,0 +1,129 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// names lists the entries of dir.
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// creators are both ways of writing a file: unnamed (Linux) and under a temporary name.
+func creators(t *testing.T) map[string]func(string) (*File, error) {
+	t.Helper()
+	return map[string]func(string) (*File, error){"auto": Create, "named": createNamed}
+}
+
+// A committed file has its content under its name and nothing else is left in the folder; a
+// file already there is replaced.
+func TestCommit(t *testing.T) {
+	for name, create := range creators(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			dst := filepath.Join(dir, "a.pdf")
+			for _, content := range []string{"first", "second, replacing the first"} {
+				f, err := create(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.WriteString(content); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.Commit(dst); err != nil {
+					t.Fatal(err)
+				}
+				f.Abort() // after Commit: nothing
+				got, err := os.ReadFile(dst)
+				if err != nil || string(got) != content {
+					t.Fatalf("read %s = %q, %v; want %q", dst, got, err, content)
+				}
+				if n := names(t, dir); !slices.Equal(n, []string{"a.pdf"}) {
+					t.Fatalf("folder holds %q, want only a.pdf", n)
+				}
+			}
+		})
+	}
+}
+
+// An unnamed file is invisible until Commit (on Linux); Abort leaves nothing behind either way.
+func TestAbort(t *testing.T) {
+	for name, create := range creators(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			f, err := create(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteString("partial"); err != nil {
+				t.Fatal(err)
+			}
+			if name == "auto" && runtime.GOOS == "linux" {
+				if !f.Unnamed() {
+					t.Log("this file system has no unnamed files: the temporary name is used")
+				} else if n := names(t, dir); len(n) != 0 {
+					t.Fatalf("an unnamed file shows in the folder: %q", n)
+				}
+			}
+			f.Abort()
+			if n := names(t, dir); len(n) != 0 {
+				t.Fatalf("Abort left %q", n)
+			}
+		})
+	}
+}
+
+// Commit refuses a destination outside the folder of Create, and discards the file.
+func TestCommitOtherFolder(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	f, err := createNamed(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(filepath.Join(other, "a.pdf")); err == nil {
+		t.Fatal("Commit into another folder succeeded")
+	}
+	if n := names(t, dir); len(n) != 0 {
+		t.Fatalf("left %q", n)
+	}
+}
+
+// RemoveTemps removes exactly the names TempName makes.
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	tmp := TempName(filepath.Join(dir, "x.pdf"))
+	keep := []string{"x.pdf", ".x.pdf.tmp", ".x.pdf.0123456789ab.tmp.pdf", "y.0123456789ab.tmp"}
+	for _, n := range append(slices.Clone(keep), filepath.Base(tmp)) {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !IsTempName(filepath.Base(tmp)) {
+		t.Fatalf("IsTempName(%q) = false", filepath.Base(tmp))
+	}
+	if n := RemoveTemps(dir); n != 1 {
+		t.Fatalf("RemoveTemps removed %d files, want 1", n)
+	}
+	got := names(t, dir)
+	slices.Sort(keep)
+	if !slices.Equal(got, keep) {
+		t.Fatalf("left %q, want %q", got, keep)
+	}
+}
