@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -150,5 +151,36 @@ func TestFormat(t *testing.T) {
 	}
 	if _, err := ParseState("nope"); err == nil {
 		t.Error("ParseState(nope) succeeded")
+	}
+}
+
+// The terminal display never holds up its caller: updates that start and end many downloads
+// (papers of a few KiB finish hundreds a second) while mpb renders return promptly. Before,
+// Update held the display's lock while adding a bar (which waits for mpb's render loop) and
+// the render loop's decorator waited for that lock: the whole `get` hung.
+func TestTerminalUpdatesNeverWaitOnRendering(t *testing.T) {
+	var buf syncbuf.Buffer
+	d := New(Options{Mode: ModeTerminal, Out: &buf, Total: 100_000})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			active := make([]*pb.ActiveDownload, 16)
+			for j := range active {
+				active[j] = &pb.ActiveDownload{PaperId: fmt.Sprintf("p%d-%d", i, j), Bytes: 1024, Total: 20480}
+			}
+			d.Update(&pb.WatchBatchResponse{Batch: batch(100_000, int64(16*i), 0, 0, 16, int64(i)<<14), Active: active})
+		}
+	}()
+	bound := time.NewTimer(60 * time.Second) // a failure bound, not a synchronisation
+	defer bound.Stop()
+	select {
+	case <-done:
+	case <-bound.C:
+		t.Fatal("2,000 updates did not return within 60 s: the display is wedged")
+	}
+	d.Close()
+	if out := buf.String(); !strings.Contains(out, "papers ") {
+		t.Errorf("nothing rendered:\n%.500s", out)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
 // terminal is the live display: an overall bar (papers done, bytes, speed, ETA) and a bar per
@@ -26,15 +28,23 @@ type terminal struct {
 	cols      int // terminal width (0: unknown)
 	rightW    int // width of the text after the bars
 	nameW     int // width of a download's name
-	mu        sync.Mutex
+	clk       clock.Clock
+	dirty     chan struct{}       // capacity 1: an update came since the bars were last set
+	stop      chan struct{}       // closed by Close: loop returns
+	done      chan struct{}       // closed when loop has returned
+	mu        sync.Mutex          // guards what follows; mpb's decorators never take it
 	bars      map[string]*mpb.Bar // running downloads on screen
-	hidden    int                 // running downloads not on screen
 	hostBars  []*mpb.Bar          // lines explaining slow hosts
 	notesMu   sync.Mutex          // guards hostNotes only: the decorators take no other lock
-	hostNotes []string            // the host lines' text, refreshed by Update
+	hostNotes []string            // the host lines' text, refreshed by setBars
 	nextPrio  int
 	closed    bool
+	hidden    atomic.Int64 // running downloads not on screen (read by a decorator)
 }
+
+// barInterval is how often, at most, the bars are set from the latest update (mpb redraws
+// every 150 ms anyway).
+const barInterval = 150 * time.Millisecond
 
 // maxHostLines bounds the lines that explain slow hosts.
 const maxHostLines = 3
@@ -50,7 +60,8 @@ const (
 )
 
 func newTerminal(opts Options, tr *Tracker) *terminal {
-	t := &terminal{tr: tr, title: opts.Title, bars: map[string]*mpb.Bar{}, maxActive: 8}
+	t := &terminal{tr: tr, title: opts.Title, bars: map[string]*mpb.Bar{}, maxActive: 8, clk: opts.Clock,
+		dirty: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if t.title == "" {
 		t.title = "papers"
 	}
@@ -75,7 +86,30 @@ func newTerminal(opts Options, tr *Tracker) *terminal {
 	if opts.Total > 0 {
 		t.overall.SetTotal(opts.Total, false)
 	}
+	go t.loop()
 	return t
+}
+
+// loop sets the bars from the latest update, at most once per barInterval, until Close. The
+// bars are mpb's: each call waits for mpb's render loop, which may be slow (a slow terminal),
+// so they are never set on the caller of Update (the watch stream of `get`).
+func (t *terminal) loop() {
+	defer close(t.done)
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-t.dirty:
+		}
+		t.setBars()
+		pause := t.clk.NewTimer(barInterval)
+		select {
+		case <-t.stop:
+			pause.Stop()
+			return
+		case <-pause.C():
+		}
+	}
 }
 
 func (t *terminal) overallLeft(decor.Statistics) string {
@@ -103,10 +137,7 @@ func (t *terminal) overallRight(decor.Statistics) string {
 	if s.Cached > 0 {
 		fmt.Fprintf(&b, "  %d cached", s.Cached)
 	}
-	t.mu.Lock()
-	hidden := t.hidden
-	t.mu.Unlock()
-	if hidden > 0 {
+	if hidden := t.hidden.Load(); hidden > 0 {
 		fmt.Fprintf(&b, "  (+%d more running)", hidden)
 	}
 	// A fixed width keeps the bar from changing length as the numbers change.
@@ -172,7 +203,7 @@ func (t *terminal) updateHostLines(s Snapshot) {
 	}
 }
 
-// Update implements Display.
+// Update implements Display. It records the update and returns: loop sets the bars.
 func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 	t.tr.Observe(resp)
 	for _, u := range resp.GetPaperUpdates() {
@@ -180,6 +211,15 @@ func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 			t.Message("✗ " + failureLine(u))
 		}
 	}
+	select {
+	case t.dirty <- struct{}{}:
+	default: // already marked
+	}
+}
+
+// setBars sets the overall bar, the host lines and a bar per running download from the
+// latest snapshot (loop).
+func (t *terminal) setBars() {
 	s := t.tr.Snapshot()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -199,12 +239,12 @@ func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 			delete(t.bars, id)
 		}
 	}
-	t.hidden = 0
+	hidden := int64(0)
 	for _, d := range s.Downloads {
 		bar, ok := t.bars[d.PaperID]
 		if !ok {
 			if len(t.bars) >= t.maxActive {
-				t.hidden++
+				hidden++
 				continue
 			}
 			bar = t.newDownloadBar(d.PaperID)
@@ -214,8 +254,9 @@ func (t *terminal) Update(resp *pb.WatchBatchResponse) {
 		bar.SetCurrent(d.Bytes)
 	}
 	if len(t.bars) == 0 {
-		t.hidden = 0 // "+N more" only below rows that are on screen
+		hidden = 0 // "+N more" only below rows that are on screen
 	}
+	t.hidden.Store(hidden)
 }
 
 // newDownloadBar adds the line of one running download: its id, a bar, bytes and speed.
@@ -281,6 +322,10 @@ func (t *terminal) Close() {
 		return
 	}
 	t.closed = true
+	t.mu.Unlock()
+	close(t.stop)
+	<-t.done
+	t.mu.Lock()
 	for id, bar := range t.bars {
 		bar.Abort(true)
 		delete(t.bars, id)
@@ -289,7 +334,7 @@ func (t *terminal) Close() {
 		bar.Abort(true)
 	}
 	t.hostBars = nil
-	t.hidden = 0
+	t.hidden.Store(0)
 	t.mu.Unlock()
 	s := t.tr.Snapshot()
 	t.overall.SetTotal(s.Total, false)
