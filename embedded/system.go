@@ -199,6 +199,11 @@ func (s *System) WaitBatch(ctx context.Context, id string) (*pb.Batch, error) {
 	}
 }
 
+// Exited is closed when a part of the system stopped by itself rather than by Close: the
+// coordinator's loop failed (its store could not commit, e.g. on a full disk), or a server or
+// the fetchers ended. The system does not recover from it: Close it, and Close returns why.
+func (s *System) Exited() <-chan struct{} { return s.group.Exited() }
+
 // Conn is the client connection to the embedded coordinator (CoordinatorService).
 func (s *System) Conn() grpc.ClientConnInterface { return s.conn }
 

@@ -360,6 +360,13 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
+	go func() { // the embedded system stopping by itself (its store's disk full) ends the run
+		select {
+		case <-r.sys.Exited():
+			cancelRun()
+		case <-runCtx.Done():
+		}
+	}()
 	submitDone := make(chan error, 1)
 	if r.state == pb.BatchState_BATCH_STATE_UNSPECIFIED || r.state == pb.BatchState_BATCH_STATE_OPEN {
 		// Create the batch before watching it; append the chunks while watching, so papers
@@ -416,6 +423,11 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 	})
 	r.placer.close() // the queued papers are placed (or dropped: the run stopped)
 	subErr := <-submitDone
+	select {
+	case <-r.sys.Exited():
+		return final, max(firstBytes, 0), r.sysStopped()
+	default:
+	}
 	storageErr := r.storageError()
 	switch {
 	case subErr != nil && storageErr == nil && ctx.Err() == nil:
@@ -452,6 +464,20 @@ func (r *getRun) end(ctx context.Context, final *pb.Batch, downloaded int64, err
 		return &exitError{code: ExitFailed}
 	}
 	return nil
+}
+
+// sysStopped ends a run whose embedded system stopped by itself: it is closed, and its error
+// is the run's: a full disk (its store's) stops the run like any other (nil is returned and
+// the storage error recorded), anything else fails it.
+func (r *getRun) sysStopped() error {
+	r.closed = true
+	err := r.sys.Close()
+	r.logger.Error("the embedded coordinator stopped by itself", "err", err)
+	if storagefull.Is(err) {
+		r.stopForStorage(err, func() {})
+		return nil
+	}
+	return &exitError{code: ExitFailed, err: fmt.Errorf("the embedded coordinator stopped: %w", cmp.Or(err, errors.New("no error given")))}
 }
 
 // stopForStorage records the first out-of-space error and stops the run.
@@ -492,8 +518,12 @@ func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
 	if err != nil {
 		fmt.Fprintf(stderr, "paperfetch get: %v\n", err)
 	}
-	if sum == nil {
+	if sum == nil { // the coordinator cannot say: the counts last seen
 		sum = &summary{Total: r.scan.papers}
+		if r.display != nil {
+			s := r.display.Snapshot()
+			sum.Succeeded, sum.Failed, sum.Cancelled = s.Succeeded, s.Failed, s.Cancelled
+		}
 	}
 	done := sum.Succeeded + sum.Failed + sum.Cancelled
 	if code == ExitStorage {
