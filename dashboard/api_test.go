@@ -49,8 +49,8 @@ func TestV1(t *testing.T) {
 	for _, tok := range []string{"", "wrong"} {
 		for _, rq := range [][2]string{{"GET", "/v1/batches"}, {"POST", "/v1/batches/x:cancel"}, {"GET", "/v1/hosts"}, {"GET", "/ui/events"}, {"GET", "/ui/download?batch=x&paper=y"}} {
 			r := s.do(t, rq[0], rq[1], tok, "{}")
-			if r.status != http.StatusUnauthorized || r.apiError(t).Code != 16 {
-				t.Errorf("%s %s with token %q: %d %s", rq[0], rq[1], tok, r.status, r.body)
+			if r.status != http.StatusUnauthorized || r.apiError(t).Code != 16 || r.header.Get("WWW-Authenticate") != `Bearer realm="paperfetch"` {
+				t.Errorf("%s %s with token %q: %d %s %v", rq[0], rq[1], tok, r.status, r.body, r.header)
 			}
 		}
 	}

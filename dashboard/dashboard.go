@@ -24,13 +24,18 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -96,6 +101,7 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 		feeds: overviewFeeds{feeds: make(map[string]*overviewFeed)}}
 
 	gw := runtime.NewServeMux(
+		runtime.WithErrorHandler(writeHTTPError),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: jsonMarshaler()}),
 		// The coordinator counts each HTTP client as itself (its rate limit and watchers),
 		// never as a client address the request claims.
@@ -198,5 +204,38 @@ func outgoing(ctx context.Context, r *http.Request) context.Context {
 
 // writeError answers with the gateway's JSON error body and HTTP status for a gRPC error.
 func (h *handler) writeError(ctx context.Context, w http.ResponseWriter, r *http.Request, err error) {
-	runtime.DefaultHTTPErrorHandler(ctx, h.gw, jsonMarshaler(), w, r, err)
+	writeHTTPError(ctx, h.gw, jsonMarshaler(), w, r, err)
+}
+
+// writeHTTPError is the gateway's error answer (the status's JSON, its HTTP status) with what
+// the status's details mean in HTTP headers: UNAUTHENTICATED names the Bearer scheme
+// (WWW-Authenticate), a google.rpc.RetryInfo says when to come back (Retry-After, in whole
+// seconds rounded up).
+func writeHTTPError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := status.FromError(err)
+	fix := &errorHeaders{ResponseWriter: w}
+	if st.Code() == codes.Unauthenticated {
+		// The gateway puts the status message there; RFC 6750 wants the scheme.
+		fix.set = append(fix.set, [2]string{"WWW-Authenticate", `Bearer realm="paperfetch"`})
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().IsValid() {
+			secs := int64(math.Ceil(ri.GetRetryDelay().AsDuration().Seconds()))
+			fix.set = append(fix.set, [2]string{"Retry-After", strconv.FormatInt(max(secs, 1), 10)})
+		}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, fix, r, err)
+}
+
+// errorHeaders sets headers just before the status line is written (after the gateway's).
+type errorHeaders struct {
+	http.ResponseWriter
+	set [][2]string
+}
+
+func (e *errorHeaders) WriteHeader(code int) {
+	for _, kv := range e.set {
+		e.Header().Set(kv[0], kv[1])
+	}
+	e.ResponseWriter.WriteHeader(code)
 }
