@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +166,62 @@ func TestSingleFlightDOIReloadOneOwner(t *testing.T) {
 	if b := h.batch("a"); b.counts[stateSucceeded] != 2 || b.cached != 1 {
 		t.Fatalf("counts %v cached %d", b.counts, b.cached)
 	}
+}
+
+// The API hosts get their politeness defaults: OpenAlex's requests start 150 ms apart, at most
+// 4 at a time, and a 429 with Retry-After pauses the host (the step is tried again after it).
+func TestAPIHostPoliteness(t *testing.T) {
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 8
+		c.Resolve = ResolveConfig{OpenAlexBase: oaBase, Email: "me@example.org"}
+	})
+	var specs []*pb.PaperSpec
+	for i := range 6 {
+		specs = append(specs, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", i), Doi: fmt.Sprintf("10.1000/p%d", i)})
+	}
+	h.submit("b", specs)
+	c := h.connect("f", 20)
+	var leases []*pb.Assign
+	take := func(want int, what string) {
+		t.Helper()
+		all, _, _ := recv(c)
+		var as []*pb.Assign
+		for _, a := range all {
+			if strings.HasPrefix(a.GetUrl(), oaBase+"/") {
+				as = append(as, a)
+			}
+		}
+		if len(as) != want {
+			t.Fatalf("%s: %d OpenAlex assigns %v, want %d", what, len(as), as, want)
+		}
+		leases = append(leases, as...)
+	}
+	take(1, "at once")
+	for i := 1; i < 4; i++ {
+		h.advance(149 * time.Millisecond)
+		h.step()
+		take(0, "149 ms after the last start")
+		h.advance(time.Millisecond)
+		h.step()
+		take(1, "150 ms after the last start")
+	}
+	h.advance(time.Second)
+	h.step()
+	take(0, "with 4 requests running")
+	// The first answers 429, Retry-After 2s: the host pauses (its paper goes on with its next
+	// route, Unpaywall, on another host; the OpenAlex step is not retired).
+	h.send(c, eventReq(leases[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_RATE_LIMITED, 429, 2*time.Second)))
+	h.step()
+	// The other three answer: their slots are free, but the host is paused.
+	for i, l := range leases[1:4] {
+		h.send(c, eventReq(l, int64(i+1), resolvedEv()))
+	}
+	h.step()
+	take(0, "during the pause")
+	h.advance(1900 * time.Millisecond)
+	h.step()
+	take(0, "during the pause")
+	h.advance(200 * time.Millisecond)
+	h.step()
+	take(1, "after the pause")
 }

@@ -171,18 +171,14 @@ func TestEveryRoute(t *testing.T) {
 	if n := w.MaxActive("unpaywall"); n > 2 {
 		t.Errorf("unpaywall saw %d concurrent requests, limit 2", n)
 	}
-	// The coordinator spaces the leases it hands out; the origin sees those starts shifted by
-	// each fetcher's scheduling (tens of milliseconds on a loaded machine), which does not add
-	// up: on average the starts are at least the delay apart, and no two are closer than half.
+	// The coordinator spaces the leases it hands out (exactly: TestAPIHostPoliteness in the
+	// coordinator, on a fake clock); the origin sees those starts shifted by each fetcher's
+	// scheduling (up to 145 ms seen on a loaded machine, which made two starts 5 ms apart),
+	// which does not add up: on average the starts are at least the delay apart.
 	for server, minGap := range map[string]time.Duration{"openalex": 100 * time.Millisecond, "unpaywall": 400 * time.Millisecond} {
 		starts := w.Starts(server)
 		sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
-		for i := 1; i < len(starts); i++ {
-			if gap := starts[i].Sub(starts[i-1]); gap < minGap/2 {
-				t.Errorf("%s: requests %d and %d only %s apart", server, i-1, i, gap)
-			}
-		}
-		// The last start is one scheduling jitter late at most: allow one half-delay.
+		// The first and last starts are one scheduling jitter off at most: allow one half-delay.
 		if n := len(starts); n > 2 {
 			if span := starts[n-1].Sub(starts[0]); span < time.Duration(n-1)*minGap-minGap/2 {
 				t.Errorf("%s: %d requests within %s, want at least %s between starts on average", server, n, span, minGap)
