@@ -155,3 +155,24 @@ func TestCSVExports(t *testing.T) {
 		t.Fatalf("mendeley: %+v %v", papers, errs)
 	}
 }
+
+// --format forces a document format whatever the name and the first bytes.
+func TestDocumentFormatForced(t *testing.T) {
+	for _, tc := range []struct {
+		flag, content string
+	}{
+		{"bibtex", "Exported from my library\n@article{k1, doi = {10.1000/A}}\n"},
+		{"bib", "@article{k1, doi = {10.1000/A}}"},
+		{"ris", "\r\nTY  - JOUR\r\nID  - k1\r\nDO  - 10.1000/A\r\nER  - \r\n"},
+		{"csl-json", `  [{"id": "k1", "DOI": "10.1000/A"}]`},
+	} {
+		f, err := ParseFormat(tc.flag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		papers, errs := readNamed(t, "library.txt", tc.content, Options{Format: f})
+		if len(errs) != 0 || len(papers) != 1 || papers[0].ID != "k1" || papers[0].DOI != "10.1000/a" {
+			t.Errorf("--format %s: %+v %v", tc.flag, papers, errs)
+		}
+	}
+}
