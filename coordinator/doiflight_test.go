@@ -225,3 +225,76 @@ func TestAPIHostPoliteness(t *testing.T) {
 	h.step()
 	take(1, "after the pause")
 }
+
+// Every route is tried before a DOI is given up: when transient failures (a repository timing
+// out, 503s) use up a DOI paper's attempts, the step that failed is retired rather than the
+// paper, while a route has not been tried; the paper then fails as attempts_exhausted, its
+// message listing what each route gave.
+func TestEveryRouteTriedBeforeAttemptsRunOut(t *testing.T) {
+	h := newEngHarness(t, func(c *Config) {
+		c.PerHostConcurrency = 4
+		c.MaxAttempts = 2
+		c.Resolve = ResolveConfig{OpenAlexBase: oaBase, Email: "me@example.org"}
+		c.HostOverrides = map[string]HostLimits{"oa.example": {Delay: new(time.Duration(0)), Concurrency: new(4)},
+			"doi.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}, "api.unpaywall.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}}
+	})
+	h.submit("b", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}})
+	c := h.connect("f", 10)
+	seq := int64(0)
+	next := func() *pb.Assign {
+		t.Helper()
+		for range 10 {
+			as, _, _ := recv(c)
+			if len(as) == 1 {
+				return as[0]
+			}
+			if len(as) > 1 {
+				t.Fatalf("assigns %v", as)
+			}
+			h.advance(time.Minute) // a retry's backoff
+			h.step()
+		}
+		t.Fatalf("nothing assigned; paper %v", h.paperState("b", "x"))
+		return nil
+	}
+	send := func(a *pb.Assign, ev *pb.DownloadEvent) {
+		seq++
+		h.send(c, eventReq(a, seq, ev))
+		h.step()
+	}
+	timeout := func() *pb.DownloadEvent {
+		return failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)
+	}
+	a := next()
+	if a.GetResolve().GetRoute() != pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX {
+		t.Fatalf("first step %v", a)
+	}
+	// OpenAlex lists three copies on a repository that times out.
+	send(a, resolvedEv("https://repo.example/1.pdf", "https://repo.example/2.pdf", "https://repo.example/3.pdf"))
+	routes := map[pb.ResolveRoute]bool{}
+	for range 12 {
+		if s := h.paperState("b", "x"); s == pb.PaperState_PAPER_STATE_FAILED {
+			break
+		}
+		a = next()
+		if r := a.GetResolve().GetRoute(); r != pb.ResolveRoute_RESOLVE_ROUTE_UNSPECIFIED {
+			routes[r] = true
+			send(a, resolvedEv()) // the other routes find nothing
+			continue
+		}
+		send(a, timeout())
+	}
+	for _, r := range []pb.ResolveRoute{pb.ResolveRoute_RESOLVE_ROUTE_UNPAYWALL, pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE, pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK} {
+		if !routes[r] {
+			t.Errorf("route %v never tried before the paper was given up", r)
+		}
+	}
+	idx := h.e.byBatch[batchKey(hashString("x"), h.batch("b").idx)]
+	p := &h.e.papers[idx]
+	if p.state != stateFailed || pb.FailureReason(p.reason) != pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED {
+		t.Fatalf("paper %d reason %v, want failed attempts_exhausted", p.state, pb.FailureReason(p.reason))
+	}
+	if p.attempts > 2+6 {
+		t.Errorf("%d attempts: a retired step was tried again", p.attempts)
+	}
+}

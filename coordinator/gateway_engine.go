@@ -471,6 +471,17 @@ func (e *engine) settleFailure(idx uint32, paperID string, reason pb.FailureReas
 	if planned {
 		pl = e.planFailed(idx, reason, msg)
 	}
+	if pl != nil && !permanent && int(p.failures) >= e.cfg.MaxAttempts {
+		// A DOI's plan gives up the step that used up the attempts, not the paper: every
+		// route is tried before a DOI is given up. Each later transient failure retires its
+		// step too, so a plan makes at most MaxAttempts + maxPlanSteps failed attempts.
+		pl.exhaustStep(int(p.urlIdx), int(p.failures), msg)
+		e.putPlan(idx, pl)
+		if p.urlIdx < deadBits {
+			p.dead |= 1 << p.urlIdx
+		}
+		permanent = true // the next step is another URL or route: no reason to wait
+	}
 	next, ok := nextURL(p)
 	switch {
 	case !ok && pl != nil:
@@ -480,7 +491,7 @@ func (e *engine) settleFailure(idx uint32, paperID string, reason pb.FailureReas
 		e.setState(idx, stateFailed, now)
 		e.log.Info("paper failed", "batch", b.id, "paper", paperID, "reason", reasonLabel(reason), "error", msg)
 		return
-	case int(p.failures) >= e.cfg.MaxAttempts:
+	case pl == nil && int(p.failures) >= e.cfg.MaxAttempts:
 		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
 		e.setError(idx, fmt.Sprintf("gave up after %d attempts; last: %s", p.failures, msg))
 		e.setState(idx, stateFailed, now)

@@ -223,10 +223,13 @@ func candidateURL(raw string) bool {
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil
 }
 
-// failureSummary is the message and reason of a DOI paper none of whose steps gave a PDF.
+// failureSummary is the message and reason of a DOI paper none of whose steps gave a PDF:
+// not_found when the DOI resolver does not know the DOI; attempts_exhausted when a step was
+// given up after transient failures (a copy may be there, on a server that was down);
+// otherwise no_open_copy.
 func (p *plan) failureSummary() (pb.FailureReason, string) {
 	var tried []string
-	unknown := false
+	unknown, exhausted := false, false
 	for _, s := range p.steps {
 		if s.note != "" {
 			tried = append(tried, s.note)
@@ -235,12 +238,28 @@ func (p *plan) failureSummary() (pb.FailureReason, string) {
 			pb.FailureReason(s.reason) == pb.FailureReason_FAILURE_REASON_NOT_FOUND {
 			unknown = true
 		}
+		if pb.FailureReason(s.reason) == pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED {
+			exhausted = true
+		}
 	}
 	list := strings.Join(tried, "; ")
-	if unknown {
+	switch {
+	case unknown:
 		return pb.FailureReason_FAILURE_REASON_NOT_FOUND, fmt.Sprintf("DOI %s not found: the DOI resolver does not know it (tried: %s)", p.doi, list)
+	case exhausted:
+		return pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED, fmt.Sprintf("gave up on DOI %s after transient failures; routes tried: %s", p.doi, list)
 	}
 	return pb.FailureReason_FAILURE_REASON_NO_OPEN_COPY, fmt.Sprintf("no open PDF found for DOI %s; routes tried: %s", p.doi, list)
+}
+
+// exhaustStep retires step cur, given up after failures transient failures (the last msg).
+func (p *plan) exhaustStep(cur, failures int, msg string) {
+	if cur >= len(p.steps) {
+		return
+	}
+	s := &p.steps[cur]
+	s.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
+	s.setNote(fmt.Sprintf("gave up after %d failed attempts of the paper (%s)", failures, validate.Truncate(msg, 160)))
 }
 
 // setNote records a step's outcome (bounded).
