@@ -28,6 +28,10 @@ type loop struct {
 	gcCh        chan<- []string // nil: no collector
 	verifyQueue []verifyJob
 	gcQueue     []string
+
+	// held is client requests taken from the inbox during a commit that are not reads: they
+	// are applied first by the next iteration, in their order (commitServingReads).
+	held []message
 }
 
 // run iterates until ctx is done or a commit fails: it waits for a message, a timer (the
@@ -43,7 +47,7 @@ func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Dura
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !e.pending() {
+		if !e.pending() && len(l.held) == 0 {
 			if w := e.nextWake(); !w.Equal(armed) {
 				armed = w
 				d := time.Hour
@@ -81,6 +85,12 @@ func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Dura
 func (l *loop) iterate(now time.Time) error {
 	start := time.Now()
 	e := l.e
+	// Requests held during the last commit come first, in their order.
+	for _, m := range l.held {
+		m.apply(e, now)
+	}
+	clear(l.held)
+	l.held = l.held[:0]
 	// Client requests and fetcher traffic have their own inboxes and take turns, so that
 	// fetchers, however busy, neither fill the clients' inbox nor crowd them out of an
 	// iteration (budgets.go).
@@ -106,7 +116,7 @@ func (l *loop) iterate(now time.Time) error {
 	e.schedule(now)
 	rd := e.takeReady()
 	views := e.takeViews(now)
-	released, err := l.commit(rd.writes)
+	released, err := l.commitServingReads(rd.writes, now)
 	if err != nil {
 		l.log.Error("store commit failed; stopping the coordinator", "err", err)
 		return fmt.Errorf("coordinator loop: %w", err)
@@ -122,16 +132,40 @@ func (l *loop) iterate(now time.Time) error {
 	return nil
 }
 
-// commit ends the engine's kvSnapshot and writes w in one transaction. It returns the blobs
-// whose last reference the transaction deleted.
-func (l *loop) commit(w *writeSet) ([]string, error) {
+// commitServingReads ends the engine's kvSnapshot and writes w in one transaction, on a
+// goroutine of its own that it waits for. Meanwhile it answers the read requests that arrive
+// in the clients' inbox (readRequest: they see committed state only, readview.go) and holds
+// every other request for the next iteration, at most maxDrain of them; fetcher traffic waits
+// in its inbox. The engine does not change during the commit, so the commit's writes and
+// what the iteration sends afterwards are exactly what takeReady handed over. It returns the
+// blobs whose last reference the transaction deleted.
+func (l *loop) commitServingReads(w *writeSet, now time.Time) ([]string, error) {
 	l.stored.release()
 	if w.empty() {
 		return nil, nil
 	}
 	start := time.Now()
 	n := w.size()
-	err := l.st.commit(w)
+	done := make(chan error, 1)
+	go func() { done <- l.st.commit(w) }()
+	var err error
+	inbox := l.inbox
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case m := <-inbox:
+			if r, ok := m.(readRequest); ok && r.duringCommit() {
+				m.apply(l.e, now)
+				continue
+			}
+			l.held = append(l.held, m)
+			if len(l.held) >= maxDrain {
+				inbox = nil
+			}
+		}
+	}
 	l.m.commitSeconds.Observe(time.Since(start).Seconds())
 	l.m.commitRecords.Observe(float64(n))
 	if err != nil {

@@ -31,9 +31,29 @@ import (
 //   - ListHosts lists the hosts whose records are committed and ListFetchers the connected
 //     fetchers, at once; their counters (active, queued, credits...) are live scheduling state,
 //     which is not durable.
+//   - While the store commits, the loop keeps answering these reads (readRequest); other
+//     requests wait for the next iteration (loop.commitServingReads).
 //
 // Live progress is not durable state and is shown as it is: a batch's bytes_downloaded and
 // bytes_per_second (refreshed at most every viewSpeedEvery), a running paper's bytes.
+
+// readRequest is a client request that only reads: applying it changes nothing in the engine
+// and replies at once. The loop answers those that report duringCommit while a commit is in
+// progress (loop.commitServingReads).
+type readRequest interface {
+	message
+	duringCommit() bool
+}
+
+func (*listBatchesReq) duringCommit() bool { return true }
+func (*lookupReq) duringCommit() bool      { return true }
+func (*hostsReq) duringCommit() bool       { return true }
+func (*fetchersReq) duringCommit() bool    { return true }
+
+// duringCommit: a filtered ListPapers waits for the commit in progress. Its filter picks the
+// papers changed since the last commit (flagDirty) whatever their state, and the flag of a
+// paper being committed is already cleared.
+func (r *listPapersReq) duringCommit() bool { return r.states == 0 && r.reasons == 0 }
 
 // viewSpeedEvery bounds how often a changed batch's speed (a scan of the running leases) is
 // recomputed for its view.

@@ -31,11 +31,15 @@ func (k *heldKV) update(fn func(kvTx) error) error {
 	return k.kvStore.update(fn)
 }
 
-// GetBatch is answered while another caller's commit is in progress, shows only committed
-// state, and a caller sees its own write as soon as the write is acknowledged.
-func TestGetBatchDoesNotWaitForOtherCallersCommit(t *testing.T) {
+// Reads are answered while another caller's commit is in progress (GetBatch from the
+// published views, the loop's reads while it waits for the commit), show only committed state,
+// and a caller sees its own write as soon as the write is acknowledged. Writes and filtered
+// ListPapers calls that arrive during the commit wait for it.
+func TestReadsDoNotWaitForOtherCallersCommit(t *testing.T) {
 	held := &heldKV{entered: make(chan struct{}), release: make(chan struct{})}
-	h := startHarnessWith(t, nil, func(c *Coordinator) {
+	var c *Coordinator
+	h := startHarnessWith(t, nil, func(co *Coordinator) {
+		c = co
 		held.kvStore = c.st.kv
 		c.st.kv = held
 	})
@@ -61,6 +65,17 @@ func TestGetBatchDoesNotWaitForOtherCallersCommit(t *testing.T) {
 
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	// Taken from the inbox during the commit, but answered after it: a write and a filtered
+	// listing.
+	cancelA := &cancelBatchReq{id: "a", reply: make(chan batchResult, 1)}
+	filteredA := &listPapersReq{batchID: "a", states: 1 << stateQueued, size: 10, reply: make(chan listPapersResult, 1)}
+	for _, m := range []message{cancelA, filteredA} {
+		if err := c.post(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the loop to take both calls", func() bool { return len(c.inbox) == 0 })
+
 	got, err := h.api.GetBatch(rctx, &pb.GetBatchRequest{BatchId: "a"})
 	if err != nil {
 		t.Fatalf("GetBatch of a committed batch while another commit is held: %v", err)
@@ -72,9 +87,32 @@ func TestGetBatchDoesNotWaitForOtherCallersCommit(t *testing.T) {
 	if _, err := h.api.GetBatch(rctx, &pb.GetBatchRequest{BatchId: "b"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("GetBatch of a batch whose commit is in progress: %v, want NotFound", err)
 	}
+	lb, err := h.api.ListBatches(rctx, &pb.ListBatchesRequest{})
+	if err != nil || len(lb.GetBatches()) != 1 || lb.GetBatches()[0].GetBatchId() != "a" {
+		t.Fatalf("ListBatches during the commit: %v %v", lb, err)
+	}
+	if p, err := h.api.GetPaper(rctx, &pb.GetPaperRequest{BatchId: "a", PaperId: "a-1"}); err != nil || p.GetPaper().GetState() != pb.PaperState_PAPER_STATE_QUEUED {
+		t.Fatalf("GetPaper during the commit: %v %v", p, err)
+	}
+	if _, err := h.api.GetPaper(rctx, &pb.GetPaperRequest{BatchId: "b", PaperId: "b-0"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("GetPaper of a paper whose commit is in progress: %v, want NotFound", err)
+	}
+	if lp, err := h.api.ListPapers(rctx, &pb.ListPapersRequest{BatchId: "a"}); err != nil || len(lp.GetPapers()) != 2 {
+		t.Fatalf("ListPapers during the commit: %v %v", lp, err)
+	}
+	if hs, err := h.api.ListHosts(rctx, &pb.ListHostsRequest{}); err != nil || len(hs.GetHosts()) != 1 {
+		t.Fatalf("ListHosts during the commit: %v %v", hs, err)
+	}
+	if _, err := h.api.ListFetchers(rctx, &pb.ListFetchersRequest{}); err != nil {
+		t.Fatalf("ListFetchers during the commit: %v", err)
+	}
 	select {
 	case s := <-done:
 		t.Fatalf("SubmitBatch returned before its commit: %v %v", s.res, s.err)
+	case r := <-cancelA.reply:
+		t.Fatalf("CancelBatch returned during another commit: %+v", r)
+	case r := <-filteredA.reply:
+		t.Fatalf("a filtered ListPapers returned during a commit: %+v", r)
 	default:
 	}
 	release()
@@ -85,6 +123,15 @@ func TestGetBatchDoesNotWaitForOtherCallersCommit(t *testing.T) {
 	// Acknowledged: visible to the next read at once (no waiting, no retry).
 	if got, err := h.api.GetBatch(rctx, &pb.GetBatchRequest{BatchId: "b"}); err != nil || got.GetBatch().GetTotalPapers() != 1 {
 		t.Fatalf("GetBatch after the acknowledgement: %v %v", got, err)
+	}
+	if r := <-cancelA.reply; r.err != nil {
+		t.Fatalf("CancelBatch: %v", r.err)
+	}
+	if got, err := h.api.GetBatch(rctx, &pb.GetBatchRequest{BatchId: "a"}); err != nil || got.GetBatch().GetState() != pb.BatchState_BATCH_STATE_CANCELLED {
+		t.Fatalf("GetBatch after CancelBatch: %v %v", got, err)
+	}
+	if r := <-filteredA.reply; r.err != nil || len(r.idxs) != 2 {
+		t.Fatalf("filtered ListPapers: %+v", r)
 	}
 }
 
