@@ -65,6 +65,9 @@ func (e *engine) reclaimLeases(now time.Time) {
 	if e.nextLeaseScan.IsZero() || now.Before(e.nextLeaseScan) {
 		return
 	}
+	// Leases a reclaim releases (successors of reclaimed predecessors, prefetch.go) note their
+	// due time during the scan, possibly after the scan passed them: it is kept below.
+	e.nextLeaseScan = time.Time{}
 	var next time.Time
 	for _, l := range mapValues(e.leases) {
 		if e.leases[l.idx] != l || l.conn == nil || l.conn.closed || l.verifying || l.pred != nil {
@@ -96,6 +99,9 @@ func (e *engine) reclaimLeases(now time.Time) {
 			c.kill(fmt.Errorf("%w: %s", errPrecondition, reason))
 			e.dropConn(c, "lease "+why, now)
 		}
+	}
+	if noted := e.nextLeaseScan; !noted.IsZero() && (next.IsZero() || noted.Before(next)) {
+		next = noted
 	}
 	if !next.IsZero() && next.Before(now.Add(leaseScanInterval)) {
 		next = now.Add(leaseScanInterval)

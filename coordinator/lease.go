@@ -157,7 +157,11 @@ func (e *engine) exchangeEnded(l *lease, now time.Time) {
 	}
 	l.received = true
 	l.started = true
-	e.unlinkPred(l)
+	if l.pred != nil { // a successor whose fetcher skipped ahead: it runs on its own
+		e.unlinkPred(l)
+		l.readyAt = now
+		e.noteLeaseDue(l)
+	}
 	h := e.hosts[e.papers[l.idx].host]
 	if l.counted {
 		l.counted = false

@@ -170,6 +170,7 @@ func (e *engine) startedEarly(s *lease, now time.Time) {
 	e.unlinkPred(s)
 	s.counted = true
 	s.readyAt = now
+	e.noteLeaseDue(s)
 	e.hosts[e.papers[s.idx].host].active++
 }
 

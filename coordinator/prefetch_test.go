@@ -138,3 +138,23 @@ func TestPrefetchHandBackAndDrain(t *testing.T) {
 		t.Fatalf("successor's paper after draining: %+v", p)
 	}
 }
+
+// A successor released when the scan reclaims its predecessor is scanned later too: it gets
+// its own deadlines and is reclaimed when its fetcher goes silent, whatever the order in which
+// the scan met the two (map order: 20 runs, each met the successor first with probability 1/2).
+func TestPrefetchReleasedSuccessorKeepsDeadlines(t *testing.T) {
+	for run := 0; run < 20; run++ {
+		h, c, as := prefetchSetup(t, 1, 1, 2)
+		h.send(c, eventReq(as[0], 1, receivedEv())) // the successor takes the host slot
+		h.send(c, eventReq(as[1], 1, startedEv(as[1])))
+		// The fetcher goes silent: the predecessor expires, then its successor.
+		for i := 0; i < 4; i++ {
+			h.advance(h.e.cfg.LeaseTTL)
+		}
+		for _, a := range as {
+			if l := h.e.leases[h.e.byBatch[batchKey(hashString(a.GetPaperId()), h.batch("b").idx)]]; l != nil && l.id == a.GetLeaseId() {
+				t.Fatalf("run %d: lease %s still held by the silent fetcher after %s", run, l.id, 4*h.e.cfg.LeaseTTL)
+			}
+		}
+	}
+}
