@@ -43,8 +43,8 @@ const (
 // the coordinator allocates or changes anything for it; a message that breaks them (or a
 // second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
 // naming the field, and the stream's leases are re-queued.
-//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one (a successor, step 3, consumes none),
-//     and the fetcher returns credit with a Credits message when a slot frees up (after a
+//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one
+//     (a successor, step 3, consumes none), and the fetcher returns credit with a Credits message when a slot frees up (after a
 //     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
 //     Assigns than the credit it holds.
 //  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
@@ -56,9 +56,12 @@ const (
 //     received (no credit is returned for that slot), or at once when the predecessor had
 //     already freed its slot when the Assign arrived (the fetcher then withholds the credit of
 //     the next slot that frees, so it never runs more than slots + prefetch downloads). When
-//     the predecessor ends without its body received (failed, cancelled), the successor is
-//     void: the fetcher reports it failed with reason ABORTED before any started event (a
-//     hand-back), and the coordinator re-queues it at once without counting a failure. Per-host
+//     the predecessor ends without its body received (failed, cancelled), or is not a lease
+//     the fetcher holds, the successor is void: the fetcher reports it failed with reason
+//     ABORTED before any started event (a hand-back), and the coordinator re-queues it at once
+//     without counting a failure. When the predecessor's body is in but its host may not start
+//     another request (its limit shrank after a 429, a pause, an open breaker), the
+//     coordinator cancels the successor and re-queues it instead. Per-host
 //     concurrency thus still counts HTTP exchanges: the coordinator counts a successor
 //     against its host from the predecessor's body_received (when the predecessor's exchange
 //     stops counting), and a successor starts only after that. Only hosts without a per-host
@@ -170,8 +173,8 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // the coordinator allocates or changes anything for it; a message that breaks them (or a
 // second Hello) ends the stream with INVALID_ARGUMENT and a google.rpc.BadRequest detail
 // naming the field, and the stream's leases are re-queued.
-//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one (a successor, step 3, consumes none),
-//     and the fetcher returns credit with a Credits message when a slot frees up (after a
+//  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one
+//     (a successor, step 3, consumes none), and the fetcher returns credit with a Credits message when a slot frees up (after a
 //     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
 //     Assigns than the credit it holds.
 //  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
@@ -183,9 +186,12 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     received (no credit is returned for that slot), or at once when the predecessor had
 //     already freed its slot when the Assign arrived (the fetcher then withholds the credit of
 //     the next slot that frees, so it never runs more than slots + prefetch downloads). When
-//     the predecessor ends without its body received (failed, cancelled), the successor is
-//     void: the fetcher reports it failed with reason ABORTED before any started event (a
-//     hand-back), and the coordinator re-queues it at once without counting a failure. Per-host
+//     the predecessor ends without its body received (failed, cancelled), or is not a lease
+//     the fetcher holds, the successor is void: the fetcher reports it failed with reason
+//     ABORTED before any started event (a hand-back), and the coordinator re-queues it at once
+//     without counting a failure. When the predecessor's body is in but its host may not start
+//     another request (its limit shrank after a 429, a pause, an open breaker), the
+//     coordinator cancels the successor and re-queues it instead. Per-host
 //     concurrency thus still counts HTTP exchanges: the coordinator counts a successor
 //     against its host from the predecessor's body_received (when the predecessor's exchange
 //     stops counting), and a successor starts only after that. Only hosts without a per-host
