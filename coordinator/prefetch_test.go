@@ -158,3 +158,33 @@ func TestPrefetchReleasedSuccessorKeepsDeadlines(t *testing.T) {
 		}
 	}
 }
+
+// A successor does not take its predecessor's host slot when the host may not start another
+// request then: after a 429 halved the limit below the exchanges still running, it is
+// cancelled and re-queued (no failure counted), and the host's count stays within the limit.
+func TestPrefetchSuccessorCancelledWhenLimitShrank(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 3 })
+	defer h.close()
+	c := h.connectPrefetch("f", 3, 1)
+	if res := h.submit("b", prefetchPapers(6, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != 4 || as[3].GetAfterLeaseId() != as[0].GetLeaseId() {
+		t.Fatalf("want 3 leases and a successor of the first, got %v", as)
+	}
+	h.send(c, eventReq(as[2], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_RATE_LIMITED, 429, 0)))
+	host := h.e.hosts[h.e.hostByName["a.example"]]
+	if host.limit != 1 || host.active != 2 {
+		t.Fatalf("after the 429: limit %d, active %d", host.limit, host.active)
+	}
+	recv(c)
+	h.send(c, eventReq(as[0], 1, receivedEv()))
+	_, cancels, _ := recv(c)
+	if len(cancels) != 1 || cancels[0] != as[3].GetLeaseId() || host.active != 1 {
+		t.Fatalf("cancels %v, active %d: want the successor cancelled, 1 exchange counted", cancels, host.active)
+	}
+	if p := h.e.papers[h.e.byBatch[batchKey(hashString(as[3].GetPaperId()), h.batch("b").idx)]]; p.state != stateQueued || p.failures != 0 {
+		t.Fatalf("the successor's paper: %+v", p)
+	}
+}
