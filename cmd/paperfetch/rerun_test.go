@@ -2,17 +2,12 @@ package main_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // After Ctrl-C, a rerun with an edited list replaces the interrupted batch (saying so) instead of
@@ -64,41 +59,39 @@ func TestGetRerunWithEditedList(t *testing.T) {
 // that the run exits with status 3 and its slow requests left the origin. It returns the run's standard error.
 func interruptAfter(t *testing.T, o *origin, args []string, n int, check func(map[string]any)) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	succeeded := 0
-	sc := bufio.NewScanner(stdout)
-	for succeeded < n && sc.Scan() {
+	return interruptWhen(t, o, args, n, func(rec map[string]any) bool {
+		if rec["state"] != "succeeded" {
+			return false
+		}
+		if check != nil {
+			check(rec)
+		}
+		return true
+	})
+}
+
+// interruptWhen is interruptAfter counting the paper records for which counts is true.
+func interruptWhen(t *testing.T, o *origin, args []string, n int, counts func(map[string]any) bool) string {
+	t.Helper()
+	g := startGet(t, args)
+	seen := 0
+	sc := bufio.NewScanner(g.stdout)
+	for seen < n && sc.Scan() {
 		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" && rec["state"] == "succeeded" {
-			succeeded++
-			if check != nil {
-				check(rec)
-			}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" && counts(rec) {
+			seen++
 		}
 	}
-	if succeeded < n {
-		t.Fatalf("only %d papers succeeded before the output ended\n%s", succeeded, stderr.String())
+	if seen < n {
+		t.Fatalf("only %d of %d papers before the output ended\n%s", seen, n, g.stderr.String())
 	}
 	<-o.slowIn // at least one slow download is in flight
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := g.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = io.Copy(io.Discard, stdout)
-	var ee *exec.ExitError
-	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("interrupted run: %v, want exit status 3\n%s", err, stderr.String())
+	if code := g.wait(t); code != 3 {
+		t.Fatalf("interrupted run: exit %d, want 3\n%s", code, g.stderr.String())
 	}
 	o.waitGateEmpty(t)
-	return stderr.String()
+	return g.stderr.String()
 }

@@ -1,9 +1,7 @@
 package main_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +13,10 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paperfetch/paperfetch/internal/syncbuf"
 )
 
 // The short flags -o, -j and -q work like their long forms, and --quiet prints only the
@@ -139,10 +138,11 @@ func TestGetInterruptWritesFailedAndReport(t *testing.T) {
 	// The paper records of --json carry the path, URL and SHA-256 of a success and the URL and
 	// reason of a failure.
 	var failedRec map[string]any
-	stderr := interruptAfterRecords(t, o, args, 3, func(rec map[string]any) {
+	stderr := interruptWhen(t, o, args, 3, func(rec map[string]any) bool {
 		if rec["state"] == "failed" {
 			failedRec = rec
 		}
+		return true
 	})
 	if want := "Interrupted: 3 of 4 papers done (1 failed, listed in " + filepath.Join(out, "failed.txt") + "). Run the same command again to resume."; !strings.Contains(stderr, want) {
 		t.Errorf("stderr:\n%s", stderr)
@@ -161,58 +161,12 @@ func TestGetInterruptWritesFailedAndReport(t *testing.T) {
 	assertNoTempFiles(t, out)
 }
 
-// interruptAfterRecords is interruptAfter counting every finished paper (succeeded or failed).
-func interruptAfterRecords(t *testing.T, o *origin, args []string, n int, check func(map[string]any)) string {
-	t.Helper()
-	g := startGet(t, args)
-	done := 0
-	sc := bufio.NewScanner(g.stdout)
-	for done < n && sc.Scan() {
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["type"] == "paper" {
-			done++
-			check(rec)
-		}
-	}
-	if done < n {
-		t.Fatalf("only %d papers finished before the output ended\n%s", done, g.stderr.String())
-	}
-	<-o.slowIn
-	if err := g.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, g.stdout)
-	if code := g.wait(t); code != 3 {
-		t.Fatalf("interrupted run: exit %d, want 3\n%s", code, g.stderr.String())
-	}
-	o.waitGateEmpty(t)
-	return g.stderr.String()
-}
-
 // running is a `paperfetch` started in the background.
 type running struct {
 	cmd    *exec.Cmd
 	stdout io.ReadCloser
-	stderr *syncBuilder
+	stderr *syncbuf.Buffer
 	cancel context.CancelFunc
-}
-
-// syncBuilder is a strings.Builder safe for the writes of exec's copying goroutine.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startGet starts the binary with args; its standard output is a pipe to read.
@@ -226,7 +180,7 @@ func startGet(t *testing.T, args []string) *running {
 		cancel()
 		t.Fatal(err)
 	}
-	g := &running{cmd: cmd, stdout: stdout, stderr: &syncBuilder{}, cancel: cancel}
+	g := &running{cmd: cmd, stdout: stdout, stderr: &syncbuf.Buffer{}, cancel: cancel}
 	cmd.Stderr = g.stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
