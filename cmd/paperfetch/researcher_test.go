@@ -271,15 +271,7 @@ func TestGetInputForms(t *testing.T) {
 // A read-only output file system stops the run at once with exit status 4 and a sentence that
 // says so, like a full disk.
 func TestGetReadOnlyFileSystem(t *testing.T) {
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "ro")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	mnt := mountTmpfs(t, "4m")
 	o := newOrigin(t)
 	out := filepath.Join(mnt, "out")
 	if res := run(t, "", append(testFlags(o, out), o.URL+"/files/ro1.pdf")...); res.code != 0 {

@@ -119,18 +119,25 @@ func TestGetUnsupportedFormat(t *testing.T) {
 	}
 }
 
-// A full disk stops the run at once with exit status 4, keeping what is done; nothing is
-// retried into the full disk. The output folder is a 2 MiB tmpfs (root only).
-func TestGetDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "small")
+// mountTmpfs mounts a tmpfs of size (e.g. "2m") in a temporary folder, unmounted at the end of
+// the test; the test is skipped where mounting is not allowed (not root).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a small tmpfs (%v): %s", err, out)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	return mnt
+}
+
+// A full disk stops the run at once with exit status 4, keeping what is done; nothing is
+// retried into the full disk. The output folder is a 2 MiB tmpfs (root only).
+func TestGetDiskFull(t *testing.T) {
+	mnt := mountTmpfs(t, "2m")
 	o := newOrigin(t)
 	var args []string
 	for i := range 60 { // 60 x 20 KiB = 1.2 MiB of PDFs, twice (cache + output): more than 2 MiB
