@@ -2,6 +2,9 @@ package main_test
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,5 +156,53 @@ func TestGetDiskFull(t *testing.T) {
 	}
 	if strings.Contains(res.stderr, "attempts_exhausted") {
 		t.Errorf("the full disk was retried:\n%s", res.stderr)
+	}
+}
+
+// The disk fills up while downloads run, and it is the embedded coordinator's own store that
+// cannot be written (2,000 papers fail with 404 once the disk is full: no PDF, no spool, only
+// failure records to commit): the run stops with exit status 4 and says why, instead of waiting
+// forever for a coordinator that stopped (TestGetDiskFull hung so about once in 40 runs).
+func TestGetDiskFillsUnderTheStore(t *testing.T) {
+	mnt := mountTmpfs(t, "8m")
+	gate := make(chan struct{})
+	arrived := make(chan struct{}, 10000)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(origin.Close)
+	var lines []string
+	for i := range 2000 {
+		lines = append(lines, fmt.Sprintf("%s/missing/%d-with-a-longer-name-for-a-longer-error-message.pdf", origin.URL, i))
+	}
+	list := filepath.Join(t.TempDir(), "list.txt")
+	if err := os.WriteFile(list, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := startGet(t, []string{"get", "--out", filepath.Join(mnt, "out"), "--allow-private-networks", "--per-host-delay", "0s",
+		"--per-host-concurrency", "16", "--retries", "0", "--json", list})
+	<-arrived
+	fill, err := os.Create(filepath.Join(mnt, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4<<10)
+	for {
+		if _, err := fill.Write(chunk); err != nil {
+			break
+		}
+	}
+	_ = fill.Close()
+	close(gate)
+	code := g.wait(t)
+	stderr := g.stderr.String()
+	if code != 4 || !strings.Contains(stderr, "no space left on the device") || !strings.Contains(stderr, "run the same command again to resume") {
+		t.Errorf("exit %d, want 4 and what to do\n%s", code, stderr)
 	}
 }
