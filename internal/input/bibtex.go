@@ -11,7 +11,8 @@ import (
 // `@type{key, field = value, ...}` (or with parentheses), values in braces or double quotes
 // (nested braces kept as one value), numbers, macro names, and `#` concatenation; `@string`
 // macros and the standard month macros; `@comment` and `@preamble` skipped, as is text between
-// entries; field names and entry types case-insensitive. Values are cleaned of braces and the
+// entries and "%" comments (lines between entries, and to the end of the line between the
+// tokens of an entry, as biber reads them); field names and entry types case-insensitive. Values are cleaned of braces and the
 // common LaTeX accents and escapes.
 
 // bibMonths are BibTeX's predefined month macros.
@@ -45,7 +46,7 @@ func parseBibTeX(src string) ([]bibEntry, []*LineError) {
 	var out []bibEntry
 	var errs []*LineError
 	for {
-		if !p.skipTo('@') {
+		if !p.nextEntry() {
 			return out, errs
 		}
 		start := p.line
@@ -73,14 +74,32 @@ func (p *bibParser) advance() byte {
 	return c
 }
 
-// skipTo moves past the next c; false at the end.
-func (p *bibParser) skipTo(c byte) bool {
+// nextEntry moves past the next "@" outside comment lines (lines whose first non-blank
+// character is "%", which may hold an address); false at the end.
+func (p *bibParser) nextEntry() bool {
+	lineStart := true
 	for !p.eof() {
-		if p.advance() == c {
+		c := p.advance()
+		switch {
+		case c == '\n':
+			lineStart = true
+		case c == ' ' || c == '\t' || c == '\r':
+		case c == '%' && lineStart:
+			p.skipLine()
+			lineStart = true
+		case c == '@':
 			return true
+		default:
+			lineStart = false
 		}
 	}
 	return false
+}
+
+// skipLine moves past the end of the current line.
+func (p *bibParser) skipLine() {
+	for !p.eof() && p.advance() != '\n' {
+	}
 }
 
 // recover skips to the next line that starts (after blanks) with "@".
@@ -96,11 +115,15 @@ func (p *bibParser) recover() {
 	}
 }
 
+// skipSpace skips white space and "%" comments (to the end of the line) between the tokens
+// of an entry, as biber and JabRef read them.
 func (p *bibParser) skipSpace() {
 	for !p.eof() {
 		switch p.src[p.pos] {
 		case ' ', '\t', '\r', '\n', '\f', '\v':
 			p.advance()
+		case '%':
+			p.skipLine()
 		default:
 			return
 		}
@@ -386,7 +409,7 @@ var precomposed = func() map[[2]rune]rune {
 // (or date) and the first author.
 func bibToEntry(b bibEntry) entry {
 	f := func(name string) string { return cleanLaTeX(b.fields[name]) }
-	e := entry{id: b.key, title: f("title"), author: firstAuthor(f("author"))}
+	e := entry{id: b.key, title: f("title"), author: bibFirstAuthor(b.fields["author"])}
 	e.year = yearOf(f("year"))
 	if e.year == "" {
 		e.year = yearOf(f("date"))
@@ -409,6 +432,51 @@ func bibToEntry(b bibEntry) entry {
 		e.arxiv = ep
 	}
 	return e
+}
+
+// bibFirstAuthor returns the family name of the first author of a BibTeX author list
+// ("Family, Given and ..." or "Given Family and ..."); a name wholly in braces is a corporate
+// author, kept whole ("{World Health Organization}").
+func bibFirstAuthor(raw string) string {
+	depth, first := 0, raw
+	for i := 0; i < len(raw); i++ {
+		switch raw[i] {
+		case '{':
+			depth++
+		case '}':
+			depth--
+		case ' ', '\t', '\n':
+			if depth == 0 && len(raw) >= i+5 && strings.EqualFold(raw[i:i+5], " and ") {
+				first = raw[:i]
+				i = len(raw)
+			}
+		}
+	}
+	first = strings.TrimSpace(first)
+	if wholeGroup(first) {
+		return cleanLaTeX(first)
+	}
+	return firstAuthor(cleanLaTeX(first))
+}
+
+// wholeGroup reports whether s is one brace group: "{" whose matching "}" ends s.
+func wholeGroup(s string) bool {
+	if len(s) < 2 || s[0] != '{' {
+		return false
+	}
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return i == len(s)-1
+			}
+		}
+	}
+	return false
 }
 
 // rawField cleans an identifier-like value (a DOI or URL): braces and escapes removed, no

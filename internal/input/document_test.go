@@ -176,3 +176,27 @@ func TestDocumentFormatForced(t *testing.T) {
 		}
 	}
 }
+
+// Hand-written .bib files: "%" comment lines between entries (with an "@" in them) and
+// between fields (as biber and JabRef read them), and corporate authors in double braces.
+func TestBibTeXHandWritten(t *testing.T) {
+	doc := "% Maintainer: me@example.org\n" +
+		"   % 50% done @ home\n" +
+		"@article{k1,\n" +
+		"  % doi = {10.1/old},\n" +
+		"  doi = {10.1/new}, % the published version\n" +
+		"  author = {{World Health Organization} and Doe, J.},\n" +
+		"  title = {100\\% {Open}}\n" +
+		"}\n" +
+		"@misc{k2, author = {{\\O}stergaard, K. and Lee, A.}, doi = {10.1/k2}}\n" +
+		"@misc{k3, author = {{{\\'E}cole Polytechnique} AND Roe, R.}, doi = {10.1/k3}}\n"
+	papers, errs := readNamed(t, "hand.bib", doc, Options{})
+	want := []Paper{
+		{ID: "k1", DOI: "10.1/new", Metadata: map[string]string{"first_author": "World Health Organization", "title": "100% Open"}, File: "hand.bib", Line: 3},
+		{ID: "k2", DOI: "10.1/k2", Metadata: map[string]string{"first_author": "Østergaard"}, File: "hand.bib", Line: 9},
+		{ID: "k3", DOI: "10.1/k3", Metadata: map[string]string{"first_author": "École Polytechnique"}, File: "hand.bib", Line: 10},
+	}
+	if len(errs) != 0 || !reflect.DeepEqual(papers, want) {
+		t.Fatalf("got %+v, errors %v\nwant %+v", papers, errs, want)
+	}
+}
