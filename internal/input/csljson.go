@@ -57,7 +57,7 @@ func parseCSLJSON(src string) ([]entry, []int, []*LineError) {
 }
 
 // cslToEntry converts a CSL-JSON item: id (string or number), DOI, URL, title, issued year and
-// the first author's family name.
+// the first author's family name (or literal name, kept whole).
 func cslToEntry(it cslItem) entry {
 	e := entry{doi: it.DOI, title: it.Title}
 	var s string
@@ -84,7 +84,7 @@ func cslToEntry(it cslItem) entry {
 		a := it.Author[0]
 		e.author = a.Family
 		if e.author == "" {
-			e.author = firstAuthor(a.Literal)
+			e.author = strings.TrimSpace(a.Literal) // a literal name is whole ("World Health Organization")
 		}
 	}
 	return e

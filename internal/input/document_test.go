@@ -115,12 +115,14 @@ func TestCSLJSON(t *testing.T) {
   {"id": "item1", "type": "article-journal", "DOI": "10.1000/CSL1", "title": "First", "author": [{"family": "Curie", "given": "Marie"}], "issued": {"date-parts": [[1903, 6]]}},
   {"id": 42, "URL": "https://repo.example/42.pdf", "issued": {"date-parts": [["2001"]]}},
   {"id": "bad", "DOI": "11.1/x"},
-  {"id": "nodoi", "title": "no way to fetch"}
+  {"id": "nodoi", "title": "no way to fetch"},
+  {"id": "who", "DOI": "10.1000/WHO", "author": [{"literal": "World Health Organization"}], "issued": {"raw": "2019-05"}}
 ]`
 	papers, errs := readNamed(t, "lib.json", doc, Options{})
 	want := []Paper{
 		{ID: "item1", DOI: "10.1000/csl1", Metadata: map[string]string{"title": "First", "year": "1903", "first_author": "Curie"}, File: "lib.json", Line: 2},
 		{ID: "42", URLs: []string{"https://repo.example/42.pdf"}, Metadata: map[string]string{"year": "2001"}, File: "lib.json", Line: 3},
+		{ID: "who", DOI: "10.1000/who", Metadata: map[string]string{"first_author": "World Health Organization", "year": "2019"}, File: "lib.json", Line: 6},
 	}
 	if !reflect.DeepEqual(papers, want) {
 		t.Errorf("got %+v\nwant %+v", papers, want)
