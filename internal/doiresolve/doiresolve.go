@@ -109,7 +109,12 @@ func Parse(r Route, body []byte, final *url.URL, contentType string) Result {
 		if bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("%PDF-")) {
 			return Result{Candidates: []string{final.String()}, Note: "the DOI leads straight to a PDF"}
 		}
-		c := PDFLinks(body, final)
+		c, refresh := scanPage(body, final)
+		if len(c) == 0 && refresh != "" {
+			// An interstitial that forwards with a meta refresh: the page it forwards to is
+			// the candidate (its download follows the citation_pdf_url found there).
+			return Result{Candidates: []string{refresh}, Note: "the landing page forwards to " + refresh}
+		}
 		if len(c) == 0 {
 			return Result{Note: "no citation_pdf_url or PDF link on " + final.String()}
 		}
@@ -174,8 +179,16 @@ func clean(in []string, base *url.URL) []string {
 // against the page's <base href> or base. It uses an HTML tokenizer: attribute order and case,
 // entities in attribute values and scripts before the head's end are all handled.
 func PDFLinks(page []byte, base *url.URL) []string {
+	links, _ := scanPage(page, base)
+	return links
+}
+
+// scanPage returns a page's PDF links (see PDFLinks) and the absolute http(s) URL its first
+// <meta http-equiv="refresh" content="N; url=..."> forwards to ("" when none).
+func scanPage(page []byte, base *url.URL) ([]string, string) {
 	z := html.NewTokenizer(bytes.NewReader(page))
 	var metas, links []string
+	refresh := ""
 	for {
 		tt := z.Next()
 		if tt == html.ErrorToken {
@@ -218,6 +231,13 @@ func PDFLinks(page []byte, base *url.URL) []string {
 			if n == "citation_pdf_url" {
 				metas = append(metas, attrs["content"])
 			}
+			if refresh == "" && strings.EqualFold(strings.TrimSpace(attrs["http-equiv"]), "refresh") {
+				if u := refreshURL(attrs["content"]); u != "" {
+					if c := clean([]string{u}, base); len(c) == 1 {
+						refresh = c[0]
+					}
+				}
+			}
 		case atom.Link:
 			rel := strings.Fields(strings.ToLower(attrs["rel"]))
 			typ := strings.ToLower(strings.TrimSpace(attrs["type"]))
@@ -226,7 +246,21 @@ func PDFLinks(page []byte, base *url.URL) []string {
 			}
 		}
 	}
-	return clean(append(metas, links...), base)
+	return clean(append(metas, links...), base), refresh
+}
+
+// refreshURL returns the URL of a meta refresh's content ("5; url='/next'" gives "/next"); ""
+// when it only reloads the page.
+func refreshURL(content string) string {
+	i := strings.IndexAny(content, ";,")
+	if i < 0 {
+		return ""
+	}
+	rest := strings.TrimSpace(content[i+1:])
+	if len(rest) >= 4 && strings.EqualFold(rest[:4], "url=") {
+		rest = strings.TrimSpace(rest[4:])
+	}
+	return strings.TrimSpace(strings.Trim(rest, `'"`))
 }
 
 func contains(list []string, s string) bool {

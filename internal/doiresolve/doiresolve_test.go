@@ -90,3 +90,25 @@ func TestURLs(t *testing.T) {
 		t.Errorf("unpaywall without e-mail: %q", got)
 	}
 }
+
+// A landing page that only forwards (a meta refresh, as Elsevier's linkinghub answers for
+// its DOIs) yields the page it forwards to: the download of that candidate follows its
+// citation_pdf_url. A page with PDF links is read for those only.
+func TestLandingPageRefresh(t *testing.T) {
+	final := mustURL(t, "https://linkinghub.example/retrieve/pii/S0")
+	page := `<html><head><title>Redirecting</title><META HTTP-EQUIV="Refresh" CONTENT="2; URL='/retrieve/articleSelectSinglePerm?Redirect=https%3A%2F%2Fwww.sd.example%2Fpii%2FS0&amp;key=k'"></head><body></body></html>`
+	r := Parse(LandingPage, []byte(page), final, "text/html")
+	if want := []string{"https://linkinghub.example/retrieve/articleSelectSinglePerm?Redirect=https%3A%2F%2Fwww.sd.example%2Fpii%2FS0&key=k"}; !reflect.DeepEqual(r.Candidates, want) {
+		t.Fatalf("refresh: %+v, want %q", r, want)
+	}
+	for _, content := range []string{"5", "0;url=", `0; url="javascript:alert(1)"`} {
+		p := `<meta http-equiv="refresh" content='` + content + `'>`
+		if r := Parse(LandingPage, []byte(p), final, "text/html"); len(r.Candidates) != 0 {
+			t.Errorf("%q: %+v", content, r)
+		}
+	}
+	both := `<meta http-equiv="refresh" content="0; url=/elsewhere"><meta name="citation_pdf_url" content="/a.pdf">`
+	if r := Parse(LandingPage, []byte(both), final, "text/html"); !reflect.DeepEqual(r.Candidates, []string{"https://linkinghub.example/a.pdf"}) {
+		t.Errorf("refresh beside a PDF link: %+v", r)
+	}
+}

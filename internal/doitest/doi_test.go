@@ -87,6 +87,7 @@ func TestEveryRoute(t *testing.T) {
 		{PaperId: "abs", Doi: "doi:" + doitest.DOIMetaAbs},
 		{PaperId: "rel", Doi: doitest.DOIMetaRel},
 		{PaperId: "alt", Doi: doitest.DOILinkAlt},
+		{PaperId: "forward", Doi: doitest.DOIForward},
 		{PaperId: "csl", Doi: doitest.DOICSL},
 		{PaperId: "trap", Doi: doitest.DOITrap},
 		{PaperId: "unknown", Doi: doitest.DOIUnknown},
@@ -102,7 +103,7 @@ func TestEveryRoute(t *testing.T) {
 	got := papers(t, c, "b1")
 	want := map[string]string{
 		"arxiv": "arxiv", "oa": "openalex", "oa-twin": "openalex", "old": "openalex", "up": "unpaywall", "abs": "landing_page", "rel": "landing_page",
-		"alt": "landing_page", "csl": "csl_link", "special": "openalex", "slow": "openalex", "both": "openalex", "url-first": "url",
+		"alt": "landing_page", "forward": "landing_page", "csl": "csl_link", "special": "openalex", "slow": "openalex", "both": "openalex", "url-first": "url",
 	}
 	for id, src := range want {
 		p := got[id]

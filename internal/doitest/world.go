@@ -2,7 +2,7 @@
 // look-alike (redirects to landing pages, CSL JSON by content negotiation), OpenAlex and
 // Unpaywall look-alikes answering with the shapes of their public documentation, a publisher with
 // landing pages of every kind (citation_pdf_url absolute and relative, link rel=alternate,
-// redirects, a paywall whose "PDF" is HTML served as application/pdf), a repository serving
+// redirects, an interstitial forwarding with a meta refresh, a paywall whose "PDF" is HTML served as application/pdf), a repository serving
 // open copies as application/octet-stream, and an arXiv look-alike. It counts every request,
 // checks the contact address on every API call and records the highest concurrency per API.
 package doitest
@@ -36,6 +36,7 @@ const (
 	DOISlow      = "10.1000/slow"                                                 // openalex, after a 429 with Retry-After: 1
 	DOIFlaky     = "10.1000/flaky"                                                // openalex; its copy answers 503 until ReleaseFlaky
 	DOIBoth      = "10.1000/both"                                                 // openalex, for an entry whose URL is a landing page without a PDF
+	DOIForward   = "10.1000/land.forward"                                         // landing_page (an interstitial's meta refresh, then citation_pdf_url)
 )
 
 // World is the running fixture.
@@ -207,6 +208,11 @@ func (w *World) publisher(rw http.ResponseWriter, r *http.Request) {
 		page(`<meta name="citation_title" content="Rel"><meta name=citation_pdf_url content="../../pdf/rel.pdf">`)
 	case p == "/article/alt":
 		page(`<link href="/files/alt%20paper.pdf" type="application/pdf" REL="alternate">`)
+	case p == "/article/forward": // an interstitial, as Elsevier's linkinghub answers
+		rw.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(rw, `<html><head><META HTTP-EQUIV="Refresh" CONTENT="2; URL='/article/real?from=doi&amp;x=1'"></head><body>Redirecting</body></html>`)
+	case p == "/article/real":
+		page(`<meta name="citation_pdf_url" content="/pdf/forwarded.pdf">`)
 	case p == "/article/nolink", p == "/article/landing":
 		page(`<meta name="citation_title" content="No PDF here">`)
 	case p == "/article/trap":
@@ -234,6 +240,8 @@ func (w *World) landing(doi string) string {
 		return "/article/trap"
 	case strings.ToLower(DOIUnknown):
 		return ""
+	case strings.ToLower(DOIForward):
+		return "/article/forward"
 	}
 	return "/article/nolink"
 }
