@@ -181,7 +181,11 @@ func (e *engine) requeue(l *lease, why string, now time.Time) {
 	e.endLease(l, now)
 	p := &e.papers[l.idx]
 	// A successor that never started cannot be what breaks its fetchers: no cap.
-	if (!l.successor || l.started) && int(p.attempts) >= 4*e.cfg.MaxAttempts && e.batches[l.batch].state != pb.BatchState_BATCH_STATE_CANCELLED {
+	unstarted := l.successor && !l.started
+	if unstarted {
+		e.m.successors.WithLabelValues("handed_back").Inc()
+	}
+	if !unstarted && int(p.attempts) >= 4*e.cfg.MaxAttempts && e.batches[l.batch].state != pb.BatchState_BATCH_STATE_CANCELLED {
 		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
 		e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; the last lease was lost: %s", p.attempts, why))
 		e.setState(l.idx, stateFailed, now)

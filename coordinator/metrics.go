@@ -20,6 +20,7 @@ type metrics struct {
 	verifications     *prometheus.CounterVec
 	duplicateIDs      prometheus.Counter
 	leaseReclaims     *prometheus.CounterVec
+	successors        *prometheus.CounterVec
 	throttled         prometheus.Counter
 	hostPauses        *prometheus.CounterVec
 	cacheHits         prometheus.Counter
@@ -57,6 +58,8 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 			Help: "Work streams refused their fetcher id: another live fetcher process holds it, or their credential may not use it."}),
 		leaseReclaims: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "lease_reclaims_total",
 			Help: "Leases cancelled and re-queued by the coordinator, by cause (expired, not_started, deadline)."}, []string{"cause"}),
+		successors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "prefetched_leases_total",
+			Help: "Prefetched leases (successors, Assign.after_lease_id) by outcome: assigned; slot_taken (their predecessor's body came in); handed_back (re-queued unstarted: predecessor failed, fetcher draining or gone, host limit shrank)."}, []string{"outcome"}),
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "fetcher_throttled_total",
 			Help: "Work stream messages delayed by the stream's rate or inbox share (a fetcher sending too much)."}),
 		hostPauses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "host_pauses_total",
@@ -89,7 +92,7 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.leaseReclaims, m.throttled, m.hostPauses,
+	cs := []prometheus.Collector{m.papers, m.batches, m.bytesDownloaded, m.failures, m.droppedEvents, m.protocolErrors, m.verifications, m.duplicateIDs, m.leaseReclaims, m.successors, m.throttled, m.hostPauses,
 		m.cacheHits, m.singleFlightWaits, m.loopSeconds, m.commitSeconds, m.commitRecords, m.fetchers, m.freeCredits, m.downloadSeconds, m.downloadBytes,
 		m.batchesDeleted, m.blobsDeleted, m.damagedBlobs,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_depth",

@@ -142,6 +142,7 @@ func (e *engine) passSlot(p, s *lease, h *host, now time.Time) {
 	}
 	s.counted = true
 	h.active++
+	e.m.successors.WithLabelValues("slot_taken").Inc()
 	e.noteCandidate(s.conn, s)
 }
 
@@ -177,6 +178,7 @@ func (e *engine) startedEarly(s *lease, now time.Time) {
 // handBack re-queues the paper of lease l, which never started (a void successor, or one the
 // fetcher handed back): no failure is counted, and the lost-lease cap does not apply.
 func (e *engine) handBack(l *lease, why string, now time.Time) {
+	e.m.successors.WithLabelValues("handed_back").Inc()
 	e.endLease(l, now)
 	if e.debug() {
 		e.log.Debug("lease handed back", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "reason", why)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
+
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
@@ -32,6 +34,16 @@ func prefetchSetup(t *testing.T, conc, prefetch, n int) (*engHarness, *fetcherCo
 	return h, c, as
 }
 
+// successorCount reads prefetched_leases_total{outcome}.
+func successorCount(t *testing.T, h *engHarness, outcome string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.e.m.successors.WithLabelValues(outcome).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
 func receivedEv() *pb.DownloadEvent {
 	return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 10, Total: 10, BodyReceived: true}}}
 }
@@ -58,6 +70,9 @@ func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
 	h.send(c, eventReq(as[0], 1, receivedEv()))
 	if host.active != 1 || c.waiting != 1 || c.credits != 0 {
 		t.Fatalf("after body_received: active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
+	}
+	if n := successorCount(t, h, "slot_taken"); n != 1 {
+		t.Fatalf("prefetched_leases_total{outcome=slot_taken} = %v", n)
 	}
 	as2, _, _ := recv(c)
 	if len(as2) != 1 || as2[0].GetAfterLeaseId() != as[1].GetLeaseId() {
@@ -91,6 +106,9 @@ func TestPrefetchSuccessorVoidWhenPredecessorFails(t *testing.T) {
 	p := h.e.papers[idx]
 	if p.state != stateQueued || p.failures != 0 || h.e.leases[idx] != nil || c.waiting != 0 {
 		t.Fatalf("successor's paper: %+v, lease %v, waiting %d", p, h.e.leases[idx], c.waiting)
+	}
+	if n := successorCount(t, h, "handed_back"); n != 1 {
+		t.Fatalf("prefetched_leases_total{outcome=handed_back} = %v", n)
 	}
 	h.send(c, eventReq(as[1], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
 	if _, _, acks := recv(c); len(acks) != 1 || acks[0] != as[1].GetLeaseId() {
