@@ -716,3 +716,46 @@ func TestWorkPrefetchSuccessorTakesSlot(t *testing.T) {
 		break
 	}
 }
+
+// A draining fetcher hands its waiting successors back at once (failed ABORTED, right after
+// Draining), while its running download finishes; the successor never starts.
+func TestWorkDrainHandsBackSuccessors(t *testing.T) {
+	pdf := pdfBody(600_000, 32)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, func(c *Config) { c.Slots, c.Prefetch = 1, 1 })
+	s := h.stream(t)
+	s.next(t)
+	s.push(t, assign("L1", g.URL+"/gate"))
+	succ := assign("L2", g.URL+"/pdf")
+	succ.GetAssign().AfterLeaseId = "L1"
+	s.push(t, succ)
+	wantEvent(t, s.next(t), "L1") // started
+	g.waitFirstHalf(t)
+	drainErr := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		drainErr <- h.tf.Drain(ctx)
+	}()
+	if s.next(t).GetDraining() == nil {
+		t.Fatal("want Draining")
+	}
+	if f := wantEvent(t, s.next(t), "L2").GetFailed(); f.GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED {
+		t.Fatalf("the waiting successor: %v, want handed back", f)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: "L2"}}})
+	g.open()
+	done := wantEvent(t, s.next(t), "L1")
+	if done.GetCompleted() == nil {
+		t.Fatalf("want completed, got %v", done)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
+	select {
+	case err := <-drainErr:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("Drain did not return")
+	}
+}
