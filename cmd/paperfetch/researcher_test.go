@@ -1,10 +1,13 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -383,5 +386,72 @@ func TestGetFrozenRateDecays(t *testing.T) {
 	o.open()
 	if code := g.wait(t); code != 0 {
 		t.Errorf("exit %d\n%s", code, g.stderr.String())
+	}
+}
+
+// An https paper through a forward proxy goes through a CONNECT tunnel to the origin (TLS end
+// to end, checked against the origin's certificate); the proxy names the host, the binary never
+// resolves it.
+func TestGetProxyHTTPSTarget(t *testing.T) {
+	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/pdf")
+		_, _ = w.Write(body(r.URL.Path))
+	}))
+	t.Cleanup(origin.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: origin.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", ca) // the binary trusts the test origin's certificate
+	var mu sync.Mutex
+	var tunnels []string
+	px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		mu.Lock()
+		tunnels = append(tunnels, r.Host)
+		mu.Unlock()
+		up, err := net.Dial("tcp", origin.Listener.Addr().String()) // every host is the test origin
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			_ = up.Close()
+			return
+		}
+		_, _ = rw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n")
+		_ = rw.Flush()
+		done := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(up, rw)
+			_ = up.Close()
+			close(done)
+		}()
+		_, _ = io.Copy(conn, up)
+		_ = conn.Close()
+		<-done
+	}))
+	t.Cleanup(px.Close)
+	out := filepath.Join(t.TempDir(), "out")
+	res := run(t, "", "get", "--out", out, "--allow-cidr", "127.0.0.1/32", "--per-host-delay", "0s", "--retries", "0",
+		"--proxy", px.URL, "https://example.com/papers/tls.pdf")
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	m, _ := filepath.Glob(filepath.Join(out, "tls-*.pdf"))
+	if len(m) != 1 {
+		t.Fatalf("output %v", m)
+	}
+	if got, _ := os.ReadFile(m[0]); !bytes.Equal(got, body("/papers/tls.pdf")) {
+		t.Error("wrong content")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tunnels) != 1 || tunnels[0] != "example.com:443" {
+		t.Errorf("tunnels %v, want one to example.com:443", tunnels)
 	}
 }
