@@ -328,6 +328,15 @@ func TestGetInterruptResume(t *testing.T) {
 	}
 }
 
+// A bad value in a PAPERFETCH_<FLAG> variable is named with its variable and explained.
+func TestUsageEnvironment(t *testing.T) {
+	t.Setenv("PAPERFETCH_CONCURRENCY", "lots")
+	res := run(t, "", "get", "list.txt")
+	if want := `paperfetch get: environment variable PAPERFETCH_CONCURRENCY: invalid value "lots": not a whole number` + "\n"; res.code != 2 || !strings.HasPrefix(res.stderr, want) {
+		t.Errorf("exit %d, stderr %q; want 2 and %q", res.code, res.stderr, want)
+	}
+}
+
 // TestUsage checks that every bad invocation gets a clear message and exit status 2, and that
 // help and version work.
 func TestUsage(t *testing.T) {
@@ -357,7 +366,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"get", "--out", out, "--concurency", "3", list}, "flag provided but not defined: --concurency (did you mean --concurrency?)"},
 		{[]string{"gte", list}, `unknown command "gte" (did you mean "get"?)`},
 		{[]string{"get", "--out", out, "-x", list}, "flag provided but not defined: -x\n"},
-		{[]string{"get", list, "-j", "many"}, `invalid value "many" for flag -j: parse error`},
+		{[]string{"get", list, "-j", "many"}, `invalid value "many" for flag -j: not a whole number`},
+		{[]string{"get", "--out", out, "--timeout", "soon", list}, `invalid value "soon" for flag --timeout: not a duration (write 30s, 2m, 1h)`},
+		{[]string{"get", "--out", out, "--json=maybe", list}, `invalid boolean value "maybe" for --json: want true or false`},
 		{[]string{"get", "--out", out, "--per-host-delay", "1", list}, `"1" has no unit: write 1s for seconds or 1ms for milliseconds`},
 		{[]string{"get", "--out", out, "--strict", list}, "1 malformed input entry (--strict); nothing was downloaded"},
 		{[]string{"get", "--out", out, empty}, "no papers in the input"},

@@ -86,8 +86,8 @@ func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 				}
 				return nil, errHelp
 			}
-			msg := err.Error()
-			for _, at := range []string{"defined: -", "for flag -", "needs an argument: -"} {
+			msg := explainParseError(fs, err.Error())
+			for _, at := range []string{"defined: -", "for flag -", "for -", "needs an argument: -"} {
 				msg = longFlagName(msg, at)
 			}
 			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
@@ -113,6 +113,26 @@ func (a *app) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		return nil, usagef("%v", err)
 	}
 	return positional, nil
+}
+
+// explainParseError replaces the bare "parse error" that ends the flag package's message about
+// a bad value ("invalid value "x" for flag -n: parse error", "invalid boolean value "x" for
+// -n: parse error") with what the flag wants (flagenv.Explain).
+func explainParseError(fs *flag.FlagSet, msg string) string {
+	const bare = ": parse error"
+	head, ok := strings.CutSuffix(msg, bare)
+	if !ok {
+		return msg
+	}
+	i := strings.LastIndex(head, " -")
+	if i < 0 {
+		return msg
+	}
+	f := fs.Lookup(strings.TrimLeft(head[i+1:], "-"))
+	if f == nil {
+		return msg
+	}
+	return head + ": " + flagenv.Explain(f, errors.New("parse error")).Error()
 }
 
 // longFlagName writes the flag name after at in msg (the flag package's "-name") as the user

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Prefix is prepended to every variable name.
@@ -34,10 +36,29 @@ func Apply(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 			return
 		}
 		if err := fs.Set(f.Name, v); err != nil {
-			firstErr = fmt.Errorf("environment variable %s: %w", Name(f.Name), err)
+			firstErr = fmt.Errorf("environment variable %s: invalid value %q: %w", Name(f.Name), v, Explain(f, err))
 		}
 	})
 	return firstErr
+}
+
+// Explain replaces the flag package's bare "parse error" of a value set on f with what the
+// flag wants: "not a whole number", "not a duration (write 30s, 2m, 1h)", "want true or
+// false" or "not a number". Other errors are returned as they are.
+func Explain(f *flag.Flag, err error) error {
+	if err == nil || err.Error() != "parse error" {
+		return err
+	}
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return errors.New("want true or false")
+	}
+	if _, ierr := strconv.ParseInt(f.DefValue, 10, 64); ierr == nil {
+		return errors.New("not a whole number")
+	}
+	if _, derr := time.ParseDuration(f.DefValue); derr == nil {
+		return errors.New("not a duration (write 30s, 2m, 1h)")
+	}
+	return errors.New("not a number")
 }
 
 // SetUsage makes fs's usage (printed for -h and for a bad flag) say what the command does and

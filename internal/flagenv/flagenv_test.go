@@ -94,3 +94,23 @@ func TestExitCode(t *testing.T) {
 		t.Fatal("Usage(nil) is not nil")
 	}
 }
+
+// A bad value is explained by what the flag wants, from the command line and the environment.
+func TestExplain(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Int("n", 3, "")
+	fs.Duration("d", time.Second, "")
+	fs.Bool("b", false, "")
+	fs.Float64("f", 0.5, "")
+	for name, want := range map[string]string{"n": "not a whole number", "d": "not a duration (write 30s, 2m, 1h)", "b": "want true or false", "f": "not a number"} {
+		err := fs.Set(name, "junk")
+		if got := Explain(fs.Lookup(name), err); got == nil || got.Error() != want {
+			t.Errorf("-%s junk: %v, want %q", name, got, want)
+		}
+	}
+	err := Apply(fs, func(k string) (string, bool) { return "lots", k == "PAPERFETCH_N" })
+	if want := `environment variable PAPERFETCH_N: invalid value "lots": not a whole number`; err == nil || err.Error() != want {
+		t.Errorf("Apply: %v, want %q", err, want)
+	}
+}
