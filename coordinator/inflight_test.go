@@ -92,6 +92,10 @@ func singleFlightConsistent(e *engine) error {
 		if s := e.papers[idx].state; s != stateQueued && s != stateCancelled {
 			return fmt.Errorf("parked paper %d in state %d", idx, s)
 		}
+		if _, owner := e.doiOwner[idx]; owner && owners[k] {
+			// An owner waits only for a lease, which ends: no two papers wait for each other.
+			return fmt.Errorf("paper %d owns a DOI and waits for a DOI", idx)
+		}
 		if e.held[k] == 0 && !released[idx] {
 			return fmt.Errorf("paper %d parked on a key nobody holds, not released", idx)
 		}

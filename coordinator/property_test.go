@@ -87,12 +87,18 @@ func (m *propModel) drawPapers(t *rapid.T) []*pb.PaperSpec {
 			continue
 		}
 		seen[id] = true
+		// A third of the papers have a DOI (three DOIs, one spelled two ways: papers share
+		// them), with 0 to 3 URLs; the others 1 to 3 URLs.
+		doi := rapid.SampledFrom([]string{"", "", "", "", "", "", "10.1000/d0", "doi:10.1000/D0", "10.1000/d1"}).Draw(t, "doi")
 		nu := rapid.IntRange(1, 3).Draw(t, "urls")
+		if doi != "" {
+			nu--
+		}
 		var urls []string
 		for j := 0; j < nu; j++ {
 			urls = append(urls, fmt.Sprintf("https://%s/%s/%d.pdf", rapid.SampledFrom(propHosts).Draw(t, "host"), id, j))
 		}
-		papers = append(papers, &pb.PaperSpec{PaperId: id, Urls: urls})
+		papers = append(papers, &pb.PaperSpec{PaperId: id, Urls: urls, Doi: doi})
 	}
 	return papers
 }
@@ -184,6 +190,14 @@ func (m *propModel) event(t *rapid.T) {
 		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 100 * (l.seq + 1)}}}, false
 	case 2, 3:
 		ev = completedEv(l.a)
+		if l.a.GetResolve() != nil {
+			// A resolution step finds 0 to 2 candidates, which other papers' steps may find too.
+			var found []string
+			for j := rapid.IntRange(0, 2).Draw(t, "found"); j > 0; j-- {
+				found = append(found, fmt.Sprintf("https://%s/found/%d.pdf", rapid.SampledFrom(propHosts).Draw(t, "host"), rapid.IntRange(0, 2).Draw(t, "copy")))
+			}
+			ev = resolvedEv(found...)
+		}
 	case 4:
 		ev = failedEv(pb.FailureClass_FAILURE_CLASS_PERMANENT, pb.FailureReason_FAILURE_REASON_NOT_FOUND, 404, 0)
 	case 5:
@@ -400,6 +414,20 @@ func (m *propModel) check(t *rapid.T) {
 	if err := singleFlightConsistent(e); err != nil {
 		t.Fatal(err)
 	}
+	// Single flight by DOI: the live leases of the papers of one DOI are one paper's.
+	byDOI := map[uint64]uint32{}
+	for idx := range e.leases {
+		spec, err := e.specOf(idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := doiKey(spec); k != 0 {
+			if other, dup := byDOI[k]; dup && other != idx {
+				t.Fatalf("papers %d and %d with DOI %s both have a lease", other, idx, spec.GetDoi())
+			}
+			byDOI[k] = idx
+		}
+	}
 }
 
 type snapshot struct {
@@ -447,6 +475,8 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 			c.ReconnectGrace = 10 * time.Second
 			c.BreakerThreshold = 3
 			c.BreakerCooldown = time.Minute
+			// OpenAlex shares a host with downloads; the other routes have their own.
+			c.Resolve = ResolveConfig{OpenAlexBase: "https://c.example", Email: "m@example.org"}
 		})
 		defer h.close()
 		m := &propModel{h: h, terminal: map[uint32]uint8{}}
