@@ -47,13 +47,9 @@ type readRequest interface {
 
 func (*listBatchesReq) duringCommit() bool { return true }
 func (*lookupReq) duringCommit() bool      { return true }
+func (*listPapersReq) duringCommit() bool  { return true }
 func (*hostsReq) duringCommit() bool       { return true }
 func (*fetchersReq) duringCommit() bool    { return true }
-
-// duringCommit: a filtered ListPapers waits for the commit in progress. Its filter picks the
-// papers changed since the last commit (flagDirty) whatever their state, and the flag of a
-// paper being committed is already cleared.
-func (r *listPapersReq) duringCommit() bool { return r.states == 0 && r.reasons == 0 }
 
 // viewSpeedEvery bounds how often a changed batch's speed (a scan of the running leases) is
 // recomputed for its view.

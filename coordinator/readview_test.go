@@ -33,8 +33,8 @@ func (k *heldKV) update(fn func(kvTx) error) error {
 
 // Reads are answered while another caller's commit is in progress (GetBatch from the
 // published views, the loop's reads while it waits for the commit), show only committed state,
-// and a caller sees its own write as soon as the write is acknowledged. Writes and filtered
-// ListPapers calls that arrive during the commit wait for it.
+// and a caller sees its own write as soon as the write is acknowledged. Writes that arrive
+// during the commit wait for it.
 func TestReadsDoNotWaitForOtherCallersCommit(t *testing.T) {
 	held := &heldKV{entered: make(chan struct{}), release: make(chan struct{})}
 	var c *Coordinator
@@ -65,16 +65,12 @@ func TestReadsDoNotWaitForOtherCallersCommit(t *testing.T) {
 
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	// Taken from the inbox during the commit, but answered after it: a write and a filtered
-	// listing.
+	// Taken from the inbox during the commit, but applied after it: a write.
 	cancelA := &cancelBatchReq{id: "a", reply: make(chan batchResult, 1)}
-	filteredA := &listPapersReq{batchID: "a", states: 1 << stateQueued, size: 10, reply: make(chan listPapersResult, 1)}
-	for _, m := range []message{cancelA, filteredA} {
-		if err := c.post(m); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.post(cancelA); err != nil {
+		t.Fatal(err)
 	}
-	waitFor(t, "the loop to take both calls", func() bool { return len(c.inbox) == 0 })
+	waitFor(t, "the loop to take the call", func() bool { return len(c.inbox) == 0 })
 
 	got, err := h.api.GetBatch(rctx, &pb.GetBatchRequest{BatchId: "a"})
 	if err != nil {
@@ -111,8 +107,6 @@ func TestReadsDoNotWaitForOtherCallersCommit(t *testing.T) {
 		t.Fatalf("SubmitBatch returned before its commit: %v %v", s.res, s.err)
 	case r := <-cancelA.reply:
 		t.Fatalf("CancelBatch returned during another commit: %+v", r)
-	case r := <-filteredA.reply:
-		t.Fatalf("a filtered ListPapers returned during a commit: %+v", r)
 	default:
 	}
 	release()
@@ -130,8 +124,56 @@ func TestReadsDoNotWaitForOtherCallersCommit(t *testing.T) {
 	if got, err := h.api.GetBatch(rctx, &pb.GetBatchRequest{BatchId: "a"}); err != nil || got.GetBatch().GetState() != pb.BatchState_BATCH_STATE_CANCELLED {
 		t.Fatalf("GetBatch after CancelBatch: %v %v", got, err)
 	}
-	if r := <-filteredA.reply; r.err != nil || len(r.idxs) != 2 {
-		t.Fatalf("filtered ListPapers: %+v", r)
+}
+
+// A ListPapers filtered by state, answered while the commit of a change to the batch's papers
+// is in progress, filters on the committed states.
+func TestFilteredListPapersDuringCommit(t *testing.T) {
+	held := &heldKV{entered: make(chan struct{}), release: make(chan struct{})}
+	h := startHarnessWith(t, nil, func(c *Coordinator) {
+		held.kvStore = c.st.kv
+		c.st.kv = held
+	})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(held.release) }) }
+	t.Cleanup(release)
+	ctx := ctxT(t)
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "a", Papers: specs("a", 3, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	held.armed.Store(true)
+	cancelled := make(chan error, 1)
+	go func() {
+		_, err := h.api.CancelBatch(ctx, &pb.CancelBatchRequest{BatchId: "a"})
+		cancelled <- err
+	}()
+	<-held.entered // a's papers are CANCELLED in memory, QUEUED as committed
+	held.armed.Store(false)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list := func(s pb.PaperState) []*pb.Paper {
+		t.Helper()
+		r, err := h.api.ListPapers(rctx, &pb.ListPapersRequest{BatchId: "a", States: []pb.PaperState{s}})
+		if err != nil {
+			t.Fatalf("ListPapers %v: %v", s, err)
+		}
+		return r.GetPapers()
+	}
+	if got := list(pb.PaperState_PAPER_STATE_QUEUED); len(got) != 3 || got[0].GetState() != pb.PaperState_PAPER_STATE_QUEUED {
+		t.Fatalf("QUEUED papers during the commit of their cancellation: %v", got)
+	}
+	if got := list(pb.PaperState_PAPER_STATE_CANCELLED); len(got) != 0 {
+		t.Fatalf("CANCELLED papers before their cancellation is committed: %v", got)
+	}
+	release()
+	if err := <-cancelled; err != nil {
+		t.Fatal(err)
+	}
+	if got := list(pb.PaperState_PAPER_STATE_CANCELLED); len(got) != 3 {
+		t.Fatalf("CANCELLED papers after the commit: %v", got)
+	}
+	if got := list(pb.PaperState_PAPER_STATE_QUEUED); len(got) != 0 {
+		t.Fatalf("QUEUED papers after the commit: %v", got)
 	}
 }
 

@@ -68,7 +68,7 @@ func (e *engine) takeReady() ready {
 			e.ws.newRefs = append(e.ws.newRefs, rec.blobKey)
 		}
 		e.ws.newPapers = append(e.ws.newPapers, w)
-		p.flags &^= flagDirty
+		p.flags = p.flags&^flagDirty | flagCommitting
 	}
 	for _, idx := range e.dirty {
 		p := &e.papers[idx]
@@ -81,6 +81,7 @@ func (e *engine) takeReady() ready {
 			e.ws.newRefs = append(e.ws.newRefs, c.blobKey)
 		}
 		e.ws.dirty = append(e.ws.dirty, dirtyWrite{idx: idx, hot: *p, cold: c})
+		p.flags |= flagCommitting
 	}
 	// Messages for streams that ended during the iteration are dropped.
 	msgs := e.out[:0:0]
@@ -107,6 +108,12 @@ func (e *engine) committed(released []string) []string {
 // delivery (their send buffer was full). It makes the cache entries valid, forgets the broken
 // streams (re-queueing their leases: written by the next iteration) and updates the watchers.
 func (e *engine) applied(rd ready, broken []*fetcherConn, now time.Time) {
+	for _, w := range rd.writes.newPapers {
+		e.papers[w.idx].flags &^= flagCommitting
+	}
+	for _, w := range rd.writes.dirty {
+		e.papers[w.idx].flags &^= flagCommitting
+	}
 	e.resetWrites()
 	for _, a := range rd.cacheAdds {
 		e.cacheByID[a.idHash] = a.idx

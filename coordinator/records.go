@@ -20,11 +20,17 @@ const (
 	_ = uint16(1<<deadBits - 1) // fits memPaper.dead
 )
 
-// Paper flags. flagCached is persisted; flagDirty only lives in memory.
+// Paper flags. flagCached is persisted; flagDirty and flagCommitting only live in memory.
 const (
 	flagCached  uint8 = 1 << 0
 	flagPlanned uint8 = 1 << 1 // a paper with a DOI: its candidates are its plan's steps
 	flagDirty   uint8 = 1 << 7
+	// flagCommitting marks, in memory only, a paper written by the commit in progress (set by
+	// takeReady, cleared by applied): a filtered ListPapers answered during the commit picks
+	// it whatever its state (readview.go).
+	flagCommitting uint8 = 1 << 6
+	// flagsInMemory are the flags never stored.
+	flagsInMemory = flagDirty | flagCommitting
 )
 
 // memPaper is the compact in-memory state of one paper (32 bytes). Everything else about a
@@ -90,7 +96,7 @@ func (r *storedPaper) hot() memPaper {
 	return memPaper{
 		at: r.at, batch: r.batch, host: r.host, attempts: r.attempts, failures: r.failures,
 		dead: r.dead, state: r.state, urlIdx: r.urlIdx, nurls: r.nurls, reason: r.reason,
-		flags: r.flags &^ flagDirty,
+		flags: r.flags &^ flagsInMemory,
 	}
 }
 
@@ -98,7 +104,7 @@ func (r *storedPaper) setHot(p *memPaper) {
 	r.at, r.batch, r.host = p.at, p.batch, p.host
 	r.attempts, r.failures, r.dead = p.attempts, p.failures, p.dead
 	r.state, r.urlIdx, r.nurls, r.reason = p.state, p.urlIdx, p.nurls, p.reason
-	r.flags = p.flags &^ flagDirty
+	r.flags = p.flags &^ flagsInMemory
 }
 
 // marshalFixed encodes the fixed-size part of the record (the papers bucket).

@@ -185,8 +185,8 @@ func (r *lookupReq) apply(e *engine, _ time.Time) {
 
 // listPapersReq is ListPapers: the loop picks the papers of a committed batch and replies at
 // once, the handler reads their committed records. A paper changed since the last commit
-// (flagDirty) is picked whatever its current state: the handler filters every paper again on
-// its committed record.
+// (flagDirty, or flagCommitting during a commit) is picked whatever its current state: the
+// handler filters every paper again on its committed record.
 type listPapersReq struct {
 	batchID string
 	states  uint8  // bit per PaperState; 0 = all
@@ -237,7 +237,7 @@ func (r *listPapersReq) apply(e *engine, _ time.Time) {
 			ri, off = ri+1, 0
 		}
 		p := &e.papers[idx]
-		if p.flags&flagDirty == 0 && !r.matches(p.state, p.reason) {
+		if p.flags&(flagDirty|flagCommitting) == 0 && !r.matches(p.state, p.reason) {
 			continue
 		}
 		res.idxs = append(res.idxs, idx)
