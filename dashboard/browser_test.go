@@ -335,7 +335,7 @@ func TestBrowser(t *testing.T) {
 // browseLargeBatch uses the dashboard on batch "big" of s (papers papers, its host paused by a
 // Retry-After of an hour, so the papers wait queued) in headless Chromium and measures what an
 // operator waits for: the batch page with its first 100 papers, the next page, a state filter,
-// the overview, and cancelling the batch with its button. Each must be quick, and the page must
+// the overview, and cancelling the batch with its button. Each step is timed and logged (times are for bench/RESULTS.md, not asserted; a step hung for a minute fails; TestLargeBatch bounds the bytes), and the page must
 // log no error. It leaves the batch cancelled.
 func browseLargeBatch(t *testing.T, s *stack, papers int) {
 	chromePath := chromium(t)
@@ -353,9 +353,6 @@ func browseLargeBatch(t *testing.T, s *stack, papers int) {
 		br.stepWithin(time.Minute, what, actions...)
 		d := time.Since(st)
 		t.Logf("%s: %v", what, d.Round(time.Millisecond))
-		if d > 10*time.Second {
-			t.Errorf("%s took %v, want under 10 s", what, d)
-		}
 		return d
 	}
 	br.step("leave the page", chromedp.Navigate("about:blank"))
