@@ -17,14 +17,18 @@ const (
 	flightDOI = "10.1000/Shared.1"
 )
 
-func doiHarness(t *testing.T) *engHarness {
+// doiHarness is an engine whose API hosts have no spacing (only single flight may hold a
+// paper back), adjusted by mutate.
+func doiHarness(t *testing.T, mutate ...func(*Config)) *engHarness {
 	t.Helper()
 	return newEngHarness(t, func(c *Config) {
 		c.PerHostConcurrency = 4
 		c.Resolve = ResolveConfig{OpenAlexBase: oaBase, Email: "me@example.org"}
-		// No spacing on the API hosts: only single flight may hold the twin back.
 		c.HostOverrides = map[string]HostLimits{"oa.example": {Delay: new(time.Duration(0)), Concurrency: new(4)},
 			"doi.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}, "api.unpaywall.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}}
+		for _, m := range mutate {
+			m(c)
+		}
 	})
 }
 
@@ -231,13 +235,7 @@ func TestAPIHostPoliteness(t *testing.T) {
 // paper, while a route has not been tried; the paper then fails as attempts_exhausted, its
 // message listing what each route gave.
 func TestEveryRouteTriedBeforeAttemptsRunOut(t *testing.T) {
-	h := newEngHarness(t, func(c *Config) {
-		c.PerHostConcurrency = 4
-		c.MaxAttempts = 2
-		c.Resolve = ResolveConfig{OpenAlexBase: oaBase, Email: "me@example.org"}
-		c.HostOverrides = map[string]HostLimits{"oa.example": {Delay: new(time.Duration(0)), Concurrency: new(4)},
-			"doi.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}, "api.unpaywall.org": {Delay: new(time.Duration(0)), Concurrency: new(4)}}
-	})
+	h := doiHarness(t, func(c *Config) { c.MaxAttempts = 2 })
 	h.submit("b", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}})
 	c := h.connect("f", 10)
 	seq := int64(0)
