@@ -403,7 +403,14 @@ type PaperSpec struct {
 	// page the DOI resolver redirects to (its citation_pdf_url meta tag or its
 	// <link rel="alternate" type="application/pdf">); the resolver's CSL JSON links with
 	// content-type application/pdf. A paper whose DOI succeeded in an earlier batch completes as a
-	// cache hit.
+	// cache hit; papers with the same DOI (other ids, other batches) resolve and download it
+	// once: the others wait for the first and take its PDF.
+	// Forms: "10.<registrant>/<suffix>", "doi:...", "https://doi.org/...", "http://dx.doi.org/..."
+	// (case-insensitive; stored as given, compared in lower case without prefix). Limits: at most
+	// 512 bytes once normalised, no white space or control characters in the suffix; with a DOI,
+	// at most 4 urls. Every route is tried before the paper fails: NOT_FOUND when the resolver
+	// does not know the DOI, NO_OPEN_COPY when no route leads to a PDF, ATTEMPTS_EXHAUSTED when
+	// steps were given up after transient failures; last_error says what each route gave.
 	Doi           string `protobuf:"bytes,5,opt,name=doi,proto3" json:"doi,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
