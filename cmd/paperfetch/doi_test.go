@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -123,6 +124,18 @@ func TestResolveCommand(t *testing.T) {
 		if w.Hits("publisher", path)+w.Hits("arxiv", path) != 0 {
 			t.Errorf("resolve downloaded %s", path)
 		}
+	}
+	// The same from the environment (PAPERFETCH_<FLAG>), as a deployment sets it.
+	cmd := exec.Command(bin, "resolve", "--allow-private-networks", "doi:"+doitest.DOIUnpaywall)
+	cmd.Env = append(os.Environ(), "PAPERFETCH_COORDINATOR=", "PAPERFETCH_PER_HOST_DELAY=0s",
+		"PAPERFETCH_DOI_BASE="+w.Resolver.URL, "PAPERFETCH_OPENALEX_BASE="+w.OpenAlex.URL,
+		"PAPERFETCH_UNPAYWALL_BASE="+w.Unpaywall.URL, "PAPERFETCH_EMAIL=librarian@example.org")
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(string(out), "  unpaywall     "+w.Repo.URL+"/oa/up1.pdf\n") {
+		t.Errorf("resolve with the environment: %v\n%s", err, out)
+	}
+	if v := w.Violations(); len(v) > 0 {
+		t.Errorf("violations:\n%s", strings.Join(v, "\n"))
 	}
 }
 
