@@ -186,6 +186,12 @@ func PDFLinks(page []byte, base *url.URL) []string {
 // scanPage returns a page's PDF links (see PDFLinks) and the absolute http(s) URL its first
 // <meta http-equiv="refresh" content="N; url=..."> forwards to ("" when none).
 func scanPage(page []byte, base *url.URL) ([]string, string) {
+	return scanTokens(page, base, true)
+}
+
+// scanTokens is scanPage; the content of a <noscript> (raw text to a tokenizer, tags to a
+// browser without scripts) is scanned too when nested is true, one level deep.
+func scanTokens(page []byte, base *url.URL, nested bool) ([]string, string) {
 	z := html.NewTokenizer(bytes.NewReader(page))
 	var metas, links []string
 	refresh := ""
@@ -198,6 +204,16 @@ func scanPage(page []byte, base *url.URL) ([]string, string) {
 			continue
 		}
 		name, hasAttr := z.TagName()
+		if nested && tt == html.StartTagToken && atom.Lookup(name) == atom.Noscript {
+			if z.Next() == html.TextToken {
+				inner, r := scanTokens(z.Text(), base, false)
+				metas = append(metas, inner...)
+				if refresh == "" {
+					refresh = r
+				}
+			}
+			continue
+		}
 		if !hasAttr {
 			continue
 		}

@@ -34,6 +34,9 @@ func TestPDFLinks(t *testing.T) {
 			[]string{"https://pub.example/real.pdf"}},
 		"not http":   {`<meta name="citation_pdf_url" content="javascript:alert(1)"><meta name="citation_pdf_url" content="ftp://x/y.pdf">`, nil},
 		"duplicates": {`<meta name="citation_pdf_url" content="/a.pdf"><meta name="citation_pdf_url" content="https://pub.example/a.pdf">`, []string{"https://pub.example/a.pdf"}},
+		// A browser without scripts reads a <noscript> in the head as tags (a tokenizer, as raw text).
+		"inside noscript": {`<head><noscript><link rel="stylesheet" href="s.css"><meta name="citation_pdf_url" content="/n.pdf"></noscript></head>`, []string{"https://pub.example/n.pdf"}},
+		"not in a title":  {`<title>A <meta name="citation_pdf_url" content="/t.pdf"></title>`, nil},
 	} {
 		if got := PDFLinks([]byte(tc.page), base); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: got %q, want %q", name, got, tc.want)
