@@ -8,8 +8,11 @@
 // work against the fetchers' credits and their hosts' politeness limits, writes every change
 // of the iteration to the bbolt store in one fsynced transaction (group commit) and only then
 // sends replies, Assigns, Acks and watcher updates, so nothing is acknowledged before it is
-// durable. Each Work and WatchBatch stream sends from its own goroutine through a bounded
-// buffer: the loop never blocks on a slow client.
+// durable. Reads see committed state only and do not wait for commits (readview.go): GetBatch
+// reads immutable batch views the loop publishes after each commit, and the loop answers the
+// other reads as it takes them, also while its commit runs. Each Work and WatchBatch stream
+// sends from its own goroutine through a bounded buffer: the loop never blocks on a slow
+// client.
 //
 // # The engine and its loop
 //
@@ -19,7 +22,8 @@
 // raft's Ready): the writes for one transaction, the messages for fetchers, the replies,
 // the completions to verify and blobs to collect, the cache entries and finished batches.
 // The loop (loop.go) is the only place that performs the engine's I/O: it commits the
-// writes, then delivers, then tells the engine (applied). The tests drive the same
+// writes (answering reads meanwhile), publishes the views reads see, then delivers, then
+// tells the engine (applied). The tests drive the same
 // iteration (loop.iterate), on the bbolt store or on an in-memory one.
 //
 // # Where things are
@@ -40,6 +44,7 @@
 //     host health and retries; planning.go: DOI plans;
 //   - cache.go: cache lookups; timers.go: what is due when (tick); publish.go: watcher updates;
 //   - reads.go: reads during an iteration; ready.go: the end of an iteration;
+//   - readview.go: what client reads see (committed batch views, reads during a commit);
 //   - reload.go: rebuilding the engine from the store at Open.
 //
 // The store: storage.go (the engine's read-only view), store.go and store_delete.go (the

@@ -108,7 +108,7 @@ func (h *engHarness) step() {
 		if err := h.l.iterate(now); err != nil {
 			h.t.Fatal(err)
 		}
-		if !h.e.pending() {
+		if !h.e.pending() && len(h.l.held) == 0 {
 			h.checkViews()
 			return
 		}
