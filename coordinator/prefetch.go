@@ -18,15 +18,17 @@ import (
 // increment cancel out). The fetcher starts S only after P's body is in, and reports P's
 // body_received before S's started on the same stream, so every HTTP exchange a fetcher runs is
 // counted by its host, at the latest from its start: exchanges in flight ≤ host.active ≤ the
-// host's limit. Per-host delays are measured between request starts, whose time the fetcher
-// picks for a successor: hosts with a per-host delay get no successors.
+// host's limit. When P's body is in but the host may not start another request (its limit
+// shrank after a 429, a pause, an open breaker), S is cancelled and re-queued instead. Per-host
+// delays are measured between request starts, whose time the fetcher picks for a successor:
+// hosts with a per-host delay get no successors.
 //
 // Lifecycle. A successor whose predecessor ends without its body received (failed, cancelled,
 // reclaimed, its stream gone) is void: the fetcher reports it ABORTED before any started event
 // (a hand-back) and the coordinator re-queues it (handBack) without counting a failure and
 // without the lost-lease cap (it never ran; its attempt number is spent all the same, as lease
-// ids are never reused). A successor has no deadline while it waits (its
-// predecessor's bound it); its start and hard deadlines run from its predecessor's end
+// ids are never reused). A successor has no deadline while it waits (its predecessor's
+// deadlines bound it); its start and hard deadlines run from its predecessor's end
 // (lease.readyAt). A waiting successor is never re-announced: the fetcher drops it when its
 // stream breaks, and the coordinator re-queues it with the stream's other leases. Draining
 // re-queues every lease not started, successors included.
