@@ -296,3 +296,58 @@ func TestEveryRouteTriedBeforeAttemptsRunOut(t *testing.T) {
 		t.Errorf("%d attempts: a retired step was tried again", p.attempts)
 	}
 }
+
+// The landing page a DOI redirects to is requested in a step of its own, under the publisher
+// host's politeness: the resolver's step (stay_on_host) reports the redirect, the coordinator
+// leases the page on the publisher's host; a 404 there is the page's, not an unknown DOI.
+func TestLandingPageForwardIsItsOwnStep(t *testing.T) {
+	h := doiHarness(t, func(c *Config) {
+		c.Resolve = ResolveConfig{OpenAlexBase: oaBase} // no e-mail: no Unpaywall step
+		c.HostOverrides["pub.example"] = HostLimits{Delay: new(5 * time.Second), Concurrency: new(1)}
+	})
+	h.submit("b", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}, {PaperId: "y", Doi: "10.1000/other"}})
+	c := h.connect("f", 10)
+	seq := map[string]int64{}
+	send := func(a *pb.Assign, ev *pb.DownloadEvent) {
+		seq[a.GetPaperId()]++
+		h.send(c, eventReq(a, seq[a.GetPaperId()], ev))
+		h.step()
+	}
+	landing := map[string]*pb.Assign{}
+	for range 4 {
+		as, _, _ := recv(c)
+		for _, a := range as {
+			switch r := a.GetResolve(); {
+			case r.GetRoute() == pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX:
+				send(a, resolvedEv())
+			case r.GetRoute() == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE && strings.HasPrefix(a.GetUrl(), "https://doi.org/"):
+				if !r.GetStayOnHost() {
+					t.Fatalf("the resolver's step does not ask to stay on its host: %v", a)
+				}
+				send(a, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{
+					ForwardUrl: "https://pub.example/article/" + a.GetPaperId(), Note: "forwards to pub.example"}}})
+			case r.GetRoute() == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE:
+				landing[a.GetPaperId()] = a
+			}
+		}
+		h.advance(time.Second)
+		h.step()
+	}
+	a := landing["x"]
+	if a == nil || a.GetUrl() != "https://pub.example/article/x" || !a.GetResolve().GetStayOnHost() {
+		t.Fatalf("landing page steps %v, want x's on pub.example", landing)
+	}
+	if len(landing) != 1 {
+		t.Fatalf("both landing pages leased within the publisher's 5 s: %v", landing)
+	}
+	// The page is gone (404): not an unknown DOI, and the CSL route is still asked.
+	send(a, failedEv(pb.FailureClass_FAILURE_CLASS_PERMANENT, pb.FailureReason_FAILURE_REASON_NOT_FOUND, 404, 0))
+	as, _, _ := recv(c)
+	csl := false
+	for _, a := range as {
+		csl = csl || a.GetPaperId() == "x" && a.GetResolve().GetRoute() == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK
+	}
+	if !csl {
+		t.Fatalf("after the publisher's 404: %v, want x's CSL step", as)
+	}
+}

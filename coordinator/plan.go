@@ -39,7 +39,14 @@ const (
 	stepArxiv                // the arXiv PDF of an arXiv DOI
 	stepFound                // a candidate found by route
 	stepResolve              // a resolution step of route
+	stepForward              // a resolution step of route at the host the previous one was redirected to
 )
+
+// maxForwards bounds the forward steps of a plan (a chain of cross-host redirects).
+const maxForwards = 4
+
+// isResolution reports whether a step kind is a request to resolve, not a download.
+func isResolution(kind uint8) bool { return kind == stepResolve || kind == stepForward }
 
 // planStep is one candidate of a plan.
 type planStep struct {
@@ -140,6 +147,8 @@ func (s *planStep) label() string {
 	switch s.kind {
 	case stepResolve:
 		return routeLabel(s.route)
+	case stepForward:
+		return routeLabel(s.route) + " " + s.url
 	case stepFound:
 		return routeLabel(s.route) + " candidate " + s.url
 	case stepArxiv:
@@ -189,6 +198,31 @@ func (p *plan) insertFound(cur int, route pb.ResolveRoute, found []string, dead 
 		}
 		add = append(add, planStep{kind: stepFound, route: route, url: u})
 	}
+	return p.insertSteps(cur, add, dead)
+}
+
+// insertForward inserts, after step cur, a step of the same route at the URL the step was
+// redirected to (another host), within maxForwards and maxPlanSteps; false when it is not.
+func (p *plan) insertForward(cur int, forward string, dead uint16) (bool, uint16) {
+	n := 0
+	for _, s := range p.steps {
+		if s.kind == stepForward {
+			n++
+			if s.url == forward {
+				return false, dead // a redirect loop
+			}
+		}
+	}
+	if n >= maxForwards || len(p.steps) >= maxPlanSteps || !candidateURL(forward) {
+		return false, dead
+	}
+	k, dead := p.insertSteps(cur, []planStep{{kind: stepForward, route: p.steps[cur].route, url: forward}}, dead)
+	return k == 1, dead
+}
+
+// insertSteps inserts add after step cur and returns how many and the dead map shifted to
+// match.
+func (p *plan) insertSteps(cur int, add []planStep, dead uint16) (int, uint16) {
 	if len(add) == 0 {
 		return 0, dead
 	}
@@ -206,7 +240,7 @@ func (p *plan) has(u string) bool { return hasStep(p.steps, u) }
 
 func hasStep(steps []planStep, u string) bool {
 	for _, s := range steps {
-		if s.kind != stepResolve && s.url == u {
+		if !isResolution(s.kind) && s.url == u {
 			return true
 		}
 	}

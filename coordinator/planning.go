@@ -50,8 +50,11 @@ func (e *engine) candidatesOf(idx uint32, spec *pb.PaperSpec) ([]string, *pb.Res
 		return []string{"http://invalid.invalid/"}, nil // fails as a bad URL, then the paper fails
 	}
 	s := p.steps[int(e.papers[idx].urlIdx)%len(p.steps)]
-	if s.kind == stepResolve {
-		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi, Contact: e.cfg.Resolve.Email}
+	if isResolution(s.kind) {
+		// The DOI resolver's redirects to a publisher (landing page) or a registration agency
+		// (CSL JSON) become steps of their own, under those hosts' politeness.
+		stay := s.route == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE || s.route == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK
+		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi, Contact: e.cfg.Resolve.Email, StayOnHost: stay}
 	}
 	return p.urls(), nil
 }
@@ -93,7 +96,7 @@ func (e *engine) onResolved(l *lease, r *pb.ResolveResult, now time.Time) {
 	}
 	pl, err := e.planOf(l.idx)
 	cur := int(p.urlIdx)
-	if err != nil || p.flags&flagPlanned == 0 || cur >= len(pl.steps) || pl.steps[cur].kind != stepResolve {
+	if err != nil || p.flags&flagPlanned == 0 || cur >= len(pl.steps) || !isResolution(pl.steps[cur].kind) {
 		e.log.Error("resolve result for a paper without a resolution step", "paper", l.paperID, "err", err)
 		e.setError(l.idx, "internal error: resolve result without a resolution step")
 		e.setState(l.idx, stateFailed, now)
@@ -106,7 +109,16 @@ func (e *engine) onResolved(l *lease, r *pb.ResolveResult, now time.Time) {
 	}
 	n, dead := pl.insertFound(cur, route, cands, p.dead)
 	note := validate.Truncate(redact.Text(r.GetNote()), 200)
+	forwarded := false
+	if f := r.GetForwardUrl(); f != "" && n == 0 {
+		forwarded, dead = pl.insertForward(cur, f, dead)
+		if !forwarded {
+			note = "redirected to " + validate.Truncate(redact.URL(f), 160) + ", not followed (a loop or too many hosts)"
+		}
+	}
 	switch {
+	case forwarded:
+		note = "forwards to " + hostKey(r.GetForwardUrl())
 	case n > 0:
 		note = fmt.Sprintf("%d candidate(s)", n)
 	case note == "" && len(cands) > 0:

@@ -113,6 +113,9 @@ func newHTTPClient(cfg *Config, g *guard) *http.Client {
 	return &http.Client{
 		Transport: tr,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if host, ok := req.Context().Value(stayOnHostKey{}).(string); ok && !strings.EqualFold(req.URL.Host, host) {
+				return http.ErrUseLastResponse // a resolution step reports the other host instead
+			}
 			if err := checkURL(req.URL); err != nil {
 				return err
 			}

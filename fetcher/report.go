@@ -48,6 +48,7 @@ func fitResolved(r *pb.ResolveResult) *pb.ResolveResult {
 	r.CandidateUrls = kept
 	r.Note = reportText(r.GetNote(), validate.MaxResolveNoteBytes)
 	r.FinalUrl = reportURL(r.GetFinalUrl())
+	r.ForwardUrl = reportURL(r.GetForwardUrl())
 	return r
 }
 

@@ -40,6 +40,9 @@ func (d *downloader) resolve(parent context.Context, j job, step *pb.ResolveStep
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
+	if step.GetStayOnHost() {
+		ctx = context.WithValue(ctx, stayOnHostKey{}, target.Host)
+	}
 	wd := startWatchdog(ctx, d.clk, cancel, j.timeout, j.stall)
 	defer wd.stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
@@ -60,6 +63,16 @@ func (d *downloader) resolve(parent context.Context, j job, step *pb.ResolveStep
 	}
 	defer func() { _ = resp.Body.Close() }()
 	final := resp.Request.URL
+	if step.GetStayOnHost() && resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		if loc, err := resp.Location(); err == nil && !strings.EqualFold(loc.Host, final.Host) {
+			if err := checkURL(loc); err != nil {
+				f := permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "redirect to %s: %v", redactURL(loc), err)
+				f.url = final.String()
+				return nil, f
+			}
+			return fitResolved(&pb.ResolveResult{ForwardUrl: loc.String(), FinalUrl: final.String(), Note: "forwards to " + loc.Host}), nil
+		}
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		f := statusFailure(resp, d.clk.Now())
 		f.url = final.String()
@@ -100,6 +113,10 @@ func withContact(ua, contact string) string {
 	}
 	return ua + " (mailto:" + contact + ")"
 }
+
+// stayOnHostKey marks the context of a resolution request whose redirects must stay on the
+// given host (ResolveStep.stay_on_host); CheckRedirect stops at any other.
+type stayOnHostKey struct{}
 
 // touchReader feeds the stall watchdog as bytes arrive.
 type touchReader struct {

@@ -58,3 +58,39 @@ func TestResolveContactInUserAgent(t *testing.T) {
 		}
 	}
 }
+
+// A step with stay_on_host follows the resolver's redirects on its own host and reports a
+// redirect to another host (the publisher's landing page) as forward_url, without requesting it;
+// without the flag the redirects are followed as before.
+func TestResolveStayOnHost(t *testing.T) {
+	var pubHits sync.Map
+	pub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pubHits.Store(r.URL.Path, true)
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte(`<meta name="citation_pdf_url" content="/x.pdf">`))
+	}))
+	defer pub.Close()
+	doi := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/10.1/x" {
+			http.Redirect(w, r, "/handle/10.1/x", http.StatusFound) // same host: followed
+			return
+		}
+		http.Redirect(w, r, pub.URL+"/article/x?a=1&b=2", http.StatusFound)
+	}))
+	defer doi.Close()
+	tf := newTestFetcher(t, nil)
+	j := job{url: doi.URL + "/10.1/x", timeout: 10 * time.Second, stall: 10 * time.Second}
+	step := &pb.ResolveStep{Route: pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE, Doi: "10.1/x", StayOnHost: true}
+	res, fail := tf.dl.resolve(context.Background(), j, step, newRecorder())
+	if fail != nil || res.GetForwardUrl() != pub.URL+"/article/x?a=1&b=2" || len(res.GetCandidateUrls()) != 0 {
+		t.Fatalf("stay on host: %v %v", res, fail)
+	}
+	if _, hit := pubHits.Load("/article/x"); hit {
+		t.Fatal("the other host was requested")
+	}
+	step.StayOnHost = false
+	res, fail = tf.dl.resolve(context.Background(), j, step, newRecorder())
+	if fail != nil || res.GetForwardUrl() != "" || len(res.GetCandidateUrls()) != 1 || res.GetCandidateUrls()[0] != pub.URL+"/x.pdf" {
+		t.Fatalf("redirects followed: %v %v", res, fail)
+	}
+}

@@ -130,7 +130,7 @@ func TestEveryRoute(t *testing.T) {
 	if trap.GetState() != pb.PaperState_PAPER_STATE_FAILED || trap.GetLastFailureReason() != pb.FailureReason_FAILURE_REASON_NO_OPEN_COPY {
 		t.Errorf("trap: %v %v %q", trap.GetState(), trap.GetLastFailureReason(), trap.GetLastError())
 	}
-	for _, route := range []string{"openalex", "unpaywall", "landing_page", "csl_link", "not_pdf"} {
+	for _, route := range []string{"openalex", "unpaywall", "landing_page: forwards to 127.0.0.1", "csl_link", "not_pdf"} {
 		if !strings.Contains(trap.GetLastError(), route) {
 			t.Errorf("trap: message %q does not mention %s", trap.GetLastError(), route)
 		}

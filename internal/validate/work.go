@@ -210,6 +210,7 @@ func (v *violations) resolved(path string, r *pb.ResolveResult) {
 	}
 	v.text(field(path, "note"), r.GetNote(), MaxResolveNoteBytes)
 	v.optionalURL(field(path, "final_url"), r.GetFinalUrl())
+	v.optionalURL(field(path, "forward_url"), r.GetForwardUrl())
 }
 
 // ContentKey is the blob key of content with the given lower-case hex SHA-256:

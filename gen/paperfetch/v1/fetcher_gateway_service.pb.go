@@ -726,7 +726,12 @@ type ResolveStep struct {
 	// bytes, no white space or control characters. A fetcher whose User-Agent does not name it
 	// adds "mailto:<contact>" to the User-Agent of this request, so that the APIs and the DOI
 	// resolver see whom to contact even when the fetcher was started without --contact.
-	Contact       string `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
+	Contact string `protobuf:"bytes,3,opt,name=contact,proto3" json:"contact,omitempty"`
+	// Follow redirects only while they stay on the request's host: a redirect to another host
+	// is not requested; the fetcher reports its target as ResolveResult.forward_url, and the
+	// coordinator makes it a step of its own, under that host's politeness (a DOI's landing page
+	// at the publisher).
+	StayOnHost    bool `protobuf:"varint,4,opt,name=stay_on_host,json=stayOnHost,proto3" json:"stay_on_host,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -780,6 +785,13 @@ func (x *ResolveStep) GetContact() string {
 		return x.Contact
 	}
 	return ""
+}
+
+func (x *ResolveStep) GetStayOnHost() bool {
+	if x != nil {
+		return x.StayOnHost
+	}
+	return false
 }
 
 // DownloadLimits bounds one download.
@@ -1004,11 +1016,13 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x10lease_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x124\n" +
 	"\aresolve\x18\n" +
 	" \x01(\v2\x1a.paperfetch.v1.ResolveStepR\aresolve\x12$\n" +
-	"\x0eafter_lease_id\x18\v \x01(\tR\fafterLeaseId\"l\n" +
+	"\x0eafter_lease_id\x18\v \x01(\tR\fafterLeaseId\"\x8e\x01\n" +
 	"\vResolveStep\x121\n" +
 	"\x05route\x18\x01 \x01(\x0e2\x1b.paperfetch.v1.ResolveRouteR\x05route\x12\x10\n" +
 	"\x03doi\x18\x02 \x01(\tR\x03doi\x12\x18\n" +
-	"\acontact\x18\x03 \x01(\tR\acontact\"\xab\x01\n" +
+	"\acontact\x18\x03 \x01(\tR\acontact\x12 \n" +
+	"\fstay_on_host\x18\x04 \x01(\bR\n" +
+	"stayOnHost\"\xab\x01\n" +
 	"\x0eDownloadLimits\x12$\n" +
 	"\x0emax_size_bytes\x18\x01 \x01(\x03R\fmaxSizeBytes\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12>\n" +

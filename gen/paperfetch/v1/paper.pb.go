@@ -697,7 +697,10 @@ type ResolveResult struct {
 	// (e.g. "no open-access location", "no PDF link on https://publisher.example/article/1").
 	Note string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
 	// The URL finally answered, after redirects (the landing page's URL for LANDING_PAGE).
-	FinalUrl      string `protobuf:"bytes,3,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
+	FinalUrl string `protobuf:"bytes,3,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
+	// Set, without candidates, when a step with ResolveStep.stay_on_host was redirected to
+	// another host: the absolute http(s) URL (at most 4,096 bytes) it was sent to, not requested.
+	ForwardUrl    string `protobuf:"bytes,4,opt,name=forward_url,json=forwardUrl,proto3" json:"forward_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -749,6 +752,13 @@ func (x *ResolveResult) GetNote() string {
 func (x *ResolveResult) GetFinalUrl() string {
 	if x != nil {
 		return x.FinalUrl
+	}
+	return ""
+}
+
+func (x *ResolveResult) GetForwardUrl() string {
+	if x != nil {
+		return x.ForwardUrl
 	}
 	return ""
 }
@@ -1102,11 +1112,13 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\tcompleted\x18\f \x01(\v2 .paperfetch.v1.DownloadCompletedH\x00R\tcompleted\x127\n" +
 	"\x06failed\x18\r \x01(\v2\x1d.paperfetch.v1.DownloadFailedH\x00R\x06failed\x12:\n" +
 	"\bresolved\x18\x0e \x01(\v2\x1c.paperfetch.v1.ResolveResultH\x00R\bresolvedB\x06\n" +
-	"\x04kind\"g\n" +
+	"\x04kind\"\x88\x01\n" +
 	"\rResolveResult\x12%\n" +
 	"\x0ecandidate_urls\x18\x01 \x03(\tR\rcandidateUrls\x12\x12\n" +
 	"\x04note\x18\x02 \x01(\tR\x04note\x12\x1b\n" +
-	"\tfinal_url\x18\x03 \x01(\tR\bfinalUrl\"H\n" +
+	"\tfinal_url\x18\x03 \x01(\tR\bfinalUrl\x12\x1f\n" +
+	"\vforward_url\x18\x04 \x01(\tR\n" +
+	"forwardUrl\"H\n" +
 	"\x0fDownloadStarted\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12#\n" +
 	"\rresume_offset\x18\x02 \x01(\x03R\fresumeOffset\"\x8d\x01\n" +
