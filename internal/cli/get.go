@@ -412,14 +412,16 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 			firstBytes = resp.GetBatch().GetBytesDownloaded()
 		}
 		r.display.Update(resp)
+		var succeeded []*pb.PaperUpdate
 		for _, u := range resp.GetPaperUpdates() {
 			if u.GetLastFailureReason() == pb.FailureReason_FAILURE_REASON_STORAGE_FULL && u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
 				r.stopForStorage(storagefull.FromMessage(u.GetLastError()), cancelRun)
 			}
 			if u.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
-				r.placer.add(runCtx, u)
+				succeeded = append(succeeded, u)
 			}
 		}
+		r.placer.add(runCtx, succeeded)
 	})
 	r.placer.close() // the queued papers are placed (or dropped: the run stopped)
 	subErr := <-submitDone

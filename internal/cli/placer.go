@@ -10,24 +10,29 @@ import (
 // Bounds of the placer pool of `get` (docs/cli.md).
 const (
 	// placeWorkers is how many output files `get` places at once.
-	placeWorkers = 4
+	placeWorkers = 2
 	// placeQueue is how many succeeded papers may wait for a placer. When it is full the watch
 	// stream waits for a free place; the coordinator coalesces the stream's updates meanwhile
 	// (its watcher mailbox), so no download and no state change waits on placing.
 	placeQueue = 1024
+	// placeChunk is the most papers handed to a placer at once. The papers of one watch update
+	// are split among the placers (at most placeChunk each): one hand-over per placer and
+	// update, not one per paper (each hand-over may wake a thread: futex calls, system time).
+	placeChunk = 64
 )
 
-// placer places the PDFs of succeeded papers off the watch stream: add queues a paper's
-// update for one of its workers and returns at once while the queue has room. A placed file is
+// placer places the PDFs of succeeded papers off the watch stream: add queues the papers of a
+// watch update for its workers and returns at once while the queue has room. A placed file is
 // verified as before (size and SHA-256, materializer); the ids of the papers placed by this
 // run are remembered (a map entry each: a few MB for 100,000 papers) so that the final pass
 // does not read their files again. The workers stop placing when ctx is done (what is still
 // queued is then left to the next run); close waits for them.
 type placer struct {
-	place placeFunc
-	fail  func(paperID string, err error) // a placement failed (not called once ctx is done)
-	jobs  chan *pb.PaperUpdate
-	wg    sync.WaitGroup
+	place   placeFunc
+	fail    func(paperID string, err error) // a placement failed (not called once ctx is done)
+	workers int
+	jobs    chan []*pb.PaperUpdate // chunks of at most placeChunk papers
+	wg      sync.WaitGroup
 
 	mu     sync.Mutex
 	placed map[string]struct{} // ids of the papers placed (and verified) by this run
@@ -36,10 +41,11 @@ type placer struct {
 // placeFunc places the succeeded paper of a watch update.
 type placeFunc func(context.Context, *pb.PaperUpdate) error
 
-// newPlacer starts workers placers taking papers from a queue of queue until close; place
-// places one paper, fail is told about each failure. The workers stop placing when ctx is done.
+// newPlacer starts workers placers taking papers from a queue of about queue papers (in
+// chunks of at most placeChunk) until close; place places one paper, fail is told about each
+// failure. The workers stop placing when ctx is done.
 func newPlacer(ctx context.Context, workers, queue int, place placeFunc, fail func(string, error)) *placer {
-	p := &placer{place: place, fail: fail, jobs: make(chan *pb.PaperUpdate, queue), placed: map[string]struct{}{}}
+	p := &placer{place: place, fail: fail, workers: workers, jobs: make(chan []*pb.PaperUpdate, max(1, queue/placeChunk)), placed: map[string]struct{}{}}
 	for range workers {
 		p.wg.Go(func() { p.work(ctx) })
 	}
@@ -48,32 +54,43 @@ func newPlacer(ctx context.Context, workers, queue int, place placeFunc, fail fu
 
 // work places queued papers until the queue is closed; once ctx is done it only drains it.
 func (p *placer) work(ctx context.Context) {
-	for u := range p.jobs {
-		if ctx.Err() != nil {
-			continue
-		}
-		if err := p.place(ctx, u); err != nil {
-			if ctx.Err() == nil {
-				p.fail(u.GetPaperId(), err)
+	for chunk := range p.jobs {
+		for _, u := range chunk {
+			if ctx.Err() != nil {
+				break
 			}
-			continue
+			if err := p.place(ctx, u); err != nil {
+				if ctx.Err() == nil {
+					p.fail(u.GetPaperId(), err)
+				}
+				continue
+			}
+			p.mu.Lock()
+			p.placed[u.GetPaperId()] = struct{}{}
+			p.mu.Unlock()
 		}
-		p.mu.Lock()
-		p.placed[u.GetPaperId()] = struct{}{}
-		p.mu.Unlock()
 	}
 }
 
-// add queues the succeeded paper of u. It waits only while the queue is full, and not once
-// ctx is done. A paper this run already placed is not queued again (a reconnected watch
-// stream repeats it).
-func (p *placer) add(ctx context.Context, u *pb.PaperUpdate) {
-	if p.done(u.GetPaperId()) {
-		return
+// add queues the succeeded papers of one watch update, split among the workers. It waits only
+// while the queue is full, and not once ctx is done. A paper this run already placed is not
+// queued again (a reconnected watch stream repeats it).
+func (p *placer) add(ctx context.Context, us []*pb.PaperUpdate) {
+	todo := make([]*pb.PaperUpdate, 0, len(us))
+	for _, u := range us {
+		if !p.done(u.GetPaperId()) {
+			todo = append(todo, u)
+		}
 	}
-	select {
-	case p.jobs <- u:
-	case <-ctx.Done():
+	size := min(placeChunk, max(1, (len(todo)+p.workers-1)/p.workers))
+	for len(todo) > 0 {
+		n := min(size, len(todo))
+		select {
+		case p.jobs <- todo[:n:n]:
+		case <-ctx.Done():
+			return
+		}
+		todo = todo[n:]
 	}
 }
 

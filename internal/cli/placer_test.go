@@ -291,9 +291,9 @@ func TestPlacer(t *testing.T) {
 		failed = append(failed, id)
 		mu.Unlock()
 	})
-	for _, id := range []string{"a", "b", "bad1", "c"} {
-		p.add(ctx, &pb.PaperUpdate{PaperId: id})
-	}
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "a"}, {PaperId: "b"}})
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "bad1"}, {PaperId: "c"}})
+	p.add(ctx, nil)
 	p.close()
 	slices.Sort(placed)
 	if !slices.Equal(placed, []string{"a", "b", "c"}) || !slices.Equal(failed, []string{"bad1"}) {
@@ -314,11 +314,11 @@ func TestPlacer(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}, func(string, error) { t.Error("a failure reported after the run stopped") })
-	p2.add(ctx2, &pb.PaperUpdate{PaperId: "held"})
+	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "held"}})
 	<-started
-	p2.add(ctx2, &pb.PaperUpdate{PaperId: "queued"})
+	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "queued"}})
 	cancel2()
-	p2.add(ctx2, &pb.PaperUpdate{PaperId: "after"}) // the queue is full: returns since ctx is done
+	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "after"}}) // the queue is full: returns since ctx is done
 	p2.close()
 	if calls.Load() != 1 || p2.done("held") || p2.done("queued") {
 		t.Fatalf("after the stop: %d placements, held done %v, queued done %v", calls.Load(), p2.done("held"), p2.done("queued"))
