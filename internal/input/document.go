@@ -26,8 +26,14 @@ func openSource(r io.Reader, name string, opts Options) (source, error) {
 	opts = opts.withDefaults()
 	br := bufio.NewReaderSize(r, 64<<10)
 	format := opts.Format
-	if format == FormatAuto {
+	switch format {
+	case FormatAuto:
 		format = documentFormat(name, br)
+	case FormatJSONL:
+		// --format json on a JSON array: no line of JSON Lines is an array, a CSL-JSON file is.
+		if head, _ := br.Peek(4096); bytes.HasPrefix(bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\ufeff")), " \t\r\n"), []byte("[")) {
+			format = FormatCSLJSON
+		}
 	}
 	switch format {
 	case FormatBibTeX, FormatRIS, FormatCSLJSON:

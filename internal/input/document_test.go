@@ -167,6 +167,7 @@ func TestDocumentFormatForced(t *testing.T) {
 		{"bib", "@article{k1, doi = {10.1000/A}}"},
 		{"ris", "\r\nTY  - JOUR\r\nID  - k1\r\nDO  - 10.1000/A\r\nER  - \r\n"},
 		{"csl-json", `  [{"id": "k1", "DOI": "10.1000/A"}]`},
+		{"json", `[{"id": "k1", "DOI": "10.1000/A"}]`}, // a JSON array is CSL-JSON, not JSON Lines
 	} {
 		f, err := ParseFormat(tc.flag)
 		if err != nil {
