@@ -176,6 +176,30 @@ func TestGetPlacesOffTheWatch(t *testing.T) {
 	checkPlaced(t, out, readTestReport(t, report), n)
 }
 
+// The final pass skips reading again what the placers placed, but not blindly: a placed file
+// that is gone by then (here removed right after its placement; or a placed-set hash shared
+// by two ids) is placed again.
+func TestGetFinalPassChecksPlacedFiles(t *testing.T) {
+	const n = 6
+	srv := pdfOrigin(t, nil)
+	out := filepath.Join(t.TempDir(), "out")
+	var stdout, stderr syncbuf.Buffer
+	a := &app{env: Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }},
+		wrapPlace: func(next placeFunc) placeFunc {
+			return func(ctx context.Context, u *pb.PaperUpdate) error {
+				if err := next(ctx, u); err != nil {
+					return err
+				}
+				return os.Remove(filepath.Join(out, FileName(u.GetPaperId())+".pdf"))
+			}
+		}}
+	report := filepath.Join(t.TempDir(), "report.json")
+	if err := a.get(context.Background(), append(getArgs(out, "--quiet", "--report", report), writeList(t, srv, n))); err != nil {
+		t.Fatalf("get: %v\n%s", err, stderr.String())
+	}
+	checkPlaced(t, out, readTestReport(t, report), n)
+}
+
 // checkPlaced checks that out holds exactly the n PDFs of the report, where it says, with their
 // content (paper "N-…" is testPDF(N)), and the state folder: no temporary file, nothing else.
 func checkPlaced(t *testing.T, out string, rep testReport, n int) {
