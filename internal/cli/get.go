@@ -570,7 +570,7 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 			e.SHA256, e.Size, e.FinalURL, e.Error, e.Reason = p.GetSha256(), p.GetSize(), p.GetFinalUrl(), "", ""
 			e.Source = p.GetSource()
 			switch {
-			case place && r.placer != nil && r.placer.done(p.GetSpec().GetPaperId()) && fileHasSize(r.mat.target(p), p.GetSize()):
+			case place && r.placer != nil && r.placer.done(p.GetSpec().GetPaperId(), p.GetSha256()) && fileHasSize(r.mat.target(p), p.GetSize()):
 				e.Path = r.mat.target(p) // placed and verified by this run a moment ago
 			case place:
 				path, _, err := r.mat.Place(ctx, p)

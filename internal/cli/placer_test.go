@@ -315,16 +315,17 @@ func TestPlacer(t *testing.T) {
 		failed = append(failed, id)
 		mu.Unlock()
 	})
-	p.add(ctx, []*pb.PaperUpdate{{PaperId: "a"}, {PaperId: "b"}})
-	p.add(ctx, []*pb.PaperUpdate{{PaperId: "bad1"}, {PaperId: "c"}})
+	sha := strings.Repeat("0f", 32)
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "a", Sha256: sha}, {PaperId: "b", Sha256: sha}})
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "bad1", Sha256: sha}, {PaperId: "c", Sha256: sha}})
 	p.add(ctx, nil)
 	p.close()
 	slices.Sort(placed)
 	if !slices.Equal(placed, []string{"a", "b", "c"}) || !slices.Equal(failed, []string{"bad1"}) {
 		t.Fatalf("placed %q, failed %q", placed, failed)
 	}
-	if !p.done("a") || p.done("bad1") || p.done("x") {
-		t.Fatalf("done: a %v, bad1 %v, x %v", p.done("a"), p.done("bad1"), p.done("x"))
+	if !p.done("a", sha) || p.done("bad1", sha) || p.done("x", sha) || p.done("a", "") {
+		t.Fatalf("done: a %v, bad1 %v, x %v", p.done("a", sha), p.done("bad1", sha), p.done("x", sha))
 	}
 
 	// A stopped run: the worker holds its paper until ctx is done; the queued ones are dropped
@@ -338,13 +339,44 @@ func TestPlacer(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}, func(string, error) { t.Error("a failure reported after the run stopped") })
-	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "held"}})
+	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "held", Sha256: sha}})
 	<-started
-	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "queued"}})
+	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "queued", Sha256: sha}})
 	cancel2()
 	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "after"}}) // the queue is full: returns since ctx is done
 	p2.close()
-	if calls.Load() != 1 || p2.done("held") || p2.done("queued") {
-		t.Fatalf("after the stop: %d placements, held done %v, queued done %v", calls.Load(), p2.done("held"), p2.done("queued"))
+	if calls.Load() != 1 || p2.done("held", sha) || p2.done("queued", sha) {
+		t.Fatalf("after the stop: %d placements, held done %v, queued done %v", calls.Load(), p2.done("held", sha), p2.done("queued", sha))
+	}
+}
+
+// Two ids whose 64-bit keys collide are two papers: placing one never makes the other look
+// placed (it is queued and placed, and the final pass checks its file).
+func TestPlacerKeyCollision(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var placed []string
+	p := newPlacer(ctx, 1, 4, func(_ context.Context, u *pb.PaperUpdate) error {
+		mu.Lock()
+		placed = append(placed, u.GetPaperId())
+		mu.Unlock()
+		return nil
+	}, func(id string, err error) { t.Errorf("%s: %v", id, err) })
+	p.key = func(string) uint64 { return 7 } // every id collides
+	shaA, shaB := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "a", Sha256: shaA}})
+	p.close()
+	p.jobs = make(chan []*pb.PaperUpdate, 1) // a second pool on the same placed set
+	p.wg.Go(func() { p.work(ctx) })
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "b", Sha256: shaB}})
+	p.close()
+	if !slices.Equal(placed, []string{"a", "b"}) {
+		t.Fatalf("placed %q, want a and b: a colliding id was skipped", placed)
+	}
+	if p.done("c", strings.Repeat("c", 64)) {
+		t.Fatal("an unplaced paper whose key collides is reported done")
+	}
+	if !p.done("b", shaB) || p.done("b", shaA) {
+		t.Fatal("done: b is placed with shaB only")
 	}
 }
