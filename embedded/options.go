@@ -247,7 +247,7 @@ func AllowCIDRFlag(dst *[]netip.Prefix) func(string) error {
 
 // HeaderFlag returns the parser of a repeatable --header 'NAME: VALUE' flag that adds to *dst
 // (Options.Headers): each header is checked by fetcher.ParseHeader, at most
-// fetcher.MaxHeaders of them.
+// fetcher.MaxHeaders of them (values, counted across names: one name repeated is bounded too).
 func HeaderFlag(dst *http.Header) func(string) error {
 	return func(v string) error {
 		k, val, err := fetcher.ParseHeader(v)
@@ -257,7 +257,11 @@ func HeaderFlag(dst *http.Header) func(string) error {
 		if *dst == nil {
 			*dst = http.Header{}
 		}
-		if len(*dst) >= fetcher.MaxHeaders {
+		n := 0
+		for _, vs := range *dst {
+			n += len(vs)
+		}
+		if n >= fetcher.MaxHeaders {
 			return fmt.Errorf("at most %d headers", fetcher.MaxHeaders)
 		}
 		dst.Add(k, val)

@@ -173,7 +173,7 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs.StringVar(&o.dashboard, "dashboard", "", "serve the live web dashboard (and the /v1/ JSON API) of this run on `ADDR`, e.g. 127.0.0.1:7480; its URL is printed (no authentication: keep it on loopback)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`LEVEL` of the log written to OUT/.paperfetch/paperfetch.log: debug, info, warn or error")
 	fs.StringVar(&e.Proxy, "proxy", "", "download through the proxy at `URL`: http(s)://HOST:PORT for an HTTP proxy, or a prefix such as https://ezproxy.example.edu/login?url= (see docs/cli.md for what the address guard checks through it)")
-	fs.Func("header", "add the request header `'NAME: VALUE'` to every download, e.g. an API key or a cookie you hold (repeatable; sent to every host of the list)", embedded.HeaderFlag(&e.Headers))
+	fs.Func("header", "add the request header `'NAME: VALUE'` to every download, e.g. an API key or a cookie you hold (repeatable, at most 32, each at most 8 KiB; sent to every host of the list)", embedded.HeaderFlag(&e.Headers))
 	fs.BoolVar(&o.link, "link", false, "make each PDF a hard link to the cached copy instead of a file of its own (saves space; editing the PDF then edits the cache)")
 	inputs, err := r.a.parseFlags(fs, args)
 	if err != nil {
