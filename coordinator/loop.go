@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -119,7 +118,7 @@ func (l *loop) iterate(now time.Time) error {
 	released, err := l.commitServingReads(rd.writes, now)
 	if err != nil {
 		l.log.Error("store commit failed; stopping the coordinator", "err", err)
-		return fmt.Errorf("coordinator loop: %w", err)
+		return err // the process names the loop ("coordinator loop: commit store: ...")
 	}
 	// Reads see the iteration's changes from now on: before its replies go out.
 	e.publishViews(views)
