@@ -208,9 +208,9 @@ func (p *plan) insertForward(cur int, forward string, dead uint16) (bool, uint16
 	for _, s := range p.steps {
 		if s.kind == stepForward {
 			n++
-			if s.url == forward {
-				return false, dead // a redirect loop
-			}
+		}
+		if isResolution(s.kind) && s.url == forward {
+			return false, dead // a redirect loop (back to the DOI resolver, or to a publisher)
 		}
 	}
 	if n >= maxForwards || len(p.steps) >= maxPlanSteps || !candidateURL(forward) {

@@ -87,3 +87,34 @@ func TestResolveConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A forward step (a resolution step's cross-host redirect) is an absolute http(s) URL, is
+// never a URL the plan resolves already (a loop, the DOI resolver's own URL included), and a
+// plan takes at most maxForwards of them.
+func TestPlanForwardBounds(t *testing.T) {
+	rc := ResolveConfig{DOIBase: "https://doi.example", OpenAlexBase: "https://oa.example"}.withDefaults()
+	p := newPlan(rc, "10.1/x", nil)
+	land := len(p.steps) - 2 // the landing page step at the DOI resolver
+	if p.steps[land].route != pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE {
+		t.Fatalf("plan %q: step %d is not the landing page", p.urls(), land)
+	}
+	for _, bad := range []string{"ftp://pub.example/a", "/relative", "https://user:pw@pub.example/a", "https://doi.example/10.1/x"} {
+		if ok, _ := p.insertForward(land, bad, 0); ok {
+			t.Fatalf("forward to %q accepted: %q", bad, p.urls())
+		}
+	}
+	cur := land
+	for i := range maxForwards {
+		u := "https://h" + strings.Repeat("x", i) + ".example/a"
+		if ok, _ := p.insertForward(cur, u, 0); !ok {
+			t.Fatalf("forward %d to %q refused", i, u)
+		}
+		cur++
+		if ok, _ := p.insertForward(cur, "https://h.example/a", 0); ok {
+			t.Fatalf("forward back to the first publisher accepted: %q", p.urls())
+		}
+	}
+	if ok, _ := p.insertForward(cur, "https://last.example/a", 0); ok {
+		t.Fatalf("forward %d accepted: %q", maxForwards+1, p.urls())
+	}
+}

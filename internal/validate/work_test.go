@@ -73,6 +73,15 @@ func TestWorkRequest(t *testing.T) {
 		{"resolved note too long", false, ev(func(e *pb.DownloadEvent) {
 			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{Note: strings.Repeat("n", MaxResolveNoteBytes+1)}}
 		}), "event.resolved.note"},
+		{"resolved forward not http", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{ForwardUrl: "gopher://pub.example/a"}}
+		}), "event.resolved.forward_url"},
+		{"resolved forward relative", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{ForwardUrl: "/article/1"}}
+		}), "event.resolved.forward_url"},
+		{"resolved forward too long", false, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{ForwardUrl: "https://pub.example/" + strings.Repeat("a", MaxURLBytes)}}
+		}), "event.resolved.forward_url"},
 		{"progress negative", false, ev(func(e *pb.DownloadEvent) {
 			e.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: -1}}
 		}), "event.progress.bytes"},

@@ -700,6 +700,8 @@ type ResolveResult struct {
 	FinalUrl string `protobuf:"bytes,3,opt,name=final_url,json=finalUrl,proto3" json:"final_url,omitempty"`
 	// Set, without candidates, when a step with ResolveStep.stay_on_host was redirected to
 	// another host: the absolute http(s) URL (at most 4,096 bytes) it was sent to, not requested.
+	// The coordinator follows at most 4 forwards per paper, and none to a URL the paper already
+	// resolves (a loop); one it does not follow is among the routes tried of a failed paper's last_error.
 	ForwardUrl    string `protobuf:"bytes,4,opt,name=forward_url,json=forwardUrl,proto3" json:"forward_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
