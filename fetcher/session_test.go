@@ -300,6 +300,36 @@ func TestWorkAssignEventsAckCancel(t *testing.T) {
 	h.tf.assertStore(t, c.GetBlobKey())
 }
 
+// startDrain runs the fetcher's Drain (with a testWait deadline) and returns its result.
+func (h *workHarness) startDrain() <-chan error {
+	drainErr := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		drainErr <- h.tf.Drain(ctx)
+	}()
+	return drainErr
+}
+
+// ackCompletedThenDrained wants the next event to be lease's completion, acknowledges it and
+// wants the Drain of startDrain to return without error.
+func (s *fakeStream) ackCompletedThenDrained(t *testing.T, lease string, drainErr <-chan error) {
+	t.Helper()
+	done := wantEvent(t, s.next(t), lease)
+	if done.GetCompleted() == nil {
+		t.Fatalf("want completed, got %v", done)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: lease, Sequence: done.GetSequence()}}})
+	select {
+	case err := <-drainErr:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("Drain did not return")
+	}
+}
+
 // waitLeases waits until the fetcher holds n leases.
 func (h *workHarness) waitLeases(t *testing.T, n int) {
 	t.Helper()
@@ -368,12 +398,7 @@ func TestWorkDrain(t *testing.T) {
 	s.push(t, assign("L1", g.URL+"/gate"))
 	wantEvent(t, s.next(t), "L1")
 
-	drainErr := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testWait)
-		defer cancel()
-		drainErr <- h.tf.Drain(ctx)
-	}()
+	drainErr := h.startDrain()
 	if s.next(t).GetDraining() == nil {
 		t.Fatal("want Draining")
 	}
@@ -386,19 +411,7 @@ func TestWorkDrain(t *testing.T) {
 	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: "L2"}}})
 	// The running download finishes within the grace period and is reported.
 	g.open()
-	done := wantEvent(t, s.next(t), "L1")
-	if done.GetCompleted() == nil {
-		t.Fatalf("want completed, got %v", done)
-	}
-	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
-	select {
-	case err := <-drainErr:
-		if err != nil {
-			t.Fatalf("Drain: %v", err)
-		}
-	case <-time.After(testWait):
-		t.Fatal("Drain did not return")
-	}
+	s.ackCompletedThenDrained(t, "L1", drainErr)
 	// The fetcher closes the stream and Run returns by itself.
 	select {
 	case <-s.closed:
@@ -731,12 +744,7 @@ func TestWorkDrainHandsBackSuccessors(t *testing.T) {
 	s.push(t, succ)
 	wantEvent(t, s.next(t), "L1") // started
 	g.waitFirstHalf(t)
-	drainErr := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testWait)
-		defer cancel()
-		drainErr <- h.tf.Drain(ctx)
-	}()
+	drainErr := h.startDrain()
 	if s.next(t).GetDraining() == nil {
 		t.Fatal("want Draining")
 	}
@@ -745,17 +753,5 @@ func TestWorkDrainHandsBackSuccessors(t *testing.T) {
 	}
 	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: "L2"}}})
 	g.open()
-	done := wantEvent(t, s.next(t), "L1")
-	if done.GetCompleted() == nil {
-		t.Fatalf("want completed, got %v", done)
-	}
-	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
-	select {
-	case err := <-drainErr:
-		if err != nil {
-			t.Fatalf("Drain: %v", err)
-		}
-	case <-time.After(testWait):
-		t.Fatal("Drain did not return")
-	}
+	s.ackCompletedThenDrained(t, "L1", drainErr)
 }
