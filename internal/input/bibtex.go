@@ -34,7 +34,13 @@ type bibParser struct {
 	pos    int
 	line   int
 	macros map[string]string
+	joined int // bytes of the values joined with "#" so far (at most MaxDocumentBytes)
 }
+
+// maxJoinedValueBytes bounds a value joined from parts with "#": macros that double a value
+// ("@string{m = m # m}" repeated) would otherwise grow it exponentially from a few bytes of
+// input. All the joined values of a document together may hold at most MaxDocumentBytes.
+const maxJoinedValueBytes = 1 << 20
 
 // parseBibTeX returns the entries of a BibTeX document and the errors of malformed ones (each
 // with its line); a malformed entry is skipped up to the next "@" at the start of a line.
@@ -232,45 +238,58 @@ func (p *bibParser) entry() (*bibEntry, error) {
 	}
 }
 
-// value parses a field value: parts joined by "#".
+// value parses a field value: parts joined by "#". A value of one part is not copied; a
+// joined one may hold at most maxJoinedValueBytes, and all of a document's together
+// MaxDocumentBytes.
 func (p *bibParser) value() (string, error) {
-	var b strings.Builder
+	var parts []string
+	size := 0
 	for {
-		p.skipSpace()
-		if p.eof() {
-			return "", fmt.Errorf("unexpected end of input in a value")
+		s, err := p.valuePart()
+		if err != nil {
+			return "", err
 		}
-		switch c := p.src[p.pos]; {
-		case c == '{':
-			s, err := p.braced('{', '}')
-			if err != nil {
-				return "", err
-			}
-			b.WriteString(s)
-		case c == '"':
-			s, err := p.quoted()
-			if err != nil {
-				return "", err
-			}
-			b.WriteString(s)
-		case c >= '0' && c <= '9':
-			start := p.pos
-			for !p.eof() && p.src[p.pos] >= '0' && p.src[p.pos] <= '9' {
-				p.advance()
-			}
-			b.WriteString(p.src[start:p.pos])
-		default:
-			name := strings.ToLower(p.ident())
-			if name == "" {
-				return "", fmt.Errorf("line %d: want a value, found %q", p.line, c)
-			}
-			b.WriteString(p.macros[name]) // an undefined macro is empty, as in BibTeX (with a warning)
+		parts = append(parts, s)
+		size += len(s)
+		if len(parts) > 1 && (size > maxJoinedValueBytes || p.joined+size > MaxDocumentBytes) {
+			return "", fmt.Errorf("line %d: a value joined with # is longer than %d bytes (or all of them than %d)", p.line, maxJoinedValueBytes, MaxDocumentBytes)
 		}
 		p.skipSpace()
 		if p.eof() || p.src[p.pos] != '#' {
-			return b.String(), nil
+			break
 		}
 		p.advance()
+	}
+	if len(parts) == 1 {
+		return parts[0], nil
+	}
+	p.joined += size
+	return strings.Join(parts, ""), nil
+}
+
+// valuePart parses one part of a value: a braced or quoted text, a number or a macro name.
+func (p *bibParser) valuePart() (string, error) {
+	p.skipSpace()
+	if p.eof() {
+		return "", fmt.Errorf("unexpected end of input in a value")
+	}
+	switch c := p.src[p.pos]; {
+	case c == '{':
+		return p.braced('{', '}')
+	case c == '"':
+		return p.quoted()
+	case c >= '0' && c <= '9':
+		start := p.pos
+		for !p.eof() && p.src[p.pos] >= '0' && p.src[p.pos] <= '9' {
+			p.advance()
+		}
+		return p.src[start:p.pos], nil
+	default:
+		name := strings.ToLower(p.ident())
+		if name == "" {
+			return "", fmt.Errorf("line %d: want a value, found %q", p.line, c)
+		}
+		return p.macros[name], nil // an undefined macro is empty, as in BibTeX (with a warning)
 	}
 }
 

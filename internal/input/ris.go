@@ -19,6 +19,16 @@ func parseRIS(src string) ([]risRecord, []*LineError) {
 	var errs []*LineError
 	var cur *risRecord
 	var lastTag string
+	// cont holds the continuation lines of lastTag's last value, joined to it once the value
+	// ends (appending each to the value would copy it once per line).
+	var cont []string
+	endValue := func() {
+		if len(cont) > 0 {
+			vs := cur.tags[lastTag]
+			vs[len(vs)-1] += " " + strings.Join(cont, " ")
+			cont = cont[:0]
+		}
+	}
 	for n, line := range strings.Split(src, "\n") {
 		lineNo := n + 1
 		line = strings.TrimRight(line, "\r")
@@ -29,10 +39,12 @@ func parseRIS(src string) ([]risRecord, []*LineError) {
 			continue
 		}
 		tag, val, ok := risLine(line)
+		if ok && cur != nil {
+			endValue()
+		}
 		if !ok {
 			if cur != nil && lastTag != "" {
-				vs := cur.tags[lastTag]
-				vs[len(vs)-1] += " " + strings.TrimSpace(line)
+				cont = append(cont, strings.TrimSpace(line))
 				continue
 			}
 			errs = append(errs, &LineError{Line: lineNo, Err: fmt.Errorf("not a RIS line: %q", short(line))})
@@ -63,6 +75,7 @@ func parseRIS(src string) ([]risRecord, []*LineError) {
 		lastTag = tag
 	}
 	if cur != nil {
+		endValue()
 		errs = append(errs, &LineError{Line: cur.line, Err: fmt.Errorf("RIS reference not ended by ER")})
 	}
 	return out, errs
