@@ -23,7 +23,7 @@ func isArxivOldName(name string) bool {
 
 // FileName returns the file name stem (without ".pdf") for a paper id. It is deterministic and
 // injective: ids made only of letters, digits, '.', '_', '-' and '+' (not starting with '.' or
-// '-') keep their name; old-style arXiv ids have their slash replaced by '_'
+// '-', and not a Windows device name such as CON or com1.x) keep their name; old-style arXiv ids have their slash replaced by '_'
 // (hep-th/9901001 → hep-th_9901001); any other id is reduced to safe characters and gets '-'
 // and 10 hex digits of its SHA-256 appended, so two ids never share a file.
 func FileName(id string) string {
@@ -49,12 +49,15 @@ func FileName(id string) string {
 	if stem == "" {
 		return "paper-" + hex.EncodeToString(sum[:5])
 	}
+	if isReservedName(stem) { // NUL.x: a device name, whatever follows its first dot
+		stem = "_" + stem
+	}
 	return stem + "-" + hex.EncodeToString(sum[:5])
 }
 
 // isSafeName reports whether id can be used as a file name stem as is.
 func isSafeName(id string) bool {
-	if id == "" || len(id) > maxNameBytes || id[0] == '.' || id[0] == '-' {
+	if id == "" || len(id) > maxNameBytes || id[0] == '.' || id[0] == '-' || isReservedName(id) {
 		return false
 	}
 	for i := 0; i < len(id); i++ {

@@ -162,7 +162,7 @@ func (r *getRun) parse(args []string) ([]string, error) {
 	fs.StringVar(&e.ArxivBase, "arxiv-base", input.DefaultArxivBase, "where arXiv ids are fetched from, as `URL`/pdf/ID")
 	registerResolveFlags(fs, e)
 	fs.Func("host-limit", "politeness of one host `HOST=DELAY/CONCURRENCY`, e.g. doi.org=2s/1 (repeatable; overrides the DOI APIs' defaults too)", embedded.HostLimitFlag(&e.HostLimits))
-	fs.StringVar(&o.nameTemplate, "name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (default: the paper id)")
+	fs.StringVar(&o.nameTemplate, "name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (at most 1024 bytes; default: the paper id)")
 	fs.StringVar(&o.report, "report", "", "write a JSON report of every paper to `FILE` (\"-\": standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only errors and the summary (-q)")
 	fs.BoolVar(&o.quiet, "q", false, "short for --quiet")

@@ -22,10 +22,18 @@ var nameFields = map[string]bool{"id": true, "doi": true, "year": true, "first_a
 
 var placeholder = regexp.MustCompile(`\{([^{}]*)\}`)
 
-// checkNameTemplate validates a --name-template: known {fields} only, no path separator.
+// maxTemplateBytes bounds --name-template: a name is at most maxNameBytes, and each paper's
+// name is rendered from it.
+const maxTemplateBytes = 1024
+
+// checkNameTemplate validates a --name-template: at most maxTemplateBytes, known {fields} only,
+// no path separator.
 func checkNameTemplate(t string) error {
 	if strings.TrimSpace(t) == "" {
 		return nil
+	}
+	if len(t) > maxTemplateBytes {
+		return fmt.Errorf("--name-template is longer than %d bytes", maxTemplateBytes)
 	}
 	if strings.ContainsAny(t, `/\`) {
 		return fmt.Errorf("--name-template must not contain / or \\ (names are flat in --out)")

@@ -69,3 +69,36 @@ func TestRenderName(t *testing.T) {
 		t.Errorf("fallback collisions: %q %q, %q %q", d, a, f, e)
 	}
 }
+
+// Hostile fields and ids give a flat, portable name: no separator, no control or NUL
+// character, no leading dot, no trailing dot or space, no Windows device name (with or without
+// an extension), at most maxNameBytes bytes; a template is bounded.
+func TestRenderNameHostile(t *testing.T) {
+	hostile := []string{"../../etc/passwd", "..", ".", "a/b\\c", "x\x00y", "line\r\nbreak\x1b[31m", "\u202egnp.exe",
+		"a\uff0fb", strings.Repeat("T", 10000), strings.Repeat("é", 5000), "CON", "con.txt", "aux ", "LPT9.", "COM1",
+		"nul.tar.gz", "trailing. . ", "   ", "...", "-rf"}
+	for _, tmpl := range []string{"{title}", "{first_author}", "{first_author}.{year}", "{id}", "{doi}"} {
+		m := &materializer{template: tmpl}
+		for _, v := range hostile {
+			spec := &pb.PaperSpec{PaperId: v, Doi: v, Metadata: map[string]string{"title": v, "first_author": v, "year": v}}
+			name := m.templatedName(spec)
+			if name == "" || len(name) > maxNameBytes+11 || strings.ContainsAny(name, "/\\\x00 ") ||
+				name[0] == '.' || name[0] == '-' || strings.HasSuffix(name, ".") || isReservedName(name) {
+				t.Errorf("%s with %q: name %q", tmpl, v, name)
+			}
+			for _, r := range name {
+				if r < ' ' || r >= 0x7f {
+					t.Errorf("%s with %q: name %q has %U", tmpl, v, name, r)
+				}
+			}
+		}
+	}
+	for _, id := range []string{"CON", "con", "Aux", "COM1", "lpt9", "NUL.x"} {
+		if name := FileName(id); isReservedName(name) {
+			t.Errorf("FileName(%q) = %q, a Windows device name", id, name)
+		}
+	}
+	if err := checkNameTemplate(strings.Repeat("{title}", 1000)); err == nil {
+		t.Error("a 7,000-byte template accepted")
+	}
+}
