@@ -4,10 +4,12 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/paperfetch/paperfetch/coordinator"
+	"github.com/paperfetch/paperfetch/dashboard"
 	"github.com/paperfetch/paperfetch/embedded"
 )
 
@@ -67,5 +69,59 @@ func TestClientsCountedApart(t *testing.T) {
 		if resp.StatusCode != c.want {
 			t.Errorf("GET %s from %s (forwarded header %q): %d, want %d", c.path, c.ip, c.header, resp.StatusCode, c.want)
 		}
+	}
+}
+
+// TestOverviewStreamsPerClient checks that one client address holds at most
+// MaxOverviewStreamsPerClient overview streams at once (the shared reader makes one more cost
+// the coordinator nothing after its first read, so the coordinator's limits do not bound them):
+// one more is refused with 429, another address still gets one, and a closed stream frees its
+// place.
+func TestOverviewStreamsPerClient(t *testing.T) {
+	s := startStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	get := func(ip string) int {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		cl := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		defer cl.CloseIdleConnections()
+		req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/ui/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var stops []context.CancelFunc
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	for i := range dashboard.MaxOverviewStreamsPerClient {
+		c, stop := context.WithCancel(ctx)
+		stops = append(stops, stop)
+		if ev := <-s.follow(t, c, "/ui/events"); ev.name != "overview" {
+			t.Fatalf("stream %d: %s %s", i, ev.name, ev.data)
+		}
+	}
+	if got := get("127.0.0.1"); got != http.StatusTooManyRequests {
+		t.Fatalf("stream %d from one client: %d, want 429", dashboard.MaxOverviewStreamsPerClient+1, got)
+	}
+	if got := get("127.0.0.2"); got != http.StatusOK {
+		t.Fatalf("another client: %d", got)
+	}
+	stops[0]()
+	deadline := time.Now().Add(10 * time.Second)
+	for get("127.0.0.1") != http.StatusOK { // the closed stream's handler returns soon after
+		if time.Now().After(deadline) {
+			t.Fatal("a closed stream did not free its place")
+		}
+		runtime.Gosched()
 	}
 }

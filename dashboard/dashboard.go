@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 		cfg.Clock = clock.Real{}
 	}
 	h := &handler{cfg: cfg, client: pb.NewCoordinatorServiceClient(cfg.Conn), log: cfg.Logger,
-		feeds: overviewFeeds{feeds: make(map[string]*overviewFeed)}}
+		feeds: overviewFeeds{feeds: make(map[string]*overviewFeed), clients: make(map[string]int)}}
 
 	gw := runtime.NewServeMux(
 		runtime.WithErrorHandler(writeHTTPError),

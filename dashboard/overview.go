@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -75,10 +78,40 @@ type overviewMsg struct {
 	err error
 }
 
-// overviewFeeds are the running feeds, by Authorization header.
+// MaxOverviewStreamsPerClient bounds the overview streams one client address (its host, any
+// port) holds open at once; one more is refused with 429 (RESOURCE_EXHAUSTED). A stream costs
+// the coordinator one read only (then the shared feed serves it), so the coordinator's own
+// per-client limits do not bound them. Like coordinator.DefaultWatchersPerPeer for batch pages.
+const MaxOverviewStreamsPerClient = 32
+
+// overviewFeeds are the running feeds, by Authorization header, and the overview streams open
+// per client host.
 type overviewFeeds struct {
-	mu    sync.Mutex
-	feeds map[string]*overviewFeed
+	mu      sync.Mutex
+	feeds   map[string]*overviewFeed
+	clients map[string]int // client host -> overview streams open (entries > 0 only)
+}
+
+// admit counts one more overview stream of the client at remoteAddr, and returns the function
+// that uncounts it; false when the client already holds MaxOverviewStreamsPerClient.
+func (fs *overviewFeeds) admit(remoteAddr string) (func(), bool) {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.clients[host] >= MaxOverviewStreamsPerClient {
+		return nil, false
+	}
+	fs.clients[host]++
+	return func() {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		if fs.clients[host]--; fs.clients[host] <= 0 {
+			delete(fs.clients, host)
+		}
+	}, true
 }
 
 // overviewFeed is one shared reader and its pages.
@@ -173,10 +206,17 @@ func (h *handler) runFeed(ctx context.Context, f *overviewFeed, tick <-chan time
 	}
 }
 
-// overviewEvents serves an overview page's stream: its own first read (errors are HTTP
+// overviewEvents serves an overview page's stream (at most MaxOverviewStreamsPerClient per
+// client): its own first read (errors are HTTP
 // statuses), then the changes its feed reads, and a keep-alive comment when nothing changed
 // for keepaliveTicks intervals.
 func (h *handler) overviewEvents(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	release, ok := h.feeds.admit(r.RemoteAddr)
+	if !ok {
+		h.writeError(ctx, w, r, status.Errorf(codes.ResourceExhausted, "this client already holds %d overview streams", MaxOverviewStreamsPerClient))
+		return
+	}
+	defer release()
 	rctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	cur, err := h.readOverview(rctx)
 	cancel()
