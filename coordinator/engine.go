@@ -72,6 +72,9 @@ type hostSched struct {
 	// undelayedHosts counts the hosts without a per-host delay: the only ones that get
 	// prefetched successors (prefetch.go).
 	undelayedHosts int
+	// queueGen changes when a host without a per-host delay may have gained queued papers
+	// (refreshHost): an idle prefetch window is scanned again (prefetch.go).
+	queueGen uint64
 }
 
 // fetcherPool is the connected fetchers' Work streams, in round-robin order.
@@ -79,6 +82,9 @@ type fetcherPool struct {
 	conns   []*fetcherConn
 	rr      int // the next conn to try
 	credits int // sum of the credits of conns that may receive work
+	// candidatesSeen counts the prefetch candidates fillWindow examined (prefetch.go): the
+	// scans' cost, which the tests bound.
+	candidatesSeen uint64
 }
 
 // leaseTable is the running leases: assigned ones, orphans reloaded after a restart (waiting

@@ -37,6 +37,10 @@ type fetcherConn struct {
 	prefetch int
 	waiting  int
 	cands    []*lease
+	// candsIdle: the last scan of cands found no host with queued papers, as of queueGen
+	// idleGen (fillWindow).
+	candsIdle bool
+	idleGen   uint64
 }
 
 func newFetcherConn(buffer int) *fetcherConn {

@@ -39,9 +39,10 @@ const maxCandidateSlack = 64
 
 // noteCandidate records l, a lease of c now holding a host slot, as a possible predecessor.
 func (e *engine) noteCandidate(c *fetcherConn, l *lease) {
-	if c.prefetch == 0 || l.resolve != nil {
-		return
+	if c.prefetch == 0 || l.resolve != nil || e.hosts[e.papers[l.idx].host].delay != 0 {
+		return // no window, a resolution step, or a host with a per-host delay (never prefetchable)
 	}
+	c.candsIdle = false
 	if len(c.cands) >= 2*len(c.leases)+maxCandidateSlack {
 		e.compactCandidates(c)
 	}
@@ -49,9 +50,10 @@ func (e *engine) noteCandidate(c *fetcherConn, l *lease) {
 }
 
 // mayPrecede reports whether l, listed in c.cands, may still get a successor: a live download
-// lease of c holding a host slot, without a successor.
+// lease of c holding a host slot, without a successor, of a host without a per-host delay.
 func (e *engine) mayPrecede(c *fetcherConn, l *lease) bool {
-	return e.leases[l.idx] == l && l.conn == c && l.counted && l.succ == nil && l.resolve == nil
+	return e.leases[l.idx] == l && l.conn == c && l.counted && l.succ == nil && l.resolve == nil &&
+		e.hosts[e.papers[l.idx].host].delay == 0
 }
 
 func (e *engine) compactCandidates(c *fetcherConn) {
@@ -78,22 +80,30 @@ func (e *engine) schedulePrefetch(now time.Time) {
 		return // nothing to lease, or every host has a per-host delay (the default)
 	}
 	for _, c := range e.conns {
-		if !c.closed && !c.draining && c.waiting < c.prefetch {
+		if !c.closed && !c.draining && c.waiting < c.prefetch && (!c.candsIdle || c.idleGen != e.queueGen) {
 			e.fillWindow(c, now)
 		}
 	}
 }
 
+// fillWindow leases successors of c's candidates until c's window is full. A scan that looked
+// at every candidate and found none whose host has queued papers marks c idle (candsIdle):
+// the next scan waits for a new candidate of c or a queue that grows (queueGen), instead of
+// looking at every running lease of c in every iteration.
 func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
+	gen, idle := e.queueGen, true
 	keep := c.cands[:0]
 	i := 0
 	for ; i < len(c.cands) && c.waiting < c.prefetch; i++ {
 		p := c.cands[i]
+		e.candidatesSeen++
 		if !e.mayPrecede(c, p) {
 			continue
 		}
 		h := e.hosts[e.papers[p.idx].host]
 		if !prefetchable(h, now) {
+			// A pause, an open breaker or a shrunk limit ends without a queue growing.
+			idle = idle && h.queued() == 0
 			keep = append(keep, p)
 			continue
 		}
@@ -105,6 +115,7 @@ func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
 		e.claimDOI(idx, spec)
 		e.assign(idx, h, c, spec, p, now)
 	}
+	c.candsIdle, c.idleGen = idle && i == len(c.cands), gen
 	keep = append(keep, c.cands[i:]...)
 	clear(c.cands[len(keep):])
 	c.cands = keep

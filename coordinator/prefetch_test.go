@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
@@ -204,5 +205,46 @@ func TestPrefetchSuccessorCancelledWhenLimitShrank(t *testing.T) {
 	}
 	if p := h.e.papers[h.e.byBatch[batchKey(hashString(as[3].GetPaperId()), h.batch("b").idx)]]; p.state != stateQueued || p.failures != 0 {
 		t.Fatalf("the successor's paper: %+v", p)
+	}
+}
+
+// The prefetch windows are not filled by scanning every running lease in every iteration:
+// while no host of a candidate has queued papers (here the only queued papers are on a host
+// with a per-host delay, which gets no successors), iterations do not look at the candidates
+// again; a paper queued for a candidate's host gets its successor in the next iteration.
+func TestPrefetchScansOnlyAfterAQueueGrows(t *testing.T) {
+	const running = 150
+	h := newMemEngHarness(t, func(c *Config) {
+		c.PerHostDelay = 0
+		c.PerHostConcurrency = 1000
+		c.HostOverrides = map[string]HostLimits{"slow.example": {Delay: new(time.Hour)}}
+	})
+	t.Cleanup(h.close)
+	c := h.connectPrefetch("f", running+1, 4) // no credit left: more work goes to the window
+	papers := prefetchPapers(running, "a.example")
+	for i := range 5 {
+		papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("s%d", i), Urls: []string{fmt.Sprintf("https://slow.example/%d.pdf", i)}})
+	}
+	if res := h.submit("b", papers); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != running+1 || c.waiting != 0 {
+		t.Fatalf("%d assigns, %d waiting; want %d running leases and no successor", len(as), c.waiting, running+1)
+	}
+	seen := h.e.candidatesSeen
+	for range 100 {
+		h.step()
+	}
+	if n := h.e.candidatesSeen - seen; n > running {
+		t.Fatalf("100 idle iterations examined %d prefetch candidates (%d running leases)", n, running)
+	}
+	// A paper for the running leases' host: it becomes a successor at once.
+	if res := h.submit("c", []*pb.PaperSpec{{PaperId: "new", Urls: []string{"https://a.example/new.pdf"}}}); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ = recv(c)
+	if len(as) != 1 || as[0].GetAfterLeaseId() == "" || c.waiting != 1 {
+		t.Fatalf("after a paper was queued: %v, %d waiting; want one successor", as, c.waiting)
 	}
 }

@@ -50,6 +50,9 @@ func (e *engine) addHost(i uint32, name string) {
 // refreshHost puts h in the ready ring or the sleeping heap when it has work and may start
 // a request now or later. Hosts at their concurrency limit are refreshed when a lease ends.
 func (e *engine) refreshHost(h *host, now time.Time) {
+	if h.delay == 0 && h.queued() > 0 {
+		e.queueGen++ // every push of a queued paper is followed by a refresh
+	}
 	if h.inReady || h.queued() == 0 || h.active >= h.limit {
 		return
 	}
