@@ -81,7 +81,10 @@ func TestResolveConfigValidate(t *testing.T) {
 	if err := (ResolveConfig{}).Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
 	}
-	for _, rc := range []ResolveConfig{{DOIBase: "ftp://doi.org"}, {OpenAlexBase: "https://u:p@api.example"}, {Email: "not an address"}, {Email: "a@b&mailto=x"}} {
+	for _, rc := range []ResolveConfig{{DOIBase: "ftp://doi.org"}, {OpenAlexBase: "https://u:p@api.example"}, {Email: "not an address"}, {Email: "a@b&mailto=x"},
+		// It goes into User-Agent headers (ResolveStep.contact): no control or white space.
+		{Email: "a@b\x00c"}, {Email: "a@b\x7fc"}, {Email: "a@b\vc"}, {Email: "a@b\u00a0c"}, {Email: "a@b\u2028c"},
+		{Email: strings.Repeat("a", 250) + "@b.cd"}} {
 		if err := rc.Validate(); err == nil {
 			t.Errorf("%+v accepted", rc)
 		}

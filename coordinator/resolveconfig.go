@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Default bases of the DOI routes.
@@ -44,7 +45,7 @@ func (r *ResolveConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&r.DOIBase, "doi-base", DefaultDOIBase, "DOI resolver `URL` (landing pages, CSL JSON)")
 	fs.StringVar(&r.OpenAlexBase, "openalex-base", DefaultOpenAlexBase, "OpenAlex API `URL`")
 	fs.StringVar(&r.UnpaywallBase, "unpaywall-base", DefaultUnpaywallBase, "Unpaywall API `URL`")
-	fs.StringVar(&r.Email, "email", "", "contact `ADDRESS` sent to OpenAlex (mailto=) and Unpaywall (email=; its route is skipped without one)")
+	fs.StringVar(&r.Email, "email", "", "contact `ADDRESS` sent to OpenAlex (mailto=) and Unpaywall (email=; its route is skipped without one) and in resolve requests' User-Agent; at most 254 bytes, no white space or control characters")
 }
 
 // withDefaults fills the empty bases and trims their trailing slashes.
@@ -72,7 +73,9 @@ func (r ResolveConfig) Validate() error {
 			return fmt.Errorf("--%s must be an http(s) URL without credentials, got %q", name, v)
 		}
 	}
-	if r.Email != "" && (!strings.Contains(r.Email, "@") || strings.ContainsAny(r.Email, " \t\r\n&?#/") || len(r.Email) > 254) {
+	// The address goes into query strings and User-Agent headers (ResolveStep.contact).
+	bad := func(c rune) bool { return unicode.IsSpace(c) || !unicode.IsPrint(c) || strings.ContainsRune("&?#/", c) }
+	if r.Email != "" && (!strings.Contains(r.Email, "@") || strings.ContainsFunc(r.Email, bad) || len(r.Email) > 254) {
 		return fmt.Errorf("--email must be an e-mail address, got %q", r.Email)
 	}
 	return nil
