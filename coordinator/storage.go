@@ -189,26 +189,18 @@ func (s *kvSnapshot) papers(fn func(uint32, *storedPaper) error) error {
 	})
 }
 
-func (s *kvSnapshot) collectable() ([]string, error) {
-	tx, err := s.view()
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	err = tx.bucket(bucketBlobGC).ForEach(func(k, _ []byte) error {
-		keys = append(keys, string(k))
-		return nil
-	})
-	return keys, err
-}
+func (s *kvSnapshot) collectable() ([]string, error) { return s.keys(bucketBlobGC) }
 
-func (s *kvSnapshot) damaged() ([]string, error) {
+func (s *kvSnapshot) damaged() ([]string, error) { return s.keys(bucketDamaged) }
+
+// keys returns the keys of a bucket of blob keys (bounded by what enters it).
+func (s *kvSnapshot) keys(bucket string) ([]string, error) {
 	tx, err := s.view()
 	if err != nil {
 		return nil, err
 	}
 	var keys []string
-	err = tx.bucket(bucketDamaged).ForEach(func(k, _ []byte) error {
+	err = tx.bucket(bucket).ForEach(func(k, _ []byte) error {
 		keys = append(keys, string(k))
 		return nil
 	})
