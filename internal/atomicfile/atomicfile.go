@@ -31,8 +31,12 @@ type File struct {
 }
 
 // Create starts a new, empty file in the folder dir, where Commit will name it.
-func Create(dir string) (*File, error) {
-	if f, err := createUnnamed(dir); err == nil {
+func Create(dir string) (*File, error) { return create(dir, createUnnamed) }
+
+// create is Create with the way of opening an unnamed file: where unnamed fails (no O_TMPFILE
+// on this system or file system), the file gets a hidden temporary name.
+func create(dir string, unnamed func(string) (*os.File, error)) (*File, error) {
+	if f, err := unnamed(dir); err == nil {
 		return &File{File: f, dir: dir}, nil
 	}
 	return createNamed(dir)

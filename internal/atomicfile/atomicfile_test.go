@@ -1,6 +1,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,10 +27,35 @@ func names(t *testing.T, dir string) []string {
 	return out
 }
 
-// creators are both ways of writing a file: unnamed (Linux) and under a temporary name.
+// creators are the ways of writing a file: unnamed (Linux), under a temporary name, and Create
+// on a system or file system without unnamed files (its fallback, forced).
 func creators(t *testing.T) map[string]func(string) (*File, error) {
 	t.Helper()
-	return map[string]func(string) (*File, error){"auto": Create, "named": createNamed}
+	noUnnamed := func(dir string) (*os.File, error) {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: errors.ErrUnsupported} // EOPNOTSUPP
+	}
+	return map[string]func(string) (*File, error){
+		"auto":     Create,
+		"named":    createNamed,
+		"fallback": func(dir string) (*File, error) { return create(dir, noUnnamed) },
+	}
+}
+
+// Create falls back to a temporary name where unnamed files fail, and the file shows under
+// that name (IsTempName) until Commit.
+func TestCreateFallback(t *testing.T) {
+	dir := t.TempDir()
+	f, err := creators(t)["fallback"](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Abort()
+	if f.Unnamed() {
+		t.Fatal("the fallback file is unnamed")
+	}
+	if n := names(t, dir); len(n) != 1 || !IsTempName(n[0]) {
+		t.Fatalf("folder holds %q, want one temporary name", n)
+	}
 }
 
 // A committed file has its content under its name and nothing else is left in the folder; a
