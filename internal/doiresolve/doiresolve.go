@@ -110,7 +110,7 @@ func Parse(r Route, body []byte, final *url.URL, contentType string) Result {
 			return Result{Candidates: []string{final.String()}, Note: "the DOI leads straight to a PDF"}
 		}
 		c, refresh := scanPage(body, final)
-		if len(c) == 0 && refresh != "" {
+		if len(c) == 0 && refresh != "" && !samePage(refresh, final) {
 			// An interstitial that forwards with a meta refresh: the page it forwards to is
 			// the candidate (its download follows the citation_pdf_url found there).
 			return Result{Candidates: []string{refresh}, Note: "the landing page forwards to " + refresh}
@@ -263,6 +263,14 @@ func scanTokens(page []byte, base *url.URL, nested bool) ([]string, string) {
 		}
 	}
 	return clean(append(metas, links...), base), refresh
+}
+
+// samePage reports whether the absolute URL u names the page final (a meta refresh to itself,
+// which would only fetch the same page again): same scheme, host (in any case), path and query.
+func samePage(u string, final *url.URL) bool {
+	p, err := url.Parse(u)
+	return err == nil && strings.EqualFold(p.Scheme, final.Scheme) && strings.EqualFold(p.Host, final.Host) &&
+		p.EscapedPath() == final.EscapedPath() && p.RawQuery == final.RawQuery
 }
 
 // refreshURL returns the URL of a meta refresh's content ("5; url='/next'" gives "/next"); ""

@@ -104,7 +104,8 @@ func TestLandingPageRefresh(t *testing.T) {
 	if want := []string{"https://linkinghub.example/retrieve/articleSelectSinglePerm?Redirect=https%3A%2F%2Fwww.sd.example%2Fpii%2FS0&key=k"}; !reflect.DeepEqual(r.Candidates, want) {
 		t.Fatalf("refresh: %+v, want %q", r, want)
 	}
-	for _, content := range []string{"5", "0;url=", `0; url="javascript:alert(1)"`} {
+	// No URL, an empty or unsafe one, and the page itself (a refresh loop) forward nowhere.
+	for _, content := range []string{"5", "0;url=", `0; url="javascript:alert(1)"`, "0; url=/retrieve/pii/S0", "1; URL=https://LINKINGHUB.example/retrieve/pii/S0"} {
 		p := `<meta http-equiv="refresh" content='` + content + `'>`
 		if r := Parse(LandingPage, []byte(p), final, "text/html"); len(r.Candidates) != 0 {
 			t.Errorf("%q: %+v", content, r)
