@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/doiresolve"
 )
 
 // A resolution step carries the coordinator's contact address: a fetcher without --contact
@@ -92,5 +94,46 @@ func TestResolveStayOnHost(t *testing.T) {
 	res, fail = tf.dl.resolve(context.Background(), j, step, newRecorder())
 	if fail != nil || res.GetForwardUrl() != "" || len(res.GetCandidateUrls()) != 1 || res.GetCandidateUrls()[0] != pub.URL+"/x.pdf" {
 		t.Fatalf("redirects followed: %v %v", res, fail)
+	}
+}
+
+// A landing page is searched in its first doiresolve.MaxBody bytes only, however large it is
+// (a PDF link beyond them is not found); an API answer larger than doiresolve.MaxBody is
+// TOO_LARGE; a meta refresh to the page itself is no candidate (a refresh loop; the download
+// of a candidate follows no refresh, so a longer loop ends there).
+func TestResolveBodyBounds(t *testing.T) {
+	pad := strings.Repeat(" ", doiresolve.MaxBody+1<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		switch r.URL.Path {
+		case "/early":
+			_, _ = io.WriteString(w, `<meta name="citation_pdf_url" content="/early.pdf">`+pad)
+		case "/late":
+			_, _ = io.WriteString(w, pad+`<meta name="citation_pdf_url" content="/late.pdf">`)
+		case "/self":
+			_, _ = io.WriteString(w, `<meta http-equiv="refresh" content="0; url=/self">`)
+		default: // an API answer
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"best_oa_location": {"pdf_url": "https://repo.example/a.pdf"}, "pad": "`+pad+`"}`)
+		}
+	}))
+	defer srv.Close()
+	tf := newTestFetcher(t, nil)
+	resolve := func(path string, route pb.ResolveRoute) (*pb.ResolveResult, *failure) {
+		j := job{url: srv.URL + path, timeout: 30 * time.Second, stall: 30 * time.Second}
+		return tf.dl.resolve(context.Background(), j, &pb.ResolveStep{Route: route, Doi: "10.1/x"}, newRecorder())
+	}
+	landing := pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE
+	if res, fail := resolve("/early", landing); fail != nil || len(res.GetCandidateUrls()) != 1 || res.GetCandidateUrls()[0] != srv.URL+"/early.pdf" {
+		t.Errorf("early link: %v %v", res, fail)
+	}
+	if res, fail := resolve("/late", landing); fail != nil || len(res.GetCandidateUrls()) != 0 {
+		t.Errorf("link past MaxBody: %v %v, want no candidate", res, fail)
+	}
+	if res, fail := resolve("/self", landing); fail != nil || len(res.GetCandidateUrls()) != 0 {
+		t.Errorf("refresh to itself: %v %v, want no candidate", res, fail)
+	}
+	if res, fail := resolve("/works/doi:10.1/x", pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX); fail == nil || fail.reason != pb.FailureReason_FAILURE_REASON_TOO_LARGE {
+		t.Errorf("large API answer: %v %v, want TOO_LARGE", res, fail)
 	}
 }
