@@ -330,6 +330,18 @@ func (s *fakeStream) ackCompletedThenDrained(t *testing.T, lease string, drainEr
 	}
 }
 
+// startWithSuccessor assigns L1 (a download from the gated origin g) and L2, its prefetched
+// successor (Assign.after_lease_id), and waits until L1 started and half its body is in.
+func (s *fakeStream) startWithSuccessor(t *testing.T, g *gatedOrigin) {
+	t.Helper()
+	s.push(t, assign("L1", g.URL+"/gate"))
+	succ := assign("L2", g.URL+"/pdf")
+	succ.GetAssign().AfterLeaseId = "L1"
+	s.push(t, succ)
+	wantEvent(t, s.next(t), "L1") // started
+	g.waitFirstHalf(t)
+}
+
 // waitLeases waits until the fetcher holds n leases.
 func (h *workHarness) waitLeases(t *testing.T, n int) {
 	t.Helper()
@@ -666,12 +678,7 @@ func TestWorkPrefetchSuccessorTakesSlot(t *testing.T) {
 	if hello := s.next(t).GetHello(); hello.GetSlots() != 1 || hello.GetPrefetch() != 2 {
 		t.Fatalf("hello %v", hello)
 	}
-	s.push(t, assign("L1", g.URL+"/gate"))
-	succ := assign("L2", g.URL+"/pdf")
-	succ.GetAssign().AfterLeaseId = "L1"
-	s.push(t, succ)
-	wantEvent(t, s.next(t), "L1") // started
-	g.waitFirstHalf(t)
+	s.startWithSuccessor(t, g)
 	select {
 	case m := <-s.recv:
 		if m.GetHeartbeat() == nil && m.GetEvent().GetProgress() == nil {
@@ -738,12 +745,7 @@ func TestWorkDrainHandsBackSuccessors(t *testing.T) {
 	h := newWorkHarness(t, func(c *Config) { c.Slots, c.Prefetch = 1, 1 })
 	s := h.stream(t)
 	s.next(t)
-	s.push(t, assign("L1", g.URL+"/gate"))
-	succ := assign("L2", g.URL+"/pdf")
-	succ.GetAssign().AfterLeaseId = "L1"
-	s.push(t, succ)
-	wantEvent(t, s.next(t), "L1") // started
-	g.waitFirstHalf(t)
+	s.startWithSuccessor(t, g)
 	drainErr := h.startDrain()
 	if s.next(t).GetDraining() == nil {
 		t.Fatal("want Draining")
