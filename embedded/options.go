@@ -100,7 +100,8 @@ type Options struct {
 	// listener, so that other processes can reach it (tests, demos). Close closes it.
 	Listener net.Listener
 	// HTTPListener, when set, serves the web dashboard and the /v1/ JSON API (package
-	// dashboard) of the embedded coordinator (--dashboard). Close closes it.
+	// dashboard) of the embedded coordinator (--dashboard), with the gRPC server's connection
+	// limits (grpcserver.DefaultMaxConnsPerIP per address). Close closes it.
 	HTTPListener net.Listener
 	// ClientTokens, when set, makes CoordinatorService calls (gRPC, /v1/ and the dashboard's
 	// data) require one of these bearer tokens, as the coordinator's --tokens does. The

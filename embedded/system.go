@@ -150,8 +150,11 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("embedded: %w", err)
 		}
+		// Long-lived event streams hold connections: the HTTP port has the gRPC port's limits,
+		// as in the coordinator binary.
+		httpLis := s.server.LimitConns(opts.HTTPListener)
 		parts = append(parts, lifecycle.Part{Name: "HTTP server", Run: func(ctx context.Context) error {
-			return dashboard.Serve(ctx, opts.HTTPListener, h, nil, logger.With("component", "http"))
+			return dashboard.Serve(ctx, httpLis, h, nil, logger.With("component", "http"))
 		}})
 	}
 	// The fetchers share one committer of the blob folder.
