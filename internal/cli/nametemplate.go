@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/text/runes"
 	"golang.org/x/text/transform"
@@ -81,13 +82,18 @@ func renderName(t string, spec *pb.PaperSpec) string {
 	return name
 }
 
-// asciiFold removes accents (NFD, drop combining marks, NFC).
-var asciiFold = transform.Chain(norm.NFD, runes.Remove(runes.In(unicode.Mn)), norm.NFC)
+// asciiFold returns a transformer that removes accents (NFD, drop combining marks, NFC). A
+// chain holds buffers and state: one per call, never shared (the placers name files at once).
+func asciiFold() transform.Transformer {
+	return transform.Chain(norm.NFD, runes.Remove(runes.In(unicode.Mn)), norm.NFC)
+}
 
 // safePart keeps ASCII letters, digits and ".-_+"; spaces and everything else become "_".
 func safePart(s string) string {
-	if folded, _, err := transform.String(asciiFold, s); err == nil {
-		s = folded
+	if !isASCII(s) { // accents to fold (most fields are ASCII: no transformer then)
+		if folded, _, err := transform.String(asciiFold(), s); err == nil {
+			s = folded
+		}
 	}
 	var b strings.Builder
 	for _, r := range s {
@@ -134,4 +140,14 @@ func (m *materializer) templatedName(spec *pb.PaperSpec) string {
 	}
 	m.names[strings.ToLower(name)] = id
 	return name
+}
+
+// isASCII reports whether s has only ASCII bytes.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }

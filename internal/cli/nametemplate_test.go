@@ -2,6 +2,7 @@ package cli
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -101,4 +102,22 @@ func TestRenderNameHostile(t *testing.T) {
 	if err := checkNameTemplate(strings.Repeat("{title}", 1000)); err == nil {
 		t.Error("a 7,000-byte template accepted")
 	}
+}
+
+// The placers name files at once: renderName shares no state between calls (under -race, a
+// shared transformer was a data race that failed `get` with --name-template).
+func TestRenderNameConcurrent(t *testing.T) {
+	spec := &pb.PaperSpec{PaperId: "x", Metadata: map[string]string{"first_author": "Müller", "year": "2020", "title": "Über Ångström"}}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				if got := renderName("{first_author}{year}-{title}", spec); got != "Muller2020-Uber_Angstrom" {
+					t.Errorf("got %q", got)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
