@@ -37,14 +37,24 @@ func parseCSLJSON(src string) ([]entry, []int, []*LineError) {
 	var out []entry
 	var lines []int
 	var errs []*LineError
+	// lineAt returns the line of the offset off, counting on from the previous call's offset
+	// (offsets only grow: counting from the start for each item was quadratic).
+	line, counted := 1, 0
+	lineAt := func(off int64) int {
+		if int(off) > counted {
+			line += strings.Count(src[counted:off], "\n")
+			counted = int(off)
+		}
+		return line
+	}
 	for dec.More() {
-		line := 1 + strings.Count(src[:dec.InputOffset()], "\n")
+		before := lineAt(dec.InputOffset())
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			errs = append(errs, &LineError{Line: line, Err: fmt.Errorf("bad CSL-JSON: %w", err)})
+			errs = append(errs, &LineError{Line: before, Err: fmt.Errorf("bad CSL-JSON: %w", err)})
 			return out, lines, errs
 		}
-		line = 1 + strings.Count(src[:dec.InputOffset()-int64(len(raw))], "\n")
+		line := lineAt(dec.InputOffset() - int64(len(raw)))
 		var it cslItem
 		if err := json.Unmarshal(raw, &it); err != nil {
 			errs = append(errs, &LineError{Line: line, Err: fmt.Errorf("bad CSL-JSON item: %w", err)})
