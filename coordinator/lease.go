@@ -173,22 +173,43 @@ func (e *engine) exchangeEnded(l *lease, now time.Time) {
 	e.refreshHost(h, now)
 }
 
+// maxLeasesPerPaper bounds the leases of a paper (its attempt counter is 16-bit and lease ids
+// are never reused): successors handed back before they started count no failure and escape
+// the lost-lease cap, but a paper whose successors are handed back again and again (a broken
+// fetcher) fails once it had this many leases.
+const maxLeasesPerPaper = 1 << 15
+
+// leasesExhausted fails the paper of l, whose lease was lost, when it may not be leased again:
+// after 4×MaxAttempts leases, or maxLeasesPerPaper for a lease that never started
+// (unstarted). It reports whether it did.
+func (e *engine) leasesExhausted(l *lease, unstarted bool, why string, now time.Time) bool {
+	p := &e.papers[l.idx]
+	limit := 4 * e.cfg.MaxAttempts
+	if unstarted {
+		limit = maxLeasesPerPaper
+	}
+	if int(p.attempts) < limit || e.batches[l.batch].state == pb.BatchState_BATCH_STATE_CANCELLED {
+		return false
+	}
+	p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
+	e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; the last lease was lost: %s", p.attempts, why))
+	e.setState(l.idx, stateFailed, now)
+	return true
+}
+
 // requeue puts a DOWNLOADING paper whose lease was lost back in its host queue. A lost lease
 // is usually not the paper's fault and does not count against MaxAttempts; but a paper that
 // loses lease after lease (one that crashes its fetchers, say) fails after 4×MaxAttempts
 // attempts in all.
 func (e *engine) requeue(l *lease, why string, now time.Time) {
 	e.endLease(l, now)
-	p := &e.papers[l.idx]
-	// A successor that never started cannot be what breaks its fetchers: no cap.
+	// A successor that never started cannot be what breaks its fetchers: no cap but the
+	// attempt counter's.
 	unstarted := l.successor && !l.started
 	if unstarted {
 		e.m.successors.WithLabelValues("handed_back").Inc()
 	}
-	if !unstarted && int(p.attempts) >= 4*e.cfg.MaxAttempts && e.batches[l.batch].state != pb.BatchState_BATCH_STATE_CANCELLED {
-		p.reason = uint8(pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED)
-		e.setError(l.idx, fmt.Sprintf("gave up after %d attempts; the last lease was lost: %s", p.attempts, why))
-		e.setState(l.idx, stateFailed, now)
+	if e.leasesExhausted(l, unstarted, why, now) {
 		return
 	}
 	if e.debug() {

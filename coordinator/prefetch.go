@@ -189,10 +189,13 @@ func (e *engine) startedEarly(s *lease, now time.Time) {
 }
 
 // handBack re-queues the paper of lease l, which never started (a void successor, or one the
-// fetcher handed back): no failure is counted, and the lost-lease cap does not apply.
+// fetcher handed back): no failure is counted, and only maxLeasesPerPaper caps its leases.
 func (e *engine) handBack(l *lease, why string, now time.Time) {
 	e.m.successors.WithLabelValues("handed_back").Inc()
 	e.endLease(l, now)
+	if e.leasesExhausted(l, true, why, now) {
+		return
+	}
 	if e.debug() {
 		e.log.Debug("lease handed back", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "reason", why)
 	}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -246,5 +247,32 @@ func TestPrefetchScansOnlyAfterAQueueGrows(t *testing.T) {
 	as, _, _ = recv(c)
 	if len(as) != 1 || as[0].GetAfterLeaseId() == "" || c.waiting != 1 {
 		t.Fatalf("after a paper was queued: %v, %d waiting; want one successor", as, c.waiting)
+	}
+}
+
+// Hand-backs count no failure and escape the lost-lease cap, but a fetcher that hands every
+// successor back cannot make a paper's 16-bit attempt counter wrap around (to attempt 0, then
+// lease ids reused): the paper fails first.
+func TestPrefetchHandBacksDoNotWrapAttempts(t *testing.T) {
+	h, c, as := prefetchSetup(t, 1, 1, 2)
+	idx := h.e.byBatch[batchKey(hashString(as[1].GetPaperId()), h.batch("b").idx)]
+	h.e.papers[idx].attempts = math.MaxUint16 - 2 // as after many hand-backs
+	succ := as[1]
+	for i := 0; ; i++ {
+		h.send(c, eventReq(succ, 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
+		if st := h.paperState("b", succ.GetPaperId()); st == pb.PaperState_PAPER_STATE_FAILED {
+			break
+		}
+		next, _, _ := recv(c)
+		if len(next) != 1 || next[0].GetPaperId() != succ.GetPaperId() || i > 3 {
+			t.Fatalf("hand-back %d: %v (attempts %d), want the paper failed or leased again", i, next, h.e.papers[idx].attempts)
+		}
+		if next[0].GetAttempt() <= succ.GetAttempt() {
+			t.Fatalf("attempt %d after attempt %d", next[0].GetAttempt(), succ.GetAttempt())
+		}
+		succ = next[0]
+	}
+	if p := h.e.papers[idx]; pb.FailureReason(p.reason) != pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED || p.attempts == 0 {
+		t.Fatalf("paper %+v, want failed attempts_exhausted", p)
 	}
 }

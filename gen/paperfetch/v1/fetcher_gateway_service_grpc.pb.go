@@ -59,7 +59,7 @@ const (
 //     the predecessor ends without its body received (failed, cancelled), or is not a lease
 //     the fetcher holds, the successor is void: the fetcher reports it failed with reason
 //     ABORTED before any started event (a hand-back), and the coordinator re-queues it at once
-//     without counting a failure. When the predecessor's body is in but its host may not start
+//     without counting a failure (a paper with 32,768 leases fails ATTEMPTS_EXHAUSTED). When the predecessor's body is in but its host may not start
 //     another request (its limit shrank after a 429, a pause, an open breaker), the
 //     coordinator cancels the successor and re-queues it instead. Per-host
 //     concurrency thus still counts HTTP exchanges: the coordinator counts a successor
@@ -189,7 +189,7 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     the predecessor ends without its body received (failed, cancelled), or is not a lease
 //     the fetcher holds, the successor is void: the fetcher reports it failed with reason
 //     ABORTED before any started event (a hand-back), and the coordinator re-queues it at once
-//     without counting a failure. When the predecessor's body is in but its host may not start
+//     without counting a failure (a paper with 32,768 leases fails ATTEMPTS_EXHAUSTED). When the predecessor's body is in but its host may not start
 //     another request (its limit shrank after a 429, a pause, an open breaker), the
 //     coordinator cancels the successor and re-queues it instead. Per-host
 //     concurrency thus still counts HTTP exchanges: the coordinator counts a successor
