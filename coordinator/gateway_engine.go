@@ -245,7 +245,7 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		}
 		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
 	case *pb.DownloadEvent_Failed:
-		if l.successor && !l.started && k.Failed.GetReason() == pb.FailureReason_FAILURE_REASON_ABORTED {
+		if l.waiting() && k.Failed.GetReason() == pb.FailureReason_FAILURE_REASON_ABORTED {
 			e.handBack(l, "handed back by the fetcher", now) // a void successor, or a draining fetcher's
 		} else {
 			e.fail(l, k.Failed, now)

@@ -127,6 +127,10 @@ func (s leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bo
 	return uint32(i), uint16(n), true
 }
 
+// waiting reports whether l is a successor that has not started: it is not a running
+// download (prefetch.go).
+func (l *lease) waiting() bool { return l.successor && !l.started }
+
 // endLease forgets a lease and frees its host slot (unless its HTTP exchange ended before).
 // Its successor, if any, is released (prefetch.go).
 func (e *engine) endLease(l *lease, now time.Time) {
@@ -205,7 +209,7 @@ func (e *engine) requeue(l *lease, why string, now time.Time) {
 	e.endLease(l, now)
 	// A successor that never started cannot be what breaks its fetchers: no cap but the
 	// attempt counter's.
-	unstarted := l.successor && !l.started
+	unstarted := l.waiting()
 	if unstarted {
 		e.m.successors.WithLabelValues("handed_back").Inc()
 	}

@@ -110,7 +110,7 @@ func (e *engine) activeOf(b *batch, want bool) (float64, []*pb.ActiveDownload) {
 	var bps float64
 	var active []*pb.ActiveDownload
 	for _, l := range e.leases {
-		if l.batch != b.idx || l.successor && !l.started {
+		if l.batch != b.idx || l.waiting() {
 			continue
 		}
 		bps += l.bps

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -276,4 +277,51 @@ func TestLoopReadsAnswerFromCommittedState(t *testing.T) {
 	if r := reply(t, hr.reply, "ListHosts"); len(r.hosts) != 2 {
 		t.Fatalf("ListHosts after the commit: %+v", r.hosts)
 	}
+}
+
+// The views of the batches an iteration changed get their speeds from one pass over the
+// running leases, not one per batch.
+func TestViewSpeedsOnePassOverLeases(t *testing.T) {
+	const batches = 20
+	h := newMemEngHarness(t, nil)
+	t.Cleanup(h.close)
+	c := h.connect("f", batches)
+	for i := range batches {
+		id := fmt.Sprintf("b%d", i)
+		if res := h.submit(id, []*pb.PaperSpec{{PaperId: id, Urls: []string{fmt.Sprintf("https://h%d.example/p.pdf", i)}}}); res.err != nil {
+			t.Fatal(res.err)
+		}
+	}
+	as, _, _ := recv(c)
+	if len(as) != batches {
+		t.Fatalf("%d assigns", len(as))
+	}
+	h.advance(time.Second)
+	for i, a := range as {
+		h.send(c, eventReq(a, 1, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{
+			Bytes: 1, Total: 100, BytesPerSecond: float64(1000 * (i + 1))}}}))
+	}
+	// Every batch changed in the same iteration, with its speed due.
+	h.clk.Advance(time.Second)
+	for _, b := range h.e.batches {
+		h.e.touchBatch(b)
+	}
+	before := h.e.speedVisits
+	pv := h.e.takeViews(h.clk.Now())
+	if n := h.e.speedVisits - before; n > uint64(len(h.e.leases)) {
+		t.Errorf("%d lease visits for %d batches and %d leases", n, batches, len(h.e.leases))
+	}
+	want := map[string]float64{}
+	for i, a := range as {
+		want[a.GetBatchId()] = float64(1000 * (i + 1))
+	}
+	if len(pv.batches) != batches {
+		t.Fatalf("%d views taken", len(pv.batches))
+	}
+	for _, u := range pv.batches {
+		if u.v.bps != want[u.b.id] {
+			t.Errorf("batch %s: speed %v, want %v", u.b.id, u.v.bps, want[u.b.id])
+		}
+	}
+	h.e.publishViews(pv)
 }
