@@ -38,7 +38,7 @@ type chunk struct {
 }
 
 // batchStats is the part of a batch that changes over its life and that GetBatch and
-// ListBatches show; a batch's committed view (views.go) holds a copy of it.
+// ListBatches show; a batch's committed view (readview.go) holds a copy of it.
 type batchStats struct {
 	state      pb.BatchState
 	sealedAt   time.Time
@@ -70,7 +70,7 @@ type batch struct {
 	chunks map[int64]*chunk
 	ranges []chunkRecord // chunks in acceptance order (submission order of the papers)
 
-	// view is the batch as last committed, published for GetBatch (views.go); viewStale marks
+	// view is the batch as last committed, published for GetBatch (readview.go); viewStale marks
 	// a batch changed since (in engine.touched).
 	view      *batchView
 	viewStale bool

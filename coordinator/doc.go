@@ -39,7 +39,9 @@
 //     requests.go, views.go, delete.go, damaged.go: the other messages the loop applies;
 //   - paperstate.go: paper state changes, counts, batch completion;
 //   - schedule.go: hosts, politeness and leasing queued papers to fetchers;
-//   - lease.go, deadline.go: leases, their ids, lifecycle and deadlines;
+//   - lease.go, deadline.go: leases, their ids, lifecycle and deadlines; prefetch.go:
+//     successor leases that fill the fetchers' prefetch windows;
+//   - inflight.go, doiflight.go: single flight by paper id, URL and DOI;
 //   - gateway_engine.go: the engine side of the Work stream (Hello, events, credits, draining),
 //     host health and retries; planning.go: DOI plans;
 //   - cache.go: cache lookups; timers.go: what is due when (tick); publish.go: watcher updates;
