@@ -44,13 +44,13 @@ const maxJoinedValueBytes = 1 << 20
 
 // parseBibTeX returns the entries of a BibTeX document and the errors of malformed ones (each
 // with its line); a malformed entry is skipped up to the next "@" at the start of a line.
-func parseBibTeX(src string) ([]bibEntry, []*LineError) {
+func parseBibTeX(src string) ([]bibEntry, *errList) {
 	p := &bibParser{src: src, line: 1, macros: map[string]string{}}
 	for k, v := range bibMonths {
 		p.macros[k] = v
 	}
 	var out []bibEntry
-	var errs []*LineError
+	errs := &errList{}
 	for {
 		if !p.nextEntry() {
 			return out, errs
@@ -58,7 +58,7 @@ func parseBibTeX(src string) ([]bibEntry, []*LineError) {
 		start := p.line
 		e, err := p.entry()
 		if err != nil {
-			errs = append(errs, &LineError{Line: start, Err: fmt.Errorf("bad BibTeX entry: %w", err)})
+			errs.add(start, fmt.Errorf("bad BibTeX entry: %w", err))
 			p.recover()
 			continue
 		}

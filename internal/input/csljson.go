@@ -25,18 +25,18 @@ type cslItem struct {
 
 // parseCSLJSON reads a CSL-JSON document: an array of items, streamed one item at a time.
 // An item that does not decode is reported (by its position) and skipped.
-func parseCSLJSON(src string) ([]entry, []int, []*LineError) {
+func parseCSLJSON(src string) ([]entry, []int, *errList) {
 	dec := json.NewDecoder(strings.NewReader(src))
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, nil, []*LineError{{Line: 1, Err: fmt.Errorf("bad CSL-JSON: %w", err)}}
+		return nil, nil, oneError(1, fmt.Errorf("bad CSL-JSON: %w", err))
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return nil, nil, []*LineError{{Line: 1, Err: fmt.Errorf("bad CSL-JSON: want an array of items")}}
+		return nil, nil, oneError(1, fmt.Errorf("bad CSL-JSON: want an array of items"))
 	}
 	var out []entry
 	var lines []int
-	var errs []*LineError
+	errs := &errList{}
 	// lineAt returns the line of the offset off, counting on from the previous call's offset
 	// (offsets only grow: counting from the start for each item was quadratic).
 	line, counted := 1, 0
@@ -51,13 +51,13 @@ func parseCSLJSON(src string) ([]entry, []int, []*LineError) {
 		before := lineAt(dec.InputOffset())
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			errs = append(errs, &LineError{Line: before, Err: fmt.Errorf("bad CSL-JSON: %w", err)})
+			errs.add(before, fmt.Errorf("bad CSL-JSON: %w", err))
 			return out, lines, errs
 		}
 		line := lineAt(dec.InputOffset() - int64(len(raw)))
 		var it cslItem
 		if err := json.Unmarshal(raw, &it); err != nil {
-			errs = append(errs, &LineError{Line: line, Err: fmt.Errorf("bad CSL-JSON item: %w", err)})
+			errs.add(line, fmt.Errorf("bad CSL-JSON item: %w", err))
 			continue
 		}
 		out = append(out, cslToEntry(it))

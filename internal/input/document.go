@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"strings"
 )
@@ -79,8 +80,50 @@ func documentFormat(name string, br *bufio.Reader) Format {
 type document struct {
 	name   string
 	papers []Paper
-	errs   []*LineError
+	errs   errList
 	pi, ei int
+}
+
+// maxDocumentErrors bounds the malformed entries of a document input that are kept with their
+// description; the others keep their line only (4 bytes), so that a file of millions of
+// malformed lines is held in about twice its size rather than a hundred times.
+const maxDocumentErrors = 1000
+
+// errMalformed describes a malformed entry beyond the first maxDocumentErrors of a document.
+var errMalformed = fmt.Errorf("malformed entry (only the first %d of a file are described)", maxDocumentErrors)
+
+// errList is the malformed entries of a document, in order: the first maxDocumentErrors in
+// full, the lines of the others.
+type errList struct {
+	errs []*LineError
+	more []int32
+}
+
+// oneError is an errList of one error.
+func oneError(line int, err error) *errList {
+	l := &errList{}
+	l.add(line, err)
+	return l
+}
+
+// add appends the malformed entry of the line line.
+func (l *errList) add(line int, err error) {
+	if len(l.errs) < maxDocumentErrors {
+		l.errs = append(l.errs, &LineError{Line: line, Err: err})
+		return
+	}
+	l.more = append(l.more, int32(min(line, math.MaxInt32)))
+}
+
+// len is the number of malformed entries.
+func (l *errList) len() int { return len(l.errs) + len(l.more) }
+
+// at returns the i-th malformed entry (File unset).
+func (l *errList) at(i int) *LineError {
+	if i < len(l.errs) {
+		return l.errs[i]
+	}
+	return &LineError{Line: int(l.more[i-len(l.errs)]), Err: errMalformed}
 }
 
 // readDocument parses a whole document input (at most MaxDocumentBytes).
@@ -97,13 +140,13 @@ func readDocument(r io.Reader, name string, format Format, opts Options) (*docum
 	add := func(e entry, line int) {
 		p, err := finishEntry(opts, e)
 		if err != nil {
-			d.errs = append(d.errs, &LineError{File: name, Line: line, Err: err})
+			d.errs.add(line, err)
 			return
 		}
 		p.File, p.Line = name, line
 		d.papers = append(d.papers, p)
 	}
-	var errs []*LineError
+	var errs *errList
 	switch format {
 	case FormatBibTeX:
 		var entries []bibEntry
@@ -127,9 +170,9 @@ func readDocument(r io.Reader, name string, format Format, opts Options) (*docum
 	default:
 		return nil, errors.New("not a document format")
 	}
-	for _, e := range errs {
-		e.File = name
-		d.errs = append(d.errs, e)
+	for i := range errs.len() {
+		e := errs.at(i)
+		d.errs.add(e.Line, e.Err)
 	}
 	return d, nil
 }
@@ -140,9 +183,11 @@ func (d *document) Next() (Paper, error) {
 		d.pi++
 		return d.papers[d.pi-1], nil
 	}
-	if d.ei < len(d.errs) {
+	if d.ei < d.errs.len() {
+		e := d.errs.at(d.ei)
 		d.ei++
-		return Paper{}, d.errs[d.ei-1]
+		e.File = d.name
+		return Paper{}, e
 	}
 	return Paper{}, io.EOF
 }

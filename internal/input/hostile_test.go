@@ -1,6 +1,7 @@
 package input
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -91,5 +92,39 @@ func TestCSLJSONManyItems(t *testing.T) {
 	// Linear: 1 s (10 s with -race); quadratic it took 1m47s with -race on the same machine.
 	if elapsed > 60*time.Second {
 		t.Fatalf("reading %d items took %v", n, elapsed)
+	}
+}
+
+// A document of a million malformed lines holds a bounded description of them: the first
+// maxDocumentErrors in full, the others by their line only; every one is still reported.
+func TestDocumentManyErrors(t *testing.T) {
+	const n = 1 << 20
+	content := strings.Repeat("x\n", n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	src, err := openSource(strings.NewReader(content), "junk.ris", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 8*int64(len(content)) {
+		t.Errorf("the parsed document holds %d bytes for %d bytes of input", held, len(content))
+	}
+	count := 0
+	for {
+		_, err := src.Next()
+		var le *LineError
+		if !errors.As(err, &le) {
+			break
+		}
+		count++
+		if le.Line != count || le.File != "junk.ris" || le.Err == nil {
+			t.Fatalf("error %d: %+v", count, le)
+		}
+	}
+	if count != n {
+		t.Fatalf("%d errors reported, want %d", count, n)
 	}
 }

@@ -14,9 +14,9 @@ type risRecord struct {
 // parseRIS reads a RIS document: lines "XX  - value" (two-character tag, two spaces, a dash),
 // a reference from TY to ER, CRLF or LF line endings. Lines that continue a value (no tag) are
 // appended to the previous value.
-func parseRIS(src string) ([]risRecord, []*LineError) {
+func parseRIS(src string) ([]risRecord, *errList) {
 	var out []risRecord
-	var errs []*LineError
+	errs := &errList{}
 	var cur *risRecord
 	var lastTag string
 	// cont holds the continuation lines of lastTag's last value, joined to it once the value
@@ -47,20 +47,20 @@ func parseRIS(src string) ([]risRecord, []*LineError) {
 				cont = append(cont, strings.TrimSpace(line))
 				continue
 			}
-			errs = append(errs, &LineError{Line: lineNo, Err: fmt.Errorf("not a RIS line: %q", short(line))})
+			errs.add(lineNo, fmt.Errorf("not a RIS line: %q", short(line)))
 			continue
 		}
 		switch tag {
 		case "TY":
 			if cur != nil {
-				errs = append(errs, &LineError{Line: cur.line, Err: fmt.Errorf("RIS reference without ER before line %d", lineNo)})
+				errs.add(cur.line, fmt.Errorf("RIS reference without ER before line %d", lineNo))
 			}
 			cur = &risRecord{tags: map[string][]string{}, line: lineNo}
 			lastTag = ""
 			continue
 		case "ER":
 			if cur == nil {
-				errs = append(errs, &LineError{Line: lineNo, Err: fmt.Errorf("ER without TY")})
+				errs.add(lineNo, fmt.Errorf("ER without TY"))
 				continue
 			}
 			out = append(out, *cur)
@@ -68,7 +68,7 @@ func parseRIS(src string) ([]risRecord, []*LineError) {
 			continue
 		}
 		if cur == nil {
-			errs = append(errs, &LineError{Line: lineNo, Err: fmt.Errorf("RIS tag %s outside a reference (no TY before it)", tag)})
+			errs.add(lineNo, fmt.Errorf("RIS tag %s outside a reference (no TY before it)", tag))
 			continue
 		}
 		cur.tags[tag] = append(cur.tags[tag], val)
@@ -76,7 +76,7 @@ func parseRIS(src string) ([]risRecord, []*LineError) {
 	}
 	if cur != nil {
 		endValue()
-		errs = append(errs, &LineError{Line: cur.line, Err: fmt.Errorf("RIS reference not ended by ER")})
+		errs.add(cur.line, fmt.Errorf("RIS reference not ended by ER"))
 	}
 	return out, errs
 }
