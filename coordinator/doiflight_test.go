@@ -351,3 +351,41 @@ func TestLandingPageForwardIsItsOwnStep(t *testing.T) {
 		t.Fatalf("after the publisher's 404: %v, want x's CSL step", as)
 	}
 }
+
+// A DOI's owner that is cancelled mid-plan lets the DOI go: a waiter of another batch runs its
+// own plan, and nothing of the owner's is left in the single-flight state.
+func TestSingleFlightDOIOwnerCancelled(t *testing.T) {
+	h := doiHarness(t)
+	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 1 || as[0].GetPaperId() != "x" {
+		t.Fatalf("assigns %v, want x's first step", as)
+	}
+	h.submit("b", []*pb.PaperSpec{{PaperId: "y", Doi: flightDOI}})
+	if more, _, _ := recv(c); len(more) != 0 {
+		t.Fatalf("y assigned while x owns the DOI: %v", more)
+	}
+	r := &cancelBatchReq{id: "a", reply: make(chan batchResult, 1)}
+	h.apply(r)
+	if res := <-r.reply; res.err != nil {
+		t.Fatal(res.err)
+	}
+	if _, cancels, _ := recv(c); len(cancels) != 1 || cancels[0] != as[0].GetLeaseId() {
+		t.Fatalf("cancels %v, want x's lease", cancels)
+	}
+	// The fetcher confirms the abort.
+	h.send(c, eventReq(as[0], 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
+	h.step()
+	if s := h.paperState("a", "x"); s != pb.PaperState_PAPER_STATE_CANCELLED {
+		t.Fatalf("x is %v", s)
+	}
+	as, _, _ = recv(c)
+	if len(as) != 1 || as[0].GetPaperId() != "y" || as[0].GetAttempt() != 1 {
+		t.Fatalf("after x was cancelled: %v, want y's first step", as)
+	}
+	xIdx := h.e.byBatch[batchKey(hashString("x"), h.batch("a").idx)]
+	if _, owns := h.e.doiOwner[xIdx]; owns || len(h.e.doiOwner) != 1 || len(h.e.parked) != 0 || len(h.e.waiters) != 0 {
+		t.Fatalf("single-flight state: owners %v parked %v waiters %v", h.e.doiOwner, h.e.parked, h.e.waiters)
+	}
+}
