@@ -389,3 +389,22 @@ func TestSingleFlightDOIOwnerCancelled(t *testing.T) {
 		t.Fatalf("single-flight state: owners %v parked %v waiters %v", h.e.doiOwner, h.e.parked, h.e.waiters)
 	}
 }
+
+// Only a step sent with stay_on_host may forward: a forward_url in the result of another
+// route (an API's JSON) is not followed.
+func TestForwardOnlyFromStayOnHostSteps(t *testing.T) {
+	h := doiHarness(t)
+	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Doi: flightDOI}})
+	c := h.connect("f", 10)
+	as, _, _ := recv(c)
+	if len(as) != 1 || as[0].GetResolve().GetRoute() != pb.ResolveRoute_RESOLVE_ROUTE_OPENALEX || as[0].GetResolve().GetStayOnHost() {
+		t.Fatalf("assigns %v, want x's OpenAlex step, not staying on its host", as)
+	}
+	h.send(c, eventReq(as[0], 1, &pb.DownloadEvent{Kind: &pb.DownloadEvent_Resolved{Resolved: &pb.ResolveResult{
+		ForwardUrl: "https://elsewhere.example/x"}}}))
+	h.step()
+	as, _, _ = recv(c)
+	if len(as) != 1 || strings.Contains(as[0].GetUrl(), "elsewhere.example") {
+		t.Fatalf("after an OpenAlex result with a forward: %v, want the next route, not the forward", as)
+	}
+}

@@ -53,10 +53,16 @@ func (e *engine) candidatesOf(idx uint32, spec *pb.PaperSpec) ([]string, *pb.Res
 	if isResolution(s.kind) {
 		// The DOI resolver's redirects to a publisher (landing page) or a registration agency
 		// (CSL JSON) become steps of their own, under those hosts' politeness.
-		stay := s.route == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE || s.route == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK
-		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi, Contact: e.cfg.Resolve.Email, StayOnHost: stay}
+		return p.urls(), &pb.ResolveStep{Route: s.route, Doi: p.doi, Contact: e.cfg.Resolve.Email, StayOnHost: staysOnHost(s.route)}
 	}
 	return p.urls(), nil
+}
+
+// staysOnHost reports whether a route's steps are sent with stay_on_host: those of the DOI
+// resolver, whose redirects lead to a publisher or a registration agency. Only their results
+// may carry a forward_url.
+func staysOnHost(r pb.ResolveRoute) bool {
+	return r == pb.ResolveRoute_RESOLVE_ROUTE_LANDING_PAGE || r == pb.ResolveRoute_RESOLVE_ROUTE_CSL_LINK
 }
 
 // addPlan gives a new paper with a DOI its plan.
@@ -110,7 +116,7 @@ func (e *engine) onResolved(l *lease, r *pb.ResolveResult, now time.Time) {
 	n, dead := pl.insertFound(cur, route, cands, p.dead)
 	note := validate.Truncate(redact.Text(r.GetNote()), 200)
 	forwarded := false
-	if f := r.GetForwardUrl(); f != "" && n == 0 {
+	if f := r.GetForwardUrl(); f != "" && n == 0 && staysOnHost(route) {
 		forwarded, dead = pl.insertForward(cur, f, dead)
 		if !forwarded {
 			note = "redirected to " + validate.Truncate(redact.URL(f), 160) + ", not followed (a loop or too many hosts)"

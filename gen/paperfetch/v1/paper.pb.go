@@ -701,7 +701,8 @@ type ResolveResult struct {
 	// Set, without candidates, when a step with ResolveStep.stay_on_host was redirected to
 	// another host: the absolute http(s) URL (at most 4,096 bytes) it was sent to, not requested.
 	// The coordinator follows at most 4 forwards per paper, and none to a URL the paper already
-	// resolves (a loop); one it does not follow is among the routes tried of a failed paper's last_error.
+	// resolves (a loop; both noted among the routes tried of a failed paper's last_error), and
+	// ignores it in the result of a step without stay_on_host.
 	ForwardUrl    string `protobuf:"bytes,4,opt,name=forward_url,json=forwardUrl,proto3" json:"forward_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
