@@ -91,7 +91,8 @@ type Config struct {
 	// whose slot it takes once that download's body is in, without waiting for a round trip to
 	// the coordinator (0 turns prefetch off; 0 to MaxPrefetch; default DefaultPrefetch). A
 	// successor that starts while its predecessor's slot was already handed back makes the
-	// fetcher withhold the next credit, so at most Slots + Prefetch downloads run at once.
+	// fetcher withhold the next credit, so at most Slots + Prefetch downloads run at once. A
+	// successor assigned beyond Prefetch waiting ones is handed back at once (failed ABORTED).
 	Prefetch int
 	// MaxFetchCalls bounds the FetcherService.Fetch calls running at once (operators'
 	// debugging downloads, on top of Slots); one more is RESOURCE_EXHAUSTED. Default 4.

@@ -132,7 +132,7 @@ func New(cfg Config) (*Fetcher, error) {
 				return &b
 			}},
 		},
-		book:    newLeaseBook(),
+		book:    newLeaseBook(cfg.Prefetch),
 		commits: make(chan struct{}, cfg.PendingCommits),
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),

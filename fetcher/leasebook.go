@@ -46,10 +46,14 @@ type leaseBook struct {
 	outbox []*pb.WorkRequest // non-terminal events not yet sent
 	owed   int               // freed slots whose credit is not yet sent
 	debt   int               // credits to withhold after a reconnect (see hello)
+	// waiting counts the waiting successors; at most prefetch (Config.Prefetch) are held, a
+	// successor beyond them is void.
+	waiting, prefetch int
 }
 
-func newLeaseBook() *leaseBook {
-	return &leaseBook{leases: map[string]*lease{}}
+// newLeaseBook returns an empty book holding at most prefetch waiting successors.
+func newLeaseBook(prefetch int) *leaseBook {
+	return &leaseBook{leases: map[string]*lease{}, prefetch: prefetch}
 }
 
 // add registers the lease of Assign a; it returns nil for a duplicate. A lease starts at
@@ -73,8 +77,11 @@ func (b *leaseBook) add(a *pb.Assign, now time.Time, draining bool) (l *lease, s
 	switch {
 	case draining:
 		b.void(l, now, "fetcher draining")
+	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil && b.waiting >= b.prefetch:
+		b.void(l, now, "the prefetch window is full")
 	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil:
 		l.waiting, l.pred, p.succ = true, p, l
+		b.waiting++
 	case p != nil && p.received:
 		l.slot = true
 		if b.owed > 0 {
@@ -95,7 +102,7 @@ func (b *leaseBook) void(l *lease, now time.Time, why string) {
 	if !l.running || l.slot {
 		return
 	}
-	unlinkPred(l)
+	b.unlinkPred(l)
 	ev := b.newEvent(l, now)
 	ev.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{
 		Class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, Reason: pb.FailureReason_FAILURE_REASON_ABORTED,
@@ -109,9 +116,12 @@ func (b *leaseBook) void(l *lease, now time.Time, why string) {
 
 // unlinkPred ends the wait of successor l: it no longer follows its predecessor and never
 // runs.
-func unlinkPred(l *lease) {
+func (b *leaseBook) unlinkPred(l *lease) {
 	if p := l.pred; p != nil {
 		p.succ, l.pred = nil, nil
+	}
+	if l.waiting {
+		b.waiting--
 	}
 	l.waiting, l.running = false, false
 	if l.cancel != nil {
@@ -189,6 +199,7 @@ func (b *leaseBook) freeSlot(l *lease, now time.Time, draining bool) (next *leas
 		if l.received && !draining {
 			l.succ, s.pred = nil, nil
 			s.waiting, s.slot = false, true
+			b.waiting--
 			return s
 		}
 		b.void(s, now, "its predecessor ended without its body received")
@@ -226,7 +237,7 @@ func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease)
 	busy := 0
 	for id, l := range b.leases {
 		if l.waiting {
-			unlinkPred(l)
+			b.unlinkPred(l)
 			delete(b.leases, id)
 			continue
 		}

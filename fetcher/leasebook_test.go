@@ -42,7 +42,7 @@ func sentCredits(msgs []*pb.WorkRequest) int {
 // A download's slot comes back (one credit) when its body is received and handed to the
 // commit queue, before the completed event; the completed event returns no second credit.
 func TestLeaseBookCreditWhenBodyReceived(t *testing.T) {
-	b := newLeaseBook()
+	b := newLeaseBook(DefaultPrefetch)
 	if initial, inFlight := b.hello(2); initial != 2 || len(inFlight) != 0 {
 		t.Fatalf("hello: %d, %v", initial, inFlight)
 	}
@@ -81,7 +81,7 @@ func TestLeaseBookCreditWhenBodyReceived(t *testing.T) {
 
 // A failed download frees its slot with its terminal event.
 func TestLeaseBookCreditOnFailure(t *testing.T) {
-	b := newLeaseBook()
+	b := newLeaseBook(DefaultPrefetch)
 	b.hello(1)
 	l := bookAdd(b, bookAssign("L1"))
 	b.finish(l, bookT0, false, failedKind)
@@ -96,7 +96,7 @@ func TestLeaseBookCreditOnFailure(t *testing.T) {
 // free up. Pending commits and unacknowledged results hold no slot, and credits owed on the
 // old stream are covered by the Hello.
 func TestLeaseBookHelloAfterReconnect(t *testing.T) {
-	b := newLeaseBook()
+	b := newLeaseBook(DefaultPrefetch)
 	b.hello(3)
 	l1, l2, l3 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2")), bookAdd(b, bookAssign("L3"))
 	b.received(l1, 10, bookT0)
@@ -130,7 +130,7 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 // While draining nothing is owed, and cancelled leases are forgotten once their terminal
 // event is sent.
 func TestLeaseBookDrainingAndCancel(t *testing.T) {
-	b := newLeaseBook()
+	b := newLeaseBook(DefaultPrefetch)
 	b.hello(2)
 	l1, l2 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2"))
 	if got, removed := b.cancel("L1", bookT0); got != l1 || removed {
@@ -156,7 +156,7 @@ func TestLeaseBookDrainingAndCancel(t *testing.T) {
 // Keep-alives go to every running lease (downloads and pending commits) quiet since before
 // the cut, and not to finished ones.
 func TestLeaseBookKeepAlive(t *testing.T) {
-	b := newLeaseBook()
+	b := newLeaseBook(DefaultPrefetch)
 	b.hello(3)
 	l1, l2, l3 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2")), bookAdd(b, bookAssign("L3"))
 	b.received(l2, 5, bookT0)
@@ -188,7 +188,7 @@ func checkStarted(t *rapid.T, l, next *lease) {
 func TestLeaseBookCreditsProperty(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		slots := rapid.IntRange(1, 4).Draw(rt, "slots")
-		b := newLeaseBook()
+		b := newLeaseBook(DefaultPrefetch)
 		sid := uint64(1)
 		credit, _ := b.hello(slots)
 		next := 0

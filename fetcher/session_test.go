@@ -757,3 +757,35 @@ func TestWorkDrainHandsBackSuccessors(t *testing.T) {
 	g.open()
 	s.ackCompletedThenDrained(t, "L1", drainErr)
 }
+
+// The fetcher holds at most Prefetch waiting successors, whatever the coordinator assigns: one
+// beyond them (here a successor of the waiting successor, with --prefetch 1) is handed back at
+// once (failed ABORTED, never started).
+func TestWorkPrefetchWindowBounded(t *testing.T) {
+	g := newGatedOrigin(t, pdfBody(300_000, 33))
+	h := newWorkHarness(t, func(c *Config) { c.Slots, c.Prefetch = 1, 1 })
+	s := h.stream(t)
+	s.next(t)
+	s.startWithSuccessor(t, g)
+	third := assign("L3", g.URL+"/pdf")
+	third.GetAssign().AfterLeaseId = "L2"
+	s.push(t, third)
+	for deadline := time.Now().Add(testWait); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("L3 was not handed back")
+		}
+		ev := s.next(t).GetEvent()
+		switch {
+		case ev.GetLeaseId() == "L3":
+			if f := ev.GetFailed(); f.GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED {
+				t.Fatalf("a successor beyond the prefetch window: %v, want handed back", ev)
+			}
+		case ev.GetFailed() != nil || ev.GetCompleted() != nil:
+			t.Fatalf("%v before L3 was handed back", ev)
+		default:
+			continue
+		}
+		break
+	}
+	g.open()
+}
