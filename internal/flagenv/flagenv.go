@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -52,13 +51,19 @@ func Explain(f *flag.Flag, err error) error {
 	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
 		return errors.New("want true or false")
 	}
-	if _, ierr := strconv.ParseInt(f.DefValue, 10, 64); ierr == nil {
-		return errors.New("not a whole number")
+	// The flag's type, not its default ("10" may be a float's): the flag package's values are
+	// Getters.
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case int, int64, uint, uint64:
+			return errors.New("not a whole number")
+		case time.Duration:
+			return errors.New("not a duration (write 30s, 2m, 1h)")
+		case float64:
+			return errors.New("not a number")
+		}
 	}
-	if _, derr := time.ParseDuration(f.DefValue); derr == nil {
-		return errors.New("not a duration (write 30s, 2m, 1h)")
-	}
-	return errors.New("not a number")
+	return err
 }
 
 // SetUsage makes fs's usage (printed for -h and for a bad flag) say what the command does and

@@ -103,7 +103,10 @@ func TestExplain(t *testing.T) {
 	fs.Duration("d", time.Second, "")
 	fs.Bool("b", false, "")
 	fs.Float64("f", 0.5, "")
-	for name, want := range map[string]string{"n": "not a whole number", "d": "not a duration (write 30s, 2m, 1h)", "b": "want true or false", "f": "not a number"} {
+	fs.Float64("g", 10, "") // a whole default: still a number, not a whole one
+	fs.Uint("u", 0, "")
+	fs.Duration("z", 0, "")
+	for name, want := range map[string]string{"n": "not a whole number", "d": "not a duration (write 30s, 2m, 1h)", "b": "want true or false", "f": "not a number", "g": "not a number", "u": "not a whole number", "z": "not a duration (write 30s, 2m, 1h)"} {
 		err := fs.Set(name, "junk")
 		if got := Explain(fs.Lookup(name), err); got == nil || got.Error() != want {
 			t.Errorf("-%s junk: %v, want %q", name, got, want)
