@@ -84,7 +84,11 @@ func registerLeaseGauges(reg prometheus.Registerer, f *Fetcher) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "prefetched_leases",
 			Help: "Prefetched leases (successors) waiting for the slot of a running download (at most about --prefetch).",
-		}, count(func(l *lease) bool { return l.waiting })),
+		}, func() float64 {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return float64(f.book.waiting)
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "unacknowledged_results",
 			Help: "Finished leases whose result (completed or failed event) the coordinator has not acknowledged yet.",

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
@@ -763,10 +765,28 @@ func TestWorkDrainHandsBackSuccessors(t *testing.T) {
 // once (failed ABORTED, never started).
 func TestWorkPrefetchWindowBounded(t *testing.T) {
 	g := newGatedOrigin(t, pdfBody(300_000, 33))
-	h := newWorkHarness(t, func(c *Config) { c.Slots, c.Prefetch = 1, 1 })
+	reg := prometheus.NewRegistry()
+	h := newWorkHarness(t, func(c *Config) { c.Slots, c.Prefetch, c.Registerer = 1, 1, reg })
 	s := h.stream(t)
 	s.next(t)
 	s.startWithSuccessor(t, g)
+	waiting := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "paperfetch_fetcher_prefetched_leases" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no paperfetch_fetcher_prefetched_leases")
+		return 0
+	}
+	if n := waiting(); n != 1 {
+		t.Fatalf("prefetched_leases = %v, want 1 (L2)", n)
+	}
 	third := assign("L3", g.URL+"/pdf")
 	third.GetAssign().AfterLeaseId = "L2"
 	s.push(t, third)
@@ -786,6 +806,9 @@ func TestWorkPrefetchWindowBounded(t *testing.T) {
 			continue
 		}
 		break
+	}
+	if n := waiting(); n != 1 {
+		t.Fatalf("prefetched_leases = %v after L3 was handed back, want 1 (L2)", n)
 	}
 	g.open()
 }
