@@ -1,6 +1,7 @@
 package fetcher
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -44,15 +45,20 @@ const (
 func ParseProxy(raw string) (*url.URL, ProxyMode, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return nil, ProxyNone, fmt.Errorf("proxy: %w", err)
+		// url.Error quotes the whole value, password included: name only what is wrong.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, ProxyNone, fmt.Errorf("proxy: not a valid URL: %w", err)
 	}
-	switch {
+	switch shown := u.Redacted(); {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, ProxyNone, fmt.Errorf("proxy %q: want an http:// or https:// URL", raw)
+		return nil, ProxyNone, fmt.Errorf("proxy %q: want an http:// or https:// URL", shown)
 	case u.Host == "":
-		return nil, ProxyNone, fmt.Errorf("proxy %q has no host", raw)
+		return nil, ProxyNone, fmt.Errorf("proxy %q has no host", shown)
 	case u.User != nil:
-		return nil, ProxyNone, fmt.Errorf("proxy %q: credentials in the URL are not accepted; use a Proxy-Authorization or Cookie header", u.Redacted())
+		return nil, ProxyNone, fmt.Errorf("proxy %q: credentials in the URL are not accepted; use a Proxy-Authorization or Cookie header", shown)
 	}
 	if (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "" {
 		return u, ProxyForward, nil

@@ -98,6 +98,14 @@ func TestParseProxyAndHeader(t *testing.T) {
 			t.Errorf("ParseProxy(%q) accepted", bad)
 		}
 	}
+	// A refused --proxy value never echoes its password (the message goes to the terminal and
+	// logs), whatever else is wrong with it.
+	for _, bad := range []string{"socks5://u:s3cret@proxy:1080", "http://u:s3cret@proxy/%zz", "http://u:s3cret@", "http://u:s3cret@proxy:3128"} {
+		_, _, err := ParseProxy(bad)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("ParseProxy(%q): %v", bad, err)
+		}
+	}
 	if k, v, err := ParseHeader("x-api-key:  abc "); err != nil || k != "X-Api-Key" || v != "abc" {
 		t.Errorf("ParseHeader: %q %q %v", k, v, err)
 	}
