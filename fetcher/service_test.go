@@ -200,11 +200,12 @@ func TestFetchServiceLimits(t *testing.T) {
 }
 
 // TestHTTPClientIdleBounds: the origin-facing client keeps a bounded number of idle
-// connections, sized from the slots, and closes them after idleConnTimeout.
+// connections, sized from the downloads that may run at once (slots + prefetch), and closes
+// them after idleConnTimeout.
 func TestHTTPClientIdleBounds(t *testing.T) {
-	tf := newTestFetcher(t, func(c *Config) { c.Slots = 16 })
+	tf := newTestFetcher(t, func(c *Config) { c.Slots, c.Prefetch = 16, 4 })
 	tr := tf.dl.client.Transport.(*http.Transport)
-	if tr.MaxIdleConns != 40 || tr.MaxIdleConnsPerHost != 16 || tr.IdleConnTimeout != idleConnTimeout || tr.Proxy != nil {
+	if tr.MaxIdleConns != 48 || tr.MaxIdleConnsPerHost != 20 || tr.IdleConnTimeout != idleConnTimeout || tr.Proxy != nil {
 		t.Fatalf("MaxIdleConns %d, MaxIdleConnsPerHost %d, IdleConnTimeout %s", tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.IdleConnTimeout)
 	}
 }
