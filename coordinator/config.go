@@ -88,6 +88,11 @@ type Config struct {
 	// SUCCEEDED). It must be the fetchers' blob store. nil makes ReadPaper FAILED_PRECONDITION
 	// and completions are then believed unverified.
 	Bucket *blob.Bucket
+	// BucketURL is the URL Bucket was opened from, or "" when unknown. For a file:// bucket,
+	// completions are verified with a stat(2) of the blob's file (blobstore.LocalPath)
+	// instead of through the blob store's API: the same check at a fraction of the CPU (the
+	// API also looks for an attributes file and records a trace span per call).
+	BucketURL string
 	// StreamRate and StreamRatePerSlot bound the messages per second of one Work stream:
 	// StreamRate + StreamRatePerSlot × Hello.slots, bursts of twice that (defaults 100 and
 	// 1000: a slot downloading small PDFs from a fast origin finishes hundreds a second, with

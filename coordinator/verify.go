@@ -2,7 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sync"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 // Completions are believed only once verified: a fetcher's DownloadCompleted names a blob
@@ -42,20 +46,41 @@ func (m *verifiedMsg) apply(e *engine, now time.Time) { e.onVerified(m.job, m.er
 // errNotVerified marks completions the blob store contradicts.
 var errNotVerified = fmt.Errorf("completion not verified")
 
-// verifyBlob checks that key exists in bucket with size bytes.
-func verifyBlob(ctx context.Context, bucket *blob.Bucket, key string, size int64) error {
-	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
-	defer cancel()
-	attrs, err := bucket.Attributes(ctx, key)
-	switch {
-	case gcerrors.Code(err) == gcerrors.NotFound:
-		return fmt.Errorf("%w: blob %s is not in the coordinator's blob store (is --blob the fetchers' store?)", errNotVerified, key)
-	case err != nil:
-		return fmt.Errorf("%w: blob %s: %w", errNotVerified, key, err)
-	case attrs.Size != size:
-		return fmt.Errorf("%w: blob %s has %d bytes, the fetcher reported %d", errNotVerified, key, attrs.Size, size)
+// verifyBlob checks that key exists in bucket with size bytes: with a stat(2) of its file when
+// bucketURL names a local folder, through the blob store's API otherwise.
+func verifyBlob(ctx context.Context, bucket *blob.Bucket, bucketURL, key string, size int64) error {
+	var got int64
+	if path, ok := blobstore.LocalPath(bucketURL, key); ok {
+		st, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return notInStore(key)
+		case err != nil:
+			return fmt.Errorf("%w: blob %s: %w", errNotVerified, key, err)
+		case !st.Mode().IsRegular():
+			return fmt.Errorf("%w: blob %s is not a regular file", errNotVerified, key)
+		}
+		got = st.Size()
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+		defer cancel()
+		attrs, err := bucket.Attributes(ctx, key)
+		switch {
+		case gcerrors.Code(err) == gcerrors.NotFound:
+			return notInStore(key)
+		case err != nil:
+			return fmt.Errorf("%w: blob %s: %w", errNotVerified, key, err)
+		}
+		got = attrs.Size
+	}
+	if got != size {
+		return fmt.Errorf("%w: blob %s has %d bytes, the fetcher reported %d", errNotVerified, key, got, size)
 	}
 	return nil
+}
+
+func notInStore(key string) error {
+	return fmt.Errorf("%w: blob %s is not in the coordinator's blob store (is --blob the fetchers' store?)", errNotVerified, key)
 }
 
 // runVerifiers starts n verifier goroutines reading jobs until ctx is done; the returned
@@ -69,7 +94,7 @@ func (c *Coordinator) runVerifiers(ctx context.Context, n int) (wait func()) {
 				case <-ctx.Done():
 					return
 				case j := <-c.verifyJobs:
-					err := verifyBlob(ctx, c.cfg.Bucket, j.key, j.size)
+					err := verifyBlob(ctx, c.cfg.Bucket, c.cfg.BucketURL, j.key, j.size)
 					if ctx.Err() != nil {
 						return
 					}

@@ -100,7 +100,7 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
 
-	cc.Bucket = s.bucket
+	cc.Bucket, cc.BucketURL = s.bucket, s.bucketURL
 	s.coord, err = coordinator.Open(cc)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)

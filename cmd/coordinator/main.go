@@ -82,7 +82,7 @@ reflection.`)
 	defer func() { _ = bucket.Close() }()
 
 	reg := prometheus.NewRegistry()
-	cfg.DataDir, cfg.Bucket, cfg.Logger, cfg.Registerer = *dataDir, bucket, logger, reg
+	cfg.DataDir, cfg.Bucket, cfg.BucketURL, cfg.Logger, cfg.Registerer = *dataDir, bucket, *blobURL, logger, reg
 	c, err := coordinator.Open(cfg)
 	if err != nil {
 		return err

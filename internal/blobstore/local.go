@@ -78,21 +78,5 @@ func mkdirAllSynced(root, dir string) (int, error) {
 	return len(missing), nil
 }
 
-// syncPath fsyncs a file or folder by name.
-func syncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("sync %s: %w", p, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("sync %s: %w", p, err)
-	}
-	return nil
-}
-
 // SyncDir fsyncs the folder dir, making renames and removals in it durable.
 func SyncDir(dir string) error { return syncPath(dir) }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -37,6 +38,10 @@ type materializer struct {
 	mu       sync.Mutex
 	names    map[string]string // lower-case templated name -> paper id, to keep names unique
 	bufs     sync.Pool         // *[]byte of copyBufSize: the buffers of copies (none allocated per file)
+	// noClone: a clone between the blob store and the output folder failed as unsupported, so
+	// the next copies do not try again (both folders are fixed for the run: one failed ioctl
+	// per file saved where the file system cannot clone, as on ext4).
+	noClone atomic.Bool
 }
 
 // copyBufSize is the buffer of one copy: a small PDF in one read (256 KiB buffers, dropped and
@@ -173,7 +178,7 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 // reflink or a copy (an unnamed file linked into place: atomicfile). A damaged blob is handled
 // by corrupt.
 func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb.Paper) error {
-	in, err := os.Open(src)
+	in, err := blobstore.OpenFile(src, os.O_RDONLY, 0) // not registered with the poller: a syscall, not four
 	if err != nil {
 		return fmt.Errorf("open blob: %w", err)
 	}
@@ -347,7 +352,7 @@ func (m *materializer) writeVerified(dst string, r io.Reader, sha string) error 
 		}
 	}()
 	var got string
-	if src, isFile := r.(*os.File); isFile && reflink.Clone(f.File, src) == nil {
+	if src, isFile := r.(*os.File); isFile && m.clone(f.File, src) {
 		if got, err = m.copyHashed(io.Discard, src); err != nil {
 			return fmt.Errorf("read %s: %w", src.Name(), err)
 		}
@@ -359,6 +364,19 @@ func (m *materializer) writeVerified(dst string, r io.Reader, sha string) error 
 	}
 	committed = true
 	return f.Commit(dst)
+}
+
+// clone makes dst a clone of src where the file systems can (reflink.Clone), remembering when
+// they cannot.
+func (m *materializer) clone(dst, src *os.File) bool {
+	if m.noClone.Load() {
+		return false
+	}
+	err := reflink.Clone(dst, src)
+	if errors.Is(err, reflink.ErrUnsupported) {
+		m.noClone.Store(true)
+	}
+	return err == nil
 }
 
 // copyHashed copies what is left of r to w (io.Discard: only hashes) through one of the

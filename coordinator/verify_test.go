@@ -1,0 +1,52 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/paperfetch/paperfetch/internal/blobstore"
+)
+
+// TestVerifyBlobLocalMatchesAPI: for a file:// bucket, the stat(2) check (BucketURL set) and
+// the blob store API (BucketURL "") give the same verdicts.
+func TestVerifyBlobLocalMatchesAPI(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	url := "file://" + filepath.ToSlash(dir)
+	bucket, err := blobstore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	present := blobstore.ContentKey(strings.Repeat("ab", 32))
+	if err := bucket.WriteAll(ctx, present, []byte("%PDF-1.7 body"), nil); err != nil {
+		t.Fatal(err)
+	}
+	folder := blobstore.ContentKey(strings.Repeat("cd", 32))
+	if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(folder)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		key  string
+		size int64
+		ok   bool
+	}{
+		{"present", present, 13, true},
+		{"truncated", present, 14, false},
+		{"missing", blobstore.ContentKey(strings.Repeat("ef", 32)), 13, false},
+		{"a folder", folder, 4096, false},
+		{"not a content key", "../escape.pdf", 13, false},
+	} {
+		for _, via := range []string{url, ""} {
+			err := verifyBlob(ctx, bucket, via, tc.key, tc.size)
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, errNotVerified)) {
+				t.Errorf("%s (bucket URL %q): err = %v, want ok=%v", tc.name, via, err, tc.ok)
+			}
+		}
+	}
+}
