@@ -30,7 +30,14 @@ type Config struct {
 	MaxSize int64
 	// Logger receives one debug line per request and errors (nil: discard).
 	Logger *slog.Logger
+	// Now is the clock of Stats.Timeline (nil: time.Now). The injected faults (latency, rate,
+	// stall) always wait on the real clock.
+	Now func() time.Time
 }
+
+// maxTrackedConns bounds the idle connections whose last response's end is remembered for
+// Timeline.ConnGaps.
+const maxTrackedConns = 4096
 
 // modTime is the Last-Modified of every paper (fixed, so If-Range dates are stable too).
 var modTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -43,8 +50,9 @@ type Origin struct {
 	mu      sync.Mutex
 	st      Stats
 	papers  map[uint64]*PaperStats
-	flaky   map[uint64]int // flaky failures per paper
-	changed chan struct{}  // closed and replaced on every counter change
+	flaky   map[uint64]int   // flaky failures per paper
+	idle    map[string]int64 // per remote address: when its last response ended (Unix ns), while idle
+	changed chan struct{}    // closed and replaced on every counter change
 }
 
 // New returns an Origin.
@@ -63,6 +71,9 @@ func New(cfg Config) (*Origin, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	o := &Origin{cfg: cfg, mux: http.NewServeMux(), changed: make(chan struct{})}
 	o.resetLocked()
@@ -151,6 +162,7 @@ func (o *Origin) resetLocked() {
 	o.st = Stats{InFlight: inFlight, InFlightByUA: byUA, Status: map[string]int64{}}
 	o.papers = map[uint64]*PaperStats{}
 	o.flaky = map[uint64]int{}
+	o.idle = map[string]int64{}
 }
 
 func (o *Origin) notifyLocked() {
@@ -172,13 +184,30 @@ func (o *Origin) serveReset(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// begin accounts a new request for paper n and decides its failure.
-func (o *Origin) begin(n uint64, ua string, f Faults) failure {
+// begin accounts a new request for paper n, arrived on the connection from remote, and decides
+// its failure; it returns when the request began (Unix ns), for end.
+func (o *Origin) begin(n uint64, ua, remote string, f Faults) (failure, int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.cfg.Now().UnixNano()
 	o.st.Requests++
 	o.st.InFlight++
 	o.st.InFlightByUA[ua]++
+	tl := &o.st.Timeline
+	if tl.FirstRequest == 0 {
+		tl.FirstRequest = now
+	}
+	tl.LastRequest = now
+	if o.st.InFlight > tl.MaxInFlight {
+		tl.MaxInFlight, tl.MaxInFlightAt = o.st.InFlight, now
+	}
+	if ended, ok := o.idle[remote]; ok {
+		delete(o.idle, remote)
+		gap := max(now-ended, 0)
+		tl.ConnGaps++
+		tl.ConnGapNanos += gap
+		tl.ConnGapMaxNanos = max(tl.ConnGapMaxNanos, gap)
+	}
 	p := o.papers[n]
 	if p == nil {
 		p = &PaperStats{}
@@ -193,14 +222,25 @@ func (o *Origin) begin(n uint64, ua string, f Faults) failure {
 		p.Failures++
 	}
 	o.notifyLocked()
-	return kind
+	return kind, now
 }
 
-// end accounts the end of a request for paper n.
-func (o *Origin) end(n uint64, ua string, rec *recorder, kind failure, size int64) {
+// end accounts the end of a request for paper n that began at began (Unix ns, from begin) on
+// the connection from remote.
+func (o *Origin) end(n uint64, ua, remote string, began int64, rec *recorder, kind failure, size int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.cfg.Now().UnixNano()
 	o.st.InFlight--
+	tl := &o.st.Timeline
+	tl.LastEnd = now
+	if tl.FirstRequest != 0 && began >= tl.FirstRequest { // else it began before a reset
+		tl.BusyNanos += max(now-began, 0)
+	}
+	if len(o.idle) >= maxTrackedConns {
+		clear(o.idle)
+	}
+	o.idle[remote] = now
 	if o.st.InFlightByUA[ua]--; o.st.InFlightByUA[ua] <= 0 {
 		delete(o.st.InFlightByUA, ua)
 	}
@@ -248,8 +288,8 @@ func (o *Origin) servePDF(w http.ResponseWriter, r *http.Request) {
 	}
 	ua := r.UserAgent()
 	rec := &recorder{ResponseWriter: w}
-	kind := o.begin(n, ua, f)
-	defer func() { o.end(n, ua, rec, kind, size) }()
+	kind, began := o.begin(n, ua, r.RemoteAddr, f)
+	defer func() { o.end(n, ua, r.RemoteAddr, began, rec, kind, size) }()
 	ctx := r.Context()
 	if err := wait(ctx, f.Latency); err != nil {
 		return

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,4 +289,76 @@ func TestServesArxivStyleIDs(t *testing.T) {
 		t.Fatal("PaperNumber: ids must map to distinct papers and numbers to themselves")
 	}
 	_ = settled(t, o)
+}
+
+// TestTimeline checks the request timeline on an injected clock: first and last request, last
+// end, the in-flight integral and peak, and the idle gaps of a connection between requests.
+func TestTimeline(t *testing.T) {
+	base := time.Unix(1_000, 0)
+	var (
+		mu    sync.Mutex
+		ticks []time.Duration // the clock's next readings, in order, after base
+	)
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(ticks) == 0 {
+			t.Error("the clock was read more often than expected")
+			return base
+		}
+		d := ticks[0]
+		ticks = ticks[1:]
+		return base.Add(d)
+	}
+	o, err := New(Config{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(ctx context.Context, remote, query string) int {
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/pdf/1?size=64"+query, nil)
+		req.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		o.ServeHTTP(w, req)
+		return w.Code
+	}
+	// X (connection a) begins at 0 and waits (a latency it will not see through); Y (b) runs
+	// from 10 to 20 meanwhile; X is cancelled at 30; Z (a again) runs from 70 to 75.
+	ticks = []time.Duration{0, 10, 20, 30, 70, 75}
+	ctx, cancel := context.WithCancel(t.Context())
+	xDone := make(chan struct{})
+	go func() {
+		defer close(xDone)
+		serve(ctx, "192.0.2.1:1", "&latency=1h")
+	}()
+	wctx, wcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer wcancel()
+	if err := o.WaitFor(wctx, func(s Stats) bool { return s.InFlight == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if code := serve(t.Context(), "192.0.2.2:1", ""); code != http.StatusOK {
+		t.Fatalf("Y: status %d", code)
+	}
+	cancel()
+	<-xDone
+	if code := serve(t.Context(), "192.0.2.1:1", ""); code != http.StatusOK {
+		t.Fatalf("Z: status %d", code)
+	}
+	at := func(d time.Duration) int64 { return base.Add(d).UnixNano() }
+	want := Timeline{
+		FirstRequest: at(0), LastRequest: at(70), LastEnd: at(75),
+		BusyNanos:   int64(30 + 10 + 5), // X 0–30, Y 10–20, Z 70–75
+		MaxInFlight: 2, MaxInFlightAt: at(10),
+		ConnGaps: 1, ConnGapNanos: 40, ConnGapMaxNanos: 40, // a: X ended at 30, Z began at 70
+	}
+	if got := o.Stats().Timeline; got != want {
+		t.Errorf("timeline = %+v\nwant       %+v", got, want)
+	}
+	if got, want := want.AvgInFlight(), 45.0/75; got != want {
+		t.Errorf("AvgInFlight = %v, want %v", got, want)
+	}
+	// A reset starts a new timeline.
+	o.Reset()
+	if got := o.Stats().Timeline; got != (Timeline{}) {
+		t.Errorf("after Reset: timeline = %+v, want zero", got)
+	}
 }

@@ -21,6 +21,45 @@ type Stats struct {
 	DistinctComplete int64 `json:"distinct_complete"`
 	// BytesSent counts body bytes written to clients (all responses).
 	BytesSent int64 `json:"bytes_sent"`
+
+	// Timeline of the /pdf requests since the start (or the last reset), for splitting a
+	// client's wall time into its start-up, steady state and tail.
+	Timeline Timeline `json:"timeline"`
+}
+
+// Timeline is when the /pdf requests ran: the first and last, how many ran at once over time,
+// and how long a connection stayed idle between the end of one response and its next request.
+// Times are Unix nanoseconds of the origin's clock (0: no such event yet).
+type Timeline struct {
+	// FirstRequest is when the first request arrived.
+	FirstRequest int64 `json:"first_request_unix_ns"`
+	// LastRequest is when the latest request arrived.
+	LastRequest int64 `json:"last_request_unix_ns"`
+	// LastEnd is when the latest response ended (its handler returned).
+	LastEnd int64 `json:"last_end_unix_ns"`
+	// BusyNanos is the integral of InFlight over time (the sum of every request's duration):
+	// BusyNanos / (LastEnd - FirstRequest) is the time-weighted average of requests in flight.
+	BusyNanos int64 `json:"busy_ns"`
+	// MaxInFlight is the most requests in flight at once; MaxInFlightAt when it was first reached.
+	MaxInFlight   int64 `json:"max_in_flight"`
+	MaxInFlightAt int64 `json:"max_in_flight_at_unix_ns"`
+	// ConnGaps counts the requests that arrived on a connection that had served a response
+	// before; ConnGapNanos sums, and ConnGapMaxNanos is the longest of, the idle times between
+	// that earlier response's end and the request. Connections are told apart by their remote
+	// address; at most maxTrackedConns idle connections are remembered (beyond, all are
+	// forgotten and their next requests count as first ones).
+	ConnGaps        int64 `json:"conn_gaps"`
+	ConnGapNanos    int64 `json:"conn_gap_ns"`
+	ConnGapMaxNanos int64 `json:"conn_gap_max_ns"`
+}
+
+// AvgInFlight is the time-weighted average of requests in flight between the first request and
+// the last response's end (0 before any response ended).
+func (t Timeline) AvgInFlight() float64 {
+	if span := t.LastEnd - t.FirstRequest; span > 0 {
+		return float64(t.BusyNanos) / float64(span)
+	}
+	return 0
 }
 
 // PaperStats is what an origin saw of one paper number.
