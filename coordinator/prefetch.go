@@ -9,7 +9,12 @@ import (
 // successor S is leased as the follower of a running download lease P (its predecessor) of
 // the same stream and the same host, sent with Assign.after_lease_id = P. S consumes no
 // credit: the fetcher starts S in P's slot when P's body is in, so a freed slot starts its next
-// download without a round trip to the coordinator.
+// download without a round trip to the coordinator. A waiting successor may itself be
+// followed (a chain P ← S ← S2, bounded by the window): a window larger than the running
+// downloads is filled breadth-first, one successor per running lease, then one per waiting
+// successor, and so on. S2 then starts in S's slot when S's body is in, even when the
+// coordinator's Assign of S's own successor would arrive too late (a slow commit, a loaded
+// machine).
 //
 // Politeness (the accounting the fetcher-gateway protocol promises): a host's concurrency
 // (host.active) counts the leases that hold one of its slots (lease.counted). A normal lease
@@ -21,7 +26,8 @@ import (
 // host's limit. When P's body is in but the host may not start another request (its limit
 // shrank after a 429, a pause, an open breaker), S is cancelled and re-queued instead. Per-host
 // delays are measured between request starts, whose time the fetcher picks for a successor:
-// hosts with a per-host delay get no successors.
+// hosts with a per-host delay get no successors. A successor of a waiting successor holds
+// no slot either until its own predecessor's body_received passes it one.
 //
 // Lifecycle. A successor whose predecessor ends without its body received (failed, cancelled,
 // reclaimed, its stream gone) is void: the fetcher reports it ABORTED before any started event
@@ -50,9 +56,10 @@ func (e *engine) noteCandidate(c *fetcherConn, l *lease) {
 }
 
 // mayPrecede reports whether l, listed in c.cands, may still get a successor: a live download
-// lease of c holding a host slot, without a successor, of a host without a per-host delay.
+// lease of c holding a host slot or waiting for one (a successor: chains), without a
+// successor, of a host without a per-host delay.
 func (e *engine) mayPrecede(c *fetcherConn, l *lease) bool {
-	return e.leases[l.idx] == l && l.conn == c && l.counted && l.succ == nil && l.resolve == nil &&
+	return e.leases[l.idx] == l && l.conn == c && (l.counted || l.waiting()) && l.succ == nil && l.resolve == nil &&
 		e.hosts[e.papers[l.idx].host].delay == 0
 }
 
@@ -86,11 +93,25 @@ func (e *engine) schedulePrefetch(now time.Time) {
 	}
 }
 
-// fillWindow leases successors of c's candidates until c's window is full. A scan that looked
-// at every candidate and found none whose host has queued papers marks c idle (candsIdle):
-// the next scan waits for a new candidate of c or a queue that grows (queueGen), instead of
-// looking at every running lease of c in every iteration.
+// fillWindow leases successors of c's candidates until c's window is full: one per
+// candidate and pass; the new successors are candidates of the next pass (breadth-first
+// chains). A scan that looked at every candidate and found none whose host has queued papers
+// marks c idle (candsIdle): the next scan waits for a new candidate of c or a queue that grows
+// (queueGen), instead of looking at every running lease of c in every iteration.
 func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
+	for c.waiting < c.prefetch {
+		added := e.fillPass(c, now)
+		if len(added) == 0 {
+			return
+		}
+		for _, s := range added {
+			e.noteCandidate(c, s)
+		}
+	}
+}
+
+// fillPass is one pass of fillWindow over c's candidates; it returns the successors leased.
+func (e *engine) fillPass(c *fetcherConn, now time.Time) (added []*lease) {
 	gen, idle := e.queueGen, true
 	keep := c.cands[:0]
 	i := 0
@@ -113,12 +134,13 @@ func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
 			continue
 		}
 		e.claimDOI(idx, spec)
-		e.assign(idx, h, c, spec, p, now)
+		added = append(added, e.assign(idx, h, c, spec, p, now))
 	}
 	c.candsIdle, c.idleGen = idle && i == len(c.cands), gen
 	keep = append(keep, c.cands[i:]...)
 	clear(c.cands[len(keep):])
 	c.cands = keep
+	return added
 }
 
 // unlinkPred detaches l from its predecessor; a successor that was still waiting leaves its

@@ -58,7 +58,7 @@ func startedEv(a *pb.Assign) *pb.DownloadEvent {
 // credit; the successor takes the host slot of its predecessor when the predecessor's body is
 // in (the host's count does not move), and the next successor follows it.
 func TestPrefetchSuccessorTakesHostSlot(t *testing.T) {
-	h, c, as := prefetchSetup(t, 1, 2, 4)
+	h, c, as := prefetchSetup(t, 1, 1, 4)
 	host := h.e.hosts[h.e.hostByName["a.example"]]
 	if host.active != 1 || c.waiting != 1 || c.credits != 0 {
 		t.Fatalf("active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
@@ -274,5 +274,75 @@ func TestPrefetchHandBacksDoNotWrapAttempts(t *testing.T) {
 	}
 	if p := h.e.papers[idx]; pb.FailureReason(p.reason) != pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED || p.attempts == 0 {
 		t.Fatalf("paper %+v, want failed attempts_exhausted", p)
+	}
+}
+
+// A window larger than the running downloads is filled with chains, breadth-first: a
+// successor of each running lease, then a successor of each waiting successor. A link of the
+// chain takes its predecessor's host slot when that one's body is in, and a predecessor that
+// fails before its body is in voids the whole chain behind it (each re-queued, no failure).
+func TestPrefetchChainsFillTheWindow(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 2 })
+	t.Cleanup(h.close)
+	c := h.connectPrefetch("f", 2, 4)
+	if res := h.submit("b", prefetchPapers(10, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != 6 {
+		t.Fatalf("%d assigns, want 2 running leases and 4 successors: %v", len(as), as)
+	}
+	byID := map[string]*pb.Assign{}
+	for _, a := range as {
+		byID[a.GetLeaseId()] = a
+	}
+	// Breadth-first: the successors of the two running leases come before theirs.
+	run0, run1 := as[0], as[1]
+	if run0.GetAfterLeaseId() != "" || run1.GetAfterLeaseId() != "" ||
+		as[2].GetAfterLeaseId() != run0.GetLeaseId() || as[3].GetAfterLeaseId() != run1.GetLeaseId() ||
+		as[4].GetAfterLeaseId() != as[2].GetLeaseId() || as[5].GetAfterLeaseId() != as[3].GetLeaseId() {
+		for _, a := range as {
+			t.Logf("%s after %q", a.GetLeaseId(), a.GetAfterLeaseId())
+		}
+		t.Fatal("want two chains of two successors")
+	}
+	host := h.e.hosts[h.e.hostByName["a.example"]]
+	if host.active != 2 || c.waiting != 4 || c.credits != 0 {
+		t.Fatalf("active %d, waiting %d, credits %d", host.active, c.waiting, c.credits)
+	}
+	// run0's body is in: its successor takes its host slot, the next link still waits, and the
+	// window's free place gets a successor at the end of a chain.
+	h.send(c, eventReq(run0, 1, receivedEv()))
+	if host.active != 2 || c.waiting != 4 {
+		t.Fatalf("after run0's body: active %d, waiting %d", host.active, c.waiting)
+	}
+	more, _, _ := recv(c)
+	if len(more) != 1 || more[0].GetAfterLeaseId() != as[4].GetLeaseId() && more[0].GetAfterLeaseId() != as[5].GetLeaseId() {
+		t.Fatalf("after run0's body: %v, want a successor at the end of a chain", more)
+	}
+	h.send(c, eventReq(as[2], 1, startedEv(as[2])))
+	h.send(c, eventReq(as[2], 2, receivedEv()))
+	if l := h.e.leases[h.e.byBatch[batchKey(hashString(as[4].GetPaperId()), h.batch("b").idx)]]; !l.counted || host.active != 2 {
+		t.Fatalf("the second link after its predecessor's body: counted %v, active %d", l.counted, host.active)
+	}
+	recv(c)
+	// run1 fails before its body is in: as[3] and as[5] (and what follows as[5]) are void.
+	h.send(c, eventReq(run1, 1, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_TIMEOUT, 0, 0)))
+	_, cancels, _ := recv(c)
+	want := map[string]bool{as[3].GetLeaseId(): true, as[5].GetLeaseId(): true}
+	for _, id := range cancels {
+		delete(want, id)
+	}
+	if len(want) != 0 {
+		t.Fatalf("cancels %v, want the chain behind run1 (%s, %s)", cancels, as[3].GetLeaseId(), as[5].GetLeaseId())
+	}
+	for _, a := range []*pb.Assign{as[3], as[5]} {
+		idx := h.e.byBatch[batchKey(hashString(a.GetPaperId()), h.batch("b").idx)]
+		if p, l := h.e.papers[idx], h.e.leases[idx]; p.failures != 0 || l != nil && l.id == a.GetLeaseId() {
+			t.Fatalf("voided successor %s: %+v, still leased: %v", a.GetLeaseId(), p, l != nil && l.id == a.GetLeaseId())
+		}
+	}
+	if host.active != 1 {
+		t.Fatalf("active %d after run1 failed, want 1 (the second link of run0's chain)", host.active)
 	}
 }

@@ -173,8 +173,8 @@ func (e *engine) pickConn() *fetcherConn {
 }
 
 // assign leases paper idx of host h to c: at once with a credit of c, or as the successor of
-// c's lease after (prefetch.go), consuming no credit and no host slot yet.
-func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec, after *lease, now time.Time) {
+// c's lease after (prefetch.go), consuming no credit and no host slot yet. It returns the lease.
+func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec, after *lease, now time.Time) *lease {
 	p := &e.papers[idx]
 	b := e.batches[p.batch]
 	p.attempts++
@@ -222,4 +222,5 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", redact.URL(u),
 			"attempt", l.attempt, "after", afterID)
 	}
+	return l
 }

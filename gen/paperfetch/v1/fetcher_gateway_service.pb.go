@@ -601,8 +601,8 @@ type Assign struct {
 	// ResolveResult instead of downloading a PDF.
 	Resolve *ResolveStep `protobuf:"bytes,10,opt,name=resolve,proto3" json:"resolve,omitempty"`
 	// Set for a prefetched lease (a successor, see the protocol above): the lease id of the
-	// running download lease of this stream whose slot it takes once that lease's body is
-	// received. Empty for a lease to start at once. At most 128 bytes.
+	// running download lease (or waiting successor) of this stream whose slot it takes once
+	// that lease's body is received. Empty for a lease to start at once. At most 128 bytes.
 	AfterLeaseId  string `protobuf:"bytes,11,opt,name=after_lease_id,json=afterLeaseId,proto3" json:"after_lease_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -50,7 +50,9 @@ const (
 //  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
 //     downloads, so that a slot whose body is in starts its next download without a round trip.
 //     The coordinator sends such a lease as an Assign with after_lease_id set: a successor of
-//     a running download lease (the predecessor) of the same stream and the same host. It
+//     a running download lease (the predecessor) of the same stream and the same host, or of
+//     a waiting successor (a chain, within the window: a window larger than the running
+//     downloads holds a successor per running download, then one per waiting successor...). It
 //     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
 //     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
 //     received (no credit is returned for that slot), or at once when the predecessor had
@@ -180,7 +182,9 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
 //     downloads, so that a slot whose body is in starts its next download without a round trip.
 //     The coordinator sends such a lease as an Assign with after_lease_id set: a successor of
-//     a running download lease (the predecessor) of the same stream and the same host. It
+//     a running download lease (the predecessor) of the same stream and the same host, or of
+//     a waiting successor (a chain, within the window: a window larger than the running
+//     downloads holds a successor per running download, then one per waiting successor...). It
 //     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
 //     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
 //     received (no credit is returned for that slot), or at once when the predecessor had
