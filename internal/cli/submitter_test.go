@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/input"
+)
+
+// chunkRecorder is a CoordinatorServiceClient that records the chunks appended to one open
+// batch and, like the coordinator, refuses a chunk index it accepted with other papers.
+type chunkRecorder struct {
+	pb.CoordinatorServiceClient
+	chunks map[int64][]*pb.PaperSpec
+	sizes  []int // the size of every chunk offered, in order (refused ones too)
+	sealed int64
+}
+
+func (c *chunkRecorder) AppendPapers(_ context.Context, r *pb.AppendPapersRequest, _ ...grpc.CallOption) (*pb.AppendPapersResponse, error) {
+	c.sizes = append(c.sizes, len(r.GetPapers()))
+	if old, ok := c.chunks[r.GetChunkIndex()]; ok {
+		if len(old) != len(r.GetPapers()) || !proto.Equal(old[0], r.GetPapers()[0]) {
+			return nil, status.Errorf(codes.AlreadyExists, "chunk %d was accepted with different papers", r.GetChunkIndex())
+		}
+		return &pb.AppendPapersResponse{}, nil
+	}
+	c.chunks[r.GetChunkIndex()] = r.GetPapers()
+	return &pb.AppendPapersResponse{}, nil
+}
+
+func (c *chunkRecorder) SealBatch(_ context.Context, r *pb.SealBatchRequest, _ ...grpc.CallOption) (*pb.SealBatchResponse, error) {
+	c.sealed = r.GetChunkCount()
+	return &pb.SealBatchResponse{}, nil
+}
+
+func (c *chunkRecorder) papers() int {
+	n := 0
+	for i := int64(0); i < c.sealed; i++ {
+		n += len(c.chunks[i])
+	}
+	return n
+}
+
+func listInput(t *testing.T, n int) inputSet {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "https://example.org/%d.pdf\n", i)
+	}
+	name := filepath.Join(t.TempDir(), "list.txt")
+	if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := newInputSet([]string{name}, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// The first chunk is small, so that the coordinator leases the first papers once 64 of them
+// are parsed and stored, not the whole first 5,000 (before, a 1,000-paper list went in one
+// chunk: no download started before all of it was parsed and committed); the rest follow in
+// full chunks.
+func TestSubmitterFirstChunkIsSmall(t *testing.T) {
+	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+	s := &submitter{client: c, callTimeout: time.Minute}
+	n, err := s.fill(t.Context(), "b", listInput(t, 6000), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{firstChunkPapers, chunkPapers, 6000 - chunkPapers - firstChunkPapers}; fmt.Sprint(c.sizes) != fmt.Sprint(want) {
+		t.Fatalf("chunks of %v papers, want %v", c.sizes, want)
+	}
+	if n != 6000 || c.sealed != 3 || c.papers() != 6000 {
+		t.Fatalf("filled %d, sealed with %d chunks holding %d papers", n, c.sealed, c.papers())
+	}
+}
+
+// A batch left open by an earlier version (its first chunk held the first 1,000 papers)
+// refuses the small first chunk: it is filled again in the earlier chunks and sealed.
+func TestSubmitterResumesAnEarlierChunking(t *testing.T) {
+	in := listInput(t, 1000)
+	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+	// The earlier version's first chunk: every paper.
+	old := &submitter{client: c, callTimeout: time.Minute}
+	if _, err := old.fillChunks(t.Context(), "b", in, nil, chunkPapers); err != nil {
+		t.Fatal(err)
+	}
+	c.sizes, c.sealed = nil, 0
+	s := &submitter{client: c, callTimeout: time.Minute}
+	n, err := s.fill(t.Context(), "b", in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(c.sizes) != fmt.Sprint([]int{firstChunkPapers, 1000}) || n != 1000 || c.sealed != 1 || c.papers() != 1000 {
+		t.Fatalf("chunks offered %v, filled %d, sealed with %d chunks holding %d papers", c.sizes, n, c.sealed, c.papers())
+	}
+}
