@@ -33,6 +33,7 @@ type fakeCoordinator struct {
 	pb.UnimplementedFetcherGatewayServiceServer
 
 	watchStarted chan struct{} // closed when WatchBatch "block" starts
+	blocked      chan struct{} // receives one value per WatchBatch "block" started (up to its capacity)
 	release      chan struct{} // WatchBatch "block" returns when closed
 	once         sync.Once
 	releaseOnce  sync.Once
@@ -42,7 +43,7 @@ type fakeCoordinator struct {
 func (f *fakeCoordinator) releaseAll() { f.releaseOnce.Do(func() { close(f.release) }) }
 
 func newFake() *fakeCoordinator {
-	return &fakeCoordinator{watchStarted: make(chan struct{}), release: make(chan struct{})}
+	return &fakeCoordinator{watchStarted: make(chan struct{}), blocked: make(chan struct{}, 256), release: make(chan struct{})}
 }
 
 func (f *fakeCoordinator) GetBatch(_ context.Context, r *pb.GetBatchRequest) (*pb.GetBatchResponse, error) {
@@ -60,6 +61,10 @@ func (f *fakeCoordinator) ListBatches(context.Context, *pb.ListBatchesRequest) (
 func (f *fakeCoordinator) WatchBatch(r *pb.WatchBatchRequest, s grpc.ServerStreamingServer[pb.WatchBatchResponse]) error {
 	if r.GetBatchId() == "block" {
 		f.once.Do(func() { close(f.watchStarted) })
+		select {
+		case f.blocked <- struct{}{}:
+		default:
+		}
 		<-f.release
 	}
 	return s.Send(&pb.WatchBatchResponse{Snapshot: true, Batch: &pb.Batch{BatchId: r.GetBatchId()}})
@@ -90,7 +95,7 @@ type testServer struct {
 
 // startCoordinator builds a coordinator-role server from command-line flags and serves it on
 // 127.0.0.1:0 until the test ends.
-func startCoordinator(t *testing.T, args ...string) *testServer {
+func startCoordinator(t testing.TB, args ...string) *testServer {
 	t.Helper()
 	return startServer(t, roleCoordinator, args...)
 }
@@ -109,7 +114,13 @@ var (
 )
 
 // serves it on 127.0.0.1:0 until the test ends.
-func startServer(t *testing.T, role Role, args ...string) *testServer {
+func startServer(t testing.TB, role Role, args ...string) *testServer {
+	t.Helper()
+	return startServerLogged(t, testLogger(t), role, args...)
+}
+
+// startServerLogged is startServer with the server's logger.
+func startServerLogged(t testing.TB, logger *slog.Logger, role Role, args ...string) *testServer {
 	t.Helper()
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	sf := RegisterFlags(fs, role)
@@ -117,7 +128,7 @@ func startServer(t *testing.T, role Role, args ...string) *testServer {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := sf.NewServer(testLogger(t), reg)
+	srv, err := sf.NewServer(logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +157,7 @@ func startServer(t *testing.T, role Role, args ...string) *testServer {
 }
 
 // stop shuts the server down and waits for Serve (idempotent).
-func (ts *testServer) stop(t *testing.T) {
+func (ts *testServer) stop(t testing.TB) {
 	t.Helper()
 	ts.cancel()
 	ts.fake.releaseAll()
@@ -158,7 +169,7 @@ func (ts *testServer) stop(t *testing.T) {
 	}
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -168,7 +179,7 @@ func listen(t *testing.T) net.Listener {
 }
 
 // dial connects with grpcclient flags given as command-line arguments.
-func dial(t *testing.T, target string, args ...string) *grpc.ClientConn {
+func dial(t testing.TB, target string, args ...string) *grpc.ClientConn {
 	t.Helper()
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	cf := grpcclient.RegisterFlags(fs)
@@ -194,7 +205,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
