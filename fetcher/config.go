@@ -88,8 +88,9 @@ type Config struct {
 	PendingCommits int
 	// Prefetch is the prefetch window (Hello.prefetch): how many leases the fetcher holds
 	// beyond its running downloads, each the successor of a running download of the same host
-	// whose slot it takes once that download's body is in, without waiting for a round trip to
-	// the coordinator (0 turns prefetch off; 0 to MaxPrefetch; default DefaultPrefetch). A
+	// (or of a waiting successor: a chain) whose slot it takes once that download's body is in,
+	// without waiting for a round trip to the coordinator (0 turns prefetch off; 0 to
+	// MaxPrefetch; default DefaultPrefetch). A
 	// successor that starts while its predecessor's slot was already handed back makes the
 	// fetcher withhold the next credit, so at most Slots + Prefetch downloads run at once. A
 	// successor assigned beyond Prefetch waiting ones is handed back at once (failed ABORTED).
