@@ -50,3 +50,38 @@ func TestVerifyBlobLocalMatchesAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyBlobStatsTheBlobStoresFile: with a prefix parameter on the file:// URL (the blob
+// store prefixes every key), the stat(2) check looks at the blob store's file for the key, not
+// at a file of the same key at the folder's root; a prefix it cannot map to a folder is
+// checked through the API.
+func TestVerifyBlobStatsTheBlobStoresFile(t *testing.T) {
+	ctx := context.Background()
+	key := blobstore.ContentKey(strings.Repeat("ab", 32))
+	for _, prefix := range []string{"pf/", "pf-"} {
+		dir := t.TempDir()
+		url := "file://" + filepath.ToSlash(dir) + "?prefix=" + prefix
+		bucket, err := blobstore.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = bucket.Close() }()
+		if err := bucket.WriteAll(ctx, key, []byte("%PDF-1.7 body"), nil); err != nil {
+			t.Fatal(err)
+		}
+		// A file of the same key outside the prefix, of another size.
+		decoy := filepath.Join(dir, filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(decoy), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(decoy, []byte("%PDF-1.7 another body"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := verifyBlob(ctx, bucket, url, key, 13); err != nil {
+			t.Errorf("prefix %q: the blob the store holds: %v", prefix, err)
+		}
+		if err := verifyBlob(ctx, bucket, url, key, 21); !errors.Is(err, errNotVerified) {
+			t.Errorf("prefix %q: the size of the file outside the prefix: err = %v, want not verified", prefix, err)
+		}
+	}
+}

@@ -4,8 +4,9 @@
 //
 // Two kinds of bucket URL are supported:
 //
-//   - file:///abs/dir or file://./rel/dir: a local folder (gocloud.dev/blob/fileblob). The
-//     folder is created when missing and no metadata sidecar files are written. fileblob itself
+//   - file:///abs/dir or file://./rel/dir: a local folder (gocloud.dev/blob/fileblob); a
+//     prefix=sub/ parameter puts the objects in its folder sub. The folder is created when
+//     missing and no metadata sidecar files are written. fileblob itself
 //     never fsyncs; writers that need durability (the fetcher) write the file themselves
 //     through LocalDir/LocalPath and sync the file and its directory before reporting success.
 //   - s3://bucket?endpoint=...&region=...&use_path_style=true: any S3-compatible store
@@ -75,7 +76,13 @@ func ContentKey(sha256hex string) string {
 	return "sha256/" + h[:2] + "/" + h + ".pdf"
 }
 
-// LocalDir returns the folder of a file:// bucket URL, and false for other URLs.
+// LocalDir returns the folder that holds the objects of a file:// bucket URL, as the blob
+// store maps it: the URL's path (relative for file://./dir), below the folder named by a
+// prefix parameter (blob.OpenBucket's, which prefixes every key: "pf/" is the folder pf). It
+// returns false for other URLs and for the file:// URLs whose objects it cannot name: a host
+// other than localhost (fileblob ignores it), no path, a prefix that is not a folder of plain
+// segments ending in "/" (an empty one fileblob refuses), or a key parameter (one object for
+// every key).
 func LocalDir(bucketURL string) (string, bool) {
 	u, err := url.Parse(bucketURL)
 	if err != nil || u.Scheme != "file" {
@@ -90,7 +97,19 @@ func LocalDir(bucketURL string) (string, bool) {
 	if p == "" {
 		return "", false
 	}
-	return filepath.FromSlash(p), true
+	dir := filepath.FromSlash(p)
+	q := u.Query()
+	if q.Has("key") {
+		return "", false
+	}
+	if q.Has("prefix") {
+		folder, ok := strings.CutSuffix(q.Get("prefix"), "/")
+		if !ok || !safeKey(folder) {
+			return "", false
+		}
+		dir = filepath.Join(dir, filepath.FromSlash(folder))
+	}
+	return dir, true
 }
 
 // LocalPath returns the file that holds key in a file:// bucket, and false for other URLs or

@@ -50,10 +50,53 @@ func TestLocalPath(t *testing.T) {
 		{"file:///data", "x\x00y", "", false},
 		{"file:///data", "tmp" + TempSuffix, "", false},
 		{"file://otherhost/data", key, "", false},
+		// blob.OpenBucket's prefix parameter prefixes every key: a folder prefix is mapped,
+		// another one, or a single key for every key, is not.
+		{"file:///data?prefix=pf/", key, "/data/pf/" + key, true},
+		{"file:///data?prefix=pf/sub/&create_dir=1", "a.pdf", "/data/pf/sub/a.pdf", true},
+		{"file://./rel?prefix=pf/", "a.pdf", "rel/pf/a.pdf", true},
+		{"file:///data?prefix=", "a.pdf", "", false},
+		{"file:///data?prefix=pf", key, "", false},
+		{"file:///data?prefix=../up/", key, "", false},
+		{"file:///data?prefix=/abs/", key, "", false},
+		{"file:///data?key=one.pdf", key, "", false},
+		{"file:rel/data", key, "", false},
 	} {
 		got, ok := LocalPath(tc.url, tc.key)
 		if ok != tc.ok || got != filepath.FromSlash(tc.want) {
 			t.Errorf("LocalPath(%q, %q) = %q, %v; want %q, %v", tc.url, tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestLocalPathIsTheBlobStoresFile: for every file:// URL form LocalPath maps, the file it
+// names is the one the blob store reads and writes for the key (and no file for a form it
+// refuses).
+func TestLocalPathIsTheBlobStoresFile(t *testing.T) {
+	ctx := context.Background()
+	key := ContentKey(strings.Repeat("5e", 32))
+	for _, tail := range []string{"", "?prefix=pf/", "?prefix=pf/sub/", "?prefix=pf-", "?no_tmp_dir=1&prefix=x/"} {
+		dir := t.TempDir()
+		url := "file://" + filepath.ToSlash(dir) + tail
+		b, err := blob.OpenBucket(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := []byte("%PDF-" + tail)
+		err = b.WriteAll(ctx, key, body, nil)
+		_ = b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, ok := LocalPath(url, key)
+		if !ok {
+			if tail != "?prefix=pf-" {
+				t.Errorf("%s: not mapped", url)
+			}
+			continue
+		}
+		if got, err := os.ReadFile(p); err != nil || string(got) != string(body) {
+			t.Errorf("%s: LocalPath %s holds %q (%v), the blob store wrote %q", url, p, got, err, body)
 		}
 	}
 }
