@@ -38,7 +38,8 @@ const TempDirName = ".paperfetch-tmp"
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Open opens the bucket at rawURL (file:// or s3://). For file:// URLs the folder is created
-// if missing and metadata sidecars are disabled, unless the URL says otherwise.
+// if missing and metadata sidecars are disabled, unless the URL says otherwise; a file:// URL
+// whose folder LocalDir cannot name is refused.
 func Open(ctx context.Context, rawURL string) (*blob.Bucket, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -46,6 +47,10 @@ func Open(ctx context.Context, rawURL string) (*blob.Bucket, error) {
 	}
 	switch u.Scheme {
 	case "file":
+		if _, ok := LocalDir(rawURL); !ok {
+			// Writers could not commit its files themselves, and fileblob syncs no folder.
+			return nil, fmt.Errorf("blob URL %q: a file:// URL names a local folder: file:///abs/dir or file://./rel/dir, with no other host, optionally prefix=sub/ (a folder), no key parameter", redact(u))
+		}
 		q := u.Query()
 		if _, ok := q["create_dir"]; !ok {
 			q.Set("create_dir", "1")

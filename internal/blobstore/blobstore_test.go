@@ -177,6 +177,29 @@ func TestOpenRejectsUnknownScheme(t *testing.T) {
 	}
 }
 
+// TestOpenRejectsUnmappableFileURLs: a file:// URL whose objects LocalDir cannot name is
+// refused: the fetchers would otherwise write its blobs through fileblob, which never fsyncs,
+// and report them durable.
+func TestOpenRejectsUnmappableFileURLs(t *testing.T) {
+	dir := filepath.ToSlash(t.TempDir())
+	for _, url := range []string{
+		"file://otherhost" + dir,               // fileblob ignores the host
+		"file:" + strings.TrimPrefix(dir, "/"), // no path: fileblob opens the working folder
+		"file://" + dir + "?key=one.pdf",
+		"file://" + dir + "?prefix=pf-",
+	} {
+		if b, err := Open(context.Background(), url); err == nil {
+			_ = b.Close()
+			t.Errorf("%s accepted", url)
+		}
+	}
+	b, err := Open(context.Background(), "file://"+dir+"?prefix=pf/")
+	if err != nil {
+		t.Fatalf("a folder prefix: %v", err)
+	}
+	_ = b.Close()
+}
+
 func list(t *testing.T, b *blob.Bucket) []string {
 	t.Helper()
 	var keys []string
