@@ -113,6 +113,21 @@ func (m *propModel) submit(t *rapid.T) {
 	m.collect()
 }
 
+// burst submits a batch of 3 to 8 papers of one host, one URL each: more than its running
+// downloads, so that prefetch windows fill with chains of successors (prefetch.go).
+func (m *propModel) burst(t *rapid.T) {
+	host := rapid.SampledFrom(propHosts).Draw(t, "burstHost")
+	var papers []*pb.PaperSpec
+	for i := range rapid.IntRange(3, 8).Draw(t, "burstPapers") {
+		papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("q%d", i), Urls: []string{fmt.Sprintf("https://%s/q/%d.pdf", host, i)}})
+	}
+	m.batches++
+	if res := m.h.submit(fmt.Sprintf("b%d", m.batches), papers); res.err != nil {
+		t.Fatalf("submit: %v", res.err)
+	}
+	m.collect()
+}
+
 // chunked creates a chunked batch, or appends a chunk to an open one, or seals it.
 func (m *propModel) chunked(t *rapid.T) {
 	var open []*batch
@@ -238,6 +253,21 @@ func (m *propModel) predecessors() []int {
 	for i, l := range m.open {
 		if l.released() && m.hasWaitingSuccessor(l) {
 			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// chainHeads returns the predecessors (indexes in m.open, of preds) whose waiting successor
+// has a waiting successor too.
+func (m *propModel) chainHeads(preds []int) []int {
+	var out []int
+	for _, i := range preds {
+		for _, l := range m.open {
+			if l.pred == m.open[i] && m.hasWaitingSuccessor(l) {
+				out = append(out, i)
+				break
+			}
 		}
 	}
 	return out
@@ -459,16 +489,26 @@ func (m *propModel) snapshot() snapshot {
 
 // The engine's invariants hold under random sequences of requests, fetcher events, stream
 // losses and restarts, on the bbolt store.
-func TestPropertyStateMachine(t *testing.T) { propertyStateMachine(t, newEngHarness) }
+func TestPropertyStateMachine(t *testing.T) { propertyStateMachine(t, newEngHarness, false) }
 
 // The same on the in-memory store, many times faster: run it longer with
 // go test ./coordinator -run InMemory -rapid.checks=N.
-func TestPropertyStateMachineInMemory(t *testing.T) { propertyStateMachine(t, newMemEngHarness) }
+func TestPropertyStateMachineInMemory(t *testing.T) { propertyStateMachine(t, newMemEngHarness, false) }
 
-func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config)) *engHarness) {
+// The same with every fetcher's prefetch window larger than its slots and no per-host delay,
+// so that windows fill with chains of successors (prefetch.go), which the mixed draws above
+// reach rarely (a slot passed along a chain in about 2 of 100 runs; here about 20).
+func TestPropertyChainsInMemory(t *testing.T) { propertyStateMachine(t, newMemEngHarness, true) }
+
+func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config)) *engHarness, chains bool) {
 	rapid.Check(t, func(rt *rapid.T) {
 		// Hosts without a per-host delay get prefetched successors.
 		delay := rapid.SampledFrom([]time.Duration{0, time.Second}).Draw(rt, "perHostDelay")
+		slots, prefetch := [2]int{1, 3}, [2]int{0, 4}
+		if chains {
+			// Every fetcher's window is larger than its running downloads: chains.
+			delay, slots, prefetch = 0, [2]int{1, 2}, [2]int{2, 4}
+		}
 		h := newHarness(t, func(c *Config) {
 			c.PerHostDelay = delay
 			c.PerHostConcurrency = 2
@@ -484,6 +524,7 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 		m := &propModel{h: h, terminal: map[uint32]uint8{}}
 		rt.Repeat(map[string]func(*rapid.T){
 			"submit":  m.submit,
+			"burst":   m.burst,
 			"chunked": m.chunked,
 			"connect": func(t *rapid.T) {
 				var inFlight []*pb.InFlightLease
@@ -495,7 +536,7 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 					}
 				}
 				id := fmt.Sprintf("f%d", rapid.IntRange(0, 3).Draw(t, "fetcher"))
-				c := h.connectPrefetch(id, rapid.IntRange(1, 3).Draw(t, "slots"), rapid.IntRange(0, 2).Draw(t, "prefetch"), inFlight...)
+				c := h.connectPrefetch(id, rapid.IntRange(slots[0], slots[1]).Draw(t, "slots"), rapid.IntRange(prefetch[0], prefetch[1]).Draw(t, "prefetch"), inFlight...)
 				m.conns = append(m.conns, c)
 				for _, l := range m.open {
 					for _, fl := range inFlight {
@@ -521,16 +562,28 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 				if len(preds) == 0 {
 					t.Skip("no waiting successor")
 				}
-				p := m.open[rapid.SampledFrom(preds).Draw(t, "pred")]
-				p.seq++
-				p.started, p.received = true, true
-				m.send(p.conn, eventReq(p.a, p.seq, receivedEv()))
-				for _, l := range m.open {
-					if l.pred == p && !l.ended {
-						l.seq++
-						l.started = true
-						m.send(l.conn, eventReq(l.a, l.seq, startedEv(l.a)))
+				if heads := m.chainHeads(preds); len(heads) > 0 && rapid.Bool().Draw(t, "chainHead") {
+					preds = heads // chains are rarer than single successors: release them more often
+				}
+				for p := m.open[rapid.SampledFrom(preds).Draw(t, "pred")]; ; {
+					p.seq++
+					p.started, p.received = true, true
+					m.send(p.conn, eventReq(p.a, p.seq, receivedEv()))
+					var next *propLease
+					for _, l := range m.open {
+						if l.pred == p && !l.ended {
+							l.seq++
+							l.started = true
+							m.send(l.conn, eventReq(l.a, l.seq, startedEv(l.a)))
+							next = l
+						}
 					}
+					// A quick download: the successor's body is in too, and its slot passes on
+					// along a chain of successors.
+					if next == nil || !m.hasWaitingSuccessor(next) || !rapid.Bool().Draw(t, "alongChain") {
+						break
+					}
+					p = next
 				}
 			},
 			"replay": m.replay,
