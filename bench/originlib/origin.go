@@ -233,8 +233,8 @@ func (o *Origin) end(n uint64, ua, remote string, began int64, rec *recorder, ki
 	now := o.cfg.Now().UnixNano()
 	o.st.InFlight--
 	tl := &o.st.Timeline
-	tl.LastEnd = now
 	if tl.FirstRequest != 0 && began >= tl.FirstRequest { // else it began before a reset
+		tl.LastEnd = now
 		tl.BusyNanos += max(now-began, 0)
 	}
 	if len(o.idle) >= maxTrackedConns {

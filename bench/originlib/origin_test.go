@@ -361,4 +361,30 @@ func TestTimeline(t *testing.T) {
 	if got := o.Stats().Timeline; got != (Timeline{}) {
 		t.Errorf("after Reset: timeline = %+v, want zero", got)
 	}
+	// A request that began before a reset and ends after it is not part of the new timeline:
+	// W begins at 100, the origin is reset, W ends at 110 (before any new request), V runs
+	// from 120 to 125.
+	ticks = []time.Duration{100, 110, 120, 125}
+	ctx, cancel = context.WithCancel(t.Context())
+	wDone := make(chan struct{})
+	go func() {
+		defer close(wDone)
+		serve(ctx, "192.0.2.3:1", "&latency=1h")
+	}()
+	if err := o.WaitFor(wctx, func(s Stats) bool { return s.InFlight == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	o.Reset()
+	cancel()
+	<-wDone
+	if got := o.Stats().Timeline; got != (Timeline{}) {
+		t.Errorf("a request of the previous timeline ended: timeline = %+v, want zero", got)
+	}
+	if code := serve(t.Context(), "192.0.2.4:1", ""); code != http.StatusOK {
+		t.Fatalf("V: status %d", code)
+	}
+	want = Timeline{FirstRequest: at(120), LastRequest: at(120), LastEnd: at(125), BusyNanos: 5, MaxInFlight: 1, MaxInFlightAt: at(120)}
+	if got := o.Stats().Timeline; got != want {
+		t.Errorf("after a request of the previous timeline: timeline = %+v\nwant       %+v", got, want)
+	}
 }

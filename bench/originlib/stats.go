@@ -35,7 +35,8 @@ type Timeline struct {
 	FirstRequest int64 `json:"first_request_unix_ns"`
 	// LastRequest is when the latest request arrived.
 	LastRequest int64 `json:"last_request_unix_ns"`
-	// LastEnd is when the latest response ended (its handler returned).
+	// LastEnd is when the latest response of a request of this timeline ended (its handler
+	// returned; a request that began before the last reset does not count).
 	LastEnd int64 `json:"last_end_unix_ns"`
 	// BusyNanos is the integral of InFlight over time (the sum of every request's duration):
 	// BusyNanos / (LastEnd - FirstRequest) is the time-weighted average of requests in flight.
