@@ -148,24 +148,6 @@ func TestCallLogInfoLevel(t *testing.T) {
 	}
 }
 
-func TestCallLevel(t *testing.T) {
-	for code, want := range map[codes.Code]slog.Level{
-		codes.OK: slog.LevelInfo, codes.NotFound: slog.LevelInfo, codes.Canceled: slog.LevelInfo,
-		codes.InvalidArgument: slog.LevelInfo, codes.Unauthenticated: slog.LevelInfo, codes.AlreadyExists: slog.LevelInfo,
-		codes.ResourceExhausted: slog.LevelWarn, codes.DeadlineExceeded: slog.LevelWarn, codes.PermissionDenied: slog.LevelWarn,
-		codes.FailedPrecondition: slog.LevelWarn, codes.Aborted: slog.LevelWarn, codes.OutOfRange: slog.LevelWarn,
-		codes.Unavailable: slog.LevelWarn,
-		codes.Internal:    slog.LevelError, codes.Unknown: slog.LevelError, codes.Unimplemented: slog.LevelError, codes.DataLoss: slog.LevelError,
-	} {
-		if got := callLevel(code); got != want {
-			t.Errorf("callLevel(%v) = %v, want %v", code, got, want)
-		}
-	}
-	if healthPrefix != "/"+healthpb.Health_ServiceDesc.ServiceName+"/" {
-		t.Errorf("healthPrefix %q does not name the health service %s", healthPrefix, healthpb.Health_ServiceDesc.ServiceName)
-	}
-}
-
 // Calls beyond the server's stream workers still run: with more long streams open than there are
 // workers, a unary call is answered.
 func TestCallsBeyondStreamWorkers(t *testing.T) {

@@ -209,9 +209,9 @@ func New(cfg Config) *Server {
 	}
 	// 2. Logging: the start (debug) and the end of every call, never per message; health
 	// checks (probes every few seconds) are not logged.
-	calls := callLog{logger: logger}
-	unary = append(unary, calls.unary)
-	stream = append(stream, calls.stream)
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.StartCall, logging.FinishCall)}
+	unary = append(unary, selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notHealth)))
+	stream = append(stream, selector.StreamServerInterceptor(logging.StreamServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notHealth)))
 	// 3. Auth, except health and reflection.
 	if cfg.Auth != nil {
 		unary = append(unary, selector.UnaryServerInterceptor(cfg.Auth.UnaryServerInterceptor(), selector.MatchFunc(notInfrastructure)))
@@ -279,6 +279,21 @@ func SlogLogger(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		l.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
+}
+
+// callLogger is SlogLogger with "started call" lowered to debug: the end of a call (with its
+// code and duration) is what operators read at info.
+func callLogger(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		if msg == "started call" && lvl < logging.LevelWarn {
+			lvl = logging.LevelDebug
+		}
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+func notHealth(_ context.Context, c interceptors.CallMeta) bool {
+	return c.Service != healthpb.Health_ServiceDesc.ServiceName
 }
 
 // infrastructure reports whether a service is health or reflection, which are reachable without
