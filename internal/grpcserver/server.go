@@ -274,15 +274,9 @@ func KeepaliveEnforcementPolicy() keepalive.EnforcementPolicy {
 	return keepalive.EnforcementPolicy{MinTime: grpcclient.KeepaliveTime / 2, PermitWithoutStream: true}
 }
 
-// SlogLogger adapts a slog.Logger to the go-grpc-middleware logging interface.
-func SlogLogger(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-}
-
-// callLogger is SlogLogger with "started call" lowered to debug: the end of a call (with its
-// code and duration) is what operators read at info.
+// callLogger adapts a slog.Logger to the go-grpc-middleware logging interface, with "started
+// call" lowered to debug: the end of a call (with its code and duration) is what operators read
+// at info.
 func callLogger(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		if msg == "started call" && lvl < logging.LevelWarn {
