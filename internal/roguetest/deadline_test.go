@@ -104,7 +104,7 @@ func TestHeartbeatsDoNotRenewSilentLeases(t *testing.T) {
 
 // Attack 5, prefetch hoarding: a fetcher announces the largest prefetch window, starts its
 // two downloads and fakes progress forever (one of them claims its body received), and never
-// starts the successors it was sent. A waiting successor has no deadline of its own, but its
+// starts the successors it was sent (all four other papers: chains of successors). A waiting successor has no deadline of its own, but its
 // predecessor has: at the predecessors' hard deadline (2m + 1m grace) the stream is closed and
 // every lease, successors included, goes to an honest fetcher; nothing is held for longer.
 func TestPrefetchHoarderCannotHoldSuccessors(t *testing.T) {
@@ -116,7 +116,7 @@ func TestPrefetchHoarderCannotHoldSuccessors(t *testing.T) {
 	first := hello("hoarder", 2)
 	first.GetHello().Prefetch = validate.MaxFetcherPrefetch
 	r := openStream(t, e.gw, first)
-	leases := r.waitAssigns(4)
+	leases := r.waitAssigns(6) // 2 leases, then 4 successors in chains (a successor may be followed)
 	var preds, succs []*pb.Assign
 	for _, a := range leases {
 		if a.GetAfterLeaseId() == "" {
@@ -125,8 +125,8 @@ func TestPrefetchHoarderCannotHoldSuccessors(t *testing.T) {
 			succs = append(succs, a)
 		}
 	}
-	if len(preds) != 2 || len(succs) != 2 {
-		t.Fatalf("want 2 leases and 2 successors, got %v", leases)
+	if len(preds) != 2 || len(succs) != 4 {
+		t.Fatalf("want 2 leases and 4 successors, got %v", leases)
 	}
 	for _, a := range preds {
 		r.event(a, started(a))
