@@ -36,6 +36,7 @@ func TestDocumentHostile(t *testing.T) {
 		{"NUL bytes", "a.bib", "@misc{k\x00, doi = {10.1/\x00k}, title = {a\x00b}}\n", 0, ""},
 		{"invalid UTF-8", "a.bib", "@misc{k\xff\xfe, doi = {10.1/k\xc3}, title = {\xe2\x28\xa1}}\n", 0, ""},
 		{"RIS continuation lines", "a.ris", "TY  - JOUR\nDO  - 10.1/k\nTI  - t\n" + strings.Repeat("continued\n", 50_000) + "ER  - \n", 1, ""},
+		{"RIS blank lines", "a.ris", strings.Repeat("\n", 4<<20) + "TY  - JOUR\nDO  - 10.1/k\nER  - \n", 1, ""},
 		{"RIS 10 MB line", "a.ris", "TY  - JOUR\nDO  - 10.1/k\nTI  - " + strings.Repeat("x", 10<<20) + "\nER  - \n", 1, ""},
 		{"CSL-JSON deep nesting", "a.json", strings.Repeat("[", 100_000) + strings.Repeat("]", 100_000), 0, "JSON"},
 	} {
