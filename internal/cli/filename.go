@@ -50,7 +50,7 @@ func FileName(id string) string {
 		return "paper-" + hex.EncodeToString(sum[:5])
 	}
 	if isReservedName(stem) { // NUL.x: a device name, whatever follows its first dot
-		stem = "_" + stem
+		stem = "_" + stem[:min(len(stem), maxNameBytes-12)] // within maxNameBytes with the hash
 	}
 	return stem + "-" + hex.EncodeToString(sum[:5])
 }

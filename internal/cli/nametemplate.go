@@ -77,7 +77,7 @@ func renderName(t string, spec *pb.PaperSpec) string {
 		name = strings.TrimRight(name[:maxNameBytes], "._-+")
 	}
 	if isReservedName(name) {
-		name = "_" + name
+		name = "_" + strings.TrimRight(name[:min(len(name), maxNameBytes-1)], "._-+")
 	}
 	return name
 }

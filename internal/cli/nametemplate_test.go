@@ -99,6 +99,13 @@ func TestRenderNameHostile(t *testing.T) {
 			t.Errorf("FileName(%q) = %q, a Windows device name", id, name)
 		}
 	}
+	long := "NUL." + strings.Repeat("x", 300) // a device name that fills maxNameBytes
+	if name := FileName(long); len(name) > maxNameBytes {
+		t.Errorf("FileName of a long device name: %d bytes, more than %d", len(name), maxNameBytes)
+	}
+	if name := renderName("{id}", &pb.PaperSpec{PaperId: long}); len(name) > maxNameBytes || isReservedName(name) {
+		t.Errorf("renderName of a long device name: %q, %d bytes", name, len(name))
+	}
 	if err := checkNameTemplate(strings.Repeat("{title}", 1000)); err == nil {
 		t.Error("a 7,000-byte template accepted")
 	}
