@@ -73,10 +73,21 @@ func (s *submitter) create(ctx context.Context, batchID string, labels map[strin
 // small first chunk (ALREADY_EXISTS: accepted with different papers): it is filled again in
 // that version's chunks.
 func (s *submitter) fill(ctx context.Context, batchID string, in inputSet, skip func(error)) (int64, error) {
-	n, err := s.fillChunks(ctx, batchID, in, skip, firstChunkPapers)
+	reported := 0 // the malformed entries passed to skip before the first chunk's conflict
+	n, err := s.fillChunks(ctx, batchID, in, func(err error) {
+		reported++
+		if skip != nil {
+			skip(err)
+		}
+	}, firstChunkPapers)
 	var ce *firstChunkConflict
 	if errors.As(err, &ce) {
-		return s.fillChunks(ctx, batchID, in, nil, chunkPapers) // the malformed entries were reported
+		seen := 0 // the second pass reads the same entries in the same order: report the rest
+		return s.fillChunks(ctx, batchID, in, func(err error) {
+			if seen++; seen > reported && skip != nil {
+				skip(err)
+			}
+		}, chunkPapers)
 	}
 	return n, err
 }

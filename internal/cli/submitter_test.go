@@ -108,3 +108,40 @@ func TestSubmitterResumesAnEarlierChunking(t *testing.T) {
 		t.Fatalf("chunks offered %v, filled %d, sealed with %d chunks holding %d papers", c.sizes, n, c.sealed, c.papers())
 	}
 }
+
+// A batch filled again in an earlier version's chunks still reports every malformed entry once:
+// the first pass stopped at its first chunk (before, the entries after the 65th paper were
+// never reported).
+func TestSubmitterResumeReportsEveryMalformedEntry(t *testing.T) {
+	var b strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&b, "https://example.org/%d.pdf\nnot a paper %d\n", i, i)
+	}
+	name := filepath.Join(t.TempDir(), "list.txt")
+	if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := newInputSet([]string{name}, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+	old := &submitter{client: c, callTimeout: time.Minute}
+	if _, err := old.fillChunks(t.Context(), "b", in, nil, chunkPapers); err != nil {
+		t.Fatal(err)
+	}
+	s := &submitter{client: c, callTimeout: time.Minute}
+	skipped := map[string]int{}
+	n, err := s.fill(t.Context(), "b", in, func(err error) { skipped[err.Error()]++ })
+	if err != nil || n != 300 {
+		t.Fatalf("filled %d, %v", n, err)
+	}
+	if len(skipped) != 300 {
+		t.Errorf("%d malformed entries reported, want 300", len(skipped))
+	}
+	for e, k := range skipped {
+		if k != 1 {
+			t.Errorf("%q reported %d times", e, k)
+		}
+	}
+}
