@@ -184,11 +184,14 @@ func checkStarted(t *rapid.T, l, next *lease) {
 // (the Hello's initial credit plus the Credits sent, minus the Assigns it made without
 // after_lease_id) plus the slots in use minus the debt is the fetcher's slots (while not
 // draining). Successors wait only for a predecessor holding (or waiting for) a slot, take
-// its slot when its body is in, and never survive a reconnect or a drain.
+// its slot when its body is in, and never survive a reconnect or a drain; at most the
+// prefetch window of them wait, and the book counts them (the prefetched_leases gauge reads
+// that count).
 func TestLeaseBookCreditsProperty(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		slots := rapid.IntRange(1, 4).Draw(rt, "slots")
-		b := newLeaseBook(DefaultPrefetch)
+		prefetch := rapid.IntRange(0, 3).Draw(rt, "prefetch")
+		b := newLeaseBook(prefetch)
 		sid := uint64(1)
 		credit, _ := b.hello(slots)
 		next := 0
@@ -274,10 +277,13 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				}
 			},
 			"": func(t *rapid.T) {
-				busy := 0
+				busy, waiting := 0, 0
 				for _, l := range b.leases {
 					if l.slot {
 						busy++
+					}
+					if l.waiting {
+						waiting++
 					}
 					if l.slot && (l.waiting || !l.running) || l.waiting && (!l.running || draining) {
 						t.Fatalf("lease %s: slot %v, waiting %v, running %v", l.a.GetLeaseId(), l.slot, l.waiting, l.running)
@@ -288,6 +294,9 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 					if s := l.succ; s != nil && (s.pred != l || !s.waiting) {
 						t.Fatalf("lease %s: broken successor link", l.a.GetLeaseId())
 					}
+				}
+				if waiting != b.waiting || waiting > prefetch {
+					t.Fatalf("%d successors wait, the book counts %d, the window is %d", waiting, b.waiting, prefetch)
 				}
 				if draining {
 					return // credits are not returned while draining
