@@ -784,6 +784,7 @@ func TestWorkPrefetchWindowBounded(t *testing.T) {
 		t.Fatal("no paperfetch_fetcher_prefetched_leases")
 		return 0
 	}
+	h.waitLeases(t, 2) // L1's start event may come before L2's Assign is handled
 	if n := waiting(); n != 1 {
 		t.Fatalf("prefetched_leases = %v, want 1 (L2)", n)
 	}
