@@ -23,7 +23,7 @@ func (a *app) pull(ctx context.Context, args []string) error {
 	out := fs.String("out", "papers", "output folder `DIR`")
 	parallel := fs.Int("parallel", 4, "`N` files downloaded at once")
 	quiet := fs.Bool("quiet", false, "print only errors and the summary")
-	nameTemplate := fs.String("name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (default: the paper id)")
+	nameTemplate := fs.String("name-template", "", "name the PDFs `TEMPLATE`.pdf from {id}, {doi}, {year}, {first_author}, {title} (at most 1024 bytes; default: the paper id)")
 	wait := fs.Bool("wait", false, "wait for a running batch to finish before pulling (without it, a running batch is pulled as far as it got)")
 	rest, err := a.parseFlags(fs, args)
 	if err != nil {
