@@ -51,6 +51,16 @@ func TestVerifyBlobLocalMatchesAPI(t *testing.T) {
 			}
 		}
 	}
+	// The stat(2) check is the one taken: through a bucket of another (empty) folder, the
+	// API would not find the blob that the URL's folder holds.
+	other, err := blobstore.Open(ctx, "file://"+filepath.ToSlash(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Close() }()
+	if err := verifyBlob(ctx, other, url, present, 13); err != nil {
+		t.Errorf("the file the bucket URL names, through another bucket: %v (not checked with stat(2)?)", err)
+	}
 }
 
 // TestVerifyBlobStatsTheBlobStoresFile: with a prefix parameter on the file:// URL (the blob
