@@ -43,16 +43,18 @@ import (
 // beyond its live leases before it is compacted.
 const maxCandidateSlack = 64
 
-// noteCandidate records l, a lease of c now holding a host slot, as a possible predecessor.
-func (e *engine) noteCandidate(c *fetcherConn, l *lease) {
+// noteCandidate records l, a lease of c now holding a host slot, as a possible predecessor
+// (appended to c.cands); it reports whether it did.
+func (e *engine) noteCandidate(c *fetcherConn, l *lease) bool {
 	if c.prefetch == 0 || l.resolve != nil || e.hosts[e.papers[l.idx].host].delay != 0 {
-		return // no window, a resolution step, or a host with a per-host delay (never prefetchable)
+		return false // no window, a resolution step, or a host with a per-host delay (never prefetchable)
 	}
 	c.candsIdle = false
 	if len(c.cands) >= 2*len(c.leases)+maxCandidateSlack {
 		e.compactCandidates(c)
 	}
 	c.cands = append(c.cands, l)
+	return true
 }
 
 // mayPrecede reports whether l, listed in c.cands, may still get a successor: a live download
@@ -95,26 +97,35 @@ func (e *engine) schedulePrefetch(now time.Time) {
 
 // fillWindow leases successors of c's candidates until c's window is full: one per
 // candidate and pass; the new successors are candidates of the next pass (breadth-first
-// chains). A scan that looked at every candidate and found none whose host has queued papers
-// marks c idle (candsIdle): the next scan waits for a new candidate of c or a queue that grows
-// (queueGen), instead of looking at every running lease of c in every iteration.
+// chains), which looks at them only (the others were looked at in this iteration already). A
+// scan that looked at every candidate and found none whose host has queued papers marks c idle
+// (candsIdle): the next scan waits for a new candidate of c or a queue that grows (queueGen),
+// instead of looking at every running lease of c in every iteration.
 func (e *engine) fillWindow(c *fetcherConn, now time.Time) {
-	for c.waiting < c.prefetch {
-		added := e.fillPass(c, now)
+	gen, idle := e.queueGen, true
+	for from := 0; c.waiting < c.prefetch; {
+		added, passIdle := e.fillPass(c, from, now)
+		idle = idle && passIdle
 		if len(added) == 0 {
+			c.candsIdle, c.idleGen = idle, gen
 			return
 		}
+		noted := 0
 		for _, s := range added {
-			e.noteCandidate(c, s)
+			if e.noteCandidate(c, s) {
+				noted++
+			}
 		}
+		from = len(c.cands) - noted // the new successors, at the end (compaction keeps them)
 	}
 }
 
-// fillPass is one pass of fillWindow over c's candidates; it returns the successors leased.
-func (e *engine) fillPass(c *fetcherConn, now time.Time) (added []*lease) {
-	gen, idle := e.queueGen, true
-	keep := c.cands[:0]
-	i := 0
+// fillPass is one pass of fillWindow over c.cands[from:]; it returns the successors leased
+// and whether it looked at every candidate without finding one whose host has queued papers.
+func (e *engine) fillPass(c *fetcherConn, from int, now time.Time) (added []*lease, idle bool) {
+	idle = true
+	keep := c.cands[from:from]
+	i := from
 	for ; i < len(c.cands) && c.waiting < c.prefetch; i++ {
 		p := c.cands[i]
 		e.candidatesSeen++
@@ -136,11 +147,12 @@ func (e *engine) fillPass(c *fetcherConn, now time.Time) (added []*lease) {
 		e.claimDOI(idx, spec)
 		added = append(added, e.assign(idx, h, c, spec, p, now))
 	}
-	c.candsIdle, c.idleGen = idle && i == len(c.cands), gen
+	idle = idle && i == len(c.cands)
 	keep = append(keep, c.cands[i:]...)
-	clear(c.cands[len(keep):])
-	c.cands = keep
-	return added
+	n := from + len(keep)
+	clear(c.cands[n:])
+	c.cands = c.cands[:n]
+	return added, idle
 }
 
 // unlinkPred detaches l from its predecessor; a successor that was still waiting leaves its

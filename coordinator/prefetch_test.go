@@ -346,3 +346,32 @@ func TestPrefetchChainsFillTheWindow(t *testing.T) {
 		t.Fatalf("active %d after run1 failed, want 1 (the second link of run0's chain)", host.active)
 	}
 }
+
+// A chain grows by one link per pass over the candidates; the passes after the first look
+// only at the successors the previous pass leased, not again at every running lease of the
+// stream (here 100 leases of a host without queued papers, examined once, not once per link).
+func TestPrefetchChainPassesScanOnlyNewLinks(t *testing.T) {
+	const others, window = 100, 50
+	h := newMemEngHarness(t, func(c *Config) {
+		c.PerHostDelay = 0
+		c.PerHostConcurrency = 1000
+		c.HostOverrides = map[string]HostLimits{"a.example": {Concurrency: new(1)}}
+	})
+	t.Cleanup(h.close)
+	c := h.connectPrefetch("f", others+1, window)
+	papers := prefetchPapers(others, "x.example")
+	for i := range window + 1 {
+		papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("a%d", i), Urls: []string{fmt.Sprintf("https://a.example/%d.pdf", i)}})
+	}
+	seen := h.e.candidatesSeen
+	if res := h.submit("b", papers); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(c)
+	if len(as) != others+1+window || c.waiting != window {
+		t.Fatalf("%d assigns, %d waiting; want %d leases and a chain of %d successors", len(as), c.waiting, others+1, window)
+	}
+	if n := h.e.candidatesSeen - seen; n > 2*(others+window) {
+		t.Fatalf("a chain of %d links examined %d prefetch candidates (%d running leases)", window, n, others+1)
+	}
+}
