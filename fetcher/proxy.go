@@ -8,6 +8,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/paperfetch/paperfetch/internal/redact"
 )
 
 // Going through a proxy (Config.Proxy).
@@ -52,7 +54,9 @@ func ParseProxy(raw string) (*url.URL, ProxyMode, error) {
 		}
 		return nil, ProxyNone, fmt.Errorf("proxy: not a valid URL: %w", err)
 	}
-	switch shown := u.Redacted(); {
+	// Shown without its credentials nor the values of token-like query parameters (a rewriting
+	// prefix may carry a key).
+	switch shown := redact.URL(u.String()); {
 	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, ProxyNone, fmt.Errorf("proxy %q: want an http:// or https:// URL", shown)
 	case u.Host == "":

@@ -98,9 +98,9 @@ func TestParseProxyAndHeader(t *testing.T) {
 			t.Errorf("ParseProxy(%q) accepted", bad)
 		}
 	}
-	// A refused --proxy value never echoes its password (the message goes to the terminal and
-	// logs), whatever else is wrong with it.
-	for _, bad := range []string{"socks5://u:s3cret@proxy:1080", "http://u:s3cret@proxy/%zz", "http://u:s3cret@", "http://u:s3cret@proxy:3128"} {
+	// A refused --proxy value never echoes its password nor a token-like query parameter (the
+	// message goes to the terminal and logs), whatever else is wrong with it.
+	for _, bad := range []string{"socks5://u:s3cret@proxy:1080", "http://u:s3cret@proxy/%zz", "http://u:s3cret@", "http://u:s3cret@proxy:3128", "socks5://proxy:1080/?token=s3cret", "https:///login?api_key=s3cret"} {
 		_, _, err := ParseProxy(bad)
 		if err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("ParseProxy(%q): %v", bad, err)
