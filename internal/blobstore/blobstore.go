@@ -86,8 +86,8 @@ func ContentKey(sha256hex string) string {
 // prefix parameter (blob.OpenBucket's, which prefixes every key: "pf/" is the folder pf). It
 // returns false for other URLs and for the file:// URLs whose objects it cannot name: a host
 // other than localhost (fileblob ignores it), no path, a prefix that is not a folder of plain
-// segments ending in "/" (an empty one fileblob refuses), or a key parameter (one object for
-// every key).
+// segments ending in "/" (an empty one too, which blob.OpenBucket ignores), or a key
+// parameter (one object for every key).
 func LocalDir(bucketURL string) (string, bool) {
 	u, err := url.Parse(bucketURL)
 	if err != nil || u.Scheme != "file" {
