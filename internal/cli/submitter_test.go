@@ -58,8 +58,14 @@ func listInput(t *testing.T, n int) inputSet {
 	for i := range n {
 		fmt.Fprintf(&b, "https://example.org/%d.pdf\n", i)
 	}
+	return textInput(t, b.String())
+}
+
+// textInput is the input set of one list file holding text.
+func textInput(t *testing.T, text string) inputSet {
+	t.Helper()
 	name := filepath.Join(t.TempDir(), "list.txt")
-	if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	in, err := newInputSet([]string{name}, input.Options{})
@@ -117,14 +123,7 @@ func TestSubmitterResumeReportsEveryMalformedEntry(t *testing.T) {
 	for i := range 300 {
 		fmt.Fprintf(&b, "https://example.org/%d.pdf\nnot a paper %d\n", i, i)
 	}
-	name := filepath.Join(t.TempDir(), "list.txt")
-	if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	in, err := newInputSet([]string{name}, input.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := textInput(t, b.String())
 	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
 	old := &submitter{client: c, callTimeout: time.Minute}
 	if _, err := old.fillChunks(t.Context(), "b", in, nil, chunkPapers); err != nil {
