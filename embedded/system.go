@@ -157,10 +157,10 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 			return dashboard.Serve(ctx, httpLis, h, nil, logger.With("component", "http"))
 		}})
 	}
-	// The fetchers share one committer of the blob folder.
+	// The fetchers share one committer of the blob folder, so that their commits share groups.
 	var committer *blobstore.Committer
 	if dir, ok := blobstore.LocalDir(s.bucketURL); ok {
-		committer = blobstore.NewCommitter(dir)
+		committer = blobstore.NewCommitter(dir, fcfg.BlobSync)
 	}
 	var fparts []lifecycle.Part
 	for i := range fetchers {

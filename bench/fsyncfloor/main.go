@@ -6,9 +6,10 @@
 //
 //	fsyncfloor -dir DIR -n 2000 -size 65536 -concurrency 16
 //
-// With -group it commits through blobstore.Committer instead, the fetchers' own group commit
-// (per-file fdatasync, rename, folder fsync): what the fetchers' own commit costs without the
-// download.
+// With -group it commits through blobstore.Committer instead, the fetchers' own commit, in the
+// mode -blob-sync names (default: the fetchers' default, blobstore.DefaultSyncMode; "group"
+// batches concurrent commits around syncfs(2), "per-file" is fdatasync, rename, folder fsync):
+// what the fetchers' own commit costs without the download.
 //
 // With -existing it writes nothing: it makes the regular files already directly in DIR durable
 // the way paperfetch makes a download durable, with CONCURRENCY workers: per file open, SHA-256
@@ -39,7 +40,9 @@ func main() {
 	n := flag.Int("n", 2000, "number of files")
 	size := flag.Int("size", 65536, "bytes per file")
 	conc := flag.Int("concurrency", 16, "parallel writers")
-	group := flag.Bool("group", false, "commit through blobstore.Committer (fdatasync, rename, folder fsync), as the fetchers do")
+	group := flag.Bool("group", false, "commit through blobstore.Committer, as the fetchers do, in the -blob-sync mode")
+	mode := blobstore.DefaultSyncMode
+	flag.TextVar(&mode, "blob-sync", mode, "with -group, the Committer's mode: group or per-file (the fetchers' --blob-sync; default theirs)")
 	existing := flag.Bool("existing", false, "write nothing: make the files already in -dir durable (open, [SHA-256], fdatasync, close; then fsync of -dir)")
 	hash := flag.Bool("hash", false, "with -existing, SHA-256 every file's content before syncing it")
 	flag.Parse()
@@ -50,7 +53,10 @@ func main() {
 			fmt.Printf("%d files synced, %d bytes hashed, digest %x\n", st.files, st.hashed, st.digest)
 		}
 	} else {
-		err = run(*dir, *n, *size, *conc, *group)
+		if !*group {
+			mode = 0
+		}
+		err = run(*dir, *n, *size, *conc, mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fsyncfloor:", err)
@@ -58,15 +64,17 @@ func main() {
 	}
 }
 
-func run(dir string, n, size, conc int, group bool) error {
+// run writes n files; through a blobstore.Committer in mode when mode is set, else as commit
+// does.
+func run(dir string, n, size, conc int, mode blobstore.SyncMode) error {
 	if dir == "" || n <= 0 || size <= 0 || conc <= 0 {
 		return errors.New("-dir, and positive -n, -size and -concurrency, are required")
 	}
 	tmp := filepath.Join(dir, ".tmp")
 	var committer *blobstore.Committer
-	if group {
+	if mode != 0 {
 		tmp = blobstore.TempDir(dir)
-		committer = blobstore.NewCommitter(dir)
+		committer = blobstore.NewCommitter(dir, mode)
 	}
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err

@@ -40,11 +40,18 @@ func TestFlags(t *testing.T) {
 		{"--drain-grace=-1s", "Config.DrainGrace (--drain-grace)"},
 		{"--id=two words", "Config.ID (--id)"},
 		{"--slots=many", "invalid value"},
+		{"--blob-sync=fsync", "want per-file or group"},
 	} {
 		err := run([]string{"--blob", blob, "--log-level", "error", "--listen", "127.0.0.1:0", tc.arg})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || flagenv.ExitCode(err) != flagenv.ExitUsage {
 			t.Errorf("%s: %v (exit %d)", tc.arg, err, flagenv.ExitCode(err))
 		}
+	}
+	// The environment sets it too (PAPERFETCH_BLOB_SYNC), checked as strictly.
+	t.Setenv("PAPERFETCH_BLOB_SYNC", "fsync")
+	err := run([]string{"--blob", blob, "--log-level", "error", "--listen", "127.0.0.1:0"})
+	if err == nil || !strings.Contains(err.Error(), "PAPERFETCH_BLOB_SYNC") || flagenv.ExitCode(err) != flagenv.ExitUsage {
+		t.Errorf("PAPERFETCH_BLOB_SYNC=fsync: %v (exit %d)", err, flagenv.ExitCode(err))
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("a bad flag created %v", entries)

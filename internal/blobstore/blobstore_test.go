@@ -233,7 +233,7 @@ func TestCommitterConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = b.Close() }()
-	c := NewCommitter(dir)
+	c := NewCommitter(dir, SyncPerFile)
 	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
 		t.Fatal(err)
 	}

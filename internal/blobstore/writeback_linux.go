@@ -63,3 +63,36 @@ func ignoringEINTR(fn func() error) error {
 		}
 	}
 }
+
+// writeData writes f's dirty data and waits for it (sync_file_range(2) with
+// WAIT_BEFORE|WRITE|WAIT_AFTER), returning the write-back errors of f since it was opened. It
+// does not make the file's metadata (its size, the blocks it was given) durable: a syncfs(2)
+// must follow.
+func writeData(f *os.File) error {
+	const flags = unix.SYNC_FILE_RANGE_WAIT_BEFORE | unix.SYNC_FILE_RANGE_WRITE | unix.SYNC_FILE_RANGE_WAIT_AFTER
+	err := ignoringEINTR(func() error { return unix.SyncFileRange(int(f.Fd()), 0, 0, flags) })
+	if err != nil {
+		return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+// syncFS makes everything of f's file system durable (syncfs(2)). Since Linux 5.8 it also
+// returns the file system's write-back errors since f was opened. An unsupported syncfs
+// matches errors.ErrUnsupported.
+func syncFS(f *os.File) error {
+	err := ignoringEINTR(func() error { return unix.Syncfs(int(f.Fd())) })
+	if err != nil {
+		return &os.PathError{Op: "syncfs", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+// openDir opens the folder p for syncFS, without registering it with the network poller.
+func openDir(p string) (*os.File, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}

@@ -3,6 +3,7 @@
 package blobstore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -33,3 +34,13 @@ func syncPath(p string) error {
 	}
 	return nil
 }
+
+// writeData does nothing here: syncFS is unsupported, so group commits fall back to per-file
+// ones (see the Linux version).
+func writeData(f *os.File) error { return nil }
+
+// syncFS is unsupported here (see the Linux version).
+func syncFS(f *os.File) error { return errors.ErrUnsupported }
+
+// openDir opens the folder p.
+func openDir(p string) (*os.File, error) { return os.Open(p) }

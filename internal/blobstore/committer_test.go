@@ -1,0 +1,393 @@
+package blobstore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// newGroupCommitter returns a SyncGroup Committer of a fresh bucket folder (with its TempDir).
+func newGroupCommitter(t *testing.T) (*Committer, string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return NewCommitter(dir, SyncGroup), dir
+}
+
+// tempWith returns an open temporary file of the bucket holding body.
+func tempWith(t *testing.T, dir, body string) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(TempDir(dir), "*"+TempSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(body); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// keyOf is a content key for test number i.
+func keyOf(i int) string { return ContentKey(fmt.Sprintf("%064x", i)) }
+
+// result is what one Commit returned.
+type result struct {
+	existed bool
+	err     error
+}
+
+// commitAsync runs c.Commit in a goroutine; the channel receives its result.
+func commitAsync(c *Committer, f *os.File, key string) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		ex, err := c.Commit(f, key)
+		ch <- result{ex, err}
+	}()
+	return ch
+}
+
+// stagedGroup makes the next group deterministic: the first commit (first) leads a group of its
+// own whose first syncfs blocks until the others (rest) are all queued; then the second group is
+// exactly rest (when rest fits in a group). syncFS is the real syncfs, or fail's error when fail
+// returns one for the call number (1-based).
+type stagedGroup struct {
+	c       *Committer
+	mu      sync.Mutex
+	calls   int
+	entered chan struct{} // closed when the first syncfs starts
+	release chan struct{} // closed to let it finish
+	fail    func(call int) error
+	sizes   []int
+}
+
+func stage(c *Committer, waitFor int, fail func(call int) error) *stagedGroup {
+	s := &stagedGroup{c: c, entered: make(chan struct{}), release: make(chan struct{}), fail: fail}
+	all := make(chan struct{})
+	c.queued = func(n int) {
+		if n == waitFor {
+			close(all)
+		}
+	}
+	c.ranGroup = func(n int) {
+		s.mu.Lock()
+		s.sizes = append(s.sizes, n)
+		s.mu.Unlock()
+	}
+	real := c.syncFS
+	c.syncFS = func(f *os.File) error {
+		s.mu.Lock()
+		s.calls++
+		call := s.calls
+		s.mu.Unlock()
+		if call == 1 {
+			close(s.entered)
+			<-all
+			<-s.release
+		}
+		if s.fail != nil {
+			if err := s.fail(call); err != nil {
+				return err
+			}
+		}
+		return real(f)
+	}
+	return s
+}
+
+func (s *stagedGroup) groupSizes() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sizes)
+}
+
+// runStaged commits bodies[0] alone, then bodies[1:] queued behind it, and returns the results
+// in order.
+func runStaged(t *testing.T, c *Committer, dir string, s *stagedGroup, keys []string) []result {
+	t.Helper()
+	first := commitAsync(c, tempWith(t, dir, "%PDF-first"), keys[0])
+	<-s.entered
+	var chans []<-chan result
+	for i, k := range keys[1:] {
+		chans = append(chans, commitAsync(c, tempWith(t, dir, fmt.Sprintf("%%PDF-%d", i+1)), k))
+	}
+	close(s.release)
+	res := []result{<-first}
+	for _, ch := range chans {
+		res = append(res, <-ch)
+	}
+	return res
+}
+
+func TestGroupCommitConcurrentDurableOrder(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	// Each syncfs records, when it starts, which objects and temporary files exist: a commit
+	// is durable when a syncfs that started while its temporary file held the data (step 2)
+	// completed, and a later one that started after its rename (step 4) completed before
+	// Commit returned.
+	type call struct {
+		finals, after map[string]bool // objects when it started, when it ended
+		done          bool
+	}
+	var mu sync.Mutex
+	var calls []*call
+	real := c.syncFS
+	c.syncFS = func(f *os.File) error {
+		objects := func() map[string]bool {
+			m := map[string]bool{}
+			ents, _ := filepath.Glob(filepath.Join(dir, "sha256", "*", "*"))
+			for _, e := range ents {
+				m[e] = true
+			}
+			return m
+		}
+		cl := &call{finals: objects()}
+		mu.Lock()
+		calls = append(calls, cl)
+		mu.Unlock()
+		err := real(f)
+		after := objects()
+		mu.Lock()
+		cl.done, cl.after = true, after
+		mu.Unlock()
+		return err
+	}
+	const n = 40
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			// Pairs of writers commit identical content: stored once.
+			key := keyOf(i / 2)
+			f := tempWith(t, dir, fmt.Sprintf("%%PDF-%d", i/2))
+			mu.Lock()
+			since := len(calls) // the syncfs calls that began after the data was written
+			mu.Unlock()
+			existed, err := c.Commit(f, key)
+			if err == nil {
+				final := filepath.Join(dir, filepath.FromSlash(key))
+				mu.Lock()
+				data := slices.ContainsFunc(calls[since:], func(cl *call) bool { return cl.done && !cl.after[final] })
+				name := slices.ContainsFunc(calls, func(cl *call) bool { return cl.done && cl.finals[final] })
+				mu.Unlock()
+				if !data && !existed {
+					err = fmt.Errorf("commit %d renamed before a syncfs of its data", i)
+				}
+				if !name {
+					err = fmt.Errorf("commit %d returned before a syncfs that began after its rename", i)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range n / 2 {
+		got, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(keyOf(i))))
+		if err != nil || string(got) != fmt.Sprintf("%%PDF-%d", i) {
+			t.Fatalf("key %d: %q %v", i, got, err)
+		}
+	}
+	if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+	// Every syncfs call is one of a group's two: at most two per commit.
+	if len(calls) > 2*n || len(calls)%2 != 0 {
+		t.Fatalf("%d syncfs calls for %d commits", len(calls), n)
+	}
+}
+
+func TestGroupCommitEachGetsItsOwnResult(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	// The object of keys[1] exists; keys[3]'s folder is a file, so its rename fails.
+	keys := []string{keyOf(0), keyOf(1), keyOf(2), "sha256/zz/x.pdf", keyOf(4)}
+	existing := filepath.Join(dir, filepath.FromSlash(keys[1]))
+	if err := os.MkdirAll(filepath.Dir(existing), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(existing, []byte("%PDF-old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sha256", "zz"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := stage(c, len(keys)-1, nil)
+	res := runStaged(t, c, dir, s, keys)
+	if got := s.groupSizes(); !slices.Equal(got, []int{1, 4}) {
+		t.Fatalf("group sizes %v, want [1 4]", got)
+	}
+	for i, r := range res {
+		switch i {
+		case 1:
+			if r.err != nil || !r.existed {
+				t.Errorf("existing object: existed %v, err %v; want existed", r.existed, r.err)
+			}
+		case 3:
+			if r.err == nil || !errors.Is(r.err, syscall.ENOTDIR) {
+				t.Errorf("rename into a file: err %v, want ENOTDIR", r.err)
+			}
+		default:
+			if r.err != nil || r.existed {
+				t.Errorf("commit %d: existed %v, err %v", i, r.existed, r.err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keys[i]))); err != nil {
+				t.Errorf("commit %d: %v", i, err)
+			}
+		}
+	}
+	if got, _ := os.ReadFile(existing); string(got) != "%PDF-old" {
+		t.Fatalf("existing object rewritten: %q", got)
+	}
+	// Only the failed rename's temporary file is left (for its caller to remove).
+	if left, _ := os.ReadDir(TempDir(dir)); len(left) != 1 {
+		t.Fatalf("temp files left: %v, want the failed commit's", left)
+	}
+}
+
+func TestGroupCommitSyncFSFailureFailsTheGroup(t *testing.T) {
+	injected := errors.New("injected EIO")
+	for _, tc := range []struct {
+		name string
+		call int
+	}{{"before the renames", 3}, {"after the renames", 4}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, dir := newGroupCommitter(t)
+			keys := []string{keyOf(0), keyOf(1), keyOf(2), keyOf(3)}
+			s := stage(c, len(keys)-1, func(call int) error {
+				if call == tc.call {
+					return injected
+				}
+				return nil
+			})
+			res := runStaged(t, c, dir, s, keys)
+			if got := s.groupSizes(); !slices.Equal(got, []int{1, 3}) {
+				t.Fatalf("group sizes %v, want [1 3]", got)
+			}
+			if res[0].err != nil {
+				t.Fatalf("first group: %v", res[0].err)
+			}
+			for i, r := range res[1:] {
+				if !errors.Is(r.err, injected) {
+					t.Errorf("commit %d: err %v, want the syncfs error", i+1, r.err)
+				}
+				// Not durable, so not there: a retry writes it again.
+				if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keys[i+1]))); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("commit %d: object left behind after a failed syncfs: %v", i+1, err)
+				}
+			}
+			// The next commit works.
+			if _, err := c.Commit(tempWith(t, dir, "%PDF-1"), keys[1]); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestGroupCommitBoundedGroups(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	c.maxGroup = 4
+	keys := make([]string, 11)
+	for i := range keys {
+		keys[i] = keyOf(i)
+	}
+	s := stage(c, len(keys)-1, nil)
+	for i, r := range runStaged(t, c, dir, s, keys) {
+		if r.err != nil {
+			t.Fatalf("commit %d: %v", i, r.err)
+		}
+	}
+	if got := s.groupSizes(); !slices.Equal(got, []int{1, 4, 4, 2}) {
+		t.Fatalf("group sizes %v, want [1 4 4 2]", got)
+	}
+}
+
+func TestGroupCommitHandOverUnderContention(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	c.maxGroup = 3
+	var mu sync.Mutex
+	total, groups := 0, 0
+	c.ranGroup = func(n int) {
+		mu.Lock()
+		total += n
+		groups++
+		mu.Unlock()
+		if n < 1 || n > 3 {
+			t.Errorf("group of %d", n)
+		}
+	}
+	const writers, each = 24, 8
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for j := range each {
+				i := w*each + j
+				if _, err := c.Commit(tempWith(t, dir, fmt.Sprintf("%%PDF-%d", i)), keyOf(i)); err != nil {
+					t.Errorf("commit %d: %v", i, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if total != writers*each {
+		t.Fatalf("groups took %d commits, want %d", total, writers*each)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) != 0 || c.running {
+		t.Fatalf("after the last commit: %d queued, running %v", len(c.queue), c.running)
+	}
+	for i := range writers * each {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keyOf(i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d commits in %d groups", total, groups)
+}
+
+func TestGroupCommitFallsBackWithoutSyncFS(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	calls := 0
+	c.syncFS = func(*os.File) error { calls++; return fmt.Errorf("syncfs: %w", syscall.ENOSYS) }
+	for i := range 2 {
+		if ex, err := c.Commit(tempWith(t, dir, "%PDF-x"), keyOf(i)); err != nil || ex {
+			t.Fatalf("commit %d: existed %v, err %v", i, ex, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keyOf(i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("syncfs tried %d times, want once", calls)
+	}
+}
+
+func TestSyncModeText(t *testing.T) {
+	for _, m := range []SyncMode{SyncPerFile, SyncGroup} {
+		b, err := m.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got SyncMode
+		if err := got.UnmarshalText(b); err != nil || got != m {
+			t.Fatalf("%s: round trip gave %v, %v", b, got, err)
+		}
+	}
+	var m SyncMode
+	if err := m.UnmarshalText([]byte("fsync")); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+	if _, err := SyncMode(0).MarshalText(); err == nil {
+		t.Fatal("zero mode marshalled")
+	}
+}
