@@ -108,10 +108,10 @@ type Config struct {
 	// BlobSync is how commits into a file:// bucket are made durable (--blob-sync):
 	// blobstore.SyncGroup (default, blobstore.DefaultSyncMode: concurrent commits share
 	// syncfs(2) calls; per-file where syncfs does not exist) or blobstore.SyncPerFile
-	// (fdatasync and a folder fsync per commit). Group commits issue several times fewer disk
-	// requests, but syncfs(2) also writes other processes' dirty pages of the bucket's file
-	// system, so on a disk shared with heavy writers per-file commits wait less; see
-	// blobstore.DefaultSyncMode. Ignored for other buckets.
+	// (fdatasync and a folder fsync per commit). Group commits cost about half the disk
+	// requests and CPU of per-file ones, but syncfs(2) also writes other processes' dirty
+	// pages of the bucket's file system, so on a disk shared with heavy writers per-file
+	// commits wait less; see blobstore.DefaultSyncMode. Ignored for other buckets.
 	BlobSync blobstore.SyncMode
 	// Committer, when set, commits into the file:// bucket at BlobURL instead of a committer
 	// of this fetcher's own: fetchers of one process writing to the same bucket folder share
@@ -241,7 +241,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxRedirects, "max-redirects", c.MaxRedirects, "maximum number of redirects followed")
 	fs.DurationVar(&c.DrainGrace, "drain-grace", c.DrainGrace, "on SIGTERM, how long running downloads may finish")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "heartbeat period on an idle work stream")
-	fs.TextVar(&c.BlobSync, "blob-sync", c.BlobSync, "how commits into a file:// blob store are made durable: group (concurrent commits share syncfs(2) calls: several times fewer disk requests; syncfs also writes other processes' dirty data of that file system) or per-file (fdatasync and a folder fsync per commit: better on a disk shared with heavy writers)")
+	fs.TextVar(&c.BlobSync, "blob-sync", c.BlobSync, "how commits into a file:// blob store are made durable: group (concurrent commits share syncfs(2) calls: about half the disk requests and CPU of per-file; syncfs also writes other processes' dirty data of that file system) or per-file (fdatasync and a folder fsync per commit: better on a disk shared with heavy writers)")
 	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "folder for partial downloads when the blob store is not file:// (default $TMPDIR/paperfetch-spool)")
 	fs.DurationVar(&c.SpoolMaxAge, "spool-max-age", c.SpoolMaxAge, "remove spool and temporary files not modified for this long (e.g. left by a killed fetcher), at start and periodically")
 	fs.DurationVar(&c.SpoolSweepInterval, "spool-sweep-interval", c.SpoolSweepInterval, "how often old spool and temporary files are looked for")
