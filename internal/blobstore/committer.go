@@ -27,10 +27,10 @@ const (
 
 // DefaultSyncMode is the fetchers' default: SyncGroup. Measured on the 2-core VM (ext4 without
 // a journal on a virtio disk, where every block request is a VM exit; bench/ANALYSIS.md,
-// "Group commit with syncfs"): in 8 alternating rounds of `paperfetch get` of 10,000 × 20 KiB,
-// SyncGroup took 0.78 of SyncPerFile's block requests and 0.87 of its CPU (per-round medians;
-// wall time within the noise, 0.95); 10,000 bare commits by 16 writers (bench/fsyncfloor
-// -group) took 2.7 requests per file against 5.8, 0.91 CPU-s against 1.57. The price: syncfs(2) also writes every other
+// "Group commit with syncfs"): `paperfetch get` of 10,000 × 20 KiB at the fetchers' defaults
+// (4 alternating rounds) took 9.5 s and 7.3 CPU-s with SyncGroup against 12.6 s and 10.0 CPU-s
+// with SyncPerFile; 10,000 bare commits by 16 writers (bench/fsyncfloor -group) took 2.7 block
+// requests per file against 5.8, 0.91 CPU-s against 1.57. The price: syncfs(2) also writes every other
 // process's dirty pages of the same file system, so a group waits for them: beside a `dd` of
 // 1 GiB without sync, 2,000 commits took 1.07 s in groups against 0.68 s per file. Choose
 // SyncPerFile for a bucket on a disk shared with heavy writers.
