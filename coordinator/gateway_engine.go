@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/redact"
 	"github.com/paperfetch/paperfetch/internal/validate"
@@ -47,6 +49,10 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 		old = append(old, x)
 	}
 	e.conns = append(e.conns, c)
+	if h.GetFoldEvents() {
+		// The answer comes first: the fetcher folds nothing before it (step 8 of the protocol).
+		e.out = append(e.out, outMsg{c: c, m: e.welcomeMsg()})
+	}
 	adopted := 0
 	for _, fl := range h.GetInFlight() {
 		idx, attempt, ok := e.ids.check(fl.GetLeaseId(), c.id)
@@ -119,6 +125,17 @@ func (e *engine) mayReplace(x, c *fetcherConn, now time.Time) error {
 		c.id, x.boot, e.cfg.FetcherSilence)}
 }
 
+// maxStartHold bounds Welcome.start_hold: how long a fetcher may hold a started event back
+// to fold it into the next event of its lease (a tenth of StartTimeout, at most this).
+const maxStartHold = time.Second
+
+// welcomeMsg answers a Hello with fold_events set: this coordinator accepts folded started
+// events and credits (DownloadEvent.folded_start, WorkRequest.folded_credits).
+func (e *engine) welcomeMsg() *pb.WorkResponse {
+	hold := min(e.cfg.StartTimeout/10, maxStartHold)
+	return &pb.WorkResponse{Msg: &pb.WorkResponse_Welcome{Welcome: &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(hold)}}}
+}
+
 func cancelMsg(leaseID, reason string) *pb.WorkResponse {
 	return &pb.WorkResponse{Msg: &pb.WorkResponse_Cancel{Cancel: &pb.Cancel{LeaseId: leaseID, Reason: reason}}}
 }
@@ -132,25 +149,34 @@ func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
 	c.lastMsg = now
 	switch m := r.GetMsg().(type) {
 	case *pb.WorkRequest_Credits:
-		n := int(m.Credits.GetCredits())
-		if n < 1 {
-			return
-		}
-		if c.credits+n > maxCredits {
-			n = maxCredits - c.credits
-		}
-		c.credits += n
-		if !c.draining {
-			e.credits += n
-		}
+		e.addCredits(c, int(m.Credits.GetCredits()))
 	case *pb.WorkRequest_Event:
 		e.onEvent(c, m.Event, now)
+		// Credits folded into the event (step 8) are the stream's, not the event's lease's:
+		// they count whatever became of the event (stale, duplicate, foreign), as a Credits
+		// message sent after it would.
+		e.addCredits(c, int(r.GetFoldedCredits()))
 	case *pb.WorkRequest_Draining:
 		e.onDraining(c, m.Draining.GetReason(), now)
 	case *pb.WorkRequest_Heartbeat:
 	case *pb.WorkRequest_Hello:
 		c.kill(fmt.Errorf("%w: hello sent twice", errInvalid))
 		e.dropConn(c, "protocol error: second hello", now)
+	}
+}
+
+// addCredits adds n credits (a Credits message, or credits folded into an event) to c's,
+// within maxCredits; nothing for n < 1 or a closed stream.
+func (e *engine) addCredits(c *fetcherConn, n int) {
+	if n < 1 || c.closed {
+		return
+	}
+	if c.credits+n > maxCredits {
+		n = maxCredits - c.credits
+	}
+	c.credits += n
+	if !c.draining {
+		e.credits += n
 	}
 }
 
@@ -211,6 +237,12 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 	l.lastSeq = ev.GetSequence()
 	l.renewedAt = now
 	b := e.batches[l.batch]
+	if ev.GetFoldedStart() && !l.started {
+		// A started event folded into this one (step 8): handled first, as if it had come
+		// on its own just before (a hand-back never has one).
+		e.startedEarly(l, now)
+		l.started = true
+	}
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:
 		e.startedEarly(l, now)

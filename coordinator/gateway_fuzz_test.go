@@ -30,6 +30,13 @@ func FuzzGatewayMessage(f *testing.F) {
 		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "honest", Slots: 3, InFlight: []*pb.InFlightLease{{LeaseId: "$2", Attempt: 1}}}}},
 		{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: 10_000}}},
 		{Msg: &pb.WorkRequest_Draining{}},
+		// Folded messages (step 8): credits on another stream's event, huge or negative ones,
+		// a folded start on the honest fetcher's lease or on a credit-less heartbeat.
+		folded(ev("$2", &pb.DownloadEvent{FoldedStart: true, Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1, Total: 1, BodyReceived: true}}}), 10_000),
+		folded(ev("$0", &pb.DownloadEvent{FoldedStart: true, Kind: &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{Class: 2, Reason: 14}}}), 2),
+		folded(ev("$1", proto.Clone(done).(*pb.DownloadEvent)), -1),
+		folded(&pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}, 5),
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "rogue", Slots: 1, FoldEvents: true}}},
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)
@@ -82,6 +89,20 @@ func FuzzGatewayMessage(f *testing.F) {
 				t.Fatalf("the honest fetcher lost lease %s", a.GetLeaseId())
 			}
 		}
+		// Credits (sent or folded) are the sender's, within maxCredits, and the engine's sum
+		// is the streams' (the honest fetcher spent its 2).
+		sum := 0
+		for _, c := range h.e.conns {
+			if c.credits < 0 || c.credits > maxCredits {
+				t.Fatalf("fetcher %s holds %d credits", c.id, c.credits)
+			}
+			if h.e.eligibleConn(c) {
+				sum += c.credits
+			}
+		}
+		if honest.credits != 0 || sum != h.e.credits {
+			t.Fatalf("honest credits %d; engine %d, streams %d", honest.credits, h.e.credits, sum)
+		}
 		var n int64
 		for _, c := range h.e.counts {
 			n += c
@@ -90,6 +111,12 @@ func FuzzGatewayMessage(f *testing.F) {
 			t.Fatalf("counts add up to %d", n)
 		}
 	})
+}
+
+// folded sets r's folded credits.
+func folded(r *pb.WorkRequest, n int32) *pb.WorkRequest {
+	r.FoldedCredits = n
+	return r
 }
 
 func uint32FromLease(t *testing.T, h *engHarness, a *pb.Assign) uint32 {

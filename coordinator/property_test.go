@@ -20,13 +20,22 @@ type propModel struct {
 	history  []*propLease // every lease ever assigned
 	terminal map[uint32]uint8
 	batches  int
+	// fold: the model fetchers that fold messages (Hello.fold_events, step 8 of the
+	// protocol): they fold started events into later ones and credits into events.
+	fold map[*fetcherConn]bool
+	// credits: what each model fetcher's coordinator credit must be: the Hello's slots, plus
+	// every credit sent (in Credits messages or folded into events) on the open stream,
+	// minus every Assign without after_lease_id.
+	credits map[*fetcherConn]int
 }
 
 type propLease struct {
-	a       *pb.Assign
-	conn    *fetcherConn
-	seq     int64
-	started bool
+	a    *pb.Assign
+	conn *fetcherConn
+	seq  int64
+	// started: the coordinator was told the download started (a started event, or one folded
+	// into a later event); held: the model fetcher holds its started event back to fold it.
+	started, held bool
 	// received: the model fetcher reported the body received (its HTTP exchange is over).
 	received bool
 	// pred: the predecessor of a prefetched successor (Assign.after_lease_id); ended: the
@@ -43,6 +52,9 @@ func (m *propModel) collect() {
 	for _, c := range m.conns {
 		as, _, _ := recv(c)
 		for _, a := range as {
+			if _, ok := m.credits[c]; ok && a.GetAfterLeaseId() == "" {
+				m.credits[c]--
+			}
 			l := &propLease{a: a, conn: c}
 			if after := a.GetAfterLeaseId(); after != "" {
 				for _, p := range m.open {
@@ -71,8 +83,53 @@ func (m *propModel) liveConns() []*fetcherConn {
 }
 
 func (m *propModel) send(c *fetcherConn, r *pb.WorkRequest) {
+	if _, ok := m.credits[c]; ok && !c.closed {
+		m.credits[c] = min(m.credits[c]+int(r.GetCredits().GetCredits())+int(r.GetFoldedCredits()), maxCredits)
+	}
 	m.h.send(c, r)
 	m.collect()
+}
+
+// sendEvent sends ev of l; a model fetcher that folds folds l's start into it (when it was
+// not reported yet) and, when credit is set, the credit of a freed slot; otherwise that
+// credit goes in a Credits message after it.
+func (m *propModel) sendEvent(t *rapid.T, l *propLease, ev *pb.DownloadEvent, credit bool) {
+	l.seq++
+	r := eventReq(l.a, l.seq, ev)
+	if ev.GetStarted() != nil {
+		l.started, l.held = true, false
+	} else if !l.started && (l.held || m.fold[l.conn] && rapid.Bool().Draw(t, "foldStart")) {
+		ev.FoldedStart = true
+		l.started, l.held = true, false
+	}
+	foldCredit := credit && m.fold[l.conn] && rapid.Bool().Draw(t, "foldCredit")
+	if foldCredit {
+		r.FoldedCredits = 1
+	}
+	m.send(l.conn, r)
+	if credit && !foldCredit {
+		m.send(l.conn, creditsReq(1))
+	}
+}
+
+// startLease reports that l started: a started event, or (a model fetcher that folds, at
+// times) nothing yet: the start is held, to be folded into l's next event or sent on its own
+// before time passes (a fetcher holds a start for at most Welcome.start_hold).
+func (m *propModel) startLease(t *rapid.T, l *propLease) {
+	if m.fold[l.conn] && rapid.Bool().Draw(t, "holdStart") {
+		l.held = true
+		return
+	}
+	m.sendEvent(t, l, startedEv(l.a), false)
+}
+
+// sendHeldStarts sends the started events held back, before time passes.
+func (m *propModel) sendHeldStarts(t *rapid.T) {
+	for _, l := range m.open {
+		if l.held && !l.started && !l.conn.closed {
+			m.sendEvent(t, l, startedEv(l.a), false)
+		}
+	}
 }
 
 var propHosts = []string{"a.example", "b.example", "c.example"}
@@ -184,7 +241,7 @@ func (m *propModel) event(t *rapid.T) {
 		// A waiting successor: the model fetcher starts it only once its predecessor's body
 		// is in; it may hand it back (a draining fetcher, a predecessor that failed).
 		if l.pred.ended || rapid.IntRange(0, 3).Draw(t, "handBack") == 0 {
-			l.seq++
+			l.seq++ // never with a folded start: it never started
 			m.send(l.conn, eventReq(l.a, l.seq, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
 			l.ended = true
 			m.open = append(m.open[:i], m.open[i+1:]...)
@@ -199,8 +256,11 @@ func (m *propModel) event(t *rapid.T) {
 	}
 	switch kind {
 	case 0:
-		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: l.a.GetUrl()}}}, false
-		l.started = true
+		if l.started || l.held {
+			return
+		}
+		m.startLease(t, l)
+		return
 	case 1:
 		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 100 * (l.seq + 1)}}}, false
 	case 2, 3:
@@ -227,22 +287,15 @@ func (m *propModel) event(t *rapid.T) {
 		// must change nothing). The slot's credit usually comes back with it.
 		ev, term = &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 100, Total: 100, BodyReceived: true}}}, false
 		first := !l.received
-		l.started, l.received = true, true
-		l.seq++
-		m.send(l.conn, eventReq(l.a, l.seq, ev))
-		if first && rapid.Bool().Draw(t, "slotCredit") {
-			m.send(l.conn, creditsReq(1))
-		}
+		l.received = true
+		m.sendEvent(t, l, ev, first && rapid.Bool().Draw(t, "slotCredit"))
 		return
 	}
-	l.seq++
-	m.send(l.conn, eventReq(l.a, l.seq, ev))
+	credit := term && rapid.Bool().Draw(t, "credit")
+	m.sendEvent(t, l, ev, credit)
 	if term {
 		l.ended = true
 		m.open = append(m.open[:i], m.open[i+1:]...)
-		if rapid.Bool().Draw(t, "credit") {
-			m.send(l.conn, creditsReq(1))
-		}
 	}
 }
 
@@ -302,6 +355,7 @@ func (m *propModel) replay(t *rapid.T) {
 }
 
 func (m *propModel) check(t *rapid.T) {
+	m.collect() // Assigns of steps no action collected (their credits)
 	e := m.h.e
 	var counts = make([][numStates]int64, len(e.batches))
 	downloading := 0
@@ -426,6 +480,16 @@ func (m *propModel) check(t *rapid.T) {
 		}
 		exchanges[e.papers[idx].host]++
 	}
+	// A start the model fetcher reported, on its own or folded into a later event, is known.
+	for _, ol := range m.open {
+		if !ol.started || ol.conn.closed {
+			continue
+		}
+		idx, _, ok := e.ids.check(ol.a.GetLeaseId(), ol.conn.id)
+		if l := e.leases[idx]; ok && l != nil && l.id == ol.a.GetLeaseId() && l.conn == ol.conn && !l.started {
+			t.Fatalf("lease %s: reported started, the coordinator does not know", l.name())
+		}
+	}
 	for _, h := range e.hosts {
 		if exchanges[h.idx] > h.maxLimit {
 			t.Fatalf("host %s: fetchers run %d HTTP exchanges, limit %d", h.name, exchanges[h.idx], h.maxLimit)
@@ -435,6 +499,11 @@ func (m *propModel) check(t *rapid.T) {
 	for _, c := range e.conns {
 		if e.eligibleConn(c) {
 			credits += c.credits
+		}
+		// Every credit accounted: a fetcher's credit is what it was given and returned
+		// (Credits or folded) minus what it was assigned.
+		if want, ok := m.credits[c]; ok && !c.closed && c.credits != want {
+			t.Fatalf("fetcher %s (fold %v): credit %d, sent and assigned say %d", c.id, m.fold[c], c.credits, want)
 		}
 	}
 	if credits != e.credits {
@@ -521,7 +590,7 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 			c.Resolve = ResolveConfig{OpenAlexBase: "https://c.example", Email: "m@example.org"}
 		})
 		defer h.close()
-		m := &propModel{h: h, terminal: map[uint32]uint8{}}
+		m := &propModel{h: h, terminal: map[uint32]uint8{}, fold: map[*fetcherConn]bool{}, credits: map[*fetcherConn]int{}}
 		rt.Repeat(map[string]func(*rapid.T){
 			"submit":  m.submit,
 			"burst":   m.burst,
@@ -536,8 +605,31 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 					}
 				}
 				id := fmt.Sprintf("f%d", rapid.IntRange(0, 3).Draw(t, "fetcher"))
-				c := h.connectPrefetch(id, rapid.IntRange(slots[0], slots[1]).Draw(t, "slots"), rapid.IntRange(prefetch[0], prefetch[1]).Draw(t, "prefetch"), inFlight...)
+				n := rapid.IntRange(slots[0], slots[1]).Draw(t, "slots")
+				fold := rapid.Bool().Draw(t, "fold")
+				c := newFetcherConn(1 << 16)
+				r := &helloMsg{c: c, hello: &pb.Hello{FetcherId: id, BootId: "b", Slots: int32(n), FoldEvents: fold,
+					Prefetch: int32(rapid.IntRange(prefetch[0], prefetch[1]).Draw(t, "prefetch")), InFlight: inFlight}, reply: make(chan error, 1)}
+				h.apply(r)
+				if err := <-r.reply; err != nil {
+					t.Fatal(err)
+				}
+				// A Welcome first for a fetcher that asked, none for one that did not.
+				var out []*pb.WorkResponse
+				for len(c.out) > 0 {
+					out = append(out, <-c.out)
+				}
+				for i, w := range out {
+					if (w.GetWelcome() != nil) != (fold && i == 0) {
+						t.Fatalf("fold_events %v: message %d is %v", fold, i, w)
+					}
+					c.out <- w
+				}
+				if fold && len(out) == 0 {
+					t.Fatal("no Welcome")
+				}
 				m.conns = append(m.conns, c)
+				m.fold[c], m.credits[c] = fold, n
 				for _, l := range m.open {
 					for _, fl := range inFlight {
 						if l.a.GetLeaseId() == fl.GetLeaseId() && l.conn.id == id { // adopted only by its own fetcher
@@ -555,6 +647,22 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 				}
 				m.send(rapid.SampledFrom(live).Draw(t, "conn"), creditsReq(rapid.IntRange(1, 2).Draw(t, "n")))
 			},
+			// Credits folded into an event of a lease that is not the stream's (another
+			// stream's, or a stale one): refused or dropped, the credits count for the sender.
+			"foreignCredit": func(t *rapid.T) {
+				live := m.liveConns()
+				if len(live) == 0 || len(m.history) == 0 {
+					t.Skip("no conn or lease")
+				}
+				c := rapid.SampledFrom(live).Draw(t, "conn")
+				l := rapid.SampledFrom(m.history).Draw(t, "lease")
+				r := eventReq(l.a, int64(rapid.IntRange(1, 3).Draw(t, "seq")), &pb.DownloadEvent{Kind: &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1}}})
+				r.FoldedCredits = int32(rapid.IntRange(1, 2).Draw(t, "n"))
+				if l.conn == c && !l.ended {
+					t.Skip("its own running lease")
+				}
+				m.send(c, r)
+			},
 			"event": m.event,
 			// A predecessor's body is in: the model fetcher starts its successor in its slot.
 			"release": func(t *rapid.T) {
@@ -566,15 +674,12 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 					preds = heads // chains are rarer than single successors: release them more often
 				}
 				for p := m.open[rapid.SampledFrom(preds).Draw(t, "pred")]; ; {
-					p.seq++
-					p.started, p.received = true, true
-					m.send(p.conn, eventReq(p.a, p.seq, receivedEv()))
+					p.received = true
+					m.sendEvent(t, p, receivedEv(), false)
 					var next *propLease
 					for _, l := range m.open {
 						if l.pred == p && !l.ended {
-							l.seq++
-							l.started = true
-							m.send(l.conn, eventReq(l.a, l.seq, startedEv(l.a)))
+							m.startLease(t, l)
 							next = l
 						}
 					}
@@ -603,6 +708,7 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 				m.send(rapid.SampledFrom(live).Draw(t, "conn"), &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{}}})
 			},
 			"advance": func(t *rapid.T) {
+				m.sendHeldStarts(t)
 				h.advance(time.Duration(rapid.IntRange(0, 120).Draw(t, "seconds")) * time.Second)
 				m.collect()
 			},
@@ -675,8 +781,7 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 				}
 			}
 		}
-		c := h.connect("good", 50)
-		m.conns = append(m.conns, c)
+		c := h.connect("good", 50) // not one of m.conns: the loop below takes its Assigns
 		for round := 0; round < 200; round++ {
 			// It reports what it was assigned before time passes (a lease not started within
 			// StartTimeout closes the stream).

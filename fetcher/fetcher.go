@@ -370,20 +370,34 @@ func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failur
 	}
 	f.m.pendingCommits.Inc()
 	defer f.m.pendingCommits.Dec()
-	f.mu.Lock()
-	f.book.received(l, r.out.size, f.clk.Now())
-	f.mu.Unlock()
-	f.poke()
+	var next *lease
 	select {
 	case f.commits <- struct{}{}:
-	case <-r.ctx.Done():
-		f.dl.drop(r)
-		return outcome{}, classifyError(r.ctx, context.Cause(r.ctx))
+		// A place was free: the body_received event and the freed slot are queued together,
+		// so that the slot's credit can ride on the event (leaseBook.take).
+		f.mu.Lock()
+		now := f.clk.Now()
+		f.book.received(l, r.out.size, now)
+		next = f.book.freeSlot(l, now, f.draining)
+		f.mu.Unlock()
+	default:
+		// The commit queue is full: the exchange is over all the same (body_received goes
+		// now), but the slot waits for a place (back-pressure).
+		f.mu.Lock()
+		f.book.received(l, r.out.size, f.clk.Now())
+		f.mu.Unlock()
+		f.poke()
+		select {
+		case f.commits <- struct{}{}:
+		case <-r.ctx.Done():
+			f.dl.drop(r)
+			return outcome{}, classifyError(r.ctx, context.Cause(r.ctx))
+		}
+		f.mu.Lock()
+		next = f.book.freeSlot(l, f.clk.Now(), f.draining)
+		f.mu.Unlock()
 	}
 	defer func() { <-f.commits }()
-	f.mu.Lock()
-	next := f.book.freeSlot(l, f.clk.Now(), f.draining)
-	f.mu.Unlock()
 	f.poke()
 	f.launch(next)
 	return f.dl.commit(r)

@@ -34,6 +34,10 @@ type lease struct {
 	// heartbeat interval gets a keep-alive progress event (leaseBook.keepAlive).
 	lastEvent    time.Time
 	bytes, total int64
+	// held is the lease's started event while it is held back, to be folded into the next
+	// event (leaseBook.queue), since heldAt.
+	held   *pb.DownloadEvent
+	heldAt time.Time
 }
 
 // leaseReporter reports a lease's started and progress events.

@@ -9,6 +9,10 @@ import (
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
+// maxStartHold bounds how long a started event waits for a later event of its lease to be
+// folded into (Welcome.start_hold, step 8 of the Work protocol).
+const maxStartHold = time.Second
+
 // maxOutbox bounds the queue of non-terminal events; when it is full (the coordinator is slow
 // or unreachable) further progress events are dropped. Keep-alives and body_received events
 // are not subject to it: there is at most one of each per lease at a time.
@@ -41,11 +45,24 @@ const maxOutbox = 8192
 //
 // Prefetch: a successor waits (no slot) for its predecessor to free its slot with its body
 // received, and then takes that slot: no credit is returned for it.
+//
+// Folding (step 8 of the Work protocol), once the coordinator's Welcome accepted it on the
+// current stream (fold): a started event is held back (at most one per running lease, in
+// held) for up to hold, and the next event of its lease queued meanwhile carries it instead
+// (folded_start); a started event held that long is sent on its own. The owed credit rides on
+// the last event taken with it (WorkRequest.folded_credits) instead of a Credits message.
 type leaseBook struct {
 	leases map[string]*lease
 	outbox []*pb.WorkRequest // non-terminal events not yet sent
 	owed   int               // freed slots whose credit is not yet sent
 	debt   int               // credits to withhold after a reconnect (see hello)
+	// fold: the coordinator accepted folded messages on the current stream (its Welcome);
+	// hold: how long a started event may wait for a later one (0 to maxStartHold); held: the
+	// leases whose started event waits (lease.held; an entry whose event was folded meanwhile
+	// stays until the next take), in the order they were held.
+	fold bool
+	hold time.Duration
+	held []*lease
 	// waiting counts the waiting successors; at most prefetch (Config.Prefetch) are held, a
 	// successor beyond them is void.
 	waiting, prefetch int
@@ -158,7 +175,28 @@ func (b *leaseBook) newEvent(l *lease, now time.Time) *pb.DownloadEvent {
 	}
 }
 
-func (b *leaseBook) queue(ev *pb.DownloadEvent) {
+// welcome applies the coordinator's Welcome of the current stream: whether it accepts folded
+// messages, and how long a started event may be held (bounded by maxStartHold).
+func (b *leaseBook) welcome(w *pb.Welcome) {
+	b.fold = w.GetFoldEvents()
+	b.hold = 0
+	if d := w.GetStartHold(); b.fold && d.IsValid() && d.AsDuration() > 0 {
+		b.hold = min(d.AsDuration(), maxStartHold)
+	}
+}
+
+// queue queues ev, a non-terminal event of l. A started event of l held back is folded into
+// it; a started event is held back when folding is on.
+func (b *leaseBook) queue(l *lease, ev *pb.DownloadEvent) {
+	switch {
+	case l.held != nil:
+		ev.FoldedStart = true
+		l.held = nil
+	case b.fold && ev.GetStarted() != nil:
+		l.held, l.heldAt = ev, l.lastEvent
+		b.held = append(b.held, l)
+		return
+	}
 	b.outbox = append(b.outbox, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}})
 }
 
@@ -170,7 +208,7 @@ func (b *leaseBook) emit(l *lease, now time.Time, set func(*pb.DownloadEvent)) b
 	}
 	ev := b.newEvent(l, now)
 	set(ev)
-	b.queue(ev)
+	b.queue(l, ev)
 	return true
 }
 
@@ -184,7 +222,7 @@ func (b *leaseBook) received(l *lease, size int64, now time.Time) {
 	l.bytes, l.total = size, size
 	ev := b.newEvent(l, now)
 	ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: size, Total: size, BodyReceived: true}}
-	b.queue(ev)
+	b.queue(l, ev)
 }
 
 // freeSlot frees the slot l holds (once): it passes to l's successor when l's body was
@@ -214,11 +252,16 @@ func (b *leaseBook) freeSlot(l *lease, now time.Time, draining bool) (next *leas
 }
 
 // finish records the terminal event of l (set fills in its kind) and frees its slot if it
-// still held one; next is a successor that took the slot, for the caller to start.
+// still held one; next is a successor that took the slot, for the caller to start. A started
+// event of l held back is folded into the terminal event.
 func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.DownloadEvent)) (next *lease) {
 	l.running = false
 	ev := b.newEvent(l, now)
 	set(ev)
+	if l.held != nil {
+		ev.FoldedStart = true
+		l.held = nil
+	}
 	l.terminal = ev
 	return b.freeSlot(l, now, draining)
 }
@@ -233,6 +276,11 @@ func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.
 // Waiting successors are dropped: the coordinator re-queued them when the old stream ended.
 func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease) {
 	b.outbox = nil
+	for _, l := range b.held {
+		l.held = nil // the lease is re-announced: running, as far as the coordinator is concerned
+	}
+	b.held = nil
+	b.fold, b.hold = false, 0 // until the new stream's Welcome
 	b.owed = 0
 	busy := 0
 	for id, l := range b.leases {
@@ -263,18 +311,39 @@ func (b *leaseBook) inFlight() []*pb.InFlightLease {
 	return out
 }
 
-// take returns what to send on stream sid: the queued events, the terminal events not yet
-// sent on it, and a Credits message for the owed credit (dropped while draining). Leases
+// take returns what to send on stream sid at now: in head the queued events, then the
+// started events held back for hold already (all of them while draining); in tail the
+// terminal events not yet sent on it, and a Credits message for the owed credit (dropped
+// while draining), or that credit folded into the last event when the coordinator accepts
+// folding. due is when the next started event held back is due (zero: none). Leases
 // cancelled by the coordinator are forgotten once their terminal event is taken.
-func (b *leaseBook) take(sid uint64, draining bool) []*pb.WorkRequest {
-	msgs := b.outbox
+func (b *leaseBook) take(sid uint64, draining bool, now time.Time) (head, tail []*pb.WorkRequest, due time.Time) {
+	head = b.outbox
 	b.outbox = nil
+	// A started event goes after the events queued before it: a successor's after its
+	// predecessor's body_received.
+	keep := b.held[:0]
+	for _, l := range b.held {
+		switch {
+		case l.held == nil: // folded meanwhile
+		case draining || now.Sub(l.heldAt) >= b.hold:
+			head = append(head, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.held}})
+			l.held = nil
+		default:
+			keep = append(keep, l)
+		}
+	}
+	clear(b.held[len(keep):])
+	b.held = keep
+	if len(keep) > 0 {
+		due = keep[0].heldAt.Add(b.hold)
+	}
 	for id, l := range b.leases {
 		if l.terminal == nil || l.sentIn == sid {
 			continue
 		}
 		l.sentIn = sid
-		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
+		tail = append(tail, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
 		if l.forget {
 			delete(b.leases, id)
 		}
@@ -283,10 +352,19 @@ func (b *leaseBook) take(sid uint64, draining bool) []*pb.WorkRequest {
 		b.owed = 0
 	}
 	if b.owed > 0 {
-		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: int32(b.owed)}}})
+		// Every message taken is an event sent once (a terminal event gets a new message on
+		// every take): the credit is applied after all of them, as a Credits message would be.
+		switch {
+		case b.fold && len(tail) > 0:
+			tail[len(tail)-1].FoldedCredits = int32(b.owed)
+		case b.fold && len(head) > 0:
+			head[len(head)-1].FoldedCredits = int32(b.owed)
+		default:
+			tail = append(tail, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: int32(b.owed)}}})
+		}
 		b.owed = 0
 	}
-	return msgs
+	return head, tail, due
 }
 
 // ack forgets a lease whose terminal event (of sequence seq or earlier) is acknowledged; it
@@ -333,7 +411,7 @@ func (b *leaseBook) keepAlive(quiet, now time.Time) int {
 		}
 		ev := b.newEvent(l, now)
 		ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: l.bytes, Total: l.total}}
-		b.queue(ev)
+		b.queue(l, ev)
 		n++
 	}
 	return n

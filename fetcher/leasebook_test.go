@@ -2,9 +2,11 @@ package fetcher
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"pgregory.net/rapid"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -30,13 +32,184 @@ func failedKind(ev *pb.DownloadEvent) {
 	ev.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{Reason: pb.FailureReason_FAILURE_REASON_NOT_FOUND}}
 }
 
-// sentCredits sums the Credits messages of msgs.
+// sentCredits sums the credits of msgs: Credits messages and credits folded into events.
 func sentCredits(msgs []*pb.WorkRequest) int {
 	n := 0
 	for _, m := range msgs {
-		n += int(m.GetCredits().GetCredits())
+		n += int(m.GetCredits().GetCredits()) + int(m.GetFoldedCredits())
 	}
 	return n
+}
+
+// takeAll takes what a flush at bookT0 sends on stream sid, in order (without Draining).
+func takeAll(b *leaseBook, sid uint64, draining bool) []*pb.WorkRequest {
+	return takeAt(b, sid, draining, bookT0)
+}
+
+// takeAt is takeAll at now.
+func takeAt(b *leaseBook, sid uint64, draining bool, now time.Time) []*pb.WorkRequest {
+	head, tail, _ := b.take(sid, draining, now)
+	return append(head, tail...)
+}
+
+// foldWelcome is a coordinator's Welcome accepting folded messages, with started events held
+// up to hold.
+func foldWelcome(hold time.Duration) *pb.Welcome {
+	return &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(hold)}
+}
+
+func startedKind(ev *pb.DownloadEvent) {
+	ev.Kind = &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{Url: "https://x/p.pdf"}}
+}
+
+// kinds describes msgs for failure messages: one word per message.
+func kinds(msgs []*pb.WorkRequest) string {
+	var out []string
+	for _, m := range msgs {
+		ev := m.GetEvent()
+		k := "credits"
+		switch {
+		case ev.GetStarted() != nil:
+			k = "started"
+		case ev.GetProgress().GetBodyReceived():
+			k = "received"
+		case ev.GetProgress() != nil:
+			k = "progress"
+		case ev.GetCompleted() != nil:
+			k = "completed"
+		case ev.GetFailed() != nil:
+			k = "failed"
+		}
+		if ev.GetFoldedStart() {
+			k += "+start"
+		}
+		if n := m.GetFoldedCredits(); n > 0 {
+			k += fmt.Sprintf("+%dcredits", n)
+		}
+		if ev != nil {
+			k = ev.GetLeaseId() + ":" + k
+		}
+		out = append(out, k)
+	}
+	return strings.Join(out, " ")
+}
+
+// After the coordinator's Welcome, a small download costs three messages instead of five:
+// its started event waits and rides on its body_received event, together with the slot's
+// credit; the completed event follows. Without the Welcome (an older coordinator) nothing is
+// folded.
+func TestLeaseBookFoldsStartAndCredit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		welcome *pb.Welcome
+		want    string
+	}{
+		{"older coordinator", nil, "L1:started L1:received credits L1:completed"},
+		{"welcome without folding", &pb.Welcome{}, "L1:started L1:received credits L1:completed"},
+		{"welcome", foldWelcome(time.Second), "L1:received+start+1credits L1:completed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newLeaseBook(DefaultPrefetch)
+			b.hello(2)
+			if tc.welcome != nil {
+				b.welcome(tc.welcome)
+			}
+			l := bookAdd(b, bookAssign("L1"))
+			if !b.emit(l, bookT0, startedKind) {
+				t.Fatal("started event not queued")
+			}
+			msgs := takeAll(b, 1, false) // a flush between the start and the body
+			b.received(l, 100, bookT0)
+			b.freeSlot(l, bookT0, false)
+			msgs = append(msgs, takeAll(b, 1, false)...)
+			b.finish(l, bookT0, false, completedKind)
+			msgs = append(msgs, takeAll(b, 1, false)...)
+			if got := kinds(msgs); got != tc.want {
+				t.Fatalf("sent %s, want %s", got, tc.want)
+			}
+			// Sequence numbers still increase (the folded start's is skipped).
+			for i := 1; i < len(msgs); i++ {
+				if msgs[i].GetEvent() != nil && msgs[i-1].GetEvent() != nil && msgs[i].GetEvent().GetSequence() <= msgs[i-1].GetEvent().GetSequence() {
+					t.Fatalf("sequence %d after %d", msgs[i].GetEvent().GetSequence(), msgs[i-1].GetEvent().GetSequence())
+				}
+			}
+		})
+	}
+}
+
+// A started event held back goes on its own once it has waited start_hold, or at once when
+// the fetcher drains (so that the coordinator does not re-queue a running download); a hold
+// of 0 folds only what is queued before the next flush. A held start also folds into a
+// failure, and a reconnect drops it (the Hello re-announces the lease).
+func TestLeaseBookStartHold(t *testing.T) {
+	b := newLeaseBook(DefaultPrefetch)
+	b.hello(4)
+	b.welcome(foldWelcome(time.Hour)) // held at most maxStartHold
+	l1, l2 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2"))
+	b.emit(l1, bookT0, startedKind)
+	head, tail, due := b.take(1, false, bookT0)
+	if len(head)+len(tail) != 0 || !due.Equal(bookT0.Add(maxStartHold)) {
+		t.Fatalf("a started event was not held: %s, due %v", kinds(append(head, tail...)), due)
+	}
+	b.emit(l2, bookT0.Add(maxStartHold/2), startedKind)
+	if got := kinds(takeAt(b, 1, false, bookT0.Add(maxStartHold-1))); got != "" {
+		t.Fatalf("sent %s before the hold was over", got)
+	}
+	if got := kinds(takeAt(b, 1, false, bookT0.Add(maxStartHold))); got != "L1:started" {
+		t.Fatalf("at the end of L1's hold: %s", got)
+	}
+	if got := kinds(takeAt(b, 1, true, bookT0.Add(maxStartHold))); got != "L2:started" {
+		t.Fatalf("draining: %s, want L2's held start at once", got)
+	}
+
+	b.welcome(foldWelcome(0))
+	l3 := bookAdd(b, bookAssign("L3"))
+	b.emit(l3, bookT0, startedKind)
+	b.finish(l3, bookT0, false, failedKind)
+	if got := kinds(takeAll(b, 1, false)); got != "L3:failed+start+1credits" {
+		t.Fatalf("a failure before the flush: %s", got)
+	}
+	b.ack("L3", l3.terminal.GetSequence())
+	l4 := bookAdd(b, bookAssign("L4"))
+	b.emit(l4, bookT0, startedKind)
+	if got := kinds(takeAll(b, 1, false)); got != "L4:started" {
+		t.Fatalf("hold 0: %s", got)
+	}
+	l5 := bookAdd(b, bookAssign("L5"))
+	b.emit(l5, bookT0, startedKind)
+	b.hello(4)
+	if l5.held != nil || len(b.held) != 0 || b.fold {
+		t.Fatal("a reconnect kept a held start, or folding")
+	}
+	b.received(l5, 1, bookT0)
+	if got := kinds(takeAll(b, 2, false)); got != "L5:received" {
+		t.Fatalf("after a reconnect: %s", got)
+	}
+}
+
+// The credit of a slot freed after its body_received went out (the commit queue was full)
+// rides on the next event taken, a terminal one included, and is sent once: the terminal
+// event is re-sent on a new stream without it.
+func TestLeaseBookFoldedCreditSentOnce(t *testing.T) {
+	b := newLeaseBook(DefaultPrefetch)
+	b.hello(2)
+	b.welcome(foldWelcome(0))
+	l1, l2 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2"))
+	b.received(l1, 1, bookT0)
+	if got := kinds(takeAll(b, 1, false)); got != "L1:received" {
+		t.Fatalf("body received, slot still held: %s", got)
+	}
+	b.freeSlot(l1, bookT0, false)
+	b.finish(l2, bookT0, false, failedKind)
+	msgs := takeAll(b, 1, false)
+	if got := kinds(msgs); got != "L2:failed+2credits" {
+		t.Fatalf("two slots freed with a failure: %s", got)
+	}
+	b.welcome(&pb.Welcome{}) // a new stream to an older coordinator
+	b.hello(2)
+	if msgs := takeAll(b, 2, false); sentCredits(msgs) != 0 || kinds(msgs) != "L2:failed" {
+		t.Fatalf("re-sent on a new stream: %s", kinds(msgs))
+	}
 }
 
 // A download's slot comes back (one credit) when its body is received and handed to the
@@ -51,24 +224,24 @@ func TestLeaseBookCreditWhenBodyReceived(t *testing.T) {
 		t.Fatal("a duplicate Assign was added")
 	}
 	b.received(l, 100, bookT0)
-	msgs := b.take(1, false)
+	msgs := takeAll(b, 1, false)
 	if len(msgs) != 1 || !msgs[0].GetEvent().GetProgress().GetBodyReceived() || msgs[0].GetEvent().GetProgress().GetBytes() != 100 {
 		t.Fatalf("after received: %v", msgs)
 	}
 	b.freeSlot(l, bookT0, false)
 	b.freeSlot(l, bookT0, false) // once only
-	if msgs := b.take(1, false); sentCredits(msgs) != 1 || len(msgs) != 1 {
+	if msgs := takeAll(b, 1, false); sentCredits(msgs) != 1 || len(msgs) != 1 {
 		t.Fatalf("after the slot was freed: %v", msgs)
 	}
 	if _, inFlight := b.hello(2); len(inFlight) != 1 || !inFlight[0].GetBodyReceived() {
 		t.Fatalf("a pending commit is announced with body_received: %v", inFlight)
 	}
 	b.finish(l, bookT0, false, completedKind)
-	msgs = b.take(2, false)
+	msgs = takeAll(b, 2, false)
 	if len(msgs) != 1 || msgs[0].GetEvent().GetCompleted() == nil || sentCredits(msgs) != 0 {
 		t.Fatalf("after finish: %v", msgs)
 	}
-	if msgs := b.take(2, false); len(msgs) != 0 {
+	if msgs := takeAll(b, 2, false); len(msgs) != 0 {
 		t.Fatalf("the terminal event was sent twice on one stream: %v", msgs)
 	}
 	if b.ack("L1", msgs[0].GetEvent().GetSequence()-1) {
@@ -85,7 +258,7 @@ func TestLeaseBookCreditOnFailure(t *testing.T) {
 	b.hello(1)
 	l := bookAdd(b, bookAssign("L1"))
 	b.finish(l, bookT0, false, failedKind)
-	msgs := b.take(1, false)
+	msgs := takeAll(b, 1, false)
 	if len(msgs) != 2 || msgs[0].GetEvent().GetFailed() == nil || sentCredits(msgs) != 1 {
 		t.Fatalf("after a failure: %v", msgs)
 	}
@@ -105,7 +278,7 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 	if initial != 1 || b.debt != 0 || len(inFlight) != 3 {
 		t.Fatalf("hello with 2 downloading, 1 committing of 3 slots: initial %d, debt %d, in flight %v", initial, b.debt, inFlight)
 	}
-	if msgs := b.take(2, false); sentCredits(msgs) != 0 {
+	if msgs := takeAll(b, 2, false); sentCredits(msgs) != 0 {
 		t.Fatalf("the old stream's owed credit was sent again: %v", msgs)
 	}
 	// L4 takes that credit: all 3 slots busy. The next Hello still announces 1 (a stream
@@ -116,13 +289,13 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 		t.Fatalf("hello with 3 downloading of 3 slots: initial %d, debt %d", initial, b.debt)
 	}
 	b.finish(l2, bookT0, false, failedKind)
-	if msgs := b.take(3, false); sentCredits(msgs) != 0 {
+	if msgs := takeAll(b, 3, false); sentCredits(msgs) != 0 {
 		t.Fatalf("credit sent while in debt: %v", msgs)
 	}
 	b.received(l4, 10, bookT0)
 	b.freeSlot(l4, bookT0, false)
 	b.finish(l3, bookT0, false, failedKind)
-	if msgs := b.take(3, false); sentCredits(msgs) != 2 {
+	if msgs := takeAll(b, 3, false); sentCredits(msgs) != 2 {
 		t.Fatalf("after the debt: %v", msgs)
 	}
 }
@@ -138,7 +311,7 @@ func TestLeaseBookDrainingAndCancel(t *testing.T) {
 	}
 	b.finish(l1, bookT0, true, failedKind)
 	b.finish(l2, bookT0, true, failedKind)
-	msgs := b.take(1, true)
+	msgs := takeAll(b, 1, true)
 	if len(msgs) != 2 || sentCredits(msgs) != 0 {
 		t.Fatalf("draining: %v", msgs)
 	}
@@ -161,7 +334,7 @@ func TestLeaseBookKeepAlive(t *testing.T) {
 	l1, l2, l3 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2")), bookAdd(b, bookAssign("L3"))
 	b.received(l2, 5, bookT0)
 	b.finish(l3, bookT0, false, failedKind)
-	b.take(1, false)
+	takeAll(b, 1, false)
 	later := bookT0.Add(time.Minute)
 	if n := b.keepAlive(later.Add(-time.Second), later); n != 2 {
 		t.Fatalf("%d keep-alives, want 2", n)
@@ -187,6 +360,12 @@ func checkStarted(t *rapid.T, l, next *lease) {
 // its slot when its body is in, and never survive a reconnect or a drain; at most the
 // prefetch window of them wait, and the book counts them (the prefetched_leases gauge reads
 // that count).
+//
+// With folding (after a Welcome; credits folded into events count like Credits): the events
+// a stream carries for a lease have increasing sequence numbers, its start comes first (a
+// started event, or folded into its first event) and once, a successor's start comes after
+// its predecessor's body_received, a started event is never held longer than the hold (nor
+// past a drain), and nothing is folded on a stream without a Welcome.
 func TestLeaseBookCreditsProperty(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		slots := rapid.IntRange(1, 4).Draw(rt, "slots")
@@ -197,6 +376,64 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 		next := 0
 		now := bookT0
 		draining := false
+		// The stream as the coordinator sees it.
+		type seen struct {
+			seq     int64
+			started bool
+			// announced: re-announced in the Hello (running; a start not yet queued then may
+			// still follow)
+			announced bool
+		}
+		welcomed := false
+		stream := map[string]*seen{}
+		emitted := map[*lease]time.Time{} // leases whose started event was emitted, when
+		predOf := map[*lease]*lease{}     // successors started in their predecessor's slot
+		bodyKnown := map[*lease]bool{}    // the coordinator knows the body is in
+		send := func(t *rapid.T, msgs []*pb.WorkRequest) {
+			for _, m := range msgs {
+				if m.GetFoldedCredits() != 0 && !welcomed {
+					t.Fatalf("credits folded on a stream without Welcome: %v", m)
+				}
+				ev := m.GetEvent()
+				if ev == nil {
+					continue
+				}
+				id := ev.GetLeaseId()
+				st := stream[id]
+				if st == nil {
+					st = &seen{}
+					stream[id] = st
+				}
+				if ev.GetSequence() <= st.seq {
+					t.Fatalf("lease %s: sequence %d after %d", id, ev.GetSequence(), st.seq)
+				}
+				st.seq = ev.GetSequence()
+				start := ev.GetStarted() != nil || ev.GetFoldedStart()
+				terminal := ev.GetCompleted() != nil || ev.GetFailed() != nil
+				if !st.announced && (ev.GetStarted() != nil && st.started || ev.GetFoldedStart() && st.started && !terminal) {
+					t.Fatalf("lease %s started twice on stream %d", id, sid)
+				}
+				if ev.GetFoldedStart() && !welcomed && !terminal { // a terminal event keeps its fold when re-sent
+					t.Fatalf("lease %s: a start folded on a stream without Welcome", id)
+				}
+				if l := b.leases[id]; start && l != nil {
+					if p := predOf[l]; p != nil && !bodyKnown[p] {
+						t.Fatalf("successor %s started before its predecessor %s's body_received", id, p.a.GetLeaseId())
+					}
+				}
+				st.started = st.started || start
+				if ev.GetProgress().GetBodyReceived() {
+					if l := b.leases[id]; l != nil {
+						bodyKnown[l] = true
+					}
+				}
+			}
+			for l, at := range emitted {
+				if l.held != nil && (draining || now.Sub(at) >= b.hold) {
+					t.Fatalf("lease %s: started event still held after %v (hold %v, draining %v)", l.a.GetLeaseId(), now.Sub(at), b.hold, draining)
+				}
+			}
+		}
 		pick := func(t *rapid.T, cond func(*lease) bool) *lease {
 			var ls []*lease
 			for i := range next {
@@ -252,16 +489,47 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				l := pick(t, func(l *lease) bool { return l.running && l.slot && !l.received })
 				b.received(l, 1, now)
 			},
+			// The coordinator accepts folding on this stream, holding started events for 0
+			// or 500 ms.
+			"welcome": func(t *rapid.T) {
+				welcomed = true
+				b.welcome(foldWelcome(time.Duration(rapid.IntRange(0, 1).Draw(t, "hold")) * 500 * time.Millisecond))
+			},
+			"start": func(t *rapid.T) {
+				l := pick(t, func(l *lease) bool { _, ok := emitted[l]; return l.running && l.slot && !l.received && !ok })
+				if b.emit(l, now, startedKind) {
+					emitted[l] = now
+				}
+			},
+			"progress": func(t *rapid.T) {
+				l := pick(t, func(l *lease) bool { _, ok := emitted[l]; return l.running && l.slot && !l.received && ok })
+				b.emit(l, now, func(ev *pb.DownloadEvent) {
+					ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1}}
+				})
+			},
+			"advance": func(t *rapid.T) {
+				now = now.Add(time.Duration(rapid.IntRange(1, 1500).Draw(t, "ms")) * time.Millisecond)
+			},
 			"commitQueued": func(t *rapid.T) {
 				l := pick(t, func(l *lease) bool { return l.running && l.received })
-				checkStarted(t, l, b.freeSlot(l, bookT0, draining))
+				next := b.freeSlot(l, bookT0, draining)
+				checkStarted(t, l, next)
+				if next != nil {
+					predOf[next] = l
+				}
 			},
 			"finish": func(t *rapid.T) {
 				l := pick(t, func(l *lease) bool { return l.running && !l.waiting })
-				checkStarted(t, l, b.finish(l, now, draining, completedKind))
+				next := b.finish(l, now, draining, completedKind)
+				checkStarted(t, l, next)
+				if next != nil {
+					predOf[next] = l
+				}
 			},
 			"flush": func(t *rapid.T) {
-				credit += sentCredits(b.take(sid, draining))
+				msgs := takeAt(b, sid, draining, now)
+				send(t, msgs)
+				credit += sentCredits(msgs)
 			},
 			"ack": func(t *rapid.T) {
 				l := pick(t, func(l *lease) bool { return l.terminal != nil && l.sentIn == sid })
@@ -269,7 +537,15 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 			},
 			"reconnect": func(t *rapid.T) {
 				sid++
-				credit, _ = b.hello(slots)
+				var inFlight []*pb.InFlightLease
+				credit, inFlight = b.hello(slots)
+				welcomed, stream = false, map[string]*seen{}
+				for _, fl := range inFlight {
+					stream[fl.GetLeaseId()] = &seen{announced: true}
+					if fl.GetBodyReceived() {
+						bodyKnown[b.leases[fl.GetLeaseId()]] = true
+					}
+				}
 				for _, l := range b.leases {
 					if l.waiting {
 						t.Fatalf("waiting successor %s kept across a reconnect", l.a.GetLeaseId())

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
 // closeWait bounds how long a draining fetcher waits for the coordinator to end the Work stream
@@ -128,6 +129,24 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 		<-recvDone
 	}()
 
+	// held fires when the first started event held back (to be folded) is due on its own.
+	var held clock.Timer
+	var heldC <-chan time.Time
+	defer func() {
+		if held != nil {
+			held.Stop()
+		}
+	}()
+	flush := func() (int, error) {
+		n, due, err := f.flush(stream, sid)
+		if held == nil && !due.IsZero() {
+			// Started events are held for one fixed duration, in order: the first is due first.
+			held = f.clk.NewTimer(max(due.Sub(f.clk.Now()), 0))
+			heldC = held.C()
+		}
+		return n, err
+	}
+
 	f.poke()
 	for {
 		select {
@@ -139,8 +158,17 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 				err = errors.New("coordinator closed the work stream")
 			}
 			return productive, err
+		case <-heldC:
+			held, heldC = nil, nil
+			n, err := flush()
+			if err != nil {
+				return productive, err
+			}
+			if n > 0 {
+				lastSend = f.clk.Now()
+			}
 		case <-f.wake:
-			n, err := f.flush(stream, sid)
+			n, err := flush()
 			if err != nil {
 				return productive, err
 			}
@@ -154,7 +182,7 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 			kept := f.book.keepAlive(now.Add(-f.cfg.HeartbeatInterval/2), f.clk.Now())
 			f.mu.Unlock()
 			if kept > 0 {
-				n, err := f.flush(stream, sid)
+				n, err := flush()
 				if err != nil {
 					return productive, err
 				}
@@ -170,7 +198,7 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 				lastSend = now
 			}
 		case <-f.drained:
-			if _, err := f.flush(stream, sid); err != nil {
+			if _, err := flush(); err != nil {
 				return productive, err
 			}
 			if err := stream.CloseSend(); err != nil {
@@ -214,29 +242,34 @@ func (f *Fetcher) hello() (*pb.WorkRequest, uint64) {
 		InFlight:  inFlight,
 		Version:   Version,
 		Prefetch:  int32(f.cfg.Prefetch),
+		// Folding waits for the coordinator's Welcome (leaseBook.fold).
+		FoldEvents: true,
 	}
 	f.notifyLocked()
 	return &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: h}}, f.sessionID
 }
 
-// flush sends what is pending: Draining, queued events, terminal events not yet sent on this
-// stream, and the credits of freed slots. It returns how many messages it sent.
-func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkResponse], sid uint64) (int, error) {
+// flush sends what is pending: queued events and the started events held back that are due
+// (all of them once draining), Draining, the terminal events not yet sent on this stream, and
+// the credits of freed slots (see leaseBook.take). Draining follows the started events, so
+// that the coordinator does not take a running download for one not started. It returns how
+// many messages it sent, and when the next started event held back is due (zero: none).
+func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkResponse], sid uint64) (int, time.Time, error) {
 	f.mu.Lock()
-	var msgs []*pb.WorkRequest
+	msgs, tail, due := f.book.take(sid, f.draining, f.clk.Now())
 	if f.draining && f.drainSentSession != sid {
 		f.drainSentSession = sid
 		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "shutting down"}}})
 	}
-	msgs = append(msgs, f.book.take(sid, f.draining)...)
+	msgs = append(msgs, tail...)
 	f.notifyLocked()
 	f.mu.Unlock()
 	for i, m := range msgs {
 		if err := stream.Send(m); err != nil {
-			return i, fmt.Errorf("send: %w", err)
+			return i, due, fmt.Errorf("send: %w", err)
 		}
 	}
-	return len(msgs), nil
+	return len(msgs), due, nil
 }
 
 // handle applies one message from the coordinator.
@@ -260,6 +293,11 @@ func (f *Fetcher) handle(dctx context.Context, m *pb.WorkResponse) {
 		if f.book.ack(msg.Ack.GetLeaseId(), msg.Ack.GetSequence()) {
 			f.notifyLocked()
 		}
+		f.mu.Unlock()
+	case *pb.WorkResponse_Welcome:
+		// The coordinator accepts folded messages on this stream (step 8 of the protocol).
+		f.mu.Lock()
+		f.book.welcome(msg.Welcome)
 		f.mu.Unlock()
 	default:
 		f.log.Warn("ignoring an unknown message from the coordinator")

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -812,4 +813,103 @@ func TestWorkPrefetchWindowBounded(t *testing.T) {
 		t.Fatalf("prefetched_leases = %v after L3 was handed back, want 1 (L2)", n)
 	}
 	g.open()
+}
+
+// nextAny returns the next message the fetcher sent, skipping heartbeats and progress events
+// other than body_received.
+func (fs *fakeStream) nextAny(t *testing.T) *pb.WorkRequest {
+	t.Helper()
+	for {
+		select {
+		case m := <-fs.recv:
+			if p := m.GetEvent().GetProgress(); m.GetHeartbeat() != nil || p != nil && !p.GetBodyReceived() {
+				continue
+			}
+			return m
+		case <-time.After(testWait):
+			t.Fatal("timed out waiting for a message from the fetcher")
+			return nil
+		}
+	}
+}
+
+// After the coordinator's Welcome, a small download costs two messages: body_received
+// carrying the start and the slot's credit, then completed (the credit rides on completed
+// when both go in one flush). A started event is held back until the hold is over (then sent
+// on its own), and a failure carries the credit of its slot.
+func TestWorkFoldsAfterWelcome(t *testing.T) {
+	pdf := pdfBody(300_000, 41)
+	g := newGatedOrigin(t, pdf)
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	h := newWorkHarness(t, func(c *Config) { c.Clock = clk })
+	s := h.stream(t)
+	if hello := s.next(t).GetHello(); !hello.GetFoldEvents() {
+		t.Fatalf("hello %v does not ask to fold", hello)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Welcome{Welcome: &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(time.Second)}}})
+
+	s.push(t, assign("L1", g.URL+"/pdf"))
+	m := s.nextAny(t)
+	recvd := wantEvent(t, m, "L1")
+	if !recvd.GetProgress().GetBodyReceived() || !recvd.GetFoldedStart() {
+		t.Fatalf("got %v, want body_received with the start folded", m)
+	}
+	m2 := s.nextAny(t)
+	done := wantEvent(t, m2, "L1")
+	if done.GetCompleted() == nil || done.GetFoldedStart() || m.GetFoldedCredits()+m2.GetFoldedCredits() != 1 || done.GetSequence() <= recvd.GetSequence() {
+		t.Fatalf("got %v then %v, want body_received then completed, with 1 credit", m, m2)
+	}
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: "L1", Sequence: done.GetSequence()}}})
+
+	// L2 starts and waits for its second half: its started event is held. L3 fails at once
+	// (its URL is refused before any request): its failure carries its slot's credit, and
+	// nothing of L2 goes before it.
+	s.push(t, assign("L2", g.URL+"/gate"))
+	g.waitFirstHalf(t)
+	s.push(t, assign("L3", "ftp://example.org/x.pdf"))
+	m = s.nextAny(t)
+	if f := wantEvent(t, m, "L3"); f.GetFailed() == nil || f.GetFoldedStart() || m.GetFoldedCredits() != 1 {
+		t.Fatalf("got %v, want L3's failure with 1 credit (L2's start is held)", m)
+	}
+	clk.Advance(time.Second)
+	m = s.nextAny(t)
+	if st := wantEvent(t, m, "L2"); st.GetStarted() == nil || m.GetFoldedCredits() != 0 {
+		t.Fatalf("got %v, want L2's held start on its own once the hold is over", m)
+	}
+	g.open()
+	m, m2 = s.nextAny(t), s.nextAny(t)
+	if r := wantEvent(t, m, "L2"); !r.GetProgress().GetBodyReceived() || r.GetFoldedStart() || m.GetFoldedCredits()+m2.GetFoldedCredits() != 1 {
+		t.Fatalf("got %v then %v, want L2's body_received then completed, with 1 credit", m, m2)
+	}
+}
+
+// A coordinator that does not answer with a Welcome (an older one) gets nothing folded: the
+// started event and the Credits go on their own (TestWorkAssignEventsAckCancel too).
+func TestWorkNoFoldWithoutWelcome(t *testing.T) {
+	pdf := pdfBody(300_000, 42)
+	g := newGatedOrigin(t, pdf)
+	h := newWorkHarness(t, nil)
+	s := h.stream(t)
+	s.next(t)
+	s.push(t, assign("L1", g.URL+"/pdf"))
+	var got []string
+	for len(got) < 4 {
+		m := s.nextAny(t)
+		if m.GetFoldedCredits() != 0 || m.GetEvent().GetFoldedStart() {
+			t.Fatalf("folded without a Welcome: %v", m)
+		}
+		switch ev := m.GetEvent(); {
+		case m.GetCredits() != nil:
+			got = append(got, "credits")
+		case ev.GetStarted() != nil:
+			got = append(got, "started")
+		case ev.GetProgress() != nil:
+			got = append(got, "received")
+		case ev.GetCompleted() != nil:
+			got = append(got, "completed")
+		}
+	}
+	if got[0] != "started" || got[1] != "received" || !slices.Contains(got, "credits") || !slices.Contains(got, "completed") {
+		t.Fatalf("sent %v", got)
+	}
 }

@@ -7,5 +7,7 @@
 // The origin is bench/origin at $PAPERFETCH_BENCH_ORIGIN (http://127.0.0.1:PORT) when set, so
 // that its CPU is not in the profile; otherwise an in-process httptest server. The batch is
 // $PIPELINE_PAPERS papers (default 2000) of $PIPELINE_SIZE bytes (default 65536), 2 fetchers ×
-// $PIPELINE_SLOTS slots (default 8), politeness off.
+// $PIPELINE_SLOTS slots (default 8), politeness off, each fetcher's prefetch window
+// $PIPELINE_PREFETCH (default the fetcher's). BenchmarkPipeline also reports the Work stream's
+// messages per paper (msgs/paper, and per kind: in:started/paper, out:assign/paper...).
 package pipeline

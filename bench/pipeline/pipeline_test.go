@@ -39,6 +39,73 @@ func envInt(b *testing.B, name string, def int) int {
 type stack struct {
 	client pb.CoordinatorServiceClient
 	stop   func()
+	msgs   *msgCounter
+}
+
+// msgCounter counts the Work stream's messages by direction and kind (a server stream
+// interceptor), for the messages-per-paper figure.
+type msgCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (m *msgCounter) add(k string) {
+	m.mu.Lock()
+	m.n[k]++
+	m.mu.Unlock()
+}
+
+// total returns the count of every kind, and their sum.
+func (m *msgCounter) total() (map[string]int, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out, sum := map[string]int{}, 0
+	for k, v := range m.n {
+		out[k] = v
+		sum += v
+	}
+	return out, sum
+}
+
+type countingStream struct {
+	grpc.ServerStream
+	m *msgCounter
+}
+
+func (s *countingStream) RecvMsg(x any) error {
+	err := s.ServerStream.RecvMsg(x)
+	if r, ok := x.(*pb.WorkRequest); ok && err == nil {
+		k := "in:other"
+		switch m := r.GetMsg().(type) {
+		case *pb.WorkRequest_Credits:
+			k = "in:credits"
+		case *pb.WorkRequest_Event:
+			switch m.Event.GetKind().(type) {
+			case *pb.DownloadEvent_Started:
+				k = "in:started"
+			case *pb.DownloadEvent_Progress:
+				k = "in:progress"
+			default:
+				k = "in:terminal"
+			}
+		}
+		s.m.add(k)
+	}
+	return err
+}
+
+func (s *countingStream) SendMsg(x any) error {
+	if r, ok := x.(*pb.WorkResponse); ok {
+		k := "out:other"
+		switch r.GetMsg().(type) {
+		case *pb.WorkResponse_Assign:
+			k = "out:assign"
+		case *pb.WorkResponse_Ack:
+			k = "out:ack"
+		}
+		s.m.add(k)
+	}
+	return s.ServerStream.SendMsg(x)
 }
 
 func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
@@ -56,7 +123,10 @@ func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	msgs := &msgCounter{n: map[string]int{}}
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return h(srv, &countingStream{ServerStream: ss, m: msgs})
+	}))
 	coord.Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -74,6 +144,11 @@ func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
 		fcfg := fetcher.DefaultConfig()
 		fcfg.ID, fcfg.Slots, fcfg.Bucket, fcfg.BlobURL = fmt.Sprintf("bench-fetcher-%d", i), slots, bucket, blobURL
 		fcfg.AllowPrivateNetworks, fcfg.Logger = true, logger
+		if v := os.Getenv("PIPELINE_PREFETCH"); v != "" { // 0 turns prefetch off: every slot returns its credit
+			if fcfg.Prefetch, err = strconv.Atoi(v); err != nil {
+				b.Fatalf("PIPELINE_PREFETCH=%q: %v", v, err)
+			}
+		}
 		f, err := fetcher.New(fcfg)
 		if err != nil {
 			b.Fatal(err)
@@ -81,6 +156,7 @@ func startStack(b *testing.B, dir string, fetchers, slots, perHost int) *stack {
 		wg.Go(func() { _ = f.Run(runCtx, conn) })
 	}
 	return &stack{
+		msgs:   msgs,
 		client: pb.NewCoordinatorServiceClient(conn),
 		stop: func() {
 			cancel()
@@ -144,6 +220,7 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(papers) * int64(size))
+	msgs, byKind := 0, map[string]int{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -152,7 +229,17 @@ func BenchmarkPipeline(b *testing.B) {
 		runBatch(b, s.client, fmt.Sprintf("bench-%d", i), urls)
 		b.StopTimer()
 		s.stop()
+		kinds, n := s.msgs.total()
+		msgs += n
+		for k, v := range kinds {
+			byKind[k] += v
+		}
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(papers)*float64(b.N)/b.Elapsed().Seconds(), "papers/s")
+	// Work stream messages (both directions) per paper, and per kind.
+	b.ReportMetric(float64(msgs)/float64(papers*b.N), "msgs/paper")
+	for k, v := range byKind {
+		b.ReportMetric(float64(v)/float64(papers*b.N), k+"/paper")
+	}
 }

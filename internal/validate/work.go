@@ -15,7 +15,7 @@ import (
 // Limits of the fetcher gateway (FetcherGatewayService.Work). They mirror the comments of
 // fetcher_gateway_service.proto and paper.proto.
 const (
-	// MaxFetcherSlots is the largest Hello.slots (and Credits.credits).
+	// MaxFetcherSlots is the largest Hello.slots (and Credits.credits, WorkRequest.folded_credits).
 	MaxFetcherSlots = 10_000
 	// MaxFetcherPrefetch is the largest Hello.prefetch (the prefetch window).
 	MaxFetcherPrefetch = 1_000
@@ -55,6 +55,14 @@ func WorkRequest(first bool, m *pb.WorkRequest) error {
 	if m == nil {
 		v.add("msg", "is null")
 		return v.err()
+	}
+	if n := m.GetFoldedCredits(); n != 0 {
+		switch {
+		case m.GetEvent() == nil:
+			v.add("folded_credits", "may only be set on a message carrying an event")
+		case n < 0 || n > MaxFetcherSlots:
+			v.add("folded_credits", fmt.Sprintf("must be 0 to %d, got %d", MaxFetcherSlots, n))
+		}
 	}
 	switch x := m.GetMsg().(type) {
 	case *pb.WorkRequest_Hello:
@@ -143,6 +151,9 @@ func (v *violations) event(path string, ev *pb.DownloadEvent) {
 	v.timestamp(field(path, "time"), ev.GetTime())
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:
+		if ev.GetFoldedStart() {
+			v.add(field(path, "folded_start"), "must not be set on a started event")
+		}
 		v.optionalURL(field(path, "started.url"), k.Started.GetUrl())
 		if k.Started.GetResumeOffset() < 0 {
 			v.add(field(path, "started.resume_offset"), "must not be negative")

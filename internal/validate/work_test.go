@@ -20,6 +20,12 @@ func ev(kind func(*pb.DownloadEvent)) *pb.WorkRequest {
 	return &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: e}}
 }
 
+// foldedCredits sets WorkRequest.folded_credits on m.
+func foldedCredits(n int32, m *pb.WorkRequest) *pb.WorkRequest {
+	m.FoldedCredits = n
+	return m
+}
+
 func TestWorkRequest(t *testing.T) {
 	hello := func(h *pb.Hello) *pb.WorkRequest { return &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: h}} }
 	tests := []struct {
@@ -41,6 +47,25 @@ func TestWorkRequest(t *testing.T) {
 		{"heartbeat first", true, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}, "hello"},
 		{"heartbeat", false, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}, ""},
 		{"credits 0", false, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{}}}, "credits.credits"},
+		{"hello folding", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, FoldEvents: true}), ""},
+		{"folded credits on an event", false, foldedCredits(MaxFetcherSlots, ev(func(e *pb.DownloadEvent) {
+			e.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1, Total: 1, BodyReceived: true}}
+		})), ""},
+		{"folded credits negative", false, foldedCredits(-1, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} })), "folded_credits"},
+		{"folded credits huge", false, foldedCredits(MaxFetcherSlots+1, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} })), "folded_credits"},
+		{"folded credits min int32", false, foldedCredits(-2147483648, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} })), "folded_credits"},
+		{"folded credits on hello", true, foldedCredits(1, hello(&pb.Hello{FetcherId: "f", Slots: 1})), "folded_credits"},
+		{"folded credits on credits", false, foldedCredits(1, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: 1}}}), "folded_credits"},
+		{"folded credits on heartbeat", false, foldedCredits(1, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}), "folded_credits"},
+		{"folded credits on draining", false, foldedCredits(1, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{}}}), "folded_credits"},
+		{"folded start on a failure", false, ev(func(e *pb.DownloadEvent) {
+			e.FoldedStart = true
+			e.Kind = &pb.DownloadEvent_Failed{Failed: &pb.DownloadFailed{Class: 2, Reason: 14}}
+		}), ""},
+		{"folded start on a started event", false, ev(func(e *pb.DownloadEvent) {
+			e.FoldedStart = true
+			e.Kind = &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{}}
+		}), "event.folded_start"},
 		{"empty", false, &pb.WorkRequest{}, "msg"},
 		{"completed", false, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }), ""},
 		{"completed bad key", false, ev(func(e *pb.DownloadEvent) {
@@ -127,6 +152,13 @@ func FuzzWorkRequest(f *testing.F) {
 		}),
 		{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "bye"}}},
 		{},
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "r", Slots: 2, FoldEvents: true}}},
+		foldedCredits(3, ev(func(e *pb.DownloadEvent) {
+			e.FoldedStart = true
+			e.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1, Total: 1, BodyReceived: true}}
+		})),
+		foldedCredits(-7, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{}} })),
+		foldedCredits(2147483647, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}),
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)
@@ -153,6 +185,12 @@ func FuzzWorkRequest(f *testing.F) {
 		}
 		if c := m.GetEvent().GetCompleted(); c != nil && (c.GetSize() < 1 || c.GetBlobKey() != ContentKey(c.GetSha256())) {
 			t.Fatalf("accepted completion %v", c)
+		}
+		if n := m.GetFoldedCredits(); n < 0 || n > MaxFetcherSlots || n != 0 && m.GetEvent() == nil {
+			t.Fatalf("accepted folded credits %d on %v", n, m)
+		}
+		if ev := m.GetEvent(); ev.GetFoldedStart() && ev.GetStarted() != nil {
+			t.Fatalf("accepted a folded start on a started event %v", ev)
 		}
 	})
 }

@@ -38,7 +38,11 @@ type WorkRequest struct {
 	//	*WorkRequest_Event
 	//	*WorkRequest_Draining
 	//	*WorkRequest_Heartbeat
-	Msg           isWorkRequest_Msg `protobuf_oneof:"msg"`
+	Msg isWorkRequest_Msg `protobuf_oneof:"msg"`
+	// Credits folded into this message (step 8 of the protocol): download slots freed, as
+	// Credits.credits, added after the message is handled. 0 (none) to 10,000, and only on a
+	// message carrying an event; sent only to a coordinator whose Welcome accepted folding.
+	FoldedCredits int32 `protobuf:"varint,6,opt,name=folded_credits,json=foldedCredits,proto3" json:"folded_credits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,6 +129,13 @@ func (x *WorkRequest) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *WorkRequest) GetFoldedCredits() int32 {
+	if x != nil {
+		return x.FoldedCredits
+	}
+	return 0
+}
+
 type isWorkRequest_Msg interface {
 	isWorkRequest_Msg()
 }
@@ -182,7 +193,10 @@ type Hello struct {
 	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Prefetch window: how many successor leases (Assign.after_lease_id) the fetcher takes
 	// beyond its running downloads, waiting for a slot. 0 (no prefetch) to 1,000.
-	Prefetch      int32 `protobuf:"varint,6,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	Prefetch int32 `protobuf:"varint,6,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// The fetcher can fold messages (step 8 of the protocol): a coordinator that accepts folded
+	// messages answers with a Welcome.
+	FoldEvents    bool `protobuf:"varint,7,opt,name=fold_events,json=foldEvents,proto3" json:"fold_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -257,6 +271,13 @@ func (x *Hello) GetPrefetch() int32 {
 		return x.Prefetch
 	}
 	return 0
+}
+
+func (x *Hello) GetFoldEvents() bool {
+	if x != nil {
+		return x.FoldEvents
+	}
+	return false
 }
 
 // InFlightLease is a lease a fetcher still holds when it (re)connects.
@@ -481,6 +502,7 @@ type WorkResponse struct {
 	//	*WorkResponse_Assign
 	//	*WorkResponse_Cancel
 	//	*WorkResponse_Ack
+	//	*WorkResponse_Welcome
 	Msg           isWorkResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -550,6 +572,15 @@ func (x *WorkResponse) GetAck() *Ack {
 	return nil
 }
 
+func (x *WorkResponse) GetWelcome() *Welcome {
+	if x != nil {
+		if x, ok := x.Msg.(*WorkResponse_Welcome); ok {
+			return x.Welcome
+		}
+	}
+	return nil
+}
+
 type isWorkResponse_Msg interface {
 	isWorkResponse_Msg()
 }
@@ -569,11 +600,77 @@ type WorkResponse_Ack struct {
 	Ack *Ack `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
 }
 
+type WorkResponse_Welcome struct {
+	// The answer to a Hello with fold_events set, before any other message of the stream.
+	Welcome *Welcome `protobuf:"bytes,4,opt,name=welcome,proto3,oneof"`
+}
+
 func (*WorkResponse_Assign) isWorkResponse_Msg() {}
 
 func (*WorkResponse_Cancel) isWorkResponse_Msg() {}
 
 func (*WorkResponse_Ack) isWorkResponse_Msg() {}
+
+func (*WorkResponse_Welcome) isWorkResponse_Msg() {}
+
+// Welcome tells a fetcher which optional steps of the protocol the coordinator accepts on
+// this stream.
+type Welcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The coordinator accepts folded messages (step 8 of the protocol): DownloadEvent.folded_start
+	// and WorkRequest.folded_credits.
+	FoldEvents bool `protobuf:"varint,1,opt,name=fold_events,json=foldEvents,proto3" json:"fold_events,omitempty"`
+	// How long the fetcher may hold a started event back, waiting for a later event of its
+	// lease to fold it into (unset or 0: only what is queued before the next send); fetchers
+	// hold at most 1s whatever it says.
+	StartHold     *durationpb.Duration `protobuf:"bytes,2,opt,name=start_hold,json=startHold,proto3" json:"start_hold,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Welcome) Reset() {
+	*x = Welcome{}
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Welcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Welcome) ProtoMessage() {}
+
+func (x *Welcome) ProtoReflect() protoreflect.Message {
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
+func (*Welcome) Descriptor() ([]byte, []int) {
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Welcome) GetFoldEvents() bool {
+	if x != nil {
+		return x.FoldEvents
+	}
+	return false
+}
+
+func (x *Welcome) GetStartHold() *durationpb.Duration {
+	if x != nil {
+		return x.StartHold
+	}
+	return nil
+}
 
 // Assign leases one paper to a fetcher for one attempt.
 type Assign struct {
@@ -610,7 +707,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[7]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +719,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[7]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +732,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{7}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Assign) GetLeaseId() string {
@@ -738,7 +835,7 @@ type ResolveStep struct {
 
 func (x *ResolveStep) Reset() {
 	*x = ResolveStep{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +847,7 @@ func (x *ResolveStep) String() string {
 func (*ResolveStep) ProtoMessage() {}
 
 func (x *ResolveStep) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[8]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +860,7 @@ func (x *ResolveStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStep.ProtoReflect.Descriptor instead.
 func (*ResolveStep) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{8}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResolveStep) GetRoute() ResolveRoute {
@@ -809,7 +906,7 @@ type DownloadLimits struct {
 
 func (x *DownloadLimits) Reset() {
 	*x = DownloadLimits{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +918,7 @@ func (x *DownloadLimits) String() string {
 func (*DownloadLimits) ProtoMessage() {}
 
 func (x *DownloadLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[9]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +931,7 @@ func (x *DownloadLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadLimits.ProtoReflect.Descriptor instead.
 func (*DownloadLimits) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{9}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DownloadLimits) GetMaxSizeBytes() int64 {
@@ -871,7 +968,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +980,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[10]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +993,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{10}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Cancel) GetLeaseId() string {
@@ -926,7 +1023,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[11]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1035,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[11]
+	mi := &file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1048,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{11}
+	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetLeaseId() string {
@@ -972,14 +1069,15 @@ var File_paperfetch_v1_fetcher_gateway_service_proto protoreflect.FileDescriptor
 
 const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\n" +
-	"+paperfetch/v1/fetcher_gateway_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\x9d\x02\n" +
+	"+paperfetch/v1/fetcher_gateway_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xc4\x02\n" +
 	"\vWorkRequest\x12,\n" +
 	"\x05hello\x18\x01 \x01(\v2\x14.paperfetch.v1.HelloH\x00R\x05hello\x122\n" +
 	"\acredits\x18\x02 \x01(\v2\x16.paperfetch.v1.CreditsH\x00R\acredits\x124\n" +
 	"\x05event\x18\x03 \x01(\v2\x1c.paperfetch.v1.DownloadEventH\x00R\x05event\x125\n" +
 	"\bdraining\x18\x04 \x01(\v2\x17.paperfetch.v1.DrainingH\x00R\bdraining\x128\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x18.paperfetch.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\xc6\x01\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x18.paperfetch.v1.HeartbeatH\x00R\theartbeat\x12%\n" +
+	"\x0efolded_credits\x18\x06 \x01(\x05R\rfoldedCreditsB\x05\n" +
+	"\x03msg\"\xe7\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"fetcher_id\x18\x01 \x01(\tR\tfetcherId\x12\x17\n" +
@@ -987,7 +1085,9 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x129\n" +
 	"\tin_flight\x18\x04 \x03(\v2\x1c.paperfetch.v1.InFlightLeaseR\binFlight\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
-	"\bprefetch\x18\x06 \x01(\x05R\bprefetch\"\x9f\x01\n" +
+	"\bprefetch\x18\x06 \x01(\x05R\bprefetch\x12\x1f\n" +
+	"\vfold_events\x18\a \x01(\bR\n" +
+	"foldEvents\"\x9f\x01\n" +
 	"\rInFlightLease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x19\n" +
@@ -998,12 +1098,18 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\acredits\x18\x01 \x01(\x05R\acredits\"\"\n" +
 	"\bDraining\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\v\n" +
-	"\tHeartbeat\"\x9f\x01\n" +
+	"\tHeartbeat\"\xd3\x01\n" +
 	"\fWorkResponse\x12/\n" +
 	"\x06assign\x18\x01 \x01(\v2\x15.paperfetch.v1.AssignH\x00R\x06assign\x12/\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x15.paperfetch.v1.CancelH\x00R\x06cancel\x12&\n" +
-	"\x03ack\x18\x03 \x01(\v2\x12.paperfetch.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\xae\x03\n" +
+	"\x03ack\x18\x03 \x01(\v2\x12.paperfetch.v1.AckH\x00R\x03ack\x122\n" +
+	"\awelcome\x18\x04 \x01(\v2\x16.paperfetch.v1.WelcomeH\x00R\awelcomeB\x05\n" +
+	"\x03msg\"d\n" +
+	"\aWelcome\x12\x1f\n" +
+	"\vfold_events\x18\x01 \x01(\bR\n" +
+	"foldEvents\x128\n" +
+	"\n" +
+	"start_hold\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tstartHold\"\xae\x03\n" +
 	"\x06Assign\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x19\n" +
@@ -1048,7 +1154,7 @@ func file_paperfetch_v1_fetcher_gateway_service_proto_rawDescGZIP() []byte {
 	return file_paperfetch_v1_fetcher_gateway_service_proto_rawDescData
 }
 
-var file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_paperfetch_v1_fetcher_gateway_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_paperfetch_v1_fetcher_gateway_service_proto_goTypes = []any{
 	(*WorkRequest)(nil),           // 0: paperfetch.v1.WorkRequest
 	(*Hello)(nil),                 // 1: paperfetch.v1.Hello
@@ -1057,39 +1163,42 @@ var file_paperfetch_v1_fetcher_gateway_service_proto_goTypes = []any{
 	(*Draining)(nil),              // 4: paperfetch.v1.Draining
 	(*Heartbeat)(nil),             // 5: paperfetch.v1.Heartbeat
 	(*WorkResponse)(nil),          // 6: paperfetch.v1.WorkResponse
-	(*Assign)(nil),                // 7: paperfetch.v1.Assign
-	(*ResolveStep)(nil),           // 8: paperfetch.v1.ResolveStep
-	(*DownloadLimits)(nil),        // 9: paperfetch.v1.DownloadLimits
-	(*Cancel)(nil),                // 10: paperfetch.v1.Cancel
-	(*Ack)(nil),                   // 11: paperfetch.v1.Ack
-	(*DownloadEvent)(nil),         // 12: paperfetch.v1.DownloadEvent
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(ResolveRoute)(0),             // 14: paperfetch.v1.ResolveRoute
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*Welcome)(nil),               // 7: paperfetch.v1.Welcome
+	(*Assign)(nil),                // 8: paperfetch.v1.Assign
+	(*ResolveStep)(nil),           // 9: paperfetch.v1.ResolveStep
+	(*DownloadLimits)(nil),        // 10: paperfetch.v1.DownloadLimits
+	(*Cancel)(nil),                // 11: paperfetch.v1.Cancel
+	(*Ack)(nil),                   // 12: paperfetch.v1.Ack
+	(*DownloadEvent)(nil),         // 13: paperfetch.v1.DownloadEvent
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(ResolveRoute)(0),             // 16: paperfetch.v1.ResolveRoute
 }
 var file_paperfetch_v1_fetcher_gateway_service_proto_depIdxs = []int32{
 	1,  // 0: paperfetch.v1.WorkRequest.hello:type_name -> paperfetch.v1.Hello
 	3,  // 1: paperfetch.v1.WorkRequest.credits:type_name -> paperfetch.v1.Credits
-	12, // 2: paperfetch.v1.WorkRequest.event:type_name -> paperfetch.v1.DownloadEvent
+	13, // 2: paperfetch.v1.WorkRequest.event:type_name -> paperfetch.v1.DownloadEvent
 	4,  // 3: paperfetch.v1.WorkRequest.draining:type_name -> paperfetch.v1.Draining
 	5,  // 4: paperfetch.v1.WorkRequest.heartbeat:type_name -> paperfetch.v1.Heartbeat
 	2,  // 5: paperfetch.v1.Hello.in_flight:type_name -> paperfetch.v1.InFlightLease
-	7,  // 6: paperfetch.v1.WorkResponse.assign:type_name -> paperfetch.v1.Assign
-	10, // 7: paperfetch.v1.WorkResponse.cancel:type_name -> paperfetch.v1.Cancel
-	11, // 8: paperfetch.v1.WorkResponse.ack:type_name -> paperfetch.v1.Ack
-	9,  // 9: paperfetch.v1.Assign.limits:type_name -> paperfetch.v1.DownloadLimits
-	13, // 10: paperfetch.v1.Assign.lease_expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 11: paperfetch.v1.Assign.resolve:type_name -> paperfetch.v1.ResolveStep
-	14, // 12: paperfetch.v1.ResolveStep.route:type_name -> paperfetch.v1.ResolveRoute
-	15, // 13: paperfetch.v1.DownloadLimits.timeout:type_name -> google.protobuf.Duration
-	15, // 14: paperfetch.v1.DownloadLimits.stall_timeout:type_name -> google.protobuf.Duration
-	0,  // 15: paperfetch.v1.FetcherGatewayService.Work:input_type -> paperfetch.v1.WorkRequest
-	6,  // 16: paperfetch.v1.FetcherGatewayService.Work:output_type -> paperfetch.v1.WorkResponse
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	8,  // 6: paperfetch.v1.WorkResponse.assign:type_name -> paperfetch.v1.Assign
+	11, // 7: paperfetch.v1.WorkResponse.cancel:type_name -> paperfetch.v1.Cancel
+	12, // 8: paperfetch.v1.WorkResponse.ack:type_name -> paperfetch.v1.Ack
+	7,  // 9: paperfetch.v1.WorkResponse.welcome:type_name -> paperfetch.v1.Welcome
+	14, // 10: paperfetch.v1.Welcome.start_hold:type_name -> google.protobuf.Duration
+	10, // 11: paperfetch.v1.Assign.limits:type_name -> paperfetch.v1.DownloadLimits
+	15, // 12: paperfetch.v1.Assign.lease_expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 13: paperfetch.v1.Assign.resolve:type_name -> paperfetch.v1.ResolveStep
+	16, // 14: paperfetch.v1.ResolveStep.route:type_name -> paperfetch.v1.ResolveRoute
+	14, // 15: paperfetch.v1.DownloadLimits.timeout:type_name -> google.protobuf.Duration
+	14, // 16: paperfetch.v1.DownloadLimits.stall_timeout:type_name -> google.protobuf.Duration
+	0,  // 17: paperfetch.v1.FetcherGatewayService.Work:input_type -> paperfetch.v1.WorkRequest
+	6,  // 18: paperfetch.v1.FetcherGatewayService.Work:output_type -> paperfetch.v1.WorkResponse
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_paperfetch_v1_fetcher_gateway_service_proto_init() }
@@ -1109,6 +1218,7 @@ func file_paperfetch_v1_fetcher_gateway_service_proto_init() {
 		(*WorkResponse_Assign)(nil),
 		(*WorkResponse_Cancel)(nil),
 		(*WorkResponse_Ack)(nil),
+		(*WorkResponse_Welcome)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1116,7 +1226,7 @@ func file_paperfetch_v1_fetcher_gateway_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc), len(file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,7 +45,8 @@ const (
 // naming the field, and the stream's leases are re-queued.
 //  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one
 //     (a successor, step 3, consumes none), and the fetcher returns credit with a Credits message when a slot frees up (after a
-//     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
+//     download's body_received progress event, or its failed or resolved event), or folded
+//     into an event (step 8). The coordinator never sends more
 //     Assigns than the credit it holds.
 //  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
 //     downloads, so that a slot whose body is in starts its next download without a round trip.
@@ -112,6 +113,34 @@ const (
 //     finishes running downloads within its grace period, reports them, and closes the stream.
 //     A stream that breaks (or a fetcher that sends Draining with work not yet started) has its
 //     unfinished leases re-queued at once.
+//  8. Folded messages. A fetcher that sets Hello.fold_events asks the coordinator whether it
+//     accepts folded messages; a coordinator that does answers with a Welcome (fold_events set)
+//     before any other message of the stream. Only after that Welcome, and only on that
+//     stream, the fetcher may fold:
+//     - a started event into the next event of the same lease (progress, body_received,
+//     completed, failed, resolved) queued while the started event is not yet sent: it
+//     sends only the later event, with DownloadEvent.folded_start set (the started event's
+//     sequence number is skipped). To that end the fetcher may hold a started event back for
+//     up to Welcome.start_hold (at most 1s; the coordinator sets a tenth of its
+//     --lease-start-timeout, at most 1s) waiting for the next event; one held that long is
+//     sent on its own, and so is every one held when the fetcher starts draining (before
+//     its Draining). A started event still goes after the events queued before it (a
+//     successor's after its predecessor's body_received). The coordinator handles such an event as the
+//     started event followed by it (the start deadline, and the host slot of a successor
+//     that started early, are settled first), so a folded start is accounted exactly like a
+//     separate one. A failed event with reason ABORTED and folded_start is a started download
+//     that was aborted, never a hand-back (step 3): a hand-back has no folded_start.
+//     - the credits of freed slots (step 2) into a download event sent with them:
+//     WorkRequest.folded_credits carries them instead of a Credits message, and the
+//     coordinator adds them after handling the event, whatever becomes of the event (a
+//     stale or duplicate event still returns its credits), under the same bound as
+//     Credits (a fetcher holds at most 20,000 credits; more are dropped).
+//     A fetcher holds at most one started event per running lease.
+//     A fetcher never folds without the Welcome (an older coordinator ignores the unknown
+//     fields, and would neither count the start nor the credits), and a coordinator accepts
+//     separate started events and Credits from every fetcher (older fetchers never fold).
+//     So a small paper costs four messages instead of six: Assign, body_received (with the
+//     start and the slot's credit folded), completed, Ack.
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
@@ -177,7 +206,8 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // naming the field, and the stream's leases are re-queued.
 //  2. Credits are flow control: Hello.slots is the initial credit, each Assign consumes one
 //     (a successor, step 3, consumes none), and the fetcher returns credit with a Credits message when a slot frees up (after a
-//     download's body_received progress event, or its failed or resolved event). The coordinator never sends more
+//     download's body_received progress event, or its failed or resolved event), or folded
+//     into an event (step 8). The coordinator never sends more
 //     Assigns than the credit it holds.
 //  3. Prefetch. A fetcher may also hold a window of Hello.prefetch leases beyond its running
 //     downloads, so that a slot whose body is in starts its next download without a round trip.
@@ -244,6 +274,34 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     finishes running downloads within its grace period, reports them, and closes the stream.
 //     A stream that breaks (or a fetcher that sends Draining with work not yet started) has its
 //     unfinished leases re-queued at once.
+//  8. Folded messages. A fetcher that sets Hello.fold_events asks the coordinator whether it
+//     accepts folded messages; a coordinator that does answers with a Welcome (fold_events set)
+//     before any other message of the stream. Only after that Welcome, and only on that
+//     stream, the fetcher may fold:
+//     - a started event into the next event of the same lease (progress, body_received,
+//     completed, failed, resolved) queued while the started event is not yet sent: it
+//     sends only the later event, with DownloadEvent.folded_start set (the started event's
+//     sequence number is skipped). To that end the fetcher may hold a started event back for
+//     up to Welcome.start_hold (at most 1s; the coordinator sets a tenth of its
+//     --lease-start-timeout, at most 1s) waiting for the next event; one held that long is
+//     sent on its own, and so is every one held when the fetcher starts draining (before
+//     its Draining). A started event still goes after the events queued before it (a
+//     successor's after its predecessor's body_received). The coordinator handles such an event as the
+//     started event followed by it (the start deadline, and the host slot of a successor
+//     that started early, are settled first), so a folded start is accounted exactly like a
+//     separate one. A failed event with reason ABORTED and folded_start is a started download
+//     that was aborted, never a hand-back (step 3): a hand-back has no folded_start.
+//     - the credits of freed slots (step 2) into a download event sent with them:
+//     WorkRequest.folded_credits carries them instead of a Credits message, and the
+//     coordinator adds them after handling the event, whatever becomes of the event (a
+//     stale or duplicate event still returns its credits), under the same bound as
+//     Credits (a fetcher holds at most 20,000 credits; more are dropped).
+//     A fetcher holds at most one started event per running lease.
+//     A fetcher never folds without the Welcome (an older coordinator ignores the unknown
+//     fields, and would neither count the start nor the credits), and a coordinator accepts
+//     separate started events and Credits from every fetcher (older fetchers never fold).
+//     So a small paper costs four messages instead of six: Assign, body_received (with the
+//     start and the slot's credit folded), completed, Ack.
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only

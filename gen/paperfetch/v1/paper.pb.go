@@ -494,8 +494,9 @@ type DownloadEvent struct {
 	// The attempt number from Assign (1 to 65,535); events whose (lease_id, attempt) is stale
 	// are dropped.
 	Attempt int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// Per-lease sequence number, starting at 1 (at least 1) and increasing by one per event. Duplicates
-	// (sequence number not above the last one seen) are dropped by the coordinator.
+	// Per-lease sequence number, starting at 1 (at least 1) and increasing by one per event (a
+	// folded started event's number is skipped, see folded_start). Duplicates (sequence number
+	// not above the last one seen) are dropped by the coordinator.
 	Sequence int64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// The batch and paper, repeated from Assign for logs and debugging.
 	BatchId string `protobuf:"bytes,4,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
@@ -503,6 +504,11 @@ type DownloadEvent struct {
 	PaperId string `protobuf:"bytes,5,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
 	// When the fetcher produced the event.
 	Time *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	// The lease's started event was folded into this one (Work stream only, after the
+	// coordinator's Welcome: see FetcherGatewayService, step 8): the HTTP request was sent, and
+	// the coordinator handles this event as the started event followed by it. Never set on a
+	// started event.
+	FoldedStart bool `protobuf:"varint,7,opt,name=folded_start,json=foldedStart,proto3" json:"folded_start,omitempty"`
 	// What happened.
 	//
 	// Types that are valid to be assigned to Kind:
@@ -587,6 +593,13 @@ func (x *DownloadEvent) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *DownloadEvent) GetFoldedStart() bool {
+	if x != nil {
+		return x.FoldedStart
+	}
+	return false
 }
 
 func (x *DownloadEvent) GetKind() isDownloadEvent_Kind {
@@ -1101,14 +1114,15 @@ const file_paperfetch_v1_paper_proto_rawDesc = "" +
 	"\x03doi\x18\x05 \x01(\tR\x03doi\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x04\n" +
 	"\rDownloadEvent\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x03R\bsequence\x12\x19\n" +
 	"\bbatch_id\x18\x04 \x01(\tR\abatchId\x12\x19\n" +
 	"\bpaper_id\x18\x05 \x01(\tR\apaperId\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12:\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12!\n" +
+	"\ffolded_start\x18\a \x01(\bR\vfoldedStart\x12:\n" +
 	"\astarted\x18\n" +
 	" \x01(\v2\x1e.paperfetch.v1.DownloadStartedH\x00R\astarted\x12=\n" +
 	"\bprogress\x18\v \x01(\v2\x1f.paperfetch.v1.DownloadProgressH\x00R\bprogress\x12@\n" +
