@@ -98,6 +98,9 @@ type Config struct {
 	// successor that starts while its predecessor's slot was already handed back makes the
 	// fetcher withhold the next credit, so at most Slots + Prefetch downloads run at once. A
 	// successor assigned beyond Prefetch waiting ones is handed back at once (failed ABORTED).
+	// A successor leaves the window once its predecessor's body is in (as on the coordinator,
+	// which counts it against its host from then on), even while that slot waits for a place
+	// among the PendingCommits: so at most Prefetch + Slots successors wait.
 	Prefetch int
 	// MaxFetchCalls bounds the FetcherService.Fetch calls running at once (operators'
 	// debugging downloads, on top of Slots); one more is RESOURCE_EXHAUSTED. Default 4.

@@ -63,9 +63,18 @@ type leaseBook struct {
 	fold bool
 	hold time.Duration
 	held []*lease
-	// waiting counts the waiting successors; at most prefetch (Config.Prefetch) are held, a
-	// successor beyond them is void.
+	// waiting counts the waiting successors in the prefetch window: those whose predecessor's
+	// body is not in yet (inWindow). At most prefetch (Config.Prefetch) are, a successor beyond
+	// them is void. A successor whose predecessor's body is in, but whose slot waits for a
+	// place in the commit queue, has left the window, as on the coordinator (which counts it
+	// against its host from the predecessor's body_received): at most one per slot.
 	waiting, prefetch int
+}
+
+// inWindow reports whether l is a waiting successor counted in the prefetch window (its
+// predecessor's body is not in yet).
+func inWindow(l *lease) bool {
+	return l.waiting && (l.pred == nil || !l.pred.received)
 }
 
 // newLeaseBook returns an empty book holding at most prefetch waiting successors.
@@ -94,11 +103,13 @@ func (b *leaseBook) add(a *pb.Assign, now time.Time, draining bool) (l *lease, s
 	switch {
 	case draining:
 		b.void(l, now, "fetcher draining")
-	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil && b.waiting >= b.prefetch:
+	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil && !p.received && b.waiting >= b.prefetch:
 		b.void(l, now, "the prefetch window is full")
 	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil:
 		l.waiting, l.pred, p.succ = true, p, l
-		b.waiting++
+		if inWindow(l) {
+			b.waiting++
+		}
 	case p != nil && p.received:
 		l.slot = true
 		if b.owed > 0 {
@@ -134,11 +145,11 @@ func (b *leaseBook) void(l *lease, now time.Time, why string) {
 // unlinkPred ends the wait of successor l: it no longer follows its predecessor and never
 // runs.
 func (b *leaseBook) unlinkPred(l *lease) {
+	if inWindow(l) {
+		b.waiting--
+	}
 	if p := l.pred; p != nil {
 		p.succ, l.pred = nil, nil
-	}
-	if l.waiting {
-		b.waiting--
 	}
 	l.waiting, l.running = false, false
 	if l.cancel != nil {
@@ -218,6 +229,9 @@ func (b *leaseBook) received(l *lease, size int64, now time.Time) {
 	if !l.running || l.received {
 		return
 	}
+	if s := l.succ; s != nil && inWindow(s) {
+		b.waiting-- // it leaves the window (see waiting)
+	}
 	l.received = true
 	l.bytes, l.total = size, size
 	ev := b.newEvent(l, now)
@@ -235,9 +249,9 @@ func (b *leaseBook) freeSlot(l *lease, now time.Time, draining bool) (next *leas
 	l.slot = false
 	if s := l.succ; s != nil {
 		if l.received && !draining {
+			// s left the window when l's body came in (received).
 			l.succ, s.pred = nil, nil
 			s.waiting, s.slot = false, true
-			b.waiting--
 			return s
 		}
 		b.void(s, now, "its predecessor ended without its body received")

@@ -553,13 +553,16 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				}
 			},
 			"": func(t *rapid.T) {
-				busy, waiting := 0, 0
+				busy, waiting, held := 0, 0, 0
 				for _, l := range b.leases {
 					if l.slot {
 						busy++
 					}
-					if l.waiting {
+					if inWindow(l) {
 						waiting++
+					}
+					if l.waiting {
+						held++
 					}
 					if l.slot && (l.waiting || !l.running) || l.waiting && (!l.running || draining) {
 						t.Fatalf("lease %s: slot %v, waiting %v, running %v", l.a.GetLeaseId(), l.slot, l.waiting, l.running)
@@ -572,7 +575,11 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 					}
 				}
 				if waiting != b.waiting || waiting > prefetch {
-					t.Fatalf("%d successors wait, the book counts %d, the window is %d", waiting, b.waiting, prefetch)
+					t.Fatalf("%d successors wait in the window, the book counts %d, the window is %d", waiting, b.waiting, prefetch)
+				}
+				// Beyond the window: at most one successor per slot whose body is in.
+				if held > prefetch+slots {
+					t.Fatalf("%d successors wait, window %d, slots %d", held, prefetch, slots)
 				}
 				if draining {
 					return // credits are not returned while draining
@@ -586,4 +593,43 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 			},
 		})
 	})
+}
+
+// A successor whose predecessor's body is in leaves the prefetch window, as on the
+// coordinator (which counts it against its host from the predecessor's body_received), even
+// while the predecessor's slot waits for a place in the commit queue: the next successor the
+// coordinator sends is taken, not handed back as beyond the window. Before, every successor
+// sent while commits were backed up was handed back (an Assign, a failure and an Ack each).
+func TestLeaseBookWindowFreedAtBodyReceived(t *testing.T) {
+	b := newLeaseBook(1)
+	b.hello(2)
+	p1, p2 := bookAdd(b, bookAssign("P1")), bookAdd(b, bookAssign("P2"))
+	s1 := bookAssign("S1")
+	s1.AfterLeaseId = "P1"
+	if l, start := b.add(s1, bookT0, false); start || !l.waiting || b.waiting != 1 {
+		t.Fatalf("S1: start %v, waiting %v, window %d", start, l.waiting, b.waiting)
+	}
+	b.received(p1, 1, bookT0) // its slot waits for a commit place
+	if b.waiting != 0 {
+		t.Fatalf("window %d after P1's body came in, want 0", b.waiting)
+	}
+	s2 := bookAssign("S2")
+	s2.AfterLeaseId = "P2"
+	if l, _ := b.add(s2, bookT0, false); !l.waiting || l.terminal != nil || b.waiting != 1 {
+		t.Fatalf("S2 was handed back (%v) or not counted (window %d)", l.terminal, b.waiting)
+	}
+	// A successor of P1 after its body came in waits for the slot without counting.
+	if next := b.freeSlot(p1, bookT0, false); next == nil || next.a.GetLeaseId() != "S1" || b.waiting != 1 {
+		t.Fatalf("P1's slot went to %v, window %d", next, b.waiting)
+	}
+	b.received(p2, 1, bookT0)
+	s3 := bookAssign("S3")
+	s3.AfterLeaseId = "S1"
+	if l, _ := b.add(s3, bookT0, false); !l.waiting || b.waiting != 1 {
+		t.Fatalf("S3: waiting %v, window %d", l.waiting, b.waiting)
+	}
+	b.finish(p2, bookT0, false, failedKind) // S2 takes P2's slot: its body was in
+	if b.waiting != 1 || b.leases["S2"].slot != true {
+		t.Fatalf("window %d, S2 slot %v", b.waiting, b.leases["S2"].slot)
+	}
 }

@@ -83,7 +83,7 @@ func registerLeaseGauges(reg prometheus.Registerer, f *Fetcher) error {
 	for _, c := range []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "paperfetch", Subsystem: "fetcher", Name: "prefetched_leases",
-			Help: "Prefetched leases (successors) waiting for the slot of a running download (at most --prefetch: one more is handed back).",
+			Help: "Prefetched leases (successors) in the prefetch window: waiting for the slot of a running download whose body is not in yet (at most --prefetch: one more is handed back).",
 		}, func() float64 {
 			f.mu.Lock()
 			defer f.mu.Unlock()

@@ -53,7 +53,11 @@ const (
 //     The coordinator sends such a lease as an Assign with after_lease_id set: a successor of
 //     a running download lease (the predecessor) of the same stream and the same host, or of
 //     a waiting successor (a chain, within the window: a window larger than the running
-//     downloads holds a successor per running download, then one per waiting successor...). It
+//     downloads holds a successor per running download, then one per waiting successor...). A
+//     successor leaves the window with its predecessor's body_received, on both sides (the
+//     coordinator counts it against its host from then on), even while the predecessor's slot
+//     waits for a place among the pending commits (step 4): the fetcher holds at most
+//     Hello.prefetch successors whose predecessor's body is not in, plus one per slot. It
 //     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
 //     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
 //     received (no credit is returned for that slot), or at once when the predecessor had
@@ -214,7 +218,11 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     The coordinator sends such a lease as an Assign with after_lease_id set: a successor of
 //     a running download lease (the predecessor) of the same stream and the same host, or of
 //     a waiting successor (a chain, within the window: a window larger than the running
-//     downloads holds a successor per running download, then one per waiting successor...). It
+//     downloads holds a successor per running download, then one per waiting successor...). A
+//     successor leaves the window with its predecessor's body_received, on both sides (the
+//     coordinator counts it against its host from then on), even while the predecessor's slot
+//     waits for a place among the pending commits (step 4): the fetcher holds at most
+//     Hello.prefetch successors whose predecessor's body is not in, plus one per slot. It
 //     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
 //     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
 //     received (no credit is returned for that slot), or at once when the predecessor had
