@@ -162,6 +162,16 @@ func TestLeaseIDs(t *testing.T) {
 	if _, _, ok := other.check(id, "fetcher-a"); ok {
 		t.Error("an id verified under another key")
 	}
+	// The HMAC is reused: issuing and checking other ids in between changes nothing.
+	if _, _, ok := ids.check(ids.issue(9, 1, "fetcher-b"), "fetcher-b"); !ok {
+		t.Error("a second id did not verify")
+	}
+	if again := ids.issue(123456, 7, "fetcher-a"); again != id {
+		t.Errorf("the same lease got id %q, then %q", id, again)
+	}
+	if n := testing.AllocsPerRun(100, func() { ids.check(id, "fetcher-a") }); n != 0 {
+		t.Errorf("check allocates %v times, want 0", n)
+	}
 	guessed := id[:len(id)-1] + string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", id[len(id)-1])+1)%16])
 	for _, bad := range []string{"", "abc123", "other-1-1", "abc123-1", "abc123-zz!-1", "abc123-1-x", "abc1234-1-1",
 		"abc123-2n9c-7", "abc123-2n9c-7-", guessed, strings.Replace(id, "-7-", "-8-", 1)} {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 	"time"
@@ -69,59 +70,77 @@ const leaseMACBytes = 12
 // attempt and the id of the fetcher the lease is assigned to. Without the key nobody can make
 // up a valid lease id, and an id only verifies for the fetcher it was issued to, which is how
 // the coordinator recognises, even after a restart, the fetcher that may re-announce a lease.
+//
+// It keeps one HMAC and its input and output buffers, reused for every id (a new HMAC was a
+// dozen allocations, three times per paper), so only the loop may use it.
 type leaseIDs struct {
 	storeID string
 	key     []byte
+
+	h   hash.Hash // HMAC-SHA256 under key, made on first use
+	in  []byte    // the MAC's input (index, attempt, fetcher id)
+	sum []byte    // the MAC's output
 }
 
-func (s leaseIDs) mac(idx uint32, attempt uint16, fetcherID string) []byte {
-	m := hmac.New(sha256.New, s.key)
-	var buf [6]byte
-	binary.BigEndian.PutUint32(buf[:4], idx)
-	binary.BigEndian.PutUint16(buf[4:], attempt)
-	m.Write(buf[:])
-	m.Write([]byte(fetcherID))
-	return m.Sum(nil)[:leaseMACBytes]
+// mac returns the MAC of a lease id; the slice is valid until the next call.
+func (s *leaseIDs) mac(idx uint32, attempt uint16, fetcherID string) []byte {
+	if s.h == nil {
+		s.h = hmac.New(sha256.New, s.key)
+		s.sum = make([]byte, 0, sha256.Size)
+	} else {
+		s.h.Reset()
+	}
+	s.in = binary.BigEndian.AppendUint32(s.in[:0], idx)
+	s.in = binary.BigEndian.AppendUint16(s.in, attempt)
+	s.in = append(s.in, fetcherID...)
+	s.h.Write(s.in)
+	s.sum = s.h.Sum(s.sum[:0])
+	return s.sum[:leaseMACBytes]
 }
 
 // issue returns the id of attempt of paper idx leased to fetcherID.
-func (s leaseIDs) issue(idx uint32, attempt uint16, fetcherID string) string {
+func (s *leaseIDs) issue(idx uint32, attempt uint16, fetcherID string) string {
+	var num [20]byte
+	var mac [2 * leaseMACBytes]byte
+	hex.Encode(mac[:], s.mac(idx, attempt, fetcherID))
 	var b strings.Builder
-	b.Grow(len(s.storeID) + 16 + 2*leaseMACBytes)
+	b.Grow(len(s.storeID) + 16 + len(mac))
 	b.WriteString(s.storeID)
 	b.WriteByte('-')
-	b.WriteString(strconv.FormatUint(uint64(idx), 36))
+	b.Write(strconv.AppendUint(num[:0], uint64(idx), 36))
 	b.WriteByte('-')
-	b.WriteString(strconv.FormatUint(uint64(attempt), 10))
+	b.Write(strconv.AppendUint(num[:0], uint64(attempt), 10))
 	b.WriteByte('-')
-	b.WriteString(hex.EncodeToString(s.mac(idx, attempt, fetcherID)))
+	b.Write(mac[:])
 	return b.String()
 }
 
 // check parses id and verifies that it was issued to fetcherID by this store; ok is false
 // otherwise.
-func (s leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bool) {
+func (s *leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bool) {
 	rest, found := strings.CutPrefix(id, s.storeID)
 	if !found || len(rest) < 6 || rest[0] != '-' {
 		return 0, 0, false
 	}
-	parts := strings.Split(rest[1:], "-")
-	if len(parts) != 3 {
-		return 0, 0, false
-	}
-	i, err := strconv.ParseUint(parts[0], 36, 32)
+	is, rest, _ := strings.Cut(rest[1:], "-")
+	ns, macHex, _ := strings.Cut(rest, "-")
+	i, err := strconv.ParseUint(is, 36, 32)
 	if err != nil {
 		return 0, 0, false
 	}
-	n, err := strconv.ParseUint(parts[1], 10, 16)
+	n, err := strconv.ParseUint(ns, 10, 16)
 	if err != nil {
 		return 0, 0, false
 	}
-	mac, err := hex.DecodeString(parts[2])
-	if err != nil || len(mac) != leaseMACBytes {
+	// A '-' in macHex (an id of more than four parts) is not a hex digit: Decode refuses it.
+	var mac [leaseMACBytes]byte
+	if len(macHex) != 2*leaseMACBytes {
 		return 0, 0, false
 	}
-	if !hmac.Equal(mac, s.mac(uint32(i), uint16(n), fetcherID)) {
+	if _, err := hex.Decode(mac[:], []byte(macHex)); err != nil {
+		return 0, 0, false
+	}
+	if !hmac.Equal(mac[:], s.mac(uint32(i), uint16(n), fetcherID)) {
 		return 0, 0, false
 	}
 	return uint32(i), uint16(n), true

@@ -139,13 +139,19 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	}
 	a.wd.touch()
 	body := &countingReader{r: resp.Body, wd: a.wd}
-	var buf []byte
+	bp := a.d.buffers.Get().(*[]byte)
+	defer a.d.buffers.Put(bp)
+	buf := *bp
+	sniffed := 0 // bytes of the body read into buf to check for a PDF
 	if len(head) < sniffLen {
 		// Read the first bytes (up to sniffLen of the whole body) to check for a PDF.
-		buf = make([]byte, sniffLen-len(head))
-		n, rerr := readFull(body, buf)
-		buf = buf[:n]
-		head = append(head, buf...)
+		n, rerr := readFull(body, buf[:sniffLen-len(head)])
+		sniffed = n
+		if len(head) == 0 {
+			head = buf[:n]
+		} else {
+			head = append(head, buf[:n]...)
+		}
 		if rerr != nil && rerr != io.EOF {
 			return nil, outcome{}, a.bodyFailure(ctx, rerr, resp, finalURL)
 		}
@@ -155,17 +161,17 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 			// The kept prefix is not a PDF after all: never build on it.
 			return a.refetch(ctx, target, resp)
 		}
-		return a.notPDF(ctx, resp, buf, body, finalURL)
+		return a.notPDF(ctx, resp, buf[:sniffed], body, finalURL)
 	}
 	var received int64
 	if resumed {
 		received = offset
 	}
-	if int64(len(buf)) > maxSize {
+	if int64(sniffed) > maxSize {
 		return nil, outcome{}, a.tooLarge(resp, finalURL, maxSize)
 	}
 	// The sniffed bytes are written together with the first bytes read after them.
-	if fail := a.copyBody(ctx, buf, body, sink, &received, total, maxSize, resp, finalURL); fail != nil {
+	if fail := a.copyBody(ctx, buf, sniffed, body, sink, &received, total, maxSize, resp, finalURL); fail != nil {
 		return nil, outcome{}, fail
 	}
 	if total >= 0 && received < total {
@@ -191,14 +197,11 @@ func (a *attempt) refetch(ctx context.Context, target *url.URL, resp *http.Respo
 	return a.fetch(ctx, target, false)
 }
 
-// copyBody streams head (bytes already read from the body, at most sniffLen) and the rest of
-// the body to sink, enforcing the size limit and reporting throttled progress.
-func (a *attempt) copyBody(ctx context.Context, head []byte, body io.Reader, sink io.Writer, received *int64, total, maxSize int64, resp *http.Response, finalURL string) *failure {
-	bp := a.d.buffers.Get().(*[]byte)
-	defer a.d.buffers.Put(bp)
-	buf := *bp
+// copyBody streams buf[:pending] (bytes already read from the body, at most sniffLen) and the
+// rest of the body, read into buf, to sink, enforcing the size limit and reporting throttled
+// progress.
+func (a *attempt) copyBody(ctx context.Context, buf []byte, pending int, body io.Reader, sink io.Writer, received *int64, total, maxSize int64, resp *http.Response, finalURL string) *failure {
 	lastBytes, lastTime := *received, a.d.clk.Now()
-	pending := copy(buf, head)
 	for {
 		n, rerr := body.Read(buf[pending:])
 		n += pending

@@ -71,7 +71,9 @@ type Fetcher struct {
 	connected        bool   // a Work stream is open
 	draining         bool
 	drainSentSession uint64
-	changed          chan struct{} // closed and replaced whenever the set of leases changes
+	// changed is closed (and set to nil) whenever the set of leases changes; made by the first
+	// waitFor after that, so that the many changes nobody waits for cost no channel each.
+	changed chan struct{}
 
 	// commits holds a token per received body waiting for, or running, its commit (capacity
 	// Config.PendingCommits): a slot that received a body takes a token before it returns its
@@ -134,7 +136,6 @@ func New(cfg Config) (*Fetcher, error) {
 		},
 		book:    newLeaseBook(cfg.Prefetch),
 		commits: make(chan struct{}, cfg.PendingCommits),
-		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
 	}
@@ -211,6 +212,9 @@ func (f *Fetcher) waitFor(ctx context.Context, cond func() bool) bool {
 	for {
 		f.mu.Lock()
 		ok := cond()
+		if f.changed == nil {
+			f.changed = make(chan struct{})
+		}
 		ch := f.changed
 		f.mu.Unlock()
 		if ok {
@@ -226,8 +230,10 @@ func (f *Fetcher) waitFor(ctx context.Context, cond func() bool) bool {
 
 // notifyLocked wakes waitFor callers; f.mu must be held.
 func (f *Fetcher) notifyLocked() {
-	close(f.changed)
-	f.changed = make(chan struct{})
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
 }
 
 // poke tells the session there is something to send.
@@ -349,7 +355,7 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 	}
 	if fail != nil {
 		f.log.Info("download failed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "class", fail.class, "reason", fail.reason, "status", fail.status, "err", redact.Text(fail.msg))
-	} else {
+	} else if f.log.Enabled(ctx, slog.LevelDebug) { // building the attributes allocates
 		f.log.Debug("download completed", "lease", l.a.GetLeaseId(), "paper", l.a.GetPaperId(), "sha256", out.sha256, "size", out.size)
 	}
 	f.mu.Lock()

@@ -403,14 +403,15 @@ func (s *spool) removeURL(url string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("spool: %w", err)
 	}
+	part, meta, tmp := "-"+h+partSuffix, "-"+h+metaSuffix, "-"+h+"-"
 	var matches []string
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() {
 			continue
 		}
-		if strings.HasSuffix(name, "-"+h+partSuffix) || strings.HasSuffix(name, "-"+h+metaSuffix) ||
-			(strings.HasSuffix(name, tmpSuffix) && strings.Contains(name, "-"+h+"-")) {
+		if strings.HasSuffix(name, part) || strings.HasSuffix(name, meta) ||
+			(strings.HasSuffix(name, tmpSuffix) && strings.Contains(name, tmp)) {
 			matches = append(matches, filepath.Join(s.dir, name))
 		}
 	}

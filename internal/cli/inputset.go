@@ -88,15 +88,15 @@ func checkInputArgs(inputs []string) error {
 func forEachPaper(st *input.Stream, bad func(*input.LineError), fn func(input.Paper) error) error {
 	for {
 		p, err := st.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		var le *input.LineError
-		if errors.As(err, &le) {
-			bad(le)
-			continue
-		}
 		if err != nil {
+			var le *input.LineError // declared here: errors.As moves it to the heap
+			switch {
+			case errors.Is(err, io.EOF):
+				return nil
+			case errors.As(err, &le):
+				bad(le)
+				continue
+			}
 			return err
 		}
 		if err := fn(p); err != nil {

@@ -93,9 +93,14 @@ func (r *Reader) readLine() (string, int, error) {
 	for {
 		chunk, err := r.br.ReadSlice('\n')
 		if !tooLong {
-			if len(buf)+len(chunk) > r.opts.MaxLineBytes+2 {
+			switch {
+			case len(buf)+len(chunk) > r.opts.MaxLineBytes+2:
 				tooLong, buf = true, nil
-			} else {
+			case len(buf) == 0 && !errors.Is(err, bufio.ErrBufferFull):
+				// The whole line is in br's buffer, valid until the next read: the string
+				// returned below is its only copy.
+				buf = chunk
+			default:
 				buf = append(buf, chunk...)
 			}
 		}
@@ -107,7 +112,7 @@ func (r *Reader) readLine() (string, int, error) {
 		}
 		if errors.Is(err, io.EOF) {
 			r.eof = true
-			if len(chunk) == 0 && buf == nil && !tooLong {
+			if len(chunk) == 0 && len(buf) == 0 && !tooLong {
 				return "", r.line, io.EOF
 			}
 		}

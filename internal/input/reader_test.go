@@ -182,6 +182,20 @@ func TestReaderLongLine(t *testing.T) {
 	}
 }
 
+// A line longer than the reader's buffer (64 KiB) but within the limit arrives in pieces and is
+// read whole; the lines around it are read from the buffer.
+func TestReaderLineLongerThanBuffer(t *testing.T) {
+	long := `{"id": "long", "urls": ["https://a.org/long.pdf"]` + strings.Repeat(" ", 150<<10) + "}"
+	in := "https://a.org/1.pdf\n" + long + "\n\nhttps://a.org/2.pdf"
+	papers, errs := readAll(t, in, Options{})
+	if len(papers) != 3 || len(errs) != 0 {
+		t.Fatalf("papers %v errors %v", papers, errs)
+	}
+	if papers[1].ID != "long" || papers[1].Line != 2 || papers[2].URLs[0] != "https://a.org/2.pdf" || papers[2].Line != 4 {
+		t.Fatalf("papers %+v", papers)
+	}
+}
+
 func TestStreamDedupe(t *testing.T) {
 	in := "https://a.org/1.pdf\n2301.00001\nhttps://a.org/1.pdf\n{\"id\":\"2301.00001\",\"url\":\"https://elsewhere.org/x.pdf\"}\n"
 	s := NewStream([]string{"-"}, strings.NewReader(in), Options{})

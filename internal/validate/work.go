@@ -3,6 +3,7 @@ package validate
 import (
 	"fmt"
 	"math"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -84,7 +85,7 @@ func WorkRequest(first bool, m *pb.WorkRequest) error {
 				v.add("credits.credits", fmt.Sprintf("must be 1 to %d, got %d", MaxFetcherSlots, n))
 			}
 		case *pb.WorkRequest_Event:
-			v.event("event", x.Event)
+			v.event(x.Event)
 		case *pb.WorkRequest_Draining:
 			v.text("draining.reason", x.Draining.GetReason(), MaxReasonBytes)
 		case *pb.WorkRequest_Heartbeat:
@@ -136,92 +137,97 @@ func (v *violations) hello(path string, h *pb.Hello) {
 	}
 }
 
-func (v *violations) event(path string, ev *pb.DownloadEvent) {
+// event validates WorkRequest.event. The field paths are constants, not built per call: a valid
+// event (two or three per paper) then costs no allocation.
+func (v *violations) event(ev *pb.DownloadEvent) {
 	if ev == nil {
-		v.add(path, "is null")
+		v.add("event", "is null")
 		return
 	}
-	v.leaseID(field(path, "lease_id"), ev.GetLeaseId())
-	v.attempt(field(path, "attempt"), ev.GetAttempt())
+	v.leaseID("event.lease_id", ev.GetLeaseId())
+	v.attempt("event.attempt", ev.GetAttempt())
 	if ev.GetSequence() < 1 {
-		v.add(field(path, "sequence"), fmt.Sprintf("must be at least 1, got %d", ev.GetSequence()))
+		v.add("event.sequence", fmt.Sprintf("must be at least 1, got %d", ev.GetSequence()))
 	}
-	v.optionalBatchID(field(path, "batch_id"), ev.GetBatchId())
-	v.optionalPaperID(field(path, "paper_id"), ev.GetPaperId())
-	v.timestamp(field(path, "time"), ev.GetTime())
+	v.optionalBatchID("event.batch_id", ev.GetBatchId())
+	v.optionalPaperID("event.paper_id", ev.GetPaperId())
+	v.timestamp("event.time", ev.GetTime())
 	switch k := ev.GetKind().(type) {
 	case *pb.DownloadEvent_Started:
 		if ev.GetFoldedStart() {
-			v.add(field(path, "folded_start"), "must not be set on a started event")
+			v.add("event.folded_start", "must not be set on a started event")
 		}
-		v.optionalURL(field(path, "started.url"), k.Started.GetUrl())
+		v.optionalURL("event.started.url", k.Started.GetUrl())
 		if k.Started.GetResumeOffset() < 0 {
-			v.add(field(path, "started.resume_offset"), "must not be negative")
+			v.add("event.started.resume_offset", "must not be negative")
 		}
 	case *pb.DownloadEvent_Progress:
 		p := k.Progress
 		if p.GetBytes() < 0 || p.GetBytes() > MaxBlobBytes {
-			v.add(field(path, "progress.bytes"), fmt.Sprintf("must be 0 to %d", int64(MaxBlobBytes)))
+			v.add("event.progress.bytes", fmt.Sprintf("must be 0 to %d", int64(MaxBlobBytes)))
 		}
 		if p.GetTotal() < 0 || p.GetTotal() > MaxBlobBytes {
-			v.add(field(path, "progress.total"), fmt.Sprintf("must be 0 to %d", int64(MaxBlobBytes)))
+			v.add("event.progress.total", fmt.Sprintf("must be 0 to %d", int64(MaxBlobBytes)))
 		}
 		if bps := p.GetBytesPerSecond(); math.IsNaN(bps) || math.IsInf(bps, 0) || bps < 0 {
-			v.add(field(path, "progress.bytes_per_second"), "must be a finite number, at least 0")
+			v.add("event.progress.bytes_per_second", "must be a finite number, at least 0")
 		}
 	case *pb.DownloadEvent_Completed:
-		v.completed(field(path, "completed"), k.Completed)
+		v.completed(k.Completed)
 	case *pb.DownloadEvent_Failed:
-		v.failed(field(path, "failed"), k.Failed)
+		v.failed(k.Failed)
 	case *pb.DownloadEvent_Resolved:
-		v.resolved(field(path, "resolved"), k.Resolved)
+		v.resolved(k.Resolved)
 	default:
-		v.add(path, "exactly one of started, progress, completed, failed, resolved is required")
+		v.add("event", "exactly one of started, progress, completed, failed, resolved is required")
 	}
 }
 
-func (v *violations) completed(path string, c *pb.DownloadCompleted) {
+// completed validates event.completed.
+func (v *violations) completed(c *pb.DownloadCompleted) {
 	sha := c.GetSha256()
 	if !isLowerHex(sha, SHA256HexLen) {
-		v.add(field(path, "sha256"), fmt.Sprintf("must be %d lower-case hex digits", SHA256HexLen))
-	} else if want := ContentKey(sha); c.GetBlobKey() != want {
-		v.add(field(path, "blob_key"), fmt.Sprintf("must be the content-addressed key of sha256, %q", want))
+		v.add("event.completed.sha256", fmt.Sprintf("must be %d lower-case hex digits", SHA256HexLen))
+	} else if !isContentKey(c.GetBlobKey(), sha) {
+		v.add("event.completed.blob_key", fmt.Sprintf("must be the content-addressed key of sha256, %q", ContentKey(sha)))
 	}
 	if n := c.GetSize(); n < 1 || n > MaxBlobBytes {
-		v.add(field(path, "size"), fmt.Sprintf("must be 1 to %d, got %d", int64(MaxBlobBytes), n))
+		v.add("event.completed.size", fmt.Sprintf("must be 1 to %d, got %d", int64(MaxBlobBytes), n))
 	}
-	v.text(field(path, "content_type"), c.GetContentType(), MaxContentTypeBytes)
-	v.optionalURL(field(path, "final_url"), c.GetFinalUrl())
-	v.duration(field(path, "duration"), c.GetDuration())
+	v.text("event.completed.content_type", c.GetContentType(), MaxContentTypeBytes)
+	v.optionalURL("event.completed.final_url", c.GetFinalUrl())
+	v.duration("event.completed.duration", c.GetDuration())
 }
 
-func (v *violations) failed(path string, f *pb.DownloadFailed) {
+// failed validates event.failed.
+func (v *violations) failed(f *pb.DownloadFailed) {
 	if _, ok := pb.FailureClass_name[int32(f.GetClass())]; !ok {
-		v.add(field(path, "class"), fmt.Sprintf("%d is not a failure class", int32(f.GetClass())))
+		v.add("event.failed.class", fmt.Sprintf("%d is not a failure class", int32(f.GetClass())))
 	}
 	if _, ok := pb.FailureReason_name[int32(f.GetReason())]; !ok {
-		v.add(field(path, "reason"), fmt.Sprintf("%d is not a failure reason", int32(f.GetReason())))
+		v.add("event.failed.reason", fmt.Sprintf("%d is not a failure reason", int32(f.GetReason())))
 	}
 	if s := f.GetHttpStatus(); s != 0 && (s < 100 || s > 999) {
-		v.add(field(path, "http_status"), fmt.Sprintf("must be 0 or 100 to 999, got %d", s))
+		v.add("event.failed.http_status", fmt.Sprintf("must be 0 or 100 to 999, got %d", s))
 	}
-	v.duration(field(path, "retry_after"), f.GetRetryAfter())
-	v.text(field(path, "message"), f.GetMessage(), MaxEventMessageBytes)
-	v.optionalURL(field(path, "url"), f.GetUrl())
+	v.duration("event.failed.retry_after", f.GetRetryAfter())
+	v.text("event.failed.message", f.GetMessage(), MaxEventMessageBytes)
+	v.optionalURL("event.failed.url", f.GetUrl())
 }
 
-func (v *violations) resolved(path string, r *pb.ResolveResult) {
+// resolved validates event.resolved.
+func (v *violations) resolved(r *pb.ResolveResult) {
 	c := r.GetCandidateUrls()
 	if len(c) > MaxResolveCandidates {
-		v.add(field(path, "candidate_urls"), fmt.Sprintf("%d URLs exceed the limit of %d", len(c), MaxResolveCandidates))
+		v.add("event.resolved.candidate_urls", fmt.Sprintf("%d URLs exceed the limit of %d", len(c), MaxResolveCandidates))
 	} else {
 		for i, u := range c {
-			v.url(index(field(path, "candidate_urls"), i), u)
+			v.url(index("event.resolved.candidate_urls", i), u)
 		}
 	}
-	v.text(field(path, "note"), r.GetNote(), MaxResolveNoteBytes)
-	v.optionalURL(field(path, "final_url"), r.GetFinalUrl())
-	v.optionalURL(field(path, "forward_url"), r.GetForwardUrl())
+	v.text("event.resolved.note", r.GetNote(), MaxResolveNoteBytes)
+	v.optionalURL("event.resolved.final_url", r.GetFinalUrl())
+	v.optionalURL("event.resolved.forward_url", r.GetForwardUrl())
 }
 
 // ContentKey is the blob key of content with the given lower-case hex SHA-256:
@@ -229,6 +235,16 @@ func (v *violations) resolved(path string, r *pb.ResolveResult) {
 // internal/blobstore).
 func ContentKey(sha string) string {
 	return "sha256/" + sha[:2] + "/" + sha + ".pdf"
+}
+
+// isContentKey reports whether key is ContentKey(sha), without building it.
+func isContentKey(key, sha string) bool {
+	const prefix, suffix = "sha256/", ".pdf"
+	rest, ok := strings.CutPrefix(key, prefix)
+	if !ok || len(rest) != 3+len(sha)+len(suffix) {
+		return false
+	}
+	return rest[:2] == sha[:2] && rest[2] == '/' && rest[3:3+len(sha)] == sha && strings.HasSuffix(rest, suffix)
 }
 
 func (v *violations) fetcherID(path, id string) {

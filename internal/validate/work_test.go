@@ -194,3 +194,36 @@ func FuzzWorkRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestWorkRequestEventAllocs: validating the usual events (body received, completed) costs no
+// allocation (the fetchers send two or three per paper).
+func TestWorkRequestEventAllocs(t *testing.T) {
+	received := ev(func(e *pb.DownloadEvent) {
+		e.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1, Total: 1, BodyReceived: true}}
+	})
+	c := goodCompletion()
+	c.FinalUrl = "" // url.Parse allocates
+	completed := ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: c} })
+	for _, m := range []*pb.WorkRequest{received, completed} {
+		if err := WorkRequest(false, m); err != nil {
+			t.Fatal(err)
+		}
+		if n := testing.AllocsPerRun(100, func() { _ = WorkRequest(false, m) }); n != 0 {
+			t.Errorf("%v: %v allocations, want 0", m, n)
+		}
+	}
+}
+
+func TestIsContentKey(t *testing.T) {
+	sha := strings.Repeat("ab", 32)
+	if !isContentKey(ContentKey(sha), sha) {
+		t.Error("ContentKey(sha) refused")
+	}
+	other := strings.Repeat("ac", 32)
+	for _, k := range []string{"", "sha256/", ContentKey(other), "sha256/ab/" + sha + ".pdx", "sha256/ab-" + sha + ".pdf",
+		"sha255/ab/" + sha + ".pdf", "sha256/ac/" + sha + ".pdf", ContentKey(sha) + "x", "x" + ContentKey(sha)} {
+		if isContentKey(k, sha) {
+			t.Errorf("%q accepted", k)
+		}
+	}
+}
