@@ -59,7 +59,7 @@ func (t boltTx) bucket(name string) kvBucket {
 		switch name {
 		case bucketHosts, bucketPapers:
 			b.FillPercent = 0.95
-		case bucketSpecs:
+		case bucketSpecs, bucketNewRefs:
 			b.FillPercent = 1.0
 		case bucketResults:
 			b.FillPercent = 0.9

@@ -45,6 +45,7 @@ type store struct {
 	kv       kvStore
 	id       string // random id of this store, part of every lease id
 	leaseKey []byte // secret key of the lease ids' MACs
+	refs     refLog // the references not yet counted (store_delete.go)
 }
 
 // openStore opens (creating if needed) the store in dir, failing after lockTimeout when
@@ -280,6 +281,7 @@ func (w *writeSet) reset() {
 
 // commit writes w in one transaction and syncs it.
 func (s *store) commit(w *writeSet) error {
+	var refs refLog
 	err := s.kv.update(func(tx kvTx) error {
 		hb := tx.bucket(bucketHosts)
 		for _, h := range w.hosts {
@@ -368,7 +370,8 @@ func (s *store) commit(w *writeSet) error {
 			}
 		}
 		// References first: a cache hit of a paper deleted in the same iteration keeps its blob.
-		if err := commitBlobRefs(tx, w); err != nil {
+		var err error
+		if refs, err = s.commitBlobRefs(tx, w); err != nil {
 			return err
 		}
 		return commitDeletes(tx, w)
@@ -376,5 +379,6 @@ func (s *store) commit(w *writeSet) error {
 	if err != nil {
 		return fmt.Errorf("commit store: %w", err)
 	}
+	s.refs = refs
 	return nil
 }

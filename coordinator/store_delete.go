@@ -17,10 +17,27 @@ const (
 	bucketBlobRefs = "blobrefs" // blob key -> number of SUCCEEDED papers referring to it (4 B)
 	bucketBlobGC   = "blobgc"   // blob key -> nothing: released blobs awaiting deletion
 	bucketDamaged  = "damaged"  // blob key -> nothing: blobs found damaged, not repaired since (damaged.go)
+	// bucketNewRefs holds references not yet counted in blobrefs: sequence number (8 B,
+	// growing) -> blob key, one entry per paper that became SUCCEEDED (see foldRefs).
+	bucketNewRefs = "newrefs"
 
-	// metaBlobRefs marks a store whose blobrefs bucket is complete (older stores are
-	// counted once, when first opened by a coordinator that deletes).
+	// metaBlobRefs marks a store whose blobrefs bucket is complete and newrefs empty (older
+	// stores are counted once, when first opened by a coordinator that deletes).
 	metaBlobRefs = "blobrefs_v1"
+	// metaRefsPending replaces metaBlobRefs while newrefs holds entries: the count of a
+	// blob is its blobrefs value plus its entries in newrefs. An earlier version opening
+	// such a store (after a crash: a store that is opened folds them) finds no
+	// metaBlobRefs and counts every SUCCEEDED paper again on top of blobrefs: its counts are
+	// then too high, so blobs are kept longer, never deleted while referenced.
+	metaRefsPending = "blobrefs_pending"
+
+	// foldRefsAt is the number of entries of newrefs at which a commit folds them into
+	// blobrefs; it bounds newrefs (foldRefsAt plus one commit's SUCCEEDED papers). A blob key
+	// is a content hash, so each counted reference lands on a random page of blobrefs: counted
+	// one at a time, a commit of k completions rewrote about k pages of blobrefs; appended
+	// to newrefs, they share one or two, and a fold rewrites each page of blobrefs at most
+	// once for foldRefsAt of them.
+	foldRefsAt = 2048
 
 	// metaNextPaper and metaNextBatch (4 B each) are above every paper and batch index a
 	// deletion removed, so that a reload never hands out a deleted index again: a lease id
@@ -49,12 +66,18 @@ type batchDelete struct {
 
 // initBlobRefs creates the blob reference buckets, counting the references of an older store.
 func initBlobRefs(btx *bolt.Tx, tx kvTx) error {
-	for _, name := range []string{bucketBlobRefs, bucketBlobGC, bucketDamaged} {
+	for _, name := range []string{bucketBlobRefs, bucketBlobGC, bucketDamaged, bucketNewRefs} {
 		if _, err := btx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return err
 		}
 	}
 	meta := tx.bucket(bucketMeta)
+	if meta.Get([]byte(metaRefsPending)) != nil {
+		if _, err := foldRefs(tx); err != nil {
+			return fmt.Errorf("count blob references: %w", err)
+		}
+		return nil
+	}
 	if meta.Get([]byte(metaBlobRefs)) != nil {
 		return nil
 	}
@@ -99,32 +122,110 @@ func addBlobRefCount(refs kvBucket, key string, delta int64) (int64, error) {
 	return n, refs.Put([]byte(key), b[:])
 }
 
-// commitBlobRefs counts the blobs of papers that became SUCCEEDED in this transaction.
-func commitBlobRefs(tx kvTx, w *writeSet) error {
-	refs := tx.bucket(bucketBlobRefs)
-	for _, k := range w.newRefs {
-		if err := addBlobRef(refs, k, 1); err != nil {
-			return fmt.Errorf("blob ref %s: %w", k, err)
+// refLog is the store's account of newrefs, known once read (pendingRefs): the entries it
+// holds and the sequence number of the next one. Only the loop's commit uses it.
+type refLog struct {
+	known bool
+	n     int
+	next  uint64
+}
+
+// pendingRefs reads the account of newrefs the first time (bounded: see foldRefsAt).
+func (s *store) pendingRefs(tx kvTx) (refLog, error) {
+	if s.refs.known {
+		return s.refs, nil
+	}
+	l := refLog{known: true}
+	nr := tx.bucket(bucketNewRefs)
+	if k := nr.last(); len(k) == 8 {
+		l.next = binary.BigEndian.Uint64(k) + 1
+	}
+	err := nr.ForEach(func([]byte, []byte) error {
+		l.n++
+		return nil
+	})
+	return l, err
+}
+
+// commitBlobRefs counts the blobs of papers that became SUCCEEDED in this transaction:
+// appended to newrefs, folded into blobrefs when newrefs reaches foldRefsAt entries or the
+// transaction deletes papers (commitDeletes needs the counts). It returns the account of
+// newrefs after the transaction.
+func (s *store) commitBlobRefs(tx kvTx, w *writeSet) (refLog, error) {
+	l, err := s.pendingRefs(tx)
+	if err != nil {
+		return l, fmt.Errorf("pending blob refs: %w", err)
+	}
+	if len(w.newRefs) > 0 {
+		meta := tx.bucket(bucketMeta)
+		if meta.Get([]byte(metaRefsPending)) == nil {
+			if err := meta.Delete([]byte(metaBlobRefs)); err != nil {
+				return l, err
+			}
+			if err := meta.Put([]byte(metaRefsPending), []byte{1}); err != nil {
+				return l, err
+			}
 		}
+		nr := tx.bucket(bucketNewRefs)
+		var seq [8]byte
+		for _, k := range w.newRefs {
+			binary.BigEndian.PutUint64(seq[:], l.next)
+			if err := nr.Put(seq[:], []byte(k)); err != nil {
+				return l, fmt.Errorf("blob ref %s: %w", k, err)
+			}
+			l.next++
+			l.n++
+		}
+	}
+	if l.n > 0 && (l.n >= foldRefsAt || len(w.deletes) > 0) {
+		if _, err := foldRefs(tx); err != nil {
+			return l, fmt.Errorf("fold blob refs: %w", err)
+		}
+		l.n = 0
 	}
 	gc := tx.bucket(bucketBlobGC)
 	for _, k := range w.collected {
 		if err := gc.Delete([]byte(k)); err != nil {
-			return fmt.Errorf("blob gc %s: %w", k, err)
+			return l, fmt.Errorf("blob gc %s: %w", k, err)
 		}
 	}
 	dmg := tx.bucket(bucketDamaged)
 	for _, k := range w.damaged {
 		if err := dmg.Put([]byte(k), []byte{}); err != nil {
-			return fmt.Errorf("damaged blob %s: %w", k, err)
+			return l, fmt.Errorf("damaged blob %s: %w", k, err)
 		}
 	}
 	for _, k := range w.repaired {
 		if err := dmg.Delete([]byte(k)); err != nil {
-			return fmt.Errorf("repaired blob %s: %w", k, err)
+			return l, fmt.Errorf("repaired blob %s: %w", k, err)
 		}
 	}
-	return nil
+	return l, nil
+}
+
+// foldRefs counts the references of newrefs in blobrefs and empties it (marking the store's
+// counts complete, metaBlobRefs); it returns how many it folded.
+func foldRefs(tx kvTx) (int, error) {
+	nr := tx.bucket(bucketNewRefs)
+	refs := tx.bucket(bucketBlobRefs)
+	var seqs [][]byte // at most foldRefsAt plus one commit's
+	err := nr.ForEach(func(k, v []byte) error {
+		seqs = append(seqs, append([]byte(nil), k...))
+		return addBlobRef(refs, string(v), 1)
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range seqs {
+		if err := nr.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	meta := tx.bucket(bucketMeta)
+	if err := meta.Delete([]byte(metaRefsPending)); err != nil {
+		return 0, err
+	}
+	return len(seqs), meta.Put([]byte(metaBlobRefs), []byte{1})
 }
 
 // commitDeletes removes deleted batches, releasing their blob references; blobs left without
