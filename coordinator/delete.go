@@ -18,7 +18,8 @@ import (
 // defaultDeleteSlice per loop iteration, so deleting a 2,000,000-paper batch does not stall the loop:
 // each slice is one store transaction removing papers, specs, results, plans and DOI cache
 // entries, and dropping by one the reference count of every blob its SUCCEEDED papers pointed
-// to (bucket blobrefs, maintained in the same transactions that make papers SUCCEEDED). The
+// to (bucket blobrefs, plus the references of newrefs not yet folded into it: both written in
+// the transactions that make papers SUCCEEDED, and folded before any deletion; store_delete.go). The
 // last slice removes the chunks and the batch record. A blob whose count reaches zero is recorded in bucket blobgc in that same
 // transaction, so the deletion survives a crash; after the commit a collector goroutine
 // deletes it from the blob store and the loop then forgets it. Freed pages are reused by
