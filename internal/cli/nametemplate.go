@@ -111,7 +111,14 @@ func safePart(s string) string {
 
 // isReservedName reports whether a stem is a Windows device name (CON, NUL, COM1...).
 func isReservedName(stem string) bool {
-	base, _, _ := strings.Cut(strings.ToUpper(stem), ".")
+	base, _, _ := strings.Cut(stem, ".")
+	// Every reserved name is 3 or 4 bytes, before and after ToUpper (the only letters whose
+	// upper case is shorter, ı and ſ, become I and S, in none of them): most stems are longer
+	// and need no upper-case copy.
+	if len(base) != 3 && len(base) != 4 {
+		return false
+	}
+	base = strings.ToUpper(base)
 	switch base {
 	case "CON", "PRN", "AUX", "NUL":
 		return true

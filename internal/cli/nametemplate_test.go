@@ -128,3 +128,18 @@ func TestRenderNameConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestIsReservedName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"CON": true, "con": true, "Nul.tar.gz": true, "aux.": true, "prn.pdf": true, "com1": true, "LpT9.x": true,
+		"cons": false, "com0": false, "comx": false, "co": false, "": false, ".con": false, "con-1": false,
+		"0-1a2b3c4d": false, "nul_": false, "lpt10": false, "ſon": false, "auxı": false,
+	} {
+		if got := isReservedName(name); got != want {
+			t.Errorf("isReservedName(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { isReservedName("paper-1a2b3c4d") }); n != 0 {
+		t.Errorf("a long stem costs %v allocations, want 0", n)
+	}
+}

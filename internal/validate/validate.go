@@ -220,18 +220,33 @@ func (v *violations) papers(path string, papers []*pb.PaperSpec) {
 	}
 	seen := make(map[string]int, len(papers))
 	for i, p := range papers {
-		ip := index(path, i)
-		v.paper(ip, p)
+		v.paperAt(path, i, p)
 		id := p.GetPaperId()
 		if id == "" {
 			continue
 		}
 		if j, dup := seen[id]; dup {
-			v.add(ip+".paper_id", fmt.Sprintf("duplicate of %s.paper_id %q", index(path, j), truncate(id)))
+			v.add(index(path, i)+".paper_id", fmt.Sprintf("duplicate of %s.paper_id %q", index(path, j), truncate(id)))
 			continue
 		}
 		seen[id] = i
 	}
+}
+
+// paperAt validates p, element i of the list at path. Its violations are found with paths
+// relative to the paper and prefixed with path[i] afterwards, so that a valid paper (nearly
+// all of them) costs no path strings: about 6 allocations per paper submitted.
+func (v *violations) paperAt(path string, i int, p *pb.PaperSpec) {
+	var pv violations
+	pv.paper("", p)
+	if len(pv.list) == 0 {
+		return
+	}
+	ip := index(path, i)
+	for _, x := range pv.list {
+		v.add(field(ip, x.Field), x.Description)
+	}
+	v.dropped += pv.dropped
 }
 
 func (v *violations) paper(path string, p *pb.PaperSpec) {
@@ -462,10 +477,13 @@ func (v *violations) pageSize(path string, n, max int32) {
 	}
 }
 
-// field returns path.name, or name when path is empty.
+// field returns path.name, or name when path is empty, or path when name is.
 func field(path, name string) string {
-	if path == "" {
+	switch {
+	case path == "":
 		return name
+	case name == "":
+		return path
 	}
 	return path + "." + name
 }
