@@ -203,12 +203,14 @@ func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb
 	if st.Size() != p.GetSize() {
 		return m.corrupt(ctx, in, src, p, fmt.Sprintf("%d bytes", st.Size()))
 	}
-	err = m.writeVerified(dst, in, p.GetSha256())
-	var mm *shaMismatchError
-	if errors.As(err, &mm) {
-		return m.corrupt(ctx, in, src, p, "sha256 "+mm.got)
+	if err := m.writeVerified(dst, in, p.GetSha256()); err != nil {
+		var mm *shaMismatchError // declared here: errors.As moves it to the heap
+		if errors.As(err, &mm) {
+			return m.corrupt(ctx, in, src, p, "sha256 "+mm.got)
+		}
+		return err
 	}
-	return err
+	return nil
 }
 
 // reportDamaged tells the coordinator that p's blob is damaged: ReadPaper checks the blob as it
