@@ -205,3 +205,50 @@ func TestOpenStoreOfEarlierVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseFoldsPendingRefs checks that a store closed normally leaves no reference pending:
+// an earlier version (which knows only blobrefs and metaBlobRefs, and counts every SUCCEEDED
+// paper again on top of blobrefs when metaBlobRefs is missing) then opens it with exact
+// counts, not with every blob counted twice.
+func TestCloseFoldsPendingRefs(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	k, other := refKey(1), refKey(2)
+	if err := s.commit(&writeSet{newRefs: []string{k, k, other}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, pending := blobCounts(t, s); pending == 0 {
+		t.Fatal("test needs references pending at the close")
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	// Read the file as an earlier version would.
+	db, err := bolt.Open(filepath.Join(dir, "coordinator.db"), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket([]byte(bucketMeta))
+		if meta.Get([]byte(metaBlobRefs)) == nil || meta.Get([]byte(metaRefsPending)) != nil {
+			t.Errorf("after close: complete=%v pending marker=%v, want complete counts",
+				meta.Get([]byte(metaBlobRefs)) != nil, meta.Get([]byte(metaRefsPending)) != nil)
+		}
+		if n := tx.Bucket([]byte(bucketNewRefs)).Stats().KeyN; n != 0 {
+			t.Errorf("after close: %d references left in newrefs", n)
+		}
+		got := map[string]uint64{}
+		_ = tx.Bucket([]byte(bucketBlobRefs)).ForEach(func(k, v []byte) error {
+			got[string(k)] = binary.BigEndian.Uint64(v)
+			return nil
+		})
+		if len(got) != 2 || got[k] != 2 || got[other] != 1 {
+			t.Errorf("blobrefs after close %v, want %s: 2, %s: 1", got, k, other)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

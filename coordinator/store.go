@@ -108,14 +108,29 @@ func openStore(dir string, lockTimeout time.Duration, noSync bool) (*store, erro
 	return s, nil
 }
 
+// close folds the references still pending in newrefs (at most foldRefsAt plus one commit's;
+// none when nothing was committed since the open, which folds them), so that a store closed
+// normally holds complete counts that an earlier version reads as they are, then closes it.
 func (s *store) close() error {
 	if s.db == nil {
 		return nil
 	}
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close store: %w", err)
+	var ferr error
+	if s.refs.known && s.refs.n > 0 {
+		ferr = s.kv.update(func(tx kvTx) error {
+			_, err := foldRefs(tx)
+			return err
+		})
+		if ferr == nil {
+			s.refs.n = 0
+		} else {
+			ferr = fmt.Errorf("close store: fold blob refs: %w", ferr)
+		}
 	}
-	return nil
+	if err := s.db.Close(); err != nil {
+		return errors.Join(ferr, fmt.Errorf("close store: %w", err))
+	}
+	return ferr
 }
 
 // readPaper returns a paper's stored record and spec.

@@ -25,10 +25,11 @@ const (
 	// stores are counted once, when first opened by a coordinator that deletes).
 	metaBlobRefs = "blobrefs_v1"
 	// metaRefsPending replaces metaBlobRefs while newrefs holds entries: the count of a
-	// blob is its blobrefs value plus its entries in newrefs. An earlier version opening
-	// such a store (after a crash: a store that is opened folds them) finds no
-	// metaBlobRefs and counts every SUCCEEDED paper again on top of blobrefs: its counts are
-	// then too high, so blobs are kept longer, never deleted while referenced.
+	// blob is its blobrefs value plus its entries in newrefs. Closing the store and opening
+	// it fold them, so only a crashed coordinator leaves them. An earlier version opening
+	// such a store finds no metaBlobRefs and counts every SUCCEEDED paper again on top of
+	// blobrefs: its counts are then too high, so blobs are kept longer, never deleted while
+	// referenced.
 	metaRefsPending = "blobrefs_pending"
 
 	// foldRefsAt is the number of entries of newrefs at which a commit folds them into
