@@ -510,5 +510,8 @@ func Truncate(s string, max int) string {
 }
 
 func sortedKeys(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil // the iterators below allocate even for an empty map (every paper without metadata)
+	}
 	return slices.Sorted(maps.Keys(m))
 }

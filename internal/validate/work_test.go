@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 
@@ -225,5 +226,19 @@ func TestIsContentKey(t *testing.T) {
 		if isContentKey(k, sha) {
 			t.Errorf("%q accepted", k)
 		}
+	}
+}
+
+// TestPaperSpecAllocs: a valid paper without metadata costs only url.Parse's allocations and
+// its one URL's path (papers are validated twice per paper by paperfetch get, once more by the
+// coordinator).
+func TestPaperSpecAllocs(t *testing.T) {
+	p := &pb.PaperSpec{PaperId: "p-1", Urls: []string{"https://a.org/p.pdf"}}
+	if err := PaperSpec("", p); err != nil {
+		t.Fatal(err)
+	}
+	parse := testing.AllocsPerRun(100, func() { _, _ = url.Parse("https://a.org/p.pdf") })
+	if n := testing.AllocsPerRun(100, func() { _ = PaperSpec("", p) }); n > parse+1 {
+		t.Errorf("%v allocations, want at most %v (url.Parse's %v and the path urls[0])", n, parse+1, parse)
 	}
 }
