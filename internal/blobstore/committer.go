@@ -37,8 +37,9 @@ const (
 const DefaultSyncMode = SyncGroup
 
 // MaxGroup bounds the commits of one group: each holds an open file until its group ends,
-// and a larger group makes its first waiter wait longer for gains that are already small (16
-// commits share a sync at the fetchers' defaults). Commits beyond it wait for the next group.
+// and a larger group makes its first waiter wait longer for gains that are already small (a
+// group holds about half the commits in flight: some 32 per fetcher at the default
+// --pending-commits of 64; bench/ANALYSIS.md). Commits beyond it wait for the next group.
 const MaxGroup = 256
 
 // String returns the mode's flag value ("per-file", "group"), or "SyncMode(N)" for an unknown
