@@ -115,6 +115,8 @@ type Committer struct {
 	// syncFS makes everything of f's file system durable (syncfs(2)); a field so that tests can
 	// make it fail.
 	syncFS func(f *os.File) error
+	// syncDir fsyncs a folder by name (syncPath); a field so that tests can see the calls.
+	syncDir func(p string) error
 	// maxGroup bounds a group (MaxGroup; smaller in tests).
 	maxGroup int
 	// queued, when set (tests), is called with mu held after a commit queued, with the number
@@ -151,7 +153,7 @@ func NewCommitter(bucketDir string, mode SyncMode) *Committer {
 	if !mode.Valid() {
 		mode = DefaultSyncMode
 	}
-	return &Committer{dir: bucketDir, mode: mode, syncFS: syncFS, maxGroup: MaxGroup}
+	return &Committer{dir: bucketDir, mode: mode, syncFS: syncFS, syncDir: syncPath, maxGroup: MaxGroup}
 }
 
 // Dir is the bucket folder the Committer commits into.
@@ -189,6 +191,12 @@ func (c *Committer) commitPerFile(tmp *os.File, key, final string) (existed bool
 		if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return true, fmt.Errorf("remove duplicate temp file: %w", err)
 		}
+		// The object may have been renamed into place by a concurrent commit that has not
+		// synced its folder yet: its name must be durable before success is reported (its
+		// data already is: every commit syncs the data before the rename).
+		if err := c.syncDir(filepath.Dir(final)); err != nil {
+			return true, fmt.Errorf("commit %q: %w", key, err)
+		}
 		return true, nil
 	}
 	// The data must be durable before the name points at it.
@@ -203,7 +211,7 @@ func (c *Committer) commitPerFile(tmp *os.File, key, final string) (existed bool
 		return false, fmt.Errorf("commit %q: %w", key, err)
 	}
 	// The new name must be durable before success is reported.
-	if err := syncPath(filepath.Dir(final)); err != nil {
+	if err := c.syncDir(filepath.Dir(final)); err != nil {
 		return false, fmt.Errorf("commit %q: %w", key, err)
 	}
 	return false, nil

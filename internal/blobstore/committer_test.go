@@ -391,3 +391,40 @@ func TestSyncModeText(t *testing.T) {
 		t.Fatal("zero mode marshalled")
 	}
 }
+
+// TestPerFileCommitOfAnExistingObjectSyncsItsName checks that a per-file commit that finds its
+// object already there syncs the object's folder before reporting it: a concurrent commit may
+// have renamed it into place and not synced the folder yet, and a crash would lose the name.
+func TestPerFileCommitOfAnExistingObjectSyncsItsName(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := NewCommitter(dir, SyncPerFile)
+	var synced []string
+	c.syncDir = func(p string) error {
+		synced = append(synced, p)
+		return syncPath(p)
+	}
+	key := keyOf(0)
+	folder := filepath.Dir(filepath.Join(dir, filepath.FromSlash(key)))
+	if ex, err := c.Commit(tempWith(t, dir, "%PDF-x"), key); err != nil || ex {
+		t.Fatalf("first commit: existed %v, err %v", ex, err)
+	}
+	synced = nil
+	if ex, err := c.Commit(tempWith(t, dir, "%PDF-x"), key); err != nil || !ex {
+		t.Fatalf("duplicate commit: existed %v, err %v", ex, err)
+	}
+	if !slices.Contains(synced, folder) {
+		t.Fatalf("duplicate commit synced %v, want the object's folder %s", synced, folder)
+	}
+	// A failed sync of the name fails the commit.
+	injected := errors.New("injected EIO")
+	c.syncDir = func(string) error { return injected }
+	if _, err := c.Commit(tempWith(t, dir, "%PDF-x"), key); !errors.Is(err, injected) {
+		t.Fatalf("duplicate commit with a failing folder sync: %v", err)
+	}
+	if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+}
