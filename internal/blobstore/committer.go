@@ -258,23 +258,38 @@ func (c *Committer) commitGroup(m *member) {
 	c.queue = c.queue[:rest]
 	c.mu.Unlock()
 
+	ran := false
+	defer func() {
+		if !ran {
+			// The group panicked (the panic goes on, and may be recovered, e.g. by a gRPC
+			// handler's): its commits fail, their files are closed, and the lead is handed
+			// over, so that no waiter and no later commit blocks for good.
+			for _, o := range group {
+				if o.err == nil {
+					o.err = fmt.Errorf("commit %q: group commit panicked", o.key)
+					o.retry = false
+					_ = o.tmp.Close() // an error when step 3 closed it already
+				}
+			}
+		}
+		c.mu.Lock()
+		if len(c.queue) > 0 {
+			next := c.queue[0]
+			next.lead = true
+			next.wake <- struct{}{}
+		} else {
+			c.running = false
+		}
+		c.mu.Unlock()
+		for _, o := range group[1:] {
+			o.wake <- struct{}{}
+		}
+	}()
 	if c.ranGroup != nil {
 		c.ranGroup(n)
 	}
 	c.runGroup(group)
-
-	c.mu.Lock()
-	if len(c.queue) > 0 {
-		next := c.queue[0]
-		next.lead = true
-		next.wake <- struct{}{}
-	} else {
-		c.running = false
-	}
-	c.mu.Unlock()
-	for _, o := range group[1:] {
-		o.wake <- struct{}{}
-	}
+	ran = true
 }
 
 // runGroup makes the group's commits durable (see Committer) and sets each one's result.

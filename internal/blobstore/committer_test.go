@@ -428,3 +428,57 @@ func TestPerFileCommitOfAnExistingObjectSyncsItsName(t *testing.T) {
 		t.Fatalf("temp files left: %v", left)
 	}
 }
+
+// TestGroupCommitLeaderPanicHandsOver checks that a leader whose group panics (recovered by its
+// caller, as a gRPC handler's recovery does) still wakes its group's other commits with an
+// error and gives up the lead: before, every later commit waited for good.
+func TestGroupCommitLeaderPanicHandsOver(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	queued := make(chan int, 8)
+	c.queued = func(n int) { queued <- n }
+	entered, release := make(chan struct{}), make(chan struct{})
+	real, calls := c.syncFS, 0 // calls: only leaders call syncFS, one at a time
+	c.syncFS = func(f *os.File) error {
+		if calls++; calls == 1 {
+			close(entered)
+			<-release
+		}
+		return real(f)
+	}
+	c.ranGroup = func(n int) {
+		if n == 2 {
+			panic("injected panic")
+		}
+	}
+	first := commitAsync(c, tempWith(t, dir, "%PDF-0"), keyOf(0))
+	<-queued
+	<-entered
+	// The second commit leads the next group (of two), which panics.
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		_, _ = c.Commit(tempWith(t, dir, "%PDF-1"), keyOf(1))
+	}()
+	<-queued
+	third := commitAsync(c, tempWith(t, dir, "%PDF-2"), keyOf(2))
+	<-queued
+	close(release)
+	if r := <-first; r.err != nil {
+		t.Fatalf("first group: %v", r.err)
+	}
+	if p := <-panicked; p != "injected panic" {
+		t.Fatalf("leader recovered %v, want the injected panic", p)
+	}
+	c.mu.Lock()
+	running, left := c.running, len(c.queue)
+	c.mu.Unlock()
+	if running || left != 0 {
+		t.Fatalf("after the panicked group: running %v, %d queued; the lead was not given up", running, left)
+	}
+	if r := <-third; r.err == nil {
+		t.Fatal("a commit of the panicked group succeeded")
+	}
+	if _, err := c.Commit(tempWith(t, dir, "%PDF-3"), keyOf(3)); err != nil {
+		t.Fatalf("commit after the panicked group: %v", err)
+	}
+}
