@@ -175,8 +175,14 @@ func (h *engHarness) connect(id string, slots int, inFlight ...*pb.InFlightLease
 // connectPrefetch is connect with a prefetch window.
 func (h *engHarness) connectPrefetch(id string, slots, prefetch int, inFlight ...*pb.InFlightLease) *fetcherConn {
 	h.t.Helper()
+	return h.connectHello(&pb.Hello{FetcherId: id, BootId: "b", Slots: int32(slots), Prefetch: int32(prefetch), InFlight: inFlight})
+}
+
+// connectHello opens a stream with hello, which the engine must accept.
+func (h *engHarness) connectHello(hello *pb.Hello) *fetcherConn {
+	h.t.Helper()
 	c := newFetcherConn(1 << 16)
-	r := &helloMsg{c: c, hello: &pb.Hello{FetcherId: id, BootId: "b", Slots: int32(slots), Prefetch: int32(prefetch), InFlight: inFlight}, reply: make(chan error, 1)}
+	r := &helloMsg{c: c, hello: hello, reply: make(chan error, 1)}
 	h.apply(r)
 	if err := <-r.reply; err != nil {
 		h.t.Fatal(err)

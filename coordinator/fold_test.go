@@ -16,12 +16,7 @@ import (
 // connectFolding connects fetcher id asking to fold, and returns the Welcome it got first.
 func (h *engHarness) connectFolding(id string, slots, prefetch int) (*fetcherConn, *pb.Welcome) {
 	h.t.Helper()
-	c := newFetcherConn(1 << 16)
-	r := &helloMsg{c: c, hello: &pb.Hello{FetcherId: id, BootId: "b", Slots: int32(slots), Prefetch: int32(prefetch), FoldEvents: true}, reply: make(chan error, 1)}
-	h.apply(r)
-	if err := <-r.reply; err != nil {
-		h.t.Fatal(err)
-	}
+	c := h.connectHello(&pb.Hello{FetcherId: id, BootId: "b", Slots: int32(slots), Prefetch: int32(prefetch), FoldEvents: true})
 	select {
 	case m := <-c.out:
 		if m.GetWelcome() == nil {
@@ -120,7 +115,7 @@ func TestFoldedStartOfSuccessor(t *testing.T) {
 			host := h.e.hosts[h.e.hostByName["a.example"]]
 			// The successor starts early (a fetcher breaking the protocol): it runs on its own.
 			tc.send(h, c, as)
-			if host.active != 2 || h.e.leases[uint32FromAssign(t, h, as[1])].pred != nil {
+			if host.active != 2 || h.e.leases[uint32FromLease(t, h, as[1], "f")].pred != nil {
 				t.Fatalf("successor started early: host active %d, want 2 (it holds a slot of its own)", host.active)
 			}
 			h.send(c, eventReq(as[1], 3, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
@@ -148,15 +143,6 @@ func abortedCount(t *testing.T, h *engHarness) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
-}
-
-func uint32FromAssign(t *testing.T, h *engHarness, a *pb.Assign) uint32 {
-	t.Helper()
-	idx, _, ok := h.e.ids.check(a.GetLeaseId(), "f")
-	if !ok {
-		t.Fatalf("lease %s does not verify", a.GetLeaseId())
-	}
-	return idx
 }
 
 // Credits folded into an event count once, like a Credits message after it, whatever became
@@ -208,7 +194,7 @@ func TestFoldedCreditsAccounted(t *testing.T) {
 	otherBefore := other.credits
 	withoutSchedule(withCredits(eventReq(ao[0], 9, completedEv(ao[0])), 3))
 	check("foreign event", 3)
-	if other.credits != otherBefore || h.e.leases[uint32FromLeaseOf(t, h, ao[0], "g")].conn != other {
+	if other.credits != otherBefore || h.e.leases[uint32FromLease(t, h, ao[0], "g")].conn != other {
 		t.Fatal("a foreign event moved the other stream's credits or lease")
 	}
 	// Hostile values: negative ones count nothing, huge ones stop at maxCredits.
@@ -222,15 +208,6 @@ func TestFoldedCreditsAccounted(t *testing.T) {
 	h.e.dropConn(c, "test", h.clk.Now())
 	withoutSchedule(withCredits(eventReq(as[0], 12, receivedEv()), 1))
 	check("closed", maxCredits)
-}
-
-func uint32FromLeaseOf(t *testing.T, h *engHarness, a *pb.Assign, fetcher string) uint32 {
-	t.Helper()
-	idx, _, ok := h.e.ids.check(a.GetLeaseId(), fetcher)
-	if !ok {
-		t.Fatalf("lease %s does not verify", a.GetLeaseId())
-	}
-	return idx
 }
 
 // An older fetcher (no fold_events) gets no Welcome and keeps working with separate started

@@ -84,7 +84,7 @@ func FuzzGatewayMessage(f *testing.F) {
 			h.send(rogue, m)
 		}
 		for _, a := range ha {
-			l := h.e.leases[uint32FromLease(t, h, a)]
+			l := h.e.leases[uint32FromLease(t, h, a, "honest")]
 			if l == nil || l.conn != honest || h.paperState("b", a.GetPaperId()) != pb.PaperState_PAPER_STATE_DOWNLOADING {
 				t.Fatalf("the honest fetcher lost lease %s", a.GetLeaseId())
 			}
@@ -119,8 +119,10 @@ func folded(r *pb.WorkRequest, n int32) *pb.WorkRequest {
 	return r
 }
 
-func uint32FromLease(t *testing.T, h *engHarness, a *pb.Assign) uint32 {
-	idx, _, ok := h.e.ids.check(a.GetLeaseId(), "honest")
+// uint32FromLease returns the paper index of a lease issued to fetcher.
+func uint32FromLease(t *testing.T, h *engHarness, a *pb.Assign, fetcher string) uint32 {
+	t.Helper()
+	idx, _, ok := h.e.ids.check(a.GetLeaseId(), fetcher)
 	if !ok {
 		t.Fatalf("lease %s does not verify", a.GetLeaseId())
 	}

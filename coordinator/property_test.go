@@ -607,13 +607,8 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 				id := fmt.Sprintf("f%d", rapid.IntRange(0, 3).Draw(t, "fetcher"))
 				n := rapid.IntRange(slots[0], slots[1]).Draw(t, "slots")
 				fold := rapid.Bool().Draw(t, "fold")
-				c := newFetcherConn(1 << 16)
-				r := &helloMsg{c: c, hello: &pb.Hello{FetcherId: id, BootId: "b", Slots: int32(n), FoldEvents: fold,
-					Prefetch: int32(rapid.IntRange(prefetch[0], prefetch[1]).Draw(t, "prefetch")), InFlight: inFlight}, reply: make(chan error, 1)}
-				h.apply(r)
-				if err := <-r.reply; err != nil {
-					t.Fatal(err)
-				}
+				c := h.connectHello(&pb.Hello{FetcherId: id, BootId: "b", Slots: int32(n), FoldEvents: fold,
+					Prefetch: int32(rapid.IntRange(prefetch[0], prefetch[1]).Draw(t, "prefetch")), InFlight: inFlight})
 				// A Welcome first for a fetcher that asked, none for one that did not.
 				var out []*pb.WorkResponse
 				for len(c.out) > 0 {
