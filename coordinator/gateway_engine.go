@@ -125,14 +125,11 @@ func (e *engine) mayReplace(x, c *fetcherConn, now time.Time) error {
 		c.id, x.boot, e.cfg.FetcherSilence)}
 }
 
-// maxStartHold bounds Welcome.start_hold: how long a fetcher may hold a started event back
-// to fold it into the next event of its lease (a tenth of StartTimeout, at most this).
-const maxStartHold = time.Second
-
 // welcomeMsg answers a Hello with fold_events set: this coordinator accepts folded started
-// events and credits (DownloadEvent.folded_start, WorkRequest.folded_credits).
+// events and credits (DownloadEvent.folded_start, WorkRequest.folded_credits), started events
+// held back a tenth of StartTimeout at most (and at most validate.MaxStartHold).
 func (e *engine) welcomeMsg() *pb.WorkResponse {
-	hold := min(e.cfg.StartTimeout/10, maxStartHold)
+	hold := min(e.cfg.StartTimeout/10, validate.MaxStartHold)
 	return &pb.WorkResponse{Msg: &pb.WorkResponse_Welcome{Welcome: &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(hold)}}}
 }
 

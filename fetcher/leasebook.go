@@ -7,11 +7,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
-
-// maxStartHold bounds how long a started event waits for a later event of its lease to be
-// folded into (Welcome.start_hold, step 8 of the Work protocol).
-const maxStartHold = time.Second
 
 // maxOutbox bounds the queue of non-terminal events; when it is full (the coordinator is slow
 // or unreachable) further progress events are dropped. Keep-alives and body_received events
@@ -57,7 +54,7 @@ type leaseBook struct {
 	owed   int               // freed slots whose credit is not yet sent
 	debt   int               // credits to withhold after a reconnect (see hello)
 	// fold: the coordinator accepted folded messages on the current stream (its Welcome);
-	// hold: how long a started event may wait for a later one (0 to maxStartHold); held: the
+	// hold: how long a started event may wait for a later one (0 to validate.MaxStartHold); held: the
 	// leases whose started event waits (lease.held; an entry whose event was folded meanwhile
 	// stays until the next take), in the order they were held.
 	fold bool
@@ -187,12 +184,12 @@ func (b *leaseBook) newEvent(l *lease, now time.Time) *pb.DownloadEvent {
 }
 
 // welcome applies the coordinator's Welcome of the current stream: whether it accepts folded
-// messages, and how long a started event may be held (bounded by maxStartHold).
+// messages, and how long a started event may be held (bounded by validate.MaxStartHold).
 func (b *leaseBook) welcome(w *pb.Welcome) {
 	b.fold = w.GetFoldEvents()
 	b.hold = 0
 	if d := w.GetStartHold(); b.fold && d.IsValid() && d.AsDuration() > 0 {
-		b.hold = min(d.AsDuration(), maxStartHold)
+		b.hold = min(d.AsDuration(), validate.MaxStartHold)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"pgregory.net/rapid"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 var bookT0 = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -144,21 +145,21 @@ func TestLeaseBookFoldsStartAndCredit(t *testing.T) {
 func TestLeaseBookStartHold(t *testing.T) {
 	b := newLeaseBook(DefaultPrefetch)
 	b.hello(4)
-	b.welcome(foldWelcome(time.Hour)) // held at most maxStartHold
+	b.welcome(foldWelcome(time.Hour)) // held at most validate.MaxStartHold
 	l1, l2 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2"))
 	b.emit(l1, bookT0, startedKind)
 	head, tail, due := b.take(1, false, bookT0)
-	if len(head)+len(tail) != 0 || !due.Equal(bookT0.Add(maxStartHold)) {
+	if len(head)+len(tail) != 0 || !due.Equal(bookT0.Add(validate.MaxStartHold)) {
 		t.Fatalf("a started event was not held: %s, due %v", kinds(append(head, tail...)), due)
 	}
-	b.emit(l2, bookT0.Add(maxStartHold/2), startedKind)
-	if got := kinds(takeAt(b, 1, false, bookT0.Add(maxStartHold-1))); got != "" {
+	b.emit(l2, bookT0.Add(validate.MaxStartHold/2), startedKind)
+	if got := kinds(takeAt(b, 1, false, bookT0.Add(validate.MaxStartHold-1))); got != "" {
 		t.Fatalf("sent %s before the hold was over", got)
 	}
-	if got := kinds(takeAt(b, 1, false, bookT0.Add(maxStartHold))); got != "L1:started" {
+	if got := kinds(takeAt(b, 1, false, bookT0.Add(validate.MaxStartHold))); got != "L1:started" {
 		t.Fatalf("at the end of L1's hold: %s", got)
 	}
-	if got := kinds(takeAt(b, 1, true, bookT0.Add(maxStartHold))); got != "L2:started" {
+	if got := kinds(takeAt(b, 1, true, bookT0.Add(validate.MaxStartHold))); got != "L2:started" {
 		t.Fatalf("draining: %s, want L2's held start at once", got)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -45,6 +46,10 @@ const (
 	MaxResolveNoteBytes = 1024
 	// MaxBlobBytes is the largest size a completion may report (1 TiB).
 	MaxBlobBytes = 1 << 40
+	// MaxStartHold is the longest a fetcher holds a started event back to fold it into a later
+	// event of its lease (Welcome.start_hold, step 8 of the Work protocol), whatever the
+	// Welcome says; a coordinator offers a tenth of its start timeout, at most this.
+	MaxStartHold = time.Second
 )
 
 // WorkRequest validates one message a fetcher sent on its Work stream. first says whether it
