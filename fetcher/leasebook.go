@@ -11,8 +11,9 @@ import (
 )
 
 // maxOutbox bounds the queue of non-terminal events; when it is full (the coordinator is slow
-// or unreachable) further progress events are dropped. Keep-alives and body_received events
-// are not subject to it: there is at most one of each per lease at a time.
+// or unreachable) further progress events are dropped. Started events, keep-alives and
+// body_received events are not subject to it: there is at most one of each per lease at a
+// time (and a lost started event would make the coordinator reclaim a running download).
 const maxOutbox = 8192
 
 // leaseBook is the fetcher's bookkeeping of the leases it holds (from Assign until Ack or
@@ -171,16 +172,17 @@ func (b *leaseBook) len() int { return len(b.leases) }
 
 // newEvent returns the next event of l.
 func (b *leaseBook) newEvent(l *lease, now time.Time) *pb.DownloadEvent {
+	ev := &pb.DownloadEvent{}
+	b.stamp(l, ev, now)
+	return ev
+}
+
+// stamp makes ev (its kind set, or to be set) the next event of l, at now.
+func (b *leaseBook) stamp(l *lease, ev *pb.DownloadEvent, now time.Time) {
 	l.seq++
 	l.lastEvent = now
-	return &pb.DownloadEvent{
-		LeaseId:  l.a.GetLeaseId(),
-		Attempt:  l.a.GetAttempt(),
-		Sequence: l.seq,
-		BatchId:  l.a.GetBatchId(),
-		PaperId:  l.a.GetPaperId(),
-		Time:     timestamppb.New(now),
-	}
+	ev.LeaseId, ev.Attempt, ev.Sequence = l.a.GetLeaseId(), l.a.GetAttempt(), l.seq
+	ev.BatchId, ev.PaperId, ev.Time = l.a.GetBatchId(), l.a.GetPaperId(), timestamppb.New(now)
 }
 
 // welcome applies the coordinator's Welcome of the current stream: whether it accepts folded
@@ -209,13 +211,17 @@ func (b *leaseBook) queue(l *lease, ev *pb.DownloadEvent) {
 }
 
 // emit queues a non-terminal event of a lease still running (set fills in its kind); it
-// reports whether it did (not when the outbox is full).
+// reports whether it did (not a progress event when the outbox is full: see maxOutbox).
 func (b *leaseBook) emit(l *lease, now time.Time, set func(*pb.DownloadEvent)) bool {
-	if len(b.outbox) >= maxOutbox || !l.running {
+	if !l.running {
 		return false
 	}
-	ev := b.newEvent(l, now)
+	ev := &pb.DownloadEvent{}
 	set(ev)
+	if len(b.outbox) >= maxOutbox && ev.GetStarted() == nil {
+		return false
+	}
+	b.stamp(l, ev, now)
 	b.queue(l, ev)
 	return true
 }

@@ -634,3 +634,43 @@ func TestLeaseBookWindowFreedAtBodyReceived(t *testing.T) {
 		t.Fatalf("window %d, S2 slot %v", b.waiting, b.leases["S2"].slot)
 	}
 }
+
+// A full outbox (the coordinator reads slowly) drops progress events, never a started event:
+// there is one per lease, and without it the coordinator would reclaim the running download
+// for want of a start (and close the stream). Folded or not, the start reaches the stream.
+func TestLeaseBookStartedNotDroppedWhenOutboxFull(t *testing.T) {
+	for _, fold := range []bool{false, true} {
+		b := newLeaseBook(DefaultPrefetch)
+		b.hello(2)
+		if fold {
+			b.welcome(foldWelcome(time.Second))
+		}
+		l1, l2 := bookAdd(b, bookAssign("L1")), bookAdd(b, bookAssign("L2"))
+		progress := func(ev *pb.DownloadEvent) {
+			ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: 1}}
+		}
+		for range maxOutbox {
+			if !b.emit(l1, bookT0, progress) {
+				t.Fatal("progress dropped before the outbox was full")
+			}
+		}
+		if b.emit(l1, bookT0, progress) {
+			t.Fatal("progress queued beyond maxOutbox")
+		}
+		if !b.emit(l2, bookT0, startedKind) {
+			t.Fatalf("fold %v: L2's started event dropped with the outbox full", fold)
+		}
+		b.received(l2, 1, bookT0)
+		msgs := takeAll(b, 1, false)
+		want := "L1:progress L2:started L2:received"
+		if fold {
+			want = "L1:progress L2:received+start"
+		}
+		if got := kinds(msgs[len(msgs)-len(strings.Fields(want)):]); got != want {
+			t.Fatalf("fold %v: the stream ends with %s, want %s", fold, got, want)
+		}
+		if seq := msgs[len(msgs)-1].GetEvent().GetSequence(); seq != 2 {
+			t.Fatalf("fold %v: L2's body_received has sequence %d, want 2", fold, seq)
+		}
+	}
+}
