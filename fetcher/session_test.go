@@ -913,3 +913,31 @@ func TestWorkNoFoldWithoutWelcome(t *testing.T) {
 		t.Fatalf("sent %v", got)
 	}
 }
+
+// A draining fetcher sends the started events it holds back before its Draining: the
+// coordinator re-queues every lease it does not know started when Draining arrives, so a
+// running download whose start were still held (or sent after Draining) would be cancelled.
+func TestWorkDrainSendsHeldStartsFirst(t *testing.T) {
+	pdf := pdfBody(300_000, 43)
+	g := newGatedOrigin(t, pdf)
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	h := newWorkHarness(t, func(c *Config) { c.Clock = clk })
+	s := h.stream(t)
+	s.next(t)
+	s.push(t, &pb.WorkResponse{Msg: &pb.WorkResponse_Welcome{Welcome: &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(time.Second)}}})
+	s.push(t, assign("L1", g.URL+"/gate"))
+	g.waitFirstHalf(t) // L1's started event is held (no time passes)
+	drainErr := h.startDrain()
+	m := s.nextAny(t)
+	if st := wantEvent(t, m, "L1"); st.GetStarted() == nil {
+		t.Fatalf("got %v, want L1's held start before Draining", m)
+	}
+	if m := s.nextAny(t); m.GetDraining() == nil {
+		t.Fatalf("got %v, want Draining", m)
+	}
+	g.open()
+	if r := wantEvent(t, s.nextAny(t), "L1"); !r.GetProgress().GetBodyReceived() || r.GetFoldedStart() {
+		t.Fatalf("got %v, want L1's body_received (its start already sent)", r)
+	}
+	s.ackCompletedThenDrained(t, "L1", drainErr)
+}
