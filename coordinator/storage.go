@@ -47,9 +47,10 @@ type storage interface {
 // kvSnapshot is the storage of a kvStore: one read transaction, begun at the first read and
 // ended by release.
 type kvSnapshot struct {
-	kv  kvStore
-	tx  kvTx
-	end func()
+	kv      kvStore
+	tx      kvTx
+	end     func()
+	buckets *paperBuckets // the paper buckets of tx, looked up at its first paper read
 }
 
 func newKVSnapshot(kv kvStore) *kvSnapshot { return &kvSnapshot{kv: kv} }
@@ -69,7 +70,7 @@ func (s *kvSnapshot) release() {
 	if s.end != nil {
 		s.end()
 	}
-	s.tx, s.end = nil, nil
+	s.tx, s.end, s.buckets = nil, nil, nil
 }
 
 func (s *kvSnapshot) spec(idx uint32) ([]byte, error) {
@@ -89,7 +90,11 @@ func (s *kvSnapshot) paper(idx uint32, rec *storedPaper, spec *pb.PaperSpec) err
 	if err != nil {
 		return err
 	}
-	return readPaperTx(tx, idx, rec, spec)
+	if s.buckets == nil {
+		b := openPaperBuckets(tx)
+		s.buckets = &b
+	}
+	return s.buckets.read(idx, rec, spec)
 }
 
 func (s *kvSnapshot) plan(idx uint32) ([]byte, error) {

@@ -157,9 +157,10 @@ func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error
 		return nil, nil, err
 	}
 	defer end()
+	b := openPaperBuckets(tx)
 	for i, idx := range idxs {
 		specs[i] = &pb.PaperSpec{}
-		if err := readPaperTx(tx, idx, &recs[i], specs[i]); err != nil {
+		if err := b.read(idx, &recs[i], specs[i]); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -168,19 +169,33 @@ func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error
 
 // readPaperTx reads a paper's record and, when spec is not nil, its spec.
 func readPaperTx(tx kvTx, idx uint32, rec *storedPaper, spec *pb.PaperSpec) error {
+	return openPaperBuckets(tx).read(idx, rec, spec)
+}
+
+// paperBuckets are the buckets a paper is read from, looked up once per transaction for
+// reads of many papers: a read-only bbolt transaction builds a new Bucket on every lookup.
+type paperBuckets struct{ papers, results, specs kvBucket }
+
+// openPaperBuckets looks up the paper buckets of tx.
+func openPaperBuckets(tx kvTx) paperBuckets {
+	return paperBuckets{papers: tx.bucket(bucketPapers), results: tx.bucket(bucketResults), specs: tx.bucket(bucketSpecs)}
+}
+
+// read reads a paper's record and, when spec is not nil, its spec.
+func (b paperBuckets) read(idx uint32, rec *storedPaper, spec *pb.PaperSpec) error {
 	k := key32(idx)
-	v := tx.bucket(bucketPapers).Get(k)
+	v := b.papers.Get(k)
 	if v == nil {
 		return fmt.Errorf("paper %d: %w", idx, errRecordMissing)
 	}
 	if err := rec.unmarshalFixed(v); err != nil {
 		return fmt.Errorf("paper %d: %w", idx, err)
 	}
-	if err := rec.unmarshalResults(tx.bucket(bucketResults).Get(k)); err != nil {
+	if err := rec.unmarshalResults(b.results.Get(k)); err != nil {
 		return fmt.Errorf("paper %d: %w", idx, err)
 	}
 	if spec != nil {
-		sv := tx.bucket(bucketSpecs).Get(k)
+		sv := b.specs.Get(k)
 		if sv == nil {
 			return fmt.Errorf("paper %d: spec missing", idx)
 		}
