@@ -9,6 +9,10 @@
 // without unnamed files, the data goes into a hidden temporary file next to the destination
 // (TempName), renamed into place; RemoveTemps removes those that a crash left.
 //
+// A writer of many files into one folder holds the folder open (OpenDir): its files are created,
+// linked and opened relative to the open folder (no walk of the folder's path per file), and
+// whether unnamed files work there is found out once, not per file.
+//
 // A committed file is not synced: callers that need durability sync themselves.
 package atomicfile
 
@@ -20,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync/atomic"
 )
 
 // File is a file being written. Write to it through its *os.File; Commit puts it in place,
@@ -28,7 +33,49 @@ type File struct {
 	*os.File
 	dir     string
 	tmpName string // the hidden temporary name; "" for an unnamed file
+	at      *Dir   // the open folder it was created in (Dir.Create); nil: by path (Create)
 }
+
+// Dir is a folder held open for writing files into it (Create, then Commit names each relative
+// to the open folder) and reading files of it (Open). It is safe for concurrent use; Close
+// releases it once the files created through it are committed or aborted.
+type Dir struct {
+	path string // as given to OpenDir, cleaned
+	fd   int    // the open folder (Linux); -1 elsewhere
+	// noUnnamed: unnamed files cannot be made or linked here (no /proc, found by OpenDir, or
+	// O_TMPFILE unsupported by the file system, found by the first Create): temporary names.
+	noUnnamed atomic.Bool
+	// noEmptyPath: linkat(2) by descriptor (AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH)
+	// was refused once, so unnamed files are linked through /proc/self/fd from then on.
+	noEmptyPath atomic.Bool
+}
+
+// OpenDir opens the folder path for writing files into it.
+func OpenDir(path string) (*Dir, error) { return openDir(filepath.Clean(path)) }
+
+// Path returns the folder's path, as given to OpenDir (cleaned).
+func (d *Dir) Path() string { return d.path }
+
+// Create starts a new, empty file in the folder, where Commit will name it.
+func (d *Dir) Create() (*File, error) {
+	if !d.noUnnamed.Load() {
+		f, err := d.createUnnamed()
+		if err == nil {
+			return &File{File: f, dir: d.path, at: d}, nil
+		}
+		if unsupported(err) {
+			d.noUnnamed.Store(true)
+		}
+	}
+	return createNamed(d.path)
+}
+
+// Open opens the file name (a path relative to the folder, without "..") for reading. The
+// file's Name is the folder's path joined with name.
+func (d *Dir) Open(name string) (*os.File, error) { return d.open(name) }
+
+// Close releases the folder.
+func (d *Dir) Close() error { return d.close() }
 
 // Create starts a new, empty file in the folder dir, where Commit will name it.
 func Create(dir string) (*File, error) { return create(dir, createUnnamed) }
@@ -73,11 +120,11 @@ func (f *File) Commit(dst string) error {
 		}
 		return nil
 	}
-	err := linkUnnamed(f.File, dst)
+	err := f.link(dst)
 	if errors.Is(err, os.ErrExist) {
 		// Replacing a file: link under a temporary name, then rename over it.
 		tmp := TempName(dst)
-		if err = linkUnnamed(f.File, tmp); err == nil {
+		if err = f.link(tmp); err == nil {
 			if err = os.Rename(tmp, dst); err != nil {
 				_ = os.Remove(tmp)
 			}
@@ -92,6 +139,14 @@ func (f *File) Commit(dst string) error {
 		return fmt.Errorf("close %s: %w", dst, cerr)
 	}
 	return nil
+}
+
+// link gives the unnamed file the name dst (in its folder), which must not exist (os.ErrExist).
+func (f *File) link(dst string) error {
+	if f.at != nil {
+		return f.at.linkUnnamed(f.File, dst)
+	}
+	return linkUnnamed(f.File, dst)
 }
 
 // Abort closes and discards the file. It may be called after Commit (it then does nothing).

@@ -2,10 +2,12 @@ package atomicfile
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -27,17 +29,34 @@ func names(t *testing.T, dir string) []string {
 	return out
 }
 
-// creators are the ways of writing a file: unnamed (Linux), under a temporary name, and Create
-// on a system or file system without unnamed files (its fallback, forced).
+// creators are the ways of writing a file: unnamed (Linux), under a temporary name, Create on
+// a system or file system without unnamed files (its fallback, forced), and the same through
+// an open folder (Dir: linked by descriptor where the process may, through /proc, or named).
 func creators(t *testing.T) map[string]func(string) (*File, error) {
 	t.Helper()
 	noUnnamed := func(dir string) (*os.File, error) {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: errors.ErrUnsupported} // EOPNOTSUPP
 	}
+	inDir := func(set func(*Dir)) func(string) (*File, error) {
+		return func(dir string) (*File, error) {
+			d, err := OpenDir(dir)
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { _ = d.Close() })
+			if set != nil {
+				set(d)
+			}
+			return d.Create()
+		}
+	}
 	return map[string]func(string) (*File, error){
-		"auto":     Create,
-		"named":    createNamed,
-		"fallback": func(dir string) (*File, error) { return create(dir, noUnnamed) },
+		"auto":      Create,
+		"named":     createNamed,
+		"fallback":  func(dir string) (*File, error) { return create(dir, noUnnamed) },
+		"dir":       inDir(nil),
+		"dir-proc":  inDir(func(d *Dir) { d.noEmptyPath.Store(true) }),
+		"dir-named": inDir(func(d *Dir) { d.noUnnamed.Store(true) }),
 	}
 }
 
@@ -101,7 +120,7 @@ func TestAbort(t *testing.T) {
 			if _, err := f.WriteString("partial"); err != nil {
 				t.Fatal(err)
 			}
-			if name == "auto" && runtime.GOOS == "linux" {
+			if (name == "auto" || strings.HasPrefix(name, "dir") && name != "dir-named") && runtime.GOOS == "linux" {
 				if !f.Unnamed() {
 					t.Log("this file system has no unnamed files: the temporary name is used")
 				} else if n := names(t, dir); len(n) != 0 {
@@ -128,6 +147,50 @@ func TestCommitOtherFolder(t *testing.T) {
 	}
 	if n := names(t, dir); len(n) != 0 {
 		t.Fatalf("left %q", n)
+	}
+}
+
+// A Dir creates files in its folder, refuses to name one elsewhere, and opens a file of the
+// folder (a relative path) under its full name.
+func TestDir(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	d, err := OpenDir(dir + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Path() != dir {
+		t.Fatalf("Path() = %q, want %q", d.Path(), dir)
+	}
+	f, err := d.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(filepath.Join(other, "a.pdf")); err == nil {
+		t.Fatal("Commit into another folder succeeded")
+	}
+	if n := names(t, dir); len(n) != 0 {
+		t.Fatalf("left %q", n)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "sub", "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sub", "x", "b.pdf"), []byte("blob"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := d.Open(filepath.Join("sub", "x", "b.pdf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if want := filepath.Join(dir, "sub", "x", "b.pdf"); r.Name() != want {
+		t.Fatalf("Name() = %q, want %q", r.Name(), want)
+	}
+	if got, err := io.ReadAll(r); err != nil || string(got) != "blob" {
+		t.Fatalf("read %q, %v; want \"blob\"", got, err)
+	}
+	if _, err := d.Open("missing.pdf"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open(missing) = %v, want os.ErrNotExist", err)
 	}
 }
 

@@ -273,6 +273,8 @@ func (r *getRun) start(ctx context.Context) error {
 		return err
 	}
 	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link, template: o.nameTemplate}
+	r.mat.holdDirs()
+	r.cleanups = append(r.cleanups, r.mat.release)
 	return nil
 }
 
@@ -570,8 +572,12 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 			e.SHA256, e.Size, e.FinalURL, e.Error, e.Reason = p.GetSha256(), p.GetSize(), p.GetFinalUrl(), "", ""
 			e.Source = p.GetSource()
 			switch {
-			case place && r.placer != nil && r.placer.done(p.GetSpec().GetPaperId(), p.GetSha256()) && fileHasSize(r.mat.target(p), p.GetSize()):
-				e.Path = r.mat.target(p) // placed and verified by this run a moment ago
+			case place && r.placer != nil && r.placer.done(p.GetSpec().GetPaperId(), p.GetSha256()):
+				if target := r.mat.target(p); fileHasSize(target, p.GetSize()) {
+					e.Path = target // placed and verified by this run a moment ago
+					break
+				}
+				fallthrough
 			case place:
 				path, _, err := r.mat.Place(ctx, p)
 				if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,11 +38,50 @@ type materializer struct {
 	template string
 	mu       sync.Mutex
 	names    map[string]string // lower-case templated name -> paper id, to keep names unique
-	bufs     sync.Pool         // *[]byte of copyBufSize: the buffers of copies (none allocated per file)
+	bufs     sync.Pool         // *copier: the buffers and hash states of copies (none allocated per file)
 	// noClone: a clone between the blob store and the output folder failed as unsupported, so
 	// the next copies do not try again (both folders are fixed for the run: one failed ioctl
 	// per file saved where the file system cannot clone, as on ext4).
 	noClone atomic.Bool
+	// outDir and blobDir, when set (holdDirs: get), are the output folder and the local blob
+	// store's folder, held open for the run: output files are created and linked, and blobs
+	// opened, relative to them (no walk of their paths per file, and the check of /proc that
+	// unnamed files need made once). Without them (pull, tests) files are found by path.
+	outDir, blobDir *atomicfile.Dir
+}
+
+// holdDirs opens the output folder and the local blob store's folder for the run (outDir,
+// blobDir); one that cannot be opened is used by path. release closes them.
+func (m *materializer) holdDirs() {
+	if d, err := atomicfile.OpenDir(m.out); err == nil {
+		m.outDir = d
+	}
+	if dir, ok := blobstore.LocalDir(m.bucketURL); ok && m.bucketURL != "" {
+		if d, err := atomicfile.OpenDir(dir); err == nil {
+			m.blobDir = d
+		}
+	}
+}
+
+// release closes the folders of holdDirs, once no file is being placed.
+func (m *materializer) release() {
+	for _, d := range []**atomicfile.Dir{&m.outDir, &m.blobDir} {
+		if *d != nil {
+			_ = (*d).Close()
+			*d = nil
+		}
+	}
+}
+
+// openBlob opens the local blob file src for reading: relative to blobDir when src is in it.
+// The file is not registered with the poller (a syscall, not four).
+func (m *materializer) openBlob(src string) (*os.File, error) {
+	if d := m.blobDir; d != nil {
+		if dir := d.Path(); len(src) > len(dir)+1 && src[:len(dir)] == dir && src[len(dir)] == filepath.Separator {
+			return d.Open(src[len(dir)+1:])
+		}
+	}
+	return blobstore.OpenFile(src, os.O_RDONLY, 0)
 }
 
 // copyBufSize is the buffer of one copy: a small PDF in one read (256 KiB buffers, dropped and
@@ -86,15 +126,29 @@ func (m *materializer) target(p *pb.Paper) string {
 // commit keeps an object that already existed without reading it, so "just downloaded" does
 // not prove the blob file holds those bytes) and hard-links it under the final name (which
 // appears whole or not at all, so neither a stat nor a temporary name is needed).
+//
+// Without --link it copies the blob (checked as it is copied) straight to the final name, with
+// no stat of that name first: a paper that succeeded during this run's watch was not placed
+// before (a file there from elsewhere, say an earlier run whose cache was deleted, is replaced
+// by the verified copy: atomicfile). A cache hit may have its file in place already (an earlier
+// batch on this folder): Place, which keeps a verified file, handles it.
 func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool, error) {
-	if m.link && !p.GetCached() {
+	if !p.GetCached() {
 		if lp, ok := m.localBlob(p); ok {
 			target := m.target(p)
-			if err := m.checkBlob(ctx, lp, p); err != nil {
-				return "", false, err
-			}
-			if err := os.Link(lp, target); err == nil {
-				return target, false, nil
+			if m.link {
+				if err := m.checkBlob(ctx, lp, p); err != nil {
+					return "", false, err
+				}
+				if err := os.Link(lp, target); err == nil {
+					return target, false, nil
+				}
+			} else {
+				err := m.placeFromBlob(ctx, lp, target, p)
+				if err == nil || !errors.Is(err, os.ErrNotExist) {
+					return target, false, err
+				}
+				// The blob file is missing: Place fetches it with ReadPaper.
 			}
 		}
 	}
@@ -105,7 +159,7 @@ func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool,
 // removed, reported and returned as a *corruptBlobError (corrupt); a missing one is an
 // os.ErrNotExist error.
 func (m *materializer) checkBlob(ctx context.Context, src string, p *pb.Paper) error {
-	in, err := os.Open(src)
+	in, err := m.openBlob(src)
 	if err != nil {
 		return fmt.Errorf("open blob: %w", err)
 	}
@@ -123,7 +177,7 @@ func (m *materializer) verifyBlob(ctx context.Context, in *os.File, src string, 
 	if st.Size() != p.GetSize() {
 		return m.corrupt(ctx, in, src, p, fmt.Sprintf("%d bytes", st.Size()))
 	}
-	got, err := m.copyHashed(io.Discard, in)
+	got, err := m.copyHashed(io.Discard, in, -1)
 	if err != nil {
 		return fmt.Errorf("read blob %s: %w", src, err)
 	}
@@ -178,7 +232,7 @@ func (m *materializer) Place(ctx context.Context, p *pb.Paper) (string, bool, er
 // reflink or a copy (an unnamed file linked into place: atomicfile). A damaged blob is handled
 // by corrupt.
 func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb.Paper) error {
-	in, err := blobstore.OpenFile(src, os.O_RDONLY, 0) // not registered with the poller: a syscall, not four
+	in, err := m.openBlob(src)
 	if err != nil {
 		return fmt.Errorf("open blob: %w", err)
 	}
@@ -203,7 +257,9 @@ func (m *materializer) placeFromBlob(ctx context.Context, src, dst string, p *pb
 	if st.Size() != p.GetSize() {
 		return m.corrupt(ctx, in, src, p, fmt.Sprintf("%d bytes", st.Size()))
 	}
-	if err := m.writeVerified(dst, in, p.GetSha256()); err != nil {
+	// The blob has the recorded size (fstat above): its copy reads exactly that many bytes and
+	// no read(2) to find its end; the copy is what is hashed and checked.
+	if err := m.writeVerified(dst, in, p.GetSha256(), st.Size()); err != nil {
 		var mm *shaMismatchError // declared here: errors.As moves it to the heap
 		if errors.As(err, &mm) {
 			return m.corrupt(ctx, in, src, p, "sha256 "+mm.got)
@@ -341,9 +397,16 @@ func (e *shaMismatchError) Error() string {
 // copy hashed on the way. The file appears at dst whole or not at all, and an interrupted copy
 // leaves nothing (atomicfile: an unnamed file linked into place, or a temporary name renamed).
 // The output copy is not fsynced: the blob store holds the durable copy, and a torn output file
-// is found (size, SHA-256) and replaced by the next run.
-func (m *materializer) writeVerified(dst string, r io.Reader, sha string) error {
-	f, err := atomicfile.Create(filepath.Dir(dst))
+// is found (size, SHA-256) and replaced by the next run. size >= 0 is how many bytes r holds
+// (known from a stat: what follows them is not read), -1 unknown (read to the end).
+func (m *materializer) writeVerified(dst string, r io.Reader, sha string, size int64) error {
+	var f *atomicfile.File
+	var err error
+	if dir := filepath.Dir(dst); m.outDir != nil && dir == m.outDir.Path() {
+		f, err = m.outDir.Create()
+	} else {
+		f, err = atomicfile.Create(dir)
+	}
 	if err != nil {
 		return fmt.Errorf("create %s: %w", dst, err)
 	}
@@ -355,10 +418,11 @@ func (m *materializer) writeVerified(dst string, r io.Reader, sha string) error 
 	}()
 	var got string
 	if src, isFile := r.(*os.File); isFile && m.clone(f.File, src) {
-		if got, err = m.copyHashed(io.Discard, src); err != nil {
+		// The clone is the whole file: its hash must be too.
+		if got, err = m.copyHashed(io.Discard, src, -1); err != nil {
 			return fmt.Errorf("read %s: %w", src.Name(), err)
 		}
-	} else if got, err = m.copyHashed(f.File, r); err != nil {
+	} else if got, err = m.copyHashed(f.File, r, size); err != nil {
 		return fmt.Errorf("copy to %s: %w", dst, err)
 	}
 	if sha != "" && got != strings.ToLower(sha) {
@@ -382,18 +446,28 @@ func (m *materializer) clone(dst, src *os.File) bool {
 }
 
 // copyHashed copies what is left of r to w (io.Discard: only hashes) through one of the
-// materializer's buffers, and returns the SHA-256 of what it copied.
-func (m *materializer) copyHashed(w io.Writer, r io.Reader) (string, error) {
-	bp, _ := m.bufs.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, copyBufSize)
-		bp = &b
+// materializer's buffers, and returns the SHA-256 of what it copied. With limit >= 0 it stops
+// after limit bytes, without a read to find the end (a shorter r is copied whole).
+func (m *materializer) copyHashed(w io.Writer, r io.Reader, limit int64) (string, error) {
+	c, _ := m.bufs.Get().(*copier)
+	if c == nil {
+		c = &copier{buf: make([]byte, copyBufSize), h: sha256.New()}
 	}
-	defer m.bufs.Put(bp)
-	buf := *bp
-	h := sha256.New()
+	defer m.bufs.Put(c)
+	buf, h := c.buf, c.h
+	h.Reset()
 	for {
-		n, err := r.Read(buf)
+		if limit == 0 {
+			return c.sum(), nil
+		}
+		chunk := buf
+		if limit > 0 && limit < int64(len(chunk)) {
+			chunk = chunk[:limit]
+		}
+		n, err := r.Read(chunk)
+		if limit > 0 {
+			limit -= int64(n)
+		}
 		if n > 0 {
 			h.Write(buf[:n])
 			if w != io.Discard {
@@ -403,12 +477,27 @@ func (m *materializer) copyHashed(w io.Writer, r io.Reader) (string, error) {
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			return hex.EncodeToString(h.Sum(nil)), nil
+			return c.sum(), nil
 		}
 		if err != nil {
 			return "", err
 		}
 	}
+}
+
+// copier is what a copy uses, kept for the next one (materializer.bufs): the buffer and the
+// hash state (none allocated per file).
+type copier struct {
+	buf    []byte // copyBufSize
+	h      hash.Hash
+	digest [sha256.Size]byte // Sum appends here
+}
+
+// sum returns the hex SHA-256 of what h has hashed.
+func (c *copier) sum() string {
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], c.h.Sum(c.digest[:0]))
+	return string(x[:])
 }
 
 // fileHasSHA256 reports whether the file at path has the SHA-256 sha.
@@ -418,6 +507,6 @@ func (m *materializer) fileHasSHA256(path, sha string) bool {
 		return false
 	}
 	defer f.Close()
-	got, err := m.copyHashed(io.Discard, f)
+	got, err := m.copyHashed(io.Discard, f, -1)
 	return err == nil && strings.EqualFold(got, sha)
 }

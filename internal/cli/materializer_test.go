@@ -2,14 +2,19 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/reflink"
 )
 
@@ -49,7 +54,7 @@ func TestWriteVerifiedRemembersNoClone(t *testing.T) {
 			t.Fatal(err)
 		}
 		dst := filepath.Join(dir, fmt.Sprintf("out%d.pdf", i))
-		err = m.writeVerified(dst, in, hex.EncodeToString(sum[:]))
+		err = m.writeVerified(dst, in, hex.EncodeToString(sum[:]), -1)
 		_ = in.Close()
 		if err != nil {
 			t.Fatalf("place %d: %v", i, err)
@@ -60,5 +65,111 @@ func TestWriteVerifiedRemembersNoClone(t *testing.T) {
 		if m.noClone.Load() != unsupported {
 			t.Fatalf("place %d: noClone %v where the file system's clone says %v", i, m.noClone.Load(), perr)
 		}
+	}
+}
+
+// PlaceNew without --link copies a new paper's blob to its name, through the held folders
+// (holdDirs) or by path: a file already there is replaced by the verified copy, a damaged blob
+// (size or SHA-256) places nothing and is removed, and a cache hit whose file is in place and
+// verified is kept as it is (the rerun's skip).
+func TestPlaceNewCopies(t *testing.T) {
+	for _, held := range []bool{true, false} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
+			root := t.TempDir()
+			out, blobs := filepath.Join(root, "out"), filepath.Join(root, "blobs")
+			if err := os.MkdirAll(filepath.Join(blobs, "sha256", "ab"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			m := &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}
+			if held {
+				m.holdDirs()
+				defer m.release()
+				if m.outDir == nil || m.blobDir == nil {
+					t.Fatal("holdDirs held no folder")
+				}
+			}
+			blob := func(key string, content []byte) *pb.Paper {
+				t.Helper()
+				if err := os.WriteFile(filepath.Join(blobs, filepath.FromSlash(key)), content, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				sum := sha256.Sum256(content)
+				return &pb.Paper{Spec: &pb.PaperSpec{PaperId: strings.TrimSuffix(path.Base(key), ".pdf")}, State: pb.PaperState_PAPER_STATE_SUCCEEDED,
+					BlobKey: key, Sha256: hex.EncodeToString(sum[:]), Size: int64(len(content))}
+			}
+			ctx := context.Background()
+			content := bytes.Repeat([]byte("%PDF-1.7 new paper\n"), 3000)
+
+			fresh := blob("sha256/ab/fresh.pdf", content)
+			got, already, err := m.PlaceNew(ctx, fresh)
+			if err != nil || already || got != filepath.Join(out, "fresh.pdf") {
+				t.Fatalf("PlaceNew = %q, %v, %v", got, already, err)
+			}
+			if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, content) {
+				t.Fatalf("placed %d bytes, %v; want the blob's %d", len(b), err, len(content))
+			}
+
+			stale := blob("sha256/ab/stale.pdf", content)
+			if err := os.WriteFile(filepath.Join(out, "stale.pdf"), []byte("an older file"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := m.PlaceNew(ctx, stale); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := os.ReadFile(filepath.Join(out, "stale.pdf")); err != nil || !bytes.Equal(b, content) {
+				t.Fatalf("the file already there was not replaced: %d bytes, %v", len(b), err)
+			}
+
+			for name, mangle := range map[string]func([]byte) []byte{
+				"flipped": func(b []byte) []byte { c := bytes.Clone(b); c[len(c)/2] ^= 1; return c },
+				"longer":  func(b []byte) []byte { return append(bytes.Clone(b), 'x') },
+			} {
+				bad := blob("sha256/ab/"+name+".pdf", content)
+				if err := os.WriteFile(filepath.Join(blobs, "sha256", "ab", name+".pdf"), mangle(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				_, _, err := m.PlaceNew(ctx, bad)
+				var ce *corruptBlobError
+				if !errors.As(err, &ce) {
+					t.Fatalf("%s blob: PlaceNew = %v, want a corruptBlobError", name, err)
+				}
+				if _, err := os.Stat(filepath.Join(out, name+".pdf")); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s blob: a file was placed (%v)", name, err)
+				}
+				if _, err := os.Stat(filepath.Join(blobs, "sha256", "ab", name+".pdf")); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s blob: not removed (%v)", name, err)
+				}
+			}
+
+			hit := blob("sha256/ab/hit.pdf", content)
+			hit.Cached = true
+			if err := os.WriteFile(filepath.Join(out, "hit.pdf"), content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.Stat(filepath.Join(out, "hit.pdf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, already, err := m.PlaceNew(ctx, hit); err != nil || !already {
+				t.Fatalf("cache hit with its file in place: already %v, %v", already, err)
+			}
+			if after, err := os.Stat(filepath.Join(out, "hit.pdf")); err != nil || !os.SameFile(before, after) {
+				t.Fatalf("the verified file of a cache hit was replaced (%v)", err)
+			}
+			entries, err := os.ReadDir(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if want := []string{"fresh.pdf", "hit.pdf", "stale.pdf"}; !slices.Equal(names, want) {
+				t.Fatalf("output folder holds %q, want %q", names, want)
+			}
+		})
 	}
 }

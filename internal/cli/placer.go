@@ -24,7 +24,10 @@ const (
 )
 
 // placer places the PDFs of succeeded papers off the watch stream: add queues the papers of a
-// watch update for its workers and returns at once while the queue has room. A placed file is
+// watch update for its workers and returns at once while the queue has room. A paper already
+// queued or being placed (the watch may report a succeeded paper again, in a later update)
+// is not queued again: the materializer copies a new paper's blob without first looking for
+// its file, so a second placement would copy it twice. A placed file is
 // verified as before (size and SHA-256, materializer); the papers placed by this run are
 // remembered (a 64-bit hash of the id each, with 64 bits of the SHA-256 of what was placed: 2.4 MB
 // of heap for 100,000 papers, as much as the hashes alone) so that the final pass does not read their files again. The workers
@@ -40,6 +43,9 @@ type placer struct {
 
 	mu     sync.Mutex
 	placed map[uint64]uint64 // idKey -> contentKey of the papers placed (and verified) by this run
+	// queued: idKey -> contentKey of the papers queued or being placed: at most what the queue
+	// holds, what the workers hold and what add holds, about placeQueue + (workers+1)·placeChunk.
+	queued map[uint64]uint64
 }
 
 // idKey is the 64-bit FNV-1a hash of a paper id: the placed set holds these (the ids themselves
@@ -74,7 +80,7 @@ type placeFunc func(context.Context, *pb.PaperUpdate) error
 // chunks of at most placeChunk) until close; place places one paper, fail is told about each
 // failure. The workers stop placing when ctx is done.
 func newPlacer(ctx context.Context, workers, queue int, place placeFunc, fail func(string, error)) *placer {
-	p := &placer{place: place, fail: fail, workers: workers, key: idKey, jobs: make(chan []*pb.PaperUpdate, max(1, queue/placeChunk)), placed: map[uint64]uint64{}}
+	p := &placer{place: place, fail: fail, workers: workers, key: idKey, jobs: make(chan []*pb.PaperUpdate, max(1, queue/placeChunk)), placed: map[uint64]uint64{}, queued: map[uint64]uint64{}}
 	for range workers {
 		p.wg.Go(func() { p.work(ctx) })
 	}
@@ -88,29 +94,44 @@ func (p *placer) work(ctx context.Context) {
 			if ctx.Err() != nil {
 				break
 			}
-			if err := p.place(ctx, u); err != nil {
-				if ctx.Err() == nil {
-					p.fail(u.GetPaperId(), err)
-				}
-				continue
-			}
+			err := p.place(ctx, u)
+			k, c := p.key(u.GetPaperId()), contentKey(u.GetSha256())
 			p.mu.Lock()
-			p.placed[p.key(u.GetPaperId())] = contentKey(u.GetSha256())
+			if q, ok := p.queued[k]; ok && q == c {
+				delete(p.queued, k)
+			}
+			if err == nil {
+				p.placed[k] = c
+			}
 			p.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				p.fail(u.GetPaperId(), err)
+			}
 		}
 	}
 }
 
 // add queues the succeeded papers of one watch update, split among the workers. It waits only
-// while the queue is full, and not once ctx is done. A paper this run already placed is not
-// queued again (a reconnected watch stream repeats it).
+// while the queue is full, and not once ctx is done. A paper this run already placed, or
+// queued and not placed yet, is not queued again (a reconnected watch stream repeats it, and a
+// later update may report it again).
 func (p *placer) add(ctx context.Context, us []*pb.PaperUpdate) {
 	todo := make([]*pb.PaperUpdate, 0, len(us))
+	p.mu.Lock()
 	for _, u := range us {
-		if !p.done(u.GetPaperId(), u.GetSha256()) {
-			todo = append(todo, u)
+		k, c := p.key(u.GetPaperId()), contentKey(u.GetSha256())
+		if c != 0 {
+			if v, ok := p.placed[k]; ok && v == c {
+				continue
+			}
+			if v, ok := p.queued[k]; ok && v == c {
+				continue
+			}
+			p.queued[k] = c
 		}
+		todo = append(todo, u)
 	}
+	p.mu.Unlock()
 	size := min(placeChunk, max(1, (len(todo)+p.workers-1)/p.workers))
 	for len(todo) > 0 {
 		n := min(size, len(todo))

@@ -380,3 +380,36 @@ func TestPlacerKeyCollision(t *testing.T) {
 		t.Fatal("done: b is placed with shaB only")
 	}
 }
+
+// A paper reported again while it waits for a placer or is being placed is placed once (the
+// materializer copies a new paper without looking for its file first: a second placement would
+// copy it again); reported with other content, it is placed again.
+func TestPlacerQueuesAPaperOnce(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var placed []string
+	started, release := make(chan struct{}), make(chan struct{})
+	p := newPlacer(ctx, 1, 4, func(_ context.Context, u *pb.PaperUpdate) error {
+		if u.GetPaperId() == "held" {
+			close(started)
+			<-release
+		}
+		mu.Lock()
+		placed = append(placed, u.GetPaperId()+"/"+u.GetSha256()[:1])
+		mu.Unlock()
+		return nil
+	}, func(id string, err error) { t.Errorf("%s: %v", id, err) })
+	shaA, shaB := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "held", Sha256: shaA}, {PaperId: "q", Sha256: shaA}})
+	<-started
+	p.add(ctx, []*pb.PaperUpdate{{PaperId: "held", Sha256: shaA}, {PaperId: "q", Sha256: shaA}, {PaperId: "q", Sha256: shaB}})
+	close(release)
+	p.close()
+	slices.Sort(placed)
+	if want := []string{"held/a", "q/a", "q/b"}; !slices.Equal(placed, want) {
+		t.Fatalf("placed %q, want %q", placed, want)
+	}
+	if len(p.queued) != 0 {
+		t.Fatalf("%d papers still marked queued", len(p.queued))
+	}
+}
