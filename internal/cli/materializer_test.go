@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/reflink"
 )
 
@@ -171,5 +172,17 @@ func TestPlaceNewCopies(t *testing.T) {
 				t.Fatalf("output folder holds %q, want %q", names, want)
 			}
 		})
+	}
+}
+
+// plainKey accepts exactly the keys that blobstore.LocalPath maps to a file.
+func TestPlainKeyIsLocalPaths(t *testing.T) {
+	keys := []string{"sha256/ab/" + strings.Repeat("ab", 32) + ".pdf", "a", "a/b", "A-b_c.d/e", "", "/a", "a/", "a//b", "./a", "a/./b",
+		"a/../b", "..", ".", "a/b.pdf.attrs", "a/b c", "a\\b", "é", "a/.hidden", "..a", "a..", "a/%2e%2e"}
+	for _, k := range keys {
+		_, want := blobstore.LocalPath("file:///blobs", k)
+		if got := plainKey(k); got != want {
+			t.Errorf("plainKey(%q) = %v, blobstore.LocalPath says %v", k, got, want)
+		}
 	}
 }
