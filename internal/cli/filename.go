@@ -27,7 +27,7 @@ func isArxivOldName(name string) bool {
 // (hep-th/9901001 → hep-th_9901001); any other id is reduced to safe characters and gets '-'
 // and 10 hex digits of its SHA-256 appended, so two ids never share a file.
 func FileName(id string) string {
-	if input.IsOldStyleArxivID(id) {
+	if strings.IndexByte(id, '/') >= 0 && input.IsOldStyleArxivID(id) { // the only ids with a slash: no regexp run for the others
 		return strings.Replace(id, "/", "_", 1)
 	}
 	if isSafeName(id) && !isArxivOldName(id) {
