@@ -96,10 +96,12 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 //  1. writes each file's data and waits for it (sync_file_range(2) WAIT_BEFORE|WRITE|WAIT_AFTER,
 //     which also reports that file's own write-back errors to its own commit only);
 //  2. syncfs(2): the files' data and inodes are durable before any name points at them;
-//  3. renames each file into place (creating its folder durably when missing, as CommitFile
-//     does); an object that already exists is left alone: the temporary file is removed and
+//  3. renames each file into place, where no object of the key exists (renameat2(2) with
+//     RENAME_NOREPLACE, one system call), creating its folder when missing (made durable by
+//     step 4); an object that already exists is left alone: the temporary file is removed and
 //     existed is true; a rename failure fails only that commit;
-//  4. syncfs(2) again, which began after every rename of the group, then reports.
+//  4. syncfs(2) again, which began after every rename and folder creation of the group, then
+//     reports.
 //
 // A failed syncfs fails every commit of the group, and objects the group renamed into place
 // are removed again (their durability is unknown: they must not be reported). syncfs(2)
@@ -125,7 +127,8 @@ type Committer struct {
 	// ranGroup, when set (tests), is called by a leader with the size of the group it took.
 	ranGroup func(n int)
 
-	noSyncFS atomic.Bool // syncfs(2) is unsupported: commit per file
+	noSyncFS    atomic.Bool // syncfs(2) is unsupported: commit per file
+	noRenameat2 atomic.Bool // renameat2(2) RENAME_NOREPLACE is unsupported: os.Stat, then rename
 
 	mu      sync.Mutex
 	queue   []*member // waiting commits, oldest first; at most one per caller blocked in Commit
@@ -207,25 +210,83 @@ func (c *Committer) commitPerFile(tmp *os.File, key, final string) (existed bool
 	if err := tmp.Close(); err != nil {
 		return false, fmt.Errorf("commit %q: %w", key, err)
 	}
-	if err := c.rename(tmpPath, final); err != nil {
+	existed, _, err = c.place(tmpPath, final, true)
+	if err != nil {
 		return false, fmt.Errorf("commit %q: %w", key, err)
 	}
-	// The new name must be durable before success is reported.
+	if existed {
+		// Renamed into place by a concurrent commit since the check above.
+		if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return true, fmt.Errorf("remove duplicate temp file: %w", err)
+		}
+	}
+	// The new name (or the concurrent commit's) must be durable before success is reported.
 	if err := c.syncDir(filepath.Dir(final)); err != nil {
-		return false, fmt.Errorf("commit %q: %w", key, err)
+		return existed, fmt.Errorf("commit %q: %w", key, err)
 	}
-	return false, nil
+	return existed, nil
 }
 
-// rename moves tmpPath to final. The key's folder usually exists: it renames first and creates
-// the folder (durably) only when it is missing.
-func (c *Committer) rename(tmpPath, final string) error {
-	err := os.Rename(tmpPath, final)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return err
+// place moves the temporary file tmpPath to final unless an object is already there: then
+// existed is true and tmpPath is left for the caller to remove. One renameat2(2) with
+// RENAME_NOREPLACE where the kernel and file system have it, else os.Stat of final, then
+// os.Rename. The key's folder usually exists: place renames first and creates the folder only
+// when the rename finds it missing. With syncParents (per-file commits) the entries of the
+// folders it creates are synced (mkdirAllSynced); otherwise they are left to the group's
+// second syncfs(2), which runs when createdDir is set.
+func (c *Committer) place(tmpPath, final string, syncParents bool) (existed, createdDir bool, err error) {
+	err = c.renameNoReplace(tmpPath, final)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The folder is missing (or tmpPath is gone: then the second rename fails too).
+		dir := filepath.Dir(final)
+		if syncParents {
+			n, err := mkdirAllSynced(c.dir, dir)
+			if err != nil {
+				return false, n > 0, err
+			}
+			createdDir = n > 0
+		} else {
+			switch err := os.Mkdir(dir, 0o755); {
+			case err == nil:
+				createdDir = true
+			case errors.Is(err, fs.ErrNotExist):
+				createdDir = true // MkdirAll may have created some before failing
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return false, createdDir, fmt.Errorf("create folder: %w", err)
+				}
+			case !errors.Is(err, fs.ErrExist):
+				return false, false, fmt.Errorf("create folder: %w", err)
+			}
+		}
+		err = c.renameNoReplace(tmpPath, final)
+		if errors.Is(err, fs.ErrNotExist) {
+			// tmpPath is gone (another fetcher finished its URL and removed it): the commit
+			// still succeeds when the identical content is stored (the kernel reports the
+			// missing source before an existing target).
+			if _, serr := os.Stat(final); serr == nil {
+				return true, createdDir, nil
+			}
+		}
 	}
-	if _, err := mkdirAllSynced(c.dir, filepath.Dir(final)); err != nil {
-		return err
+	if errors.Is(err, fs.ErrExist) {
+		return true, createdDir, nil
+	}
+	return false, createdDir, err
+}
+
+// renameNoReplace renames tmpPath to final unless final exists (an error matching
+// fs.ErrExist). Where RENAME_NOREPLACE is unsupported it checks with os.Stat, then renames (a
+// concurrent commit of the same key may then replace the object with identical content).
+func (c *Committer) renameNoReplace(tmpPath, final string) error {
+	if !c.noRenameat2.Load() {
+		err := renameNoReplace(tmpPath, final)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
+		c.noRenameat2.Store(true)
+	}
+	if _, err := os.Stat(final); err == nil {
+		return &os.LinkError{Op: "rename", Old: tmpPath, New: final, Err: fs.ErrExist}
 	}
 	return os.Rename(tmpPath, final)
 }
@@ -337,23 +398,26 @@ func (c *Committer) runGroup(group []*member) {
 			m.err = fmt.Errorf("commit %q: %w", m.key, err)
 			continue
 		}
-		if _, err := os.Stat(m.final); err == nil {
+		existed, createdDir, err := c.place(tmpPath, m.final, false)
+		named = named || createdDir
+		if err != nil {
+			m.err = fmt.Errorf("commit %q: %w", m.key, err)
+			continue
+		}
+		if existed {
 			m.existed, named = true, true
 			if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				m.err = fmt.Errorf("remove duplicate temp file: %w", err)
 			}
 			continue
 		}
-		if err := c.rename(tmpPath, m.final); err != nil {
-			m.err = fmt.Errorf("commit %q: %w", m.key, err)
-			continue
-		}
 		m.renamed, named = true, true
 	}
 	if !named {
-		return // every commit failed on its own
+		return // every commit failed on its own, and no folder was created
 	}
-	// 4. The names are durable (and an existing object found in step 3, whoever renamed it).
+	// 4. The names are durable (and an existing object found in step 3, whoever renamed it),
+	// with the folders step 3 created.
 	if err := c.syncFS(dir); err != nil {
 		c.failGroup(group, fmt.Errorf("group sync: %w", err))
 	}

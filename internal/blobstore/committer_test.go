@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -480,5 +481,89 @@ func TestGroupCommitLeaderPanicHandsOver(t *testing.T) {
 	}
 	if _, err := c.Commit(tempWith(t, dir, "%PDF-3"), keyOf(3)); err != nil {
 		t.Fatalf("commit after the panicked group: %v", err)
+	}
+}
+
+// TestGroupCommitSyncsTheFoldersItCreates checks that a group makes the key folders it creates
+// durable with its second syncfs (it does not fsync them one by one), even when no commit of
+// the group is renamed into place: a later commit finds the folder there and relies on it.
+func TestGroupCommitSyncsTheFoldersItCreates(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	key := keyOf(7)
+	folder := filepath.Dir(filepath.Join(dir, filepath.FromSlash(key)))
+	var syncedAfter []bool // per syncfs call: the folder existed when it started
+	real := c.syncFS
+	c.syncFS = func(f *os.File) error {
+		_, err := os.Stat(folder)
+		syncedAfter = append(syncedAfter, err == nil)
+		return real(f)
+	}
+	c.syncDir = func(p string) error { t.Errorf("group commit fsynced folder %s", p); return syncPath(p) }
+	// The temporary file is gone (another fetcher removed it): the rename fails after the
+	// missing folder was created.
+	f := tempWith(t, dir, "%PDF-x")
+	if err := os.Remove(f.Name()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Commit(f, key); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("commit of a removed file: %v, want ErrNotExist", err)
+	}
+	if _, err := os.Stat(folder); err != nil {
+		t.Fatalf("folder not created: %v", err)
+	}
+	if !slices.Contains(syncedAfter, true) {
+		t.Fatalf("no syncfs began after the folder was created (syncfs calls: %v)", syncedAfter)
+	}
+	// A commit into a new folder of a new parent.
+	if err := os.RemoveAll(filepath.Join(dir, "sha256")); err != nil {
+		t.Fatal(err)
+	}
+	syncedAfter = nil
+	if ex, err := c.Commit(tempWith(t, dir, "%PDF-x"), key); err != nil || ex {
+		t.Fatalf("commit into a new folder: existed %v, err %v", ex, err)
+	}
+	if len(syncedAfter) != 2 || !syncedAfter[1] {
+		t.Fatalf("syncfs calls %v, want the second to begin after the folder was created", syncedAfter)
+	}
+}
+
+// TestCommitWithAndWithoutRenameNoReplace checks both ways of placing an object, in both modes:
+// renameat2(2) RENAME_NOREPLACE, and where it is unsupported, os.Stat then rename.
+func TestCommitWithAndWithoutRenameNoReplace(t *testing.T) {
+	for _, mode := range []SyncMode{SyncGroup, SyncPerFile} {
+		for _, noReplace := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/renameat2=%v", mode, noReplace), func(t *testing.T) {
+				dir := t.TempDir()
+				if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				c := NewCommitter(dir, mode)
+				c.noRenameat2.Store(!noReplace)
+				// new, duplicate, new in another folder
+				keys := []string{ContentKey(strings.Repeat("a", 64)), ContentKey(strings.Repeat("a", 64)), ContentKey(strings.Repeat("b", 64))}
+				for i, want := range []bool{false, true, false} {
+					key := keys[i]
+					if ex, err := c.Commit(tempWith(t, dir, fmt.Sprintf("%%PDF-%d", i/2)), key); err != nil || ex != want {
+						t.Fatalf("commit %d: existed %v, err %v; want existed %v", i, ex, err, want)
+					}
+					got, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(key)))
+					if err != nil || string(got) != fmt.Sprintf("%%PDF-%d", i/2) {
+						t.Fatalf("commit %d: object %q, %v", i, got, err)
+					}
+				}
+				// A temporary file that is gone (another fetcher removed it) of content already
+				// stored: the object exists, so the commit succeeds.
+				f := tempWith(t, dir, "%PDF-0")
+				if err := os.Remove(f.Name()); err != nil {
+					t.Fatal(err)
+				}
+				if ex, err := c.Commit(f, keys[0]); err != nil || !ex {
+					t.Fatalf("commit of a removed file of a stored object: existed %v, err %v", ex, err)
+				}
+				if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+					t.Fatalf("temp files left: %v", left)
+				}
+			})
+		}
 	}
 }

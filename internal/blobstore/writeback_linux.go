@@ -3,6 +3,7 @@
 package blobstore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -95,4 +96,21 @@ func openDir(p string) (*os.File, error) {
 		return nil, &os.PathError{Op: "open", Path: p, Err: err}
 	}
 	return os.NewFile(uintptr(fd), p), nil
+}
+
+// renameNoReplace renames oldpath to newpath unless newpath exists (renameat2(2) with
+// RENAME_NOREPLACE): one system call where os.Stat of newpath and os.Rename (which also lstats
+// newpath) are three. An existing newpath is an error matching fs.ErrExist; a kernel or file
+// system without RENAME_NOREPLACE (EINVAL, ENOSYS) one matching errors.ErrUnsupported.
+func renameNoReplace(oldpath, newpath string) error {
+	err := ignoringEINTR(func() error {
+		return unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	})
+	switch err {
+	case nil:
+		return nil
+	case unix.EINVAL, unix.ENOSYS:
+		return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: errors.ErrUnsupported}
+	}
+	return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: err}
 }

@@ -44,3 +44,7 @@ func syncFS(f *os.File) error { return errors.ErrUnsupported }
 
 // openDir opens the folder p.
 func openDir(p string) (*os.File, error) { return os.Open(p) }
+
+// renameNoReplace is unsupported here: commits check for the object with os.Stat, then rename
+// (see the Linux version).
+func renameNoReplace(oldpath, newpath string) error { return errors.ErrUnsupported }
