@@ -212,7 +212,7 @@ func (d *downloader) receive(parent context.Context, j job, rep reporter) (*rece
 		return nil, fail
 	}
 	ctx, cancel := context.WithCancelCause(parent)
-	wd := startWatchdog(ctx, d.clk, cancel, j.timeout, j.stall)
+	wd := startWatchdog(d.clk, cancel, j.timeout, j.stall)
 	r := &receivedBody{j: j, ctx: ctx, cancel: cancel, wd: wd}
 	if j.store {
 		var err error

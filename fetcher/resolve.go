@@ -43,7 +43,7 @@ func (d *downloader) resolve(parent context.Context, j job, step *pb.ResolveStep
 	if step.GetStayOnHost() {
 		ctx = context.WithValue(ctx, stayOnHostKey{}, target.Host)
 	}
-	wd := startWatchdog(ctx, d.clk, cancel, j.timeout, j.stall)
+	wd := startWatchdog(d.clk, cancel, j.timeout, j.stall)
 	defer wd.stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {

@@ -15,7 +15,7 @@ func watchdogUnderTest(t *testing.T, timeout, stall time.Duration) (*clock.Fake,
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	ctx, cancel := context.WithCancelCause(context.Background())
 	t.Cleanup(func() { cancel(nil) })
-	return clk, ctx, startWatchdog(ctx, clk, cancel, timeout, stall)
+	return clk, ctx, startWatchdog(clk, cancel, timeout, stall)
 }
 
 // advance moves clk by d once the watchdog's timer is armed, and waits until the watchdog has

@@ -13,6 +13,9 @@ type Clock interface {
 	NewTimer(d time.Duration) Timer
 	// NewTicker returns a ticker that fires every d (d must be > 0).
 	NewTicker(d time.Duration) Ticker
+	// AfterFunc returns a timer that calls f in its own goroutine when it fires, after d and
+	// after each Reset, as time.AfterFunc does; its C is nil. No goroutine waits meanwhile.
+	AfterFunc(d time.Duration, f func()) Timer
 }
 
 // Timer is a one-shot timer made by a Clock.
@@ -46,6 +49,9 @@ func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)}
 
 // NewTicker wraps time.NewTicker.
 func (Real) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
+
+// AfterFunc wraps time.AfterFunc.
+func (Real) AfterFunc(d time.Duration, f func()) Timer { return realTimer{time.AfterFunc(d, f)} }
 
 type realTimer struct{ t *time.Timer }
 

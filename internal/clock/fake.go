@@ -21,8 +21,9 @@ var _ Clock = (*Fake)(nil)
 type fakeWaiter struct {
 	clock    *Fake
 	deadline time.Time
-	period   time.Duration // > 0 for tickers
-	ch       chan time.Time
+	period   time.Duration  // > 0 for tickers
+	ch       chan time.Time // nil for AfterFunc timers
+	fn       func()         // set for AfterFunc timers: called in a goroutine when it fires
 	active   bool
 }
 
@@ -41,6 +42,18 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w := &fakeWaiter{clock: f, deadline: f.now.Add(d), ch: make(chan time.Time, 1), active: true}
+	f.waiters = append(f.waiters, w)
+	f.armedLocked()
+	f.fireLocked()
+	return fakeTimer{w}
+}
+
+// AfterFunc returns a timer that calls f in its own goroutine when the fake time reaches
+// Now()+d (and again after each Reset); its C is nil.
+func (f *Fake) AfterFunc(d time.Duration, fn func()) Timer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := &fakeWaiter{clock: f, deadline: f.now.Add(d), fn: fn, active: true}
 	f.waiters = append(f.waiters, w)
 	f.armedLocked()
 	f.fireLocked()
@@ -136,9 +149,13 @@ func (f *Fake) fireLocked() {
 			continue
 		}
 		for w.active && !w.deadline.After(f.now) {
-			select {
-			case w.ch <- w.deadline:
-			default:
+			if w.fn != nil {
+				go w.fn()
+			} else {
+				select {
+				case w.ch <- w.deadline:
+				default:
+				}
 			}
 			if w.period > 0 {
 				w.deadline = w.deadline.Add(w.period)

@@ -96,3 +96,38 @@ func TestFakeWaitForWaiters(t *testing.T) {
 		t.Fatalf("WaitForWaiters with a cancelled context = %v", err)
 	}
 }
+
+func TestFakeAfterFunc(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	fired := make(chan time.Time, 4)
+	var tm Timer
+	tm = f.AfterFunc(time.Second, func() { fired <- f.Now() })
+	f.Advance(999 * time.Millisecond)
+	if f.Waiters() != 1 {
+		t.Fatal("AfterFunc timer not counted as waiting")
+	}
+	f.Advance(time.Millisecond)
+	if got := <-fired; !got.Equal(time.Unix(1, 0)) {
+		t.Fatalf("fired at %v", got)
+	}
+	if f.Waiters() != 0 {
+		t.Fatal("fired AfterFunc timer still counted as waiting")
+	}
+	if tm.Reset(time.Second) {
+		t.Fatal("Reset of a fired timer reported it active")
+	}
+	if !tm.Stop() {
+		t.Fatal("Stop of a reset timer returned false")
+	}
+	f.Advance(time.Hour)
+	tm.Reset(time.Second)
+	f.Advance(time.Second)
+	if got := <-fired; !got.Equal(time.Unix(3602, 0)) {
+		t.Fatalf("fired at %v after Reset", got)
+	}
+	select {
+	case got := <-fired:
+		t.Fatalf("stopped timer fired at %v", got)
+	default:
+	}
+}
