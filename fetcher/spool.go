@@ -58,7 +58,7 @@ func newSpool(dir, fetcherID string, clk clock.Clock) (*spool, error) {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
 	h := sha256.Sum256([]byte(fetcherID))
-	s := &spool{dir: dir, prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}, metas: map[string]bool{}}
+	s := &spool{dir: filepath.Clean(dir), prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}, metas: map[string]bool{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool folder: %w", err)
@@ -69,6 +69,16 @@ func newSpool(dir, fetcherID string, clk clock.Clock) (*spool, error) {
 		}
 	}
 	return s, nil
+}
+
+// pathOf returns the path of the spool file name: filepath.Join(s.dir, name) without its
+// Clean pass over the whole path (s.dir is clean, name a plain file name), once per download.
+// Every spool path is made here, so that equal names give equal strings (s.inUse).
+func (s *spool) pathOf(name string) string {
+	if strings.HasSuffix(s.dir, string(filepath.Separator)) {
+		return s.dir + name
+	}
+	return s.dir + string(filepath.Separator) + name
 }
 
 // urlHash is the part of a spool file name derived from the URL, shared by all fetchers.
@@ -117,8 +127,6 @@ type spoolFile struct {
 func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 	key := s.prefix + "-" + urlHash(url)
 	sf := &spoolFile{s: s, url: url}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
 	// The paths are marked in use before any file is touched, so that neither removeURL nor
 	// sweep (which check the marks under s.mu) removes them under this download.
 	s.mu.Lock()
@@ -126,11 +134,13 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 	if resume && !s.busy[key] {
 		s.busy[key] = true
 		sf.key = key
-		sf.path = filepath.Join(s.dir, key+partSuffix)
-		sf.metaPath = filepath.Join(s.dir, key+metaSuffix)
+		sf.path = s.pathOf(key + partSuffix)
+		sf.metaPath = s.pathOf(key + metaSuffix)
 		s.inUse[sf.metaPath] = true
 	} else {
-		sf.path = filepath.Join(s.dir, key+"-"+hex.EncodeToString(rnd[:])+tmpSuffix)
+		var rnd [8]byte
+		_, _ = rand.Read(rnd[:])
+		sf.path = s.pathOf(key + "-" + hex.EncodeToString(rnd[:]) + tmpSuffix)
 	}
 	s.inUse[sf.path] = true
 	s.mu.Unlock()
@@ -412,7 +422,7 @@ func (s *spool) removeURL(url string) (int, error) {
 		}
 		if strings.HasSuffix(name, part) || strings.HasSuffix(name, meta) ||
 			(strings.HasSuffix(name, tmpSuffix) && strings.Contains(name, tmp)) {
-			matches = append(matches, filepath.Join(s.dir, name))
+			matches = append(matches, s.pathOf(name))
 		}
 	}
 	if len(matches) == 0 {
@@ -486,7 +496,7 @@ func (s *spool) sweep(cutoff time.Time) (int, error) {
 			g = &group{}
 			groups[stem] = g
 		}
-		g.paths = append(g.paths, filepath.Join(s.dir, name))
+		g.paths = append(g.paths, s.pathOf(name))
 		if info.ModTime().After(g.newest) {
 			g.newest = info.ModTime()
 		}

@@ -469,3 +469,40 @@ func TestSpoolSidecarWrittenLazily(t *testing.T) {
 		t.Fatal("kept partial without sidecar")
 	}
 }
+
+// TestSpoolKeepsRunningFilesOfAnUncleanFolderName checks that the paths a download marks in use
+// are the ones removeURL and sweep find, however the spool folder was named.
+func TestSpoolKeepsRunningFilesOfAnUncleanFolderName(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := newSpool(dir+"/./spool/", "f1", clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "https://example.org/a.pdf"
+	keyed, err := sp.open(url, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := sp.open(url, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sp.removeURL(url); n != 0 || err != nil {
+		t.Fatalf("removeURL removed %d running files (%v)", n, err)
+	}
+	if n, err := sp.sweep(time.Now().Add(time.Hour)); n != 0 || err != nil {
+		t.Fatalf("sweep removed %d running files (%v)", n, err)
+	}
+	for _, sf := range []*spoolFile{keyed, fresh} {
+		if _, err := os.Stat(sf.path); err != nil {
+			t.Fatalf("running file: %v", err)
+		}
+		if want := filepath.Join(dir, "spool", filepath.Base(sf.path)); sf.path != want {
+			t.Fatalf("path %s, want %s", sf.path, want)
+		}
+		sf.discard()
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "spool")); len(left) != 0 {
+		t.Fatalf("files left: %v", left)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -112,6 +113,7 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 // first group falls back to SyncPerFile for good.
 type Committer struct {
 	dir  string
+	root string // dir, cleaned, ending in a separator: an object's path is root + its key
 	mode SyncMode
 
 	// syncFS makes everything of f's file system durable (syncfs(2)); a field so that tests can
@@ -156,7 +158,11 @@ func NewCommitter(bucketDir string, mode SyncMode) *Committer {
 	if !mode.Valid() {
 		mode = DefaultSyncMode
 	}
-	return &Committer{dir: bucketDir, mode: mode, syncFS: syncFS, syncDir: syncPath, maxGroup: MaxGroup}
+	root := filepath.Clean(bucketDir)
+	if !strings.HasSuffix(root, string(filepath.Separator)) {
+		root += string(filepath.Separator)
+	}
+	return &Committer{dir: bucketDir, root: root, mode: mode, syncFS: syncFS, syncDir: syncPath, maxGroup: MaxGroup}
 }
 
 // Dir is the bucket folder the Committer commits into.
@@ -175,7 +181,8 @@ func (c *Committer) Commit(tmp *os.File, key string) (existed bool, err error) {
 		_ = tmp.Close()
 		return false, fmt.Errorf("commit %q: unsafe key", key)
 	}
-	final := filepath.Join(c.dir, filepath.FromSlash(key))
+	// filepath.Join without its Clean pass over the whole path: a safe key is clean.
+	final := c.root + filepath.FromSlash(key)
 	if c.mode == SyncGroup && !c.noSyncFS.Load() {
 		m := &member{tmp: tmp, key: key, final: final, wake: make(chan struct{}, 1)}
 		c.commitGroup(m)
