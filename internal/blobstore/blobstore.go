@@ -137,18 +137,23 @@ func safeKey(key string) bool {
 	if key == "" || strings.HasSuffix(key, TempSuffix) {
 		return false
 	}
-	for _, seg := range strings.Split(key, "/") {
+	for rest := key; ; { // segment by segment, without allocating (once per commit)
+		seg, after, more := strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." {
 			return false
 		}
-		for _, r := range seg {
-			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_'
+		for i := range len(seg) {
+			c := seg[i]
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_'
 			if !ok {
 				return false
 			}
 		}
+		if !more {
+			return true
+		}
+		rest = after
 	}
-	return true
 }
 
 // redact returns u without its query (which may carry secrets such as an access key).

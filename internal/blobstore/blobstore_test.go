@@ -298,3 +298,16 @@ func TestS3OptionsApply(t *testing.T) {
 		t.Fatalf("file URL changed: %q", got)
 	}
 }
+
+func TestSafeKey(t *testing.T) {
+	for key, want := range map[string]bool{
+		"sha256/ab/" + strings.Repeat("ab", 32) + ".pdf": true,
+		"a": true, "a/b": true, "A-_.9/x": true,
+		"": false, "/a": false, "a/": false, "a//b": false, "a/./b": false, "a/../b": false, "..": false,
+		"a b": false, "ä": false, "a/b" + TempSuffix: false, `a\b`: false,
+	} {
+		if got := safeKey(key); got != want {
+			t.Errorf("safeKey(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
