@@ -58,6 +58,7 @@ const (
 	DefaultStreamRate         = 100
 	DefaultStreamRatePerSlot  = 1000
 	DefaultVerifiers          = 8
+	DefaultCommitWindow       = 10 * time.Millisecond
 )
 
 // Upper bounds of Config, checked by Validate.
@@ -73,6 +74,9 @@ const (
 	MaxVerifiers = 1024
 	// MaxWatchers bounds WatchersPerBatch and WatchersPerPeer.
 	MaxWatchers = 1 << 16
+	// MaxCommitWindow bounds CommitWindow: every Assign and Ack may wait that much longer, and
+	// a fetcher's prefetched leases and pending commits must outlast it.
+	MaxCommitWindow = 100 * time.Millisecond
 )
 
 // Config configures a Coordinator. Start from DefaultConfig: a value means what it says
@@ -189,6 +193,18 @@ type Config struct {
 	WatchInterval time.Duration
 	// LockTimeout bounds the wait for the store's file lock (default 1s).
 	LockTimeout time.Duration
+	// CommitWindow groups the store commits of fetcher traffic (default 10ms; 0 to
+	// MaxCommitWindow). When the previous commit started less than CommitWindow ago, the loop
+	// keeps applying Work stream events (and verifier and collector answers) until
+	// CommitWindow after that start before it commits them all in one fsynced transaction, so
+	// a busy coordinator commits at most once per window instead of once per loop iteration;
+	// when the previous commit is older, nothing waits. A client request that writes ends the
+	// window at once (reads are answered during it). Nothing is sent before its commit
+	// (persist before send): an Assign or an Ack waits at most CommitWindow longer, which the
+	// fetchers' prefetch window and pending commits absorb. 0 commits as soon as the previous
+	// commit returned. Tests on a fake clock that does not advance set 0: the window ends on
+	// the coordinator's clock.
+	CommitWindow time.Duration
 	// Rand is the random source of the retry jitter; nil means a randomly seeded one.
 	Rand rand.Source
 	// NoSync skips fsync on commits. For tests only: it voids the durability guarantee.
@@ -225,6 +241,7 @@ func DefaultConfig() Config {
 		WatchersPerPeer:    DefaultWatchersPerPeer,
 		WatchInterval:      DefaultWatchInterval,
 		LockTimeout:        DefaultLockTimeout,
+		CommitWindow:       DefaultCommitWindow,
 	}
 }
 
@@ -241,6 +258,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StartTimeout, "lease-start-timeout", c.StartTimeout, "time a fetcher has to report an assigned lease started before it is re-queued")
 	fs.DurationVar(&c.DeadlineGrace, "lease-deadline-grace", c.DeadlineGrace, "added to the download timeout to give each lease's hard deadline")
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "after a restart, how long fetchers may re-announce their leases")
+	fs.DurationVar(&c.CommitWindow, "commit-window", c.CommitWindow, fmt.Sprintf("under load, the least time between the starts of two store commits: fetcher events arriving meanwhile join the next commit (0: commit as soon as the previous one returned; at most %v)", MaxCommitWindow))
 	fs.IntVar(&c.MaxBatchPapers, "max-batch-papers", c.MaxBatchPapers, "maximum papers per batch")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "delete finished batches (their papers, and blobs no other paper uses) this long after they finished (0: keep forever)")
 	fs.DurationVar(&c.RetryBaseDelay, "retry-base-delay", c.RetryBaseDelay, "backoff before the second attempt (doubles per failure)")
@@ -397,6 +415,9 @@ func (c *Config) Validate() error {
 	v.Range("Config.WatchersPerPeer", "", int64(c.WatchersPerPeer), 1, MaxWatchers)
 	v.Positive("Config.WatchInterval", "", c.WatchInterval)
 	v.Positive("Config.LockTimeout", "", c.LockTimeout)
+	if c.CommitWindow < 0 || c.CommitWindow > MaxCommitWindow {
+		v.Add("Config.CommitWindow", "commit-window", "must be from 0 to %v, got %v", MaxCommitWindow, c.CommitWindow)
+	}
 	return v.Err("invalid configuration")
 }
 

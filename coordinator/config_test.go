@@ -25,7 +25,10 @@ func TestRegisterFlags(t *testing.T) {
 	if f := fs.Lookup("per-host-delay"); f.DefValue != "1s" {
 		t.Fatalf("--per-host-delay default %q", f.DefValue)
 	}
-	err := fs.Parse([]string{"--per-host-delay=0", "--per-host-concurrency=3", "--host-limit=arxiv.org=3s/1",
+	if f := fs.Lookup("commit-window"); f.DefValue != "10ms" {
+		t.Fatalf("--commit-window default %q", f.DefValue)
+	}
+	err := fs.Parse([]string{"--per-host-delay=0", "--commit-window=0", "--per-host-concurrency=3", "--host-limit=arxiv.org=3s/1",
 		"--host-limit=[::1]:8080=/4", "--host-limit=slow.example=0s", "--download-max-size=1000", "--download-timeout=1m"})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +37,7 @@ func TestRegisterFlags(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.PerHostDelay != 0 || c.PerHostConcurrency != 3 || c.Limits.GetMaxSizeBytes() != 1000 || c.Limits.GetTimeout().AsDuration() != time.Minute {
+	if c.PerHostDelay != 0 || c.CommitWindow != 0 || c.PerHostConcurrency != 3 || c.Limits.GetMaxSizeBytes() != 1000 || c.Limits.GetTimeout().AsDuration() != time.Minute {
 		t.Fatalf("parsed: %+v", c)
 	}
 	c.PerHostDelay = 2 * time.Second
@@ -118,6 +121,8 @@ func TestValidate(t *testing.T) {
 		{"Config.WatchersPerPeer", func(c *Config) { c.WatchersPerPeer = MaxWatchers + 1 }},
 		{"Config.WatchInterval", func(c *Config) { c.WatchInterval = 0 }},
 		{"Config.LockTimeout", func(c *Config) { c.LockTimeout = -time.Second }},
+		{"Config.CommitWindow (--commit-window)", func(c *Config) { c.CommitWindow = -time.Millisecond }},
+		{"Config.CommitWindow (--commit-window)", func(c *Config) { c.CommitWindow = MaxCommitWindow + 1 }},
 	} {
 		c := valid()
 		tc.mutate(&c)
@@ -133,14 +138,15 @@ func TestValidate(t *testing.T) {
 
 	// Zero means zero: no delay, no reconnect grace, keep forever; nothing is replaced.
 	c := valid()
-	c.PerHostDelay, c.ReconnectGrace, c.Retention, c.DeadlineGrace = 0, 0, 0, 0
+	c.PerHostDelay, c.ReconnectGrace, c.Retention, c.DeadlineGrace, c.CommitWindow = 0, 0, 0, 0, 0
 	c.HostOverrides = map[string]HostLimits{"a.example": {Delay: new(time.Duration(0))}}
 	co, err := Open(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = co.Close() }()
-	if co.cfg.PerHostDelay != 0 || co.cfg.ReconnectGrace != 0 || co.cfg.Retention != 0 || co.cfg.DeadlineGrace != 0 || co.eng.graceUntil.After(time.Now()) {
+	if co.cfg.PerHostDelay != 0 || co.cfg.ReconnectGrace != 0 || co.cfg.Retention != 0 || co.cfg.DeadlineGrace != 0 || co.loop.window != 0 ||
+		co.eng.graceUntil.After(time.Now()) {
 		t.Fatalf("zero values replaced: %+v", co.cfg)
 	}
 	if d, n := co.cfg.hostLimits("a.example"); d != 0 || n != DefaultPerHostConcurrency {

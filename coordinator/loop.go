@@ -31,10 +31,18 @@ type loop struct {
 	// held is client requests taken from the inbox during a commit that are not reads: they
 	// are applied first by the next iteration, in their order (commitServingReads).
 	held []message
+
+	// window is Config.CommitWindow: the least time between the starts of two commits while
+	// fetcher traffic alone waits (gather). lastCommit is when the last commit started, on the
+	// coordinator's clock (zero: none yet).
+	window     time.Duration
+	lastCommit time.Time
 }
 
 // run iterates until ctx is done or a commit fails: it waits for a message, a timer (the
-// engine's next wake-up) or the watchers' ticker while the engine has nothing pending.
+// engine's next wake-up) or the watchers' ticker while the engine has nothing pending, then,
+// under load, gathers fetcher traffic for the rest of the commit window (gather) before the
+// iteration.
 func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Duration) error {
 	e := l.e
 	timer := clk.NewTimer(time.Hour)
@@ -46,6 +54,8 @@ func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Dura
 		if ctx.Err() != nil {
 			return nil
 		}
+		// Client requests held during the last commit are not kept waiting by the window.
+		window := len(l.held) == 0
 		if !e.pending() && len(l.held) == 0 {
 			if w := e.nextWake(); !w.Equal(armed) {
 				armed = w
@@ -61,6 +71,7 @@ func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Dura
 				return nil
 			case m := <-l.inbox:
 				m.apply(e, clk.Now())
+				window = !clientWrites(m)
 			case m := <-l.gwInbox:
 				m.apply(e, clk.Now())
 			case <-timer.C():
@@ -69,12 +80,77 @@ func (l *loop) run(ctx context.Context, clk clock.Clock, watchInterval time.Dura
 				now := clk.Now()
 				e.publish(now, true)
 				l.m.update(e)
+				window = false
 			}
+		}
+		if window {
+			l.gather(ctx, clk)
 		}
 		if err := l.iterate(clk.Now()); err != nil {
 			return err
 		}
 	}
+}
+
+// gather is the group-commit window (Config.CommitWindow). While the last commit started less
+// than the window ago, it keeps applying fetcher traffic (Work stream events, verifier and
+// collector answers) as it arrives, so that the next commit carries all of it instead of
+// following the last one as soon as it returned: under load the loop commits at most once per
+// window, and when the last commit is older than the window (light load) nothing waits. It
+// hands the completions it applies to the verifiers at once (a check reads the blob store,
+// never the coordinator's store, and its answer then joins the same commit). It returns when
+// the window ends on clk, when a client request that is not a read arrives (applied: a client
+// waiting for its write is never held; reads are answered at once, as during a commit), after
+// maxDrain messages, or when ctx is done. Nothing is sent before the commit that follows, so
+// persist-before-send is unchanged; an Assign or an Ack waits at most the window longer.
+func (l *loop) gather(ctx context.Context, clk clock.Clock) {
+	if l.window <= 0 || l.lastCommit.IsZero() {
+		return
+	}
+	d := l.lastCommit.Add(l.window).Sub(clk.Now())
+	if d <= 0 {
+		return
+	}
+	e := l.e
+	l.handOffVerifies()
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	for range maxDrain {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			return
+		case m := <-l.gwInbox:
+			m.apply(e, clk.Now())
+			l.handOffVerifies()
+		case m := <-l.inbox:
+			m.apply(e, clk.Now())
+			if clientWrites(m) {
+				return
+			}
+		}
+	}
+}
+
+// clientWrites reports whether the client request m waits for a commit: every request but the
+// reads answered at once (readRequest).
+func clientWrites(m message) bool {
+	r, ok := m.(readRequest)
+	return !ok || !r.duringCommit()
+}
+
+// handOffVerifies queues the completions applied so far for the verifiers and hands them over
+// without blocking, before the iteration's commit (gather).
+func (l *loop) handOffVerifies() {
+	e := l.e
+	if len(e.verifyOut) == 0 {
+		return
+	}
+	l.verifyQueue = append(l.verifyQueue, e.verifyOut...)
+	clear(e.verifyOut)
+	e.verifyOut = e.verifyOut[:0]
+	l.pushVerifies()
 }
 
 // iterate is one iteration: apply what waits in the inboxes (at most maxDrain of each), tick,
@@ -144,6 +220,7 @@ func (l *loop) commitServingReads(w *writeSet, now time.Time) ([]string, error) 
 		return nil, nil
 	}
 	start := time.Now()
+	l.lastCommit = now
 	n := w.size()
 	done := make(chan error, 1)
 	go func() { done <- l.st.commit(w) }()
@@ -155,7 +232,7 @@ wait:
 		case err = <-done:
 			break wait
 		case m := <-inbox:
-			if r, ok := m.(readRequest); ok && r.duringCommit() {
+			if !clientWrites(m) {
 				m.apply(l.e, now)
 				continue
 			}
@@ -234,6 +311,6 @@ func newLoop(cfg Config, st *store, m *metrics, inbox, gwInbox <-chan message) *
 	return &loop{
 		e:  newEngine(cfg, stored, leaseIDs{storeID: st.id, key: st.leaseKey}, m),
 		st: st, stored: stored, m: m, log: cfg.Logger,
-		inbox: inbox, gwInbox: gwInbox,
+		inbox: inbox, gwInbox: gwInbox, window: cfg.CommitWindow,
 	}
 }

@@ -29,6 +29,7 @@ func TestCrashRestartCompletesExactlyOnce(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg := func(c *Config) {
 		c.DataDir, c.Clock, c.ReconnectGrace, c.LeaseTTL, c.PerHostConcurrency = dir, clk, 10*time.Second, time.Hour, 10
+		c.CommitWindow = 0 // the fake clock does not advance by itself: a window would never end
 	}
 	h1 := startHarness(t, cfg)
 	ctx := ctxT(t)

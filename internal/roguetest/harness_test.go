@@ -70,6 +70,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	cfg.DataDir = t.TempDir()
 	cfg.Bucket = e.bucket
 	cfg.Clock = e.clk
+	cfg.CommitWindow = 0 // the fake clock does not advance by itself: a commit window would never end
 	cfg.NoSync = true
 	cfg.Registerer = e.reg
 	logger := slog.New(slog.DiscardHandler)
