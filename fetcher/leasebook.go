@@ -52,8 +52,12 @@ const maxOutbox = 8192
 type leaseBook struct {
 	leases map[string]*lease
 	outbox []*pb.WorkRequest // non-terminal events not yet sent
-	owed   int               // freed slots whose credit is not yet sent
-	debt   int               // credits to withhold after a reconnect (see hello)
+	// unsent: the finished leases whose terminal event is not yet sent on the current stream,
+	// in the order they finished (take sends them without scanning every lease held); at most
+	// one entry per lease held.
+	unsent []*lease
+	owed   int // freed slots whose credit is not yet sent
+	debt   int // credits to withhold after a reconnect (see hello)
 	// fold: the coordinator accepted folded messages on the current stream (its Welcome);
 	// hold: how long a started event may wait for a later one (0 to validate.MaxStartHold); held: the
 	// leases whose started event waits (lease.held; an entry whose event was folded meanwhile
@@ -135,6 +139,7 @@ func (b *leaseBook) void(l *lease, now time.Time, why string) {
 		Message: "prefetched lease handed back: " + why, Url: l.a.GetUrl(),
 	}}
 	l.terminal = ev
+	b.unsent = append(b.unsent, l)
 	if s := l.succ; s != nil {
 		b.void(s, now, why)
 	}
@@ -280,6 +285,7 @@ func (b *leaseBook) finish(l *lease, now time.Time, draining bool, set func(*pb.
 		l.held = nil
 	}
 	l.terminal = ev
+	b.unsent = append(b.unsent, l)
 	return b.freeSlot(l, now, draining)
 }
 
@@ -299,6 +305,8 @@ func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease)
 	b.held = nil
 	b.fold, b.hold = false, 0 // until the new stream's Welcome
 	b.owed = 0
+	clear(b.unsent)
+	b.unsent = b.unsent[:0]
 	busy := 0
 	for id, l := range b.leases {
 		if l.waiting {
@@ -308,6 +316,9 @@ func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease)
 		}
 		if l.slot {
 			busy++
+		}
+		if l.terminal != nil { // every result not yet acknowledged goes again on the new stream
+			b.unsent = append(b.unsent, l)
 		}
 	}
 	initial = max(1, slots-busy)
@@ -355,9 +366,10 @@ func (b *leaseBook) take(sid uint64, draining bool, now time.Time) (head, tail [
 	if len(keep) > 0 {
 		due = keep[0].heldAt.Add(b.hold)
 	}
-	for id, l := range b.leases {
-		if l.terminal == nil || l.sentIn == sid {
-			continue
+	for _, l := range b.unsent {
+		id := l.a.GetLeaseId()
+		if b.leases[id] != l || l.terminal == nil || l.sentIn == sid {
+			continue // forgotten (an Ack, a Cancel) since it finished
 		}
 		l.sentIn = sid
 		tail = append(tail, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
@@ -365,6 +377,8 @@ func (b *leaseBook) take(sid uint64, draining bool, now time.Time) (head, tail [
 			delete(b.leases, id)
 		}
 	}
+	clear(b.unsent)
+	b.unsent = b.unsent[:0]
 	if draining {
 		b.owed = 0
 	}

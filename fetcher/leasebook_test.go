@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -298,6 +299,52 @@ func TestLeaseBookHelloAfterReconnect(t *testing.T) {
 	b.finish(l3, bookT0, false, failedKind)
 	if msgs := takeAll(b, 3, false); sentCredits(msgs) != 2 {
 		t.Fatalf("after the debt: %v", msgs)
+	}
+}
+
+// Terminal events go in the order their leases finished, once per stream; a new stream
+// re-sends every one not yet acknowledged, and an acknowledged or cancelled one is not sent.
+func TestLeaseBookTerminalsInFinishOrder(t *testing.T) {
+	b := newLeaseBook(DefaultPrefetch)
+	b.hello(5)
+	var ls []*lease
+	for _, id := range []string{"L5", "L1", "L4", "L2", "L3"} {
+		ls = append(ls, bookAdd(b, bookAssign(id)))
+	}
+	ids := func(msgs []*pb.WorkRequest) string {
+		var out []string
+		for _, m := range msgs {
+			if ev := m.GetEvent(); ev != nil {
+				out = append(out, ev.GetLeaseId())
+			}
+		}
+		return strings.Join(out, ",")
+	}
+	for _, i := range []int{2, 0, 4} { // L4, L5, L3
+		b.finish(ls[i], bookT0, false, completedKind)
+	}
+	if got := ids(takeAll(b, 1, false)); got != "L4,L5,L3" {
+		t.Fatalf("first take: %s, want L4,L5,L3", got)
+	}
+	if got := ids(takeAll(b, 1, false)); got != "" {
+		t.Fatalf("terminal events sent twice on one stream: %s", got)
+	}
+	b.finish(ls[1], bookT0, false, completedKind) // L1
+	if !b.ack("L5", ls[0].terminal.GetSequence()) {
+		t.Fatal("ack of L5 refused")
+	}
+	if got, removed := b.cancel("L4", bookT0); got != nil || !removed {
+		t.Fatalf("cancel of finished L4: %v, %v", got, removed)
+	}
+	b.hello(5)
+	got := strings.Split(ids(takeAll(b, 2, false)), ",")
+	slices.Sort(got)
+	if strings.Join(got, ",") != "L1,L3" {
+		t.Fatalf("after a reconnect: %v, want L1 and L3 (L5 acknowledged, L4 cancelled)", got)
+	}
+	b.finish(ls[3], bookT0, false, failedKind) // L2
+	if got := ids(takeAll(b, 2, false)); got != "L2" {
+		t.Fatalf("after L2 finished: %s", got)
 	}
 }
 
