@@ -45,11 +45,18 @@ func (g *gateway) newBudget(conn *fetcherConn, slots int) *budget {
 	return &budget{c: g.c, conn: conn, lim: rate.NewLimiter(rate.Limit(r), max(1, int(2*r)))}
 }
 
-// take waits until the stream may post one more message.
-func (b *budget) take(ctx context.Context) error {
+// take waits until the stream may post one more message, of n events (a batch: step 9 of
+// the Work protocol; 1 for any other message): each counts against the rate as a message of
+// its own, and the message takes one place in the inbox.
+func (b *budget) take(ctx context.Context, n int) error {
 	clk := b.c.cfg.Clock
 	now := clk.Now()
-	if d := b.lim.ReserveN(now, 1).DelayFrom(now); d > 0 {
+	var d time.Duration
+	for range max(n, 1) {
+		// One at a time: a batch may be larger than the burst of a small rate.
+		d = b.lim.ReserveN(now, 1).DelayFrom(now)
+	}
+	if d > 0 {
 		b.c.m.throttled.Inc()
 		if err := b.wait(ctx, d); err != nil {
 			return err

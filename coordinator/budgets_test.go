@@ -1,8 +1,11 @@
 package coordinator
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
 // An honest fetcher is never throttled: a stream of 8 slots whose downloads of small PDFs end
@@ -33,5 +36,22 @@ func TestStreamBudgetAdmitsAnHonestFastFetcher(t *testing.T) {
 	}
 	if !throttled {
 		t.Fatal("a flood at one instant was not throttled")
+	}
+}
+
+// Every event of a batch (step 9 of the Work protocol) counts against the stream's rate as a
+// message of its own: a batch cannot carry more events than the rate allows messages.
+func TestStreamBudgetCountsBatchedEvents(t *testing.T) {
+	cfg := DefaultConfig().withDefaults()
+	cfg.StreamRate, cfg.StreamRatePerSlot = 10, 0 // bursts of 20
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	cfg.Clock = clk
+	g := &gateway{c: &Coordinator{cfg: cfg}}
+	b := g.newBudget(&fetcherConn{share: make(chan struct{}, 4)}, 1)
+	if err := b.take(context.Background(), 20); err != nil {
+		t.Fatal(err)
+	}
+	if tokens := b.lim.TokensAt(clk.Now()); tokens > 0.5 {
+		t.Fatalf("a batch of 20 events left %.1f of the burst of 20: it counted as fewer messages", tokens)
 	}
 }

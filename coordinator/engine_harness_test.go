@@ -52,7 +52,7 @@ func newHarnessOn(t testing.TB, cfg Config, mem *memKV) *engHarness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	h := &engHarness{t: t, cfg: cfg.withDefaults(), clk: clk, mem: mem, inbox: make(chan message, 1)}
+	h := &engHarness{t: t, cfg: cfg.withDefaults(), clk: clk, mem: mem, inbox: make(chan message, harnessInbox)}
 	h.open()
 	t.Cleanup(h.close)
 	return h
@@ -135,6 +135,19 @@ func (h *engHarness) checkViews() {
 			h.t.Fatalf("batch %s: published %+v, want %+v", b.id, v, b.view)
 		}
 	}
+}
+
+// harnessInbox is the capacity of the harness's inbox: applyAll posts at most this many
+// messages for one iteration.
+const harnessInbox = 64
+
+// applyAll posts ms (at most harnessInbox) to the loop's inbox and runs iterations until they
+// are applied: the first applies them all, as the loop does with the messages it finds waiting.
+func (h *engHarness) applyAll(ms ...message) {
+	for _, m := range ms {
+		h.inbox <- m
+	}
+	h.step()
 }
 
 // apply posts m to the loop's inbox and runs the iteration that applies it.

@@ -83,6 +83,9 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 	// ends both stream.Recv and postWait, so the goroutine never outlives the call.
 	recvErr := make(chan error, 1)
 	budget := g.newBudget(conn, int(hello.GetSlots()))
+	// Batching (step 9 of the protocol) both ways, when the Hello asked for it: its Welcome
+	// accepted the fetcher's batches.
+	batch := hello.GetBatchEvents()
 	go func() {
 		for {
 			req, err := stream.Recv()
@@ -96,7 +99,13 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 				recvErr <- err
 				return
 			}
-			if err := budget.take(ctx); err != nil {
+			if !batch && len(req.GetMoreEvents()) > 0 {
+				g.c.m.protocolErrors.Inc()
+				recvErr <- validate.Field("more_events", "batched events are accepted only from a fetcher whose hello set batch_events")
+				return
+			}
+			// Every event of a batch counts against the stream's rate, as a message of its own.
+			if err := budget.take(ctx, 1+len(req.GetMoreEvents())); err != nil {
 				recvErr <- err
 				return
 			}
@@ -107,10 +116,11 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 		}
 	}()
 
+	w := &workWriter{stream: stream, out: conn.out, batch: batch}
 	for {
 		select {
 		case m := <-conn.out:
-			if err := stream.Send(m); err != nil {
+			if err := w.send(m); err != nil {
 				return err
 			}
 		case err := <-recvErr:
@@ -126,14 +136,14 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 			for {
 				select {
 				case m := <-conn.out:
-					if err := stream.Send(m); err != nil {
+					if err := w.send(m); err != nil {
 						return err
 					}
 				case <-done:
 					for {
 						select {
 						case m := <-conn.out:
-							if err := stream.Send(m); err != nil {
+							if err := w.send(m); err != nil {
 								return err
 							}
 						default:
@@ -167,6 +177,69 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 			return errStopped
 		}
 	}
+}
+
+// workWriter sends what the loop queued for one Work stream. For a fetcher that takes batched
+// responses (step 9 of the protocol), it sends a run of Assigns (Acks) it finds queued as one
+// message, at most validate.MaxWorkBatch: batching never waits for a message, and keeps the
+// loop's order.
+type workWriter struct {
+	stream interface{ Send(*pb.WorkResponse) error }
+	out    <-chan *pb.WorkResponse
+	batch  bool
+	next   *pb.WorkResponse // taken from out but not sent yet: it starts the next message
+}
+
+// send sends m, and with it what follows it in the queue, batched.
+func (w *workWriter) send(m *pb.WorkResponse) error {
+	for m != nil {
+		var b *pb.WorkResponse
+		if w.batch {
+			m, b = w.gather(m)
+		}
+		if err := w.stream.Send(m); err != nil {
+			return err
+		}
+		m = b
+	}
+	return nil
+}
+
+// gather returns m with the run of messages of its kind (Assign or Ack) queued after it
+// batched into it, and the first queued message that ended the run (nil: none was queued).
+func (w *workWriter) gather(m *pb.WorkResponse) (batched, next *pb.WorkResponse) {
+	if m.GetAssign() == nil && m.GetAck() == nil {
+		return m, nil
+	}
+	var more []*pb.WorkResponse
+	for len(more) < validate.MaxWorkBatch-1 {
+		var x *pb.WorkResponse
+		select {
+		case x = <-w.out:
+		default:
+		}
+		if x == nil {
+			break
+		}
+		if (x.GetAssign() == nil || m.GetAssign() == nil) && (x.GetAck() == nil || m.GetAck() == nil) {
+			next = x
+			break
+		}
+		more = append(more, x)
+	}
+	if len(more) == 0 {
+		return m, next
+	}
+	// A new message: the loop's messages are not changed.
+	b := &pb.WorkResponse{Msg: m.GetMsg()}
+	for _, x := range more {
+		if a := x.GetAssign(); a != nil {
+			b.MoreAssigns = append(b.MoreAssigns, a)
+		} else {
+			b.MoreAcks = append(b.MoreAcks, x.GetAck())
+		}
+	}
+	return b, next
 }
 
 // authorizeID refuses (PERMISSION_DENIED) a Hello whose fetcher id the stream's credential

@@ -49,9 +49,10 @@ func (e *engine) onHello(c *fetcherConn, h *pb.Hello, now time.Time) error {
 		old = append(old, x)
 	}
 	e.conns = append(e.conns, c)
-	if h.GetFoldEvents() {
-		// The answer comes first: the fetcher folds nothing before it (step 8 of the protocol).
-		e.out = append(e.out, outMsg{c: c, m: e.welcomeMsg()})
+	if h.GetFoldEvents() || h.GetBatchEvents() {
+		// The answer comes first: the fetcher folds (step 8 of the protocol) and batches (step
+		// 9) nothing before it.
+		e.out = append(e.out, outMsg{c: c, m: e.welcomeMsg(h.GetBatchEvents())})
 	}
 	adopted := 0
 	for _, fl := range h.GetInFlight() {
@@ -125,12 +126,14 @@ func (e *engine) mayReplace(x, c *fetcherConn, now time.Time) error {
 		c.id, x.boot, e.cfg.FetcherSilence)}
 }
 
-// welcomeMsg answers a Hello with fold_events set: this coordinator accepts folded started
-// events and credits (DownloadEvent.folded_start, WorkRequest.folded_credits), started events
-// held back a tenth of StartTimeout at most (and at most validate.MaxStartHold).
-func (e *engine) welcomeMsg() *pb.WorkResponse {
+// welcomeMsg answers a Hello with fold_events or batch_events set: this coordinator accepts
+// folded started events and credits (DownloadEvent.folded_start, WorkRequest.folded_credits),
+// started events held back a tenth of StartTimeout at most (and at most
+// validate.MaxStartHold), and, when the Hello asked (batch), batched events
+// (WorkRequest.more_events: the gateway refuses them from a stream that did not ask).
+func (e *engine) welcomeMsg(batch bool) *pb.WorkResponse {
 	hold := min(e.cfg.StartTimeout/10, validate.MaxStartHold)
-	return &pb.WorkResponse{Msg: &pb.WorkResponse_Welcome{Welcome: &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(hold)}}}
+	return &pb.WorkResponse{Msg: &pb.WorkResponse_Welcome{Welcome: &pb.Welcome{FoldEvents: true, StartHold: durationpb.New(hold), BatchEvents: batch}}}
 }
 
 func cancelMsg(leaseID, reason string) *pb.WorkResponse {
@@ -149,6 +152,13 @@ func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
 		e.addCredits(c, int(m.Credits.GetCredits()))
 	case *pb.WorkRequest_Event:
 		e.onEvent(c, m.Event, now)
+		// A batch (step 9): the events in order, as separate messages would be.
+		for _, ev := range r.GetMoreEvents() {
+			if c.closed {
+				return // an event of the batch broke the stream
+			}
+			e.onEvent(c, ev, now)
+		}
 		// Credits folded into the event (step 8) are the stream's, not the event's lease's:
 		// they count whatever became of the event (stale, duplicate, foreign), as a Credits
 		// message sent after it would.

@@ -65,6 +65,9 @@ type leaseBook struct {
 	fold bool
 	hold time.Duration
 	held []*lease
+	// batch: the coordinator accepted batched events on the current stream (its Welcome; step 9
+	// of the Work protocol): the Fetcher's flush sends a run of events as one message.
+	batch bool
 	// waiting counts the waiting successors in the prefetch window: those whose predecessor's
 	// body is not in yet (inWindow). At most prefetch (Config.Prefetch) are, a successor beyond
 	// them is void. A successor whose predecessor's body is in, but whose slot waits for a
@@ -194,6 +197,7 @@ func (b *leaseBook) stamp(l *lease, ev *pb.DownloadEvent, now time.Time) {
 // messages, and how long a started event may be held (bounded by validate.MaxStartHold).
 func (b *leaseBook) welcome(w *pb.Welcome) {
 	b.fold = w.GetFoldEvents()
+	b.batch = w.GetBatchEvents()
 	b.hold = 0
 	if d := w.GetStartHold(); b.fold && d.IsValid() && d.AsDuration() > 0 {
 		b.hold = min(d.AsDuration(), validate.MaxStartHold)
@@ -303,7 +307,7 @@ func (b *leaseBook) hello(slots int) (initial int, inFlight []*pb.InFlightLease)
 		l.held = nil // the lease is re-announced: running, as far as the coordinator is concerned
 	}
 	b.held = nil
-	b.fold, b.hold = false, 0 // until the new stream's Welcome
+	b.fold, b.hold, b.batch = false, 0, false // until the new stream's Welcome
 	b.owed = 0
 	clear(b.unsent)
 	b.unsent = b.unsent[:0]

@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // closeWait bounds how long a draining fetcher waits for the coordinator to end the Work stream
@@ -242,8 +243,10 @@ func (f *Fetcher) hello() (*pb.WorkRequest, uint64) {
 		InFlight:  inFlight,
 		Version:   Version,
 		Prefetch:  int32(f.cfg.Prefetch),
-		// Folding waits for the coordinator's Welcome (leaseBook.fold).
-		FoldEvents: true,
+		// Folding and batching wait for the coordinator's Welcome (leaseBook.fold, .batch);
+		// the fetcher takes batched responses at once.
+		FoldEvents:  true,
+		BatchEvents: true,
 	}
 	f.notifyLocked()
 	return &pb.WorkRequest{Msg: &pb.WorkRequest_Hello{Hello: h}}, f.sessionID
@@ -262,6 +265,9 @@ func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkR
 		msgs = append(msgs, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "shutting down"}}})
 	}
 	msgs = append(msgs, tail...)
+	if f.book.batch {
+		msgs = batchEvents(msgs)
+	}
 	f.notifyLocked()
 	f.mu.Unlock()
 	for i, m := range msgs {
@@ -272,11 +278,48 @@ func (f *Fetcher) flush(stream grpc.BidiStreamingClient[pb.WorkRequest, pb.WorkR
 	return len(msgs), due, nil
 }
 
-// handle applies one message from the coordinator.
+// batchEvents merges each run of event messages of msgs (in order) into its first message,
+// whose more_events carries the others' events (step 9 of the protocol), at most
+// validate.MaxWorkBatch events a message. A message with folded credits ends its run: they
+// are applied after the last event of the message carrying them, as before. It reuses msgs.
+func batchEvents(msgs []*pb.WorkRequest) []*pb.WorkRequest {
+	out := msgs[:0]
+	var run *pb.WorkRequest // the message of the open run
+	for _, m := range msgs {
+		if ev := m.GetEvent(); ev != nil && run != nil && len(run.MoreEvents) < validate.MaxWorkBatch-1 {
+			run.MoreEvents = append(run.MoreEvents, ev)
+			if m.FoldedCredits != 0 {
+				run.FoldedCredits, run = m.FoldedCredits, nil
+			}
+			continue
+		}
+		out = append(out, m)
+		run = nil
+		if m.GetEvent() != nil && m.FoldedCredits == 0 {
+			run = m
+		}
+	}
+	clear(msgs[len(out):])
+	return out
+}
+
+// handle applies one message from the coordinator: a batch (step 9 of the protocol) as its
+// messages one by one, in order, at most validate.MaxWorkBatch of them (the rest is ignored,
+// as a coordinator's protocol error: the coordinator reclaims an Assign never started, and
+// an Ack not applied only makes the fetcher report the result again).
 func (f *Fetcher) handle(dctx context.Context, m *pb.WorkResponse) {
+	moreAssigns, moreAcks := m.GetMoreAssigns(), m.GetMoreAcks()
+	if len(moreAssigns) > validate.MaxWorkBatch-1 || len(moreAcks) > validate.MaxWorkBatch-1 {
+		f.log.Warn("the coordinator batched too many messages; ignoring the excess",
+			"assigns", len(moreAssigns), "acks", len(moreAcks), "limit", validate.MaxWorkBatch)
+		moreAssigns, moreAcks = moreAssigns[:min(len(moreAssigns), validate.MaxWorkBatch-1)], moreAcks[:min(len(moreAcks), validate.MaxWorkBatch-1)]
+	}
 	switch msg := m.GetMsg().(type) {
 	case *pb.WorkResponse_Assign:
 		f.startLease(dctx, msg.Assign)
+		for _, a := range moreAssigns {
+			f.startLease(dctx, a)
+		}
 	case *pb.WorkResponse_Cancel:
 		f.mu.Lock()
 		l, removed := f.book.cancel(msg.Cancel.GetLeaseId(), f.clk.Now())
@@ -290,7 +333,11 @@ func (f *Fetcher) handle(dctx context.Context, m *pb.WorkResponse) {
 		f.poke()
 	case *pb.WorkResponse_Ack:
 		f.mu.Lock()
-		if f.book.ack(msg.Ack.GetLeaseId(), msg.Ack.GetSequence()) {
+		forgot := f.book.ack(msg.Ack.GetLeaseId(), msg.Ack.GetSequence())
+		for _, a := range moreAcks {
+			forgot = f.book.ack(a.GetLeaseId(), a.GetSequence()) || forgot
+		}
+		if forgot {
 			f.notifyLocked()
 		}
 		f.mu.Unlock()

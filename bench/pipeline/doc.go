@@ -9,5 +9,6 @@
 // $PIPELINE_PAPERS papers (default 2000) of $PIPELINE_SIZE bytes (default 65536), 2 fetchers ×
 // $PIPELINE_SLOTS slots (default 8), politeness off, each fetcher's prefetch window
 // $PIPELINE_PREFETCH (default the fetcher's). BenchmarkPipeline also reports the Work stream's
-// messages per paper (msgs/paper, and per kind: in:started/paper, out:assign/paper...).
+// messages per paper (msgs/paper), and the events, Assigns and Acks they carry per kind
+// (in:started/paper, out:assign/paper...: a batch of them is one message).
 package pipeline

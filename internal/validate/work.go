@@ -50,6 +50,9 @@ const (
 	// event of its lease (Welcome.start_hold, step 8 of the Work protocol), whatever the
 	// Welcome says; a coordinator offers a tenth of its start timeout, at most this.
 	MaxStartHold = time.Second
+	// MaxWorkBatch is the most events one WorkRequest carries (event plus more_events), and the
+	// most Assigns (Acks) one WorkResponse carries (step 9 of the Work protocol: batching).
+	MaxWorkBatch = 64
 )
 
 // WorkRequest validates one message a fetcher sent on its Work stream. first says whether it
@@ -68,6 +71,21 @@ func WorkRequest(first bool, m *pb.WorkRequest) error {
 			v.add("folded_credits", "may only be set on a message carrying an event")
 		case n < 0 || n > MaxFetcherSlots:
 			v.add("folded_credits", fmt.Sprintf("must be 0 to %d, got %d", MaxFetcherSlots, n))
+		}
+	}
+	if more := m.GetMoreEvents(); len(more) > 0 {
+		switch {
+		case m.GetEvent() == nil:
+			v.add("more_events", "may only be set on a message carrying an event")
+		case len(more) > MaxWorkBatch-1:
+			v.add("more_events", fmt.Sprintf("%d events exceed the limit of %d (%d per message with event)", len(more), MaxWorkBatch-1, MaxWorkBatch))
+		default:
+			for i, ev := range more {
+				v.eventAt(i, ev)
+				if len(v.list) >= maxViolations {
+					break
+				}
+			}
 		}
 	}
 	switch x := m.GetMsg().(type) {
@@ -140,6 +158,21 @@ func (v *violations) hello(path string, h *pb.Hello) {
 			return
 		}
 	}
+}
+
+// eventAt validates more_events[i]: as event, its violations' paths renamed afterwards, so
+// that a valid event costs no path strings.
+func (v *violations) eventAt(i int, ev *pb.DownloadEvent) {
+	var ev2 violations
+	ev2.event(ev)
+	if len(ev2.list) == 0 {
+		return
+	}
+	p := index("more_events", i)
+	for _, x := range ev2.list {
+		v.add(p+strings.TrimPrefix(x.Field, "event"), x.Description)
+	}
+	v.dropped += ev2.dropped
 }
 
 // event validates WorkRequest.event. The field paths are constants, not built per call: a valid

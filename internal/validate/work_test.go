@@ -21,6 +21,20 @@ func ev(kind func(*pb.DownloadEvent)) *pb.WorkRequest {
 	return &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: e}}
 }
 
+// moreEvents appends n copies of m's event (each its own message, sequence numbers
+// following it) to m.more_events.
+func moreEvents(n int, m *pb.WorkRequest) *pb.WorkRequest {
+	for i := range n {
+		e := proto.Clone(m.GetEvent()).(*pb.DownloadEvent)
+		if e == nil {
+			e = &pb.DownloadEvent{LeaseId: "l", Attempt: 1, Kind: &pb.DownloadEvent_Completed{Completed: goodCompletion()}}
+		}
+		e.Sequence += int64(i + 1)
+		m.MoreEvents = append(m.MoreEvents, e)
+	}
+	return m
+}
+
 // foldedCredits sets WorkRequest.folded_credits on m.
 func foldedCredits(n int32, m *pb.WorkRequest) *pb.WorkRequest {
 	m.FoldedCredits = n
@@ -68,6 +82,27 @@ func TestWorkRequest(t *testing.T) {
 			e.Kind = &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{}}
 		}), "event.folded_start"},
 		{"empty", false, &pb.WorkRequest{}, "msg"},
+		{"hello batching", true, hello(&pb.Hello{FetcherId: "f", Slots: 1, FoldEvents: true, BatchEvents: true}), ""},
+		{"batch of events", false, moreEvents(MaxWorkBatch-1, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} })), ""},
+		{"batch too long", false, moreEvents(MaxWorkBatch, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} })), "more_events"},
+		{"more events on credits", false, moreEvents(1, &pb.WorkRequest{Msg: &pb.WorkRequest_Credits{Credits: &pb.Credits{Credits: 1}}}), "more_events"},
+		{"more events on hello", true, moreEvents(1, hello(&pb.Hello{FetcherId: "f", Slots: 1, BatchEvents: true})), "more_events"},
+		{"more events null", false, func() *pb.WorkRequest {
+			m := moreEvents(2, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }))
+			m.MoreEvents[1] = nil
+			return m
+		}(), "more_events[1]"},
+		{"more events bad key", false, func() *pb.WorkRequest {
+			m := moreEvents(3, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }))
+			m.MoreEvents[2].GetCompleted().BlobKey = "../../etc/passwd"
+			return m
+		}(), "more_events[2].completed.blob_key"},
+		{"more events folded start on started", false, func() *pb.WorkRequest {
+			m := moreEvents(1, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }))
+			m.MoreEvents[0].FoldedStart = true
+			m.MoreEvents[0].Kind = &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{}}
+			return m
+		}(), "more_events[0].folded_start"},
 		{"completed", false, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }), ""},
 		{"completed bad key", false, ev(func(e *pb.DownloadEvent) {
 			c := goodCompletion()
@@ -160,6 +195,9 @@ func FuzzWorkRequest(f *testing.F) {
 		})),
 		foldedCredits(-7, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Started{Started: &pb.DownloadStarted{}} })),
 		foldedCredits(2147483647, &pb.WorkRequest{Msg: &pb.WorkRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}),
+		{Msg: &pb.WorkRequest_Hello{Hello: &pb.Hello{FetcherId: "s", Slots: 2, FoldEvents: true, BatchEvents: true}}},
+		foldedCredits(2, moreEvents(3, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: goodCompletion()} }))),
+		moreEvents(1, &pb.WorkRequest{Msg: &pb.WorkRequest_Draining{Draining: &pb.Draining{Reason: "bye"}}}),
 	}
 	for _, s := range seeds {
 		b, err := proto.Marshal(s)
@@ -193,6 +231,14 @@ func FuzzWorkRequest(f *testing.F) {
 		if ev := m.GetEvent(); ev.GetFoldedStart() && ev.GetStarted() != nil {
 			t.Fatalf("accepted a folded start on a started event %v", ev)
 		}
+		if more := m.GetMoreEvents(); len(more) > 0 && (m.GetEvent() == nil || len(more) > MaxWorkBatch-1) {
+			t.Fatalf("accepted %d more events on %v", len(more), m)
+		}
+		for _, ev := range m.GetMoreEvents() {
+			if WorkRequest(false, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}}) != nil {
+				t.Fatalf("accepted a batch with an invalid event %v", ev)
+			}
+		}
 	})
 }
 
@@ -205,7 +251,8 @@ func TestWorkRequestEventAllocs(t *testing.T) {
 	c := goodCompletion()
 	c.FinalUrl = "" // url.Parse allocates
 	completed := ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: c} })
-	for _, m := range []*pb.WorkRequest{received, completed} {
+	batch := moreEvents(MaxWorkBatch-1, ev(func(e *pb.DownloadEvent) { e.Kind = &pb.DownloadEvent_Completed{Completed: c} }))
+	for _, m := range []*pb.WorkRequest{received, completed, batch} {
 		if err := WorkRequest(false, m); err != nil {
 			t.Fatal(err)
 		}

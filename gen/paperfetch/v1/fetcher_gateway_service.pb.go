@@ -40,9 +40,14 @@ type WorkRequest struct {
 	//	*WorkRequest_Heartbeat
 	Msg isWorkRequest_Msg `protobuf_oneof:"msg"`
 	// Credits folded into this message (step 8 of the protocol): download slots freed, as
-	// Credits.credits, added after the message is handled. 0 (none) to 10,000, and only on a
-	// message carrying an event; sent only to a coordinator whose Welcome accepted folding.
+	// Credits.credits, added after the message is handled (after all its events). 0 (none) to
+	// 10,000, and only on a message carrying an event; sent only to a coordinator whose Welcome
+	// accepted folding.
 	FoldedCredits int32 `protobuf:"varint,6,opt,name=folded_credits,json=foldedCredits,proto3" json:"folded_credits,omitempty"`
+	// More events after event, handled in order as if each came in a message of its own (step 9
+	// of the protocol). Only on a message carrying an event, at most 63 (64 events in all), and
+	// sent only to a coordinator whose Welcome accepted batching.
+	MoreEvents    []*DownloadEvent `protobuf:"bytes,7,rep,name=more_events,json=moreEvents,proto3" json:"more_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +141,13 @@ func (x *WorkRequest) GetFoldedCredits() int32 {
 	return 0
 }
 
+func (x *WorkRequest) GetMoreEvents() []*DownloadEvent {
+	if x != nil {
+		return x.MoreEvents
+	}
+	return nil
+}
+
 type isWorkRequest_Msg interface {
 	isWorkRequest_Msg()
 }
@@ -196,7 +208,10 @@ type Hello struct {
 	Prefetch int32 `protobuf:"varint,6,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	// The fetcher can fold messages (step 8 of the protocol): a coordinator that accepts folded
 	// messages answers with a Welcome.
-	FoldEvents    bool `protobuf:"varint,7,opt,name=fold_events,json=foldEvents,proto3" json:"fold_events,omitempty"`
+	FoldEvents bool `protobuf:"varint,7,opt,name=fold_events,json=foldEvents,proto3" json:"fold_events,omitempty"`
+	// The fetcher takes batched responses, and asks whether the coordinator accepts batched
+	// requests (step 9 of the protocol): a coordinator that does answers with a Welcome.
+	BatchEvents   bool `protobuf:"varint,8,opt,name=batch_events,json=batchEvents,proto3" json:"batch_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,6 +291,13 @@ func (x *Hello) GetPrefetch() int32 {
 func (x *Hello) GetFoldEvents() bool {
 	if x != nil {
 		return x.FoldEvents
+	}
+	return false
+}
+
+func (x *Hello) GetBatchEvents() bool {
+	if x != nil {
+		return x.BatchEvents
 	}
 	return false
 }
@@ -503,7 +525,14 @@ type WorkResponse struct {
 	//	*WorkResponse_Cancel
 	//	*WorkResponse_Ack
 	//	*WorkResponse_Welcome
-	Msg           isWorkResponse_Msg `protobuf_oneof:"msg"`
+	Msg isWorkResponse_Msg `protobuf_oneof:"msg"`
+	// More Assigns after assign, handled in order as if each came in a message of its own (step
+	// 9 of the protocol). Only on a message carrying an Assign, at most 63 (64 in all), and
+	// sent only to a fetcher whose Hello set batch_events.
+	MoreAssigns []*Assign `protobuf:"bytes,5,rep,name=more_assigns,json=moreAssigns,proto3" json:"more_assigns,omitempty"`
+	// More Acks after ack, likewise: only on a message carrying an Ack, at most 63 (64 in all),
+	// and sent only to a fetcher whose Hello set batch_events.
+	MoreAcks      []*Ack `protobuf:"bytes,6,rep,name=more_acks,json=moreAcks,proto3" json:"more_acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +610,20 @@ func (x *WorkResponse) GetWelcome() *Welcome {
 	return nil
 }
 
+func (x *WorkResponse) GetMoreAssigns() []*Assign {
+	if x != nil {
+		return x.MoreAssigns
+	}
+	return nil
+}
+
+func (x *WorkResponse) GetMoreAcks() []*Ack {
+	if x != nil {
+		return x.MoreAcks
+	}
+	return nil
+}
+
 type isWorkResponse_Msg interface {
 	isWorkResponse_Msg()
 }
@@ -601,7 +644,8 @@ type WorkResponse_Ack struct {
 }
 
 type WorkResponse_Welcome struct {
-	// The answer to a Hello with fold_events set, before any other message of the stream.
+	// The answer to a Hello with fold_events or batch_events set, before any other message
+	// of the stream.
 	Welcome *Welcome `protobuf:"bytes,4,opt,name=welcome,proto3,oneof"`
 }
 
@@ -623,7 +667,9 @@ type Welcome struct {
 	// How long the fetcher may hold a started event back, waiting for a later event of its
 	// lease to fold it into (unset or 0: only what is queued before the next send); fetchers
 	// hold at most 1s whatever it says.
-	StartHold     *durationpb.Duration `protobuf:"bytes,2,opt,name=start_hold,json=startHold,proto3" json:"start_hold,omitempty"`
+	StartHold *durationpb.Duration `protobuf:"bytes,2,opt,name=start_hold,json=startHold,proto3" json:"start_hold,omitempty"`
+	// The coordinator accepts batched requests (step 9 of the protocol): WorkRequest.more_events.
+	BatchEvents   bool `protobuf:"varint,3,opt,name=batch_events,json=batchEvents,proto3" json:"batch_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,6 +716,13 @@ func (x *Welcome) GetStartHold() *durationpb.Duration {
 		return x.StartHold
 	}
 	return nil
+}
+
+func (x *Welcome) GetBatchEvents() bool {
+	if x != nil {
+		return x.BatchEvents
+	}
+	return false
 }
 
 // Assign leases one paper to a fetcher for one attempt.
@@ -1069,15 +1122,17 @@ var File_paperfetch_v1_fetcher_gateway_service_proto protoreflect.FileDescriptor
 
 const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\n" +
-	"+paperfetch/v1/fetcher_gateway_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\xc4\x02\n" +
+	"+paperfetch/v1/fetcher_gateway_service.proto\x12\rpaperfetch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paperfetch/v1/paper.proto\"\x83\x03\n" +
 	"\vWorkRequest\x12,\n" +
 	"\x05hello\x18\x01 \x01(\v2\x14.paperfetch.v1.HelloH\x00R\x05hello\x122\n" +
 	"\acredits\x18\x02 \x01(\v2\x16.paperfetch.v1.CreditsH\x00R\acredits\x124\n" +
 	"\x05event\x18\x03 \x01(\v2\x1c.paperfetch.v1.DownloadEventH\x00R\x05event\x125\n" +
 	"\bdraining\x18\x04 \x01(\v2\x17.paperfetch.v1.DrainingH\x00R\bdraining\x128\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x18.paperfetch.v1.HeartbeatH\x00R\theartbeat\x12%\n" +
-	"\x0efolded_credits\x18\x06 \x01(\x05R\rfoldedCreditsB\x05\n" +
-	"\x03msg\"\xe7\x01\n" +
+	"\x0efolded_credits\x18\x06 \x01(\x05R\rfoldedCredits\x12=\n" +
+	"\vmore_events\x18\a \x03(\v2\x1c.paperfetch.v1.DownloadEventR\n" +
+	"moreEventsB\x05\n" +
+	"\x03msg\"\x8a\x02\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"fetcher_id\x18\x01 \x01(\tR\tfetcherId\x12\x17\n" +
@@ -1087,7 +1142,8 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
 	"\bprefetch\x18\x06 \x01(\x05R\bprefetch\x12\x1f\n" +
 	"\vfold_events\x18\a \x01(\bR\n" +
-	"foldEvents\"\x9f\x01\n" +
+	"foldEvents\x12!\n" +
+	"\fbatch_events\x18\b \x01(\bR\vbatchEvents\"\x9f\x01\n" +
 	"\rInFlightLease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x19\n" +
@@ -1098,18 +1154,21 @@ const file_paperfetch_v1_fetcher_gateway_service_proto_rawDesc = "" +
 	"\acredits\x18\x01 \x01(\x05R\acredits\"\"\n" +
 	"\bDraining\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\v\n" +
-	"\tHeartbeat\"\xd3\x01\n" +
+	"\tHeartbeat\"\xbe\x02\n" +
 	"\fWorkResponse\x12/\n" +
 	"\x06assign\x18\x01 \x01(\v2\x15.paperfetch.v1.AssignH\x00R\x06assign\x12/\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x15.paperfetch.v1.CancelH\x00R\x06cancel\x12&\n" +
 	"\x03ack\x18\x03 \x01(\v2\x12.paperfetch.v1.AckH\x00R\x03ack\x122\n" +
-	"\awelcome\x18\x04 \x01(\v2\x16.paperfetch.v1.WelcomeH\x00R\awelcomeB\x05\n" +
-	"\x03msg\"d\n" +
+	"\awelcome\x18\x04 \x01(\v2\x16.paperfetch.v1.WelcomeH\x00R\awelcome\x128\n" +
+	"\fmore_assigns\x18\x05 \x03(\v2\x15.paperfetch.v1.AssignR\vmoreAssigns\x12/\n" +
+	"\tmore_acks\x18\x06 \x03(\v2\x12.paperfetch.v1.AckR\bmoreAcksB\x05\n" +
+	"\x03msg\"\x87\x01\n" +
 	"\aWelcome\x12\x1f\n" +
 	"\vfold_events\x18\x01 \x01(\bR\n" +
 	"foldEvents\x128\n" +
 	"\n" +
-	"start_hold\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tstartHold\"\xae\x03\n" +
+	"start_hold\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tstartHold\x12!\n" +
+	"\fbatch_events\x18\x03 \x01(\bR\vbatchEvents\"\xae\x03\n" +
 	"\x06Assign\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12\x19\n" +
@@ -1180,25 +1239,28 @@ var file_paperfetch_v1_fetcher_gateway_service_proto_depIdxs = []int32{
 	13, // 2: paperfetch.v1.WorkRequest.event:type_name -> paperfetch.v1.DownloadEvent
 	4,  // 3: paperfetch.v1.WorkRequest.draining:type_name -> paperfetch.v1.Draining
 	5,  // 4: paperfetch.v1.WorkRequest.heartbeat:type_name -> paperfetch.v1.Heartbeat
-	2,  // 5: paperfetch.v1.Hello.in_flight:type_name -> paperfetch.v1.InFlightLease
-	8,  // 6: paperfetch.v1.WorkResponse.assign:type_name -> paperfetch.v1.Assign
-	11, // 7: paperfetch.v1.WorkResponse.cancel:type_name -> paperfetch.v1.Cancel
-	12, // 8: paperfetch.v1.WorkResponse.ack:type_name -> paperfetch.v1.Ack
-	7,  // 9: paperfetch.v1.WorkResponse.welcome:type_name -> paperfetch.v1.Welcome
-	14, // 10: paperfetch.v1.Welcome.start_hold:type_name -> google.protobuf.Duration
-	10, // 11: paperfetch.v1.Assign.limits:type_name -> paperfetch.v1.DownloadLimits
-	15, // 12: paperfetch.v1.Assign.lease_expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 13: paperfetch.v1.Assign.resolve:type_name -> paperfetch.v1.ResolveStep
-	16, // 14: paperfetch.v1.ResolveStep.route:type_name -> paperfetch.v1.ResolveRoute
-	14, // 15: paperfetch.v1.DownloadLimits.timeout:type_name -> google.protobuf.Duration
-	14, // 16: paperfetch.v1.DownloadLimits.stall_timeout:type_name -> google.protobuf.Duration
-	0,  // 17: paperfetch.v1.FetcherGatewayService.Work:input_type -> paperfetch.v1.WorkRequest
-	6,  // 18: paperfetch.v1.FetcherGatewayService.Work:output_type -> paperfetch.v1.WorkResponse
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 5: paperfetch.v1.WorkRequest.more_events:type_name -> paperfetch.v1.DownloadEvent
+	2,  // 6: paperfetch.v1.Hello.in_flight:type_name -> paperfetch.v1.InFlightLease
+	8,  // 7: paperfetch.v1.WorkResponse.assign:type_name -> paperfetch.v1.Assign
+	11, // 8: paperfetch.v1.WorkResponse.cancel:type_name -> paperfetch.v1.Cancel
+	12, // 9: paperfetch.v1.WorkResponse.ack:type_name -> paperfetch.v1.Ack
+	7,  // 10: paperfetch.v1.WorkResponse.welcome:type_name -> paperfetch.v1.Welcome
+	8,  // 11: paperfetch.v1.WorkResponse.more_assigns:type_name -> paperfetch.v1.Assign
+	12, // 12: paperfetch.v1.WorkResponse.more_acks:type_name -> paperfetch.v1.Ack
+	14, // 13: paperfetch.v1.Welcome.start_hold:type_name -> google.protobuf.Duration
+	10, // 14: paperfetch.v1.Assign.limits:type_name -> paperfetch.v1.DownloadLimits
+	15, // 15: paperfetch.v1.Assign.lease_expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 16: paperfetch.v1.Assign.resolve:type_name -> paperfetch.v1.ResolveStep
+	16, // 17: paperfetch.v1.ResolveStep.route:type_name -> paperfetch.v1.ResolveRoute
+	14, // 18: paperfetch.v1.DownloadLimits.timeout:type_name -> google.protobuf.Duration
+	14, // 19: paperfetch.v1.DownloadLimits.stall_timeout:type_name -> google.protobuf.Duration
+	0,  // 20: paperfetch.v1.FetcherGatewayService.Work:input_type -> paperfetch.v1.WorkRequest
+	6,  // 21: paperfetch.v1.FetcherGatewayService.Work:output_type -> paperfetch.v1.WorkResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_paperfetch_v1_fetcher_gateway_service_proto_init() }

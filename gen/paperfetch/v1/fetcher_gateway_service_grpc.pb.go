@@ -145,6 +145,19 @@ const (
 //     separate started events and Credits from every fetcher (older fetchers never fold).
 //     So a small paper costs four messages instead of six: Assign, body_received (with the
 //     start and the slot's credit folded), completed, Ack.
+//  9. Batched messages. A fetcher that sets Hello.batch_events takes batched responses: the
+//     coordinator may then send a run of Assigns as one WorkResponse (assign, then
+//     more_assigns in order) and a run of Acks as one (ack, then more_acks), at most
+//     validate.MaxWorkBatch (64) in one message; the fetcher handles them exactly as that many
+//     separate messages, in order. A coordinator that accepts batched requests says so in its
+//     Welcome (batch_events set; it answers a Hello with fold_events or batch_events set with a
+//     Welcome); only after that Welcome, and only on that stream, the fetcher may send a run of
+//     events as one WorkRequest (event, then more_events in order, at most 64 in all), which
+//     the coordinator handles exactly as that many separate event messages, in order, then
+//     the message's folded_credits. Every event of a batch is validated as a single one is,
+//     and counts as a message against the stream's budget (below). Batching merges what a
+//     stream's writer finds queued: it never delays a message. A coordinator refuses
+//     more_events on a stream whose Hello did not set batch_events (INVALID_ARGUMENT).
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
@@ -310,6 +323,19 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     separate started events and Credits from every fetcher (older fetchers never fold).
 //     So a small paper costs four messages instead of six: Assign, body_received (with the
 //     start and the slot's credit folded), completed, Ack.
+//  9. Batched messages. A fetcher that sets Hello.batch_events takes batched responses: the
+//     coordinator may then send a run of Assigns as one WorkResponse (assign, then
+//     more_assigns in order) and a run of Acks as one (ack, then more_acks), at most
+//     validate.MaxWorkBatch (64) in one message; the fetcher handles them exactly as that many
+//     separate messages, in order. A coordinator that accepts batched requests says so in its
+//     Welcome (batch_events set; it answers a Hello with fold_events or batch_events set with a
+//     Welcome); only after that Welcome, and only on that stream, the fetcher may send a run of
+//     events as one WorkRequest (event, then more_events in order, at most 64 in all), which
+//     the coordinator handles exactly as that many separate event messages, in order, then
+//     the message's folded_credits. Every event of a batch is validated as a single one is,
+//     and counts as a message against the stream's budget (below). Batching merges what a
+//     stream's writer finds queued: it never delays a message. A coordinator refuses
+//     more_events on a stream whose Hello did not set batch_events (INVALID_ARGUMENT).
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
 // in-flight leases in Hello; leases nobody claims by then are re-queued. A lease is adopted only
