@@ -125,7 +125,16 @@ func LocalDir(bucketURL string) (string, bool) {
 // as those of ContentKey, are mapped).
 func LocalPath(bucketURL, key string) (string, bool) {
 	dir, ok := LocalDir(bucketURL)
-	if !ok || !safeKey(key) {
+	if !ok {
+		return "", false
+	}
+	return KeyPath(dir, key)
+}
+
+// KeyPath returns the file that holds key in the local bucket folder dir (as LocalDir names
+// it), and false for the keys LocalPath refuses. A caller holding dir parses no URL per key.
+func KeyPath(dir, key string) (string, bool) {
+	if !safeKey(key) {
 		return "", false
 	}
 	return filepath.Join(dir, filepath.FromSlash(key)), true

@@ -112,38 +112,9 @@ func (m *materializer) localBlob(p *pb.Paper) (string, bool) {
 		return "", false
 	}
 	if m.blobDir != nil {
-		key := p.GetBlobKey()
-		if !plainKey(key) {
-			return "", false
-		}
-		return filepath.Join(m.blobDir.Path(), filepath.FromSlash(key)), true
+		return blobstore.KeyPath(m.blobDir.Path(), p.GetBlobKey())
 	}
 	return blobstore.LocalPath(m.bucketURL, p.GetBlobKey())
-}
-
-// plainKey reports whether a blob key names a file of the local store, as blobstore.LocalPath
-// checks it: a relative slash path of segments of letters, digits, '.', '-' and '_' (none
-// empty, "." or ".."), not a writer's temporary object (blobstore.TempSuffix). It allocates
-// nothing.
-func plainKey(key string) bool {
-	if key == "" || strings.HasSuffix(key, blobstore.TempSuffix) {
-		return false
-	}
-	start := 0
-	for i := 0; i <= len(key); i++ {
-		if i < len(key) && key[i] != '/' {
-			c := key[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-				return false
-			}
-			continue
-		}
-		if seg := key[start:i]; seg == "" || seg == "." || seg == ".." {
-			return false
-		}
-		start = i + 1
-	}
-	return true
 }
 
 // target returns where p's PDF goes: named by --name-template when set, else by its id.

@@ -175,14 +175,23 @@ func TestPlaceNewCopies(t *testing.T) {
 	}
 }
 
-// plainKey accepts exactly the keys that blobstore.LocalPath maps to a file.
-func TestPlainKeyIsLocalPaths(t *testing.T) {
+// With the blob folder held, localBlob maps exactly the keys blobstore.LocalPath maps, to the
+// same file.
+func TestHeldLocalBlobIsLocalPath(t *testing.T) {
+	blobs := t.TempDir()
+	bucketURL := "file://" + filepath.ToSlash(blobs)
+	m := &materializer{out: t.TempDir(), bucketURL: bucketURL}
+	m.holdDirs()
+	defer m.release()
+	if m.blobDir == nil {
+		t.Fatal("holdDirs held no blob folder")
+	}
 	keys := []string{"sha256/ab/" + strings.Repeat("ab", 32) + ".pdf", "a", "a/b", "A-b_c.d/e", "", "/a", "a/", "a//b", "./a", "a/./b",
 		"a/../b", "..", ".", "a/b.pdf.attrs", "a/b c", "a\\b", "é", "a/.hidden", "..a", "a..", "a/%2e%2e"}
 	for _, k := range keys {
-		_, want := blobstore.LocalPath("file:///blobs", k)
-		if got := plainKey(k); got != want {
-			t.Errorf("plainKey(%q) = %v, blobstore.LocalPath says %v", k, got, want)
+		want, wantOK := blobstore.LocalPath(bucketURL, k)
+		if got, ok := m.localBlob(&pb.Paper{BlobKey: k}); got != want || ok != wantOK {
+			t.Errorf("localBlob(%q) = %q, %v; blobstore.LocalPath says %q, %v", k, got, ok, want, wantOK)
 		}
 	}
 }
