@@ -128,6 +128,8 @@ type Committer struct {
 	queued func(n int)
 	// ranGroup, when set (tests), is called by a leader with the size of the group it took.
 	ranGroup func(n int)
+	// renameat2, when set (tests), replaces renameNoReplace (the system call).
+	renameat2 func(oldpath, newpath string) error
 
 	noSyncFS    atomic.Bool // syncfs(2) is unsupported: commit per file
 	noRenameat2 atomic.Bool // renameat2(2) RENAME_NOREPLACE is unsupported: os.Stat, then rename
@@ -286,7 +288,11 @@ func (c *Committer) place(tmpPath, final string, syncParents bool) (existed, cre
 // concurrent commit of the same key may then replace the object with identical content).
 func (c *Committer) renameNoReplace(tmpPath, final string) error {
 	if !c.noRenameat2.Load() {
-		err := renameNoReplace(tmpPath, final)
+		rename := renameNoReplace
+		if c.renameat2 != nil {
+			rename = c.renameat2
+		}
+		err := rename(tmpPath, final)
 		if !errors.Is(err, errors.ErrUnsupported) {
 			return err
 		}

@@ -568,3 +568,39 @@ func TestCommitWithAndWithoutRenameNoReplace(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitFallsBackWithoutRenameNoReplace checks that a commit where renameat2(2) reports
+// RENAME_NOREPLACE unsupported (EINVAL, ENOSYS: errors.ErrUnsupported) places the object with
+// os.Stat and rename, and that later commits do not try renameat2 again.
+func TestCommitFallsBackWithoutRenameNoReplace(t *testing.T) {
+	for _, mode := range []SyncMode{SyncGroup, SyncPerFile} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			c := NewCommitter(dir, mode)
+			calls := 0
+			c.renameat2 = func(oldpath, newpath string) error {
+				calls++
+				return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: errors.ErrUnsupported}
+			}
+			keys := []string{ContentKey(strings.Repeat("c", 64)), ContentKey(strings.Repeat("c", 64)), ContentKey(strings.Repeat("d", 64))}
+			for i, want := range []bool{false, true, false} { // new, duplicate, new in a new folder
+				key := keys[i]
+				if ex, err := c.Commit(tempWith(t, dir, fmt.Sprintf("%%PDF-%d", i/2)), key); err != nil || ex != want {
+					t.Fatalf("commit %d: existed %v, err %v; want existed %v", i, ex, err, want)
+				}
+				if got, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(key))); err != nil || string(got) != fmt.Sprintf("%%PDF-%d", i/2) {
+					t.Fatalf("commit %d: object %q, %v", i, got, err)
+				}
+			}
+			if calls != 1 || !c.noRenameat2.Load() {
+				t.Fatalf("renameat2 called %d times (want 1), unsupported remembered: %v", calls, c.noRenameat2.Load())
+			}
+			if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+				t.Fatalf("temp files left: %v", left)
+			}
+		})
+	}
+}
