@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,6 +60,7 @@ type windowLoop struct {
 	verify  chan verifyJob
 	commits chan struct{}
 	applied chan uint32
+	stop    func() // cancels the loop's context and waits for run to return (once)
 }
 
 // startWindowLoop runs a loop with the given CommitWindow until the test ends.
@@ -86,11 +88,14 @@ func startWindowLoop(t *testing.T, window time.Duration) *windowLoop {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.l.run(ctx, clk, time.Hour) }()
-	t.Cleanup(func() {
+	w.stop = sync.OnceFunc(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(t, "run to return", done); err != nil {
 			t.Errorf("run: %v", err)
 		}
+	})
+	t.Cleanup(func() {
+		w.stop()
 		w.l.stored.release()
 		if err := st.close(); err != nil {
 			t.Errorf("close: %v", err)
@@ -223,5 +228,24 @@ func TestCommitWindowZeroCommitsAtOnce(t *testing.T) {
 	for i := uint32(1); i <= 3; i++ {
 		w.send(w.gw, i)
 		w.waitCommit()
+	}
+}
+
+// Shutdown during a window: the loop returns at once, without waiting for the window's end on
+// the clock (here it never comes), after committing what the window had applied, and leaves
+// no timer armed.
+func TestCommitWindowShutdownCommitsWhatItApplied(t *testing.T) {
+	w := startWindowLoop(t, 10*time.Millisecond)
+	w.send(w.gw, 1)
+	w.waitCommit()
+	w.send(w.gw, 2)
+	w.send(w.gw, 3)
+	w.noCommit("fetcher traffic within the window")
+	w.stop()
+	if got := w.hostsStored(2, 3); got != 2 {
+		t.Fatalf("after the shutdown %d of the 2 writes applied in the window are stored, want both", got)
+	}
+	if n := w.clk.Waiters(); n != 0 {
+		t.Fatalf("%d timers left armed after the loop returned", n)
 	}
 }
