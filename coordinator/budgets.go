@@ -13,8 +13,8 @@ import (
 // messages never makes a client call fail with "inbox is full" nor starves it. Within the
 // gateway inbox, each Work stream has
 //
-//   - a message rate: StreamRate + StreamRatePerSlot×slots messages per second, with bursts
-//     of twice that (defaults 100 + 1000/slot: an honest fetcher sends a started, a few
+//   - a message rate: StreamRate + StreamRatePerSlot×slots messages per second (each event
+//     of a batch, step 9 of the Work protocol, counts as a message), with bursts of twice that (defaults 100 + 1000/slot: an honest fetcher sends a started, a few
 //     progress events, a terminal event and a share of a Credits message per download, and a
 //     slot fetching small PDFs from a fast origin finishes a few hundred downloads a second;
 //     the default of 5/slot throttled `paperfetch get` to 60 papers/s); beyond it the
@@ -52,9 +52,12 @@ func (b *budget) take(ctx context.Context, n int) error {
 	clk := b.c.cfg.Clock
 	now := clk.Now()
 	var d time.Duration
-	for range max(n, 1) {
-		// One at a time: a batch may be larger than the burst of a small rate.
-		d = b.lim.ReserveN(now, 1).DelayFrom(now)
+	for n = max(n, 1); n > 0; {
+		// At most a burst at a time (a batch may be larger than the burst of a small rate,
+		// which ReserveN would refuse): the last reservation's delay is the batch's.
+		k := min(n, b.lim.Burst())
+		d = b.lim.ReserveN(now, k).DelayFrom(now)
+		n -= k
 	}
 	if d > 0 {
 		b.c.m.throttled.Inc()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // An honest fetcher is never throttled: a stream of 8 slots whose downloads of small PDFs end
@@ -53,5 +54,31 @@ func TestStreamBudgetCountsBatchedEvents(t *testing.T) {
 	}
 	if tokens := b.lim.TokensAt(clk.Now()); tokens > 0.5 {
 		t.Fatalf("a batch of 20 events left %.1f of the burst of 20: it counted as fewer messages", tokens)
+	}
+}
+
+// A batch larger than the stream's burst (a small rate) is admitted once the rate allows its
+// events, never refused nor held forever.
+func TestStreamBudgetAdmitsBatchLargerThanBurst(t *testing.T) {
+	cfg := DefaultConfig().withDefaults()
+	cfg.StreamRate, cfg.StreamRatePerSlot = 10, 0 // bursts of 20
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	cfg.Clock = clk
+	m, _ := newMetrics(nil, func() float64 { return 0 })
+	g := &gateway{c: &Coordinator{cfg: cfg, m: m, done: make(chan struct{})}}
+	b := g.newBudget(&fetcherConn{share: make(chan struct{}, 4)}, 1)
+	n := validate.MaxWorkBatch
+	done := make(chan error, 1)
+	go func() { done <- b.take(context.Background(), n) }()
+	if err := clk.WaitForWaiters(ctxT(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	// The burst's 20 events at once, the other 44 at 10 a second.
+	clk.Advance(time.Duration(n-20) * time.Second / 10)
+	if err := wait(t, "the batch admitted", done); err != nil {
+		t.Fatal(err)
+	}
+	if tokens := b.lim.TokensAt(clk.Now()); tokens > 0.5 {
+		t.Fatalf("a batch of %d events left %.1f tokens: it counted as fewer messages", n, tokens)
 	}
 }

@@ -164,7 +164,7 @@ const (
 // from the fetcher_id it was issued to.
 //
 // Budgets. Each stream may send StreamRate + StreamRatePerSlot × slots messages per second
-// (coordinator defaults 100 + 1,000 per slot, bursts of twice that: a slot fetching
+// (each event of a batch, step 9, counts as a message; coordinator defaults 100 + 1,000 per slot, bursts of twice that: a slot fetching
 // small PDFs from a fast origin finishes hundreds of downloads a second), and only a bounded share of
 // the coordinator's fetcher inbox; a faster stream is throttled through gRPC flow control.
 // Fetcher traffic never delays or fails client calls (they have an inbox of their own).
@@ -342,7 +342,7 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 // from the fetcher_id it was issued to.
 //
 // Budgets. Each stream may send StreamRate + StreamRatePerSlot × slots messages per second
-// (coordinator defaults 100 + 1,000 per slot, bursts of twice that: a slot fetching
+// (each event of a batch, step 9, counts as a message; coordinator defaults 100 + 1,000 per slot, bursts of twice that: a slot fetching
 // small PDFs from a fast origin finishes hundreds of downloads a second), and only a bounded share of
 // the coordinator's fetcher inbox; a faster stream is throttled through gRPC flow control.
 // Fetcher traffic never delays or fails client calls (they have an inbox of their own).
