@@ -187,7 +187,6 @@ type workWriter struct {
 	stream interface{ Send(*pb.WorkResponse) error }
 	out    <-chan *pb.WorkResponse
 	batch  bool
-	next   *pb.WorkResponse // taken from out but not sent yet: it starts the next message
 }
 
 // send sends m, and with it what follows it in the queue, batched.
