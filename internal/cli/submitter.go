@@ -15,15 +15,45 @@ import (
 )
 
 // Chunking limits: the contract allows 5,000 papers and 16 MiB per message; chunks stay well
-// under the size limit. The first chunk holds at most firstChunkPapers: the coordinator leases
-// a chunk's papers as soon as it is stored, so the first downloads start once 64 papers are
-// parsed and committed, not 5,000 (a 1,000-paper list: one 1,000-paper chunk took 24 ms to
-// parse, apply and commit on the loaded benchmark machine before the first request went out).
+// under the size limit. The coordinator leases a chunk's papers as soon as it is stored, so the
+// chunks grow from firstChunkPapers: the first downloads start once 64 papers are parsed and
+// committed, not 5,000 (a 1,000-paper list: one 1,000-paper chunk took 24 ms to parse, apply and
+// commit on the loaded benchmark machine before the first request went out), and each next
+// chunk is chunkGrowth times the one before (64, 256, 1,024, 4,096, then chunkPapers), so that
+// it is parsed and stored before the papers of the chunks before it are downloaded. With a
+// second chunk of 5,000, `get` of 10,000 × 20 KiB leased its first 64 papers, then none for
+// the 90–300 ms the CLI took to parse and the coordinator to apply and commit 5,000 papers: the
+// slots waited for Assigns (bench/ANALYSIS.md, "Pipeline bubbles").
 const (
 	chunkPapers      = 5000
 	chunkBytes       = 4 << 20
 	firstChunkPapers = 64
+	chunkGrowth      = 4
 )
+
+// chunkLayout gives the most papers of chunk i of a batch.
+type chunkLayout func(i int64) int
+
+// growingChunks is the layout of this version: firstChunkPapers, growing chunkGrowth times a
+// chunk up to chunkPapers.
+func growingChunks(i int64) int {
+	n := firstChunkPapers
+	for ; i > 0 && n < chunkPapers; i-- {
+		n *= chunkGrowth
+	}
+	return min(n, chunkPapers)
+}
+
+// smallFirstChunk is the layout of earlier versions: firstChunkPapers, then chunkPapers.
+func smallFirstChunk(i int64) int {
+	if i == 0 {
+		return firstChunkPapers
+	}
+	return chunkPapers
+}
+
+// fullChunks is the layout of the first versions: chunkPapers every chunk.
+func fullChunks(int64) int { return chunkPapers }
 
 // submitter sends the papers of an input set to a coordinator as one chunked batch.
 type submitter struct {
@@ -69,38 +99,40 @@ func (s *submitter) create(ctx context.Context, batchID string, labels map[strin
 }
 
 // fill appends the papers of in to the open batch in chunks, then seals it. A batch left
-// open by an earlier version, whose first chunk held up to chunkPapers papers, refuses the
-// small first chunk (ALREADY_EXISTS: accepted with different papers): it is filled again in
-// that version's chunks.
+// open by an earlier version, which laid its chunks out otherwise, refuses a chunk
+// (ALREADY_EXISTS: accepted with different papers): it is filled again in that version's
+// layout: this version's first, then the earlier ones, newest first.
 func (s *submitter) fill(ctx context.Context, batchID string, in inputSet, skip func(error)) (int64, error) {
-	reported := 0 // the malformed entries passed to skip before the first chunk's conflict
-	n, err := s.fillChunks(ctx, batchID, in, func(err error) {
-		reported++
-		if skip != nil {
-			skip(err)
-		}
-	}, firstChunkPapers)
-	var ce *firstChunkConflict
-	if errors.As(err, &ce) {
-		seen := 0 // the second pass reads the same entries in the same order: report the rest
+	reported := 0 // the malformed entries passed to skip by the passes so far
+	pass := func(layout chunkLayout, retry bool) (int64, error) {
+		seen := 0 // each pass reads the same entries in the same order: report the rest
 		return s.fillChunks(ctx, batchID, in, func(err error) {
-			if seen++; seen > reported && skip != nil {
-				skip(err)
+			if seen++; seen > reported {
+				reported = seen
+				if skip != nil {
+					skip(err)
+				}
 			}
-		}, chunkPapers)
+		}, layout, retry)
 	}
-	return n, err
+	for _, layout := range []chunkLayout{growingChunks, smallFirstChunk} {
+		n, err := pass(layout, true)
+		if ce := (*chunkConflict)(nil); !errors.As(err, &ce) {
+			return n, err
+		}
+	}
+	return pass(fullChunks, false)
 }
 
-// firstChunkConflict is the error of a first chunk the coordinator accepted before with
-// other papers.
-type firstChunkConflict struct{ err error }
+// chunkConflict is the error of a chunk the coordinator accepted before with other papers.
+type chunkConflict struct{ err error }
 
-func (e *firstChunkConflict) Error() string { return e.err.Error() }
-func (e *firstChunkConflict) Unwrap() error { return e.err }
+func (e *chunkConflict) Error() string { return e.err.Error() }
+func (e *chunkConflict) Unwrap() error { return e.err }
 
-// fillChunks is fill with a first chunk of at most first papers.
-func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet, skip func(error), first int) (int64, error) {
+// fillChunks is fill in one layout; a refused chunk returns a chunkConflict when another layout
+// may follow (retry).
+func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet, skip func(error), layout chunkLayout, retry bool) (int64, error) {
 	st, err := in.stream()
 	if err != nil {
 		return 0, err
@@ -122,8 +154,8 @@ func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet,
 			return err
 		}); err != nil {
 			err = fmt.Errorf("append chunk %d (%d papers): %w", chunkIndex, len(chunk), err)
-			if chunkIndex == 0 && first < chunkPapers && status.Code(err) == codes.AlreadyExists {
-				return &firstChunkConflict{err: err}
+			if retry && status.Code(err) == codes.AlreadyExists {
+				return &chunkConflict{err: err}
 			}
 			return err
 		}
@@ -138,11 +170,7 @@ func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet,
 	}, func(p input.Paper) error {
 		spec := p.Spec()
 		size := proto.Size(spec) + 8
-		limit := chunkPapers
-		if chunkIndex == 0 {
-			limit = first
-		}
-		if len(chunk) >= limit || (len(chunk) > 0 && chunkSize+size > chunkBytes) {
+		if len(chunk) >= layout(chunkIndex) || (len(chunk) > 0 && chunkSize+size > chunkBytes) {
 			if err := flush(); err != nil {
 				return err
 			}

@@ -77,20 +77,51 @@ func textInput(t *testing.T, text string) inputSet {
 
 // The first chunk is small, so that the coordinator leases the first papers once 64 of them
 // are parsed and stored, not the whole first 5,000 (before, a 1,000-paper list went in one
-// chunk: no download started before all of it was parsed and committed); the rest follow in
-// full chunks.
-func TestSubmitterFirstChunkIsSmall(t *testing.T) {
+// chunk: no download started before all of it was parsed and committed); the next ones grow
+// four times a chunk up to full chunks, so that each is stored before the papers before it
+// are downloaded (before, the second chunk held 5,000 papers: after the first 64 papers no
+// paper was leased until the CLI had parsed and the coordinator applied and committed 5,000).
+func TestSubmitterChunksGrow(t *testing.T) {
+	for _, tc := range []struct {
+		papers int
+		want   []int
+	}{
+		{50, []int{50}},
+		{6000, []int{64, 256, 1024, 4096, 560}},
+		{12000, []int{64, 256, 1024, 4096, 5000, 1560}},
+	} {
+		c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+		s := &submitter{client: c, callTimeout: time.Minute}
+		n, err := s.fill(t.Context(), "b", listInput(t, tc.papers), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(c.sizes) != fmt.Sprint(tc.want) {
+			t.Errorf("%d papers: chunks of %v papers, want %v", tc.papers, c.sizes, tc.want)
+		}
+		if n != int64(tc.papers) || c.sealed != int64(len(tc.want)) || c.papers() != tc.papers {
+			t.Errorf("%d papers: filled %d, sealed with %d chunks holding %d papers", tc.papers, n, c.sealed, c.papers())
+		}
+	}
+}
+
+// A batch left open by the version before (a first chunk of 64, then chunks of 5,000) refuses
+// this version's second chunk: it is filled again in that version's chunks and sealed.
+func TestSubmitterResumesTheSmallFirstChunkLayout(t *testing.T) {
+	in := listInput(t, 6000)
 	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+	old := &submitter{client: c, callTimeout: time.Minute}
+	if _, err := old.fillChunks(t.Context(), "b", in, nil, smallFirstChunk, false); err != nil {
+		t.Fatal(err)
+	}
+	c.sizes, c.sealed = nil, 0
 	s := &submitter{client: c, callTimeout: time.Minute}
-	n, err := s.fill(t.Context(), "b", listInput(t, 6000), nil)
+	n, err := s.fill(t.Context(), "b", in, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []int{firstChunkPapers, chunkPapers, 6000 - chunkPapers - firstChunkPapers}; fmt.Sprint(c.sizes) != fmt.Sprint(want) {
-		t.Fatalf("chunks of %v papers, want %v", c.sizes, want)
-	}
-	if n != 6000 || c.sealed != 3 || c.papers() != 6000 {
-		t.Fatalf("filled %d, sealed with %d chunks holding %d papers", n, c.sealed, c.papers())
+	if fmt.Sprint(c.sizes) != fmt.Sprint([]int{64, 256, 64, 5000, 936}) || n != 6000 || c.sealed != 3 || c.papers() != 6000 {
+		t.Fatalf("chunks offered %v, filled %d, sealed with %d chunks holding %d papers", c.sizes, n, c.sealed, c.papers())
 	}
 }
 
@@ -101,7 +132,7 @@ func TestSubmitterResumesAnEarlierChunking(t *testing.T) {
 	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
 	// The earlier version's first chunk: every paper.
 	old := &submitter{client: c, callTimeout: time.Minute}
-	if _, err := old.fillChunks(t.Context(), "b", in, nil, chunkPapers); err != nil {
+	if _, err := old.fillChunks(t.Context(), "b", in, nil, fullChunks, false); err != nil {
 		t.Fatal(err)
 	}
 	c.sizes, c.sealed = nil, 0
@@ -110,7 +141,7 @@ func TestSubmitterResumesAnEarlierChunking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(c.sizes) != fmt.Sprint([]int{firstChunkPapers, 1000}) || n != 1000 || c.sealed != 1 || c.papers() != 1000 {
+	if fmt.Sprint(c.sizes) != fmt.Sprint([]int{firstChunkPapers, firstChunkPapers, 1000}) || n != 1000 || c.sealed != 1 || c.papers() != 1000 {
 		t.Fatalf("chunks offered %v, filled %d, sealed with %d chunks holding %d papers", c.sizes, n, c.sealed, c.papers())
 	}
 }
@@ -126,7 +157,7 @@ func TestSubmitterResumeReportsEveryMalformedEntry(t *testing.T) {
 	in := textInput(t, b.String())
 	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
 	old := &submitter{client: c, callTimeout: time.Minute}
-	if _, err := old.fillChunks(t.Context(), "b", in, nil, chunkPapers); err != nil {
+	if _, err := old.fillChunks(t.Context(), "b", in, nil, fullChunks, false); err != nil {
 		t.Fatal(err)
 	}
 	s := &submitter{client: c, callTimeout: time.Minute}
