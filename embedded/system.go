@@ -160,7 +160,7 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	// The fetchers share one committer of the blob folder, so that their commits share groups.
 	var committer *blobstore.Committer
 	if dir, ok := blobstore.LocalDir(s.bucketURL); ok {
-		committer = blobstore.NewCommitter(dir, fcfg.BlobSync)
+		committer = blobstore.NewCommitterWith(dir, fcfg.BlobSync, fcfg.CommitterOptions())
 	}
 	var fparts []lifecycle.Part
 	for i := range fetchers {

@@ -59,6 +59,13 @@ const (
 	// and CPU time (128 measured the same as 64; per-file commits the same at 16 and 64;
 	// bench/ANALYSIS.md "Group commit with syncfs"). Each pending commit holds an open spool file.
 	DefaultPendingCommits = 64
+	// DefaultBlobSyncWindow is Config.BlobSyncWindow's default. Under load a group took what
+	// queued while the previous one ran (its two syncfs(2) calls and a sync_file_range wait
+	// per file): `paperfetch get` of 10,000 × 20 KiB made 0.067-0.078 syncfs calls per paper
+	// (groups of ~28); with 25ms, 0.041-0.045 (groups of ~46), with 10ms 0.046-0.061
+	// (bench/ANALYSIS.md, "A gathering window for the fetchers' group commits"). A commit
+	// waits at most this much longer; the download slots do not wait for it.
+	DefaultBlobSyncWindow = 25 * time.Millisecond
 	// DefaultPrefetch is the prefetch window: leases held beyond the running downloads, each
 	// waiting to take the slot of a running download of the same host once its body is in,
 	// so that the slot starts its next download without a round trip to the coordinator. One
@@ -120,6 +127,13 @@ type Config struct {
 	// pages of the bucket's file system, so on a disk shared with heavy writers per-file
 	// commits wait less; see blobstore.DefaultSyncMode. Ignored for other buckets.
 	BlobSync blobstore.SyncMode
+	// BlobSyncWindow is the gathering window of group commits (--blob-sync-window; 0 to
+	// blobstore.MaxWindow; default DefaultBlobSyncWindow): a group of commits starts no sooner
+	// than this after the previous group started, or at once when half the PendingCommits are
+	// queued for it (so a slot never waits for the window), so that more commits share its two
+	// syncfs(2) calls. A commit, never a download, waits up to this much longer; 0 starts a
+	// group as soon as the previous one ended. Only with BlobSync group and a file:// bucket.
+	BlobSyncWindow time.Duration
 	// Committer, when set, commits into the file:// bucket at BlobURL instead of a committer
 	// of this fetcher's own: fetchers of one process writing to the same bucket folder share
 	// it, so that their concurrent commits share groups (its mode is used, not BlobSync). It
@@ -198,6 +212,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// CommitterOptions returns the options of the blobstore.Committer of c's file:// bucket: its
+// gathering window is BlobSyncWindow, ended early by half the PendingCommits queued, on Clock.
+func (c *Config) CommitterOptions() blobstore.CommitterOptions {
+	return blobstore.CommitterOptions{Window: c.BlobSyncWindow, StartAt: max(c.PendingCommits/2, 1), Clock: c.Clock}
+}
+
 // DefaultConfig returns the default configuration (the Default… constants). Bucket must still
 // be set; ID empty means a new id per process (see Config.ID).
 func DefaultConfig() Config {
@@ -206,6 +226,7 @@ func DefaultConfig() Config {
 		PendingCommits:        DefaultPendingCommits,
 		Prefetch:              DefaultPrefetch,
 		BlobSync:              blobstore.DefaultSyncMode,
+		BlobSyncWindow:        DefaultBlobSyncWindow,
 		MaxFetchCalls:         DefaultMaxFetchCalls,
 		SpoolMaxAge:           DefaultSpoolMaxAge,
 		SpoolSweepInterval:    DefaultSpoolSweep,
@@ -249,6 +270,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainGrace, "drain-grace", c.DrainGrace, "on SIGTERM, how long running downloads may finish")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "heartbeat period on an idle work stream")
 	fs.TextVar(&c.BlobSync, "blob-sync", c.BlobSync, "how commits into a file:// blob store are made durable: group (concurrent commits share syncfs(2) calls: about half the disk requests and CPU of per-file; syncfs also writes other processes' dirty data of that file system) or per-file (fdatasync and a folder fsync per commit: better on a disk shared with heavy writers)")
+	fs.DurationVar(&c.BlobSyncWindow, "blob-sync-window", c.BlobSyncWindow, fmt.Sprintf("with --blob-sync group, the least time between the starts of two groups of commits: commits arriving meanwhile share the next group's syncfs(2) calls (a group starts at once when half of --pending-commits wait for it; 0: as soon as the previous group ended; at most %v)", blobstore.MaxWindow))
 	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "folder for partial downloads when the blob store is not file:// (default $TMPDIR/paperfetch-spool)")
 	fs.DurationVar(&c.SpoolMaxAge, "spool-max-age", c.SpoolMaxAge, "remove spool and temporary files not modified for this long (e.g. left by a killed fetcher), at start and periodically")
 	fs.DurationVar(&c.SpoolSweepInterval, "spool-sweep-interval", c.SpoolSweepInterval, "how often old spool and temporary files are looked for")
@@ -327,6 +349,9 @@ func (c *Config) check(wired bool) error {
 	v.Range("Config.MaxFetchCalls", "max-fetch-calls", int64(c.MaxFetchCalls), 1, MaxFetchCallsLimit)
 	if !c.BlobSync.Valid() {
 		v.Add("Config.BlobSync", "blob-sync", "want per-file or group, got %v", c.BlobSync)
+	}
+	if c.BlobSyncWindow < 0 || c.BlobSyncWindow > blobstore.MaxWindow {
+		v.Add("Config.BlobSyncWindow", "blob-sync-window", "must be from 0 to %v, got %v", blobstore.MaxWindow, c.BlobSyncWindow)
 	}
 	v.Positive("Config.SpoolMaxAge", "spool-max-age", c.SpoolMaxAge)
 	v.Positive("Config.SpoolSweepInterval", "spool-sweep-interval", c.SpoolSweepInterval)

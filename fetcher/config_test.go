@@ -24,7 +24,7 @@ func TestRegisterFlags(t *testing.T) {
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	c.RegisterFlags(fs)
 	err := fs.Parse([]string{"--slots", "3", "--allow-cidr", "10.1.0.0/16,192.168.5.0/24", "--allow-cidr", "fd00::/8",
-		"--contact", "ops@example.org", "--max-size", "1000", "--stall-timeout", "5s", "--drain-grace", "7s", "--blob-sync", "per-file"})
+		"--contact", "ops@example.org", "--max-size", "1000", "--stall-timeout", "5s", "--drain-grace", "7s", "--blob-sync", "per-file", "--blob-sync-window", "3ms"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestRegisterFlags(t *testing.T) {
 	if len(c.AllowCIDRs) != 3 || c.AllowCIDRs[0] != want[0] || c.AllowCIDRs[2] != want[2] {
 		t.Fatalf("cidrs %v", c.AllowCIDRs)
 	}
-	if c.Slots != 3 || c.MaxSize != 1000 || c.StallTimeout != 5*time.Second || c.DrainGrace != 7*time.Second || c.BlobSync != blobstore.SyncPerFile {
+	if c.Slots != 3 || c.MaxSize != 1000 || c.StallTimeout != 5*time.Second || c.DrainGrace != 7*time.Second || c.BlobSync != blobstore.SyncPerFile || c.BlobSyncWindow != 3*time.Millisecond {
 		t.Fatalf("config %+v", c)
 	}
 	if ua := c.userAgent(); !strings.Contains(ua, "mailto:ops@example.org") || !strings.HasPrefix(ua, "paperfetch/") {
@@ -164,6 +164,8 @@ func TestValidate(t *testing.T) {
 		{"Config.Slots (--slots)", func(c *Config) { c.Slots = MaxSlots + 1 }},
 		{"Config.MaxFetchCalls (--max-fetch-calls)", func(c *Config) { c.MaxFetchCalls = 0 }},
 		{"Config.BlobSync (--blob-sync)", func(c *Config) { c.BlobSync = 0 }},
+		{"Config.BlobSyncWindow (--blob-sync-window)", func(c *Config) { c.BlobSyncWindow = -time.Millisecond }},
+		{"Config.BlobSyncWindow (--blob-sync-window)", func(c *Config) { c.BlobSyncWindow = blobstore.MaxWindow + 1 }},
 		{"Config.SpoolMaxAge (--spool-max-age)", func(c *Config) { c.SpoolMaxAge = -time.Hour }},
 		{"Config.SpoolSweepInterval (--spool-sweep-interval)", func(c *Config) { c.SpoolSweepInterval = 0 }},
 		{"Config.ResumeMinBytes (--resume-min-bytes)", func(c *Config) { c.ResumeMinBytes = -1 }},

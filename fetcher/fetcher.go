@@ -102,7 +102,7 @@ func New(cfg Config) (*Fetcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetcher metrics: %w", err)
 	}
-	st := newStore(cfg.Bucket, cfg.BlobURL, cfg.Committer, cfg.BlobSync)
+	st := newStore(cfg.Bucket, cfg.BlobURL, cfg.Committer, cfg.BlobSync, cfg.CommitterOptions())
 	sp, err := newSpool(st.spoolDir(cfg.SpoolDir), cfg.ID, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("fetcher: %w", err)

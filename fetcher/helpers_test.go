@@ -72,6 +72,9 @@ func newTestFetcherAt(t testing.TB, dir string, mutate func(*Config)) *testFetch
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.ResumeMinBytes = 1024
 	cfg.Slots = 4
+	// Tests on a fake clock would wait for it to advance between groups of commits: the
+	// gathering window has tests of its own (blobstore.TestGroupCommitWindow).
+	cfg.BlobSyncWindow = 0
 	if mutate != nil {
 		mutate(&cfg)
 	}

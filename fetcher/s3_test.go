@@ -230,7 +230,7 @@ func TestS3CancelledMultipartLeavesNoParts(t *testing.T) {
 	}
 
 	// With the fix: nothing is left.
-	st := newStore(bucket, url, nil, blobstore.DefaultSyncMode)
+	st := newStore(bucket, url, nil, blobstore.DefaultSyncMode, blobstore.CommitterOptions{})
 	if err := upload(st, blobstore.ContentKey(strings.Repeat("cd", 32))); err == nil {
 		t.Fatal("upload of a failing source succeeded")
 	}

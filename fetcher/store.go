@@ -27,13 +27,13 @@ type store struct {
 	s3        *s3.Client // set for s3blob buckets
 }
 
-func newStore(bucket *blob.Bucket, blobURL string, shared *blobstore.Committer, mode blobstore.SyncMode) *store {
+func newStore(bucket *blob.Bucket, blobURL string, shared *blobstore.Committer, mode blobstore.SyncMode, opts blobstore.CommitterOptions) *store {
 	st := &store{bucket: bucket}
 	if dir, ok := blobstore.LocalDir(blobURL); ok {
 		st.localDir = dir
 		st.committer = shared
 		if st.committer == nil || st.committer.Dir() != dir {
-			st.committer = blobstore.NewCommitter(dir, mode)
+			st.committer = blobstore.NewCommitterWith(dir, mode, opts)
 		}
 	}
 	var c *s3.Client

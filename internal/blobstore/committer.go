@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
 // SyncMode is how a Committer makes its commits durable. Its text form ("per-file", "group")
@@ -42,6 +45,28 @@ const DefaultSyncMode = SyncGroup
 // group holds about half the commits in flight: some 32 per fetcher at the default
 // --pending-commits of 64; bench/ANALYSIS.md). Commits beyond it wait for the next group.
 const MaxGroup = 256
+
+// MaxWindow bounds CommitterOptions.Window: every commit may wait that much longer for its
+// group to start.
+const MaxWindow = 100 * time.Millisecond
+
+// CommitterOptions tunes the groups of a SyncGroup Committer (NewCommitterWith). The zero value
+// is NewCommitter's: no window, a group starts as soon as the previous one ended.
+type CommitterOptions struct {
+	// Window is the gathering window (0 to MaxWindow; the fetchers' --blob-sync-window): a
+	// group starts no sooner than Window after the previous group started, so that the
+	// commits arriving meanwhile share its two syncfs(2) calls instead of each group taking
+	// whatever queued while the previous one ran. A commit waits at most Window longer. 0
+	// starts a group as soon as the previous one ended.
+	Window time.Duration
+	// StartAt ends the window early: a group starts at once when this many commits are
+	// queued (0 or more than MaxGroup: MaxGroup). The fetchers set it to half their
+	// --pending-commits, so that commits waiting for a window never fill the pending queue
+	// and hold a download slot back.
+	StartAt int
+	// Clock times the window (nil: the wall clock).
+	Clock clock.Clock
+}
 
 // String returns the mode's flag value ("per-file", "group"), or "SyncMode(N)" for an unknown
 // value.
@@ -104,6 +129,11 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 //  4. syncfs(2) again, which began after every rename and folder creation of the group, then
 //     reports.
 //
+// With a gathering window (CommitterOptions.Window, NewCommitterWith) a leader first waits
+// until the window after the previous group's start has passed, or until StartAt commits are
+// queued, so that under load a group carries what arrived in the window rather than only what
+// queued while the previous group ran.
+//
 // A failed syncfs fails every commit of the group, and objects the group renamed into place
 // are removed again (their durability is unknown: they must not be reported). syncfs(2)
 // returns the file system's write-back errors only since Linux 5.8 (before, only errors of
@@ -131,12 +161,22 @@ type Committer struct {
 	// renameat2, when set (tests), replaces renameNoReplace (the system call).
 	renameat2 func(oldpath, newpath string) error
 
+	// window, startAt and clk are CommitterOptions (startAt within 1 to maxGroup at use).
+	window  time.Duration
+	startAt int
+	clk     clock.Clock
+
 	noSyncFS    atomic.Bool // syncfs(2) is unsupported: commit per file
 	noRenameat2 atomic.Bool // renameat2(2) RENAME_NOREPLACE is unsupported: os.Stat, then rename
 
 	mu      sync.Mutex
 	queue   []*member // waiting commits, oldest first; at most one per caller blocked in Commit
 	running bool      // a leader is running a group (or handing over the lead)
+	// lastStart is when the last group started, on clk (zero: none yet; only with a window).
+	lastStart time.Time
+	// full, while a leader waits for the window, is closed (and set to nil) by the commit that
+	// makes startAt commits queued.
+	full chan struct{}
 }
 
 // member is one commit of a group.
@@ -157,6 +197,12 @@ type member struct {
 // NewCommitter returns a Committer for the file:// bucket folder bucketDir that makes commits
 // durable as mode says (an invalid mode is DefaultSyncMode).
 func NewCommitter(bucketDir string, mode SyncMode) *Committer {
+	return NewCommitterWith(bucketDir, mode, CommitterOptions{})
+}
+
+// NewCommitterWith is NewCommitter with the groups tuned by opts (a Window outside 0 to
+// MaxWindow is clamped to it).
+func NewCommitterWith(bucketDir string, mode SyncMode, opts CommitterOptions) *Committer {
 	if !mode.Valid() {
 		mode = DefaultSyncMode
 	}
@@ -164,7 +210,13 @@ func NewCommitter(bucketDir string, mode SyncMode) *Committer {
 	if !strings.HasSuffix(root, string(filepath.Separator)) {
 		root += string(filepath.Separator)
 	}
-	return &Committer{dir: bucketDir, root: root, mode: mode, syncFS: syncFS, syncDir: syncPath, maxGroup: MaxGroup}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	return &Committer{
+		dir: bucketDir, root: root, mode: mode, syncFS: syncFS, syncDir: syncPath, maxGroup: MaxGroup,
+		window: min(max(opts.Window, 0), MaxWindow), startAt: opts.StartAt, clk: opts.Clock,
+	}
 }
 
 // Dir is the bucket folder the Committer commits into.
@@ -312,6 +364,10 @@ func (c *Committer) commitGroup(m *member) {
 	if c.queued != nil {
 		c.queued(len(c.queue))
 	}
+	if c.full != nil && len(c.queue) >= c.startAtLocked() {
+		close(c.full)
+		c.full = nil
+	}
 	lead := !c.running
 	c.running = true
 	c.mu.Unlock()
@@ -324,6 +380,7 @@ func (c *Committer) commitGroup(m *member) {
 	// m is the oldest queued commit: a leader found the queue empty (no group was running, so
 	// nothing was queued) or was handed the lead as the queue's first.
 	c.mu.Lock()
+	c.gatherLocked()
 	n := min(len(c.queue), c.maxGroup)
 	group := make([]*member, n)
 	copy(group, c.queue)
@@ -364,6 +421,42 @@ func (c *Committer) commitGroup(m *member) {
 	}
 	c.runGroup(group)
 	ran = true
+}
+
+// startAtLocked is the queue length that starts a group at once (CommitterOptions.StartAt).
+func (c *Committer) startAtLocked() int {
+	if c.startAt <= 0 || c.startAt > c.maxGroup {
+		return c.maxGroup
+	}
+	return c.startAt
+}
+
+// gatherLocked is the gathering window (CommitterOptions.Window), run by a leader with c.mu
+// held before it takes its group: while the last group started less than the window ago and
+// fewer than startAt commits are queued, it waits (c.mu released) until the window ends on
+// c.clk or a commit fills the queue to startAt. It records the new group's start.
+func (c *Committer) gatherLocked() {
+	if c.window <= 0 {
+		return
+	}
+	now := c.clk.Now()
+	if wait := c.lastStart.Add(c.window).Sub(now); !c.lastStart.IsZero() && wait > 0 && len(c.queue) < c.startAtLocked() {
+		full := make(chan struct{})
+		c.full = full
+		c.mu.Unlock()
+		t := c.clk.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-full:
+		}
+		t.Stop()
+		c.mu.Lock()
+		if c.full == full {
+			c.full = nil
+		}
+		now = c.clk.Now()
+	}
+	c.lastStart = now
 }
 
 // runGroup makes the group's commits durable (see Committer) and sets each one's result.

@@ -1,6 +1,7 @@
 package blobstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
 // newGroupCommitter returns a SyncGroup Committer of a fresh bucket folder (with its TempDir).
@@ -602,5 +606,82 @@ func TestCommitFallsBackWithoutRenameNoReplace(t *testing.T) {
 				t.Fatalf("temp files left: %v", left)
 			}
 		})
+	}
+}
+
+// TestGroupCommitWindow: with a gathering window a group starts no sooner than the window after
+// the previous group started (the commits queued meanwhile join it), at once when StartAt
+// commits are queued, and at once when the window has passed.
+func TestGroupCommitWindow(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	c := NewCommitterWith(dir, SyncGroup, CommitterOptions{Window: 10 * time.Millisecond, StartAt: 3, Clock: clk})
+	queued := make(chan int, 16)
+	c.queued = func(n int) { queued <- n }
+	var mu sync.Mutex
+	var sizes []int
+	c.ranGroup = func(n int) {
+		mu.Lock()
+		sizes = append(sizes, n)
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	commit := func(i int) <-chan result {
+		return commitAsync(c, tempWith(t, dir, fmt.Sprintf("%%PDF-%d", i)), keyOf(i))
+	}
+	wantOK := func(i int, ch <-chan result) {
+		t.Helper()
+		if r := <-ch; r.err != nil || r.existed {
+			t.Fatalf("commit %d: %+v", i, r)
+		}
+	}
+
+	// The first group starts at once: no group started before.
+	wantOK(0, commit(0))
+	<-queued
+	// Within the window: the next leader waits for it, and a commit queued meanwhile joins.
+	r1 := commit(1)
+	<-queued
+	if err := clk.WaitForWaiters(ctx, 1); err != nil {
+		t.Fatalf("no window timer armed: %v", err)
+	}
+	r2 := commit(2)
+	<-queued
+	clk.Advance(10 * time.Millisecond)
+	wantOK(1, r1)
+	wantOK(2, r2)
+	// Within the next window again, StartAt queued commits start the group at once.
+	r3 := commit(3)
+	<-queued
+	if err := clk.WaitForWaiters(ctx, 1); err != nil {
+		t.Fatalf("no window timer armed: %v", err)
+	}
+	r4, r5 := commit(4), commit(5)
+	<-queued
+	<-queued
+	wantOK(3, r3)
+	wantOK(4, r4)
+	wantOK(5, r5)
+	// Once the window has passed, a commit starts its group at once.
+	clk.Advance(10 * time.Millisecond)
+	wantOK(6, commit(6))
+	<-queued
+
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(sizes, []int{1, 2, 3, 1}) {
+		t.Fatalf("group sizes %v, want [1 2 3 1]", sizes)
+	}
+	if n := clk.Waiters(); n != 0 {
+		t.Fatalf("%d timers left armed", n)
+	}
+	for i := range 7 {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keyOf(i)))); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
