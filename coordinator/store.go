@@ -152,6 +152,7 @@ func (s *store) readPaper(idx uint32) (*storedPaper, *pb.PaperSpec, error) {
 func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error) {
 	recs := make([]storedPaper, len(idxs))
 	specs := make([]*pb.PaperSpec, len(idxs))
+	backing := make([]pb.PaperSpec, len(idxs)) // one allocation for the specs
 	tx, end, err := s.kv.view()
 	if err != nil {
 		return nil, nil, err
@@ -159,7 +160,7 @@ func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error
 	defer end()
 	b := openPaperBuckets(tx)
 	for i, idx := range idxs {
-		specs[i] = &pb.PaperSpec{}
+		specs[i] = &backing[i]
 		if err := b.read(idx, &recs[i], specs[i]); err != nil {
 			return nil, nil, err
 		}
@@ -173,12 +174,13 @@ func readPaperTx(tx kvTx, idx uint32, rec *storedPaper, spec *pb.PaperSpec) erro
 }
 
 // paperBuckets are the buckets a paper is read from, looked up once per transaction for
-// reads of many papers: a read-only bbolt transaction builds a new Bucket on every lookup.
-type paperBuckets struct{ papers, results, specs kvBucket }
+// reads of many papers (a read-only bbolt transaction builds a new Bucket on every lookup),
+// each read through one reused cursor (getterOf): one goroutine's, within tx.
+type paperBuckets struct{ papers, results, specs kvGetter }
 
 // openPaperBuckets looks up the paper buckets of tx.
 func openPaperBuckets(tx kvTx) paperBuckets {
-	return paperBuckets{papers: tx.bucket(bucketPapers), results: tx.bucket(bucketResults), specs: tx.bucket(bucketSpecs)}
+	return paperBuckets{papers: getterOf(tx.bucket(bucketPapers)), results: getterOf(tx.bucket(bucketResults)), specs: getterOf(tx.bucket(bucketSpecs))}
 }
 
 // read reads a paper's record and, when spec is not nil, its spec.
