@@ -256,7 +256,17 @@ func (e *engine) ack(c *fetcherConn, leaseID string, seq int64) {
 	if c == nil {
 		return
 	}
-	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Ack{Ack: &pb.Ack{LeaseId: leaseID, Sequence: seq}}}})
+	m := &ackMsg{ack: pb.Ack{LeaseId: leaseID, Sequence: seq}}
+	m.kind.Ack = &m.ack
+	m.resp.Msg = &m.kind
+	e.out = append(e.out, outMsg{c: c, m: &m.resp})
+}
+
+// ackMsg is an Ack message in one allocation instead of three.
+type ackMsg struct {
+	resp pb.WorkResponse
+	kind pb.WorkResponse_Ack
+	ack  pb.Ack
 }
 
 func mapValues(m map[uint32]*lease) []*lease {

@@ -205,22 +205,37 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 	e.setState(idx, stateDownloading, now)
 	id := e.ids.issue(idx, l.attempt, c.id)
 	l.id = id
-	e.out = append(e.out, outMsg{c: c, m: &pb.WorkResponse{Msg: &pb.WorkResponse_Assign{Assign: &pb.Assign{
-		LeaseId:        id,
-		BatchId:        b.id,
-		PaperId:        l.paperID,
-		Url:            u,
-		CandidateUrls:  cands,
-		Attempt:        int32(l.attempt),
-		ExpectedSha256: spec.GetExpectedSha256(),
-		Limits:         e.limits,
-		LeaseExpiresAt: timestamppb.New(now.Add(e.cfg.LeaseTTL)),
-		Resolve:        resolve,
-		AfterLeaseId:   afterID,
-	}}}})
+	expires := now.Add(e.cfg.LeaseTTL)
+	m := &assignMsg{
+		assign: pb.Assign{
+			LeaseId:        id,
+			BatchId:        b.id,
+			PaperId:        l.paperID,
+			Url:            u,
+			CandidateUrls:  cands,
+			Attempt:        int32(l.attempt),
+			ExpectedSha256: spec.GetExpectedSha256(),
+			Limits:         e.limits,
+			Resolve:        resolve,
+			AfterLeaseId:   afterID,
+		},
+		expires: timestamppb.Timestamp{Seconds: expires.Unix(), Nanos: int32(expires.Nanosecond())},
+	}
+	m.assign.LeaseExpiresAt = &m.expires
+	m.kind.Assign = &m.assign
+	m.resp.Msg = &m.kind
+	e.out = append(e.out, outMsg{c: c, m: &m.resp})
 	if e.debug() {
 		e.log.Debug("assign", "batch", b.id, "paper", l.paperID, "lease", id, "fetcher", c.id, "url", redact.URL(u),
 			"attempt", l.attempt, "after", afterID)
 	}
 	return l
+}
+
+// assignMsg is an Assign message in one allocation instead of four.
+type assignMsg struct {
+	resp    pb.WorkResponse
+	kind    pb.WorkResponse_Assign
+	assign  pb.Assign
+	expires timestamppb.Timestamp
 }
