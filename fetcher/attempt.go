@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -64,9 +65,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	if err != nil {
 		return nil, outcome{}, permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "%v", err)
 	}
-	setHeaders(req, a.d.headers)
-	req.Header.Set("User-Agent", a.d.userAgent)
-	req.Header.Set("Accept", "application/pdf,*/*;q=0.8")
+	req.Header = a.d.reqHeader.Clone()
 	if offset > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 		req.Header.Set("If-Range", validator)
@@ -128,7 +127,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	var sink io.Writer = h
 	var head []byte
 	if a.sf != nil {
-		sink = io.MultiWriter(a.sf, h)
+		sink = &hashingWriter{sf: a.sf, h: h}
 		if resumed {
 			if head, err = a.sf.hashPrefix(h); err != nil {
 				return nil, outcome{}, storageFailure(err)
@@ -180,7 +179,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 		return nil, outcome{}, f
 	}
 	return nil, outcome{
-		sha256:      hex.EncodeToString(h.Sum(nil)),
+		sha256:      hexSum(h),
 		size:        received,
 		contentType: resp.Header.Get("Content-Type"),
 		finalURL:    finalURL,
@@ -286,4 +285,12 @@ func (a *attempt) notPDF(ctx context.Context, resp *http.Response, head []byte, 
 	}
 	a.d.log.DebugContext(ctx, "following citation_pdf_url", "from", redactURL(resp.Request.URL), "to", redactURL(next))
 	return next, outcome{}, nil
+}
+
+// hexSum returns h's sum in lower-case hex (one allocation: the string).
+func hexSum(h hash.Hash) string {
+	var sum [sha256.Size]byte
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], h.Sum(sum[:0]))
+	return string(out[:])
 }

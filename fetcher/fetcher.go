@@ -120,7 +120,7 @@ func New(cfg Config) (*Fetcher, error) {
 		dl: &downloader{
 			client:    newHTTPClient(&cfg, g),
 			userAgent: cfg.userAgent(),
-			headers:   cfg.Headers,
+			reqHeader: newRequestHeader(cfg.Headers, cfg.userAgent()),
 			proxy:     proxyConfig(&cfg),
 			guard:     g,
 			clk:       cfg.Clock,

@@ -3,7 +3,6 @@ package fetcher
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"net/textproto"
 	"net/url"
@@ -141,15 +140,6 @@ func (g *guard) checkProxiedTarget(u *url.URL) error {
 		return g.check(addr)
 	}
 	return nil
-}
-
-// setHeaders adds the configured extra headers to a download request.
-func setHeaders(req *http.Request, h http.Header) {
-	for k, vs := range h {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
 }
 
 // proxyConfig returns cfg when downloads go through a proxy, else nil.

@@ -151,7 +151,7 @@ func NewResolver(cfg Config) (*Resolver, error) {
 	}
 	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
 	return &Resolver{
-		d:       &downloader{client: newHTTPClient(&cfg, g), userAgent: cfg.userAgent(), clk: cfg.Clock, log: cfg.Logger},
+		d:       &downloader{client: newHTTPClient(&cfg, g), userAgent: cfg.userAgent(), reqHeader: newRequestHeader(nil, cfg.userAgent()), clk: cfg.Clock, log: cfg.Logger},
 		timeout: cfg.Timeout,
 	}, nil
 }
