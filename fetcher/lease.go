@@ -55,6 +55,6 @@ func (r *leaseReporter) started(url string, resumeOffset int64) {
 func (r *leaseReporter) progress(bytes, total int64, bps float64) {
 	r.f.emit(r.l, func(ev *pb.DownloadEvent) {
 		r.l.bytes, r.l.total = bytes, total
-		ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: bytes, Total: total, BytesPerSecond: bps}}
+		ev.Kind = progressOf(bytes, total, bps, false)
 	})
 }

@@ -180,17 +180,57 @@ func (b *leaseBook) len() int { return len(b.leases) }
 
 // newEvent returns the next event of l.
 func (b *leaseBook) newEvent(l *lease, now time.Time) *pb.DownloadEvent {
-	ev := &pb.DownloadEvent{}
+	ev := eventAt(now)
 	b.stamp(l, ev, now)
 	return ev
 }
 
-// stamp makes ev (its kind set, or to be set) the next event of l, at now.
+// timedEvent is an event and its time in one allocation (eventAt).
+type timedEvent struct {
+	ev pb.DownloadEvent
+	ts timestamppb.Timestamp
+}
+
+// eventAt returns an empty event whose time is now (as timestamppb.New(now)).
+func eventAt(now time.Time) *pb.DownloadEvent {
+	t := &timedEvent{ts: timestamppb.Timestamp{Seconds: now.Unix(), Nanos: int32(now.Nanosecond())}}
+	t.ev.Time = &t.ts
+	return &t.ev
+}
+
+// stamp makes ev (its kind set, or to be set; its time set by eventAt) the next event of l,
+// at now.
 func (b *leaseBook) stamp(l *lease, ev *pb.DownloadEvent, now time.Time) {
 	l.seq++
 	l.lastEvent = now
 	ev.LeaseId, ev.Attempt, ev.Sequence = l.a.GetLeaseId(), l.a.GetAttempt(), l.seq
-	ev.BatchId, ev.PaperId, ev.Time = l.a.GetBatchId(), l.a.GetPaperId(), timestamppb.New(now)
+	ev.BatchId, ev.PaperId = l.a.GetBatchId(), l.a.GetPaperId()
+}
+
+// eventRequest is a WorkRequest carrying an event, in one allocation (eventMsg).
+type eventRequest struct {
+	req pb.WorkRequest
+	msg pb.WorkRequest_Event
+}
+
+// eventMsg returns a WorkRequest carrying ev.
+func eventMsg(ev *pb.DownloadEvent) *pb.WorkRequest {
+	r := &eventRequest{msg: pb.WorkRequest_Event{Event: ev}}
+	r.req.Msg = &r.msg
+	return &r.req
+}
+
+// progressKind is a progress event's kind and body in one allocation (progressOf).
+type progressKind struct {
+	kind pb.DownloadEvent_Progress
+	p    pb.DownloadProgress
+}
+
+// progressOf returns the kind of a progress event: p's fields with BodyReceived as given.
+func progressOf(bytes, total int64, bps float64, bodyReceived bool) *pb.DownloadEvent_Progress {
+	k := &progressKind{p: pb.DownloadProgress{Bytes: bytes, Total: total, BytesPerSecond: bps, BodyReceived: bodyReceived}}
+	k.kind.Progress = &k.p
+	return &k.kind
 }
 
 // welcome applies the coordinator's Welcome of the current stream: whether it accepts folded
@@ -216,7 +256,7 @@ func (b *leaseBook) queue(l *lease, ev *pb.DownloadEvent) {
 		b.held = append(b.held, l)
 		return
 	}
-	b.outbox = append(b.outbox, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: ev}})
+	b.outbox = append(b.outbox, eventMsg(ev))
 }
 
 // emit queues a non-terminal event of a lease still running (set fills in its kind); it
@@ -225,7 +265,7 @@ func (b *leaseBook) emit(l *lease, now time.Time, set func(*pb.DownloadEvent)) b
 	if !l.running {
 		return false
 	}
-	ev := &pb.DownloadEvent{}
+	ev := eventAt(now)
 	set(ev)
 	if len(b.outbox) >= maxOutbox && ev.GetStarted() == nil {
 		return false
@@ -247,7 +287,7 @@ func (b *leaseBook) received(l *lease, size int64, now time.Time) {
 	l.received = true
 	l.bytes, l.total = size, size
 	ev := b.newEvent(l, now)
-	ev.Kind = &pb.DownloadEvent_Progress{Progress: &pb.DownloadProgress{Bytes: size, Total: size, BodyReceived: true}}
+	ev.Kind = progressOf(size, size, 0, true)
 	b.queue(l, ev)
 }
 
@@ -359,7 +399,7 @@ func (b *leaseBook) take(sid uint64, draining bool, now time.Time) (head, tail [
 		switch {
 		case l.held == nil: // folded meanwhile
 		case draining || now.Sub(l.heldAt) >= b.hold:
-			head = append(head, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.held}})
+			head = append(head, eventMsg(l.held))
 			l.held = nil
 		default:
 			keep = append(keep, l)
@@ -376,7 +416,7 @@ func (b *leaseBook) take(sid uint64, draining bool, now time.Time) (head, tail [
 			continue // forgotten (an Ack, a Cancel) since it finished
 		}
 		l.sentIn = sid
-		tail = append(tail, &pb.WorkRequest{Msg: &pb.WorkRequest_Event{Event: l.terminal}})
+		tail = append(tail, eventMsg(l.terminal))
 		if l.forget {
 			delete(b.leases, id)
 		}
