@@ -10,6 +10,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"unicode"
 )
 
 // formatMixed is what FormatAuto resolves to for a non-CSV input: each line is a URL, an arXiv
@@ -138,7 +139,9 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 		return Paper{}, fmt.Errorf("not a JSON object: %q", short(text))
 	}
 	text = Unwrap(text)
-	if fields := strings.Fields(text); len(fields) > 1 {
+	// More than one field (strings.Fields, split only on that rare path).
+	if strings.IndexFunc(strings.TrimSpace(text), unicode.IsSpace) >= 0 {
+		fields := strings.Fields(text)
 		if _, ok := ArxivID(fields[0]); ok || strings.Contains(fields[0], "://") {
 			return Paper{}, fmt.Errorf("one URL or arXiv id per line expected, got %q", short(text))
 		}

@@ -34,9 +34,9 @@ func URLID(raw string) string {
 		if name == "" {
 			name = sanitizeStem(u.Hostname())
 		}
-		return name + "-" + shortHash(raw)
+		return withHash(name, raw)
 	}
-	return "url-" + shortHash(raw)
+	return withHash("url", raw)
 }
 
 // sanitizeStem keeps ASCII letters, digits, '.', '_' and '-' (others become '_'), trims the
@@ -59,8 +59,28 @@ func sanitizeStem(s string) string {
 
 // shortHash is 8 hex digits of the SHA-256 of s.
 func shortHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:4])
+	id := withHash("", s)
+	return id[1:]
+}
+
+// withHash returns name, '-' and shortHash(s), in one allocation (the result): s is hashed
+// from a stack copy when it fits in 512 bytes.
+func withHash(name, s string) string {
+	var buf [512]byte
+	var sum [sha256.Size]byte
+	if len(s) <= len(buf) {
+		sum = sha256.Sum256(buf[:copy(buf[:], s)])
+	} else {
+		sum = sha256.Sum256([]byte(s))
+	}
+	var hx [8]byte
+	hex.Encode(hx[:], sum[:4])
+	var b strings.Builder
+	b.Grow(len(name) + 1 + len(hx))
+	b.WriteString(name)
+	b.WriteByte('-')
+	b.Write(hx[:])
+	return b.String()
 }
 
 // short abbreviates s for error messages.
