@@ -210,35 +210,34 @@ func (w *workWriter) gather(m *pb.WorkResponse) (batched, next *pb.WorkResponse)
 	if m.GetAssign() == nil && m.GetAck() == nil {
 		return m, nil
 	}
-	var more []*pb.WorkResponse
-	for len(more) < validate.MaxWorkBatch-1 {
+	batched = m
+	for n := 1; n < validate.MaxWorkBatch; n++ {
 		var x *pb.WorkResponse
 		select {
 		case x = <-w.out:
 		default:
+			return batched, nil
 		}
-		if x == nil {
-			break
+		a, k := x.GetAssign(), x.GetAck()
+		if (a == nil || m.GetAssign() == nil) && (k == nil || m.GetAck() == nil) {
+			return batched, x
 		}
-		if (x.GetAssign() == nil || m.GetAssign() == nil) && (x.GetAck() == nil || m.GetAck() == nil) {
-			next = x
-			break
+		if batched == m {
+			// A new message: the loop's messages are not changed. Room for what is queued.
+			batched = &pb.WorkResponse{Msg: m.GetMsg()}
+			if c := min(len(w.out)+1, validate.MaxWorkBatch-n); a != nil {
+				batched.MoreAssigns = make([]*pb.Assign, 0, c)
+			} else {
+				batched.MoreAcks = make([]*pb.Ack, 0, c)
+			}
 		}
-		more = append(more, x)
-	}
-	if len(more) == 0 {
-		return m, next
-	}
-	// A new message: the loop's messages are not changed.
-	b := &pb.WorkResponse{Msg: m.GetMsg()}
-	for _, x := range more {
-		if a := x.GetAssign(); a != nil {
-			b.MoreAssigns = append(b.MoreAssigns, a)
+		if a != nil {
+			batched.MoreAssigns = append(batched.MoreAssigns, a)
 		} else {
-			b.MoreAcks = append(b.MoreAcks, x.GetAck())
+			batched.MoreAcks = append(batched.MoreAcks, k)
 		}
 	}
-	return b, next
+	return batched, nil
 }
 
 // authorizeID refuses (PERMISSION_DENIED) a Hello whose fetcher id the stream's credential
