@@ -81,10 +81,31 @@ func (s *spool) pathOf(name string) string {
 	return s.dir + string(filepath.Separator) + name
 }
 
+// pathOf2 is pathOf(name + suffix), in one allocation.
+func (s *spool) pathOf2(name, suffix string) string {
+	if strings.HasSuffix(s.dir, string(filepath.Separator)) {
+		return s.dir + name + suffix
+	}
+	return s.dir + string(filepath.Separator) + name + suffix
+}
+
 // urlHash is the part of a spool file name derived from the URL, shared by all fetchers.
 func urlHash(url string) string {
-	h := sha256.Sum256([]byte(url))
-	return hex.EncodeToString(h[:16])
+	var hx [32]byte
+	urlHashTo(&hx, url)
+	return string(hx[:])
+}
+
+// urlHashTo writes urlHash(url) to hx, hashing url from a stack copy when it fits.
+func urlHashTo(hx *[32]byte, url string) {
+	var buf [512]byte
+	var h [sha256.Size]byte
+	if len(url) <= len(buf) {
+		h = sha256.Sum256(buf[:copy(buf[:], url)])
+	} else {
+		h = sha256.Sum256([]byte(url))
+	}
+	hex.Encode(hx[:], h[:16])
 }
 
 // Suffixes of spool file names (see spool).
@@ -125,7 +146,9 @@ type spoolFile struct {
 // same URL is reopened (its bytes are offered for a Range request); otherwise, or when another
 // download of the same URL holds it, a fresh unique file is used.
 func (s *spool) open(url string, resume bool) (*spoolFile, error) {
-	key := s.prefix + "-" + urlHash(url)
+	var hx [32]byte
+	urlHashTo(&hx, url)
+	key := s.prefix + "-" + string(hx[:]) // one allocation: the conversion stays on the stack
 	sf := &spoolFile{s: s, url: url}
 	// The paths are marked in use before any file is touched, so that neither removeURL nor
 	// sweep (which check the marks under s.mu) removes them under this download.
@@ -134,8 +157,8 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 	if resume && !s.busy[key] {
 		s.busy[key] = true
 		sf.key = key
-		sf.path = s.pathOf(key + partSuffix)
-		sf.metaPath = s.pathOf(key + metaSuffix)
+		sf.path = s.pathOf2(key, partSuffix)
+		sf.metaPath = s.pathOf2(key, metaSuffix)
 		s.inUse[sf.metaPath] = true
 	} else {
 		var rnd [8]byte
