@@ -198,7 +198,9 @@ type receivedBody struct {
 	sf     *spoolFile // nil when the job does not store
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	wd     *watchdog
+	wd     *watchdog // &wdog
+
+	wdog watchdog // the download's watchdog, in this allocation
 }
 
 func (r *receivedBody) end() {
@@ -215,8 +217,10 @@ func (d *downloader) receive(parent context.Context, j job, rep reporter) (*rece
 		return nil, fail
 	}
 	ctx, cancel := context.WithCancelCause(parent)
-	wd := startWatchdog(d.clk, cancel, j.timeout, j.stall)
-	r := &receivedBody{j: j, ctx: ctx, cancel: cancel, wd: wd}
+	r := &receivedBody{j: j, ctx: ctx, cancel: cancel}
+	wd := &r.wdog
+	wd.start(d.clk, cancel, j.timeout, j.stall)
+	r.wd = wd
 	if j.store {
 		var err error
 		if r.sf, err = d.spool.open(j.url, j.resume); err != nil {

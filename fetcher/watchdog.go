@@ -29,7 +29,15 @@ type watchdog struct {
 
 // startWatchdog arms the watchdog; the caller must call stop.
 func startWatchdog(clk clock.Clock, cancel context.CancelCauseFunc, timeout, stall time.Duration) *watchdog {
-	w := &watchdog{clk: clk, cancel: cancel, stall: stall}
+	w := &watchdog{}
+	w.start(clk, cancel, timeout, stall)
+	return w
+}
+
+// start arms w, a zero watchdog (startWatchdog, or one embedded in its owner's allocation);
+// the caller must call stop.
+func (w *watchdog) start(clk clock.Clock, cancel context.CancelCauseFunc, timeout, stall time.Duration) {
+	w.clk, w.cancel, w.stall = clk, cancel, stall
 	now := clk.Now()
 	if timeout > 0 {
 		w.deadline = now.Add(timeout)
@@ -39,7 +47,6 @@ func startWatchdog(clk clock.Clock, cancel context.CancelCauseFunc, timeout, sta
 		w.t = clk.AfterFunc(w.next(now), w.check)
 		w.mu.Unlock()
 	}
-	return w
 }
 
 // next returns how long after now the timer fires next: at the deadline or at the next stall
