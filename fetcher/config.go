@@ -62,9 +62,10 @@ const (
 	// DefaultBlobSyncWindow is Config.BlobSyncWindow's default. Under load a group took what
 	// queued while the previous one ran (its two syncfs(2) calls and a sync_file_range wait
 	// per file): `paperfetch get` of 10,000 × 20 KiB made 0.067-0.078 syncfs calls per paper
-	// (groups of ~28); with 25ms, 0.041-0.045 (groups of ~46), with 10ms 0.046-0.061
-	// (bench/ANALYSIS.md, "A gathering window for the fetchers' group commits"). A commit
-	// waits at most this much longer; the download slots do not wait for it.
+	// (groups of ~28) at load 11-16, 0.155-0.222 (groups of 9-13) at load 3; with 25ms,
+	// 0.041-0.050 and 0.051-0.056; with 10ms 0.046-0.061 at load 11-16 (bench/ANALYSIS.md,
+	// "A gathering window for the fetchers' group commits"). A commit waits at most this much
+	// longer; the download slots do not wait for it.
 	DefaultBlobSyncWindow = 25 * time.Millisecond
 	// DefaultPrefetch is the prefetch window: leases held beyond the running downloads, each
 	// waiting to take the slot of a running download of the same host once its body is in,
