@@ -344,3 +344,26 @@ func FuzzReader(f *testing.F) {
 		t.Fatal("reader does not terminate")
 	})
 }
+
+// TestURLIDGolden pins URL ids to values computed outside this code (the SHA-256 of the URL as
+// net/url writes it, by Python's hashlib): a rerun finds its papers and batch again only if a line's id never
+// changes, and the hash runs from a stack copy up to 512 bytes, from the heap beyond (both
+// sides of that bound are pinned here; the other tests compare URLID with shortHash itself).
+func TestURLIDGolden(t *testing.T) {
+	long := func(n int) string {
+		base := "https://example.org/p.pdf?q="
+		return base + strings.Repeat("x", n-len(base))
+	}
+	for _, tc := range []struct{ url, id string }{
+		{"https://example.org/papers/attention.pdf", "attention-beec4a5d"},
+		{"https://example.org/d/%E2%9C%93.pdf#page=2", "example.org-0a3af0e5"},
+		{"https://例え.jp/論文.pdf?a=1&b=2", "jp-14bf6a0c"}, // https://%E4%BE%8B%E3%81%88.jp/%E8%AB%96%E6%96%87.pdf?a=1&b=2,
+		{long(512), "p-72da752e"},
+		{long(513), "p-040bf00d"},
+		{long(4096), "p-2be3f215"},
+	} {
+		if id := URLID(tc.url); id != tc.id {
+			t.Errorf("URLID(%.60q) = %q, want %q", tc.url, id, tc.id)
+		}
+	}
+}
