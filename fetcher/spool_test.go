@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -504,5 +505,26 @@ func TestSpoolKeepsRunningFilesOfAnUncleanFolderName(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(dir, "spool")); len(left) != 0 {
 		t.Fatalf("files left: %v", left)
+	}
+}
+
+// TestURLHashGolden pins the URL part of spool file names to values computed outside this code
+// (the first 16 bytes of the URL's SHA-256, Python's hashlib): a partial body left by another
+// fetcher or an earlier version is found again only if that part never changes, and the hash
+// runs from a stack copy up to 512 bytes, from the heap beyond (both sides pinned here; the
+// other spool tests build names with urlHash itself).
+func TestURLHashGolden(t *testing.T) {
+	long := func(n int) string {
+		base := "https://example.org/p.pdf?q="
+		return base + strings.Repeat("x", n-len(base))
+	}
+	for _, tc := range []struct{ url, hash string }{
+		{"https://example.org/papers/attention.pdf", "beec4a5d21a6bd3f9e7cbcc5334c071f"},
+		{long(512), "72da752eb37b68031e3c8296c0ae801c"},
+		{long(513), "040bf00dfa523a88bdaab6f20f987f82"},
+	} {
+		if h := urlHash(tc.url); h != tc.hash {
+			t.Errorf("urlHash(%.60q) = %q, want %q", tc.url, h, tc.hash)
+		}
 	}
 }
