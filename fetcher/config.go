@@ -108,7 +108,9 @@ type Config struct {
 	// successor assigned beyond Prefetch waiting ones is handed back at once (failed ABORTED).
 	// A successor leaves the window once its predecessor's body is in (as on the coordinator,
 	// which counts it against its host from then on), even while that slot waits for a place
-	// among the PendingCommits: so at most Prefetch + Slots successors wait.
+	// among the PendingCommits: so at most Prefetch + Slots successors wait (one more per
+	// download beyond Slots after a reconnect that found every slot busy: a Hello announces
+	// at least one credit).
 	Prefetch int
 	// MaxFetchCalls bounds the FetcherService.Fetch calls running at once (operators'
 	// debugging downloads, on top of Slots); one more is RESOURCE_EXHAUSTED. Default 4.

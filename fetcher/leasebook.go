@@ -72,7 +72,8 @@ type leaseBook struct {
 	// body is not in yet (inWindow). At most prefetch (Config.Prefetch) are, a successor beyond
 	// them is void. A successor whose predecessor's body is in, but whose slot waits for a
 	// place in the commit queue, has left the window, as on the coordinator (which counts it
-	// against its host from the predecessor's body_received): at most one per slot.
+	// against its host from the predecessor's body_received): at most one per slot whose body
+	// is in (the slots in use exceed Config.Slots by the debt of a reconnect at most).
 	waiting, prefetch int
 }
 
@@ -91,7 +92,8 @@ func newLeaseBook(prefetch int) *leaseBook {
 // once (start) holding a slot, except a successor (Assign.after_lease_id), which waits while
 // its predecessor holds (or waits for) a slot, starts at once when its predecessor's body was
 // received and its slot freed already (taking an owed credit, or else withholding the next
-// one: debt), and is void otherwise (its predecessor failed or is unknown) or when draining.
+// one: debt), and is void otherwise (its predecessor failed, is unknown or has a successor
+// already) or when draining.
 func (b *leaseBook) add(a *pb.Assign, now time.Time, draining bool) (l *lease, start bool) {
 	id := a.GetLeaseId()
 	if _, dup := b.leases[id]; dup {
@@ -108,6 +110,11 @@ func (b *leaseBook) add(a *pb.Assign, now time.Time, draining bool) (l *lease, s
 	switch {
 	case draining:
 		b.void(l, now, "fetcher draining")
+	case p != nil && p.succ != nil:
+		// A coordinator names a lease once (it keeps the link until the successor ends or it
+		// cancels it); a second successor would otherwise start at once below (p's body in)
+		// in a slot beyond Config.Slots, and wait for it beyond the documented bound.
+		b.void(l, now, "its predecessor has a successor already")
 	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil && !p.received && b.waiting >= b.prefetch:
 		b.void(l, now, "the prefetch window is full")
 	case p != nil && p.running && (p.slot || p.waiting) && p.succ == nil:

@@ -439,6 +439,28 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 		// bodyKnown: the coordinator knows the body is in, by lease id (a lease the coordinator
 		// cancelled leaves the book in the take that sends its body_received).
 		bodyKnown := map[string]bool{}
+		// The coordinator's view of the current stream, which decides the successors it sends
+		// (coordinator.mayPrecede): it names as a predecessor only a lease it assigned on this
+		// stream (or that was re-announced) whose body_received and end it has not seen, without
+		// a successor of its own. It links P <- S when it sends S, and unlinks them only when S
+		// ends (its terminal event: a hand-back, or after S ran) or when it cancels S (the
+		// Cancel goes before any later Assign naming P): so while the book links P to a waiting
+		// S, the coordinator does too, and never names P again. Its view lags the book's: a
+		// lease whose body is in, whose slot is freed or that ended may still be named until a
+		// flush tells it. Naming any lease (as the generator did) let a second successor of P
+		// start at once (add: P's body is in) in a second slot while P still held its own.
+		type coordLease struct{ body, ended bool }
+		coord := map[string]*coordLease{}
+		coordSucc := map[string]string{} // predecessor -> successor, as the coordinator links them
+		coordPred := map[string]string{} // successor -> predecessor
+		coordUnlink := func(id string) {
+			if p, ok := coordPred[id]; ok {
+				if coordSucc[p] == id {
+					delete(coordSucc, p)
+				}
+				delete(coordPred, id)
+			}
+		}
 		send := func(t *rapid.T, msgs []*pb.WorkRequest) {
 			for _, m := range msgs {
 				if m.GetFoldedCredits() != 0 && !welcomed {
@@ -475,6 +497,17 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				if ev.GetProgress().GetBodyReceived() {
 					bodyKnown[id] = true
 				}
+				if c := coord[id]; c != nil {
+					c.body = c.body || ev.GetProgress().GetBodyReceived()
+					if terminal && !c.ended {
+						// A waiting successor of it is void on both sides (predecessorEnded).
+						if s, ok := coordSucc[id]; ok && !c.body {
+							coord[s].ended = true
+						}
+						c.ended = true
+						coordUnlink(id)
+					}
+				}
 			}
 			for l, at := range emitted {
 				if l.held != nil && (draining || now.Sub(at) >= b.hold) {
@@ -500,16 +533,31 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 					t.Skip("no credit")
 				}
 				credit--
-				b.add(bookAssign(fmt.Sprintf("L%d", next)), now, false)
+				id := fmt.Sprintf("L%d", next)
+				b.add(bookAssign(id), now, false)
+				coord[id] = &coordLease{}
 				next++
 			},
-			// A prefetched successor, of any lease the coordinator may still think running
-			// (its view lags: the predecessor may have freed its slot, or ended).
+			// A prefetched successor of a lease the coordinator may name (see coord: its view
+			// lags, the predecessor may have freed its slot, or ended), or of a lease the
+			// fetcher does not hold.
 			"successor": func(t *rapid.T) {
-				after := fmt.Sprintf("L%d", rapid.IntRange(0, next).Draw(t, "after"))
-				a := bookAssign(fmt.Sprintf("L%d", next))
+				names := []string{"unknown"}
+				for i := range next {
+					id := fmt.Sprintf("L%d", i)
+					if c := coord[id]; c != nil && !c.body && !c.ended && coordSucc[id] == "" {
+						names = append(names, id)
+					}
+				}
+				after := rapid.SampledFrom(names).Draw(t, "after")
+				id := fmt.Sprintf("L%d", next)
+				a := bookAssign(id)
 				a.AfterLeaseId = after
 				next++
+				coord[id] = &coordLease{}
+				if after != "unknown" {
+					coordSucc[after], coordPred[id] = id, after
+				}
 				p := b.leases[after]
 				l, start := b.add(a, now, draining)
 				switch {
@@ -529,6 +577,14 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 			},
 			"cancel": func(t *rapid.T) {
 				l := pick(t, func(l *lease) bool { return l.running })
+				// The coordinator ends it, and a successor of it that waits (predecessorEnded).
+				if c := coord[l.a.GetLeaseId()]; c != nil {
+					if s, ok := coordSucc[l.a.GetLeaseId()]; ok && !c.body {
+						coord[s].ended = true
+					}
+					c.ended = true
+					coordUnlink(l.a.GetLeaseId())
+				}
 				if got, _ := b.cancel(l.a.GetLeaseId(), now); got == l && l.waiting {
 					t.Fatalf("a cancelled successor still waits")
 				}
@@ -588,8 +644,12 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				var inFlight []*pb.InFlightLease
 				credit, inFlight = b.hello(slots)
 				welcomed, stream = false, map[string]*seen{}
+				clear(coord)
+				clear(coordSucc)
+				clear(coordPred)
 				for _, fl := range inFlight {
 					stream[fl.GetLeaseId()] = &seen{announced: true}
+					coord[fl.GetLeaseId()] = &coordLease{body: fl.GetBodyReceived()}
 					if fl.GetBodyReceived() {
 						bodyKnown[fl.GetLeaseId()] = true
 					}
@@ -601,10 +661,13 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				}
 			},
 			"": func(t *rapid.T) {
-				busy, waiting, held := 0, 0, 0
+				busy, waiting, held, bodyIn := 0, 0, 0, 0
 				for _, l := range b.leases {
 					if l.slot {
 						busy++
+					}
+					if l.slot && l.received {
+						bodyIn++
 					}
 					if inWindow(l) {
 						waiting++
@@ -625,9 +688,12 @@ func TestLeaseBookCreditsProperty(t *testing.T) {
 				if waiting != b.waiting || waiting > prefetch {
 					t.Fatalf("%d successors wait in the window, the book counts %d, the window is %d", waiting, b.waiting, prefetch)
 				}
-				// Beyond the window: at most one successor per slot whose body is in.
-				if held > prefetch+slots {
-					t.Fatalf("%d successors wait, window %d, slots %d", held, prefetch, slots)
+				// Beyond the window: at most one successor per slot whose body is in; so at most
+				// prefetch + slots wait, plus the slots the debt of a reconnect covers (a Hello
+				// announces at least one credit, even with every slot busy: busy <= slots + debt
+				// below).
+				if held-waiting > bodyIn || held > prefetch+slots+b.debt {
+					t.Fatalf("%d successors wait, %d beyond the window, %d slots with their body in; window %d, slots %d, debt %d", held, held-waiting, bodyIn, prefetch, slots, b.debt)
 				}
 				if draining {
 					return // credits are not returned while draining
@@ -719,5 +785,86 @@ func TestLeaseBookStartedNotDroppedWhenOutboxFull(t *testing.T) {
 		if seq := msgs[len(msgs)-1].GetEvent().GetSequence(); seq != 2 {
 			t.Fatalf("fold %v: L2's body_received has sequence %d, want 2", fold, seq)
 		}
+	}
+}
+
+// The sequence rapid reported once for TestLeaseBookCreditsProperty ("2 successors wait,
+// window 0, slots 1"), replayed: one slot, no window; L0 starts and its body comes in; L1 and
+// then L2 both name L0 as their predecessor; L2's body comes in and L3 names L2. L1 waits for
+// L0's slot (outside the window: L0's body is in). L2 used to start at once (add's case of a
+// predecessor whose body is in and slot freed, though L0 still held its slot), in a second
+// slot of a one-slot fetcher, and L3 then waited for it: two successors waited, beyond
+// Prefetch + Slots.
+//
+// A coordinator that follows the Work protocol never sends L2: it names a lease as a
+// predecessor only while, as it sees the stream, that lease holds a host slot or waits for one
+// and has no successor (coordinator.mayPrecede: l.succ == nil), and it keeps the link L0 <- L1
+// until L1 ends or it cancels L1 (the Cancel goes before any later Assign on the stream); with
+// prefetch 0 it sends no successor at all (noteCandidate). So the property test's generator,
+// which named any lease, now names only one the coordinator could (see coord there), and the
+// book hands a second successor back (ABORTED) instead of running it beyond Config.Slots.
+func TestLeaseBookReplaySecondSuccessorOfOnePredecessor(t *testing.T) {
+	b := newLeaseBook(0)
+	b.hello(1)
+	succ := func(id, after string) (*lease, bool) {
+		a := bookAssign(id)
+		a.AfterLeaseId = after
+		return b.add(a, bookT0, false)
+	}
+	l0 := bookAdd(b, bookAssign("L0"))
+	b.received(l0, 1, bookT0)
+	if l1, start := succ("L1", "L0"); start || !l1.waiting {
+		t.Fatalf("L1 after L0 (body in, slot held): start %v, waiting %v", start, l1.waiting)
+	}
+	l2, start := succ("L2", "L0") // a second successor of L0: a protocol violation
+	if start || l2.running || l2.terminal.GetFailed().GetReason() != pb.FailureReason_FAILURE_REASON_ABORTED {
+		t.Fatalf("a second successor of L0: start %v, running %v, slot %v, terminal %v", start, l2.running, l2.slot, l2.terminal)
+	}
+	succ("L3", "L2")
+	held := 0
+	for _, l := range b.leases {
+		if l.waiting {
+			held++
+		}
+	}
+	if held > 0+1 || b.debt != 0 {
+		t.Fatalf("%d successors wait, window 0, slots 1; debt %d", held, b.debt)
+	}
+	if got := kinds(takeAll(b, 1, false)); got != "L0:received L2:failed L3:failed" {
+		t.Fatalf("sent %s", got)
+	}
+}
+
+// After a reconnect that found every slot busy, the Hello still announces one credit (a stream
+// without credit is useless) and withholds it from the next freed slot (debt): Slots + 1
+// downloads run for a while, and a coordinator that follows the protocol may then make the
+// fetcher hold Prefetch + Slots + 1 successors: one per download whose body is in, and the
+// window's. Config.Prefetch documents that bound; the property test checks it.
+func TestLeaseBookSuccessorsAfterReconnectWithEverySlotBusy(t *testing.T) {
+	b := newLeaseBook(1)
+	b.hello(1)
+	succ := func(id, after string) *lease {
+		a := bookAssign(id)
+		a.AfterLeaseId = after
+		l, _ := b.add(a, bookT0, false)
+		return l
+	}
+	l0 := bookAdd(b, bookAssign("L0"))
+	if initial, _ := b.hello(1); initial != 1 || b.debt != 1 {
+		t.Fatalf("reconnect with the slot busy: initial %d, debt %d", initial, b.debt)
+	}
+	l1 := bookAdd(b, bookAssign("L1")) // the Hello's credit
+	s0 := succ("S0", "L0")             // L0 was re-announced without its body: a candidate
+	b.received(l0, 1, bookT0)
+	s1 := succ("S1", "L1") // S0 left the window with L0's body
+	b.received(l1, 1, bookT0)
+	s2 := succ("S2", "S1") // a chain, in the window
+	for _, l := range []*lease{s0, s1, s2} {
+		if !l.waiting {
+			t.Fatalf("%s does not wait (terminal %v)", l.a.GetLeaseId(), l.terminal)
+		}
+	}
+	if b.waiting != 1 {
+		t.Fatalf("window %d, want 1", b.waiting)
 	}
 }
