@@ -102,21 +102,7 @@ func TestWorkBatchesAfterWelcome(t *testing.T) {
 	for range 3 {
 		g.waitFirstHalf(t)
 	}
-	// Polling a condition (the downloads run on their own goroutines), not a sleep as
-	// synchronisation: the three started events are held.
-	deadline := time.Now().Add(testWait)
-	for {
-		h.tf.mu.Lock()
-		n := len(h.tf.book.held)
-		h.tf.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d started events held, want 3", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h.waitHeld(t, 3)
 	clk.Advance(time.Second)
 	m := s.nextAny(t)
 	var started []string
@@ -182,23 +168,31 @@ func TestWorkNoBatchWithoutWelcome(t *testing.T) {
 	for range 3 {
 		g.waitFirstHalf(t)
 	}
-	deadline := time.Now().Add(testWait)
-	for {
-		h.tf.mu.Lock()
-		n := len(h.tf.book.held)
-		h.tf.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d started events held, want 3", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h.waitHeld(t, 3)
 	clk.Advance(time.Second)
 	for range 3 {
 		if m := s.nextAny(t); m.GetEvent().GetStarted() == nil || len(m.GetMoreEvents()) > 0 {
 			t.Fatalf("got %v, want a started event on its own", m)
 		}
+	}
+}
+
+// waitHeld waits until the fetcher holds n started events. It polls (the downloads run on
+// their own goroutines and a held start wakes no waitFor caller): the sleep paces the polling,
+// it does not synchronise.
+func (h *workHarness) waitHeld(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(testWait)
+	for {
+		h.tf.mu.Lock()
+		held := len(h.tf.book.held)
+		h.tf.mu.Unlock()
+		if held == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d started events held, want %d", held, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
