@@ -57,12 +57,15 @@ const (
 //     successor leaves the window with its predecessor's body_received, on both sides (the
 //     coordinator counts it against its host from then on), even while the predecessor's slot
 //     waits for a place among the pending commits (step 4): the fetcher holds at most
-//     Hello.prefetch successors whose predecessor's body is not in, plus one per slot. It
+//     Hello.prefetch successors whose predecessor's body is not in, plus one per download
+//     whose body is in (one per slot, and one more per download beyond the slots that a
+//     reconnect finding every slot busy admitted: a Hello announces at least one credit). It
 //     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
 //     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
 //     received (no credit is returned for that slot), or at once when the predecessor had
 //     already freed its slot when the Assign arrived (the fetcher then withholds the credit of
-//     the next slot that frees, so it never runs more than slots + prefetch downloads). When
+//     the next slot that frees, so it never runs more than slots + prefetch downloads, plus
+//     one per reconnect that found every slot busy, as above). When
 //     the predecessor ends without its body received (failed, cancelled), or is not a lease
 //     the fetcher holds, the successor is void: the fetcher reports it failed with reason
 //     ABORTED before any started event (a hand-back), and the coordinator re-queues it at once
@@ -235,12 +238,15 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     successor leaves the window with its predecessor's body_received, on both sides (the
 //     coordinator counts it against its host from then on), even while the predecessor's slot
 //     waits for a place among the pending commits (step 4): the fetcher holds at most
-//     Hello.prefetch successors whose predecessor's body is not in, plus one per slot. It
+//     Hello.prefetch successors whose predecessor's body is not in, plus one per download
+//     whose body is in (one per slot, and one more per download beyond the slots that a
+//     reconnect finding every slot busy admitted: a Hello announces at least one credit). It
 //     consumes no credit: it inherits the predecessor's slot and, for politeness, its host's
 //     concurrency slot. The fetcher starts it when the predecessor frees its slot with its body
 //     received (no credit is returned for that slot), or at once when the predecessor had
 //     already freed its slot when the Assign arrived (the fetcher then withholds the credit of
-//     the next slot that frees, so it never runs more than slots + prefetch downloads). When
+//     the next slot that frees, so it never runs more than slots + prefetch downloads, plus
+//     one per reconnect that found every slot busy, as above). When
 //     the predecessor ends without its body received (failed, cancelled), or is not a lease
 //     the fetcher holds, the successor is void: the fetcher reports it failed with reason
 //     ABORTED before any started event (a hand-back), and the coordinator re-queues it at once
