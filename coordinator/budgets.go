@@ -19,9 +19,12 @@ import (
 //     slot fetching small PDFs from a fast origin finishes a few hundred downloads a second;
 //     the default of 5/slot throttled `paperfetch get` to 60 papers/s); beyond it the
 //     stream's receiver waits, so gRPC flow control throttles the sender;
-//   - an inbox share: at most streamShare(slots) of its messages wait in the gateway inbox at
-//     once (the receiver waits for the loop to apply one), so a few streams cannot fill it for
-//     the others.
+//   - an inbox share: at most streamShare(slots) places of the gateway inbox hold its messages
+//     at once (the receiver waits for the loop to apply one), so a few streams cannot fill it for
+//     the others. A batch of n events takes min(n, share) places, so the events waiting for
+//     one stream stay within share + MaxWorkBatch - 1 (a batch takes the whole share at most,
+//     which the loop frees as it applies the earlier messages: the one receiver never waits
+//     for places it holds itself).
 //
 // Waiting uses the coordinator's clock. Throttled messages are counted in
 // paperfetch_coordinator_fetcher_throttled_total.
@@ -47,12 +50,15 @@ func (g *gateway) newBudget(conn *fetcherConn, slots int) *budget {
 
 // take waits until the stream may post one more message, of n events (a batch: step 9 of
 // the Work protocol; 1 for any other message): each counts against the rate as a message of
-// its own, and the message takes one place in the inbox.
-func (b *budget) take(ctx context.Context, n int) error {
+// its own, and the message takes min(n, share) places in the inbox, which it returns (the
+// loop frees them with release when it applies the message). On an error it holds none.
+func (b *budget) take(ctx context.Context, n int) (int, error) {
 	clk := b.c.cfg.Clock
 	now := clk.Now()
+	n = max(n, 1)
+	places := min(n, cap(b.conn.share))
 	var d time.Duration
-	for n = max(n, 1); n > 0; {
+	for n > 0 {
 		// At most a burst at a time (a batch may be larger than the burst of a small rate,
 		// which ReserveN would refuse): the last reservation's delay is the batch's.
 		k := min(n, b.lim.Burst())
@@ -62,23 +68,33 @@ func (b *budget) take(ctx context.Context, n int) error {
 	if d > 0 {
 		b.c.m.throttled.Inc()
 		if err := b.wait(ctx, d); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	select {
-	case b.conn.share <- struct{}{}:
-		return nil
-	default:
+	throttled := false
+	for i := range places {
+		select {
+		case b.conn.share <- struct{}{}:
+			continue
+		default:
+		}
+		if !throttled {
+			b.c.m.throttled.Inc()
+			throttled = true
+		}
+		var err error
+		select {
+		case b.conn.share <- struct{}{}:
+			continue
+		case <-ctx.Done():
+			err = status.FromContextError(ctx.Err()).Err()
+		case <-b.c.done:
+			err = errStopped
+		}
+		b.conn.release(i)
+		return 0, err
 	}
-	b.c.m.throttled.Inc()
-	select {
-	case b.conn.share <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	case <-b.c.done:
-		return errStopped
-	}
+	return places, nil
 }
 
 func (b *budget) wait(ctx context.Context, d time.Duration) error {
@@ -94,10 +110,14 @@ func (b *budget) wait(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// release frees the inbox place of one applied message of the stream (called by the loop).
-func (c *fetcherConn) release() {
-	select {
-	case <-c.share:
-	default:
+// release frees n inbox places of the stream: those of an applied message (called by the
+// loop), or those a failed take held.
+func (c *fetcherConn) release(n int) {
+	for range n {
+		select {
+		case <-c.share:
+		default:
+			return
+		}
 	}
 }

@@ -49,7 +49,7 @@ func TestStreamBudgetCountsBatchedEvents(t *testing.T) {
 	cfg.Clock = clk
 	g := &gateway{c: &Coordinator{cfg: cfg}}
 	b := g.newBudget(&fetcherConn{share: make(chan struct{}, 4)}, 1)
-	if err := b.take(context.Background(), 20); err != nil {
+	if _, err := b.take(context.Background(), 20); err != nil {
 		t.Fatal(err)
 	}
 	if tokens := b.lim.TokensAt(clk.Now()); tokens > 0.5 {
@@ -69,7 +69,10 @@ func TestStreamBudgetAdmitsBatchLargerThanBurst(t *testing.T) {
 	b := g.newBudget(&fetcherConn{share: make(chan struct{}, 4)}, 1)
 	n := validate.MaxWorkBatch
 	done := make(chan error, 1)
-	go func() { done <- b.take(context.Background(), n) }()
+	go func() {
+		_, err := b.take(context.Background(), n)
+		done <- err
+	}()
 	if err := clk.WaitForWaiters(ctxT(t), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +83,59 @@ func TestStreamBudgetAdmitsBatchLargerThanBurst(t *testing.T) {
 	}
 	if tokens := b.lim.TokensAt(clk.Now()); tokens > 0.5 {
 		t.Fatalf("a batch of %d events left %.1f tokens: it counted as fewer messages", n, tokens)
+	}
+}
+
+// A batch takes a place in the stream's inbox share per event, up to the whole share: the
+// events waiting for one stream stay bounded by the share (plus one batch), not by the share
+// times MaxWorkBatch. The places come back when the loop applies the message.
+func TestStreamBudgetBatchTakesInboxPlacesPerEvent(t *testing.T) {
+	cfg := DefaultConfig().withDefaults()
+	cfg.StreamRate, cfg.StreamRatePerSlot = 1e6, 0 // the rate never waits here
+	m, _ := newMetrics(nil, func() float64 { return 0 })
+	g := &gateway{c: &Coordinator{cfg: cfg, m: m, done: make(chan struct{})}}
+	conn := &fetcherConn{share: make(chan struct{}, 16)}
+	b := g.newBudget(conn, 1)
+	ctx := ctxT(t)
+	small, err := b.take(ctx, 3)
+	if err != nil || small != 3 || len(conn.share) != 3 {
+		t.Fatalf("a batch of 3 took %d places (share %d used), err %v; want 3", small, len(conn.share), err)
+	}
+	conn.release(small)
+	places, err := b.take(ctx, validate.MaxWorkBatch)
+	if err != nil || places != 16 || len(conn.share) != 16 {
+		t.Fatalf("a batch of %d took %d places (share %d used), err %v; want the whole share of 16", validate.MaxWorkBatch, places, len(conn.share), err)
+	}
+	// The share is full: the next message waits until the batch is applied.
+	next := make(chan error, 1)
+	go func() {
+		_, err := b.take(ctx, 1)
+		next <- err
+	}()
+	select {
+	case err := <-next:
+		t.Fatalf("a message was admitted while a batch held the whole share (err %v)", err)
+	default:
+	}
+	conn.release(places)
+	if err := wait(t, "the next message admitted", next); err != nil {
+		t.Fatal(err)
+	}
+	// A take that ends before it has its places returns those it held.
+	conn.release(1)
+	cctx, cancel := context.WithCancel(ctx)
+	for range 10 {
+		conn.share <- struct{}{}
+	}
+	go func() {
+		_, err := b.take(cctx, validate.MaxWorkBatch)
+		next <- err
+	}()
+	cancel()
+	if err := wait(t, "the cancelled take", next); err == nil {
+		t.Fatal("a take cancelled without its places succeeded")
+	}
+	if len(conn.share) != 10 {
+		t.Fatalf("a cancelled take left %d places used, want the 10 held before it", len(conn.share))
 	}
 }

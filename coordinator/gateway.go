@@ -105,11 +105,13 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 				return
 			}
 			// Every event of a batch counts against the stream's rate, as a message of its own.
-			if err := budget.take(ctx, 1+len(req.GetMoreEvents())); err != nil {
+			places, err := budget.take(ctx, 1+len(req.GetMoreEvents()))
+			if err != nil {
 				recvErr <- err
 				return
 			}
-			if err := g.c.postWait(ctx, &streamMsg{c: conn, req: req}); err != nil {
+			if err := g.c.postWait(ctx, &streamMsg{c: conn, req: req, places: places}); err != nil {
+				conn.release(places)
 				recvErr <- err
 				return
 			}

@@ -634,10 +634,12 @@ func (m *helloMsg) apply(e *engine, now time.Time) {
 type streamMsg struct {
 	c   *fetcherConn
 	req *pb.WorkRequest
+	// places is how many places of the stream's inbox share the message holds (budget.take).
+	places int
 }
 
 func (m *streamMsg) apply(e *engine, now time.Time) {
-	m.c.release()
+	m.c.release(m.places)
 	e.onRequest(m.c, m.req, now)
 }
 
