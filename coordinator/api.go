@@ -351,10 +351,7 @@ func paperProto(batchID string, rec *storedPaper, spec *pb.PaperSpec, live liveI
 		p.Sha256, p.Size, p.BlobKey = rec.sha256, rec.size, rec.blobKey
 		p.FinalUrl, p.ContentType = rec.finalURL, rec.contentType
 		p.Cached = rec.flags&flagCached != 0
-		p.Source = rec.source
-		if p.Source == "" {
-			p.Source = "url" // stored before sources were recorded
-		}
+		p.Source = rec.sourceName()
 	case stateDownloading:
 		p.BytesDownloaded, p.BytesTotal = live.bytes, live.total
 	case stateRetryWait:
@@ -503,6 +500,7 @@ func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
 		}
 		if r.state == stateSucceeded {
 			out[i].Size, out[i].Sha256, out[i].BlobKey, out[i].Url = r.size, r.sha256, r.blobKey, r.finalURL
+			out[i].Source = r.sourceName()
 		} else if urls := specs[i].GetUrls(); int(r.urlIdx) < len(urls) {
 			out[i].Url = urls[r.urlIdx]
 		}

@@ -89,6 +89,15 @@ type storedPaper struct {
 // nextAttempt is when a RETRY_WAIT paper is queued again (unix nanoseconds).
 func (r *storedPaper) nextAttempt() int64 { return r.at }
 
+// sourceName is the route of a succeeded paper's PDF, as the API reports it: "url" for a
+// paper stored before sources were recorded.
+func (r *storedPaper) sourceName() string {
+	if r.source == "" {
+		return "url"
+	}
+	return r.source
+}
+
 // finishedAt is when a terminal paper reached its state (unix nanoseconds).
 func (r *storedPaper) finishedAt() int64 { return r.at }
 

@@ -83,7 +83,7 @@ func TestWatchIncludePapersAndSlowWatchers(t *testing.T) {
 		}
 		p := got.GetPaper()
 		if u.GetSha256() == "" || u.GetSha256() != p.GetSha256() || u.GetBlobKey() != p.GetBlobKey() || u.GetSize() != p.GetSize() ||
-			u.GetUrl() == "" || u.GetUrl() != p.GetFinalUrl() {
+			u.GetUrl() == "" || u.GetUrl() != p.GetFinalUrl() || u.GetSource() == "" || u.GetSource() != p.GetSource() {
 			t.Fatalf("update %v, paper %v", u, p)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/storagefull"
 )
 
@@ -117,6 +118,8 @@ type app struct {
 	usage func() // prints the usage of the command being parsed (newFlagSet)
 	// wrapPlace, when set (tests), wraps how `get` places each succeeded paper.
 	wrapPlace func(placeFunc) placeFunc
+	// wrapClient, when set (tests), wraps the client `get` calls its embedded coordinator with.
+	wrapClient func(pb.CoordinatorServiceClient) pb.CoordinatorServiceClient
 }
 
 // Main runs the command with args (without the program name) and returns the exit code. ctx is

@@ -87,6 +87,12 @@ func (l *failedList) close(n int64) string {
 	return l.path
 }
 
+// abort discards the list being written (an old one stays).
+func (l *failedList) abort() {
+	_ = l.f.Close()
+	_ = os.Remove(l.tmp)
+}
+
 // fileExists reports whether path is an existing regular file.
 func fileExists(path string) bool {
 	st, err := os.Stat(path)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -264,6 +265,9 @@ func (r *getRun) start(ctx context.Context) error {
 		}
 	}
 	r.client = pb.NewCoordinatorServiceClient(sys.Conn())
+	if r.a.wrapClient != nil {
+		r.client = r.a.wrapClient(r.client)
+	}
 	r.batchID, r.state, err = pickBatch(ctx, r.client, o.batchID, "get-"+r.scan.digest[:16])
 	if err != nil {
 		return failure(ctx, ExitFailed, err)
@@ -370,6 +374,7 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 		}
 	}()
 	submitDone := make(chan error, 1)
+	var fill func() // appends the papers; nil when there is nothing to append
 	if r.state == pb.BatchState_BATCH_STATE_UNSPECIFIED || r.state == pb.BatchState_BATCH_STATE_OPEN {
 		// Create the batch before watching it; append the chunks while watching, so papers
 		// start downloading as soon as their chunk is stored.
@@ -379,23 +384,22 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 			return nil, 0, failure(ctx, ExitFailed, err)
 		}
 		if b.GetState() == pb.BatchState_BATCH_STATE_OPEN || b.GetState() == pb.BatchState_BATCH_STATE_UNSPECIFIED {
-			go func() {
+			fill = func() {
 				_, err := sub.fill(runCtx, r.batchID, r.in, nil)
 				if err != nil {
 					cancelRun()
 				}
 				submitDone <- err
-			}()
-		} else {
-			submitDone <- nil
+			}
 		}
-	} else {
+	}
+	if fill == nil {
 		submitDone <- nil
 	}
 
 	// Succeeded papers are placed by a pool of placers, off the watch stream: the display
 	// keeps up while files are copied, and the watch waits only when placeQueue papers wait.
-	var place placeFunc = func(ctx context.Context, u *pb.PaperUpdate) error {
+	var place placeFunc = func(ctx context.Context, u *pb.PaperUpdate) (string, error) {
 		return placeUpdate(ctx, r.client, r.mat, r.batchID, u)
 	}
 	if r.a.wrapPlace != nil {
@@ -410,6 +414,13 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 	})
 	var firstBytes int64 = -1
 	final, werr := watchBatch(runCtx, r.client, r.batchID, true, func(resp *pb.WatchBatchResponse) {
+		if fill != nil {
+			// The watch has begun (this is its snapshot): the appends start now, so that it
+			// sees every paper succeed, cache hits completed by their append included (the
+			// display lists each, and the final pass counts the placed ones).
+			go fill()
+			fill = nil
+		}
 		if firstBytes < 0 {
 			firstBytes = resp.GetBatch().GetBytesDownloaded()
 		}
@@ -426,6 +437,9 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 		r.placer.add(runCtx, succeeded)
 	})
 	r.placer.close() // the queued papers are placed (or dropped: the run stopped)
+	if fill != nil { // the watch ended before its first message: nothing was appended
+		submitDone <- nil
+	}
 	subErr := <-submitDone
 	select {
 	case <-r.sys.Exited():
@@ -547,8 +561,93 @@ func (r *getRun) stop(ctx context.Context, code int, firstBytes int64) error {
 
 // finish makes sure every succeeded paper is in place (when place is set), then writes the
 // report and OUT/failed.txt; it returns the summary. b is the batch as last seen (nil when
-// unknown).
+// unknown). The final pass lists every paper of the batch, unless no report is asked for and
+// the placers placed every succeeded paper (placedEverything): then it lists only the papers
+// that did not succeed (for failed.txt and the summary) and counts the others from the
+// placers' tally. A paper whose update the watch missed, or whose placement failed, is not in
+// the tally: the pass then lists every paper, and places it.
 func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, place bool) (*summary, error) {
+	var placed *placedTally
+	if place && r.o.report == "" {
+		placed = r.placedEverything(b)
+	}
+	sum, err := r.finalPass(ctx, b, downloaded, place, placed)
+	if errors.Is(err, errTallyShort) {
+		r.logger.Warn("final pass: the papers listed and the papers placed do not add up to the batch; listing every paper", "batch", r.batchID, "total", b.GetTotalPapers())
+		sum, err = r.finalPass(ctx, b, downloaded, place, nil)
+	}
+	return sum, err
+}
+
+// errTallyShort is the error of a final pass without the placed papers whose papers do not add
+// up to the batch's total.
+var errTallyShort = errors.New("the listed and the placed papers do not add up to the batch")
+
+// placedEverything returns the placers' tally when it accounts for every succeeded paper of the
+// finished batch b: as many papers, cache hits and bytes as the batch counts, each in a file of
+// its own that is still in the output folder (one read of the folder, not a stat per file: a
+// file removed during the run sends the final pass through every paper, which places it
+// again). Else it returns nil.
+func (r *getRun) placedEverything(b *pb.Batch) *placedTally {
+	if r.placer == nil || !batchDone(b.GetState()) {
+		return nil
+	}
+	t, ok := r.placer.placedAll()
+	c := b.GetCounts()
+	if !ok || t.papers != c.GetSucceeded() || t.cached != c.GetCached() || t.bytes != b.GetBytesStored() {
+		return nil
+	}
+	if t.names = slices.Compact(t.names); int64(len(t.names)) != t.papers {
+		return nil // two papers in one file: the later one replaced the other
+	}
+	if n, err := countNames(r.o.out, t.names); err != nil || n != len(t.names) {
+		return nil
+	}
+	return &t
+}
+
+// countNames counts the entries of folder dir whose nameKey is in want (sorted), reading the
+// folder 1,024 names at a time.
+func countNames(dir string, want []uint64) (int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, name := range names {
+			if _, found := slices.BinarySearch(want, nameKey(name)); found {
+				n++
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// notSucceeded is every paper state but SUCCEEDED: the papers a final pass with the placers'
+// tally lists.
+func notSucceeded() []pb.PaperState {
+	var states []pb.PaperState
+	for v := range pb.PaperState_name {
+		if st := pb.PaperState(v); st != pb.PaperState_PAPER_STATE_UNSPECIFIED && st != pb.PaperState_PAPER_STATE_SUCCEEDED {
+			states = append(states, st)
+		}
+	}
+	slices.Sort(states)
+	return states
+}
+
+// finalPass is finish's pass over the batch: every paper, or, with the placers' tally placed,
+// the papers that did not succeed (errTallyShort when they and the tally are not the batch's
+// total).
+func (r *getRun) finalPass(ctx context.Context, b *pb.Batch, downloaded int64, place bool, placed *placedTally) (*summary, error) {
 	o := &r.o
 	stderr := r.a.env.Stderr
 	sum := &summary{BatchID: r.batchID, State: progress.BatchStateName(b.GetState()), Out: o.out, Report: o.report, InputErrors: r.scan.bad}
@@ -564,7 +663,13 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 	if err != nil {
 		return nil, &exitError{code: exitCodeFor(err, ExitFailed), err: err}
 	}
-	err = listPapers(ctx, r.client, embeddedCallTimeout, r.batchID, nil, func(p *pb.Paper) error {
+	var states []pb.PaperState
+	if placed != nil {
+		states = notSucceeded()
+	}
+	listed := int64(0)
+	err = listPapers(ctx, r.client, embeddedCallTimeout, r.batchID, states, func(p *pb.Paper) error {
+		listed++
 		e := reportEntry{ID: p.GetSpec().GetPaperId(), State: progress.StateName(p.GetState()), Attempts: p.GetAttempts(), URLs: p.GetSpec().GetUrls(),
 			Cached: p.GetCached(), Reason: progress.ReasonName(p.GetLastFailureReason()), Error: p.GetLastError(), DOI: p.GetSpec().GetDoi()}
 		switch p.GetState() {
@@ -604,6 +709,14 @@ func (r *getRun) finish(ctx context.Context, b *pb.Batch, downloaded int64, plac
 		}
 		return nil
 	})
+	if placed != nil && err == nil {
+		if listed+placed.papers != b.GetTotalPapers() {
+			failed.abort()
+			return nil, errTallyShort
+		}
+		sum.addPlaced(placed)
+	}
+	r.logger.Info("final pass", "batch", r.batchID, "listed", listed, "placed_not_listed", sum.Total-listed)
 	sum.finish(time.Since(r.started))
 	sum.FailedList = failed.close(sum.Failed)
 	if err != nil {
@@ -727,27 +840,28 @@ func batchState(ctx context.Context, client pb.CoordinatorServiceClient, id stri
 
 // placeUpdate materializes the succeeded paper of a watch update: from the update itself when
 // it carries the blob key and checksum (a coordinator that fills them), else through GetPaper.
-func placeUpdate(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID string, u *pb.PaperUpdate) error {
+// It returns the file's path.
+func placeUpdate(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID string, u *pb.PaperUpdate) (string, error) {
 	if u.GetBlobKey() == "" || u.GetSha256() == "" || mat.template != "" { // a template needs the spec
 		return placeOne(ctx, client, mat, batchID, u.GetPaperId())
 	}
-	_, _, err := mat.PlaceNew(ctx, &pb.Paper{
+	path, _, err := mat.PlaceNew(ctx, &pb.Paper{
 		BatchId: batchID, Spec: &pb.PaperSpec{PaperId: u.GetPaperId()}, State: u.GetState(),
 		BlobKey: u.GetBlobKey(), Sha256: u.GetSha256(), Size: u.GetSize(), Cached: u.GetCached(),
 	})
-	return err
+	return path, err
 }
 
-// placeOne materializes one succeeded paper.
-func placeOne(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID, paperID string) error {
+// placeOne materializes one succeeded paper and returns the file's path.
+func placeOne(ctx context.Context, client pb.CoordinatorServiceClient, mat *materializer, batchID, paperID string) (string, error) {
 	callCtx, cancel := context.WithTimeout(ctx, embeddedCallTimeout)
 	resp, err := client.GetPaper(callCtx, &pb.GetPaperRequest{BatchId: batchID, PaperId: paperID})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("get paper %s: %w", paperID, err)
+		return "", fmt.Errorf("get paper %s: %w", paperID, err)
 	}
-	_, _, err = mat.Place(ctx, resp.GetPaper())
-	return err
+	path, _, err := mat.Place(ctx, resp.GetPaper())
+	return path, err
 }
 
 // listPapers calls fn for every paper of a batch (in the given states; all when empty), a page

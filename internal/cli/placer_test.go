@@ -128,7 +128,7 @@ func TestGetPlacesOffTheWatch(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	a := &app{env: Env{Stdin: strings.NewReader(""), Stdout: stdout, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }},
 		wrapPlace: func(next placeFunc) placeFunc {
-			return func(ctx context.Context, u *pb.PaperUpdate) error {
+			return func(ctx context.Context, u *pb.PaperUpdate) (string, error) {
 				k := inFlight.Add(1)
 				for m := most.Load(); k > m && !most.CompareAndSwap(m, k); m = most.Load() {
 				}
@@ -178,26 +178,38 @@ func TestGetPlacesOffTheWatch(t *testing.T) {
 
 // The final pass skips reading again what the placers placed, but not blindly: a placed file
 // that is gone by then (here removed right after its placement; or a placed-set hash shared
-// by two ids) is placed again.
+// by two ids) is placed again, with --report (the pass lists every paper) and without (the
+// pass finds a placed file missing from the output folder and lists every paper).
 func TestGetFinalPassChecksPlacedFiles(t *testing.T) {
 	const n = 6
 	srv := pdfOrigin(t, nil)
-	out := filepath.Join(t.TempDir(), "out")
-	var stdout, stderr syncbuf.Buffer
-	a := &app{env: Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }},
-		wrapPlace: func(next placeFunc) placeFunc {
-			return func(ctx context.Context, u *pb.PaperUpdate) error {
-				if err := next(ctx, u); err != nil {
-					return err
+	for _, withReport := range []bool{true, false} {
+		out := filepath.Join(t.TempDir(), "out")
+		var stdout, stderr syncbuf.Buffer
+		a := &app{env: Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }},
+			wrapPlace: func(next placeFunc) placeFunc {
+				return func(ctx context.Context, u *pb.PaperUpdate) (string, error) {
+					path, err := next(ctx, u)
+					if err != nil || !withReport && !strings.HasPrefix(u.GetPaperId(), "2-") {
+						return path, err
+					}
+					return path, os.Remove(filepath.Join(out, FileName(u.GetPaperId())+".pdf"))
 				}
-				return os.Remove(filepath.Join(out, FileName(u.GetPaperId())+".pdf"))
-			}
-		}}
-	report := filepath.Join(t.TempDir(), "report.json")
-	if err := a.get(context.Background(), append(getArgs(out, "--quiet", "--report", report), writeList(t, srv, n))); err != nil {
-		t.Fatalf("get: %v\n%s", err, stderr.String())
+			}}
+		report := filepath.Join(t.TempDir(), "report.json")
+		args := getArgs(out, "--quiet")
+		if withReport {
+			args = append(args, "--report", report)
+		}
+		if err := a.get(context.Background(), append(args, writeList(t, srv, n))); err != nil {
+			t.Fatalf("get (report %v): %v\n%s", withReport, err, stderr.String())
+		}
+		if withReport {
+			checkPlaced(t, out, readTestReport(t, report), n)
+		} else {
+			checkFiles(t, out, []string{"0", "1", "2", "3", "4", "5"}, false)
+		}
 	}
-	checkPlaced(t, out, readTestReport(t, report), n)
 }
 
 // checkPlaced checks that out holds exactly the n PDFs of the report, where it says, with their
@@ -302,14 +314,14 @@ func TestPlacer(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	var placed, failed []string
-	p := newPlacer(ctx, 2, 4, func(_ context.Context, u *pb.PaperUpdate) error {
+	p := newPlacer(ctx, 2, 4, func(_ context.Context, u *pb.PaperUpdate) (string, error) {
 		if strings.HasPrefix(u.GetPaperId(), "bad") {
-			return errors.New("no")
+			return "", errors.New("no")
 		}
 		mu.Lock()
 		placed = append(placed, u.GetPaperId())
 		mu.Unlock()
-		return nil
+		return u.GetPaperId() + ".pdf", nil
 	}, func(id string, err error) {
 		mu.Lock()
 		failed = append(failed, id)
@@ -333,11 +345,11 @@ func TestPlacer(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	started := make(chan struct{}, 1)
 	var calls atomic.Int32
-	p2 := newPlacer(ctx2, 1, 1, func(ctx context.Context, u *pb.PaperUpdate) error {
+	p2 := newPlacer(ctx2, 1, 1, func(ctx context.Context, u *pb.PaperUpdate) (string, error) {
 		calls.Add(1)
 		started <- struct{}{}
 		<-ctx.Done()
-		return ctx.Err()
+		return "", ctx.Err()
 	}, func(string, error) { t.Error("a failure reported after the run stopped") })
 	p2.add(ctx2, []*pb.PaperUpdate{{PaperId: "held", Sha256: sha}})
 	<-started
@@ -356,11 +368,11 @@ func TestPlacerKeyCollision(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	var placed []string
-	p := newPlacer(ctx, 1, 4, func(_ context.Context, u *pb.PaperUpdate) error {
+	p := newPlacer(ctx, 1, 4, func(_ context.Context, u *pb.PaperUpdate) (string, error) {
 		mu.Lock()
 		placed = append(placed, u.GetPaperId())
 		mu.Unlock()
-		return nil
+		return u.GetPaperId() + ".pdf", nil
 	}, func(id string, err error) { t.Errorf("%s: %v", id, err) })
 	p.key = func(string) uint64 { return 7 } // every id collides
 	shaA, shaB := strings.Repeat("a", 64), strings.Repeat("b", 64)
@@ -389,7 +401,7 @@ func TestPlacerQueuesAPaperOnce(t *testing.T) {
 	var mu sync.Mutex
 	var placed []string
 	started, release := make(chan struct{}), make(chan struct{})
-	p := newPlacer(ctx, 1, 4, func(_ context.Context, u *pb.PaperUpdate) error {
+	p := newPlacer(ctx, 1, 4, func(_ context.Context, u *pb.PaperUpdate) (string, error) {
 		if u.GetPaperId() == "held" {
 			close(started)
 			<-release
@@ -397,7 +409,7 @@ func TestPlacerQueuesAPaperOnce(t *testing.T) {
 		mu.Lock()
 		placed = append(placed, u.GetPaperId()+"/"+u.GetSha256()[:1])
 		mu.Unlock()
-		return nil
+		return u.GetPaperId() + ".pdf", nil
 	}, func(id string, err error) { t.Errorf("%s: %v", id, err) })
 	shaA, shaB := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	p.add(ctx, []*pb.PaperUpdate{{PaperId: "held", Sha256: shaA}, {PaperId: "q", Sha256: shaA}})

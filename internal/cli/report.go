@@ -85,6 +85,20 @@ func (s *summary) add(p *pb.Paper) {
 	}
 }
 
+// addPlaced counts the succeeded papers of the placers' tally, as add counts each.
+func (s *summary) addPlaced(t *placedTally) {
+	s.Total += t.papers
+	s.Succeeded += t.papers
+	s.BytesStored += t.bytes
+	s.Cached += t.cached
+	for src, n := range t.bySource {
+		if s.BySource == nil {
+			s.BySource = map[string]int64{}
+		}
+		s.BySource[src] += n
+	}
+}
+
 // finish computes the rates.
 func (s *summary) finish(elapsed time.Duration) {
 	s.ElapsedSeconds = elapsed.Seconds()

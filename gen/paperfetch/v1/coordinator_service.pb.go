@@ -1949,7 +1949,11 @@ type PaperUpdate struct {
 	BlobKey string `protobuf:"bytes,9,opt,name=blob_key,json=blobKey,proto3" json:"blob_key,omitempty"`
 	// The URL: once SUCCEEDED the one the PDF came from (after redirects, as Paper.final_url,
 	// redacted), before that the candidate URL being tried (or to be tried next).
-	Url           string `protobuf:"bytes,10,opt,name=url,proto3" json:"url,omitempty"`
+	Url string `protobuf:"bytes,10,opt,name=url,proto3" json:"url,omitempty"`
+	// Which route produced the PDF, once SUCCEEDED (as in Paper.source: "url", "arxiv",
+	// "openalex"...; for a cache hit, the route of the paper it reused), so that a watcher that saw
+	// every paper succeed can count them by route without listing them again.
+	Source        string `protobuf:"bytes,11,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2050,6 +2054,13 @@ func (x *PaperUpdate) GetBlobKey() string {
 func (x *PaperUpdate) GetUrl() string {
 	if x != nil {
 		return x.Url
+	}
+	return ""
+}
+
+func (x *PaperUpdate) GetSource() string {
+	if x != nil {
+		return x.Source
 	}
 	return ""
 }
@@ -3234,7 +3245,7 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\rnext_start_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextStartAt\x12=\n" +
 	"\fpaused_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12\x1f\n" +
 	"\vpause_cause\x18\t \x01(\tR\n" +
-	"pauseCause\"\xd3\x02\n" +
+	"pauseCause\"\xeb\x02\n" +
 	"\vPaperUpdate\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.paperfetch.v1.PaperStateR\x05state\x12\x1a\n" +
@@ -3247,7 +3258,8 @@ const file_paperfetch_v1_coordinator_service_proto_rawDesc = "" +
 	"\x06sha256\x18\b \x01(\tR\x06sha256\x12\x19\n" +
 	"\bblob_key\x18\t \x01(\tR\ablobKey\x12\x10\n" +
 	"\x03url\x18\n" +
-	" \x01(\tR\x03url\"\xad\x01\n" +
+	" \x01(\tR\x03url\x12\x16\n" +
+	"\x06source\x18\v \x01(\tR\x06source\"\xad\x01\n" +
 	"\x0eActiveDownload\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x14\n" +
