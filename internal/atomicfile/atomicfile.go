@@ -77,6 +77,44 @@ func (d *Dir) Open(name string) (*os.File, error) { return d.open(name) }
 // Close releases the folder.
 func (d *Dir) Close() error { return d.close() }
 
+// ReadFile reads the file name (a path relative to the folder, without "..") into buf and
+// returns how many bytes it read: all of the file when it is shorter than buf, else its first
+// len(buf) bytes. It stops at the end of the file, or after a read that returned less than it
+// asked for once at least want bytes are in: a regular file's read returns less only at its
+// end, so a file of want bytes read into a buf of want+1 takes one read (and a longer file
+// shows as want+1 bytes). On Linux no *os.File is made (no fcntl, no finalizer): an open, the
+// reads and a close.
+func (d *Dir) ReadFile(name string, buf []byte, want int) (int, error) {
+	return d.readFile(name, buf, want)
+}
+
+// WriteFile puts data in the folder under the file name name (no folder), replacing a file
+// already there: the file appears whole or not at all (an unnamed file written and linked into
+// place, else a temporary name renamed). It is not synced. On Linux no *os.File is made: an
+// open, the writes, a link and a close.
+func (d *Dir) WriteFile(name string, data []byte) error {
+	if name == "" || filepath.Base(name) != name {
+		return fmt.Errorf("atomicfile: %q is not a file name", name)
+	}
+	if d.noUnnamed.Load() {
+		return d.writeNamed(name, data)
+	}
+	return d.writeFile(name, data)
+}
+
+// writeNamed is WriteFile through a temporary name (no unnamed files here).
+func (d *Dir) writeNamed(name string, data []byte) error {
+	f, err := createNamed(d.path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Abort()
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return f.Commit(filepath.Join(d.path, name))
+}
+
 // Create starts a new, empty file in the folder dir, where Commit will name it.
 func Create(dir string) (*File, error) { return create(dir, createUnnamed) }
 

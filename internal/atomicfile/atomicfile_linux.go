@@ -39,23 +39,29 @@ func linkProc(f *os.File, dirfd int, name, dst string) error {
 	}
 	var lerr error
 	if cerr := sc.Control(func(fd uintptr) {
-		lerr = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(fd)), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+		lerr = linkProcFD(int(fd), dirfd, name)
 	}); cerr != nil {
 		return fmt.Errorf("link %s: %w", dst, cerr)
 	}
-	return linkError(f, dst, lerr)
+	return linkError(f.Name(), dst, lerr)
 }
 
-// linkError is the error of linking f as dst: nil, os.ErrExist when dst exists, else an
-// *os.LinkError.
-func linkError(f *os.File, dst string, err error) error {
+// linkProcFD links the unnamed file open as fd as name in the folder dirfd through
+// /proc/self/fd.
+func linkProcFD(fd, dirfd int, name string) error {
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+}
+
+// linkError is the error of linking the file old as dst: nil, os.ErrExist when dst exists,
+// else an *os.LinkError.
+func linkError(old, dst string, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, unix.EEXIST):
-		return &os.LinkError{Op: "link", Old: f.Name(), New: dst, Err: os.ErrExist}
+		return &os.LinkError{Op: "link", Old: old, New: dst, Err: os.ErrExist}
 	}
-	return &os.LinkError{Op: "link", Old: f.Name(), New: dst, Err: err}
+	return &os.LinkError{Op: "link", Old: old, New: dst, Err: err}
 }
 
 // openDir opens the folder path (O_PATH: the descriptor only names it) and checks once that
@@ -90,26 +96,111 @@ func unsupported(err error) bool {
 // linkUnnamed gives the unnamed file f (created by d) the name dst, in d, relative to the open
 // folder: by descriptor (AT_EMPTY_PATH) where the process may, else through /proc/self/fd.
 func (d *Dir) linkUnnamed(f *os.File, dst string) error {
-	name := filepath.Base(dst)
-	if d.noEmptyPath.Load() {
-		return linkProc(f, d.fd, name, dst)
-	}
 	sc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var lerr error
 	if cerr := sc.Control(func(fd uintptr) {
-		lerr = unix.Linkat(int(fd), "", d.fd, name, unix.AT_EMPTY_PATH)
+		lerr = d.linkFD(int(fd), filepath.Base(dst))
 	}); cerr != nil {
 		return fmt.Errorf("link %s: %w", dst, cerr)
 	}
-	if errors.Is(lerr, unix.ENOENT) || errors.Is(lerr, unix.EPERM) {
+	return linkError(f.Name(), dst, lerr)
+}
+
+// linkFD gives the unnamed file open as fd (created in d) the file name name in d: by
+// descriptor (AT_EMPTY_PATH) where the process may, else through /proc/self/fd. The error is
+// the system's (EEXIST: name exists).
+func (d *Dir) linkFD(fd int, name string) error {
+	if d.noEmptyPath.Load() {
+		return linkProcFD(fd, d.fd, name)
+	}
+	err := unix.Linkat(fd, "", d.fd, name, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
 		// No CAP_DAC_READ_SEARCH: the kernel answers ENOENT.
 		d.noEmptyPath.Store(true)
-		return linkProc(f, d.fd, name, dst)
+		return linkProcFD(fd, d.fd, name)
 	}
-	return linkError(f, dst, lerr)
+	return err
+}
+
+// readFile is ReadFile: raw descriptor, reads retried on EINTR.
+func (d *Dir) readFile(name string, buf []byte, want int) (int, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: filepath.Join(d.path, name), Err: err}
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		k, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, &os.PathError{Op: "read", Path: filepath.Join(d.path, name), Err: err}
+		}
+		if k == 0 {
+			break
+		}
+		short := k < len(buf)-n
+		n += k
+		if short && n >= want {
+			break
+		}
+	}
+	return n, nil
+}
+
+// writeFile is WriteFile with an unnamed file (raw descriptor): written, linked as name (over
+// an existing name: linked under a temporary name, renamed over it), closed. A failed close
+// removes the name (the data may not all be there).
+func (d *Dir) writeFile(name string, data []byte) error {
+	path := func() string { return filepath.Join(d.path, name) }
+	fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		if unsupported(err) {
+			d.noUnnamed.Store(true)
+			return d.writeNamed(name, data)
+		}
+		return &os.PathError{Op: "open", Path: d.path, Err: err}
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = unix.Close(fd)
+		}
+	}()
+	for rest := data; len(rest) > 0; {
+		k, err := unix.Write(fd, rest)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "write", Path: path(), Err: err}
+		}
+		rest = rest[k:]
+	}
+	err = d.linkFD(fd, name)
+	if errors.Is(err, unix.EEXIST) {
+		// Replacing a file: link under a temporary name, then rename over it.
+		tmp := TempName(name)
+		if err = d.linkFD(fd, tmp); err == nil {
+			if err = unix.Renameat(d.fd, tmp, d.fd, name); err != nil {
+				_ = unix.Unlinkat(d.fd, tmp, 0)
+			}
+		}
+	}
+	if err != nil {
+		return &os.LinkError{Op: "link", Old: d.path, New: path(), Err: err}
+	}
+	closed = true
+	if err := unix.Close(fd); err != nil {
+		_ = unix.Unlinkat(d.fd, name, 0)
+		return &os.PathError{Op: "close", Path: path(), Err: err}
+	}
+	return nil
 }
 
 // open opens name in the folder for reading. The descriptor is not registered with the

@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -36,5 +37,30 @@ func unsupported(err error) bool { return errors.Is(err, errNoUnnamed) }
 func (d *Dir) linkUnnamed(*os.File, string) error { return errNoUnnamed }
 
 func (d *Dir) open(name string) (*os.File, error) { return os.Open(filepath.Join(d.path, name)) }
+
+// readFile is ReadFile through an *os.File.
+func (d *Dir) readFile(name string, buf []byte, want int) (int, error) {
+	f, err := d.open(name)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	for n < len(buf) {
+		k, err := f.Read(buf[n:])
+		short := k < len(buf)-n
+		n += k
+		if errors.Is(err, io.EOF) || (err == nil && k == 0) || (short && n >= want) {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeFile is WriteFile: no unnamed files here (noUnnamed is set).
+func (d *Dir) writeFile(name string, data []byte) error { return d.writeNamed(name, data) }
 
 func (d *Dir) close() error { return nil }

@@ -216,3 +216,80 @@ func TestRemoveTemps(t *testing.T) {
 		t.Fatalf("left %q, want %q", got, keep)
 	}
 }
+
+// Dir.WriteFile puts exactly the data under the name, replacing a file already there, and
+// leaves nothing else in the folder: unnamed files linked by descriptor, through /proc, or
+// temporary names; a name with a folder in it is refused.
+func TestDirWriteFile(t *testing.T) {
+	for name, set := range map[string]func(*Dir){
+		"dir":       nil,
+		"dir-proc":  func(d *Dir) { d.noEmptyPath.Store(true) },
+		"dir-named": func(d *Dir) { d.noUnnamed.Store(true) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			d, err := OpenDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if set != nil {
+				set(d)
+			}
+			for _, content := range []string{"first", "second, replacing the first", ""} {
+				if err := d.WriteFile("a.pdf", []byte(content)); err != nil {
+					t.Fatal(err)
+				}
+				got, err := os.ReadFile(filepath.Join(dir, "a.pdf"))
+				if err != nil || string(got) != content {
+					t.Fatalf("read a.pdf = %q, %v; want %q", got, err, content)
+				}
+				if n := names(t, dir); !slices.Equal(n, []string{"a.pdf"}) {
+					t.Fatalf("folder holds %q, want only a.pdf", n)
+				}
+			}
+			for _, bad := range []string{"", "sub/b.pdf", "../b.pdf"} {
+				if err := d.WriteFile(bad, []byte("x")); err == nil {
+					t.Fatalf("WriteFile(%q) succeeded", bad)
+				}
+			}
+			if n := names(t, dir); !slices.Equal(n, []string{"a.pdf"}) {
+				t.Fatalf("folder holds %q, want only a.pdf", n)
+			}
+		})
+	}
+}
+
+// Dir.ReadFile reads a file shorter than the buffer whole, the buffer's worth of a longer one,
+// and a missing file is os.ErrNotExist.
+func TestDirReadFile(t *testing.T) {
+	dir := t.TempDir()
+	d, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	content := strings.Repeat("0123456789", 1000)
+	if err := os.WriteFile(filepath.Join(dir, "sub", "b.pdf"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ buf, want, n int }{
+		{len(content) + 1, len(content), len(content)}, // the recorded size: one byte to spare
+		{len(content) + 1, 0, len(content)},
+		{len(content), len(content), len(content)},
+		{len(content) - 1, len(content) - 1, len(content) - 1}, // a longer file fills the buffer
+		{2 * len(content), len(content) + 5, len(content)},     // a shorter file: read to its end
+	} {
+		buf := make([]byte, c.buf)
+		n, err := d.ReadFile(filepath.Join("sub", "b.pdf"), buf, c.want)
+		if err != nil || n != c.n || string(buf[:n]) != content[:n] {
+			t.Fatalf("ReadFile(buf %d, want %d) = %d, %v; want %d bytes of the file", c.buf, c.want, n, err, c.n)
+		}
+	}
+	if _, err := d.ReadFile("missing.pdf", make([]byte, 10), 5); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ReadFile(missing) = %v, want os.ErrNotExist", err)
+	}
+}

@@ -195,3 +195,117 @@ func TestHeldLocalBlobIsLocalPath(t *testing.T) {
 		}
 	}
 }
+
+// A small blob is placed through placeSmall (one read, one write, raw descriptors) where the
+// folders are held and the file systems cannot clone: the placed file holds exactly the blob, a
+// file already there is replaced, a blob whose size or SHA-256 is not the recorded one (a bit
+// flipped, a byte more, a byte less) places nothing and is removed, and a missing blob is
+// os.ErrNotExist (PlaceNew then fetches it with ReadPaper). A blob of a copy buffer or more, or
+// without a SHA-256, is not placeSmall's.
+func TestPlaceSmallChecksTheBlob(t *testing.T) {
+	root := t.TempDir()
+	out, blobs := filepath.Join(root, "out"), filepath.Join(root, "blobs")
+	if err := os.MkdirAll(filepath.Join(blobs, "sha256", "cd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}
+	m.holdDirs()
+	defer m.release()
+	m.noClone.Store(true) // as after the first copy on ext4
+	ctx := context.Background()
+	blob := func(name string, content []byte) (*pb.Paper, string) {
+		t.Helper()
+		key := "sha256/cd/" + name + ".pdf"
+		if err := os.WriteFile(filepath.Join(blobs, filepath.FromSlash(key)), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(content)
+		p := &pb.Paper{Spec: &pb.PaperSpec{PaperId: name}, State: pb.PaperState_PAPER_STATE_SUCCEEDED,
+			BlobKey: key, Sha256: hex.EncodeToString(sum[:]), Size: int64(len(content))}
+		src, ok := m.localBlob(p)
+		if !ok {
+			t.Fatal("no local blob path")
+		}
+		return p, src
+	}
+	place := func(p *pb.Paper, src string) error {
+		t.Helper()
+		done, err := m.placeSmall(ctx, src, m.target(p), p)
+		if !done {
+			t.Fatalf("%s: placeSmall did not apply", p.GetSpec().GetPaperId())
+		}
+		return err
+	}
+	for _, size := range []int{0, 1, 20 << 10, copyBufSize - 1} {
+		content := bytes.Repeat([]byte{'%'}, size)
+		if size > 0 {
+			copy(content, fmt.Sprintf("%%PDF-1.7 %d\n", size))
+		}
+		name := fmt.Sprintf("fresh%d", size)
+		p, src := blob(name, content)
+		if size == 1 { // a file already there is replaced
+			if err := os.WriteFile(filepath.Join(out, name+".pdf"), []byte("an older file"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := place(p, src); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(out, name+".pdf")); err != nil || !bytes.Equal(b, content) {
+			t.Fatalf("%s: placed %d bytes, %v; want the blob's %d", name, len(b), err, len(content))
+		}
+	}
+	content := bytes.Repeat([]byte("%PDF-1.7 small paper\n"), 1000)
+	for name, mangle := range map[string]func([]byte) []byte{
+		"flipped": func(b []byte) []byte { c := bytes.Clone(b); c[len(c)-1] ^= 1; return c },
+		"longer":  func(b []byte) []byte { return append(bytes.Clone(b), 'x') },
+		"shorter": func(b []byte) []byte { return bytes.Clone(b[:len(b)-1]) },
+	} {
+		p, src := blob(name, content)
+		if err := os.WriteFile(src, mangle(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var ce *corruptBlobError
+		if err := place(p, src); !errors.As(err, &ce) {
+			t.Fatalf("%s blob: placeSmall = %v, want a corruptBlobError", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(out, name+".pdf")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s blob: a file was placed (%v)", name, err)
+		}
+		if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s blob: not removed (%v)", name, err)
+		}
+	}
+	p, src := blob("missing", content)
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	if err := place(p, src); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing blob: placeSmall = %v, want os.ErrNotExist", err)
+	}
+	big, bigSrc := blob("big", bytes.Repeat([]byte{'x'}, copyBufSize))
+	noSHA, noSHASrc := blob("nosha", content)
+	noSHA.Sha256 = ""
+	for _, c := range []struct {
+		p   *pb.Paper
+		src string
+	}{{big, bigSrc}, {noSHA, noSHASrc}} {
+		if done, err := m.placeSmall(ctx, c.src, m.target(c.p), c.p); done {
+			t.Fatalf("%s: placeSmall applied (%v)", c.p.GetSpec().GetPaperId(), err)
+		}
+	}
+	var names []string
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"fresh0.pdf", "fresh1.pdf", "fresh20480.pdf", fmt.Sprintf("fresh%d.pdf", copyBufSize-1)}; !slices.Equal(names, want) {
+		t.Fatalf("output folder holds %q, want %q", names, want)
+	}
+}
