@@ -91,6 +91,8 @@ type downloader struct {
 // newHTTPClient builds the hardened HTTP client: SSRF-guarded dialer, timeouts on connect, TLS
 // handshake and response headers, no proxy from the environment (a proxy would bypass the
 // guard), a redirect limit with loop detection, and scheme/credential checks on redirects.
+// Without a forward proxy its transport is an h1Transport (plain-http requests written and
+// read by the caller) over the http.Transport (everything else).
 func newHTTPClient(cfg *Config, g *guard) *http.Client {
 	d := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	var proxy func(*http.Request) (*url.URL, error) // none from the environment: see proxy.go
@@ -115,10 +117,19 @@ func newHTTPClient(cfg *Config, g *guard) *http.Client {
 		ForceAttemptHTTP2:   true,
 		ReadBufferSize:      256 << 10,
 		WriteBufferSize:     16 << 10,
+		// PDFs are compressed already: asking for gzip only costs a decompression (and made
+		// the body's length and validator unknown, so no resume). h1Transport never asks.
+		DisableCompression: true,
+	}
+	// Plain-http requests go over h1Transport's connections unless a forward proxy carries
+	// them all.
+	var rt http.RoundTripper = tr
+	if proxy == nil {
+		rt = newH1Transport(tr)
 	}
 	maxRedirects := cfg.MaxRedirects
 	return &http.Client{
-		Transport: tr,
+		Transport: rt,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if host, ok := req.Context().Value(stayOnHostKey{}).(string); ok && !strings.EqualFold(req.URL.Host, host) {
 				return http.ErrUseLastResponse // a resolution step reports the other host instead

@@ -204,8 +204,12 @@ func TestFetchServiceLimits(t *testing.T) {
 // them after idleConnTimeout.
 func TestHTTPClientIdleBounds(t *testing.T) {
 	tf := newTestFetcher(t, func(c *Config) { c.Slots, c.Prefetch = 16, 4 })
-	tr := tf.dl.client.Transport.(*http.Transport)
-	if tr.MaxIdleConns != 48 || tr.MaxIdleConnsPerHost != 20 || tr.IdleConnTimeout != idleConnTimeout || tr.Proxy != nil {
+	h1 := tf.dl.client.Transport.(*h1Transport)
+	if h1.maxIdle != 48 || h1.maxIdlePerHost != 20 || h1.idleTimeout != idleConnTimeout {
+		t.Fatalf("h1: maxIdle %d, maxIdlePerHost %d, idleTimeout %s", h1.maxIdle, h1.maxIdlePerHost, h1.idleTimeout)
+	}
+	tr := h1.std
+	if tr.MaxIdleConns != 48 || tr.MaxIdleConnsPerHost != 20 || tr.IdleConnTimeout != idleConnTimeout || tr.Proxy != nil || !tr.DisableCompression {
 		t.Fatalf("MaxIdleConns %d, MaxIdleConnsPerHost %d, IdleConnTimeout %s", tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.IdleConnTimeout)
 	}
 }
