@@ -209,10 +209,15 @@ func validHeader(h http.Header) error {
 
 // conn returns an idle connection to key (unless fresh), else a new one.
 func (t *h1Transport) conn(ctx context.Context, key string, fresh bool) (*h1Conn, bool, error) {
-	if !fresh {
-		if pc := t.takeIdle(key); pc != nil {
+	for !fresh {
+		pc := t.takeIdle(key)
+		if pc == nil {
+			break
+		}
+		if pc.quiet() {
 			return pc, true, nil
 		}
+		pc.close()
 	}
 	c, err := t.dial(ctx, "tcp", key)
 	if err != nil {

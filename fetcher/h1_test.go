@@ -170,8 +170,9 @@ func TestH1ReusesConnectionReadToTheEnd(t *testing.T) {
 	}
 }
 
-// TestH1RetriesStaleIdleConnection: an idle connection the origin closed fails the next
-// request before any response byte; it is sent again on a new connection, once.
+// TestH1RetriesStaleIdleConnection: a reused connection the origin closes as the next request
+// arrives (its idle timeout) fails that request before any response byte; it is sent again on
+// a new connection, once.
 func TestH1RetriesStaleIdleConnection(t *testing.T) {
 	var served atomic.Int64
 	o := newRawOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
@@ -180,7 +181,7 @@ func TestH1RetriesStaleIdleConnection(t *testing.T) {
 		}
 		served.Add(1)
 		pdfResponse(c, fmt.Sprintf("%%PDF conn %d", i))
-		// Then the origin drops the kept-alive connection without telling.
+		readRequest(br) // the next request on the kept-alive connection: dropped unanswered
 	})
 	h1 := newTestH1(t, nil)
 	for i := range 3 {
@@ -410,5 +411,44 @@ func TestH1Handles(t *testing.T) {
 	req.Header.Set("If-Range", "\"etag\"\r\nX-Injected: 1")
 	if _, err := h1.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "invalid header field value") {
 		t.Fatalf("header with a newline: %v", err)
+	}
+}
+
+// TestH1IdleConnectionThatSpoke: an idle connection on which the origin sent something (a 408
+// before closing it) or that it closed is not reused: the next request goes over a new
+// connection and gets its own answer, not the stale one.
+func TestH1IdleConnectionThatSpoke(t *testing.T) {
+	speak, spoke := make(chan struct{}, 2), make(chan struct{}, 2)
+	o := newRawOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); !ok {
+			return
+		}
+		pdfResponse(c, fmt.Sprintf("%%PDF conn %d", i))
+		if i < 2 {
+			<-speak // once the client read the response and made the connection idle
+		}
+		switch i {
+		case 0:
+			_, _ = io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			spoke <- struct{}{}
+			_, _ = br.ReadByte() // holds the connection open until the client closes it
+		case 1:
+			_ = c.Close()
+			spoke <- struct{}{}
+		}
+	})
+	h1 := newTestH1(t, nil)
+	for i := range 3 {
+		resp, err := get(t, h1, t.Context(), o.url("/p"))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if body, want := readAll(t, resp), fmt.Sprintf("%%PDF conn %d", i); resp.StatusCode != 200 || body != want {
+			t.Fatalf("request %d: %d %q, want 200 %q", i, resp.StatusCode, body, want)
+		}
+		if i < 2 {
+			speak <- struct{}{}
+			<-spoke
+		}
 	}
 }

@@ -1,0 +1,7 @@
+//go:build !unix
+
+package fetcher
+
+// quiet reports whether the idle connection pc may be reused: where it cannot be checked
+// without reading (see the unix version), it counts as quiet.
+func (pc *h1Conn) quiet() bool { return true }
