@@ -31,8 +31,8 @@ const max1xxResponses = 5
 //
 // Why: net/http's HTTP/1 transport hands each request to a writer goroutine and each response
 // from a reader goroutine, four goroutine switches per request; for 20 KiB papers that was
-// 62 µs of CPU per request against 38 µs written and read in the caller (10,000 GETs, 16 at
-// a time, bench/ANALYSIS.md "CPU per paper").
+// 62–72 µs of CPU per request against 38–44 µs written and read in the caller (10,000 GETs, 16
+// at a time; bench/ANALYSIS.md, "The fetcher's HTTP exchange in the caller's goroutine").
 //
 // What it keeps from http.Transport: the dialer (SSRF guard, connect timeout, TCP keep-alive),
 // ResponseHeaderTimeout, response headers bounded by maxResponseHeaderBytes and 1xx responses
