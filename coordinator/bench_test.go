@@ -2,21 +2,32 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 // benchFetcher is a minimal fake fetcher for benchmarks: it completes every Assign at once
 // and returns credits in groups.
 func benchFetcher(b *testing.B, h *harness, id string, slots int, completed *atomic.Int64) func() {
+	return benchFetcherWith(b, h, id, slots, completed, completedEv)
+}
+
+// benchFetcherWith is benchFetcher completing every Assign with the event completion makes.
+func benchFetcherWith(b *testing.B, h *harness, id string, slots int, completed *atomic.Int64, completion func(*pb.Assign) *pb.DownloadEvent) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := h.gw.Work(ctx)
 	if err != nil {
@@ -39,7 +50,7 @@ func benchFetcher(b *testing.B, h *harness, id string, slots int, completed *ato
 				continue
 			}
 			// A completion the gateway accepts (a SHA-256 and its content-addressed blob key).
-			if err := stream.Send(eventReq(a, 1, completedEv(a))); err != nil {
+			if err := stream.Send(eventReq(a, 1, completion(a))); err != nil {
 				return
 			}
 			completed.Add(1)
@@ -95,6 +106,68 @@ func BenchmarkDurableCompletions(b *testing.B) {
 		}
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkVerifiedCompletions is BenchmarkDurableCompletions with a local (file://) blob
+// store, as `paperfetch get` runs its coordinator: every completion is verified (one blob,
+// which every completion names) before the paper SUCCEEDED. cpu-µs/completion is the
+// process's CPU time (user and system, getrusage) per completion, fake fetchers included.
+func BenchmarkVerifiedCompletions(b *testing.B) {
+	blobDir := b.TempDir()
+	url := "file://" + filepath.ToSlash(blobDir)
+	bucket, err := blobstore.Open(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	content := []byte("%PDF-1.7\n" + strings.Repeat("x", 991))
+	sum := sha256.Sum256(content)
+	sha := hex.EncodeToString(sum[:])
+	key := blobstore.ContentKey(sha)
+	if err := bucket.WriteAll(context.Background(), key, content, nil); err != nil {
+		b.Fatal(err)
+	}
+	h := startHarness(b, func(c *Config) {
+		c.PerHostConcurrency = 1 << 16
+		c.InboxSize = 1 << 16
+		c.Bucket, c.BucketURL = bucket, url
+	})
+	n := max(b.N, 5000)
+	submitBenchBatch(b, h, n)
+	var completed atomic.Int64
+	completion := func(a *pb.Assign) *pb.DownloadEvent {
+		return &pb.DownloadEvent{Kind: &pb.DownloadEvent_Completed{Completed: &pb.DownloadCompleted{
+			Sha256: sha, Size: int64(len(content)), BlobKey: key, FinalUrl: a.GetUrl(), ContentType: "application/pdf"}}}
+	}
+	b.ResetTimer()
+	cpu0 := cpuTime(b)
+	start := time.Now()
+	var stops []func()
+	for i := 0; i < 2; i++ {
+		stops = append(stops, benchFetcherWith(b, h, fmt.Sprintf("f%d", i), 512, &completed, completion))
+	}
+	final := watchToEnd(b, h, "bench")
+	elapsed := time.Since(start)
+	cpu := cpuTime(b) - cpu0
+	b.StopTimer()
+	for _, s := range stops {
+		s()
+	}
+	if final.GetCounts().GetSucceeded() != int64(n) {
+		b.Fatalf("final %v", final)
+	}
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "completions/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/completion")
+	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTime returns the CPU time (user and system) the process used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // submitBenchBatch submits batch "bench" of n papers on 100 hosts, in chunks of 5,000.

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 // maxDrain bounds the messages applied in one loop iteration (one group commit).
@@ -33,6 +34,9 @@ type Coordinator struct {
 	gcJobs     chan []string   // released blobs to delete from the blob store (delete.go)
 	watchers   *watchAdmission // WatchBatch streams per batch and per client
 	onWatch    func(*watcher)  // tests: called with every registered watcher
+	// blobDir is the folder of a local blob store (file://), whose completions the Work
+	// streams' receivers check themselves (checkCompletions); "" otherwise.
+	blobDir string
 
 	closeStreamsOnce sync.Once
 	streamsClosed    chan struct{} // closed by CloseStreams
@@ -69,6 +73,9 @@ func Open(cfg Config) (*Coordinator, error) {
 	c.loop.verifyCh = c.verifyJobs
 	if cfg.Bucket != nil {
 		c.loop.gcCh = c.gcJobs
+	}
+	if dir, ok := blobstore.LocalDir(cfg.BucketURL); ok && cfg.Bucket != nil {
+		c.blobDir = dir
 	}
 	if cfg.Bucket == nil {
 		cfg.Logger.Warn("no blob store: completions reported by fetchers are believed without verification")

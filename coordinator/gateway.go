@@ -110,7 +110,8 @@ func (g *gateway) Work(stream pb.FetcherGatewayService_WorkServer) error {
 				recvErr <- err
 				return
 			}
-			if err := g.c.postWait(ctx, &streamMsg{c: conn, req: req, places: places}); err != nil {
+			msg := &streamMsg{c: conn, req: req, places: places, checks: g.c.checkCompletions(req)}
+			if err := g.c.postWait(ctx, msg); err != nil {
 				conn.release(places)
 				recvErr <- err
 				return

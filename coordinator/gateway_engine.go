@@ -143,6 +143,12 @@ func cancelMsg(leaseID, reason string) *pb.WorkResponse {
 // onRequest handles one message of an established stream. A lease is renewed only by its own
 // events (deadline.go).
 func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
+	e.onChecked(c, r, nil, now)
+}
+
+// onChecked is onRequest with the verdicts of the receiver's blob checks (checkCompletions,
+// indexed as the events; nil: none).
+func (e *engine) onChecked(c *fetcherConn, r *pb.WorkRequest, checks []blobCheck, now time.Time) {
 	if c.closed {
 		return
 	}
@@ -151,13 +157,13 @@ func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
 	case *pb.WorkRequest_Credits:
 		e.addCredits(c, int(m.Credits.GetCredits()))
 	case *pb.WorkRequest_Event:
-		e.onEvent(c, m.Event, now)
+		e.onEvent(c, m.Event, checkOf(checks, 0), now)
 		// A batch (step 9): the events in order, as separate messages would be.
-		for _, ev := range r.GetMoreEvents() {
+		for i, ev := range r.GetMoreEvents() {
 			if c.closed {
 				return // an event of the batch broke the stream
 			}
-			e.onEvent(c, ev, now)
+			e.onEvent(c, ev, checkOf(checks, i+1), now)
 		}
 		// Credits folded into the event (step 8) are the stream's, not the event's lease's:
 		// they count whatever became of the event (stale, duplicate, foreign), as a Credits
@@ -170,6 +176,14 @@ func (e *engine) onRequest(c *fetcherConn, r *pb.WorkRequest, now time.Time) {
 		c.kill(fmt.Errorf("%w: hello sent twice", errInvalid))
 		e.dropConn(c, "protocol error: second hello", now)
 	}
+}
+
+// checkOf returns the verdict of event i (not done when there is none).
+func checkOf(checks []blobCheck, i int) blobCheck {
+	if i < len(checks) {
+		return checks[i]
+	}
+	return blobCheck{}
 }
 
 // addCredits adds n credits (a Credits message, or credits folded into an event) to c's,
@@ -218,7 +232,7 @@ func (e *engine) onGone(c *fetcherConn, now time.Time) {
 // Ack. Events of stale leases and duplicates are dropped; terminal ones are still acknowledged
 // (after the commit) so the fetcher forgets them. A completion is verified against the blob
 // store before it is believed (verify.go).
-func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
+func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, chk blobCheck, now time.Time) {
 	isTerminal := ev.GetCompleted() != nil || ev.GetFailed() != nil || ev.GetResolved() != nil
 	idx, attempt, ok := e.ids.check(ev.GetLeaseId(), c.id)
 	if !ok || int(idx) >= len(e.papers) {
@@ -270,7 +284,7 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, now time.Time) {
 		if l.resolve != nil {
 			e.fail(l, protocolFailure("a completed download for a resolution step"), now)
 		} else if e.verify {
-			e.startVerify(l, k.Completed, ev.GetSequence())
+			e.startVerify(l, k.Completed, ev.GetSequence(), chk, now)
 			return
 		} else {
 			e.complete(l, k.Completed, now)
@@ -636,11 +650,13 @@ type streamMsg struct {
 	req *pb.WorkRequest
 	// places is how many places of the stream's inbox share the message holds (budget.take).
 	places int
+	// checks are the receiver's verdicts on the message's completions (checkCompletions).
+	checks []blobCheck
 }
 
 func (m *streamMsg) apply(e *engine, now time.Time) {
 	m.c.release(m.places)
-	e.onRequest(m.c, m.req, now)
+	e.onChecked(m.c, m.req, m.checks, now)
 }
 
 // goneMsg reports the end of a Work stream: its leases are re-queued.

@@ -10,6 +10,7 @@ import (
 
 	"gocloud.dev/blob"
 
+	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
@@ -96,5 +97,48 @@ func TestVerifyBlobStatsTheBlobStoresFile(t *testing.T) {
 		if err := verifyBlob(ctx, bucket, url, key, 21); !errors.Is(err, errNotVerified) {
 			t.Errorf("prefix %q: the size of the file outside the prefix: err = %v, want not verified", prefix, err)
 		}
+	}
+}
+
+// TestLocalBlobStoreCompletionsCheckedByTheReceiver: with a local (file://) blob store, a Work
+// stream's receiver checks the completions itself (checkCompletions) and the loop applies
+// them at once: the verifiers get none. Here no verifier ever gets a job (the loop's hand-off
+// channel is nil), yet the stored paper SUCCEEDED and the one whose blob is missing failed (its only
+// attempt refused: not in the blob store), as the verifiers would have decided. On the code before, both
+// completions waited for a verifier forever.
+func TestLocalBlobStoreCompletionsCheckedByTheReceiver(t *testing.T) {
+	blobDir := t.TempDir()
+	url := "file://" + filepath.ToSlash(blobDir)
+	bucket, err := blobstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bucket.Close() }()
+	h := startHarnessWith(t, func(c *Config) {
+		c.Bucket, c.BucketURL, c.MaxAttempts = bucket, url, 1
+	}, func(c *Coordinator) { c.loop.verifyCh = nil })
+	store := storingFetcher(t, bucket)
+	startFetcher(t, h, "f", 2, func(f *fakeFetcher, a *pb.Assign) {
+		if a.GetPaperId() == "v-0" {
+			store(f, a)
+			return
+		}
+		f.complete(a) // no blob written
+		f.credit(1)
+	})
+	ctx := ctxT(t)
+	if _, err := h.api.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "v", Papers: specs("v", 2, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	b := watchToEnd(t, h, "v")
+	if b.GetCounts().GetSucceeded() != 1 || b.GetCounts().GetFailed() != 1 {
+		t.Fatalf("final counts %v, want 1 succeeded and 1 failed", b.GetCounts())
+	}
+	missing, err := h.api.GetPaper(ctx, &pb.GetPaperRequest{BatchId: "v", PaperId: "v-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := missing.GetPaper(); p.GetLastFailureReason() != pb.FailureReason_FAILURE_REASON_ATTEMPTS_EXHAUSTED || !strings.Contains(p.GetLastError(), "not in the coordinator's blob store") {
+		t.Fatalf("paper without a blob: %v", p)
 	}
 }
