@@ -74,11 +74,11 @@ func (s *kvSnapshot) release() {
 }
 
 func (s *kvSnapshot) spec(idx uint32) ([]byte, error) {
-	tx, err := s.view()
+	b, err := s.paperBuckets()
 	if err != nil {
 		return nil, err
 	}
-	raw := tx.bucket(bucketSpecs).Get(key32(idx))
+	raw := b.specs.Get(key32(idx))
 	if raw == nil {
 		return nil, fmt.Errorf("%w: spec of paper %d missing", errInternal, idx)
 	}
@@ -86,15 +86,26 @@ func (s *kvSnapshot) spec(idx uint32) ([]byte, error) {
 }
 
 func (s *kvSnapshot) paper(idx uint32, rec *storedPaper, spec *pb.PaperSpec) error {
-	tx, err := s.view()
+	b, err := s.paperBuckets()
 	if err != nil {
 		return err
 	}
+	return b.read(idx, rec, spec)
+}
+
+// paperBuckets returns the paper buckets of the snapshot, looked up at its first paper or spec
+// read: the engine reads a spec per Assign, and a read-only bbolt transaction builds a new
+// Bucket on every lookup, Bucket.Get a new cursor.
+func (s *kvSnapshot) paperBuckets() (*paperBuckets, error) {
 	if s.buckets == nil {
+		tx, err := s.view()
+		if err != nil {
+			return nil, err
+		}
 		b := openPaperBuckets(tx)
 		s.buckets = &b
 	}
-	return s.buckets.read(idx, rec, spec)
+	return s.buckets, nil
 }
 
 func (s *kvSnapshot) plan(idx uint32) ([]byte, error) {

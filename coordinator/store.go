@@ -355,9 +355,13 @@ func (s *store) commit(w *writeSet) error {
 			}
 		}
 		var rec storedPaper
-		for _, d := range w.dirty {
+		// One cursor per bucket for the reads, and one buffer for the records written (a
+		// Put's value must stay valid until the transaction ends).
+		pg, rg := getterOf(pbk), getterOf(rb)
+		fixed := make([]byte, recordFixed*len(w.dirty))
+		for i, d := range w.dirty {
 			k := key32(d.idx)
-			old := pbk.Get(k)
+			old := pg.Get(k)
 			if old == nil {
 				return fmt.Errorf("paper %d: record missing", d.idx)
 			}
@@ -369,13 +373,13 @@ func (s *store) commit(w *writeSet) error {
 			if c != nil && c.success {
 				rec.size, rec.urlHash, rec.finalHash = c.size, c.urlHash, c.finalHash
 			}
-			if err := pbk.Put(k, rec.marshalFixed(make([]byte, 0, recordFixed))); err != nil {
+			if err := pbk.Put(k, rec.marshalFixed(fixed[i*recordFixed:i*recordFixed:(i+1)*recordFixed])); err != nil {
 				return fmt.Errorf("paper %d: %w", d.idx, err)
 			}
 			if c == nil || (!c.setError && !c.success) {
 				continue
 			}
-			if err := rec.unmarshalResults(rb.Get(k)); err != nil {
+			if err := rec.unmarshalResults(rg.Get(k)); err != nil {
 				return fmt.Errorf("paper %d: %w", d.idx, err)
 			}
 			if c.setError {

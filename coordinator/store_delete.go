@@ -107,11 +107,17 @@ func addBlobRef(refs kvBucket, key string, delta int64) error {
 }
 
 func addBlobRefCount(refs kvBucket, key string, delta int64) (int64, error) {
+	return addBlobRefVia(refs, refs, key, delta)
+}
+
+// addBlobRefVia is addBlobRefCount reading the count through get, a kvGetter of refs (getterOf:
+// one cursor for a fold's many lookups).
+func addBlobRefVia(refs kvBucket, get kvGetter, key string, delta int64) (int64, error) {
 	if key == "" {
 		return 0, nil
 	}
 	var n int64
-	if v := refs.Get([]byte(key)); len(v) == 8 {
+	if v := get.Get([]byte(key)); len(v) == 8 {
 		n = int64(binary.BigEndian.Uint64(v))
 	}
 	n = max(n+delta, 0)
@@ -209,10 +215,12 @@ func (s *store) commitBlobRefs(tx kvTx, w *writeSet) (refLog, error) {
 func foldRefs(tx kvTx) (int, error) {
 	nr := tx.bucket(bucketNewRefs)
 	refs := tx.bucket(bucketBlobRefs)
+	get := getterOf(refs)
 	var seqs [][]byte // at most foldRefsAt plus one commit's
 	err := nr.ForEach(func(k, v []byte) error {
 		seqs = append(seqs, append([]byte(nil), k...))
-		return addBlobRef(refs, string(v), 1)
+		_, err := addBlobRefVia(refs, get, string(v), 1)
+		return err
 	})
 	if err != nil {
 		return 0, err
