@@ -152,35 +152,35 @@ func preparePapers(field string, specs []*pb.PaperSpec) ([]preparedPaper, [32]by
 	var lenBuf [binary.MaxVarintLen64]byte
 	for i, s := range specs {
 		id := s.GetPaperId()
-		path := fmt.Sprintf("%s[%d]", field, i)
+		path := func() string { return fmt.Sprintf("%s[%d]", field, i) } // for errors only
 		if id == "" || len(id) > validate.MaxPaperIDBytes || strings.IndexByte(id, 0) >= 0 {
-			return nil, sum, validate.Field(path+".paper_id", fmt.Sprintf("must be 1 to %d bytes without NUL", validate.MaxPaperIDBytes))
+			return nil, sum, validate.Field(path()+".paper_id", fmt.Sprintf("must be 1 to %d bytes without NUL", validate.MaxPaperIDBytes))
 		}
 		if j, dup := seen[id]; dup {
-			return nil, sum, validate.Field(path+".paper_id", fmt.Sprintf("duplicate of %s[%d].paper_id %q", field, j, validate.Truncate(id, 64)))
+			return nil, sum, validate.Field(path()+".paper_id", fmt.Sprintf("duplicate of %s[%d].paper_id %q", field, j, validate.Truncate(id, 64)))
 		}
 		seen[id] = i
 		var doi string
 		if s.GetDoi() != "" {
 			d, err := validate.NormalizeDOI(s.GetDoi())
 			if err != nil {
-				return nil, sum, validate.Field(path+".doi", err.Error())
+				return nil, sum, validate.Field(path()+".doi", err.Error())
 			}
 			doi = d
 			if n := len(s.GetUrls()); n > validate.MaxURLsWithDOI {
-				return nil, sum, validate.Field(path+".urls", fmt.Sprintf("at most %d URLs with a doi, got %d", validate.MaxURLsWithDOI, n))
+				return nil, sum, validate.Field(path()+".urls", fmt.Sprintf("at most %d URLs with a doi, got %d", validate.MaxURLsWithDOI, n))
 			}
 		} else if n := len(s.GetUrls()); n == 0 || n > validate.MaxURLsPerPaper {
-			return nil, sum, validate.Field(path+".urls", fmt.Sprintf("1 to %d URLs required, got %d", validate.MaxURLsPerPaper, n))
+			return nil, sum, validate.Field(path()+".urls", fmt.Sprintf("1 to %d URLs required, got %d", validate.MaxURLsPerPaper, n))
 		}
 		for j, u := range s.GetUrls() {
 			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-				return nil, sum, validate.Field(fmt.Sprintf("%s.urls[%d]", path, j), "must be an http or https URL")
+				return nil, sum, validate.Field(fmt.Sprintf("%s.urls[%d]", path(), j), "must be an http or https URL")
 			}
 		}
 		raw, err := opts.Marshal(s)
 		if err != nil {
-			return nil, sum, validate.Field(path, err.Error())
+			return nil, sum, validate.Field(path(), err.Error())
 		}
 		h.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(raw)))])
 		h.Write(raw)
