@@ -65,8 +65,11 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	if err != nil {
 		return nil, outcome{}, permanent(pb.FailureReason_FAILURE_REASON_BAD_URL, "%v", err)
 	}
-	req.Header = a.d.reqHeader.Clone()
+	// Shared by every request, read only: neither http.Client nor the transports write to a
+	// request's header (the client clones it for redirects); a resume adds to a copy.
+	req.Header = a.d.reqHeader
 	if offset > 0 {
+		req.Header = a.d.reqHeader.Clone()
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 		req.Header.Set("If-Range", validator)
 	}

@@ -71,7 +71,8 @@ type downloader struct {
 	client    *http.Client
 	userAgent string
 	// reqHeader is every request's header (Config.Headers, then User-Agent and Accept), built once
-	// by newRequestHeader: a request gets a Clone (2 allocations, not one per header).
+	// by newRequestHeader and never written: a request without Range carries it, one with
+	// Range a Clone (2 allocations, not one per header).
 	reqHeader http.Header
 	proxy     *Config // set when downloads go through a proxy (Config.Proxy)
 	guard     *guard

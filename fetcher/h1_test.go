@@ -452,3 +452,56 @@ func TestH1IdleConnectionThatSpoke(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteGETAsRequestWrite: writeGET writes the bytes http.Request.Write writes, for the
+// requests it covers and for those it hands to Request.Write.
+func TestWriteGETAsRequestWrite(t *testing.T) {
+	base := newRequestHeader(http.Header{"Cookie": {"a=1", " b=2 "}, "X-Api-Key": {"k\t"}}, "paperfetch/test (+mailto:x@example.org)")
+	cases := []struct {
+		url string
+		set func(*http.Request)
+	}{
+		{"http://example.org/a.pdf", nil},
+		{"http://example.org", nil},
+		{"http://127.0.0.1:8080/pdf/7?size=20480&x=%20y", nil},
+		{"http://[::1]:8080/a%2Fb.pdf#frag", nil},
+		{"http://[fe80::1%25eth0]:80/a.pdf", nil}, // a zone: Request.Write
+		{"http://example.org/r.pdf", func(r *http.Request) {
+			r.Header.Set("Range", "bytes=100-")
+			r.Header.Set("If-Range", `"etag-1"`)
+		}},
+		{"http://example.org/c.pdf", func(r *http.Request) { r.Close = true }},
+		{"http://example.org/n.pdf", func(r *http.Request) { r.Header.Del("User-Agent") }},
+		{"http://example.org/e.pdf", func(r *http.Request) { r.Header.Set("User-Agent", "  ") }},
+		{"http://example.org/h.pdf", func(r *http.Request) { r.Host = "other.example:81" }},
+		{"http://example.org/m.pdf", func(r *http.Request) {
+			for i := range maxFastHeaders {
+				r.Header.Set(fmt.Sprintf("X-H%02d", i), "v")
+			}
+		}},
+	}
+	for _, tc := range cases {
+		req, err := http.NewRequest(http.MethodGet, tc.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = base.Clone()
+		if tc.set != nil {
+			tc.set(req)
+		}
+		var want, got strings.Builder
+		if err := req.Write(&want); err != nil {
+			t.Fatal(err)
+		}
+		bw := bufio.NewWriter(&got)
+		if err := writeGET(bw, req); err != nil {
+			t.Fatal(err)
+		}
+		if err := bw.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Errorf("%s:\ngot  %q\nwant %q", tc.url, got.String(), want.String())
+		}
+	}
+}
