@@ -32,6 +32,12 @@ const (
 	DefaultTimeout            = 10 * time.Minute
 	// DefaultDrainGrace is how long Close lets running downloads finish.
 	DefaultDrainGrace = 2 * time.Second
+	// WatchInterval is the embedded coordinator's coordinator.Config.WatchInterval: its
+	// watchers are in-process (get's progress display and placers), so an update costs no
+	// network, and the papers of the last one, placed by get after the last download, are at
+	// most 100 ms of downloads (the coordinator's 250 ms default: ~650 papers at 2,600 papers/s,
+	// 27 ms of two placers' work after the batch completed).
+	WatchInterval = 100 * time.Millisecond
 )
 
 // Bounds of Options, checked by Validate.
@@ -170,6 +176,7 @@ func (o *Options) coordinatorConfig() coordinator.Config {
 	c.MaxAttempts = o.Retries + 1
 	c.Resolve = o.resolve()
 	c.ReconnectGrace = 0
+	c.WatchInterval = WatchInterval
 	c.Limits = &pb.DownloadLimits{MaxSizeBytes: o.MaxSize, Timeout: durationpb.New(o.Timeout)}
 	if o.TuneCoordinator != nil {
 		o.TuneCoordinator(&c)

@@ -248,3 +248,22 @@ func TestCloseEndsStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The embedded coordinator updates its in-process watchers every embedded.WatchInterval, not
+// every coordinator.DefaultWatchInterval: get places the papers of the last update after the
+// last download.
+func TestWatchInterval(t *testing.T) {
+	o := testOptions(t.TempDir(), nil)
+	var got time.Duration
+	o.TuneCoordinator = func(c *coordinator.Config) { c.NoSync, got = true, c.WatchInterval }
+	sys, err := embedded.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got != embedded.WatchInterval || got >= coordinator.DefaultWatchInterval {
+		t.Fatalf("watch interval %v, want %v", got, embedded.WatchInterval)
+	}
+}

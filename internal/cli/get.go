@@ -437,6 +437,7 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 		r.placer.add(runCtx, succeeded)
 	})
 	r.placer.close() // the queued papers are placed (or dropped: the run stopped)
+	r.logger.Info("watch ended, placers done", "batch", r.batchID, "err", werr)
 	if fill != nil { // the watch ended before its first message: nothing was appended
 		submitDone <- nil
 	}
