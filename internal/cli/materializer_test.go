@@ -239,7 +239,7 @@ func TestPlaceSmallChecksTheBlob(t *testing.T) {
 		}
 		return err
 	}
-	for _, size := range []int{0, 1, 20 << 10, copyBufSize - 1} {
+	for _, size := range []int{0, 1, 20 << 10, 64 << 10, copyBufSize - 1} {
 		content := bytes.Repeat([]byte{'%'}, size)
 		if size > 0 {
 			copy(content, fmt.Sprintf("%%PDF-1.7 %d\n", size))
@@ -305,7 +305,7 @@ func TestPlaceSmallChecksTheBlob(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"fresh0.pdf", "fresh1.pdf", "fresh20480.pdf", fmt.Sprintf("fresh%d.pdf", copyBufSize-1)}; !slices.Equal(names, want) {
+	if want := []string{"fresh0.pdf", "fresh1.pdf", "fresh20480.pdf", "fresh65536.pdf", fmt.Sprintf("fresh%d.pdf", copyBufSize-1)}; !slices.Equal(names, want) {
 		t.Fatalf("output folder holds %q, want %q", names, want)
 	}
 }
