@@ -39,6 +39,7 @@ type materializer struct {
 	mu       sync.Mutex
 	names    map[string]string // lower-case templated name -> paper id, to keep names unique
 	bufs     sync.Pool         // *copier: the buffers and hash states of copies (none allocated per file)
+	bigBufs  sync.Pool         // *copier with bigCopyBufSize buffers: copies of more than copyBufSize
 	// noClone: a clone between the blob store and the output folder failed as unsupported, so
 	// the next copies do not try again (both folders are fixed for the run: one failed ioctl
 	// per file saved where the file system cannot clone, as on ext4).
@@ -98,6 +99,12 @@ func (m *materializer) heldBlob(src string) (string, bool) {
 // 5 MB of peak RSS on 10,000 papers; 72 KiB is 9 of the runtime's 8 KiB pages, 64 KiB + 1
 // would take as many).
 const copyBufSize = 72 << 10
+
+// bigCopyBufSize is the buffer of a copy of more than copyBufSize bytes: 4 times fewer read and
+// write calls than copyBufSize, and still in a core's cache between the hash and the write
+// (a 512 MiB copy: 0.874 CPU-s, against 0.925 with 64 KiB and 0.909 with 1 MiB; medians of 5
+// alternating rounds).
+const bigCopyBufSize = 256 << 10
 
 // corruptBlobError is a stored blob whose size or SHA-256 is not the recorded one (a file
 // changed through a hard link, a damaged disk). The blob is removed so that it is never
@@ -511,8 +518,12 @@ func (m *materializer) clone(dst, src *os.File) bool {
 // materializer's buffers, and returns the SHA-256 of what it copied. With limit >= 0 it stops
 // after limit bytes, without a read to find the end (a shorter r is copied whole).
 func (m *materializer) copyHashed(w io.Writer, r io.Reader, limit int64) (string, error) {
-	c := m.copier()
-	defer m.bufs.Put(c)
+	pool, size := &m.bufs, copyBufSize
+	if limit > copyBufSize {
+		pool, size = &m.bigBufs, bigCopyBufSize
+	}
+	c := takeCopier(pool, size)
+	defer pool.Put(c)
 	buf, h := c.buf, c.h
 	h.Reset()
 	for {
@@ -544,19 +555,22 @@ func (m *materializer) copyHashed(w io.Writer, r io.Reader, limit int64) (string
 	}
 }
 
-// copier is what a copy uses, kept for the next one (materializer.bufs): the buffer and the
+// copier is what a copy uses, kept for the next one (materializer.bufs, bigBufs): the buffer and the
 // hash state (none allocated per file).
 type copier struct {
-	buf    []byte // copyBufSize
+	buf    []byte // copyBufSize or bigCopyBufSize
 	h      hash.Hash
 	digest [sha256.Size]byte // Sum appends here
 }
 
 // copier takes a copier from the pool (or makes one); put it back in m.bufs when done.
-func (m *materializer) copier() *copier {
-	c, _ := m.bufs.Get().(*copier)
+func (m *materializer) copier() *copier { return takeCopier(&m.bufs, copyBufSize) }
+
+// takeCopier takes a copier from pool, or makes one with a buffer of size bytes.
+func takeCopier(pool *sync.Pool, size int) *copier {
+	c, _ := pool.Get().(*copier)
 	if c == nil {
-		c = &copier{buf: make([]byte, copyBufSize), h: sha256.New()}
+		c = &copier{buf: make([]byte, size), h: sha256.New()}
 	}
 	return c
 }

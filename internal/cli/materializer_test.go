@@ -309,3 +309,70 @@ func TestPlaceSmallChecksTheBlob(t *testing.T) {
 		t.Fatalf("output folder holds %q, want %q", names, want)
 	}
 }
+
+// A blob of copyBufSize or more is copied through the copy buffers (bigCopyBufSize ones above
+// copyBufSize): the placed file holds exactly the blob whatever its size against the buffer's,
+// and a blob with its last byte flipped, or a byte more, places nothing and is removed.
+func TestPlaceNewCopiesLargeBlobs(t *testing.T) {
+	root := t.TempDir()
+	out, blobs := filepath.Join(root, "out"), filepath.Join(root, "blobs")
+	if err := os.MkdirAll(filepath.Join(blobs, "sha256", "ef"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}
+	m.holdDirs()
+	defer m.release()
+	ctx := context.Background()
+	content := func(size int) []byte {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(i*7 + i/251)
+		}
+		return b
+	}
+	blob := func(name string, c []byte) (*pb.Paper, string) {
+		t.Helper()
+		key := "sha256/ef/" + name + ".pdf"
+		src := filepath.Join(blobs, filepath.FromSlash(key))
+		if err := os.WriteFile(src, c, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(c)
+		return &pb.Paper{Spec: &pb.PaperSpec{PaperId: name}, State: pb.PaperState_PAPER_STATE_SUCCEEDED,
+			BlobKey: key, Sha256: hex.EncodeToString(sum[:]), Size: int64(len(c))}, src
+	}
+	for _, size := range []int{copyBufSize, copyBufSize + 1, bigCopyBufSize - 1, bigCopyBufSize, 3*bigCopyBufSize + 5} {
+		c := content(size)
+		name := fmt.Sprintf("large%d", size)
+		p, _ := blob(name, c)
+		if _, _, err := m.PlaceNew(ctx, p); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(out, name+".pdf")); err != nil || !bytes.Equal(b, c) {
+			t.Fatalf("%s: placed %d bytes, %v; want the blob's %d", name, len(b), err, len(c))
+		}
+	}
+	for name, mangle := range map[string]func([]byte) []byte{
+		"flipped": func(b []byte) []byte { c := bytes.Clone(b); c[len(c)-1] ^= 1; return c },
+		"longer":  func(b []byte) []byte { return append(bytes.Clone(b), 'x') },
+	} {
+		c := content(2*bigCopyBufSize + 3)
+		p, src := blob(name, c)
+		if err := os.WriteFile(src, mangle(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var ce *corruptBlobError
+		if _, _, err := m.PlaceNew(ctx, p); !errors.As(err, &ce) {
+			t.Fatalf("%s blob: PlaceNew = %v, want a corruptBlobError", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(out, name+".pdf")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s blob: a file was placed (%v)", name, err)
+		}
+		if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s blob: not removed (%v)", name, err)
+		}
+	}
+}
