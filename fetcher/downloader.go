@@ -223,12 +223,20 @@ func (r *receivedBody) end() {
 // receive runs the HTTP part of a job: request, validation, hashing and spooling of the body.
 // On failure nothing of the attempt is left but a partial body kept for resuming.
 func (d *downloader) receive(parent context.Context, j job, rep reporter) (*receivedBody, *failure) {
+	ctx, cancel := context.WithCancelCause(parent)
+	return d.receiveIn(ctx, cancel, j, rep)
+}
+
+// receiveIn is receive under ctx, a context the download owns (a lease's: one context fewer
+// per download): its watchdog cancels it with cancel (errStalled, errDeadline), and the end of
+// the download (failure, drop or commit) cancels it.
+func (d *downloader) receiveIn(ctx context.Context, cancel context.CancelCauseFunc, j job, rep reporter) (*receivedBody, *failure) {
 	target, fail := parseTarget(j.url)
 	if fail != nil {
+		cancel(nil)
 		fail.url = j.url
 		return nil, fail
 	}
-	ctx, cancel := context.WithCancelCause(parent)
 	r := &receivedBody{j: j, ctx: ctx, cancel: cancel}
 	wd := &r.wdog
 	wd.start(d.clk, cancel, j.timeout, j.stall)

@@ -369,7 +369,9 @@ func (f *Fetcher) runLease(ctx context.Context, l *lease) {
 // downloadLease receives the body of a download lease, reports it received, takes a place in
 // the commit queue (waiting while it is full), frees the slot and commits the body.
 func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failure) {
-	r, fail := f.dl.receive(ctx, f.jobFor(l.a), &leaseReporter{f: f, l: l})
+	// The download runs under the lease's own context (ctx is l.ctx): its watchdog cancels the
+	// lease, which runLease cancels at its end anyway.
+	r, fail := f.dl.receiveIn(ctx, l.cancel, f.jobFor(l.a), &leaseReporter{f: f, l: l})
 	f.m.active.Dec()
 	if fail != nil {
 		return outcome{}, fail

@@ -941,3 +941,34 @@ func TestWorkDrainSendsHeldStartsFirst(t *testing.T) {
 	}
 	s.ackCompletedThenDrained(t, "L1", drainErr)
 }
+
+// TestWorkStallAndDeadlineFailLease: a lease's download runs under the lease's own context,
+// which its watchdog cancels: a stalled body fails STALLED, an overall deadline TIMEOUT (as
+// the Assign's limits say), each with its credit back.
+func TestWorkStallAndDeadlineFailLease(t *testing.T) {
+	g := newGatedOrigin(t, pdfBody(600_000, 12))
+	h := newWorkHarness(t, nil)
+	s := h.stream(t)
+	s.next(t) // hello
+	for _, tc := range []struct {
+		lease  string
+		limits *pb.DownloadLimits
+		want   pb.FailureReason
+	}{
+		{"S1", &pb.DownloadLimits{StallTimeout: durationpb.New(100 * time.Millisecond)}, pb.FailureReason_FAILURE_REASON_STALLED},
+		{"T1", &pb.DownloadLimits{Timeout: durationpb.New(100 * time.Millisecond)}, pb.FailureReason_FAILURE_REASON_TIMEOUT},
+	} {
+		a := assign(tc.lease, g.URL+"/gate")
+		a.GetAssign().Limits = tc.limits
+		s.push(t, a)
+		m := s.next(t)
+		for m.GetCredits() != nil { // the previous lease's credit
+			m = s.next(t)
+		}
+		wantEvent(t, m, tc.lease) // started
+		failed := wantEvent(t, s.next(t), tc.lease).GetFailed()
+		if failed.GetReason() != tc.want || failed.GetClass() != pb.FailureClass_FAILURE_CLASS_TRANSIENT {
+			t.Fatalf("%s: failed %v, want %v", tc.lease, failed, tc.want)
+		}
+	}
+}
