@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -91,9 +92,15 @@ type h1Conn struct {
 	t    *h1Transport
 	key  string // "host:port"
 	conn net.Conn
-	lr   limitedConn // what br reads from: conn, bounded while a header is read
-	br   *bufio.Reader
-	bw   *bufio.Writer
+	// raw is conn's syscall.RawConn and peekFn the method value pc.peek, made once for quiet
+	// (noRaw: conn has none); quietRes is peek's answer.
+	raw      syscall.RawConn
+	peekFn   func(fd uintptr) bool
+	noRaw    bool
+	quietRes bool
+	lr       limitedConn // what br reads from: conn, bounded while a header is read
+	br       *bufio.Reader
+	bw       *bufio.Writer
 	// idleSince is when it was last put in the idle list (guarded by t.mu, as idle);
 	// idleTimer closes it idleTimeout after that unless it was taken meanwhile.
 	idle      bool
@@ -183,11 +190,12 @@ func isASCII(s string) bool {
 	return true
 }
 
-// hostPort is what an http URL dials: its host with the port, 80 by default.
-func hostPort(u interface {
-	Hostname() string
-	Port() string
-}) string {
+// hostPort is what an http URL dials: its host with the port, 80 by default (u.Host itself
+// when it names a port: net.JoinHostPort(u.Hostname(), u.Port()) gives the same string).
+func hostPort(u *url.URL) string {
+	if port := u.Port(); port != "" && strings.HasSuffix(u.Host, ":"+port) {
+		return u.Host
+	}
 	port := u.Port()
 	if port == "" {
 		port = "80"
@@ -227,6 +235,7 @@ func (t *h1Transport) conn(ctx context.Context, key string, fresh bool) (*h1Conn
 		return nil, false, err
 	}
 	pc := &h1Conn{t: t, key: key, conn: c}
+	pc.initQuiet()
 	pc.lr.conn, pc.lr.n = c, -1
 	pc.br = bufio.NewReaderSize(&pc.lr, max(t.readBufferSize, 4096))
 	pc.bw = bufio.NewWriterSize(c, max(t.writeBufferSize, 4096))

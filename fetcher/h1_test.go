@@ -505,3 +505,20 @@ func TestWriteGETAsRequestWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestHostPort: the address dialled is net.JoinHostPort(host, port), port 80 by default.
+func TestHostPort(t *testing.T) {
+	for _, raw := range []string{"http://example.org/a", "http://example.org:8080/a", "http://[::1]/a", "http://[::1]:81/a", "http://127.0.0.1:36801/pdf/1", "http://[fe80::1%25eth0]:80/"} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.Port()
+		if port == "" {
+			port = "80"
+		}
+		if got, want := hostPort(u), net.JoinHostPort(u.Hostname(), port); got != want {
+			t.Errorf("%s: %q, want %q", raw, got, want)
+		}
+	}
+}
