@@ -487,23 +487,23 @@ func (a *api) WatchBatch(req *pb.WatchBatchRequest, stream pb.CoordinatorService
 }
 
 func (a *api) paperUpdates(idxs []uint32) ([]*pb.PaperUpdate, error) {
-	recs, specs, err := a.c.st.readPapers(idxs)
+	recs, refs, err := a.c.st.readUpdates(idxs)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*pb.PaperUpdate, len(recs))
+	backing := make([]pb.PaperUpdate, len(recs)) // one allocation for the updates
 	for i := range recs {
-		r := &recs[i]
-		out[i] = &pb.PaperUpdate{
-			PaperId: specs[i].GetPaperId(), State: pb.PaperState(r.state), Attempts: int32(r.attempts),
-			LastError: r.lastError, LastFailureReason: pb.FailureReason(r.reason), Cached: r.flags&flagCached != 0,
-		}
+		r, u := &recs[i], &backing[i]
+		u.PaperId, u.State, u.Attempts = refs[i].id, pb.PaperState(r.state), int32(r.attempts)
+		u.LastError, u.LastFailureReason, u.Cached = r.lastError, pb.FailureReason(r.reason), r.flags&flagCached != 0
 		if r.state == stateSucceeded {
-			out[i].Size, out[i].Sha256, out[i].BlobKey, out[i].Url = r.size, r.sha256, r.blobKey, r.finalURL
-			out[i].Source = r.sourceName()
-		} else if urls := specs[i].GetUrls(); int(r.urlIdx) < len(urls) {
-			out[i].Url = urls[r.urlIdx]
+			u.Size, u.Sha256, u.BlobKey, u.Url = r.size, r.sha256, r.blobKey, r.finalURL
+			u.Source = r.sourceName()
+		} else {
+			u.Url = refs[i].url
 		}
+		out[i] = u
 	}
 	return out, nil
 }

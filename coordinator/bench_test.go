@@ -352,3 +352,29 @@ func BenchmarkPreparePapers(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(papers)), "ns/paper")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkPaperUpdates measures what a watcher that includes papers reads per changed paper
+// (paperUpdates: the stored record and the id and URL of its spec), in groups of
+// watchReadGroup, on 5,000 queued papers: per paper.
+func BenchmarkPaperUpdates(b *testing.B) {
+	h := startHarness(b, nil)
+	submitBenchBatch(b, h, 5000)
+	a := &api{c: h.c}
+	idxs := make([]uint32, 5000)
+	for i := range idxs {
+		idxs[i] = uint32(i)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		for off := 0; off < len(idxs); off += watchReadGroup {
+			ups, err := a.paperUpdates(idxs[off:min(off+watchReadGroup, len(idxs))])
+			if err != nil || ups[0].GetUrl() == "" {
+				b.Fatal(ups[0], err)
+			}
+		}
+		n += len(idxs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/paper")
+	b.ReportMetric(0, "ns/op")
+}

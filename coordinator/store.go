@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
@@ -166,6 +167,79 @@ func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error
 		}
 	}
 	return recs, specs, nil
+}
+
+// specRef is what a watch update shows of a paper's spec: its id, and the URL of its current
+// candidate (urls[urlIdx]; "" when the spec has no such URL, as for a paper with a DOI whose
+// current candidate is a step of its plan).
+type specRef struct{ id, url string }
+
+// readUpdates reads several papers' records in one transaction, with the part of their spec a
+// watch update shows (specRefOf: the spec is not decoded whole; the URL only for a paper that
+// is not SUCCEEDED, whose update shows its final URL instead).
+func (s *store) readUpdates(idxs []uint32) ([]storedPaper, []specRef, error) {
+	recs := make([]storedPaper, len(idxs))
+	refs := make([]specRef, len(idxs))
+	tx, end, err := s.kv.view()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer end()
+	b := openPaperBuckets(tx)
+	for i, idx := range idxs {
+		if err := b.read(idx, &recs[i], nil); err != nil {
+			return nil, nil, err
+		}
+		sv := b.specs.Get(key32(idx))
+		if sv == nil {
+			return nil, nil, fmt.Errorf("paper %d: spec missing", idx)
+		}
+		urlIdx := -1
+		if recs[i].state != stateSucceeded {
+			urlIdx = int(recs[i].urlIdx)
+		}
+		if refs[i], err = specRefOf(sv, urlIdx); err != nil {
+			return nil, nil, fmt.Errorf("paper %d: spec: %w", idx, err)
+		}
+	}
+	return recs, refs, nil
+}
+
+// specRefOf reads the paper id (field 1) and, when urlIdx >= 0, the URL urls[urlIdx] (field
+// 2) of an encoded PaperSpec, skipping every other field: what proto.Unmarshal followed by
+// GetPaperId and GetUrls()[urlIdx] reads (the last paper_id wins), without decoding the rest.
+func specRefOf(raw []byte, urlIdx int) (specRef, error) {
+	var ref specRef
+	urls := 0
+	for len(raw) > 0 {
+		num, typ, n := protowire.ConsumeTag(raw)
+		if n < 0 {
+			return ref, protowire.ParseError(n)
+		}
+		raw = raw[n:]
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(raw)
+			if m < 0 {
+				return ref, protowire.ParseError(m)
+			}
+			raw = raw[m:]
+			if num == 1 {
+				ref.id = string(v)
+				continue
+			}
+			if urls == urlIdx {
+				ref.url = string(v)
+			}
+			urls++
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, raw)
+		if m < 0 {
+			return ref, protowire.ParseError(m)
+		}
+		raw = raw[m:]
+	}
+	return ref, nil
 }
 
 // readPaperTx reads a paper's record and, when spec is not nil, its spec.
