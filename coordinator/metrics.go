@@ -35,6 +35,11 @@ type metrics struct {
 	batchesDeleted    prometheus.Counter
 	blobsDeleted      prometheus.Counter
 	damagedBlobs      prometheus.Counter
+
+	// The series of the vectors above counted once or more per paper, looked up once
+	// (WithLabelValues hashes its labels and takes the vector's lock on every call).
+	verifiedOK, verifiedRefused             prometheus.Counter
+	successorsAssigned, successorsSlotTaken prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics, error) {
@@ -89,6 +94,8 @@ func newMetrics(reg prometheus.Registerer, inboxDepth func() float64) (*metrics,
 		damagedBlobs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "damaged_blobs_total",
 			Help: "Blobs ReadPaper found missing or not matching their record (DATA_LOSS): no longer cache hits, removed so a new download repairs them."}),
 	}
+	m.verifiedOK, m.verifiedRefused = m.verifications.WithLabelValues("ok"), m.verifications.WithLabelValues("refused")
+	m.successorsAssigned, m.successorsSlotTaken = m.successors.WithLabelValues("assigned"), m.successors.WithLabelValues("slot_taken")
 	if reg == nil {
 		return m, nil
 	}

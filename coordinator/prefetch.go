@@ -189,7 +189,7 @@ func (e *engine) passSlot(p, s *lease, h *host, now time.Time) {
 	}
 	s.counted = true
 	h.active++
-	e.m.successors.WithLabelValues("slot_taken").Inc()
+	e.m.successorsSlotTaken.Inc()
 	e.noteCandidate(s.conn, s)
 }
 

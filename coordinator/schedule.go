@@ -188,7 +188,7 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 	if after != nil {
 		l.successor, l.pred, after.succ = true, after, l
 		c.waiting++
-		e.m.successors.WithLabelValues("assigned").Inc()
+		e.m.successorsAssigned.Inc()
 		afterID = after.id
 	} else {
 		l.counted = true

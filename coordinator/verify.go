@@ -182,11 +182,11 @@ func (e *engine) onVerified(j verifyJob, err error, now time.Time) {
 		err = fmt.Errorf("%w: blob %s was released by a deleted batch and is being removed; the paper will be downloaded again", errNotVerified, j.key)
 	}
 	if err == nil {
-		e.m.verifications.WithLabelValues("ok").Inc()
+		e.m.verifiedOK.Inc()
 		e.blobRepaired(j.key)
 		e.complete(l, l.completion, now)
 	} else {
-		e.m.verifications.WithLabelValues("refused").Inc()
+		e.m.verifiedRefused.Inc()
 		e.log.Warn("completion refused", "fetcher", connID(c), "lease", l.name(), "paper", l.paperID, "err", err)
 		e.fail(l, &pb.DownloadFailed{
 			Class: pb.FailureClass_FAILURE_CLASS_TRANSIENT, Reason: pb.FailureReason_FAILURE_REASON_STORAGE,
