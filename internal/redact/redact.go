@@ -42,6 +42,14 @@ func Sensitive(name string) bool {
 // their order are kept. A string that does not parse as a URL is returned with everything
 // after its first '?' or '#' redacted.
 func URL(raw string) string {
+	if plain(raw) {
+		return raw // nothing to redact, and parsing and printing it gives it back unchanged
+	}
+	return parsed(raw)
+}
+
+// parsed is URL for every string, through url.Parse.
+func parsed(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		if i := strings.IndexAny(raw, "?#"); i >= 0 {
@@ -66,6 +74,71 @@ func URL(raw string) string {
 		u.RawQuery = strings.Join(parts, "&")
 	}
 	return u.String()
+}
+
+// plain reports whether raw is an http(s) URL of a host of letters, digits, "." and "-" (and
+// a port of digits), a path of letters, digits and "-._~/:", and an optional query of those, "=" and "&" whose parameters are
+// not sensitive: no user info, fragment or query value to redact, and nothing url.Parse
+// would change when printed again (no escapes, no characters it would escape). URL returns
+// such a URL without parsing it (the coordinator redacts the final URL of every download).
+func plain(raw string) bool {
+	rest, ok := strings.CutPrefix(raw, "https://")
+	if !ok {
+		rest, ok = strings.CutPrefix(raw, "http://")
+	}
+	if !ok {
+		return false
+	}
+	// A host that url.Parse accepts (it fails on a bad port, and a failed parse redacts the
+	// whole query): letters, digits, "." and "-", then an optional port of digits.
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	host, port, hasPort := strings.Cut(rest[:end], ":")
+	if host == "" || (hasPort && port == "") {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	for i := 0; i < len(port); i++ {
+		if c := port[i]; c < '0' || c > '9' {
+			return false
+		}
+	}
+	for i := end; i < len(rest); i++ {
+		switch c := rest[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-', c == '.', c == '_', c == '~', c == '/', c == ':':
+		case c == '?':
+			return plainQuery(rest[i+1:])
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// plainQuery reports whether q is a query of letters, digits and "-._~=&" without a sensitive
+// parameter.
+func plainQuery(q string) bool {
+	for i := 0; i < len(q); i++ {
+		switch c := q[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-', c == '.', c == '_', c == '~', c == '=', c == '&':
+		default:
+			return false
+		}
+	}
+	for p := range strings.SplitSeq(q, "&") {
+		if name, _, hasValue := strings.Cut(p, "="); hasValue && Sensitive(name) {
+			return false
+		}
+	}
+	return true
 }
 
 // urlRE finds http(s) URLs inside free text (error messages quote them).
