@@ -238,3 +238,36 @@ func TestOlderFetcherSeparateCredits(t *testing.T) {
 		t.Fatal("not succeeded")
 	}
 }
+
+// TestEventLeaseIDsChecked: the loop skips the MAC of an event's lease id when it is the live
+// lease's own id on the stream holding it (checkEvent); an id naming that lease with another
+// MAC, on that very stream, is still refused (counted foreign, the lease untouched), and the
+// exact id completes the paper.
+func TestEventLeaseIDsChecked(t *testing.T) {
+	h := newMemEngHarness(t, nil)
+	h.submit("b", oneHost("p", 1))
+	c := h.connect("f", 1)
+	as, _, _ := recv(c)
+	if len(as) != 1 {
+		t.Fatalf("%d assigns", len(as))
+	}
+	id := as[0].GetLeaseId()
+	forged := id[:len(id)-1] + map[bool]string{true: "0", false: "1"}[id[len(id)-1] != '0']
+	ev := eventReq(as[0], 1, completedEv(as[0]))
+	ev.GetEvent().LeaseId = forged
+	h.send(c, ev)
+	var m dto.Metric
+	if err := h.e.m.droppedEvents.WithLabelValues("foreign").Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetCounter().GetValue(); n != 1 {
+		t.Fatalf("an id with another MAC: %v foreign events, want 1", n)
+	}
+	if st := h.paperState("b", "p0"); st != pb.PaperState_PAPER_STATE_DOWNLOADING {
+		t.Fatalf("after an id with another MAC: %v", st)
+	}
+	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
+	if st := h.paperState("b", "p0"); st != pb.PaperState_PAPER_STATE_SUCCEEDED {
+		t.Fatalf("after the lease's own id: %v", st)
+	}
+}

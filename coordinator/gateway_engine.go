@@ -234,7 +234,7 @@ func (e *engine) onGone(c *fetcherConn, now time.Time) {
 // store before it is believed (verify.go).
 func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, chk blobCheck, now time.Time) {
 	isTerminal := ev.GetCompleted() != nil || ev.GetFailed() != nil || ev.GetResolved() != nil
-	idx, attempt, ok := e.ids.check(ev.GetLeaseId(), c.id)
+	idx, attempt, ok := e.checkEvent(ev.GetLeaseId(), c)
 	if !ok || int(idx) >= len(e.papers) {
 		e.refuseForeign(c, ev, "lease id not issued to this fetcher")
 		return

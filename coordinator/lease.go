@@ -118,18 +118,8 @@ func (s *leaseIDs) issue(idx uint32, attempt uint16, fetcherID string) string {
 // check parses id and verifies that it was issued to fetcherID by this store; ok is false
 // otherwise.
 func (s *leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok bool) {
-	rest, found := strings.CutPrefix(id, s.storeID)
-	if !found || len(rest) < 6 || rest[0] != '-' {
-		return 0, 0, false
-	}
-	is, rest, _ := strings.Cut(rest[1:], "-")
-	ns, macHex, _ := strings.Cut(rest, "-")
-	i, err := strconv.ParseUint(is, 36, 32)
-	if err != nil {
-		return 0, 0, false
-	}
-	n, err := strconv.ParseUint(ns, 10, 16)
-	if err != nil {
+	idx, attempt, macHex, ok := s.parse(id)
+	if !ok {
 		return 0, 0, false
 	}
 	// A '-' in macHex (an id of more than four parts) is not a hex digit: Decode refuses it.
@@ -140,10 +130,41 @@ func (s *leaseIDs) check(id, fetcherID string) (idx uint32, attempt uint16, ok b
 	if _, err := hex.Decode(mac[:], []byte(macHex)); err != nil {
 		return 0, 0, false
 	}
-	if !hmac.Equal(mac[:], s.mac(uint32(i), uint16(n), fetcherID)) {
+	if !hmac.Equal(mac[:], s.mac(idx, attempt, fetcherID)) {
 		return 0, 0, false
 	}
-	return uint32(i), uint16(n), true
+	return idx, attempt, true
+}
+
+// parse splits id into its paper index, attempt and MAC (hex), without verifying the MAC.
+func (s *leaseIDs) parse(id string) (idx uint32, attempt uint16, macHex string, ok bool) {
+	rest, found := strings.CutPrefix(id, s.storeID)
+	if !found || len(rest) < 6 || rest[0] != '-' {
+		return 0, 0, "", false
+	}
+	is, rest, _ := strings.Cut(rest[1:], "-")
+	ns, macHex, _ := strings.Cut(rest, "-")
+	i, err := strconv.ParseUint(is, 36, 32)
+	if err != nil {
+		return 0, 0, "", false
+	}
+	n, err := strconv.ParseUint(ns, 10, 16)
+	if err != nil {
+		return 0, 0, "", false
+	}
+	return uint32(i), uint16(n), macHex, true
+}
+
+// checkEvent is check of the lease id of an event on c. An id equal to the one of the live
+// lease it names, held by c, was issued to (or re-announced and checked for) c's fetcher: its
+// MAC is not computed again (two HMAC-SHA256 per paper, one per event, before).
+func (e *engine) checkEvent(id string, c *fetcherConn) (idx uint32, attempt uint16, ok bool) {
+	if idx, attempt, _, ok := e.ids.parse(id); ok {
+		if l := e.leases[idx]; l != nil && l.conn == c && l.attempt == attempt && l.id == id {
+			return idx, attempt, true
+		}
+	}
+	return e.ids.check(id, c.id)
 }
 
 // waiting reports whether l is a successor that has not started: it is not a running
