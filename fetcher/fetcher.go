@@ -416,14 +416,14 @@ func (f *Fetcher) downloadLease(ctx context.Context, l *lease) (outcome, *failur
 func (f *Fetcher) terminalKind(out outcome, fail *failure, start time.Time) func(*pb.DownloadEvent) {
 	elapsed := f.clk.Now().Sub(start)
 	if fail != nil {
-		f.m.results.WithLabelValues("failed").Inc()
+		f.m.failed.Inc()
 		f.m.failures.WithLabelValues(fail.class.String(), fail.reason.String()).Inc()
-		f.m.duration.WithLabelValues("failed").Observe(elapsed.Seconds())
+		f.m.failedDur.Observe(elapsed.Seconds())
 		p := fail.proto()
 		return func(ev *pb.DownloadEvent) { ev.Kind = &pb.DownloadEvent_Failed{Failed: p} }
 	}
-	f.m.results.WithLabelValues("completed").Inc()
-	f.m.duration.WithLabelValues("completed").Observe(elapsed.Seconds())
+	f.m.completed.Inc()
+	f.m.completedDur.Observe(elapsed.Seconds())
 	c := fitCompleted(&pb.DownloadCompleted{
 		Sha256:      out.sha256,
 		Size:        out.size,
