@@ -10,8 +10,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
-	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 )
 
 // blobCounts returns the reference count of every blob as the store holds it: blobrefs plus
@@ -253,33 +251,5 @@ func TestCloseFoldsPendingRefs(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// Once no paper is queued, waiting for a retry or downloading, the loop folds the references
-// pending in newrefs in a commit of its own, so that closing the store (which `get` waits for
-// at its end) has nothing left to fold; while a paper is live it does not fold.
-func TestIdleLoopFoldsPendingRefs(t *testing.T) {
-	h := newEngHarness(t, nil)
-	h.submit("a", []*pb.PaperSpec{{PaperId: "x", Urls: []string{"http://h.example/x.pdf"}}, {PaperId: "y", Urls: []string{"http://h.example/y.pdf"}}})
-	c := h.connect("f", 10)
-	as, _, _ := recv(c)
-	if len(as) != 2 {
-		t.Fatalf("%d assigns, want 2", len(as))
-	}
-	h.send(c, eventReq(as[0], 1, completedEv(as[0])))
-	h.step()
-	if h.paperState("a", as[0].GetPaperId()) != pb.PaperState_PAPER_STATE_SUCCEEDED {
-		t.Fatalf("paper %s not succeeded", as[0].GetPaperId())
-	}
-	if _, pending := blobCounts(t, h.st); pending != 1 {
-		t.Fatalf("a paper still downloading: %d references pending, want 1 (no fold)", pending)
-	}
-	h.send(c, eventReq(as[1], 1, completedEv(as[1])))
-	h.step()
-	counts, pending := blobCounts(t, h.st)
-	if pending != 0 || len(counts) != 2 || !metaHas(t, h.st, metaBlobRefs) || metaHas(t, h.st, metaRefsPending) {
-		t.Fatalf("idle: %d references pending, %d blobs counted, complete=%v pending marker=%v; want all folded",
-			pending, len(counts), metaHas(t, h.st, metaBlobRefs), metaHas(t, h.st, metaRefsPending))
 	}
 }

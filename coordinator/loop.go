@@ -204,23 +204,7 @@ func (l *loop) iterate(now time.Time) error {
 	broken := l.deliver(rd)
 	e.applied(rd, broken, now)
 	l.m.loopSeconds.Observe(time.Since(start).Seconds())
-	return l.foldWhenIdle(now)
-}
-
-// foldWhenIdle folds the blob references pending in the store (newrefs, at most foldRefsAt
-// plus one commit's) in a commit of its own once no paper is queued, waiting for a retry or
-// downloading: the fold, which closing the store would otherwise do (store.close), then runs
-// while the clients finish with their batches (the batch's last watch update is out: `get`
-// places its last files and lists its failed papers meanwhile, reads being answered during
-// the commit), not in the Close they wait for at the end. It commits at most once per idle
-// spell: the fold empties newrefs until a paper succeeds again.
-func (l *loop) foldWhenIdle(now time.Time) error {
-	e := l.e
-	if l.st.refs.n == 0 || e.counts[stateQueued]+e.counts[stateRetryWait]+e.counts[stateDownloading] > 0 {
-		return nil
-	}
-	_, err := l.commitServingReads(&writeSet{foldRefs: true}, now)
-	return err
+	return nil
 }
 
 // commitServingReads ends the engine's kvSnapshot and writes w in one transaction, on a

@@ -296,9 +296,6 @@ type writeSet struct {
 	collected []string // blob keys deleted from the blob store (leave blobgc)
 	damaged   []string // blob keys found damaged (enter the damaged bucket)
 	repaired  []string // damaged blob keys written again and verified (leave it)
-	// foldRefs folds the references pending in newrefs whatever their number (the coordinator
-	// went idle: loop.foldWhenIdle).
-	foldRefs bool
 
 	// released is an output of commit: blob keys whose last reference was deleted.
 	released []string
@@ -364,7 +361,7 @@ type coldUpdate struct {
 func (w *writeSet) empty() bool {
 	return len(w.hosts) == 0 && len(w.batches) == 0 && len(w.chunks) == 0 && len(w.newPapers) == 0 && len(w.dirty) == 0 &&
 		len(w.plans) == 0 && len(w.dois) == 0 && len(w.deletes) == 0 && len(w.newRefs) == 0 && len(w.collected) == 0 &&
-		len(w.damaged) == 0 && len(w.repaired) == 0 && !w.foldRefs
+		len(w.damaged) == 0 && len(w.repaired) == 0
 }
 
 func (w *writeSet) size() int {

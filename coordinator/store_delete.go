@@ -184,7 +184,7 @@ func (s *store) commitBlobRefs(tx kvTx, w *writeSet) (refLog, error) {
 			l.n++
 		}
 	}
-	if l.n > 0 && (l.n >= foldRefsAt || len(w.deletes) > 0 || w.foldRefs) {
+	if l.n > 0 && (l.n >= foldRefsAt || len(w.deletes) > 0) {
 		if _, err := foldRefs(tx); err != nil {
 			return l, fmt.Errorf("fold blob refs: %w", err)
 		}
