@@ -3,6 +3,7 @@ package input
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/paperfetch/paperfetch/internal/validate"
@@ -22,14 +23,23 @@ type entry struct {
 	urls                []string
 	md                  map[string]string
 	title, year, author string
+	// urlLine marks a line holding one URL: an arxiv.org /abs/ or /pdf/ URL is then fetched like
+	// its arXiv id (from --arxiv-base, named ID.pdf).
+	urlLine bool
 }
 
 // finishEntry completes and validates an entry: the DOI is normalised, an arXiv id becomes
 // its PDF URL, the id defaults to the arXiv id, the DOI or one derived from the first URL, and
 // bibliographic fields go into the metadata.
+//
+// Each URL kept is parsed once, here: its parse serves the arXiv check of a URL line, the id
+// derived from it and the validation (before, three url.Parse calls per URL line).
 func finishEntry(opts Options, e entry) (Paper, error) {
 	id := strings.TrimSpace(e.id)
 	urls := make([]string, 0, len(e.urls)+1)
+	// parsed[i] is url.Parse(urls[i]), or nil where it failed (validation reports why).
+	var parsedBuf [2]*url.URL
+	parsed := parsedBuf[:0]
 	for _, u := range e.urls {
 		u = normalizeURL(u) // quotes, <...> and the #fragment removed
 		switch {
@@ -39,6 +49,16 @@ func finishEntry(opts Options, e entry) (Paper, error) {
 		case isDOIURL(u):
 		default:
 			urls = append(urls, u)
+			pu, err := url.Parse(u)
+			if err != nil {
+				pu = nil
+			}
+			parsed = append(parsed, pu)
+		}
+	}
+	if e.urlLine && len(urls) == 1 && parsed[0] != nil {
+		if aid, ok := arxivIDFromURL(parsed[0]); ok {
+			return Paper{ID: aid, URLs: []string{ArxivURL(opts.ArxivBase, aid)}}, nil
 		}
 	}
 	doi := ""
@@ -74,6 +94,8 @@ func finishEntry(opts Options, e entry) (Paper, error) {
 	if id == "" {
 		if doi != "" {
 			id = doi
+		} else if len(parsed) > 0 && parsed[0] != nil {
+			id = urlID(parsed[0])
 		} else {
 			id = URLID(urls[0])
 		}
@@ -98,7 +120,7 @@ func finishEntry(opts Options, e entry) (Paper, error) {
 	p := Paper{ID: id, URLs: urls, DOI: doi, SHA256: strings.ToLower(strings.TrimSpace(e.sha)), Metadata: md}
 	// The rules of the contract live in one place, internal/validate (which the coordinator
 	// applies too); a violation here becomes a *LineError with the entry's line number.
-	if err := validate.PaperSpec("", p.Spec()); err != nil {
+	if err := validate.PaperSpecParsed("", p.Spec(), parsed); err != nil {
 		return Paper{}, err
 	}
 	return p, nil

@@ -2,7 +2,6 @@ package input
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 )
 
@@ -15,16 +14,6 @@ func normalizeURL(raw string) string {
 		s = s[:i]
 	}
 	return s
-}
-
-// arxivURLID returns the arXiv id of an arxiv.org /abs/ or /pdf/ URL, so that such a URL is
-// fetched like the id itself (from --arxiv-base, named ID.pdf).
-func arxivURLID(raw string) (string, bool) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", false
-	}
-	return arxivIDFromURL(u)
 }
 
 // unsupportedFormat recognises, from the first entry of an input read as lines, files in a

@@ -157,10 +157,7 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 		return finishEntry(r.opts, entry{doi: text})
 	}
 	if strings.Contains(text, "://") {
-		if id, ok := arxivURLID(normalizeURL(text)); ok {
-			return Paper{ID: id, URLs: []string{ArxivURL(r.opts.ArxivBase, id)}}, nil
-		}
-		return r.finish("", []string{text}, "", nil)
+		return finishEntry(r.opts, entry{urls: []string{text}, urlLine: true})
 	}
 	return Paper{}, fmt.Errorf("not a URL, arXiv id or JSON object: %q", short(text))
 }
@@ -232,11 +229,6 @@ func (r *Reader) parseJSON(text string) (Paper, error) {
 	}
 	urls = append(urls, e.URLs...)
 	return finishEntry(r.opts, entry{id: id, urls: urls, sha: e.SHA256, md: md, doi: e.DOI, arxiv: e.Arxiv})
-}
-
-// finish completes and validates an entry given as a URL line, JSON or CSV.
-func (r *Reader) finish(id string, urls []string, sha string, md map[string]string) (Paper, error) {
-	return finishEntry(r.opts, entry{id: id, urls: urls, sha: sha, md: md})
 }
 
 // csvColumns maps a CSV header to the roles of its columns.

@@ -18,25 +18,30 @@ import (
 // "attention-" plus the hash.
 func URLID(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
-		if id, ok := arxivIDFromURL(u); ok {
-			return id
-		}
-		raw = u.String()
-		name := path.Base(u.Path)
-		if unescaped, err := url.PathUnescape(name); err == nil {
-			name = unescaped
-		}
-		name = strings.TrimSuffix(strings.TrimSuffix(name, ".pdf"), ".PDF")
-		if name == "/" || name == "." {
-			name = ""
-		}
-		name = sanitizeStem(name)
-		if name == "" {
-			name = sanitizeStem(u.Hostname())
-		}
-		return withHash(name, raw)
+		return urlID(u)
 	}
 	return withHash("url", raw)
+}
+
+// urlID is URLID of a URL parsed without error.
+func urlID(u *url.URL) string {
+	if id, ok := arxivIDFromURL(u); ok {
+		return id
+	}
+	raw := u.String()
+	name := path.Base(u.Path)
+	if unescaped, err := url.PathUnescape(name); err == nil {
+		name = unescaped
+	}
+	name = strings.TrimSuffix(strings.TrimSuffix(name, ".pdf"), ".PDF")
+	if name == "/" || name == "." {
+		name = ""
+	}
+	name = sanitizeStem(name)
+	if name == "" {
+		name = sanitizeStem(u.Hostname())
+	}
+	return withHash(name, raw)
 }
 
 // sanitizeStem keeps ASCII letters, digits, '.', '_' and '-' (others become '_'), trims the

@@ -165,6 +165,16 @@ func PaperSpec(path string, p *pb.PaperSpec) error {
 	return v.err()
 }
 
+// PaperSpecParsed validates p like PaperSpec, for a caller that has parsed its URLs already:
+// parsed[i], when i < len(parsed) and not nil, must be what url.Parse(p.Urls[i]) returned
+// without error, and is checked instead of parsing the URL again (a nil entry is parsed here).
+// The violations are PaperSpec's, word for word.
+func PaperSpecParsed(path string, p *pb.PaperSpec, parsed []*url.URL) error {
+	var v violations
+	v.paperParsed(path, p, parsed)
+	return v.err()
+}
+
 // BatchID validates a client-chosen batch id (1 to MaxBatchIDBytes characters of
 // [A-Za-z0-9._-]); path names the field in the violation.
 func BatchID(path, id string) error {
@@ -249,7 +259,10 @@ func (v *violations) paperAt(path string, i int, p *pb.PaperSpec) {
 	v.dropped += pv.dropped
 }
 
-func (v *violations) paper(path string, p *pb.PaperSpec) {
+func (v *violations) paper(path string, p *pb.PaperSpec) { v.paperParsed(path, p, nil) }
+
+// paperParsed is paper, with the URLs already parsed (see PaperSpecParsed).
+func (v *violations) paperParsed(path string, p *pb.PaperSpec, parsed []*url.URL) {
 	if p == nil {
 		v.add(path, "is null")
 		return
@@ -266,7 +279,11 @@ func (v *violations) paper(path string, p *pb.PaperSpec) {
 		v.add(field(path, "urls"), fmt.Sprintf("%d URLs exceed the limit of %d", n, MaxURLsPerPaper))
 	default:
 		for i, u := range urls {
-			v.url(index(field(path, "urls"), i), u)
+			var pu *url.URL
+			if i < len(parsed) {
+				pu = parsed[i]
+			}
+			v.urlParsed(index(field(path, "urls"), i), u, pu)
 		}
 	}
 	v.sha256(field(path, "expected_sha256"), p.GetExpectedSha256())
@@ -356,7 +373,10 @@ func (v *violations) pageToken(path, tok string) {
 	}
 }
 
-func (v *violations) url(path, raw string) {
+func (v *violations) url(path, raw string) { v.urlParsed(path, raw, nil) }
+
+// urlParsed is url, with u, when not nil, the result of url.Parse(raw) without error.
+func (v *violations) urlParsed(path, raw string, u *url.URL) {
 	if raw == "" {
 		v.add(path, "is required")
 		return
@@ -369,15 +389,12 @@ func (v *violations) url(path, raw string) {
 		v.add(path, "is not valid UTF-8")
 		return
 	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		var ue *url.Error
-		msg := err.Error()
-		if errors.As(err, &ue) {
-			msg = ue.Err.Error()
+	if u == nil {
+		var err error
+		if u, err = url.Parse(raw); err != nil {
+			v.add(path, "cannot be parsed: "+parseError(err))
+			return
 		}
-		v.add(path, "cannot be parsed: "+msg)
-		return
 	}
 	switch {
 	case !u.IsAbs():
@@ -389,6 +406,15 @@ func (v *violations) url(path, raw string) {
 	case u.Host == "" || u.Hostname() == "":
 		v.add(path, "has no host")
 	}
+}
+
+// parseError is what url.Parse's error says, without the "parse URL:" wrapping.
+func parseError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 func (v *violations) sha256(path, s string) {

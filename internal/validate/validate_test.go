@@ -3,6 +3,7 @@ package validate
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -249,4 +250,34 @@ func TestBatchID(t *testing.T) {
 			t.Errorf("BatchID(%q) = %v, want an error naming --batch-id", bad, err)
 		}
 	}
+}
+
+// FuzzPaperSpecParsed: a paper whose URLs come parsed gets PaperSpec's verdict, word for word,
+// whether every URL, some or none come parsed (the input reader parses each URL once and hands
+// the result over).
+func FuzzPaperSpecParsed(f *testing.F) {
+	for _, s := range []string{
+		"https://example.org/a.pdf", "http://127.0.0.1:40000/pdf/1?size=20480", "ftp://x/a",
+		"https://u:p@x/a", "http:///a", "//example.org/a", "a.pdf", "HTTPS://X.ORG/A", "https://[::1/x",
+		"https://example.org/%zz", "https://x.org/\x7f", "",
+	} {
+		f.Add(s, "https://example.org/b.pdf", "")
+	}
+	f.Fuzz(func(t *testing.T, u1, u2, sha string) {
+		p := &pb.PaperSpec{PaperId: "p", Urls: []string{u1, u2}, ExpectedSha256: sha}
+		want := fmt.Sprint(PaperSpec("", p))
+		var parsed []*url.URL
+		for _, u := range p.Urls {
+			pu, err := url.Parse(u)
+			if err != nil {
+				pu = nil
+			}
+			parsed = append(parsed, pu)
+		}
+		for _, ps := range [][]*url.URL{parsed, parsed[:1], {nil, parsed[1]}, nil} {
+			if got := fmt.Sprint(PaperSpecParsed("", p, ps)); got != want {
+				t.Fatalf("PaperSpecParsed(%q) = %s, PaperSpec: %s", p.Urls, got, want)
+			}
+		}
+	})
 }
