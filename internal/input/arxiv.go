@@ -23,10 +23,26 @@ func ArxivID(s string) (string, bool) {
 	if len(s) > 6 && strings.EqualFold(s[:6], "arxiv:") {
 		s = strings.TrimSpace(s[6:])
 	}
-	if arxivNew.MatchString(s) || arxivOld.MatchString(s) {
+	if mayBeArxivID(s) && (arxivNew.MatchString(s) || arxivOld.MatchString(s)) {
 		return s, true
 	}
 	return "", false
+}
+
+// mayBeArxivID reports whether s has the length and the characters of an arXiv id, so that the
+// patterns run only for those: both match at least 9 bytes (YYMM.NNNN, a/YYMMNNN), all of
+// them letters, digits, '.', '-' or '/' (a URL's ':' or an empty id costs no regexp run).
+func mayBeArxivID(s string) bool {
+	if len(s) < 9 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '.' || c == '-' || c == '/') {
+			return false
+		}
+	}
+	return true
 }
 
 // IsOldStyleArxivID reports whether id is exactly an old-style arXiv id (archive/YYMMNNN, as in

@@ -134,9 +134,52 @@ func IsDOI(s string) bool {
 
 // isDOIURL reports whether a URL is a DOI resolver's (doi.org, dx.doi.org).
 func isDOIURL(s string) bool {
-	l := strings.ToLower(s)
-	for _, p := range []string{"https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "https://www.doi.org/", "http://www.doi.org/"} {
-		if strings.HasPrefix(l, p) {
+	if !asciiHead(s) {
+		return isDOIURLFolded(strings.ToLower(s))
+	}
+	return isDOIURLFolded(s)
+}
+
+// doiURLPrefixes are the DOI resolvers' URL prefixes, in lower case; the longest is
+// maxDOIURLPrefix bytes.
+var doiURLPrefixes = [...]string{"https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "https://www.doi.org/", "http://www.doi.org/"}
+
+const maxDOIURLPrefix = len("https://www.doi.org/")
+
+// asciiHead reports whether the first maxDOIURLPrefix bytes of s (all of s if shorter) are
+// ASCII: there, comparing bytes in lower case is comparing strings.ToLower(s), which is what the
+// callers mean (beyond ASCII, ToLower maps U+0130 'İ' to 'i': those strings take ToLower).
+func asciiHead(s string) bool {
+	for i := 0; i < len(s) && i < maxDOIURLPrefix; i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// hasPrefixLower reports whether s, its ASCII letters in lower case, begins with the lower-case
+// ASCII prefix p, without copying s.
+func hasPrefixLower(s, p string) bool {
+	if len(s) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// isDOIURLFolded is isDOIURL of s whose head is ASCII or already in lower case.
+func isDOIURLFolded(s string) bool {
+	for _, p := range doiURLPrefixes {
+		if hasPrefixLower(s, p) {
 			return true
 		}
 	}
@@ -200,6 +243,11 @@ func firstAuthor(s string) string {
 // meantAsDOI reports whether an input line is meant as a DOI (possibly a malformed one): it has
 // a DOI prefix ("doi:", a doi.org URL) or starts with "10." and has a "/".
 func meantAsDOI(s string) bool {
-	l := strings.ToLower(s)
-	return strings.HasPrefix(l, "doi:") || isDOIURL(l) || strings.HasPrefix(l, "10.") && strings.Contains(l, "/")
+	if !asciiHead(s) {
+		l := strings.ToLower(s)
+		return strings.HasPrefix(l, "doi:") || isDOIURL(l) || strings.HasPrefix(l, "10.") && strings.Contains(l, "/")
+	}
+	// ASCII head: the prefixes compare as in lower case, and ToLower never makes nor
+	// removes a '/'.
+	return hasPrefixLower(s, "doi:") || isDOIURLFolded(s) || strings.HasPrefix(s, "10.") && strings.Contains(s, "/")
 }

@@ -140,7 +140,7 @@ func (r *Reader) parseLine(text string) (Paper, error) {
 	}
 	text = Unwrap(text)
 	// More than one field (strings.Fields, split only on that rare path).
-	if strings.IndexFunc(strings.TrimSpace(text), unicode.IsSpace) >= 0 {
+	if hasSpace(strings.TrimSpace(text)) {
 		fields := strings.Fields(text)
 		if _, ok := ArxivID(fields[0]); ok || strings.Contains(fields[0], "://") {
 			return Paper{}, fmt.Errorf("one URL or arXiv id per line expected, got %q", short(text))
@@ -399,4 +399,18 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// hasSpace reports whether s holds a white-space character (unicode.IsSpace), testing ASCII
+// bytes without decoding them.
+func hasSpace(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 0x80:
+			return strings.IndexFunc(s[i:], unicode.IsSpace) >= 0
+		case c == ' ' || '\t' <= c && c <= '\r':
+			return true
+		}
+	}
+	return false
 }
