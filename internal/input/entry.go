@@ -44,9 +44,10 @@ func finishEntry(opts Options, e entry) (Paper, error) {
 		u = normalizeURL(u) // quotes, <...> and the #fragment removed
 		switch {
 		case u == "":
-		case isDOIURL(u) && strings.TrimSpace(e.doi) == "":
-			e.doi = u // a doi.org link is the DOI: its routes do better than its landing page
 		case isDOIURL(u):
+			if strings.TrimSpace(e.doi) == "" {
+				e.doi = u // a doi.org link is the DOI: its routes do better than its landing page
+			}
 		default:
 			urls = append(urls, u)
 			pu, err := url.Parse(u)
@@ -101,7 +102,8 @@ func finishEntry(opts Options, e entry) (Paper, error) {
 		}
 	}
 	md := e.md
-	for k, v := range map[string]string{MetaTitle: e.title, MetaYear: e.year, MetaFirstAuthor: e.author} {
+	for _, kv := range [...][2]string{{MetaTitle, e.title}, {MetaYear, e.year}, {MetaFirstAuthor, e.author}} {
+		k, v := kv[0], kv[1]
 		if v = strings.TrimSpace(v); v != "" {
 			if md == nil {
 				md = map[string]string{}
@@ -178,8 +180,11 @@ func hasPrefixLower(s, p string) bool {
 
 // isDOIURLFolded is isDOIURL of s whose head is ASCII or already in lower case.
 func isDOIURLFolded(s string) bool {
+	if !hasPrefixLower(s, "http") { // the common prefix of doiURLPrefixes
+		return false
+	}
 	for _, p := range doiURLPrefixes {
-		if hasPrefixLower(s, p) {
+		if hasPrefixLower(s[4:], p[4:]) {
 			return true
 		}
 	}
