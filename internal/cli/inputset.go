@@ -125,12 +125,14 @@ func (in inputSet) scan(ctx context.Context, report func(error)) (scanResult, er
 	h.Write([]byte("paperfetch-input-v1\x00"))
 	var res scanResult
 	var lenBuf [8]byte
+	var b []byte // each paper's encoding, in one buffer reused (a paper is at most ~1 MiB)
 	det := proto.MarshalOptions{Deterministic: true}
 	err = forEachPaper(st, func(le *input.LineError) {
 		res.bad++
 		report(le)
 	}, func(p input.Paper) error {
-		b, err := det.Marshal(p.Spec())
+		var err error
+		b, err = det.MarshalAppend(b[:0], p.Spec())
 		if err != nil {
 			return fmt.Errorf("encode paper %s: %w", p.ID, err)
 		}
