@@ -15,7 +15,7 @@ func FuzzFastPaths(f *testing.F) {
 		"", "https://doi.org/10.1/x", "HTTPS://DX.DOI.ORG/10.1/x", "http://www.doi.org/", "https://doİ.org/10.1/x",
 		"https://do\u0130.org/", "doi:10.1/x", "DOI:10.1/x", "do\u0130:10.1/x", "10.1/x", "10.", "http://127.0.0.1:40000/pdf/0?size=20480",
 		"2301.00001", "2301.00001v12", "hep-th/9901001", "math.GT/0309136v2", "arXiv:2301.00001", "a b", "a\u00a0b", "a\u0085b",
-		"a\x0bb", "\xff\xfe", "\u212a", "https://\u212a.org/", "https://doi.org\xff/",
+		"a\x0bb", "\xff\xfe", "0", "attention", "-a_b.c-", "..", strings.Repeat("x", 79) + "é", strings.Repeat("ab", 50) + "-", strings.Repeat("a", 79) + "-b", "\u212a", "https://\u212a.org/", "https://doi.org\xff/",
 	} {
 		f.Add(s)
 	}
@@ -53,5 +53,25 @@ func FuzzFastPaths(f *testing.F) {
 		if got, want := hasSpace(s), strings.IndexFunc(s, unicode.IsSpace) >= 0; got != want {
 			t.Fatalf("hasSpace(%q) = %v, want %v", s, got, want)
 		}
+		if got, want := sanitizeStem(s), sanitizeStemRef(s); got != want {
+			t.Fatalf("sanitizeStem(%q) = %q, want %q", s, got, want)
+		}
 	})
+}
+
+// sanitizeStemRef is sanitizeStem as it was before its copy-free path.
+func sanitizeStemRef(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '_' || r == '-'):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= 80 {
+			break
+		}
+	}
+	return strings.Trim(b.String(), "._-")
 }

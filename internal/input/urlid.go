@@ -47,6 +47,9 @@ func urlID(u *url.URL) string {
 // sanitizeStem keeps ASCII letters, digits, '.', '_' and '-' (others become '_'), trims the
 // separators at both ends and caps the length at 80 bytes.
 func sanitizeStem(s string) string {
+	if stemClean(s) { // nothing to replace: no copy
+		return strings.Trim(s[:min(len(s), 80)], "._-")
+	}
 	var b strings.Builder
 	for _, r := range s {
 		switch {
@@ -60,6 +63,18 @@ func sanitizeStem(s string) string {
 		}
 	}
 	return strings.Trim(b.String(), "._-")
+}
+
+// stemClean reports whether every byte of s is an ASCII letter or digit, '.', '_' or '-': the
+// characters sanitizeStem keeps.
+func stemClean(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // shortHash is 8 hex digits of the SHA-256 of s.
