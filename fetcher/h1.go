@@ -20,12 +20,10 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// maxResponseHeaderBytes bounds a response's status line and header, 1xx responses included
-// (net/http's default for http.Transport.MaxResponseHeaderBytes).
+// maxResponseHeaderBytes bounds a response's status line and header and those of the 1xx
+// responses before it, all together (net/http's default for
+// http.Transport.MaxResponseHeaderBytes, counted as http.Transport counts it).
 const maxResponseHeaderBytes = 10 << 20
-
-// max1xxResponses bounds the informational responses before the final one (as net/http).
-const max1xxResponses = 5
 
 // h1Transport is the origin-facing RoundTripper. Plain-http GET requests without a body to a
 // host spelt in ASCII (every download and resolution request to an http:// origin, when no
@@ -39,8 +37,8 @@ const max1xxResponses = 5
 // at a time; bench/ANALYSIS.md, "The fetcher's HTTP exchange in the caller's goroutine").
 //
 // What it keeps from http.Transport: the dialer (SSRF guard, connect timeout, TCP keep-alive),
-// ResponseHeaderTimeout, response headers bounded by maxResponseHeaderBytes and 1xx responses
-// by max1xxResponses, invalid request header fields refused, the request written by
+// ResponseHeaderTimeout, response headers (1xx responses included) bounded by
+// maxResponseHeaderBytes, invalid request header fields refused, the request written by
 // http.Request.Write and the response parsed by http.ReadResponse (the parser http.Transport
 // uses), keep-alive connections bounded by maxIdle (in all) and maxIdlePerHost, each closed
 // after idleTimeout unused, and a request that fails on a reused connection before any byte
@@ -394,17 +392,13 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.
 		// Closed by the origin (EOF, reset) before answering: the request was not served.
 		return nil, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), pc.readError(err)
 	}
-	for n1xx := 0; ; n1xx++ {
-		pc.lr.n = maxResponseHeaderBytes - int64(pc.br.Buffered())
+	for { // the 1xx responses before the final one count against the same limit (as net/http)
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
 			return nil, false, pc.readError(err)
 		}
 		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
-		}
-		if n1xx == max1xxResponses {
-			return nil, false, errors.New("net/http: too many 1xx informational responses")
 		}
 	}
 	pc.lr.n = -1

@@ -1,0 +1,237 @@
+package fetcher
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// exchange is what a transport made of one request: the status and body, or the failure
+// reason of the error (of the request or of the body) as the fetcher classifies it.
+type exchange struct {
+	status  int
+	body    string
+	failure string // "" when the exchange succeeded
+}
+
+func (e exchange) String() string {
+	return fmt.Sprintf("status %d, body %q, failure %q", e.status, e.body, e.failure)
+}
+
+func doExchange(t *testing.T, rt http.RoundTripper, u string) exchange {
+	t.Helper()
+	resp, err := get(t, rt, t.Context(), u)
+	if err != nil {
+		return exchange{failure: classifyError(t.Context(), err).reason.String()}
+	}
+	b, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	e := exchange{status: resp.StatusCode, body: string(b)}
+	if err != nil {
+		e.failure = classifyError(t.Context(), err).reason.String()
+	}
+	return e
+}
+
+// hostileResponses are responses (exact bytes) a hostile or broken origin may send. delimited:
+// the response ends where its framing says (not at the close of the connection), so it can be
+// followed by a next response on a kept-alive connection.
+var hostileResponses = []struct {
+	name      string
+	raw       string
+	delimited bool
+}{
+	{"plain", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"cl-and-chunked", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n%PDF\r\n0\r\n\r\n", true},
+	{"chunked-and-cl", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n4\r\n%PDF\r\n0\r\n\r\n", true},
+	{"duplicate-cl", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"conflicting-cl", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n%PDF-", true},
+	{"list-cl", "HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n%PDF", true},
+	{"negative-cl", "HTTP/1.1 200 OK\r\nContent-Length: -4\r\n\r\n%PDF", true},
+	{"plus-cl", "HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\n%PDF", true},
+	{"huge-cl", "HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775807\r\n\r\n%PDF", false},
+	{"overflow-cl", "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n%PDF", true},
+	{"longer-than-cl", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%PDFHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil", true},
+	{"shorter-than-cl", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n%PDF", false},
+	{"chunked-bad-size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n%PDF\r\n0\r\n\r\n", true},
+	{"chunked-negative-size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-4\r\n%PDF\r\n0\r\n\r\n", true},
+	{"chunked-overflow-size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n%PDF\r\n0\r\n\r\n", true},
+	{"chunked-extension", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;name=\"v\"\r\n%PDF\r\n0;x\r\n\r\n", true},
+	{"chunked-trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n4\r\n%PDF\r\n0\r\nX-Sum: 1\r\n\r\n", true},
+	{"chunked-huge-trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n%PDF\r\n0\r\nX-T: " + strings.Repeat("t", 300<<10) + "\r\n\r\n", true},
+	{"chunked-no-crlf", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n%PDFxx0\r\n\r\n", true},
+	{"chunked-unterminated", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n%PDF\r\n", false},
+	{"chunked-then-more", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n%PDF\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil", true},
+	{"te-gzip-chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n%PDF\r\n0\r\n\r\n", true},
+	{"te-identity", "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"no-length", "HTTP/1.1 200 OK\r\n\r\n%PDF until close", false},
+	{"http10", "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"http10-keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"http10-no-length", "HTTP/1.0 200 OK\r\n\r\n%PDF until close", false},
+	{"connection-close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"http2-status-line", "HTTP/2.0 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"http09", "%PDF-1.7 raw bytes\r\n\r\n", false},
+	{"garbage", "garbage\r\n\r\n", false},
+	{"bad-status", "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", true},
+	{"short-status", "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", true},
+	{"no-reason", "HTTP/1.1 200\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"bare-lf", "HTTP/1.1 200 OK\nContent-Length: 4\n\n%PDF", true},
+	{"obs-fold", "HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"space-before-colon", "HTTP/1.1 200 OK\r\nContent-Length : 4\r\n\r\n%PDF", false},
+	{"no-colon", "HTTP/1.1 200 OK\r\nContent-Length 4\r\n\r\n%PDF", false},
+	{"nul-in-header", "HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"header-only-then-close", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n", false},
+	{"empty", "", false},
+	{"204-with-body", "HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"304-with-body", "HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil", true},
+	{"101", "HTTP/1.1 101 Switching Protocols\r\n\r\n", true},
+	{"103-then-200", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"100-then-200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"1xx-flood", strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", 50) + "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"1xx-over-limit", strings.Repeat("HTTP/1.1 103 Early Hints\r\nX-F: "+strings.Repeat("f", 4<<20)+"\r\n\r\n", 3) + "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"header-at-limit", "HTTP/1.1 200 OK\r\nX-F: " + strings.Repeat("f", maxResponseHeaderBytes-4096) + "\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"header-over-limit", "HTTP/1.1 200 OK\r\nX-F: " + strings.Repeat("f", maxResponseHeaderBytes) + "\r\nContent-Length: 4\r\n\r\n%PDF", true},
+	{"404", "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found", true},
+	{"redirect-relative", "HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n", true},
+}
+
+// TestH1AsHTTPTransport: for each hostile response, h1Transport gives what the http.Transport
+// it wraps gives (status, body bytes, or the same kind of failure), whether the origin closes
+// the connection after the response or keeps it open and answers the next request on it;
+// the next request over h1 then gets its own answer, never bytes the origin sent after the
+// response (http.Transport may give it those: it reuses the connection before it looks).
+func TestH1AsHTTPTransport(t *testing.T) {
+	byPath := map[string]string{}
+	for _, c := range hostileResponses {
+		byPath["/"+c.name] = c.raw
+	}
+	serve := func(keepOpen bool) func(int, net.Conn, *bufio.Reader) {
+		return func(_ int, c net.Conn, br *bufio.Reader) {
+			for {
+				req, ok := readRequest(br)
+				if !ok {
+					return
+				}
+				raw, ok := byPath[req.URL.Path]
+				if !ok {
+					body := "fresh " + req.URL.Path
+					raw = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+				if _, err := io.WriteString(c, raw); err != nil || (ok && !keepOpen) {
+					return
+				}
+			}
+		}
+	}
+	for _, keepOpen := range []bool{false, true} {
+		o := newRawOrigin(t, serve(keepOpen))
+		h1 := newTestH1(t, nil)
+		for _, c := range hostileResponses {
+			if keepOpen && !c.delimited {
+				continue
+			}
+			name := fmt.Sprintf("%s/keep-open=%v", c.name, keepOpen)
+			got, want := doExchange(t, h1, o.url("/"+c.name)), doExchange(t, h1.std, o.url("/"+c.name))
+			if got != want {
+				t.Errorf("%s: h1 %v; http.Transport %v", name, got, want)
+			}
+			if !keepOpen {
+				continue
+			}
+			// Only h1's: http.Transport puts the connection back before its reader sees
+			// what followed the body, so the next request may get it ("evil").
+			if next := doExchange(t, h1, o.url("/next")); next != (exchange{status: 200, body: "fresh /next"}) {
+				t.Errorf("%s: the next request got %v", name, next)
+			}
+		}
+	}
+}
+
+// TestH1RequestAsHTTPTransport: h1Transport sends the bytes http.Transport sends, for a query,
+// an IPv6 literal host, userinfo in the URL (never sent), an explicit Host equal to the URL's,
+// and refuses the header values http.Transport refuses.
+func TestH1RequestAsHTTPTransport(t *testing.T) {
+	got := make(chan string, 1)
+	serve := func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			var head bytes.Buffer
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			got <- head.String()
+			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		}
+	}
+	o := newRawOrigin(t, serve)
+	addrs := []string{o.ln.Addr().String()}
+	if ln, err := net.Listen("tcp", "[::1]:0"); err == nil { // an IPv6 loopback: an IPv6 literal host too
+		_ = ln.Close()
+		addrs = append(addrs, newRawOriginOn(t, "[::1]:0", serve).ln.Addr().String())
+	}
+	h1 := newTestH1(t, nil)
+	header := newRequestHeader(http.Header{"Cookie": {"a=1", " b=2 "}, "X-Api-Key": {"k\t"}}, "paperfetch/test (+mailto:x@example.org)")
+	for _, addr := range addrs {
+		for _, path := range []string{"/a.pdf", "/pdf/7?size=20480&x=%20y", "/a%2Fb.pdf?", "/"} {
+			for _, user := range []string{"", "user:secret@"} {
+				u := "http://" + user + addr + path
+				var sent [2]string
+				for i, rt := range []http.RoundTripper{h1, h1.std} {
+					req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					req.Header = header
+					if user != "" {
+						req.Host = addr
+					}
+					resp, err := rt.RoundTrip(req)
+					if err != nil {
+						t.Fatalf("%s: %T: %v", u, rt, err)
+					}
+					_ = resp.Body.Close()
+					sent[i] = <-got
+				}
+				if sent[0] != sent[1] {
+					t.Errorf("%s:\nh1   %q\nstd  %q", u, sent[0], sent[1])
+				}
+				if strings.Contains(sent[0], "secret") {
+					t.Errorf("%s: userinfo sent: %q", u, sent[0])
+				}
+			}
+		}
+	}
+	for _, bad := range []http.Header{
+		{"X-A": {"a\r\nX-Injected: 1"}},
+		{"X-A": {"a\nb"}},
+		{"X-A": {"a\x00b"}},
+		{"X A": {"v"}},
+		{"X-A\r\nX-Injected": {"v"}},
+		{"": {"v"}},
+	} {
+		for _, rt := range []http.RoundTripper{h1, h1.std} {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, o.url("/p"), nil)
+			req.Header = bad
+			if resp, err := rt.RoundTrip(req); err == nil {
+				_ = resp.Body.Close()
+				t.Errorf("%T: header %q sent", rt, bad)
+			}
+		}
+	}
+	select {
+	case r := <-got:
+		t.Errorf("a refused request reached the origin: %q", r)
+	default:
+	}
+}
