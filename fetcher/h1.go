@@ -386,6 +386,9 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.
 	}
 	if d := pc.t.responseHeaderTimeout; d > 0 {
 		_ = pc.conn.SetReadDeadline(time.Now().Add(d))
+		if ctx.Err() != nil { // cancelled as the request was sent: pc.abort may be undone
+			return nil, false, ctx.Err()
+		}
 	}
 	pc.lr.n = maxResponseHeaderBytes
 	if _, err := pc.br.Peek(1); err != nil {

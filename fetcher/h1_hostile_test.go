@@ -3,12 +3,16 @@ package fetcher
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // exchange is what a transport made of one request: the status and body, or the failure
@@ -233,5 +237,86 @@ func TestH1RequestAsHTTPTransport(t *testing.T) {
 	case r := <-got:
 		t.Errorf("a refused request reached the origin: %q", r)
 	default:
+	}
+}
+
+// cancelOnWriteConn cancels its request's context once the request is written and returns
+// from Write only after h1Conn.abort set its deadline in the past; a later deadline that lifts
+// the abort while the context is done is recorded, and a read after it fails at once instead
+// of waiting for the origin.
+type cancelOnWriteConn struct {
+	net.Conn
+	ctx     context.Context
+	cancel  context.CancelFunc
+	aborted chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	lifted  bool // a read deadline was moved out of the past after the abort
+	readOK  bool // a read went to the connection with the abort lifted
+}
+
+func (c *cancelOnWriteConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.cancel()
+	<-c.aborted
+	return n, err
+}
+
+func (c *cancelOnWriteConn) SetDeadline(t time.Time) error {
+	if !t.IsZero() && t.Before(time.Now()) {
+		defer c.once.Do(func() { close(c.aborted) })
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *cancelOnWriteConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	if c.ctx.Err() != nil && (t.IsZero() || t.After(time.Now())) {
+		c.lifted = true
+	}
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *cancelOnWriteConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	lifted := c.lifted
+	c.readOK = c.readOK || lifted
+	c.mu.Unlock()
+	if lifted {
+		return 0, errors.New("read with the cancellation's deadline lifted")
+	}
+	return c.Conn.Read(p)
+}
+
+// TestH1CancelAsRequestIsSent: a context cancelled just after the request was written (its
+// abort ran before the response header deadline was set) fails the request at once: the
+// header deadline does not lift the abort and leave the read waiting for the origin (up to
+// ResponseHeaderTimeout).
+func TestH1CancelAsRequestIsSent(t *testing.T) {
+	o := newRawOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readRequest(br)
+		_, _ = br.ReadByte() // silent until the client closes
+	})
+	h1 := newTestH1(t, func(c *Config) { c.ResponseHeaderTimeout = time.Hour })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wc *cancelOnWriteConn
+	dial := h1.dial
+	h1.dial = func(dctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(dctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		wc = &cancelOnWriteConn{Conn: c, ctx: ctx, cancel: cancel, aborted: make(chan struct{})}
+		return wc, nil
+	}
+	if _, err := get(t, h1, ctx, o.url("/p")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled as the request was sent: %v, want %v", err, context.Canceled)
+	}
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.readOK {
+		t.Fatal("the response was read for with the cancellation undone by the header deadline")
 	}
 }
