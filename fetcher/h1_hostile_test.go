@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -318,5 +320,154 @@ func TestH1CancelAsRequestIsSent(t *testing.T) {
 	defer wc.mu.Unlock()
 	if wc.readOK {
 		t.Fatal("the response was read for with the cancellation undone by the header deadline")
+	}
+}
+
+// TestH1ConcurrentNoCrossedResponses: many requests at once to one origin over few kept-alive
+// connections (content-length and chunked bodies, some closing the connection, some bodies
+// closed unread) each get their own response: every body names its request's path.
+func TestH1ConcurrentNoCrossedResponses(t *testing.T) {
+	o := newRawOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		bw := bufio.NewWriter(c)
+		for n := 0; ; n++ {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			body := "%PDF " + req.URL.RequestURI()
+			closing := n%7 == 6
+			conn := ""
+			if closing {
+				conn = "Connection: close\r\n"
+			}
+			if n%2 == 0 {
+				_, _ = fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s", conn, len(body), body)
+			} else {
+				_, _ = fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\n%sTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", conn, len(body), body)
+			}
+			if bw.Flush() != nil || closing {
+				return
+			}
+		}
+	})
+	h1 := newTestH1(t, nil)
+	h1.maxIdlePerHost, h1.maxIdle = 3, 3
+	var wg sync.WaitGroup
+	for w := range 12 {
+		wg.Go(func() {
+			for i := range 30 {
+				path := fmt.Sprintf("/w%d/p%d?q=%d", w, i, w*1000+i)
+				resp, err := get(t, h1, t.Context(), o.url(path))
+				if err != nil {
+					t.Errorf("%s: %v", path, err)
+					return
+				}
+				if i%5 == 4 { // closed after its first bytes
+					buf := make([]byte, 2)
+					_, _ = io.ReadFull(resp.Body, buf)
+					_ = resp.Body.Close()
+					continue
+				}
+				if body := readAll(t, resp); body != "%PDF "+path {
+					t.Errorf("%s: body %q", path, body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	h1.mu.Lock()
+	defer h1.mu.Unlock()
+	if h1.nIdle > 3 {
+		t.Fatalf("%d idle connections, want at most 3", h1.nIdle)
+	}
+	t.Logf("%d requests over %d connections", 12*30, o.conns.Load())
+}
+
+// TestH1RedirectsGuarded: redirects followed by the fetcher's client over h1Transport go to
+// another origin, to https (through http.Transport), and never to an address the SSRF guard
+// refuses, in any spelling: the guard refuses them at dial.
+func TestH1RedirectsGuarded(t *testing.T) {
+	b := newRawOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			pdfResponse(c, "%PDF from b "+req.URL.Path)
+		}
+	})
+	_, bPort, _ := net.SplitHostPort(b.ln.Addr().String())
+	a := newRawOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			loc := strings.ReplaceAll(req.URL.Query().Get("to"), "PORT", bPort)
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n", loc)
+		}
+	})
+	tf := newTestFetcher(t, func(c *Config) {
+		c.AllowPrivateNetworks = false
+		c.AllowCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	if _, ok := tf.dl.client.Transport.(*h1Transport); !ok {
+		t.Fatalf("transport %T, want *h1Transport", tf.dl.client.Transport)
+	}
+	for _, tc := range []struct {
+		to   string
+		want string // body, or failure reason
+	}{
+		{"http://127.0.0.1:PORT/x.pdf", "%PDF from b /x.pdf"},
+		{"https://127.0.0.1:PORT/x.pdf", "FAILURE_REASON_CONNECTION"},
+		{"http://127.0.0.2:PORT/x.pdf", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://2130706434:PORT/x.pdf", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://0x7f.2:PORT/x.pdf", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://[::1]:PORT/x.pdf", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://[::ffff:127.0.0.2]:PORT/x.pdf", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://169.254.169.254/latest/meta-data/", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://10.0.0.1/x.pdf", "FAILURE_REASON_FORBIDDEN_ADDRESS"},
+		{"http://u:p@127.0.0.1:PORT/x.pdf", "FAILURE_REASON_BAD_URL"},
+		{"ftp://127.0.0.1:PORT/x.pdf", "FAILURE_REASON_BAD_URL"},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, a.url("/r?to="+url.QueryEscape(tc.to)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tf.dl.client.Do(req)
+		got := ""
+		if err != nil {
+			got = classifyError(t.Context(), err).reason.String()
+		} else {
+			got = readAll(t, resp)
+		}
+		if got != tc.want {
+			t.Errorf("redirect to %s: %s (%v), want %s", tc.to, got, err, tc.want)
+		}
+	}
+}
+
+// TestH1SlowDripHeader: an origin sending its header a byte at a time, never finishing it
+// within ResponseHeaderTimeout, fails the request as a timeout over h1 as over http.Transport
+// (the deadline covers the whole header, not each read).
+func TestH1SlowDripHeader(t *testing.T) {
+	o := newRawOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); !ok {
+			return
+		}
+		drip := "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Drip: d\r\n", 1000)
+		for i := range len(drip) {
+			if _, err := io.WriteString(c, drip[i:i+1]); err != nil {
+				return // the client gave up
+			}
+			time.Sleep(5 * time.Millisecond) // the origin's pace, not synchronisation
+		}
+	})
+	h1 := newTestH1(t, func(c *Config) { c.ResponseHeaderTimeout = 100 * time.Millisecond })
+	for _, rt := range []http.RoundTripper{h1, h1.std} {
+		if e := doExchange(t, rt, o.url("/p")); e.failure != "FAILURE_REASON_TIMEOUT" {
+			t.Errorf("%T: slow-drip header gave %v, want a timeout", rt, e)
+		}
 	}
 }
