@@ -107,9 +107,12 @@ type h1Conn struct {
 }
 
 // limitedConn reads from conn, failing once n bytes were read (while n >= 0; -1: no limit).
+// While it is limited it keeps conn's read error in err: the header parser may report a line
+// cut by that error (a deadline) as a malformed header instead.
 type limitedConn struct {
 	conn net.Conn
 	n    int64
+	err  error
 }
 
 // errHeaderLimit is the read error of a response header longer than maxResponseHeaderBytes.
@@ -127,6 +130,9 @@ func (l *limitedConn) Read(p []byte) (int, error) {
 	}
 	n, err := l.conn.Read(p)
 	l.n -= int64(n)
+	if err != nil {
+		l.err = err
+	}
 	return n, err
 }
 
@@ -390,7 +396,7 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.
 			return nil, false, ctx.Err()
 		}
 	}
-	pc.lr.n = maxResponseHeaderBytes
+	pc.lr.n, pc.lr.err = maxResponseHeaderBytes, nil
 	if _, err := pc.br.Peek(1); err != nil {
 		// Closed by the origin (EOF, reset) before answering: the request was not served.
 		return nil, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), pc.readError(err)
@@ -421,14 +427,14 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request) (resp *http.
 	return resp, false, nil
 }
 
-// readError maps an error reading a response header: a read deadline is
-// ResponseHeaderTimeout's, a read past the limit errHeaderLimit.
+// readError maps an error reading a response header: a read deadline (whatever the parser
+// made of the line it cut) is ResponseHeaderTimeout's, a read past the limit errHeaderLimit.
 func (pc *h1Conn) readError(err error) error {
 	if pc.lr.n == 0 {
 		return errHeaderLimit
 	}
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() && pc.t.responseHeaderTimeout > 0 {
+	if pc.t.responseHeaderTimeout > 0 && (errors.As(err, &ne) && ne.Timeout() || errors.As(pc.lr.err, &ne) && ne.Timeout()) {
 		return headerTimeoutError{}
 	}
 	return err
