@@ -442,26 +442,41 @@ func (pc *h1Conn) readError(err error) error {
 
 // h1Body is a response body read from an h1Conn: at its end the connection goes back to the
 // idle list (when reusable), and a Close before the end closes the connection (draining an
-// unwanted body could take long).
+// unwanted body could take long). A Close while a Read waits (as http.Transport's bodies
+// allow) closes the connection under it: that Read returns errClosedBody.
 type h1Body struct {
-	pc    *h1Conn
 	ctx   context.Context
 	stop  func() bool // unregisters the cancellation of the exchange
 	body  io.ReadCloser
 	reuse bool
-	done  bool
-	eof   bool
+
+	mu      sync.Mutex // guards the fields below: Close may come from another goroutine
+	pc      *h1Conn
+	done    bool
+	eof     bool
+	reading bool // a Read is in body.Read
+	closed  bool // Close came during that Read
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
 	if b.done {
+		b.mu.Unlock()
 		if b.eof {
 			return 0, io.EOF
 		}
 		return 0, errClosedBody
 	}
+	b.reading = true
+	b.mu.Unlock()
 	n, err := b.body.Read(p)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = false
 	switch {
+	case b.closed:
+		b.finish(false)
+		err = errClosedBody
 	case err == io.EOF:
 		b.finish(true)
 	case err != nil:
@@ -474,7 +489,14 @@ func (b *h1Body) Read(p []byte) (int, error) {
 }
 
 func (b *h1Body) Close() error {
-	if !b.done {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.done:
+	case b.reading: // the Read returns at once and finishes
+		b.closed = true
+		b.pc.close()
+	default:
 		b.finish(false)
 	}
 	return nil

@@ -476,3 +476,60 @@ func TestH1SlowDripHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestH1CloseDuringRead: a response body closed by another goroutine while a Read waits for the
+// origin (as http.Transport's bodies allow) ends that Read with an error, without a data race
+// or a crash, and its connection is closed, not reused.
+func TestH1CloseDuringRead(t *testing.T) {
+	closed := make(chan int, 2)
+	o := newRawOrigin(t, func(i int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				closed <- i
+				return
+			}
+			if req.URL.Path == "/stuck" {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n%PDF")
+				continue
+			}
+			pdfResponse(c, "%PDF ok")
+		}
+	})
+	h1 := newTestH1(t, nil)
+	for range 3 {
+		resp, err := get(t, h1, t.Context(), o.url("/stuck"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			t.Fatal(err)
+		}
+		read := make(chan error, 1)
+		go func() {
+			_, err := resp.Body.Read(buf) // waits: the origin sends no more
+			read <- err
+		}()
+		_ = resp.Body.Close()
+		if err := <-read; err == nil {
+			t.Fatal("a Read of a body closed meanwhile returned no error")
+		}
+		<-closed // the origin saw its connection closed
+	}
+	if body := readAll(t, mustGet(t, h1, o.url("/p"))); body != "%PDF ok" {
+		t.Fatalf("next request: %q", body)
+	}
+	if n := o.conns.Load(); n != 4 {
+		t.Fatalf("%d connections, want 4 (none of the closed ones reused)", n)
+	}
+}
+
+func mustGet(t *testing.T, rt http.RoundTripper, u string) *http.Response {
+	t.Helper()
+	resp, err := get(t, rt, t.Context(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
