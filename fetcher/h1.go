@@ -41,7 +41,7 @@ const maxResponseHeaderBytes = 10 << 20
 // maxResponseHeaderBytes, invalid request header fields refused, the request written by
 // http.Request.Write and the response parsed by http.ReadResponse (the parser http.Transport
 // uses), keep-alive connections bounded by maxIdle (in all) and maxIdlePerHost, each closed
-// after idleTimeout unused, and a request that fails on a reused connection before any byte
+// after idleTimeout unused (0: never), and a request that fails on a reused connection before any byte
 // of a response arrived retried once on a new connection (the origin closed the idle
 // connection). A connection is reused only when its response body was read to the end, the
 // response did not ask to close it, and nothing else arrived after it. Cancelling the
@@ -290,9 +290,11 @@ func (t *h1Transport) put(pc *h1Conn) {
 	pc.idle, pc.idleSince = true, time.Now()
 	t.idle[pc.key] = append(l, pc)
 	t.nIdle++
-	if pc.idleTimer == nil {
+	switch {
+	case t.idleTimeout <= 0: // no limit (as http.Transport's IdleConnTimeout)
+	case pc.idleTimer == nil:
 		pc.idleTimer = time.AfterFunc(t.idleTimeout, pc.closeIfIdle)
-	} else {
+	default:
 		pc.idleTimer.Reset(t.idleTimeout)
 	}
 	t.mu.Unlock()
@@ -327,7 +329,7 @@ func (t *h1Transport) evictLocked() *h1Conn {
 func (pc *h1Conn) closeIfIdle() {
 	t := pc.t
 	t.mu.Lock()
-	if !pc.idle || time.Since(pc.idleSince) < t.idleTimeout {
+	if !pc.idle || t.idleTimeout <= 0 || time.Since(pc.idleSince) < t.idleTimeout {
 		t.mu.Unlock()
 		return
 	}

@@ -533,3 +533,30 @@ func mustGet(t *testing.T, rt http.RoundTripper, u string) *http.Response {
 	}
 	return resp
 }
+
+// TestH1NoIdleTimeout: an idleTimeout of 0 keeps idle connections (http.Transport's
+// IdleConnTimeout 0 is no limit): the idle check does not close them at once.
+func TestH1NoIdleTimeout(t *testing.T) {
+	o := newRawOrigin(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			pdfResponse(c, "%PDF")
+		}
+	})
+	h1 := newTestH1(t, nil)
+	h1.idleTimeout = 0
+	readAll(t, mustGet(t, h1, o.url("/a")))
+	h1.mu.Lock()
+	l := h1.idle[o.ln.Addr().String()]
+	h1.mu.Unlock()
+	if len(l) != 1 {
+		t.Fatalf("%d idle connections, want 1", len(l))
+	}
+	l[0].closeIfIdle() // what an idle timer runs
+	readAll(t, mustGet(t, h1, o.url("/b")))
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1 (the idle one kept)", n)
+	}
+}
