@@ -258,3 +258,85 @@ func jsonEqual(a, b summary) bool {
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
 }
+
+// placedEverything gives the placers' tally only when it accounts for every succeeded paper,
+// each in a file of its own still in OUT: a file removed during the run, two papers placed
+// into one file name, a paper placed twice, a count or byte total that differs from the
+// batch's, an unfinished batch or an update without a route each send the final pass through
+// every paper.
+func TestPlacedEverythingGuards(t *testing.T) {
+	ctx := context.Background()
+	sha := func(c string) string { return strings.Repeat(c, 64) }
+	// run places updates us (paper id, file name, SHA-256 letter) into a fresh OUT and returns
+	// the run and its OUT.
+	type upd struct{ id, name, sha, src string }
+	run := func(us []upd) (*getRun, string) {
+		out := t.TempDir()
+		p := newPlacer(ctx, 1, 16, func(_ context.Context, u *pb.PaperUpdate) (string, error) {
+			name := ""
+			for _, x := range us {
+				if x.id == u.GetPaperId() {
+					name = x.name
+				}
+			}
+			path := filepath.Join(out, name)
+			return path, os.WriteFile(path, []byte("%PDF"), 0o644)
+		}, func(id string, err error) { t.Errorf("%s: %v", id, err) })
+		var batch []*pb.PaperUpdate
+		for _, x := range us {
+			batch = append(batch, &pb.PaperUpdate{PaperId: x.id, Sha256: sha(x.sha), Size: 4, Source: x.src, State: pb.PaperState_PAPER_STATE_SUCCEEDED})
+		}
+		for _, u := range batch { // one update each, so that a paper reported again is queued again
+			p.add(ctx, []*pb.PaperUpdate{u})
+		}
+		p.close()
+		return &getRun{o: getOptions{out: out}, placer: p}, out
+	}
+	done := func(succeeded int64) *pb.Batch {
+		return &pb.Batch{State: pb.BatchState_BATCH_STATE_COMPLETED, TotalPapers: succeeded + 1,
+			Counts: &pb.PaperCounts{Succeeded: succeeded, Failed: 1}, BytesStored: 4 * succeeded}
+	}
+	three := []upd{{"a", "a.pdf", "a", "url"}, {"b", "b.pdf", "b", "url"}, {"c", "c.pdf", "c", "arxiv"}}
+
+	r, _ := run(three)
+	tally := r.placedEverything(done(3))
+	if tally == nil || tally.papers != 3 || tally.bytes != 12 || tally.bySource["url"] != 2 || tally.bySource["arxiv"] != 1 {
+		t.Fatalf("every paper placed: tally %+v", tally)
+	}
+	if b := done(3); r.placedEverything(&pb.Batch{State: pb.BatchState_BATCH_STATE_RUNNING, Counts: b.Counts, BytesStored: b.BytesStored}) != nil {
+		t.Error("a batch still running: tally used")
+	}
+	if r.placedEverything(done(4)) != nil {
+		t.Error("a succeeded paper not placed: tally used")
+	}
+	if b := done(3); r.placedEverything(&pb.Batch{State: b.State, Counts: b.Counts, BytesStored: 13}) != nil {
+		t.Error("bytes differ from the batch's: tally used")
+	}
+
+	r, out := run(three)
+	if err := os.Remove(filepath.Join(out, "b.pdf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "unrelated.pdf"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r.placedEverything(done(3)) != nil {
+		t.Error("a placed file removed during the run: tally used")
+	}
+
+	r, _ = run([]upd{{"a", "a.pdf", "a", "url"}, {"b", "a.pdf", "b", "url"}, {"c", "c.pdf", "c", "url"}})
+	if r.placedEverything(done(3)) != nil {
+		t.Error("two papers placed into one file name: tally used")
+	}
+
+	// Paper a reported with two contents is placed (and counted) twice; b's update is lost.
+	r, _ = run([]upd{{"a", "a.pdf", "a", "url"}, {"a", "a.pdf", "z", "url"}, {"c", "c.pdf", "c", "url"}})
+	if r.placedEverything(done(3)) != nil {
+		t.Error("a paper placed twice counted as two: tally used")
+	}
+
+	r, _ = run([]upd{{"a", "a.pdf", "a", "url"}, {"b", "b.pdf", "b", ""}, {"c", "c.pdf", "c", "url"}})
+	if r.placedEverything(done(3)) != nil {
+		t.Error("an update without a route: tally used")
+	}
+}
