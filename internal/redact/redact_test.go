@@ -102,3 +102,19 @@ func BenchmarkURL(b *testing.B) {
 		})
 	}
 }
+
+// FuzzURLPlain: a string URL returns without parsing it (plain) is one that parsing, redacting
+// and printing gives back unchanged, whatever its bytes.
+func FuzzURLPlain(f *testing.F) {
+	for _, s := range []string{"https://arxiv.org/pdf/2301.00001v2", "http://127.0.0.1:43845/pdf/12?size=20480",
+		"https://x/p?a=&=b&&c=d", "https://x/?TOKEN=1", "https://u:p@x/", "https://x:1:2/", "https://x/?a=1#f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if plain(s) {
+			if got := parsed(s); got != s {
+				t.Fatalf("%q is plain, but parsed and redacted it is %q", s, got)
+			}
+		}
+	})
+}
