@@ -76,15 +76,7 @@ func TestWriteVerifiedRemembersNoClone(t *testing.T) {
 func TestPlaceNewCopies(t *testing.T) {
 	for _, held := range []bool{true, false} {
 		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
-			root := t.TempDir()
-			out, blobs := filepath.Join(root, "out"), filepath.Join(root, "blobs")
-			if err := os.MkdirAll(filepath.Join(blobs, "sha256", "ab"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			m := &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}
+			m, out, blobs := newTestMaterializer(t, "ab")
 			if held {
 				m.holdDirs()
 				defer m.release()
@@ -203,15 +195,7 @@ func TestHeldLocalBlobIsLocalPath(t *testing.T) {
 // os.ErrNotExist (PlaceNew then fetches it with ReadPaper). A blob of a copy buffer or more, or
 // without a SHA-256, is not placeSmall's.
 func TestPlaceSmallChecksTheBlob(t *testing.T) {
-	root := t.TempDir()
-	out, blobs := filepath.Join(root, "out"), filepath.Join(root, "blobs")
-	if err := os.MkdirAll(filepath.Join(blobs, "sha256", "cd"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m := &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}
+	m, out, blobs := newTestMaterializer(t, "cd")
 	m.holdDirs()
 	defer m.release()
 	m.noClone.Store(true) // as after the first copy on ext4
@@ -314,15 +298,7 @@ func TestPlaceSmallChecksTheBlob(t *testing.T) {
 // copyBufSize): the placed file holds exactly the blob whatever its size against the buffer's,
 // and a blob with its last byte flipped, or a byte more, places nothing and is removed.
 func TestPlaceNewCopiesLargeBlobs(t *testing.T) {
-	root := t.TempDir()
-	out, blobs := filepath.Join(root, "out"), filepath.Join(root, "blobs")
-	if err := os.MkdirAll(filepath.Join(blobs, "sha256", "ef"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m := &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}
+	m, out, blobs := newTestMaterializer(t, "ef")
 	m.holdDirs()
 	defer m.release()
 	ctx := context.Background()
@@ -375,4 +351,19 @@ func TestPlaceNewCopiesLargeBlobs(t *testing.T) {
 			t.Fatalf("%s blob: not removed (%v)", name, err)
 		}
 	}
+}
+
+// newTestMaterializer makes an output folder and a local blob store holding the folder
+// sha256/SHARD under a fresh temporary folder, and a materializer placing from one into the
+// other (its folders not held yet).
+func newTestMaterializer(t *testing.T, shard string) (m *materializer, out, blobs string) {
+	t.Helper()
+	root := t.TempDir()
+	out, blobs = filepath.Join(root, "out"), filepath.Join(root, "blobs")
+	for _, dir := range []string{filepath.Join(blobs, "sha256", shard), out} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &materializer{out: out, bucketURL: "file://" + filepath.ToSlash(blobs)}, out, blobs
 }
