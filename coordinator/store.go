@@ -154,19 +154,32 @@ func (s *store) readPapers(idxs []uint32) ([]storedPaper, []*pb.PaperSpec, error
 	recs := make([]storedPaper, len(idxs))
 	specs := make([]*pb.PaperSpec, len(idxs))
 	backing := make([]pb.PaperSpec, len(idxs)) // one allocation for the specs
-	tx, end, err := s.kv.view()
+	err := s.eachPaper(idxs, func(b paperBuckets, i int, idx uint32) error {
+		specs[i] = &backing[i]
+		return b.read(idx, &recs[i], specs[i])
+	})
 	if err != nil {
 		return nil, nil, err
+	}
+	return recs, specs, nil
+}
+
+// eachPaper calls read for each paper of idxs (its position i and index idx) with the paper
+// buckets of one read transaction, stopping at the first error; what read keeps of the
+// buckets' bytes must be copied (they are valid only inside the transaction).
+func (s *store) eachPaper(idxs []uint32, read func(b paperBuckets, i int, idx uint32) error) error {
+	tx, end, err := s.kv.view()
+	if err != nil {
+		return err
 	}
 	defer end()
 	b := openPaperBuckets(tx)
 	for i, idx := range idxs {
-		specs[i] = &backing[i]
-		if err := b.read(idx, &recs[i], specs[i]); err != nil {
-			return nil, nil, err
+		if err := read(b, i, idx); err != nil {
+			return err
 		}
 	}
-	return recs, specs, nil
+	return nil
 }
 
 // specRef is what a watch update shows of a paper's spec: its id, and the URL of its current
@@ -180,27 +193,26 @@ type specRef struct{ id, url string }
 func (s *store) readUpdates(idxs []uint32) ([]storedPaper, []specRef, error) {
 	recs := make([]storedPaper, len(idxs))
 	refs := make([]specRef, len(idxs))
-	tx, end, err := s.kv.view()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer end()
-	b := openPaperBuckets(tx)
-	for i, idx := range idxs {
+	err := s.eachPaper(idxs, func(b paperBuckets, i int, idx uint32) error {
 		if err := b.read(idx, &recs[i], nil); err != nil {
-			return nil, nil, err
+			return err
 		}
 		sv := b.specs.Get(key32(idx))
 		if sv == nil {
-			return nil, nil, fmt.Errorf("paper %d: spec missing", idx)
+			return fmt.Errorf("paper %d: spec missing", idx)
 		}
 		urlIdx := -1
 		if recs[i].state != stateSucceeded {
 			urlIdx = int(recs[i].urlIdx)
 		}
+		var err error
 		if refs[i], err = specRefOf(sv, urlIdx); err != nil {
-			return nil, nil, fmt.Errorf("paper %d: spec: %w", idx, err)
+			return fmt.Errorf("paper %d: spec: %w", idx, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return recs, refs, nil
 }
