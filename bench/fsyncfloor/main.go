@@ -20,45 +20,87 @@
 // SHA-256, zero without -hash).
 //
 //	fsyncfloor -existing -hash -dir DIR -concurrency 16
+//
+// With -hash it also counts the files that do not start with "%PDF-" (paperfetch's first
+// check of a PDF) and prints that count after the digest.
+//
+// With -watch it runs a command (a downloader writing into DIR) and does the work of -existing
+// while the command runs, each file as soon as it is written: the cheapest pipelined durable
+// peer, in which hashing and syncing overlap the downloads instead of following them.
+//
+//	fsyncfloor -watch -hash -n 2000 -dir DIR -concurrency 16 -- curl --output-dir DIR ...
+//
+// It creates DIR (which must be absent or empty), watches it with inotify (IN_CLOSE_WRITE,
+// IN_MOVED_TO, and IN_DELETE and IN_MOVED_FROM for names that leave it) before it starts the
+// command, and CONCURRENCY workers open each regular file named by an event, SHA-256 it (with
+// -hash), fdatasync and close it. When the command has exited and every event has been read
+// and its file processed, it fsyncs DIR and prints the -existing summary of the files then in
+// DIR. A non-zero exit of the command is an error (after the summary's work is done). -n bounds
+// the number of files it tracks at once (more is an error).
+//
+// Every file is processed at least once after its last close, so the guarantee is the one
+// -existing gives after the command: an event is queued by the kernel when the file is closed
+// (or renamed into DIR), so a pass that begins after the file's last event was read opens the
+// file after its last write; its fdatasync makes that final content durable and its hash is of
+// that content. A file whose event arrives while a pass on it is under way is processed again
+// after that pass (passes on one file never overlap; events arriving while it waits for a
+// worker add nothing, its pass has not begun). The fsync of DIR comes after the command has
+// exited, so every name the command created is in it. If the kernel's event queue overflows
+// (IN_Q_OVERFLOW: events were lost), every file whose latest pass began before the overflow
+// was read, and every file in DIR it has not seen, is processed again once the command has
+// exited: a lost event can only belong to a close before the overflow was queued.
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 func main() {
 	dir := flag.String("dir", "", "folder to write into (created)")
-	n := flag.Int("n", 2000, "number of files")
+	n := flag.Int("n", 2000, "number of files (with -watch: the most files it tracks at once)")
 	size := flag.Int("size", 65536, "bytes per file")
 	conc := flag.Int("concurrency", 16, "parallel writers")
 	group := flag.Bool("group", false, "commit through blobstore.Committer, as the fetchers do, in the -blob-sync mode")
 	mode := blobstore.DefaultSyncMode
 	flag.TextVar(&mode, "blob-sync", mode, "with -group, the Committer's mode: group or per-file (the fetchers' --blob-sync; default theirs)")
 	existing := flag.Bool("existing", false, "write nothing: make the files already in -dir durable (open, [SHA-256], fdatasync, close; then fsync of -dir)")
-	hash := flag.Bool("hash", false, "with -existing, SHA-256 every file's content before syncing it")
+	watch := flag.Bool("watch", false, "run the command after --, making each file it writes into -dir durable as -existing does, as soon as it is closed (Linux: inotify)")
+	hash := flag.Bool("hash", false, "with -existing or -watch, SHA-256 every file's content before syncing it, and count the files not starting with %PDF-")
 	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	var err error
-	if *existing {
+	switch {
+	case *existing || *watch:
 		var st syncStats
-		if st, err = syncExisting(*dir, *conc, *hash); err == nil {
-			fmt.Printf("%d files synced, %d bytes hashed, digest %x\n", st.files, st.hashed, st.digest)
+		if *watch {
+			st, err = runWatch(ctx, *dir, *n, *conc, *hash, flag.Args())
+		} else {
+			st, err = syncExisting(*dir, *conc, *hash)
 		}
-	} else {
+		if err == nil {
+			fmt.Println(st.summary(*hash))
+		}
+	default:
 		if !*group {
 			mode = 0
 		}
 		err = run(*dir, *n, *size, *conc, mode)
 	}
 	if err != nil {
+		stop()
 		fmt.Fprintln(os.Stderr, "fsyncfloor:", err)
 		os.Exit(1)
 	}
@@ -159,12 +201,76 @@ func groupCommit(c *blobstore.Committer, tmp string, i int, buf []byte) error {
 	return err
 }
 
-// syncStats is what syncExisting did: files synced, bytes hashed and the XOR of the files'
-// SHA-256 (an order-independent digest of the set; zero when not hashing).
+// syncStats is what syncExisting or runWatch did: files synced, bytes hashed, the XOR of the
+// files' SHA-256 (an order-independent digest of the set; zero when not hashing) and the files
+// not starting with "%PDF-" (when hashing); passes counts the files opened, synced and closed,
+// which runWatch may do more than once for a file.
 type syncStats struct {
 	files  int
 	hashed int64
 	digest [sha256.Size]byte
+	notPDF int
+	passes int
+}
+
+// add counts the file with result r.
+func (st *syncStats) add(r fileResult) {
+	st.files++
+	st.hashed += r.size
+	for i, b := range r.sum {
+		st.digest[i] ^= b
+	}
+	if r.hashed && !r.pdf {
+		st.notPDF++
+	}
+}
+
+// summary is the line fsyncfloor prints: files, bytes hashed, digest, and with hash the files
+// that are not PDFs.
+func (st syncStats) summary(hash bool) string {
+	line := fmt.Sprintf("%d files synced, %d bytes hashed, digest %x", st.files, st.hashed, st.digest)
+	if hash {
+		line += fmt.Sprintf(", %d not starting with %%PDF-", st.notPDF)
+	}
+	return line
+}
+
+// fileResult is what hashing one file found: its size and SHA-256, and whether it starts with
+// "%PDF-" (all zero when hashed is false).
+type fileResult struct {
+	hashed bool
+	pdf    bool
+	size   int64
+	sum    [sha256.Size]byte
+}
+
+// pdfMagic starts every PDF.
+const pdfMagic = "%PDF-"
+
+// hashContent reads r to its end through buf and returns its size, SHA-256 and whether it
+// starts with pdfMagic.
+func hashContent(r io.Reader, buf []byte) (fileResult, error) {
+	h := sha256.New()
+	var head [len(pdfMagic)]byte
+	var res fileResult
+	for {
+		n, err := r.Read(buf)
+		if res.size < int64(len(head)) {
+			copy(head[res.size:], buf[:n])
+		}
+		h.Write(buf[:n])
+		res.size += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fileResult{}, err
+		}
+	}
+	res.hashed = true
+	res.pdf = string(head[:]) == pdfMagic
+	h.Sum(res.sum[:0])
+	return res, nil
 }
 
 // readDirBatch bounds how many folder entries syncExisting holds at once.
@@ -223,6 +329,8 @@ func syncExisting(dir string, conc int, hash bool) (syncStats, error) {
 	for _, st := range per {
 		total.files += st.files
 		total.hashed += st.hashed
+		total.notPDF += st.notPDF
+		total.passes += st.passes
 		for i := range total.digest {
 			total.digest[i] ^= st.digest[i]
 		}
@@ -237,27 +345,18 @@ func syncFile(path string, hash bool, buf []byte, st *syncStats) error {
 	if err != nil {
 		return err
 	}
+	var res fileResult
 	if hash {
-		h := sha256.New()
-		n, err := io.CopyBuffer(h, onlyReader{f}, buf)
-		if err != nil {
+		if res, err = hashContent(f, buf); err != nil {
 			_ = f.Close()
 			return fmt.Errorf("hash %s: %w", path, err)
-		}
-		st.hashed += n
-		for i, b := range h.Sum(nil) {
-			st.digest[i] ^= b
 		}
 	}
 	if err := syncData(f); err != nil {
 		_ = f.Close()
 		return err
 	}
-	st.files++
+	st.add(res)
+	st.passes++
 	return f.Close()
 }
-
-// onlyReader hides the file's WriteTo, so that io.CopyBuffer reads through the given buffer.
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
