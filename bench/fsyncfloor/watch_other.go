@@ -8,13 +8,13 @@ import "errors"
 type dirWatch struct{}
 
 // errNoWatch is -watch's error where inotify does not exist.
-var errNoWatch = errors.New("-watch needs inotify: it runs on Linux only")
+func errNoWatch() error { return errors.New("-watch needs inotify: it runs on Linux only") }
 
-func newDirWatch(string) (*dirWatch, error)     { return nil, errNoWatch }
-func (*dirWatch) run(chan<- []watchEvent) error { return errNoWatch }
+func newDirWatch(string) (*dirWatch, error)     { return nil, errNoWatch() }
+func (*dirWatch) run(chan<- []watchEvent) error { return errNoWatch() }
 func (*dirWatch) stop()                         {}
 func (*dirWatch) close()                        {}
 
 func syncEntry(string, string, bool, []byte) (fileResult, bool, error) {
-	return fileResult{}, false, errNoWatch
+	return fileResult{}, false, errNoWatch()
 }
