@@ -21,6 +21,12 @@ import (
 // a nil field keeps PerHostDelay or PerHostConcurrency.
 type HostLimits = coordinator.HostLimits
 
+// BodyTap receives copies of the downloaded PDFs (Options.Tap): see fetcher.BodyTap.
+type BodyTap = fetcher.BodyTap
+
+// TapWriter is one copy of a BodyTap: see fetcher.TapWriter.
+type TapWriter = fetcher.TapWriter
+
 // Defaults of Options, as returned by DefaultOptions: the defaults of `paperfetch get`'s flags.
 const (
 	DefaultFetchers           = 2
@@ -113,6 +119,11 @@ type Options struct {
 	// data) require one of these bearer tokens, as the coordinator's --tokens does. The
 	// fetchers' gateway stays open. For tests and demos of the authenticated paths.
 	ClientTokens auth.TokenChecker
+	// Tap, when set, receives a copy of every PDF the fetchers download for a paper, written
+	// as it is received, by the writes that hash it, and finished once its blob is committed
+	// (fetcher.Config.Tap): `paperfetch get` writes its output files with it. Nil: none.
+	Tap BodyTap
+
 	// TuneCoordinator and TuneFetcher, when set, adjust the coordinator's and every fetcher's
 	// configuration after it was derived from the options, for what the options do not cover
 	// (tests: NoSync, retry delays, watch intervals). The result is validated.
@@ -198,6 +209,7 @@ func (o *Options) fetcherConfig() (fetcher.Config, error) {
 	c.MaxSize = o.MaxSize
 	c.Timeout = o.Timeout
 	c.DrainGrace = o.DrainGrace
+	c.Tap = o.Tap
 	if o.Proxy != "" {
 		var err error
 		if c.Proxy, c.ProxyMode, err = fetcher.ParseProxy(o.Proxy); err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +266,73 @@ func TestWatchInterval(t *testing.T) {
 	}
 	if got != embedded.WatchInterval || got >= coordinator.DefaultWatchInterval {
 		t.Fatalf("watch interval %v, want %v", got, embedded.WatchInterval)
+	}
+}
+
+// memTap is a BodyTap keeping each finished copy in memory, by paper.
+type memTap struct {
+	mu       sync.Mutex
+	finished map[string]*memCopy // batch/paper -> copy
+}
+
+type memCopy struct {
+	t   *memTap
+	key string
+	buf []byte
+	sha string
+}
+
+func (m *memTap) Open(batchID, paperID string) embedded.TapWriter {
+	return &memCopy{t: m, key: batchID + "/" + paperID}
+}
+
+func (c *memCopy) Write(p []byte) (int, error) { c.buf = append(c.buf, p...); return len(p), nil }
+
+func (c *memCopy) Finish(sha string, size int64) {
+	c.sha = sha
+	c.t.mu.Lock()
+	defer c.t.mu.Unlock()
+	c.t.finished[c.key] = c
+}
+
+func (c *memCopy) Abort() {}
+
+// Options.Tap reaches every fetcher: each paper's download is copied to it, named by batch and
+// paper, and finished with the paper's digest once it succeeded.
+func TestTapGetsEveryDownload(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(pdf(r.URL.Path))
+	}))
+	defer origin.Close()
+	tap := &memTap{finished: map[string]*memCopy{}}
+	o := testOptions(t.TempDir(), nil)
+	o.Tap = tap
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sys, err := embedded.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	client := pb.NewCoordinatorServiceClient(sys.Conn())
+	var papers []*pb.PaperSpec
+	for i := range 6 {
+		papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", i), Urls: []string{fmt.Sprintf("%s/p%d.pdf", origin.URL, i)}})
+	}
+	if _, err := client.SubmitBatch(ctx, &pb.SubmitBatchRequest{BatchId: "b1", Papers: papers}); err != nil {
+		t.Fatal(err)
+	}
+	if b := watchDone(t, sys, "b1"); b.GetCounts().GetSucceeded() != 6 {
+		t.Fatalf("batch %v", b)
+	}
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	for i := range 6 {
+		body := pdf(fmt.Sprintf("/p%d.pdf", i))
+		sum := sha256.Sum256(body)
+		c := tap.finished[fmt.Sprintf("b1/p%d", i)]
+		if c == nil || string(c.buf) != string(body) || c.sha != hex.EncodeToString(sum[:]) {
+			t.Fatalf("paper p%d: copy %+v, want the body finished with its digest", i, c)
+		}
 	}
 }

@@ -24,6 +24,10 @@ type attempt struct {
 	wd         *watchdog
 	startedSet bool
 	followed   bool // a citation_pdf_url was already followed
+	// tap is the body's copy for Config.Tap (receivedBody.tap; never nil). Only a body received
+	// whole from its first byte by the first request that reaches it is copied: a resume, or
+	// a restart after one, aborts the copy.
+	tap *bodyCopy
 }
 
 func (a *attempt) run(ctx context.Context, target *url.URL) (outcome, *failure) {
@@ -49,6 +53,11 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	var validator string
 	if a.sf != nil && mayResume {
 		offset, validator = a.sf.resumeFrom()
+	}
+	if offset > 0 || a.tap.n > 0 {
+		// A resume (the prefix comes from the spool, not through the copy), or bytes copied
+		// by an earlier request of this attempt: no copy of this body.
+		a.tap.abort()
 	}
 	reqURL := target
 	if a.d.proxy != nil {
@@ -130,7 +139,11 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 	var sink io.Writer = h
 	var head []byte
 	if a.sf != nil {
-		sink = &hashingWriter{sf: a.sf, h: h}
+		hw := &hashingWriter{sf: a.sf, h: h}
+		if !resumed && a.tap.w != nil {
+			hw.tap = a.tap
+		}
+		sink = hw
 		if resumed {
 			if head, err = a.sf.hashPrefix(h); err != nil {
 				return nil, outcome{}, storageFailure(err)
@@ -192,6 +205,7 @@ func (a *attempt) fetch(ctx context.Context, target *url.URL, mayResume bool) (*
 // refetch drops the partial body kept for a resume (what the origin answered cannot extend
 // it), closes resp's body and fetches target again from the first byte.
 func (a *attempt) refetch(ctx context.Context, target *url.URL, resp *http.Response) (*url.URL, outcome, *failure) {
+	a.tap.abort()
 	if err := a.sf.reset(); err != nil {
 		return nil, outcome{}, storageFailure(err)
 	}

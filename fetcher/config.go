@@ -83,7 +83,7 @@ var Version = version.Version
 // zero: ResumeMinBytes 0 keeps every partial download, MaxRedirects 0 follows none), and New
 // rejects invalid values with an error naming the field (Validate) instead of replacing them.
 // Only ID, UserAgent, SpoolDir and the nil fields (Bucket, Committer, Proxy, LookupIP, Clock,
-// Logger, Registerer) have a documented meaning of their own when empty.
+// Logger, Registerer, Tap) have a documented meaning of their own when empty.
 type Config struct {
 	// ID is the id of the fetcher process on the Work stream: 1 to 128 bytes of printable
 	// UTF-8 without white space. One id has one live process: the coordinator refuses a second
@@ -213,6 +213,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the fetcher's metrics; nil means no metrics.
 	Registerer prometheus.Registerer
+	// Tap, when set, receives a copy of every PDF body downloaded for a lease, written as it
+	// is received by the Writes that feed its SHA-256, and finished once the body is committed
+	// (see BodyTap); nil: none. The embedded `paperfetch get` sets it to write its output
+	// files without reading the blobs back.
+	Tap BodyTap
 }
 
 // CommitterOptions returns the options of the blobstore.Committer of c's file:// bucket: its

@@ -49,6 +49,9 @@ type job struct {
 	// body of it; a stored download then skips removeURL (a folder scan per paper). Partials of
 	// the same URL kept for another paper stay for that paper's retry, or until swept.
 	firstAttempt bool
+	// batchID and paperID name the paper of a lease's download ("" for a Fetch call): its body
+	// is copied to downloader.tap's writer for it.
+	batchID, paperID string
 }
 
 // outcome is a successful download.
@@ -83,6 +86,7 @@ type downloader struct {
 	log       *slog.Logger
 	metrics   *metrics
 	buffers   sync.Pool // *[]byte of copyBufSize
+	tap       BodyTap   // Config.Tap (nil: no copies)
 
 	// beforeCommit, when set (by tests, before any download), is called at the start of every
 	// commit.
@@ -211,11 +215,15 @@ type receivedBody struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	wd     *watchdog // &wdog
+	// tap is the copy of the body for Config.Tap: finished by a successful commit, aborted by
+	// every other end.
+	tap bodyCopy
 
 	wdog watchdog // the download's watchdog, in this allocation
 }
 
 func (r *receivedBody) end() {
+	r.tap.abort()
 	r.wd.stop()
 	r.cancel(nil)
 }
@@ -250,7 +258,10 @@ func (d *downloader) receiveIn(ctx context.Context, cancel context.CancelCauseFu
 			return nil, f
 		}
 	}
-	a := &attempt{d: d, j: j, sf: r.sf, rep: rep, wd: wd}
+	if d.tap != nil && j.paperID != "" && r.sf != nil {
+		r.tap.w = d.tap.Open(j.batchID, j.paperID)
+	}
+	a := &attempt{d: d, j: j, sf: r.sf, rep: rep, wd: wd, tap: &r.tap}
 	out, fail := a.run(ctx, target)
 	if fail != nil {
 		if r.sf != nil {
@@ -295,6 +306,8 @@ func (d *downloader) commit(r *receivedBody) (outcome, *failure) {
 		return outcome{}, f
 	}
 	out.blobKey = key
+	// The blob holds the body: the paper's copy is final.
+	r.tap.finish(out.sha256, out.size)
 	if !r.j.firstAttempt {
 		d.forgetURL(r.ctx, r.j.url, "stored")
 	}
@@ -423,10 +436,12 @@ func newRequestHeader(extra http.Header, userAgent string) http.Header {
 }
 
 // hashingWriter writes to a spool file, then to the hash of the body (io.MultiWriter's
-// semantics, one allocation instead of two).
+// semantics, one allocation instead of two), then to the body's copy for Config.Tap when tap
+// is set: the copy gets exactly the bytes hashed. A failed copy is aborted, the write goes on.
 type hashingWriter struct {
-	sf *spoolFile
-	h  hash.Hash
+	sf  *spoolFile
+	h   hash.Hash
+	tap *bodyCopy // nil: no copy of this body
 }
 
 func (w *hashingWriter) Write(p []byte) (int, error) {
@@ -437,7 +452,11 @@ func (w *hashingWriter) Write(p []byte) (int, error) {
 	if n != len(p) {
 		return n, io.ErrShortWrite
 	}
-	return w.h.Write(p)
+	n, err = w.h.Write(p)
+	if w.tap != nil {
+		w.tap.write(p)
+	}
+	return n, err
 }
 
 // countingReader feeds the stall watchdog on every read that returns bytes.

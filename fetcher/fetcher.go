@@ -133,6 +133,7 @@ func New(cfg Config) (*Fetcher, error) {
 				b := make([]byte, copyBufSize)
 				return &b
 			}},
+			tap: cfg.Tap,
 		},
 		book:    newLeaseBook(cfg.Prefetch),
 		commits: make(chan struct{}, cfg.PendingCommits),
@@ -311,6 +312,8 @@ func (f *Fetcher) jobFor(a *pb.Assign) job {
 		// Every Assign counts an attempt (committed before it is sent), so attempt 1 is the
 		// paper's first Assign ever.
 		firstAttempt: a.GetAttempt() == 1,
+		batchID:      a.GetBatchId(),
+		paperID:      a.GetPaperId(),
 	}
 	if lim := a.GetLimits(); lim != nil {
 		if lim.GetMaxSizeBytes() > 0 {

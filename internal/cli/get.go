@@ -119,6 +119,9 @@ type getRun struct {
 	display progress.Display
 	mat     *materializer
 	placer  *placer // places succeeded papers during the download (set by download)
+	// taps are the output files the downloads write as they receive them (nil with --link or
+	// --name-template): set before the embedded system starts, armed once the batch is known.
+	taps *outTaps
 
 	storageMu  sync.Mutex // guards storageErr: the placers report too
 	storageErr error      // the first out-of-space (quota, read-only) error: the run stops
@@ -248,6 +251,11 @@ func (r *getRun) start(ctx context.Context) error {
 			return &exitError{code: ExitUsage, err: fmt.Errorf("--dashboard: %w", err)}
 		}
 	}
+	if !o.link && o.nameTemplate == "" {
+		// Downloads write the output files as they receive them, once armed (below).
+		r.taps = newOutTaps(maxOutTaps)
+		ecfg.Tap = r.taps
+	}
 	sys, err := embedded.Start(ctx, ecfg)
 	if err != nil {
 		if errors.Is(err, embedded.ErrStoreLocked) {
@@ -279,6 +287,15 @@ func (r *getRun) start(ctx context.Context) error {
 	r.mat = &materializer{out: o.out, bucketURL: sys.BucketURL(), client: r.client, link: o.link, template: o.nameTemplate}
 	r.mat.holdDirs()
 	r.cleanups = append(r.cleanups, r.mat.release)
+	if r.taps != nil {
+		// The copies left are aborted before the output folder is released (cleanups run
+		// last first).
+		r.cleanups = append(r.cleanups, r.taps.close)
+		if r.mat.outDir != nil {
+			r.taps.arm(r.mat.outDir, r.batchID)
+			r.mat.taps = r.taps
+		}
+	}
 	return nil
 }
 
@@ -430,8 +447,13 @@ func (r *getRun) download(ctx context.Context) (*pb.Batch, int64, error) {
 			if u.GetLastFailureReason() == pb.FailureReason_FAILURE_REASON_STORAGE_FULL && u.GetState() != pb.PaperState_PAPER_STATE_SUCCEEDED {
 				r.stopForStorage(storagefull.FromMessage(u.GetLastError()), cancelRun)
 			}
-			if u.GetState() == pb.PaperState_PAPER_STATE_SUCCEEDED {
+			switch u.GetState() {
+			case pb.PaperState_PAPER_STATE_SUCCEEDED:
 				succeeded = append(succeeded, u)
+			case pb.PaperState_PAPER_STATE_FAILED, pb.PaperState_PAPER_STATE_CANCELLED:
+				if r.mat.taps != nil {
+					r.mat.taps.drop(r.batchID, u.GetPaperId())
+				}
 			}
 		}
 		r.placer.add(runCtx, succeeded)

@@ -49,6 +49,10 @@ type materializer struct {
 	// opened, relative to them (no walk of their paths per file, and the check of /proc that
 	// unnamed files need made once). Without them (pull, tests) files are found by path.
 	outDir, blobDir *atomicfile.Dir
+	// taps, when set (get, without link or template, with outDir held), holds the output files
+	// its downloads wrote as they received them: PlaceNew links a paper's finished one into
+	// place instead of copying the blob.
+	taps *outTaps
 }
 
 // holdDirs opens the output folder and the local blob store's folder for the run (outDir,
@@ -144,10 +148,13 @@ func (m *materializer) target(p *pb.Paper) string {
 }
 
 // PlaceNew is Place for a paper that just succeeded, whose file is most likely not in the
-// output folder yet. With --link it first checks the blob (size and SHA-256: the fetcher's
-// commit keeps an object that already existed without reading it, so "just downloaded" does
-// not prove the blob file holds those bytes) and hard-links it under the final name (which
-// appears whole or not at all, so neither a stat nor a temporary name is needed).
+// output folder yet. When its download wrote the output file as it received it (taps: the
+// bytes whose SHA-256 is the paper's, finished with the paper's digest and size), that file is
+// linked into place: the blob is not read. With --link it first checks the blob (size and
+// SHA-256: the fetcher's commit keeps an object that already existed without reading it, so
+// "just downloaded" does not prove the blob file holds those bytes) and hard-links it under the
+// final name (which appears whole or not at all, so neither a stat nor a temporary name is
+// needed).
 //
 // Without --link it copies the blob (checked as it is copied) straight to the final name, with
 // no stat of that name first: a paper that succeeded during this run's watch was not placed
@@ -156,6 +163,9 @@ func (m *materializer) target(p *pb.Paper) string {
 // batch on this folder): Place, which keeps a verified file, handles it.
 func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool, error) {
 	if !p.GetCached() {
+		if target, ok := m.placeTapped(p); ok {
+			return target, false, nil
+		}
 		if lp, ok := m.localBlob(p); ok {
 			target := m.target(p)
 			if m.link {
@@ -175,6 +185,29 @@ func (m *materializer) PlaceNew(ctx context.Context, p *pb.Paper) (string, bool,
 		}
 	}
 	return m.Place(ctx, p)
+}
+
+// placeTapped links the output file that p's download wrote (taps) into place, when there is
+// one finished with p's SHA-256 and size and p's file goes in the output folder itself, and
+// reports whether it did. A copy that is not used, or whose link fails, is discarded: the
+// paper is then placed from its blob.
+func (m *materializer) placeTapped(p *pb.Paper) (string, bool) {
+	if m.taps == nil {
+		return "", false
+	}
+	f := m.taps.take(p.GetBatchId(), p.GetSpec().GetPaperId(), p.GetSha256(), p.GetSize())
+	if f == nil {
+		return "", false
+	}
+	target := m.target(p)
+	if m.outDir == nil || filepath.Dir(target) != m.outDir.Path() || p.GetSha256() == "" {
+		f.Abort()
+		return "", false
+	}
+	if err := f.Commit(target); err != nil {
+		return "", false
+	}
+	return target, true
 }
 
 // checkBlob verifies the size and SHA-256 of the local blob file src of p. A damaged blob is
