@@ -128,7 +128,9 @@ type Config struct {
 	// (fdatasync and a folder fsync per commit). Group commits cost about half the disk
 	// requests and CPU of per-file ones, but syncfs(2) also writes other processes' dirty
 	// pages of the bucket's file system, so on a disk shared with heavy writers per-file
-	// commits wait less; see blobstore.DefaultSyncMode. Ignored for other buckets.
+	// commits wait less; see blobstore.DefaultSyncMode. In group mode a body of
+	// blobstore.LargeCommit bytes or more is committed per file all the same. Ignored for
+	// other buckets.
 	BlobSync blobstore.SyncMode
 	// BlobSyncWindow is the gathering window of group commits (--blob-sync-window; 0 to
 	// blobstore.MaxWindow; default DefaultBlobSyncWindow): a group of commits starts no sooner

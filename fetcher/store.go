@@ -62,7 +62,7 @@ func (st *store) spoolDir(configured string) string {
 func (st *store) commit(ctx context.Context, sf *spoolFile, key string) error {
 	defer sf.finish()
 	if st.localDir != "" {
-		if _, err := st.committer.Commit(sf.takeFile(), key); err != nil {
+		if _, err := st.committer.CommitSized(sf.takeFile(), key, sf.size); err != nil {
 			return fmt.Errorf("commit %s: %w", key, err)
 		}
 		sf.committed = true // renamed into place (or removed as a duplicate)

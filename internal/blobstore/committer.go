@@ -40,6 +40,16 @@ const (
 // SyncPerFile for a bucket on a disk shared with heavy writers.
 const DefaultSyncMode = SyncGroup
 
+// LargeCommit is the size from which a SyncGroup commit is made durable on its own (as
+// SyncPerFile does) when its size is known (CommitSized): a large file's own data is most of
+// what its flushes write (one fdatasync, one folder fsync: little beside it), while syncfs(2)
+// would also write every other dirty page of the file system, which for `paperfetch get` are
+// the output copies its downloads write as they receive them (as large as the blobs). B2
+// (4 × 512 MiB, 3 alternating rounds): 3.85–4.52 s per file against 6.53–8.95 s in groups,
+// where the groups' syncfs wrote the 2 GiB of output copies too (bench/ANALYSIS.md, "get
+// writes each output PDF while it downloads it").
+const LargeCommit = 8 << 20
+
 // MaxGroup bounds the commits of one group: each holds an open file until its group ends,
 // and a larger group makes its first waiter wait longer for gains that are already small (a
 // group holds about half the commits in flight: some 32 per fetcher at the default
@@ -231,13 +241,19 @@ func (c *Committer) Mode() SyncMode { return c.mode }
 // and existed is true. The object is durable when Commit returns nil. On an error the
 // temporary file may be left (closed): the caller removes it.
 func (c *Committer) Commit(tmp *os.File, key string) (existed bool, err error) {
+	return c.CommitSized(tmp, key, -1)
+}
+
+// CommitSized is Commit of a temporary file known to hold size bytes (-1: unknown): in
+// SyncGroup mode a file of LargeCommit bytes or more is committed on its own (SyncPerFile).
+func (c *Committer) CommitSized(tmp *os.File, key string, size int64) (existed bool, err error) {
 	if !safeKey(key) {
 		_ = tmp.Close()
 		return false, fmt.Errorf("commit %q: unsafe key", key)
 	}
 	// filepath.Join without its Clean pass over the whole path: a safe key is clean.
 	final := c.root + filepath.FromSlash(key)
-	if c.mode == SyncGroup && !c.noSyncFS.Load() {
+	if c.mode == SyncGroup && !c.noSyncFS.Load() && size < LargeCommit {
 		m := &member{tmp: tmp, key: key, final: final, wake: make(chan struct{}, 1)}
 		c.commitGroup(m)
 		if !m.retry {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -374,6 +375,31 @@ func TestGroupCommitFallsBackWithoutSyncFS(t *testing.T) {
 	}
 	if calls != 1 {
 		t.Fatalf("syncfs tried %d times, want once", calls)
+	}
+}
+
+// A SyncGroup commit of LargeCommit bytes or more (CommitSized) is made durable on its own: no
+// syncfs(2), which would write every other dirty page of the file system too. Smaller or
+// unsized commits go in groups (two syncfs calls each here, one at a time).
+func TestGroupCommitLargeFilesOnTheirOwn(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	var calls atomic.Int32
+	c.syncFS = func(f *os.File) error { calls.Add(1); return syncFS(f) }
+	for i, size := range []int64{LargeCommit, LargeCommit + 1, -1, LargeCommit - 1} {
+		before := calls.Load()
+		if ex, err := c.CommitSized(tempWith(t, dir, "%PDF-x"), keyOf(i), size); err != nil || ex {
+			t.Fatalf("commit %d: existed %v, err %v", i, ex, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(keyOf(i)))); err != nil {
+			t.Fatal(err)
+		}
+		want := int32(2)
+		if size >= LargeCommit {
+			want = 0
+		}
+		if got := calls.Load() - before; got != want {
+			t.Errorf("commit of size %d: %d syncfs calls, want %d", size, got, want)
+		}
 	}
 }
 
