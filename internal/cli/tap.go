@@ -38,6 +38,12 @@ type outTaps struct {
 	dir   *atomicfile.Dir // the held output folder; nil: disarmed (Open gives no copy)
 	batch string          // the run's batch: other batches' downloads get no copy
 	taps  map[tapKey]*outTap
+	// creating counts the copies whose files are being made outside mu (they count against
+	// max); creations waits for them, so that close returns only when none can still use dir.
+	creating  int
+	creations sync.WaitGroup
+	// create makes a copy's file in dir; nil: dir.Create (tests stall it).
+	create func(dir *atomicfile.Dir) (*atomicfile.File, error)
 	// files counts the copies' open files (tests: none is left).
 	files atomic.Int64
 }
@@ -56,7 +62,9 @@ func (s *outTaps) arm(dir *atomicfile.Dir, batch string) {
 
 // Open implements embedded.BodyTap: an unnamed file in the output folder for a download of the
 // run's batch, or nil (disarmed, another batch, maxOutTaps copies open, the file cannot be
-// made). A copy already open for the paper (an earlier download of it) is aborted.
+// made). A copy already open for the paper (an earlier download of it) is aborted. The file is
+// made outside mu (a file creation can take milliseconds on a busy file system: the downloads
+// must not queue behind each other's), in a slot reserved under it; close waits for it.
 func (s *outTaps) Open(batchID, paperID string) embedded.TapWriter {
 	k := tapKey{batchID, paperID}
 	s.mu.Lock()
@@ -66,22 +74,45 @@ func (s *outTaps) Open(batchID, paperID string) embedded.TapWriter {
 	}
 	old := s.taps[k]
 	delete(s.taps, k)
-	var t *outTap
-	if len(s.taps) < s.max {
-		// Created under s.mu: close cannot release the folder meanwhile.
-		if f, err := s.dir.Create(); err == nil {
-			s.files.Add(1)
-			t = &outTap{set: s, key: k, f: f}
-			s.taps[k] = t
-		}
+	dir := s.dir
+	reserved := len(s.taps)+s.creating < s.max
+	if reserved {
+		s.creating++
+		s.creations.Add(1)
 	}
 	s.mu.Unlock()
 	if old != nil {
 		old.end()
 	}
-	if t == nil {
-		return nil // not a nil *outTap in the interface
+	if !reserved {
+		return nil
 	}
+	defer s.creations.Done()
+	var f *atomicfile.File
+	var err error
+	if s.create != nil {
+		f, err = s.create(dir)
+	} else {
+		f, err = dir.Create()
+	}
+	s.mu.Lock()
+	s.creating--
+	if err != nil || s.dir == nil {
+		// No file, or the run ended meanwhile (close disarmed the set and waits for this one).
+		s.mu.Unlock()
+		if f != nil {
+			f.Abort()
+		}
+		return nil
+	}
+	s.files.Add(1)
+	t := &outTap{set: s, key: k, f: f}
+	if prev := s.taps[k]; prev != nil {
+		// Another download of the paper opened a copy meanwhile: the newer one wins.
+		defer prev.end()
+	}
+	s.taps[k] = t
+	s.mu.Unlock()
 	return t
 }
 
@@ -133,6 +164,8 @@ func (s *outTaps) close() {
 		delete(s.taps, k)
 	}
 	s.mu.Unlock()
+	// No new file is made now (dir is nil); the ones being made are aborted by their Open.
+	s.creations.Wait()
 	for _, t := range left {
 		t.end()
 	}

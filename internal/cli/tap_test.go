@@ -8,10 +8,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/syncbuf"
 )
@@ -255,5 +257,59 @@ func TestGetWritesOutputAsItDownloads(t *testing.T) {
 	checkPlaced(t, out, readTestReport(t, report), n)
 	if got := openIn(t, out) - before; got != 0 {
 		t.Fatalf("%d descriptors left in the output folder", got)
+	}
+}
+
+// TestOutTapsCreateOutsideTheLock: a copy's file is made outside the set's lock, so a slow file
+// creation (milliseconds on a file system busy with recent deletions) does not hold up the other
+// downloads' copies (on the old code the second Open waited for the first creation: this test
+// hung); and close waits for a creation under way, whose file is then discarded.
+func TestOutTapsCreateOutsideTheLock(t *testing.T) {
+	fx := newTapFixture(t, 8)
+	s := fx.m.taps
+	entered, release := make(chan struct{}), make(chan struct{})
+	s.create = func(d *atomicfile.Dir) (*atomicfile.File, error) {
+		if d == nil {
+			return nil, errors.New("no folder")
+		}
+		select {
+		case <-entered:
+		default:
+			close(entered)
+			<-release
+		}
+		return d.Create()
+	}
+	slow := make(chan bool)
+	go func() { slow <- s.Open("b", "slow") != nil }()
+	<-entered
+	fast := s.Open("b", "fast")
+	if fast == nil {
+		t.Fatal("no copy while another copy's file was being made")
+	}
+	fast.Abort()
+	closed := make(chan struct{})
+	go func() { s.close(); close(closed) }()
+	for disarmed := false; !disarmed; runtime.Gosched() {
+		s.mu.Lock()
+		disarmed = s.dir == nil
+		s.mu.Unlock()
+	}
+	for range 100 {
+		runtime.Gosched() // give a close that does not wait every chance to return
+	}
+	select {
+	case <-closed:
+		t.Fatal("close returned while a copy's file was being made")
+	default:
+	}
+	close(release)
+	<-closed
+	if <-slow {
+		// Open may have made its file before close disarmed the set: close then ended it.
+		t.Log("the stalled copy was made before close")
+	}
+	if n := s.files.Load(); n != 0 {
+		t.Fatalf("%d copy files left open after close", n)
 	}
 }
