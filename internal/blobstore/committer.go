@@ -24,7 +24,8 @@ const (
 	// commit's own file, but every commit costs its own disk flushes.
 	SyncPerFile SyncMode = iota + 1
 	// SyncGroup batches concurrent commits (Linux: syncfs(2)): the commits waiting when a group
-	// starts (at most MaxGroup) share two whole-file-system syncs. Where syncfs(2) does not
+	// starts (at most MaxGroup) share two whole-file-system syncs. A commit of LargeCommit
+	// bytes or more (CommitSized) is made durable as with SyncPerFile. Where syncfs(2) does not
 	// exist it falls back to SyncPerFile.
 	SyncGroup
 )

@@ -11,10 +11,13 @@ import (
 )
 
 // maxOutTaps bounds the output files that downloads write as they receive them (outTaps): those
-// being written plus those finished and waiting for their paper's placement, each an open file.
-// Beyond it a download gets no copy, and its paper is placed by copying its blob. 256 is above
-// the most downloads `get` runs at once (--concurrency, and the fetchers' prefetch) and
-// the placers' usual backlog, and far below the descriptor limit.
+// being written, those whose body waits for or runs its commit, and those finished and waiting
+// for their paper's placement, each an open file. Beyond it a download gets no copy, and its
+// paper is placed by copying its blob. At get's defaults at most 144 copies are written or
+// committed at once (--concurrency 16, and 2 fetchers of 64 pending commits each; prefetched
+// leases open none until they start), so 256 leaves room for the placers' usual backlog; a
+// --concurrency above it (up to 10,000) only makes more papers copied from their blobs. It is
+// far below the descriptor limit (Go raises the soft limit to the hard one at start).
 const maxOutTaps = 256
 
 // errTapEnded is the error of a write to a copy that was ended (placed, aborted, the run over).
