@@ -711,3 +711,80 @@ func TestGroupCommitWindow(t *testing.T) {
 		}
 	}
 }
+
+// A large commit in SyncGroup mode is durable before it returns as a per-file commit is: its
+// key's folder is fsynced after the rename (its data by fdatasync before it), and a failed
+// folder fsync fails it (the object is then not reported durable). Large commits of one key and
+// small ones of others, all at once, each succeed once, a duplicate large one as existing.
+func TestGroupCommitLargeDurable(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	var mu sync.Mutex
+	synced := map[string]int{}
+	var failDir atomic.Bool
+	c.syncDir = func(p string) error {
+		mu.Lock()
+		synced[p]++
+		mu.Unlock()
+		if failDir.Load() {
+			return errors.New("injected EIO")
+		}
+		return syncPath(p)
+	}
+	var calls atomic.Int32
+	c.syncFS = func(f *os.File) error { calls.Add(1); return syncFS(f) }
+
+	folder := func(key string) string {
+		return filepath.Dir(filepath.Join(dir, filepath.FromSlash(key)))
+	}
+	if ex, err := c.CommitSized(tempWith(t, dir, "%PDF-large"), keyOf(1), LargeCommit); err != nil || ex {
+		t.Fatalf("large commit: existed %v, err %v", ex, err)
+	}
+	if synced[folder(keyOf(1))] == 0 || calls.Load() != 0 {
+		t.Fatalf("large commit: folder synced %d times, %d syncfs calls; want a folder fsync and no syncfs", synced[folder(keyOf(1))], calls.Load())
+	}
+
+	failDir.Store(true)
+	if _, err := c.CommitSized(tempWith(t, dir, "%PDF-large 2"), keyOf(2), LargeCommit+1); err == nil {
+		t.Fatal("a large commit whose folder fsync failed reported durable")
+	}
+	failDir.Store(false)
+
+	var wg sync.WaitGroup
+	var existed atomic.Int32
+	for i := range 8 {
+		wg.Go(func() {
+			key, size := keyOf(100+i), int64(LargeCommit-1)
+			if i%2 == 0 {
+				key, size = keyOf(3), LargeCommit // four commits of one large object
+			}
+			ex, err := c.CommitSized(tempWith(t, dir, "%PDF-mixed"), key, size)
+			if err != nil {
+				t.Errorf("commit %d: %v", i, err)
+			}
+			if ex {
+				existed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := existed.Load(); n != 3 {
+		t.Errorf("%d of the 4 commits of one large object existed, want 3", n)
+	}
+	for i := range 8 {
+		key := keyOf(100 + i)
+		if i%2 == 0 {
+			key = keyOf(3)
+		}
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(key))); err != nil {
+			t.Error(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if synced[folder(keyOf(3))] < 4 {
+		t.Errorf("the large object's folder synced %d times, want once per commit (4)", synced[folder(keyOf(3))])
+	}
+	if entries, _ := os.ReadDir(TempDir(dir)); len(entries) > 1 { // the failed commit's file may stay
+		t.Errorf("%d temporary files left", len(entries))
+	}
+}
