@@ -26,6 +26,7 @@ import (
 
 	"github.com/paperfetch/paperfetch/bench/originlib"
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
+	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
 // stepKind is one fault the suite injects.
@@ -113,7 +114,8 @@ func splitmix(x uint64) uint64 {
 }
 
 // makePapers defines count papers: 16–128 KiB (every tenth 512 KiB, every hundredth 3 MiB and
-// truncated once, to exercise resuming), bodies throttled (256 KiB/s) so that downloads are in
+// truncated once, to exercise resuming, of which every tenth 8 MiB: the commits made durable
+// per file), bodies throttled (256 KiB/s) so that downloads are in
 // flight when processes are killed, and a deterministic mix of injected failures, each bounded
 // so that every paper succeeds within its attempt budget.
 func makePapers(base string, count int) []paperDef {
@@ -122,6 +124,10 @@ func makePapers(base string, count int) []paperDef {
 		n := uint64(i)
 		size, rate := int64(16<<10)+int64(splitmix(n)%(112<<10)), 256<<10
 		switch {
+		case n%1000 == 150:
+			// Exactly blobstore.LargeCommit, truncated once and resumed: committed on its own
+			// (fdatasync, folder fsync) in the fetchers' group mode, after a resume.
+			size, rate = blobstore.LargeCommit, 8<<20
 		case n%100 == 50:
 			// Large enough for the fetcher to keep the partial body of the truncated first
 			// response and resume it with Range/If-Range.
