@@ -45,6 +45,9 @@ type outTaps struct {
 	// max); creations waits for them, so that close returns only when none can still use dir.
 	creating  int
 	creations sync.WaitGroup
+	// opened numbers the Opens (outTap.seq): of two copies of a paper made at once, the later
+	// Open's is kept, whichever file creation ends first.
+	opened uint64
 	// create makes a copy's file in dir; nil: dir.Create (tests stall it).
 	create func(dir *atomicfile.Dir) (*atomicfile.File, error)
 	// files counts the copies' open files (tests: none is left).
@@ -65,7 +68,8 @@ func (s *outTaps) arm(dir *atomicfile.Dir, batch string) {
 
 // Open implements embedded.BodyTap: an unnamed file in the output folder for a download of the
 // run's batch, or nil (disarmed, another batch, maxOutTaps copies open, the file cannot be
-// made). A copy already open for the paper (an earlier download of it) is aborted. The file is
+// made). A copy already open for the paper (an earlier download of it) is aborted, and of two
+// made at once the later Open's is kept (the earlier Open then gives none). The file is
 // made outside mu (a file creation can take milliseconds on a busy file system: the downloads
 // must not queue behind each other's), in a slot reserved under it; close waits for it.
 func (s *outTaps) Open(batchID, paperID string) embedded.TapWriter {
@@ -78,6 +82,8 @@ func (s *outTaps) Open(batchID, paperID string) embedded.TapWriter {
 	old := s.taps[k]
 	delete(s.taps, k)
 	dir := s.dir
+	s.opened++
+	seq := s.opened
 	reserved := len(s.taps)+s.creating < s.max
 	if reserved {
 		s.creating++
@@ -108,10 +114,17 @@ func (s *outTaps) Open(batchID, paperID string) embedded.TapWriter {
 		}
 		return nil
 	}
+	prev := s.taps[k]
+	if prev != nil && prev.seq > seq {
+		// A later download of the paper (the live lease) made its copy meanwhile: it is kept.
+		s.mu.Unlock()
+		f.Abort()
+		return nil
+	}
 	s.files.Add(1)
-	t := &outTap{set: s, key: k, f: f}
-	if prev := s.taps[k]; prev != nil {
-		// Another download of the paper opened a copy meanwhile: the newer one wins.
+	t := &outTap{set: s, key: k, seq: seq, f: f}
+	if prev != nil {
+		// An earlier download of the paper made its copy meanwhile: this one replaces it.
 		defer prev.end()
 	}
 	s.taps[k] = t
@@ -179,6 +192,7 @@ func (s *outTaps) close() {
 type outTap struct {
 	set *outTaps
 	key tapKey
+	seq uint64 // its Open's number (outTaps.opened)
 
 	mu       sync.Mutex // its download writes while placing or the end of the run may end it
 	f        *atomicfile.File

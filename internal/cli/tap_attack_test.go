@@ -277,3 +277,42 @@ func shaHex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// Two downloads of one paper open their copies at once (a re-lease racing the lease it
+// replaces), and the earlier Open's file creation is the slower: the later download's copy is
+// the one kept (it is the live lease's), the earlier Open gets no copy, and nothing is left open.
+// (Before, whichever creation ended last won: the stale download's copy ended the live one's.)
+func TestOutTapsLaterOpenWins(t *testing.T) {
+	fx := newTapFixture(t, 8)
+	s := fx.m.taps
+	entered, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.create = func(d *atomicfile.Dir) (*atomicfile.File, error) {
+		if first.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+		return d.Create()
+	}
+	earlier := make(chan *outTap, 1)
+	go func() {
+		w, _ := s.Open("b", "p1").(*outTap)
+		earlier <- w
+	}()
+	<-entered
+	later := fx.write(t, "p1", []byte("%PDF-later"))
+	close(release)
+	if w := <-earlier; w != nil {
+		if _, err := w.Write([]byte("%PDF-earlier")); err == nil {
+			t.Error("the earlier download's copy is still open beside the later one's")
+		}
+		w.Abort()
+	}
+	if _, err := later.Write([]byte(" more")); err != nil {
+		t.Fatalf("the later download's copy was ended by the earlier Open: %v", err)
+	}
+	later.Abort()
+	if n := s.files.Load(); n != 0 {
+		t.Fatalf("%d copies open", n)
+	}
+}
