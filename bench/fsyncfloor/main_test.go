@@ -182,15 +182,7 @@ func TestTrackOverflow(t *testing.T) {
 		return res, present, err
 	}
 	events := make(chan []watchEvent)
-	type outcome struct {
-		st  syncStats
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		st, err := track(dir, events, 2, 10, func() {}, process)
-		done <- outcome{st, err}
-	}()
+	done := startTrack(dir, events, 2, process)
 	events <- []watchEvent{{name: "a.pdf"}}
 	if name := <-processed; name != "a.pdf" {
 		t.Fatalf("processed %q, want a.pdf", name)
@@ -267,15 +259,7 @@ func TestTrackAgain(t *testing.T) {
 		return res, present, err
 	}
 	events := make(chan []watchEvent)
-	type outcome struct {
-		st  syncStats
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		st, err := track(dir, events, 1, 10, func() {}, process)
-		done <- outcome{st, err}
-	}()
+	done := startTrack(dir, events, 1, process)
 	events <- []watchEvent{{name: "a.pdf"}}
 	<-hashed
 	if err := os.WriteFile(path, []byte("%PDF-1.7 new, written during the first pass"), 0o644); err != nil {
@@ -291,4 +275,21 @@ func TestTrackAgain(t *testing.T) {
 	if want := digestOf(t, dir); !sameSet(out.st, want) || out.st.passes != 2 {
 		t.Errorf("got %s in %d passes; want %s in 2", out.st.summary(true), out.st.passes, want.summary(true))
 	}
+}
+
+// trackOutcome is what track returned.
+type trackOutcome struct {
+	st  syncStats
+	err error
+}
+
+// startTrack runs track on dir's events with conc workers (at most 10 files) and process in a
+// goroutine, and returns where its outcome arrives.
+func startTrack(dir string, events <-chan []watchEvent, conc int, process func(string, []byte) (fileResult, bool, error)) <-chan trackOutcome {
+	done := make(chan trackOutcome, 1)
+	go func() {
+		st, err := track(dir, events, conc, 10, func() {}, process)
+		done <- trackOutcome{st, err}
+	}()
+	return done
 }

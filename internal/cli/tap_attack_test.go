@@ -132,17 +132,7 @@ func TestGetInterruptedLeavesNoCopy(t *testing.T) {
 // ("DIR/#INODE (deleted)").
 func openDirectlyIn(t *testing.T, dir string) int {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && filepath.Dir(target) == dir {
-			n++
-		}
-	}
-	return n
+	return openWhere(t, func(target string) bool { return filepath.Dir(target) == dir })
 }
 
 // A paper leased again after its first download finished its copy (the completion lost, the

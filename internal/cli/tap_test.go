@@ -89,13 +89,20 @@ func (fx *tapFixture) outNames(t *testing.T) []string {
 // files show as "DIR/#INODE (deleted)").
 func openIn(t *testing.T, dir string) int {
 	t.Helper()
+	return openWhere(t, func(target string) bool { return strings.HasPrefix(target, dir+string(filepath.Separator)) })
+}
+
+// openWhere returns how many of this process's descriptors name a file for which match holds
+// (their /proc/self/fd link targets).
+func openWhere(t *testing.T, match func(target string) bool) int {
+	t.Helper()
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
 	n := 0
 	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && match(target) {
 			n++
 		}
 	}
