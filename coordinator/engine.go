@@ -85,6 +85,14 @@ type fetcherPool struct {
 	// candidatesSeen counts the prefetch candidates fillWindow examined (prefetch.go): the
 	// scans' cost, which the tests bound.
 	candidatesSeen uint64
+	// reclaiming counts the waiting successors cancelled for streams with idle credits
+	// (reclaimForIdle) whose hand-back has not come yet. stealGen changes when a reclaim may
+	// have become possible (a host slot freed, credits added, a successor leased); stealSeen
+	// is the stealGen of the last reclaim scan; stealAt is when the first successor that scan
+	// found too young may be reclaimed (zero: none).
+	reclaiming          int
+	stealGen, stealSeen uint64
+	stealAt             time.Time
 }
 
 // leaseTable is the running leases: assigned ones, orphans reloaded after a restart (waiting

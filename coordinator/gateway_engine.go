@@ -198,6 +198,7 @@ func (e *engine) addCredits(c *fetcherConn, n int) {
 	c.credits += n
 	if !c.draining {
 		e.credits += n
+		e.stealGen++
 	}
 }
 
@@ -298,8 +299,10 @@ func (e *engine) onEvent(c *fetcherConn, ev *pb.DownloadEvent, chk blobCheck, no
 		}
 		e.ack(c, ev.GetLeaseId(), ev.GetSequence())
 	case *pb.DownloadEvent_Failed:
-		if l.waiting() && k.Failed.GetReason() == pb.FailureReason_FAILURE_REASON_ABORTED {
-			e.handBack(l, "handed back by the fetcher", now) // a void successor, or a draining fetcher's
+		if (l.waiting() || l.reclaimed) && k.Failed.GetReason() == pb.FailureReason_FAILURE_REASON_ABORTED {
+			// A void successor, a draining fetcher's, or one reclaimed for an idle stream (even
+			// if it had started: the Cancel crossed its predecessor's body_received).
+			e.handBack(l, "handed back by the fetcher", now)
 		} else {
 			e.fail(l, k.Failed, now)
 		}

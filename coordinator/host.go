@@ -15,6 +15,7 @@ type host struct {
 	head  int
 
 	active      int           // running leases on this host
+	reclaiming  int           // its leases cancelled by reclaimForIdle, not yet ended (prefetch.go)
 	limit       int           // current concurrency limit (AIMD), 1..maxLimit
 	maxLimit    int           // configured concurrency
 	delay       time.Duration // minimum time between request starts

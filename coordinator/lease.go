@@ -39,6 +39,10 @@ type lease struct {
 	// the predecessor a successor follows, until the predecessor ends; succ the reverse link.
 	successor  bool
 	pred, succ *lease
+	// reclaimed: a waiting successor the coordinator cancelled so that a stream with idle
+	// credits gets its paper (reclaimForIdle); its ABORTED failure, even after it started,
+	// is a hand-back.
+	reclaimed  bool
 	cancelSent bool
 	url        string
 	paperID    string
@@ -185,6 +189,11 @@ func (e *engine) endLease(l *lease, now time.Time) {
 	if l.counted {
 		l.counted = false
 		h.active--
+	}
+	if l.reclaimed {
+		l.reclaimed = false
+		e.reclaiming--
+		h.reclaiming--
 	}
 	if s := l.succ; s != nil {
 		e.predecessorEnded(l, s, now)

@@ -38,6 +38,34 @@ import (
 // (lease.readyAt). A waiting successor is never re-announced: the fetcher drops it when its
 // stream breaks, and the coordinator re-queues it with the stream's other leases. Draining
 // re-queues every lease not started, successors included.
+//
+// Reclaim. A successor waits as long as its predecessor's download: behind a slow one (a
+// stalled origin, a large body) that is up to the stall timeout or the lease's timeout, while
+// another stream may sit idle with credits and nothing queued it may take (at a batch's tail,
+// the batch then ends a slow download later than it could). So when schedule leaves credits
+// unused, reclaimForIdle cancels waiting successors that waited reclaimAfter (2s), as many as
+// the credits not already matched by a reclaim in flight: only a chain's last link (cancelling
+// a link voids the links behind it), only one whose predecessor's body is not in (one whose
+// predecessor's body is in holds the host slot and starts at once), and only of a host whose
+// politeness would let the idle stream start it now (below its limit counting the reclaims in
+// flight, not paused; a successor's host has no per-host delay). A reclaimed successor stays
+// leased, and its host counting, until the fetcher answers the Cancel: the paper is re-queued
+// (handBack: no failure counted) when the fetcher's hand-back arrives (failed ABORTED), and
+// schedule then leases it with the idle credit. Waiting for that answer costs one round trip
+// but keeps every guarantee above when the Cancel crosses the predecessor's body_received: the
+// fetcher may then have started the successor in the predecessor's slot, which the coordinator
+// counts against its host (passSlot) exactly as for a successor never reclaimed, and the Cancel
+// aborts that running download, whose ABORTED failure is a hand-back too (lease.reclaimed), so
+// the paper has one lease at a time, is never downloaded twice at once, and ends in exactly one
+// terminal state with no failure counted; had the download completed before the Cancel arrived,
+// its completion stands. Re-queuing at the Cancel instead (as draining does) would lease the
+// paper to the idle stream while the old lease might still run uncounted. The wait keeps that
+// crossing rare: reclaiming at once took back successors of downloads a few milliseconds from
+// their end, and the race then cost a request (the fault suite's TestFlakyHost, two fetchers of
+// 4 slots on a host limited to 4, saw a paper requested 4 times instead of 3). A scan that
+// found nothing to take is not repeated until a host slot frees, a paper is queued, credits
+// arrive, a successor is leased (stealGen) or a successor it found too young comes of age
+// (stealAt, in nextWake); a pause that merely expires waits for the next of these.
 
 // maxCandidateSlack bounds the stale entries of a conn's candidate list (fetcherConn.cands)
 // beyond its live leases before it is compacted.
@@ -61,7 +89,7 @@ func (e *engine) noteCandidate(c *fetcherConn, l *lease) bool {
 // lease of c holding a host slot or waiting for one (a successor: chains), without a
 // successor, of a host without a per-host delay.
 func (e *engine) mayPrecede(c *fetcherConn, l *lease) bool {
-	return e.leases[l.idx] == l && l.conn == c && (l.counted || l.waiting()) && l.succ == nil && l.resolve == nil &&
+	return e.leases[l.idx] == l && l.conn == c && (l.counted || l.waiting()) && l.succ == nil && l.resolve == nil && !l.reclaimed &&
 		e.hosts[e.papers[l.idx].host].delay == 0
 }
 
@@ -234,4 +262,73 @@ func (e *engine) handBack(l *lease, why string, now time.Time) {
 		e.log.Debug("lease handed back", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "reason", why)
 	}
 	e.enqueue(l.idx, now)
+}
+
+// reclaimAfter is how long a successor waits before reclaimForIdle may take it back: longer
+// than most downloads, so that a successor behind a download about to end is left alone (its
+// reclaim would most likely cross that download's body_received: the fetcher would start it,
+// and the Cancel abort it, a request wasted), and short beside a slow download's duration
+// (up to the stall timeout or the lease's timeout: a minute or more).
+const reclaimAfter = 2 * time.Second
+
+// reclaimForIdle takes back waiting successors for the streams whose credits found nothing
+// to lease (schedule left credits over): a successor waiting behind a slow download would
+// wait as long as that download while another stream sits idle (at a batch's tail, a slow
+// download's whole duration). It cancels, at most as many as the idle credits not already
+// matched by a reclaim in flight, successors that reclaimable allows and that waited
+// reclaimAfter; each stays leased (reclaimed) until the fetcher's hand-back re-queues it (see
+// the Reclaim paragraph above). A scan is not repeated until stealGen changes or, when it
+// found successors too young, the first of them comes of age (stealAt, a wake-up of the loop).
+func (e *engine) reclaimForIdle(now time.Time) {
+	budget := e.credits - e.reclaiming
+	if budget <= 0 {
+		e.stealAt = time.Time{} // credits arriving change stealGen
+		return
+	}
+	if e.stealSeen == e.stealGen && (e.stealAt.IsZero() || now.Before(e.stealAt)) {
+		return
+	}
+	e.stealSeen, e.stealAt = e.stealGen, time.Time{}
+	for _, c := range e.conns {
+		if c.closed || c.draining || c.waiting == 0 {
+			continue
+		}
+		for _, l := range c.leases {
+			if !e.reclaimable(l, now) {
+				continue
+			}
+			if at := l.assignedAt.Add(reclaimAfter); now.Before(at) {
+				if e.stealAt.IsZero() || at.Before(e.stealAt) {
+					e.stealAt = at
+				}
+				continue
+			}
+			h := e.hosts[e.papers[l.idx].host]
+			l.reclaimed = true
+			e.reclaiming++
+			h.reclaiming++
+			e.m.successors.WithLabelValues("reclaimed").Inc()
+			e.sendCancel(c, l, "reclaimed for an idle fetcher")
+			if e.debug() {
+				e.log.Debug("successor reclaimed", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "fetcher", c.id)
+			}
+			if budget--; budget == 0 {
+				return
+			}
+		}
+	}
+}
+
+// reclaimable reports whether reclaimForIdle may take back l (once it waited reclaimAfter): a
+// waiting successor, not yet reclaimed, at the end of its chain (a reclaimed link voids the
+// links behind it on the fetcher), whose predecessor's body is not in (otherwise it holds, or
+// is about to hold, the predecessor's host slot and starts at once), of a host that would let
+// an idle stream start it now: below its limit once the reclaims in flight are counted, not
+// paused.
+func (e *engine) reclaimable(l *lease, now time.Time) bool {
+	if !l.waiting() || l.counted || l.reclaimed || l.succ != nil || l.pred == nil || l.pred.received || e.leases[l.idx] != l {
+		return false
+	}
+	h := e.hosts[e.papers[l.idx].host]
+	return h.active+h.reclaiming < h.limit && !h.pausedUntil.After(now)
 }

@@ -375,3 +375,170 @@ func TestPrefetchChainPassesScanOnlyNewLinks(t *testing.T) {
 		t.Fatalf("a chain of %d links examined %d prefetch candidates (%d running leases)", window, n, others+1)
 	}
 }
+
+// stealSetup connects fetcher "a" (2 slots, window 2) to a coordinator without per-host delay
+// (concurrency conc), submits n papers of one host (2 running on a, 2 successors waiting
+// behind them), then connects fetcher "idle" with idleSlots credits and nothing left queued.
+// Nothing is reclaimed before the successors waited reclaimAfter (their predecessors may be
+// about to end); then the clock has moved on by reclaimAfter.
+func stealSetup(t *testing.T, conc, n, idleSlots int) (h *engHarness, a, idle *fetcherConn, as []*pb.Assign) {
+	t.Helper()
+	h = newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = conc })
+	t.Cleanup(h.close)
+	a = h.connectPrefetch("a", 2, 2)
+	if res := h.submit("b", prefetchPapers(n, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ = recv(a)
+	if len(as) != 4 || as[2].GetAfterLeaseId() != as[0].GetLeaseId() || as[3].GetAfterLeaseId() != as[1].GetLeaseId() {
+		t.Fatalf("want 2 leases and a successor of each, got %v", as)
+	}
+	idle = h.connectPrefetch("idle", idleSlots, 2)
+	h.advance(reclaimAfter - time.Millisecond)
+	if _, cancels, _ := recv(a); len(cancels) != 0 {
+		t.Fatalf("cancels %v before the successors waited %v", cancels, reclaimAfter)
+	}
+	// Below its host's limit (2 running), the loop wakes up when they come of age.
+	if w := h.e.nextWake(); conc > 2 && (w.IsZero() || w.After(h.clk.Now().Add(time.Millisecond))) {
+		t.Fatalf("the loop next wakes up at %v, want by %v (the successors come of age)", w, h.clk.Now().Add(time.Millisecond))
+	}
+	h.advance(time.Millisecond)
+	return h, a, idle, as
+}
+
+func abortedEv() *pb.DownloadEvent {
+	return failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)
+}
+
+// A stream with credits it cannot use (nothing queued) takes back the waiting successors of
+// another stream whose predecessors' bodies are not in (slow downloads): they are cancelled,
+// and once the fetcher hands them back (ABORTED) re-queued without a failure and leased to
+// the idle stream; each paper ends in exactly one terminal state.
+func TestPrefetchIdleStreamReclaimsWaitingSuccessors(t *testing.T) {
+	h, a, idle, as := stealSetup(t, 4, 4, 2)
+	_, cancels, _ := recv(a)
+	if len(cancels) != 2 || !(cancels[0] == as[2].GetLeaseId() && cancels[1] == as[3].GetLeaseId() ||
+		cancels[0] == as[3].GetLeaseId() && cancels[1] == as[2].GetLeaseId()) {
+		t.Fatalf("cancels %v, want the two waiting successors %s, %s", cancels, as[2].GetLeaseId(), as[3].GetLeaseId())
+	}
+	if got, _, _ := recv(idle); len(got) != 0 {
+		t.Fatalf("the idle stream got %v before the hand-backs", got)
+	}
+	// The fetcher voids them (step 3): re-queued, no failure, leased to the idle stream.
+	h.send(a, eventReq(as[2], 1, abortedEv()))
+	h.send(a, eventReq(as[3], 1, abortedEv()))
+	if _, _, acks := recv(a); len(acks) != 2 {
+		t.Fatalf("acks %v, want the two hand-backs acknowledged", acks)
+	}
+	got, _, _ := recv(idle)
+	if len(got) != 2 {
+		t.Fatalf("the idle stream got %v, want the two reclaimed papers", got)
+	}
+	host := h.e.hosts[h.e.hostByName["a.example"]]
+	if host.active != 4 || a.waiting != 0 || idle.credits != 0 {
+		t.Fatalf("active %d, a.waiting %d, idle credits %d", host.active, a.waiting, idle.credits)
+	}
+	for i, g := range got {
+		if g.GetAfterLeaseId() != "" || g.GetPaperId() != as[2].GetPaperId() && g.GetPaperId() != as[3].GetPaperId() {
+			t.Fatalf("assign %d: %v", i, g)
+		}
+		h.send(idle, eventReq(g, 1, completedEv(g)))
+		idx := h.e.byBatch[batchKey(hashString(g.GetPaperId()), h.batch("b").idx)]
+		if p := h.e.papers[idx]; p.state != stateSucceeded || p.failures != 0 {
+			t.Fatalf("paper %s: %+v", g.GetPaperId(), p)
+		}
+	}
+	// A late event of a reclaimed lease is stale: the paper stays SUCCEEDED.
+	h.send(a, eventReq(as[2], 2, completedEv(as[2])))
+	if st := h.paperState("b", as[2].GetPaperId()); st != pb.PaperState_PAPER_STATE_SUCCEEDED {
+		t.Fatalf("after a stale event: %v", st)
+	}
+}
+
+// The race: the predecessor's body_received crosses the Cancel, and the fetcher had started the
+// successor, so the Cancel aborts a running download. The successor counts against its host
+// while it runs (it took its predecessor's slot) and its ABORTED failure re-queues it without a
+// failure; a successor that completed before the Cancel arrived is simply SUCCEEDED.
+func TestPrefetchReclaimRacesBodyReceived(t *testing.T) {
+	h, a, idle, as := stealSetup(t, 4, 4, 2)
+	if _, cancels, _ := recv(a); len(cancels) != 2 {
+		t.Fatalf("cancels %v, want the two waiting successors", cancels)
+	}
+	host := h.e.hosts[h.e.hostByName["a.example"]]
+	for i, p := range []*pb.Assign{as[0], as[1]} {
+		h.send(a, eventReq(p, 1, receivedEv()))
+		h.send(a, eventReq(as[2+i], 1, startedEv(as[2+i])))
+	}
+	if host.active != 2 {
+		t.Fatalf("active %d: want the two started successors counted", host.active)
+	}
+	h.send(a, eventReq(as[2], 2, abortedEv())) // aborted by the Cancel
+	h.send(a, eventReq(as[3], 2, completedEv(as[3])))
+	idx2 := h.e.byBatch[batchKey(hashString(as[2].GetPaperId()), h.batch("b").idx)]
+	if p := h.e.papers[idx2]; p.failures != 0 || host.failures != 0 {
+		t.Fatalf("the aborted successor counted a failure: paper %+v, host failures %d", p, host.failures)
+	}
+	if st := h.paperState("b", as[3].GetPaperId()); st != pb.PaperState_PAPER_STATE_SUCCEEDED {
+		t.Fatalf("the successor that completed: %v", st)
+	}
+	got, _, _ := recv(idle)
+	if len(got) != 1 || got[0].GetPaperId() != as[2].GetPaperId() {
+		t.Fatalf("the idle stream got %v, want %s", got, as[2].GetPaperId())
+	}
+	if host.active != 1 {
+		t.Fatalf("active %d, want 1 (the re-leased paper)", host.active)
+	}
+	h.send(idle, eventReq(got[0], 1, completedEv(got[0])))
+	if p := h.e.papers[idx2]; p.state != stateSucceeded || p.failures != 0 {
+		t.Fatalf("re-leased paper %+v", p)
+	}
+}
+
+// A successor whose predecessor's body is in (it is about to start) is not taken back; only
+// as many successors are taken as the idle credits, from the tails of chains.
+func TestPrefetchReclaimSparesStartingSuccessors(t *testing.T) {
+	h := newMemEngHarness(t, func(c *Config) { c.PerHostDelay = 0; c.PerHostConcurrency = 8 })
+	t.Cleanup(h.close)
+	a := h.connectPrefetch("a", 2, 4)
+	if res := h.submit("b", prefetchPapers(6, "a.example")); res.err != nil {
+		t.Fatal(res.err)
+	}
+	as, _, _ := recv(a)
+	if len(as) != 6 {
+		t.Fatalf("want 2 leases and 2 chains of 2 successors, got %v", as)
+	}
+	h.send(a, eventReq(as[0], 1, receivedEv())) // as[2] takes its slot; as[4] waits on as[2]
+	h.send(a, eventReq(as[1], 1, receivedEv())) // as[3] takes its slot; as[5] waits on as[3]
+	recv(a)
+	idle := h.connectPrefetch("idle", 1, 0)
+	h.advance(reclaimAfter)
+	_, cancels, _ := recv(a)
+	if len(cancels) != 1 || cancels[0] != as[4].GetLeaseId() && cancels[0] != as[5].GetLeaseId() {
+		t.Fatalf("cancels %v, want one of the successors waiting on a running download (%s, %s)",
+			cancels, as[4].GetLeaseId(), as[5].GetLeaseId())
+	}
+	for _, s := range as[2:4] {
+		if l := h.e.leases[h.e.byBatch[batchKey(hashString(s.GetPaperId()), h.batch("b").idx)]]; l == nil || l.id != s.GetLeaseId() || !l.counted {
+			t.Fatalf("successor %s, whose predecessor's body is in, was taken", s.GetLeaseId())
+		}
+	}
+	_ = idle
+	// Without a credit left, nothing more is taken.
+	h.advance(reclaimAfter)
+	if _, more, _ := recv(a); len(more) != 0 {
+		t.Fatalf("more cancels %v with no idle credit left", more)
+	}
+}
+
+// A host at its concurrency limit is not stolen from: the idle stream could not start its
+// paper now.
+func TestPrefetchReclaimRespectsHostLimit(t *testing.T) {
+	h, a, idle, _ := stealSetup(t, 2, 4, 2)
+	if _, cancels, _ := recv(a); len(cancels) != 0 {
+		t.Fatalf("cancels %v for a host at its limit", cancels)
+	}
+	if got, _, _ := recv(idle); len(got) != 0 {
+		t.Fatalf("the idle stream got %v", got)
+	}
+	_ = h
+}

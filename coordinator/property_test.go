@@ -27,6 +27,10 @@ type propModel struct {
 	// every credit sent (in Credits messages or folded into events) on the open stream,
 	// minus every Assign without after_lease_id.
 	credits map[*fetcherConn]int
+	// cancelled: the lease ids the coordinator sent a Cancel for; reclaims counts the
+	// successors reclaimed for idle streams (prefetch.go), to see the draws reach them.
+	cancelled map[string]bool
+	reclaims  int
 }
 
 type propLease struct {
@@ -50,7 +54,10 @@ func (l *propLease) released() bool { return l.pred == nil || l.pred.received }
 
 func (m *propModel) collect() {
 	for _, c := range m.conns {
-		as, _, _ := recv(c)
+		as, cancels, _ := recv(c)
+		for _, id := range cancels {
+			m.cancelled[id] = true
+		}
 		for _, a := range as {
 			if _, ok := m.credits[c]; ok && a.GetAfterLeaseId() == "" {
 				m.credits[c]--
@@ -239,8 +246,9 @@ func (m *propModel) event(t *rapid.T) {
 	}
 	if !l.released() {
 		// A waiting successor: the model fetcher starts it only once its predecessor's body
-		// is in; it may hand it back (a draining fetcher, a predecessor that failed).
-		if l.pred.ended || rapid.IntRange(0, 3).Draw(t, "handBack") == 0 {
+		// is in; it may hand it back (a draining fetcher, a predecessor that failed), and
+		// does when the coordinator cancelled it (a successor reclaimed for an idle stream).
+		if l.pred.ended || m.cancelled[l.a.GetLeaseId()] || rapid.IntRange(0, 3).Draw(t, "handBack") == 0 {
 			l.seq++ // never with a folded start: it never started
 			m.send(l.conn, eventReq(l.a, l.seq, failedEv(pb.FailureClass_FAILURE_CLASS_TRANSIENT, pb.FailureReason_FAILURE_REASON_ABORTED, 0, 0)))
 			l.ended = true
@@ -448,6 +456,27 @@ func (m *propModel) check(t *rapid.T) {
 			t.Fatalf("lease %s: broken successor link", l.name())
 		}
 	}
+	// Reclaims (prefetch.go): every reclaimed lease is counted once, in the engine's and its
+	// host's reclaims in flight, and was a successor whose predecessor's body was not in
+	// when it was cancelled (so it was never a running download then).
+	reclaiming, hostReclaiming := 0, map[uint32]int{}
+	for _, l := range e.leases {
+		if l.reclaimed {
+			reclaiming++
+			hostReclaiming[e.papers[l.idx].host]++
+			if !l.successor || !l.cancelSent {
+				t.Fatalf("lease %s reclaimed: successor %v, cancel sent %v", l.name(), l.successor, l.cancelSent)
+			}
+		}
+	}
+	if reclaiming != e.reclaiming {
+		t.Fatalf("%d reclaimed leases, the engine counts %d", reclaiming, e.reclaiming)
+	}
+	for _, h := range e.hosts {
+		if hostReclaiming[h.idx] != h.reclaiming {
+			t.Fatalf("host %s: %d reclaimed leases, counted %d", h.name, hostReclaiming[h.idx], h.reclaiming)
+		}
+	}
 	for _, c := range e.conns {
 		if c.waiting != waiting[c] || c.waiting > c.prefetch && !c.draining {
 			t.Fatalf("fetcher %s: window %d/%d, %d successors waiting", c.id, c.waiting, c.prefetch, waiting[c])
@@ -570,17 +599,22 @@ func TestPropertyStateMachineInMemory(t *testing.T) { propertyStateMachine(t, ne
 func TestPropertyChainsInMemory(t *testing.T) { propertyStateMachine(t, newMemEngHarness, true) }
 
 func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config)) *engHarness, chains bool) {
+	runs, reclaimRuns := 0, 0
+	defer func() { t.Logf("%d of %d runs reclaimed a waiting successor for an idle stream", reclaimRuns, runs) }()
 	rapid.Check(t, func(rt *rapid.T) {
 		// Hosts without a per-host delay get prefetched successors.
 		delay := rapid.SampledFrom([]time.Duration{0, time.Second}).Draw(rt, "perHostDelay")
-		slots, prefetch := [2]int{1, 3}, [2]int{0, 4}
+		slots, prefetch, conc := [2]int{1, 3}, [2]int{0, 4}, 2
 		if chains {
-			// Every fetcher's window is larger than its running downloads: chains.
+			// Every fetcher's window is larger than its running downloads: chains. A host limit
+			// above a fetcher's slots leaves room for an idle stream to reclaim the successors
+			// waiting behind another's downloads (prefetch.go).
 			delay, slots, prefetch = 0, [2]int{1, 2}, [2]int{2, 4}
+			conc = rapid.SampledFrom([]int{2, 4}).Draw(rt, "perHostConcurrency")
 		}
 		h := newHarness(t, func(c *Config) {
 			c.PerHostDelay = delay
-			c.PerHostConcurrency = 2
+			c.PerHostConcurrency = conc
 			c.MaxAttempts = 4
 			c.LeaseTTL = time.Minute
 			c.ReconnectGrace = 10 * time.Second
@@ -590,7 +624,7 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 			c.Resolve = ResolveConfig{OpenAlexBase: "https://c.example", Email: "m@example.org"}
 		})
 		defer h.close()
-		m := &propModel{h: h, terminal: map[uint32]uint8{}, fold: map[*fetcherConn]bool{}, credits: map[*fetcherConn]int{}}
+		m := &propModel{h: h, terminal: map[uint32]uint8{}, fold: map[*fetcherConn]bool{}, credits: map[*fetcherConn]int{}, cancelled: map[string]bool{}}
 		rt.Repeat(map[string]func(*rapid.T){
 			"submit":  m.submit,
 			"burst":   m.burst,
@@ -633,6 +667,22 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 						}
 					}
 				}
+				m.collect()
+			},
+			// A new fetcher, idle while successors wait behind another stream's downloads:
+			// its credits take queued papers, then reclaim the successors that waited
+			// reclaimAfter (prefetch.go).
+			"idle": func(t *rapid.T) {
+				if len(m.predecessors()) == 0 {
+					t.Skip("no waiting successor")
+				}
+				n := rapid.IntRange(1, 3).Draw(t, "slots")
+				c := h.connectPrefetch(fmt.Sprintf("idle%d", len(m.conns)), n, 0)
+				m.conns = append(m.conns, c)
+				m.fold[c], m.credits[c] = false, n
+				m.collect()
+				m.sendHeldStarts(t)
+				h.advance(reclaimAfter)
 				m.collect()
 			},
 			"credit": func(t *rapid.T) {
@@ -765,6 +815,10 @@ func propertyStateMachine(t *testing.T, newHarness func(testing.TB, func(*Config
 			},
 			"": m.check,
 		})
+		runs++
+		if successorCount(t, h, "reclaimed") > 0 {
+			reclaimRuns++
+		}
 		// Liveness: once sealed, a healthy fetcher that completes everything finishes every
 		// batch.
 		for _, b := range h.e.batches {

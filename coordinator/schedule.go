@@ -53,6 +53,7 @@ func (e *engine) refreshHost(h *host, now time.Time) {
 	if h.delay == 0 && h.queued() > 0 {
 		e.queueGen++ // every push of a queued paper is followed by a refresh
 	}
+	e.stealGen++ // a lease ended, a slot freed or a paper queued (reclaimForIdle)
 	if h.inReady || h.queued() == 0 || h.active >= h.limit {
 		return
 	}
@@ -114,6 +115,7 @@ func (e *engine) schedule(now time.Time) {
 		e.assign(idx, h, c, spec, nil, now)
 		e.refreshHost(h, now)
 	}
+	e.reclaimForIdle(now)
 	e.schedulePrefetch(now)
 }
 
@@ -188,6 +190,7 @@ func (e *engine) assign(idx uint32, h *host, c *fetcherConn, spec *pb.PaperSpec,
 	if after != nil {
 		l.successor, l.pred, after.succ = true, after, l
 		c.waiting++
+		e.stealGen++
 		e.m.successorsAssigned.Inc()
 		afterID = after.id
 	} else {

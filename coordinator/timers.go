@@ -58,5 +58,8 @@ func (e *engine) nextWake() time.Time {
 	if len(e.deletions) > 0 {
 		earliest(time.Unix(0, 0)) // now: the next slice
 	}
+	if !e.stealAt.IsZero() {
+		earliest(e.stealAt) // a waiting successor may be reclaimed for an idle stream (prefetch.go)
+	}
 	return t
 }

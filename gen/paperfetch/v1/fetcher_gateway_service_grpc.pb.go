@@ -80,7 +80,16 @@ const (
 //     is bounded by its predecessor's, and its start and hard deadlines (below) run from the
 //     end of the predecessor. A waiting successor is never re-announced in a Hello (the
 //     fetcher drops it when its stream breaks; the coordinator re-queues it), and a draining
-//     fetcher hands its waiting successors back at once.
+//     fetcher hands its waiting successors back at once. When a stream has credits and nothing
+//     queued that it may take, the coordinator cancels successors that have waited 2s, held by
+//     streams (as many as those credits), whose predecessor's body is not in, of hosts that may
+//     start a request now, the last link of a chain only, so that the idle stream gets them:
+//     the fetcher voids a cancelled waiting successor (failed ABORTED, a hand-back), and the
+//     coordinator re-queues the paper when that hand-back arrives (no failure counted), not
+//     before. If the Cancel crosses the predecessor's body_received, the fetcher may have
+//     started the successor: it counts against its host as any started successor, the Cancel
+//     aborts it, and its failed ABORTED is still a hand-back (a completed event that came first
+//     stands).
 //  4. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
 //     increase per lease. Downloads are pipelined: once the body is received, hashed and
@@ -261,7 +270,16 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     is bounded by its predecessor's, and its start and hard deadlines (below) run from the
 //     end of the predecessor. A waiting successor is never re-announced in a Hello (the
 //     fetcher drops it when its stream breaks; the coordinator re-queues it), and a draining
-//     fetcher hands its waiting successors back at once.
+//     fetcher hands its waiting successors back at once. When a stream has credits and nothing
+//     queued that it may take, the coordinator cancels successors that have waited 2s, held by
+//     streams (as many as those credits), whose predecessor's body is not in, of hosts that may
+//     start a request now, the last link of a chain only, so that the idle stream gets them:
+//     the fetcher voids a cancelled waiting successor (failed ABORTED, a hand-back), and the
+//     coordinator re-queues the paper when that hand-back arrives (no failure counted), not
+//     before. If the Cancel crosses the predecessor's body_received, the fetcher may have
+//     started the successor: it counts against its host as any started successor, the Cancel
+//     aborts it, and its failed ABORTED is still a hand-back (a completed event that came first
+//     stands).
 //  4. For every Assign the fetcher downloads the URL and reports DownloadEvents: started, a
 //     throttled series of progress, then exactly one completed or failed. Sequence numbers
 //     increase per lease. Downloads are pipelined: once the body is received, hashed and
