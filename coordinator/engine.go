@@ -93,6 +93,8 @@ type fetcherPool struct {
 	reclaiming          int
 	stealGen, stealSeen uint64
 	stealAt             time.Time
+	// reclaimCands is reclaimForIdle's scratch list of candidates (kept for its capacity).
+	reclaimCands []*lease
 }
 
 // leaseTable is the running leases: assigned ones, orphans reloaded after a restart (waiting

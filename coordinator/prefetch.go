@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"cmp"
+	"slices"
 	"time"
 )
 
@@ -289,6 +291,10 @@ func (e *engine) reclaimForIdle(now time.Time) {
 		return
 	}
 	e.stealSeen, e.stealAt = e.stealGen, time.Time{}
+	// The candidates are taken oldest first (assigned earliest; then by paper index), not in
+	// the leases maps' random order: the engine decides the same for the same events (two
+	// engines fed the same events, batched or not, send the same Cancels).
+	cands := e.reclaimCands[:0]
 	for _, c := range e.conns {
 		if c.closed || c.draining || c.waiting == 0 {
 			continue
@@ -303,20 +309,32 @@ func (e *engine) reclaimForIdle(now time.Time) {
 				}
 				continue
 			}
-			h := e.hosts[e.papers[l.idx].host]
-			l.reclaimed = true
-			e.reclaiming++
-			h.reclaiming++
-			e.m.successors.WithLabelValues("reclaimed").Inc()
-			e.sendCancel(c, l, "reclaimed for an idle fetcher")
-			if e.debug() {
-				e.log.Debug("successor reclaimed", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "fetcher", c.id)
-			}
-			if budget--; budget == 0 {
-				return
-			}
+			cands = append(cands, l)
 		}
 	}
+	slices.SortFunc(cands, func(a, b *lease) int {
+		if c := a.assignedAt.Compare(b.assignedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.idx, b.idx)
+	})
+	for i, l := range cands {
+		cands[i] = nil // no lease kept alive by the scratch slice
+		if budget == 0 || !e.reclaimable(l, now) {
+			continue // the budget is spent, or the host's limit is reached by the reclaims just made
+		}
+		h := e.hosts[e.papers[l.idx].host]
+		l.reclaimed = true
+		e.reclaiming++
+		h.reclaiming++
+		e.m.successors.WithLabelValues("reclaimed").Inc()
+		e.sendCancel(l.conn, l, "reclaimed for an idle fetcher")
+		if e.debug() {
+			e.log.Debug("successor reclaimed", "batch", e.batches[l.batch].id, "paper", l.paperID, "lease", l.name(), "fetcher", l.conn.id)
+		}
+		budget--
+	}
+	e.reclaimCands = cands[:0]
 }
 
 // reclaimable reports whether reclaimForIdle may take back l (once it waited reclaimAfter): a
