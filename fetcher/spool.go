@@ -17,6 +17,7 @@ import (
 
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
+	"github.com/paperfetch/paperfetch/internal/strsum"
 )
 
 // spool manages the local files downloads are written to before they are committed. A file
@@ -96,15 +97,9 @@ func urlHash(url string) string {
 	return string(hx[:])
 }
 
-// urlHashTo writes urlHash(url) to hx, hashing url from a stack copy when it fits.
+// urlHashTo writes urlHash(url) to hx, without allocating (strsum).
 func urlHashTo(hx *[32]byte, url string) {
-	var buf [512]byte
-	var h [sha256.Size]byte
-	if len(url) <= len(buf) {
-		h = sha256.Sum256(buf[:copy(buf[:], url)])
-	} else {
-		h = sha256.Sum256([]byte(url))
-	}
+	h := strsum.SHA256(url)
 	hex.Encode(hx[:], h[:16])
 }
 

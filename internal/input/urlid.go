@@ -1,13 +1,13 @@
 package input
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"net/url"
 	"path"
 	"strings"
 	"unicode"
 
+	"github.com/paperfetch/paperfetch/internal/strsum"
 	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
@@ -83,16 +83,10 @@ func shortHash(s string) string {
 	return id[1:]
 }
 
-// withHash returns name, '-' and shortHash(s), in one allocation (the result): s is hashed
-// from a stack copy when it fits in 512 bytes.
+// withHash returns name, '-' and shortHash(s), in one allocation (the result; strsum hashes s
+// without one).
 func withHash(name, s string) string {
-	var buf [512]byte
-	var sum [sha256.Size]byte
-	if len(s) <= len(buf) {
-		sum = sha256.Sum256(buf[:copy(buf[:], s)])
-	} else {
-		sum = sha256.Sum256([]byte(s))
-	}
+	sum := strsum.SHA256(s)
 	var hx [8]byte
 	hex.Encode(hx[:], sum[:4])
 	var b strings.Builder
