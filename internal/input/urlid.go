@@ -50,6 +50,12 @@ func sanitizeStem(s string) string {
 	if stemClean(s) { // nothing to replace: no copy
 		return strings.Trim(s[:min(len(s), 80)], "._-")
 	}
+	return sanitizeStemCopy(s)
+}
+
+// sanitizeStemCopy is sanitizeStem building a new string, rune by rune: its definition (the
+// fast path of sanitizeStem is fuzzed against it).
+func sanitizeStemCopy(s string) string {
 	var b strings.Builder
 	for _, r := range s {
 		switch {
