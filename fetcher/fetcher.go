@@ -85,6 +85,16 @@ type Fetcher struct {
 	drainOnce sync.Once
 	wg        sync.WaitGroup // running leases (downloads and their commits)
 
+	// idle hands a lease to a lease goroutine that finished its last one (runner), so that the
+	// goroutine, whose stack has grown to what a download needs, is reused rather than a new
+	// one started (and its stack grown again) for every paper. Unbuffered: a send succeeds only
+	// when a runner waits. There are at most as many runners as leases ever ran at once (the
+	// slots, the prefetch window and the pending commits). stopRunners (closed when Run ends)
+	// ends the idle ones (Run makes it before its first session); runners counts them all.
+	idle        chan *lease
+	stopRunners chan struct{}
+	runners     sync.WaitGroup
+
 	// afterSweep, when set (by tests, before Run), is called after every periodic spool sweep
 	// with the number of files removed.
 	afterSweep func(removed int)
@@ -139,6 +149,7 @@ func New(cfg Config) (*Fetcher, error) {
 		commits: make(chan struct{}, cfg.PendingCommits),
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
+		idle:    make(chan *lease),
 	}
 	if cfg.Registerer != nil {
 		if err := registerLeaseGauges(cfg.Registerer, f); err != nil {
@@ -296,7 +307,25 @@ func (f *Fetcher) launch(l *lease) {
 		return
 	}
 	f.wg.Add(1)
-	go f.runLease(l.ctx, l)
+	select {
+	case f.idle <- l:
+	default:
+		f.runners.Add(1)
+		go f.runner(l)
+	}
+}
+
+// runner runs l, then each lease handed to it by launch while it waits idle, until Run ends.
+func (f *Fetcher) runner(l *lease) {
+	defer f.runners.Done()
+	for l != nil {
+		f.runLease(l.ctx, l)
+		l = nil
+		select {
+		case l = <-f.idle:
+		case <-f.stopRunners:
+		}
+	}
 }
 
 // jobFor builds the download job of an Assign.

@@ -29,9 +29,12 @@ func (f *Fetcher) Run(ctx context.Context, conn grpc.ClientConnInterface) error 
 	client := pb.NewFetcherGatewayServiceClient(conn)
 	defer f.startSweeper(ctx)()
 	dctx, dcancel := context.WithCancelCause(ctx)
+	f.stopRunners = make(chan struct{})
 	defer func() {
 		dcancel(&abortError{why: "fetcher stopped"})
 		f.wg.Wait()
+		close(f.stopRunners)
+		f.runners.Wait()
 		f.dl.client.CloseIdleConnections()
 	}()
 	backoff := f.cfg.ReconnectMin
