@@ -111,7 +111,13 @@ func (tf *testFetcher) keys(t *testing.T) []string {
 // tempFiles lists the files in the bucket's hidden temp/spool folder.
 func (tf *testFetcher) tempFiles(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(blobstore.TempDir(tf.dir))
+	return dirNames(t, blobstore.TempDir(tf.dir))
+}
+
+// dirNames lists the names in the folder dir (none when it does not exist).
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,12 +144,28 @@ func openS3(t *testing.T, url string) (*blob.Bucket, *s3.Client) {
 }
 
 func TestS3Store(t *testing.T) {
+	// The spool file is unnamed (uploaded from the open file), or named as where the file
+	// system has no unnamed files (uploaded by name).
+	for _, named := range []bool{false, true} {
+		t.Run(fmt.Sprint("named-", named), func(t *testing.T) { testS3Store(t, named) })
+	}
+}
+
+func testS3Store(t *testing.T, named bool) {
 	url := startS3(t)
 	bucket, _ := openS3(t, url)
 	spool := t.TempDir()
 	pdf := pdfBody(3<<20, 31)
 	origin := hostileOrigin(t, pdf)
 	tf := newTestFetcher(t, func(c *Config) { c.Bucket, c.BlobURL, c.SpoolDir = bucket, url, spool })
+	if named {
+		tf.dl.spool.noUnnamed.Store(true)
+	}
+	var unnamed []bool
+	tf.dl.beforeCommit = func() {
+		entries, _ := os.ReadDir(spool)
+		unnamed = append(unnamed, len(entries) == 0)
+	}
 
 	for range 2 { // the second download finds the object and skips the upload
 		out, fail, _ := tf.run(t, origin.URL+"/pdf", nil)
@@ -169,6 +187,9 @@ func TestS3Store(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(spool); len(entries) != 0 {
 		t.Fatalf("spool not empty: %v", entries)
+	}
+	if slices.Contains(unnamed, tf.dl.spool.noUnnamed.Load()) {
+		t.Fatalf("spool folder empty at each commit: %v; unnamed files: %v", unnamed, !tf.dl.spool.noUnnamed.Load())
 	}
 }
 

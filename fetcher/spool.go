@@ -13,8 +13,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 	"github.com/paperfetch/paperfetch/internal/clock"
 	"github.com/paperfetch/paperfetch/internal/strsum"
@@ -35,6 +37,15 @@ import (
 // The URL part is the same for every fetcher, so whoever finishes a URL (stored, or failed
 // permanently) removes every fetcher's spool files for it (removeURL), and sweep removes files
 // nobody wrote to for a while (those of killed fetchers, partials never resumed).
+//
+// Where the file system has unnamed files (O_TMPFILE; atomicfile.CreateUnnamed), a fresh file
+// is created without a name: a body that is never kept (every small download, and every
+// non-resumable one) never has a name in the spool folder and is linked straight into the
+// bucket by its commit (blobstore.Committer.CommitUnnamed), which saves the create's directory
+// entry and the rename's removal of it, and a crash leaves nothing of it. A resumable file gets
+// its name (linked under it) only when a name is needed: when it reaches metaAfter bytes (its
+// sidecar is written then, so that a crash leaves a resumable partial as before) or when it is
+// kept for resuming (abandon).
 type spool struct {
 	dir    string
 	prefix string // hash of the fetcher id
@@ -52,6 +63,15 @@ type spool struct {
 	// merely stale, and reading the sidecar fails as it would have).
 	metas map[string]bool
 	inUse map[string]bool // paths of the spool files (and sidecars) of running downloads
+
+	// noUnnamed: fresh files are created under their names (O_CREAT), as where the file
+	// system has no unnamed files or they cannot be linked (found once: newSpool's probe, or
+	// an unsupported create).
+	noUnnamed atomic.Bool
+	// createUnnamed is atomicfile.CreateUnnamed (a field so that tests can make it fail).
+	createUnnamed func(dir string) (*os.File, error)
+	// linker names the unnamed files.
+	linker atomicfile.Linker
 }
 
 func newSpool(dir, fetcherID string, clk clock.Clock) (*spool, error) {
@@ -59,17 +79,53 @@ func newSpool(dir, fetcherID string, clk clock.Clock) (*spool, error) {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
 	h := sha256.Sum256([]byte(fetcherID))
-	s := &spool{dir: filepath.Clean(dir), prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}, metas: map[string]bool{}}
+	s := &spool{dir: filepath.Clean(dir), prefix: hex.EncodeToString(h[:4]), clk: clk, busy: map[string]bool{}, inUse: map[string]bool{}, metas: map[string]bool{},
+		createUnnamed: atomicfile.CreateUnnamed}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
+	s.noUnnamed.Store(!s.probeUnnamed())
 	for _, e := range entries {
 		if k, ok := strings.CutSuffix(e.Name(), metaSuffix); ok && strings.HasPrefix(k, s.prefix+"-") {
 			s.metas[k] = true
 		}
 	}
 	return s, nil
+}
+
+// probeUnnamed reports whether an unnamed file can be made in the spool folder and linked
+// (O_TMPFILE and linkat(2) by descriptor or through /proc/self/fd): it makes one, links it
+// under a temporary name and removes that.
+func (s *spool) probeUnnamed() bool {
+	f, err := s.createUnnamed(s.dir)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = f.Close() }()
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	p := s.pathOf(s.prefix + "-probe-" + hex.EncodeToString(rnd[:]) + tmpSuffix)
+	if err := s.linker.Link(f, p); err != nil {
+		return false
+	}
+	return os.Remove(p) == nil
+}
+
+// openUnnamed returns a new unnamed file in the spool folder, or nil where there are none (the
+// file is then created under its name). An unsupported create is remembered.
+func (s *spool) openUnnamed() *os.File {
+	if s.noUnnamed.Load() {
+		return nil
+	}
+	f, err := s.createUnnamed(s.dir)
+	if err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			s.noUnnamed.Store(true)
+		}
+		return nil
+	}
+	return f
 }
 
 // pathOf returns the path of the spool file name: filepath.Join(s.dir, name) without its
@@ -129,17 +185,21 @@ type spoolFile struct {
 	size     int64     // bytes in the file
 	synced   int64     // bytes handed to the kernel for writeback
 	released bool
+	// unnamed: the file has no name (O_TMPFILE): nothing is under path (a keyed file's name
+	// to be, "" for a fresh non-resumable one) until name links it there.
+	unnamed bool
 	// metaExists: the sidecar may exist on disk.
 	metaExists bool
 	// metaPending: meta holds a validator whose sidecar is not written yet (see metaAfter).
 	metaPending bool
-	// committed: the file was renamed into the bucket; nothing is left under path.
+	// committed: the file was renamed (or linked) into the bucket; nothing is left under path.
 	committed bool
 }
 
 // open returns the spool file for url. With resume, the file kept by an earlier attempt for the
 // same URL is reopened (its bytes are offered for a Range request); otherwise, or when another
-// download of the same URL holds it, a fresh unique file is used.
+// download of the same URL holds it, a fresh file is used: unnamed where the file system
+// allows, else under a unique name.
 func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 	var hx [32]byte
 	urlHashTo(&hx, url)
@@ -155,13 +215,21 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 		sf.path = s.pathOf2(key, partSuffix)
 		sf.metaPath = s.pathOf2(key, metaSuffix)
 		s.inUse[sf.metaPath] = true
-	} else {
+		s.inUse[sf.path] = true
+	}
+	s.mu.Unlock()
+	if sf.key == "" {
+		if f := s.openUnnamed(); f != nil {
+			sf.f, sf.unnamed = f, true
+			return sf, nil
+		}
 		var rnd [8]byte
 		_, _ = rand.Read(rnd[:])
 		sf.path = s.pathOf(key + "-" + hex.EncodeToString(rnd[:]) + tmpSuffix)
+		s.mu.Lock()
+		s.inUse[sf.path] = true
+		s.mu.Unlock()
 	}
-	s.inUse[sf.path] = true
-	s.mu.Unlock()
 	if sf.key != "" {
 		if m, ok := sf.readMetaIf(mayMeta); ok && m.URL == url && m.Validator != "" {
 			// A kept partial body: reopen it and offer its bytes for a Range request.
@@ -187,6 +255,11 @@ func (s *spool) open(url string, resume bool) (*spoolFile, error) {
 				sf.discard()
 				return nil, fmt.Errorf("spool: %w", err)
 			}
+			return sf, nil
+		}
+		if f := s.openUnnamed(); f != nil {
+			// Named when it becomes worth resuming (writeMeta).
+			sf.f, sf.unnamed = f, true
 			return sf, nil
 		}
 		f, err := blobstore.OpenFile(sf.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -268,9 +341,13 @@ func (sf *spoolFile) setValidator(validator string, total int64) error {
 	return sf.writeMeta()
 }
 
-// writeMeta writes the sidecar for sf.meta.
+// writeMeta writes the sidecar for sf.meta, naming an unnamed file first (a sidecar never
+// describes a body that has no name).
 func (sf *spoolFile) writeMeta() error {
 	sf.metaPending = false
+	if err := sf.name(); err != nil {
+		return err
+	}
 	b, err := json.Marshal(sf.meta)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -282,6 +359,33 @@ func (sf *spoolFile) writeMeta() error {
 	if err := os.WriteFile(sf.metaPath, b, 0o644); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	return nil
+}
+
+// name links an unnamed keyed file under its name sf.path. A file already there is a stale one
+// of this fetcher (the keyed name is this download's: s.busy; a named open truncates it), and
+// is replaced.
+func (sf *spoolFile) name() error {
+	if !sf.unnamed {
+		return nil
+	}
+	err := sf.s.linker.Link(sf.f, sf.path)
+	if errors.Is(err, fs.ErrExist) {
+		if err = os.Remove(sf.path); err == nil || errors.Is(err, fs.ErrNotExist) {
+			err = sf.s.linker.Link(sf.f, sf.path)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	sf.unnamed = false
+	// Under its name from now on (a commit renames it by its Name).
+	f, err := atomicfile.Rename(sf.f, sf.path)
+	if err != nil {
+		sf.f = nil // closed: sf.path is left for finish to remove
+		return fmt.Errorf("spool: %w", err)
+	}
+	sf.f = f
 	return nil
 }
 
@@ -356,11 +460,11 @@ func (sf *spoolFile) closeFile() error {
 	return nil
 }
 
-// finish forgets a file that was committed (renamed away) or uploaded: it removes whatever is
-// left and releases the key.
+// finish forgets a file that was committed (renamed or linked away) or uploaded: it removes
+// whatever is left and releases the key. An unnamed file vanishes when closed.
 func (sf *spoolFile) finish() {
 	_ = sf.closeFile()
-	if !sf.committed {
+	if !sf.committed && !sf.unnamed {
 		_ = os.Remove(sf.path)
 	}
 	_ = sf.removeMeta()
@@ -368,11 +472,14 @@ func (sf *spoolFile) finish() {
 }
 
 // abandon ends a failed download: a keyed file with a validator and at least minBytes is kept
-// for a later Range resume when keep is set; anything else is removed. A file that is no longer
-// linked under its name (another fetcher finished the URL and removed it) is not kept: a
-// sidecar written since would otherwise describe a body that is gone.
+// for a later Range resume when keep is set (an unnamed one is named then, with its sidecar);
+// anything else is removed. A file that is no longer linked under its name (another fetcher
+// finished the URL and removed it) is not kept: a sidecar written since would otherwise
+// describe a body that is gone.
 func (sf *spoolFile) abandon(keep bool, minBytes int64) {
-	if keep && sf.key != "" && sf.meta.Validator != "" && sf.size >= minBytes && sf.linked() {
+	// An unnamed file with a validator whose sidecar is not pending failed to be named.
+	named := sf.linked() || (sf.unnamed && sf.metaPending)
+	if keep && sf.key != "" && sf.meta.Validator != "" && sf.size >= minBytes && named {
 		if sf.metaPending && sf.writeMeta() != nil {
 			sf.discard()
 			return
@@ -386,7 +493,7 @@ func (sf *spoolFile) abandon(keep bool, minBytes int64) {
 
 // linked reports whether the open file is still the one named sf.path.
 func (sf *spoolFile) linked() bool {
-	if sf.f == nil {
+	if sf.f == nil || sf.unnamed {
 		return false
 	}
 	open, err := sf.f.Stat()

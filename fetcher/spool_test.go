@@ -3,6 +3,8 @@ package fetcher
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,19 +198,21 @@ func TestPermanentFailureRemovesSpoolFiles(t *testing.T) {
 
 // A download whose spool file another fetcher removed (it stored the same URL meanwhile) keeps
 // writing to the unlinked file, then fails cleanly at commit, or completes when the identical
-// content is already stored; nothing stray is left and the stored blob is intact.
+// content is already stored; nothing stray is left and the stored blob is intact. (A spool file
+// has a name, to be removed, once it holds ResumeMinBytes: A's first progress event, at 256 KiB
+// with a clock that moves a second per reading, comes after that.)
 func TestZombieWriterOfRemovedPartial(t *testing.T) {
-	pdfA := pdfBody(256<<10, 24)
+	pdfA := pdfBody(1<<20, 24)
 	for _, tc := range []struct {
 		name string
 		pdfB []byte
 	}{
-		{"different content", pdfBody(256<<10, 25)},
+		{"different content", pdfBody(1<<20, 25)},
 		{"same content", pdfA},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := newSpoolOrigin(t, map[string][]byte{"A": pdfA, "B": tc.pdfB})
-			a, b := sharedFetchers(t, nil)
+			a, b := sharedFetchers(t, func(c *Config) { c.Clock = &steppingClock{Fake: clock.NewFake(time.Now()), now: time.Now()} })
 			url := o.URL + "/x.pdf"
 			o.mode.Store("gate")
 			type result struct {
@@ -215,12 +220,13 @@ func TestZombieWriterOfRemovedPartial(t *testing.T) {
 				fail *failure
 			}
 			resA := make(chan result, 1)
+			rep := &progressSignal{c: make(chan int64, 1)}
 			go func() {
-				out, fail, _ := a.run(t, url, nil)
+				out, fail := a.dl.download(t.Context(), job{url: url, maxSize: a.cfg.MaxSize, timeout: time.Hour, stall: time.Hour, store: true, resume: true}, rep)
 				resA <- result{out, fail}
 			}()
 			select {
-			case <-o.firstHalf:
+			case <-rep.c:
 			case <-time.After(testWait):
 				t.Fatal("fetcher A did not start downloading")
 			}
@@ -287,6 +293,9 @@ func TestSpoolSweep(t *testing.T) {
 	touchFile(t, filepath.Join(dir, fresh), clk.Now().Add(-maxAge/2))
 	running, err := tf.dl.spool.open(o.URL+"/running.pdf", true)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := running.name(); err != nil { // as when it is worth resuming
 		t.Fatal(err)
 	}
 	setMtime(t, running.path, clk.Now().Add(-2*time.Hour))
@@ -431,11 +440,14 @@ func TestSpoolSidecarWrittenLazily(t *testing.T) {
 	if exists(sf.metaPath) {
 		t.Fatal("sidecar written for 50 bytes")
 	}
+	if exists(sf.path) != sp.noUnnamed.Load() {
+		t.Fatalf("body named at 50 bytes: %v; unnamed files: %v", exists(sf.path), !sp.noUnnamed.Load())
+	}
 	if _, err := sf.Write(make([]byte, 60)); err != nil {
 		t.Fatal(err)
 	}
-	if !exists(sf.metaPath) {
-		t.Fatal("no sidecar after 110 bytes")
+	if !exists(sf.metaPath) || !exists(sf.path) {
+		t.Fatal("no sidecar or no named body after 110 bytes")
 	}
 	sf.abandon(true, 100)
 
@@ -469,10 +481,216 @@ func TestSpoolSidecarWrittenLazily(t *testing.T) {
 	if !exists(meta) {
 		t.Fatal("kept partial without sidecar")
 	}
+	// ... and is resumed.
+	sf4, err := sp2.open("http://o/b.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf4.discard()
+	if off, v := sf4.resumeFrom(); off != 10 || v != `"v2"` {
+		t.Fatalf("small kept partial: resumeFrom %d %q", off, v)
+	}
+}
+
+// newUnnamedSpool returns a spool in the TempDir of a fresh bucket folder, and a store
+// committing into that bucket; it skips the test where the file system has no unnamed files.
+func newUnnamedSpool(t *testing.T) (*spool, *store, string) {
+	t.Helper()
+	bucket := t.TempDir()
+	sp, err := newSpool(blobstore.TempDir(bucket), "f1", clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.noUnnamed.Load() {
+		t.Skip("no unnamed files in", bucket)
+	}
+	sp.metaAfter = 100
+	return sp, &store{localDir: bucket, committer: blobstore.NewCommitter(bucket, blobstore.SyncGroup)}, bucket
+}
+
+// spoolNames lists the spool folder.
+func spoolNames(t *testing.T, sp *spool) []string {
+	t.Helper()
+	return dirNames(t, sp.dir)
+}
+
+// Fresh spool files have no name in the spool folder: a non-resumable one never, a resumable
+// one until it holds metaAfter bytes (then it is named, with its sidecar, and its Name is its
+// path: a commit renames it). Committed, the unnamed ones are linked into the bucket, into a
+// key folder that does not exist yet, and a second commit of the same content finds the object
+// (existed); nothing is left in the spool folder.
+func TestSpoolUnnamedFilesCommitted(t *testing.T) {
+	sp, st, bucket := newUnnamedSpool(t)
+	ctx := t.Context()
+	// commit writes the rest of body (after what sf holds) and commits it.
+	commit := func(sf *spoolFile, body []byte) string {
+		t.Helper()
+		if _, err := sf.Write(body[sf.size:]); err != nil {
+			t.Fatal(err)
+		}
+		key := blobstore.ContentKey(sha(body))
+		if err := st.commit(ctx, sf, key); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(bucket, filepath.FromSlash(key)))
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("object %s: %d bytes, %v; want the body", key, len(got), err)
+		}
+		return key
+	}
+	small := pdfBody(50, 1)
+	fresh, err := sp.open("http://o/a.pdf", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed, err := sp.open("http://o/b.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keyed.setValidator(`"v"`, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !fresh.unnamed || !keyed.unnamed || len(spoolNames(t, sp)) != 0 {
+		t.Fatalf("fresh files: unnamed %v %v, spool folder %v", fresh.unnamed, keyed.unnamed, spoolNames(t, sp))
+	}
+	commit(fresh, small)
+	twin, err := sp.open("http://o/c.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := twin.Write(small); err != nil {
+		t.Fatal(err)
+	}
+	if existed, err := st.committer.CommitUnnamed(twin.takeFile(), blobstore.ContentKey(sha(small)), twin.size); err != nil || !existed {
+		t.Fatalf("second commit of the content: existed %v, %v", existed, err)
+	}
+	twin.finish()
+
+	large := pdfBody(300, 2)
+	if _, err := keyed.Write(large[:99]); err != nil {
+		t.Fatal(err)
+	}
+	if n := spoolNames(t, sp); len(n) != 0 {
+		t.Fatalf("spool folder %v at 99 bytes", n)
+	}
+	if _, err := keyed.Write(large[99:100]); err != nil {
+		t.Fatal(err)
+	}
+	if keyed.unnamed || keyed.f.Name() != keyed.path || len(spoolNames(t, sp)) != 2 {
+		t.Fatalf("at 100 bytes: unnamed %v, Name %s, spool folder %v; want named %s with its sidecar", keyed.unnamed, keyed.f.Name(), spoolNames(t, sp), keyed.path)
+	}
+	commit(keyed, large)
+	if n := spoolNames(t, sp); len(n) != 0 {
+		t.Fatalf("spool folder %v after the commits", n)
+	}
+	if _, err := os.Stat(sp.dir); err != nil {
+		t.Fatalf("spool folder: %v", err)
+	}
+}
+
+// A resumable file named when it reaches metaAfter replaces a stale body of this fetcher left
+// under its name (an earlier run's, without a usable sidecar), as a named open truncates it.
+func TestSpoolUnnamedReplacesStaleBody(t *testing.T) {
+	sp, _, _ := newUnnamedSpool(t)
+	sf, err := sp.open("http://o/a.pdf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.discard()
+	if err := os.WriteFile(sf.path, []byte("stale bytes of an earlier run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := sf.setValidator(`"v"`, 0); err != nil {
+		t.Fatal(err)
+	}
+	body := pdfBody(200, 3)
+	if _, err := sf.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(sf.path); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("named body: %q, %v", got, err)
+	}
+}
+
+// Where the spool folder has no unnamed files (O_TMPFILE unsupported: injected), fresh files are
+// named as before, and that is found once: later opens do not try again. A spool whose probe
+// cannot make (or link) an unnamed file starts without them.
+func TestSpoolWithoutUnnamedFiles(t *testing.T) {
+	sp, st, bucket := newUnnamedSpool(t)
+	calls := 0
+	sp.createUnnamed = func(dir string) (*os.File, error) {
+		calls++
+		return nil, fmt.Errorf("%w: %w", errors.ErrUnsupported, &os.PathError{Op: "open", Path: dir, Err: syscall.EOPNOTSUPP})
+	}
+	if sp.probeUnnamed() {
+		t.Fatal("probe succeeded without unnamed files")
+	}
+	calls = 0
+	for i, resume := range []bool{false, true} {
+		sf, err := sp.open(fmt.Sprintf("http://o/%d.pdf", i), resume)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sf.unnamed {
+			t.Fatal("unnamed file without unnamed files")
+		}
+		if _, err := os.Stat(sf.path); err != nil {
+			t.Fatalf("fresh file not named: %v", err)
+		}
+		body := pdfBody(40+i, 4)
+		if _, err := sf.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		key := blobstore.ContentKey(sha(body))
+		if err := st.commit(t.Context(), sf, key); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(bucket, filepath.FromSlash(key))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("%d unnamed creates, want 1 (then remembered)", calls)
+	}
+	if n := spoolNames(t, sp); len(n) != 0 {
+		t.Fatalf("spool folder %v after the commits", n)
+	}
+}
+
+// A download below ResumeMinBytes never has a name in the spool folder (it is committed from
+// its unnamed file); a larger one with a validator has one (and its sidecar) by its commit.
+// Both are stored, nothing is left.
+func TestDownloadSpoolNames(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  int
+		names int
+	}{{"small", 900, 0}, {"resumable", 64 << 10, 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pdf := pdfBody(tc.size, 5)
+			o := newSpoolOrigin(t, map[string][]byte{"": pdf})
+			tf := newTestFetcher(t, nil)
+			if tf.dl.spool.noUnnamed.Load() {
+				t.Skip("no unnamed files here")
+			}
+			var atCommit []string
+			tf.dl.beforeCommit = func() { atCommit = tf.tempFiles(t) }
+			out, fail, _ := tf.run(t, o.URL+"/x.pdf", nil)
+			if fail != nil {
+				t.Fatal(fail)
+			}
+			if len(atCommit) != tc.names {
+				t.Fatalf("spool folder at commit: %v, want %d names", atCommit, tc.names)
+			}
+			tf.assertStore(t, out.blobKey)
+		})
+	}
 }
 
 // TestSpoolKeepsRunningFilesOfAnUncleanFolderName checks that the paths a download marks in use
-// are the ones removeURL and sweep find, however the spool folder was named.
+// are the ones removeURL and sweep find, however the spool folder was named (the fresh file is
+// named here as where there are no unnamed files; the keyed one is named as when it becomes
+// worth resuming).
 func TestSpoolKeepsRunningFilesOfAnUncleanFolderName(t *testing.T) {
 	dir := t.TempDir()
 	sp, err := newSpool(dir+"/./spool/", "f1", clock.Real{})
@@ -484,6 +702,10 @@ func TestSpoolKeepsRunningFilesOfAnUncleanFolderName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := keyed.name(); err != nil {
+		t.Fatal(err)
+	}
+	sp.noUnnamed.Store(true)
 	fresh, err := sp.open(url, false)
 	if err != nil {
 		t.Fatal(err)

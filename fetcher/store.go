@@ -62,17 +62,26 @@ func (st *store) spoolDir(configured string) string {
 func (st *store) commit(ctx context.Context, sf *spoolFile, key string) error {
 	defer sf.finish()
 	if st.localDir != "" {
-		if _, err := st.committer.CommitSized(sf.takeFile(), key, sf.size); err != nil {
+		commit := st.committer.CommitSized
+		if sf.unnamed {
+			commit = st.committer.CommitUnnamed // linked into place: it has no name to rename
+		}
+		if _, err := commit(sf.takeFile(), key, sf.size); err != nil {
 			return fmt.Errorf("commit %s: %w", key, err)
 		}
-		sf.committed = true // renamed into place (or removed as a duplicate)
+		sf.committed = true // renamed or linked into place (or removed as a duplicate)
 		return nil
-	}
-	if err := sf.closeFile(); err != nil {
-		return err
 	}
 	if ok, err := st.bucket.Exists(ctx, key); err == nil && ok {
 		return nil
+	}
+	if sf.unnamed {
+		// No name to open it by: uploaded from the open file (read at offsets, from the
+		// first byte; spool files are opened for reading and writing).
+		return st.upload(ctx, key, io.NewSectionReader(sf.f, 0, sf.size))
+	}
+	if err := sf.closeFile(); err != nil {
+		return err
 	}
 	f, err := os.Open(sf.path)
 	if err != nil {

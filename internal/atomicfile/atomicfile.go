@@ -45,10 +45,31 @@ type Dir struct {
 	// noUnnamed: unnamed files cannot be made or linked here (no /proc, found by OpenDir, or
 	// O_TMPFILE unsupported by the file system, found by the first Create): temporary names.
 	noUnnamed atomic.Bool
-	// noEmptyPath: linkat(2) by descriptor (AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH)
-	// was refused once, so unnamed files are linked through /proc/self/fd from then on.
+	// lk links the unnamed files, relative to fd.
+	lk Linker
+}
+
+// Linker gives unnamed files their names (linkat(2)): by descriptor (AT_EMPTY_PATH, which
+// needs CAP_DAC_READ_SEARCH) until that is refused once, then through /proc/self/fd. The zero
+// value is ready; it is safe for concurrent use.
+type Linker struct {
+	// noEmptyPath: linkat(2) by descriptor was refused once, so unnamed files are linked
+	// through /proc/self/fd from then on.
 	noEmptyPath atomic.Bool
 }
+
+// Link gives the unnamed file f (CreateUnnamed, or a File of Create that is Unnamed) the name
+// dst, a path on the same file system. It never replaces a file: an existing dst is an error
+// matching os.ErrExist, a missing folder of dst one matching fs.ErrNotExist. The name is not
+// synced, nor is the file's link count: callers that need durability sync the file system (or
+// fsync the file and dst's folder) afterwards.
+func (l *Linker) Link(f *os.File, dst string) error { return l.link(f, dst) }
+
+// Rename returns the open file f under the name name (its Name; the open file, its offset
+// included, is the same: a duplicate descriptor) and closes f. An unnamed file's Name is the
+// folder it was created in, also once a Linker linked it: code that uses the Name of an open
+// file (a rename of it) needs its new name.
+func Rename(f *os.File, name string) (*os.File, error) { return rename(f, name) }
 
 // OpenDir opens the folder path for writing files into it.
 func OpenDir(path string) (*Dir, error) { return openDir(filepath.Clean(path)) }

@@ -33,14 +33,18 @@ func linkUnnamed(f *os.File, dst string) error {
 // linkProc links the unnamed file f as name in the folder dirfd through /proc/self/fd; dst is
 // the name for errors.
 func linkProc(f *os.File, dirfd int, name, dst string) error {
+	return linkFile(f, dst, func(fd int) error { return linkProcFD(fd, dirfd, name) })
+}
+
+// linkFile runs link with f's descriptor and returns its error as linkError does (dst: the
+// name for errors).
+func linkFile(f *os.File, dst string, link func(fd int) error) error {
 	sc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var lerr error
-	if cerr := sc.Control(func(fd uintptr) {
-		lerr = linkProcFD(int(fd), dirfd, name)
-	}); cerr != nil {
+	if cerr := sc.Control(func(fd uintptr) { lerr = link(int(fd)) }); cerr != nil {
 		return fmt.Errorf("link %s: %w", dst, cerr)
 	}
 	return linkError(f.Name(), dst, lerr)
@@ -62,6 +66,69 @@ func linkError(old, dst string, err error) error {
 		return &os.LinkError{Op: "link", Old: old, New: dst, Err: os.ErrExist}
 	}
 	return &os.LinkError{Op: "link", Old: old, New: dst, Err: err}
+}
+
+// CreateUnnamed opens a new unnamed file (O_TMPFILE) for reading and writing in the folder
+// dir: it has no name until a Linker links it, and vanishes when closed before. Where the
+// kernel or the file system has no unnamed files the error matches errors.ErrUnsupported. It
+// does not check that a Linker can link it (no /proc and no CAP_DAC_READ_SEARCH): a caller
+// that depends on linking tries it once.
+func CreateUnnamed(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		perr := &os.PathError{Op: "open", Path: dir, Err: err}
+		if unsupported(err) {
+			return nil, fmt.Errorf("%w: %w", errors.ErrUnsupported, perr)
+		}
+		return nil, perr
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
+// rename is Rename: F_DUPFD_CLOEXEC.
+func rename(f *os.File, name string) (*os.File, error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var derr error
+	if cerr := sc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); cerr != nil {
+		return nil, cerr
+	}
+	if derr != nil {
+		return nil, &os.PathError{Op: "dup", Path: f.Name(), Err: derr}
+	}
+	_ = f.Close() // the open file stays open through nfd
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
+// link is Linker.Link: by path, relative to the working folder.
+func (l *Linker) link(f *os.File, dst string) error {
+	return linkFile(f, dst, func(fd int) error { return l.linkAt(fd, unix.AT_FDCWD, dst) })
+}
+
+// linkAt gives the unnamed file open as fd the name name relative to the folder dirfd: by
+// descriptor (AT_EMPTY_PATH) where the process may, else through /proc/self/fd. The error is
+// the system's (EEXIST: name exists; ENOENT: its folder is missing).
+func (l *Linker) linkAt(fd, dirfd int, name string) error {
+	if l.noEmptyPath.Load() {
+		return linkProcFD(fd, dirfd, name)
+	}
+	err := unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+		// No CAP_DAC_READ_SEARCH: the kernel answers ENOENT (or EPERM). ENOENT is also a
+		// missing folder of name: AT_EMPTY_PATH is given up only when /proc links where it
+		// did not.
+		perr := linkProcFD(fd, dirfd, name)
+		if errors.Is(err, unix.EPERM) || !errors.Is(perr, unix.ENOENT) {
+			l.noEmptyPath.Store(true)
+		}
+		return perr
+	}
+	return err
 }
 
 // openDir opens the folder path (O_PATH: the descriptor only names it) and checks once that
@@ -96,34 +163,13 @@ func unsupported(err error) bool {
 // linkUnnamed gives the unnamed file f (created by d) the name dst, in d, relative to the open
 // folder: by descriptor (AT_EMPTY_PATH) where the process may, else through /proc/self/fd.
 func (d *Dir) linkUnnamed(f *os.File, dst string) error {
-	sc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var lerr error
-	if cerr := sc.Control(func(fd uintptr) {
-		lerr = d.linkFD(int(fd), filepath.Base(dst))
-	}); cerr != nil {
-		return fmt.Errorf("link %s: %w", dst, cerr)
-	}
-	return linkError(f.Name(), dst, lerr)
+	return linkFile(f, dst, func(fd int) error { return d.linkFD(fd, filepath.Base(dst)) })
 }
 
 // linkFD gives the unnamed file open as fd (created in d) the file name name in d: by
 // descriptor (AT_EMPTY_PATH) where the process may, else through /proc/self/fd. The error is
 // the system's (EEXIST: name exists).
-func (d *Dir) linkFD(fd int, name string) error {
-	if d.noEmptyPath.Load() {
-		return linkProcFD(fd, d.fd, name)
-	}
-	err := unix.Linkat(fd, "", d.fd, name, unix.AT_EMPTY_PATH)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
-		// No CAP_DAC_READ_SEARCH: the kernel answers ENOENT.
-		d.noEmptyPath.Store(true)
-		return linkProcFD(fd, d.fd, name)
-	}
-	return err
-}
+func (d *Dir) linkFD(fd int, name string) error { return d.lk.linkAt(fd, d.fd, name) }
 
 // readFile is ReadFile: raw descriptor, reads retried on EINTR.
 func (d *Dir) readFile(name string, buf []byte, want int) (int, error) {

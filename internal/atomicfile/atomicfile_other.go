@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +16,15 @@ var errNoUnnamed = errors.New("atomicfile: no unnamed files on this system")
 func createUnnamed(string) (*os.File, error) { return nil, errNoUnnamed }
 
 func linkUnnamed(*os.File, string) error { return errNoUnnamed }
+
+// CreateUnnamed opens a new unnamed file in dir: unsupported here (errors.ErrUnsupported).
+func CreateUnnamed(string) (*os.File, error) {
+	return nil, fmt.Errorf("%w: %w", errors.ErrUnsupported, errNoUnnamed)
+}
+
+func rename(*os.File, string) (*os.File, error) { return nil, errNoUnnamed }
+
+func (l *Linker) link(*os.File, string) error { return errNoUnnamed }
 
 // openDir checks that path is a folder; files are then made and opened by path.
 func openDir(path string) (*Dir, error) {

@@ -55,7 +55,7 @@ func creators(t *testing.T) map[string]func(string) (*File, error) {
 		"named":     createNamed,
 		"fallback":  func(dir string) (*File, error) { return create(dir, noUnnamed) },
 		"dir":       inDir(nil),
-		"dir-proc":  inDir(func(d *Dir) { d.noEmptyPath.Store(true) }),
+		"dir-proc":  inDir(func(d *Dir) { d.lk.noEmptyPath.Store(true) }),
 		"dir-named": inDir(func(d *Dir) { d.noUnnamed.Store(true) }),
 	}
 }
@@ -223,7 +223,7 @@ func TestRemoveTemps(t *testing.T) {
 func TestDirWriteFile(t *testing.T) {
 	for name, set := range map[string]func(*Dir){
 		"dir":       nil,
-		"dir-proc":  func(d *Dir) { d.noEmptyPath.Store(true) },
+		"dir-proc":  func(d *Dir) { d.lk.noEmptyPath.Store(true) },
 		"dir-named": func(d *Dir) { d.noUnnamed.Store(true) },
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -291,5 +291,65 @@ func TestDirReadFile(t *testing.T) {
 	}
 	if _, err := d.ReadFile("missing.pdf", make([]byte, 10), 5); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("ReadFile(missing) = %v, want os.ErrNotExist", err)
+	}
+}
+
+// CreateUnnamed makes a read-write file with no name; a Linker names it by path, never over an
+// existing file (os.ErrExist) nor into a missing folder (os.ErrNotExist), and a missing folder
+// does not make it give up linking by descriptor; closed before, the file leaves nothing.
+func TestCreateUnnamedAndLink(t *testing.T) {
+	for name, proc := range map[string]bool{"descriptor": false, "proc": true} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			var l Linker
+			l.noEmptyPath.Store(proc)
+			f, err := CreateUnnamed(dir)
+			if errors.Is(err, errors.ErrUnsupported) {
+				t.Skip("no unnamed files here:", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString("body"); err != nil {
+				t.Fatal(err)
+			}
+			if n := names(t, dir); len(n) != 0 {
+				t.Fatalf("folder holds %q before Link", n)
+			}
+			if err := l.Link(f, filepath.Join(dir, "sub", "a.pdf")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("Link into a missing folder = %v, want os.ErrNotExist", err)
+			}
+			if !proc && l.noEmptyPath.Load() && os.Geteuid() == 0 {
+				t.Fatal("a missing folder made the Linker give up AT_EMPTY_PATH")
+			}
+			if err := os.WriteFile(filepath.Join(dir, "b.pdf"), []byte("other"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Link(f, filepath.Join(dir, "b.pdf")); !errors.Is(err, os.ErrExist) {
+				t.Fatalf("Link over a file = %v, want os.ErrExist", err)
+			}
+			if err := l.Link(f, filepath.Join(dir, "a.pdf")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4)
+			if _, err := f.ReadAt(buf, 0); err != nil || string(buf) != "body" {
+				t.Fatalf("ReadAt = %q, %v", buf, err)
+			}
+			if got, err := os.ReadFile(filepath.Join(dir, "a.pdf")); err != nil || string(got) != "body" {
+				t.Fatalf("a.pdf = %q, %v", got, err)
+			}
+			if got, _ := os.ReadFile(filepath.Join(dir, "b.pdf")); string(got) != "other" {
+				t.Fatalf("b.pdf replaced: %q", got)
+			}
+			g, err := CreateUnnamed(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = g.Close()
+			if n := names(t, dir); !slices.Equal(n, []string{"a.pdf", "b.pdf"}) {
+				t.Fatalf("folder holds %q, want a.pdf b.pdf", n)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
@@ -136,7 +137,9 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 //  3. renames each file into place, where no object of the key exists (renameat2(2) with
 //     RENAME_NOREPLACE, one system call), creating its folder when missing (made durable by
 //     step 4); an object that already exists is left alone: the temporary file is removed and
-//     existed is true; a rename failure fails only that commit;
+//     existed is true; a rename failure fails only that commit. An unnamed file (CommitUnnamed)
+//     is linked into place instead (linkat(2), which never replaces), with nothing to remove
+//     when the object exists;
 //  4. syncfs(2) again, which began after every rename and folder creation of the group, then
 //     reports.
 //
@@ -171,6 +174,8 @@ type Committer struct {
 	ranGroup func(n int)
 	// renameat2, when set (tests), replaces renameNoReplace (the system call).
 	renameat2 func(oldpath, newpath string) error
+	// linker names unnamed files (CommitUnnamed).
+	linker atomicfile.Linker
 
 	// window, startAt and clk are CommitterOptions (startAt within 1 to maxGroup at use).
 	window  time.Duration
@@ -192,15 +197,16 @@ type Committer struct {
 
 // member is one commit of a group.
 type member struct {
-	tmp   *os.File
-	key   string
-	final string
+	tmp     *os.File
+	unnamed bool // tmp has no name (CommitUnnamed): linked into place, not renamed
+	key     string
+	final   string
 	// wake receives once (it has room for one): the result is set, or lead is.
 	wake chan struct{}
 	lead bool // this commit leads the next group (set before wake)
 
 	existed bool
-	renamed bool // renamed into place by this group
+	renamed bool // renamed (or linked) into place by this group
 	err     error
 	retry   bool // syncfs is unsupported: commit per file
 }
@@ -248,6 +254,22 @@ func (c *Committer) Commit(tmp *os.File, key string) (existed bool, err error) {
 // CommitSized is Commit of a temporary file known to hold size bytes (-1: unknown): in
 // SyncGroup mode a file of LargeCommit bytes or more is committed on its own (SyncPerFile).
 func (c *Committer) CommitSized(tmp *os.File, key string, size int64) (existed bool, err error) {
+	return c.commit(tmp, false, key, size)
+}
+
+// CommitUnnamed is CommitSized of an unnamed temporary file (atomicfile.CreateUnnamed, O_TMPFILE,
+// on the bucket's file system, normally in TempDir): it is linked into place (linkat(2)) where
+// CommitSized renames, with the same durability order (its data and inode durable before the
+// name points at it, the name durable before CommitUnnamed returns), and when the object
+// already exists there is no temporary name to remove: the file vanishes when closed. It saves
+// the temporary name's directory entry (a create inserts it, the rename removes it): measured
+// in bench/ANALYSIS.md ("Unnamed spool files").
+func (c *Committer) CommitUnnamed(tmp *os.File, key string, size int64) (existed bool, err error) {
+	return c.commit(tmp, true, key, size)
+}
+
+// commit is CommitSized (unnamed: CommitUnnamed).
+func (c *Committer) commit(tmp *os.File, unnamed bool, key string, size int64) (existed bool, err error) {
 	if !safeKey(key) {
 		_ = tmp.Close()
 		return false, fmt.Errorf("commit %q: unsafe key", key)
@@ -255,21 +277,23 @@ func (c *Committer) CommitSized(tmp *os.File, key string, size int64) (existed b
 	// filepath.Join without its Clean pass over the whole path: a safe key is clean.
 	final := c.root + filepath.FromSlash(key)
 	if c.mode == SyncGroup && !c.noSyncFS.Load() && size < LargeCommit {
-		m := &member{tmp: tmp, key: key, final: final, wake: make(chan struct{}, 1)}
+		m := &member{tmp: tmp, unnamed: unnamed, key: key, final: final, wake: make(chan struct{}, 1)}
 		c.commitGroup(m)
 		if !m.retry {
 			return m.existed, m.err
 		}
 	}
-	return c.commitPerFile(tmp, key, final)
+	return c.commitPerFile(tmp, unnamed, key, final)
 }
 
-// commitPerFile is a SyncPerFile commit.
-func (c *Committer) commitPerFile(tmp *os.File, key, final string) (existed bool, err error) {
+// commitPerFile is a SyncPerFile commit (unnamed: of an unnamed file, linked into place).
+func (c *Committer) commitPerFile(tmp *os.File, unnamed bool, key, final string) (existed bool, err error) {
 	tmpPath := tmp.Name()
 	if _, err := os.Stat(final); err == nil {
 		_ = tmp.Close()
-		if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if unnamed {
+			// Nothing to remove: the file vanishes with its descriptor.
+		} else if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return true, fmt.Errorf("remove duplicate temp file: %w", err)
 		}
 		// The object may have been renamed into place by a concurrent commit that has not
@@ -285,14 +309,33 @@ func (c *Committer) commitPerFile(tmp *os.File, key, final string) (existed bool
 		_ = tmp.Close()
 		return false, fmt.Errorf("commit %q: sync: %w", key, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return false, fmt.Errorf("commit %q: %w", key, err)
+	if unnamed {
+		existed, _, err = c.place(tmp, true, final, true)
+		if err == nil && !existed {
+			// The link raised the file's link count from 0: that must be durable with the
+			// name (rename leaves it at 1). Only the inode is left to write.
+			if err = tmp.Sync(); err != nil {
+				_ = os.Remove(final)
+				err = fmt.Errorf("sync: %w", err)
+			}
+		}
+		if cerr := tmp.Close(); err == nil && cerr != nil && !existed {
+			_ = os.Remove(final)
+			err = cerr
+		}
+		if err != nil {
+			return false, fmt.Errorf("commit %q: %w", key, err)
+		}
+	} else {
+		if err := tmp.Close(); err != nil {
+			return false, fmt.Errorf("commit %q: %w", key, err)
+		}
+		existed, _, err = c.place(tmp, false, final, true)
+		if err != nil {
+			return false, fmt.Errorf("commit %q: %w", key, err)
+		}
 	}
-	existed, _, err = c.place(tmpPath, final, true)
-	if err != nil {
-		return false, fmt.Errorf("commit %q: %w", key, err)
-	}
-	if existed {
+	if existed && !unnamed {
 		// Renamed into place by a concurrent commit since the check above.
 		if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return true, fmt.Errorf("remove duplicate temp file: %w", err)
@@ -305,15 +348,23 @@ func (c *Committer) commitPerFile(tmp *os.File, key, final string) (existed bool
 	return existed, nil
 }
 
-// place moves the temporary file tmpPath to final unless an object is already there: then
-// existed is true and tmpPath is left for the caller to remove. One renameat2(2) with
-// RENAME_NOREPLACE where the kernel and file system have it, else os.Stat of final, then
-// os.Rename. The key's folder usually exists: place renames first and creates the folder only
-// when the rename finds it missing. With syncParents (per-file commits) the entries of the
-// folders it creates are synced (mkdirAllSynced); otherwise they are left to the group's
-// second syncfs(2), which runs when createdDir is set.
-func (c *Committer) place(tmpPath, final string, syncParents bool) (existed, createdDir bool, err error) {
-	err = c.renameNoReplace(tmpPath, final)
+// place moves the temporary file tmp (closed, by its name tmp.Name(); unnamed: open, no name)
+// to final unless an object is already there: then existed is true and a named tmp is left for
+// the caller to remove. A named file: one renameat2(2) with RENAME_NOREPLACE where the kernel
+// and file system have it, else os.Stat of final, then os.Rename. An unnamed file: one
+// linkat(2), which never replaces. The key's folder usually exists: place renames first and
+// creates the folder only when the rename finds it missing. With syncParents (per-file
+// commits) the entries of the folders it creates are synced (mkdirAllSynced); otherwise they
+// are left to the group's second syncfs(2), which runs when createdDir is set.
+func (c *Committer) place(tmp *os.File, unnamed bool, final string, syncParents bool) (existed, createdDir bool, err error) {
+	tmpPath := tmp.Name()
+	move := func() error {
+		if unnamed {
+			return c.linker.Link(tmp, final)
+		}
+		return c.renameNoReplace(tmpPath, final)
+	}
+	err = move()
 	if errors.Is(err, fs.ErrNotExist) {
 		// The folder is missing (or tmpPath is gone: then the second rename fails too).
 		dir := filepath.Dir(final)
@@ -336,7 +387,7 @@ func (c *Committer) place(tmpPath, final string, syncParents bool) (existed, cre
 				return false, false, fmt.Errorf("create folder: %w", err)
 			}
 		}
-		err = c.renameNoReplace(tmpPath, final)
+		err = move()
 		if errors.Is(err, fs.ErrNotExist) {
 			// tmpPath is gone (another fetcher finished its URL and removed it): the commit
 			// still succeeds when the identical content is stored (the kernel reports the
@@ -516,25 +567,23 @@ func (c *Committer) runGroup(group []*member) {
 		if m.err != nil {
 			continue
 		}
-		tmpPath := m.tmp.Name()
-		if err := m.tmp.Close(); err != nil {
-			m.err = fmt.Errorf("commit %q: %w", m.key, err)
-			continue
+		var existed, createdDir bool
+		var err error
+		if m.unnamed {
+			existed, createdDir, err = c.placeUnnamed(m)
+		} else {
+			existed, createdDir, err = c.placeNamed(m)
 		}
-		existed, createdDir, err := c.place(tmpPath, m.final, false)
-		named = named || createdDir
+		// An existing object found is made durable by step 4 too, whoever renamed it.
+		named = named || createdDir || existed
+		m.existed = existed
 		if err != nil {
 			m.err = fmt.Errorf("commit %q: %w", m.key, err)
 			continue
 		}
-		if existed {
-			m.existed, named = true, true
-			if err := os.Remove(tmpPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				m.err = fmt.Errorf("remove duplicate temp file: %w", err)
-			}
-			continue
+		if !existed {
+			m.renamed, named = true, true
 		}
-		m.renamed, named = true, true
 	}
 	if !named {
 		return // every commit failed on its own, and no folder was created
@@ -544,6 +593,35 @@ func (c *Committer) runGroup(group []*member) {
 	if err := c.syncFS(dir); err != nil {
 		c.failGroup(group, fmt.Errorf("group sync: %w", err))
 	}
+}
+
+// placeNamed is step 3 of a group for a named file: closed, renamed into place (or removed
+// when the object exists).
+func (c *Committer) placeNamed(m *member) (existed, createdDir bool, err error) {
+	tmpPath := m.tmp.Name()
+	if err := m.tmp.Close(); err != nil {
+		return false, false, err
+	}
+	existed, createdDir, err = c.place(m.tmp, false, m.final, false)
+	if err == nil && existed {
+		if rerr := os.Remove(tmpPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return true, createdDir, fmt.Errorf("remove duplicate temp file: %w", rerr)
+		}
+	}
+	return existed, createdDir, err
+}
+
+// placeUnnamed is step 3 of a group for an unnamed file: linked into place, then closed (a
+// failed close removes the new name: the file's state is unknown). When the object exists
+// there is nothing to remove.
+func (c *Committer) placeUnnamed(m *member) (existed, createdDir bool, err error) {
+	existed, createdDir, err = c.place(m.tmp, true, m.final, false)
+	cerr := m.tmp.Close()
+	if err == nil && !existed && cerr != nil {
+		_ = os.Remove(m.final)
+		err = cerr
+	}
+	return existed, createdDir, err
 }
 
 // failGroup fails every commit of the group with err (keeping an earlier error of a commit's

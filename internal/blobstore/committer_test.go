@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/clock"
 )
 
@@ -786,5 +787,133 @@ func TestGroupCommitLargeDurable(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(TempDir(dir)); len(entries) > 1 { // the failed commit's file may stay
 		t.Errorf("%d temporary files left", len(entries))
+	}
+}
+
+// unnamedWith returns an open unnamed file (O_TMPFILE) of the bucket's TempDir holding body,
+// skipping the test where the file system has none.
+func unnamedWith(t *testing.T, dir, body string) *os.File {
+	t.Helper()
+	f, err := atomicfile.CreateUnnamed(TempDir(dir))
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("no unnamed files here:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(body); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// CommitUnnamed links an unnamed file into place in every way of committing (group, per file,
+// large in a group, a group without syncfs): the key's missing folder is created, the object
+// holds the body, a second commit of the key finds it (existed) and leaves it alone, nothing is
+// left in TempDir and the files are closed. In a group the first syncfs runs before the name
+// exists and the second after it.
+func TestCommitUnnamed(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mode     SyncMode
+		size     int64
+		noSyncFS bool
+	}{
+		{"group", SyncGroup, 100, false},
+		{"per-file", SyncPerFile, 100, false},
+		{"group-large", SyncGroup, LargeCommit, false},
+		{"group-no-syncfs", SyncGroup, 100, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			c := NewCommitter(dir, tc.mode)
+			key := keyOf(7)
+			final := filepath.Join(dir, filepath.FromSlash(key))
+			var seen []bool // whether the object existed when each syncfs started
+			c.syncFS = func(f *os.File) error {
+				if tc.noSyncFS {
+					return &os.PathError{Op: "syncfs", Path: f.Name(), Err: errors.ErrUnsupported}
+				}
+				_, err := os.Stat(final)
+				seen = append(seen, err == nil)
+				return syncFS(f)
+			}
+			var synced []string
+			c.syncDir = func(p string) error { synced = append(synced, p); return syncPath(p) }
+
+			f := unnamedWith(t, dir, "%PDF-unnamed")
+			if ex, err := c.CommitUnnamed(f, key, tc.size); err != nil || ex {
+				t.Fatalf("commit: existed %v, err %v", ex, err)
+			}
+			if got, err := os.ReadFile(final); err != nil || string(got) != "%PDF-unnamed" {
+				t.Fatalf("object = %q, %v", got, err)
+			}
+			if err := f.Close(); !errors.Is(err, os.ErrClosed) {
+				t.Fatalf("the committed file is still open (close: %v)", err)
+			}
+			wantGroup := tc.mode == SyncGroup && tc.size < LargeCommit && !tc.noSyncFS
+			if wantGroup && !slices.Equal(seen, []bool{false, true}) {
+				t.Fatalf("syncfs saw the object %v, want [false true]: data before the name, the name before the result", seen)
+			}
+			if !wantGroup && !slices.Contains(synced, filepath.Dir(final)) {
+				t.Fatalf("per-file commit synced %v, want the object's folder", synced)
+			}
+
+			g := unnamedWith(t, dir, "%PDF-unnamed")
+			if ex, err := c.CommitUnnamed(g, key, tc.size); err != nil || !ex {
+				t.Fatalf("second commit: existed %v, err %v", ex, err)
+			}
+			if err := g.Close(); !errors.Is(err, os.ErrClosed) {
+				t.Fatalf("the duplicate's file is still open (close: %v)", err)
+			}
+			if st, err := os.Stat(final); err != nil || st.Sys().(*syscall.Stat_t).Nlink != 1 {
+				t.Fatalf("object after the duplicate: %v %v", st, err)
+			}
+			if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+				t.Fatalf("temp files left: %v", left)
+			}
+		})
+	}
+}
+
+// Concurrent unnamed and named commits of the same keys in groups: each key is stored once with
+// its body, every other commit of it existed, nothing is left in TempDir.
+func TestGroupCommitUnnamedAndNamedConcurrently(t *testing.T) {
+	c, dir := newGroupCommitter(t)
+	const n = 24
+	var existed atomic.Int32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			body := fmt.Sprintf("%%PDF-%d", i/3)
+			var ex bool
+			var err error
+			if i%3 == 2 {
+				ex, err = c.Commit(tempWith(t, dir, body), keyOf(i/3))
+			} else {
+				ex, err = c.CommitUnnamed(unnamedWith(t, dir, body), keyOf(i/3), int64(len(body)))
+			}
+			if err != nil {
+				t.Errorf("commit %d: %v", i, err)
+			}
+			if ex {
+				existed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got := existed.Load(); got != n-n/3 {
+		t.Errorf("%d commits existed, want %d", got, n-n/3)
+	}
+	for i := range n / 3 {
+		if got, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(keyOf(i)))); err != nil || string(got) != fmt.Sprintf("%%PDF-%d", i) {
+			t.Errorf("key %d: %q %v", i, got, err)
+		}
+	}
+	if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
 	}
 }
