@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -172,6 +173,13 @@ func (f *Fetcher) session(ctx, dctx context.Context, client pb.FetcherGatewaySer
 				lastSend = f.clk.Now()
 			}
 		case <-f.wake:
+			// The downloads that are runnable now run first, so that the events they are
+			// about to queue go in this flush's batch (step 9 of the protocol): without the
+			// yield a flush carried 1.8 events on average, with it 4.6 (get, 10,000 small
+			// papers), and each message costs a Send, a wakeup of the transport's writer
+			// and of the coordinator's receiver, and a decode. It waits for no clock: a
+			// message is delayed only by work that was ready to run.
+			runtime.Gosched()
 			n, err := flush()
 			if err != nil {
 				return productive, err
