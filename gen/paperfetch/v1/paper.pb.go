@@ -498,11 +498,16 @@ type DownloadEvent struct {
 	// folded started event's number is skipped, see folded_start). Duplicates (sequence number
 	// not above the last one seen) are dropped by the coordinator.
 	Sequence int64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// The batch and paper, repeated from Assign for logs and debugging.
+	// The batch, repeated from Assign (at most 128 bytes when set). Empty on the Work stream:
+	// an event there names its lease only (lease_id, attempt, sequence), and the coordinator
+	// accepts events with or without batch_id, paper_id and time and never reads them (fetchers
+	// before 2026-12-01 set all three).
 	BatchId string `protobuf:"bytes,4,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// The paper id, repeated from Assign.
+	// The paper id, repeated from Assign (at most 512 bytes when set); empty on the Work
+	// stream, as batch_id.
 	PaperId string `protobuf:"bytes,5,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
-	// When the fetcher produced the event.
+	// When the fetcher produced the event (FetcherService.Fetch); empty on the Work stream, as
+	// batch_id.
 	Time *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
 	// The lease's started event was folded into this one (Work stream only, after the
 	// coordinator's Welcome: see FetcherGatewayService, step 8): the HTTP request was sent, and
