@@ -118,6 +118,9 @@ func New(cfg Config) (*Fetcher, error) {
 		return nil, fmt.Errorf("fetcher: %w", err)
 	}
 	sp.metaAfter = cfg.ResumeMinBytes
+	if !st.unnamedSpool() {
+		sp.noUnnamed.Store(true)
+	}
 	g := &guard{allowAll: cfg.AllowPrivateNetworks, allow: cfg.AllowCIDRs}
 	var boot [8]byte
 	_, _ = rand.Read(boot[:])

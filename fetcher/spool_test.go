@@ -659,18 +659,23 @@ func TestSpoolWithoutUnnamedFiles(t *testing.T) {
 
 // A download below ResumeMinBytes never has a name in the spool folder (it is committed from
 // its unnamed file); a larger one with a validator has one (and its sidecar) by its commit.
-// Both are stored, nothing is left.
+// With per-file commits spool files are named from the start. All are stored, nothing is left.
 func TestDownloadSpoolNames(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		size  int
+		mode  blobstore.SyncMode
 		names int
-	}{{"small", 900, 0}, {"resumable", 64 << 10, 2}} {
+	}{
+		{"small", 900, blobstore.SyncGroup, 0},
+		{"resumable", 64 << 10, blobstore.SyncGroup, 2},
+		{"small per-file", 900, blobstore.SyncPerFile, 1},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pdf := pdfBody(tc.size, 5)
 			o := newSpoolOrigin(t, map[string][]byte{"": pdf})
-			tf := newTestFetcher(t, nil)
-			if tf.dl.spool.noUnnamed.Load() {
+			tf := newTestFetcher(t, func(c *Config) { c.BlobSync = tc.mode })
+			if tf.dl.spool.noUnnamed.Load() && tc.mode == blobstore.SyncGroup {
 				t.Skip("no unnamed files here")
 			}
 			var atCommit []string

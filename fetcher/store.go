@@ -43,6 +43,15 @@ func newStore(bucket *blob.Bucket, blobURL string, shared *blobstore.Committer, 
 	return st
 }
 
+// unnamedSpool reports whether spool files should be unnamed where the file system allows: not
+// for a file:// bucket committed per file (blobstore.SyncPerFile), where a commit of an unnamed
+// file fsyncs its inode after the link (its link count went 0 -> 1; a rename needs no such
+// write): 0.4 more block requests per 20 KiB file (bench/ANALYSIS.md, "Unnamed spool files").
+// A group commit's second syncfs writes it with the names.
+func (st *store) unnamedSpool() bool {
+	return st.committer == nil || st.committer.Mode() != blobstore.SyncPerFile
+}
+
 // spoolDir returns where downloads are spooled: inside the bucket for file:// buckets (so a
 // commit is a rename), else configured.
 func (st *store) spoolDir(configured string) string {

@@ -9,7 +9,9 @@
 // With -group it commits through blobstore.Committer instead, the fetchers' own commit, in the
 // mode -blob-sync names (default: the fetchers' default, blobstore.DefaultSyncMode; "group"
 // batches concurrent commits around syncfs(2), "per-file" is fdatasync, rename, folder fsync):
-// what the fetchers' own commit costs without the download.
+// what the fetchers' own commit costs without the download. With -unnamed as well, each
+// temporary file is unnamed (O_TMPFILE, as the fetchers' spool files are where the file system
+// has them) and linked into place (Committer.CommitUnnamed) instead of renamed.
 //
 // With -existing it writes nothing: it makes the regular files already directly in DIR durable
 // the way paperfetch makes a download durable, with CONCURRENCY workers: per file open, SHA-256
@@ -64,6 +66,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/paperfetch/paperfetch/internal/atomicfile"
 	"github.com/paperfetch/paperfetch/internal/blobstore"
 )
 
@@ -74,6 +77,7 @@ func main() {
 	conc := flag.Int("concurrency", 16, "parallel writers")
 	group := flag.Bool("group", false, "commit through blobstore.Committer, as the fetchers do, in the -blob-sync mode")
 	mode := blobstore.DefaultSyncMode
+	unnamed := flag.Bool("unnamed", false, "with -group, unnamed temporary files (O_TMPFILE) linked into place, as the fetchers' spool files")
 	flag.TextVar(&mode, "blob-sync", mode, "with -group, the Committer's mode: group or per-file (the fetchers' --blob-sync; default theirs)")
 	existing := flag.Bool("existing", false, "write nothing: make the files already in -dir durable (open, [SHA-256], fdatasync, close; then fsync of -dir)")
 	watch := flag.Bool("watch", false, "run the command after --, making each file it writes into -dir durable as -existing does, as soon as it is closed (Linux: inotify)")
@@ -97,7 +101,7 @@ func main() {
 		if !*group {
 			mode = 0
 		}
-		err = run(*dir, *n, *size, *conc, mode)
+		err = run(*dir, *n, *size, *conc, mode, *unnamed)
 	}
 	if err != nil {
 		stop()
@@ -106,9 +110,9 @@ func main() {
 	}
 }
 
-// run writes n files; through a blobstore.Committer in mode when mode is set, else as commit
-// does.
-func run(dir string, n, size, conc int, mode blobstore.SyncMode) error {
+// run writes n files; through a blobstore.Committer in mode when mode is set (unnamed: from
+// unnamed files), else as commit does.
+func run(dir string, n, size, conc int, mode blobstore.SyncMode, unnamed bool) error {
 	if dir == "" || n <= 0 || size <= 0 || conc <= 0 {
 		return errors.New("-dir, and positive -n, -size and -concurrency, are required")
 	}
@@ -133,7 +137,7 @@ func run(dir string, n, size, conc int, mode blobstore.SyncMode) error {
 			for i := range jobs {
 				commitOne := commit
 				if committer != nil {
-					commitOne = func(dir, tmp string, i int, buf []byte) error { return groupCommit(committer, tmp, i, buf) }
+					commitOne = func(dir, tmp string, i int, buf []byte) error { return groupCommit(committer, tmp, i, buf, unnamed) }
 				}
 				if err := commitOne(dir, tmp, i, buf); err != nil {
 					errs <- err
@@ -187,9 +191,16 @@ func commit(dir, tmp string, i int, buf []byte) error {
 	return d.Sync()
 }
 
-// groupCommit writes file i and commits it through c (under a two-level key, as a blob).
-func groupCommit(c *blobstore.Committer, tmp string, i int, buf []byte) error {
-	f, err := os.Create(filepath.Join(tmp, fmt.Sprintf("%08d", i)))
+// groupCommit writes file i and commits it through c (under a two-level key, as a blob); with
+// unnamed from an unnamed file.
+func groupCommit(c *blobstore.Committer, tmp string, i int, buf []byte, unnamed bool) error {
+	var f *os.File
+	var err error
+	if unnamed {
+		f, err = atomicfile.CreateUnnamed(tmp)
+	} else {
+		f, err = os.Create(filepath.Join(tmp, fmt.Sprintf("%08d", i)))
+	}
 	if err != nil {
 		return err
 	}
@@ -197,7 +208,12 @@ func groupCommit(c *blobstore.Committer, tmp string, i int, buf []byte) error {
 		_ = f.Close()
 		return err
 	}
-	_, err = c.Commit(f, fmt.Sprintf("sha256/%02x/%08d.pdf", i%256, i))
+	key := fmt.Sprintf("sha256/%02x/%08d.pdf", i%256, i)
+	if unnamed {
+		_, err = c.CommitUnnamed(f, key, int64(len(buf)))
+	} else {
+		_, err = c.Commit(f, key)
+	}
 	return err
 }
 
