@@ -168,7 +168,8 @@ const (
 //     the coordinator handles exactly as that many separate event messages, in order, then
 //     the message's folded_credits. Every event of a batch is validated as a single one is,
 //     and counts as a message against the stream's budget (below). Batching merges what a
-//     stream's writer finds queued: it never delays a message. A coordinator refuses
+//     stream's writer finds queued (a fetcher's writer first lets the downloads that are
+//     ready to run queue their events): it never waits to fill a batch. A coordinator refuses
 //     more_events on a stream whose Hello did not set batch_events (INVALID_ARGUMENT).
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
@@ -358,7 +359,8 @@ type FetcherGatewayService_WorkClient = grpc.BidiStreamingClient[WorkRequest, Wo
 //     the coordinator handles exactly as that many separate event messages, in order, then
 //     the message's folded_credits. Every event of a batch is validated as a single one is,
 //     and counts as a message against the stream's budget (below). Batching merges what a
-//     stream's writer finds queued: it never delays a message. A coordinator refuses
+//     stream's writer finds queued (a fetcher's writer first lets the downloads that are
+//     ready to run queue their events): it never waits to fill a batch. A coordinator refuses
 //     more_events on a stream whose Hello did not set batch_events (INVALID_ARGUMENT).
 //
 // After a coordinator restart, reconnecting fetchers get a grace period to re-announce their
