@@ -202,6 +202,7 @@ func (r *getRun) prepare(ctx context.Context, inputs []string) error {
 		return err
 	}
 	r.in = in
+	r.in.kept = &keptPapers{} // the submission takes the papers the scan read (keptPapers)
 	if hasStdin(inputs) {
 		spool, err := spoolStdin(r.a.env.Stdin, r.stateDir)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
-	"github.com/paperfetch/paperfetch/internal/input"
 )
 
 // Chunking limits: the contract allows 5,000 papers and 16 MiB per message; chunks stay well
@@ -101,19 +100,25 @@ func (s *submitter) create(ctx context.Context, batchID string, labels map[strin
 // fill appends the papers of in to the open batch in chunks, then seals it. A batch left
 // open by an earlier version, which laid its chunks out otherwise, refuses a chunk
 // (ALREADY_EXISTS: accepted with different papers): it is filled again in that version's
-// layout: this version's first, then the earlier ones, newest first.
+// layout: this version's first, then the earlier ones, newest first. The papers kept by in's
+// scan (keptPapers) are released when it returns.
 func (s *submitter) fill(ctx context.Context, batchID string, in inputSet, skip func(error)) (int64, error) {
+	if in.kept != nil {
+		defer func() { *in.kept = keptPapers{} }()
+	}
 	reported := 0 // the malformed entries passed to skip by the passes so far
 	pass := func(layout chunkLayout, retry bool) (int64, error) {
-		seen := 0 // each pass reads the same entries in the same order: report the rest
-		return s.fillChunks(ctx, batchID, in, func(err error) {
-			if seen++; seen > reported {
-				reported = seen
-				if skip != nil {
+		var report func(error)
+		if skip != nil {
+			seen := 0 // each pass reads the same entries in the same order: report the rest
+			report = func(err error) {
+				if seen++; seen > reported {
+					reported = seen
 					skip(err)
 				}
 			}
-		}, layout, retry)
+		}
+		return s.fillChunks(ctx, batchID, in, report, layout, retry)
 	}
 	for _, layout := range []chunkLayout{growingChunks, smallFirstChunk} {
 		n, err := pass(layout, true)
@@ -133,11 +138,6 @@ func (e *chunkConflict) Unwrap() error { return e.err }
 // fillChunks is fill in one layout; a refused chunk returns a chunkConflict when another layout
 // may follow (retry).
 func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet, skip func(error), layout chunkLayout, retry bool) (int64, error) {
-	st, err := in.stream()
-	if err != nil {
-		return 0, err
-	}
-	defer st.Close()
 	var (
 		chunk      []*pb.PaperSpec
 		chunkSize  int
@@ -163,12 +163,7 @@ func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet,
 		chunk, chunkSize = nil, 0
 		return nil
 	}
-	err = forEachPaper(st, func(le *input.LineError) {
-		if skip != nil {
-			skip(le)
-		}
-	}, func(p input.Paper) error {
-		spec := p.Spec()
+	add := func(spec *pb.PaperSpec) error {
 		size := proto.Size(spec) + 8
 		if len(chunk) >= layout(chunkIndex) || (len(chunk) > 0 && chunkSize+size > chunkBytes) {
 			if err := flush(); err != nil {
@@ -179,8 +174,16 @@ func (s *submitter) fillChunks(ctx context.Context, batchID string, in inputSet,
 		chunkSize += size
 		total++
 		return nil
-	})
-	if err != nil {
+	}
+	// The papers the scan kept are the inputs' papers, unless malformed entries are to be
+	// reported again (skip).
+	if k := in.kept; k != nil && k.complete && (skip == nil || k.bad == 0) {
+		for _, spec := range k.specs {
+			if err := add(spec); err != nil {
+				return total, err
+			}
+		}
+	} else if err := in.eachSpec(skip, add); err != nil {
 		return total, err
 	}
 	if err := flush(); err != nil {

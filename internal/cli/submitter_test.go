@@ -175,3 +175,77 @@ func TestSubmitterResumeReportsEveryMalformedEntry(t *testing.T) {
 		}
 	}
 }
+
+// get's submission takes the papers its scan read (keptPapers): the batch whose id is their
+// digest holds exactly them, even when the input file changed in between (before, the
+// submission read the file again: 1 paper here, under the id of 6,000 others).
+func TestSubmitterTakesTheScannedPapers(t *testing.T) {
+	in := listInput(t, 6000)
+	in.kept = &keptPapers{}
+	if _, err := in.scan(t.Context(), func(err error) { t.Errorf("scan: %v", err) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(in.names[0], []byte("https://example.org/other.pdf\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+	s := &submitter{client: c, callTimeout: time.Minute}
+	n, err := s.fill(t.Context(), "b", in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 6000 || c.papers() != 6000 || c.chunks[0][0].GetUrls()[0] != "https://example.org/0.pdf" || c.chunks[4][559].GetUrls()[0] != "https://example.org/5999.pdf" {
+		t.Fatalf("filled %d, sealed %d chunks holding %d papers", n, c.sealed, c.papers())
+	}
+}
+
+// Inputs beyond keptPapers' bounds, and malformed entries to be reported again, are read again.
+func TestSubmitterReadsAgainBeyondTheKeptPapers(t *testing.T) {
+	t.Run("bound", func(t *testing.T) {
+		in := listInput(t, maxKeptPapers+1)
+		in.kept = &keptPapers{}
+		res, err := in.scan(t.Context(), func(err error) { t.Errorf("scan: %v", err) })
+		if err != nil || res.papers != maxKeptPapers+1 {
+			t.Fatalf("scan: %d papers, %v", res.papers, err)
+		}
+		if in.kept.complete || in.kept.specs != nil {
+			t.Fatalf("kept %d papers of %d (complete %v)", len(in.kept.specs), maxKeptPapers+1, in.kept.complete)
+		}
+		c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+		s := &submitter{client: c, callTimeout: time.Minute}
+		if n, err := s.fill(t.Context(), "b", in, nil); err != nil || n != maxKeptPapers+1 || c.papers() != maxKeptPapers+1 {
+			t.Fatalf("filled %d (%d submitted), %v", n, c.papers(), err)
+		}
+	})
+	t.Run("malformed", func(t *testing.T) {
+		in := textInput(t, "https://example.org/1.pdf\nnot a paper\nhttps://example.org/2.pdf\n")
+		in.kept = &keptPapers{}
+		if _, err := in.scan(t.Context(), func(error) {}); err != nil || !in.kept.complete || len(in.kept.specs) != 2 {
+			t.Fatalf("scan: %v, kept %+v", err, in.kept)
+		}
+		c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+		s := &submitter{client: c, callTimeout: time.Minute}
+		skipped := 0
+		if n, err := s.fill(t.Context(), "b", in, func(error) { skipped++ }); err != nil || n != 2 || skipped != 1 {
+			t.Fatalf("filled %d, %d malformed entries reported (want 1), %v", n, skipped, err)
+		}
+	})
+	t.Run("malformed, not reported", func(t *testing.T) {
+		in := textInput(t, "https://example.org/1.pdf\nnot a paper\nhttps://example.org/2.pdf\n")
+		in.kept = &keptPapers{}
+		if _, err := in.scan(t.Context(), func(error) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(in.names[0], nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+		s := &submitter{client: c, callTimeout: time.Minute}
+		if n, err := s.fill(t.Context(), "b", in, nil); err != nil || n != 2 || c.papers() != 2 {
+			t.Fatalf("filled %d (%d submitted), %v; want the 2 papers the scan kept", n, c.papers(), err)
+		}
+		if in.kept.specs != nil {
+			t.Error("the kept papers outlive the fill")
+		}
+	})
+}
