@@ -123,7 +123,9 @@ func (m *SyncMode) UnmarshalText(b []byte) error {
 // own data, not by everything dirty on the file system), renames it into place and fsyncs the
 // folder. On ext4 without a journal nothing joins these flushes: 10,000 × 20 KiB committed by
 // 16 writers cost 5.6 block requests per file (bench/fsyncfloor -group), and fdatasync and
-// the folder fsync were 21% of all CPU samples of a `paperfetch get`.
+// the folder fsync were 21% of all CPU samples of a `paperfetch get`. A commit that finds its
+// object already there (a duplicate) fsyncs the object and its folder before it reports it: a
+// concurrent commit may not have made them durable yet.
 //
 // SyncGroup: there is no long-lived goroutine. A commit queues itself; the first one that finds
 // no group running leads: it takes every queued commit (at most MaxGroup, itself first), runs
@@ -165,6 +167,9 @@ type Committer struct {
 	syncFS func(f *os.File) error
 	// syncDir fsyncs a folder by name (syncPath); a field so that tests can see the calls.
 	syncDir func(p string) error
+	// syncFile fsyncs an open file, its inode included ((*os.File).Sync); a field so that tests
+	// can see the calls.
+	syncFile func(f *os.File) error
 	// maxGroup bounds a group (MaxGroup; smaller in tests).
 	maxGroup int
 	// queued, when set (tests), is called with mu held after a commit queued, with the number
@@ -231,7 +236,7 @@ func NewCommitterWith(bucketDir string, mode SyncMode, opts CommitterOptions) *C
 		opts.Clock = clock.Real{}
 	}
 	return &Committer{
-		dir: bucketDir, root: root, mode: mode, syncFS: syncFS, syncDir: syncPath, maxGroup: MaxGroup,
+		dir: bucketDir, root: root, mode: mode, syncFS: syncFS, syncDir: syncPath, syncFile: (*os.File).Sync, maxGroup: MaxGroup,
 		window: min(max(opts.Window, 0), MaxWindow), startAt: opts.StartAt, clk: opts.Clock,
 	}
 }
@@ -298,7 +303,11 @@ func (c *Committer) commitPerFile(tmp *os.File, unnamed bool, key, final string)
 		}
 		// The object may have been renamed into place by a concurrent commit that has not
 		// synced its folder yet: its name must be durable before success is reported (its
-		// data already is: every commit syncs the data before the rename).
+		// data already is: every commit syncs the data before the rename), and so must its
+		// inode (syncObject).
+		if err := c.syncObject(final); err != nil {
+			return true, fmt.Errorf("commit %q: %w", key, err)
+		}
 		if err := c.syncDir(filepath.Dir(final)); err != nil {
 			return true, fmt.Errorf("commit %q: %w", key, err)
 		}
@@ -314,7 +323,7 @@ func (c *Committer) commitPerFile(tmp *os.File, unnamed bool, key, final string)
 		if err == nil && !existed {
 			// The link raised the file's link count from 0: that must be durable with the
 			// name (rename leaves it at 1). Only the inode is left to write.
-			if err = tmp.Sync(); err != nil {
+			if err = c.syncFile(tmp); err != nil {
 				_ = os.Remove(final)
 				err = fmt.Errorf("sync: %w", err)
 			}
@@ -341,11 +350,39 @@ func (c *Committer) commitPerFile(tmp *os.File, unnamed bool, key, final string)
 			return true, fmt.Errorf("remove duplicate temp file: %w", err)
 		}
 	}
+	if existed {
+		// Placed by a concurrent commit since the check above (see syncObject).
+		if err := c.syncObject(final); err != nil {
+			return true, fmt.Errorf("commit %q: %w", key, err)
+		}
+	}
 	// The new name (or the concurrent commit's) must be durable before success is reported.
 	if err := c.syncDir(filepath.Dir(final)); err != nil {
 		return existed, fmt.Errorf("commit %q: %w", key, err)
 	}
 	return existed, nil
+}
+
+// syncObject fsyncs the object final, found in place by a per-file commit of the same key
+// (existed): a concurrent commit of an unnamed file (CommitUnnamed) links the object first and
+// fsyncs its inode after (its link count went from 0 to 1; on disk it may still be 0), or a
+// group leaves that to its second syncfs, so the object is durable only once its inode is
+// too. An inode that is already durable costs an open and an fsync with nothing to write, on
+// duplicates only.
+func (c *Committer) syncObject(final string) error {
+	f, err := OpenFile(final, os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	err = c.syncFile(f)
+	cerr := f.Close()
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	if cerr != nil {
+		return fmt.Errorf("sync: %w", cerr)
+	}
+	return nil
 }
 
 // place moves the temporary file tmp (closed, by its name tmp.Name(); unnamed: open, no name)

@@ -917,3 +917,72 @@ func TestGroupCommitUnnamedAndNamedConcurrently(t *testing.T) {
 		t.Fatalf("temp files left: %v", left)
 	}
 }
+
+// A per-file commit that finds its object already there makes the object's inode durable
+// before it reports it, not only its folder: a concurrent commit of an unnamed file may have
+// linked the object and not yet fsynced its inode, whose link count on disk is still 0 (a power
+// loss would leave a name pointing at a freed inode). Both ways of finding it are covered: the
+// first check (the object was there before the commit began) and the rename's EEXIST.
+func TestPerFileCommitOfALinkedObjectSyncsItsInode(t *testing.T) {
+	for _, found := range []string{"stat", "rename"} {
+		t.Run(found, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.MkdirAll(TempDir(dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			c := NewCommitter(dir, SyncPerFile)
+			key := keyOf(3)
+			final := filepath.Join(dir, filepath.FromSlash(key))
+			const body = "%PDF-linked"
+			unnamed := unnamedWith(t, dir, body)
+
+			linked, release := make(chan struct{}), make(chan struct{})
+			var mu sync.Mutex
+			var synced []string
+			c.syncFile = func(f *os.File) error {
+				if f == unnamed {
+					close(linked) // the object is linked; its inode is not synced yet
+					<-release
+				} else {
+					mu.Lock()
+					synced = append(synced, f.Name())
+					mu.Unlock()
+				}
+				return f.Sync()
+			}
+			a := make(chan result, 1)
+			startA := func() {
+				go func() {
+					ex, err := c.CommitUnnamed(unnamed, key, int64(len(body)))
+					a <- result{ex, err}
+				}()
+				<-linked
+			}
+			if found == "stat" {
+				startA()
+			} else {
+				c.renameat2 = func(oldpath, newpath string) error {
+					startA() // linked between the duplicate's first check and its rename
+					return renameNoReplace(oldpath, newpath)
+				}
+			}
+			ex, err := c.Commit(tempWith(t, dir, body), key)
+			mu.Lock()
+			got := slices.Clone(synced)
+			mu.Unlock()
+			close(release)
+			if r := <-a; r.err != nil || r.existed {
+				t.Fatalf("unnamed commit: existed %v, err %v", r.existed, r.err)
+			}
+			if err != nil || !ex {
+				t.Fatalf("duplicate commit: existed %v, err %v", ex, err)
+			}
+			if !slices.Contains(got, final) {
+				t.Fatalf("the duplicate reported the object (linked, inode not synced) having fsynced %v, want %s", got, final)
+			}
+			if left, _ := os.ReadDir(TempDir(dir)); len(left) != 0 {
+				t.Fatalf("temp files left: %v", left)
+			}
+		})
+	}
+}
