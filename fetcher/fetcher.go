@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -94,6 +95,9 @@ type Fetcher struct {
 	idle        chan *lease
 	stopRunners chan struct{}
 	runners     sync.WaitGroup
+	// running: Run is running (it is not reentrant: a second Run would replace stopRunners,
+	// and both would close it).
+	running atomic.Bool
 
 	// afterSweep, when set (by tests, before Run), is called after every periodic spool sweep
 	// with the number of files removed.

@@ -22,11 +22,20 @@ import (
 // after closing its side.
 const closeWait = 5 * time.Second
 
+// ErrAlreadyRunning is Run's error when the Fetcher's Run is running already (Run is not
+// reentrant: one Work stream, one set of downloads per Fetcher).
+var ErrAlreadyRunning = errors.New("fetcher: Run is running already")
+
 // Run keeps the Work stream to the coordinator open over conn, reconnecting with exponential
 // backoff and jitter, and runs the downloads it is assigned. While it runs, old spool files are
 // swept every Config.SpoolSweepInterval. It returns nil when ctx is done
-// (running downloads are aborted and waited for) or after Drain has finished.
+// (running downloads are aborted and waited for) or after Drain has finished. It is not
+// reentrant: while it runs, another Run returns ErrAlreadyRunning.
 func (f *Fetcher) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
+	if !f.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer f.running.Store(false) // last: after the runners ended
 	client := pb.NewFetcherGatewayServiceClient(conn)
 	defer f.startSweeper(ctx)()
 	dctx, dcancel := context.WithCancelCause(ctx)

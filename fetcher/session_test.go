@@ -114,6 +114,7 @@ func (fs *fakeStream) push(t *testing.T, m *pb.WorkResponse) {
 type workHarness struct {
 	tf     *testFetcher
 	coord  *fakeCoordinator
+	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	runErr chan error
 }
@@ -138,7 +139,7 @@ func newWorkHarness(t *testing.T, mutate func(*Config)) *workHarness {
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &workHarness{tf: tf, coord: coord, cancel: cancel, runErr: make(chan error, 1)}
+	h := &workHarness{tf: tf, coord: coord, conn: conn, cancel: cancel, runErr: make(chan error, 1)}
 	go func() { h.runErr <- tf.Run(ctx, conn) }()
 	t.Cleanup(func() {
 		cancel()
@@ -974,4 +975,31 @@ func TestWorkStallAndDeadlineFailLease(t *testing.T) {
 			t.Fatalf("%s: failed %v, want %v", tc.lease, failed, tc.want)
 		}
 	}
+}
+
+// Run is not reentrant: a second Run while one runs returns ErrAlreadyRunning at once and leaves
+// the first alone; once the first returned, Run may be called again. Before, the second Run
+// replaced the first's stopRunners channel (a data race), and both Runs closed that one channel
+// when they ended: the second close panicked.
+func TestRunTwiceAtOnce(t *testing.T) {
+	h := newWorkHarness(t, nil)
+	h.stream(t) // the first Run's Work stream is open
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h.tf.Run(done, h.conn); !errors.Is(err, ErrAlreadyRunning) {
+		t.Fatalf("a second Run at once = %v, want ErrAlreadyRunning", err)
+	}
+	h.cancel()
+	select {
+	case err := <-h.runErr:
+		if err != nil {
+			t.Fatalf("first Run: %v", err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("the first Run did not return")
+	}
+	if err := h.tf.Run(done, h.conn); err != nil {
+		t.Fatalf("Run after the first returned = %v, want nil", err)
+	}
+	h.runErr <- nil // for the harness's clean-up
 }
