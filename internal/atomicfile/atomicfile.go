@@ -68,7 +68,7 @@ func (l *Linker) Link(f *os.File, dst string) error { return l.link(f, dst) }
 // Rename returns the open file f under the name name (its Name; the open file, its offset
 // included, is the same: a duplicate descriptor) and closes f. An unnamed file's Name is the
 // folder it was created in, also once a Linker linked it: code that uses the Name of an open
-// file (a rename of it) needs its new name.
+// file (a rename of it) needs its new name. f is closed also when Rename fails (EMFILE).
 func Rename(f *os.File, name string) (*os.File, error) { return rename(f, name) }
 
 // OpenDir opens the folder path for writing files into it.

@@ -99,7 +99,8 @@ func rename(f *os.File, name string) (*os.File, error) {
 		return nil, cerr
 	}
 	if derr != nil {
-		return nil, &os.PathError{Op: "dup", Path: f.Name(), Err: derr}
+		_ = f.Close() // closed as on success: the caller drops f either way
+		return nil, &os.PathError{Op: "dup", Path: name, Err: derr}
 	}
 	_ = f.Close() // the open file stays open through nfd
 	return os.NewFile(uintptr(nfd), name), nil

@@ -22,7 +22,7 @@ func CreateUnnamed(string) (*os.File, error) {
 	return nil, fmt.Errorf("%w: %w", errors.ErrUnsupported, errNoUnnamed)
 }
 
-func rename(*os.File, string) (*os.File, error) { return nil, errNoUnnamed }
+func rename(f *os.File, _ string) (*os.File, error) { _ = f.Close(); return nil, errNoUnnamed }
 
 func (l *Linker) link(*os.File, string) error { return errNoUnnamed }
 
