@@ -254,7 +254,7 @@ func (r *getRun) start(ctx context.Context) error {
 	}
 	if !o.link && o.nameTemplate == "" {
 		// Downloads write the output files as they receive them, once armed (below).
-		r.taps = newOutTaps(maxOutTaps)
+		r.taps = newOutTaps(outTapBound(descriptorLimit()))
 		ecfg.Tap = r.taps
 	}
 	sys, err := embedded.Start(ctx, ecfg)

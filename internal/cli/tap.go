@@ -20,9 +20,21 @@ import (
 // At ~3,000 papers/s (10,000 and 100,000 × 20 KiB) up to 468 copies were open at once (an
 // earlier bound of 256 had half of those papers copied from their blobs): 1024 leaves twice
 // that. A --concurrency near it (up to 10,000) only makes more papers copied from their blobs.
-// It stays far below the usual descriptor limits (Go raises the soft limit to the hard one at
-// start; the kernel's default hard limit is 4096).
+// Go raises the soft descriptor limit to the hard one at start (the kernel's default hard limit
+// is 4096), but a hard limit of 1024 is not rare (`ulimit -Hn`, some containers): 1024 copies
+// would then take every descriptor the run has, and its spool files, connections, placements
+// and store would fail with EMFILE. So get opens at most a quarter of the descriptor limit
+// (outTapBound): 256 at a limit of 1024, maxOutTaps from 4096 up.
 const maxOutTaps = 1024
+
+// outTapBound is the bound of get's output copies under a descriptor limit of limit (0: unknown,
+// maxOutTaps): a quarter of it, at most maxOutTaps, at least 1.
+func outTapBound(limit uint64) int {
+	if limit == 0 {
+		return maxOutTaps
+	}
+	return int(max(1, min(limit/4, maxOutTaps)))
+}
 
 // errTapEnded is the error of a write to a copy that was ended (placed, aborted, the run over).
 var errTapEnded = errors.New("output copy ended")
