@@ -261,6 +261,18 @@ func (a *api) SealBatch(ctx context.Context, req *pb.SealBatchRequest) (*pb.Seal
 	return &pb.SealBatchResponse{Batch: res.batch}, nil
 }
 
+// PollMethods returns the full method names of CoordinatorService's reads that clients poll
+// (GetBatch, ListBatches, GetPaper, ListPapers): the servers log their successful calls at
+// debug (grpcserver.Config.Polls).
+func PollMethods() []string {
+	return []string{
+		pb.CoordinatorService_GetBatch_FullMethodName,
+		pb.CoordinatorService_ListBatches_FullMethodName,
+		pb.CoordinatorService_GetPaper_FullMethodName,
+		pb.CoordinatorService_ListPapers_FullMethodName,
+	}
+}
+
 // GetBatch returns a batch as last committed, from its published view (readview.go): it
 // does not go through the loop, so neither the loop's work nor a commit in progress delays it.
 func (a *api) GetBatch(_ context.Context, req *pb.GetBatchRequest) (*pb.GetBatchResponse, error) {

@@ -105,7 +105,7 @@ func Start(ctx context.Context, opts Options) (_ *System, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second, Validate: validate.Request}
+	scfg := grpcserver.Config{Logger: logger.With("component", "grpc"), HardStopTimeout: 2 * time.Second, Validate: validate.Request, Polls: coordinator.PollMethods()}
 	if opts.ClientTokens != nil {
 		scfg.Auth = &auth.Guard{
 			Default: auth.Requirement{Tokens: opts.ClientTokens},

@@ -51,6 +51,7 @@ reflection.`)
 	cfg.RegisterFlags(fs)
 	serverFlags := grpcserver.RegisterFlags(fs, grpcserver.Role{
 		Clients: "CoordinatorService", Gateway: pb.FetcherGatewayService_ServiceDesc.ServiceName, Validate: validate.Request,
+		Polls: coordinator.PollMethods(),
 	})
 	if err := flagenv.Parse(fs, args, os.LookupEnv); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,4 +170,52 @@ func TestCallsBeyondStreamWorkers(t *testing.T) {
 		t.Fatalf("GetBatch while %d streams run: %v", streams, err)
 	}
 	ts.fake.releaseAll()
+}
+
+// The successful calls of the role's Polls are logged at debug, their failures as any call's;
+// other methods keep info.
+func TestCallLogPolls(t *testing.T) {
+	var buf syncbuf.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	role := roleCoordinator
+	role.Polls = []string{pb.CoordinatorService_GetBatch_FullMethodName, pb.CoordinatorService_WatchBatch_FullMethodName}
+	ts := startServerLogged(t, logger, role, "--rate-limit", "0")
+	c := pb.NewCoordinatorServiceClient(dial(t, ts.addr))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for range 3 {
+		if _, err := c.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "b1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := c.GetBatch(ctx, &pb.GetBatchRequest{}) // invalid: no batch id
+	wantCode(t, "GetBatch without an id", err, codes.InvalidArgument)
+	_, err = c.ListBatches(ctx, &pb.ListBatchesRequest{}) // the fake panics
+	wantCode(t, "ListBatches", err, codes.Internal)
+	ws, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = ws.Recv()
+	}
+	ts.stop(t)
+
+	recs := records(t, buf.String())
+	levels := func(method string) map[string]int {
+		n := map[string]int{}
+		for _, r := range callRecords(recs, "finished call", method) {
+			n[r["level"].(string)+" "+r["grpc.code"].(string)]++
+		}
+		return n
+	}
+	if got, want := levels("GetBatch"), map[string]int{"DEBUG OK": 3, "INFO InvalidArgument": 1}; !maps.Equal(got, want) {
+		t.Errorf("GetBatch finished calls by level and code: %v, want %v", got, want)
+	}
+	if got, want := levels("WatchBatch"), map[string]int{"DEBUG OK": 1}; !maps.Equal(got, want) {
+		t.Errorf("WatchBatch (a stream in Polls): %v, want %v", got, want)
+	}
+	if got, want := levels("ListBatches"), map[string]int{"ERROR Internal": 1}; !maps.Equal(got, want) {
+		t.Errorf("ListBatches (not in Polls): %v, want %v", got, want)
+	}
 }

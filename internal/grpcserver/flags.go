@@ -28,6 +28,8 @@ type Role struct {
 	Gateway string
 	// Validate, when set, checks every request message (Config.Validate).
 	Validate func(req any) error
+	// Polls are the full method names of reads clients poll (Config.Polls).
+	Polls []string
 }
 
 // Flags holds the server flags shared by the binaries.
@@ -110,6 +112,7 @@ func (f *Flags) NewServer(logger *slog.Logger, reg *prometheus.Registry) (*Serve
 		MaxConnsPerIP:     f.MaxConnsPerIP,
 		MaxConnectionIdle: f.MaxConnectionIdle,
 		Validate:          f.role.Validate,
+		Polls:             f.role.Polls,
 	}
 	if f.role.Gateway != "" {
 		cfg.RateLimitExempt = []string{f.role.Gateway}

@@ -131,6 +131,12 @@ type Config struct {
 	// RateLimitExempt are services never rate limited, beside health and reflection (the
 	// coordinator's FetcherGatewayService, which has per-stream budgets of its own).
 	RateLimitExempt []string
+	// Polls are full method names ("/package.Service/Method") of reads that clients call over
+	// and over (a progress display's GetBatch every second): their successful calls are
+	// logged at debug instead of info, so that a polling client does not write a log line per
+	// call (nor the server spend a formatted line and a write per call). Their failures are
+	// logged as any call's.
+	Polls []string
 	// Unary and Stream are extra interceptors placed after rate limiting and before recovery,
 	// in order.
 	Unary []grpc.UnaryServerInterceptor
@@ -209,9 +215,18 @@ func New(cfg Config) *Server {
 	}
 	// 2. Logging: the start (debug) and the end of every call, never per message; health
 	// checks (probes every few seconds) are not logged.
+	// The successful calls of Polls are logged at debug.
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.StartCall, logging.FinishCall)}
-	unary = append(unary, selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notHealth)))
-	stream = append(stream, selector.StreamServerInterceptor(logging.StreamServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notHealth)))
+	pollOpts := append(slices.Clip(logOpts), logging.WithLevels(pollLevel))
+	polls := slices.Clone(cfg.Polls)
+	isPoll := func(_ context.Context, c interceptors.CallMeta) bool { return slices.Contains(polls, c.FullMethod()) }
+	notPoll := func(ctx context.Context, c interceptors.CallMeta) bool { return notHealth(ctx, c) && !isPoll(ctx, c) }
+	unary = append(unary,
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notPoll)),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(callLogger(logger), pollOpts...), selector.MatchFunc(isPoll)))
+	stream = append(stream,
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(callLogger(logger), logOpts...), selector.MatchFunc(notPoll)),
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(callLogger(logger), pollOpts...), selector.MatchFunc(isPoll)))
 	// 3. Auth, except health and reflection.
 	if cfg.Auth != nil {
 		unary = append(unary, selector.UnaryServerInterceptor(cfg.Auth.UnaryServerInterceptor(), selector.MatchFunc(notInfrastructure)))
@@ -284,6 +299,15 @@ func callLogger(l *slog.Logger) logging.Logger {
 		}
 		l.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
+}
+
+// pollLevel is the log level of a finished call of Config.Polls: debug when it succeeded,
+// else the server default for its code.
+func pollLevel(code codes.Code) logging.Level {
+	if code == codes.OK {
+		return logging.LevelDebug
+	}
+	return logging.DefaultServerCodeToLevel(code)
 }
 
 func notHealth(_ context.Context, c interceptors.CallMeta) bool {
