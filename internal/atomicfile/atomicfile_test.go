@@ -294,6 +294,20 @@ func TestDirReadFile(t *testing.T) {
 	}
 }
 
+// createUnnamedOrSkip is CreateUnnamed in dir; the test is skipped where the file system has
+// no unnamed files.
+func createUnnamedOrSkip(t *testing.T, dir string) *os.File {
+	t.Helper()
+	f, err := CreateUnnamed(dir)
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("no unnamed files here:", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // CreateUnnamed makes a read-write file with no name; a Linker names it by path, never over an
 // existing file (os.ErrExist) nor into a missing folder (os.ErrNotExist), and a missing folder
 // does not make it give up linking by descriptor; closed before, the file leaves nothing.
@@ -303,13 +317,7 @@ func TestCreateUnnamedAndLink(t *testing.T) {
 			dir := t.TempDir()
 			var l Linker
 			l.noEmptyPath.Store(proc)
-			f, err := CreateUnnamed(dir)
-			if errors.Is(err, errors.ErrUnsupported) {
-				t.Skip("no unnamed files here:", err)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := createUnnamedOrSkip(t, dir)
 			defer f.Close()
 			if _, err := f.WriteString("body"); err != nil {
 				t.Fatal(err)

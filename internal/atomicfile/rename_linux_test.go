@@ -14,13 +14,7 @@ import (
 // finalizer), exactly when descriptors ran out. Not parallel: it lowers the process's limit.
 func TestRenameClosesFileWhenDupFails(t *testing.T) {
 	dir := t.TempDir()
-	f, err := CreateUnnamed(dir)
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skip("no unnamed files here:", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := createUnnamedOrSkip(t, dir)
 	defer f.Close()
 	var l Linker
 	name := filepath.Join(dir, "a.part")

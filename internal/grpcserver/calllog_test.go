@@ -44,6 +44,28 @@ func callRecords(recs []map[string]any, msg, method string) []map[string]any {
 	return out
 }
 
+// callEach makes okGets successful GetBatch calls under ctx, then one invalid GetBatch (no
+// batch id, no deadline), a ListBatches (the fake panics) and a WatchBatch read to its end.
+func callEach(ctx context.Context, t *testing.T, c pb.CoordinatorServiceClient, okGets int) {
+	t.Helper()
+	for range okGets {
+		if _, err := c.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "b1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := c.GetBatch(t.Context(), &pb.GetBatchRequest{})
+	wantCode(t, "GetBatch without an id", err, codes.InvalidArgument)
+	_, err = c.ListBatches(ctx, &pb.ListBatchesRequest{})
+	wantCode(t, "ListBatches", err, codes.Internal)
+	ws, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = ws.Recv()
+	}
+}
+
 // The end of every call but health checks is logged with the fields operators read
 // (docs/operations.md), at the level of its code; its start at debug level.
 func TestCallLog(t *testing.T) {
@@ -55,20 +77,7 @@ func TestCallLog(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
-	if _, err := c.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "b1"}); err != nil {
-		t.Fatal(err)
-	}
-	_, err := c.GetBatch(t.Context(), &pb.GetBatchRequest{}) // invalid: no batch id, no deadline
-	wantCode(t, "GetBatch without an id", err, codes.InvalidArgument)
-	_, err = c.ListBatches(ctx, &pb.ListBatchesRequest{}) // the fake panics
-	wantCode(t, "ListBatches", err, codes.Internal)
-	ws, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: "b1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for err == nil {
-		_, err = ws.Recv()
-	}
+	callEach(ctx, t, c, 1)
 	if err := openWork(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
@@ -183,22 +192,7 @@ func TestCallLogPolls(t *testing.T) {
 	c := pb.NewCoordinatorServiceClient(dial(t, ts.addr))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	for range 3 {
-		if _, err := c.GetBatch(ctx, &pb.GetBatchRequest{BatchId: "b1"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := c.GetBatch(ctx, &pb.GetBatchRequest{}) // invalid: no batch id
-	wantCode(t, "GetBatch without an id", err, codes.InvalidArgument)
-	_, err = c.ListBatches(ctx, &pb.ListBatchesRequest{}) // the fake panics
-	wantCode(t, "ListBatches", err, codes.Internal)
-	ws, err := c.WatchBatch(ctx, &pb.WatchBatchRequest{BatchId: "b1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for err == nil {
-		_, err = ws.Recv()
-	}
+	callEach(ctx, t, c, 3)
 	ts.stop(t)
 
 	recs := records(t, buf.String())
