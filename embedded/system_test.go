@@ -35,9 +35,15 @@ func pdf(name string) []byte { return []byte("%PDF-1.4\n" + name + "\n%%EOF\n") 
 
 func start(t *testing.T, dir string, lis net.Listener) *embedded.System {
 	t.Helper()
+	return startWith(t, testOptions(dir, lis))
+}
+
+// startWith starts a system with o (its start bounded by 30 s).
+func startWith(t *testing.T, o embedded.Options) *embedded.System {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sys, err := embedded.Start(ctx, testOptions(dir, lis))
+	sys, err := embedded.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,14 +313,11 @@ func TestTapGetsEveryDownload(t *testing.T) {
 	tap := &memTap{finished: map[string]*memCopy{}}
 	o := testOptions(t.TempDir(), nil)
 	o.Tap = tap
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sys, err := embedded.Start(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys := startWith(t, o)
 	defer sys.Close()
 	client := pb.NewCoordinatorServiceClient(sys.Conn())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	var papers []*pb.PaperSpec
 	for i := range 6 {
 		papers = append(papers, &pb.PaperSpec{PaperId: fmt.Sprintf("p%d", i), Urls: []string{fmt.Sprintf("%s/p%d.pdf", origin.URL, i)}})
