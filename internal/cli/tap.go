@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/paperfetch/paperfetch/embedded"
 	"github.com/paperfetch/paperfetch/internal/atomicfile"
@@ -66,8 +65,6 @@ type outTaps struct {
 	opened uint64
 	// create makes a copy's file in dir; nil: dir.Create (tests stall it).
 	create func(dir *atomicfile.Dir) (*atomicfile.File, error)
-	// files counts the copies' open files (tests: none is left).
-	files atomic.Int64
 }
 
 // newOutTaps returns a disarmed set of at most max copies (arm starts it).
@@ -137,7 +134,6 @@ func (s *outTaps) Open(batchID, paperID string) embedded.TapWriter {
 		f.Abort()
 		return nil
 	}
-	s.files.Add(1)
 	t := &outTap{set: s, key: k, seq: seq, f: f}
 	if prev != nil {
 		// An earlier download of the paper made its copy meanwhile: this one replaces it.
@@ -169,7 +165,6 @@ func (s *outTaps) take(batchID, paperID, sha string, size int64) *atomicfile.Fil
 	f := t.f
 	t.f = nil
 	t.mu.Unlock()
-	s.files.Add(-1)
 	return f
 }
 
@@ -262,6 +257,5 @@ func (t *outTap) end() {
 	t.mu.Unlock()
 	if f != nil {
 		f.Abort()
-		t.set.files.Add(-1)
 	}
 }

@@ -158,7 +158,7 @@ func TestTapReleasedBeforePlacement(t *testing.T) {
 		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("placed %d bytes (%v), want the recorded content", len(got), err)
 		}
-		if n := fx.m.taps.files.Load(); n != 0 {
+		if n := fx.copiesOpen(t); n != 0 {
 			t.Fatalf("%d copies open", n)
 		}
 	})
@@ -244,7 +244,7 @@ func TestOutTapsRace(t *testing.T) {
 	}
 	wg.Wait()
 	fx.m.taps.close()
-	if n := fx.m.taps.files.Load(); n != 0 {
+	if n := fx.copiesOpen(t); n != 0 {
 		t.Fatalf("%d copies open after the end", n)
 	}
 	if got := openDirectlyIn(t, fx.out) - before; got != 0 {
@@ -302,7 +302,7 @@ func TestOutTapsLaterOpenWins(t *testing.T) {
 		t.Fatalf("the later download's copy was ended by the earlier Open: %v", err)
 	}
 	later.Abort()
-	if n := s.files.Load(); n != 0 {
+	if n := fx.copiesOpen(t); n != 0 {
 		t.Fatalf("%d copies open", n)
 	}
 }

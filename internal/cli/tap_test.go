@@ -85,6 +85,14 @@ func (fx *tapFixture) outNames(t *testing.T) []string {
 	return names
 }
 
+// copiesOpen returns how many of this process's descriptors name a file in the fixture's output
+// folder: the output copies open (an unnamed one's link target is its folder's path followed by
+// "/#inode (deleted)").
+func (fx *tapFixture) copiesOpen(t *testing.T) int {
+	t.Helper()
+	return openIn(t, fx.out)
+}
+
 // openIn returns how many of this process's descriptors are files in dir (the copies' unnamed
 // files show as "DIR/#INODE (deleted)").
 func openIn(t *testing.T, dir string) int {
@@ -135,7 +143,7 @@ func TestPlaceNewUsesTheFinishedCopy(t *testing.T) {
 		if got, err := os.ReadFile(fx.blobPath(p)); err != nil || !bytes.Equal(got, damaged) {
 			t.Fatalf("the blob was read (%v): PlaceNew did not use the copy", err)
 		}
-		if n := fx.m.taps.files.Load(); n != 0 {
+		if n := fx.copiesOpen(t); n != 0 {
 			t.Fatalf("%d copies open after the placement", n)
 		}
 	})
@@ -157,7 +165,7 @@ func TestPlaceNewUsesTheFinishedCopy(t *testing.T) {
 			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, content) {
 				t.Fatalf("placed %d bytes (%v), want the blob's %d", len(got), err, len(content))
 			}
-			if n := fx.m.taps.files.Load(); n != 0 {
+			if n := fx.copiesOpen(t); n != 0 {
 				t.Fatalf("%d copies open after the placement", n)
 			}
 			if _, err := w.Write([]byte("more")); !errors.Is(err, errTapEnded) {
@@ -203,7 +211,7 @@ func TestOutTapsBoundAndEnd(t *testing.T) {
 	if w := s.Open("b", "d"); w != nil {
 		t.Fatal("a fourth copy beyond the bound of 3")
 	}
-	if n := s.files.Load(); n != 3 {
+	if n := fx.copiesOpen(t); n != 3 {
 		t.Fatalf("%d copies open, want 3", n)
 	}
 	c.Abort() // its download failed: a place is free again
@@ -213,7 +221,7 @@ func TestOutTapsBoundAndEnd(t *testing.T) {
 	}
 
 	s.close()
-	if n := s.files.Load(); n != 0 {
+	if n := fx.copiesOpen(t); n != 0 {
 		t.Fatalf("%d copies open after the end of the run", n)
 	}
 	if got := openIn(t, fx.out) - before; got != 0 {
@@ -316,7 +324,7 @@ func TestOutTapsCreateOutsideTheLock(t *testing.T) {
 		// Open may have made its file before close disarmed the set: close then ended it.
 		t.Log("the stalled copy was made before close")
 	}
-	if n := s.files.Load(); n != 0 {
+	if n := fx.copiesOpen(t); n != 0 {
 		t.Fatalf("%d copy files left open after close", n)
 	}
 }
