@@ -16,6 +16,7 @@ import (
 
 	pb "github.com/paperfetch/paperfetch/gen/paperfetch/v1"
 	"github.com/paperfetch/paperfetch/internal/input"
+	"github.com/paperfetch/paperfetch/internal/validate"
 )
 
 // chunkRecorder is a CoordinatorServiceClient that records the chunks appended to one open
@@ -215,6 +216,30 @@ func TestSubmitterReadsAgainBeyondTheKeptPapers(t *testing.T) {
 		s := &submitter{client: c, callTimeout: time.Minute}
 		if n, err := s.fill(t.Context(), "b", in, nil); err != nil || n != maxKeptPapers+1 || c.papers() != maxKeptPapers+1 {
 			t.Fatalf("filled %d (%d submitted), %v", n, c.papers(), err)
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		// Long URLs (near validate.MaxURLBytes): the bytes bound is passed long before the
+		// papers bound.
+		long := strings.Repeat("a", validate.MaxURLBytes-64)
+		n := maxKeptBytes/validate.MaxURLBytes + 200
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "https://example.org/%s/%d.pdf\n", long, i)
+		}
+		in := textInput(t, b.String())
+		in.kept = &keptPapers{}
+		res, err := in.scan(t.Context(), func(err error) { t.Errorf("scan: %v", err) })
+		if err != nil || res.papers != int64(n) {
+			t.Fatalf("scan: %d papers, %v", res.papers, err)
+		}
+		if in.kept.complete || in.kept.specs != nil {
+			t.Fatalf("kept %d papers of %d, %d MiB (complete %v)", len(in.kept.specs), n, n*validate.MaxURLBytes>>20, in.kept.complete)
+		}
+		c := &chunkRecorder{chunks: map[int64][]*pb.PaperSpec{}}
+		s := &submitter{client: c, callTimeout: time.Minute}
+		if got, err := s.fill(t.Context(), "b", in, nil); err != nil || got != int64(n) || c.papers() != n {
+			t.Fatalf("filled %d (%d submitted), %v", got, c.papers(), err)
 		}
 	})
 	t.Run("malformed", func(t *testing.T) {
